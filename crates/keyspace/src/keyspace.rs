@@ -1,0 +1,592 @@
+//! The concurrent keyspace: databases of 16384 lazily allocated slot tables, each behind
+//! its own lock, plus the WATCH registry and active expiry.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use carmine_slots::{key_slot, Slot, SLOT_COUNT};
+use hashbrown::HashMap;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::table::SlotTable;
+use crate::value::Entry;
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+type TableCell = OnceLock<Box<Mutex<SlotTable>>>;
+
+/// One database: its slot tables and the keys clients WATCH in it.
+pub struct Db {
+    tables: OnceLock<Box<[TableCell]>>,
+    watch: WatchRegistry,
+}
+
+impl Db {
+    fn new() -> Db {
+        Db {
+            tables: OnceLock::new(),
+            watch: WatchRegistry::default(),
+        }
+    }
+
+    fn cells(&self) -> &[TableCell] {
+        self.tables
+            .get_or_init(|| (0..SLOT_COUNT).map(|_| OnceLock::new()).collect())
+    }
+
+    /// The table for `slot`, allocated on first use.
+    fn table(&self, slot: Slot) -> &Mutex<SlotTable> {
+        self.cells()[slot as usize % SLOT_COUNT].get_or_init(|| Box::new(Mutex::new(SlotTable::new())))
+    }
+
+    /// The table for `slot` if it was ever allocated.
+    fn existing(&self, slot: usize) -> Option<&Mutex<SlotTable>> {
+        self.tables.get()?.get(slot)?.get().map(|b| &**b)
+    }
+
+    pub fn watch(&self) -> &WatchRegistry {
+        &self.watch
+    }
+}
+
+/// Versions of watched keys. A write to a key bumps its version only while someone
+/// watches it, so the cost for unwatched keys is one relaxed atomic load. Writers and
+/// WATCH both hold the key's table lock, which orders them.
+#[derive(Default)]
+pub struct WatchRegistry {
+    watched: AtomicUsize,
+    keys: Mutex<HashMap<Box<[u8]>, (u64, u32)>>,
+    next_version: AtomicU64,
+}
+
+impl WatchRegistry {
+    /// Registers one watcher of `key`; returns the key's current version.
+    pub fn watch(&self, key: &[u8]) -> u64 {
+        let mut keys = self.keys.lock();
+        let e = keys.entry(key.into()).or_insert((0, 0));
+        e.1 += 1;
+        let version = e.0;
+        self.watched.store(keys.len(), Ordering::Relaxed);
+        version
+    }
+
+    pub fn unwatch(&self, key: &[u8]) {
+        let mut keys = self.keys.lock();
+        if let Some(e) = keys.get_mut(key) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                keys.remove(key);
+            }
+        }
+        self.watched.store(keys.len(), Ordering::Relaxed);
+    }
+
+    /// The key's version now (0 for a key nobody watches).
+    pub fn version(&self, key: &[u8]) -> u64 {
+        self.keys.lock().get(key).map_or(0, |e| e.0)
+    }
+
+    #[inline]
+    pub fn signal(&self, key: &[u8]) {
+        if self.watched.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut keys = self.keys.lock();
+        if let Some(e) = keys.get_mut(key) {
+            e.0 = self.next_version.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+    }
+
+    /// Marks every watched key modified (FLUSHDB, SWAPDB).
+    pub fn signal_all(&self) {
+        if self.watched.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        for e in self.keys.lock().values_mut() {
+            e.0 = self.next_version.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+    }
+}
+
+/// Counters the keyspace itself maintains.
+#[derive(Default, Debug)]
+pub struct KeyspaceStats {
+    pub expired_keys: AtomicU64,
+    pub expired_stale_perc: AtomicU64,
+}
+
+/// Databases of slot tables, shared by every thread.
+///
+/// Locking discipline: a caller that holds several tables acquires them in ascending
+/// `(db, slot)` order — [`Locked::lock`] does this — so no two callers can deadlock.
+pub struct Keyspace {
+    dbs: Box<[Db]>,
+    stats: KeyspaceStats,
+    /// When false (a replica), expired keys read as missing but are not deleted: the
+    /// master's DEL keeps the data sets identical.
+    expire_deletes: AtomicBool,
+    lru_origin: Instant,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Packs a (db, slot) pair into one ordered number: db major, slot minor.
+#[inline]
+pub fn table_id(db: usize, slot: Slot) -> u32 {
+    ((db as u32) << 14) | u32::from(slot)
+}
+
+impl Keyspace {
+    /// A keyspace with Redis' default of 16 databases.
+    pub fn new() -> Keyspace {
+        Self::with_databases(16)
+    }
+
+    pub fn with_databases(n: usize) -> Keyspace {
+        Keyspace {
+            dbs: (0..n.max(1)).map(|_| Db::new()).collect(),
+            stats: KeyspaceStats::default(),
+            expire_deletes: AtomicBool::new(true),
+            lru_origin: Instant::now(),
+        }
+    }
+
+    pub fn databases(&self) -> usize {
+        self.dbs.len()
+    }
+
+    pub fn db_ref(&self, db: usize) -> Option<&Db> {
+        self.dbs.get(db)
+    }
+
+    pub fn stats(&self) -> &KeyspaceStats {
+        &self.stats
+    }
+
+    pub fn set_expire_deletes(&self, yes: bool) {
+        self.expire_deletes.store(yes, Ordering::Relaxed);
+    }
+
+    /// Seconds since the keyspace started: the clock OBJECT IDLETIME reads.
+    pub fn lru_clock(&self) -> u32 {
+        self.lru_origin.elapsed().as_secs() as u32
+    }
+
+    /// Locks one table directly (the whole-database walkers use this).
+    pub fn lock_table(&self, db: usize, slot: Slot) -> MutexGuard<'_, SlotTable> {
+        self.dbs[db.min(self.dbs.len() - 1)].table(slot).lock()
+    }
+
+    /// Calls `f` on every allocated table of `db`, one lock at a time, in slot order.
+    /// Stops early when `f` returns false.
+    pub fn for_each_table(&self, db: usize, mut f: impl FnMut(Slot, &mut SlotTable) -> bool) {
+        let Some(d) = self.dbs.get(db) else { return };
+        for slot in 0..SLOT_COUNT {
+            if let Some(t) = d.existing(slot) {
+                if !f(slot as Slot, &mut t.lock()) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Number of keys in `db` (including ones expired but not yet reclaimed, as Redis).
+    pub fn dbsize(&self, db: usize) -> usize {
+        let mut n = 0;
+        self.for_each_table(db, |_, t| {
+            n += t.len();
+            true
+        });
+        n
+    }
+
+    /// (keys, keys with a deadline) for INFO keyspace.
+    pub fn db_counts(&self, db: usize) -> (usize, usize) {
+        let (mut keys, mut volatile) = (0, 0);
+        self.for_each_table(db, |_, t| {
+            keys += t.len();
+            volatile += t.volatile_len();
+            true
+        });
+        (keys, volatile)
+    }
+
+    /// Empties `db`, marking watched keys modified. Returns keys removed.
+    pub fn flush_db(&self, db: usize) -> usize {
+        let mut removed = 0;
+        self.for_each_table(db, |_, t| {
+            removed += t.len();
+            t.clear();
+            true
+        });
+        if let Some(d) = self.dbs.get(db) {
+            d.watch.signal_all();
+        }
+        removed
+    }
+
+    /// Swaps the contents of two databases, table by table. Callers that need it atomic
+    /// with respect to other commands hold the server's exclusive barrier.
+    pub fn swap_db(&self, a: usize, b: usize) -> bool {
+        if a >= self.dbs.len() || b >= self.dbs.len() {
+            return false;
+        }
+        if a == b {
+            return true;
+        }
+        let (lo, hi) = (a.min(b), a.max(b));
+        for slot in 0..SLOT_COUNT {
+            let (x, y) = (self.dbs[lo].existing(slot), self.dbs[hi].existing(slot));
+            if x.is_none() && y.is_none() {
+                continue;
+            }
+            let mut tx = self.dbs[lo].table(slot as Slot).lock();
+            let mut ty = self.dbs[hi].table(slot as Slot).lock();
+            std::mem::swap(&mut *tx, &mut *ty);
+        }
+        self.dbs[lo].watch.signal_all();
+        self.dbs[hi].watch.signal_all();
+        true
+    }
+
+    /// One pass of active expiry. Walks tables from `*cursor` (a position over all
+    /// databases' slots), removing expired keys, until the whole keyspace was visited or
+    /// `budget` is spent; `on_expired(db, key)` sees each removal. Returns the number of
+    /// volatile keys examined and removed. The caller adapts: when many of those examined
+    /// were stale, it calls again sooner (Redis' fast cycle).
+    pub fn active_expire(
+        &self,
+        cursor: &mut usize,
+        budget: Duration,
+        mut on_expired: impl FnMut(usize, &[u8]),
+    ) -> (usize, usize) {
+        if !self.expire_deletes.load(Ordering::Relaxed) {
+            return (0, 0);
+        }
+        let start = Instant::now();
+        let total = self.dbs.len() * SLOT_COUNT;
+        let now = now_ms();
+        let (mut examined, mut removed) = (0, 0);
+        for step in 0..total {
+            let pos = (*cursor + step) % total;
+            let (db, slot) = (pos / SLOT_COUNT, pos % SLOT_COUNT);
+            if let Some(t) = self.dbs[db].existing(slot) {
+                let mut t = t.lock();
+                if t.volatile_len() > 0 {
+                    let (e, r) = t.remove_expired(now, |k| {
+                        self.dbs[db].watch.signal(k);
+                        on_expired(db, k);
+                    });
+                    examined += e;
+                    removed += r;
+                }
+            }
+            if step % 64 == 63 && start.elapsed() >= budget {
+                *cursor = (pos + 1) % total;
+                self.stats.expired_keys.fetch_add(removed as u64, Ordering::Relaxed);
+                return (examined, removed);
+            }
+        }
+        self.stats.expired_keys.fetch_add(removed as u64, Ordering::Relaxed);
+        (examined, removed)
+    }
+
+    /// Estimated bytes held by the data set.
+    pub fn memory_estimate(&self) -> usize {
+        let mut total = 0;
+        for db in 0..self.dbs.len() {
+            self.for_each_table(db, |_, t| {
+                total += t.memory_estimate();
+                true
+            });
+        }
+        total
+    }
+
+    /// A handle for the typed embedding API on database `db`.
+    pub fn db(&self, db: usize) -> crate::DbHandle<'_> {
+        crate::DbHandle::new(self, db.min(self.dbs.len() - 1))
+    }
+}
+
+/// A set of locked tables through which a command (or a transaction) reads and writes.
+///
+/// Every write goes through here so that WATCH versions are bumped and the dirty counter
+/// moves; every read goes through here so that expired keys disappear lazily.
+pub struct Locked<'a> {
+    ks: &'a Keyspace,
+    db: usize,
+    now: u64,
+    /// The common case, one table, needs no allocation.
+    first: Option<(u32, MutexGuard<'a, SlotTable>)>,
+    rest: Vec<(u32, MutexGuard<'a, SlotTable>)>,
+    dirty: u64,
+}
+
+impl<'a> Locked<'a> {
+    /// Holds no table yet; tables are locked by [`Locked::lock`] or on demand.
+    pub fn empty(ks: &'a Keyspace, db: usize) -> Locked<'a> {
+        Locked {
+            ks,
+            db: db.min(ks.dbs.len() - 1),
+            now: now_ms(),
+            first: None,
+            rest: Vec::new(),
+            dirty: 0,
+        }
+    }
+
+    /// Locks the tables named by `ids` (see [`table_id`]), in ascending order.
+    pub fn lock(ks: &'a Keyspace, db: usize, ids: &mut [u32]) -> Locked<'a> {
+        let mut l = Self::empty(ks, db);
+        ids.sort_unstable();
+        let mut prev = None;
+        for &id in ids.iter() {
+            if prev == Some(id) {
+                continue;
+            }
+            prev = Some(id);
+            l.acquire(id);
+        }
+        l
+    }
+
+    /// Locks the single table holding `key` in `db`.
+    pub fn lock_key(ks: &'a Keyspace, db: usize, key: &[u8]) -> Locked<'a> {
+        let mut l = Self::empty(ks, db);
+        let id = table_id(l.db, key_slot(key));
+        l.acquire(id);
+        l
+    }
+
+    fn acquire(&mut self, id: u32) {
+        let db = (id >> 14) as usize;
+        let slot = (id & 0x3fff) as Slot;
+        let Some(d) = self.ks.dbs.get(db) else { return };
+        let guard = d.table(slot).lock();
+        if self.first.is_none() {
+            self.first = Some((id, guard));
+        } else {
+            self.rest.push((id, guard));
+        }
+    }
+
+    pub fn keyspace(&self) -> &'a Keyspace {
+        self.ks
+    }
+
+    pub fn db(&self) -> usize {
+        self.db
+    }
+
+    /// Switches the current database (SELECT inside MULTI).
+    pub fn select(&mut self, db: usize) {
+        self.db = db.min(self.ks.dbs.len() - 1);
+    }
+
+    /// The time this command runs at: one reading for the whole command, as Redis.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Writes made through this set of locks.
+    pub fn dirty(&self) -> u64 {
+        self.dirty
+    }
+
+    /// The table for `key` in database `db`. A table the dispatcher did not lock is locked
+    /// here; the command table's key positions make that a bug, never a normal path.
+    pub fn table_in(&mut self, db: usize, key: &[u8]) -> &mut SlotTable {
+        let id = table_id(db, key_slot(key));
+        let held = matches!(&self.first, Some((f, _)) if *f == id)
+            || self.rest.iter().any(|(r, _)| *r == id);
+        if !held {
+            debug_assert!(false, "table {id} used without being declared");
+            self.acquire(id);
+        }
+        if let Some((f, g)) = self.first.as_mut() {
+            if *f == id {
+                return g;
+            }
+        }
+        for (r, g) in self.rest.iter_mut() {
+            if *r == id {
+                return g;
+            }
+        }
+        unreachable!("acquired above")
+    }
+
+    fn lazy_expire(&mut self, db: usize, key: &[u8]) {
+        let now = self.now;
+        let deletes = self.ks.expire_deletes.load(Ordering::Relaxed);
+        let t = self.table_in(db, key);
+        if matches!(t.peek(key), Some(e) if e.is_expired(now)) && deletes {
+            t.remove(key);
+            self.ks.dbs[db].watch.signal(key);
+            self.ks.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads `key` in database `db`, expiring it first if its deadline passed.
+    pub fn get_in(&mut self, db: usize, key: &[u8]) -> Option<&Entry> {
+        self.lazy_expire(db, key);
+        let now = self.now;
+        let lru = self.ks.lru_clock();
+        let e = self.table_in(db, key).peek_mut(key)?;
+        if e.is_expired(now) {
+            return None; // a replica keeps it until the master's DEL arrives
+        }
+        e.lru = lru;
+        Some(e)
+    }
+
+    pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
+        self.get_in(self.db, key)
+    }
+
+    /// Mutable access for an in-place write; counts as a modification of `key`.
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        let db = self.db;
+        self.lazy_expire(db, key);
+        let now = self.now;
+        let lru = self.ks.lru_clock();
+        self.ks.dbs[db].watch.signal(key);
+        self.dirty += 1;
+        let e = self.table_in(db, key).peek_mut(key)?;
+        if e.is_expired(now) {
+            return None;
+        }
+        e.lru = lru;
+        Some(e)
+    }
+
+    pub fn exists(&mut self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Stores `entry` under `key` in `db`, replacing any old value and deadline.
+    pub fn insert_in(&mut self, db: usize, key: &[u8], mut entry: Entry) -> Option<Entry> {
+        self.lazy_expire(db, key);
+        entry.lru = self.ks.lru_clock();
+        self.ks.dbs[db].watch.signal(key);
+        self.dirty += 1;
+        self.table_in(db, key).insert(key, entry)
+    }
+
+    pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+        self.insert_in(self.db, key, entry)
+    }
+
+    pub fn remove_in(&mut self, db: usize, key: &[u8]) -> Option<Entry> {
+        self.lazy_expire(db, key);
+        let old = self.table_in(db, key).remove(key)?;
+        self.ks.dbs[db].watch.signal(key);
+        self.dirty += 1;
+        Some(old)
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        self.remove_in(self.db, key)
+    }
+
+    /// Sets (0 clears) the deadline of a live key; false if the key does not exist.
+    pub fn set_expire(&mut self, key: &[u8], at_ms: u64) -> bool {
+        let db = self.db;
+        self.lazy_expire(db, key);
+        if !self.table_in(db, key).set_expire(key, at_ms) {
+            return false;
+        }
+        self.ks.dbs[db].watch.signal(key);
+        self.dirty += 1;
+        true
+    }
+
+    /// Marks `key` modified without changing it (e.g. a command that edits a value it
+    /// read through [`Locked::get_mut`] on another database).
+    pub fn signal_modified(&mut self, db: usize, key: &[u8]) {
+        if let Some(d) = self.ks.dbs.get(db) {
+            d.watch.signal(key);
+        }
+        self.dirty += 1;
+    }
+}
+
+impl Keyspace {
+    /// One SCAN step over `db`. The cursor is the next slot to visit; each visited table
+    /// is returned whole, so any key present for the whole scan is returned exactly once,
+    /// however tables grow or shrink meanwhile. `count` is a hint, as in Redis. Keys are
+    /// offered to `keep` (MATCH / TYPE filters) before being collected.
+    pub fn scan(
+        &self,
+        db: usize,
+        cursor: u64,
+        count: usize,
+        mut keep: impl FnMut(&[u8], &Entry) -> bool,
+    ) -> (u64, Vec<Vec<u8>>) {
+        let mut out = Vec::new();
+        let Some(d) = self.dbs.get(db) else {
+            return (0, out);
+        };
+        let now = now_ms();
+        let mut slot = cursor as usize;
+        let mut visited = 0;
+        while slot < SLOT_COUNT {
+            if let Some(t) = d.existing(slot) {
+                let t = t.lock();
+                visited += t.len();
+                for (k, e) in t.iter() {
+                    if !e.is_expired(now) && keep(k, e) {
+                        out.push(k.to_vec());
+                    }
+                }
+            }
+            slot += 1;
+            if visited >= count.max(1) {
+                break;
+            }
+        }
+        let next = if slot >= SLOT_COUNT { 0 } else { slot as u64 };
+        (next, out)
+    }
+
+    /// A random live key of `db`, or None when it is empty.
+    pub fn random_key(&self, db: usize) -> Option<Vec<u8>> {
+        let d = self.dbs.get(db)?;
+        let now = now_ms();
+        let start = fastrand::usize(..SLOT_COUNT);
+        for step in 0..SLOT_COUNT {
+            let slot = (start + step) % SLOT_COUNT;
+            let Some(t) = d.existing(slot) else { continue };
+            let t = t.lock();
+            if t.is_empty() {
+                continue;
+            }
+            // Try a few random positions, then fall back to any live key of this table.
+            for _ in 0..4 {
+                let n = fastrand::usize(..t.len());
+                if let Some(k) = t.nth_key(n) {
+                    if t.peek(k).is_some_and(|e| !e.is_expired(now)) {
+                        return Some(k.to_vec());
+                    }
+                }
+            }
+            let live = t.iter().find(|(_, e)| !e.is_expired(now)).map(|(k, _)| k.to_vec());
+            if live.is_some() {
+                return live;
+            }
+        }
+        None
+    }
+}

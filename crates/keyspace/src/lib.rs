@@ -1,0 +1,49 @@
+//! Carmine's keyspace: every database split into 16384 slot tables (one per Redis Cluster
+//! slot, allocated on first use), each behind its own `parking_lot` mutex, with lazy and
+//! active expiry and a typed API for programs that embed it.
+//!
+//! Two layers:
+//! * [`SlotTable`] — a single-owner table of one slot's keys (`&mut self`, no locks).
+//! * [`Keyspace`] — the concurrent whole: databases of tables, WATCH versions, active
+//!   expiry, SCAN. [`Locked`] is a set of locked tables a command works through;
+//!   [`DbHandle`] is the typed API on top.
+//!
+//! ```
+//! use std::time::Duration;
+//! use carmine_keyspace::{Keyspace, SetOptions, SetCondition, Ttl};
+//!
+//! let ks = Keyspace::new();
+//! let db = ks.db(0);
+//! db.set(b"greeting", b"hello");
+//! assert_eq!(db.get(b"greeting").unwrap(), Some(b"hello".to_vec()));
+//! assert_eq!(db.incr_by(b"visits", 5).unwrap(), 5);
+//! assert!(db.expire(b"visits", Duration::from_secs(60)));
+//! assert!(matches!(db.ttl(b"visits"), Ttl::Millis(ms) if ms <= 60_000));
+//! let nx = SetOptions { condition: SetCondition::IfAbsent, ..Default::default() };
+//! assert!(!db.set_with(b"greeting", b"bye", nx).unwrap().written);
+//! assert_eq!(db.del(&[b"greeting", b"nope"]), 1);
+//!
+//! // Handles are Copy and the keyspace is Sync: share it between threads.
+//! std::thread::scope(|s| {
+//!     for _ in 0..4 {
+//!         s.spawn(|| for _ in 0..1000 { ks.db(0).incr_by(b"hits", 1).unwrap(); });
+//!     }
+//! });
+//! assert_eq!(db.get(b"hits").unwrap(), Some(b"4000".to_vec()));
+//! ```
+
+mod api;
+mod error;
+mod keyspace;
+pub mod ops;
+mod pattern;
+mod table;
+mod value;
+
+pub use api::DbHandle;
+pub use error::KeyspaceError;
+pub use keyspace::{now_ms, table_id, Db, Keyspace, KeyspaceStats, Locked, WatchRegistry};
+pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
+pub use pattern::glob_match;
+pub use table::{Key, SlotTable};
+pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX};

@@ -1,0 +1,210 @@
+//! Values and entries.
+
+/// Strings up to this many bytes report `embstr` in OBJECT ENCODING, as in Redis.
+pub const EMBSTR_MAX: usize = 44;
+
+/// A string value. Integers that round-trip through their decimal form are stored as
+/// `Int` (Redis' "int" encoding): 8 bytes, no allocation, and INCR needs no parsing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StrValue {
+    Int(i64),
+    Raw(Vec<u8>),
+}
+
+impl StrValue {
+    /// Stores `bytes`, choosing the integer encoding when it represents the same text.
+    pub fn from_bytes(bytes: &[u8]) -> StrValue {
+        if bytes.len() <= 20 {
+            if let Some(n) = parse_canonical_i64(bytes) {
+                return StrValue::Int(n);
+            }
+        }
+        StrValue::Raw(bytes.to_vec())
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            StrValue::Int(n) => itoa::Buffer::new().format(*n).len(),
+            StrValue::Raw(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` with the value's bytes, formatting an integer on the stack.
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            StrValue::Int(n) => f(itoa::Buffer::new().format(*n).as_bytes()),
+            StrValue::Raw(v) => f(v),
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.with_bytes(<[u8]>::to_vec)
+    }
+
+    /// Turns the value into raw bytes for in-place edits (APPEND, SETRANGE).
+    pub fn make_raw(&mut self) -> &mut Vec<u8> {
+        if let StrValue::Int(n) = *self {
+            *self = StrValue::Raw(itoa::Buffer::new().format(n).as_bytes().to_vec());
+        }
+        match self {
+            StrValue::Raw(v) => v,
+            StrValue::Int(_) => unreachable!("converted above"),
+        }
+    }
+
+    /// The value as an integer, if it is one (INCR and friends).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            StrValue::Int(n) => Some(*n),
+            StrValue::Raw(v) => parse_canonical_i64(v),
+        }
+    }
+
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            StrValue::Int(_) => "int",
+            StrValue::Raw(v) if v.len() <= EMBSTR_MAX => "embstr",
+            StrValue::Raw(_) => "raw",
+        }
+    }
+
+    /// Heap bytes held beyond the entry itself.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            StrValue::Int(_) => 0,
+            StrValue::Raw(v) => v.capacity(),
+        }
+    }
+}
+
+/// Parses an i64 written exactly as Redis would print it (no `+`, no leading zeros).
+pub fn parse_canonical_i64(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match s[0] {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    if neg {
+        if v > (i64::MAX as u64) + 1 {
+            None
+        } else {
+            Some((v as i64).wrapping_neg())
+        }
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+/// A value of any type. Only strings exist so far; every other type is added as a variant
+/// here, so `match` arms in the commands crate make the WRONGTYPE cases explicit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Str(StrValue),
+}
+
+impl Value {
+    /// The name TYPE reports.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+        }
+    }
+
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Value::Str(s) => s.encoding(),
+        }
+    }
+
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Value::Str(s) => s.heap_size(),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&StrValue> {
+        match self {
+            Value::Str(s) => Some(s),
+        }
+    }
+
+    pub fn as_str_mut(&mut self) -> Option<&mut StrValue> {
+        match self {
+            Value::Str(s) => Some(s),
+        }
+    }
+}
+
+/// One key's slot in a table: the value, its deadline and its access clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Value,
+    /// Unix time in milliseconds at which the key expires; 0 when it never does.
+    /// Private so that only the table changes it and keeps its volatile-key count true.
+    pub(crate) expire_at: u64,
+    /// Last access, in seconds of the keyspace's LRU clock (OBJECT IDLETIME).
+    pub lru: u32,
+}
+
+impl Entry {
+    pub fn new(value: Value) -> Entry {
+        Entry {
+            value,
+            expire_at: 0,
+            lru: 0,
+        }
+    }
+
+    /// The deadline in Unix milliseconds; 0 when the key never expires.
+    #[inline]
+    pub fn expire_at(&self) -> u64 {
+        self.expire_at
+    }
+
+    /// Builds an entry with a deadline (0 for none), e.g. for a table being filled.
+    pub fn with_expiry(value: Value, expire_at: u64) -> Entry {
+        Entry {
+            value,
+            expire_at,
+            lru: 0,
+        }
+    }
+
+    #[inline]
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expire_at != 0 && self.expire_at <= now_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_encoding_only_for_canonical_text() {
+        assert_eq!(StrValue::from_bytes(b"123"), StrValue::Int(123));
+        assert_eq!(StrValue::from_bytes(b"-5"), StrValue::Int(-5));
+        assert_eq!(StrValue::from_bytes(b"0123"), StrValue::Raw(b"0123".to_vec()));
+        assert_eq!(StrValue::from_bytes(b"-0"), StrValue::Raw(b"-0".to_vec()));
+        assert_eq!(StrValue::from_bytes(b" 1"), StrValue::Raw(b" 1".to_vec()));
+        assert_eq!(StrValue::from_bytes(b"99999999999999999999").encoding(), "embstr");
+        assert_eq!(StrValue::Int(-42).len(), 3);
+        assert_eq!(StrValue::Int(7).to_vec(), b"7");
+    }
+}

@@ -1,0 +1,370 @@
+//! The server-side request decoder: multibulk commands and inline commands.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::{find_crlf, parse_i64, split_inline_args, Limits, ProtocolError};
+
+/// One decoded command: a frozen buffer and the (offset, length) of each argument in it.
+///
+/// Cloning is cheap (a reference count and the offsets); [`Args::bytes`] hands out a
+/// zero-copy [`Bytes`] of one argument for values that must outlive the request.
+#[derive(Clone, Debug, Default)]
+pub struct Args {
+    buf: Bytes,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl Args {
+    /// Builds arguments from slices (tests, queued commands, the embedding API).
+    pub fn from_slices<A: AsRef<[u8]>>(parts: &[A]) -> Args {
+        let total: usize = parts.iter().map(|p| p.as_ref().len()).sum();
+        let mut buf = BytesMut::with_capacity(total);
+        let mut ranges = Vec::with_capacity(parts.len());
+        for p in parts {
+            ranges.push((buf.len(), p.as_ref().len()));
+            buf.extend_from_slice(p.as_ref());
+        }
+        Args {
+            buf: buf.freeze(),
+            ranges,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.ranges.get(i).map(|&(off, len)| &self.buf[off..off + len])
+    }
+
+    /// A zero-copy owned handle on argument `i` (empty if out of range).
+    pub fn bytes(&self, i: usize) -> Bytes {
+        match self.ranges.get(i) {
+            Some(&(off, len)) => self.buf.slice(off..off + len),
+            None => Bytes::new(),
+        }
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.ranges
+            .iter()
+            .map(move |&(off, len)| &self.buf[off..off + len])
+    }
+
+    /// Total payload bytes of all arguments.
+    pub fn payload_len(&self) -> usize {
+        self.ranges.iter().map(|r| r.1).sum()
+    }
+}
+
+impl std::ops::Index<usize> for Args {
+    type Output = [u8];
+    fn index(&self, i: usize) -> &[u8] {
+        let (off, len) = self.ranges[i];
+        &self.buf[off..off + len]
+    }
+}
+
+/// Progress through a multibulk that has not fully arrived yet.
+#[derive(Debug)]
+struct Partial {
+    remaining: u64,
+    pos: usize,
+    pending_bulk: Option<usize>,
+}
+
+/// Streaming decoder for client requests. Keep one per connection: it remembers how far
+/// into a partially received command it has parsed, so a command split at any byte (or a
+/// 100 MB value arriving in 16 KB reads) is parsed in linear time.
+#[derive(Debug)]
+pub struct CommandDecoder {
+    limits: Limits,
+    authenticated: bool,
+    partial: Option<Partial>,
+    ranges: Vec<(usize, usize)>,
+}
+
+/// Bulks at least this large get their buffer space reserved up front, so a big value is
+/// read into place instead of being copied on each buffer growth.
+const BIG_ARG: usize = 32 * 1024;
+/// Before AUTH Redis refuses requests larger than these (see `processMultibulkBuffer`).
+const UNAUTH_MAX_MULTIBULK: i64 = 10;
+const UNAUTH_MAX_BULK: i64 = 16384;
+
+impl CommandDecoder {
+    pub fn new(limits: Limits) -> Self {
+        CommandDecoder {
+            limits,
+            authenticated: true,
+            partial: None,
+            ranges: Vec::new(),
+        }
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// When false, the tiny pre-AUTH request limits apply (as Redis with a password set).
+    pub fn set_authenticated(&mut self, yes: bool) {
+        self.authenticated = yes;
+    }
+
+    /// True while a command has been partly received.
+    pub fn in_progress(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    /// Decodes the next complete command from `buf` into `args`, consuming its bytes.
+    /// `Ok(false)`: more input is needed. Empty commands (`*0`, blank lines) are skipped.
+    pub fn decode(&mut self, buf: &mut BytesMut, args: &mut Args) -> Result<bool, ProtocolError> {
+        loop {
+            if self.partial.is_none() {
+                if buf.is_empty() {
+                    return Ok(false);
+                }
+                if buf[0] != b'*' {
+                    match self.decode_inline(buf, args)? {
+                        Some(true) => return Ok(true),
+                        Some(false) => continue,
+                        None => return Ok(false),
+                    }
+                }
+                let Some(crlf) = find_crlf(buf, 1) else {
+                    if buf.len() > self.limits.max_inline_len {
+                        return Err(ProtocolError::TooBigMultibulkCount);
+                    }
+                    return Ok(false);
+                };
+                let count = match parse_i64(&buf[1..crlf]) {
+                    Some(n) if n <= self.limits.max_multibulk_len as i64 => n,
+                    _ => return Err(ProtocolError::InvalidMultibulkLength),
+                };
+                if !self.authenticated && count > UNAUTH_MAX_MULTIBULK {
+                    return Err(ProtocolError::UnauthenticatedMultibulkLength);
+                }
+                if count <= 0 {
+                    buf.advance(crlf + 2);
+                    continue;
+                }
+                self.ranges.clear();
+                self.ranges.reserve((count as usize).min(1024));
+                self.partial = Some(Partial {
+                    remaining: count as u64,
+                    pos: crlf + 2,
+                    pending_bulk: None,
+                });
+            }
+            return self.continue_multibulk(buf, args);
+        }
+    }
+
+    fn continue_multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Args,
+    ) -> Result<bool, ProtocolError> {
+        let Some(p) = self.partial.as_mut() else {
+            return Ok(false);
+        };
+        while p.remaining > 0 {
+            let len = match p.pending_bulk {
+                Some(len) => len,
+                None => {
+                    if p.pos >= buf.len() {
+                        return Ok(false);
+                    }
+                    if buf[p.pos] != b'$' {
+                        return Err(ProtocolError::ExpectedDollar(buf[p.pos]));
+                    }
+                    let Some(crlf) = find_crlf(buf, p.pos + 1) else {
+                        if buf.len() - p.pos > self.limits.max_inline_len {
+                            return Err(ProtocolError::TooBigBulkCount);
+                        }
+                        return Ok(false);
+                    };
+                    let len = match parse_i64(&buf[p.pos + 1..crlf]) {
+                        Some(n) if n >= 0 && (n as u64) <= self.limits.max_bulk_len => n,
+                        _ => return Err(ProtocolError::InvalidBulkLength),
+                    };
+                    if !self.authenticated && len > UNAUTH_MAX_BULK {
+                        return Err(ProtocolError::UnauthenticatedBulkLength);
+                    }
+                    let len = len as usize;
+                    p.pos = crlf + 2;
+                    p.pending_bulk = Some(len);
+                    if len >= BIG_ARG {
+                        let want = p.pos + len + 2;
+                        if want > buf.len() {
+                            buf.reserve(want - buf.len());
+                        }
+                    }
+                    len
+                }
+            };
+            // Redis does not check the two bytes after a bulk; neither do we.
+            let end = p.pos + len + 2;
+            if buf.len() < end {
+                return Ok(false);
+            }
+            self.ranges.push((p.pos, len));
+            p.pos = end;
+            p.pending_bulk = None;
+            p.remaining -= 1;
+        }
+        let consumed = p.pos;
+        self.partial = None;
+        args.buf = buf.split_to(consumed).freeze();
+        std::mem::swap(&mut args.ranges, &mut self.ranges);
+        self.ranges.clear();
+        Ok(true)
+    }
+
+    /// `Some(true)`: a command; `Some(false)`: a blank line was skipped; `None`: need more.
+    fn decode_inline(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Args,
+    ) -> Result<Option<bool>, ProtocolError> {
+        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            if buf.len() > self.limits.max_inline_len {
+                return Err(ProtocolError::TooBigInline);
+            }
+            return Ok(None);
+        };
+        if nl > self.limits.max_inline_len {
+            return Err(ProtocolError::TooBigInline);
+        }
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        let parts = split_inline_args(&buf[..line_end])?;
+        buf.advance(nl + 1);
+        if parts.is_empty() {
+            return Ok(Some(false));
+        }
+        *args = Args::from_slices(&parts);
+        Ok(Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut d = CommandDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(input);
+        let mut args = Args::default();
+        let mut out = Vec::new();
+        while d.decode(&mut buf, &mut args)? {
+            out.push(args.iter().map(|a| a.to_vec()).collect());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn multibulk_and_inline_mix() {
+        let got = decode_all(b"*1\r\n$4\r\nPING\r\nECHO hi\r\n\r\n*0\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![b"PING".to_vec()],
+                vec![b"ECHO".to_vec(), b"hi".to_vec()],
+                vec![b"a".to_vec(), b"".to_vec()],
+            ]
+        );
+    }
+
+    #[test]
+    fn every_split_point() {
+        let input = b"*3\r\n$3\r\nSET\r\n$5\r\nhello\r\n$10\r\nworld\r\n\x00yz\r\nGET \"a b\"\n";
+        for cut in 0..=input.len() {
+            let mut d = CommandDecoder::new(Limits::default());
+            let mut buf = BytesMut::new();
+            let mut args = Args::default();
+            let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
+            for chunk in [&input[..cut], &input[cut..]] {
+                buf.extend_from_slice(chunk);
+                while d.decode(&mut buf, &mut args).unwrap() {
+                    out.push(args.iter().map(|a| a.to_vec()).collect());
+                }
+            }
+            assert_eq!(out.len(), 2, "cut at {cut}");
+            assert_eq!(out[0][2], b"world\r\n\x00yz");
+            assert_eq!(out[1][1], b"a b");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors_use_redis_text() {
+        let e = |input: &[u8]| decode_all(input).unwrap_err().to_string();
+        assert_eq!(
+            e(b"*abc\r\n"),
+            "ERR Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            e(b"*1\r\n$10000000000\r\n"),
+            "ERR Protocol error: invalid bulk length"
+        );
+        assert_eq!(e(b"*1\r\n$-5\r\n"), "ERR Protocol error: invalid bulk length");
+        assert_eq!(
+            e(b"*1\r\n*1\r\n"),
+            "ERR Protocol error: expected '$', got '*'"
+        );
+        assert_eq!(
+            e(b"SET \"a\r\n"),
+            "ERR Protocol error: unbalanced quotes in request"
+        );
+        assert_eq!(
+            e(b"*3000000000\r\n"),
+            "ERR Protocol error: invalid multibulk length"
+        );
+    }
+
+    #[test]
+    fn header_without_crlf_is_bounded() {
+        let mut long = b"*1\r\n$".to_vec();
+        long.extend(std::iter::repeat(b'1').take(70 * 1024));
+        assert_eq!(
+            decode_all(&long).unwrap_err(),
+            ProtocolError::TooBigBulkCount
+        );
+        let inline = vec![b'a'; 70 * 1024];
+        assert_eq!(decode_all(&inline).unwrap_err(), ProtocolError::TooBigInline);
+    }
+
+    #[test]
+    fn unauthenticated_limits() {
+        let mut d = CommandDecoder::new(Limits::default());
+        d.set_authenticated(false);
+        let mut args = Args::default();
+        let mut buf = BytesMut::from(&b"*11\r\n"[..]);
+        assert_eq!(
+            d.decode(&mut buf, &mut args).unwrap_err(),
+            ProtocolError::UnauthenticatedMultibulkLength
+        );
+    }
+
+    #[test]
+    fn big_bulk_reserves_space() {
+        let mut d = CommandDecoder::new(Limits::default());
+        let mut args = Args::default();
+        let mut buf = BytesMut::from(&b"*1\r\n$1000000\r\n"[..]);
+        assert!(!d.decode(&mut buf, &mut args).unwrap());
+        assert!(buf.capacity() >= 1_000_002);
+        buf.extend_from_slice(&vec![7u8; 1_000_000]);
+        buf.extend_from_slice(b"\r\n");
+        assert!(d.decode(&mut buf, &mut args).unwrap());
+        assert_eq!(args[0].len(), 1_000_000);
+    }
+}

@@ -1,0 +1,227 @@
+//! Redis Cluster key slots.
+//!
+//! A key's slot is `CRC16-XMODEM(tag) & 16383`, where `tag` is the text between the first
+//! `{` and the first `}` after it, when that text is non-empty; otherwise the whole key.
+//! Carmine splits every database into one table per slot even outside cluster mode, so
+//! this function sits on the path of every keyed command: it is table driven, with a
+//! slice-by-two inner loop, and proven equal to the `crc16` crate by a property test.
+//!
+//! ```
+//! use carmine_slots::key_slot;
+//! assert_eq!(key_slot(b"foo"), 12182);
+//! assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"{user1000}.followers"));
+//! assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}")); // empty tag: whole key
+//! ```
+
+/// Number of hash slots in a Redis Cluster.
+pub const SLOT_COUNT: usize = 16384;
+
+/// A slot number, `0..16384`.
+pub type Slot = u16;
+
+const POLY: u16 = 0x1021;
+
+const fn make_table() -> [[u16; 256]; 2] {
+    let mut t = [[0u16; 256]; 2];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut j = 0;
+        while j < 8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ POLY } else { crc << 1 };
+            j += 1;
+        }
+        t[0][i] = crc;
+        i += 1;
+    }
+    // t[1][i]: the CRC of byte i followed by a zero byte, for processing two bytes a step.
+    let mut i = 0;
+    while i < 256 {
+        let c = t[0][i];
+        t[1][i] = (c << 8) ^ t[0][(c >> 8) as usize];
+        i += 1;
+    }
+    t
+}
+
+static TABLE: [[u16; 256]; 2] = make_table();
+
+/// CRC16-XMODEM (poly 0x1021, init 0, no reflection), as Redis' `crc16()`.
+#[inline]
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        let x = crc ^ u16::from_be_bytes([pair[0], pair[1]]);
+        crc = TABLE[1][(x >> 8) as usize] ^ TABLE[0][(x & 0xff) as usize];
+    }
+    for &b in chunks.remainder() {
+        crc = (crc << 8) ^ TABLE[0][((crc >> 8) as u8 ^ b) as usize];
+    }
+    crc
+}
+
+/// The part of `key` that is hashed: the first non-empty `{...}` tag, else the whole key.
+#[inline]
+pub fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{') {
+        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+/// The cluster slot of `key`.
+#[inline]
+pub fn key_slot(key: &[u8]) -> Slot {
+    crc16(hash_tag(key)) & (SLOT_COUNT as u16 - 1)
+}
+
+/// What a node knows about one slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotInfo<N> {
+    /// The node serving the slot, if assigned.
+    pub owner: Option<N>,
+    /// Set while this node moves the slot away (CLUSTER SETSLOT MIGRATING).
+    pub migrating_to: Option<N>,
+    /// Set while this node receives the slot (CLUSTER SETSLOT IMPORTING).
+    pub importing_from: Option<N>,
+}
+
+/// The 16384-entry slot -> node table, generic over how a node is named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotTable<N> {
+    slots: Vec<SlotInfo<N>>,
+}
+
+impl<N: Clone + PartialEq> Default for SlotTable<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<N: Clone + PartialEq> SlotTable<N> {
+    pub fn new() -> Self {
+        SlotTable {
+            slots: vec![
+                SlotInfo {
+                    owner: None,
+                    migrating_to: None,
+                    importing_from: None,
+                };
+                SLOT_COUNT
+            ],
+        }
+    }
+
+    pub fn get(&self, slot: Slot) -> Option<&SlotInfo<N>> {
+        self.slots.get(slot as usize)
+    }
+
+    pub fn owner(&self, slot: Slot) -> Option<&N> {
+        self.slots.get(slot as usize).and_then(|s| s.owner.as_ref())
+    }
+
+    /// Assigns `slot` to `node`; returns false for a slot number out of range.
+    pub fn assign(&mut self, slot: Slot, node: N) -> bool {
+        match self.slots.get_mut(slot as usize) {
+            Some(s) => {
+                s.owner = Some(node);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn unassign(&mut self, slot: Slot) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = SlotInfo {
+                owner: None,
+                migrating_to: None,
+                importing_from: None,
+            };
+        }
+    }
+
+    pub fn set_migrating(&mut self, slot: Slot, to: Option<N>) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.migrating_to = to;
+        }
+    }
+
+    pub fn set_importing(&mut self, slot: Slot, from: Option<N>) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.importing_from = from;
+        }
+    }
+
+    /// Number of slots that have an owner.
+    pub fn assigned(&self) -> usize {
+        self.slots.iter().filter(|s| s.owner.is_some()).count()
+    }
+
+    /// Contiguous ranges `(first, last)` owned by `node`, as CLUSTER SLOTS lists them.
+    pub fn ranges_of(&self, node: &N) -> Vec<(Slot, Slot)> {
+        let mut out: Vec<(Slot, Slot)> = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.owner.as_ref() == Some(node) {
+                let i = i as Slot;
+                match out.last_mut() {
+                    Some(last) if last.1 + 1 == i => last.1 = i,
+                    _ => out.push((i, i)),
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn documented_examples() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b""), 0);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") & 16383);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), crc16(b"{bar") & 16383);
+        assert_eq!(key_slot(b"foo{bar}{zap}"), crc16(b"bar") & 16383);
+    }
+
+    #[test]
+    fn slot_table_ranges() {
+        let mut t: SlotTable<u8> = SlotTable::new();
+        for s in 0..=100 {
+            t.assign(s, 1);
+        }
+        t.assign(200, 1);
+        t.assign(101, 2);
+        assert_eq!(t.ranges_of(&1), vec![(0, 100), (200, 200)]);
+        assert_eq!(t.assigned(), 103);
+        assert!(!t.assign(16384, 1));
+        t.unassign(200);
+        assert_eq!(t.owner(200), None);
+    }
+
+    proptest! {
+        #[test]
+        fn table_crc_equals_reference(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let reference = crc16::State::<crc16::XMODEM>::calculate(&data);
+            prop_assert_eq!(crc16(&data), reference);
+        }
+
+        #[test]
+        fn tag_rules(prefix in "[a-z]{0,5}", tag in "[a-z0-9]{1,8}", suffix in "[a-z{}]{0,5}") {
+            let key = format!("{prefix}{{{tag}}}{suffix}");
+            prop_assert_eq!(key_slot(key.as_bytes()), key_slot(tag.as_bytes()));
+        }
+    }
+}
