@@ -1,0 +1,50 @@
+//! Carmine's commands: the command table (name, arity, flags, key positions — what COMMAND
+//! INFO reports), the dispatcher that locks a command's slot tables in ascending order and
+//! runs it, and one module per command family with Redis' replies and error strings.
+//!
+//! The crate owns no sockets: a server feeds [`execute`] decoded [`carmine_resp::Args`] and a
+//! [`carmine_resp::ReplyBuf`], and writes the buffer out.
+//!
+//! ```
+//! use carmine_commands::{execute, Config, Session, Shared, ClientInfo};
+//! use carmine_resp::{Args, ReplyBuf};
+//! use std::sync::Arc;
+//!
+//! let shared = Shared::new(Config::new(), 1, None);
+//! let stats = shared.new_thread_stats();
+//! let info = Arc::new(ClientInfo::new(1, "127.0.0.1:1".into(), "127.0.0.1:6379".into(), -1, 0));
+//! let mut session = Session::new(info, 0, true);
+//! let mut reply = ReplyBuf::new(false);
+//! execute(&shared, &mut session, &stats, &Args::from_slices(&["SET", "k", "v"]), &mut reply);
+//! execute(&shared, &mut session, &stats, &Args::from_slices(&["GET", "k"]), &mut reply);
+//! assert_eq!(&reply.out[..], b"+OK\r\n$1\r\nv\r\n");
+//! ```
+
+mod barrier;
+pub mod config;
+pub mod connection;
+mod dispatch;
+mod keys;
+mod lcs;
+pub mod server;
+pub mod state;
+mod string;
+pub mod table;
+mod transaction;
+
+pub use barrier::Barrier;
+pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
+pub use dispatch::{execute, printable, Ctx};
+pub use state::{ClientInfo, Session, Shared, ShutdownMode, ThreadStats};
+pub use table::{CommandSpec, CommandTable};
+
+/// Every command Carmine implements.
+pub fn command_table() -> CommandTable {
+    let mut specs = Vec::new();
+    specs.extend(connection::commands());
+    specs.extend(server::commands());
+    specs.extend(keys::commands());
+    specs.extend(string::commands());
+    specs.extend(transaction::commands());
+    CommandTable::new(specs)
+}

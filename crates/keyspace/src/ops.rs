@@ -257,6 +257,8 @@ pub enum ExpireCondition {
     Greater,
     /// LT: only when the new deadline is earlier.
     Less,
+    /// LT together with XX: only when there is a deadline and the new one is earlier.
+    LessIfSome,
 }
 
 /// Sets a key's deadline to `at_ms` (Unix ms). A deadline in the past deletes the key.
@@ -270,6 +272,7 @@ pub fn expire_at(l: &mut Locked<'_>, key: &[u8], at_ms: u64, cond: ExpireConditi
         ExpireCondition::IfSome => cur != 0,
         ExpireCondition::Greater => cur != 0 && at_ms > cur,
         ExpireCondition::Less => cur == 0 || at_ms < cur,
+        ExpireCondition::LessIfSome => cur != 0 && at_ms < cur,
     };
     if !ok {
         return false;

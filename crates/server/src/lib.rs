@@ -1,0 +1,181 @@
+//! carmine-server: the composition of Carmine's crates into a Redis-compatible server, and
+//! an API to run one inside a Rust program.
+//!
+//! ```no_run
+//! use carmine_server::Server;
+//! use carmine_commands::Config;
+//!
+//! let config = Config::new();
+//! config.load_text("port 0\nbind 127.0.0.1\n").unwrap(); // port 0: any free port
+//! let server = Server::start(config).unwrap();
+//! println!("listening on {}", server.port());
+//! server.shutdown();
+//! ```
+
+pub mod alloc;
+mod event_loop;
+pub mod log;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use carmine_commands::{Config, Shared};
+use mio::net::TcpListener;
+
+use event_loop::{EventLoop, LoopHandle};
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    port: u16,
+    threads: Vec<JoinHandle<()>>,
+    handles: Vec<LoopHandle>,
+}
+
+/// How many event loops to run: `io-threads`, or the CPUs this process may use.
+fn io_threads(config: &Config) -> usize {
+    match config.get_i64("io-threads") {
+        n if n > 0 => n as usize,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// Parses `bind`: addresses, where a leading `-` marks one that may fail to bind.
+fn bind_addresses(config: &Config) -> Vec<(String, bool)> {
+    let bind = config.get("bind").unwrap_or_default();
+    let mut out: Vec<(String, bool)> = bind
+        .split_whitespace()
+        .map(|a| match a.strip_prefix('-') {
+            Some(rest) => (rest.to_string(), true),
+            None => (a.to_string(), false),
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(("*".into(), false));
+    }
+    out
+}
+
+fn listen(addr: &str, port: u16, backlog: i32) -> io::Result<TcpListener> {
+    let ip: IpAddr = match addr {
+        "*" => "0.0.0.0".parse().map_err(|_| io::Error::other("bad address"))?,
+        "::*" => "::".parse().map_err(|_| io::Error::other("bad address"))?,
+        a => a
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid bind address '{a}'")))?,
+    };
+    let sa = SocketAddr::new(ip, port);
+    let domain = if ip.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    if ip.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&sa.into())?;
+    sock.listen(backlog.max(1))?;
+    Ok(TcpListener::from_std(sock.into()))
+}
+
+impl Server {
+    /// Binds the configured addresses and starts the event loops. `port 0` picks a free
+    /// port (see [`Server::port`]).
+    pub fn start(config: Config) -> io::Result<Server> {
+        Self::start_with_memory(config, None)
+    }
+
+    /// As [`Server::start`], with a function that reports heap bytes in use (the binary
+    /// passes its counting allocator's figure).
+    pub fn start_with_memory(config: Config, used_memory: Option<fn() -> usize>) -> io::Result<Server> {
+        let n = io_threads(&config);
+        let mut port = config.get_i64("port") as u16;
+        let backlog = config.get_i64("tcp-backlog") as i32;
+        let mut listeners = Vec::new();
+        for (addr, optional) in bind_addresses(&config) {
+            match listen(&addr, port, backlog) {
+                Ok(l) => {
+                    if port == 0 {
+                        port = l.local_addr()?.port();
+                    }
+                    listeners.push(l);
+                }
+                Err(e) if optional => log::verbose(&format!("Could not bind optional address {addr}: {e}")),
+                Err(e) => {
+                    return Err(io::Error::new(e.kind(), format!("Could not create server TCP listening socket {addr}:{port}: {e}")))
+                }
+            }
+        }
+        if listeners.is_empty() {
+            return Err(io::Error::other("no address could be bound"));
+        }
+        let shared = Shared::new(config, n, used_memory);
+        shared.facts.tcp_port.store(u64::from(port), Ordering::Relaxed);
+        let mut loops = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let (l, h) = EventLoop::new(i, shared.clone())?;
+            loops.push(l);
+            handles.push(h);
+        }
+        loops[0].set_listeners(listeners, handles.clone())?;
+        let mut threads = Vec::new();
+        for (i, l) in loops.into_iter().enumerate() {
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("carmine-io-{i}"))
+                    .spawn(move || l.run())?,
+            );
+        }
+        Ok(Server {
+            shared,
+            port,
+            threads,
+            handles,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// True once SHUTDOWN or a signal asked the server to stop.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shared.shutdown_requested.load(Ordering::Acquire)
+    }
+
+    /// Blocks until a shutdown is requested, checking `also_stop` (e.g. a signal flag)
+    /// every 10 ms; then stops the loops.
+    pub fn wait(self, also_stop: impl Fn() -> bool) {
+        while !self.shutdown_requested() {
+            if also_stop() {
+                self.shared.request_shutdown(carmine_commands::ShutdownMode::Default);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+    }
+
+    /// Requests shutdown and waits for every loop to finish.
+    pub fn shutdown(self) {
+        self.shared.request_shutdown(carmine_commands::ShutdownMode::Default);
+        self.stop();
+    }
+
+    fn stop(self) {
+        for h in &self.handles {
+            let _ = h.waker.wake();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The dispatcher: look the command up, check arity and auth, queue it inside MULTI, lock
+//! the tables of its keys in ascending (db, slot) order, run it, unlock, count it.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use carmine_keyspace::{table_id, KeyspaceError, Locked};
+use carmine_resp::{Args, ReplyBuf};
+use carmine_slots::key_slot;
+
+use crate::state::{MultiState, ReplyMode, Session, Shared, ThreadStats};
+use crate::table::{flags, CommandSpec};
+
+/// Everything a command handler sees.
+pub struct Ctx<'a, 'k> {
+    pub shared: &'a Shared,
+    pub session: &'a mut Session,
+    pub stats: &'a ThreadStats,
+    pub args: &'a Args,
+    pub reply: &'a mut ReplyBuf,
+    /// The tables the dispatcher locked for this command (or this transaction).
+    pub l: &'a mut Locked<'k>,
+    /// True while the world is stopped (an exclusive command or EXEC).
+    pub exclusive: bool,
+    /// The command's spec (its name for error messages).
+    pub spec: &'a CommandSpec,
+}
+
+impl Ctx<'_, '_> {
+    pub fn arg(&self, i: usize) -> &[u8] {
+        self.args.get(i).unwrap_or_default()
+    }
+
+    /// Argument `i`, compared case-insensitively with an upper-case keyword.
+    pub fn is(&self, i: usize, word: &str) -> bool {
+        self.arg(i).eq_ignore_ascii_case(word.as_bytes())
+    }
+
+    pub fn error(&mut self, msg: &str) {
+        self.reply.error(msg);
+    }
+
+    pub fn syntax_error(&mut self) {
+        self.reply.error("ERR syntax error");
+    }
+
+    pub fn keyspace_error(&mut self, e: KeyspaceError) {
+        self.reply.error(&e.to_string());
+    }
+
+    pub fn wrong_type(&mut self) {
+        self.keyspace_error(KeyspaceError::WrongType);
+    }
+
+    /// Parses argument `i` as an integer, replying the standard error if it is not one.
+    pub fn int_arg(&mut self, i: usize) -> Option<i64> {
+        let v = carmine_resp::parse_i64(self.arg(i));
+        if v.is_none() {
+            self.reply.error("ERR value is not an integer or out of range");
+        }
+        v
+    }
+
+    /// Parses argument `i` as a float (INCRBYFLOAT, DEBUG SLEEP).
+    pub fn float_arg(&mut self, i: usize) -> Option<f64> {
+        let v = carmine_keyspace::ops::parse_float(self.arg(i));
+        if v.is_none() {
+            self.reply.error("ERR value is not a valid float");
+        }
+        v
+    }
+
+    /// The command's name as Redis prints it in errors (`get`, `client|kill`).
+    pub fn name(&self) -> String {
+        String::from_utf8_lossy(self.arg(0)).to_lowercase()
+    }
+}
+
+fn unknown_command(reply: &mut ReplyBuf, args: &Args) {
+    let mut msg = String::from("ERR unknown command '");
+    msg.push_str(&printable(args.get(0).unwrap_or_default(), 128));
+    msg.push_str("', with args beginning with: ");
+    for a in args.iter().skip(1) {
+        if msg.len() > 1024 {
+            break;
+        }
+        msg.push('\'');
+        msg.push_str(&printable(a, 128));
+        msg.push_str("' ");
+    }
+    reply.error(&msg);
+}
+
+/// A byte string made safe for an error message (no newlines, bounded length).
+pub fn printable(b: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(max)]);
+    s.replace(['\r', '\n'], " ")
+}
+
+/// The (db, slot) tables a command touches, appended to `out`.
+pub fn plan_tables(spec: &CommandSpec, args: &Args, db: usize, idx: &mut Vec<usize>, out: &mut Vec<u32>) {
+    idx.clear();
+    spec.key_indexes(args, idx);
+    let other = spec.other_db.and_then(|f| f(args));
+    for &i in idx.iter() {
+        let slot = key_slot(args.get(i).unwrap_or_default());
+        out.push(table_id(db, slot));
+        if let Some(o) = other {
+            out.push(table_id(o, slot));
+        }
+    }
+}
+
+/// Runs one request from a client: dispatch, MULTI queueing, CLIENT REPLY suppression.
+pub fn execute(shared: &Shared, session: &mut Session, stats: &ThreadStats, args: &Args, reply: &mut ReplyBuf) {
+    let start_len = reply.len();
+    if session.reply_mode == ReplyMode::SkipNext {
+        session.reply_mode = ReplyMode::Skipping;
+    }
+    dispatch(shared, session, stats, args, reply);
+    match session.reply_mode {
+        ReplyMode::Off => reply.out.truncate(start_len),
+        ReplyMode::Skipping => {
+            reply.out.truncate(start_len);
+            session.reply_mode = ReplyMode::On;
+        }
+        _ => {}
+    }
+}
+
+fn dispatch(shared: &Shared, session: &mut Session, stats: &ThreadStats, args: &Args, reply: &mut ReplyBuf) {
+    let Some(idx) = args.get(0).and_then(|n| shared.commands.lookup(n)) else {
+        unknown_command(reply, args);
+        ThreadStats::add(&stats.error_replies, 1);
+        if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        return;
+    };
+    let Some(spec) = shared.commands.get(idx) else { return };
+    session.info.last_cmd.store(idx as u64 + 1, Ordering::Relaxed);
+    if !spec.arity_ok(args.len()) {
+        reply.error(&format!("ERR wrong number of arguments for '{}' command", spec.name));
+        reject(stats, idx, session);
+        return;
+    }
+    if !session.authenticated && !spec.has(flags::NO_AUTH) && shared.config.tunables.has_password.load(Ordering::Relaxed) {
+        reply.error("NOAUTH Authentication required.");
+        reject(stats, idx, session);
+        return;
+    }
+    if let Some(m) = session.multi.as_mut() {
+        if !spec.has(flags::NO_QUEUE) {
+            m.queued.push((idx, args.clone()));
+            session.info.multi.store(m.queued.len() as i64, Ordering::Relaxed);
+            reply.simple("QUEUED");
+            return;
+        }
+    }
+    if spec.name == "exec" {
+        exec(shared, session, stats, reply);
+        return;
+    }
+    run(shared, session, stats, idx, args, reply, false);
+}
+
+fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
+    ThreadStats::add(&stats.commands[idx].rejected, 1);
+    ThreadStats::add(&stats.error_replies, 1);
+    if let Some(m) = session.multi.as_mut() {
+        m.aborted = true;
+    }
+}
+
+/// Runs a command outside a transaction: takes the barrier, locks its tables, calls it.
+fn run(shared: &Shared, session: &mut Session, stats: &ThreadStats, idx: usize, args: &Args, reply: &mut ReplyBuf, world_stopped: bool) {
+    let Some(spec) = shared.commands.get(idx) else { return };
+    let started = Instant::now();
+    let before = reply.len();
+    let dirty;
+    {
+        let _exclusive = (spec.has(flags::EXCLUSIVE) && !world_stopped).then(|| shared.barrier.exclusive());
+        let _shared = (!spec.has(flags::EXCLUSIVE) && !world_stopped).then(|| shared.barrier.shared(session.thread));
+        let db = session.db;
+        let mut locked = match spec.keys {
+            crate::table::KeySpec::None => Locked::empty(&shared.keyspace, db),
+            crate::table::KeySpec::Range { first, last, step } if first == last && spec.other_db.is_none() => {
+                let _ = step;
+                Locked::lock_key(&shared.keyspace, db, args.get(first as usize).unwrap_or_default())
+            }
+            _ => {
+                let mut idxs = Vec::new();
+                let mut ids = Vec::new();
+                plan_tables(spec, args, db, &mut idxs, &mut ids);
+                Locked::lock(&shared.keyspace, db, &mut ids)
+            }
+        };
+        let mut ctx = Ctx {
+            shared,
+            session,
+            stats,
+            args,
+            reply,
+            l: &mut locked,
+            exclusive: world_stopped || spec.has(flags::EXCLUSIVE),
+            spec,
+        };
+        (spec.handler)(&mut ctx);
+        dirty = locked.dirty();
+    }
+    account(stats, idx, reply, before, started, dirty);
+}
+
+fn account(stats: &ThreadStats, idx: usize, reply: &ReplyBuf, before: usize, started: Instant, dirty: u64) {
+    let c = &stats.commands[idx];
+    ThreadStats::add(&c.calls, 1);
+    ThreadStats::add(&c.usec, started.elapsed().as_micros() as u64);
+    ThreadStats::add(&stats.total_commands, 1);
+    if dirty > 0 {
+        ThreadStats::add(&stats.dirty, dirty);
+    }
+    if reply.out.get(before) == Some(&b'-') {
+        ThreadStats::add(&c.failed, 1);
+        ThreadStats::add(&stats.error_replies, 1);
+    }
+}
+
+/// EXEC: runs the queued commands atomically.
+///
+/// Normally the union of every queued command's tables (and the watched keys' tables) is
+/// locked in order, the WATCH versions are checked under those locks, and the commands
+/// run back to back. If any queued command walks whole databases, the transaction runs
+/// with the world stopped instead, each command locking its own tables.
+fn exec(shared: &Shared, session: &mut Session, stats: &ThreadStats, reply: &mut ReplyBuf) {
+    let Some(multi) = session.multi.take() else {
+        reply.error("ERR EXEC without MULTI");
+        return;
+    };
+    session.info.multi.store(-1, Ordering::Relaxed);
+    let MultiState { queued, aborted } = multi;
+    if aborted {
+        session.unwatch_all(&shared.keyspace);
+        reply.error("EXECABORT Transaction discarded because of previous errors.");
+        return;
+    }
+    let stop_world = queued.iter().any(|(i, _)| {
+        shared
+            .commands
+            .get(*i)
+            .is_some_and(|s| s.has(flags::WALKS) || s.has(flags::EXCLUSIVE))
+    });
+    if stop_world {
+        let _world = shared.barrier.exclusive();
+        let dirty = watched_dirty(shared, session);
+        session.unwatch_all(&shared.keyspace);
+        if dirty {
+            reply.null_array();
+            return;
+        }
+        reply.array(queued.len());
+        for (idx, args) in &queued {
+            run(shared, session, stats, *idx, args, reply, true);
+        }
+        return;
+    }
+    let _shared = shared.barrier.shared(session.thread);
+    let mut ids = Vec::new();
+    let mut idxs = Vec::new();
+    let mut db = session.db;
+    for (idx, args) in &queued {
+        let Some(spec) = shared.commands.get(*idx) else { continue };
+        plan_tables(spec, args, db, &mut idxs, &mut ids);
+        if spec.name == "select" {
+            if let Some(n) = args.get(1).and_then(carmine_resp::parse_i64) {
+                if n >= 0 && (n as usize) < shared.keyspace.databases() {
+                    db = n as usize;
+                }
+            }
+        }
+    }
+    for w in &session.watched {
+        ids.push(table_id(w.db, key_slot(&w.key)));
+    }
+    let mut locked = Locked::lock(&shared.keyspace, session.db, &mut ids);
+    let dirty = watched_dirty(shared, session);
+    session.unwatch_all(&shared.keyspace);
+    if dirty {
+        reply.null_array();
+        return;
+    }
+    reply.array(queued.len());
+    for (idx, args) in &queued {
+        let Some(spec) = shared.commands.get(*idx) else { continue };
+        let started = Instant::now();
+        let before = reply.len();
+        let dirty_before = locked.dirty();
+        locked.select(session.db);
+        let mut ctx = Ctx {
+            shared,
+            session,
+            stats,
+            args,
+            reply,
+            l: &mut locked,
+            exclusive: false,
+            spec,
+        };
+        (spec.handler)(&mut ctx);
+        let dirty = locked.dirty() - dirty_before;
+        account(stats, *idx, reply, before, started, dirty);
+    }
+}
+
+/// True if a watched key changed (or its deadline passed) since WATCH.
+fn watched_dirty(shared: &Shared, session: &Session) -> bool {
+    let now = carmine_keyspace::now_ms();
+    session.watched.iter().any(|w| {
+        let version = shared.keyspace.db_ref(w.db).map_or(0, |d| d.watch().version(&w.key));
+        version != w.version || (w.expire_at != 0 && w.expire_at <= now)
+    })
+}

@@ -1,0 +1,666 @@
+//! Server commands: INFO, DBSIZE, FLUSHDB, FLUSHALL, SWAPDB, TIME, COMMAND, CONFIG, DEBUG,
+//! MEMORY, SHUTDOWN.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use carmine_keyspace::glob_match;
+
+use crate::connection::help_reply;
+use crate::keys::second_arg_key;
+use crate::state::{ShutdownMode, ThreadStats};
+use crate::table::{flags::*, cmd, CommandSpec, KeySpec, FLAG_NAMES};
+use crate::Ctx;
+
+/// The Redis version Carmine is compatible with; clients read it to pick features.
+pub const REDIS_VERSION: &str = "7.0.15";
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "server";
+    vec![
+        cmd("info", -1, LOADING | STALE | WALKS, KeySpec::None, info, g, "@slow @dangerous", "Returns information and statistics about the server."),
+        cmd("dbsize", 1, READONLY | FAST | WALKS, KeySpec::None, dbsize, "server", "@keyspace @read @fast", "Returns the number of keys in the database."),
+        cmd("flushdb", -1, WRITE | EXCLUSIVE, KeySpec::None, flushdb, g, "@keyspace @write @slow @dangerous", "Remove all keys from the current database."),
+        cmd("flushall", -1, WRITE | EXCLUSIVE, KeySpec::None, flushall, g, "@keyspace @write @slow @dangerous", "Removes all keys from all databases."),
+        cmd("swapdb", 3, WRITE | FAST | EXCLUSIVE, KeySpec::None, swapdb, g, "@keyspace @write @fast @dangerous", "Swaps two Redis databases."),
+        cmd("time", 1, LOADING | STALE | FAST, KeySpec::None, time, g, "@fast", "Returns the server time."),
+        CommandSpec {
+            subcommands: &["count", "docs", "getkeys", "info", "list", "help"],
+            ..cmd("command", -1, LOADING | STALE, KeySpec::None, command, g, "@slow @connection", "Returns detailed information about all commands.")
+        },
+        CommandSpec {
+            subcommands: &["get", "set", "resetstat", "rewrite", "help"],
+            ..cmd("config", -2, ADMIN | NOSCRIPT | LOADING | STALE, KeySpec::None, config, g, "@admin @slow @dangerous", "A container for server configuration commands.")
+        },
+        CommandSpec {
+            subcommands: &["sleep", "object", "set-active-expire", "help"],
+            ..cmd("debug", -2, ADMIN | NOSCRIPT | LOADING | STALE, KeySpec::Custom(debug_keys), debug, g, "@admin @slow @dangerous", "A container for debugging commands.")
+        },
+        CommandSpec {
+            subcommands: &["usage", "help"],
+            ..cmd("memory", -2, READONLY, KeySpec::Custom(second_arg_key), memory, g, "@read @slow", "A container for memory diagnostics commands.")
+        },
+        cmd("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE, KeySpec::None, shutdown, g, "@admin @slow @dangerous", "Synchronously saves the database(s) to disk and shuts down the Redis server."),
+    ]
+}
+
+fn debug_keys(args: &carmine_resp::Args, out: &mut Vec<usize>) {
+    if args.len() == 3 && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"object")) {
+        out.push(2);
+    }
+}
+
+fn dbsize(ctx: &mut Ctx<'_, '_>) {
+    let n = ctx.shared.keyspace.dbsize(ctx.session.db);
+    ctx.reply.int(n as i64);
+}
+
+/// FLUSHDB / FLUSHALL accept ASYNC or SYNC; both free memory before replying here.
+fn flush_mode_ok(ctx: &mut Ctx<'_, '_>) -> bool {
+    match ctx.args.len() {
+        1 => true,
+        2 if ctx.is(1, "ASYNC") || ctx.is(1, "SYNC") => true,
+        _ => {
+            ctx.syntax_error();
+            false
+        }
+    }
+}
+
+fn flushdb(ctx: &mut Ctx<'_, '_>) {
+    if flush_mode_ok(ctx) {
+        let n = ctx.shared.keyspace.flush_db(ctx.session.db);
+        ctx.l.signal_modified(ctx.session.db, b"");
+        let _ = n;
+        ctx.reply.ok();
+    }
+}
+
+fn flushall(ctx: &mut Ctx<'_, '_>) {
+    if flush_mode_ok(ctx) {
+        for db in 0..ctx.shared.keyspace.databases() {
+            ctx.shared.keyspace.flush_db(db);
+        }
+        ctx.l.signal_modified(0, b"");
+        ctx.reply.ok();
+    }
+}
+
+fn swapdb(ctx: &mut Ctx<'_, '_>) {
+    let parse = |b: &[u8]| carmine_resp::parse_i64(b);
+    let (Some(a), Some(b)) = (parse(ctx.arg(1)), parse(ctx.arg(2))) else {
+        return ctx.error("ERR invalid first DB index");
+    };
+    let n = ctx.shared.keyspace.databases() as i64;
+    if a < 0 || a >= n || b < 0 || b >= n {
+        return ctx.error("ERR DB index is out of range");
+    }
+    ctx.shared.keyspace.swap_db(a as usize, b as usize);
+    ctx.l.signal_modified(a as usize, b"");
+    ctx.reply.ok();
+}
+
+fn time(ctx: &mut Ctx<'_, '_>) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    ctx.reply.array(2);
+    ctx.reply.bulk(now.as_secs().to_string().as_bytes());
+    ctx.reply.bulk(now.subsec_micros().to_string().as_bytes());
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b < 1024.0 {
+        format!("{bytes}B")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else if b < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}M", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2}G", b / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+/// Resident set size from /proc (Linux); 0 elsewhere.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// (user, system) CPU seconds of this process, from /proc/self/stat.
+fn cpu_seconds() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
+}
+
+fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
+    let all = sections.iter().any(|s| s == "all" || s == "everything");
+    let default = sections.is_empty() || sections.iter().any(|s| s == "default");
+    let want = |name: &str| {
+        all || sections.iter().any(|s| s == name)
+            || (default && name != "commandstats")
+    };
+    let sh = ctx.shared;
+    let mut out = String::new();
+    let uptime = sh.facts.started.elapsed().as_secs();
+    if want("server") {
+        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncarmine_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS,
+            std::process::id(),
+            sh.facts.run_id,
+            sh.facts.tcp_port.load(Ordering::Relaxed),
+            now_us,
+            uptime,
+            uptime / 86400,
+            sh.config.tunables.hz.load(Ordering::Relaxed),
+            sh.config.tunables.hz.load(Ordering::Relaxed),
+            sh.keyspace.lru_clock(),
+            sh.facts.executable,
+            sh.config.file.read().clone().unwrap_or_default(),
+            u8::from(sh.io_threads() > 1),
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
+            sh.clients.len(),
+            sh.config.tunables.maxclients.load(Ordering::Relaxed),
+        );
+    }
+    if want("memory") {
+        let used = sh.used_memory() as u64;
+        let peak = sh.peak_memory.load(Ordering::Relaxed).max(used);
+        let rss = rss_bytes();
+        let maxmem = sh.config.tunables.maxmemory.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:{}\r\n\r\n",
+            human(used),
+            human(rss),
+            human(peak),
+            human(maxmem),
+            sh.config.get("maxmemory-policy").unwrap_or_default(),
+            if used > 0 { rss as f64 / used as f64 } else { 0.0 },
+            if sh.used_memory.is_some() { "libc-counted" } else { "libc" },
+        );
+    }
+    if want("persistence") {
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            sh.sum(|t| t.dirty.load(Ordering::Relaxed)),
+        );
+    }
+    if want("stats") {
+        let s = |f: fn(&ThreadStats) -> &std::sync::atomic::AtomicU64| sh.sum(|t| f(t).load(Ordering::Relaxed));
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:0\r\npubsub_patterns:0\r\ntotal_error_replies:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
+            s(|t| &t.connections_received),
+            s(|t| &t.total_commands),
+            sh.ops_per_sec.load(Ordering::Relaxed),
+            s(|t| &t.net_input),
+            s(|t| &t.net_output),
+            s(|t| &t.rejected_connections),
+            sh.keyspace.stats().expired_keys.load(Ordering::Relaxed),
+            s(|t| &t.keyspace_hits),
+            s(|t| &t.keyspace_misses),
+            s(|t| &t.error_replies),
+            s(|t| &t.reads),
+            s(|t| &t.writes),
+        );
+    }
+    if want("replication") {
+        let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if want("cpu") {
+        let (user, sys) = cpu_seconds();
+        let _ = write!(out, "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n\r\n");
+    }
+    if want("commandstats") {
+        out.push_str("# Commandstats\r\n");
+        for (i, spec) in sh.commands.all().iter().enumerate() {
+            let c = |f: fn(&crate::state::CmdStat) -> &std::sync::atomic::AtomicU64| {
+                sh.sum(|t| t.commands.get(i).map_or(0, |c| f(c).load(Ordering::Relaxed)))
+            };
+            let (calls, usec, rejected, failed) = (c(|c| &c.calls), c(|c| &c.usec), c(|c| &c.rejected), c(|c| &c.failed));
+            if calls + rejected + failed == 0 {
+                continue;
+            }
+            let per = if calls > 0 { usec as f64 / calls as f64 } else { 0.0 };
+            let _ = write!(
+                out,
+                "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
+                spec.name
+            );
+        }
+        out.push_str("\r\n");
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        for db in 0..sh.keyspace.databases() {
+            let (keys, expires) = sh.keyspace.db_counts(db);
+            if keys > 0 {
+                let _ = write!(out, "db{db}:keys={keys},expires={expires}\r\n");
+            }
+        }
+        out.push_str("\r\n");
+    }
+    while out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out
+}
+
+fn info(ctx: &mut Ctx<'_, '_>) {
+    let sections: Vec<String> = (1..ctx.args.len())
+        .map(|i| String::from_utf8_lossy(ctx.arg(i)).to_lowercase())
+        .collect();
+    let text = info_text(ctx, &sections);
+    ctx.reply.verbatim(text.as_bytes());
+}
+
+fn write_command_info(ctx: &mut Ctx<'_, '_>, spec: &CommandSpec) {
+    let r = &mut *ctx.reply;
+    r.array(10);
+    r.bulk(spec.name.as_bytes());
+    r.int(i64::from(spec.arity));
+    let mut names: Vec<&str> = FLAG_NAMES
+        .iter()
+        .filter(|(f, _)| spec.flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if matches!(spec.keys, KeySpec::Custom(_)) {
+        names.push("movablekeys");
+    }
+    r.set(names.len());
+    for n in names {
+        r.simple(n);
+    }
+    let (first, last, step) = spec.key_range();
+    r.int(i64::from(first));
+    r.int(i64::from(last));
+    r.int(i64::from(step));
+    let acl: Vec<&str> = spec.acl.split_whitespace().collect();
+    r.set(acl.len());
+    for a in acl {
+        r.simple(a);
+    }
+    r.set(0); // tips
+    // Key specifications: one begin-search/find-keys pair for fixed positions.
+    if first > 0 {
+        r.array(1);
+        r.map(3);
+        r.bulk(b"flags");
+        r.set(0);
+        r.bulk(b"begin_search");
+        r.map(2);
+        r.bulk(b"type");
+        r.bulk(b"index");
+        r.bulk(b"spec");
+        r.map(1);
+        r.bulk(b"index");
+        r.int(i64::from(first));
+        r.bulk(b"find_keys");
+        r.map(2);
+        r.bulk(b"type");
+        r.bulk(b"range");
+        r.bulk(b"spec");
+        r.map(3);
+        r.bulk(b"lastkey");
+        r.int(if last < 0 { i64::from(last) } else { i64::from(last - first) });
+        r.bulk(b"keystep");
+        r.int(i64::from(step));
+        r.bulk(b"limit");
+        r.int(0);
+    } else {
+        r.array(0);
+    }
+    r.array(spec.subcommands.len());
+    for sub in spec.subcommands {
+        r.array(10);
+        r.bulk(format!("{}|{}", spec.name, sub).as_bytes());
+        r.int(-2);
+        r.set(0);
+        r.int(0);
+        r.int(0);
+        r.int(0);
+        r.set(0);
+        r.set(0);
+        r.array(0);
+        r.array(0);
+    }
+}
+
+fn write_command_docs(ctx: &mut Ctx<'_, '_>, spec: &CommandSpec) {
+    let r = &mut *ctx.reply;
+    r.bulk(spec.name.as_bytes());
+    r.map(3);
+    r.bulk(b"summary");
+    r.bulk(spec.summary.as_bytes());
+    r.bulk(b"since");
+    r.bulk(spec.since.as_bytes());
+    r.bulk(b"group");
+    r.bulk(spec.group.as_bytes());
+}
+
+const COMMAND_HELP: &[&str] = &[
+    "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "(no subcommand)",
+    "    Return details about all commands.",
+    "COUNT",
+    "    Return the total number of commands in this server.",
+    "LIST",
+    "    Return a list of all commands in this server.",
+    "INFO [<command-name> ...]",
+    "    Return details about multiple commands.",
+    "DOCS [<command-name> ...]",
+    "    Return documentation details about multiple commands.",
+    "GETKEYS <full-command>",
+    "    Return the keys from a full command.",
+    "HELP",
+    "    Print this help.",
+];
+
+fn command(ctx: &mut Ctx<'_, '_>) {
+    let sh = ctx.shared;
+    if ctx.args.len() == 1 {
+        ctx.reply.array(sh.commands.len());
+        for spec in sh.commands.all() {
+            write_command_info(ctx, spec);
+        }
+        return;
+    }
+    let sub = ctx.arg(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"count" if ctx.args.len() == 2 => ctx.reply.int(sh.commands.len() as i64),
+        b"help" if ctx.args.len() == 2 => help_reply(ctx, COMMAND_HELP),
+        b"list" => {
+            let mut pattern = None;
+            if ctx.args.len() == 5 && ctx.is(2, "FILTERBY") && ctx.is(3, "PATTERN") {
+                pattern = Some(ctx.arg(4).to_vec());
+            } else if ctx.args.len() != 2 {
+                return ctx.syntax_error();
+            }
+            let names: Vec<&str> = sh
+                .commands
+                .all()
+                .iter()
+                .map(|s| s.name)
+                .filter(|n| pattern.as_ref().is_none_or(|p| glob_match(p, n.as_bytes())))
+                .collect();
+            ctx.reply.array(names.len());
+            for n in names {
+                ctx.reply.bulk(n.as_bytes());
+            }
+        }
+        b"info" => {
+            if ctx.args.len() == 2 {
+                ctx.reply.array(sh.commands.len());
+                for spec in sh.commands.all() {
+                    write_command_info(ctx, spec);
+                }
+                return;
+            }
+            ctx.reply.array(ctx.args.len() - 2);
+            for i in 2..ctx.args.len() {
+                match sh.commands.lookup(ctx.arg(i)).and_then(|j| sh.commands.get(j)) {
+                    Some(spec) => write_command_info(ctx, spec),
+                    None => ctx.reply.null_array(),
+                }
+            }
+        }
+        b"docs" => {
+            let specs: Vec<&CommandSpec> = if ctx.args.len() == 2 {
+                sh.commands.all().iter().collect()
+            } else {
+                (2..ctx.args.len())
+                    .filter_map(|i| sh.commands.lookup(ctx.arg(i)).and_then(|j| sh.commands.get(j)))
+                    .collect()
+            };
+            ctx.reply.map(specs.len());
+            for spec in specs {
+                write_command_docs(ctx, spec);
+            }
+        }
+        b"getkeys" if ctx.args.len() >= 3 => {
+            let inner = carmine_resp::Args::from_slices(&ctx.args.iter().skip(2).collect::<Vec<_>>());
+            let Some(spec) = sh.commands.lookup(inner.get(0).unwrap_or_default()).and_then(|j| sh.commands.get(j)) else {
+                return ctx.error("ERR Invalid command specified");
+            };
+            if !spec.arity_ok(inner.len()) {
+                return ctx.error("ERR Invalid number of arguments specified for command");
+            }
+            let mut idx = Vec::new();
+            spec.key_indexes(&inner, &mut idx);
+            if idx.is_empty() {
+                return ctx.error("ERR The command has no key arguments");
+            }
+            ctx.reply.array(idx.len());
+            for i in idx {
+                ctx.reply.bulk(inner.get(i).unwrap_or_default());
+            }
+        }
+        _ => ctx.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(ctx.arg(1))
+        )),
+    }
+}
+
+const CONFIG_HELP: &[&str] = &[
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>",
+    "    Set the configuration <directive> to <value>.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
+    "REWRITE",
+    "    Rewrite the configuration file.",
+    "HELP",
+    "    Print this help.",
+];
+
+fn config(ctx: &mut Ctx<'_, '_>) {
+    let sub = ctx.arg(1).to_ascii_lowercase();
+    let argc = ctx.args.len();
+    let cfg = &ctx.shared.config;
+    match sub.as_slice() {
+        b"get" if argc >= 3 => {
+            let mut pairs: Vec<(&'static str, String)> = Vec::new();
+            for i in 2..argc {
+                for (k, v) in cfg.matching(ctx.arg(i)) {
+                    if !pairs.iter().any(|(n, _)| *n == k) {
+                        pairs.push((k, v));
+                    }
+                }
+            }
+            ctx.reply.map(pairs.len());
+            for (k, v) in pairs {
+                ctx.reply.bulk(k.as_bytes());
+                ctx.reply.bulk(v.as_bytes());
+            }
+        }
+        b"set" if argc >= 4 && argc % 2 == 0 => {
+            let mut changes = Vec::new();
+            for i in (2..argc).step_by(2) {
+                let name = String::from_utf8_lossy(ctx.arg(i)).to_lowercase();
+                let value = String::from_utf8_lossy(ctx.arg(i + 1)).into_owned();
+                if cfg.get(&name).is_none() {
+                    return ctx.error(&format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'"));
+                }
+                changes.push((name, value));
+            }
+            // Validate everything first so a failed multi-parameter SET changes nothing.
+            let previous: Vec<(String, String)> = changes
+                .iter()
+                .map(|(n, _)| (n.clone(), cfg.get(n).unwrap_or_default()))
+                .collect();
+            for (name, value) in &changes {
+                let args: Vec<String> = if value.is_empty() {
+                    Vec::new()
+                } else {
+                    value.split_whitespace().map(str::to_string).collect()
+                };
+                let args = if args.is_empty() && value.is_empty() { vec![String::new()] } else { args };
+                let args = if matches!(name.as_str(), "save" | "bind" | "client-output-buffer-limit") || !value.contains(' ') {
+                    args
+                } else {
+                    vec![value.clone()]
+                };
+                if let Err(e) = cfg.set(name, &args, false) {
+                    for (n, v) in &previous {
+                        let _ = cfg.set(n, &v.split_whitespace().map(str::to_string).collect::<Vec<_>>(), true);
+                    }
+                    return ctx.error(&format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"));
+                }
+            }
+            ctx.reply.ok();
+        }
+        b"resetstat" if argc == 2 => {
+            for t in ctx.shared.threads.lock().iter() {
+                t.reset();
+            }
+            ctx.shared.keyspace.stats().expired_keys.store(0, Ordering::Relaxed);
+            ctx.shared.peak_memory.store(0, Ordering::Relaxed);
+            ctx.reply.ok();
+        }
+        b"rewrite" if argc == 2 => {
+            let Some(path) = cfg.file.read().clone() else {
+                return ctx.error("ERR The server is running without a config file");
+            };
+            let tmp = format!("{path}.tmp-{}", std::process::id());
+            let written = std::fs::write(&tmp, cfg.render()).and_then(|_| std::fs::rename(&tmp, &path));
+            match written {
+                Ok(()) => ctx.reply.ok(),
+                Err(e) => ctx.error(&format!("ERR Rewriting config file: {e}")),
+            }
+        }
+        b"help" if argc == 2 => help_reply(ctx, CONFIG_HELP),
+        _ => ctx.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(ctx.arg(1))
+        )),
+    }
+}
+
+const DEBUG_HELP: &[&str] = &[
+    "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "OBJECT <key>",
+    "    Show low-level info about the <key> and associated value.",
+    "SET-ACTIVE-EXPIRE <0|1>",
+    "    Setting it to 0 disables expiring keys in background when they are not accessed.",
+    "SLEEP <seconds>",
+    "    Stop the server for <seconds>. Decimals allowed.",
+    "HELP",
+    "    Print this help.",
+];
+
+fn debug(ctx: &mut Ctx<'_, '_>) {
+    let sub = ctx.arg(1).to_ascii_lowercase();
+    match (sub.as_slice(), ctx.args.len()) {
+        (b"help", 2) => help_reply(ctx, DEBUG_HELP),
+        (b"sleep", 3) => {
+            let Some(secs) = ctx.float_arg(2) else { return };
+            if secs > 0.0 {
+                std::thread::sleep(Duration::from_secs_f64(secs.min(3600.0)));
+            }
+            ctx.reply.ok();
+        }
+        (b"set-active-expire", 3) => {
+            let Some(v) = ctx.int_arg(2) else { return };
+            ctx.shared.active_expire.store(v != 0, Ordering::Relaxed);
+            ctx.reply.ok();
+        }
+        (b"object", 3) => {
+            let key = ctx.args.bytes(2);
+            let clock = ctx.shared.keyspace.lru_clock();
+            let now = carmine_keyspace::now_ms();
+            let table = ctx.l.table_in(ctx.session.db, &key);
+            let Some(e) = table.peek(&key).filter(|e| !e.is_expired(now)) else {
+                return ctx.error("ERR no such key");
+            };
+            let ser_len = e.value.as_str().map_or(0, |s| s.len());
+            let line = format!(
+                "Value at:{:p} refcount:1 encoding:{} serializedlength:{} lru:{} lru_seconds_idle:{}",
+                e as *const _,
+                e.value.encoding(),
+                ser_len,
+                e.lru,
+                clock.saturating_sub(e.lru)
+            );
+            ctx.reply.simple(&line);
+        }
+        _ => ctx.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try DEBUG HELP.",
+            String::from_utf8_lossy(ctx.arg(1))
+        )),
+    }
+}
+
+const MEMORY_HELP: &[&str] = &[
+    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "USAGE <key> [SAMPLES <count>]",
+    "    Return memory in bytes used by <key> and its value. Nested values are",
+    "    sampled up to <count> times (default: 5, 0 means sample all).",
+    "HELP",
+    "    Print this help.",
+];
+
+fn memory(ctx: &mut Ctx<'_, '_>) {
+    let sub = ctx.arg(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"help" if ctx.args.len() == 2 => help_reply(ctx, MEMORY_HELP),
+        b"usage" if ctx.args.len() == 3 || (ctx.args.len() == 5 && ctx.is(3, "SAMPLES")) => {
+            if ctx.args.len() == 5 && ctx.int_arg(4).is_none() {
+                return;
+            }
+            let key = ctx.args.bytes(2);
+            match ctx.l.get(&key) {
+                None => ctx.reply.null(),
+                Some(e) => {
+                    let entry = std::mem::size_of::<(carmine_keyspace::Key, carmine_keyspace::Entry)>() + 1;
+                    let total = entry + key.len() + e.value.heap_size();
+                    ctx.reply.int(total as i64);
+                }
+            }
+        }
+        _ => ctx.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
+            String::from_utf8_lossy(ctx.arg(1))
+        )),
+    }
+}
+
+fn shutdown(ctx: &mut Ctx<'_, '_>) {
+    let mut mode = ShutdownMode::Default;
+    for i in 1..ctx.args.len() {
+        if ctx.is(i, "NOSAVE") {
+            mode = ShutdownMode::NoSave;
+        } else if ctx.is(i, "SAVE") {
+            mode = ShutdownMode::Save;
+        } else if ctx.is(i, "NOW") || ctx.is(i, "FORCE") {
+        } else if ctx.is(i, "ABORT") {
+            return ctx.error("ERR No shutdown in progress.");
+        } else {
+            return ctx.syntax_error();
+        }
+    }
+    ctx.shared.request_shutdown(mode);
+    ctx.session.close_after_reply = true;
+}

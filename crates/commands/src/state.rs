@@ -1,0 +1,392 @@
+//! Server-wide state shared by every thread, per-connection sessions, and statistics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use carmine_keyspace::Keyspace;
+use carmine_resp::Args;
+use parking_lot::Mutex;
+
+use crate::barrier::Barrier;
+use crate::config::Config;
+use crate::table::CommandTable;
+
+/// Per-command counters (INFO commandstats).
+#[derive(Default)]
+pub struct CmdStat {
+    pub calls: AtomicU64,
+    pub usec: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Counters owned by one event-loop thread: only that thread writes them, so increments
+/// never contend; INFO sums every thread's.
+pub struct ThreadStats {
+    pub commands: Box<[CmdStat]>,
+    pub total_commands: AtomicU64,
+    pub keyspace_hits: AtomicU64,
+    pub keyspace_misses: AtomicU64,
+    pub error_replies: AtomicU64,
+    pub net_input: AtomicU64,
+    pub net_output: AtomicU64,
+    pub connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    /// Keys written (rdb_changes_since_last_save).
+    pub dirty: AtomicU64,
+}
+
+impl ThreadStats {
+    pub fn new(commands: usize) -> ThreadStats {
+        ThreadStats {
+            commands: (0..commands).map(|_| CmdStat::default()).collect(),
+            total_commands: AtomicU64::new(0),
+            keyspace_hits: AtomicU64::new(0),
+            keyspace_misses: AtomicU64::new(0),
+            error_replies: AtomicU64::new(0),
+            net_input: AtomicU64::new(0),
+            net_output: AtomicU64::new(0),
+            connections_received: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            dirty: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn hit(&self, found: bool) {
+        if found {
+            Self::add(&self.keyspace_hits, 1);
+        } else {
+            Self::add(&self.keyspace_misses, 1);
+        }
+    }
+
+    pub fn reset(&self) {
+        for c in self.commands.iter() {
+            c.calls.store(0, Ordering::Relaxed);
+            c.usec.store(0, Ordering::Relaxed);
+            c.rejected.store(0, Ordering::Relaxed);
+            c.failed.store(0, Ordering::Relaxed);
+        }
+        for a in [
+            &self.total_commands,
+            &self.keyspace_hits,
+            &self.keyspace_misses,
+            &self.error_replies,
+            &self.net_input,
+            &self.net_output,
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.reads,
+            &self.writes,
+            &self.dirty,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What other threads may see and change about a connection (CLIENT LIST / KILL).
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+    pub thread: usize,
+    pub created: Instant,
+    pub name: Mutex<Option<Vec<u8>>>,
+    pub lib_name: Mutex<Option<Vec<u8>>>,
+    pub lib_ver: Mutex<Option<Vec<u8>>>,
+    pub db: AtomicU64,
+    pub resp: AtomicU8,
+    /// Index of the last command in the command table (+1; 0 for none).
+    pub last_cmd: AtomicU64,
+    /// Milliseconds since `created` of the last interaction.
+    pub last_interaction: AtomicU64,
+    /// -1 outside MULTI, else the number of queued commands.
+    pub multi: AtomicI64,
+    pub qbuf: AtomicU64,
+    pub omem: AtomicU64,
+    pub no_evict: AtomicBool,
+    /// Set by CLIENT KILL; the owning loop closes the connection when it sees it.
+    pub killed: AtomicBool,
+    /// Wakes the owning event loop (set by the server).
+    pub waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl ClientInfo {
+    pub fn new(id: u64, addr: String, laddr: String, fd: i32, thread: usize) -> ClientInfo {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            fd,
+            thread,
+            created: Instant::now(),
+            name: Mutex::new(None),
+            lib_name: Mutex::new(None),
+            lib_ver: Mutex::new(None),
+            db: AtomicU64::new(0),
+            resp: AtomicU8::new(2),
+            last_cmd: AtomicU64::new(0),
+            last_interaction: AtomicU64::new(0),
+            multi: AtomicI64::new(-1),
+            qbuf: AtomicU64::new(0),
+            omem: AtomicU64::new(0),
+            no_evict: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }
+    }
+
+    pub fn touch(&self) {
+        self.last_interaction
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn idle_secs(&self) -> u64 {
+        let now = self.created.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_interaction.load(Ordering::Relaxed)) / 1000
+    }
+
+    /// Asks the owning loop to close this connection.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().as_ref() {
+            w();
+        }
+    }
+}
+
+/// Every connected client.
+#[derive(Default)]
+pub struct ClientRegistry {
+    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    next_id: AtomicU64,
+}
+
+impl ClientRegistry {
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn add(&self, info: Arc<ClientInfo>) {
+        self.clients.lock().insert(info.id, info);
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.clients.lock().remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
+        self.clients.lock().values().cloned().collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.clients.lock().get(&id).cloned()
+    }
+}
+
+/// Why and how the server should stop (SHUTDOWN, SIGTERM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    Default,
+    Save,
+    NoSave,
+}
+
+/// Fixed facts about the running server (INFO server).
+pub struct ServerFacts {
+    pub run_id: String,
+    pub started: Instant,
+    pub started_unix: u64,
+    pub executable: String,
+    pub tcp_port: AtomicU64,
+}
+
+/// State shared by every thread of one server.
+pub struct Shared {
+    pub keyspace: Keyspace,
+    pub config: Config,
+    pub commands: CommandTable,
+    pub clients: ClientRegistry,
+    pub barrier: Barrier,
+    pub threads: Mutex<Vec<Arc<ThreadStats>>>,
+    pub facts: ServerFacts,
+    pub shutdown: Mutex<Option<ShutdownMode>>,
+    pub shutdown_requested: AtomicBool,
+    pub active_expire: AtomicBool,
+    /// Bytes in use as the allocator counts them (set by the binary); None: estimate.
+    pub used_memory: Option<fn() -> usize>,
+    pub peak_memory: AtomicU64,
+    /// Writes since start (rdb_changes_since_last_save until persistence exists).
+    pub dirty: AtomicU64,
+    pub ops_per_sec: AtomicU64,
+    /// Signalled when a new thread's stats should be created.
+    io_threads: usize,
+}
+
+impl Shared {
+    /// Builds the shared state for a server with `io_threads` event loops.
+    pub fn new(config: Config, io_threads: usize, used_memory: Option<fn() -> usize>) -> Arc<Shared> {
+        let databases = config.get_i64("databases").max(1) as usize;
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut run_id = String::with_capacity(40);
+        for _ in 0..40 {
+            run_id.push(char::from(b"0123456789abcdef"[fastrand::usize(..16)]));
+        }
+        Arc::new(Shared {
+            keyspace: Keyspace::with_databases(databases),
+            config,
+            commands: crate::command_table(),
+            clients: ClientRegistry::default(),
+            barrier: Barrier::new(io_threads),
+            threads: Mutex::new(Vec::new()),
+            facts: ServerFacts {
+                run_id,
+                started: Instant::now(),
+                started_unix: now_unix,
+                executable: std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                tcp_port: AtomicU64::new(0),
+            },
+            shutdown: Mutex::new(None),
+            shutdown_requested: AtomicBool::new(false),
+            active_expire: AtomicBool::new(true),
+            used_memory,
+            peak_memory: AtomicU64::new(0),
+            dirty: AtomicU64::new(0),
+            ops_per_sec: AtomicU64::new(0),
+            io_threads,
+        })
+    }
+
+    pub fn io_threads(&self) -> usize {
+        self.io_threads
+    }
+
+    /// Registers a new event loop's counters.
+    pub fn new_thread_stats(&self) -> Arc<ThreadStats> {
+        let s = Arc::new(ThreadStats::new(self.commands.len()));
+        self.threads.lock().push(s.clone());
+        s
+    }
+
+    /// Sums one counter over every thread.
+    pub fn sum(&self, f: impl Fn(&ThreadStats) -> u64) -> u64 {
+        self.threads.lock().iter().map(|t| f(t)).sum()
+    }
+
+    pub fn used_memory(&self) -> usize {
+        let used = match self.used_memory {
+            Some(f) => f(),
+            None => self.keyspace.memory_estimate(),
+        };
+        self.peak_memory.fetch_max(used as u64, Ordering::Relaxed);
+        used
+    }
+
+    pub fn request_shutdown(&self, mode: ShutdownMode) {
+        *self.shutdown.lock() = Some(mode);
+        self.shutdown_requested.store(true, Ordering::Release);
+    }
+}
+
+/// CLIENT REPLY state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// Suppress the next command's reply only.
+    SkipNext,
+    /// Suppressing the current command's reply (after SKIP).
+    Skipping,
+}
+
+/// A WATCHed key and what it looked like when watched.
+#[derive(Clone, Debug)]
+pub struct WatchedKey {
+    pub db: usize,
+    pub key: Vec<u8>,
+    pub version: u64,
+    /// The key's deadline at WATCH time (0 if none or absent): if that deadline passes
+    /// before EXEC, the key expired, which counts as a modification.
+    pub expire_at: u64,
+}
+
+/// A transaction being queued.
+#[derive(Debug, Default)]
+pub struct MultiState {
+    pub queued: Vec<(usize, Args)>,
+    /// A command failed to queue (unknown, wrong arity): EXEC replies EXECABORT.
+    pub aborted: bool,
+}
+
+/// One connection's state.
+pub struct Session {
+    pub info: Arc<ClientInfo>,
+    pub thread: usize,
+    pub db: usize,
+    pub authenticated: bool,
+    pub multi: Option<MultiState>,
+    pub watched: Vec<WatchedKey>,
+    pub reply_mode: ReplyMode,
+    /// Set by QUIT, CLIENT KILL of self, protocol errors: close once replies are written.
+    pub close_after_reply: bool,
+}
+
+impl Session {
+    pub fn new(info: Arc<ClientInfo>, thread: usize, authenticated: bool) -> Session {
+        Session {
+            info,
+            thread,
+            db: 0,
+            authenticated,
+            multi: None,
+            watched: Vec::new(),
+            reply_mode: ReplyMode::On,
+            close_after_reply: false,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    pub fn select(&mut self, db: usize) {
+        self.db = db;
+        self.info.db.store(db as u64, Ordering::Relaxed);
+    }
+
+    /// Drops every WATCH (EXEC, DISCARD, UNWATCH, RESET, disconnect).
+    pub fn unwatch_all(&mut self, ks: &Keyspace) {
+        for w in self.watched.drain(..) {
+            if let Some(db) = ks.db_ref(w.db) {
+                db.watch().unwatch(&w.key);
+            }
+        }
+    }
+}

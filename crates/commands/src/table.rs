@@ -1,0 +1,208 @@
+//! The command table: what COMMAND INFO reports, and what the dispatcher needs to lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use carmine_resp::Args;
+
+use crate::Ctx;
+
+/// A command implementation. It reads its arguments from `ctx.args`, works through the
+/// tables the dispatcher locked in `ctx.l`, and writes exactly one reply to `ctx.reply`.
+pub type Handler = fn(&mut Ctx<'_, '_>);
+
+/// Command flags (the names COMMAND INFO prints are in [`FLAG_NAMES`]).
+pub mod flags {
+    pub const WRITE: u32 = 1;
+    pub const READONLY: u32 = 1 << 1;
+    pub const DENYOOM: u32 = 1 << 2;
+    pub const ADMIN: u32 = 1 << 3;
+    pub const PUBSUB: u32 = 1 << 4;
+    pub const NOSCRIPT: u32 = 1 << 5;
+    pub const BLOCKING: u32 = 1 << 6;
+    pub const LOADING: u32 = 1 << 7;
+    pub const STALE: u32 = 1 << 8;
+    pub const FAST: u32 = 1 << 9;
+    pub const NO_AUTH: u32 = 1 << 10;
+    pub const MOVABLEKEYS: u32 = 1 << 11;
+    /// Not queued inside MULTI (MULTI, EXEC, DISCARD, WATCH, UNWATCH, QUIT, RESET).
+    pub const NO_QUEUE: u32 = 1 << 20;
+    /// Walks every table of a database (KEYS, SCAN, DBSIZE ...): inside MULTI it makes
+    /// EXEC run exclusively, since it cannot take table locks out of order.
+    pub const WALKS: u32 = 1 << 21;
+    /// Changes whole databases (FLUSHALL, SWAPDB): runs with the world stopped.
+    pub const EXCLUSIVE: u32 = 1 << 22;
+}
+
+pub const FLAG_NAMES: &[(u32, &str)] = &[
+    (flags::WRITE, "write"),
+    (flags::READONLY, "readonly"),
+    (flags::DENYOOM, "denyoom"),
+    (flags::ADMIN, "admin"),
+    (flags::PUBSUB, "pubsub"),
+    (flags::NOSCRIPT, "noscript"),
+    (flags::BLOCKING, "blocking"),
+    (flags::LOADING, "loading"),
+    (flags::STALE, "stale"),
+    (flags::FAST, "fast"),
+    (flags::NO_AUTH, "no_auth"),
+    (flags::MOVABLEKEYS, "movablekeys"),
+];
+
+/// Where a command's keys are.
+#[derive(Clone, Copy)]
+pub enum KeySpec {
+    None,
+    /// COMMAND INFO's first/last/step (last negative counts from the end).
+    Range { first: i32, last: i32, step: i32 },
+    /// Keys found by looking at the arguments (subcommands, numkeys ...).
+    Custom(fn(&Args, &mut Vec<usize>)),
+}
+
+pub struct CommandSpec {
+    /// Lower-case name; container subcommands are `parent|sub` in COMMAND output.
+    pub name: &'static str,
+    /// Positive: exact argument count; negative: at least that many.
+    pub arity: i32,
+    pub flags: u32,
+    pub keys: KeySpec,
+    /// For commands that also touch another database (MOVE, COPY ... DB n).
+    pub other_db: Option<fn(&Args) -> Option<usize>>,
+    pub handler: Handler,
+    pub group: &'static str,
+    pub summary: &'static str,
+    pub since: &'static str,
+    pub acl: &'static str,
+    /// Subcommand names, for COMMAND INFO of container commands.
+    pub subcommands: &'static [&'static str],
+}
+
+impl CommandSpec {
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let a = self.arity;
+        (a >= 0 && argc == a as usize) || (a < 0 && argc >= (-a) as usize)
+    }
+
+    /// Appends the indexes of the key arguments in `args` to `out`.
+    pub fn key_indexes(&self, args: &Args, out: &mut Vec<usize>) {
+        match self.keys {
+            KeySpec::None => {}
+            KeySpec::Range { first, last, step } => {
+                let argc = args.len() as i32;
+                let last = if last < 0 { argc + last } else { last };
+                let mut i = first;
+                while i <= last && i < argc && step > 0 {
+                    out.push(i as usize);
+                    i += step;
+                }
+            }
+            KeySpec::Custom(f) => f(args, out),
+        }
+    }
+
+    /// (first, last, step) as COMMAND INFO reports them.
+    pub fn key_range(&self) -> (i32, i32, i32) {
+        match self.keys {
+            KeySpec::None => (0, 0, 0),
+            KeySpec::Range { first, last, step } => (first, last, step),
+            KeySpec::Custom(_) => (0, 0, 0),
+        }
+    }
+}
+
+/// FNV-1a: command names are short, so a simple hash beats SipHash on the hot path.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub struct CommandTable {
+    specs: Vec<CommandSpec>,
+    by_name: HashMap<&'static [u8], usize, BuildHasherDefault<Fnv>>,
+}
+
+impl CommandTable {
+    pub fn new(specs: Vec<CommandSpec>) -> CommandTable {
+        let by_name = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_bytes(), i))
+            .collect();
+        CommandTable { specs, by_name }
+    }
+
+    /// Case-insensitive lookup without allocating.
+    pub fn lookup(&self, name: &[u8]) -> Option<usize> {
+        let mut buf = [0u8; 32];
+        if name.len() > buf.len() {
+            return None;
+        }
+        for (d, s) in buf.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        self.by_name.get(&buf[..name.len()]).copied()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&CommandSpec> {
+        self.specs.get(i)
+    }
+
+    pub fn all(&self) -> &[CommandSpec] {
+        &self.specs
+    }
+
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+}
+
+/// Builds a spec; the family modules list their commands with it.
+#[allow(clippy::too_many_arguments)]
+pub const fn cmd(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: KeySpec,
+    handler: Handler,
+    group: &'static str,
+    acl: &'static str,
+    summary: &'static str,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        flags,
+        keys,
+        other_db: None,
+        handler,
+        group,
+        summary,
+        since: "1.0.0",
+        acl,
+        subcommands: &[],
+    }
+}
+
+pub const fn keys(first: i32, last: i32, step: i32) -> KeySpec {
+    KeySpec::Range { first, last, step }
+}

@@ -1,0 +1,473 @@
+//! One event-loop thread: a `mio::Poll`, the connections it owns for their whole life,
+//! and a cron at `hz`. Loop 0 also owns the listening sockets and deals accepted
+//! connections round-robin to every loop over crossbeam channels, waking the target with
+//! its `mio::Waker`.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use carmine_commands::{execute, ClientInfo, Session, Shared, ThreadStats};
+use carmine_resp::{Args, CommandDecoder, Limits, ReplyBuf};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::log;
+
+const WAKER: Token = Token(usize::MAX - 1);
+const FIRST_LISTENER: usize = 1 << 40;
+/// Stop executing a client's pipeline once this much output is waiting, and resume when
+/// the socket drains: a client that writes but never reads cannot grow memory unbounded.
+const OUTPUT_PAUSE: usize = 16 * 1024 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A handle other threads use to reach a loop.
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub sender: Sender<TcpStream>,
+    pub waker: Arc<Waker>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    decoder: CommandDecoder,
+    args: Args,
+    reply: ReplyBuf,
+    session: Session,
+    /// WRITABLE interest is registered (output is pending).
+    want_write: bool,
+    last_active: Instant,
+    /// When the output first went over the soft limit.
+    soft_limit_since: Option<Instant>,
+    closing: bool,
+}
+
+pub struct EventLoop {
+    id: usize,
+    poll: Poll,
+    shared: Arc<Shared>,
+    stats: Arc<ThreadStats>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    listeners: Vec<TcpListener>,
+    incoming: Receiver<TcpStream>,
+    peers: Vec<LoopHandle>,
+    next_peer: usize,
+    waker: Arc<Waker>,
+    read_buf: Vec<u8>,
+    expire_cursor: usize,
+    ops_sample: (Instant, u64),
+}
+
+impl EventLoop {
+    pub fn new(id: usize, shared: Arc<Shared>) -> io::Result<(EventLoop, LoopHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = shared.new_thread_stats();
+        let handle = LoopHandle {
+            sender: tx,
+            waker: waker.clone(),
+        };
+        Ok((
+            EventLoop {
+                id,
+                poll,
+                shared,
+                stats,
+                conns: Vec::new(),
+                free: Vec::new(),
+                listeners: Vec::new(),
+                incoming: rx,
+                peers: Vec::new(),
+                next_peer: 0,
+                waker,
+                read_buf: vec![0; READ_CHUNK],
+                expire_cursor: 0,
+                ops_sample: (Instant::now(), 0),
+            },
+            handle,
+        ))
+    }
+
+    /// Gives this loop the listening sockets and the loops to deal connections to.
+    pub fn set_listeners(&mut self, mut listeners: Vec<TcpListener>, peers: Vec<LoopHandle>) -> io::Result<()> {
+        for (i, l) in listeners.iter_mut().enumerate() {
+            self.poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+        }
+        self.listeners = listeners;
+        self.peers = peers;
+        Ok(())
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_cron = Instant::now();
+        loop {
+            if self.shared.shutdown_requested.load(Ordering::Acquire) {
+                self.close_all();
+                return;
+            }
+            let now = Instant::now();
+            let timeout = next_cron.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    log::warning(&format!("poll failed: {e}"));
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => self.on_wake(),
+                    Token(t) if t >= FIRST_LISTENER => self.accept(t - FIRST_LISTENER),
+                    Token(t) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(t);
+                        }
+                        if ev.is_writable() {
+                            self.on_writable(t);
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= next_cron {
+                self.cron();
+                let hz = self.shared.config.tunables.hz.load(Ordering::Relaxed).max(1);
+                next_cron = Instant::now() + Duration::from_millis(1000 / hz);
+            }
+        }
+    }
+
+    fn on_wake(&mut self) {
+        while let Ok(stream) = self.incoming.try_recv() {
+            self.adopt(stream);
+        }
+        // CLIENT KILL from another thread.
+        for t in 0..self.conns.len() {
+            if let Some(c) = self.conns[t].as_ref() {
+                if c.session.info.killed.load(Ordering::Acquire) {
+                    self.close(t);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, which: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(which) else { return };
+            match listener.accept() {
+                Ok((stream, addr)) => {
+                    ThreadStats::add(&self.stats.connections_received, 1);
+                    if let Some(reason) = self.refuse(&addr) {
+                        ThreadStats::add(&self.stats.rejected_connections, 1);
+                        let mut s = stream;
+                        let _ = s.write_all(reason.as_bytes());
+                        continue;
+                    }
+                    let target = self.next_peer % self.peers.len().max(1);
+                    self.next_peer = self.next_peer.wrapping_add(1);
+                    if target == self.id || self.peers.is_empty() {
+                        self.adopt(stream);
+                    } else {
+                        let peer = &self.peers[target];
+                        if peer.sender.send(stream).is_ok() {
+                            let _ = peer.waker.wake();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warning(&format!("accept failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The error line to send to a connection that must be refused, if any.
+    fn refuse(&self, addr: &SocketAddr) -> Option<String> {
+        let t = &self.shared.config.tunables;
+        if self.shared.clients.len() as u64 >= t.maxclients.load(Ordering::Relaxed) {
+            return Some("-ERR max number of clients reached\r\n".into());
+        }
+        let default_bind = self.shared.config.get("bind").as_deref() == Some("* -::*");
+        if t.protected_mode.load(Ordering::Relaxed)
+            && !t.has_password.load(Ordering::Relaxed)
+            && default_bind
+            && !addr.ip().is_loopback()
+        {
+            return Some("-DENIED Carmine is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers, you may disable protected mode with CONFIG SET protected-mode no from the loopback interface, set a password, or bind to specific interfaces.\r\n".into());
+        }
+        None
+    }
+
+    fn adopt(&mut self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let keepalive = self.shared.config.get_i64("tcp-keepalive");
+        if keepalive > 0 {
+            let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(keepalive as u64));
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
+        }
+        let token = match self.free.pop() {
+            Some(t) => t,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), Interest::READABLE) {
+            log::warning(&format!("register failed: {e}"));
+            self.free.push(token);
+            return;
+        }
+        let addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let laddr = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let fd = raw_fd(&stream);
+        let id = self.shared.clients.next_id();
+        let info = Arc::new(ClientInfo::new(id, addr, laddr, fd, self.id));
+        let waker = self.waker.clone();
+        *info.waker.lock() = Some(Arc::new(move || {
+            let _ = waker.wake();
+        }));
+        self.shared.clients.add(info.clone());
+        let t = &self.shared.config.tunables;
+        let authenticated = !t.has_password.load(Ordering::Relaxed);
+        let mut decoder = CommandDecoder::new(Limits {
+            max_bulk_len: t.proto_max_bulk_len.load(Ordering::Relaxed),
+            ..Limits::default()
+        });
+        decoder.set_authenticated(authenticated);
+        self.conns[token] = Some(Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            decoder,
+            args: Args::default(),
+            reply: ReplyBuf::new(false),
+            session: Session::new(info, self.id, authenticated),
+            want_write: false,
+            last_active: Instant::now(),
+            soft_limit_since: None,
+            closing: false,
+        });
+    }
+
+    fn on_readable(&mut self, t: usize) {
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
+        let limit = self.shared.config.tunables.client_query_buffer_limit.load(Ordering::Relaxed) as usize;
+        let mut eof = false;
+        loop {
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    ThreadStats::add(&self.stats.net_input, n as u64);
+                    ThreadStats::add(&self.stats.reads, 1);
+                    conn.rbuf.extend_from_slice(&self.read_buf[..n]);
+                    if conn.rbuf.len() > limit {
+                        log::warning("Closing client that reached max query buffer length");
+                        self.close(t);
+                        return;
+                    }
+                    if n < self.read_buf.len() {
+                        // Edge-triggered: keep reading until WouldBlock, but a short read
+                        // usually means the socket is drained; one more read confirms it.
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        conn.last_active = Instant::now();
+        conn.session.info.touch();
+        self.process(t);
+        if eof {
+            self.close(t);
+        }
+    }
+
+    /// Executes every complete command buffered for connection `t`, then writes.
+    fn process(&mut self, t: usize) {
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
+        let shared = &*self.shared;
+        while !conn.closing && conn.reply.len() < OUTPUT_PAUSE {
+            match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
+                Ok(true) => {
+                    execute(shared, &mut conn.session, &self.stats, &conn.args, &mut conn.reply);
+                    if !conn.session.authenticated {
+                        conn.decoder.set_authenticated(false);
+                    } else {
+                        conn.decoder.set_authenticated(true);
+                    }
+                    if conn.session.close_after_reply {
+                        conn.closing = true;
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    conn.reply.error(&e.to_string());
+                    ThreadStats::add(&self.stats.error_replies, 1);
+                    log::verbose(&format!("Protocol error ({e}) from client: {}", conn.session.info.addr));
+                    conn.closing = true;
+                    conn.rbuf.clear();
+                }
+            }
+        }
+        conn.session.info.qbuf.store(conn.rbuf.len() as u64, Ordering::Relaxed);
+        self.flush(t);
+    }
+
+    fn on_writable(&mut self, t: usize) {
+        self.flush(t);
+        // Output drained below the pause mark: continue with buffered commands.
+        let resume = self
+            .conns
+            .get(t)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| !c.closing && c.reply.len() < OUTPUT_PAUSE && !c.rbuf.is_empty());
+        if resume {
+            self.process(t);
+        }
+    }
+
+    /// Writes as much pending output as the socket takes; closes the connection when
+    /// it was marked closing and is drained, or when it broke an output buffer limit.
+    fn flush(&mut self, t: usize) {
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
+        while !conn.reply.out.is_empty() {
+            match conn.stream.write(&conn.reply.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    ThreadStats::add(&self.stats.net_output, n as u64);
+                    ThreadStats::add(&self.stats.writes, 1);
+                    conn.reply.out.advance(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close(t);
+                    return;
+                }
+            }
+        }
+        let pending = conn.reply.out.len();
+        conn.session.info.omem.store(pending as u64, Ordering::Relaxed);
+        if pending == 0 {
+            if conn.closing {
+                self.close(t);
+                return;
+            }
+            // Give back a large buffer once drained (after a big reply).
+            if conn.reply.out.capacity() > 1024 * 1024 {
+                conn.reply.out = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+        if self.over_output_limit(t) {
+            log::warning("Client closed for overcoming of output buffer limits.");
+            self.close(t);
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
+        let want = pending > 0;
+        if want != conn.want_write {
+            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let _ = self.poll.registry().reregister(&mut conn.stream, Token(t), interest);
+            conn.want_write = want;
+        }
+    }
+
+    fn over_output_limit(&mut self, t: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return false };
+        let limit = self.shared.config.tunables.obuf.read()[0];
+        let used = conn.reply.out.len() as u64;
+        if limit.hard > 0 && used >= limit.hard {
+            return true;
+        }
+        if limit.soft > 0 && used >= limit.soft {
+            let since = *conn.soft_limit_since.get_or_insert_with(Instant::now);
+            return since.elapsed().as_secs() >= limit.soft_secs;
+        }
+        conn.soft_limit_since = None;
+        false
+    }
+
+    fn close(&mut self, t: usize) {
+        let Some(mut conn) = self.conns.get_mut(t).and_then(Option::take) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        conn.session.unwatch_all(&self.shared.keyspace);
+        self.shared.clients.remove(conn.session.id());
+        self.free.push(t);
+    }
+
+    fn close_all(&mut self) {
+        for t in 0..self.conns.len() {
+            self.flush(t);
+            self.close(t);
+        }
+    }
+
+    fn cron(&mut self) {
+        let timeout = self.shared.config.tunables.timeout_secs.load(Ordering::Relaxed);
+        let mut doomed = Vec::new();
+        for (t, c) in self.conns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let idle = timeout > 0 && c.last_active.elapsed().as_secs() > timeout && c.session.multi.is_none();
+            if idle || c.session.info.killed.load(Ordering::Acquire) {
+                doomed.push(t);
+            }
+        }
+        for t in doomed {
+            self.close(t);
+        }
+        for t in 0..self.conns.len() {
+            if self.conns[t].as_ref().is_some_and(|c| c.soft_limit_since.is_some()) && self.over_output_limit(t) {
+                self.close(t);
+            }
+        }
+        if self.id == 0 {
+            self.cron_global();
+        }
+    }
+
+    /// Work done once per server, on loop 0: active expiry and the ops/sec sample.
+    fn cron_global(&mut self) {
+        let sh = &self.shared;
+        if sh.active_expire.load(Ordering::Relaxed) {
+            let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);
+            // Redis' slow cycle may use 25% of each cron period.
+            let budget = Duration::from_micros(250_000 / hz);
+            sh.keyspace.active_expire(&mut self.expire_cursor, budget, |_, _| {});
+        }
+        let total = sh.sum(|t| t.total_commands.load(Ordering::Relaxed));
+        let (at, prev) = self.ops_sample;
+        let secs = at.elapsed().as_secs_f64();
+        if secs >= 1.0 {
+            sh.ops_per_sec.store(((total.saturating_sub(prev)) as f64 / secs) as u64, Ordering::Relaxed);
+            self.ops_sample = (Instant::now(), total);
+        }
+        sh.used_memory();
+    }
+}
+
+#[cfg(unix)]
+fn raw_fd(s: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    s.as_raw_fd()
+}
+
+#[cfg(not(unix))]
+fn raw_fd(_: &TcpStream) -> i32 {
+    -1
+}

@@ -1,0 +1,142 @@
+//! `carmine-server [config-file] [--name value ...]`, as `redis-server`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use carmine_commands::{args_to_config_text, Config};
+use carmine_server::{alloc, log, Server};
+
+#[global_allocator]
+static ALLOC: alloc::CountingAlloc = alloc::CountingAlloc;
+
+fn usage() -> ! {
+    eprintln!("Usage: ./carmine-server [/path/to/redis.conf] [options] [-]");
+    eprintln!("       ./carmine-server - (read config from stdin)");
+    eprintln!("       ./carmine-server -v or --version");
+    eprintln!("       ./carmine-server -h or --help");
+    eprintln!();
+    eprintln!("Examples:");
+    eprintln!("       ./carmine-server (run the server with default conf)");
+    eprintln!("       ./carmine-server /etc/redis/6379.conf");
+    eprintln!("       ./carmine-server --port 7777");
+    eprintln!("       ./carmine-server /etc/myredis.conf --loglevel verbose");
+    std::process::exit(1);
+}
+
+#[allow(unsafe_code)]
+fn daemonize() {
+    // SAFETY: called before any thread is spawned, so forking cannot leave another
+    // thread's locks held in the child; daemon(3) only forks, setsid()s and redirects.
+    let rc = unsafe { libc::daemon(1, 0) };
+    if rc != 0 {
+        eprintln!("daemonize failed: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(first) = args.first() {
+        match first.as_str() {
+            "-v" | "--version" => {
+                println!(
+                    "Carmine server v={} (Redis {} compatible) bits={}",
+                    env!("CARGO_PKG_VERSION"),
+                    carmine_commands::server::REDIS_VERSION,
+                    usize::BITS
+                );
+                return;
+            }
+            "-h" | "--help" => usage(),
+            _ => {}
+        }
+    }
+    let config = Config::new();
+    let (file, mut cli_text) = args_to_config_text(&args);
+    let mut text = String::new();
+    if let Some(path) = &file {
+        if path == "-" {
+            let mut stdin = String::new();
+            if std::io::Read::read_to_string(&mut std::io::stdin(), &mut stdin).is_err() {
+                eprintln!("Failed to read the configuration from stdin");
+                std::process::exit(1);
+            }
+            text.push_str(&stdin);
+        } else {
+            match std::fs::read_to_string(path) {
+                Ok(t) => text.push_str(&t),
+                Err(e) => {
+                    eprintln!("Fatal error, can't open config file '{path}': {e}");
+                    std::process::exit(1);
+                }
+            }
+            let abs = std::fs::canonicalize(path).map(|p| p.display().to_string()).unwrap_or(path.clone());
+            *config.file.write() = Some(abs);
+        }
+        text.push('\n');
+    }
+    if cli_text.trim().is_empty() {
+        cli_text.clear();
+    }
+    text.push_str(&cli_text);
+    if let Err(e) = config.load_text(&text) {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+    let dir = config.get("dir").unwrap_or_default();
+    if !dir.is_empty() {
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            eprintln!("Can't chdir to '{dir}': {e}");
+            std::process::exit(1);
+        }
+    }
+    if config.get_bool("daemonize") {
+        daemonize();
+    }
+    if let Err(e) = log::init(&config.get("logfile").unwrap_or_default(), &config.get("loglevel").unwrap_or_default()) {
+        eprintln!("Can't open the log file: {e}");
+        std::process::exit(1);
+    }
+    let pidfile = config.get("pidfile").unwrap_or_default();
+    let pidfile = if pidfile.is_empty() && config.get_bool("daemonize") {
+        "/var/run/redis.pid".to_string()
+    } else {
+        pidfile
+    };
+    if !pidfile.is_empty() {
+        if let Err(e) = std::fs::write(&pidfile, format!("{}\n", std::process::id())) {
+            log::warning(&format!("Failed to write PID file: {e}"));
+        }
+    }
+    log::notice(&format!(
+        "Carmine version={}, bits={}, pid={}, just started",
+        env!("CARGO_PKG_VERSION"),
+        usize::BITS,
+        std::process::id()
+    ));
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, term.clone()) {
+            log::warning(&format!("Can't install signal handler: {e}"));
+        }
+    }
+    let server = match Server::start_with_memory(config, Some(alloc::allocated_bytes)) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warning(&e.to_string());
+            std::process::exit(1);
+        }
+    };
+    log::notice(&format!("Running mode=standalone, port={}.", server.port()));
+    log::notice("Server initialized");
+    log::notice("Ready to accept connections tcp");
+    let signalled = term.clone();
+    server.wait(move || signalled.load(Ordering::Relaxed));
+    if term.load(Ordering::Relaxed) {
+        log::warning("Received SIGTERM scheduling shutdown...");
+    }
+    if !pidfile.is_empty() {
+        let _ = std::fs::remove_file(&pidfile);
+    }
+    log::warning("Carmine is now ready to exit, bye bye...");
+}
