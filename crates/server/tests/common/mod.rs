@@ -1,0 +1,84 @@
+//! Shared helpers: an embedded server on a free port, clients, and a raw socket.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use carmine_commands::Config;
+use carmine_server::Server;
+
+/// Starts an embedded server on 127.0.0.1 and a free port, with extra config lines.
+pub fn start(extra: &str) -> Server {
+    let config = Config::new();
+    config
+        .load_text(&format!("port 0\nbind 127.0.0.1\nio-threads 2\n{extra}\n"))
+        .expect("test config is valid");
+    Server::start(config).expect("server starts")
+}
+
+pub fn client(server: &Server) -> redis::Connection {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port())).expect("client");
+    let con = c
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connects");
+    con.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    con
+}
+
+pub fn raw(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", server.port())).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s
+}
+
+/// Sends bytes and reads until `until` returns true on what arrived or the peer closes.
+pub fn exchange(s: &mut TcpStream, send: &[u8], until: impl Fn(&[u8]) -> bool) -> (Vec<u8>, bool) {
+    s.write_all(send).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if until(&got) {
+                    return (got, false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                return (got, false)
+            }
+            Err(_) => return (got, true),
+        }
+    }
+    (got, false)
+}
+
+/// True once the peer has closed the connection (reads EOF or reset) within 5 s.
+pub fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Polls `cond` every 20 ms for at most `secs`.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
