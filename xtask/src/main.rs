@@ -1,1 +1,157 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's own commands.
+//!
+//! * `test`  — installs what the tests that drive real clients need (redis-tools, redis-py)
+//!   when missing, then runs every test of the workspace (unit, property, integration, doc).
+//! * `bench` — criterion micro-benchmarks; `bench --sbs` also runs ../shared/bench's
+//!   side-by-side throughput comparison with redis-server.
+//! * `fuzz <target> <seconds>` — runs a cargo-fuzz target (installs cargo-fuzz if missing).
+
+use std::path::PathBuf;
+use std::process::{exit, Command};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(cmd: &mut Command) -> bool {
+    eprintln!("xtask: running {cmd:?}");
+    cmd.status().map(|s| s.success()).unwrap_or(false)
+}
+
+fn must(cmd: &mut Command) {
+    if !run(cmd) {
+        eprintln!("xtask: command failed: {cmd:?}");
+        exit(1);
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn have_redis_py() -> bool {
+    Command::new("python3")
+        .args(["-c", "import redis"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Installs redis-cli / redis-benchmark and redis-py when they are missing.
+fn install_test_tools() {
+    if !have("redis-cli") || !have("redis-benchmark") {
+        let sudo = if have("sudo") && !is_root() {
+            "sudo "
+        } else {
+            ""
+        };
+        let script = format!(
+            "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq redis-tools redis-server"
+        );
+        must(Command::new("sh").arg("-c").arg(script));
+    }
+    if !have_redis_py() {
+        let ok = run(Command::new("python3").args(["-m", "pip", "install", "-q", "redis"]))
+            || run(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--break-system-packages",
+                "redis",
+            ]));
+        if !ok || !have_redis_py() {
+            eprintln!("xtask: could not install redis-py");
+            exit(1);
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn test(extra: &[String]) {
+    install_test_tools();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root())
+        .args(["test", "--workspace", "--all-targets"])
+        .args(extra);
+    must(&mut cmd);
+    // Doc tests are not part of --all-targets.
+    let mut doc = Command::new(env!("CARGO"));
+    doc.current_dir(root())
+        .args(["test", "--workspace", "--doc"]);
+    must(&mut doc);
+}
+
+fn bench(args: &[String]) {
+    let sbs = args.iter().any(|a| a == "--sbs");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root())
+        .args(["bench", "-p", "carmine-benches"]);
+    must(&mut cmd);
+    if sbs {
+        must(Command::new(env!("CARGO")).current_dir(root()).args([
+            "build",
+            "--release",
+            "-p",
+            "carmine-server",
+        ]));
+        let script = root().join("../shared/bench/throughput.sh");
+        must(
+            Command::new("bash")
+                .arg(script)
+                .current_dir(root())
+                .env("SERVER_BIN", root().join("target/release/carmine-server")),
+        );
+    }
+}
+
+fn fuzz(args: &[String]) {
+    let (Some(target), Some(secs)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: cargo xtask fuzz <target> <seconds>   (targets: resp_command, resp_frame, command_args, config_text)");
+        exit(2);
+    };
+    if !run(Command::new(env!("CARGO")).args(["fuzz", "--version"])) {
+        must(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]));
+    }
+    // cargo-fuzz passes -Z flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+    must(
+        Command::new(env!("CARGO"))
+            .current_dir(root())
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args([
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={secs}"),
+            ]),
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <test|bench [--sbs]|fuzz <target> <seconds>>");
+            exit(2);
+        }
+    }
+}

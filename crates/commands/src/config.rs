@@ -14,9 +14,14 @@ use parking_lot::RwLock;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Bool,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// A byte count with optional unit (`1gb`, `512mb`, `100k`).
-    Memory { max: u64 },
+    Memory {
+        max: u64,
+    },
     Enum(&'static [&'static str]),
     Str,
     /// `save` points: pairs of seconds and changes, or empty.
@@ -70,16 +75,70 @@ pub static PARAMS: &[ParamSpec] = &[
     p("logfile", "", Kind::Str, false),
     p("loglevel", "notice", Kind::Enum(LOGLEVELS), true),
     p("dir", "", Kind::Str, true),
-    p("databases", "16", Kind::Int { min: 1, max: 1 << 16 }, false),
+    p(
+        "databases",
+        "16",
+        Kind::Int {
+            min: 1,
+            max: 1 << 16,
+        },
+        false,
+    ),
     p("requirepass", "", Kind::Str, true),
-    p("timeout", "0", Kind::Int { min: 0, max: i32::MAX as i64 }, true),
-    p("tcp-keepalive", "300", Kind::Int { min: 0, max: i32::MAX as i64 }, true),
-    p("tcp-backlog", "511", Kind::Int { min: 0, max: i32::MAX as i64 }, false),
-    p("maxclients", "10000", Kind::Int { min: 1, max: i32::MAX as i64 }, true),
+    p(
+        "timeout",
+        "0",
+        Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        true,
+    ),
+    p(
+        "tcp-keepalive",
+        "300",
+        Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        true,
+    ),
+    p(
+        "tcp-backlog",
+        "511",
+        Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        false,
+    ),
+    p(
+        "maxclients",
+        "10000",
+        Kind::Int {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        true,
+    ),
     p("hz", "10", Kind::Int { min: 1, max: 500 }, true),
     p("io-threads", "0", Kind::Int { min: 0, max: 128 }, false),
-    p("proto-max-bulk-len", "536870912", Kind::Memory { max: i64::MAX as u64 }, true),
-    p("client-query-buffer-limit", "1073741824", Kind::Memory { max: i64::MAX as u64 }, true),
+    p(
+        "proto-max-bulk-len",
+        "536870912",
+        Kind::Memory {
+            max: i64::MAX as u64,
+        },
+        true,
+    ),
+    p(
+        "client-query-buffer-limit",
+        "1073741824",
+        Kind::Memory {
+            max: i64::MAX as u64,
+        },
+        true,
+    ),
     p(
         "client-output-buffer-limit",
         "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
@@ -94,8 +153,18 @@ pub static PARAMS: &[ParamSpec] = &[
     p("appendfsync", "everysec", Kind::Enum(APPENDFSYNC), true),
     p("maxmemory", "0", Kind::Memory { max: u64::MAX }, true),
     p("maxmemory-policy", "noeviction", Kind::Enum(POLICIES), true),
-    p("maxmemory-samples", "5", Kind::Int { min: 1, max: 64 }, true),
-    p("active-expire-effort", "1", Kind::Int { min: 1, max: 10 }, true),
+    p(
+        "maxmemory-samples",
+        "5",
+        Kind::Int { min: 1, max: 64 },
+        true,
+    ),
+    p(
+        "active-expire-effort",
+        "1",
+        Kind::Int { min: 1, max: 10 },
+        true,
+    ),
 ];
 
 fn spec(name: &str) -> Option<&'static ParamSpec> {
@@ -113,7 +182,9 @@ fn spec(name: &str) -> Option<&'static ParamSpec> {
 /// Parses `1gb`, `512mb`, `100k`, `42` as Redis' memtoull does (k = 1000, kb = 1024).
 pub fn parse_memory(s: &str) -> Option<u64> {
     let lower = s.trim().to_ascii_lowercase();
-    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
     let (digits, unit) = lower.split_at(split);
     if digits.is_empty() {
         return None;
@@ -150,7 +221,7 @@ pub enum ClientClass {
 
 fn parse_obuf(value: &str, base: &[ObufLimit; 3]) -> Result<[ObufLimit; 3], String> {
     let parts: Vec<&str> = value.split_whitespace().collect();
-    if parts.len() % 4 != 0 || parts.is_empty() {
+    if !parts.len().is_multiple_of(4) || parts.is_empty() {
         return Err("Wrong number of arguments in buffer limit configuration.".into());
     }
     let mut out = *base;
@@ -159,14 +230,27 @@ fn parse_obuf(value: &str, base: &[ObufLimit; 3]) -> Result<[ObufLimit; 3], Stri
             "normal" => 0,
             "replica" | "slave" => 1,
             "pubsub" => 2,
-            _ => return Err("Invalid client class specified in buffer limit configuration.".into()),
+            _ => {
+                return Err("Invalid client class specified in buffer limit configuration.".into())
+            }
         };
         let hard = parse_memory(chunk[1]);
         let soft = parse_memory(chunk[2]);
         let secs = chunk[3].parse::<u64>().ok();
         match (hard, soft, secs) {
-            (Some(hard), Some(soft), Some(soft_secs)) => out[class] = ObufLimit { hard, soft, soft_secs },
-            _ => return Err("Error in hard, soft or soft_seconds setting in buffer limit configuration.".into()),
+            (Some(hard), Some(soft), Some(soft_secs)) => {
+                out[class] = ObufLimit {
+                    hard,
+                    soft,
+                    soft_secs,
+                }
+            }
+            _ => {
+                return Err(
+                    "Error in hard, soft or soft_seconds setting in buffer limit configuration."
+                        .into(),
+                )
+            }
         }
     }
     Ok(out)
@@ -175,7 +259,15 @@ fn parse_obuf(value: &str, base: &[ObufLimit; 3]) -> Result<[ObufLimit; 3], Stri
 fn format_obuf(l: &[ObufLimit; 3]) -> String {
     format!(
         "normal {} {} {} slave {} {} {} pubsub {} {} {}",
-        l[0].hard, l[0].soft, l[0].soft_secs, l[1].hard, l[1].soft, l[1].soft_secs, l[2].hard, l[2].soft, l[2].soft_secs
+        l[0].hard,
+        l[0].soft,
+        l[0].soft_secs,
+        l[1].hard,
+        l[1].soft,
+        l[1].soft_secs,
+        l[2].hard,
+        l[2].soft,
+        l[2].soft_secs
     )
 }
 
@@ -233,7 +325,10 @@ impl Default for Config {
 
 impl Config {
     pub fn new() -> Config {
-        let values = PARAMS.iter().map(|s| (s.name, s.default.to_string())).collect();
+        let values = PARAMS
+            .iter()
+            .map(|s| (s.name, s.default.to_string()))
+            .collect();
         let c = Config {
             values: RwLock::new(values),
             tunables: Tunables::default(),
@@ -263,7 +358,10 @@ impl Config {
         let lower = pattern.to_ascii_lowercase();
         PARAMS
             .iter()
-            .filter(|s| glob_match(&lower, s.name.as_bytes()) || s.alias.is_some_and(|a| glob_match(&lower, a.as_bytes())))
+            .filter(|s| {
+                glob_match(&lower, s.name.as_bytes())
+                    || s.alias.is_some_and(|a| glob_match(&lower, a.as_bytes()))
+            })
             .map(|s| (s.name, values.get(s.name).cloned().unwrap_or_default()))
             .collect()
     }
@@ -293,9 +391,13 @@ impl Config {
                 if args.len() != 1 {
                     return Err("wrong number of arguments".into());
                 }
-                let v: i64 = args[0].parse().map_err(|_| "argument couldn't be parsed into an integer".to_string())?;
+                let v: i64 = args[0]
+                    .parse()
+                    .map_err(|_| "argument couldn't be parsed into an integer".to_string())?;
                 if v < min || v > max {
-                    return Err(format!("argument must be between {min} and {max} inclusive"));
+                    return Err(format!(
+                        "argument must be between {min} and {max} inclusive"
+                    ));
                 }
                 v.to_string()
             }
@@ -315,7 +417,8 @@ impl Config {
                 }
                 let lower = args[0].to_ascii_lowercase();
                 if !options.contains(&lower.as_str()) {
-                    return Err("argument(s) must be one of the following: ".to_string() + &options.join(", "));
+                    return Err("argument(s) must be one of the following: ".to_string()
+                        + &options.join(", "));
                 }
                 lower
             }
@@ -328,7 +431,8 @@ impl Config {
             Kind::List => joined,
             Kind::Save => {
                 let parts: Vec<&str> = joined.split_whitespace().collect();
-                if parts.len() % 2 != 0 || parts.iter().any(|p| p.parse::<u64>().is_err()) {
+                if !parts.len().is_multiple_of(2) || parts.iter().any(|p| p.parse::<u64>().is_err())
+                {
                     return Err("Invalid save parameters".into());
                 }
                 if at_startup && !parts.is_empty() {
@@ -362,15 +466,25 @@ impl Config {
         let t = &self.tunables;
         let pass = get("requirepass");
         t.has_password.store(!pass.is_empty(), Ordering::Relaxed);
-        *t.requirepass.write() = if pass.is_empty() { None } else { Some(pass.into_bytes()) };
+        *t.requirepass.write() = if pass.is_empty() {
+            None
+        } else {
+            Some(pass.into_bytes())
+        };
         t.timeout_secs.store(num("timeout"), Ordering::Relaxed);
         t.maxclients.store(num("maxclients"), Ordering::Relaxed);
         t.hz.store(num("hz").clamp(1, 500), Ordering::Relaxed);
-        t.proto_max_bulk_len.store(num("proto-max-bulk-len"), Ordering::Relaxed);
-        t.client_query_buffer_limit.store(num("client-query-buffer-limit"), Ordering::Relaxed);
-        t.protected_mode.store(get("protected-mode") == "yes", Ordering::Relaxed);
+        t.proto_max_bulk_len
+            .store(num("proto-max-bulk-len"), Ordering::Relaxed);
+        t.client_query_buffer_limit
+            .store(num("client-query-buffer-limit"), Ordering::Relaxed);
+        t.protected_mode
+            .store(get("protected-mode") == "yes", Ordering::Relaxed);
         t.maxmemory.store(num("maxmemory"), Ordering::Relaxed);
-        if let Ok(l) = parse_obuf(&get("client-output-buffer-limit"), &[ObufLimit::default(); 3]) {
+        if let Ok(l) = parse_obuf(
+            &get("client-output-buffer-limit"),
+            &[ObufLimit::default(); 3],
+        ) {
             *t.obuf.write() = l;
         }
     }
@@ -389,7 +503,10 @@ impl Config {
             };
             let parts = split_inline_args(line.as_bytes())
                 .map_err(|_| err("Unbalanced quotes in configuration line".into()))?;
-            let mut parts: Vec<String> = parts.into_iter().map(|p| String::from_utf8_lossy(&p).into_owned()).collect();
+            let mut parts: Vec<String> = parts
+                .into_iter()
+                .map(|p| String::from_utf8_lossy(&p).into_owned())
+                .collect();
             if parts.is_empty() {
                 continue;
             }
@@ -398,7 +515,9 @@ impl Config {
                 let [path] = parts.as_slice() else {
                     return Err(err("Bad directive or wrong number of arguments".into()));
                 };
-                let inner = std::fs::read_to_string(path).map_err(|e| err(format!("Fatal error, can't open config file '{path}': {e}")))?;
+                let inner = std::fs::read_to_string(path).map_err(|e| {
+                    err(format!("Fatal error, can't open config file '{path}': {e}"))
+                })?;
                 self.load_text(&inner)?;
                 continue;
             }
@@ -414,7 +533,11 @@ impl Config {
         for s in PARAMS {
             if let Some(v) = values.get(s.name) {
                 if v != s.default {
-                    let quoted = if v.is_empty() { "\"\"".to_string() } else { v.clone() };
+                    let quoted = if v.is_empty() {
+                        "\"\"".to_string()
+                    } else {
+                        v.clone()
+                    };
                     out.push_str(&format!("{} {}\n", s.name, quoted));
                 }
             }
@@ -491,10 +614,19 @@ mod tests {
 
     #[test]
     fn command_line_becomes_config_text() {
-        let args: Vec<String> = ["my.conf", "--port", "7000", "--save", "", "--bind", "127.0.0.1", "::1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "my.conf",
+            "--port",
+            "7000",
+            "--save",
+            "",
+            "--bind",
+            "127.0.0.1",
+            "::1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let (file, text) = args_to_config_text(&args);
         assert_eq!(file.as_deref(), Some("my.conf"));
         let c = Config::new();
@@ -507,8 +639,12 @@ mod tests {
     #[test]
     fn obuf_partial_update() {
         let c = Config::new();
-        c.set("client-output-buffer-limit", &["pubsub".into(), "1mb".into(), "0".into(), "0".into()], false)
-            .unwrap();
+        c.set(
+            "client-output-buffer-limit",
+            &["pubsub".into(), "1mb".into(), "0".into(), "0".into()],
+            false,
+        )
+        .unwrap();
         let v = c.get("client-output-buffer-limit").unwrap();
         assert!(v.contains("pubsub 1048576 0 0"), "{v}");
         assert!(v.contains("slave 268435456"), "{v}");

@@ -9,18 +9,91 @@ use crate::Ctx;
 pub fn commands() -> Vec<CommandSpec> {
     let g = "connection";
     vec![
-        cmd("ping", -1, FAST | STALE, KeySpec::None, ping, g, "@fast @connection", "Returns the server's liveliness response."),
-        cmd("echo", 2, FAST, KeySpec::None, echo, g, "@fast @connection", "Returns the given string."),
-        cmd("quit", -1, NO_AUTH | NO_QUEUE | FAST | STALE | LOADING, KeySpec::None, quit, g, "@fast @connection", "Closes the connection."),
-        cmd("reset", 1, NO_AUTH | NO_QUEUE | FAST | STALE | LOADING, KeySpec::None, reset, g, "@fast @connection", "Resets the connection."),
-        cmd("hello", -1, NO_AUTH | FAST | STALE | LOADING, KeySpec::None, hello, g, "@fast @connection", "Handshakes with the Redis server."),
-        cmd("auth", -2, NO_AUTH | FAST | STALE | LOADING, KeySpec::None, auth, g, "@fast @connection", "Authenticates the connection."),
-        cmd("select", 2, FAST | LOADING | STALE, KeySpec::None, select, g, "@fast @connection", "Changes the selected database."),
+        cmd(
+            "ping",
+            -1,
+            FAST | STALE,
+            KeySpec::None,
+            ping,
+            g,
+            "@fast @connection",
+            "Returns the server's liveliness response.",
+        ),
+        cmd(
+            "echo",
+            2,
+            FAST,
+            KeySpec::None,
+            echo,
+            g,
+            "@fast @connection",
+            "Returns the given string.",
+        ),
+        cmd(
+            "quit",
+            -1,
+            NO_AUTH | NO_QUEUE | FAST | STALE | LOADING,
+            KeySpec::None,
+            quit,
+            g,
+            "@fast @connection",
+            "Closes the connection.",
+        ),
+        cmd(
+            "reset",
+            1,
+            NO_AUTH | NO_QUEUE | FAST | STALE | LOADING,
+            KeySpec::None,
+            reset,
+            g,
+            "@fast @connection",
+            "Resets the connection.",
+        ),
+        cmd(
+            "hello",
+            -1,
+            NO_AUTH | FAST | STALE | LOADING,
+            KeySpec::None,
+            hello,
+            g,
+            "@fast @connection",
+            "Handshakes with the Redis server.",
+        ),
+        cmd(
+            "auth",
+            -2,
+            NO_AUTH | FAST | STALE | LOADING,
+            KeySpec::None,
+            auth,
+            g,
+            "@fast @connection",
+            "Authenticates the connection.",
+        ),
+        cmd(
+            "select",
+            2,
+            FAST | LOADING | STALE,
+            KeySpec::None,
+            select,
+            g,
+            "@fast @connection",
+            "Changes the selected database.",
+        ),
         CommandSpec {
             subcommands: &[
-                "id", "setname", "getname", "list", "info", "kill", "setinfo", "no-evict", "reply", "help",
+                "id", "setname", "getname", "list", "info", "kill", "setinfo", "no-evict", "reply",
+                "help",
             ],
-            ..cmd("client", -2, ADMIN | NOSCRIPT | LOADING | STALE, KeySpec::None, client, g, "@slow @connection", "A container for client connection commands.")
+            ..cmd(
+                "client",
+                -2,
+                ADMIN | NOSCRIPT | LOADING | STALE,
+                KeySpec::None,
+                client,
+                g,
+                "@slow @connection",
+                "A container for client connection commands.",
+            )
         },
     ]
 }
@@ -51,7 +124,12 @@ fn reset(ctx: &mut Ctx<'_, '_>) {
     s.reply_mode = ReplyMode::On;
     s.info.no_evict.store(false, Ordering::Relaxed);
     *s.info.name.lock() = None;
-    s.authenticated = !ctx.shared.config.tunables.has_password.load(Ordering::Relaxed);
+    s.authenticated = !ctx
+        .shared
+        .config
+        .tunables
+        .has_password
+        .load(Ordering::Relaxed);
     ctx.reply.resp3 = false;
     s.info.resp.store(2, Ordering::Relaxed);
     ctx.reply.simple("RESET");
@@ -87,7 +165,14 @@ fn auth(ctx: &mut Ctx<'_, '_>) {
         3 => (ctx.arg(1), ctx.arg(2)),
         _ => return ctx.syntax_error(),
     };
-    if ctx.args.len() == 2 && !ctx.shared.config.tunables.has_password.load(Ordering::Relaxed) {
+    if ctx.args.len() == 2
+        && !ctx
+            .shared
+            .config
+            .tunables
+            .has_password
+            .load(Ordering::Relaxed)
+    {
         return ctx.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
     }
     if check_password(ctx, user, pass) {
@@ -134,7 +219,14 @@ fn hello(ctx: &mut Ctx<'_, '_>) {
             ));
         }
     }
-    if !ctx.session.authenticated && ctx.shared.config.tunables.has_password.load(Ordering::Relaxed) {
+    if !ctx.session.authenticated
+        && ctx
+            .shared
+            .config
+            .tunables
+            .has_password
+            .load(Ordering::Relaxed)
+    {
         return ctx.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if let Some(name) = setname {
@@ -283,7 +375,7 @@ fn client(ctx: &mut Ctx<'_, '_>) {
         }
         (b"setinfo", 4) => {
             let value = ctx.arg(3).to_vec();
-            if value.iter().any(|&c| c < b'!' || c > b'~') {
+            if value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
                 return ctx.error(&format!(
                     "ERR {} cannot contain spaces, newlines or special characters.",
                     String::from_utf8_lossy(ctx.arg(2))
@@ -419,13 +511,22 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
             laddr = Some(val);
         } else if ctx.is(i, "TYPE") {
             let t = val.to_ascii_lowercase();
-            if !matches!(t.as_slice(), b"normal" | b"master" | b"replica" | b"slave" | b"pubsub") {
-                return ctx.error(&format!("ERR Unknown client type '{}'", String::from_utf8_lossy(&val)));
+            if !matches!(
+                t.as_slice(),
+                b"normal" | b"master" | b"replica" | b"slave" | b"pubsub"
+            ) {
+                return ctx.error(&format!(
+                    "ERR Unknown client type '{}'",
+                    String::from_utf8_lossy(&val)
+                ));
             }
             type_filter = Some(t);
         } else if ctx.is(i, "USER") {
             if !val.eq_ignore_ascii_case(b"default") {
-                return ctx.error(&format!("ERR No such user '{}'", String::from_utf8_lossy(&val)));
+                return ctx.error(&format!(
+                    "ERR No such user '{}'",
+                    String::from_utf8_lossy(&val)
+                ));
             }
         } else if ctx.is(i, "SKIPME") {
             if val.eq_ignore_ascii_case(b"yes") {
@@ -451,10 +552,16 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
     let mut killed = 0;
     for c in ctx.shared.clients.snapshot() {
         if id.is_some_and(|v| v != c.id)
-            || addr.as_ref().is_some_and(|a| a.as_slice() != c.addr.as_bytes())
-            || laddr.as_ref().is_some_and(|a| a.as_slice() != c.laddr.as_bytes())
+            || addr
+                .as_ref()
+                .is_some_and(|a| a.as_slice() != c.addr.as_bytes())
+            || laddr
+                .as_ref()
+                .is_some_and(|a| a.as_slice() != c.laddr.as_bytes())
             || maxage.is_some_and(|m| c.created.elapsed().as_secs() < m)
-            || type_filter.as_ref().is_some_and(|t| t.as_slice() != b"normal")
+            || type_filter
+                .as_ref()
+                .is_some_and(|t| t.as_slice() != b"normal")
             || (skipme && c.id == me)
         {
             continue;

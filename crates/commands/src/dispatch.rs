@@ -56,7 +56,8 @@ impl Ctx<'_, '_> {
     pub fn int_arg(&mut self, i: usize) -> Option<i64> {
         let v = carmine_resp::parse_i64(self.arg(i));
         if v.is_none() {
-            self.reply.error("ERR value is not an integer or out of range");
+            self.reply
+                .error("ERR value is not an integer or out of range");
         }
         v
     }
@@ -98,7 +99,13 @@ pub fn printable(b: &[u8], max: usize) -> String {
 }
 
 /// The (db, slot) tables a command touches, appended to `out`.
-pub fn plan_tables(spec: &CommandSpec, args: &Args, db: usize, idx: &mut Vec<usize>, out: &mut Vec<u32>) {
+pub fn plan_tables(
+    spec: &CommandSpec,
+    args: &Args,
+    db: usize,
+    idx: &mut Vec<usize>,
+    out: &mut Vec<u32>,
+) {
     idx.clear();
     spec.key_indexes(args, idx);
     let other = spec.other_db.and_then(|f| f(args));
@@ -112,7 +119,13 @@ pub fn plan_tables(spec: &CommandSpec, args: &Args, db: usize, idx: &mut Vec<usi
 }
 
 /// Runs one request from a client: dispatch, MULTI queueing, CLIENT REPLY suppression.
-pub fn execute(shared: &Shared, session: &mut Session, stats: &ThreadStats, args: &Args, reply: &mut ReplyBuf) {
+pub fn execute(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    args: &Args,
+    reply: &mut ReplyBuf,
+) {
     let start_len = reply.len();
     if session.reply_mode == ReplyMode::SkipNext {
         session.reply_mode = ReplyMode::Skipping;
@@ -128,7 +141,13 @@ pub fn execute(shared: &Shared, session: &mut Session, stats: &ThreadStats, args
     }
 }
 
-fn dispatch(shared: &Shared, session: &mut Session, stats: &ThreadStats, args: &Args, reply: &mut ReplyBuf) {
+fn dispatch(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    args: &Args,
+    reply: &mut ReplyBuf,
+) {
     let Some(idx) = args.get(0).and_then(|n| shared.commands.lookup(n)) else {
         unknown_command(reply, args);
         ThreadStats::add(&stats.error_replies, 1);
@@ -137,14 +156,25 @@ fn dispatch(shared: &Shared, session: &mut Session, stats: &ThreadStats, args: &
         }
         return;
     };
-    let Some(spec) = shared.commands.get(idx) else { return };
-    session.info.last_cmd.store(idx as u64 + 1, Ordering::Relaxed);
+    let Some(spec) = shared.commands.get(idx) else {
+        return;
+    };
+    session
+        .info
+        .last_cmd
+        .store(idx as u64 + 1, Ordering::Relaxed);
     if !spec.arity_ok(args.len()) {
-        reply.error(&format!("ERR wrong number of arguments for '{}' command", spec.name));
+        reply.error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        ));
         reject(stats, idx, session);
         return;
     }
-    if !session.authenticated && !spec.has(flags::NO_AUTH) && shared.config.tunables.has_password.load(Ordering::Relaxed) {
+    if !session.authenticated
+        && !spec.has(flags::NO_AUTH)
+        && shared.config.tunables.has_password.load(Ordering::Relaxed)
+    {
         reply.error("NOAUTH Authentication required.");
         reject(stats, idx, session);
         return;
@@ -152,7 +182,10 @@ fn dispatch(shared: &Shared, session: &mut Session, stats: &ThreadStats, args: &
     if let Some(m) = session.multi.as_mut() {
         if !spec.has(flags::NO_QUEUE) {
             m.queued.push((idx, args.clone()));
-            session.info.multi.store(m.queued.len() as i64, Ordering::Relaxed);
+            session
+                .info
+                .multi
+                .store(m.queued.len() as i64, Ordering::Relaxed);
             reply.simple("QUEUED");
             return;
         }
@@ -173,20 +206,38 @@ fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
 }
 
 /// Runs a command outside a transaction: takes the barrier, locks its tables, calls it.
-fn run(shared: &Shared, session: &mut Session, stats: &ThreadStats, idx: usize, args: &Args, reply: &mut ReplyBuf, world_stopped: bool) {
-    let Some(spec) = shared.commands.get(idx) else { return };
+fn run(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    idx: usize,
+    args: &Args,
+    reply: &mut ReplyBuf,
+    world_stopped: bool,
+) {
+    let Some(spec) = shared.commands.get(idx) else {
+        return;
+    };
     let started = Instant::now();
     let before = reply.len();
     let dirty;
     {
-        let _exclusive = (spec.has(flags::EXCLUSIVE) && !world_stopped).then(|| shared.barrier.exclusive());
-        let _shared = (!spec.has(flags::EXCLUSIVE) && !world_stopped).then(|| shared.barrier.shared(session.thread));
+        let _exclusive =
+            (spec.has(flags::EXCLUSIVE) && !world_stopped).then(|| shared.barrier.exclusive());
+        let _shared = (!spec.has(flags::EXCLUSIVE) && !world_stopped)
+            .then(|| shared.barrier.shared(session.thread));
         let db = session.db;
         let mut locked = match spec.keys {
             crate::table::KeySpec::None => Locked::empty(&shared.keyspace, db),
-            crate::table::KeySpec::Range { first, last, step } if first == last && spec.other_db.is_none() => {
+            crate::table::KeySpec::Range { first, last, step }
+                if first == last && spec.other_db.is_none() =>
+            {
                 let _ = step;
-                Locked::lock_key(&shared.keyspace, db, args.get(first as usize).unwrap_or_default())
+                Locked::lock_key(
+                    &shared.keyspace,
+                    db,
+                    args.get(first as usize).unwrap_or_default(),
+                )
             }
             _ => {
                 let mut idxs = Vec::new();
@@ -211,7 +262,14 @@ fn run(shared: &Shared, session: &mut Session, stats: &ThreadStats, idx: usize, 
     account(stats, idx, reply, before, started, dirty);
 }
 
-fn account(stats: &ThreadStats, idx: usize, reply: &ReplyBuf, before: usize, started: Instant, dirty: u64) {
+fn account(
+    stats: &ThreadStats,
+    idx: usize,
+    reply: &ReplyBuf,
+    before: usize,
+    started: Instant,
+    dirty: u64,
+) {
     let c = &stats.commands[idx];
     ThreadStats::add(&c.calls, 1);
     ThreadStats::add(&c.usec, started.elapsed().as_micros() as u64);
@@ -268,7 +326,9 @@ fn exec(shared: &Shared, session: &mut Session, stats: &ThreadStats, reply: &mut
     let mut idxs = Vec::new();
     let mut db = session.db;
     for (idx, args) in &queued {
-        let Some(spec) = shared.commands.get(*idx) else { continue };
+        let Some(spec) = shared.commands.get(*idx) else {
+            continue;
+        };
         plan_tables(spec, args, db, &mut idxs, &mut ids);
         if spec.name == "select" {
             if let Some(n) = args.get(1).and_then(carmine_resp::parse_i64) {
@@ -290,7 +350,9 @@ fn exec(shared: &Shared, session: &mut Session, stats: &ThreadStats, reply: &mut
     }
     reply.array(queued.len());
     for (idx, args) in &queued {
-        let Some(spec) = shared.commands.get(*idx) else { continue };
+        let Some(spec) = shared.commands.get(*idx) else {
+            continue;
+        };
         let started = Instant::now();
         let before = reply.len();
         let dirty_before = locked.dirty();
@@ -315,7 +377,10 @@ fn exec(shared: &Shared, session: &mut Session, stats: &ThreadStats, reply: &mut
 fn watched_dirty(shared: &Shared, session: &Session) -> bool {
     let now = carmine_keyspace::now_ms();
     session.watched.iter().any(|w| {
-        let version = shared.keyspace.db_ref(w.db).map_or(0, |d| d.watch().version(&w.key));
+        let version = shared
+            .keyspace
+            .db_ref(w.db)
+            .map_or(0, |d| d.watch().version(&w.key));
         version != w.version || (w.expire_at != 0 && w.expire_at <= now)
     })
 }

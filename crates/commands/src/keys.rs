@@ -123,8 +123,10 @@ fn db_index(arg: &[u8]) -> Option<usize> {
     carmine_resp::parse_i64(arg).and_then(|n| usize::try_from(n).ok())
 }
 
+/// The destination database of COPY: the last `DB n` wins, as in the handler.
 fn copy_db(args: &Args) -> Option<usize> {
     (3..args.len().saturating_sub(1))
+        .rev()
         .find(|&i| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"DB")))
         .and_then(|i| db_index(args.get(i + 1).unwrap_or_default()))
 }
@@ -193,9 +195,12 @@ fn keys_cmd(ctx: &mut Ctx<'_, '_>) {
     let mut out = Vec::new();
     let mut cursor = 0;
     loop {
-        let (next, mut batch) = ctx.shared.keyspace.scan(ctx.session.db, cursor, 4096, |k, _| {
-            all || glob_match(&pattern, k)
-        });
+        let (next, mut batch) = ctx
+            .shared
+            .keyspace
+            .scan(ctx.session.db, cursor, 4096, |k, _| {
+                all || glob_match(&pattern, k)
+            });
         out.append(&mut batch);
         if next == 0 {
             break;
@@ -209,7 +214,10 @@ fn keys_cmd(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn scan(ctx: &mut Ctx<'_, '_>) {
-    let cursor = match std::str::from_utf8(ctx.arg(1)).ok().and_then(|s| s.parse::<u64>().ok()) {
+    let cursor = match std::str::from_utf8(ctx.arg(1))
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         Some(c) => c,
         None => return ctx.error("ERR invalid cursor"),
     };
@@ -239,7 +247,9 @@ fn scan(ctx: &mut Ctx<'_, '_>) {
         .keyspace
         .scan(ctx.session.db, cursor, count, |k, e: &Entry| {
             pattern.as_ref().is_none_or(|p| glob_match(p, k))
-                && type_filter.as_ref().is_none_or(|t| t == e.value.type_name())
+                && type_filter
+                    .as_ref()
+                    .is_none_or(|t| t == e.value.type_name())
         });
     ctx.reply.array(2);
     ctx.reply.bulk(next.to_string().as_bytes());
@@ -279,13 +289,22 @@ fn object(ctx: &mut Ctx<'_, '_>) {
     if sub == b"help" && ctx.args.len() == 2 {
         return crate::connection::help_reply(ctx, OBJECT_HELP);
     }
-    if ctx.args.len() != 3 || !matches!(sub.as_slice(), b"encoding" | b"freq" | b"idletime" | b"refcount") {
+    if ctx.args.len() != 3
+        || !matches!(
+            sub.as_slice(),
+            b"encoding" | b"freq" | b"idletime" | b"refcount"
+        )
+    {
         return ctx.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
             String::from_utf8_lossy(ctx.arg(1))
         ));
     }
-    let policy = ctx.shared.config.get("maxmemory-policy").unwrap_or_default();
+    let policy = ctx
+        .shared
+        .config
+        .get("maxmemory-policy")
+        .unwrap_or_default();
     let lfu = policy.contains("lfu");
     let key = ctx.args.bytes(2);
     let clock = ctx.shared.keyspace.lru_clock();
@@ -348,13 +367,24 @@ fn expire_generic(ctx: &mut Ctx<'_, '_>, unit: u64, absolute: bool) {
     if gt {
         cond = ExpireCondition::Greater;
     } else if lt {
-        cond = if xx { ExpireCondition::LessIfSome } else { ExpireCondition::Less };
+        cond = if xx {
+            ExpireCondition::LessIfSome
+        } else {
+            ExpireCondition::Less
+        };
     }
     let Some(n) = ctx.int_arg(2) else { return };
     let name = ctx.name();
-    let invalid = |ctx: &mut Ctx<'_, '_>| ctx.error(&format!("ERR invalid expire time in '{name}' command"));
-    let Some(ms) = n.checked_mul(unit as i64) else { return invalid(ctx) };
-    let at = if absolute { Some(ms) } else { (ctx.l.now() as i64).checked_add(ms) };
+    let invalid =
+        |ctx: &mut Ctx<'_, '_>| ctx.error(&format!("ERR invalid expire time in '{name}' command"));
+    let Some(ms) = n.checked_mul(unit as i64) else {
+        return invalid(ctx);
+    };
+    let at = if absolute {
+        Some(ms)
+    } else {
+        (ctx.l.now() as i64).checked_add(ms)
+    };
     let Some(at) = at else { return invalid(ctx) };
     let key = ctx.args.bytes(1);
     // A deadline at or before now deletes the key (see ops::expire_at).

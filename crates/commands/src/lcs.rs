@@ -74,8 +74,16 @@ mod tests {
         assert_eq!(
             r.ranges,
             vec![
-                MatchRange { a_start: 4, b_start: 5, len: 4 },
-                MatchRange { a_start: 2, b_start: 0, len: 2 },
+                MatchRange {
+                    a_start: 4,
+                    b_start: 5,
+                    len: 4
+                },
+                MatchRange {
+                    a_start: 2,
+                    b_start: 0,
+                    len: 2
+                },
             ]
         );
         assert_eq!(lcs(b"", b"abc").len, 0);

@@ -10,7 +10,7 @@ use carmine_keyspace::glob_match;
 use crate::connection::help_reply;
 use crate::keys::second_arg_key;
 use crate::state::{ShutdownMode, ThreadStats};
-use crate::table::{flags::*, cmd, CommandSpec, KeySpec, FLAG_NAMES};
+use crate::table::{cmd, flags::*, CommandSpec, KeySpec, FLAG_NAMES};
 use crate::Ctx;
 
 /// The Redis version Carmine is compatible with; clients read it to pick features.
@@ -19,34 +19,137 @@ pub const REDIS_VERSION: &str = "7.0.15";
 pub fn commands() -> Vec<CommandSpec> {
     let g = "server";
     vec![
-        cmd("info", -1, LOADING | STALE | WALKS, KeySpec::None, info, g, "@slow @dangerous", "Returns information and statistics about the server."),
-        cmd("dbsize", 1, READONLY | FAST | WALKS, KeySpec::None, dbsize, "server", "@keyspace @read @fast", "Returns the number of keys in the database."),
-        cmd("flushdb", -1, WRITE | EXCLUSIVE, KeySpec::None, flushdb, g, "@keyspace @write @slow @dangerous", "Remove all keys from the current database."),
-        cmd("flushall", -1, WRITE | EXCLUSIVE, KeySpec::None, flushall, g, "@keyspace @write @slow @dangerous", "Removes all keys from all databases."),
-        cmd("swapdb", 3, WRITE | FAST | EXCLUSIVE, KeySpec::None, swapdb, g, "@keyspace @write @fast @dangerous", "Swaps two Redis databases."),
-        cmd("time", 1, LOADING | STALE | FAST, KeySpec::None, time, g, "@fast", "Returns the server time."),
+        cmd(
+            "info",
+            -1,
+            LOADING | STALE | WALKS,
+            KeySpec::None,
+            info,
+            g,
+            "@slow @dangerous",
+            "Returns information and statistics about the server.",
+        ),
+        cmd(
+            "dbsize",
+            1,
+            READONLY | FAST | WALKS,
+            KeySpec::None,
+            dbsize,
+            "server",
+            "@keyspace @read @fast",
+            "Returns the number of keys in the database.",
+        ),
+        cmd(
+            "flushdb",
+            -1,
+            WRITE | EXCLUSIVE,
+            KeySpec::None,
+            flushdb,
+            g,
+            "@keyspace @write @slow @dangerous",
+            "Remove all keys from the current database.",
+        ),
+        cmd(
+            "flushall",
+            -1,
+            WRITE | EXCLUSIVE,
+            KeySpec::None,
+            flushall,
+            g,
+            "@keyspace @write @slow @dangerous",
+            "Removes all keys from all databases.",
+        ),
+        cmd(
+            "swapdb",
+            3,
+            WRITE | FAST | EXCLUSIVE,
+            KeySpec::None,
+            swapdb,
+            g,
+            "@keyspace @write @fast @dangerous",
+            "Swaps two Redis databases.",
+        ),
+        cmd(
+            "time",
+            1,
+            LOADING | STALE | FAST,
+            KeySpec::None,
+            time,
+            g,
+            "@fast",
+            "Returns the server time.",
+        ),
         CommandSpec {
             subcommands: &["count", "docs", "getkeys", "info", "list", "help"],
-            ..cmd("command", -1, LOADING | STALE, KeySpec::None, command, g, "@slow @connection", "Returns detailed information about all commands.")
+            ..cmd(
+                "command",
+                -1,
+                LOADING | STALE,
+                KeySpec::None,
+                command,
+                g,
+                "@slow @connection",
+                "Returns detailed information about all commands.",
+            )
         },
         CommandSpec {
             subcommands: &["get", "set", "resetstat", "rewrite", "help"],
-            ..cmd("config", -2, ADMIN | NOSCRIPT | LOADING | STALE, KeySpec::None, config, g, "@admin @slow @dangerous", "A container for server configuration commands.")
+            ..cmd(
+                "config",
+                -2,
+                ADMIN | NOSCRIPT | LOADING | STALE,
+                KeySpec::None,
+                config,
+                g,
+                "@admin @slow @dangerous",
+                "A container for server configuration commands.",
+            )
         },
         CommandSpec {
             subcommands: &["sleep", "object", "set-active-expire", "help"],
-            ..cmd("debug", -2, ADMIN | NOSCRIPT | LOADING | STALE, KeySpec::Custom(debug_keys), debug, g, "@admin @slow @dangerous", "A container for debugging commands.")
+            ..cmd(
+                "debug",
+                -2,
+                ADMIN | NOSCRIPT | LOADING | STALE,
+                KeySpec::Custom(debug_keys),
+                debug,
+                g,
+                "@admin @slow @dangerous",
+                "A container for debugging commands.",
+            )
         },
         CommandSpec {
             subcommands: &["usage", "help"],
-            ..cmd("memory", -2, READONLY, KeySpec::Custom(second_arg_key), memory, g, "@read @slow", "A container for memory diagnostics commands.")
+            ..cmd(
+                "memory",
+                -2,
+                READONLY,
+                KeySpec::Custom(second_arg_key),
+                memory,
+                g,
+                "@read @slow",
+                "A container for memory diagnostics commands.",
+            )
         },
-        cmd("shutdown", -1, ADMIN | NOSCRIPT | LOADING | STALE, KeySpec::None, shutdown, g, "@admin @slow @dangerous", "Synchronously saves the database(s) to disk and shuts down the Redis server."),
+        cmd(
+            "shutdown",
+            -1,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            KeySpec::None,
+            shutdown,
+            g,
+            "@admin @slow @dangerous",
+            "Synchronously saves the database(s) to disk and shuts down the Redis server.",
+        ),
     ]
 }
 
 fn debug_keys(args: &carmine_resp::Args, out: &mut Vec<usize>) {
-    if args.len() == 3 && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"object")) {
+    if args.len() == 3
+        && args
+            .get(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"object"))
+    {
         out.push(2);
     }
 }
@@ -102,7 +205,9 @@ fn swapdb(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn time(ctx: &mut Ctx<'_, '_>) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     ctx.reply.array(2);
     ctx.reply.bulk(now.as_secs().to_string().as_bytes());
     ctx.reply.bulk(now.subsec_micros().to_string().as_bytes());
@@ -125,7 +230,11 @@ fn human(bytes: u64) -> String {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -144,14 +253,16 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
     let all = sections.iter().any(|s| s == "all" || s == "everything");
     let default = sections.is_empty() || sections.iter().any(|s| s == "default");
     let want = |name: &str| {
-        all || sections.iter().any(|s| s == name)
-            || (default && name != "commandstats")
+        all || sections.iter().any(|s| s == name) || (default && name != "commandstats")
     };
     let sh = ctx.shared;
     let mut out = String::new();
     let uptime = sh.facts.started.elapsed().as_secs();
     if want("server") {
-        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
         let _ = write!(
             out,
             "# Server\r\nredis_version:{REDIS_VERSION}\r\ncarmine_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:{}\r\n\r\n",
@@ -206,7 +317,9 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         );
     }
     if want("stats") {
-        let s = |f: fn(&ThreadStats) -> &std::sync::atomic::AtomicU64| sh.sum(|t| f(t).load(Ordering::Relaxed));
+        let s = |f: fn(&ThreadStats) -> &std::sync::atomic::AtomicU64| {
+            sh.sum(|t| f(t).load(Ordering::Relaxed))
+        };
         let _ = write!(
             out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:0\r\npubsub_patterns:0\r\ntotal_error_replies:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
@@ -225,23 +338,42 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         );
     }
     if want("replication") {
-        let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n"
+        );
     }
     if want("cpu") {
         let (user, sys) = cpu_seconds();
-        let _ = write!(out, "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n\r\n");
+        let _ = write!(
+            out,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n\r\n"
+        );
     }
     if want("commandstats") {
         out.push_str("# Commandstats\r\n");
         for (i, spec) in sh.commands.all().iter().enumerate() {
             let c = |f: fn(&crate::state::CmdStat) -> &std::sync::atomic::AtomicU64| {
-                sh.sum(|t| t.commands.get(i).map_or(0, |c| f(c).load(Ordering::Relaxed)))
+                sh.sum(|t| {
+                    t.commands
+                        .get(i)
+                        .map_or(0, |c| f(c).load(Ordering::Relaxed))
+                })
             };
-            let (calls, usec, rejected, failed) = (c(|c| &c.calls), c(|c| &c.usec), c(|c| &c.rejected), c(|c| &c.failed));
+            let (calls, usec, rejected, failed) = (
+                c(|c| &c.calls),
+                c(|c| &c.usec),
+                c(|c| &c.rejected),
+                c(|c| &c.failed),
+            );
             if calls + rejected + failed == 0 {
                 continue;
             }
-            let per = if calls > 0 { usec as f64 / calls as f64 } else { 0.0 };
+            let per = if calls > 0 {
+                usec as f64 / calls as f64
+            } else {
+                0.0
+            };
             let _ = write!(
                 out,
                 "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
@@ -301,7 +433,7 @@ fn write_command_info(ctx: &mut Ctx<'_, '_>, spec: &CommandSpec) {
         r.simple(a);
     }
     r.set(0); // tips
-    // Key specifications: one begin-search/find-keys pair for fixed positions.
+              // Key specifications: one begin-search/find-keys pair for fixed positions.
     if first > 0 {
         r.array(1);
         r.map(3);
@@ -322,7 +454,11 @@ fn write_command_info(ctx: &mut Ctx<'_, '_>, spec: &CommandSpec) {
         r.bulk(b"spec");
         r.map(3);
         r.bulk(b"lastkey");
-        r.int(if last < 0 { i64::from(last) } else { i64::from(last - first) });
+        r.int(if last < 0 {
+            i64::from(last)
+        } else {
+            i64::from(last - first)
+        });
         r.bulk(b"keystep");
         r.int(i64::from(step));
         r.bulk(b"limit");
@@ -418,7 +554,11 @@ fn command(ctx: &mut Ctx<'_, '_>) {
             }
             ctx.reply.array(ctx.args.len() - 2);
             for i in 2..ctx.args.len() {
-                match sh.commands.lookup(ctx.arg(i)).and_then(|j| sh.commands.get(j)) {
+                match sh
+                    .commands
+                    .lookup(ctx.arg(i))
+                    .and_then(|j| sh.commands.get(j))
+                {
                     Some(spec) => write_command_info(ctx, spec),
                     None => ctx.reply.null_array(),
                 }
@@ -429,7 +569,11 @@ fn command(ctx: &mut Ctx<'_, '_>) {
                 sh.commands.all().iter().collect()
             } else {
                 (2..ctx.args.len())
-                    .filter_map(|i| sh.commands.lookup(ctx.arg(i)).and_then(|j| sh.commands.get(j)))
+                    .filter_map(|i| {
+                        sh.commands
+                            .lookup(ctx.arg(i))
+                            .and_then(|j| sh.commands.get(j))
+                    })
                     .collect()
             };
             ctx.reply.map(specs.len());
@@ -438,8 +582,13 @@ fn command(ctx: &mut Ctx<'_, '_>) {
             }
         }
         b"getkeys" if ctx.args.len() >= 3 => {
-            let inner = carmine_resp::Args::from_slices(&ctx.args.iter().skip(2).collect::<Vec<_>>());
-            let Some(spec) = sh.commands.lookup(inner.get(0).unwrap_or_default()).and_then(|j| sh.commands.get(j)) else {
+            let inner =
+                carmine_resp::Args::from_slices(&ctx.args.iter().skip(2).collect::<Vec<_>>());
+            let Some(spec) = sh
+                .commands
+                .lookup(inner.get(0).unwrap_or_default())
+                .and_then(|j| sh.commands.get(j))
+            else {
                 return ctx.error("ERR Invalid command specified");
             };
             if !spec.arity_ok(inner.len()) {
@@ -496,13 +645,15 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 ctx.reply.bulk(v.as_bytes());
             }
         }
-        b"set" if argc >= 4 && argc % 2 == 0 => {
+        b"set" if argc >= 4 && argc.is_multiple_of(2) => {
             let mut changes = Vec::new();
             for i in (2..argc).step_by(2) {
                 let name = String::from_utf8_lossy(ctx.arg(i)).to_lowercase();
                 let value = String::from_utf8_lossy(ctx.arg(i + 1)).into_owned();
                 if cfg.get(&name).is_none() {
-                    return ctx.error(&format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'"));
+                    return ctx.error(&format!(
+                        "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                    ));
                 }
                 changes.push((name, value));
             }
@@ -517,17 +668,31 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 } else {
                     value.split_whitespace().map(str::to_string).collect()
                 };
-                let args = if args.is_empty() && value.is_empty() { vec![String::new()] } else { args };
-                let args = if matches!(name.as_str(), "save" | "bind" | "client-output-buffer-limit") || !value.contains(' ') {
+                let args = if args.is_empty() && value.is_empty() {
+                    vec![String::new()]
+                } else {
+                    args
+                };
+                let args = if matches!(
+                    name.as_str(),
+                    "save" | "bind" | "client-output-buffer-limit"
+                ) || !value.contains(' ')
+                {
                     args
                 } else {
                     vec![value.clone()]
                 };
                 if let Err(e) = cfg.set(name, &args, false) {
                     for (n, v) in &previous {
-                        let _ = cfg.set(n, &v.split_whitespace().map(str::to_string).collect::<Vec<_>>(), true);
+                        let _ = cfg.set(
+                            n,
+                            &v.split_whitespace().map(str::to_string).collect::<Vec<_>>(),
+                            true,
+                        );
                     }
-                    return ctx.error(&format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"));
+                    return ctx.error(&format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
+                    ));
                 }
             }
             ctx.reply.ok();
@@ -536,7 +701,11 @@ fn config(ctx: &mut Ctx<'_, '_>) {
             for t in ctx.shared.threads.lock().iter() {
                 t.reset();
             }
-            ctx.shared.keyspace.stats().expired_keys.store(0, Ordering::Relaxed);
+            ctx.shared
+                .keyspace
+                .stats()
+                .expired_keys
+                .store(0, Ordering::Relaxed);
             ctx.shared.peak_memory.store(0, Ordering::Relaxed);
             ctx.reply.ok();
         }
@@ -545,7 +714,8 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 return ctx.error("ERR The server is running without a config file");
             };
             let tmp = format!("{path}.tmp-{}", std::process::id());
-            let written = std::fs::write(&tmp, cfg.render()).and_then(|_| std::fs::rename(&tmp, &path));
+            let written =
+                std::fs::write(&tmp, cfg.render()).and_then(|_| std::fs::rename(&tmp, &path));
             match written {
                 Ok(()) => ctx.reply.ok(),
                 Err(e) => ctx.error(&format!("ERR Rewriting config file: {e}")),
@@ -634,7 +804,8 @@ fn memory(ctx: &mut Ctx<'_, '_>) {
             match ctx.l.get(&key) {
                 None => ctx.reply.null(),
                 Some(e) => {
-                    let entry = std::mem::size_of::<(carmine_keyspace::Key, carmine_keyspace::Entry)>() + 1;
+                    let entry =
+                        std::mem::size_of::<(carmine_keyspace::Key, carmine_keyspace::Entry)>() + 1;
                     let total = entry + key.len() + e.value.heap_size();
                     ctx.reply.int(total as i64);
                 }

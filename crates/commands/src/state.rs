@@ -247,7 +247,11 @@ pub struct Shared {
 
 impl Shared {
     /// Builds the shared state for a server with `io_threads` event loops.
-    pub fn new(config: Config, io_threads: usize, used_memory: Option<fn() -> usize>) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        io_threads: usize,
+        used_memory: Option<fn() -> usize>,
+    ) -> Arc<Shared> {
         let databases = config.get_i64("databases").max(1) as usize;
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)

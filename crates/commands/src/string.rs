@@ -77,7 +77,11 @@ pub fn expire_arg(ctx: &mut Ctx<'_, '_>, i: usize, unit_ms: u64, absolute: bool)
         invalid(ctx);
         return None;
     };
-    let at = if absolute { Some(ms) } else { ctx.l.now().checked_add(ms) };
+    let at = if absolute {
+        Some(ms)
+    } else {
+        ctx.l.now().checked_add(ms)
+    };
     match at {
         Some(at) if at <= i64::MAX as u64 => Some(at),
         _ => {
@@ -95,8 +99,12 @@ fn set(ctx: &mut Ctx<'_, '_>) {
         let has_next = i + 1 < ctx.args.len();
         let a = ctx.arg(i).to_ascii_uppercase();
         match a.as_slice() {
-            b"NX" if opts.condition == SetCondition::Always => opts.condition = SetCondition::IfAbsent,
-            b"XX" if opts.condition == SetCondition::Always => opts.condition = SetCondition::IfPresent,
+            b"NX" if opts.condition == SetCondition::Always => {
+                opts.condition = SetCondition::IfAbsent
+            }
+            b"XX" if opts.condition == SetCondition::Always => {
+                opts.condition = SetCondition::IfPresent
+            }
             b"GET" => opts.get = true,
             b"KEEPTTL" if !seen_expiry => {
                 opts.expiry = SetExpiry::Keep;
@@ -109,7 +117,9 @@ fn set(ctx: &mut Ctx<'_, '_>) {
                     b"EXAT" => (1000, true),
                     _ => (1, true),
                 };
-                let Some(at) = expire_arg(ctx, i + 1, unit, abs) else { return };
+                let Some(at) = expire_arg(ctx, i + 1, unit, abs) else {
+                    return;
+                };
                 opts.expiry = SetExpiry::At(at);
                 seen_expiry = true;
                 i += 1;
@@ -152,7 +162,9 @@ fn setnx(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn setex_generic(ctx: &mut Ctx<'_, '_>, unit: u64) {
-    let Some(at) = expire_arg(ctx, 2, unit, false) else { return };
+    let Some(at) = expire_arg(ctx, 2, unit, false) else {
+        return;
+    };
     let opts = SetOptions {
         expiry: SetExpiry::At(at),
         ..Default::default()
@@ -213,7 +225,9 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
                     b"EXAT" => (1000, true),
                     _ => (1, true),
                 };
-                let Some(at) = expire_arg(ctx, i + 1, unit, abs) else { return };
+                let Some(at) = expire_arg(ctx, i + 1, unit, abs) else {
+                    return;
+                };
                 new_deadline = Some(at);
                 i += 1;
             }
@@ -247,7 +261,8 @@ fn mget(ctx: &mut Ctx<'_, '_>) {
         let key = ctx.args.bytes(i);
         match ctx.l.get(&key) {
             Some(Entry {
-                value: Value::Str(s), ..
+                value: Value::Str(s),
+                ..
             }) => {
                 ctx.stats.hit(true);
                 match s {
@@ -266,9 +281,11 @@ fn mget(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn mset_pairs_ok(ctx: &mut Ctx<'_, '_>) -> bool {
-    if ctx.args.len() % 2 == 0 {
+    if ctx.args.len().is_multiple_of(2) {
         let name = ctx.name();
-        ctx.error(&format!("ERR wrong number of arguments for '{name}' command"));
+        ctx.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
         return false;
     }
     true
@@ -280,7 +297,8 @@ fn mset(ctx: &mut Ctx<'_, '_>) {
     }
     for i in (1..ctx.args.len()).step_by(2) {
         let (k, v) = (ctx.args.bytes(i), ctx.args.bytes(i + 1));
-        ctx.l.insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
+        ctx.l
+            .insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
     }
     ctx.reply.ok();
 }
@@ -297,7 +315,8 @@ fn msetnx(ctx: &mut Ctx<'_, '_>) {
     }
     for i in (1..ctx.args.len()).step_by(2) {
         let (k, v) = (ctx.args.bytes(i), ctx.args.bytes(i + 1));
-        ctx.l.insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
+        ctx.l
+            .insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
     }
     ctx.reply.int(1);
 }
@@ -358,7 +377,9 @@ fn strlen(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn getrange(ctx: &mut Ctx<'_, '_>) {
-    let (Some(start), Some(end)) = (ctx.int_arg(2), ctx.int_arg(3)) else { return };
+    let (Some(start), Some(end)) = (ctx.int_arg(2), ctx.int_arg(3)) else {
+        return;
+    };
     let key = ctx.args.bytes(1);
     match ops::get_str(ctx.l, &key) {
         Err(e) => ctx.keyspace_error(e),
@@ -378,7 +399,9 @@ fn setrange(ctx: &mut Ctx<'_, '_>) {
     let (key, data) = (ctx.args.bytes(1), ctx.args.bytes(3));
     match ops::set_range(ctx.l, &key, offset as usize, &data) {
         Ok(n) => ctx.reply.int(n as i64),
-        Err(KeyspaceError::StringTooLong) => ctx.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)"),
+        Err(KeyspaceError::StringTooLong) => {
+            ctx.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+        }
         Err(e) => ctx.keyspace_error(e),
     }
 }
@@ -407,13 +430,17 @@ fn lcs(ctx: &mut Ctx<'_, '_>) {
     }
     let fetch = |ctx: &mut Ctx<'_, '_>, i: usize| -> Result<Vec<u8>, KeyspaceError> {
         let key = ctx.args.bytes(i);
-        Ok(ops::get_str(ctx.l, &key)?.map(|s| s.to_vec()).unwrap_or_default())
+        Ok(ops::get_str(ctx.l, &key)?
+            .map(|s| s.to_vec())
+            .unwrap_or_default())
     };
     let (a, b) = match (fetch(ctx, 1), fetch(ctx, 2)) {
         (Ok(a), Ok(b)) => (a, b),
         _ => return ctx.error("ERR The specified keys must contain string values"),
     };
-    let cells = (a.len() as u64 + 1).saturating_mul(b.len() as u64 + 1).saturating_mul(4);
+    let cells = (a.len() as u64 + 1)
+        .saturating_mul(b.len() as u64 + 1)
+        .saturating_mul(4);
     let limit = ctx
         .shared
         .config
@@ -421,7 +448,8 @@ fn lcs(ctx: &mut Ctx<'_, '_>) {
         .proto_max_bulk_len
         .load(std::sync::atomic::Ordering::Relaxed);
     if cells > limit {
-        return ctx.error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len");
+        return ctx
+            .error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len");
     }
     let result = crate::lcs::lcs(&a, &b);
     if want_len {

@@ -54,7 +54,11 @@ pub const FLAG_NAMES: &[(u32, &str)] = &[
 pub enum KeySpec {
     None,
     /// COMMAND INFO's first/last/step (last negative counts from the end).
-    Range { first: i32, last: i32, step: i32 },
+    Range {
+        first: i32,
+        last: i32,
+        step: i32,
+    },
     /// Keys found by looking at the arguments (subcommands, numkeys ...).
     Custom(fn(&Args, &mut Vec<usize>)),
 }
@@ -123,7 +127,11 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf29ce484222325
+        } else {
+            self.0
+        };
         for &b in bytes {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x100000001b3);

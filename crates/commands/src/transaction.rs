@@ -11,11 +11,56 @@ pub fn commands() -> Vec<CommandSpec> {
     let g = "transactions";
     let acl = "@fast @transaction";
     vec![
-        cmd("multi", 1, NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST, KeySpec::None, multi, g, acl, "Starts a transaction."),
-        cmd("exec", 1, NO_QUEUE | NOSCRIPT | LOADING | STALE, KeySpec::None, exec_outside_dispatcher, g, "@slow @transaction", "Executes all commands in a transaction."),
-        cmd("discard", 1, NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST, KeySpec::None, discard, g, acl, "Discards a transaction."),
-        cmd("watch", -2, NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST, keys(1, -1, 1), watch, g, acl, "Monitors changes to keys to determine the execution of a transaction."),
-        cmd("unwatch", 1, NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST, KeySpec::None, unwatch, g, acl, "Forgets about watched keys of a transaction."),
+        cmd(
+            "multi",
+            1,
+            NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST,
+            KeySpec::None,
+            multi,
+            g,
+            acl,
+            "Starts a transaction.",
+        ),
+        cmd(
+            "exec",
+            1,
+            NO_QUEUE | NOSCRIPT | LOADING | STALE,
+            KeySpec::None,
+            exec_outside_dispatcher,
+            g,
+            "@slow @transaction",
+            "Executes all commands in a transaction.",
+        ),
+        cmd(
+            "discard",
+            1,
+            NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST,
+            KeySpec::None,
+            discard,
+            g,
+            acl,
+            "Discards a transaction.",
+        ),
+        cmd(
+            "watch",
+            -2,
+            NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST,
+            keys(1, -1, 1),
+            watch,
+            g,
+            acl,
+            "Monitors changes to keys to determine the execution of a transaction.",
+        ),
+        cmd(
+            "unwatch",
+            1,
+            NO_QUEUE | NOSCRIPT | LOADING | STALE | FAST,
+            KeySpec::None,
+            unwatch,
+            g,
+            acl,
+            "Forgets about watched keys of a transaction.",
+        ),
     ]
 }
 
@@ -49,14 +94,26 @@ fn watch(ctx: &mut Ctx<'_, '_>) {
     let db = ctx.session.db;
     for i in 1..ctx.args.len() {
         let key = ctx.arg(i).to_vec();
-        if ctx.session.watched.iter().any(|w| w.db == db && w.key == key) {
+        if ctx
+            .session
+            .watched
+            .iter()
+            .any(|w| w.db == db && w.key == key)
+        {
             continue;
         }
         // The key's table is locked, so no write can slip between these two reads.
         let expire_at = ctx.l.get(&key).map_or(0, |e| e.expire_at());
-        let Some(registry) = ctx.shared.keyspace.db_ref(db) else { continue };
+        let Some(registry) = ctx.shared.keyspace.db_ref(db) else {
+            continue;
+        };
         let version = registry.watch().watch(&key);
-        ctx.session.watched.push(WatchedKey { db, key, version, expire_at });
+        ctx.session.watched.push(WatchedKey {
+            db,
+            key,
+            version,
+            expire_at,
+        });
     }
     ctx.reply.ok();
 }

@@ -38,7 +38,12 @@ impl<'a> DbHandle<'a> {
     }
 
     /// SET with NX/XX, EX/PX/EXAT/PXAT/KEEPTTL and GET, as [`SetOptions`] describes.
-    pub fn set_with(&self, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetOutcome, KeyspaceError> {
+    pub fn set_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        opts: SetOptions,
+    ) -> Result<SetOutcome, KeyspaceError> {
         let mut l = self.lock(key);
         ops::set(&mut l, key, value, &opts)
     }
@@ -99,8 +104,9 @@ impl<'a> DbHandle<'a> {
 
     /// One SCAN step: `(next_cursor, keys)`; next cursor 0 means done.
     pub fn scan(&self, cursor: u64, pattern: Option<&[u8]>, count: usize) -> (u64, Vec<Vec<u8>>) {
-        self.ks
-            .scan(self.db, cursor, count, |k, _| pattern.is_none_or(|p| glob_match(p, k)))
+        self.ks.scan(self.db, cursor, count, |k, _| {
+            pattern.is_none_or(|p| glob_match(p, k))
+        })
     }
 
     /// Every key matching `pattern` (KEYS).

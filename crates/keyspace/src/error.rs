@@ -23,7 +23,9 @@ impl fmt::Display for KeyspaceError {
             KeyspaceError::NotFloat => "ERR value is not a valid float",
             KeyspaceError::Overflow => "ERR increment or decrement would overflow",
             KeyspaceError::NanOrInfinity => "ERR increment would produce NaN or Infinity",
-            KeyspaceError::StringTooLong => "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+            KeyspaceError::StringTooLong => {
+                "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+            }
         })
     }
 }

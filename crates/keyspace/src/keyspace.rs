@@ -43,7 +43,8 @@ impl Db {
 
     /// The table for `slot`, allocated on first use.
     fn table(&self, slot: Slot) -> &Mutex<SlotTable> {
-        self.cells()[slot as usize % SLOT_COUNT].get_or_init(|| Box::new(Mutex::new(SlotTable::new())))
+        self.cells()[slot as usize % SLOT_COUNT]
+            .get_or_init(|| Box::new(Mutex::new(SlotTable::new())))
     }
 
     /// The table for `slot` if it was ever allocated.
@@ -56,13 +57,16 @@ impl Db {
     }
 }
 
+/// A watched key's (version, number of watchers).
+type WatchState = (u64, u32);
+
 /// Versions of watched keys. A write to a key bumps its version only while someone
 /// watches it, so the cost for unwatched keys is one relaxed atomic load. Writers and
 /// WATCH both hold the key's table lock, which orders them.
 #[derive(Default)]
 pub struct WatchRegistry {
     watched: AtomicUsize,
-    keys: Mutex<HashMap<Box<[u8]>, (u64, u32)>>,
+    keys: Mutex<HashMap<Box<[u8]>, WatchState>>,
     next_version: AtomicU64,
 }
 
@@ -294,11 +298,15 @@ impl Keyspace {
             }
             if step % 64 == 63 && start.elapsed() >= budget {
                 *cursor = (pos + 1) % total;
-                self.stats.expired_keys.fetch_add(removed as u64, Ordering::Relaxed);
+                self.stats
+                    .expired_keys
+                    .fetch_add(removed as u64, Ordering::Relaxed);
                 return (examined, removed);
             }
         }
-        self.stats.expired_keys.fetch_add(removed as u64, Ordering::Relaxed);
+        self.stats
+            .expired_keys
+            .fetch_add(removed as u64, Ordering::Relaxed);
         (examined, removed)
     }
 
@@ -582,7 +590,10 @@ impl Keyspace {
                     }
                 }
             }
-            let live = t.iter().find(|(_, e)| !e.is_expired(now)).map(|(k, _)| k.to_vec());
+            let live = t
+                .iter()
+                .find(|(_, e)| !e.is_expired(now))
+                .map(|(k, _)| k.to_vec());
             if live.is_some() {
                 return live;
             }

@@ -48,14 +48,22 @@ pub struct SetOutcome {
 }
 
 /// The string at `key`: `Ok(None)` if absent, WRONGTYPE if another type.
-pub fn get_str<'l>(l: &'l mut Locked<'_>, key: &[u8]) -> Result<Option<&'l StrValue>, KeyspaceError> {
+pub fn get_str<'l>(
+    l: &'l mut Locked<'_>,
+    key: &[u8],
+) -> Result<Option<&'l StrValue>, KeyspaceError> {
     match l.get(key) {
         None => Ok(None),
         Some(e) => e.value.as_str().map(Some).ok_or(KeyspaceError::WrongType),
     }
 }
 
-pub fn set(l: &mut Locked<'_>, key: &[u8], value: &[u8], opts: &SetOptions) -> Result<SetOutcome, KeyspaceError> {
+pub fn set(
+    l: &mut Locked<'_>,
+    key: &[u8],
+    value: &[u8],
+    opts: &SetOptions,
+) -> Result<SetOutcome, KeyspaceError> {
     let (exists, old_expire, old) = match l.get(key) {
         None => (false, 0, None),
         Some(e) => {
@@ -73,7 +81,10 @@ pub fn set(l: &mut Locked<'_>, key: &[u8], value: &[u8], opts: &SetOptions) -> R
         SetCondition::IfPresent => exists,
     };
     if !allowed {
-        return Ok(SetOutcome { written: false, old });
+        return Ok(SetOutcome {
+            written: false,
+            old,
+        });
     }
     let expire_at = match opts.expiry {
         SetExpiry::Clear => 0,
@@ -85,7 +96,10 @@ pub fn set(l: &mut Locked<'_>, key: &[u8], value: &[u8], opts: &SetOptions) -> R
         l.remove(key);
         return Ok(SetOutcome { written: true, old });
     }
-    l.insert(key, Entry::with_expiry(Value::Str(StrValue::from_bytes(value)), expire_at));
+    l.insert(
+        key,
+        Entry::with_expiry(Value::Str(StrValue::from_bytes(value)), expire_at),
+    );
     Ok(SetOutcome { written: true, old })
 }
 
@@ -105,7 +119,10 @@ pub fn incr_by(l: &mut Locked<'_>, key: &[u8], delta: i64) -> Result<i64, Keyspa
 /// Parses a float as Redis' `string2ld` accepts it: no spaces, no NaN.
 pub fn parse_float(s: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(s).ok()?;
-    if text.is_empty() || text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
+    if text.is_empty()
+        || text.starts_with(char::is_whitespace)
+        || text.ends_with(char::is_whitespace)
+    {
         return None;
     }
     let v: f64 = match text.to_ascii_lowercase().as_str() {
@@ -180,7 +197,9 @@ pub fn append(l: &mut Locked<'_>, key: &[u8], data: &[u8]) -> Result<usize, Keys
             }
         }
     }
-    let Some(e) = l.get_mut(key) else { return Ok(0) };
+    let Some(e) = l.get_mut(key) else {
+        return Ok(0);
+    };
     let Some(s) = e.value.as_str_mut() else {
         return Err(KeyspaceError::WrongType);
     };
@@ -190,7 +209,12 @@ pub fn append(l: &mut Locked<'_>, key: &[u8], data: &[u8]) -> Result<usize, Keys
 }
 
 /// SETRANGE; returns the new length.
-pub fn set_range(l: &mut Locked<'_>, key: &[u8], offset: usize, data: &[u8]) -> Result<usize, KeyspaceError> {
+pub fn set_range(
+    l: &mut Locked<'_>,
+    key: &[u8],
+    offset: usize,
+    data: &[u8],
+) -> Result<usize, KeyspaceError> {
     let cur_len = match get_str(l, key)? {
         None => {
             if data.is_empty() {
@@ -209,7 +233,9 @@ pub fn set_range(l: &mut Locked<'_>, key: &[u8], offset: usize, data: &[u8]) -> 
     if l.get(key).is_none() {
         l.insert(key, Entry::new(Value::Str(StrValue::Raw(Vec::new()))));
     }
-    let Some(e) = l.get_mut(key) else { return Ok(0) };
+    let Some(e) = l.get_mut(key) else {
+        return Ok(0);
+    };
     let Some(s) = e.value.as_str_mut() else {
         return Err(KeyspaceError::WrongType);
     };

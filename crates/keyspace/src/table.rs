@@ -104,7 +104,11 @@ impl SlotTable {
 
     /// Removes every expired entry, calling `on_expired` with each key; returns how many
     /// entries were examined (those with deadlines) and how many were removed.
-    pub fn remove_expired(&mut self, now_ms: u64, mut on_expired: impl FnMut(&[u8])) -> (usize, usize) {
+    pub fn remove_expired(
+        &mut self,
+        now_ms: u64,
+        mut on_expired: impl FnMut(&[u8]),
+    ) -> (usize, usize) {
         if self.volatile == 0 {
             return (0, 0);
         }

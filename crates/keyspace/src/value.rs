@@ -200,10 +200,16 @@ mod tests {
     fn integer_encoding_only_for_canonical_text() {
         assert_eq!(StrValue::from_bytes(b"123"), StrValue::Int(123));
         assert_eq!(StrValue::from_bytes(b"-5"), StrValue::Int(-5));
-        assert_eq!(StrValue::from_bytes(b"0123"), StrValue::Raw(b"0123".to_vec()));
+        assert_eq!(
+            StrValue::from_bytes(b"0123"),
+            StrValue::Raw(b"0123".to_vec())
+        );
         assert_eq!(StrValue::from_bytes(b"-0"), StrValue::Raw(b"-0".to_vec()));
         assert_eq!(StrValue::from_bytes(b" 1"), StrValue::Raw(b" 1".to_vec()));
-        assert_eq!(StrValue::from_bytes(b"99999999999999999999").encoding(), "embstr");
+        assert_eq!(
+            StrValue::from_bytes(b"99999999999999999999").encoding(),
+            "embstr"
+        );
         assert_eq!(StrValue::Int(-42).len(), 3);
         assert_eq!(StrValue::Int(7).to_vec(), b"7");
     }

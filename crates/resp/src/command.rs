@@ -39,7 +39,9 @@ impl Args {
     }
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        self.ranges.get(i).map(|&(off, len)| &self.buf[off..off + len])
+        self.ranges
+            .get(i)
+            .map(|&(off, len)| &self.buf[off..off + len])
     }
 
     /// A zero-copy owned handle on argument `i` (empty if out of range).
@@ -272,8 +274,9 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline_mix() {
-        let got = decode_all(b"*1\r\n$4\r\nPING\r\nECHO hi\r\n\r\n*0\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n")
-            .unwrap();
+        let got =
+            decode_all(b"*1\r\n$4\r\nPING\r\nECHO hi\r\n\r\n*0\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n")
+                .unwrap();
         assert_eq!(
             got,
             vec![
@@ -316,7 +319,10 @@ mod tests {
             e(b"*1\r\n$10000000000\r\n"),
             "ERR Protocol error: invalid bulk length"
         );
-        assert_eq!(e(b"*1\r\n$-5\r\n"), "ERR Protocol error: invalid bulk length");
+        assert_eq!(
+            e(b"*1\r\n$-5\r\n"),
+            "ERR Protocol error: invalid bulk length"
+        );
         assert_eq!(
             e(b"*1\r\n*1\r\n"),
             "ERR Protocol error: expected '$', got '*'"
@@ -334,13 +340,16 @@ mod tests {
     #[test]
     fn header_without_crlf_is_bounded() {
         let mut long = b"*1\r\n$".to_vec();
-        long.extend(std::iter::repeat(b'1').take(70 * 1024));
+        long.extend(std::iter::repeat_n(b'1', 70 * 1024));
         assert_eq!(
             decode_all(&long).unwrap_err(),
             ProtocolError::TooBigBulkCount
         );
         let inline = vec![b'a'; 70 * 1024];
-        assert_eq!(decode_all(&inline).unwrap_err(), ProtocolError::TooBigInline);
+        assert_eq!(
+            decode_all(&inline).unwrap_err(),
+            ProtocolError::TooBigInline
+        );
     }
 
     #[test]

@@ -82,7 +82,11 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             }
         }
         Frame::Map(pairs) | Frame::Attribute(pairs) => {
-            let prefix = if matches!(frame, Frame::Map(_)) { b'%' } else { b'|' };
+            let prefix = if matches!(frame, Frame::Map(_)) {
+                b'%'
+            } else {
+                b'|'
+            };
             put_int_line(out, prefix, pairs.len() as i64);
             for (k, v) in pairs {
                 encode(k, out);
@@ -130,7 +134,8 @@ impl ReplyBuf {
         self.out.reserve(msg.len() + 3);
         self.out.put_u8(b'-');
         for &b in msg.as_bytes() {
-            self.out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+            self.out
+                .put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
         }
         self.out.put_slice(b"\r\n");
     }

@@ -39,9 +39,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::UnauthenticatedMultibulkLength => {
                 f.write_str("unauthenticated multibulk length")
             }
-            ProtocolError::UnauthenticatedBulkLength => {
-                f.write_str("unauthenticated bulk length")
-            }
+            ProtocolError::UnauthenticatedBulkLength => f.write_str("unauthenticated bulk length"),
             ProtocolError::InvalidFrameType(c) => write!(f, "invalid frame type byte 0x{c:02x}"),
             ProtocolError::InvalidFrame(why) => f.write_str(why),
             ProtocolError::TooDeep => f.write_str("nesting too deep"),

@@ -69,7 +69,12 @@ impl FrameDecoder {
     }
 
     /// Returns the end offset of the frame starting at `pos`, if complete.
-    fn measure(&self, buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, ProtocolError> {
+    fn measure(
+        &self,
+        buf: &[u8],
+        pos: usize,
+        depth: usize,
+    ) -> Result<Option<usize>, ProtocolError> {
         if depth > self.limits.max_depth {
             return Err(ProtocolError::TooDeep);
         }
@@ -113,7 +118,11 @@ impl FrameDecoder {
                 if n as u64 > self.limits.max_multibulk_len {
                     return Err(ProtocolError::InvalidMultibulkLength);
                 }
-                let items = if matches!(buf[pos], b'%' | b'|') { n as u64 * 2 } else { n as u64 };
+                let items = if matches!(buf[pos], b'%' | b'|') {
+                    n as u64 * 2
+                } else {
+                    n as u64
+                };
                 let mut at = after;
                 for _ in 0..items {
                     match self.measure(buf, at, depth + 1)? {
@@ -142,7 +151,9 @@ fn build(bytes: &Bytes, pos: &mut usize) -> Result<Frame, ProtocolError> {
     let frame = match kind {
         b'+' => Frame::Simple(line),
         b'-' => Frame::Error(line),
-        b':' => Frame::Integer(parse_i64(&line).ok_or(ProtocolError::InvalidFrame("invalid integer"))?),
+        b':' => {
+            Frame::Integer(parse_i64(&line).ok_or(ProtocolError::InvalidFrame("invalid integer"))?)
+        }
         b'_' => {
             if !line.is_empty() {
                 return Err(ProtocolError::InvalidFrame("invalid null"));
@@ -239,12 +250,18 @@ mod tests {
 
     #[test]
     fn all_types() {
-        assert_eq!(dec(b"+OK\r\n").unwrap(), Some(Frame::Simple(Bytes::from_static(b"OK"))));
+        assert_eq!(
+            dec(b"+OK\r\n").unwrap(),
+            Some(Frame::Simple(Bytes::from_static(b"OK")))
+        );
         assert_eq!(dec(b":-5\r\n").unwrap(), Some(Frame::Integer(-5)));
         assert_eq!(dec(b"_\r\n").unwrap(), Some(Frame::Null));
         assert_eq!(dec(b"#f\r\n").unwrap(), Some(Frame::Boolean(false)));
         assert_eq!(dec(b",1.5\r\n").unwrap(), Some(Frame::Double(1.5)));
-        assert_eq!(dec(b",-inf\r\n").unwrap(), Some(Frame::Double(f64::NEG_INFINITY)));
+        assert_eq!(
+            dec(b",-inf\r\n").unwrap(),
+            Some(Frame::Double(f64::NEG_INFINITY))
+        );
         assert_eq!(dec(b"$-1\r\n").unwrap(), Some(Frame::NullBulk));
         assert_eq!(dec(b"*-1\r\n").unwrap(), Some(Frame::NullArray));
         assert_eq!(
@@ -253,7 +270,10 @@ mod tests {
         );
         assert_eq!(
             dec(b"%1\r\n+a\r\n:1\r\n").unwrap(),
-            Some(Frame::Map(vec![(Frame::Simple(Bytes::from_static(b"a")), Frame::Integer(1))]))
+            Some(Frame::Map(vec![(
+                Frame::Simple(Bytes::from_static(b"a")),
+                Frame::Integer(1)
+            )]))
         );
         assert_eq!(dec(b"*2\r\n:1\r\n").unwrap(), None);
     }

@@ -112,5 +112,11 @@ fn split_at_every_byte_one_at_a_time() {
             got.push(args.iter().map(<[u8]>::to_vec).collect::<Vec<_>>());
         }
     }
-    assert_eq!(got, vec![vec![b"SET".to_vec(), b"key".to_vec(), b"value".to_vec()], vec![b"PING".to_vec()]]);
+    assert_eq!(
+        got,
+        vec![
+            vec![b"SET".to_vec(), b"key".to_vec(), b"value".to_vec()],
+            vec![b"PING".to_vec()]
+        ]
+    );
 }

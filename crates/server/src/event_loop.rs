@@ -96,9 +96,15 @@ impl EventLoop {
     }
 
     /// Gives this loop the listening sockets and the loops to deal connections to.
-    pub fn set_listeners(&mut self, mut listeners: Vec<TcpListener>, peers: Vec<LoopHandle>) -> io::Result<()> {
+    pub fn set_listeners(
+        &mut self,
+        mut listeners: Vec<TcpListener>,
+        peers: Vec<LoopHandle>,
+    ) -> io::Result<()> {
         for (i, l) in listeners.iter_mut().enumerate() {
-            self.poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            self.poll
+                .registry()
+                .register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
         }
         self.listeners = listeners;
         self.peers = peers;
@@ -137,7 +143,13 @@ impl EventLoop {
             }
             if Instant::now() >= next_cron {
                 self.cron();
-                let hz = self.shared.config.tunables.hz.load(Ordering::Relaxed).max(1);
+                let hz = self
+                    .shared
+                    .config
+                    .tunables
+                    .hz
+                    .load(Ordering::Relaxed)
+                    .max(1);
                 next_cron = Instant::now() + Duration::from_millis(1000 / hz);
             }
         }
@@ -159,7 +171,9 @@ impl EventLoop {
 
     fn accept(&mut self, which: usize) {
         loop {
-            let Some(listener) = self.listeners.get(which) else { return };
+            let Some(listener) = self.listeners.get(which) else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, addr)) => {
                     ThreadStats::add(&self.stats.connections_received, 1);
@@ -221,13 +235,23 @@ impl EventLoop {
                 self.conns.len() - 1
             }
         };
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), Interest::READABLE) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(token), Interest::READABLE)
+        {
             log::warning(&format!("register failed: {e}"));
             self.free.push(token);
             return;
         }
-        let addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let laddr = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let laddr = stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let fd = raw_fd(&stream);
         let id = self.shared.clients.next_id();
         let info = Arc::new(ClientInfo::new(id, addr, laddr, fd, self.id));
@@ -258,8 +282,15 @@ impl EventLoop {
     }
 
     fn on_readable(&mut self, t: usize) {
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
-        let limit = self.shared.config.tunables.client_query_buffer_limit.load(Ordering::Relaxed) as usize;
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+            return;
+        };
+        let limit = self
+            .shared
+            .config
+            .tunables
+            .client_query_buffer_limit
+            .load(Ordering::Relaxed) as usize;
         let mut eof = false;
         loop {
             match conn.stream.read(&mut self.read_buf) {
@@ -300,12 +331,20 @@ impl EventLoop {
 
     /// Executes every complete command buffered for connection `t`, then writes.
     fn process(&mut self, t: usize) {
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+            return;
+        };
         let shared = &*self.shared;
         while !conn.closing && conn.reply.len() < OUTPUT_PAUSE {
             match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
                 Ok(true) => {
-                    execute(shared, &mut conn.session, &self.stats, &conn.args, &mut conn.reply);
+                    execute(
+                        shared,
+                        &mut conn.session,
+                        &self.stats,
+                        &conn.args,
+                        &mut conn.reply,
+                    );
                     if !conn.session.authenticated {
                         conn.decoder.set_authenticated(false);
                     } else {
@@ -319,13 +358,19 @@ impl EventLoop {
                 Err(e) => {
                     conn.reply.error(&e.to_string());
                     ThreadStats::add(&self.stats.error_replies, 1);
-                    log::verbose(&format!("Protocol error ({e}) from client: {}", conn.session.info.addr));
+                    log::verbose(&format!(
+                        "Protocol error ({e}) from client: {}",
+                        conn.session.info.addr
+                    ));
                     conn.closing = true;
                     conn.rbuf.clear();
                 }
             }
         }
-        conn.session.info.qbuf.store(conn.rbuf.len() as u64, Ordering::Relaxed);
+        conn.session
+            .info
+            .qbuf
+            .store(conn.rbuf.len() as u64, Ordering::Relaxed);
         self.flush(t);
     }
 
@@ -345,7 +390,9 @@ impl EventLoop {
     /// Writes as much pending output as the socket takes; closes the connection when
     /// it was marked closing and is drained, or when it broke an output buffer limit.
     fn flush(&mut self, t: usize) {
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+            return;
+        };
         while !conn.reply.out.is_empty() {
             match conn.stream.write(&conn.reply.out) {
                 Ok(0) => break,
@@ -363,7 +410,10 @@ impl EventLoop {
             }
         }
         let pending = conn.reply.out.len();
-        conn.session.info.omem.store(pending as u64, Ordering::Relaxed);
+        conn.session
+            .info
+            .omem
+            .store(pending as u64, Ordering::Relaxed);
         if pending == 0 {
             if conn.closing {
                 self.close(t);
@@ -379,17 +429,28 @@ impl EventLoop {
             self.close(t);
             return;
         }
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+            return;
+        };
         let want = pending > 0;
         if want != conn.want_write {
-            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = self.poll.registry().reregister(&mut conn.stream, Token(t), interest);
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(t), interest);
             conn.want_write = want;
         }
     }
 
     fn over_output_limit(&mut self, t: usize) -> bool {
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else { return false };
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+            return false;
+        };
         let limit = self.shared.config.tunables.obuf.read()[0];
         let used = conn.reply.out.len() as u64;
         if limit.hard > 0 && used >= limit.hard {
@@ -404,7 +465,9 @@ impl EventLoop {
     }
 
     fn close(&mut self, t: usize) {
-        let Some(mut conn) = self.conns.get_mut(t).and_then(Option::take) else { return };
+        let Some(mut conn) = self.conns.get_mut(t).and_then(Option::take) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.session.unwatch_all(&self.shared.keyspace);
         self.shared.clients.remove(conn.session.id());
@@ -419,11 +482,18 @@ impl EventLoop {
     }
 
     fn cron(&mut self) {
-        let timeout = self.shared.config.tunables.timeout_secs.load(Ordering::Relaxed);
+        let timeout = self
+            .shared
+            .config
+            .tunables
+            .timeout_secs
+            .load(Ordering::Relaxed);
         let mut doomed = Vec::new();
         for (t, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
-            let idle = timeout > 0 && c.last_active.elapsed().as_secs() > timeout && c.session.multi.is_none();
+            let idle = timeout > 0
+                && c.last_active.elapsed().as_secs() > timeout
+                && c.session.multi.is_none();
             if idle || c.session.info.killed.load(Ordering::Acquire) {
                 doomed.push(t);
             }
@@ -432,7 +502,11 @@ impl EventLoop {
             self.close(t);
         }
         for t in 0..self.conns.len() {
-            if self.conns[t].as_ref().is_some_and(|c| c.soft_limit_since.is_some()) && self.over_output_limit(t) {
+            if self.conns[t]
+                .as_ref()
+                .is_some_and(|c| c.soft_limit_since.is_some())
+                && self.over_output_limit(t)
+            {
                 self.close(t);
             }
         }
@@ -448,13 +522,17 @@ impl EventLoop {
             let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);
             // Redis' slow cycle may use 25% of each cron period.
             let budget = Duration::from_micros(250_000 / hz);
-            sh.keyspace.active_expire(&mut self.expire_cursor, budget, |_, _| {});
+            sh.keyspace
+                .active_expire(&mut self.expire_cursor, budget, |_, _| {});
         }
         let total = sh.sum(|t| t.total_commands.load(Ordering::Relaxed));
         let (at, prev) = self.ops_sample;
         let secs = at.elapsed().as_secs_f64();
         if secs >= 1.0 {
-            sh.ops_per_sec.store(((total.saturating_sub(prev)) as f64 / secs) as u64, Ordering::Relaxed);
+            sh.ops_per_sec.store(
+                ((total.saturating_sub(prev)) as f64 / secs) as u64,
+                Ordering::Relaxed,
+            );
             self.ops_sample = (Instant::now(), total);
         }
         sh.used_memory();

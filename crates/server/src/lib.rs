@@ -62,14 +62,23 @@ fn bind_addresses(config: &Config) -> Vec<(String, bool)> {
 
 fn listen(addr: &str, port: u16, backlog: i32) -> io::Result<TcpListener> {
     let ip: IpAddr = match addr {
-        "*" => "0.0.0.0".parse().map_err(|_| io::Error::other("bad address"))?,
-        "::*" => "::".parse().map_err(|_| io::Error::other("bad address"))?,
-        a => a
+        "*" => "0.0.0.0"
             .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid bind address '{a}'")))?,
+            .map_err(|_| io::Error::other("bad address"))?,
+        "::*" => "::".parse().map_err(|_| io::Error::other("bad address"))?,
+        a => a.parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid bind address '{a}'"),
+            )
+        })?,
     };
     let sa = SocketAddr::new(ip, port);
-    let domain = if ip.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let domain = if ip.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     if ip.is_ipv6() {
@@ -90,7 +99,10 @@ impl Server {
 
     /// As [`Server::start`], with a function that reports heap bytes in use (the binary
     /// passes its counting allocator's figure).
-    pub fn start_with_memory(config: Config, used_memory: Option<fn() -> usize>) -> io::Result<Server> {
+    pub fn start_with_memory(
+        config: Config,
+        used_memory: Option<fn() -> usize>,
+    ) -> io::Result<Server> {
         let n = io_threads(&config);
         let mut port = config.get_i64("port") as u16;
         let backlog = config.get_i64("tcp-backlog") as i32;
@@ -103,9 +115,14 @@ impl Server {
                     }
                     listeners.push(l);
                 }
-                Err(e) if optional => log::verbose(&format!("Could not bind optional address {addr}: {e}")),
+                Err(e) if optional => {
+                    log::verbose(&format!("Could not bind optional address {addr}: {e}"))
+                }
                 Err(e) => {
-                    return Err(io::Error::new(e.kind(), format!("Could not create server TCP listening socket {addr}:{port}: {e}")))
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("Could not create server TCP listening socket {addr}:{port}: {e}"),
+                    ))
                 }
             }
         }
@@ -113,7 +130,10 @@ impl Server {
             return Err(io::Error::other("no address could be bound"));
         }
         let shared = Shared::new(config, n, used_memory);
-        shared.facts.tcp_port.store(u64::from(port), Ordering::Relaxed);
+        shared
+            .facts
+            .tcp_port
+            .store(u64::from(port), Ordering::Relaxed);
         let mut loops = Vec::new();
         let mut handles = Vec::new();
         for i in 0..n {
@@ -156,7 +176,8 @@ impl Server {
     pub fn wait(self, also_stop: impl Fn() -> bool) {
         while !self.shutdown_requested() {
             if also_stop() {
-                self.shared.request_shutdown(carmine_commands::ShutdownMode::Default);
+                self.shared
+                    .request_shutdown(carmine_commands::ShutdownMode::Default);
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -166,7 +187,8 @@ impl Server {
 
     /// Requests shutdown and waits for every loop to finish.
     pub fn shutdown(self) {
-        self.shared.request_shutdown(carmine_commands::ShutdownMode::Default);
+        self.shared
+            .request_shutdown(carmine_commands::ShutdownMode::Default);
         self.stop();
     }
 

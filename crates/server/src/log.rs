@@ -23,7 +23,12 @@ pub fn init(path: &str, level: &str) -> std::io::Result<()> {
     let sink: Box<dyn Write + Send> = if path.is_empty() {
         Box::new(std::io::stdout())
     } else {
-        Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        )
     };
     let _ = SINK.set(Mutex::new(sink));
     let lvl = match level {
@@ -54,11 +59,15 @@ pub fn log(level: Level, msg: &str) {
     if (level as u8) < *LEVEL.get().unwrap_or(&2) {
         return;
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (y, m, d) = civil(secs.div_euclid(86400));
     let t = secs.rem_euclid(86400);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let mark = match level {
         Level::Debug => '.',
         Level::Verbose => '-',

@@ -70,7 +70,9 @@ fn main() {
                     std::process::exit(1);
                 }
             }
-            let abs = std::fs::canonicalize(path).map(|p| p.display().to_string()).unwrap_or(path.clone());
+            let abs = std::fs::canonicalize(path)
+                .map(|p| p.display().to_string())
+                .unwrap_or(path.clone());
             *config.file.write() = Some(abs);
         }
         text.push('\n');
@@ -93,7 +95,10 @@ fn main() {
     if config.get_bool("daemonize") {
         daemonize();
     }
-    if let Err(e) = log::init(&config.get("logfile").unwrap_or_default(), &config.get("loglevel").unwrap_or_default()) {
+    if let Err(e) = log::init(
+        &config.get("logfile").unwrap_or_default(),
+        &config.get("loglevel").unwrap_or_default(),
+    ) {
         eprintln!("Can't open the log file: {e}");
         std::process::exit(1);
     }

@@ -8,12 +8,26 @@ use std::io::Write;
 fn inline_commands_and_resp3() {
     let server = common::start("");
     let mut s = common::raw(&server);
-    let (got, _) = common::exchange(&mut s, b"SET \"a b\" 'c d'\r\nGET \"a b\"\r\n", |g| g.ends_with(b"c d\r\n"));
+    let (got, _) = common::exchange(&mut s, b"SET \"a b\" 'c d'\r\nGET \"a b\"\r\n", |g| {
+        g.ends_with(b"c d\r\n")
+    });
     assert_eq!(got, b"+OK\r\n$3\r\nc d\r\n");
     let (got, _) = common::exchange(&mut s, b"HELLO 3\r\n", |g| g.ends_with(b"*0\r\n"));
-    assert!(got.starts_with(b"%7\r\n"), "{}", String::from_utf8_lossy(&got));
-    let (got, _) = common::exchange(&mut s, b"GET nothing\r\nINCRBYFLOAT f 1.5\r\nCONFIG GET port\r\n", |g| g.ends_with(b"\r\n") && g.starts_with(b"_\r\n") && g.len() > 20);
-    assert!(got.starts_with(b"_\r\n$3\r\n1.5\r\n%1\r\n$4\r\nport\r\n"), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let (got, _) = common::exchange(
+        &mut s,
+        b"GET nothing\r\nINCRBYFLOAT f 1.5\r\nCONFIG GET port\r\n",
+        |g| g.ends_with(b"\r\n") && g.starts_with(b"_\r\n") && g.len() > 20,
+    );
+    assert!(
+        got.starts_with(b"_\r\n$3\r\n1.5\r\n%1\r\n$4\r\nport\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     let (got, _) = common::exchange(&mut s, b"HELLO 4\r\n", |g| g.ends_with(b"\r\n"));
     assert_eq!(got, b"-NOPROTO unsupported protocol version\r\n");
     server.shutdown();
@@ -23,17 +37,37 @@ fn inline_commands_and_resp3() {
 fn malformed_input_gets_error_and_close() {
     let server = common::start("");
     let cases: [(&[u8], &str); 5] = [
-        (b"*1\r\n$10737418240\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*abc\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*2\r\n*1\r\n", "-ERR Protocol error: expected '$', got '*'\r\n"),
-        (b"SET \"unterminated\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"),
-        (b"*1\r\n$4\r\nPING\r\n*1\r\n+x\r\n", "+PONG\r\n-ERR Protocol error: expected '$', got '+'\r\n"),
+        (
+            b"*1\r\n$10737418240\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*abc\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*2\r\n*1\r\n",
+            "-ERR Protocol error: expected '$', got '*'\r\n",
+        ),
+        (
+            b"SET \"unterminated\r\n",
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+        (
+            b"*1\r\n$4\r\nPING\r\n*1\r\n+x\r\n",
+            "+PONG\r\n-ERR Protocol error: expected '$', got '+'\r\n",
+        ),
     ];
     for (input, expected) in cases {
         let mut s = common::raw(&server);
-        let (got, closed) = common::exchange(&mut s, input, |g| g.ends_with(b"\r\n") && g.len() >= expected.len());
+        let (got, closed) = common::exchange(&mut s, input, |g| {
+            g.ends_with(b"\r\n") && g.len() >= expected.len()
+        });
         assert_eq!(String::from_utf8_lossy(&got), expected);
-        assert!(closed || common::closed(&mut s), "connection must close after a protocol error");
+        assert!(
+            closed || common::closed(&mut s),
+            "connection must close after a protocol error"
+        );
     }
     // A million nested arrays: refused at the second header, no recursion, no hang.
     let mut s = common::raw(&server);
@@ -45,7 +79,8 @@ fn malformed_input_gets_error_and_close() {
     let mut seed = 0x1234_5678_u64;
     for _ in 0..50 {
         let mut s = common::raw(&server);
-        s.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
         let junk: Vec<u8> = (0..2000)
             .map(|_| {
                 seed ^= seed << 13;
@@ -81,12 +116,20 @@ fn query_buffer_limit_closes_the_connection() {
 fn output_buffer_limit_disconnects_a_client_that_does_not_read() {
     let server = common::start("client-output-buffer-limit normal 1mb 0 0");
     let mut c = common::client(&server);
-    let _: () = redis::cmd("SET").arg("v").arg(vec![b'z'; 512 * 1024]).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("v")
+        .arg(vec![b'z'; 512 * 1024])
+        .query(&mut c)
+        .unwrap();
     let mut s = common::raw(&server);
-    s.set_write_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    s.set_write_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
     let cmds = b"*2\r\n$3\r\nGET\r\n$1\r\nv\r\n".repeat(200);
     let _ = s.write_all(&cmds);
-    assert!(common::wait_until(5, || server.shared().clients.len() == 1), "the non-reading client is disconnected");
+    assert!(
+        common::wait_until(5, || server.shared().clients.len() == 1),
+        "the non-reading client is disconnected"
+    );
     server.shutdown();
 }
 
@@ -97,15 +140,27 @@ fn auth_and_client_commands() {
     let (got, _) = common::exchange(&mut s, b"GET a\r\n", |g| g.ends_with(b"\r\n"));
     assert_eq!(got, b"-NOAUTH Authentication required.\r\n");
     let (got, _) = common::exchange(&mut s, b"AUTH wrong\r\n", |g| g.ends_with(b"\r\n"));
-    assert_eq!(got, b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
-    let (got, _) = common::exchange(&mut s, b"AUTH secret\r\nCLIENT SETNAME me\r\nCLIENT GETNAME\r\n", |g| g.ends_with(b"me\r\n"));
+    assert_eq!(
+        got,
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    let (got, _) = common::exchange(
+        &mut s,
+        b"AUTH secret\r\nCLIENT SETNAME me\r\nCLIENT GETNAME\r\n",
+        |g| g.ends_with(b"me\r\n"),
+    );
     assert_eq!(got, b"+OK\r\n+OK\r\n$2\r\nme\r\n");
     let cl = redis::Client::open(format!("redis://:secret@127.0.0.1:{}/", server.port())).unwrap();
     let mut c = cl.get_connection().unwrap();
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
     assert_eq!(list.lines().count(), 2, "{list}");
     assert!(list.contains("name=me"));
-    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("SKIPME").arg("yes").query(&mut c).unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(killed, 1);
     assert!(common::closed(&mut s));
     server.shutdown();
@@ -158,25 +213,66 @@ fn commands_introspection() {
     let mut c = common::client(&server);
     let n: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
     assert!(n > 60);
-    let keys: Vec<String> = redis::cmd("COMMAND").arg("GETKEYS").arg("MSET").arg("a").arg("1").arg("b").arg("2").query(&mut c).unwrap();
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("MSET")
+        .arg("a")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(keys, vec!["a", "b"]);
-    let info: Vec<redis::Value> = redis::cmd("COMMAND").arg("INFO").arg("get").query(&mut c).unwrap();
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("get")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(info.len(), 1);
     let _: () = c_set(&mut c);
-    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
     assert!(stats.contains("cmdstat_set:calls=1"), "{stats}");
-    let e = redis::cmd("CONFIG").arg("SET").arg("port").arg("1").query::<()>(&mut c).unwrap_err();
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("port")
+        .arg("1")
+        .query::<()>(&mut c)
+        .unwrap_err();
     assert!(e.to_string().contains("immutable"), "{e}");
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxclients").arg("500").query(&mut c).unwrap();
-    let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclient*").query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg("500")
+        .query(&mut c)
+        .unwrap();
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclient*")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(v, vec!["maxclients", "500"]);
-    let dbg: String = redis::cmd("DEBUG").arg("OBJECT").arg("k").query(&mut c).unwrap();
+    let dbg: String = redis::cmd("DEBUG")
+        .arg("OBJECT")
+        .arg("k")
+        .query(&mut c)
+        .unwrap();
     assert!(dbg.contains("encoding:embstr"), "{dbg}");
-    let usage: i64 = redis::cmd("MEMORY").arg("USAGE").arg("k").query(&mut c).unwrap();
+    let usage: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("k")
+        .query(&mut c)
+        .unwrap();
     assert!(usage > 0);
     server.shutdown();
 }
 
 fn c_set(c: &mut redis::Connection) {
-    redis::cmd("SET").arg("k").arg("v").query::<()>(c).unwrap();
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(c)
+        .expect("SET succeeds");
 }

@@ -8,7 +8,12 @@ use redis::Commands;
 fn multi_exec_and_errors() {
     let server = common::start("");
     let mut c = common::client(&server);
-    let (a, b): (i64, i64) = redis::pipe().atomic().incr("ctr", 1).incr("ctr", 2).query(&mut c).unwrap();
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("ctr", 1)
+        .incr("ctr", 2)
+        .query(&mut c)
+        .unwrap();
     assert_eq!((a, b), (1, 3));
     let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
     let q: String = redis::cmd("SET").arg("x").arg("1").query(&mut c).unwrap();
@@ -24,11 +29,21 @@ fn multi_exec_and_errors() {
     assert!(e.to_string().contains("DISCARD without MULTI"));
     // Runtime errors inside EXEC do not abort the others.
     let _: () = c.set("s", "text").unwrap();
-    let r: Vec<redis::Value> = redis::pipe().atomic().incr("s", 1).set("y", 2).query(&mut c).unwrap_or_default();
+    let r: Vec<redis::Value> = redis::pipe()
+        .atomic()
+        .incr("s", 1)
+        .set("y", 2)
+        .query(&mut c)
+        .unwrap_or_default();
     let _ = r;
     assert_eq!(c.get::<_, i64>("y").unwrap(), 2);
     // Whole-database commands inside MULTI run with the world stopped.
-    let (n, _): (i64, ()) = redis::pipe().atomic().cmd("DBSIZE").cmd("FLUSHDB").query(&mut c).unwrap();
+    let (n, _): (i64, ()) = redis::pipe()
+        .atomic()
+        .cmd("DBSIZE")
+        .cmd("FLUSHDB")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(n, 3);
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 0);
     server.shutdown();
@@ -53,7 +68,13 @@ fn watch_sees_writes_from_other_connections() {
     let r: Option<(String,)> = redis::pipe().atomic().set("{t}w", 9).query(&mut a).unwrap();
     assert!(r.is_some());
     // A watched key that expires counts as modified.
-    let _: () = redis::cmd("SET").arg("ttl").arg(1).arg("PX").arg(50).query(&mut a).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("ttl")
+        .arg(1)
+        .arg("PX")
+        .arg(50)
+        .query(&mut a)
+        .unwrap();
     let _: () = redis::cmd("WATCH").arg("ttl").query(&mut a).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(120));
     let _: () = redis::cmd("MULTI").query(&mut a).unwrap();
@@ -80,7 +101,12 @@ fn concurrent_incr_through_transactions_is_exact() {
                 let cl = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
                 let mut c = cl.get_connection().unwrap();
                 for _ in 0..250 {
-                    let _: (i64, i64) = redis::pipe().atomic().incr("{c}a", 1).incr("{c}b", 1).query(&mut c).unwrap();
+                    let _: (i64, i64) = redis::pipe()
+                        .atomic()
+                        .incr("{c}a", 1)
+                        .incr("{c}b", 1)
+                        .query(&mut c)
+                        .unwrap();
                 }
             })
         })

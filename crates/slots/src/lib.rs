@@ -28,7 +28,11 @@ const fn make_table() -> [[u16; 256]; 2] {
         let mut crc = (i as u16) << 8;
         let mut j = 0;
         while j < 8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ POLY } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ POLY
+            } else {
+                crc << 1
+            };
             j += 1;
         }
         t[0][i] = crc;

@@ -22,13 +22,15 @@ pub fn client(server: &Server) -> redis::Connection {
     let con = c
         .get_connection_with_timeout(Duration::from_secs(5))
         .expect("connects");
-    con.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    con.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     con
 }
 
 pub fn raw(server: &Server) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", server.port())).expect("connects");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s
 }
 
@@ -47,7 +49,10 @@ pub fn exchange(s: &mut TcpStream, send: &[u8], until: impl Fn(&[u8]) -> bool) -
                     return (got, false);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 return (got, false)
             }
             Err(_) => return (got, true),
@@ -64,7 +69,12 @@ pub fn closed(s: &mut TcpStream) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
             Err(_) => return true,
         }
     }
