@@ -126,11 +126,31 @@ pub fn execute(
     args: &Args,
     reply: &mut ReplyBuf,
 ) {
+    execute_at(
+        shared,
+        session,
+        stats,
+        args,
+        reply,
+        carmine_keyspace::now_ms(),
+    );
+}
+
+/// As [`execute`], with the Unix time in milliseconds the caller read for this batch of
+/// commands (an event loop reads the clock once per read, not once per command).
+pub fn execute_at(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    args: &Args,
+    reply: &mut ReplyBuf,
+    now_ms: u64,
+) {
     let start_len = reply.len();
     if session.reply_mode == ReplyMode::SkipNext {
         session.reply_mode = ReplyMode::Skipping;
     }
-    dispatch(shared, session, stats, args, reply);
+    dispatch(shared, session, stats, args, reply, now_ms);
     match session.reply_mode {
         ReplyMode::Off => reply.out.truncate(start_len),
         ReplyMode::Skipping => {
@@ -147,6 +167,7 @@ fn dispatch(
     stats: &ThreadStats,
     args: &Args,
     reply: &mut ReplyBuf,
+    now_ms: u64,
 ) {
     let Some(idx) = args.get(0).and_then(|n| shared.commands.lookup(n)) else {
         unknown_command(reply, args);
@@ -191,10 +212,10 @@ fn dispatch(
         }
     }
     if spec.name == "exec" {
-        exec(shared, session, stats, reply);
+        exec(shared, session, stats, reply, now_ms);
         return;
     }
-    run(shared, session, stats, idx, args, reply, false);
+    run(shared, session, stats, idx, args, reply, false, now_ms);
 }
 
 fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
@@ -206,6 +227,7 @@ fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
 }
 
 /// Runs a command outside a transaction: takes the barrier, locks its tables, calls it.
+#[allow(clippy::too_many_arguments)]
 fn run(
     shared: &Shared,
     session: &mut Session,
@@ -214,6 +236,7 @@ fn run(
     args: &Args,
     reply: &mut ReplyBuf,
     world_stopped: bool,
+    now_ms: u64,
 ) {
     let Some(spec) = shared.commands.get(idx) else {
         return;
@@ -228,7 +251,7 @@ fn run(
             .then(|| shared.barrier.shared(session.thread));
         let db = session.db;
         let mut locked = match spec.keys {
-            crate::table::KeySpec::None => Locked::empty(&shared.keyspace, db),
+            crate::table::KeySpec::None => Locked::empty_at(&shared.keyspace, db, now_ms),
             crate::table::KeySpec::Range { first, last, step }
                 if first == last && spec.other_db.is_none() =>
             {
@@ -243,7 +266,7 @@ fn run(
                 let mut idxs = Vec::new();
                 let mut ids = Vec::new();
                 plan_tables(spec, args, db, &mut idxs, &mut ids);
-                Locked::lock(&shared.keyspace, db, &mut ids)
+                Locked::lock_at(&shared.keyspace, db, &mut ids, now_ms)
             }
         };
         let mut ctx = Ctx {
@@ -289,7 +312,13 @@ fn account(
 /// locked in order, the WATCH versions are checked under those locks, and the commands
 /// run back to back. If any queued command walks whole databases, the transaction runs
 /// with the world stopped instead, each command locking its own tables.
-fn exec(shared: &Shared, session: &mut Session, stats: &ThreadStats, reply: &mut ReplyBuf) {
+fn exec(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    reply: &mut ReplyBuf,
+    now_ms: u64,
+) {
     let Some(multi) = session.multi.take() else {
         reply.error("ERR EXEC without MULTI");
         return;
@@ -317,7 +346,7 @@ fn exec(shared: &Shared, session: &mut Session, stats: &ThreadStats, reply: &mut
         }
         reply.array(queued.len());
         for (idx, args) in &queued {
-            run(shared, session, stats, *idx, args, reply, true);
+            run(shared, session, stats, *idx, args, reply, true, now_ms);
         }
         return;
     }
@@ -341,7 +370,7 @@ fn exec(shared: &Shared, session: &mut Session, stats: &ThreadStats, reply: &mut
     for w in &session.watched {
         ids.push(table_id(w.db, key_slot(&w.key)));
     }
-    let mut locked = Locked::lock(&shared.keyspace, session.db, &mut ids);
+    let mut locked = Locked::lock_at(&shared.keyspace, session.db, &mut ids, now_ms);
     let dirty = watched_dirty(shared, session);
     session.unwatch_all(&shared.keyspace);
     if dirty {

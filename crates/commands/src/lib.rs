@@ -34,7 +34,7 @@ mod transaction;
 
 pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
-pub use dispatch::{execute, printable, Ctx};
+pub use dispatch::{execute, execute_at, printable, Ctx};
 pub use state::{ClientInfo, Session, Shared, ShutdownMode, ThreadStats};
 pub use table::{CommandSpec, CommandTable};
 

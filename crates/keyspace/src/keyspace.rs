@@ -20,11 +20,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-type TableCell = OnceLock<Box<Mutex<SlotTable>>>;
-
 /// One database: its slot tables and the keys clients WATCH in it.
+///
+/// The 16384 tables live inline in one array, allocated when the database is first
+/// touched: reaching a key's table is one indexed load, not a pointer chase. An empty
+/// table allocates nothing, so the array costs ~48 bytes per slot.
 pub struct Db {
-    tables: OnceLock<Box<[TableCell]>>,
+    tables: OnceLock<Box<[Mutex<SlotTable>]>>,
     watch: WatchRegistry,
 }
 
@@ -36,20 +38,23 @@ impl Db {
         }
     }
 
-    fn cells(&self) -> &[TableCell] {
-        self.tables
-            .get_or_init(|| (0..SLOT_COUNT).map(|_| OnceLock::new()).collect())
+    fn cells(&self) -> &[Mutex<SlotTable>] {
+        self.tables.get_or_init(|| {
+            (0..SLOT_COUNT)
+                .map(|_| Mutex::new(SlotTable::new()))
+                .collect()
+        })
     }
 
-    /// The table for `slot`, allocated on first use.
+    /// The table for `slot` (the database's array is allocated on first use).
+    #[inline]
     fn table(&self, slot: Slot) -> &Mutex<SlotTable> {
-        self.cells()[slot as usize % SLOT_COUNT]
-            .get_or_init(|| Box::new(Mutex::new(SlotTable::new())))
+        &self.cells()[slot as usize % SLOT_COUNT]
     }
 
-    /// The table for `slot` if it was ever allocated.
+    /// The table for `slot` if this database was ever touched.
     fn existing(&self, slot: usize) -> Option<&Mutex<SlotTable>> {
-        self.tables.get()?.get(slot)?.get().map(|b| &**b)
+        self.tables.get()?.get(slot)
     }
 
     pub fn watch(&self) -> &WatchRegistry {
@@ -136,7 +141,6 @@ pub struct Keyspace {
     /// When false (a replica), expired keys read as missing but are not deleted: the
     /// master's DEL keeps the data sets identical.
     expire_deletes: AtomicBool,
-    lru_origin: Instant,
 }
 
 impl Default for Keyspace {
@@ -162,7 +166,6 @@ impl Keyspace {
             dbs: (0..n.max(1)).map(|_| Db::new()).collect(),
             stats: KeyspaceStats::default(),
             expire_deletes: AtomicBool::new(true),
-            lru_origin: Instant::now(),
         }
     }
 
@@ -182,9 +185,9 @@ impl Keyspace {
         self.expire_deletes.store(yes, Ordering::Relaxed);
     }
 
-    /// Seconds since the keyspace started: the clock OBJECT IDLETIME reads.
+    /// The access clock OBJECT IDLETIME reads: Unix seconds (fits u32 until 2106).
     pub fn lru_clock(&self) -> u32 {
-        self.lru_origin.elapsed().as_secs() as u32
+        (now_ms() / 1000) as u32
     }
 
     /// Locks one table directly (the whole-database walkers use this).
@@ -343,12 +346,19 @@ pub struct Locked<'a> {
 }
 
 impl<'a> Locked<'a> {
-    /// Holds no table yet; tables are locked by [`Locked::lock`] or on demand.
+    /// Holds no table yet; tables are locked by [`Locked::lock`] or on demand. The time
+    /// is read now; servers that already know it use [`Locked::at`].
     pub fn empty(ks: &'a Keyspace, db: usize) -> Locked<'a> {
+        Self::empty_at(ks, db, now_ms())
+    }
+
+    /// As [`Locked::empty`], running at `now_ms` (one clock reading per batch of
+    /// pipelined commands instead of one per command).
+    pub fn empty_at(ks: &'a Keyspace, db: usize, now_ms: u64) -> Locked<'a> {
         Locked {
             ks,
             db: db.min(ks.dbs.len() - 1),
-            now: now_ms(),
+            now: now_ms,
             first: None,
             rest: Vec::new(),
             dirty: 0,
@@ -357,7 +367,11 @@ impl<'a> Locked<'a> {
 
     /// Locks the tables named by `ids` (see [`table_id`]), in ascending order.
     pub fn lock(ks: &'a Keyspace, db: usize, ids: &mut [u32]) -> Locked<'a> {
-        let mut l = Self::empty(ks, db);
+        Self::lock_at(ks, db, ids, now_ms())
+    }
+
+    pub fn lock_at(ks: &'a Keyspace, db: usize, ids: &mut [u32], now_ms: u64) -> Locked<'a> {
+        let mut l = Self::empty_at(ks, db, now_ms);
         ids.sort_unstable();
         let mut prev = None;
         for &id in ids.iter() {
@@ -372,7 +386,11 @@ impl<'a> Locked<'a> {
 
     /// Locks the single table holding `key` in `db`.
     pub fn lock_key(ks: &'a Keyspace, db: usize, key: &[u8]) -> Locked<'a> {
-        let mut l = Self::empty(ks, db);
+        Self::lock_key_at(ks, db, key, now_ms())
+    }
+
+    pub fn lock_key_at(ks: &'a Keyspace, db: usize, key: &[u8], now_ms: u64) -> Locked<'a> {
+        let mut l = Self::empty_at(ks, db, now_ms);
         let id = table_id(l.db, key_slot(key));
         l.acquire(id);
         l
@@ -451,7 +469,7 @@ impl<'a> Locked<'a> {
     pub fn get_in(&mut self, db: usize, key: &[u8]) -> Option<&Entry> {
         self.lazy_expire(db, key);
         let now = self.now;
-        let lru = self.ks.lru_clock();
+        let lru = (self.now / 1000) as u32;
         let e = self.table_in(db, key).peek_mut(key)?;
         if e.is_expired(now) {
             return None; // a replica keeps it until the master's DEL arrives
@@ -469,7 +487,7 @@ impl<'a> Locked<'a> {
         let db = self.db;
         self.lazy_expire(db, key);
         let now = self.now;
-        let lru = self.ks.lru_clock();
+        let lru = (self.now / 1000) as u32;
         self.ks.dbs[db].watch.signal(key);
         self.dirty += 1;
         let e = self.table_in(db, key).peek_mut(key)?;
@@ -487,7 +505,7 @@ impl<'a> Locked<'a> {
     /// Stores `entry` under `key` in `db`, replacing any old value and deadline.
     pub fn insert_in(&mut self, db: usize, key: &[u8], mut entry: Entry) -> Option<Entry> {
         self.lazy_expire(db, key);
-        entry.lru = self.ks.lru_clock();
+        entry.lru = (self.now / 1000) as u32;
         self.ks.dbs[db].watch.signal(key);
         self.dirty += 1;
         self.table_in(db, key).insert(key, entry)

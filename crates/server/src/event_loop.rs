@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use carmine_commands::{execute, ClientInfo, Session, Shared, ThreadStats};
+use carmine_commands::{execute_at, ClientInfo, Session, Shared, ThreadStats};
 use carmine_resp::{Args, CommandDecoder, Limits, ReplyBuf};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -308,9 +308,9 @@ impl EventLoop {
                         return;
                     }
                     if n < self.read_buf.len() {
-                        // Edge-triggered: keep reading until WouldBlock, but a short read
-                        // usually means the socket is drained; one more read confirms it.
-                        continue;
+                        // A short read took everything the socket held; data arriving
+                        // later raises a new edge, so no extra read() to see WouldBlock.
+                        break;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -335,21 +335,19 @@ impl EventLoop {
             return;
         };
         let shared = &*self.shared;
+        let now = carmine_keyspace::now_ms();
         while !conn.closing && conn.reply.len() < OUTPUT_PAUSE {
             match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
                 Ok(true) => {
-                    execute(
+                    execute_at(
                         shared,
                         &mut conn.session,
                         &self.stats,
                         &conn.args,
                         &mut conn.reply,
+                        now,
                     );
-                    if !conn.session.authenticated {
-                        conn.decoder.set_authenticated(false);
-                    } else {
-                        conn.decoder.set_authenticated(true);
-                    }
+                    conn.decoder.set_authenticated(conn.session.authenticated);
                     if conn.session.close_after_reply {
                         conn.closing = true;
                     }
