@@ -37,6 +37,15 @@ pub fn commands() -> Vec<CommandSpec> {
     ]
 }
 
+/// Writes a string value of any encoding as a bulk reply.
+#[inline]
+fn bulk_str(reply: &mut carmine_resp::ReplyBuf, s: &StrValue) {
+    match s {
+        StrValue::Int(n) => reply.bulk_int(*n),
+        other => other.with_bytes(|b| reply.bulk(b)),
+    }
+}
+
 /// Replies with the string at `key`, or null; WRONGTYPE for another type.
 fn reply_string(ctx: &mut Ctx<'_, '_>, key: &[u8]) {
     match ctx.l.get(key) {
@@ -47,8 +56,7 @@ fn reply_string(ctx: &mut Ctx<'_, '_>, key: &[u8]) {
         Some(e) => {
             ctx.stats.hit(true);
             match &e.value {
-                Value::Str(StrValue::Raw(v)) => ctx.reply.bulk(v),
-                Value::Str(StrValue::Int(n)) => ctx.reply.bulk_int(*n),
+                Value::Str(s) => bulk_str(ctx.reply, s),
                 #[allow(unreachable_patterns)]
                 _ => ctx.wrong_type(),
             }
@@ -265,10 +273,7 @@ fn mget(ctx: &mut Ctx<'_, '_>) {
                 ..
             }) => {
                 ctx.stats.hit(true);
-                match s {
-                    StrValue::Raw(v) => ctx.reply.bulk(v),
-                    StrValue::Int(n) => ctx.reply.bulk_int(*n),
-                }
+                bulk_str(ctx.reply, s);
             }
             #[allow(unreachable_patterns)]
             Some(_) => ctx.reply.null(),

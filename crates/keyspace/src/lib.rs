@@ -33,6 +33,7 @@
 //! ```
 
 mod api;
+mod compact;
 mod error;
 mod keyspace;
 pub mod ops;
@@ -41,9 +42,10 @@ mod table;
 mod value;
 
 pub use api::DbHandle;
+pub use compact::CompactKey;
 pub use error::KeyspaceError;
 pub use keyspace::{now_ms, table_id, Db, Keyspace, KeyspaceStats, Locked, WatchRegistry};
 pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
 pub use pattern::glob_match;
 pub use table::{Key, SlotTable};
-pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX};
+pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX, INLINE_STR};

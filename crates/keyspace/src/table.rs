@@ -6,8 +6,8 @@ use hashbrown::HashMap;
 
 use crate::value::Entry;
 
-/// An owned key. `Box<[u8]>` rather than `Vec<u8>`: 16 bytes per key, no spare capacity.
-pub type Key = Box<[u8]>;
+/// An owned key: inline up to 22 bytes, boxed beyond.
+pub type Key = crate::compact::CompactKey;
 
 /// The keys of one cluster slot in one database.
 #[derive(Debug, Default, Clone)]
@@ -137,7 +137,7 @@ impl SlotTable {
         let per_bucket = std::mem::size_of::<(Key, Entry)>() + 1;
         let mut total = self.map.capacity() * per_bucket;
         for (k, e) in &self.map {
-            total += k.len() + e.value.heap_size();
+            total += k.heap_size() + e.value.heap_size();
         }
         total
     }

@@ -3,11 +3,17 @@
 /// Strings up to this many bytes report `embstr` in OBJECT ENCODING, as in Redis.
 pub const EMBSTR_MAX: usize = 44;
 
+/// Longest string stored inside the entry itself (the enum is 32 bytes either way).
+pub const INLINE_STR: usize = 30;
+
 /// A string value. Integers that round-trip through their decimal form are stored as
 /// `Int` (Redis' "int" encoding): 8 bytes, no allocation, and INCR needs no parsing.
+/// Short strings live inline (no allocation, no pointer to follow on GET); longer ones
+/// and strings being edited (APPEND, SETRANGE) are `Raw`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StrValue {
     Int(i64),
+    Inline { len: u8, buf: [u8; INLINE_STR] },
     Raw(Vec<u8>),
 }
 
@@ -19,12 +25,31 @@ impl StrValue {
                 return StrValue::Int(n);
             }
         }
+        if bytes.len() <= INLINE_STR {
+            let mut buf = [0u8; INLINE_STR];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            return StrValue::Inline {
+                len: bytes.len() as u8,
+                buf,
+            };
+        }
         StrValue::Raw(bytes.to_vec())
+    }
+
+    /// The bytes of a non-integer value (integers need formatting: see `with_bytes`).
+    #[inline]
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            StrValue::Int(_) => None,
+            StrValue::Inline { len, buf } => Some(&buf[..*len as usize]),
+            StrValue::Raw(v) => Some(v),
+        }
     }
 
     pub fn len(&self) -> usize {
         match self {
             StrValue::Int(n) => itoa::Buffer::new().format(*n).len(),
+            StrValue::Inline { len, .. } => *len as usize,
             StrValue::Raw(v) => v.len(),
         }
     }
@@ -37,6 +62,7 @@ impl StrValue {
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         match self {
             StrValue::Int(n) => f(itoa::Buffer::new().format(*n).as_bytes()),
+            StrValue::Inline { len, buf } => f(&buf[..*len as usize]),
             StrValue::Raw(v) => f(v),
         }
     }
@@ -47,12 +73,12 @@ impl StrValue {
 
     /// Turns the value into raw bytes for in-place edits (APPEND, SETRANGE).
     pub fn make_raw(&mut self) -> &mut Vec<u8> {
-        if let StrValue::Int(n) = *self {
-            *self = StrValue::Raw(itoa::Buffer::new().format(n).as_bytes().to_vec());
+        if !matches!(self, StrValue::Raw(_)) {
+            *self = StrValue::Raw(self.to_vec());
         }
         match self {
             StrValue::Raw(v) => v,
-            StrValue::Int(_) => unreachable!("converted above"),
+            _ => unreachable!("converted above"),
         }
     }
 
@@ -60,14 +86,16 @@ impl StrValue {
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             StrValue::Int(n) => Some(*n),
-            StrValue::Raw(v) => parse_canonical_i64(v),
+            _ => self.as_bytes().and_then(parse_canonical_i64),
         }
     }
 
     pub fn encoding(&self) -> &'static str {
         match self {
             StrValue::Int(_) => "int",
-            StrValue::Raw(v) if v.len() <= EMBSTR_MAX => "embstr",
+            StrValue::Inline { .. } => "embstr",
+            // Strings edited in place are "raw" in Redis whatever their length.
+            StrValue::Raw(v) if v.len() <= EMBSTR_MAX && v.capacity() == v.len() => "embstr",
             StrValue::Raw(_) => "raw",
         }
     }
@@ -75,7 +103,7 @@ impl StrValue {
     /// Heap bytes held beyond the entry itself.
     pub fn heap_size(&self) -> usize {
         match self {
-            StrValue::Int(_) => 0,
+            StrValue::Int(_) | StrValue::Inline { .. } => 0,
             StrValue::Raw(v) => v.capacity(),
         }
     }
