@@ -228,12 +228,21 @@ mod tests {
     fn integer_encoding_only_for_canonical_text() {
         assert_eq!(StrValue::from_bytes(b"123"), StrValue::Int(123));
         assert_eq!(StrValue::from_bytes(b"-5"), StrValue::Int(-5));
-        assert_eq!(
-            StrValue::from_bytes(b"0123"),
-            StrValue::Raw(b"0123".to_vec())
-        );
-        assert_eq!(StrValue::from_bytes(b"-0"), StrValue::Raw(b"-0".to_vec()));
-        assert_eq!(StrValue::from_bytes(b" 1"), StrValue::Raw(b" 1".to_vec()));
+        assert_eq!(StrValue::from_bytes(b"0123").as_bytes(), Some(&b"0123"[..]));
+        assert_eq!(StrValue::from_bytes(b"-0").as_bytes(), Some(&b"-0"[..]));
+        assert_eq!(StrValue::from_bytes(b" 1").as_i64(), None);
+        assert_eq!(std::mem::size_of::<StrValue>(), 32);
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+        let long = vec![b'x'; INLINE_STR + 1];
+        assert!(matches!(StrValue::from_bytes(&long), StrValue::Raw(_)));
+        assert!(matches!(
+            StrValue::from_bytes(&long[1..]),
+            StrValue::Inline { .. }
+        ));
+        let mut v = StrValue::from_bytes(b"abc");
+        v.make_raw().extend_from_slice(b"def");
+        assert_eq!(v.to_vec(), b"abcdef");
+        assert_eq!(v.encoding(), "raw");
         assert_eq!(
             StrValue::from_bytes(b"99999999999999999999").encoding(),
             "embstr"
