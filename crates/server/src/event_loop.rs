@@ -24,6 +24,12 @@ const FIRST_LISTENER: usize = 1 << 40;
 /// the socket drains: a client that writes but never reads cannot grow memory unbounded.
 const OUTPUT_PAUSE: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+const FAST_EXPIRE_EVERY: Duration = Duration::from_millis(2);
+
+/// More than 10% of the volatile keys examined were already stale (Redis' threshold).
+fn stale_share_high(examined: usize, removed: usize) -> bool {
+    examined > 0 && removed * 10 > examined
+}
 
 /// A handle other threads use to reach a loop.
 #[derive(Clone)]
@@ -61,6 +67,9 @@ pub struct EventLoop {
     waker: Arc<Waker>,
     read_buf: Vec<u8>,
     expire_cursor: usize,
+    /// The last expiry pass found many stale keys: run fast cycles between polls.
+    expire_backlog: bool,
+    last_fast_expire: Instant,
     ops_sample: (Instant, u64),
 }
 
@@ -89,6 +98,8 @@ impl EventLoop {
                 waker,
                 read_buf: vec![0; READ_CHUNK],
                 expire_cursor: 0,
+                expire_backlog: false,
+                last_fast_expire: Instant::now(),
                 ops_sample: (Instant::now(), 0),
             },
             handle,
@@ -120,7 +131,10 @@ impl EventLoop {
                 return;
             }
             let now = Instant::now();
-            let timeout = next_cron.saturating_duration_since(now);
+            let mut timeout = next_cron.saturating_duration_since(now);
+            if self.expire_backlog {
+                timeout = timeout.min(FAST_EXPIRE_EVERY);
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     log::warning(&format!("poll failed: {e}"));
@@ -140,6 +154,9 @@ impl EventLoop {
                         }
                     }
                 }
+            }
+            if self.expire_backlog && self.last_fast_expire.elapsed() >= FAST_EXPIRE_EVERY {
+                self.fast_expire_cycle();
             }
             if Instant::now() >= next_cron {
                 self.cron();
@@ -513,6 +530,23 @@ impl EventLoop {
         }
     }
 
+    /// Redis' fast expire cycle: while the slow cycle keeps finding more than 10% of the
+    /// volatile keys it examines already stale, spend up to 1 ms every 2 ms between polls
+    /// reclaiming them, so memory held by dead keys does not wait for the next cron.
+    fn fast_expire_cycle(&mut self) {
+        self.last_fast_expire = Instant::now();
+        if !self.shared.active_expire.load(Ordering::Relaxed) {
+            self.expire_backlog = false;
+            return;
+        }
+        let (examined, removed) = self.shared.keyspace.active_expire(
+            &mut self.expire_cursor,
+            Duration::from_millis(1),
+            |_, _| {},
+        );
+        self.expire_backlog = stale_share_high(examined, removed);
+    }
+
     /// Work done once per server, on loop 0: active expiry and the ops/sec sample.
     fn cron_global(&mut self) {
         let sh = &self.shared;
@@ -520,8 +554,10 @@ impl EventLoop {
             let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);
             // Redis' slow cycle may use 25% of each cron period.
             let budget = Duration::from_micros(250_000 / hz);
-            sh.keyspace
-                .active_expire(&mut self.expire_cursor, budget, |_, _| {});
+            let (examined, removed) =
+                sh.keyspace
+                    .active_expire(&mut self.expire_cursor, budget, |_, _| {});
+            self.expire_backlog = stale_share_high(examined, removed);
         }
         let total = sh.sum(|t| t.total_commands.load(Ordering::Relaxed));
         let (at, prev) = self.ops_sample;
