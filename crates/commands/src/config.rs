@@ -165,6 +165,69 @@ pub static PARAMS: &[ParamSpec] = &[
         Kind::Int { min: 1, max: 10 },
         true,
     ),
+    ParamSpec {
+        alias: Some("hash-max-ziplist-entries"),
+        ..p(
+            "hash-max-listpack-entries",
+            "128",
+            Kind::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            true,
+        )
+    },
+    ParamSpec {
+        alias: Some("hash-max-ziplist-value"),
+        ..p(
+            "hash-max-listpack-value",
+            "64",
+            Kind::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            true,
+        )
+    },
+    ParamSpec {
+        alias: Some("list-max-ziplist-size"),
+        ..p(
+            "list-max-listpack-size",
+            "-2",
+            Kind::Int {
+                min: i32::MIN as i64,
+                max: i32::MAX as i64,
+            },
+            true,
+        )
+    },
+    p(
+        "set-max-intset-entries",
+        "512",
+        Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        true,
+    ),
+    p(
+        "set-max-listpack-entries",
+        "128",
+        Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        true,
+    ),
+    p(
+        "set-max-listpack-value",
+        "64",
+        Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        true,
+    ),
 ];
 
 fn spec(name: &str) -> Option<&'static ParamSpec> {

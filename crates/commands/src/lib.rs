@@ -24,13 +24,17 @@ mod barrier;
 pub mod config;
 pub mod connection;
 mod dispatch;
+mod hash;
 mod keys;
 mod lcs;
+mod list;
 pub mod server;
+mod set;
 pub mod state;
 mod string;
 pub mod table;
 mod transaction;
+mod typed;
 
 pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
@@ -46,5 +50,8 @@ pub fn command_table() -> CommandTable {
     specs.extend(keys::commands());
     specs.extend(string::commands());
     specs.extend(transaction::commands());
+    specs.extend(hash::commands());
+    specs.extend(list::commands());
+    specs.extend(set::commands());
     CommandTable::new(specs)
 }

@@ -695,6 +695,7 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                     ));
                 }
             }
+            ctx.shared.sync_config();
             ctx.reply.ok();
         }
         b"resetstat" if argc == 2 => {

@@ -261,7 +261,7 @@ impl Shared {
         for _ in 0..40 {
             run_id.push(char::from(b"0123456789abcdef"[fastrand::usize(..16)]));
         }
-        Arc::new(Shared {
+        let shared = Arc::new(Shared {
             keyspace: Keyspace::with_databases(databases),
             config,
             commands: crate::command_table(),
@@ -285,7 +285,28 @@ impl Shared {
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),
             io_threads,
-        })
+        });
+        shared.sync_config();
+        shared
+    }
+
+    /// Copies the configuration values the keyspace reads (encoding thresholds) into it.
+    pub fn sync_config(&self) {
+        let l = self.keyspace.limits();
+        let c = &self.config;
+        let u = |name: &str| c.get_i64(name).max(0) as usize;
+        l.hash_max_listpack_entries
+            .store(u("hash-max-listpack-entries"), Ordering::Relaxed);
+        l.hash_max_listpack_value
+            .store(u("hash-max-listpack-value"), Ordering::Relaxed);
+        l.list_max_listpack_size
+            .store(c.get_i64("list-max-listpack-size"), Ordering::Relaxed);
+        l.set_max_intset_entries
+            .store(u("set-max-intset-entries"), Ordering::Relaxed);
+        l.set_max_listpack_entries
+            .store(u("set-max-listpack-entries"), Ordering::Relaxed);
+        l.set_max_listpack_value
+            .store(u("set-max-listpack-value"), Ordering::Relaxed);
     }
 
     pub fn io_threads(&self) -> usize {

@@ -141,6 +141,7 @@ pub struct Keyspace {
     /// When false (a replica), expired keys read as missing but are not deleted: the
     /// master's DEL keeps the data sets identical.
     expire_deletes: AtomicBool,
+    limits: crate::collections::EncodingLimits,
 }
 
 impl Default for Keyspace {
@@ -166,7 +167,13 @@ impl Keyspace {
             dbs: (0..n.max(1)).map(|_| Db::new()).collect(),
             stats: KeyspaceStats::default(),
             expire_deletes: AtomicBool::new(true),
+            limits: crate::collections::EncodingLimits::default(),
         }
+    }
+
+    /// The compact-encoding thresholds (`hash-max-listpack-entries` ...).
+    pub fn limits(&self) -> &crate::collections::EncodingLimits {
+        &self.limits
     }
 
     pub fn databases(&self) -> usize {

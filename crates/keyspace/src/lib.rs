@@ -33,19 +33,23 @@
 //! ```
 
 mod api;
+pub mod collections;
 mod compact;
 mod error;
 mod keyspace;
 pub mod ops;
+mod packed;
 mod pattern;
 mod table;
 mod value;
 
 pub use api::DbHandle;
+pub use collections::{EncodingLimits, HashValue, ListValue, SetValue};
 pub use compact::CompactKey;
 pub use error::KeyspaceError;
 pub use keyspace::{now_ms, table_id, Db, Keyspace, KeyspaceStats, Locked, WatchRegistry};
 pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
+pub use packed::Packed;
 pub use pattern::glob_match;
 pub use table::{Key, SlotTable};
 pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX, INLINE_STR};

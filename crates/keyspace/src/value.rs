@@ -1,5 +1,7 @@
 //! Values and entries.
 
+use crate::collections::{HashValue, ListValue, SetValue};
+
 /// Strings up to this many bytes report `embstr` in OBJECT ENCODING, as in Redis.
 pub const EMBSTR_MAX: usize = 44;
 
@@ -139,11 +141,14 @@ pub fn parse_canonical_i64(s: &[u8]) -> Option<i64> {
     }
 }
 
-/// A value of any type. Only strings exist so far; every other type is added as a variant
-/// here, so `match` arms in the commands crate make the WRONGTYPE cases explicit.
+/// A value of any type. Collections are boxed so that every entry stays 32 bytes of value
+/// whatever its type; `match` arms in the commands crate make WRONGTYPE cases explicit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     Str(StrValue),
+    Hash(Box<HashValue>),
+    List(Box<ListValue>),
+    Set(Box<SetValue>),
 }
 
 impl Value {
@@ -151,30 +156,51 @@ impl Value {
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::List(_) => "list",
+            Value::Set(_) => "set",
         }
     }
 
     pub fn encoding(&self) -> &'static str {
         match self {
             Value::Str(s) => s.encoding(),
+            Value::Hash(h) => h.encoding(),
+            Value::List(l) => l.encoding(),
+            Value::Set(s) => s.encoding(),
         }
     }
 
     pub fn heap_size(&self) -> usize {
         match self {
             Value::Str(s) => s.heap_size(),
+            Value::Hash(h) => 48 + h.heap_size(),
+            Value::List(l) => 48 + l.heap_size(),
+            Value::Set(s) => 48 + s.heap_size(),
         }
     }
 
     pub fn as_str(&self) -> Option<&StrValue> {
         match self {
             Value::Str(s) => Some(s),
+            _ => None,
         }
     }
 
     pub fn as_str_mut(&mut self) -> Option<&mut StrValue> {
         match self {
             Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Number of elements of a collection (1 for a string).
+    pub fn elements(&self) -> usize {
+        match self {
+            Value::Str(_) => 1,
+            Value::Hash(h) => h.len(),
+            Value::List(l) => l.len(),
+            Value::Set(s) => s.len(),
         }
     }
 }

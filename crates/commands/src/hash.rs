@@ -1,0 +1,480 @@
+//! Hashes: HSET, HGET, HMGET, HMSET, HSETNX, HDEL, HLEN, HSTRLEN, HEXISTS, HKEYS, HVALS,
+//! HGETALL, HINCRBY, HINCRBYFLOAT, HRANDFIELD, HSCAN.
+
+use carmine_keyspace::ops::{format_float, parse_float};
+use carmine_keyspace::{parse_canonical_i64, HashValue};
+
+use crate::table::{cmd, flags::*, keys, CommandSpec};
+use crate::typed::{drop_if_empty, read, scan_reply, write};
+use crate::Ctx;
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "hash";
+    let rf = "@read @hash @fast";
+    let wf = "@write @hash @fast";
+    let rs = "@read @hash @slow";
+    vec![
+        cmd(
+            "hset",
+            -4,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            hset,
+            g,
+            wf,
+            "Creates or modifies the value of a field in a hash.",
+        ),
+        cmd(
+            "hmset",
+            -4,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            hmset,
+            g,
+            wf,
+            "Sets the values of multiple fields.",
+        ),
+        cmd(
+            "hsetnx",
+            4,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            hsetnx,
+            g,
+            wf,
+            "Sets the value of a field in a hash only when the field doesn't exist.",
+        ),
+        cmd(
+            "hget",
+            3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            hget,
+            g,
+            rf,
+            "Returns the value of a field in a hash.",
+        ),
+        cmd(
+            "hmget",
+            -3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            hmget,
+            g,
+            rf,
+            "Returns the values of all fields in a hash.",
+        ),
+        cmd(
+            "hdel",
+            -3,
+            WRITE | FAST,
+            keys(1, 1, 1),
+            hdel,
+            g,
+            wf,
+            "Deletes one or more fields and their values from a hash.",
+        ),
+        cmd(
+            "hlen",
+            2,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            hlen,
+            g,
+            rf,
+            "Returns the number of fields in a hash.",
+        ),
+        cmd(
+            "hstrlen",
+            3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            hstrlen,
+            g,
+            rf,
+            "Returns the length of the value of a field.",
+        ),
+        cmd(
+            "hexists",
+            3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            hexists,
+            g,
+            rf,
+            "Determines whether a field exists in a hash.",
+        ),
+        cmd(
+            "hkeys",
+            2,
+            READONLY,
+            keys(1, 1, 1),
+            hkeys,
+            g,
+            rs,
+            "Returns all fields in a hash.",
+        ),
+        cmd(
+            "hvals",
+            2,
+            READONLY,
+            keys(1, 1, 1),
+            hvals,
+            g,
+            rs,
+            "Returns all values in a hash.",
+        ),
+        cmd(
+            "hgetall",
+            2,
+            READONLY,
+            keys(1, 1, 1),
+            hgetall,
+            g,
+            rs,
+            "Returns all fields and values in a hash.",
+        ),
+        cmd(
+            "hincrby",
+            4,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            hincrby,
+            g,
+            wf,
+            "Increments the integer value of a field in a hash by a number.",
+        ),
+        cmd(
+            "hincrbyfloat",
+            4,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            hincrbyfloat,
+            g,
+            wf,
+            "Increments the floating point value of a field by a number.",
+        ),
+        cmd(
+            "hrandfield",
+            -2,
+            READONLY,
+            keys(1, 1, 1),
+            hrandfield,
+            g,
+            rs,
+            "Returns one or more random fields from a hash.",
+        ),
+        cmd(
+            "hscan",
+            -3,
+            READONLY,
+            keys(1, 1, 1),
+            hscan,
+            g,
+            rs,
+            "Iterates over fields and values of a hash.",
+        ),
+    ]
+}
+
+fn set_pairs(ctx: &mut Ctx<'_, '_>) -> Option<i64> {
+    if !ctx.args.len().is_multiple_of(2) {
+        let name = ctx.name();
+        ctx.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+        return None;
+    }
+    let key = ctx.args.bytes(1);
+    let limits = ctx.shared.keyspace.limits();
+    let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) else {
+        ctx.wrong_type();
+        return None;
+    };
+    let mut added = 0;
+    for i in (2..ctx.args.len()).step_by(2) {
+        let (f, v) = (
+            ctx.args.get(i).unwrap_or_default(),
+            ctx.args.get(i + 1).unwrap_or_default(),
+        );
+        if h.insert(f, v, limits) {
+            added += 1;
+        }
+    }
+    Some(added)
+}
+
+fn hset(ctx: &mut Ctx<'_, '_>) {
+    if let Some(n) = set_pairs(ctx) {
+        ctx.reply.int(n);
+    }
+}
+
+fn hmset(ctx: &mut Ctx<'_, '_>) {
+    if set_pairs(ctx).is_some() {
+        ctx.reply.ok();
+    }
+}
+
+fn hsetnx(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<HashValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(Some(h)) if h.contains(ctx.args.get(2).unwrap_or_default()) => return ctx.reply.int(0),
+        Ok(_) => {}
+    }
+    let limits = ctx.shared.keyspace.limits();
+    if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
+        h.insert(
+            ctx.args.get(2).unwrap_or_default(),
+            ctx.args.get(3).unwrap_or_default(),
+            limits,
+        );
+    }
+    ctx.reply.int(1);
+}
+
+fn hget(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<HashValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(h) => match h.and_then(|h| h.get(ctx.args.get(2).unwrap_or_default())) {
+            Some(v) => ctx.reply.bulk(v),
+            None => ctx.reply.null(),
+        },
+    }
+}
+
+fn hmget(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<HashValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(h) => {
+            ctx.reply.array(ctx.args.len() - 2);
+            for i in 2..ctx.args.len() {
+                match h.and_then(|h| h.get(ctx.args.get(i).unwrap_or_default())) {
+                    Some(v) => ctx.reply.bulk(v),
+                    None => ctx.reply.null(),
+                }
+            }
+        }
+    }
+}
+
+fn hdel(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let n = match write::<HashValue>(ctx.l, &key, false) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => 0,
+        Ok(Some(h)) => (2..ctx.args.len())
+            .filter(|&i| h.remove(ctx.args.get(i).unwrap_or_default()))
+            .count(),
+    };
+    drop_if_empty::<HashValue>(ctx.l, &key);
+    ctx.reply.int(n as i64);
+}
+
+fn hlen(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<HashValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(h) => ctx.reply.int(h.map_or(0, |h| h.len() as i64)),
+    }
+}
+
+fn hstrlen(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<HashValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(h) => {
+            let n = h
+                .and_then(|h| h.get(ctx.args.get(2).unwrap_or_default()))
+                .map_or(0, <[u8]>::len);
+            ctx.reply.int(n as i64);
+        }
+    }
+}
+
+fn hexists(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<HashValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(h) => ctx.reply.int(i64::from(
+            h.is_some_and(|h| h.contains(ctx.args.get(2).unwrap_or_default())),
+        )),
+    }
+}
+
+/// HKEYS (fields), HVALS (values), HGETALL (map of both).
+fn hall(ctx: &mut Ctx<'_, '_>, fields: bool, values: bool) {
+    let key = ctx.args.bytes(1);
+    let h = match read::<HashValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(h) => h,
+    };
+    let pairs = h.map(|h| h.pairs()).unwrap_or_default();
+    if fields && values {
+        ctx.reply.map(pairs.len());
+    } else {
+        ctx.reply.array(pairs.len());
+    }
+    for (f, v) in pairs {
+        if fields {
+            ctx.reply.bulk(f);
+        }
+        if values {
+            ctx.reply.bulk(v);
+        }
+    }
+}
+
+fn hkeys(ctx: &mut Ctx<'_, '_>) {
+    hall(ctx, true, false);
+}
+
+fn hvals(ctx: &mut Ctx<'_, '_>) {
+    hall(ctx, false, true);
+}
+
+fn hgetall(ctx: &mut Ctx<'_, '_>) {
+    hall(ctx, true, true);
+}
+
+fn hincrby(ctx: &mut Ctx<'_, '_>) {
+    let Some(delta) = ctx.int_arg(3) else { return };
+    let key = ctx.args.bytes(1);
+    let field = ctx.args.bytes(2);
+    let cur = match read::<HashValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(h) => h.and_then(|h| h.get(&field)).map(<[u8]>::to_vec),
+    };
+    let cur = match cur {
+        None => 0,
+        Some(v) => match parse_canonical_i64(&v) {
+            Some(n) => n,
+            None => return ctx.error("ERR hash value is not an integer"),
+        },
+    };
+    let Some(next) = cur.checked_add(delta) else {
+        return ctx.error("ERR increment or decrement would overflow");
+    };
+    let limits = ctx.shared.keyspace.limits();
+    if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
+        h.insert(&field, next.to_string().as_bytes(), limits);
+    }
+    ctx.reply.int(next);
+}
+
+fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
+    let Some(delta) = ctx.float_arg(3) else {
+        return;
+    };
+    let key = ctx.args.bytes(1);
+    let field = ctx.args.bytes(2);
+    let cur = match read::<HashValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(h) => h.and_then(|h| h.get(&field)).map(<[u8]>::to_vec),
+    };
+    let cur = match cur {
+        None => 0.0,
+        Some(v) => match parse_float(&v) {
+            Some(n) => n,
+            None => return ctx.error("ERR hash value is not a float"),
+        },
+    };
+    let next = cur + delta;
+    if next.is_nan() || next.is_infinite() {
+        return ctx.error("ERR increment would produce NaN or Infinity");
+    }
+    let text = format_float(next);
+    let limits = ctx.shared.keyspace.limits();
+    if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
+        h.insert(&field, &text, limits);
+    }
+    ctx.reply.bulk(&text);
+}
+
+fn hrandfield(ctx: &mut Ctx<'_, '_>) {
+    let with_values = match ctx.args.len() {
+        2 | 3 => false,
+        4 if ctx.is(3, "WITHVALUES") => true,
+        _ => return ctx.syntax_error(),
+    };
+    let count = if ctx.args.len() >= 3 {
+        match ctx.int_arg(2) {
+            Some(n) => Some(n),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let key = ctx.args.bytes(1);
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = match read::<HashValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(h) => h
+            .map(|h| {
+                h.pairs()
+                    .into_iter()
+                    .map(|(f, v)| (f.to_vec(), v.to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let picks = random_picks(pairs.len(), count);
+    let Some(picks) = picks else {
+        return match pairs.get(fastrand::usize(..pairs.len().max(1))) {
+            Some((f, _)) if !pairs.is_empty() => ctx.reply.bulk(f),
+            _ => ctx.reply.null(),
+        };
+    };
+    if with_values && ctx.reply.resp3 {
+        ctx.reply.array(picks.len());
+        for i in picks {
+            ctx.reply.array(2);
+            ctx.reply.bulk(&pairs[i].0);
+            ctx.reply.bulk(&pairs[i].1);
+        }
+        return;
+    }
+    ctx.reply
+        .array(picks.len() * if with_values { 2 } else { 1 });
+    for i in picks {
+        ctx.reply.bulk(&pairs[i].0);
+        if with_values {
+            ctx.reply.bulk(&pairs[i].1);
+        }
+    }
+}
+
+/// Indexes for the random-member commands: None for the single-element form; a positive
+/// count gives distinct elements (at most all), a negative one allows repeats.
+pub fn random_picks(len: usize, count: Option<i64>) -> Option<Vec<usize>> {
+    let count = count?;
+    if len == 0 || count == 0 {
+        return Some(Vec::new());
+    }
+    if count < 0 {
+        let n = count.unsigned_abs().min(1 << 24) as usize;
+        return Some((0..n).map(|_| fastrand::usize(..len)).collect());
+    }
+    let mut all: Vec<usize> = (0..len).collect();
+    fastrand::shuffle(&mut all);
+    all.truncate((count as usize).min(len));
+    Some(all)
+}
+
+fn hscan(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let items: Vec<Vec<u8>> = match read::<HashValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(h) => h
+            .map(|h| {
+                h.pairs()
+                    .into_iter()
+                    .flat_map(|(f, v)| [f.to_vec(), v.to_vec()])
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    scan_reply(ctx, &items, true);
+}

@@ -1,0 +1,486 @@
+//! Sets: SADD, SREM, SISMEMBER, SMISMEMBER, SMEMBERS, SCARD, SPOP, SRANDMEMBER, SMOVE,
+//! SINTER, SINTERCARD, SINTERSTORE, SUNION, SUNIONSTORE, SDIFF, SDIFFSTORE, SSCAN.
+
+use std::collections::HashSet;
+
+use carmine_keyspace::{Entry, SetValue};
+
+use crate::hash::random_picks;
+use crate::list::numkeys_at_1;
+use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
+use crate::typed::{drop_if_empty, read, scan_reply, write, Collection};
+use crate::Ctx;
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "set";
+    let wf = "@write @set @fast";
+    let ws = "@write @set @slow";
+    let rf = "@read @set @fast";
+    let rs = "@read @set @slow";
+    vec![
+        cmd(
+            "sadd",
+            -3,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            sadd,
+            g,
+            wf,
+            "Adds one or more members to a set.",
+        ),
+        cmd(
+            "srem",
+            -3,
+            WRITE | FAST,
+            keys(1, 1, 1),
+            srem,
+            g,
+            wf,
+            "Removes one or more members from a set.",
+        ),
+        cmd(
+            "sismember",
+            3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            sismember,
+            g,
+            rf,
+            "Determines whether a member belongs to a set.",
+        ),
+        cmd(
+            "smismember",
+            -3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            smismember,
+            g,
+            rf,
+            "Determines whether multiple members belong to a set.",
+        ),
+        cmd(
+            "smembers",
+            2,
+            READONLY,
+            keys(1, 1, 1),
+            smembers,
+            g,
+            rs,
+            "Returns all members of a set.",
+        ),
+        cmd(
+            "scard",
+            2,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            scard,
+            g,
+            rf,
+            "Returns the number of members in a set.",
+        ),
+        cmd(
+            "spop",
+            -2,
+            WRITE | FAST,
+            keys(1, 1, 1),
+            spop,
+            g,
+            wf,
+            "Returns one or more random members from a set after removing them.",
+        ),
+        cmd(
+            "srandmember",
+            -2,
+            READONLY,
+            keys(1, 1, 1),
+            srandmember,
+            g,
+            rs,
+            "Get one or multiple random members from a set.",
+        ),
+        cmd(
+            "smove",
+            4,
+            WRITE | FAST,
+            keys(1, 2, 1),
+            smove,
+            g,
+            wf,
+            "Moves a member from one set to another.",
+        ),
+        cmd(
+            "sinter",
+            -2,
+            READONLY,
+            keys(1, -1, 1),
+            sinter,
+            g,
+            rs,
+            "Returns the intersect of multiple sets.",
+        ),
+        cmd(
+            "sintercard",
+            -3,
+            READONLY,
+            KeySpec::Custom(numkeys_at_1),
+            sintercard,
+            g,
+            rs,
+            "Returns the number of members of the intersect of multiple sets.",
+        ),
+        cmd(
+            "sinterstore",
+            -3,
+            WRITE | DENYOOM,
+            keys(1, -1, 1),
+            sinterstore,
+            g,
+            ws,
+            "Stores the intersect of multiple sets in a key.",
+        ),
+        cmd(
+            "sunion",
+            -2,
+            READONLY,
+            keys(1, -1, 1),
+            sunion,
+            g,
+            rs,
+            "Returns the union of multiple sets.",
+        ),
+        cmd(
+            "sunionstore",
+            -3,
+            WRITE | DENYOOM,
+            keys(1, -1, 1),
+            sunionstore,
+            g,
+            ws,
+            "Stores the union of multiple sets in a key.",
+        ),
+        cmd(
+            "sdiff",
+            -2,
+            READONLY,
+            keys(1, -1, 1),
+            sdiff,
+            g,
+            rs,
+            "Returns the difference of multiple sets.",
+        ),
+        cmd(
+            "sdiffstore",
+            -3,
+            WRITE | DENYOOM,
+            keys(1, -1, 1),
+            sdiffstore,
+            g,
+            ws,
+            "Stores the difference of multiple sets in a key.",
+        ),
+        cmd(
+            "sscan",
+            -3,
+            READONLY,
+            keys(1, 1, 1),
+            sscan,
+            g,
+            rs,
+            "Iterates over members of a set.",
+        ),
+    ]
+}
+
+fn sadd(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let limits = ctx.shared.keyspace.limits();
+    match write::<SetValue>(ctx.l, &key, true) {
+        Ok(Some(s)) => {
+            let n = (2..ctx.args.len())
+                .filter(|&i| s.insert(ctx.args.get(i).unwrap_or_default(), limits))
+                .count();
+            ctx.reply.int(n as i64);
+        }
+        _ => ctx.wrong_type(),
+    }
+}
+
+fn srem(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let n = match write::<SetValue>(ctx.l, &key, false) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => 0,
+        Ok(Some(s)) => (2..ctx.args.len())
+            .filter(|&i| s.remove(ctx.args.get(i).unwrap_or_default()))
+            .count(),
+    };
+    drop_if_empty::<SetValue>(ctx.l, &key);
+    ctx.reply.int(n as i64);
+}
+
+fn sismember(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<SetValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(s) => ctx.reply.int(i64::from(
+            s.is_some_and(|s| s.contains(ctx.args.get(2).unwrap_or_default())),
+        )),
+    }
+}
+
+fn smismember(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<SetValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(s) => {
+            ctx.reply.array(ctx.args.len() - 2);
+            for i in 2..ctx.args.len() {
+                let yes = s.is_some_and(|s| s.contains(ctx.args.get(i).unwrap_or_default()));
+                ctx.reply.int(i64::from(yes));
+            }
+        }
+    }
+}
+
+fn reply_members(ctx: &mut Ctx<'_, '_>, members: &[Vec<u8>]) {
+    ctx.reply.set(members.len());
+    for m in members {
+        ctx.reply.bulk(m);
+    }
+}
+
+fn smembers(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<SetValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(s) => {
+            let m = s.map(SetValue::members).unwrap_or_default();
+            reply_members(ctx, &m);
+        }
+    }
+}
+
+fn scard(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<SetValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(s) => ctx.reply.int(s.map_or(0, |s| s.len() as i64)),
+    }
+}
+
+fn count_arg(ctx: &mut Ctx<'_, '_>) -> Result<Option<i64>, ()> {
+    match ctx.args.len() {
+        2 => Ok(None),
+        3 => ctx.int_arg(2).map(Some).ok_or(()),
+        _ => {
+            ctx.syntax_error();
+            Err(())
+        }
+    }
+}
+
+fn spop(ctx: &mut Ctx<'_, '_>) {
+    let Ok(count) = count_arg(ctx) else { return };
+    if count.is_some_and(|c| c < 0) {
+        return ctx.error("ERR value is out of range, must be positive");
+    }
+    let key = ctx.args.bytes(1);
+    let popped: Option<Vec<Vec<u8>>> = match write::<SetValue>(ctx.l, &key, false) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => None,
+        Ok(Some(s)) => {
+            let n = count.map_or(1, |c| c as usize).min(s.len());
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                if let Some(m) = s.random() {
+                    s.remove(&m);
+                    out.push(m);
+                }
+            }
+            Some(out)
+        }
+    };
+    drop_if_empty::<SetValue>(ctx.l, &key);
+    match (count, popped) {
+        (None, Some(v)) => match v.first() {
+            Some(m) => ctx.reply.bulk(m),
+            None => ctx.reply.null(),
+        },
+        (None, None) => ctx.reply.null(),
+        (Some(_), v) => reply_members(ctx, &v.unwrap_or_default()),
+    }
+}
+
+fn srandmember(ctx: &mut Ctx<'_, '_>) {
+    let Ok(count) = count_arg(ctx) else { return };
+    let key = ctx.args.bytes(1);
+    let members = match read::<SetValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(s) => s.map(SetValue::members).unwrap_or_default(),
+    };
+    match random_picks(members.len(), count) {
+        None => match members.get(fastrand::usize(..members.len().max(1))) {
+            Some(m) => ctx.reply.bulk(m),
+            None => ctx.reply.null(),
+        },
+        Some(picks) => {
+            ctx.reply.array(picks.len());
+            for i in picks {
+                ctx.reply.bulk(&members[i]);
+            }
+        }
+    }
+}
+
+fn smove(ctx: &mut Ctx<'_, '_>) {
+    let (src, dst, m) = (ctx.args.bytes(1), ctx.args.bytes(2), ctx.args.bytes(3));
+    if read::<SetValue>(ctx.l, &dst).is_err() {
+        return ctx.wrong_type();
+    }
+    let removed = match write::<SetValue>(ctx.l, &src, false) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => false,
+        Ok(Some(s)) => s.remove(&m),
+    };
+    if !removed {
+        return ctx.reply.int(0);
+    }
+    drop_if_empty::<SetValue>(ctx.l, &src);
+    let limits = ctx.shared.keyspace.limits();
+    if let Ok(Some(d)) = write::<SetValue>(ctx.l, &dst, true) {
+        d.insert(&m, limits);
+    }
+    ctx.reply.int(1);
+}
+
+/// The members of the sets at `keys`, or Err after replying WRONGTYPE. Missing keys are
+/// empty sets.
+fn load_sets(ctx: &mut Ctx<'_, '_>, keys: &[usize]) -> Result<Vec<HashSet<Vec<u8>>>, ()> {
+    let mut out = Vec::with_capacity(keys.len());
+    for &i in keys {
+        let key = ctx.args.bytes(i);
+        match read::<SetValue>(ctx.l, &key) {
+            Err(()) => {
+                ctx.wrong_type();
+                return Err(());
+            }
+            Ok(s) => out.push(
+                s.map(|s| s.members().into_iter().collect())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Inter,
+    Union,
+    Diff,
+}
+
+fn combine(sets: Vec<HashSet<Vec<u8>>>, op: Op) -> Vec<Vec<u8>> {
+    let mut it = sets.into_iter();
+    let Some(mut acc) = it.next() else {
+        return Vec::new();
+    };
+    for s in it {
+        match op {
+            Op::Inter => acc.retain(|m| s.contains(m)),
+            Op::Union => acc.extend(s),
+            Op::Diff => acc.retain(|m| !s.contains(m)),
+        }
+    }
+    acc.into_iter().collect()
+}
+
+fn algebra(ctx: &mut Ctx<'_, '_>, op: Op) {
+    let keys: Vec<usize> = (1..ctx.args.len()).collect();
+    if let Ok(sets) = load_sets(ctx, &keys) {
+        let result = combine(sets, op);
+        reply_members(ctx, &result);
+    }
+}
+
+fn algebra_store(ctx: &mut Ctx<'_, '_>, op: Op) {
+    let keys: Vec<usize> = (2..ctx.args.len()).collect();
+    let Ok(sets) = load_sets(ctx, &keys) else {
+        return;
+    };
+    let result = combine(sets, op);
+    let dst = ctx.args.bytes(1);
+    let n = result.len();
+    if result.is_empty() {
+        ctx.l.remove(&dst);
+    } else {
+        let limits = ctx.shared.keyspace.limits();
+        let mut s = SetValue::default();
+        for m in &result {
+            s.insert(m, limits);
+        }
+        ctx.l.insert(&dst, Entry::new(s.wrap()));
+    }
+    ctx.reply.int(n as i64);
+}
+
+fn sinter(ctx: &mut Ctx<'_, '_>) {
+    algebra(ctx, Op::Inter);
+}
+
+fn sunion(ctx: &mut Ctx<'_, '_>) {
+    algebra(ctx, Op::Union);
+}
+
+fn sdiff(ctx: &mut Ctx<'_, '_>) {
+    algebra(ctx, Op::Diff);
+}
+
+fn sinterstore(ctx: &mut Ctx<'_, '_>) {
+    algebra_store(ctx, Op::Inter);
+}
+
+fn sunionstore(ctx: &mut Ctx<'_, '_>) {
+    algebra_store(ctx, Op::Union);
+}
+
+fn sdiffstore(ctx: &mut Ctx<'_, '_>) {
+    algebra_store(ctx, Op::Diff);
+}
+
+fn sintercard(ctx: &mut Ctx<'_, '_>) {
+    let numkeys = match ctx.int_arg(1) {
+        Some(n) if n > 0 => n as usize,
+        Some(_) => return ctx.error("ERR numkeys should be greater than 0"),
+        None => return,
+    };
+    if 2 + numkeys > ctx.args.len() {
+        return ctx.error("ERR Number of keys can't be greater than number of args");
+    }
+    let mut limit = 0usize;
+    let rest = 2 + numkeys;
+    if ctx.args.len() == rest + 2 && ctx.is(rest, "LIMIT") {
+        match ctx.int_arg(rest + 1) {
+            Some(n) if n >= 0 => limit = n as usize,
+            Some(_) => return ctx.error("ERR LIMIT can't be negative"),
+            None => return,
+        }
+    } else if ctx.args.len() != rest {
+        return ctx.syntax_error();
+    }
+    let keys: Vec<usize> = (2..rest).collect();
+    if let Ok(sets) = load_sets(ctx, &keys) {
+        let n = combine(sets, Op::Inter).len();
+        let n = if limit > 0 { n.min(limit) } else { n };
+        ctx.reply.int(n as i64);
+    }
+}
+
+fn sscan(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let items = match read::<SetValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(s) => s.map(SetValue::members).unwrap_or_default(),
+    };
+    scan_reply(ctx, &items, false);
+}

@@ -1,0 +1,553 @@
+//! Hashes, lists and sets: a compact encoding while small, a full structure past the same
+//! thresholds Redis uses (`hash-max-listpack-entries` ...), reported with Redis' encoding
+//! names. A collection never converts back, as in Redis.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use hashbrown::{HashMap, HashSet};
+
+use crate::compact::CompactKey;
+use crate::packed::Packed;
+use crate::value::parse_canonical_i64;
+
+/// The conversion thresholds, mirrored from the configuration.
+#[derive(Debug)]
+pub struct EncodingLimits {
+    pub hash_max_listpack_entries: AtomicUsize,
+    pub hash_max_listpack_value: AtomicUsize,
+    /// Negative: a byte budget of 4 KB << (-n - 1) (Redis' -1..-5); positive: entries.
+    pub list_max_listpack_size: AtomicI64,
+    pub set_max_intset_entries: AtomicUsize,
+    pub set_max_listpack_entries: AtomicUsize,
+    pub set_max_listpack_value: AtomicUsize,
+}
+
+impl Default for EncodingLimits {
+    fn default() -> Self {
+        EncodingLimits {
+            hash_max_listpack_entries: AtomicUsize::new(128),
+            hash_max_listpack_value: AtomicUsize::new(64),
+            list_max_listpack_size: AtomicI64::new(-2),
+            set_max_intset_entries: AtomicUsize::new(512),
+            set_max_listpack_entries: AtomicUsize::new(128),
+            set_max_listpack_value: AtomicUsize::new(64),
+        }
+    }
+}
+
+fn get(a: &AtomicUsize) -> usize {
+    a.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------- hashes
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashValue {
+    /// Field, value, field, value ...
+    Packed(Packed),
+    Table(HashMap<CompactKey, Vec<u8>>),
+}
+
+impl Default for HashValue {
+    fn default() -> Self {
+        HashValue::Packed(Packed::new())
+    }
+}
+
+impl HashValue {
+    pub fn len(&self) -> usize {
+        match self {
+            HashValue::Packed(p) => p.len() / 2,
+            HashValue::Table(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            HashValue::Packed(_) => "listpack",
+            HashValue::Table(_) => "hashtable",
+        }
+    }
+
+    /// Index of `field` among the packed pairs.
+    fn packed_index(p: &Packed, field: &[u8]) -> Option<usize> {
+        p.iter().step_by(2).position(|f| f == field)
+    }
+
+    pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
+        match self {
+            HashValue::Packed(p) => Self::packed_index(p, field).and_then(|i| p.get(2 * i + 1)),
+            HashValue::Table(t) => t.get(field).map(Vec::as_slice),
+        }
+    }
+
+    pub fn contains(&self, field: &[u8]) -> bool {
+        self.get(field).is_some()
+    }
+
+    /// Sets `field`; returns true if it is new.
+    pub fn insert(&mut self, field: &[u8], value: &[u8], limits: &EncodingLimits) -> bool {
+        if let HashValue::Packed(p) = self {
+            let max_value = get(&limits.hash_max_listpack_value);
+            let fits = field.len() <= max_value && value.len() <= max_value;
+            if let Some(i) = Self::packed_index(p, field) {
+                if fits {
+                    p.replace(2 * i + 1, value);
+                    return false;
+                }
+            } else if fits && p.len() / 2 < get(&limits.hash_max_listpack_entries) {
+                p.push_back(field);
+                p.push_back(value);
+                return true;
+            }
+            self.convert();
+        }
+        match self {
+            HashValue::Table(t) => t.insert(CompactKey::new(field), value.to_vec()).is_none(),
+            HashValue::Packed(_) => false,
+        }
+    }
+
+    fn convert(&mut self) {
+        if let HashValue::Packed(p) = self {
+            let mut t = HashMap::with_capacity(p.len() / 2);
+            let items: Vec<&[u8]> = p.iter().collect();
+            for pair in items.chunks(2) {
+                if let [f, v] = pair {
+                    t.insert(CompactKey::new(f), v.to_vec());
+                }
+            }
+            *self = HashValue::Table(t);
+        }
+    }
+
+    pub fn remove(&mut self, field: &[u8]) -> bool {
+        match self {
+            HashValue::Packed(p) => match Self::packed_index(p, field) {
+                Some(i) => {
+                    p.remove(2 * i + 1);
+                    p.remove(2 * i);
+                    true
+                }
+                None => false,
+            },
+            HashValue::Table(t) => t.remove(field).is_some(),
+        }
+    }
+
+    /// Every (field, value) pair, in the encoding's order.
+    pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
+        match self {
+            HashValue::Packed(p) => {
+                let items: Vec<&[u8]> = p.iter().collect();
+                items
+                    .chunks(2)
+                    .filter_map(|c| match c {
+                        [f, v] => Some((*f, *v)),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            HashValue::Table(t) => t
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+                .collect(),
+        }
+    }
+
+    pub fn heap_size(&self) -> usize {
+        match self {
+            HashValue::Packed(p) => p.heap_size(),
+            HashValue::Table(t) => t
+                .iter()
+                .map(|(k, v)| 48 + k.heap_size() + v.capacity())
+                .sum(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- lists
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListValue {
+    Packed(Packed),
+    Deque(VecDeque<Vec<u8>>),
+}
+
+impl Default for ListValue {
+    fn default() -> Self {
+        ListValue::Packed(Packed::new())
+    }
+}
+
+impl ListValue {
+    pub fn len(&self) -> usize {
+        match self {
+            ListValue::Packed(p) => p.len(),
+            ListValue::Deque(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            ListValue::Packed(_) => "listpack",
+            ListValue::Deque(_) => "quicklist",
+        }
+    }
+
+    /// Whether a packed list of this shape is still within `list-max-listpack-size`.
+    fn packed_fits(p: &Packed, limits: &EncodingLimits) -> bool {
+        let limit = limits.list_max_listpack_size.load(Ordering::Relaxed);
+        if limit > 0 {
+            p.len() <= limit as usize
+        } else {
+            let budget = 4096usize << ((-limit).clamp(1, 5) - 1);
+            p.bytes() <= budget
+        }
+    }
+
+    fn convert(&mut self) {
+        if let ListValue::Packed(p) = self {
+            *self = ListValue::Deque(p.iter().map(<[u8]>::to_vec).collect());
+        }
+    }
+
+    fn check(&mut self, limits: &EncodingLimits) {
+        if let ListValue::Packed(p) = self {
+            if !Self::packed_fits(p, limits) {
+                self.convert();
+            }
+        }
+    }
+
+    pub fn push(&mut self, item: &[u8], front: bool, limits: &EncodingLimits) {
+        match self {
+            ListValue::Packed(p) if front => p.push_front(item),
+            ListValue::Packed(p) => p.push_back(item),
+            ListValue::Deque(d) if front => d.push_front(item.to_vec()),
+            ListValue::Deque(d) => d.push_back(item.to_vec()),
+        }
+        self.check(limits);
+    }
+
+    pub fn pop(&mut self, front: bool) -> Option<Vec<u8>> {
+        match self {
+            ListValue::Packed(p) if front => p.pop_front(),
+            ListValue::Packed(p) => p.pop_back(),
+            ListValue::Deque(d) if front => d.pop_front(),
+            ListValue::Deque(d) => d.pop_back(),
+        }
+    }
+
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        match self {
+            ListValue::Packed(p) => p.get(index),
+            ListValue::Deque(d) => d.get(index).map(Vec::as_slice),
+        }
+    }
+
+    pub fn set(&mut self, index: usize, item: &[u8], limits: &EncodingLimits) -> bool {
+        let ok = match self {
+            ListValue::Packed(p) => p.replace(index, item),
+            ListValue::Deque(d) => match d.get_mut(index) {
+                Some(slot) => {
+                    *slot = item.to_vec();
+                    true
+                }
+                None => false,
+            },
+        };
+        self.check(limits);
+        ok
+    }
+
+    pub fn insert(&mut self, index: usize, item: &[u8], limits: &EncodingLimits) {
+        match self {
+            ListValue::Packed(p) => p.insert(index, item),
+            ListValue::Deque(d) => d.insert(index.min(d.len()), item.to_vec()),
+        }
+        self.check(limits);
+    }
+
+    pub fn remove(&mut self, index: usize) -> Option<Vec<u8>> {
+        match self {
+            ListValue::Packed(p) => p.remove(index),
+            ListValue::Deque(d) => d.remove(index),
+        }
+    }
+
+    /// Elements `start..=end` (already clamped by the caller).
+    pub fn range(&self, start: usize, end: usize) -> Vec<&[u8]> {
+        if start > end || start >= self.len() {
+            return Vec::new();
+        }
+        let n = end - start + 1;
+        match self {
+            ListValue::Packed(p) => p.iter().skip(start).take(n).collect(),
+            ListValue::Deque(d) => d
+                .range(start..=end.min(d.len() - 1))
+                .map(Vec::as_slice)
+                .collect(),
+        }
+    }
+
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+        match self {
+            ListValue::Packed(p) => Box::new(p.iter()),
+            ListValue::Deque(d) => Box::new(d.iter().map(Vec::as_slice)),
+        }
+    }
+
+    /// Keeps only `start..=end`; an empty range empties the list.
+    pub fn trim(&mut self, start: usize, end: usize) {
+        let keep: Vec<Vec<u8>> = self
+            .range(start, end)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        match self {
+            ListValue::Packed(p) => *p = Packed::from_items(keep.iter().map(Vec::as_slice)),
+            ListValue::Deque(d) => *d = keep.into(),
+        }
+    }
+
+    pub fn heap_size(&self) -> usize {
+        match self {
+            ListValue::Packed(p) => p.heap_size(),
+            ListValue::Deque(d) => d.iter().map(|v| 24 + v.capacity()).sum(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- sets
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetValue {
+    /// Sorted integers (Redis' intset).
+    Ints(Vec<i64>),
+    Packed(Packed),
+    Table(HashSet<CompactKey>),
+}
+
+impl Default for SetValue {
+    fn default() -> Self {
+        SetValue::Ints(Vec::new())
+    }
+}
+
+impl SetValue {
+    pub fn len(&self) -> usize {
+        match self {
+            SetValue::Ints(v) => v.len(),
+            SetValue::Packed(p) => p.len(),
+            SetValue::Table(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            SetValue::Ints(_) => "intset",
+            SetValue::Packed(_) => "listpack",
+            SetValue::Table(_) => "hashtable",
+        }
+    }
+
+    pub fn contains(&self, m: &[u8]) -> bool {
+        match self {
+            SetValue::Ints(v) => {
+                parse_canonical_i64(m).is_some_and(|n| v.binary_search(&n).is_ok())
+            }
+            SetValue::Packed(p) => p.position(m).is_some(),
+            SetValue::Table(t) => t.contains(m),
+        }
+    }
+
+    /// Adds `m`; returns true if it was not there.
+    pub fn insert(&mut self, m: &[u8], limits: &EncodingLimits) -> bool {
+        if self.contains(m) {
+            return false;
+        }
+        loop {
+            match self {
+                SetValue::Ints(v) => {
+                    if let Some(n) = parse_canonical_i64(m) {
+                        if v.len() < get(&limits.set_max_intset_entries) {
+                            let at = v.binary_search(&n).unwrap_or_else(|e| e);
+                            v.insert(at, n);
+                            return true;
+                        }
+                    }
+                    let members: Vec<Vec<u8>> =
+                        v.iter().map(|n| n.to_string().into_bytes()).collect();
+                    let small = members.len() < get(&limits.set_max_listpack_entries)
+                        && m.len() <= get(&limits.set_max_listpack_value);
+                    *self = if small {
+                        SetValue::Packed(Packed::from_items(members.iter().map(Vec::as_slice)))
+                    } else {
+                        SetValue::Table(members.iter().map(|b| CompactKey::new(b)).collect())
+                    };
+                }
+                SetValue::Packed(p) => {
+                    if p.len() < get(&limits.set_max_listpack_entries)
+                        && m.len() <= get(&limits.set_max_listpack_value)
+                    {
+                        p.push_back(m);
+                        return true;
+                    }
+                    *self = SetValue::Table(p.iter().map(CompactKey::new).collect());
+                }
+                SetValue::Table(t) => return t.insert(CompactKey::new(m)),
+            }
+        }
+    }
+
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        match self {
+            SetValue::Ints(v) => match parse_canonical_i64(m).map(|n| v.binary_search(&n)) {
+                Some(Ok(i)) => {
+                    v.remove(i);
+                    true
+                }
+                _ => false,
+            },
+            SetValue::Packed(p) => match p.position(m) {
+                Some(i) => {
+                    p.remove(i);
+                    true
+                }
+                None => false,
+            },
+            SetValue::Table(t) => t.remove(m),
+        }
+    }
+
+    pub fn members(&self) -> Vec<Vec<u8>> {
+        match self {
+            SetValue::Ints(v) => v.iter().map(|n| n.to_string().into_bytes()).collect(),
+            SetValue::Packed(p) => p.iter().map(<[u8]>::to_vec).collect(),
+            SetValue::Table(t) => t.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    /// A uniformly random member.
+    pub fn random(&self) -> Option<Vec<u8>> {
+        let n = self.len();
+        if n == 0 {
+            return None;
+        }
+        let i = fastrand::usize(..n);
+        match self {
+            SetValue::Ints(v) => v.get(i).map(|n| n.to_string().into_bytes()),
+            SetValue::Packed(p) => p.get(i).map(<[u8]>::to_vec),
+            SetValue::Table(t) => t.iter().nth(i).map(|k| k.as_bytes().to_vec()),
+        }
+    }
+
+    pub fn heap_size(&self) -> usize {
+        match self {
+            SetValue::Ints(v) => v.capacity() * 8,
+            SetValue::Packed(p) => p.heap_size(),
+            SetValue::Table(t) => t.iter().map(|k| 25 + k.heap_size()).sum(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small_limits() -> EncodingLimits {
+        let l = EncodingLimits::default();
+        l.hash_max_listpack_entries.store(4, Ordering::Relaxed);
+        l.hash_max_listpack_value.store(8, Ordering::Relaxed);
+        l.list_max_listpack_size.store(4, Ordering::Relaxed);
+        l.set_max_intset_entries.store(4, Ordering::Relaxed);
+        l.set_max_listpack_entries.store(4, Ordering::Relaxed);
+        l.set_max_listpack_value.store(8, Ordering::Relaxed);
+        l
+    }
+
+    fn item() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (0i64..20).prop_map(|n| n.to_string().into_bytes()),
+            "[a-e]{1,3}".prop_map(String::into_bytes),
+            "[a-z]{9,12}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn hash_matches_model_across_conversion(ops in proptest::collection::vec((any::<bool>(), item(), item()), 1..60)) {
+            let limits = small_limits();
+            let mut h = HashValue::default();
+            let mut model = std::collections::HashMap::new();
+            for (add, f, v) in ops {
+                if add {
+                    prop_assert_eq!(h.insert(&f, &v, &limits), model.insert(f, v).is_none());
+                } else {
+                    prop_assert_eq!(h.remove(&f), model.remove(&f).is_some());
+                }
+                prop_assert_eq!(h.len(), model.len());
+            }
+            for (f, v) in &model {
+                prop_assert_eq!(h.get(f), Some(v.as_slice()));
+            }
+            if model.len() > 4 {
+                prop_assert_eq!(h.encoding(), "hashtable");
+            }
+        }
+
+        #[test]
+        fn list_matches_model_across_conversion(ops in proptest::collection::vec((0u8..5, item(), 0usize..8), 1..60)) {
+            let limits = small_limits();
+            let mut l = ListValue::default();
+            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            for (op, v, idx) in ops {
+                match op {
+                    0 => { l.push(&v, true, &limits); model.push_front(v); }
+                    1 => { l.push(&v, false, &limits); model.push_back(v); }
+                    2 => prop_assert_eq!(l.pop(true), model.pop_front()),
+                    3 => prop_assert_eq!(l.pop(false), model.pop_back()),
+                    _ => {
+                        let ok = l.set(idx, &v, &limits);
+                        prop_assert_eq!(ok, idx < model.len());
+                        if ok { model[idx] = v; }
+                    }
+                }
+            }
+            let got: Vec<Vec<u8>> = l.iter().map(<[u8]>::to_vec).collect();
+            prop_assert_eq!(got, Vec::from(model));
+        }
+
+        #[test]
+        fn set_matches_model_across_conversion(ops in proptest::collection::vec((any::<bool>(), item()), 1..80)) {
+            let limits = small_limits();
+            let mut s = SetValue::default();
+            let mut model = std::collections::HashSet::new();
+            for (add, m) in ops {
+                if add {
+                    prop_assert_eq!(s.insert(&m, &limits), model.insert(m));
+                } else {
+                    prop_assert_eq!(s.remove(&m), model.remove(&m));
+                }
+                prop_assert_eq!(s.len(), model.len());
+            }
+            let got: std::collections::HashSet<Vec<u8>> = s.members().into_iter().collect();
+            prop_assert_eq!(got, model);
+        }
+    }
+}
