@@ -295,11 +295,9 @@ fn lrange(ctx: &mut Ctx<'_, '_>) {
         Err(()) => return ctx.wrong_type(),
         Ok(l) => l,
     };
-    let items =
-        match list.and_then(|l| clamp_range(start, end, l.len()).map(|(s, e)| l.range(s, e))) {
-            Some(items) => items,
-            None => Vec::new(),
-        };
+    let items = list
+        .and_then(|l| clamp_range(start, end, l.len()).map(|(s, e)| l.range(s, e)))
+        .unwrap_or_default();
     ctx.reply.array(items.len());
     for e in items {
         ctx.reply.bulk(e);
