@@ -11,7 +11,7 @@ fn encoding(c: &mut redis::Connection, key: &str) -> String {
         .arg("ENCODING")
         .arg(key)
         .query(c)
-        .unwrap()
+        .expect("OBJECT ENCODING answers")
 }
 
 #[test]
