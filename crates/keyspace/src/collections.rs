@@ -46,7 +46,8 @@ fn get(a: &AtomicUsize) -> usize {
 pub enum HashValue {
     /// Field, value, field, value ...
     Packed(Packed),
-    Table(HashMap<CompactKey, Vec<u8>>),
+    /// Boxed so that the common small hash carries only the packed variant's size.
+    Table(Box<HashMap<CompactKey, Vec<u8>>>),
 }
 
 impl Default for HashValue {
@@ -122,7 +123,7 @@ impl HashValue {
                     t.insert(CompactKey::new(f), v.to_vec());
                 }
             }
-            *self = HashValue::Table(t);
+            *self = HashValue::Table(Box::new(t));
         }
     }
 
@@ -176,7 +177,7 @@ impl HashValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListValue {
     Packed(Packed),
-    Deque(VecDeque<Vec<u8>>),
+    Deque(Box<VecDeque<Vec<u8>>>),
 }
 
 impl Default for ListValue {
@@ -217,7 +218,7 @@ impl ListValue {
 
     fn convert(&mut self) {
         if let ListValue::Packed(p) = self {
-            *self = ListValue::Deque(p.iter().map(<[u8]>::to_vec).collect());
+            *self = ListValue::Deque(Box::new(p.iter().map(<[u8]>::to_vec).collect()));
         }
     }
 
@@ -316,7 +317,7 @@ impl ListValue {
             .collect();
         match self {
             ListValue::Packed(p) => *p = Packed::from_items(keep.iter().map(Vec::as_slice)),
-            ListValue::Deque(d) => *d = keep.into(),
+            ListValue::Deque(d) => **d = keep.into(),
         }
     }
 
@@ -335,7 +336,7 @@ pub enum SetValue {
     /// Sorted integers (Redis' intset).
     Ints(Vec<i64>),
     Packed(Packed),
-    Table(HashSet<CompactKey>),
+    Table(Box<HashSet<CompactKey>>),
 }
 
 impl Default for SetValue {
@@ -397,7 +398,9 @@ impl SetValue {
                     *self = if small {
                         SetValue::Packed(Packed::from_items(members.iter().map(Vec::as_slice)))
                     } else {
-                        SetValue::Table(members.iter().map(|b| CompactKey::new(b)).collect())
+                        SetValue::Table(Box::new(
+                            members.iter().map(|b| CompactKey::new(b)).collect(),
+                        ))
                     };
                 }
                 SetValue::Packed(p) => {
@@ -407,7 +410,7 @@ impl SetValue {
                         p.push_back(m);
                         return true;
                     }
-                    *self = SetValue::Table(p.iter().map(CompactKey::new).collect());
+                    *self = SetValue::Table(Box::new(p.iter().map(CompactKey::new).collect()));
                 }
                 SetValue::Table(t) => return t.insert(CompactKey::new(m)),
             }
@@ -487,6 +490,13 @@ mod tests {
             "[a-e]{1,3}".prop_map(String::into_bytes),
             "[a-z]{9,12}".prop_map(String::into_bytes),
         ]
+    }
+
+    #[test]
+    fn compact_headers() {
+        assert_eq!(std::mem::size_of::<HashValue>(), 32);
+        assert_eq!(std::mem::size_of::<ListValue>(), 32);
+        assert_eq!(std::mem::size_of::<SetValue>(), 32);
     }
 
     proptest! {

@@ -102,6 +102,9 @@ impl Packed {
     }
 
     pub fn push_back(&mut self, item: &[u8]) {
+        // Exact growth, as a listpack reallocs to size: small collections are many, and
+        // doubling would leave up to half of each buffer unused.
+        self.buf.reserve_exact(item.len() + 5);
         put_len(&mut self.buf, item.len());
         self.buf.extend_from_slice(item);
         self.len += 1;
@@ -109,6 +112,7 @@ impl Packed {
 
     pub fn push_front(&mut self, item: &[u8]) {
         let enc = encoded(item);
+        self.buf.reserve_exact(enc.len());
         self.buf.splice(0..0, enc);
         self.len += 1;
     }
@@ -137,6 +141,7 @@ impl Packed {
 
     pub fn insert(&mut self, index: usize, item: &[u8]) {
         let at = self.span_of(index).map_or(self.buf.len(), |s| s.start);
+        self.buf.reserve_exact(item.len() + 5);
         self.buf.splice(at..at, encoded(item));
         self.len += 1;
     }
