@@ -340,21 +340,39 @@ fn hgetall(ctx: &mut Ctx<'_, '_>) {
     hall(ctx, true, true);
 }
 
-fn hincrby(ctx: &mut Ctx<'_, '_>) {
-    let Some(delta) = ctx.int_arg(3) else { return };
-    let key = ctx.args.bytes(1);
-    let field = ctx.args.bytes(2);
-    let cur = match read::<HashValue>(ctx.l, &key) {
-        Err(()) => return ctx.wrong_type(),
+/// The number in field `args[2]` of hash `args[1]` for HINCRBY/HINCRBYFLOAT: `Ok(None)`
+/// if absent; `Err` after replying WRONGTYPE or `not_number`.
+fn current_number<N>(
+    ctx: &mut Ctx<'_, '_>,
+    parse: fn(&[u8]) -> Option<N>,
+    not_number: &str,
+) -> Result<Option<N>, ()> {
+    let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let text = match read::<HashValue>(ctx.l, &key) {
+        Err(()) => {
+            ctx.wrong_type();
+            return Err(());
+        }
         Ok(h) => h.and_then(|h| h.get(&field)).map(<[u8]>::to_vec),
     };
-    let cur = match cur {
-        None => 0,
-        Some(v) => match parse_canonical_i64(&v) {
-            Some(n) => n,
-            None => return ctx.error("ERR hash value is not an integer"),
-        },
+    match text.map(|t| parse(&t)) {
+        None => Ok(None),
+        Some(Some(n)) => Ok(Some(n)),
+        Some(None) => {
+            ctx.error(not_number);
+            Err(())
+        }
+    }
+}
+
+fn hincrby(ctx: &mut Ctx<'_, '_>) {
+    let Some(delta) = ctx.int_arg(3) else { return };
+    let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let Ok(cur) = current_number(ctx, parse_canonical_i64, "ERR hash value is not an integer")
+    else {
+        return;
     };
+    let cur = cur.unwrap_or(0);
     let Some(next) = cur.checked_add(delta) else {
         return ctx.error("ERR increment or decrement would overflow");
     };
@@ -369,19 +387,11 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     let Some(delta) = ctx.float_arg(3) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let field = ctx.args.bytes(2);
-    let cur = match read::<HashValue>(ctx.l, &key) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(h) => h.and_then(|h| h.get(&field)).map(<[u8]>::to_vec),
+    let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let Ok(cur) = current_number(ctx, parse_float, "ERR hash value is not a float") else {
+        return;
     };
-    let cur = match cur {
-        None => 0.0,
-        Some(v) => match parse_float(&v) {
-            Some(n) => n,
-            None => return ctx.error("ERR hash value is not a float"),
-        },
-    };
+    let cur = cur.unwrap_or(0.0);
     let next = cur + delta;
     if next.is_nan() || next.is_infinite() {
         return ctx.error("ERR increment would produce NaN or Infinity");

@@ -99,6 +99,17 @@ pub fn expire_arg(ctx: &mut Ctx<'_, '_>, i: usize, unit_ms: u64, absolute: bool)
     }
 }
 
+/// The deadline (Unix ms) given by an EX/PX/EXAT/PXAT option whose value is argument `i`.
+fn expiry_option(ctx: &mut Ctx<'_, '_>, option: &[u8], i: usize) -> Option<u64> {
+    let (unit, absolute) = match option {
+        b"EX" => (1000, false),
+        b"PX" => (1, false),
+        b"EXAT" => (1000, true),
+        _ => (1, true),
+    };
+    expire_arg(ctx, i, unit, absolute)
+}
+
 fn set(ctx: &mut Ctx<'_, '_>) {
     let mut opts = SetOptions::default();
     let mut i = 3;
@@ -119,13 +130,7 @@ fn set(ctx: &mut Ctx<'_, '_>) {
                 seen_expiry = true;
             }
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if has_next && !seen_expiry => {
-                let (unit, abs) = match a.as_slice() {
-                    b"EX" => (1000, false),
-                    b"PX" => (1, false),
-                    b"EXAT" => (1000, true),
-                    _ => (1, true),
-                };
-                let Some(at) = expire_arg(ctx, i + 1, unit, abs) else {
+                let Some(at) = expiry_option(ctx, &a, i + 1) else {
                     return;
                 };
                 opts.expiry = SetExpiry::At(at);
@@ -227,13 +232,7 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
         match a.as_slice() {
             b"PERSIST" if new_deadline.is_none() => new_deadline = Some(0),
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if has_next && new_deadline.is_none() => {
-                let (unit, abs) = match a.as_slice() {
-                    b"EX" => (1000, false),
-                    b"PX" => (1, false),
-                    b"EXAT" => (1000, true),
-                    _ => (1, true),
-                };
-                let Some(at) = expire_arg(ctx, i + 1, unit, abs) else {
+                let Some(at) = expiry_option(ctx, &a, i + 1) else {
                     return;
                 };
                 new_deadline = Some(at);
