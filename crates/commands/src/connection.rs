@@ -99,6 +99,13 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 fn ping(ctx: &mut Ctx<'_, '_>) {
+    // A RESP2 subscriber gets PING answered as a pub/sub message, as in Redis.
+    if !ctx.reply.resp3 && ctx.session.subscriptions() > 0 && ctx.args.len() <= 2 {
+        ctx.reply.array(2);
+        ctx.reply.bulk(b"pong");
+        ctx.reply.bulk(ctx.args.get(1).unwrap_or_default());
+        return;
+    }
     match ctx.args.len() {
         1 => ctx.reply.simple("PONG"),
         2 => ctx.reply.bulk(ctx.args.get(1).unwrap_or_default()),
@@ -120,6 +127,8 @@ fn reset(ctx: &mut Ctx<'_, '_>) {
     s.multi = None;
     s.info.multi.store(-1, Ordering::Relaxed);
     s.unwatch_all(&ctx.shared.keyspace);
+    crate::pubsub::drop_client(&ctx.shared.pubsub, s);
+    s.subscriptions();
     s.select(0);
     s.reply_mode = ReplyMode::On;
     s.info.no_evict.store(false, Ordering::Relaxed);
@@ -297,7 +306,7 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
         c.laddr,
@@ -307,6 +316,9 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
         c.idle_secs(),
         flags,
         c.db.load(Ordering::Relaxed),
+        c.subs[0].load(Ordering::Relaxed),
+        c.subs[1].load(Ordering::Relaxed),
+        c.subs[2].load(Ordering::Relaxed),
         multi,
         c.qbuf.load(Ordering::Relaxed),
         c.omem.load(Ordering::Relaxed),

@@ -200,6 +200,19 @@ fn dispatch(
         reject(stats, idx, session);
         return;
     }
+    if !reply.resp3
+        && !session.channels.is_empty()
+            | !session.patterns.is_empty()
+            | !session.shard_channels.is_empty()
+        && !crate::pubsub::allowed_in_subscriber_mode(spec.name)
+    {
+        reply.error(&format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name
+        ));
+        reject(stats, idx, session);
+        return;
+    }
     if let Some(m) = session.multi.as_mut() {
         if !spec.has(flags::NO_QUEUE) {
             m.queued.push((idx, args.clone()));

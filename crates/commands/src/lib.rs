@@ -28,6 +28,7 @@ mod hash;
 mod keys;
 mod lcs;
 mod list;
+pub mod pubsub;
 pub mod server;
 mod set;
 pub mod state;
@@ -39,7 +40,7 @@ mod typed;
 pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
 pub use dispatch::{execute, execute_at, printable, Ctx};
-pub use state::{ClientInfo, Session, Shared, ShutdownMode, ThreadStats};
+pub use state::{ClientInfo, DeliverHook, Session, Shared, ShutdownMode, ThreadStats};
 pub use table::{CommandSpec, CommandTable};
 
 /// Every command Carmine implements.
@@ -53,5 +54,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(hash::commands());
     specs.extend(list::commands());
     specs.extend(set::commands());
+    specs.extend(pubsub::commands());
     CommandTable::new(specs)
 }

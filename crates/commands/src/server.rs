@@ -322,7 +322,7 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         };
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:0\r\npubsub_patterns:0\r\ntotal_error_replies:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
             s(|t| &t.connections_received),
             s(|t| &t.total_commands),
             sh.ops_per_sec.load(Ordering::Relaxed),
@@ -332,6 +332,8 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             sh.keyspace.stats().expired_keys.load(Ordering::Relaxed),
             s(|t| &t.keyspace_hits),
             s(|t| &t.keyspace_misses),
+            sh.pubsub.channels_len(),
+            sh.pubsub.patterns_len(),
             s(|t| &t.error_replies),
             s(|t| &t.reads),
             s(|t| &t.writes),

@@ -1,6 +1,6 @@
 //! Server-wide state shared by every thread, per-connection sessions, and statistics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -123,7 +123,14 @@ pub struct ClientInfo {
     pub killed: AtomicBool,
     /// Wakes the owning event loop (set by the server).
     pub waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Hands already-encoded bytes (pub/sub messages) to the owning loop for this client.
+    pub deliver: Mutex<Option<DeliverHook>>,
+    /// Subscriptions: channels, patterns, shard channels (CLIENT LIST sub/psub/ssub).
+    pub subs: [AtomicU64; 3],
 }
+
+/// How other threads push bytes to a client: set by the server when it adopts a socket.
+pub type DeliverHook = Arc<dyn Fn(bytes::Bytes) + Send + Sync>;
 
 impl ClientInfo {
     pub fn new(id: u64, addr: String, laddr: String, fd: i32, thread: usize) -> ClientInfo {
@@ -147,6 +154,8 @@ impl ClientInfo {
             no_evict: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
+            deliver: Mutex::new(None),
+            subs: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -229,6 +238,7 @@ pub struct Shared {
     pub config: Config,
     pub commands: CommandTable,
     pub clients: ClientRegistry,
+    pub pubsub: crate::pubsub::PubSub,
     pub barrier: Barrier,
     pub threads: Mutex<Vec<Arc<ThreadStats>>>,
     pub facts: ServerFacts,
@@ -266,6 +276,7 @@ impl Shared {
             config,
             commands: crate::command_table(),
             clients: ClientRegistry::default(),
+            pubsub: crate::pubsub::PubSub::default(),
             barrier: Barrier::new(io_threads),
             threads: Mutex::new(Vec::new()),
             facts: ServerFacts {
@@ -381,6 +392,9 @@ pub struct Session {
     pub reply_mode: ReplyMode,
     /// Set by QUIT, CLIENT KILL of self, protocol errors: close once replies are written.
     pub close_after_reply: bool,
+    pub channels: HashSet<Vec<u8>>,
+    pub patterns: HashSet<Vec<u8>>,
+    pub shard_channels: HashSet<Vec<u8>>,
 }
 
 impl Session {
@@ -394,7 +408,31 @@ impl Session {
             watched: Vec::new(),
             reply_mode: ReplyMode::On,
             close_after_reply: false,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            shard_channels: HashSet::new(),
         }
+    }
+
+    pub fn subs_mut(&mut self, kind: crate::pubsub::Kind) -> &mut HashSet<Vec<u8>> {
+        use crate::pubsub::Kind;
+        let (set, i) = match kind {
+            Kind::Channel => (&mut self.channels, 0),
+            Kind::Pattern => (&mut self.patterns, 1),
+            Kind::Shard => (&mut self.shard_channels, 2),
+        };
+        // Published for CLIENT LIST before the caller changes the set; refreshed by
+        // `subscriptions` after.
+        self.info.subs[i].store(set.len() as u64, Ordering::Relaxed);
+        set
+    }
+
+    /// Total subscriptions; a RESP2 client with any is in subscriber mode.
+    pub fn subscriptions(&self) -> usize {
+        self.info.subs[0].store(self.channels.len() as u64, Ordering::Relaxed);
+        self.info.subs[1].store(self.patterns.len() as u64, Ordering::Relaxed);
+        self.info.subs[2].store(self.shard_channels.len() as u64, Ordering::Relaxed);
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
     }
 
     pub fn id(&self) -> u64 {

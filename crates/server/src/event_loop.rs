@@ -31,11 +31,29 @@ fn stale_share_high(examined: usize, removed: usize) -> bool {
     examined > 0 && removed * 10 > examined
 }
 
+/// What other threads send a loop.
+pub enum LoopMsg {
+    /// A connection accepted by loop 0, for this loop to own.
+    Adopt(TcpStream),
+    /// Encoded bytes (a pub/sub message) for one of this loop's clients.
+    Deliver(u64, bytes::Bytes),
+}
+
 /// A handle other threads use to reach a loop.
 #[derive(Clone)]
 pub struct LoopHandle {
-    pub sender: Sender<TcpStream>,
+    pub sender: Sender<LoopMsg>,
     pub waker: Arc<Waker>,
+    /// Set while a wake-up is pending, so a fan-out of 1000 messages costs one wake-up.
+    pub wake_pending: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoopHandle {
+    pub fn send(&self, msg: LoopMsg) {
+        if self.sender.send(msg).is_ok() && !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 struct Conn {
@@ -61,7 +79,10 @@ pub struct EventLoop {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     listeners: Vec<TcpListener>,
-    incoming: Receiver<TcpStream>,
+    incoming: Receiver<LoopMsg>,
+    me: LoopHandle,
+    /// Client id -> connection slot, for deliveries.
+    by_id: std::collections::HashMap<u64, usize>,
     peers: Vec<LoopHandle>,
     next_peer: usize,
     waker: Arc<Waker>,
@@ -82,6 +103,7 @@ impl EventLoop {
         let handle = LoopHandle {
             sender: tx,
             waker: waker.clone(),
+            wake_pending: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         Ok((
             EventLoop {
@@ -93,6 +115,8 @@ impl EventLoop {
                 free: Vec::new(),
                 listeners: Vec::new(),
                 incoming: rx,
+                me: handle.clone(),
+                by_id: std::collections::HashMap::new(),
                 peers: Vec::new(),
                 next_peer: 0,
                 waker,
@@ -173,8 +197,26 @@ impl EventLoop {
     }
 
     fn on_wake(&mut self) {
-        while let Ok(stream) = self.incoming.try_recv() {
-            self.adopt(stream);
+        self.me.wake_pending.store(false, Ordering::Release);
+        let mut touched = Vec::new();
+        while let Ok(msg) = self.incoming.try_recv() {
+            match msg {
+                LoopMsg::Adopt(stream) => self.adopt(stream),
+                LoopMsg::Deliver(id, bytes) => {
+                    let Some(&t) = self.by_id.get(&id) else {
+                        continue;
+                    };
+                    if let Some(c) = self.conns.get_mut(t).and_then(Option::as_mut) {
+                        c.reply.out.extend_from_slice(&bytes);
+                        touched.push(t);
+                    }
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for t in touched {
+            self.flush(t);
         }
         // CLIENT KILL from another thread.
         for t in 0..self.conns.len() {
@@ -205,10 +247,7 @@ impl EventLoop {
                     if target == self.id || self.peers.is_empty() {
                         self.adopt(stream);
                     } else {
-                        let peer = &self.peers[target];
-                        if peer.sender.send(stream).is_ok() {
-                            let _ = peer.waker.wake();
-                        }
+                        self.peers[target].send(LoopMsg::Adopt(stream));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -276,6 +315,9 @@ impl EventLoop {
         *info.waker.lock() = Some(Arc::new(move || {
             let _ = waker.wake();
         }));
+        let me = self.me.clone();
+        *info.deliver.lock() = Some(Arc::new(move |bytes| me.send(LoopMsg::Deliver(id, bytes))));
+        self.by_id.insert(id, token);
         self.shared.clients.add(info.clone());
         let t = &self.shared.config.tunables;
         let authenticated = !t.has_password.load(Ordering::Relaxed);
@@ -466,7 +508,13 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
             return false;
         };
-        let limit = self.shared.config.tunables.obuf.read()[0];
+        // Subscribers are the pubsub class, everyone else normal.
+        let class = if conn.session.subscriptions() > 0 {
+            2
+        } else {
+            0
+        };
+        let limit = self.shared.config.tunables.obuf.read()[class];
         let used = conn.reply.out.len() as u64;
         if limit.hard > 0 && used >= limit.hard {
             return true;
@@ -485,6 +533,9 @@ impl EventLoop {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.session.unwatch_all(&self.shared.keyspace);
+        carmine_commands::pubsub::drop_client(&self.shared.pubsub, &mut conn.session);
+        *conn.session.info.deliver.lock() = None;
+        self.by_id.remove(&conn.session.id());
         self.shared.clients.remove(conn.session.id());
         self.free.push(t);
     }

@@ -1,0 +1,132 @@
+//! Pub/Sub across connections and event loops.
+
+mod common;
+
+use std::io::Write;
+
+fn subscribe(server: &carmine_server::Server, cmd: &[u8]) -> std::net::TcpStream {
+    let mut s = common::raw(server);
+    let (got, _) = common::exchange(&mut s, cmd, |g| g.ends_with(b":1\r\n"));
+    assert!(
+        got.ends_with(b":1\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s
+}
+
+#[test]
+fn fan_out_to_a_thousand_subscribers() {
+    let server = common::start("io-threads 4");
+    let mut subs: Vec<_> = (0..1000)
+        .map(|_| subscribe(&server, b"SUBSCRIBE news\r\n"))
+        .collect();
+    let mut c = common::client(&server);
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1000);
+    for s in subs.iter_mut() {
+        let (got, _) = common::exchange(s, b"", |g| g.ends_with(b"hello\r\n"));
+        assert_eq!(got, b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n");
+    }
+    let numsub: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("news")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(numsub.len(), 2);
+    drop(subs);
+    assert!(common::wait_until(5, || redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .query::<Vec<String>>(&mut c)
+        .unwrap()
+        .is_empty()));
+    server.shutdown();
+}
+
+#[test]
+fn order_patterns_resp3_and_subscriber_mode() {
+    let server = common::start("io-threads 2");
+    let mut sub = subscribe(&server, b"SUBSCRIBE a\r\n");
+    // In RESP2 subscriber mode only (un)subscribe, PING, QUIT, RESET are allowed.
+    let (got, _) = common::exchange(&mut sub, b"GET x\r\nPING\r\n", |g| {
+        g.ends_with(b"pong\r\n$0\r\n\r\n")
+    });
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("-ERR Can't execute 'get'"), "{text}");
+    let mut psub = common::raw(&server);
+    let (got, _) = common::exchange(&mut psub, b"HELLO 3\r\nPSUBSCRIBE a*\r\n", |g| {
+        g.ends_with(b":1\r\n")
+    });
+    assert!(
+        got.ends_with(b">3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:1\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut c = common::client(&server);
+    for i in 0..100 {
+        let n: i64 = redis::cmd("PUBLISH").arg("a").arg(i).query(&mut c).unwrap();
+        assert_eq!(n, 2);
+    }
+    let expected: Vec<u8> = (0..100)
+        .flat_map(|i: i32| {
+            let m = i.to_string();
+            format!("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n${}\r\n{m}\r\n", m.len()).into_bytes()
+        })
+        .collect();
+    let (got, _) = common::exchange(&mut sub, b"", |g| g.len() >= expected.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected),
+        "in publish order"
+    );
+    let (got, _) = common::exchange(&mut psub, b"", |g| g.ends_with(b"$2\r\n99\r\n"));
+    assert!(
+        got.starts_with(b">4\r\n$8\r\npmessage\r\n$2\r\na*\r\n$1\r\na\r\n$1\r\n0\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got[..80.min(got.len())])
+    );
+    let numpat: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut c).unwrap();
+    assert_eq!(numpat, 1);
+    let (got, _) = common::exchange(&mut sub, b"UNSUBSCRIBE\r\nGET x\r\n", |g| {
+        g.ends_with(b"$-1\r\n")
+    });
+    assert_eq!(got, b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n$-1\r\n");
+    server.shutdown();
+}
+
+#[test]
+fn slow_subscriber_is_disconnected_not_buffered_forever() {
+    let server = common::start("client-output-buffer-limit pubsub 256kb 0 0");
+    let slow = subscribe(&server, b"SUBSCRIBE flood\r\n");
+    let mut c = common::client(&server);
+    let payload = vec![b'p'; 64 * 1024];
+    let mut last = 1;
+    for _ in 0..200 {
+        last = redis::cmd("PUBLISH")
+            .arg("flood")
+            .arg(&payload[..])
+            .query::<i64>(&mut c)
+            .unwrap();
+        if last == 0 {
+            break;
+        }
+    }
+    assert!(
+        common::wait_until(5, || server.shared().clients.len() == 1),
+        "the subscriber that never reads is dropped"
+    );
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("flood")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+    let _ = last;
+    drop(slow);
+    let _ = std::io::stdout().flush();
+    server.shutdown();
+}
