@@ -128,6 +128,7 @@ fn reset(ctx: &mut Ctx<'_, '_>) {
     s.info.multi.store(-1, Ordering::Relaxed);
     s.unwatch_all(&ctx.shared.keyspace);
     crate::pubsub::drop_client(&ctx.shared.pubsub, s);
+    crate::blocking::unblock(ctx.shared, s);
     s.subscriptions();
     s.select(0);
     s.reply_mode = ReplyMode::On;

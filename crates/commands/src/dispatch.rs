@@ -24,6 +24,8 @@ pub struct Ctx<'a, 'k> {
     pub exclusive: bool,
     /// The command's spec (its name for error messages).
     pub spec: &'a CommandSpec,
+    /// Running inside EXEC: blocking commands must not block.
+    pub in_transaction: bool,
 }
 
 impl Ctx<'_, '_> {
@@ -291,9 +293,13 @@ fn run(
             l: &mut locked,
             exclusive: world_stopped || spec.has(flags::EXCLUSIVE),
             spec,
+            in_transaction: world_stopped,
         };
         (spec.handler)(&mut ctx);
         dirty = locked.dirty();
+    }
+    if dirty > 0 {
+        signal_written_keys(shared, spec, args, session.db);
     }
     account(stats, idx, reply, before, started, dirty);
 }
@@ -391,6 +397,7 @@ fn exec(
         return;
     }
     reply.array(queued.len());
+    let mut written: Vec<(usize, &Args, usize)> = Vec::new();
     for (idx, args) in &queued {
         let Some(spec) = shared.commands.get(*idx) else {
             continue;
@@ -408,10 +415,33 @@ fn exec(
             l: &mut locked,
             exclusive: false,
             spec,
+            in_transaction: true,
         };
         (spec.handler)(&mut ctx);
         let dirty = locked.dirty() - dirty_before;
         account(stats, *idx, reply, before, started, dirty);
+        if dirty > 0 {
+            written.push((*idx, args, session.db));
+        }
+    }
+    drop(locked);
+    for (idx, args, db) in written {
+        if let Some(spec) = shared.commands.get(idx) {
+            signal_written_keys(shared, spec, args, db);
+        }
+    }
+}
+
+/// Wakes clients blocked on the keys a write command touched (nothing to do, and no
+/// lock taken, when no client is blocked).
+fn signal_written_keys(shared: &Shared, spec: &CommandSpec, args: &Args, db: usize) {
+    if !shared.blocking.any() {
+        return;
+    }
+    let mut idx = Vec::new();
+    spec.key_indexes(args, &mut idx);
+    for i in idx {
+        shared.blocking.signal(db, args.get(i).unwrap_or_default());
     }
 }
 

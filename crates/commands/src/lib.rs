@@ -21,6 +21,7 @@
 //! ```
 
 mod barrier;
+pub mod blocking;
 pub mod config;
 pub mod connection;
 mod dispatch;
@@ -55,5 +56,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(list::commands());
     specs.extend(set::commands());
     specs.extend(pubsub::commands());
+    specs.extend(blocking::commands());
     CommandTable::new(specs)
 }

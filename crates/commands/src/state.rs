@@ -125,6 +125,8 @@ pub struct ClientInfo {
     pub waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Hands already-encoded bytes (pub/sub messages) to the owning loop for this client.
     pub deliver: Mutex<Option<DeliverHook>>,
+    /// Tells the owning loop a key this client is blocked on may be ready.
+    pub ready: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Subscriptions: channels, patterns, shard channels (CLIENT LIST sub/psub/ssub).
     pub subs: [AtomicU64; 3],
 }
@@ -155,6 +157,7 @@ impl ClientInfo {
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
             deliver: Mutex::new(None),
+            ready: Mutex::new(None),
             subs: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
@@ -239,6 +242,7 @@ pub struct Shared {
     pub commands: CommandTable,
     pub clients: ClientRegistry,
     pub pubsub: crate::pubsub::PubSub,
+    pub blocking: crate::blocking::Blocking,
     pub barrier: Barrier,
     pub threads: Mutex<Vec<Arc<ThreadStats>>>,
     pub facts: ServerFacts,
@@ -277,6 +281,7 @@ impl Shared {
             commands: crate::command_table(),
             clients: ClientRegistry::default(),
             pubsub: crate::pubsub::PubSub::default(),
+            blocking: crate::blocking::Blocking::default(),
             barrier: Barrier::new(io_threads),
             threads: Mutex::new(Vec::new()),
             facts: ServerFacts {
@@ -395,6 +400,8 @@ pub struct Session {
     pub channels: HashSet<Vec<u8>>,
     pub patterns: HashSet<Vec<u8>>,
     pub shard_channels: HashSet<Vec<u8>>,
+    /// Set while a blocking command waits (BLPOP ...): the connection runs nothing else.
+    pub blocked: Option<crate::blocking::BlockState>,
 }
 
 impl Session {
@@ -411,6 +418,7 @@ impl Session {
             channels: HashSet::new(),
             patterns: HashSet::new(),
             shard_channels: HashSet::new(),
+            blocked: None,
         }
     }
 

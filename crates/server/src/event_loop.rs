@@ -37,6 +37,8 @@ pub enum LoopMsg {
     Adopt(TcpStream),
     /// Encoded bytes (a pub/sub message) for one of this loop's clients.
     Deliver(u64, bytes::Bytes),
+    /// A key this client is blocked on was written: retry its blocking command.
+    Ready(u64),
 }
 
 /// A handle other threads use to reach a loop.
@@ -159,6 +161,11 @@ impl EventLoop {
             if self.expire_backlog {
                 timeout = timeout.min(FAST_EXPIRE_EVERY);
             }
+            if self.shared.blocking.any() {
+                if let Some(deadline) = self.expire_blocked() {
+                    timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+                }
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     log::warning(&format!("poll failed: {e}"));
@@ -209,6 +216,11 @@ impl EventLoop {
                     if let Some(c) = self.conns.get_mut(t).and_then(Option::as_mut) {
                         c.reply.out.extend_from_slice(&bytes);
                         touched.push(t);
+                    }
+                }
+                LoopMsg::Ready(id) => {
+                    if let Some(&t) = self.by_id.get(&id) {
+                        self.retry_blocked(t);
                     }
                 }
             }
@@ -317,6 +329,8 @@ impl EventLoop {
         }));
         let me = self.me.clone();
         *info.deliver.lock() = Some(Arc::new(move |bytes| me.send(LoopMsg::Deliver(id, bytes))));
+        let me = self.me.clone();
+        *info.ready.lock() = Some(Arc::new(move || me.send(LoopMsg::Ready(id))));
         self.by_id.insert(id, token);
         self.shared.clients.add(info.clone());
         let t = &self.shared.config.tunables;
@@ -395,7 +409,7 @@ impl EventLoop {
         };
         let shared = &*self.shared;
         let now = carmine_keyspace::now_ms();
-        while !conn.closing && conn.reply.len() < OUTPUT_PAUSE {
+        while !conn.closing && conn.reply.len() < OUTPUT_PAUSE && conn.session.blocked.is_none() {
             match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
                 Ok(true) => {
                     execute_at(
@@ -429,6 +443,67 @@ impl EventLoop {
             .qbuf
             .store(conn.rbuf.len() as u64, Ordering::Relaxed);
         self.flush(t);
+    }
+
+    /// Runs a blocked client's command again; once served, continues its pipeline.
+    fn retry_blocked(&mut self, t: usize) {
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(state) = conn.session.blocked.clone() else {
+            return;
+        };
+        let now = carmine_keyspace::now_ms();
+        execute_at(
+            &self.shared,
+            &mut conn.session,
+            &self.stats,
+            &state.args,
+            &mut conn.reply,
+            now,
+        );
+        if conn.session.blocked.is_none() {
+            self.process(t);
+        }
+    }
+
+    /// Times out blocked clients whose deadline passed; returns the nearest deadline left.
+    fn expire_blocked(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut nearest: Option<Instant> = None;
+        let mut due = Vec::new();
+        for (t, c) in self.conns.iter().enumerate() {
+            let Some(deadline) = c
+                .as_ref()
+                .and_then(|c| c.session.blocked.as_ref())
+                .and_then(|b| b.deadline)
+            else {
+                continue;
+            };
+            if deadline <= now {
+                due.push(t);
+            } else {
+                nearest = Some(nearest.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        for t in due {
+            let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+                continue;
+            };
+            let null_array = conn
+                .session
+                .blocked
+                .as_ref()
+                .is_some_and(|b| b.timeout_null_array);
+            carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
+            if null_array {
+                conn.reply.null_array();
+            } else {
+                conn.reply.null();
+            }
+            self.process(t);
+        }
+        nearest
     }
 
     fn on_writable(&mut self, t: usize) {
@@ -534,6 +609,8 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.session.unwatch_all(&self.shared.keyspace);
         carmine_commands::pubsub::drop_client(&self.shared.pubsub, &mut conn.session);
+        carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
+        *conn.session.info.ready.lock() = None;
         *conn.session.info.deliver.lock() = None;
         self.by_id.remove(&conn.session.id());
         self.shared.clients.remove(conn.session.id());

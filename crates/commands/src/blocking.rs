@@ -1,0 +1,329 @@
+//! Blocking list commands: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, and the registry of
+//! clients blocked on keys.
+//!
+//! A blocked client registers in a FIFO per (db, key) while it holds the key's table lock,
+//! so a push on another thread (which needs the same lock) cannot slip between its empty
+//! check and its registration. After any write, the dispatcher signals the written keys:
+//! the first waiter of each key is told to retry (through its loop's channel). A waiter
+//! that is served unregisters, and its own write signals the next one, so clients are
+//! served in the order they blocked, whichever threads they live on.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carmine_keyspace::ListValue;
+use carmine_resp::Args;
+use parking_lot::Mutex;
+
+use crate::state::ClientInfo;
+use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
+use crate::typed::{drop_if_empty, write};
+use crate::Ctx;
+
+type WaitQueue = VecDeque<Arc<ClientInfo>>;
+
+/// Clients blocked on keys.
+#[derive(Default)]
+pub struct Blocking {
+    blocked: AtomicUsize,
+    queues: Mutex<HashMap<(usize, Vec<u8>), WaitQueue>>,
+}
+
+/// What a blocked client waits for.
+#[derive(Clone, Debug)]
+pub struct BlockState {
+    pub db: usize,
+    pub keys: Vec<Vec<u8>>,
+    pub deadline: Option<Instant>,
+    /// The command to run again when a key is ready.
+    pub args: Args,
+    /// Reply on timeout: a null array (BLPOP, BLMPOP) or a null bulk (BLMOVE).
+    pub timeout_null_array: bool,
+}
+
+impl Blocking {
+    pub fn any(&self) -> bool {
+        self.blocked.load(Ordering::Acquire) > 0
+    }
+
+    fn add(&self, state: &BlockState, client: &Arc<ClientInfo>) {
+        let mut q = self.queues.lock();
+        for k in &state.keys {
+            let queue = q.entry((state.db, k.clone())).or_default();
+            if !queue.iter().any(|c| c.id == client.id) {
+                queue.push_back(client.clone());
+            }
+        }
+        self.blocked.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Unregisters a client from every key it waited on.
+    pub fn remove(&self, state: &BlockState, id: u64) {
+        let mut q = self.queues.lock();
+        for k in &state.keys {
+            let slot = (state.db, k.clone());
+            if let Some(queue) = q.get_mut(&slot) {
+                queue.retain(|c| c.id != id);
+                if queue.is_empty() {
+                    q.remove(&slot);
+                }
+            }
+        }
+        self.blocked.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A key was written: tell its first waiter to retry.
+    pub fn signal(&self, db: usize, key: &[u8]) {
+        if !self.any() {
+            return;
+        }
+        let first = self
+            .queues
+            .lock()
+            .get(&(db, key.to_vec()))
+            .and_then(|q| q.front().cloned());
+        if let Some(c) = first {
+            if let Some(hook) = c.ready.lock().as_ref() {
+                hook();
+            }
+        }
+    }
+}
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "list";
+    let acl = "@write @list @slow @blocking";
+    vec![
+        cmd("blpop", -3, WRITE | BLOCKING, keys(1, -2, 1), blpop, g, acl, "Removes and returns the first element in a list. Blocks until an element is available otherwise."),
+        cmd("brpop", -3, WRITE | BLOCKING, keys(1, -2, 1), brpop, g, acl, "Removes and returns the last element in a list. Blocks until an element is available otherwise."),
+        cmd("brpoplpush", 4, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), brpoplpush, g, acl, "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise."),
+        cmd("blmove", 6, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), blmove, g, acl, "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise."),
+        cmd("blmpop", -5, WRITE | BLOCKING, KeySpec::Custom(blmpop_keys), blmpop, g, acl, "Pops the first element from one of multiple lists. Blocks until an element is available otherwise."),
+    ]
+}
+
+fn blmpop_keys(args: &Args, out: &mut Vec<usize>) {
+    let n = args
+        .get(2)
+        .and_then(carmine_resp::parse_i64)
+        .filter(|n| *n > 0)
+        .unwrap_or(0) as usize;
+    for i in 3..(3 + n).min(args.len()) {
+        out.push(i);
+    }
+}
+
+/// Parses a blocking timeout (seconds, decimals allowed); replies the error if bad.
+fn timeout_arg(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<Option<Duration>> {
+    let v = carmine_keyspace::ops::parse_float(ctx.arg(i));
+    match v {
+        None => {
+            ctx.error("ERR timeout is not a float or out of range");
+            None
+        }
+        Some(t) if t < 0.0 => {
+            ctx.error("ERR timeout is negative");
+            None
+        }
+        Some(t) if t > 1e9 => {
+            ctx.error("ERR timeout is out of range");
+            None
+        }
+        // 0 means wait forever.
+        Some(t) => Some((t > 0.0).then(|| Duration::from_secs_f64(t))),
+    }
+}
+
+/// Registers the client as blocked (or, inside a transaction, replies the timeout value
+/// at once, as Redis does).
+fn block(ctx: &mut Ctx<'_, '_>, keys: Vec<Vec<u8>>, timeout: Option<Duration>, null_array: bool) {
+    if ctx.in_transaction {
+        return if null_array {
+            ctx.reply.null_array()
+        } else {
+            ctx.reply.null()
+        };
+    }
+    if ctx.session.blocked.is_some() {
+        return; // a retry that found nothing: stay blocked, reply later
+    }
+    let state = BlockState {
+        db: ctx.session.db,
+        keys,
+        deadline: timeout.map(|t| Instant::now() + t),
+        args: ctx.args.clone(),
+        timeout_null_array: null_array,
+    };
+    ctx.shared.blocking.add(&state, &ctx.session.info);
+    ctx.session.blocked = Some(state);
+}
+
+/// Called when a blocked client is served (or times out, or disconnects).
+pub fn unblock(shared: &crate::Shared, session: &mut crate::Session) {
+    if let Some(state) = session.blocked.take() {
+        shared.blocking.remove(&state, session.id());
+    }
+}
+
+/// BLPOP/BRPOP: the first non-empty list among the keys, else block.
+fn bpop(ctx: &mut Ctx<'_, '_>, front: bool) {
+    let last = ctx.args.len() - 1;
+    let Some(timeout) = timeout_arg(ctx, last) else {
+        return unblock(ctx.shared, ctx.session);
+    };
+    for i in 1..last {
+        let key = ctx.args.bytes(i);
+        match write::<ListValue>(ctx.l, &key, false) {
+            // Already blocked: a key that became another type is waited on, as in Redis.
+            Err(()) if ctx.session.blocked.is_some() => {}
+            Err(()) => {
+                unblock(ctx.shared, ctx.session);
+                return ctx.wrong_type();
+            }
+            Ok(Some(list)) => {
+                if let Some(elem) = list.pop(front) {
+                    drop_if_empty::<ListValue>(ctx.l, &key);
+                    unblock(ctx.shared, ctx.session);
+                    ctx.reply.array(2);
+                    ctx.reply.bulk(&key);
+                    ctx.reply.bulk(&elem);
+                    return;
+                }
+            }
+            Ok(None) => {}
+        }
+    }
+    let keys = (1..last).map(|i| ctx.arg(i).to_vec()).collect();
+    block(ctx, keys, timeout, true);
+}
+
+fn blpop(ctx: &mut Ctx<'_, '_>) {
+    bpop(ctx, true);
+}
+
+fn brpop(ctx: &mut Ctx<'_, '_>) {
+    bpop(ctx, false);
+}
+
+fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usize) {
+    let Some(timeout) = timeout_arg(ctx, timeout_at) else {
+        return unblock(ctx.shared, ctx.session);
+    };
+    let (src, dst) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let retry = ctx.session.blocked.is_some();
+    if crate::typed::read::<ListValue>(ctx.l, &dst).is_err() {
+        if retry {
+            // Popping now would lose the element: keep waiting until dst is a list again.
+            return;
+        }
+        unblock(ctx.shared, ctx.session);
+        return ctx.wrong_type();
+    }
+    let elem = match write::<ListValue>(ctx.l, &src, false) {
+        Err(()) if retry => None,
+        Err(()) => {
+            unblock(ctx.shared, ctx.session);
+            return ctx.wrong_type();
+        }
+        Ok(Some(list)) => list.pop(from_left),
+        Ok(None) => None,
+    };
+    let Some(elem) = elem else {
+        return block(ctx, vec![src.to_vec()], timeout, false);
+    };
+    drop_if_empty::<ListValue>(ctx.l, &src);
+    let limits = ctx.shared.keyspace.limits();
+    if let Ok(Some(d)) = write::<ListValue>(ctx.l, &dst, true) {
+        d.push(&elem, to_left, limits);
+    }
+    unblock(ctx.shared, ctx.session);
+    ctx.reply.bulk(&elem);
+}
+
+fn brpoplpush(ctx: &mut Ctx<'_, '_>) {
+    bmove(ctx, false, true, 3);
+}
+
+fn blmove(ctx: &mut Ctx<'_, '_>) {
+    let side = |ctx: &Ctx<'_, '_>, i: usize| {
+        if ctx.is(i, "LEFT") {
+            Some(true)
+        } else if ctx.is(i, "RIGHT") {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    let (Some(from), Some(to)) = (side(ctx, 3), side(ctx, 4)) else {
+        unblock(ctx.shared, ctx.session);
+        return ctx.syntax_error();
+    };
+    bmove(ctx, from, to, 5);
+}
+
+fn blmpop(ctx: &mut Ctx<'_, '_>) {
+    let Some(timeout) = timeout_arg(ctx, 1) else {
+        return unblock(ctx.shared, ctx.session);
+    };
+    let numkeys = match carmine_resp::parse_i64(ctx.arg(2)) {
+        Some(n) if n > 0 => n as usize,
+        Some(_) => {
+            unblock(ctx.shared, ctx.session);
+            return ctx.error("ERR numkeys should be greater than 0");
+        }
+        None => {
+            unblock(ctx.shared, ctx.session);
+            return ctx.error("ERR value is not an integer or out of range");
+        }
+    };
+    let side_at = 3 + numkeys;
+    let left = if ctx.is(side_at, "LEFT") {
+        true
+    } else if ctx.is(side_at, "RIGHT") {
+        false
+    } else {
+        unblock(ctx.shared, ctx.session);
+        return ctx.syntax_error();
+    };
+    let mut count = 1usize;
+    if ctx.args.len() == side_at + 3 && ctx.is(side_at + 1, "COUNT") {
+        match carmine_resp::parse_i64(ctx.arg(side_at + 2)) {
+            Some(n) if n > 0 => count = n as usize,
+            _ => {
+                unblock(ctx.shared, ctx.session);
+                return ctx.error("ERR count should be greater than 0");
+            }
+        }
+    } else if ctx.args.len() != side_at + 1 {
+        unblock(ctx.shared, ctx.session);
+        return ctx.syntax_error();
+    }
+    for i in 3..side_at {
+        let key = ctx.args.bytes(i);
+        match write::<ListValue>(ctx.l, &key, false) {
+            Err(()) if ctx.session.blocked.is_some() => {}
+            Err(()) => {
+                unblock(ctx.shared, ctx.session);
+                return ctx.wrong_type();
+            }
+            Ok(Some(list)) if !list.is_empty() => {
+                let n = count.min(list.len());
+                let popped: Vec<Vec<u8>> = (0..n).filter_map(|_| list.pop(left)).collect();
+                drop_if_empty::<ListValue>(ctx.l, &key);
+                unblock(ctx.shared, ctx.session);
+                ctx.reply.array(2);
+                ctx.reply.bulk(&key);
+                ctx.reply.array(popped.len());
+                for e in &popped {
+                    ctx.reply.bulk(e);
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+    let keys = (3..side_at).map(|i| ctx.arg(i).to_vec()).collect();
+    block(ctx, keys, timeout, true);
+}

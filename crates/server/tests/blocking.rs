@@ -1,0 +1,126 @@
+//! Blocking list pops woken from other connections on other threads.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+
+fn blocked_count(c: &mut redis::Connection) -> usize {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(c).unwrap();
+    list.lines()
+        .filter(|l| l.contains("cmd=blpop") || l.contains("cmd=blmove") || l.contains("cmd=brpop"))
+        .count()
+}
+
+#[test]
+fn blpop_is_woken_by_a_push_from_another_thread() {
+    let server = common::start("io-threads 4");
+    let mut waiter = common::raw(&server);
+    std::io::Write::write_all(&mut waiter, b"BLPOP jobs 0\r\n").unwrap();
+    let mut c = common::client(&server);
+    assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
+    let _: () = c.rpush("jobs", "j1").unwrap();
+    let (got, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"j1\r\n"));
+    assert_eq!(got, b"*2\r\n$4\r\njobs\r\n$2\r\nj1\r\n");
+    assert!(
+        !c.exists::<_, bool>("jobs").unwrap(),
+        "the popped list is gone"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn waiters_are_served_in_the_order_they_blocked() {
+    let server = common::start("io-threads 4");
+    let mut c = common::client(&server);
+    let mut waiters = Vec::new();
+    for i in 0..5 {
+        let mut w = common::raw(&server);
+        std::io::Write::write_all(&mut w, b"BRPOP q 0\r\n").unwrap();
+        assert!(common::wait_until(5, || blocked_count(&mut c) == i + 1));
+        waiters.push(w);
+    }
+    for i in 0..5 {
+        let _: () = c.lpush("q", format!("m{i}")).unwrap();
+    }
+    for (i, w) in waiters.iter_mut().enumerate() {
+        let want = format!("*2\r\n$1\r\nq\r\n$2\r\nm{i}\r\n");
+        let (got, _) = common::exchange(w, b"", |g| g.len() >= want.len());
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+    server.shutdown();
+}
+
+#[test]
+fn timeouts_multi_wrong_type_and_pipelines() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let started = Instant::now();
+    let v: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg("none")
+        .arg("0.2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, None);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // Inside MULTI a blocking pop does not block.
+    let r: (Option<(String, String)>,) = redis::pipe()
+        .atomic()
+        .cmd("BLPOP")
+        .arg("none")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r.0, None);
+    // A key of another type: an error at once; a blocked client stays blocked if the
+    // key becomes another type, and is served when it becomes a list.
+    let _: () = c.set("str", "x").unwrap();
+    let e = redis::cmd("BLPOP")
+        .arg("str")
+        .arg(1)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("WRONGTYPE"));
+    let mut w = common::raw(&server);
+    std::io::Write::write_all(&mut w, b"BLMOVE src dst LEFT RIGHT 0\r\nGET after\r\n").unwrap();
+    assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
+    let _: () = c.set("src", "not a list").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        blocked_count(&mut c),
+        1,
+        "still blocked after the key changed type"
+    );
+    let _: () = c.del("src").unwrap();
+    let _: () = c.set("after", "ok").unwrap();
+    let _: () = c.rpush("src", "v").unwrap();
+    let (got, _) = common::exchange(&mut w, b"", |g| g.ends_with(b"ok\r\n"));
+    assert_eq!(
+        got, b"$1\r\nv\r\n$2\r\nok\r\n",
+        "served, then the pipelined GET runs"
+    );
+    assert_eq!(c.lrange::<_, Vec<String>>("dst", 0, -1).unwrap(), ["v"]);
+    // A blocked client that disconnects leaves no waiter behind.
+    let mut gone = common::raw(&server);
+    std::io::Write::write_all(&mut gone, b"BLPOP k2 0\r\n").unwrap();
+    assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
+    drop(gone);
+    assert!(common::wait_until(5, || blocked_count(&mut c) == 0));
+    let _: () = c.rpush("k2", "kept").unwrap();
+    assert_eq!(c.llen::<_, i64>("k2").unwrap(), 1);
+    let m: Option<(String, Vec<String>)> = redis::cmd("BLMPOP")
+        .arg(1)
+        .arg(2)
+        .arg("x")
+        .arg("k2")
+        .arg("LEFT")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(m, Some(("k2".to_string(), vec!["kept".to_string()])));
+    server.shutdown();
+}
