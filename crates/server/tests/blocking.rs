@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 
 fn blocked_count(c: &mut redis::Connection) -> usize {
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(c).unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(c)
+        .expect("CLIENT LIST answers");
     list.lines()
         .filter(|l| l.contains("cmd=blpop") || l.contains("cmd=blmove") || l.contains("cmd=brpop"))
         .count()
