@@ -228,6 +228,24 @@ pub static PARAMS: &[ParamSpec] = &[
         },
         true,
     ),
+    p(
+        "lfu-log-factor",
+        "10",
+        Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        true,
+    ),
+    p(
+        "lfu-decay-time",
+        "1",
+        Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        true,
+    ),
 ];
 
 fn spec(name: &str) -> Option<&'static ParamSpec> {

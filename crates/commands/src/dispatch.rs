@@ -226,6 +226,30 @@ fn dispatch(
             return;
         }
     }
+    if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
+        && !shared.perform_evictions(now_ms)
+    {
+        let denyoom = spec.has(flags::DENYOOM)
+            || (spec.name == "exec"
+                && session.multi.as_ref().is_some_and(|m| {
+                    m.queued.iter().any(|(i, _)| {
+                        shared
+                            .commands
+                            .get(*i)
+                            .is_some_and(|s| s.has(flags::DENYOOM))
+                    })
+                }));
+        if denyoom {
+            if spec.name == "exec" {
+                session.multi = None;
+                session.info.multi.store(-1, Ordering::Relaxed);
+                session.unwatch_all(&shared.keyspace);
+            }
+            reply.error("OOM command not allowed when used memory > 'maxmemory'.");
+            reject(stats, idx, session);
+            return;
+        }
+    }
     if spec.name == "exec" {
         exec(shared, session, stats, reply, now_ms);
         return;

@@ -331,7 +331,15 @@ fn object(ctx: &mut Ctx<'_, '_>) {
             if !lfu {
                 return ctx.error("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
             }
-            ctx.reply.int(0);
+            let decay = ctx
+                .shared
+                .keyspace
+                .eviction()
+                .lfu_decay_time
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let freq =
+                carmine_keyspace::evict::lfu_decayed(e.lru, carmine_keyspace::now_ms(), decay);
+            ctx.reply.int(i64::from(freq));
         }
     }
 }

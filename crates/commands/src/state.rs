@@ -252,6 +252,8 @@ pub struct Shared {
     /// Bytes in use as the allocator counts them (set by the binary); None: estimate.
     pub used_memory: Option<fn() -> usize>,
     pub peak_memory: AtomicU64,
+    /// The keyspace's own estimate, refreshed by the cron, when `used_memory` is None.
+    pub estimated_memory: AtomicU64,
     /// Writes since start (rdb_changes_since_last_save until persistence exists).
     pub dirty: AtomicU64,
     pub ops_per_sec: AtomicU64,
@@ -298,6 +300,7 @@ impl Shared {
             active_expire: AtomicBool::new(true),
             used_memory,
             peak_memory: AtomicU64::new(0),
+            estimated_memory: AtomicU64::new(0),
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),
             io_threads,
@@ -323,6 +326,48 @@ impl Shared {
             .store(u("set-max-listpack-entries"), Ordering::Relaxed);
         l.set_max_listpack_value
             .store(u("set-max-listpack-value"), Ordering::Relaxed);
+        let e = self.keyspace.eviction();
+        let policy = c.get("maxmemory-policy").unwrap_or_default();
+        e.set_policy(
+            carmine_keyspace::Policy::parse(&policy)
+                .unwrap_or(carmine_keyspace::Policy::NoEviction),
+        );
+        e.samples.store(
+            c.get_i64("maxmemory-samples").max(1) as u64,
+            Ordering::Relaxed,
+        );
+        e.lfu_log_factor
+            .store(c.get_i64("lfu-log-factor").max(0) as u64, Ordering::Relaxed);
+        e.lfu_decay_time
+            .store(c.get_i64("lfu-decay-time").max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Evicts keys while memory is over `maxmemory`. Returns false if still over the limit
+    /// (nothing evictable, or the per-command eviction budget ran out).
+    pub fn perform_evictions(&self, now_ms: u64) -> bool {
+        let max = self.config.tunables.maxmemory.load(Ordering::Relaxed);
+        if max == 0 {
+            return true;
+        }
+        // Bounded, so one command never stalls for long; later commands continue.
+        for _ in 0..10_000 {
+            if self.used_memory() as u64 <= max {
+                return true;
+            }
+            if !self.keyspace.evict_one(now_ms) {
+                return false;
+            }
+        }
+        self.used_memory() as u64 <= max
+    }
+
+    /// Recomputes the estimate `used_memory` reports when no allocator figure is given
+    /// (an embedded server); the event loop calls this from its cron.
+    pub fn refresh_memory_estimate(&self) {
+        if self.used_memory.is_none() {
+            self.estimated_memory
+                .store(self.keyspace.memory_estimate() as u64, Ordering::Relaxed);
+        }
     }
 
     pub fn io_threads(&self) -> usize {
@@ -344,7 +389,7 @@ impl Shared {
     pub fn used_memory(&self) -> usize {
         let used = match self.used_memory {
             Some(f) => f(),
-            None => self.keyspace.memory_estimate(),
+            None => self.estimated_memory.load(Ordering::Relaxed) as usize,
         };
         self.peak_memory.fetch_max(used as u64, Ordering::Relaxed);
         used

@@ -142,6 +142,7 @@ pub struct Keyspace {
     /// master's DEL keeps the data sets identical.
     expire_deletes: AtomicBool,
     limits: crate::collections::EncodingLimits,
+    eviction: crate::evict::EvictionConfig,
 }
 
 impl Default for Keyspace {
@@ -168,7 +169,40 @@ impl Keyspace {
             stats: KeyspaceStats::default(),
             expire_deletes: AtomicBool::new(true),
             limits: crate::collections::EncodingLimits::default(),
+            eviction: crate::evict::EvictionConfig::default(),
         }
+    }
+
+    /// maxmemory policy, sampling and counters.
+    pub fn eviction(&self) -> &crate::evict::EvictionConfig {
+        &self.eviction
+    }
+
+    /// Whether database `db` was ever touched (its table array exists).
+    pub(crate) fn db_allocated(&self, db: usize) -> bool {
+        self.dbs.get(db).is_some_and(|d| d.tables.get().is_some())
+    }
+
+    pub(crate) fn existing_table(&self, db: usize, slot: usize) -> Option<&Mutex<SlotTable>> {
+        self.dbs.get(db)?.existing(slot)
+    }
+
+    /// The access-clock value for an entry touched now (LRU seconds, or the LFU field).
+    #[inline]
+    pub(crate) fn access_clock(&self, old: u32, now_ms: u64, fresh: bool) -> u32 {
+        let cfg = &self.eviction;
+        if !cfg.policy().is_lfu() {
+            return (now_ms / 1000) as u32;
+        }
+        if fresh {
+            return crate::evict::lfu_new(now_ms);
+        }
+        crate::evict::lfu_touch(
+            old,
+            now_ms,
+            cfg.lfu_log_factor.load(Ordering::Relaxed),
+            cfg.lfu_decay_time.load(Ordering::Relaxed),
+        )
     }
 
     /// The compact-encoding thresholds (`hash-max-listpack-entries` ...).
@@ -480,12 +514,12 @@ impl<'a> Locked<'a> {
     pub fn get_in(&mut self, db: usize, key: &[u8]) -> Option<&Entry> {
         self.lazy_expire(db, key);
         let now = self.now;
-        let lru = (self.now / 1000) as u32;
+        let ks = self.ks;
         let e = self.table_in(db, key).peek_mut(key)?;
         if e.is_expired(now) {
             return None; // a replica keeps it until the master's DEL arrives
         }
-        e.lru = lru;
+        e.lru = ks.access_clock(e.lru, now, false);
         Some(e)
     }
 
@@ -498,14 +532,14 @@ impl<'a> Locked<'a> {
         let db = self.db;
         self.lazy_expire(db, key);
         let now = self.now;
-        let lru = (self.now / 1000) as u32;
+        let ks = self.ks;
         self.ks.dbs[db].watch.signal(key);
         self.dirty += 1;
         let e = self.table_in(db, key).peek_mut(key)?;
         if e.is_expired(now) {
             return None;
         }
-        e.lru = lru;
+        e.lru = ks.access_clock(e.lru, now, false);
         Some(e)
     }
 
@@ -516,7 +550,7 @@ impl<'a> Locked<'a> {
     /// Stores `entry` under `key` in `db`, replacing any old value and deadline.
     pub fn insert_in(&mut self, db: usize, key: &[u8], mut entry: Entry) -> Option<Entry> {
         self.lazy_expire(db, key);
-        entry.lru = (self.now / 1000) as u32;
+        entry.lru = self.ks.access_clock(0, self.now, true);
         self.ks.dbs[db].watch.signal(key);
         self.dirty += 1;
         self.table_in(db, key).insert(key, entry)

@@ -697,6 +697,10 @@ impl EventLoop {
             );
             self.ops_sample = (Instant::now(), total);
         }
+        // Without an allocator figure, re-estimate about once a second (a keyspace walk).
+        if sh.used_memory.is_none() && self.ops_sample.0.elapsed().as_millis() < 150 {
+            sh.refresh_memory_estimate();
+        }
         sh.used_memory();
     }
 }

@@ -1,0 +1,118 @@
+//! maxmemory and eviction, with the counting allocator as in the real binary. One test
+//! function, so no other test in this process allocates meanwhile.
+
+use std::time::Duration;
+
+use carmine_commands::Config;
+use carmine_server::{alloc, Server};
+
+#[global_allocator]
+static ALLOC: alloc::CountingAlloc = alloc::CountingAlloc;
+
+fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in INFO {section}"))
+}
+
+#[test]
+fn eviction_policies_keep_memory_under_maxmemory() {
+    let config = Config::new();
+    config
+        .load_text("port 0\nbind 127.0.0.1\nio-threads 2\n")
+        .expect("config");
+    let server = Server::start_with_memory(config, Some(alloc::allocated_bytes)).expect("start");
+    let cl = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port())).expect("client");
+    let mut c = cl
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect");
+    let base = info_field(&mut c, "memory", "used_memory");
+    let max = base + 20 * 1024 * 1024;
+    let set = |c: &mut redis::Connection, k: &str, v: &[u8]| {
+        redis::cmd("SET").arg(k).arg(v).query::<()>(c)
+    };
+    let value = vec![b'v'; 1024];
+
+    // allkeys-lru: writing 2x maxmemory keeps used_memory under the limit.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(max)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut c)
+        .unwrap();
+    for i in 0..40_000 {
+        set(&mut c, &format!("lru:{i}"), &value).unwrap();
+    }
+    let used = info_field(&mut c, "memory", "used_memory");
+    assert!(used <= max + 1024 * 1024, "used {used} vs max {max}");
+    assert!(info_field(&mut c, "stats", "evicted_keys") > 10_000);
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert!(dbsize < 40_000 && dbsize > 5_000, "{dbsize}");
+
+    // volatile-ttl: only keys with a deadline go; the earliest deadlines first.
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-ttl")
+        .query(&mut c)
+        .unwrap();
+    for i in 0..8_000 {
+        set(&mut c, &format!("keep:{i}"), &value).unwrap();
+    }
+    let mut oom = 0;
+    for i in 0..30_000 {
+        let r = redis::cmd("SET")
+            .arg(format!("tmp:{i}"))
+            .arg(&value[..])
+            .arg("EX")
+            .arg(1000 + i)
+            .query::<()>(&mut c);
+        if r.is_err() {
+            oom += 1;
+        }
+    }
+    let kept: Vec<String> = redis::cmd("KEYS").arg("keep:*").query(&mut c).unwrap();
+    assert_eq!(
+        kept.len(),
+        8_000,
+        "keys without a deadline are never evicted under volatile-ttl"
+    );
+    assert!(oom < 30_000);
+    assert!(info_field(&mut c, "memory", "used_memory") <= max + 1024 * 1024);
+
+    // noeviction: writes that need memory fail with OOM; reads and deletes still work.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(base / 2)
+        .query(&mut c)
+        .unwrap();
+    let e = set(&mut c, "new", b"x").unwrap_err();
+    assert_eq!(e.code(), Some("OOM"), "{e}");
+    let _: Option<String> = redis::cmd("GET").arg("keep:1").query(&mut c).unwrap();
+    let n: i64 = redis::cmd("DEL").arg("keep:1").query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    set(&mut c, "new", b"x").unwrap();
+    server.shutdown();
+}
