@@ -2,86 +2,26 @@
 //! on first write, delete when a write leaves a collection empty (Redis never keeps empty
 //! collections), and the SCAN-family reply.
 
-use carmine_keyspace::{glob_match, Entry, HashValue, ListValue, Locked, SetValue, Value};
+use carmine_keyspace::{glob_match, Locked};
 
 use crate::Ctx;
 
-/// Which collection a command works on.
-pub trait Collection: Default {
-    fn wrap(self) -> Value;
-    fn from_value(v: &Value) -> Option<&Self>;
-    fn from_value_mut(v: &mut Value) -> Option<&mut Self>;
-    fn is_empty(&self) -> bool;
-}
+pub use carmine_keyspace::typed::{drop_if_empty, Collection};
 
-macro_rules! collection {
-    ($t:ty, $variant:ident) => {
-        impl Collection for $t {
-            fn wrap(self) -> Value {
-                Value::$variant(Box::new(self))
-            }
-            fn from_value(v: &Value) -> Option<&Self> {
-                match v {
-                    Value::$variant(c) => Some(c),
-                    _ => None,
-                }
-            }
-            fn from_value_mut(v: &mut Value) -> Option<&mut Self> {
-                match v {
-                    Value::$variant(c) => Some(c),
-                    _ => None,
-                }
-            }
-            fn is_empty(&self) -> bool {
-                <$t>::is_empty(self)
-            }
-        }
-    };
-}
-
-collection!(HashValue, Hash);
-collection!(ListValue, List);
-collection!(SetValue, Set);
-
-/// Read access: `Ok(None)` when the key is missing, `Err(())` for another type.
+/// Read access for a command: `Err(())` means WRONGTYPE (the caller replies it).
 #[allow(clippy::result_unit_err)]
 pub fn read<'l, C: Collection>(l: &'l mut Locked<'_>, key: &[u8]) -> Result<Option<&'l C>, ()> {
-    match l.get(key) {
-        None => Ok(None),
-        Some(e) => C::from_value(&e.value).map(Some).ok_or(()),
-    }
+    carmine_keyspace::typed::read(l, key).map_err(|_| ())
 }
 
-/// Write access, creating the collection when `create` and the key is missing.
+/// Write access for a command, creating the collection when `create`.
 #[allow(clippy::result_unit_err)]
 pub fn write<'l, C: Collection>(
     l: &'l mut Locked<'_>,
     key: &[u8],
     create: bool,
 ) -> Result<Option<&'l mut C>, ()> {
-    match l.get(key) {
-        None if !create => return Ok(None),
-        None => {
-            l.insert(key, Entry::new(C::default().wrap()));
-        }
-        Some(e) if C::from_value(&e.value).is_none() => return Err(()),
-        Some(_) => {}
-    }
-    match l.get_mut(key) {
-        Some(e) => Ok(C::from_value_mut(&mut e.value)),
-        None => Ok(None),
-    }
-}
-
-/// Deletes `key` if it holds an empty collection of type `C`.
-pub fn drop_if_empty<C: Collection>(l: &mut Locked<'_>, key: &[u8]) {
-    let empty = l
-        .get(key)
-        .and_then(|e| C::from_value(&e.value))
-        .is_some_and(C::is_empty);
-    if empty {
-        l.remove(key);
-    }
+    carmine_keyspace::typed::write(l, key, create).map_err(|_| ())
 }
 
 /// Replies to an HSCAN/SSCAN: the whole collection in one step (cursor 0), filtered by

@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
+use crate::collections::{HashValue, ListValue, SetValue};
 use crate::error::KeyspaceError;
 use crate::keyspace::{Keyspace, Locked};
 use crate::ops::{self, ExpireCondition, SetOptions, SetOutcome, Ttl};
 use crate::pattern::glob_match;
+use crate::typed::{drop_if_empty, read, write};
+
+/// A hash field and its value, as HGETALL returns them.
+pub type FieldValue = (Vec<u8>, Vec<u8>);
 
 /// Typed access to one database of a [`Keyspace`]. Cheap to create; every call locks only
 /// the table(s) of the keys it touches, so handles are used freely from many threads.
@@ -129,5 +134,171 @@ impl<'a> DbHandle<'a> {
 
     pub fn flush(&self) -> usize {
         self.ks.flush_db(self.db)
+    }
+
+    // ------------------------------------------------------------ hashes
+
+    /// HSET of one field; true if the field is new.
+    pub fn hset(&self, key: &[u8], field: &[u8], value: &[u8]) -> Result<bool, KeyspaceError> {
+        let mut l = self.lock(key);
+        let limits = self.ks.limits();
+        Ok(write::<HashValue>(&mut l, key, true)?.is_some_and(|h| h.insert(field, value, limits)))
+    }
+
+    pub fn hget(&self, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<HashValue>(&mut l, key)?
+            .and_then(|h| h.get(field))
+            .map(<[u8]>::to_vec))
+    }
+
+    /// Removes fields; returns how many existed. An emptied hash is deleted.
+    pub fn hdel(&self, key: &[u8], fields: &[&[u8]]) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        let n = match write::<HashValue>(&mut l, key, false)? {
+            Some(h) => fields.iter().filter(|f| h.remove(f)).count(),
+            None => 0,
+        };
+        drop_if_empty::<HashValue>(&mut l, key);
+        Ok(n)
+    }
+
+    pub fn hgetall(&self, key: &[u8]) -> Result<Vec<FieldValue>, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<HashValue>(&mut l, key)?
+            .map(|h| {
+                h.pairs()
+                    .into_iter()
+                    .map(|(f, v)| (f.to_vec(), v.to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    pub fn hlen(&self, key: &[u8]) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<HashValue>(&mut l, key)?.map_or(0, HashValue::len))
+    }
+
+    /// HINCRBY: the field as an integer plus `delta`.
+    pub fn hincr_by(&self, key: &[u8], field: &[u8], delta: i64) -> Result<i64, KeyspaceError> {
+        let mut l = self.lock(key);
+        let cur = match read::<HashValue>(&mut l, key)?.and_then(|h| h.get(field)) {
+            None => 0,
+            Some(v) => crate::value::parse_canonical_i64(v).ok_or(KeyspaceError::NotInteger)?,
+        };
+        let next = cur.checked_add(delta).ok_or(KeyspaceError::Overflow)?;
+        let limits = self.ks.limits();
+        if let Some(h) = write::<HashValue>(&mut l, key, true)? {
+            h.insert(field, next.to_string().as_bytes(), limits);
+        }
+        Ok(next)
+    }
+
+    // ------------------------------------------------------------ lists
+
+    fn push(&self, key: &[u8], items: &[&[u8]], front: bool) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        let limits = self.ks.limits();
+        let Some(list) = write::<ListValue>(&mut l, key, true)? else {
+            return Ok(0);
+        };
+        for item in items {
+            list.push(item, front, limits);
+        }
+        Ok(list.len())
+    }
+
+    /// LPUSH; returns the new length.
+    pub fn lpush(&self, key: &[u8], items: &[&[u8]]) -> Result<usize, KeyspaceError> {
+        self.push(key, items, true)
+    }
+
+    /// RPUSH; returns the new length.
+    pub fn rpush(&self, key: &[u8], items: &[&[u8]]) -> Result<usize, KeyspaceError> {
+        self.push(key, items, false)
+    }
+
+    fn pop(&self, key: &[u8], front: bool) -> Result<Option<Vec<u8>>, KeyspaceError> {
+        let mut l = self.lock(key);
+        let v = write::<ListValue>(&mut l, key, false)?.and_then(|list| list.pop(front));
+        drop_if_empty::<ListValue>(&mut l, key);
+        Ok(v)
+    }
+
+    pub fn lpop(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KeyspaceError> {
+        self.pop(key, true)
+    }
+
+    pub fn rpop(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KeyspaceError> {
+        self.pop(key, false)
+    }
+
+    pub fn llen(&self, key: &[u8]) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<ListValue>(&mut l, key)?.map_or(0, ListValue::len))
+    }
+
+    /// LRANGE with Redis' index rules (negative from the end, inclusive).
+    pub fn lrange(&self, key: &[u8], start: i64, end: i64) -> Result<Vec<Vec<u8>>, KeyspaceError> {
+        let mut l = self.lock(key);
+        let Some(list) = read::<ListValue>(&mut l, key)? else {
+            return Ok(Vec::new());
+        };
+        let len = list.len() as i64;
+        let s = if start < 0 {
+            (len + start).max(0)
+        } else {
+            start
+        };
+        let e = if end < 0 { len + end } else { end.min(len - 1) };
+        if s > e || s >= len {
+            return Ok(Vec::new());
+        }
+        Ok(list
+            .range(s as usize, e as usize)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
+
+    // ------------------------------------------------------------ sets
+
+    /// SADD; returns how many members were new.
+    pub fn sadd(&self, key: &[u8], members: &[&[u8]]) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        let limits = self.ks.limits();
+        Ok(match write::<SetValue>(&mut l, key, true)? {
+            Some(s) => members.iter().filter(|m| s.insert(m, limits)).count(),
+            None => 0,
+        })
+    }
+
+    /// SREM; returns how many members existed. An emptied set is deleted.
+    pub fn srem(&self, key: &[u8], members: &[&[u8]]) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        let n = match write::<SetValue>(&mut l, key, false)? {
+            Some(s) => members.iter().filter(|m| s.remove(m)).count(),
+            None => 0,
+        };
+        drop_if_empty::<SetValue>(&mut l, key);
+        Ok(n)
+    }
+
+    pub fn sismember(&self, key: &[u8], member: &[u8]) -> Result<bool, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<SetValue>(&mut l, key)?.is_some_and(|s| s.contains(member)))
+    }
+
+    pub fn smembers(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<SetValue>(&mut l, key)?
+            .map(SetValue::members)
+            .unwrap_or_default())
+    }
+
+    pub fn scard(&self, key: &[u8]) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<SetValue>(&mut l, key)?.map_or(0, SetValue::len))
     }
 }

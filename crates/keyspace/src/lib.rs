@@ -23,6 +23,14 @@
 //! assert!(!db.set_with(b"greeting", b"bye", nx).unwrap().written);
 //! assert_eq!(db.del(&[b"greeting", b"nope"]), 1);
 //!
+//! // Hashes, lists and sets, with compact encodings while small.
+//! assert!(db.hset(b"user:1", b"name", b"ada").unwrap());
+//! assert_eq!(db.hget(b"user:1", b"name").unwrap(), Some(b"ada".to_vec()));
+//! assert_eq!(db.rpush(b"queue", &[b"a", b"b"]).unwrap(), 2);
+//! assert_eq!(db.lpop(b"queue").unwrap(), Some(b"a".to_vec()));
+//! assert_eq!(db.sadd(b"tags", &[b"x", b"y", b"x"]).unwrap(), 2);
+//! assert_eq!(db.get(b"tags"), Err(carmine_keyspace::KeyspaceError::WrongType));
+//!
 //! // Handles are Copy and the keyspace is Sync: share it between threads.
 //! std::thread::scope(|s| {
 //!     for _ in 0..4 {
@@ -42,9 +50,10 @@ pub mod ops;
 mod packed;
 mod pattern;
 mod table;
+pub mod typed;
 mod value;
 
-pub use api::DbHandle;
+pub use api::{DbHandle, FieldValue};
 pub use collections::{EncodingLimits, HashValue, ListValue, SetValue};
 pub use compact::CompactKey;
 pub use error::KeyspaceError;

@@ -1,0 +1,89 @@
+//! Typed access to collection values, shared by the embedding API and the command layer:
+//! WRONGTYPE checks, create on first write, delete when a write leaves a collection empty
+//! (Redis never keeps empty collections).
+
+use crate::collections::{HashValue, ListValue, SetValue};
+use crate::error::KeyspaceError;
+use crate::keyspace::Locked;
+use crate::value::{Entry, Value};
+
+/// A collection type that lives in a [`Value`] variant.
+pub trait Collection: Default {
+    fn wrap(self) -> Value;
+    fn from_value(v: &Value) -> Option<&Self>;
+    fn from_value_mut(v: &mut Value) -> Option<&mut Self>;
+    fn is_empty(&self) -> bool;
+}
+
+macro_rules! collection {
+    ($t:ty, $variant:ident) => {
+        impl Collection for $t {
+            fn wrap(self) -> Value {
+                Value::$variant(Box::new(self))
+            }
+            fn from_value(v: &Value) -> Option<&Self> {
+                match v {
+                    Value::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+            fn from_value_mut(v: &mut Value) -> Option<&mut Self> {
+                match v {
+                    Value::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+            fn is_empty(&self) -> bool {
+                <$t>::is_empty(self)
+            }
+        }
+    };
+}
+
+collection!(HashValue, Hash);
+collection!(ListValue, List);
+collection!(SetValue, Set);
+
+/// Read access: `Ok(None)` when the key is missing, WRONGTYPE for another type.
+pub fn read<'l, C: Collection>(
+    l: &'l mut Locked<'_>,
+    key: &[u8],
+) -> Result<Option<&'l C>, KeyspaceError> {
+    match l.get(key) {
+        None => Ok(None),
+        Some(e) => C::from_value(&e.value)
+            .map(Some)
+            .ok_or(KeyspaceError::WrongType),
+    }
+}
+
+/// Write access, creating the collection when `create` and the key is missing.
+pub fn write<'l, C: Collection>(
+    l: &'l mut Locked<'_>,
+    key: &[u8],
+    create: bool,
+) -> Result<Option<&'l mut C>, KeyspaceError> {
+    match l.get(key) {
+        None if !create => return Ok(None),
+        None => {
+            l.insert(key, Entry::new(C::default().wrap()));
+        }
+        Some(e) if C::from_value(&e.value).is_none() => return Err(KeyspaceError::WrongType),
+        Some(_) => {}
+    }
+    match l.get_mut(key) {
+        Some(e) => Ok(C::from_value_mut(&mut e.value)),
+        None => Ok(None),
+    }
+}
+
+/// Deletes `key` if it holds an empty collection of type `C`.
+pub fn drop_if_empty<C: Collection>(l: &mut Locked<'_>, key: &[u8]) {
+    let empty = l
+        .get(key)
+        .and_then(|e| C::from_value(&e.value))
+        .is_some_and(C::is_empty);
+    if empty {
+        l.remove(key);
+    }
+}
