@@ -21,6 +21,7 @@
 //! ```
 
 mod barrier;
+mod bitmap;
 pub mod blocking;
 pub mod config;
 pub mod connection;
@@ -57,5 +58,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(set::commands());
     specs.extend(pubsub::commands());
     specs.extend(blocking::commands());
+    specs.extend(bitmap::commands());
     CommandTable::new(specs)
 }

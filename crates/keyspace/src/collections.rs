@@ -198,11 +198,10 @@ impl ListValue {
         self.len() == 0
     }
 
+    /// Redis 7.0's name (the version Carmine reports): every list is a "quicklist", its
+    /// small form being a quicklist of one listpack node. (7.2 says "listpack".)
     pub fn encoding(&self) -> &'static str {
-        match self {
-            ListValue::Packed(_) => "listpack",
-            ListValue::Deque(_) => "quicklist",
-        }
+        "quicklist"
     }
 
     /// Whether a packed list of this shape is still within `list-max-listpack-size`.
@@ -358,11 +357,12 @@ impl SetValue {
         self.len() == 0
     }
 
+    /// Redis 7.0's names (the version Carmine reports): small non-integer sets are stored
+    /// packed here but were "hashtable" in 7.0 (7.2 says "listpack").
     pub fn encoding(&self) -> &'static str {
         match self {
             SetValue::Ints(_) => "intset",
-            SetValue::Packed(_) => "listpack",
-            SetValue::Table(_) => "hashtable",
+            SetValue::Packed(_) | SetValue::Table(_) => "hashtable",
         }
     }
 

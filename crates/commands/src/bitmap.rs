@@ -1,0 +1,233 @@
+//! Bitmaps on strings: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP. Bit 0 is the most
+//! significant bit of the first byte, as in Redis.
+
+use carmine_keyspace::ops::{self, MAX_STRING};
+use carmine_keyspace::{Entry, StrValue, Value};
+
+use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
+use crate::Ctx;
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "bitmap";
+    vec![
+        cmd("setbit", 4, WRITE | DENYOOM, keys(1, 1, 1), setbit, g, "@write @bitmap @slow", "Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist."),
+        cmd("getbit", 3, READONLY | FAST, keys(1, 1, 1), getbit, g, "@read @bitmap @fast", "Returns a bit value by offset."),
+        cmd("bitcount", -2, READONLY, keys(1, 1, 1), bitcount, g, "@read @bitmap @slow", "Counts the number of set bits (population counting) in a string."),
+        cmd("bitpos", -3, READONLY, keys(1, 1, 1), bitpos, g, "@read @bitmap @slow", "Finds the first set (1) or clear (0) bit in a string."),
+        cmd("bitop", -4, WRITE | DENYOOM, KeySpec::Range { first: 2, last: -1, step: 1 }, bitop, g, "@write @bitmap @slow", "Performs bitwise operations on multiple strings, and stores the result."),
+    ]
+}
+
+/// Parses a bit offset: 0 ..= 2^32-1 (Redis' 512 MB limit).
+fn bit_offset(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<usize> {
+    match carmine_resp::parse_i64(ctx.arg(i)) {
+        Some(n) if n >= 0 && (n as u64) < (MAX_STRING as u64) * 8 => Some(n as usize),
+        _ => {
+            ctx.error("ERR bit offset is not an integer or out of range");
+            None
+        }
+    }
+}
+
+/// The string at `args[1]` as bytes (empty if missing); None after replying WRONGTYPE.
+fn bytes_of(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<Vec<u8>> {
+    let key = ctx.args.bytes(i);
+    match ops::get_str(ctx.l, &key) {
+        Ok(v) => Some(v.map(StrValue::to_vec).unwrap_or_default()),
+        Err(e) => {
+            ctx.keyspace_error(e);
+            None
+        }
+    }
+}
+
+fn setbit(ctx: &mut Ctx<'_, '_>) {
+    let Some(offset) = bit_offset(ctx, 2) else {
+        return;
+    };
+    let on = match ctx.arg(3) {
+        b"1" => true,
+        b"0" => false,
+        _ => return ctx.error("ERR bit is not an integer or out of range"),
+    };
+    let key = ctx.args.bytes(1);
+    if let Err(e) = ops::get_str(ctx.l, &key) {
+        return ctx.keyspace_error(e);
+    }
+    if ctx.l.get(&key).is_none() {
+        ctx.l
+            .insert(&key, Entry::new(Value::Str(StrValue::Raw(Vec::new()))));
+    }
+    let Some(s) = ctx.l.get_mut(&key).and_then(|e| e.value.as_str_mut()) else {
+        return ctx.wrong_type();
+    };
+    let raw = s.make_raw();
+    let byte = offset / 8;
+    if raw.len() <= byte {
+        raw.resize(byte + 1, 0);
+    }
+    let mask = 0x80u8 >> (offset % 8);
+    let old = raw[byte] & mask != 0;
+    if on {
+        raw[byte] |= mask;
+    } else {
+        raw[byte] &= !mask;
+    }
+    ctx.reply.int(i64::from(old));
+}
+
+fn getbit(ctx: &mut Ctx<'_, '_>) {
+    let Some(offset) = bit_offset(ctx, 2) else {
+        return;
+    };
+    let Some(bytes) = bytes_of(ctx, 1) else {
+        return;
+    };
+    let bit = bytes
+        .get(offset / 8)
+        .is_some_and(|b| b & (0x80 >> (offset % 8)) != 0);
+    ctx.reply.int(i64::from(bit));
+}
+
+/// Resolves a [start, end] range of units (bytes, or bits when `bits`) over a string of
+/// `len` bytes with Redis' negative-index rules; None when empty.
+fn unit_range(start: i64, end: i64, len: usize, bits: bool) -> Option<(usize, usize)> {
+    let total = if bits { len as i64 * 8 } else { len as i64 };
+    let mut s = if start < 0 { total + start } else { start };
+    let mut e = if end < 0 { total + end } else { end };
+    s = s.max(0);
+    e = e.min(total - 1);
+    if total == 0 || s > e || e < 0 {
+        return None;
+    }
+    Some((s as usize, e as usize))
+}
+
+fn bit_at(bytes: &[u8], i: usize) -> bool {
+    bytes[i / 8] & (0x80 >> (i % 8)) != 0
+}
+
+/// Parses the optional `start end [BYTE|BIT]` of BITCOUNT/BITPOS starting at `first`.
+/// Returns (start, end, end_given, bits) or None after replying an error.
+fn range_args(ctx: &mut Ctx<'_, '_>, first: usize) -> Option<(i64, i64, bool, bool)> {
+    let n = ctx.args.len();
+    let mut bits = false;
+    let mut last = n;
+    if n > first + 2 {
+        if ctx.is(n - 1, "BIT") {
+            bits = true;
+        } else if !ctx.is(n - 1, "BYTE") {
+            ctx.syntax_error();
+            return None;
+        }
+        last = n - 1;
+    }
+    let start = if first < last { ctx.int_arg(first)? } else { 0 };
+    let end_given = first + 1 < last;
+    let end = if end_given {
+        ctx.int_arg(first + 1)?
+    } else {
+        -1
+    };
+    if last > first + 2 {
+        ctx.syntax_error();
+        return None;
+    }
+    Some((start, end, end_given, bits))
+}
+
+fn bitcount(ctx: &mut Ctx<'_, '_>) {
+    if ctx.args.len() == 3 {
+        return ctx.syntax_error();
+    }
+    let Some((start, end, _, bits)) = range_args(ctx, 2) else {
+        return;
+    };
+    let Some(bytes) = bytes_of(ctx, 1) else {
+        return;
+    };
+    let count = match unit_range(start, end, bytes.len(), bits) {
+        None => 0,
+        Some((s, e)) if bits => (s..=e).filter(|&i| bit_at(&bytes, i)).count(),
+        Some((s, e)) => bytes[s..=e].iter().map(|b| b.count_ones() as usize).sum(),
+    };
+    ctx.reply.int(count as i64);
+}
+
+fn bitpos(ctx: &mut Ctx<'_, '_>) {
+    let want = match ctx.arg(2) {
+        b"1" => true,
+        b"0" => false,
+        _ => return ctx.error("ERR The bit argument must be 1 or 0."),
+    };
+    let Some((start, end, end_given, bits)) = range_args(ctx, 3) else {
+        return;
+    };
+    let key = ctx.args.bytes(1);
+    let missing = matches!(ops::get_str(ctx.l, &key), Ok(None));
+    let Some(bytes) = bytes_of(ctx, 1) else {
+        return;
+    };
+    if missing {
+        return ctx.reply.int(if want { -1 } else { 0 });
+    }
+    let Some((s, e)) = unit_range(start, end, bytes.len(), bits) else {
+        return ctx.reply.int(-1);
+    };
+    let (first_bit, last_bit) = if bits { (s, e) } else { (s * 8, e * 8 + 7) };
+    match (first_bit..=last_bit).find(|&i| bit_at(&bytes, i) == want) {
+        Some(i) => ctx.reply.int(i as i64),
+        // Looking for a 0 past an all-ones string with no end given: the first bit after
+        // it, since the string is conceptually padded with zeros.
+        None if !want && !end_given => ctx.reply.int((last_bit + 1) as i64),
+        None => ctx.reply.int(-1),
+    }
+}
+
+fn bitop(ctx: &mut Ctx<'_, '_>) {
+    let op = ctx.arg(1).to_ascii_uppercase();
+    if !matches!(op.as_slice(), b"AND" | b"OR" | b"XOR" | b"NOT") {
+        return ctx.syntax_error();
+    }
+    if op == b"NOT" && ctx.args.len() != 4 {
+        return ctx.error("ERR BITOP NOT must be called with a single source key.");
+    }
+    let mut sources = Vec::new();
+    for i in 3..ctx.args.len() {
+        let Some(b) = bytes_of(ctx, i) else { return };
+        sources.push(b);
+    }
+    let len = sources.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = vec![0u8; len];
+    for (j, byte) in out.iter_mut().enumerate() {
+        let at = |s: &Vec<u8>| s.get(j).copied().unwrap_or(0);
+        *byte = match op.as_slice() {
+            b"NOT" => !at(&sources[0]),
+            b"AND" => sources.iter().fold(0xff, |acc, s| acc & at(s)),
+            b"OR" => sources.iter().fold(0, |acc, s| acc | at(s)),
+            _ => sources.iter().fold(0, |acc, s| acc ^ at(s)),
+        };
+    }
+    let dst = ctx.args.bytes(2);
+    if out.is_empty() {
+        ctx.l.remove(&dst);
+    } else {
+        ctx.l
+            .insert(&dst, Entry::new(Value::Str(StrValue::Raw(out))));
+    }
+    ctx.reply.int(len as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unit_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(unit_range(0, -1, 3, false), Some((0, 2)));
+        assert_eq!(unit_range(-2, -1, 3, false), Some((1, 2)));
+        assert_eq!(unit_range(5, 1, 3, false), None);
+        assert_eq!(unit_range(0, -1, 3, true), Some((0, 23)));
+        assert_eq!(unit_range(0, 100, 0, false), None);
+    }
+}
