@@ -45,9 +45,10 @@ fn have_redis_py() -> bool {
         .unwrap_or(false)
 }
 
-/// Installs redis-cli / redis-benchmark and redis-py when they are missing.
+/// Installs redis-cli / redis-benchmark / redis-server (the differential test runs the
+/// real server beside Carmine) and redis-py when they are missing.
 fn install_test_tools() {
-    if !have("redis-cli") || !have("redis-benchmark") {
+    if !have("redis-cli") || !have("redis-benchmark") || !have("redis-server") {
         let sudo = if have("sudo") && !is_root() {
             "sudo "
         } else {
