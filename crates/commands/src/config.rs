@@ -246,6 +246,30 @@ pub static PARAMS: &[ParamSpec] = &[
         },
         true,
     ),
+    ParamSpec {
+        alias: Some("zset-max-ziplist-entries"),
+        ..p(
+            "zset-max-listpack-entries",
+            "128",
+            Kind::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            true,
+        )
+    },
+    ParamSpec {
+        alias: Some("zset-max-ziplist-value"),
+        ..p(
+            "zset-max-listpack-value",
+            "64",
+            Kind::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            true,
+        )
+    },
 ];
 
 fn spec(name: &str) -> Option<&'static ParamSpec> {

@@ -38,6 +38,7 @@ mod string;
 pub mod table;
 mod transaction;
 mod typed;
+mod zset;
 
 pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
@@ -59,5 +60,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(pubsub::commands());
     specs.extend(blocking::commands());
     specs.extend(bitmap::commands());
+    specs.extend(zset::commands());
     CommandTable::new(specs)
 }

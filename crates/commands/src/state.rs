@@ -326,6 +326,11 @@ impl Shared {
             .store(u("set-max-listpack-entries"), Ordering::Relaxed);
         l.set_max_listpack_value
             .store(u("set-max-listpack-value"), Ordering::Relaxed);
+        let z = self.keyspace.zset_limits();
+        z.max_entries
+            .store(u("zset-max-listpack-entries"), Ordering::Relaxed);
+        z.max_value
+            .store(u("zset-max-listpack-value"), Ordering::Relaxed);
         let e = self.keyspace.eviction();
         let policy = c.get("maxmemory-policy").unwrap_or_default();
         e.set_policy(

@@ -143,6 +143,7 @@ pub struct Keyspace {
     expire_deletes: AtomicBool,
     limits: crate::collections::EncodingLimits,
     eviction: crate::evict::EvictionConfig,
+    zset_limits: crate::zset::ZSetLimits,
 }
 
 impl Default for Keyspace {
@@ -170,7 +171,13 @@ impl Keyspace {
             expire_deletes: AtomicBool::new(true),
             limits: crate::collections::EncodingLimits::default(),
             eviction: crate::evict::EvictionConfig::default(),
+            zset_limits: crate::zset::ZSetLimits::default(),
         }
+    }
+
+    /// `zset-max-listpack-entries` / `-value`.
+    pub fn zset_limits(&self) -> &crate::zset::ZSetLimits {
+        &self.zset_limits
     }
 
     /// maxmemory policy, sampling and counters.

@@ -52,6 +52,7 @@ mod pattern;
 mod table;
 pub mod typed;
 mod value;
+mod zset;
 
 pub use api::{DbHandle, FieldValue};
 pub use collections::{EncodingLimits, HashValue, ListValue, SetValue};
@@ -64,3 +65,4 @@ pub use packed::Packed;
 pub use pattern::glob_match;
 pub use table::{Key, SlotTable};
 pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX, INLINE_STR};
+pub use zset::{ZSetLimits, ZSetValue};

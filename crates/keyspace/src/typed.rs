@@ -43,6 +43,7 @@ macro_rules! collection {
 collection!(HashValue, Hash);
 collection!(ListValue, List);
 collection!(SetValue, Set);
+collection!(crate::zset::ZSetValue, ZSet);
 
 /// Read access: `Ok(None)` when the key is missing, WRONGTYPE for another type.
 pub fn read<'l, C: Collection>(

@@ -149,6 +149,7 @@ pub enum Value {
     Hash(Box<HashValue>),
     List(Box<ListValue>),
     Set(Box<SetValue>),
+    ZSet(Box<crate::zset::ZSetValue>),
 }
 
 impl Value {
@@ -159,6 +160,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::List(_) => "list",
             Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
         }
     }
 
@@ -168,6 +170,7 @@ impl Value {
             Value::Hash(h) => h.encoding(),
             Value::List(l) => l.encoding(),
             Value::Set(s) => s.encoding(),
+            Value::ZSet(z) => z.encoding(),
         }
     }
 
@@ -177,6 +180,7 @@ impl Value {
             Value::Hash(h) => 48 + h.heap_size(),
             Value::List(l) => 48 + l.heap_size(),
             Value::Set(s) => 48 + s.heap_size(),
+            Value::ZSet(z) => 48 + z.heap_size(),
         }
     }
 
@@ -201,6 +205,7 @@ impl Value {
             Value::Hash(h) => h.len(),
             Value::List(l) => l.len(),
             Value::Set(s) => s.len(),
+            Value::ZSet(z) => z.len(),
         }
     }
 }

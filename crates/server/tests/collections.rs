@@ -227,3 +227,44 @@ fn sets() {
     assert_eq!(e.code(), Some("WRONGTYPE"));
     server.shutdown();
 }
+
+#[test]
+fn sorted_sets_large_and_small() {
+    let server = common::start("zset-max-listpack-entries 16");
+    let mut c = common::client(&server);
+    for i in 0..2000 {
+        let _: () = c.zadd("big", format!("m{i:05}"), (i * 7) % 2000).unwrap();
+    }
+    assert_eq!(encoding(&mut c, "big"), "skiplist");
+    assert_eq!(c.zcard::<_, i64>("big").unwrap(), 2000);
+    // Scores are a permutation of 0..2000, so rank == score.
+    for i in (0..2000).step_by(97) {
+        let member = format!("m{i:05}");
+        let score: f64 = c.zscore("big", &member).unwrap();
+        let rank: i64 = c.zrank("big", &member).unwrap();
+        assert_eq!(rank as f64, score);
+        let rev: i64 = c.zrevrank("big", &member).unwrap();
+        assert_eq!(rev, 1999 - rank);
+    }
+    let top: Vec<(String, f64)> = c.zrevrange_withscores("big", 0, 2).unwrap();
+    assert_eq!(
+        top.iter().map(|t| t.1).collect::<Vec<_>>(),
+        [1999.0, 1998.0, 1997.0]
+    );
+    assert_eq!(c.zcount::<_, _, _, i64>("big", 100, "(200").unwrap(), 100);
+    let removed: i64 = redis::cmd("ZREMRANGEBYSCORE")
+        .arg("big")
+        .arg(0)
+        .arg(999)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(removed, 1000);
+    let first: Vec<(String, f64)> = c.zrange_withscores("big", 0, 0).unwrap();
+    assert_eq!(first[0].1, 1000.0);
+    let _: () = c.zadd("small", "a", 1).unwrap();
+    assert_eq!(encoding(&mut c, "small"), "listpack");
+    let _: () = c.set("str", "x").unwrap();
+    let e = c.zadd::<_, _, _, i64>("str", "a", 1).unwrap_err();
+    assert_eq!(e.code(), Some("WRONGTYPE"));
+    server.shutdown();
+}

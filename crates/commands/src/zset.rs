@@ -1,0 +1,932 @@
+//! Sorted sets: ZADD, ZINCRBY, ZREM, ZCARD, ZSCORE, ZMSCORE, ZRANK, ZREVRANK, ZCOUNT,
+//! ZLEXCOUNT, ZRANGE (BYSCORE/BYLEX/REV/LIMIT/WITHSCORES), ZREVRANGE, ZRANGEBYSCORE,
+//! ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX, ZREMRANGEBYRANK/SCORE/LEX, ZPOPMIN,
+//! ZPOPMAX, ZRANDMEMBER, ZSCAN.
+
+use carmine_keyspace::ops::parse_float;
+use carmine_keyspace::ZSetValue;
+
+use crate::hash::random_picks;
+use crate::table::{cmd, flags::*, keys, CommandSpec};
+use crate::typed::{drop_if_empty, read, scan_reply, write};
+use crate::Ctx;
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "sorted-set";
+    let wf = "@write @sortedset @fast";
+    let ws = "@write @sortedset @slow";
+    let rf = "@read @sortedset @fast";
+    let rs = "@read @sortedset @slow";
+    vec![
+        cmd(
+            "zadd",
+            -4,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            zadd,
+            g,
+            wf,
+            "Adds one or more members to a sorted set, or updates their scores.",
+        ),
+        cmd(
+            "zincrby",
+            4,
+            WRITE | DENYOOM | FAST,
+            keys(1, 1, 1),
+            zincrby,
+            g,
+            wf,
+            "Increments the score of a member in a sorted set.",
+        ),
+        cmd(
+            "zrem",
+            -3,
+            WRITE | FAST,
+            keys(1, 1, 1),
+            zrem,
+            g,
+            wf,
+            "Removes one or more members from a sorted set.",
+        ),
+        cmd(
+            "zcard",
+            2,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            zcard,
+            g,
+            rf,
+            "Returns the number of members in a sorted set.",
+        ),
+        cmd(
+            "zscore",
+            3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            zscore,
+            g,
+            rf,
+            "Returns the score of a member in a sorted set.",
+        ),
+        cmd(
+            "zmscore",
+            -3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            zmscore,
+            g,
+            rf,
+            "Returns the score of one or more members in a sorted set.",
+        ),
+        cmd(
+            "zrank",
+            -3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            zrank,
+            g,
+            rf,
+            "Returns the index of a member in a sorted set ordered by ascending scores.",
+        ),
+        cmd(
+            "zrevrank",
+            -3,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            zrevrank,
+            g,
+            rf,
+            "Returns the index of a member in a sorted set ordered by descending scores.",
+        ),
+        cmd(
+            "zcount",
+            4,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            zcount,
+            g,
+            rf,
+            "Returns the count of members in a sorted set that have scores within a range.",
+        ),
+        cmd(
+            "zlexcount",
+            4,
+            READONLY | FAST,
+            keys(1, 1, 1),
+            zlexcount,
+            g,
+            rf,
+            "Returns the number of members in a sorted set within a lexicographical range.",
+        ),
+        cmd(
+            "zrange",
+            -4,
+            READONLY,
+            keys(1, 1, 1),
+            zrange,
+            g,
+            rs,
+            "Returns members in a sorted set within a range of indexes.",
+        ),
+        cmd(
+            "zrevrange",
+            -4,
+            READONLY,
+            keys(1, 1, 1),
+            zrevrange,
+            g,
+            rs,
+            "Returns members in a sorted set within a range of indexes in reverse order.",
+        ),
+        cmd(
+            "zrangebyscore",
+            -4,
+            READONLY,
+            keys(1, 1, 1),
+            zrangebyscore,
+            g,
+            rs,
+            "Returns members in a sorted set within a range of scores.",
+        ),
+        cmd(
+            "zrevrangebyscore",
+            -4,
+            READONLY,
+            keys(1, 1, 1),
+            zrevrangebyscore,
+            g,
+            rs,
+            "Returns members in a sorted set within a range of scores in reverse order.",
+        ),
+        cmd(
+            "zrangebylex",
+            -4,
+            READONLY,
+            keys(1, 1, 1),
+            zrangebylex,
+            g,
+            rs,
+            "Returns members in a sorted set within a lexicographical range.",
+        ),
+        cmd(
+            "zrevrangebylex",
+            -4,
+            READONLY,
+            keys(1, 1, 1),
+            zrevrangebylex,
+            g,
+            rs,
+            "Returns members in a sorted set within a lexicographical range in reverse order.",
+        ),
+        cmd(
+            "zremrangebyrank",
+            4,
+            WRITE,
+            keys(1, 1, 1),
+            zremrangebyrank,
+            g,
+            ws,
+            "Removes members in a sorted set within a range of indexes.",
+        ),
+        cmd(
+            "zremrangebyscore",
+            4,
+            WRITE,
+            keys(1, 1, 1),
+            zremrangebyscore,
+            g,
+            ws,
+            "Removes members in a sorted set within a range of scores.",
+        ),
+        cmd(
+            "zremrangebylex",
+            4,
+            WRITE,
+            keys(1, 1, 1),
+            zremrangebylex,
+            g,
+            ws,
+            "Removes members in a sorted set within a lexicographical range.",
+        ),
+        cmd(
+            "zpopmin",
+            -2,
+            WRITE | FAST,
+            keys(1, 1, 1),
+            zpopmin,
+            g,
+            wf,
+            "Returns the lowest-scoring members from a sorted set after removing them.",
+        ),
+        cmd(
+            "zpopmax",
+            -2,
+            WRITE | FAST,
+            keys(1, 1, 1),
+            zpopmax,
+            g,
+            wf,
+            "Returns the highest-scoring members from a sorted set after removing them.",
+        ),
+        cmd(
+            "zrandmember",
+            -2,
+            READONLY,
+            keys(1, 1, 1),
+            zrandmember,
+            g,
+            rs,
+            "Returns one or more random members from a sorted set.",
+        ),
+        cmd(
+            "zscan",
+            -3,
+            READONLY,
+            keys(1, 1, 1),
+            zscan,
+            g,
+            rs,
+            "Iterates over members and scores of a sorted set.",
+        ),
+    ]
+}
+
+/// A score as Redis 7.0 prints it (`%.17g`; `inf`, `-inf`).
+pub fn format_score(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{v:.16e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if !(-4..17).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    } else {
+        let decimals = (16 - exp).max(0) as usize;
+        trim(&format!("{v:.decimals$}"))
+    }
+}
+
+/// Writes a score: a bulk string in RESP2, a double in RESP3.
+fn reply_score(ctx: &mut Ctx<'_, '_>, v: f64) {
+    let text = format_score(v);
+    if ctx.reply.resp3 {
+        ctx.reply.raw(b",");
+        ctx.reply.raw(text.as_bytes());
+        ctx.reply.raw(b"\r\n");
+    } else {
+        ctx.reply.bulk(text.as_bytes());
+    }
+}
+
+fn score_arg(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<f64> {
+    let v = parse_float(ctx.arg(i));
+    if v.is_none() {
+        ctx.error("ERR value is not a valid float");
+    }
+    v
+}
+
+fn zadd(ctx: &mut Ctx<'_, '_>) {
+    let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
+        (false, false, false, false, false, false);
+    let mut i = 2;
+    while i < ctx.args.len() {
+        let a = ctx.arg(i).to_ascii_uppercase();
+        match a.as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
+            b"CH" => ch = true,
+            b"INCR" => incr = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    let pairs = ctx.args.len() - i;
+    if pairs == 0 || !pairs.is_multiple_of(2) {
+        return ctx.syntax_error();
+    }
+    if nx && xx {
+        return ctx.error("ERR XX and NX options at the same time are not compatible");
+    }
+    if ((gt || lt) && nx) || (gt && lt) {
+        return ctx.error("ERR GT, LT, and/or NX options at the same time are not compatible");
+    }
+    if incr && pairs != 2 {
+        return ctx.error("ERR INCR option supports a single increment-element pair");
+    }
+    let mut scores = Vec::with_capacity(pairs / 2);
+    for j in (i..ctx.args.len()).step_by(2) {
+        let Some(s) = score_arg(ctx, j) else { return };
+        scores.push(s);
+    }
+    let key = ctx.args.bytes(1);
+    let limits = ctx.shared.keyspace.zset_limits();
+    let Ok(Some(z)) = write::<ZSetValue>(ctx.l, &key, !xx) else {
+        return match read::<ZSetValue>(ctx.l, &key) {
+            Err(()) => ctx.wrong_type(),
+            Ok(_) if incr => ctx.reply.null(),
+            Ok(_) => ctx.reply.int(0),
+        };
+    };
+    let (mut added, mut changed) = (0, 0);
+    let mut incr_result = None;
+    for (n, j) in (i..ctx.args.len()).step_by(2).enumerate() {
+        let member = ctx.args.get(j + 1).unwrap_or_default();
+        let cur = z.score(member);
+        let mut score = scores[n];
+        if incr {
+            score += cur.unwrap_or(0.0);
+            if score.is_nan() {
+                drop_if_empty::<ZSetValue>(ctx.l, &key);
+                return ctx.error("ERR resulting score is not a number (NaN)");
+            }
+        }
+        let allowed = match cur {
+            None => !xx,
+            Some(c) => !nx && (!gt || score > c) && (!lt || score < c),
+        };
+        if !allowed {
+            continue;
+        }
+        if z.insert(member, score, limits) {
+            added += 1;
+        } else if cur != Some(score) {
+            changed += 1;
+        }
+        incr_result = Some(score);
+    }
+    drop_if_empty::<ZSetValue>(ctx.l, &key);
+    if incr {
+        match incr_result {
+            Some(s) => reply_score(ctx, s),
+            None => ctx.reply.null(),
+        }
+    } else {
+        ctx.reply.int(if ch { added + changed } else { added });
+    }
+}
+
+fn zincrby(ctx: &mut Ctx<'_, '_>) {
+    let Some(delta) = score_arg(ctx, 2) else {
+        return;
+    };
+    let key = ctx.args.bytes(1);
+    let member = ctx.args.bytes(3);
+    let limits = ctx.shared.keyspace.zset_limits();
+    let Ok(Some(z)) = write::<ZSetValue>(ctx.l, &key, true) else {
+        return ctx.wrong_type();
+    };
+    let score = z.score(&member).unwrap_or(0.0) + delta;
+    if score.is_nan() {
+        drop_if_empty::<ZSetValue>(ctx.l, &key);
+        return ctx.error("ERR resulting score is not a number (NaN)");
+    }
+    z.insert(&member, score, limits);
+    reply_score(ctx, score);
+}
+
+fn zrem(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let n = match write::<ZSetValue>(ctx.l, &key, false) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => 0,
+        Ok(Some(z)) => (2..ctx.args.len())
+            .filter(|&i| z.remove(ctx.args.get(i).unwrap_or_default()))
+            .count(),
+    };
+    drop_if_empty::<ZSetValue>(ctx.l, &key);
+    ctx.reply.int(n as i64);
+}
+
+fn zcard(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(z) => ctx.reply.int(z.map_or(0, |z| z.len() as i64)),
+    }
+}
+
+fn zscore(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(z) => match z.and_then(|z| z.score(ctx.args.get(2).unwrap_or_default())) {
+            Some(s) => reply_score(ctx, s),
+            None => ctx.reply.null(),
+        },
+    }
+}
+
+fn zmscore(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let scores: Vec<Option<f64>> = match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(z) => (2..ctx.args.len())
+            .map(|i| z.and_then(|z| z.score(ctx.args.get(i).unwrap_or_default())))
+            .collect(),
+    };
+    ctx.reply.array(scores.len());
+    for s in scores {
+        match s {
+            Some(s) => reply_score(ctx, s),
+            None => ctx.reply.null(),
+        }
+    }
+}
+
+fn rank_generic(ctx: &mut Ctx<'_, '_>, rev: bool) {
+    let with_score = match ctx.args.len() {
+        3 => false,
+        4 if ctx.is(3, "WITHSCORE") => true,
+        _ => return ctx.syntax_error(),
+    };
+    let key = ctx.args.bytes(1);
+    let member = ctx.args.bytes(2);
+    let found = match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(z) => z.and_then(|z| {
+            let r = z.rank(&member)?;
+            let r = if rev { z.len() - 1 - r } else { r };
+            Some((r, z.score(&member).unwrap_or(0.0)))
+        }),
+    };
+    match found {
+        None if with_score => ctx.reply.null_array(),
+        None => ctx.reply.null(),
+        Some((r, s)) if with_score => {
+            ctx.reply.array(2);
+            ctx.reply.int(r as i64);
+            reply_score(ctx, s);
+        }
+        Some((r, _)) => ctx.reply.int(r as i64),
+    }
+}
+
+fn zrank(ctx: &mut Ctx<'_, '_>) {
+    rank_generic(ctx, false);
+}
+
+fn zrevrank(ctx: &mut Ctx<'_, '_>) {
+    rank_generic(ctx, true);
+}
+
+/// A score bound: value and whether it is exclusive (`(1.5`).
+fn score_bound(arg: &[u8]) -> Option<(f64, bool)> {
+    match arg.strip_prefix(b"(") {
+        Some(rest) => parse_float(rest).map(|v| (v, true)),
+        None => parse_float(arg).map(|v| (v, false)),
+    }
+}
+
+/// A lex bound: None for `-`/`+` (unbounded), else (bytes, exclusive).
+enum Lex {
+    Min,
+    Max,
+    Value(Vec<u8>, bool),
+}
+
+fn lex_bound(arg: &[u8]) -> Option<Lex> {
+    match arg.first() {
+        Some(b'-') if arg.len() == 1 => Some(Lex::Min),
+        Some(b'+') if arg.len() == 1 => Some(Lex::Max),
+        Some(b'[') => Some(Lex::Value(arg[1..].to_vec(), false)),
+        Some(b'(') => Some(Lex::Value(arg[1..].to_vec(), true)),
+        _ => None,
+    }
+}
+
+/// The ascending rank range [lo, hi) of elements with score within the bounds.
+fn score_span(z: &ZSetValue, min: (f64, bool), max: (f64, bool)) -> (usize, usize) {
+    let lo = z.count_prefix(&|s, _| if min.1 { s <= min.0 } else { s < min.0 });
+    let hi = z.count_prefix(&|s, _| if max.1 { s < max.0 } else { s <= max.0 });
+    (lo, hi.max(lo))
+}
+
+/// The ascending rank range [lo, hi) of members within lex bounds.
+fn lex_span(z: &ZSetValue, min: &Lex, max: &Lex) -> (usize, usize) {
+    let lo = match min {
+        Lex::Min => 0,
+        Lex::Max => z.len(),
+        Lex::Value(v, excl) => z.count_prefix(&|_, m| if *excl { m <= &v[..] } else { m < &v[..] }),
+    };
+    let hi = match max {
+        Lex::Min => 0,
+        Lex::Max => z.len(),
+        Lex::Value(v, excl) => z.count_prefix(&|_, m| if *excl { m < &v[..] } else { m <= &v[..] }),
+    };
+    (lo, hi.max(lo))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum By {
+    Rank,
+    Score,
+    Lex,
+}
+
+struct RangeQuery {
+    by: By,
+    rev: bool,
+    with_scores: bool,
+    limit: Option<(i64, i64)>,
+    /// Index of the min/start argument; max/stop follows.
+    first: usize,
+}
+
+/// Range bounds, parsed before the set is read.
+enum Bounds {
+    Rank(i64, i64),
+    Score((f64, bool), (f64, bool)),
+    Lex(Lex, Lex),
+}
+
+/// Parses the min/max (or start/stop) arguments; replies the error and returns None if bad.
+fn parse_bounds(ctx: &mut Ctx<'_, '_>, q: &RangeQuery) -> Option<Bounds> {
+    let (a, b) = (ctx.arg(q.first).to_vec(), ctx.arg(q.first + 1).to_vec());
+    // For REV the arguments come as (max, min) in score and lex modes.
+    let (lo_arg, hi_arg) = if q.rev && q.by != By::Rank {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    match q.by {
+        By::Rank => match (
+            carmine_resp::parse_i64(&lo_arg),
+            carmine_resp::parse_i64(&hi_arg),
+        ) {
+            (Some(start), Some(stop)) => Some(Bounds::Rank(start, stop)),
+            _ => {
+                ctx.error("ERR value is not an integer or out of range");
+                None
+            }
+        },
+        By::Score => match (score_bound(&lo_arg), score_bound(&hi_arg)) {
+            (Some(min), Some(max)) => Some(Bounds::Score(min, max)),
+            _ => {
+                ctx.error("ERR min or max is not a float");
+                None
+            }
+        },
+        By::Lex => match (lex_bound(&lo_arg), lex_bound(&hi_arg)) {
+            (Some(min), Some(max)) => Some(Bounds::Lex(min, max)),
+            _ => {
+                ctx.error("ERR min or max not valid string range item");
+                None
+            }
+        },
+    }
+}
+
+/// The elements a query selects, in reply order: O(log n) to find the span, then one
+/// select per element returned.
+fn select(z: Option<&ZSetValue>, bounds: &Bounds, q: &RangeQuery) -> Vec<(f64, Vec<u8>)> {
+    let Some(z) = z else { return Vec::new() };
+    let span = match bounds {
+        Bounds::Rank(start, stop) => match crate::typed::clamp_range(*start, *stop, z.len()) {
+            None => (0, 0),
+            Some((s, e)) if q.rev => (z.len() - 1 - e, z.len() - s),
+            Some((s, e)) => (s, e + 1),
+        },
+        Bounds::Score(min, max) => score_span(z, *min, *max),
+        Bounds::Lex(min, max) => lex_span(z, min, max),
+    };
+    let mut ranks: Box<dyn Iterator<Item = usize>> = if q.rev {
+        Box::new((span.0..span.1).rev())
+    } else {
+        Box::new(span.0..span.1)
+    };
+    if let Some((offset, count)) = q.limit {
+        if offset < 0 {
+            return Vec::new();
+        }
+        ranks = Box::new(ranks.skip(offset as usize));
+        if count >= 0 {
+            ranks = Box::new(ranks.take(count as usize));
+        }
+    }
+    ranks
+        .filter_map(|r| z.get(r).map(|(s, m)| (s, m.to_vec())))
+        .collect()
+}
+
+/// Reads the set at `args[1]` and selects; None after replying an error.
+fn run_query(ctx: &mut Ctx<'_, '_>, q: &RangeQuery) -> Option<Vec<(f64, Vec<u8>)>> {
+    let bounds = parse_bounds(ctx, q)?;
+    let key = ctx.args.bytes(1);
+    match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => {
+            ctx.wrong_type();
+            None
+        }
+        Ok(z) => Some(select(z, &bounds, q)),
+    }
+}
+
+fn reply_elements(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], with_scores: bool) {
+    if with_scores && ctx.reply.resp3 {
+        ctx.reply.array(items.len());
+        for (s, m) in items {
+            ctx.reply.array(2);
+            ctx.reply.bulk(m);
+            reply_score(ctx, *s);
+        }
+        return;
+    }
+    ctx.reply
+        .array(items.len() * if with_scores { 2 } else { 1 });
+    for (s, m) in items {
+        ctx.reply.bulk(m);
+        if with_scores {
+            reply_score(ctx, *s);
+        }
+    }
+}
+
+/// Parses trailing options from `from`: WITHSCORES, LIMIT, and (for ZRANGE) BYSCORE,
+/// BYLEX, REV.
+fn parse_options(ctx: &mut Ctx<'_, '_>, q: &mut RangeQuery, from: usize, zrange: bool) -> bool {
+    let mut i = from;
+    while i < ctx.args.len() {
+        // ZRANGE takes WITHSCORES in any mode (BYLEX then gets its own error below);
+        // ZRANGEBYLEX does not know the word at all.
+        if ctx.is(i, "WITHSCORES") && (zrange || q.by != By::Lex) {
+            q.with_scores = true;
+        } else if ctx.is(i, "LIMIT") && i + 2 < ctx.args.len() {
+            let (Some(o), Some(c)) = (ctx.int_arg(i + 1), ctx.int_arg(i + 2)) else {
+                return false;
+            };
+            q.limit = Some((o, c));
+            i += 2;
+        } else if zrange && ctx.is(i, "BYSCORE") {
+            q.by = By::Score;
+        } else if zrange && ctx.is(i, "BYLEX") {
+            q.by = By::Lex;
+        } else if zrange && ctx.is(i, "REV") {
+            q.rev = true;
+        } else {
+            ctx.syntax_error();
+            return false;
+        }
+        i += 1;
+    }
+    if q.limit.is_some() && q.by == By::Rank {
+        ctx.error(
+            "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+        );
+        return false;
+    }
+    if q.by == By::Lex && q.with_scores {
+        ctx.error("ERR syntax error, WITHSCORES not supported in combination with BYLEX");
+        return false;
+    }
+    true
+}
+
+fn range_command(ctx: &mut Ctx<'_, '_>, by: By, rev: bool, zrange: bool) {
+    let mut q = RangeQuery {
+        by,
+        rev,
+        with_scores: false,
+        limit: None,
+        first: 2,
+    };
+    // BYLEX mode rejects WITHSCORES only once known, so parse BYLEX/BYSCORE/REV first.
+    if zrange {
+        for i in 4..ctx.args.len() {
+            if ctx.is(i, "BYLEX") {
+                q.by = By::Lex;
+            }
+        }
+    }
+    if !parse_options(ctx, &mut q, 4, zrange) {
+        return;
+    }
+    if let Some(items) = run_query(ctx, &q) {
+        reply_elements(ctx, &items, q.with_scores);
+    }
+}
+
+fn zrange(ctx: &mut Ctx<'_, '_>) {
+    range_command(ctx, By::Rank, false, true);
+}
+
+fn zrevrange(ctx: &mut Ctx<'_, '_>) {
+    range_command(ctx, By::Rank, true, false);
+}
+
+fn zrangebyscore(ctx: &mut Ctx<'_, '_>) {
+    range_command(ctx, By::Score, false, false);
+}
+
+fn zrevrangebyscore(ctx: &mut Ctx<'_, '_>) {
+    range_command(ctx, By::Score, true, false);
+}
+
+fn zrangebylex(ctx: &mut Ctx<'_, '_>) {
+    range_command(ctx, By::Lex, false, false);
+}
+
+fn zrevrangebylex(ctx: &mut Ctx<'_, '_>) {
+    range_command(ctx, By::Lex, true, false);
+}
+
+fn count_generic(ctx: &mut Ctx<'_, '_>, by: By) {
+    let q = RangeQuery {
+        by,
+        rev: false,
+        with_scores: false,
+        limit: None,
+        first: 2,
+    };
+    let Some(bounds) = parse_bounds(ctx, &q) else {
+        return;
+    };
+    let key = ctx.args.bytes(1);
+    match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(None) => ctx.reply.int(0),
+        Ok(Some(z)) => {
+            // Counting needs only the span, not the elements.
+            let (lo, hi) = match &bounds {
+                Bounds::Score(min, max) => score_span(z, *min, *max),
+                Bounds::Lex(min, max) => lex_span(z, min, max),
+                Bounds::Rank(..) => (0, 0),
+            };
+            ctx.reply.int((hi - lo) as i64);
+        }
+    }
+}
+
+fn zcount(ctx: &mut Ctx<'_, '_>) {
+    count_generic(ctx, By::Score);
+}
+
+fn zlexcount(ctx: &mut Ctx<'_, '_>) {
+    count_generic(ctx, By::Lex);
+}
+
+fn remrange(ctx: &mut Ctx<'_, '_>, by: By) {
+    let q = RangeQuery {
+        by,
+        rev: false,
+        with_scores: false,
+        limit: None,
+        first: 2,
+    };
+    let Some(items) = run_query(ctx, &q) else {
+        return;
+    };
+    let key = ctx.args.bytes(1);
+    if let Ok(Some(z)) = write::<ZSetValue>(ctx.l, &key, false) {
+        for (_, m) in &items {
+            z.remove(m);
+        }
+    }
+    drop_if_empty::<ZSetValue>(ctx.l, &key);
+    ctx.reply.int(items.len() as i64);
+}
+
+fn zremrangebyrank(ctx: &mut Ctx<'_, '_>) {
+    remrange(ctx, By::Rank);
+}
+
+fn zremrangebyscore(ctx: &mut Ctx<'_, '_>) {
+    remrange(ctx, By::Score);
+}
+
+fn zremrangebylex(ctx: &mut Ctx<'_, '_>) {
+    remrange(ctx, By::Lex);
+}
+
+fn pop_generic(ctx: &mut Ctx<'_, '_>, max: bool) {
+    let count = match ctx.args.len() {
+        2 => None,
+        3 => match ctx.int_arg(2) {
+            Some(n) if n >= 0 => Some(n as usize),
+            Some(_) => return ctx.error("ERR value is out of range, must be positive"),
+            None => return,
+        },
+        _ => return ctx.syntax_error(),
+    };
+    let key = ctx.args.bytes(1);
+    let popped: Vec<(f64, Vec<u8>)> = match write::<ZSetValue>(ctx.l, &key, false) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => Vec::new(),
+        Ok(Some(z)) => {
+            let n = count.unwrap_or(1).min(z.len());
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                let rank = if max { z.len() - 1 } else { 0 };
+                let Some((s, m)) = z.get(rank).map(|(s, m)| (s, m.to_vec())) else {
+                    break;
+                };
+                z.remove(&m);
+                out.push((s, m));
+            }
+            out
+        }
+    };
+    drop_if_empty::<ZSetValue>(ctx.l, &key);
+    // Without COUNT, RESP3 replies one flat pair, like RESP2.
+    if count.is_none() && ctx.reply.resp3 {
+        ctx.reply.array(popped.len() * 2);
+        for (s, m) in &popped {
+            ctx.reply.bulk(m);
+            reply_score(ctx, *s);
+        }
+        return;
+    }
+    reply_elements(ctx, &popped, true);
+}
+
+fn zpopmin(ctx: &mut Ctx<'_, '_>) {
+    pop_generic(ctx, false);
+}
+
+fn zpopmax(ctx: &mut Ctx<'_, '_>) {
+    pop_generic(ctx, true);
+}
+
+fn zrandmember(ctx: &mut Ctx<'_, '_>) {
+    let with_scores = match ctx.args.len() {
+        2 | 3 => false,
+        4 if ctx.is(3, "WITHSCORES") => true,
+        _ => return ctx.syntax_error(),
+    };
+    let count = if ctx.args.len() >= 3 {
+        match ctx.int_arg(2) {
+            Some(n) => Some(n),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let key = ctx.args.bytes(1);
+    let all: Vec<(f64, Vec<u8>)> = match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(z) => z
+            .map(|z| z.range(0, z.len()).map(|(s, m)| (s, m.to_vec())).collect())
+            .unwrap_or_default(),
+    };
+    match random_picks(all.len(), count) {
+        None => match all.get(fastrand::usize(..all.len().max(1))) {
+            Some((_, m)) => ctx.reply.bulk(m),
+            None => ctx.reply.null(),
+        },
+        Some(picks) => {
+            let items: Vec<(f64, Vec<u8>)> = picks.into_iter().map(|i| all[i].clone()).collect();
+            reply_elements(ctx, &items, with_scores);
+        }
+    }
+}
+
+fn zscan(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    let items: Vec<Vec<u8>> = match read::<ZSetValue>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(z) => z
+            .map(|z| {
+                z.range(0, z.len())
+                    .flat_map(|(s, m)| [m.to_vec(), format_score(s).into_bytes()])
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    scan_reply(ctx, &items, true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_score;
+
+    #[test]
+    fn scores_print_like_printf_g17() {
+        assert_eq!(format_score(1.0), "1");
+        assert_eq!(format_score(1.5), "1.5");
+        assert_eq!(format_score(0.1), "0.10000000000000001");
+        assert_eq!(format_score(-2.25), "-2.25");
+        assert_eq!(format_score(1e20), "1e+20");
+        assert_eq!(format_score(1e-5), "1.0000000000000001e-05");
+        assert_eq!(format_score(123456789.0), "123456789");
+        assert_eq!(format_score(f64::INFINITY), "inf");
+        assert_eq!(format_score(1e16), "10000000000000000");
+        assert_eq!(format_score(1e17), "1e+17");
+    }
+}
