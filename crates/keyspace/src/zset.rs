@@ -61,30 +61,6 @@ impl Treap {
         self.nodes[t as usize].size = 1 + self.size(l) + self.size(r);
     }
 
-    /// Splits `t` into (elements before `key`, the rest); with `inclusive`, elements equal to
-    /// `key` go left too.
-    fn split(&mut self, t: u32, key: (f64, &[u8]), inclusive: bool) -> (u32, u32) {
-        if t == NIL {
-            return (NIL, NIL);
-        }
-        let n = &self.nodes[t as usize];
-        let c = cmp((n.score, &n.member), key);
-        let goes_left = c == CmpOrdering::Less || (inclusive && c == CmpOrdering::Equal);
-        if goes_left {
-            let right = self.nodes[t as usize].right;
-            let (a, b) = self.split(right, key, inclusive);
-            self.nodes[t as usize].right = a;
-            self.fix(t);
-            (t, b)
-        } else {
-            let left = self.nodes[t as usize].left;
-            let (a, b) = self.split(left, key, inclusive);
-            self.nodes[t as usize].left = b;
-            self.fix(t);
-            (a, t)
-        }
-    }
-
     fn merge(&mut self, a: u32, b: u32) -> u32 {
         if a == NIL {
             return b;
@@ -107,6 +83,23 @@ impl Treap {
         }
     }
 
+    /// Points whichever link (root or a parent's child) held `old` at `new`.
+    fn relink(&mut self, parent: Option<u32>, old: u32, new: u32) {
+        match parent {
+            None => self.root = new,
+            Some(p) => {
+                let n = &mut self.nodes[p as usize];
+                if n.left == old {
+                    n.left = new;
+                } else {
+                    n.right = new;
+                }
+            }
+        }
+    }
+
+    /// Insert by one descent (bumping subtree sizes on the way) and rotations back up by
+    /// priority: about one cache line per level, where split/merge touch three.
     fn insert(&mut self, score: f64, member: &[u8]) {
         let node = Node {
             score,
@@ -126,19 +119,81 @@ impl Treap {
                 (self.nodes.len() - 1) as u32
             }
         };
-        let (l, r) = self.split(self.root, (score, member), false);
-        let left = self.merge(l, id);
-        self.root = self.merge(left, r);
+        if self.root == NIL {
+            self.root = id;
+            return;
+        }
+        let mut path: Vec<u32> = Vec::with_capacity(48);
+        let mut t = self.root;
+        loop {
+            self.nodes[t as usize].size += 1;
+            path.push(t);
+            let n = &self.nodes[t as usize];
+            let go_left = cmp((score, member), (n.score, &n.member)) == CmpOrdering::Less;
+            let next = if go_left { n.left } else { n.right };
+            if next == NIL {
+                if go_left {
+                    self.nodes[t as usize].left = id;
+                } else {
+                    self.nodes[t as usize].right = id;
+                }
+                break;
+            }
+            t = next;
+        }
+        // Rotate the new node up while its priority beats its parent's.
+        while let Some(p) = path.pop() {
+            if self.nodes[id as usize].prio <= self.nodes[p as usize].prio {
+                break;
+            }
+            if self.nodes[p as usize].left == id {
+                let moved = self.nodes[id as usize].right;
+                self.nodes[p as usize].left = moved;
+                self.nodes[id as usize].right = p;
+            } else {
+                let moved = self.nodes[id as usize].left;
+                self.nodes[p as usize].right = moved;
+                self.nodes[id as usize].left = p;
+            }
+            self.fix(p);
+            self.fix(id);
+            self.relink(path.last().copied(), p, id);
+        }
     }
 
+    /// Removes an element known to be present: one descent decrementing sizes, then its
+    /// two subtrees merged in its place.
     fn remove(&mut self, score: f64, member: &[u8]) {
-        let (l, r) = self.split(self.root, (score, member), false);
-        let (m, r) = self.split(r, (score, member), true);
-        if m != NIL {
-            self.free.push(m);
-            self.nodes[m as usize].member = CompactKey::new(b"");
+        let mut parent = None;
+        let mut t = self.root;
+        let mut path = Vec::with_capacity(48);
+        while t != NIL {
+            let n = &self.nodes[t as usize];
+            match cmp((score, member), (n.score, &n.member)) {
+                CmpOrdering::Equal => break,
+                CmpOrdering::Less => {
+                    path.push(t);
+                    parent = Some(t);
+                    t = n.left;
+                }
+                CmpOrdering::Greater => {
+                    path.push(t);
+                    parent = Some(t);
+                    t = n.right;
+                }
+            }
         }
-        self.root = self.merge(l, r);
+        if t == NIL {
+            return;
+        }
+        for p in path {
+            self.nodes[p as usize].size -= 1;
+        }
+        let (l, r) = (self.nodes[t as usize].left, self.nodes[t as usize].right);
+        let merged = self.merge(l, r);
+        self.relink(parent, t, merged);
+        self.nodes[t as usize].member = CompactKey::new(b"");
+        self.free.push(t);
     }
 
     /// How many leading elements satisfy `before` (a predicate true for a prefix).
