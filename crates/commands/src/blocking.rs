@@ -116,7 +116,7 @@ fn blmpop_keys(args: &Args, out: &mut Vec<usize>) {
 }
 
 /// Parses a blocking timeout (seconds, decimals allowed); replies the error if bad.
-fn timeout_arg(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<Option<Duration>> {
+pub(crate) fn timeout_arg(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<Option<Duration>> {
     let v = carmine_keyspace::ops::parse_float(ctx.arg(i));
     match v {
         None => {
@@ -138,7 +138,12 @@ fn timeout_arg(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<Option<Duration>> {
 
 /// Registers the client as blocked (or, inside a transaction, replies the timeout value
 /// at once, as Redis does).
-fn block(ctx: &mut Ctx<'_, '_>, keys: Vec<Vec<u8>>, timeout: Option<Duration>, null_array: bool) {
+pub(crate) fn block(
+    ctx: &mut Ctx<'_, '_>,
+    keys: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+    null_array: bool,
+) {
     if ctx.in_transaction {
         return if null_array {
             ctx.reply.null_array()

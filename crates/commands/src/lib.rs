@@ -61,5 +61,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(blocking::commands());
     specs.extend(bitmap::commands());
     specs.extend(zset::commands());
+    specs.extend(zset::more_commands());
     CommandTable::new(specs)
 }

@@ -930,3 +930,514 @@ mod tests {
         assert_eq!(format_score(1e17), "1e+17");
     }
 }
+
+// ------------------------------------------------------------------ multi-key operations
+
+/// Key positions of `CMD dest numkeys key ...` (ZUNIONSTORE, ZINTERSTORE, ZDIFFSTORE).
+pub fn dest_numkeys_keys(args: &carmine_resp::Args, out: &mut Vec<usize>) {
+    out.push(1);
+    let n = args
+        .get(2)
+        .and_then(carmine_resp::parse_i64)
+        .filter(|n| *n > 0)
+        .unwrap_or(0) as usize;
+    for i in 3..(3 + n).min(args.len()) {
+        out.push(i);
+    }
+}
+
+/// Key positions of `CMD timeout numkeys key ...` (BZMPOP).
+fn timeout_numkeys_keys(args: &carmine_resp::Args, out: &mut Vec<usize>) {
+    let n = args
+        .get(2)
+        .and_then(carmine_resp::parse_i64)
+        .filter(|n| *n > 0)
+        .unwrap_or(0) as usize;
+    for i in 3..(3 + n).min(args.len()) {
+        out.push(i);
+    }
+}
+
+pub fn more_commands() -> Vec<CommandSpec> {
+    use crate::list::numkeys_at_1;
+    use crate::table::KeySpec;
+    let g = "sorted-set";
+    let ws = "@write @sortedset @slow";
+    let rs = "@read @sortedset @slow";
+    let bl = "@write @sortedset @slow @blocking";
+    vec![
+        cmd("zunion", -3, READONLY, KeySpec::Custom(numkeys_at_1), zunion, g, rs, "Returns the union of multiple sorted sets."),
+        cmd("zinter", -3, READONLY, KeySpec::Custom(numkeys_at_1), zinter, g, rs, "Returns the intersect of multiple sorted sets."),
+        cmd("zdiff", -3, READONLY, KeySpec::Custom(numkeys_at_1), zdiff, g, rs, "Returns the difference between multiple sorted sets."),
+        cmd("zunionstore", -4, WRITE | DENYOOM, KeySpec::Custom(dest_numkeys_keys), zunionstore, g, ws, "Stores the union of multiple sorted sets in a key."),
+        cmd("zinterstore", -4, WRITE | DENYOOM, KeySpec::Custom(dest_numkeys_keys), zinterstore, g, ws, "Stores the intersect of multiple sorted sets in a key."),
+        cmd("zdiffstore", -4, WRITE | DENYOOM, KeySpec::Custom(dest_numkeys_keys), zdiffstore, g, ws, "Stores the difference of multiple sorted sets in a key."),
+        cmd("zintercard", -3, READONLY, KeySpec::Custom(numkeys_at_1), zintercard, g, rs, "Returns the number of members of the intersect of multiple sorted sets."),
+        cmd("zrangestore", -5, WRITE | DENYOOM, keys(1, 2, 1), zrangestore, g, ws, "Stores a range of members from sorted set in a key."),
+        cmd("zmpop", -4, WRITE, KeySpec::Custom(numkeys_at_1), zmpop, g, ws, "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them."),
+        cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin, g, bl, "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise."),
+        cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax, g, bl, "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise."),
+        cmd("bzmpop", -5, WRITE | BLOCKING, KeySpec::Custom(timeout_numkeys_keys), bzmpop, g, bl, "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise."),
+    ]
+}
+
+/// Elements as commands return them: (score, member), in order.
+type Scored = Vec<(f64, Vec<u8>)>;
+/// An input of a multi-key operation: (member, score).
+type Members = Vec<(Vec<u8>, f64)>;
+
+#[derive(Clone, Copy, PartialEq)]
+enum SetOp {
+    Union,
+    Inter,
+    Diff,
+}
+
+#[derive(Clone, Copy)]
+enum Aggregate {
+    Sum,
+    Min,
+    Max,
+}
+
+/// Reads the input of a multi-key operation: a sorted set, or a plain set whose members
+/// all score 1 (as Redis allows). Err after replying WRONGTYPE.
+fn load_input(ctx: &mut Ctx<'_, '_>, i: usize) -> Result<Option<Members>, ()> {
+    let key = ctx.args.bytes(i);
+    if let Ok(z) = read::<ZSetValue>(ctx.l, &key) {
+        return Ok(z.map(|z| z.range(0, z.len()).map(|(s, m)| (m.to_vec(), s)).collect()));
+    }
+    match read::<carmine_keyspace::SetValue>(ctx.l, &key) {
+        Ok(s) => Ok(s.map(|s| s.members().into_iter().map(|m| (m, 1.0)).collect())),
+        Err(()) => {
+            ctx.wrong_type();
+            Err(())
+        }
+    }
+}
+
+/// Parses `numkeys key ... [WEIGHTS ...] [AGGREGATE ...] [WITHSCORES]` starting at `at`
+/// and computes the result, sorted by (score, member). None after replying an error.
+fn combine(
+    ctx: &mut Ctx<'_, '_>,
+    op: SetOp,
+    at: usize,
+    allow_withscores: bool,
+) -> Option<(Scored, bool)> {
+    let numkeys = match carmine_resp::parse_i64(ctx.arg(at)) {
+        Some(n) if n > 0 => n as usize,
+        Some(_) => {
+            let name = ctx.name();
+            ctx.error(&format!(
+                "ERR at least 1 input key is needed for '{name}' command"
+            ));
+            return None;
+        }
+        None => {
+            ctx.error("ERR value is not an integer or out of range");
+            return None;
+        }
+    };
+    let first = at + 1;
+    if first + numkeys > ctx.args.len() {
+        ctx.syntax_error();
+        return None;
+    }
+    let mut weights = vec![1.0; numkeys];
+    let mut aggregate = Aggregate::Sum;
+    let mut with_scores = false;
+    let mut i = first + numkeys;
+    while i < ctx.args.len() {
+        if op != SetOp::Diff && ctx.is(i, "WEIGHTS") && i + numkeys < ctx.args.len() {
+            for (w, j) in weights.iter_mut().zip(i + 1..) {
+                match parse_float(ctx.arg(j)) {
+                    Some(v) => *w = v,
+                    None => {
+                        ctx.error("ERR weight value is not a float");
+                        return None;
+                    }
+                }
+            }
+            i += numkeys + 1;
+        } else if op != SetOp::Diff && ctx.is(i, "AGGREGATE") && i + 1 < ctx.args.len() {
+            aggregate = if ctx.is(i + 1, "SUM") {
+                Aggregate::Sum
+            } else if ctx.is(i + 1, "MIN") {
+                Aggregate::Min
+            } else if ctx.is(i + 1, "MAX") {
+                Aggregate::Max
+            } else {
+                ctx.syntax_error();
+                return None;
+            };
+            i += 2;
+        } else if allow_withscores && ctx.is(i, "WITHSCORES") {
+            with_scores = true;
+            i += 1;
+        } else {
+            ctx.syntax_error();
+            return None;
+        }
+    }
+    let mut inputs = Vec::with_capacity(numkeys);
+    for k in first..first + numkeys {
+        inputs.push(load_input(ctx, k).ok()?);
+    }
+    let agg = |a: f64, b: f64| -> f64 {
+        let v = match aggregate {
+            Aggregate::Sum => a + b,
+            Aggregate::Min => a.min(b),
+            Aggregate::Max => a.max(b),
+        };
+        if v.is_nan() {
+            0.0
+        } else {
+            v
+        }
+    };
+    let weigh = |s: f64, w: f64| -> f64 {
+        let v = s * w;
+        if v.is_nan() {
+            0.0
+        } else {
+            v
+        }
+    };
+    let mut acc: std::collections::HashMap<Vec<u8>, f64> = std::collections::HashMap::new();
+    match op {
+        SetOp::Union => {
+            for (input, w) in inputs.iter().zip(&weights) {
+                for (m, s) in input.iter().flatten() {
+                    let v = weigh(*s, *w);
+                    acc.entry(m.clone())
+                        .and_modify(|a| *a = agg(*a, v))
+                        .or_insert(v);
+                }
+            }
+        }
+        SetOp::Inter => {
+            if let Some(Some(first_set)) = inputs.first() {
+                'members: for (m, s) in first_set {
+                    let mut v = weigh(*s, weights[0]);
+                    for (input, w) in inputs.iter().zip(&weights).skip(1) {
+                        match input
+                            .as_ref()
+                            .and_then(|set| set.iter().find(|(x, _)| x == m))
+                        {
+                            Some((_, s2)) => v = agg(v, weigh(*s2, *w)),
+                            None => continue 'members,
+                        }
+                    }
+                    acc.insert(m.clone(), v);
+                }
+            }
+        }
+        SetOp::Diff => {
+            if let Some(Some(first_set)) = inputs.first() {
+                let others: std::collections::HashSet<&Vec<u8>> = inputs
+                    .iter()
+                    .skip(1)
+                    .flatten()
+                    .flatten()
+                    .map(|(m, _)| m)
+                    .collect();
+                for (m, s) in first_set {
+                    if !others.contains(m) {
+                        acc.insert(m.clone(), *s);
+                    }
+                }
+            }
+        }
+    }
+    let mut out: Vec<(f64, Vec<u8>)> = acc.into_iter().map(|(m, s)| (s, m)).collect();
+    out.sort_by(|a, b| {
+        a.0.partial_cmp(&b.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.1.cmp(&b.1))
+    });
+    Some((out, with_scores))
+}
+
+fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)]) {
+    let dst = ctx.args.bytes(1);
+    if items.is_empty() {
+        ctx.l.remove(&dst);
+    } else {
+        let limits = ctx.shared.keyspace.zset_limits();
+        let mut z = ZSetValue::default();
+        for (s, m) in items {
+            z.insert(m, *s, limits);
+        }
+        ctx.l.insert(
+            &dst,
+            carmine_keyspace::Entry::new(carmine_keyspace::Value::ZSet(Box::new(z))),
+        );
+    }
+    ctx.reply.int(items.len() as i64);
+}
+
+fn zunion(ctx: &mut Ctx<'_, '_>) {
+    if let Some((items, ws)) = combine(ctx, SetOp::Union, 1, true) {
+        reply_elements(ctx, &items, ws);
+    }
+}
+
+fn zinter(ctx: &mut Ctx<'_, '_>) {
+    if let Some((items, ws)) = combine(ctx, SetOp::Inter, 1, true) {
+        reply_elements(ctx, &items, ws);
+    }
+}
+
+fn zdiff(ctx: &mut Ctx<'_, '_>) {
+    if let Some((items, ws)) = combine(ctx, SetOp::Diff, 1, true) {
+        reply_elements(ctx, &items, ws);
+    }
+}
+
+fn zunionstore(ctx: &mut Ctx<'_, '_>) {
+    if let Some((items, _)) = combine(ctx, SetOp::Union, 2, false) {
+        store(ctx, &items);
+    }
+}
+
+fn zinterstore(ctx: &mut Ctx<'_, '_>) {
+    if let Some((items, _)) = combine(ctx, SetOp::Inter, 2, false) {
+        store(ctx, &items);
+    }
+}
+
+fn zdiffstore(ctx: &mut Ctx<'_, '_>) {
+    if let Some((items, _)) = combine(ctx, SetOp::Diff, 2, false) {
+        store(ctx, &items);
+    }
+}
+
+fn zintercard(ctx: &mut Ctx<'_, '_>) {
+    let numkeys = match carmine_resp::parse_i64(ctx.arg(1)) {
+        Some(n) if n > 0 => n as usize,
+        Some(_) => return ctx.error("ERR numkeys should be greater than 0"),
+        None => return ctx.error("ERR numkeys should be greater than 0"),
+    };
+    let rest = 2 + numkeys;
+    if rest > ctx.args.len() {
+        return ctx.error("ERR Number of keys can't be greater than number of args");
+    }
+    let mut limit = 0usize;
+    if ctx.args.len() == rest + 2 && ctx.is(rest, "LIMIT") {
+        match carmine_resp::parse_i64(ctx.arg(rest + 1)) {
+            Some(n) if n >= 0 => limit = n as usize,
+            _ => return ctx.error("ERR LIMIT can't be negative"),
+        }
+    } else if ctx.args.len() != rest {
+        return ctx.syntax_error();
+    }
+    let mut inputs = Vec::with_capacity(numkeys);
+    for k in 2..rest {
+        let Ok(input) = load_input(ctx, k) else {
+            return;
+        };
+        inputs.push(input.unwrap_or_default());
+    }
+    let Some((first, others)) = inputs.split_first() else {
+        return ctx.reply.int(0);
+    };
+    let others: Vec<std::collections::HashSet<&Vec<u8>>> = others
+        .iter()
+        .map(|set| set.iter().map(|(m, _)| m).collect())
+        .collect();
+    let mut n = first
+        .iter()
+        .filter(|(m, _)| others.iter().all(|o| o.contains(m)))
+        .count();
+    if limit > 0 {
+        n = n.min(limit);
+    }
+    ctx.reply.int(n as i64);
+}
+
+fn zrangestore(ctx: &mut Ctx<'_, '_>) {
+    let mut q = RangeQuery {
+        by: By::Rank,
+        rev: false,
+        with_scores: false,
+        limit: None,
+        first: 3,
+    };
+    if !parse_options(ctx, &mut q, 5, true) {
+        return;
+    }
+    if q.with_scores {
+        return ctx.syntax_error();
+    }
+    let Some(bounds) = parse_bounds(ctx, &q) else {
+        return;
+    };
+    let src = ctx.args.bytes(2);
+    let items = match read::<ZSetValue>(ctx.l, &src) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(z) => select(z, &bounds, &q),
+    };
+    store(ctx, &items);
+}
+
+/// Pops up to `count` members from the set at `key`; None if the key holds no sorted set.
+fn pop_from(
+    ctx: &mut Ctx<'_, '_>,
+    key: &[u8],
+    max: bool,
+    count: usize,
+) -> Result<Option<Scored>, ()> {
+    let popped = match write::<ZSetValue>(ctx.l, key, false)? {
+        None => return Ok(None),
+        Some(z) if z.is_empty() => return Ok(None),
+        Some(z) => {
+            let mut out = Vec::new();
+            for _ in 0..count.min(z.len()) {
+                let rank = if max { z.len() - 1 } else { 0 };
+                let Some((s, m)) = z.get(rank).map(|(s, m)| (s, m.to_vec())) else {
+                    break;
+                };
+                z.remove(&m);
+                out.push((s, m));
+            }
+            out
+        }
+    };
+    drop_if_empty::<ZSetValue>(ctx.l, key);
+    Ok(Some(popped))
+}
+
+/// `... MIN|MAX [COUNT n]` after the keys of ZMPOP/BZMPOP.
+fn mpop_options(ctx: &mut Ctx<'_, '_>, at: usize) -> Option<(bool, usize)> {
+    let max = if ctx.is(at, "MIN") {
+        false
+    } else if ctx.is(at, "MAX") {
+        true
+    } else {
+        ctx.syntax_error();
+        return None;
+    };
+    let mut count = 1;
+    if ctx.args.len() == at + 3 && ctx.is(at + 1, "COUNT") {
+        match carmine_resp::parse_i64(ctx.arg(at + 2)) {
+            Some(n) if n > 0 => count = n as usize,
+            _ => {
+                ctx.error("ERR count should be greater than 0");
+                return None;
+            }
+        }
+    } else if ctx.args.len() != at + 1 {
+        ctx.syntax_error();
+        return None;
+    }
+    Some((max, count))
+}
+
+fn reply_mpop(ctx: &mut Ctx<'_, '_>, key: &[u8], items: &[(f64, Vec<u8>)]) {
+    ctx.reply.array(2);
+    ctx.reply.bulk(key);
+    ctx.reply.array(items.len());
+    for (s, m) in items {
+        ctx.reply.array(2);
+        ctx.reply.bulk(m);
+        reply_score(ctx, *s);
+    }
+}
+
+fn zmpop(ctx: &mut Ctx<'_, '_>) {
+    let numkeys = match ctx.int_arg(1) {
+        Some(n) if n > 0 => n as usize,
+        Some(_) => return ctx.error("ERR numkeys should be greater than 0"),
+        None => return,
+    };
+    if 2 + numkeys >= ctx.args.len() {
+        return ctx.syntax_error();
+    }
+    let Some((max, count)) = mpop_options(ctx, 2 + numkeys) else {
+        return;
+    };
+    for i in 2..2 + numkeys {
+        let key = ctx.args.bytes(i);
+        match pop_from(ctx, &key, max, count) {
+            Err(()) => return ctx.wrong_type(),
+            Ok(Some(items)) => return reply_mpop(ctx, &key, &items),
+            Ok(None) => {}
+        }
+    }
+    ctx.reply.null_array();
+}
+
+fn bzpop(ctx: &mut Ctx<'_, '_>, max: bool) {
+    let last = ctx.args.len() - 1;
+    let Some(timeout) = crate::blocking::timeout_arg(ctx, last) else {
+        return crate::blocking::unblock(ctx.shared, ctx.session);
+    };
+    for i in 1..last {
+        let key = ctx.args.bytes(i);
+        match pop_from(ctx, &key, max, 1) {
+            Err(()) if ctx.session.blocked.is_some() => {}
+            Err(()) => {
+                crate::blocking::unblock(ctx.shared, ctx.session);
+                return ctx.wrong_type();
+            }
+            Ok(Some(items)) => {
+                crate::blocking::unblock(ctx.shared, ctx.session);
+                let Some((s, m)) = items.first() else {
+                    return ctx.reply.null_array();
+                };
+                ctx.reply.array(3);
+                ctx.reply.bulk(&key);
+                ctx.reply.bulk(m);
+                return reply_score(ctx, *s);
+            }
+            Ok(None) => {}
+        }
+    }
+    let keys = (1..last).map(|i| ctx.arg(i).to_vec()).collect();
+    crate::blocking::block(ctx, keys, timeout, true);
+}
+
+fn bzpopmin(ctx: &mut Ctx<'_, '_>) {
+    bzpop(ctx, false);
+}
+
+fn bzpopmax(ctx: &mut Ctx<'_, '_>) {
+    bzpop(ctx, true);
+}
+
+fn bzmpop(ctx: &mut Ctx<'_, '_>) {
+    let Some(timeout) = crate::blocking::timeout_arg(ctx, 1) else {
+        return crate::blocking::unblock(ctx.shared, ctx.session);
+    };
+    let numkeys = match carmine_resp::parse_i64(ctx.arg(2)) {
+        Some(n) if n > 0 => n as usize,
+        _ => {
+            crate::blocking::unblock(ctx.shared, ctx.session);
+            return ctx.error("ERR numkeys should be greater than 0");
+        }
+    };
+    if 3 + numkeys >= ctx.args.len() {
+        crate::blocking::unblock(ctx.shared, ctx.session);
+        return ctx.syntax_error();
+    }
+    let Some((max, count)) = mpop_options(ctx, 3 + numkeys) else {
+        return crate::blocking::unblock(ctx.shared, ctx.session);
+    };
+    for i in 3..3 + numkeys {
+        let key = ctx.args.bytes(i);
+        match pop_from(ctx, &key, max, count) {
+            Err(()) if ctx.session.blocked.is_some() => {}
+            Err(()) => {
+                crate::blocking::unblock(ctx.shared, ctx.session);
+                return ctx.wrong_type();
+            }
+            Ok(Some(items)) => {
+                crate::blocking::unblock(ctx.shared, ctx.session);
+                return reply_mpop(ctx, &key, &items);
+            }
+            Ok(None) => {}
+        }
+    }
+    let keys = (3..3 + numkeys).map(|i| ctx.arg(i).to_vec()).collect();
+    crate::blocking::block(ctx, keys, timeout, true);
+}

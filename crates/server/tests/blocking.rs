@@ -127,3 +127,29 @@ fn timeouts_multi_wrong_type_and_pipelines() {
     assert_eq!(m, Some(("k2".to_string(), vec!["kept".to_string()])));
     server.shutdown();
 }
+
+#[test]
+fn bzpopmin_is_woken_by_zadd() {
+    let server = common::start("io-threads 2");
+    let mut waiter = common::raw(&server);
+    std::io::Write::write_all(&mut waiter, b"BZPOPMIN board 0\r\n").unwrap();
+    let mut c = common::client(&server);
+    assert!(common::wait_until(5, || {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut c)
+            .expect("CLIENT LIST");
+        list.contains("cmd=bzpopmin")
+    }));
+    let _: () = redis::cmd("ZADD")
+        .arg("board")
+        .arg(5)
+        .arg("x")
+        .arg(3)
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    let (got, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"3\r\n"));
+    assert_eq!(got, b"*3\r\n$5\r\nboard\r\n$1\r\ny\r\n$1\r\n3\r\n");
+    server.shutdown();
+}
