@@ -8,6 +8,7 @@ use crate::keyspace::{Keyspace, Locked};
 use crate::ops::{self, ExpireCondition, SetOptions, SetOutcome, Ttl};
 use crate::pattern::glob_match;
 use crate::typed::{drop_if_empty, read, write};
+use crate::zset::ZSetValue;
 
 /// A hash field and its value, as HGETALL returns them.
 pub type FieldValue = (Vec<u8>, Vec<u8>);
@@ -300,5 +301,107 @@ impl<'a> DbHandle<'a> {
     pub fn scard(&self, key: &[u8]) -> Result<usize, KeyspaceError> {
         let mut l = self.lock(key);
         Ok(read::<SetValue>(&mut l, key)?.map_or(0, SetValue::len))
+    }
+
+    // ------------------------------------------------------------ sorted sets
+
+    /// ZADD of one member; true if it is new (an existing member is re-scored).
+    pub fn zadd(&self, key: &[u8], score: f64, member: &[u8]) -> Result<bool, KeyspaceError> {
+        if score.is_nan() {
+            return Err(KeyspaceError::NotFloat);
+        }
+        let mut l = self.lock(key);
+        let limits = self.ks.zset_limits();
+        Ok(write::<ZSetValue>(&mut l, key, true)?.is_some_and(|z| z.insert(member, score, limits)))
+    }
+
+    /// ZINCRBY: the member's new score.
+    pub fn zincr_by(&self, key: &[u8], delta: f64, member: &[u8]) -> Result<f64, KeyspaceError> {
+        let mut l = self.lock(key);
+        let limits = self.ks.zset_limits();
+        let Some(z) = write::<ZSetValue>(&mut l, key, true)? else {
+            return Err(KeyspaceError::WrongType);
+        };
+        let score = z.score(member).unwrap_or(0.0) + delta;
+        if score.is_nan() {
+            drop_if_empty::<ZSetValue>(&mut l, key);
+            return Err(KeyspaceError::NanOrInfinity);
+        }
+        z.insert(member, score, limits);
+        Ok(score)
+    }
+
+    pub fn zscore(&self, key: &[u8], member: &[u8]) -> Result<Option<f64>, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<ZSetValue>(&mut l, key)?.and_then(|z| z.score(member)))
+    }
+
+    /// 0-based rank in ascending score order.
+    pub fn zrank(&self, key: &[u8], member: &[u8]) -> Result<Option<usize>, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<ZSetValue>(&mut l, key)?.and_then(|z| z.rank(member)))
+    }
+
+    pub fn zrem(&self, key: &[u8], member: &[u8]) -> Result<bool, KeyspaceError> {
+        let mut l = self.lock(key);
+        let removed = write::<ZSetValue>(&mut l, key, false)?.is_some_and(|z| z.remove(member));
+        drop_if_empty::<ZSetValue>(&mut l, key);
+        Ok(removed)
+    }
+
+    pub fn zcard(&self, key: &[u8]) -> Result<usize, KeyspaceError> {
+        let mut l = self.lock(key);
+        Ok(read::<ZSetValue>(&mut l, key)?.map_or(0, ZSetValue::len))
+    }
+
+    /// Members with ranks `start..=end` (negative from the end), with scores; `rev` counts
+    /// ranks from the highest score (ZREVRANGE).
+    pub fn zrange(
+        &self,
+        key: &[u8],
+        start: i64,
+        end: i64,
+        rev: bool,
+    ) -> Result<Vec<(Vec<u8>, f64)>, KeyspaceError> {
+        let mut l = self.lock(key);
+        let Some(z) = read::<ZSetValue>(&mut l, key)? else {
+            return Ok(Vec::new());
+        };
+        let len = z.len() as i64;
+        let s = if start < 0 {
+            (len + start).max(0)
+        } else {
+            start
+        };
+        let e = if end < 0 { len + end } else { end.min(len - 1) };
+        if s > e || s >= len {
+            return Ok(Vec::new());
+        }
+        let pick = |r: i64| {
+            if rev {
+                (len - 1 - r) as usize
+            } else {
+                r as usize
+            }
+        };
+        Ok((s..=e)
+            .filter_map(|r| z.get(pick(r)).map(|(sc, m)| (m.to_vec(), sc)))
+            .collect())
+    }
+
+    /// Members with `min <= score <= max`, ascending.
+    pub fn zrange_by_score(
+        &self,
+        key: &[u8],
+        min: f64,
+        max: f64,
+    ) -> Result<Vec<(Vec<u8>, f64)>, KeyspaceError> {
+        let mut l = self.lock(key);
+        let Some(z) = read::<ZSetValue>(&mut l, key)? else {
+            return Ok(Vec::new());
+        };
+        let lo = z.count_prefix(&|s, _| s < min);
+        let hi = z.count_prefix(&|s, _| s <= max).max(lo);
+        Ok(z.range(lo, hi).map(|(s, m)| (m.to_vec(), s)).collect())
     }
 }
