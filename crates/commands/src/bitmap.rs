@@ -14,6 +14,8 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd("getbit", 3, READONLY | FAST, keys(1, 1, 1), getbit, g, "@read @bitmap @fast", "Returns a bit value by offset."),
         cmd("bitcount", -2, READONLY, keys(1, 1, 1), bitcount, g, "@read @bitmap @slow", "Counts the number of set bits (population counting) in a string."),
         cmd("bitpos", -3, READONLY, keys(1, 1, 1), bitpos, g, "@read @bitmap @slow", "Finds the first set (1) or clear (0) bit in a string."),
+        cmd("bitfield", -2, WRITE | DENYOOM, keys(1, 1, 1), bitfield, g, "@write @bitmap @slow", "Performs arbitrary bitfield integer operations on strings."),
+        cmd("bitfield_ro", -2, READONLY | FAST, keys(1, 1, 1), bitfield_ro, g, "@read @bitmap @fast", "Performs arbitrary read-only bitfield integer operations on strings."),
         cmd("bitop", -4, WRITE | DENYOOM, KeySpec::Range { first: 2, last: -1, step: 1 }, bitop, g, "@write @bitmap @slow", "Performs bitwise operations on multiple strings, and stores the result."),
     ]
 }
@@ -216,6 +218,239 @@ fn bitop(ctx: &mut Ctx<'_, '_>) {
             .insert(&dst, Entry::new(Value::Str(StrValue::Raw(out))));
     }
     ctx.reply.int(len as i64);
+}
+
+#[derive(Clone, Copy)]
+struct FieldType {
+    signed: bool,
+    bits: u32,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Overflow {
+    Wrap,
+    Sat,
+    Fail,
+}
+
+enum FieldOp {
+    Get(FieldType, usize),
+    Set(FieldType, usize, i64, Overflow),
+    IncrBy(FieldType, usize, i64, Overflow),
+}
+
+fn field_type(arg: &[u8]) -> Option<FieldType> {
+    let (signed, digits) = match arg.first()?.to_ascii_lowercase() {
+        b'i' => (true, &arg[1..]),
+        b'u' => (false, &arg[1..]),
+        _ => return None,
+    };
+    let bits: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let ok = if signed {
+        (1..=64).contains(&bits)
+    } else {
+        (1..=63).contains(&bits)
+    };
+    ok.then_some(FieldType { signed, bits })
+}
+
+/// `offset` or `#index` (index * width), as a bit offset.
+fn field_offset(arg: &[u8], t: FieldType) -> Option<usize> {
+    let (multiply, digits) = match arg.strip_prefix(b"#") {
+        Some(rest) => (true, rest),
+        None => (false, arg),
+    };
+    let n = carmine_resp::parse_i64(digits).filter(|n| *n >= 0)? as u64;
+    let bit = if multiply {
+        n.checked_mul(u64::from(t.bits))?
+    } else {
+        n
+    };
+    (bit < (MAX_STRING as u64) * 8).then_some(bit as usize)
+}
+
+fn read_field(bytes: &[u8], offset: usize, t: FieldType) -> i64 {
+    let mut v: u64 = 0;
+    for i in 0..t.bits as usize {
+        let bit = offset + i;
+        let set = bytes
+            .get(bit / 8)
+            .is_some_and(|b| b & (0x80 >> (bit % 8)) != 0);
+        v = (v << 1) | u64::from(set);
+    }
+    if t.signed && t.bits < 64 && v & (1 << (t.bits - 1)) != 0 {
+        (v | (!0u64 << t.bits)) as i64
+    } else {
+        v as i64
+    }
+}
+
+fn write_field(bytes: &mut Vec<u8>, offset: usize, t: FieldType, value: i64) {
+    let end = offset + t.bits as usize;
+    if bytes.len() * 8 < end {
+        bytes.resize(end.div_ceil(8), 0);
+    }
+    let v = value as u64;
+    for i in 0..t.bits as usize {
+        let bit = offset + i;
+        let on = (v >> (t.bits as usize - 1 - i)) & 1 == 1;
+        let mask = 0x80u8 >> (bit % 8);
+        if on {
+            bytes[bit / 8] |= mask;
+        } else {
+            bytes[bit / 8] &= !mask;
+        }
+    }
+}
+
+/// `value` fitted into the field under the overflow policy; None when FAIL refuses it.
+fn fit(value: i128, t: FieldType, policy: Overflow) -> Option<i64> {
+    let (min, max): (i128, i128) = if t.signed {
+        (-(1i128 << (t.bits - 1)), (1i128 << (t.bits - 1)) - 1)
+    } else {
+        (0, (1i128 << t.bits) - 1)
+    };
+    if (min..=max).contains(&value) {
+        return Some(value as i64);
+    }
+    match policy {
+        Overflow::Fail => None,
+        Overflow::Sat => Some(if value > max { max } else { min } as i64),
+        Overflow::Wrap => {
+            let modulus = 1i128 << t.bits;
+            let mut w = value.rem_euclid(modulus);
+            if t.signed && w > max {
+                w -= modulus;
+            }
+            Some(w as i64)
+        }
+    }
+}
+
+fn parse_field_ops(ctx: &mut Ctx<'_, '_>, read_only: bool) -> Option<Vec<FieldOp>> {
+    let mut ops = Vec::new();
+    let mut overflow = Overflow::Wrap;
+    let mut i = 2;
+    let bad_type = "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.";
+    while i < ctx.args.len() {
+        let word = ctx.arg(i).to_ascii_uppercase();
+        if read_only && word != b"GET" {
+            ctx.error("ERR BITFIELD_RO only supports the GET subcommand");
+            return None;
+        }
+        let need = match word.as_slice() {
+            b"GET" => 2,
+            b"SET" | b"INCRBY" => 3,
+            b"OVERFLOW" => 1,
+            _ => {
+                ctx.syntax_error();
+                return None;
+            }
+        };
+        // The subcommand's arguments must all be present.
+        if i + need >= ctx.args.len() {
+            ctx.syntax_error();
+            return None;
+        }
+        if word == b"OVERFLOW" {
+            overflow = if ctx.is(i + 1, "WRAP") {
+                Overflow::Wrap
+            } else if ctx.is(i + 1, "SAT") {
+                Overflow::Sat
+            } else if ctx.is(i + 1, "FAIL") {
+                Overflow::Fail
+            } else {
+                ctx.error("ERR Invalid OVERFLOW type specified");
+                return None;
+            };
+            i += 2;
+            continue;
+        }
+        let Some(t) = field_type(ctx.arg(i + 1)) else {
+            ctx.error(bad_type);
+            return None;
+        };
+        let Some(offset) = field_offset(ctx.arg(i + 2), t) else {
+            ctx.error("ERR bit offset is not an integer or out of range");
+            return None;
+        };
+        let op = match word.as_slice() {
+            b"GET" => FieldOp::Get(t, offset),
+            _ => {
+                let v = ctx.int_arg(i + 3)?;
+                if word == b"SET" {
+                    FieldOp::Set(t, offset, v, overflow)
+                } else {
+                    FieldOp::IncrBy(t, offset, v, overflow)
+                }
+            }
+        };
+        ops.push(op);
+        i += need + 1;
+    }
+    Some(ops)
+}
+
+fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
+    let Some(ops) = parse_field_ops(ctx, read_only) else {
+        return;
+    };
+    let Some(mut bytes) = bytes_of(ctx, 1) else {
+        return;
+    };
+    let writes = ops.iter().any(|o| !matches!(o, FieldOp::Get(..)));
+    let mut results: Vec<Option<i64>> = Vec::with_capacity(ops.len());
+    let mut changed = false;
+    for op in &ops {
+        match *op {
+            FieldOp::Get(t, off) => results.push(Some(read_field(&bytes, off, t))),
+            FieldOp::Set(t, off, v, policy) => {
+                let old = read_field(&bytes, off, t);
+                match fit(i128::from(v), t, policy) {
+                    Some(nv) => {
+                        write_field(&mut bytes, off, t, nv);
+                        changed = true;
+                        results.push(Some(old));
+                    }
+                    None => results.push(None),
+                }
+            }
+            FieldOp::IncrBy(t, off, by, policy) => {
+                let old = read_field(&bytes, off, t);
+                match fit(i128::from(old) + i128::from(by), t, policy) {
+                    Some(nv) => {
+                        write_field(&mut bytes, off, t, nv);
+                        changed = true;
+                        results.push(Some(nv));
+                    }
+                    None => results.push(None),
+                }
+            }
+        }
+    }
+    if writes && changed {
+        let key = ctx.args.bytes(1);
+        let expire = ctx.l.get(&key).map_or(0, |e| e.expire_at());
+        ctx.l.insert(
+            &key,
+            Entry::with_expiry(Value::Str(StrValue::Raw(bytes)), expire),
+        );
+    }
+    ctx.reply.array(results.len());
+    for r in results {
+        match r {
+            Some(v) => ctx.reply.int(v),
+            None => ctx.reply.null(),
+        }
+    }
+}
+
+fn bitfield(ctx: &mut Ctx<'_, '_>) {
+    bitfield_generic(ctx, false);
+}
+
+fn bitfield_ro(ctx: &mut Ctx<'_, '_>) {
+    bitfield_generic(ctx, true);
 }
 
 #[cfg(test)]
