@@ -26,6 +26,7 @@ pub mod blocking;
 pub mod config;
 pub mod connection;
 mod dispatch;
+mod geo;
 mod hash;
 mod keys;
 mod lcs;
@@ -62,5 +63,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(bitmap::commands());
     specs.extend(zset::commands());
     specs.extend(zset::more_commands());
+    specs.extend(geo::commands());
     CommandTable::new(specs)
 }

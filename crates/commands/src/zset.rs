@@ -639,7 +639,7 @@ fn run_query(ctx: &mut Ctx<'_, '_>, q: &RangeQuery) -> Option<Vec<(f64, Vec<u8>)
     }
 }
 
-fn reply_elements(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], with_scores: bool) {
+pub(crate) fn reply_elements(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], with_scores: bool) {
     if with_scores && ctx.reply.resp3 {
         ctx.reply.array(items.len());
         for (s, m) in items {
