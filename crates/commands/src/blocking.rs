@@ -100,19 +100,13 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd("brpop", -3, WRITE | BLOCKING, keys(1, -2, 1), brpop, g, acl, "Removes and returns the last element in a list. Blocks until an element is available otherwise."),
         cmd("brpoplpush", 4, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), brpoplpush, g, acl, "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise."),
         cmd("blmove", 6, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), blmove, g, acl, "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise."),
-        cmd("blmpop", -5, WRITE | BLOCKING, KeySpec::Custom(blmpop_keys), blmpop, g, acl, "Pops the first element from one of multiple lists. Blocks until an element is available otherwise."),
+        cmd("blmpop", -5, WRITE | BLOCKING, KeySpec::Custom(timeout_numkeys_keys), blmpop, g, acl, "Pops the first element from one of multiple lists. Blocks until an element is available otherwise."),
     ]
 }
 
-fn blmpop_keys(args: &Args, out: &mut Vec<usize>) {
-    let n = args
-        .get(2)
-        .and_then(carmine_resp::parse_i64)
-        .filter(|n| *n > 0)
-        .unwrap_or(0) as usize;
-    for i in 3..(3 + n).min(args.len()) {
-        out.push(i);
-    }
+/// Key positions of `CMD timeout numkeys key ...` (BLMPOP, BZMPOP).
+pub(crate) fn timeout_numkeys_keys(args: &Args, out: &mut Vec<usize>) {
+    crate::table::numkeys_keys(args, 2, out);
 }
 
 /// Parses a blocking timeout (seconds, decimals allowed); replies the error if bad.

@@ -108,14 +108,7 @@ fn human(v: f64) -> String {
 
 /// A coordinate: a bulk string in RESP2, a double (same text) in RESP3.
 fn reply_coord(ctx: &mut Ctx<'_, '_>, v: f64) {
-    let text = human(v);
-    if ctx.reply.resp3 {
-        ctx.reply.raw(b",");
-        ctx.reply.raw(text.as_bytes());
-        ctx.reply.raw(b"\r\n");
-    } else {
-        ctx.reply.bulk(text.as_bytes());
-    }
+    ctx.reply.double_text(human(v).as_bytes());
 }
 
 fn unit_factor(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<f64> {

@@ -189,14 +189,7 @@ pub fn commands() -> Vec<CommandSpec> {
 
 /// Key positions of `CMD numkeys key [key ...] ...` (LMPOP, SINTERCARD, ZUNION ...).
 pub fn numkeys_at_1(args: &Args, out: &mut Vec<usize>) {
-    let n = args
-        .get(1)
-        .and_then(carmine_resp::parse_i64)
-        .filter(|n| *n > 0)
-        .unwrap_or(0) as usize;
-    for i in 2..(2 + n).min(args.len()) {
-        out.push(i);
-    }
+    crate::table::numkeys_keys(args, 1, out);
 }
 
 fn push(ctx: &mut Ctx<'_, '_>, front: bool, only_existing: bool) {

@@ -211,6 +211,18 @@ pub const fn cmd(
     }
 }
 
+/// Appends the key indexes of a `... numkeys key [key ...]` command: the count is argument
+/// `count_at`, the keys follow it. A bad count yields no keys (the command then errors).
+pub fn numkeys_keys(args: &Args, count_at: usize, out: &mut Vec<usize>) {
+    let n = args
+        .get(count_at)
+        .and_then(carmine_resp::parse_i64)
+        .filter(|n| *n > 0)
+        .unwrap_or(0) as usize;
+    let first = count_at + 1;
+    out.extend(first..(first + n).min(args.len()));
+}
+
 pub const fn keys(first: i32, last: i32, step: i32) -> KeySpec {
     KeySpec::Range { first, last, step }
 }

@@ -283,14 +283,7 @@ pub fn format_score(v: f64) -> String {
 
 /// Writes a score: a bulk string in RESP2, a double in RESP3.
 fn reply_score(ctx: &mut Ctx<'_, '_>, v: f64) {
-    let text = format_score(v);
-    if ctx.reply.resp3 {
-        ctx.reply.raw(b",");
-        ctx.reply.raw(text.as_bytes());
-        ctx.reply.raw(b"\r\n");
-    } else {
-        ctx.reply.bulk(text.as_bytes());
-    }
+    ctx.reply.double_text(format_score(v).as_bytes());
 }
 
 fn score_arg(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<f64> {
@@ -936,26 +929,7 @@ mod tests {
 /// Key positions of `CMD dest numkeys key ...` (ZUNIONSTORE, ZINTERSTORE, ZDIFFSTORE).
 pub fn dest_numkeys_keys(args: &carmine_resp::Args, out: &mut Vec<usize>) {
     out.push(1);
-    let n = args
-        .get(2)
-        .and_then(carmine_resp::parse_i64)
-        .filter(|n| *n > 0)
-        .unwrap_or(0) as usize;
-    for i in 3..(3 + n).min(args.len()) {
-        out.push(i);
-    }
-}
-
-/// Key positions of `CMD timeout numkeys key ...` (BZMPOP).
-fn timeout_numkeys_keys(args: &carmine_resp::Args, out: &mut Vec<usize>) {
-    let n = args
-        .get(2)
-        .and_then(carmine_resp::parse_i64)
-        .filter(|n| *n > 0)
-        .unwrap_or(0) as usize;
-    for i in 3..(3 + n).min(args.len()) {
-        out.push(i);
-    }
+    crate::table::numkeys_keys(args, 2, out);
 }
 
 pub fn more_commands() -> Vec<CommandSpec> {
@@ -977,7 +951,7 @@ pub fn more_commands() -> Vec<CommandSpec> {
         cmd("zmpop", -4, WRITE, KeySpec::Custom(numkeys_at_1), zmpop, g, ws, "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them."),
         cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin, g, bl, "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise."),
         cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax, g, bl, "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise."),
-        cmd("bzmpop", -5, WRITE | BLOCKING, KeySpec::Custom(timeout_numkeys_keys), bzmpop, g, bl, "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise."),
+        cmd("bzmpop", -5, WRITE | BLOCKING, KeySpec::Custom(crate::blocking::timeout_numkeys_keys), bzmpop, g, bl, "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise."),
     ]
 }
 

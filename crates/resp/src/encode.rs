@@ -206,6 +206,16 @@ impl ReplyBuf {
         }
     }
 
+    /// A double whose text the caller formatted (Redis prints scores with `%.17g`,
+    /// coordinates with 17 decimals): `,text` in RESP3, a bulk string in RESP2.
+    pub fn double_text(&mut self, text: &[u8]) {
+        if self.resp3 {
+            put_line(&mut self.out, b',', text);
+        } else {
+            put_bulk(&mut self.out, b'$', text);
+        }
+    }
+
     /// A boolean: `#t`/`#f` in RESP3, `:1`/`:0` in RESP2.
     pub fn boolean(&mut self, v: bool) {
         match (self.resp3, v) {
