@@ -543,6 +543,19 @@ struct RangeQuery {
     first: usize,
 }
 
+impl RangeQuery {
+    /// Ascending, no options, bounds at arguments 2 and 3 (ZCOUNT, ZREMRANGEBY* ...).
+    fn plain(by: By) -> RangeQuery {
+        RangeQuery {
+            by,
+            rev: false,
+            with_scores: false,
+            limit: None,
+            first: 2,
+        }
+    }
+}
+
 /// Range bounds, parsed before the set is read.
 enum Bounds {
     Rank(i64, i64),
@@ -741,13 +754,7 @@ fn zrevrangebylex(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn count_generic(ctx: &mut Ctx<'_, '_>, by: By) {
-    let q = RangeQuery {
-        by,
-        rev: false,
-        with_scores: false,
-        limit: None,
-        first: 2,
-    };
+    let q = RangeQuery::plain(by);
     let Some(bounds) = parse_bounds(ctx, &q) else {
         return;
     };
@@ -776,13 +783,7 @@ fn zlexcount(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn remrange(ctx: &mut Ctx<'_, '_>, by: By) {
-    let q = RangeQuery {
-        by,
-        rev: false,
-        with_scores: false,
-        limit: None,
-        first: 2,
-    };
+    let q = RangeQuery::plain(by);
     let Some(items) = run_query(ctx, &q) else {
         return;
     };
