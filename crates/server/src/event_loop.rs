@@ -25,6 +25,8 @@ const FIRST_LISTENER: usize = 1 << 40;
 const OUTPUT_PAUSE: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 const FAST_EXPIRE_EVERY: Duration = Duration::from_millis(2);
+/// Resolution of blocking-command timeouts.
+const BLOCKED_SCAN_EVERY: Duration = Duration::from_millis(10);
 
 /// More than 10% of the volatile keys examined were already stale (Redis' threshold).
 fn stale_share_high(examined: usize, removed: usize) -> bool {
@@ -93,6 +95,9 @@ pub struct EventLoop {
     /// The last expiry pass found many stale keys: run fast cycles between polls.
     expire_backlog: bool,
     last_fast_expire: Instant,
+    /// When blocked-client deadlines are next scanned, and the nearest one seen.
+    next_blocked_scan: Instant,
+    nearest_blocked: Option<Instant>,
     ops_sample: (Instant, u64),
 }
 
@@ -126,6 +131,8 @@ impl EventLoop {
                 expire_cursor: 0,
                 expire_backlog: false,
                 last_fast_expire: Instant::now(),
+                next_blocked_scan: Instant::now(),
+                nearest_blocked: None,
                 ops_sample: (Instant::now(), 0),
             },
             handle,
@@ -162,9 +169,20 @@ impl EventLoop {
                 timeout = timeout.min(FAST_EXPIRE_EVERY);
             }
             if self.shared.blocking.any() {
-                if let Some(deadline) = self.expire_blocked() {
-                    timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+                // Scanning every connection for blocked-client deadlines is O(connections):
+                // do it at most every BLOCKED_SCAN_EVERY, or when a known deadline is due,
+                // not on every wake-up of a busy loop.
+                let now = Instant::now();
+                if now >= self.next_blocked_scan || self.nearest_blocked.is_some_and(|d| d <= now) {
+                    self.nearest_blocked = self.expire_blocked();
+                    self.next_blocked_scan = now + BLOCKED_SCAN_EVERY;
                 }
+                // Wake for the nearest known deadline, and for the next scan, which finds
+                // clients that blocked since this one.
+                let until = self
+                    .nearest_blocked
+                    .map_or(self.next_blocked_scan, |d| d.min(self.next_blocked_scan));
+                timeout = timeout.min(until.saturating_duration_since(Instant::now()));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
