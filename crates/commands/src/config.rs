@@ -154,6 +154,14 @@ pub static PARAMS: &[ParamSpec] = &[
     p("maxmemory", "0", Kind::Memory { max: u64::MAX }, true),
     p("maxmemory-policy", "noeviction", Kind::Enum(POLICIES), true),
     p(
+        "hll-sparse-max-bytes",
+        "3000",
+        Kind::Memory {
+            max: i64::MAX as u64,
+        },
+        true,
+    ),
+    p(
         "maxmemory-samples",
         "5",
         Kind::Int { min: 1, max: 64 },
@@ -389,6 +397,7 @@ pub struct Tunables {
     pub obuf: RwLock<[ObufLimit; 3]>,
     pub protected_mode: AtomicBool,
     pub maxmemory: AtomicU64,
+    pub hll_sparse_max_bytes: AtomicU64,
 }
 
 /// The live configuration.
@@ -586,6 +595,8 @@ impl Config {
         t.protected_mode
             .store(get("protected-mode") == "yes", Ordering::Relaxed);
         t.maxmemory.store(num("maxmemory"), Ordering::Relaxed);
+        t.hll_sparse_max_bytes
+            .store(num("hll-sparse-max-bytes"), Ordering::Relaxed);
         if let Ok(l) = parse_obuf(
             &get("client-output-buffer-limit"),
             &[ObufLimit::default(); 3],

@@ -28,6 +28,7 @@ pub mod connection;
 mod dispatch;
 mod geo;
 mod hash;
+mod hyperloglog;
 mod keys;
 mod lcs;
 mod list;
@@ -64,5 +65,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(zset::commands());
     specs.extend(zset::more_commands());
     specs.extend(geo::commands());
+    specs.extend(hyperloglog::commands());
     CommandTable::new(specs)
 }

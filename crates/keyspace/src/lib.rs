@@ -45,6 +45,7 @@ pub mod collections;
 mod compact;
 mod error;
 pub mod evict;
+pub mod hll;
 mod keyspace;
 pub mod ops;
 mod packed;

@@ -343,6 +343,39 @@ fn script() -> Vec<Vec<&'static str>> {
         "EXEC",
         "EXEC",
         "DISCARD",
+        // HyperLogLog: the strings themselves must match Redis' bytes
+        "PFADD h a b c",
+        "GET h",
+        "PFCOUNT h",
+        "GET h",
+        "PFADD h a",
+        "PFADD h d",
+        "GET h",
+        "PFADD h2 x y z a",
+        "PFCOUNT h h2",
+        "PFCOUNT h nope h2",
+        "PFMERGE h3 h h2",
+        "GET h3",
+        "PFCOUNT h3",
+        "PFADD hempty",
+        "GET hempty",
+        "PFADD s x",
+        "PFADD z x",
+        "PFCOUNT s",
+        "PFCOUNT nope",
+        "PFMERGE h3 s",
+        "PFDEBUG ENCODING h3",
+        "PFDEBUG DECODE h3",
+        "PFDEBUG TODENSE h3",
+        "PFDEBUG ENCODING h3",
+        "PFDEBUG DECODE h3",
+        "PFDEBUG TODENSE h3",
+        "PFDEBUG NOPE h3",
+        "PFDEBUG ENCODING nope",
+        "PFCOUNT h3",
+        "PFMERGE h4 h h3",
+        "PFDEBUG ENCODING h4",
+        "PFCOUNT h4",
         // introspection with stable replies
         "SELECT 99",
         "ECHO hi",
@@ -350,7 +383,29 @@ fn script() -> Vec<Vec<&'static str>> {
         "PING x",
         "DBSIZE",
     ];
-    lines.iter().map(|l| l.split(' ').collect()).collect()
+    let mut script: Vec<Vec<&'static str>> = lines.iter().map(|l| l.split(' ').collect()).collect();
+    // HLLs big enough to show sparse run merging, promotion at hll-sparse-max-bytes, and
+    // dense registers, compared by their bytes.
+    let elements = |key: &'static str, n: usize| -> Vec<&'static str> {
+        let mut cmd = vec!["PFADD", key];
+        cmd.extend((0..n).map(|i| &*Box::leak(format!("e{i}").into_boxed_str())));
+        cmd
+    };
+    for (key, n) in [("hmid", 150), ("hbig", 2000)] {
+        script.push(elements(key, n));
+        script.push(vec!["GET", key]);
+        script.push(vec!["PFCOUNT", key]);
+        script.push(vec!["PFDEBUG", "ENCODING", key]);
+    }
+    script.push(vec!["CONFIG", "SET", "hll-sparse-max-bytes", "60"]);
+    script.push(elements("hsmall", 40));
+    script.push(vec!["PFDEBUG", "ENCODING", "hsmall"]);
+    script.push(vec!["GET", "hsmall"]);
+    script.push(vec!["PFMERGE", "hmerged", "hmid", "hbig", "hsmall"]);
+    script.push(vec!["GET", "hmerged"]);
+    script.push(vec!["PFCOUNT", "hmerged", "hmid"]);
+    script.push(vec!["CONFIG", "SET", "hll-sparse-max-bytes", "3000"]);
+    script
 }
 
 fn compare(resp3: bool) {
