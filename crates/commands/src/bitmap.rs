@@ -1,6 +1,7 @@
 //! Bitmaps on strings: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP. Bit 0 is the most
 //! significant bit of the first byte, as in Redis.
 
+use carmine_keyspace::notify;
 use carmine_keyspace::ops::{self, MAX_STRING};
 use carmine_keyspace::{Entry, StrValue, Value};
 
@@ -75,6 +76,7 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
     } else {
         raw[byte] &= !mask;
     }
+    ctx.notify(notify::STRING, "setbit", &key);
     ctx.reply.int(i64::from(old));
 }
 
@@ -212,10 +214,13 @@ fn bitop(ctx: &mut Ctx<'_, '_>) {
     }
     let dst = ctx.args.bytes(2);
     if out.is_empty() {
-        ctx.l.remove(&dst);
+        if ctx.l.remove(&dst).is_some() {
+            ctx.notify(notify::GENERIC, "del", &dst);
+        }
     } else {
         ctx.l
             .insert(&dst, Entry::new(Value::Str(StrValue::Raw(out))));
+        ctx.notify(notify::STRING, "set", &dst);
     }
     ctx.reply.int(len as i64);
 }
@@ -435,6 +440,7 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
             &key,
             Entry::with_expiry(Value::Str(StrValue::Raw(bytes)), expire),
         );
+        ctx.notify(notify::STRING, "setbit", &key);
     }
     ctx.reply.array(results.len());
     for r in results {

@@ -8,6 +8,7 @@
 //! that is served unregisters, and its own write signals the next one, so clients are
 //! served in the order they blocked, whichever threads they live on.
 
+use carmine_keyspace::notify;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -183,6 +184,7 @@ fn bpop(ctx: &mut Ctx<'_, '_>, front: bool) {
             }
             Ok(Some(list)) => {
                 if let Some(elem) = list.pop(front) {
+                    ctx.notify(notify::LIST, crate::list::pop_event(front), &key);
                     drop_if_empty::<ListValue>(ctx.l, &key);
                     unblock(ctx.shared, ctx.session);
                     ctx.reply.array(2);
@@ -232,11 +234,13 @@ fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usiz
     let Some(elem) = elem else {
         return block(ctx, vec![src.to_vec()], timeout, false);
     };
-    drop_if_empty::<ListValue>(ctx.l, &src);
     let limits = ctx.shared.keyspace.limits();
     if let Ok(Some(d)) = write::<ListValue>(ctx.l, &dst, true) {
         d.push(&elem, to_left, limits);
     }
+    ctx.notify(notify::LIST, if to_left { "lpush" } else { "rpush" }, &dst);
+    ctx.notify(notify::LIST, crate::list::pop_event(from_left), &src);
+    drop_if_empty::<ListValue>(ctx.l, &src);
     unblock(ctx.shared, ctx.session);
     ctx.reply.bulk(&elem);
 }
@@ -310,6 +314,7 @@ fn blmpop(ctx: &mut Ctx<'_, '_>) {
             Ok(Some(list)) if !list.is_empty() => {
                 let n = count.min(list.len());
                 let popped: Vec<Vec<u8>> = (0..n).filter_map(|_| list.pop(left)).collect();
+                ctx.notify(notify::LIST, crate::list::pop_event(left), &key);
                 drop_if_empty::<ListValue>(ctx.l, &key);
                 unblock(ctx.shared, ctx.session);
                 ctx.reply.array(2);

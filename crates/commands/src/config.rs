@@ -29,6 +29,18 @@ pub enum Kind {
     ClientOutputBufferLimit,
     /// A list of addresses (`bind`).
     List,
+    /// `notify-keyspace-events` class letters, stored in Redis' canonical order.
+    KeyspaceEvents,
+}
+
+/// How CONFIG GET shows a stored value.
+fn display(spec: &ParamSpec, value: &str) -> String {
+    match spec.kind {
+        Kind::KeyspaceEvents => carmine_keyspace::notify::flags_to_string(
+            carmine_keyspace::notify::parse_flags(value).unwrap_or(0),
+        ),
+        _ => value.to_string(),
+    }
 }
 
 pub struct ParamSpec {
@@ -153,6 +165,7 @@ pub static PARAMS: &[ParamSpec] = &[
     p("appendfsync", "everysec", Kind::Enum(APPENDFSYNC), true),
     p("maxmemory", "0", Kind::Memory { max: u64::MAX }, true),
     p("maxmemory-policy", "noeviction", Kind::Enum(POLICIES), true),
+    p("notify-keyspace-events", "", Kind::KeyspaceEvents, true),
     p(
         "hll-sparse-max-bytes",
         "3000",
@@ -453,7 +466,14 @@ impl Config {
         c
     }
 
+    /// A parameter's value as CONFIG GET shows it.
     pub fn get(&self, name: &str) -> Option<String> {
+        let s = spec(name)?;
+        self.values.read().get(s.name).map(|v| display(s, v))
+    }
+
+    /// A parameter's value as it was set.
+    pub fn get_raw(&self, name: &str) -> Option<String> {
         let s = spec(name)?;
         self.values.read().get(s.name).cloned()
     }
@@ -476,7 +496,15 @@ impl Config {
                 glob_match(&lower, s.name.as_bytes())
                     || s.alias.is_some_and(|a| glob_match(&lower, a.as_bytes()))
             })
-            .map(|s| (s.name, values.get(s.name).cloned().unwrap_or_default()))
+            .map(|s| {
+                (
+                    s.name,
+                    values
+                        .get(s.name)
+                        .map(|v| display(s, v))
+                        .unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -543,6 +571,15 @@ impl Config {
                 args.first().cloned().unwrap_or_default()
             }
             Kind::List => joined,
+            Kind::KeyspaceEvents => {
+                if args.len() > 1 {
+                    return Err("wrong number of arguments".into());
+                }
+                carmine_keyspace::notify::parse_flags(&joined)
+                    .ok_or("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")?;
+                // Stored as given: the canonical form Redis shows drops `n` next to `A`.
+                joined
+            }
             Kind::Save => {
                 let parts: Vec<&str> = joined.split_whitespace().collect();
                 if !parts.len().is_multiple_of(2) || parts.iter().any(|p| p.parse::<u64>().is_err())

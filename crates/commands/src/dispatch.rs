@@ -73,6 +73,12 @@ impl Ctx<'_, '_> {
         v
     }
 
+    /// Reports a keyspace event (notify-keyspace-events) for `key` in the current db.
+    #[inline]
+    pub fn notify(&self, class: u32, event: &str, key: &[u8]) {
+        self.l.notify(class, event, key);
+    }
+
     /// The command's name as Redis prints it in errors (`get`, `client|kill`).
     pub fn name(&self) -> String {
         String::from_utf8_lossy(self.arg(0)).to_lowercase()

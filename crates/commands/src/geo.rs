@@ -2,6 +2,7 @@
 //! GEORADIUSBYMEMBER (and the _RO forms), on sorted sets whose scores are Redis' 52-bit
 //! interleaved geohashes, so a geo key moves between Carmine and Redis unchanged.
 
+use carmine_keyspace::notify;
 use carmine_keyspace::ops::parse_float;
 use carmine_keyspace::{Entry, Value, ZSetValue};
 
@@ -188,6 +189,9 @@ fn geoadd(ctx: &mut Ctx<'_, '_>) {
         } else if cur != Some(*score) {
             changed += 1;
         }
+    }
+    if added + changed > 0 {
+        ctx.notify(notify::ZSET, "zadd", &key);
     }
     crate::typed::drop_if_empty::<ZSetValue>(ctx.l, &key);
     ctx.reply.int(if ch { added + changed } else { added });
@@ -469,7 +473,9 @@ fn finish_search(ctx: &mut Ctx<'_, '_>, src_at: usize, s: Search) {
     if let Some((dst, storedist)) = &s.store {
         let n = hits.len();
         if hits.is_empty() {
-            ctx.l.remove(dst);
+            if ctx.l.remove(dst).is_some() {
+                ctx.notify(notify::GENERIC, "del", dst);
+            }
         } else {
             let limits = ctx.shared.keyspace.zset_limits();
             let mut z = ZSetValue::default();
@@ -477,6 +483,12 @@ fn finish_search(ctx: &mut Ctx<'_, '_>, src_at: usize, s: Search) {
                 z.insert(m, if *storedist { d / s.factor } else { *score }, limits);
             }
             ctx.l.insert(dst, Entry::new(Value::ZSet(Box::new(z))));
+            let event = if ctx.is(0, "GEOSEARCHSTORE") {
+                "geosearchstore"
+            } else {
+                "georadiusstore"
+            };
+            ctx.notify(notify::ZSET, event, dst);
         }
         return ctx.reply.int(n as i64);
     }

@@ -1,6 +1,7 @@
 //! Hashes: HSET, HGET, HMGET, HMSET, HSETNX, HDEL, HLEN, HSTRLEN, HEXISTS, HKEYS, HVALS,
 //! HGETALL, HINCRBY, HINCRBYFLOAT, HRANDFIELD, HSCAN.
 
+use carmine_keyspace::notify;
 use carmine_keyspace::ops::{format_float, parse_float};
 use carmine_keyspace::{parse_canonical_i64, HashValue};
 
@@ -201,6 +202,7 @@ fn set_pairs(ctx: &mut Ctx<'_, '_>) -> Option<i64> {
             added += 1;
         }
     }
+    ctx.notify(notify::HASH, "hset", &key);
     Some(added)
 }
 
@@ -231,6 +233,7 @@ fn hsetnx(ctx: &mut Ctx<'_, '_>) {
             limits,
         );
     }
+    ctx.notify(notify::HASH, "hset", &key);
     ctx.reply.int(1);
 }
 
@@ -270,6 +273,9 @@ fn hdel(ctx: &mut Ctx<'_, '_>) {
             .filter(|&i| h.remove(ctx.args.get(i).unwrap_or_default()))
             .count(),
     };
+    if n > 0 {
+        ctx.notify(notify::HASH, "hdel", &key);
+    }
     drop_if_empty::<HashValue>(ctx.l, &key);
     ctx.reply.int(n as i64);
 }
@@ -380,6 +386,7 @@ fn hincrby(ctx: &mut Ctx<'_, '_>) {
     if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
         h.insert(&field, next.to_string().as_bytes(), limits);
     }
+    ctx.notify(notify::HASH, "hincrby", &key);
     ctx.reply.int(next);
 }
 
@@ -401,6 +408,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
         h.insert(&field, &text, limits);
     }
+    ctx.notify(notify::HASH, "hincrbyfloat", &key);
     ctx.reply.bulk(&text);
 }
 

@@ -1,6 +1,7 @@
 //! HyperLogLog: PFADD, PFCOUNT, PFMERGE, PFDEBUG, on strings in Redis' HLL byte layout
 //! (see carmine_keyspace::hll).
 
+use carmine_keyspace::notify;
 use std::sync::atomic::Ordering;
 
 use carmine_keyspace::hll::{self, Corrupt};
@@ -86,6 +87,7 @@ fn pfadd(ctx: &mut Ctx<'_, '_>) {
         hll::invalidate_cache(s);
         let db = ctx.l.db();
         ctx.l.signal_modified(db, &key);
+        ctx.notify(notify::STRING, "pfadd", &key);
     }
     ctx.reply.int(i64::from(updated));
 }
@@ -174,6 +176,8 @@ fn pfmerge(ctx: &mut Ctx<'_, '_>) {
     hll::invalidate_cache(s);
     let db = ctx.l.db();
     ctx.l.signal_modified(db, &key);
+    // Redis reports a merge as a mass PFADD.
+    ctx.notify(notify::STRING, "pfadd", &key);
     ctx.reply.ok();
 }
 

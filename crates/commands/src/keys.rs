@@ -1,6 +1,7 @@
 //! Generic key commands: DEL, EXISTS, TYPE, RENAME, COPY, MOVE, KEYS, SCAN, RANDOMKEY,
 //! OBJECT, and the EXPIRE / TTL family.
 
+use carmine_keyspace::notify;
 use carmine_keyspace::ops::{self, ExpireCondition, Ttl};
 use carmine_keyspace::{glob_match, Entry};
 use carmine_resp::Args;
@@ -65,6 +66,7 @@ fn del(ctx: &mut Ctx<'_, '_>) {
     for i in 1..ctx.args.len() {
         let key = ctx.args.bytes(i);
         if ctx.l.remove(&key).is_some() {
+            ctx.notify(notify::GENERIC, "del", &key);
             n += 1;
         }
     }
@@ -104,6 +106,8 @@ fn rename_generic(ctx: &mut Ctx<'_, '_>, nx: bool) {
         return ctx.error("ERR no such key");
     };
     ctx.l.insert(&dst, entry);
+    ctx.notify(notify::GENERIC, "rename_from", &src);
+    ctx.notify(notify::GENERIC, "rename_to", &dst);
     if nx {
         ctx.reply.int(1);
     } else {
@@ -166,6 +170,7 @@ fn copy(ctx: &mut Ctx<'_, '_>) {
         return ctx.reply.int(0);
     }
     ctx.l.insert_in(dst_db, &dst, entry);
+    ctx.l.notify_in(dst_db, notify::GENERIC, "copy_to", &dst);
     ctx.reply.int(1);
 }
 
@@ -186,6 +191,8 @@ fn move_cmd(ctx: &mut Ctx<'_, '_>) {
         return ctx.reply.int(0);
     };
     ctx.l.insert_in(dst_db, &key, entry);
+    ctx.notify(notify::GENERIC, "move_from", &key);
+    ctx.l.notify_in(dst_db, notify::GENERIC, "move_to", &key);
     ctx.reply.int(1);
 }
 
@@ -396,7 +403,12 @@ fn expire_generic(ctx: &mut Ctx<'_, '_>, unit: u64, absolute: bool) {
     let Some(at) = at else { return invalid(ctx) };
     let key = ctx.args.bytes(1);
     // A deadline at or before now deletes the key (see ops::expire_at).
-    let set = ops::expire_at(ctx.l, &key, at.max(0) as u64, cond);
+    let at = at.max(0) as u64;
+    let set = ops::expire_at(ctx.l, &key, at, cond);
+    if set {
+        let event = if at <= ctx.l.now() { "del" } else { "expire" };
+        ctx.notify(notify::GENERIC, event, &key);
+    }
     ctx.reply.int(i64::from(set));
 }
 
@@ -459,6 +471,7 @@ fn persist(ctx: &mut Ctx<'_, '_>) {
     let had = matches!(ctx.l.get(&key), Some(e) if e.expire_at() != 0);
     if had {
         ctx.l.set_expire(&key, 0);
+        ctx.notify(notify::GENERIC, "persist", &key);
     }
     ctx.reply.int(i64::from(had));
 }

@@ -1,6 +1,7 @@
 //! Lists: LPUSH, RPUSH, LPUSHX, RPUSHX, LPOP, RPOP, LLEN, LRANGE, LINDEX, LSET, LINSERT,
 //! LREM, LTRIM, LPOS, LMOVE, RPOPLPUSH, LMPOP. (The blocking forms are not built yet.)
 
+use carmine_keyspace::notify;
 use carmine_keyspace::ListValue;
 use carmine_resp::Args;
 
@@ -203,6 +204,7 @@ fn push(ctx: &mut Ctx<'_, '_>, front: bool, only_existing: bool) {
                 list.push(ctx.args.get(i).unwrap_or_default(), front, limits);
             }
             let n = list.len();
+            ctx.notify(notify::LIST, if front { "lpush" } else { "rpush" }, &key);
             ctx.reply.int(n as i64);
         }
     }
@@ -246,6 +248,9 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
             Some((0..n).filter_map(|_| list.pop(front)).collect::<Vec<_>>())
         }
     };
+    if popped.as_ref().is_some_and(|v| !v.is_empty()) {
+        ctx.notify(notify::LIST, pop_event(front), &key);
+    }
     drop_if_empty::<ListValue>(ctx.l, &key);
     match (count, popped) {
         (None, Some(v)) => match v.first() {
@@ -260,6 +265,14 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
                 ctx.reply.bulk(e);
             }
         }
+    }
+}
+
+pub fn pop_event(front: bool) -> &'static str {
+    if front {
+        "lpop"
+    } else {
+        "rpop"
     }
 }
 
@@ -325,6 +338,7 @@ fn lset(ctx: &mut Ctx<'_, '_>) {
         Ok(Some(list)) => match resolve_index(index, list.len()) {
             Some(i) => {
                 list.set(i, ctx.args.get(3).unwrap_or_default(), limits);
+                ctx.notify(notify::LIST, "lset", &key);
                 ctx.reply.ok();
             }
             None => ctx.error("ERR index out of range"),
@@ -357,6 +371,7 @@ fn linsert(ctx: &mut Ctx<'_, '_>) {
         Some(i) => {
             list.insert(if before { i } else { i + 1 }, &elem, limits);
             let n = list.len();
+            ctx.notify(notify::LIST, "linsert", &key);
             ctx.reply.int(n as i64);
         }
     }
@@ -389,6 +404,9 @@ fn lrem(ctx: &mut Ctx<'_, '_>) {
             matches.len()
         }
     };
+    if removed > 0 {
+        ctx.notify(notify::LIST, "lrem", &key);
+    }
     drop_if_empty::<ListValue>(ctx.l, &key);
     ctx.reply.int(removed as i64);
 }
@@ -401,10 +419,13 @@ fn ltrim(ctx: &mut Ctx<'_, '_>) {
     match write::<ListValue>(ctx.l, &key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => {}
-        Ok(Some(list)) => match clamp_range(start, end, list.len()) {
-            Some((s, e)) => list.trim(s, e),
-            None => list.trim(1, 0),
-        },
+        Ok(Some(list)) => {
+            match clamp_range(start, end, list.len()) {
+                Some((s, e)) => list.trim(s, e),
+                None => list.trim(1, 0),
+            }
+            ctx.notify(notify::LIST, "ltrim", &key);
+        }
     }
     drop_if_empty::<ListValue>(ctx.l, &key);
     ctx.reply.ok();
@@ -505,11 +526,14 @@ fn move_generic(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool) {
     let Some(elem) = list.pop(from_left) else {
         return ctx.reply.null();
     };
-    drop_if_empty::<ListValue>(ctx.l, &src);
     let limits = ctx.shared.keyspace.limits();
     if let Ok(Some(d)) = write::<ListValue>(ctx.l, &dst, true) {
         d.push(&elem, to_left, limits);
     }
+    // Redis' order: the push on the destination, then the pop, then the source's deletion.
+    ctx.notify(notify::LIST, if to_left { "lpush" } else { "rpush" }, &dst);
+    ctx.notify(notify::LIST, pop_event(from_left), &src);
+    drop_if_empty::<ListValue>(ctx.l, &src);
     ctx.reply.bulk(&elem);
 }
 
@@ -565,6 +589,7 @@ fn lmpop(ctx: &mut Ctx<'_, '_>) {
             Ok(Some(list)) => {
                 let n = count.min(list.len());
                 let popped: Vec<Vec<u8>> = (0..n).filter_map(|_| list.pop(left)).collect();
+                ctx.notify(notify::LIST, pop_event(left), &key);
                 drop_if_empty::<ListValue>(ctx.l, &key);
                 ctx.reply.array(2);
                 ctx.reply.bulk(&key);

@@ -1,6 +1,7 @@
 //! Sets: SADD, SREM, SISMEMBER, SMISMEMBER, SMEMBERS, SCARD, SPOP, SRANDMEMBER, SMOVE,
 //! SINTER, SINTERCARD, SINTERSTORE, SUNION, SUNIONSTORE, SDIFF, SDIFFSTORE, SSCAN.
 
+use carmine_keyspace::notify;
 use std::collections::HashSet;
 
 use carmine_keyspace::{Entry, SetValue};
@@ -199,6 +200,9 @@ fn sadd(ctx: &mut Ctx<'_, '_>) {
             let n = (2..ctx.args.len())
                 .filter(|&i| s.insert(ctx.args.get(i).unwrap_or_default(), limits))
                 .count();
+            if n > 0 {
+                ctx.notify(notify::SET, "sadd", &key);
+            }
             ctx.reply.int(n as i64);
         }
         _ => ctx.wrong_type(),
@@ -214,6 +218,9 @@ fn srem(ctx: &mut Ctx<'_, '_>) {
             .filter(|&i| s.remove(ctx.args.get(i).unwrap_or_default()))
             .count(),
     };
+    if n > 0 {
+        ctx.notify(notify::SET, "srem", &key);
+    }
     drop_if_empty::<SetValue>(ctx.l, &key);
     ctx.reply.int(n as i64);
 }
@@ -300,6 +307,9 @@ fn spop(ctx: &mut Ctx<'_, '_>) {
             Some(out)
         }
     };
+    if popped.as_ref().is_some_and(|v| !v.is_empty()) {
+        ctx.notify(notify::SET, "spop", &key);
+    }
     drop_if_empty::<SetValue>(ctx.l, &key);
     match (count, popped) {
         (None, Some(v)) => match v.first() {
@@ -334,21 +344,28 @@ fn srandmember(ctx: &mut Ctx<'_, '_>) {
 
 fn smove(ctx: &mut Ctx<'_, '_>) {
     let (src, dst, m) = (ctx.args.bytes(1), ctx.args.bytes(2), ctx.args.bytes(3));
+    // Redis' order: a missing source answers 0 before any type check.
+    let is_member = match read::<SetValue>(ctx.l, &src) {
+        Ok(None) => return ctx.reply.int(0),
+        Err(()) => return ctx.wrong_type(),
+        Ok(Some(s)) => s.contains(&m),
+    };
     if read::<SetValue>(ctx.l, &dst).is_err() {
         return ctx.wrong_type();
     }
-    let removed = match write::<SetValue>(ctx.l, &src, false) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(None) => false,
-        Ok(Some(s)) => s.remove(&m),
-    };
-    if !removed {
-        return ctx.reply.int(0);
+    if src == dst || !is_member {
+        return ctx.reply.int(i64::from(is_member));
     }
+    if let Ok(Some(s)) = write::<SetValue>(ctx.l, &src, false) {
+        s.remove(&m);
+    }
+    ctx.notify(notify::SET, "srem", &src);
     drop_if_empty::<SetValue>(ctx.l, &src);
     let limits = ctx.shared.keyspace.limits();
     if let Ok(Some(d)) = write::<SetValue>(ctx.l, &dst, true) {
-        d.insert(&m, limits);
+        if d.insert(&m, limits) {
+            ctx.notify(notify::SET, "sadd", &dst);
+        }
     }
     ctx.reply.int(1);
 }
@@ -412,7 +429,9 @@ fn algebra_store(ctx: &mut Ctx<'_, '_>, op: Op) {
     let dst = ctx.args.bytes(1);
     let n = result.len();
     if result.is_empty() {
-        ctx.l.remove(&dst);
+        if ctx.l.remove(&dst).is_some() {
+            ctx.notify(notify::GENERIC, "del", &dst);
+        }
     } else {
         let limits = ctx.shared.keyspace.limits();
         let mut s = SetValue::default();
@@ -420,6 +439,12 @@ fn algebra_store(ctx: &mut Ctx<'_, '_>, op: Op) {
             s.insert(m, limits);
         }
         ctx.l.insert(&dst, Entry::new(s.wrap()));
+        let event = match op {
+            Op::Inter => "sinterstore",
+            Op::Union => "sunionstore",
+            Op::Diff => "sdiffstore",
+        };
+        ctx.notify(notify::SET, event, &dst);
     }
     ctx.reply.int(n as i64);
 }

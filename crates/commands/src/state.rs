@@ -241,7 +241,7 @@ pub struct Shared {
     pub config: Config,
     pub commands: CommandTable,
     pub clients: ClientRegistry,
-    pub pubsub: crate::pubsub::PubSub,
+    pub pubsub: Arc<crate::pubsub::PubSub>,
     pub blocking: crate::blocking::Blocking,
     pub barrier: Barrier,
     pub threads: Mutex<Vec<Arc<ThreadStats>>>,
@@ -282,7 +282,7 @@ impl Shared {
             config,
             commands: crate::command_table(),
             clients: ClientRegistry::default(),
-            pubsub: crate::pubsub::PubSub::default(),
+            pubsub: Arc::new(crate::pubsub::PubSub::default()),
             blocking: crate::blocking::Blocking::default(),
             barrier: Barrier::new(io_threads),
             threads: Mutex::new(Vec::new()),
@@ -306,6 +306,13 @@ impl Shared {
             io_threads,
         });
         shared.sync_config();
+        let pubsub = shared.pubsub.clone();
+        shared
+            .keyspace
+            .notifier()
+            .set_hook(Arc::new(move |db, flags, _class, event, key| {
+                publish_keyspace_event(&pubsub, db, flags, event, key)
+            }));
         shared
     }
 
@@ -336,6 +343,12 @@ impl Shared {
         e.set_policy(
             carmine_keyspace::Policy::parse(&policy)
                 .unwrap_or(carmine_keyspace::Policy::NoEviction),
+        );
+        self.keyspace.notifier().set_flags(
+            carmine_keyspace::notify::parse_flags(
+                &c.get_raw("notify-keyspace-events").unwrap_or_default(),
+            )
+            .unwrap_or(0),
         );
         e.samples.store(
             c.get_i64("maxmemory-samples").max(1) as u64,
@@ -509,5 +522,27 @@ impl Session {
                 db.watch().unwatch(&w.key);
             }
         }
+    }
+}
+
+/// Publishes one keyspace event on `__keyspace@<db>__:<key>` (message: the event) and
+/// `__keyevent@<db>__:<event>` (message: the key), as the flags ask.
+fn publish_keyspace_event(
+    pubsub: &crate::pubsub::PubSub,
+    db: usize,
+    flags: u32,
+    event: &str,
+    key: &[u8],
+) {
+    use crate::pubsub::Kind;
+    use carmine_keyspace::notify::{KEYEVENT, KEYSPACE};
+    if flags & KEYSPACE != 0 {
+        let mut channel = format!("__keyspace@{db}__:").into_bytes();
+        channel.extend_from_slice(key);
+        pubsub.publish(Kind::Channel, &channel, event.as_bytes());
+    }
+    if flags & KEYEVENT != 0 {
+        let channel = format!("__keyevent@{db}__:{event}");
+        pubsub.publish(Kind::Channel, channel.as_bytes(), key);
     }
 }

@@ -1,5 +1,6 @@
 //! Strings: GET, SET and its relatives, counters, ranges, LCS.
 
+use carmine_keyspace::notify;
 use carmine_keyspace::ops::{self, SetCondition, SetExpiry, SetOptions};
 use carmine_keyspace::{Entry, KeyspaceError, StrValue, Value};
 
@@ -142,7 +143,11 @@ fn set(ctx: &mut Ctx<'_, '_>) {
         i += 1;
     }
     let (key, value) = (ctx.args.bytes(1), ctx.args.bytes(2));
-    match ops::set(ctx.l, &key, &value, &opts) {
+    let result = ops::set(ctx.l, &key, &value, &opts);
+    if let Ok(out) = &result {
+        notify_set(ctx, &key, out.written, &opts);
+    }
+    match result {
         Err(e) => ctx.keyspace_error(e),
         Ok(out) if opts.get => match out.old {
             Some(v) => ctx.reply.bulk(&v),
@@ -153,10 +158,23 @@ fn set(ctx: &mut Ctx<'_, '_>) {
     }
 }
 
+/// `set`, then `expire` when the write set a deadline (Redis' order).
+fn notify_set(ctx: &Ctx<'_, '_>, key: &[u8], written: bool, opts: &SetOptions) {
+    if written {
+        ctx.notify(notify::STRING, "set", key);
+        if matches!(opts.expiry, SetExpiry::At(_)) {
+            ctx.notify(notify::GENERIC, "expire", key);
+        }
+    }
+}
+
 fn set_simple(ctx: &mut Ctx<'_, '_>, value_at: usize, opts: SetOptions) -> Option<ops::SetOutcome> {
     let (key, value) = (ctx.args.bytes(1), ctx.args.bytes(value_at));
     match ops::set(ctx.l, &key, &value, &opts) {
-        Ok(o) => Some(o),
+        Ok(o) => {
+            notify_set(ctx, &key, o.written, &opts);
+            Some(o)
+        }
         Err(e) => {
             ctx.keyspace_error(e);
             None
@@ -216,6 +234,7 @@ fn getdel(ctx: &mut Ctx<'_, '_>) {
         Ok(Some(s)) => {
             let v = s.to_vec();
             ctx.l.remove(&key);
+            ctx.notify(notify::GENERIC, "del", &key);
             ctx.reply.bulk(&v);
         }
     }
@@ -249,13 +268,18 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
     };
     match new_deadline {
         Some(0) => {
-            ctx.l.set_expire(&key, 0);
+            let had_deadline = ctx.l.get(&key).is_some_and(|e| e.expire_at() != 0);
+            if had_deadline && ctx.l.set_expire(&key, 0) {
+                ctx.notify(notify::GENERIC, "persist", &key);
+            }
         }
         Some(at) if at <= ctx.l.now() => {
             ctx.l.remove(&key);
+            ctx.notify(notify::GENERIC, "del", &key);
         }
         Some(at) => {
             ctx.l.set_expire(&key, at);
+            ctx.notify(notify::GENERIC, "expire", &key);
         }
         None => {}
     }
@@ -303,6 +327,7 @@ fn mset(ctx: &mut Ctx<'_, '_>) {
         let (k, v) = (ctx.args.bytes(i), ctx.args.bytes(i + 1));
         ctx.l
             .insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
+        ctx.notify(notify::STRING, "set", &k);
     }
     ctx.reply.ok();
 }
@@ -321,6 +346,7 @@ fn msetnx(ctx: &mut Ctx<'_, '_>) {
         let (k, v) = (ctx.args.bytes(i), ctx.args.bytes(i + 1));
         ctx.l
             .insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
+        ctx.notify(notify::STRING, "set", &k);
     }
     ctx.reply.int(1);
 }
@@ -328,7 +354,10 @@ fn msetnx(ctx: &mut Ctx<'_, '_>) {
 fn incr_generic(ctx: &mut Ctx<'_, '_>, delta: i64) {
     let key = ctx.args.bytes(1);
     match ops::incr_by(ctx.l, &key, delta) {
-        Ok(v) => ctx.reply.int(v),
+        Ok(v) => {
+            ctx.notify(notify::STRING, "incrby", &key);
+            ctx.reply.int(v)
+        }
         Err(e) => ctx.keyspace_error(e),
     }
 }
@@ -359,7 +388,10 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
     let Some(d) = ctx.float_arg(2) else { return };
     let key = ctx.args.bytes(1);
     match ops::incr_by_float(ctx.l, &key, d) {
-        Ok(text) => ctx.reply.bulk(&text),
+        Ok(text) => {
+            ctx.notify(notify::STRING, "incrbyfloat", &key);
+            ctx.reply.bulk(&text)
+        }
         Err(e) => ctx.keyspace_error(e),
     }
 }
@@ -367,7 +399,10 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
 fn append(ctx: &mut Ctx<'_, '_>) {
     let (key, data) = (ctx.args.bytes(1), ctx.args.bytes(2));
     match ops::append(ctx.l, &key, &data) {
-        Ok(n) => ctx.reply.int(n as i64),
+        Ok(n) => {
+            ctx.notify(notify::STRING, "append", &key);
+            ctx.reply.int(n as i64)
+        }
         Err(e) => ctx.keyspace_error(e),
     }
 }
@@ -402,7 +437,12 @@ fn setrange(ctx: &mut Ctx<'_, '_>) {
     }
     let (key, data) = (ctx.args.bytes(1), ctx.args.bytes(3));
     match ops::set_range(ctx.l, &key, offset as usize, &data) {
-        Ok(n) => ctx.reply.int(n as i64),
+        Ok(n) => {
+            if !data.is_empty() {
+                ctx.notify(notify::STRING, "setrange", &key);
+            }
+            ctx.reply.int(n as i64)
+        }
         Err(KeyspaceError::StringTooLong) => {
             ctx.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
         }

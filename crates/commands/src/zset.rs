@@ -3,6 +3,7 @@
 //! ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX, ZREMRANGEBYRANK/SCORE/LEX, ZPOPMIN,
 //! ZPOPMAX, ZRANDMEMBER, ZSCAN.
 
+use carmine_keyspace::notify;
 use carmine_keyspace::ops::parse_float;
 use carmine_keyspace::ZSetValue;
 
@@ -365,6 +366,9 @@ fn zadd(ctx: &mut Ctx<'_, '_>) {
         }
         incr_result = Some(score);
     }
+    if added + changed > 0 {
+        ctx.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, &key);
+    }
     drop_if_empty::<ZSetValue>(ctx.l, &key);
     if incr {
         match incr_result {
@@ -392,6 +396,7 @@ fn zincrby(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR resulting score is not a number (NaN)");
     }
     z.insert(&member, score, limits);
+    ctx.notify(notify::ZSET, "zincr", &key);
     reply_score(ctx, score);
 }
 
@@ -404,6 +409,9 @@ fn zrem(ctx: &mut Ctx<'_, '_>) {
             .filter(|&i| z.remove(ctx.args.get(i).unwrap_or_default()))
             .count(),
     };
+    if n > 0 {
+        ctx.notify(notify::ZSET, "zrem", &key);
+    }
     drop_if_empty::<ZSetValue>(ctx.l, &key);
     ctx.reply.int(n as i64);
 }
@@ -793,6 +801,14 @@ fn remrange(ctx: &mut Ctx<'_, '_>, by: By) {
             z.remove(m);
         }
     }
+    if !items.is_empty() {
+        let event = match by {
+            By::Rank => "zremrangebyrank",
+            By::Score => "zremrangebyscore",
+            By::Lex => "zremrangebylex",
+        };
+        ctx.notify(notify::ZSET, event, &key);
+    }
     drop_if_empty::<ZSetValue>(ctx.l, &key);
     ctx.reply.int(items.len() as i64);
 }
@@ -837,6 +853,9 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, max: bool) {
             out
         }
     };
+    if !popped.is_empty() {
+        ctx.notify(notify::ZSET, pop_event(max), &key);
+    }
     drop_if_empty::<ZSetValue>(ctx.l, &key);
     // Without COUNT, RESP3 replies one flat pair, like RESP2.
     if count.is_none() && ctx.reply.resp3 {
@@ -848,6 +867,14 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, max: bool) {
         return;
     }
     reply_elements(ctx, &popped, true);
+}
+
+fn pop_event(max: bool) -> &'static str {
+    if max {
+        "zpopmax"
+    } else {
+        "zpopmin"
+    }
 }
 
 fn zpopmin(ctx: &mut Ctx<'_, '_>) {
@@ -1133,10 +1160,12 @@ fn combine(
     Some((out, with_scores))
 }
 
-fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)]) {
+fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], event: &str) {
     let dst = ctx.args.bytes(1);
     if items.is_empty() {
-        ctx.l.remove(&dst);
+        if ctx.l.remove(&dst).is_some() {
+            ctx.notify(notify::GENERIC, "del", &dst);
+        }
     } else {
         let limits = ctx.shared.keyspace.zset_limits();
         let mut z = ZSetValue::default();
@@ -1147,6 +1176,7 @@ fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)]) {
             &dst,
             carmine_keyspace::Entry::new(carmine_keyspace::Value::ZSet(Box::new(z))),
         );
+        ctx.notify(notify::ZSET, event, &dst);
     }
     ctx.reply.int(items.len() as i64);
 }
@@ -1171,19 +1201,19 @@ fn zdiff(ctx: &mut Ctx<'_, '_>) {
 
 fn zunionstore(ctx: &mut Ctx<'_, '_>) {
     if let Some((items, _)) = combine(ctx, SetOp::Union, 2, false) {
-        store(ctx, &items);
+        store(ctx, &items, "zunionstore");
     }
 }
 
 fn zinterstore(ctx: &mut Ctx<'_, '_>) {
     if let Some((items, _)) = combine(ctx, SetOp::Inter, 2, false) {
-        store(ctx, &items);
+        store(ctx, &items, "zinterstore");
     }
 }
 
 fn zdiffstore(ctx: &mut Ctx<'_, '_>) {
     if let Some((items, _)) = combine(ctx, SetOp::Diff, 2, false) {
-        store(ctx, &items);
+        store(ctx, &items, "zdiffstore");
     }
 }
 
@@ -1252,7 +1282,7 @@ fn zrangestore(ctx: &mut Ctx<'_, '_>) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => select(z, &bounds, &q),
     };
-    store(ctx, &items);
+    store(ctx, &items, "zrangestore");
 }
 
 /// Pops up to `count` members from the set at `key`; None if the key holds no sorted set.
@@ -1278,6 +1308,7 @@ fn pop_from(
             out
         }
     };
+    ctx.notify(notify::ZSET, pop_event(max), key);
     drop_if_empty::<ZSetValue>(ctx.l, key);
     Ok(Some(popped))
 }

@@ -230,6 +230,7 @@ impl Keyspace {
         let mut l = crate::Locked::lock_key_at(self, db, &key, now_ms);
         if l.remove_in(db, &key).is_some() {
             cfg.evicted.fetch_add(1, Ordering::Relaxed);
+            l.notify_in(db, crate::notify::EVICTED, "evicted", &key);
             return true;
         }
         false

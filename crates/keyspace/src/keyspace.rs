@@ -144,6 +144,7 @@ pub struct Keyspace {
     limits: crate::collections::EncodingLimits,
     eviction: crate::evict::EvictionConfig,
     zset_limits: crate::zset::ZSetLimits,
+    notifier: crate::notify::Notifier,
 }
 
 impl Default for Keyspace {
@@ -172,7 +173,13 @@ impl Keyspace {
             limits: crate::collections::EncodingLimits::default(),
             eviction: crate::evict::EvictionConfig::default(),
             zset_limits: crate::zset::ZSetLimits::default(),
+            notifier: crate::notify::Notifier::default(),
         }
+    }
+
+    /// Keyspace notifications: enabled classes and the publishing hook.
+    pub fn notifier(&self) -> &crate::notify::Notifier {
+        &self.notifier
     }
 
     /// `zset-max-listpack-entries` / `-value`.
@@ -341,6 +348,8 @@ impl Keyspace {
                 if t.volatile_len() > 0 {
                     let (e, r) = t.remove_expired(now, |k| {
                         self.dbs[db].watch.signal(k);
+                        self.notifier
+                            .notify(db, crate::notify::EXPIRED, "expired", k);
                         on_expired(db, k);
                     });
                     examined += e;
@@ -514,6 +523,9 @@ impl<'a> Locked<'a> {
             t.remove(key);
             self.ks.dbs[db].watch.signal(key);
             self.ks.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
+            self.ks
+                .notifier
+                .notify(db, crate::notify::EXPIRED, "expired", key);
         }
     }
 
@@ -560,7 +572,11 @@ impl<'a> Locked<'a> {
         entry.lru = self.ks.access_clock(0, self.now, true);
         self.ks.dbs[db].watch.signal(key);
         self.dirty += 1;
-        self.table_in(db, key).insert(key, entry)
+        let old = self.table_in(db, key).insert(key, entry);
+        if old.is_none() {
+            self.ks.notifier.notify(db, crate::notify::NEW, "new", key);
+        }
+        old
     }
 
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
@@ -589,6 +605,19 @@ impl<'a> Locked<'a> {
         self.ks.dbs[db].watch.signal(key);
         self.dirty += 1;
         true
+    }
+
+    /// Reports a keyspace event for `key` in the current database (a no-op unless the
+    /// event's class is enabled in `notify-keyspace-events`).
+    #[inline]
+    pub fn notify(&self, class: u32, event: &str, key: &[u8]) {
+        self.ks.notifier.notify(self.db, class, event, key);
+    }
+
+    /// As [`Locked::notify`], for a key in database `db`.
+    #[inline]
+    pub fn notify_in(&self, db: usize, class: u32, event: &str, key: &[u8]) {
+        self.ks.notifier.notify(db, class, event, key);
     }
 
     /// Marks `key` modified without changing it (e.g. a command that edits a value it

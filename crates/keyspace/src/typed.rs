@@ -86,5 +86,6 @@ pub fn drop_if_empty<C: Collection>(l: &mut Locked<'_>, key: &[u8]) {
         .is_some_and(C::is_empty);
     if empty {
         l.remove(key);
+        l.notify(crate::notify::GENERIC, "del", key);
     }
 }

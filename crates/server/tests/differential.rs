@@ -448,3 +448,74 @@ fn replies_match_redis_byte_for_byte() {
 fn resp3_replies_match_redis_byte_for_byte() {
     compare(true);
 }
+
+/// Reads RESP frames from `s` until one contains `marker`; returns them (raw bytes).
+fn read_until_marker(s: &mut TcpStream, marker: &[u8]) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    while Instant::now() < deadline {
+        while let Some(n) = complete(&buf) {
+            let frame: Vec<u8> = buf.drain(..n).collect();
+            if frame.windows(marker.len()).any(|w| w == marker) {
+                return frames;
+            }
+            frames.push(frame);
+        }
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk).expect("read notifications");
+        assert!(n > 0, "subscriber connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    panic!("no end marker within 20 s; got {} frames", frames.len());
+}
+
+/// Every keyspace notification the whole script causes, in order, as a subscriber of
+/// `__key*__:*` sees it.
+fn notifications(port: u16, script: &[Vec<&str>]) -> Vec<Vec<u8>> {
+    let mut sub = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sub.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    run_script(
+        port,
+        &[vec!["CONFIG", "SET", "notify-keyspace-events", "AKEn"]],
+    );
+    sub.write_all(&encode(&["PSUBSCRIBE", "__key*__:*"]))
+        .expect("psubscribe");
+    read_until_marker(&mut sub, b"psubscribe");
+    run_script(port, script);
+    run_script(port, &[vec!["PUBLISH", "__keydone__:end", "end-of-script"]]);
+    read_until_marker(&mut sub, b"end-of-script")
+}
+
+#[test]
+fn keyspace_notifications_match_redis() {
+    let (rp, cp) = (free_port(), free_port());
+    let _redis = start("redis-server", rp);
+    let _carmine = start(env!("CARGO_BIN_EXE_carmine-server"), cp);
+    let script: Vec<Vec<&str>> = script()
+        .into_iter()
+        // A 100 ms deadline could pass mid-script on a slow machine and add an
+        // "expired" event at a time-dependent place.
+        .map(|cmd| {
+            cmd.into_iter()
+                .map(|a| if a == "100" { "100000" } else { a })
+                .collect()
+        })
+        .collect();
+    let expected = notifications(rp, &script);
+    let got = notifications(cp, &script);
+    assert!(
+        expected.len() > 200,
+        "the script should cause many events, got {}",
+        expected.len()
+    );
+    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(
+            String::from_utf8_lossy(e),
+            String::from_utf8_lossy(g),
+            "notification {i} differs (redis first)"
+        );
+    }
+    assert_eq!(expected.len(), got.len(), "number of notifications");
+}

@@ -1,6 +1,7 @@
 //! maxmemory and eviction, with the counting allocator as in the real binary. One test
 //! function, so no other test in this process allocates meanwhile.
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use carmine_commands::Config;
@@ -48,9 +49,47 @@ fn eviction_policies_keep_memory_under_maxmemory() {
         .arg("allkeys-lru")
         .query(&mut c)
         .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Ee")
+        .query(&mut c)
+        .unwrap();
+    let mut sub = std::net::TcpStream::connect(("127.0.0.1", server.port())).expect("sub");
+    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sub.write_all(b"SUBSCRIBE __keyevent@0__:evicted\r\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(b":1\r\n") {
+        let mut chunk = [0u8; 4096];
+        let n = sub.read(&mut chunk).expect("subscribe reply");
+        assert!(n > 0);
+        seen.extend_from_slice(&chunk[..n]);
+    }
     for i in 0..40_000 {
         set(&mut c, &format!("lru:{i}"), &value).unwrap();
     }
+    // Evictions are published as keyspace events.
+    let mut events = Vec::new();
+    let first = b"*3\r\n$7\r\nmessage\r\n$22\r\n__keyevent@0__:evicted\r\n$";
+    while events.len() < 4096 {
+        let mut chunk = [0u8; 4096];
+        let n = sub.read(&mut chunk).expect("evicted events");
+        assert!(n > 0);
+        events.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        events.starts_with(first),
+        "{}",
+        String::from_utf8_lossy(&events[..200])
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("")
+        .query(&mut c)
+        .unwrap();
+    drop(sub);
     let used = info_field(&mut c, "memory", "used_memory");
     assert!(used <= max + 1024 * 1024, "used {used} vs max {max}");
     assert!(info_field(&mut c, "stats", "evicted_keys") > 10_000);

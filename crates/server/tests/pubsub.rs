@@ -130,3 +130,46 @@ fn slow_subscriber_is_disconnected_not_buffered_forever() {
     let _ = std::io::stdout().flush();
     server.shutdown();
 }
+
+/// Events raised outside the command that caused them: active expiry, and blocking pops served from another connection.
+#[test]
+fn expired_and_blocking_pop_notifications() {
+    let server = common::start("io-threads 2\nnotify-keyspace-events KExeEl$g");
+    let mut sub = subscribe(&server, b"SUBSCRIBE __keyevent@0__:expired\r\n");
+    let mut c = common::client(&server);
+    let _: () = redis::cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(30)
+        .query(&mut c)
+        .unwrap();
+    // Nobody reads the key: the active expiry cycle must find it.
+    let (got, _) = common::exchange(&mut sub, b"", |g| g.ends_with(b"short\r\n"));
+    assert_eq!(
+        got,
+        b"*3\r\n$7\r\nmessage\r\n$22\r\n__keyevent@0__:expired\r\n$5\r\nshort\r\n"
+    );
+
+    let mut pops = subscribe(&server, b"PSUBSCRIBE __keyspace@0__:queue\r\n");
+    let mut blocked = common::raw(&server);
+    blocked.write_all(b"BLPOP queue 5\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("queue")
+        .arg("job")
+        .query(&mut c)
+        .unwrap();
+    let (got, _) = common::exchange(&mut blocked, b"", |g| g.ends_with(b"job\r\n"));
+    assert!(got.ends_with(b"$3\r\njob\r\n"));
+    let (got, _) = common::exchange(&mut pops, b"", |g| g.ends_with(b"$3\r\ndel\r\n"));
+    let text = String::from_utf8_lossy(&got);
+    let events: Vec<&str> = ["rpush", "lpop", "del"]
+        .into_iter()
+        .filter(|e| text.contains(&format!("\r\n{e}\r\n")))
+        .collect();
+    assert_eq!(events, ["rpush", "lpop", "del"], "{text}");
+    assert!(text.find("rpush") < text.find("lpop") && text.find("lpop") < text.find("del"));
+
+    server.shutdown();
+}
