@@ -29,6 +29,8 @@ type WaitQueue = VecDeque<Arc<ClientInfo>>;
 #[derive(Default)]
 pub struct Blocking {
     blocked: AtomicUsize,
+    /// Of those, the ones with a deadline (INFO's clients_in_timeout_table).
+    timed: AtomicUsize,
     queues: Mutex<HashMap<(usize, Vec<u8>), WaitQueue>>,
 }
 
@@ -49,6 +51,16 @@ impl Blocking {
         self.blocked.load(Ordering::Acquire) > 0
     }
 
+    /// Clients blocked right now (INFO's blocked_clients).
+    pub fn count(&self) -> usize {
+        self.blocked.load(Ordering::Acquire)
+    }
+
+    /// Blocked clients waiting with a timeout.
+    pub fn timed_count(&self) -> usize {
+        self.timed.load(Ordering::Acquire)
+    }
+
     fn add(&self, state: &BlockState, client: &Arc<ClientInfo>) {
         let mut q = self.queues.lock();
         for k in &state.keys {
@@ -58,6 +70,9 @@ impl Blocking {
             }
         }
         self.blocked.fetch_add(1, Ordering::AcqRel);
+        if state.deadline.is_some() {
+            self.timed.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Unregisters a client from every key it waited on.
@@ -73,6 +88,9 @@ impl Blocking {
             }
         }
         self.blocked.fetch_sub(1, Ordering::AcqRel);
+        if state.deadline.is_some() {
+            self.timed.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// A key was written: tell its first waiter to retry.

@@ -6,7 +6,7 @@ use carmine_keyspace::ops::{format_float, parse_float};
 use carmine_keyspace::{parse_canonical_i64, HashValue};
 
 use crate::table::{cmd, flags::*, keys, CommandSpec};
-use crate::typed::{drop_if_empty, read, scan_reply, write};
+use crate::typed::{drop_if_empty, read, scan_command, write};
 use crate::Ctx;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -482,17 +482,12 @@ pub fn random_picks(len: usize, count: Option<i64>) -> Option<Vec<usize>> {
 }
 
 fn hscan(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let items: Vec<Vec<u8>> = match read::<HashValue>(ctx.l, &key) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(h) => h
-            .map(|h| {
-                h.pairs()
-                    .into_iter()
-                    .flat_map(|(f, v)| [f.to_vec(), v.to_vec()])
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    scan_reply(ctx, &items, true);
+    scan_command::<HashValue>(ctx, true, |h, a| {
+        let (next, pairs) = h.scan(a.cursor, a.count);
+        let flat = pairs
+            .into_iter()
+            .flat_map(|(f, v)| [f.to_vec(), v.to_vec()])
+            .collect();
+        (next, flat)
+    });
 }

@@ -9,7 +9,7 @@ use carmine_keyspace::{Entry, SetValue};
 use crate::hash::random_picks;
 use crate::list::numkeys_at_1;
 use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
-use crate::typed::{drop_if_empty, read, scan_reply, write, Collection};
+use crate::typed::{drop_if_empty, read, scan_command, write, Collection};
 use crate::Ctx;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -502,10 +502,5 @@ fn sintercard(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn sscan(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let items = match read::<SetValue>(ctx.l, &key) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(s) => s.map(SetValue::members).unwrap_or_default(),
-    };
-    scan_reply(ctx, &items, false);
+    scan_command::<SetValue>(ctx, false, |s, a| s.scan(a.cursor, a.count));
 }

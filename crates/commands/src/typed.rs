@@ -24,49 +24,85 @@ pub fn write<'l, C: Collection>(
     carmine_keyspace::typed::write(l, key, create).map_err(|_| ())
 }
 
-/// Replies to an HSCAN/SSCAN: the whole collection in one step (cursor 0), filtered by
-/// MATCH, as Redis does for small encodings; COUNT is a hint and may be ignored.
-pub fn scan_reply(ctx: &mut Ctx<'_, '_>, items: &[Vec<u8>], pairs: bool) {
-    let mut pattern = None;
-    let mut novalues = false;
+/// HSCAN/SSCAN/ZSCAN options.
+pub struct ScanArgs {
+    pub cursor: u64,
+    pub count: usize,
+    pattern: Option<Vec<u8>>,
+    novalues: bool,
+}
+
+/// Runs one HSCAN/SSCAN/ZSCAN step in Redis' order of checks: the cursor, then the key
+/// (missing: an empty, finished scan; another type: WRONGTYPE), then the options. `step`
+/// reads the collection and returns (next cursor, items); pairs are flattened as
+/// [field, value, ...].
+pub fn scan_command<C: Collection>(
+    ctx: &mut Ctx<'_, '_>,
+    pairs: bool,
+    step: impl FnOnce(&C, &ScanArgs) -> (u64, Vec<Vec<u8>>),
+) {
+    let Some(cursor) = std::str::from_utf8(ctx.arg(2))
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return ctx.error("ERR invalid cursor");
+    };
+    let key = ctx.args.bytes(1);
+    match read::<C>(ctx.l, &key) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => {
+            ctx.reply.array(2);
+            ctx.reply.bulk(b"0");
+            ctx.reply.array(0);
+            return;
+        }
+        Ok(Some(_)) => {}
+    }
+    let mut args = ScanArgs {
+        cursor,
+        count: 10,
+        pattern: None,
+        novalues: false,
+    };
     let mut i = 3;
     while i < ctx.args.len() {
         if ctx.is(i, "MATCH") && i + 1 < ctx.args.len() {
-            pattern = Some(ctx.arg(i + 1).to_vec());
+            args.pattern = Some(ctx.arg(i + 1).to_vec());
             i += 2;
         } else if ctx.is(i, "COUNT") && i + 1 < ctx.args.len() {
             match ctx.int_arg(i + 1) {
-                Some(n) if n >= 1 => {}
+                Some(n) if n >= 1 => args.count = n as usize,
                 Some(_) => return ctx.syntax_error(),
                 None => return,
             }
             i += 2;
-        } else if pairs && ctx.is(i, "NOVALUES") {
-            novalues = true;
+        } else if pairs && ctx.is(0, "HSCAN") && ctx.is(i, "NOVALUES") {
+            args.novalues = true;
             i += 1;
         } else {
             return ctx.syntax_error();
         }
     }
-    if std::str::from_utf8(ctx.arg(2))
-        .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-        .is_none()
-    {
-        return ctx.error("ERR invalid cursor");
-    }
-    let step = if pairs { 2 } else { 1 };
+    let (next, items) = match read::<C>(ctx.l, &key) {
+        Ok(Some(c)) => step(c, &args),
+        _ => (0, Vec::new()),
+    };
+    let stride = if pairs { 2 } else { 1 };
     let mut out: Vec<&[u8]> = Vec::new();
-    for chunk in items.chunks(step) {
-        if pattern.as_ref().is_none_or(|p| glob_match(p, &chunk[0])) {
+    for chunk in items.chunks(stride) {
+        if args
+            .pattern
+            .as_ref()
+            .is_none_or(|p| glob_match(p, &chunk[0]))
+        {
             out.push(&chunk[0]);
-            if pairs && !novalues {
+            if pairs && !args.novalues {
                 out.push(chunk.get(1).map_or(&[][..], Vec::as_slice));
             }
         }
     }
     ctx.reply.array(2);
-    ctx.reply.bulk(b"0");
+    ctx.reply.bulk(next.to_string().as_bytes());
     ctx.reply.array(out.len());
     for b in out {
         ctx.reply.bulk(b);

@@ -9,7 +9,7 @@ use carmine_keyspace::ZSetValue;
 
 use crate::hash::random_picks;
 use crate::table::{cmd, flags::*, keys, CommandSpec};
-use crate::typed::{drop_if_empty, read, scan_reply, write};
+use crate::typed::{drop_if_empty, read, scan_command, write};
 use crate::Ctx;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -919,18 +919,14 @@ fn zrandmember(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zscan(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let items: Vec<Vec<u8>> = match read::<ZSetValue>(ctx.l, &key) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(z) => z
-            .map(|z| {
-                z.range(0, z.len())
-                    .flat_map(|(s, m)| [m.to_vec(), format_score(s).into_bytes()])
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    scan_reply(ctx, &items, true);
+    scan_command::<ZSetValue>(ctx, true, |z, a| {
+        let (next, items) = z.scan(a.cursor, a.count);
+        let flat = items
+            .into_iter()
+            .flat_map(|(m, s)| [m.to_vec(), format_score(s).into_bytes()])
+            .collect();
+        (next, flat)
+    });
 }
 
 #[cfg(test)]

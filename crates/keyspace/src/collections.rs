@@ -5,7 +5,30 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-use hashbrown::{HashMap, HashSet};
+/// The large hash encoding: an insertion-ordered table, so that a member's position is a
+/// stable SCAN cursor (see [`scan_window`]) and a random member is one index away.
+pub type HashTable = indexmap::IndexMap<CompactKey, Vec<u8>, hashbrown::DefaultHashBuilder>;
+/// A borrowed (field, value) pair.
+pub type FieldValueRef<'a> = (&'a [u8], &'a [u8]);
+/// The large set encoding (see [`HashTable`]).
+pub type SetTable = indexmap::IndexSet<CompactKey, hashbrown::DefaultHashBuilder>;
+
+/// The positions an incremental scan visits next, and the cursor to return.
+///
+/// Large collections are scanned from their last position down to 0. Removal moves the
+/// last element into the hole (`swap_remove`), i.e. only ever from a higher position to a
+/// lower one, and insertion appends at the end; so every element present for the whole
+/// scan sits at or below the cursor until it is visited: none is missed, though one may
+/// be returned twice, as Redis allows. Cursor 0 starts a scan and is returned at the end.
+pub fn scan_window(len: usize, cursor: u64, count: usize) -> (std::ops::Range<usize>, u64) {
+    let top = if cursor == 0 {
+        len
+    } else {
+        (cursor as usize).min(len)
+    };
+    let take = count.max(1).min(top);
+    (top - take..top, (top - take) as u64)
+}
 
 use crate::compact::CompactKey;
 use crate::packed::Packed;
@@ -47,7 +70,7 @@ pub enum HashValue {
     /// Field, value, field, value ...
     Packed(Packed),
     /// Boxed so that the common small hash carries only the packed variant's size.
-    Table(Box<HashMap<CompactKey, Vec<u8>>>),
+    Table(Box<HashTable>),
 }
 
 impl Default for HashValue {
@@ -116,7 +139,7 @@ impl HashValue {
 
     fn convert(&mut self) {
         if let HashValue::Packed(p) = self {
-            let mut t = HashMap::with_capacity(p.len() / 2);
+            let mut t = HashTable::with_capacity_and_hasher(p.len() / 2, Default::default());
             let items: Vec<&[u8]> = p.iter().collect();
             for pair in items.chunks(2) {
                 if let [f, v] = pair {
@@ -137,7 +160,7 @@ impl HashValue {
                 }
                 None => false,
             },
-            HashValue::Table(t) => t.remove(field).is_some(),
+            HashValue::Table(t) => t.swap_remove(field).is_some(),
         }
     }
 
@@ -166,8 +189,34 @@ impl HashValue {
             HashValue::Packed(p) => p.heap_size(),
             HashValue::Table(t) => t
                 .iter()
-                .map(|(k, v)| 48 + k.heap_size() + v.capacity())
+                .map(|(k, v)| 64 + k.heap_size() + v.capacity())
                 .sum(),
+        }
+    }
+
+    /// One HSCAN step: (next cursor, pairs). A packed hash is returned whole (cursor 0),
+    /// as Redis returns a listpack; a table is walked by [`scan_window`].
+    pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<FieldValueRef<'_>>) {
+        match self {
+            HashValue::Packed(_) => (0, self.pairs()),
+            HashValue::Table(t) => {
+                let (window, next) = scan_window(t.len(), cursor, count);
+                let items = window
+                    .rev()
+                    .filter_map(|i| t.get_index(i))
+                    .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+                    .collect();
+                (next, items)
+            }
+        }
+    }
+
+    /// The pair at position `i` of a uniform draw (HRANDFIELD): O(1) for both encodings'
+    /// large forms.
+    pub fn pair_at(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        match self {
+            HashValue::Packed(p) => Some((p.get(2 * i)?, p.get(2 * i + 1)?)),
+            HashValue::Table(t) => t.get_index(i).map(|(k, v)| (k.as_bytes(), v.as_slice())),
         }
     }
 }
@@ -335,7 +384,7 @@ pub enum SetValue {
     /// Sorted integers (Redis' intset).
     Ints(Vec<i64>),
     Packed(Packed),
-    Table(Box<HashSet<CompactKey>>),
+    Table(Box<SetTable>),
 }
 
 impl Default for SetValue {
@@ -433,7 +482,7 @@ impl SetValue {
                 }
                 None => false,
             },
-            SetValue::Table(t) => t.remove(m),
+            SetValue::Table(t) => t.swap_remove(m),
         }
     }
 
@@ -455,7 +504,7 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => v.get(i).map(|n| n.to_string().into_bytes()),
             SetValue::Packed(p) => p.get(i).map(<[u8]>::to_vec),
-            SetValue::Table(t) => t.iter().nth(i).map(|k| k.as_bytes().to_vec()),
+            SetValue::Table(t) => t.get_index(i).map(|k| k.as_bytes().to_vec()),
         }
     }
 
@@ -463,7 +512,23 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => v.capacity() * 8,
             SetValue::Packed(p) => p.heap_size(),
-            SetValue::Table(t) => t.iter().map(|k| 25 + k.heap_size()).sum(),
+            SetValue::Table(t) => t.iter().map(|k| 41 + k.heap_size()).sum(),
+        }
+    }
+
+    /// One SSCAN step: (next cursor, members); compact encodings are returned whole.
+    pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<Vec<u8>>) {
+        match self {
+            SetValue::Table(t) => {
+                let (window, next) = scan_window(t.len(), cursor, count);
+                let items = window
+                    .rev()
+                    .filter_map(|i| t.get_index(i))
+                    .map(|k| k.as_bytes().to_vec())
+                    .collect();
+                (next, items)
+            }
+            _ => (0, self.members()),
         }
     }
 }
@@ -558,6 +623,45 @@ mod tests {
             }
             let got: std::collections::HashSet<Vec<u8>> = s.members().into_iter().collect();
             prop_assert_eq!(got, model);
+        }
+
+        /// SSCAN's guarantee under concurrent writes: every member present from the
+        /// scan's start to its end is returned, whatever is added and removed between
+        /// steps; and the scan ends.
+        #[test]
+        fn scan_returns_every_member_present_throughout(
+            initial in 130usize..400,
+            steps in proptest::collection::vec((0usize..5, 0u32..1000, 1usize..30), 1..200),
+        ) {
+            let limits = small_limits();
+            let mut s = SetValue::default();
+            for i in 0..initial {
+                s.insert(format!("m{i}").as_bytes(), &limits);
+            }
+            let start: std::collections::HashSet<Vec<u8>> = s.members().into_iter().collect();
+            let mut removed = std::collections::HashSet::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut cursor = 0;
+            let mut calls = 0;
+            for (op, n, count) in steps.iter().cycle() {
+                let m = format!("m{n}").into_bytes();
+                match op {
+                    0 if s.remove(&m) => { removed.insert(m); }
+                    1 => { s.insert(format!("new{n}").as_bytes(), &limits); }
+                    _ => {}
+                }
+                let (next, items) = s.scan(cursor, *count);
+                seen.extend(items);
+                calls += 1;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+                prop_assert!(calls < 10_000, "the scan must end");
+            }
+            for m in start.difference(&removed) {
+                prop_assert!(seen.contains(m), "{} missed", String::from_utf8_lossy(m));
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hashbrown::HashMap;
+type ScoreTable = indexmap::IndexMap<CompactKey, f64, hashbrown::DefaultHashBuilder>;
 
 use crate::compact::CompactKey;
 
@@ -233,7 +233,8 @@ impl Treap {
 #[derive(Clone, Debug)]
 pub struct ZTree {
     order: Treap,
-    scores: HashMap<CompactKey, f64>,
+    /// Insertion-ordered, so positions serve as ZSCAN cursors (see `scan_window`).
+    scores: ScoreTable,
 }
 
 #[derive(Clone, Debug)]
@@ -306,7 +307,7 @@ impl ZSetValue {
         if let ZSetValue::Packed(v) = self {
             let mut t = ZTree {
                 order: Treap::new(),
-                scores: HashMap::with_capacity(v.len()),
+                scores: ScoreTable::with_capacity_and_hasher(v.len(), Default::default()),
             };
             for (s, m) in v.iter() {
                 t.order.insert(*s, m);
@@ -352,7 +353,7 @@ impl ZSetValue {
                 }
                 None => false,
             },
-            ZSetValue::Tree(t) => match t.scores.remove(member) {
+            ZSetValue::Tree(t) => match t.scores.swap_remove(member) {
                 Some(s) => {
                     t.order.remove(s, member);
                     true
@@ -392,7 +393,23 @@ impl ZSetValue {
     pub fn heap_size(&self) -> usize {
         match self {
             ZSetValue::Packed(v) => v.capacity() * 32,
-            ZSetValue::Tree(t) => t.order.nodes.capacity() * 48 + t.scores.capacity() * 33,
+            ZSetValue::Tree(t) => t.order.nodes.capacity() * 48 + t.scores.capacity() * 49,
+        }
+    }
+
+    /// One ZSCAN step: (next cursor, (member, score)); a packed set is returned whole.
+    pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<(&[u8], f64)>) {
+        match self {
+            ZSetValue::Packed(v) => (0, v.iter().map(|(s, m)| (m.as_bytes(), *s)).collect()),
+            ZSetValue::Tree(t) => {
+                let (window, next) = crate::collections::scan_window(t.scores.len(), cursor, count);
+                let items = window
+                    .rev()
+                    .filter_map(|i| t.scores.get_index(i))
+                    .map(|(m, s)| (m.as_bytes(), *s))
+                    .collect();
+                (next, items)
+            }
         }
     }
 }

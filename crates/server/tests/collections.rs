@@ -67,17 +67,26 @@ fn hashes() {
         .query(&mut c)
         .unwrap();
     assert_eq!(vals, vec![Some("1".into()), None]);
-    let (cursor, items): (String, Vec<String>) = redis::cmd("HSCAN")
-        .arg("h")
-        .arg(0)
-        .arg("MATCH")
-        .arg("f1*")
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(
-        (cursor.as_str(), items),
-        ("0", vec!["f1".to_string(), "1".to_string()])
-    );
+    // A hashtable is scanned COUNT (default 10) fields at a time.
+    let mut cursor = "0".to_string();
+    let mut items = Vec::new();
+    for step in 0.. {
+        let (next, got): (String, Vec<String>) = redis::cmd("HSCAN")
+            .arg("h")
+            .arg(&cursor)
+            .arg("MATCH")
+            .arg("f1*")
+            .query(&mut c)
+            .unwrap();
+        items.extend(got);
+        cursor = next;
+        if cursor == "0" {
+            assert_eq!(step, 1, "12 fields take two steps of 10");
+            break;
+        }
+        assert!(step < 5);
+    }
+    assert_eq!(items, vec!["f1".to_string(), "1".to_string()]);
     let rf: Vec<String> = redis::cmd("HRANDFIELD")
         .arg("h")
         .arg(-20)
@@ -266,5 +275,133 @@ fn sorted_sets_large_and_small() {
     let _: () = c.set("str", "x").unwrap();
     let e = c.zadd::<_, _, _, i64>("str", "a", 1).unwrap_err();
     assert_eq!(e.code(), Some("WRONGTYPE"));
+    server.shutdown();
+}
+
+/// HSCAN/SSCAN/ZSCAN walk large collections a COUNT-sized step at a time, and return
+/// every member present for the whole scan even while others come and go.
+#[test]
+fn incremental_scans_of_large_collections() {
+    let server = common::start("io-threads 2");
+    let mut c = common::client(&server);
+    for i in 0..1000 {
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg("h")
+            .arg(format!("f{i}"))
+            .arg(i)
+            .ignore()
+            .cmd("SADD")
+            .arg("s")
+            .arg(format!("m{i}"))
+            .ignore()
+            .cmd("ZADD")
+            .arg("z")
+            .arg(i)
+            .arg(format!("m{i}"))
+            .ignore()
+            .query(&mut c)
+            .unwrap();
+    }
+    for (cmd, key, prefix) in [
+        ("HSCAN", "h", "f"),
+        ("SSCAN", "s", "m"),
+        ("ZSCAN", "z", "m"),
+    ] {
+        let mut cursor = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        let mut calls = 0;
+        loop {
+            let (next, items): (u64, Vec<String>) = redis::cmd(cmd)
+                .arg(key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(10)
+                .query(&mut c)
+                .unwrap();
+            let stride = if cmd == "SSCAN" { 1 } else { 2 };
+            assert!(
+                items.len() / stride <= 10,
+                "{cmd} returned {} items",
+                items.len()
+            );
+            seen.extend(items.into_iter().step_by(stride));
+            // Churn: members 0..100 leave, new ones arrive, between steps.
+            if calls < 100 {
+                let gone = format!("{prefix}{calls}");
+                let _: () = match cmd {
+                    "HSCAN" => redis::cmd("HDEL")
+                        .arg(key)
+                        .arg(&gone)
+                        .query(&mut c)
+                        .unwrap(),
+                    "SSCAN" => redis::cmd("SREM")
+                        .arg(key)
+                        .arg(&gone)
+                        .query(&mut c)
+                        .unwrap(),
+                    _ => redis::cmd("ZREM")
+                        .arg(key)
+                        .arg(&gone)
+                        .query(&mut c)
+                        .unwrap(),
+                };
+                let _: () = match cmd {
+                    "HSCAN" => redis::cmd("HSET")
+                        .arg(key)
+                        .arg(format!("new{calls}"))
+                        .arg(1)
+                        .query(&mut c)
+                        .unwrap(),
+                    "SSCAN" => redis::cmd("SADD")
+                        .arg(key)
+                        .arg(format!("new{calls}"))
+                        .query(&mut c)
+                        .unwrap(),
+                    _ => redis::cmd("ZADD")
+                        .arg(key)
+                        .arg(1)
+                        .arg(format!("new{calls}"))
+                        .query(&mut c)
+                        .unwrap(),
+                };
+            }
+            calls += 1;
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+            assert!(calls < 1000, "{cmd} must finish");
+        }
+        assert!(calls >= 90, "{cmd} should take many steps, took {calls}");
+        for i in 100..1000 {
+            assert!(
+                seen.contains(&format!("{prefix}{i}")),
+                "{cmd} missed {prefix}{i}"
+            );
+        }
+    }
+    // MATCH filters what a step returns; a missing key is an empty, finished scan.
+    let (_, items): (u64, Vec<String>) = redis::cmd("SSCAN")
+        .arg("s")
+        .arg(0)
+        .arg("MATCH")
+        .arg("m99*")
+        .arg("COUNT")
+        .arg(2000)
+        .query(&mut c)
+        .unwrap();
+    let mut items = items;
+    items.sort();
+    assert_eq!(
+        items,
+        ["m990", "m991", "m992", "m993", "m994", "m995", "m996", "m997", "m998", "m999"]
+    );
+    let (cursor, items): (u64, Vec<String>) = redis::cmd("HSCAN")
+        .arg("nope")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((cursor, items.len()), (0, 0));
     server.shutdown();
 }
