@@ -1,0 +1,445 @@
+//! A streaming RDB reader over a byte slice (a memory-mapped file or a DUMP payload).
+
+use crate::{crc64::crc64, lzf, packed, Entry, RdbError, Value};
+
+pub(crate) const OP_SLOT_INFO: u8 = 0xf4;
+pub(crate) const OP_FUNCTION_PRE_GA: u8 = 0xf5;
+pub(crate) const OP_FUNCTION2: u8 = 0xf6;
+pub(crate) const OP_MODULE_AUX: u8 = 0xf7;
+pub(crate) const OP_IDLE: u8 = 0xf8;
+pub(crate) const OP_FREQ: u8 = 0xf9;
+pub(crate) const OP_AUX: u8 = 0xfa;
+pub(crate) const OP_RESIZEDB: u8 = 0xfb;
+pub(crate) const OP_EXPIRETIME_MS: u8 = 0xfc;
+pub(crate) const OP_EXPIRETIME: u8 = 0xfd;
+pub(crate) const OP_SELECTDB: u8 = 0xfe;
+pub(crate) const OP_EOF: u8 = 0xff;
+
+pub(crate) const TYPE_STRING: u8 = 0;
+pub(crate) const TYPE_LIST: u8 = 1;
+pub(crate) const TYPE_SET: u8 = 2;
+pub(crate) const TYPE_ZSET: u8 = 3;
+pub(crate) const TYPE_HASH: u8 = 4;
+pub(crate) const TYPE_ZSET_2: u8 = 5;
+
+/// Oldest and newest RDB versions read (Redis 2.x wrote 6; Redis 7.4 writes 12).
+pub const MIN_VERSION: u32 = 1;
+pub const MAX_VERSION: u32 = 12;
+
+/// What the reader yields, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Aux(Vec<u8>, Vec<u8>),
+    /// Sizes announced for the current database (a hint for pre-sizing).
+    ResizeDb { db: usize, keys: u64, expires: u64 },
+    Entry(Entry),
+}
+
+/// A cursor over bytes with the offset-carrying error every read can raise.
+pub(crate) struct Cursor<'a> {
+    pub data: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn err(&self, msg: impl Into<String>) -> RdbError {
+        RdbError {
+            offset: self.pos,
+            message: msg.into(),
+        }
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], RdbError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+        match end {
+            Some(e) => {
+                let s = &self.data[self.pos..e];
+                self.pos = e;
+                Ok(s)
+            }
+            None => Err(self.err(format!(
+                "unexpected end of data reading {n} bytes ({} left)",
+                self.data.len() - self.pos.min(self.data.len())
+            ))),
+        }
+    }
+
+    pub fn u8(&mut self) -> Result<u8, RdbError> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn le_u64(&mut self, n: usize) -> Result<u64, RdbError> {
+        Ok(self
+            .bytes(n)?
+            .iter()
+            .rev()
+            .fold(0u64, |a, &b| (a << 8) | u64::from(b)))
+    }
+
+    /// A length, or a special string encoding (`Err(Ok(kind))`).
+    fn length_or_special(&mut self) -> Result<Result<u64, u8>, RdbError> {
+        let first = self.u8()?;
+        Ok(match first >> 6 {
+            0 => Ok(u64::from(first & 0x3f)),
+            1 => Ok((u64::from(first & 0x3f) << 8) | u64::from(self.u8()?)),
+            2 => match first {
+                0x80 => Ok(u64::from(u32::from_be_bytes(
+                    self.bytes(4)?.try_into().unwrap_or_default(),
+                ))),
+                0x81 => Ok(u64::from_be_bytes(
+                    self.bytes(8)?.try_into().unwrap_or_default(),
+                )),
+                _ => return Err(self.err(format!("unknown length encoding 0x{first:02x}"))),
+            },
+            _ => Err(first & 0x3f),
+        })
+    }
+
+    pub fn length(&mut self) -> Result<u64, RdbError> {
+        match self.length_or_special()? {
+            Ok(n) => Ok(n),
+            Err(k) => Err(self.err(format!("string encoding {k} where a length was expected"))),
+        }
+    }
+
+    /// A count of elements, bounded by what the remaining bytes could hold.
+    pub fn count(&mut self, per_item: usize) -> Result<usize, RdbError> {
+        let n = self.length()?;
+        let left = (self.data.len() - self.pos) as u64;
+        if n > left / per_item.max(1) as u64 + 1 {
+            return Err(self.err(format!("element count {n} exceeds the data left")));
+        }
+        Ok(n as usize)
+    }
+
+    pub fn string(&mut self) -> Result<Vec<u8>, RdbError> {
+        match self.length_or_special()? {
+            Ok(n) => {
+                let n = usize::try_from(n).map_err(|_| self.err("string too long"))?;
+                Ok(self.bytes(n)?.to_vec())
+            }
+            Err(0) => Ok((self.u8()? as i8).to_string().into_bytes()),
+            Err(1) => Ok((self.le_u64(2)? as u16 as i16).to_string().into_bytes()),
+            Err(2) => Ok((self.le_u64(4)? as u32 as i32).to_string().into_bytes()),
+            Err(3) => {
+                let clen = self.length()? as usize;
+                let len = self.length()? as usize;
+                let at = self.pos;
+                let packed = self.bytes(clen)?;
+                if len > 1 << 32 {
+                    return Err(self.err("LZF string longer than 4 GB"));
+                }
+                lzf::decompress(packed, len).ok_or(RdbError {
+                    offset: at,
+                    message: "corrupt LZF-compressed string".into(),
+                })
+            }
+            Err(k) => Err(self.err(format!("unknown string encoding {k}"))),
+        }
+    }
+
+    fn float_text(&mut self) -> Result<f64, RdbError> {
+        let n = self.u8()?;
+        match n {
+            253 => Ok(f64::NAN),
+            254 => Ok(f64::INFINITY),
+            255 => Ok(f64::NEG_INFINITY),
+            _ => {
+                let at = self.pos;
+                let s = self.bytes(usize::from(n))?;
+                std::str::from_utf8(s)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(RdbError {
+                        offset: at,
+                        message: "bad score".into(),
+                    })
+            }
+        }
+    }
+
+    fn float_binary(&mut self) -> Result<f64, RdbError> {
+        Ok(f64::from_bits(self.le_u64(8)?))
+    }
+}
+
+fn type_name(t: u8) -> &'static str {
+    match t {
+        6 | 7 => "module value",
+        15 | 19 | 21 => "stream",
+        22..=25 => "hash with field expiration",
+        _ => "unknown type",
+    }
+}
+
+/// Reads the value of RDB type `t` at the cursor.
+pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value, RdbError> {
+    let start = c.pos;
+    let blob = |c: &mut Cursor<'_>, what: &str| -> Result<(usize, Vec<u8>), RdbError> {
+        let at = c.pos;
+        let b = c.string()?;
+        if b.is_empty() {
+            return Err(RdbError {
+                offset: at,
+                message: format!("empty {what}"),
+            });
+        }
+        Ok((at, b))
+    };
+    let bad = |at: usize, what: &str| RdbError {
+        offset: at,
+        message: format!("corrupt {what}"),
+    };
+    let pairs = |items: Vec<Vec<u8>>, at: usize, what: &str| -> Result<Vec<(Vec<u8>, Vec<u8>)>, RdbError> {
+        if items.len() % 2 != 0 {
+            return Err(bad(at, what));
+        }
+        let mut it = items.into_iter();
+        let mut out = Vec::new();
+        while let (Some(a), Some(b)) = (it.next(), it.next()) {
+            out.push((a, b));
+        }
+        Ok(out)
+    };
+    let scored = |pairs: Vec<(Vec<u8>, Vec<u8>)>, at: usize| -> Result<Vec<(Vec<u8>, f64)>, RdbError> {
+        pairs
+            .into_iter()
+            .map(|(m, s)| {
+                let score = std::str::from_utf8(&s)
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .ok_or_else(|| bad(at, "zset score"))?;
+                Ok((m, score))
+            })
+            .collect()
+    };
+    Ok(match t {
+        TYPE_STRING => Value::String(c.string()?),
+        TYPE_LIST => {
+            let n = c.count(1)?;
+            Value::List((0..n).map(|_| c.string()).collect::<Result<_, _>>()?)
+        }
+        TYPE_SET => {
+            let n = c.count(1)?;
+            Value::Set((0..n).map(|_| c.string()).collect::<Result<_, _>>()?)
+        }
+        TYPE_ZSET | TYPE_ZSET_2 => {
+            let n = c.count(2)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let m = c.string()?;
+                let s = if t == TYPE_ZSET {
+                    c.float_text()?
+                } else {
+                    c.float_binary()?
+                };
+                if s.is_nan() {
+                    return Err(c.err("zset score is NaN"));
+                }
+                v.push((m, s));
+            }
+            Value::ZSet(v)
+        }
+        TYPE_HASH => {
+            let n = c.count(2)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push((c.string()?, c.string()?));
+            }
+            Value::Hash(v)
+        }
+        9 => {
+            let (at, b) = blob(c, "zipmap")?;
+            Value::Hash(packed::zipmap(&b).ok_or_else(|| bad(at, "zipmap"))?)
+        }
+        10 => {
+            let (at, b) = blob(c, "ziplist")?;
+            Value::List(packed::ziplist(&b).ok_or_else(|| bad(at, "ziplist"))?)
+        }
+        11 => {
+            let (at, b) = blob(c, "intset")?;
+            Value::Set(packed::intset(&b).ok_or_else(|| bad(at, "intset"))?)
+        }
+        12 | 17 => {
+            let (at, b) = blob(c, "zset ziplist")?;
+            let items = if t == 12 { packed::ziplist(&b) } else { packed::listpack(&b) };
+            let items = items.ok_or_else(|| bad(at, "zset listpack"))?;
+            Value::ZSet(scored(pairs(items, at, "zset listpack")?, at)?)
+        }
+        13 | 16 => {
+            let (at, b) = blob(c, "hash ziplist")?;
+            let items = if t == 13 { packed::ziplist(&b) } else { packed::listpack(&b) };
+            let items = items.ok_or_else(|| bad(at, "hash listpack"))?;
+            Value::Hash(pairs(items, at, "hash listpack")?)
+        }
+        14 | 18 => {
+            let nodes = c.count(1)?;
+            let mut v = Vec::new();
+            for _ in 0..nodes {
+                let container = if t == 18 { c.length()? } else { 2 };
+                let (at, b) = if container == 1 {
+                    (c.pos, c.string()?)
+                } else {
+                    blob(c, "quicklist node")?
+                };
+                match container {
+                    1 => v.push(b),
+                    2 => {
+                        let items = if t == 14 { packed::ziplist(&b) } else { packed::listpack(&b) };
+                        v.extend(items.ok_or_else(|| bad(at, "quicklist node"))?);
+                    }
+                    other => return Err(bad(at, &format!("quicklist container {other}"))),
+                }
+            }
+            Value::List(v)
+        }
+        20 => {
+            let (at, b) = blob(c, "set listpack")?;
+            Value::Set(packed::listpack(&b).ok_or_else(|| bad(at, "set listpack"))?)
+        }
+        other => {
+            return Err(RdbError {
+                offset: start - 1,
+                message: format!(
+                    "cannot load {} (RDB type {other}) of key '{}': Carmine has no such type yet",
+                    type_name(other),
+                    String::from_utf8_lossy(&key[..key.len().min(128)])
+                ),
+            })
+        }
+    })
+}
+
+/// Streams the items of an RDB file.
+pub struct Reader<'a> {
+    c: Cursor<'a>,
+    version: u32,
+    db: usize,
+    done: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// Checks the `REDIS0xxx` header.
+    pub fn new(data: &'a [u8]) -> Result<Reader<'a>, RdbError> {
+        let mut c = Cursor { data, pos: 0 };
+        let head = c.bytes(9).map_err(|_| RdbError {
+            offset: 0,
+            message: "file too short for an RDB header".into(),
+        })?;
+        if &head[..5] != b"REDIS" {
+            return Err(RdbError {
+                offset: 0,
+                message: "wrong signature: not an RDB file".into(),
+            });
+        }
+        let version = std::str::from_utf8(&head[5..])
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|v| (MIN_VERSION..=MAX_VERSION).contains(v))
+            .ok_or(RdbError {
+                offset: 5,
+                message: format!(
+                    "unsupported RDB version '{}'",
+                    String::from_utf8_lossy(&head[5..])
+                ),
+            })?;
+        Ok(Reader {
+            c,
+            version,
+            db: 0,
+            done: false,
+        })
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Bytes consumed so far (progress reporting).
+    pub fn offset(&self) -> usize {
+        self.c.pos
+    }
+
+    /// The next item; None after EOF (whose checksum, when not zero, was verified).
+    pub fn next_item(&mut self) -> Result<Option<Item>, RdbError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut expire_ms = None;
+        let mut idle = None;
+        let mut freq = None;
+        loop {
+            let at = self.c.pos;
+            let op = self.c.u8()?;
+            match op {
+                OP_EOF => {
+                    self.done = true;
+                    if self.version >= 5 {
+                        let end = self.c.pos;
+                        let stored = self.c.le_u64(8)?;
+                        if stored != 0 && stored != crc64(0, &self.c.data[..end]) {
+                            return Err(RdbError {
+                                offset: end,
+                                message: "RDB checksum mismatch (the file is damaged)".into(),
+                            });
+                        }
+                    }
+                    return Ok(None);
+                }
+                OP_SELECTDB => {
+                    self.db = usize::try_from(self.c.length()?)
+                        .map_err(|_| self.c.err("database index too large"))?;
+                }
+                OP_RESIZEDB => {
+                    let keys = self.c.length()?;
+                    let expires = self.c.length()?;
+                    return Ok(Some(Item::ResizeDb {
+                        db: self.db,
+                        keys,
+                        expires,
+                    }));
+                }
+                OP_AUX => {
+                    let k = self.c.string()?;
+                    let v = self.c.string()?;
+                    return Ok(Some(Item::Aux(k, v)));
+                }
+                OP_EXPIRETIME_MS => expire_ms = Some(self.c.le_u64(8)?),
+                OP_EXPIRETIME => expire_ms = Some(self.c.le_u64(4)?.saturating_mul(1000)),
+                OP_IDLE => idle = Some(self.c.length()?),
+                OP_FREQ => freq = Some(self.c.u8()?),
+                OP_SLOT_INFO => {
+                    for _ in 0..3 {
+                        self.c.length()?;
+                    }
+                }
+                OP_MODULE_AUX => {
+                    return Err(RdbError {
+                        offset: at,
+                        message: "cannot load module auxiliary data: Carmine has no modules"
+                            .into(),
+                    })
+                }
+                OP_FUNCTION_PRE_GA | OP_FUNCTION2 => {
+                    return Err(RdbError {
+                        offset: at,
+                        message: "cannot load a function library: Carmine has no functions yet"
+                            .into(),
+                    })
+                }
+                t => {
+                    let key = self.c.string()?;
+                    let value = read_value(&mut self.c, t, &key)?;
+                    return Ok(Some(Item::Entry(Entry {
+                        db: self.db,
+                        key,
+                        value,
+                        expire_ms,
+                        idle,
+                        freq,
+                    })));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! RDB writing: version 10 files (what Redis 7.0 writes and loads) with plain value
+//! encodings, which every Redis since 2.x loads and re-encodes compactly itself.
+
+use crate::crc64::crc64;
+use crate::read::*;
+use crate::{lzf, Value};
+
+pub const WRITE_VERSION: u32 = 10;
+
+/// Options that change the bytes written.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOptions {
+    /// `rdbcompression`: LZF-compress strings longer than 20 bytes when it saves space.
+    pub compress: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { compress: true }
+    }
+}
+
+pub fn put_length(out: &mut Vec<u8>, n: u64) {
+    if n < 1 << 6 {
+        out.push(n as u8);
+    } else if n < 1 << 14 {
+        out.push(0x40 | (n >> 8) as u8);
+        out.push(n as u8);
+    } else if n <= u64::from(u32::MAX) {
+        out.push(0x80);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// The integer a string spells exactly as Redis would print it, if any.
+fn canonical_int(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 11 {
+        return None;
+    }
+    let v: i64 = std::str::from_utf8(s).ok()?.parse().ok()?;
+    (v.to_string().as_bytes() == s).then_some(v)
+}
+
+pub fn put_string(out: &mut Vec<u8>, s: &[u8], opts: WriteOptions) {
+    if let Some(v) = canonical_int(s) {
+        if let Ok(b) = i8::try_from(v) {
+            out.push(0xc0);
+            out.push(b as u8);
+            return;
+        }
+        if let Ok(h) = i16::try_from(v) {
+            out.push(0xc1);
+            out.extend_from_slice(&h.to_le_bytes());
+            return;
+        }
+        if let Ok(w) = i32::try_from(v) {
+            out.push(0xc2);
+            out.extend_from_slice(&w.to_le_bytes());
+            return;
+        }
+    }
+    if opts.compress && s.len() > 20 {
+        if let Some(c) = lzf::compress(s, s.len() - 4) {
+            out.push(0xc3);
+            put_length(out, c.len() as u64);
+            put_length(out, s.len() as u64);
+            out.extend_from_slice(&c);
+            return;
+        }
+    }
+    put_length(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+/// The RDB type byte for a value as this writer encodes it.
+pub fn type_byte(v: &Value) -> u8 {
+    match v {
+        Value::String(_) => TYPE_STRING,
+        Value::List(_) => TYPE_LIST,
+        Value::Set(_) => TYPE_SET,
+        Value::ZSet(_) => TYPE_ZSET_2,
+        Value::Hash(_) => TYPE_HASH,
+    }
+}
+
+/// The value's body (after its type byte and key).
+pub fn put_value(out: &mut Vec<u8>, v: &Value, opts: WriteOptions) {
+    match v {
+        Value::String(s) => put_string(out, s, opts),
+        Value::List(items) | Value::Set(items) => {
+            put_length(out, items.len() as u64);
+            for it in items {
+                put_string(out, it, opts);
+            }
+        }
+        Value::ZSet(items) => {
+            put_length(out, items.len() as u64);
+            for (m, s) in items {
+                put_string(out, m, opts);
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        Value::Hash(pairs) => {
+            put_length(out, pairs.len() as u64);
+            for (f, v) in pairs {
+                put_string(out, f, opts);
+                put_string(out, v, opts);
+            }
+        }
+    }
+}
+
+/// One key: its deadline (if any), type, key and value.
+pub fn put_entry(out: &mut Vec<u8>, key: &[u8], v: &Value, expire_ms: u64, opts: WriteOptions) {
+    if expire_ms != 0 {
+        out.push(OP_EXPIRETIME_MS);
+        out.extend_from_slice(&expire_ms.to_le_bytes());
+    }
+    out.push(type_byte(v));
+    put_string(out, key, opts);
+    put_value(out, v, opts);
+}
+
+pub fn put_header(out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("REDIS{WRITE_VERSION:04}").as_bytes());
+}
+
+pub fn put_aux(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    out.push(OP_AUX);
+    put_string(out, key.as_bytes(), WriteOptions { compress: false });
+    put_string(out, value, WriteOptions { compress: false });
+}
+
+pub fn put_select_db(out: &mut Vec<u8>, db: usize, keys: u64, expires: u64) {
+    out.push(OP_SELECTDB);
+    put_length(out, db as u64);
+    out.push(OP_RESIZEDB);
+    put_length(out, keys);
+    put_length(out, expires);
+}
+
+/// The EOF opcode and the checksum of everything before it (`crc` covers what was
+/// already written elsewhere; pass the running value). `checksum` false writes zeros,
+/// as `rdbchecksum no` does.
+pub fn put_eof(out: &mut Vec<u8>, crc: u64, checksum: bool) {
+    out.push(OP_EOF);
+    let crc = if checksum { crc64(crc, &[OP_EOF]) } else { 0 };
+    out.extend_from_slice(&crc.to_le_bytes());
+}
