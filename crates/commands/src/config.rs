@@ -157,10 +157,12 @@ pub static PARAMS: &[ParamSpec] = &[
         Kind::ClientOutputBufferLimit,
         true,
     ),
-    // Persistence parameters are accepted so existing redis.conf files and the benchmark
-    // harness (`--save '' --appendonly no`) start; persistence itself is issue #4.
+    // RDB persistence: see carmine-server's persistence module. AOF is not built yet.
     p("save", "3600 1 300 100 60 10000", Kind::Save, true),
     p("dbfilename", "dump.rdb", Kind::Str, true),
+    p("rdbcompression", "yes", Kind::Bool, true),
+    p("rdbchecksum", "yes", Kind::Bool, true),
+    p("stop-writes-on-bgsave-error", "yes", Kind::Bool, true),
     p("appendonly", "no", Kind::Bool, true),
     p("appendfsync", "everysec", Kind::Enum(APPENDFSYNC), true),
     p("maxmemory", "0", Kind::Memory { max: u64::MAX }, true),

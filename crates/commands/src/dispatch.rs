@@ -256,6 +256,20 @@ fn dispatch(
             return;
         }
     }
+    if spec.has(flags::WRITE)
+        && shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
+        && shared.config.get_bool("stop-writes-on-bgsave-error")
+        && !shared
+            .config
+            .get("save")
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    {
+        reply.error("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.");
+        reject(stats, idx, session);
+        return;
+    }
     if spec.name == "exec" {
         exec(shared, session, stats, reply, now_ms);
         return;

@@ -32,6 +32,7 @@ mod hyperloglog;
 mod keys;
 mod lcs;
 mod list;
+pub mod persistence;
 pub mod pubsub;
 pub mod server;
 mod set;
@@ -45,6 +46,7 @@ mod zset;
 pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
 pub use dispatch::{execute, execute_at, printable, Ctx};
+pub use persistence::{PersistStats, Persistence};
 pub use state::{ClientInfo, DeliverHook, Session, Shared, ShutdownMode, ThreadStats};
 pub use table::{CommandSpec, CommandTable};
 
@@ -66,5 +68,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(zset::more_commands());
     specs.extend(geo::commands());
     specs.extend(hyperloglog::commands());
+    specs.extend(persistence::commands());
     CommandTable::new(specs)
 }

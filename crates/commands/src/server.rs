@@ -312,10 +312,22 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         );
     }
     if want("persistence") {
+        let p = &sh.persist;
+        let in_progress = p.bgsave_in_progress.load(Ordering::Relaxed);
         let _ = write!(
             out,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
-            sh.sum(|t| t.dirty.load(Ordering::Relaxed)),
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            p.changes_since_save(sh),
+            u8::from(in_progress),
+            p.last_save_unix.load(Ordering::Relaxed),
+            if p.last_bgsave_failed.load(Ordering::Relaxed) { "err" } else { "ok" },
+            p.last_bgsave_secs.load(Ordering::Relaxed),
+            if in_progress {
+                (carmine_keyspace::now_ms().saturating_sub(p.current_bgsave_started_ms.load(Ordering::Relaxed)) / 1000) as i64
+            } else {
+                -1
+            },
+            p.saves.load(Ordering::Relaxed),
         );
     }
     if want("stats") {

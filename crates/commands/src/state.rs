@@ -257,6 +257,9 @@ pub struct Shared {
     /// Writes since start (rdb_changes_since_last_save until persistence exists).
     pub dirty: AtomicU64,
     pub ops_per_sec: AtomicU64,
+    /// RDB persistence, installed by the server (none when embedded without files).
+    pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
+    pub persist: crate::persistence::PersistStats,
     /// Signalled when a new thread's stats should be created.
     io_threads: usize,
 }
@@ -303,6 +306,8 @@ impl Shared {
             estimated_memory: AtomicU64::new(0),
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),
+            persistence: std::sync::OnceLock::new(),
+            persist: crate::persistence::PersistStats::default(),
             io_threads,
         });
         shared.sync_config();
@@ -400,6 +405,11 @@ impl Shared {
     }
 
     /// Sums one counter over every thread.
+    /// Writes since start, all threads together.
+    pub fn total_dirty(&self) -> u64 {
+        self.sum(|t| t.dirty.load(Ordering::Relaxed))
+    }
+
     pub fn sum(&self, f: impl Fn(&ThreadStats) -> u64) -> u64 {
         self.threads.lock().iter().map(|t| f(t)).sum()
     }

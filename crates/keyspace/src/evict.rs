@@ -145,6 +145,11 @@ pub fn lfu_new(now_ms: u64) -> u32 {
     (minutes(now_ms) << 8) | LFU_INIT
 }
 
+/// The access clock field for a restored LFU counter (RESTORE FREQ, an RDB's FREQ).
+pub fn lfu_restore(counter: u8, now_ms: u64) -> u32 {
+    (minutes(now_ms) << 8) | u32::from(counter)
+}
+
 impl Keyspace {
     /// Removes one key chosen by `policy` from a sample; returns false when nothing can be
     /// evicted (an empty keyspace, or no volatile key under a volatile policy).

@@ -2,7 +2,7 @@
 //! its own lock, plus the WATCH registry and active expiry.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use carmine_slots::{key_slot, Slot, SLOT_COUNT};
@@ -145,6 +145,18 @@ pub struct Keyspace {
     eviction: crate::evict::EvictionConfig,
     zset_limits: crate::zset::ZSetLimits,
     notifier: crate::notify::Notifier,
+    /// The running snapshot's epoch (0: none), the last epoch handed out, and where
+    /// tables captured for it go.
+    snapshot_epoch: AtomicU64,
+    last_epoch: AtomicU64,
+    snapshot_sink: parking_lot::RwLock<Option<Arc<dyn SnapshotSink>>>,
+}
+
+/// Receives each table of a running snapshot exactly once, as it stood when the
+/// snapshot began: either from the snapshot's own walk or from the first writer to lock
+/// the table after the snapshot began (the copy in copy-on-write).
+pub trait SnapshotSink: Send + Sync {
+    fn capture(&self, db: usize, slot: Slot, table: &SlotTable);
 }
 
 impl Default for Keyspace {
@@ -174,6 +186,56 @@ impl Keyspace {
             eviction: crate::evict::EvictionConfig::default(),
             zset_limits: crate::zset::ZSetLimits::default(),
             notifier: crate::notify::Notifier::default(),
+            snapshot_epoch: AtomicU64::new(0),
+            last_epoch: AtomicU64::new(0),
+            snapshot_sink: parking_lot::RwLock::new(None),
+        }
+    }
+
+    /// Starts a point-in-time snapshot: from now on, every table is handed to `sink` as it
+    /// stands before anything changes it. Returns the epoch, or None while another
+    /// snapshot runs. For a snapshot consistent across tables (a transaction spans
+    /// several), call this while no command runs (the server's exclusive barrier).
+    pub fn begin_snapshot(&self, sink: Arc<dyn SnapshotSink>) -> Option<u64> {
+        let mut slot = self.snapshot_sink.write();
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(sink);
+        let epoch = self.last_epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.snapshot_epoch.store(epoch, Ordering::Release);
+        Some(epoch)
+    }
+
+    /// Captures one table for the running snapshot if no writer did yet (the walk).
+    pub fn snapshot_table(&self, db: usize, slot: Slot) {
+        if let Some(t) = self.dbs.get(db).and_then(|d| d.existing(slot as usize)) {
+            let mut t = t.lock();
+            self.copy_on_write(db, slot, &mut t);
+        }
+    }
+
+    /// Ends the running snapshot.
+    pub fn end_snapshot(&self) {
+        let mut slot = self.snapshot_sink.write();
+        self.snapshot_epoch.store(0, Ordering::Release);
+        *slot = None;
+    }
+
+    pub fn snapshot_running(&self) -> bool {
+        self.snapshot_epoch.load(Ordering::Acquire) != 0
+    }
+
+    /// Hands a freshly locked table to the running snapshot first if it was not captured
+    /// yet. One atomic load when no snapshot runs.
+    #[inline]
+    fn copy_on_write(&self, db: usize, slot: Slot, t: &mut SlotTable) {
+        let epoch = self.snapshot_epoch.load(Ordering::Acquire);
+        if epoch != 0 && t.snapshot_epoch < epoch {
+            if let Some(sink) = self.snapshot_sink.read().as_ref() {
+                sink.capture(db, slot, t);
+            }
+            t.snapshot_epoch = epoch;
         }
     }
 
@@ -247,7 +309,10 @@ impl Keyspace {
 
     /// Locks one table directly (the whole-database walkers use this).
     pub fn lock_table(&self, db: usize, slot: Slot) -> MutexGuard<'_, SlotTable> {
-        self.dbs[db.min(self.dbs.len() - 1)].table(slot).lock()
+        let db = db.min(self.dbs.len() - 1);
+        let mut t = self.dbs[db].table(slot).lock();
+        self.copy_on_write(db, slot, &mut t);
+        t
     }
 
     /// Calls `f` on every allocated table of `db`, one lock at a time, in slot order.
@@ -256,7 +321,9 @@ impl Keyspace {
         let Some(d) = self.dbs.get(db) else { return };
         for slot in 0..SLOT_COUNT {
             if let Some(t) = d.existing(slot) {
-                if !f(slot as Slot, &mut t.lock()) {
+                let mut t = t.lock();
+                self.copy_on_write(db, slot as Slot, &mut t);
+                if !f(slot as Slot, &mut t) {
                     return;
                 }
             }
@@ -314,7 +381,9 @@ impl Keyspace {
                 continue;
             }
             let mut tx = self.dbs[lo].table(slot as Slot).lock();
+            self.copy_on_write(lo, slot as Slot, &mut tx);
             let mut ty = self.dbs[hi].table(slot as Slot).lock();
+            self.copy_on_write(hi, slot as Slot, &mut ty);
             std::mem::swap(&mut *tx, &mut *ty);
         }
         self.dbs[lo].watch.signal_all();
@@ -346,6 +415,7 @@ impl Keyspace {
             if let Some(t) = self.dbs[db].existing(slot) {
                 let mut t = t.lock();
                 if t.volatile_len() > 0 {
+                    self.copy_on_write(db, slot as Slot, &mut t);
                     let (e, r) = t.remove_expired(now, |k| {
                         self.dbs[db].watch.signal(k);
                         self.notifier
@@ -457,7 +527,8 @@ impl<'a> Locked<'a> {
         let db = (id >> 14) as usize;
         let slot = (id & 0x3fff) as Slot;
         let Some(d) = self.ks.dbs.get(db) else { return };
-        let guard = d.table(slot).lock();
+        let mut guard = d.table(slot).lock();
+        self.ks.copy_on_write(db, slot, &mut guard);
         if self.first.is_none() {
             self.first = Some((id, guard));
         } else {

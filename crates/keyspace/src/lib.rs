@@ -61,7 +61,9 @@ pub use collections::{EncodingLimits, HashValue, ListValue, SetValue};
 pub use compact::CompactKey;
 pub use error::KeyspaceError;
 pub use evict::{EvictionConfig, Policy};
-pub use keyspace::{now_ms, table_id, Db, Keyspace, KeyspaceStats, Locked, WatchRegistry};
+pub use keyspace::{
+    now_ms, table_id, Db, Keyspace, KeyspaceStats, Locked, SnapshotSink, WatchRegistry,
+};
 pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
 pub use packed::Packed;
 pub use pattern::glob_match;

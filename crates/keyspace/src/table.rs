@@ -15,6 +15,8 @@ pub struct SlotTable {
     map: HashMap<Key, Entry>,
     /// How many entries carry a deadline: active expiry skips tables where this is 0.
     volatile: usize,
+    /// The last snapshot epoch this table was captured for (see `Keyspace::begin_snapshot`).
+    pub(crate) snapshot_epoch: u64,
 }
 
 impl SlotTable {

@@ -20,10 +20,12 @@ pub mod crc64;
 pub mod lzf;
 mod packed;
 mod read;
+pub mod snapshot;
 pub mod write;
 
 pub use convert::{from_keyspace, to_keyspace};
 pub use read::{Item, Reader, MAX_VERSION, MIN_VERSION};
+pub use snapshot::{load_into, LoadStats, Snapshot, SnapshotStats};
 pub use write::{WriteOptions, WRITE_VERSION};
 
 /// A value as RDB carries it, independent of in-memory encodings.
@@ -124,8 +126,11 @@ mod tests {
             bytes().prop_map(Value::String),
             proptest::collection::vec(bytes(), 0..20).prop_map(Value::List),
             proptest::collection::vec(bytes(), 0..20).prop_map(Value::Set),
-            proptest::collection::vec((bytes(), any::<f64>().prop_filter("no NaN", |f| !f.is_nan())), 0..20)
-                .prop_map(Value::ZSet),
+            proptest::collection::vec(
+                (bytes(), any::<f64>().prop_filter("no NaN", |f| !f.is_nan())),
+                0..20
+            )
+            .prop_map(Value::ZSet),
             proptest::collection::vec((bytes(), bytes()), 0..20).prop_map(Value::Hash),
         ]
     }

@@ -14,7 +14,9 @@ fn take<'a>(b: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
 }
 
 fn le(b: &[u8]) -> u64 {
-    b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+    b.iter()
+        .rev()
+        .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
 }
 
 fn sign_extend(v: u64, bits: u32) -> i64 {
@@ -194,10 +196,18 @@ mod tests {
         lp.extend_from_slice(&body);
         lp.push(0xff);
         let got = listpack(&lp).expect("valid");
-        let want: Vec<Vec<u8>> = ["5", "-2", "1000", "-100000", "1073741824", "-1099511627776", "hi"]
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
+        let want: Vec<Vec<u8>> = [
+            "5",
+            "-2",
+            "1000",
+            "-100000",
+            "1073741824",
+            "-1099511627776",
+            "hi",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
         assert_eq!(got, want);
         assert_eq!(listpack(&lp[..lp.len() - 1]), None);
     }

@@ -22,6 +22,8 @@ pub(crate) const TYPE_ZSET: u8 = 3;
 pub(crate) const TYPE_HASH: u8 = 4;
 pub(crate) const TYPE_ZSET_2: u8 = 5;
 
+type Pair = (Vec<u8>, Vec<u8>);
+
 /// Oldest and newest RDB versions read (Redis 2.x wrote 6; Redis 7.4 writes 12).
 pub const MIN_VERSION: u32 = 1;
 pub const MAX_VERSION: u32 = 12;
@@ -31,7 +33,11 @@ pub const MAX_VERSION: u32 = 12;
 pub enum Item {
     Aux(Vec<u8>, Vec<u8>),
     /// Sizes announced for the current database (a hint for pre-sizing).
-    ResizeDb { db: usize, keys: u64, expires: u64 },
+    ResizeDb {
+        db: usize,
+        keys: u64,
+        expires: u64,
+    },
     Entry(Entry),
 }
 
@@ -190,8 +196,8 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
         offset: at,
         message: format!("corrupt {what}"),
     };
-    let pairs = |items: Vec<Vec<u8>>, at: usize, what: &str| -> Result<Vec<(Vec<u8>, Vec<u8>)>, RdbError> {
-        if items.len() % 2 != 0 {
+    let pairs = |items: Vec<Vec<u8>>, at: usize, what: &str| -> Result<Vec<Pair>, RdbError> {
+        if !items.len().is_multiple_of(2) {
             return Err(bad(at, what));
         }
         let mut it = items.into_iter();
@@ -201,18 +207,19 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
         }
         Ok(out)
     };
-    let scored = |pairs: Vec<(Vec<u8>, Vec<u8>)>, at: usize| -> Result<Vec<(Vec<u8>, f64)>, RdbError> {
-        pairs
-            .into_iter()
-            .map(|(m, s)| {
-                let score = std::str::from_utf8(&s)
-                    .ok()
-                    .and_then(|s| s.parse::<f64>().ok())
-                    .ok_or_else(|| bad(at, "zset score"))?;
-                Ok((m, score))
-            })
-            .collect()
-    };
+    let scored =
+        |pairs: Vec<(Vec<u8>, Vec<u8>)>, at: usize| -> Result<Vec<(Vec<u8>, f64)>, RdbError> {
+            pairs
+                .into_iter()
+                .map(|(m, s)| {
+                    let score = std::str::from_utf8(&s)
+                        .ok()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .ok_or_else(|| bad(at, "zset score"))?;
+                    Ok((m, score))
+                })
+                .collect()
+        };
     Ok(match t {
         TYPE_STRING => Value::String(c.string()?),
         TYPE_LIST => {
@@ -262,13 +269,21 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
         }
         12 | 17 => {
             let (at, b) = blob(c, "zset ziplist")?;
-            let items = if t == 12 { packed::ziplist(&b) } else { packed::listpack(&b) };
+            let items = if t == 12 {
+                packed::ziplist(&b)
+            } else {
+                packed::listpack(&b)
+            };
             let items = items.ok_or_else(|| bad(at, "zset listpack"))?;
             Value::ZSet(scored(pairs(items, at, "zset listpack")?, at)?)
         }
         13 | 16 => {
             let (at, b) = blob(c, "hash ziplist")?;
-            let items = if t == 13 { packed::ziplist(&b) } else { packed::listpack(&b) };
+            let items = if t == 13 {
+                packed::ziplist(&b)
+            } else {
+                packed::listpack(&b)
+            };
             let items = items.ok_or_else(|| bad(at, "hash listpack"))?;
             Value::Hash(pairs(items, at, "hash listpack")?)
         }
@@ -285,7 +300,11 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
                 match container {
                     1 => v.push(b),
                     2 => {
-                        let items = if t == 14 { packed::ziplist(&b) } else { packed::listpack(&b) };
+                        let items = if t == 14 {
+                            packed::ziplist(&b)
+                        } else {
+                            packed::listpack(&b)
+                        };
                         v.extend(items.ok_or_else(|| bad(at, "quicklist node"))?);
                     }
                     other => return Err(bad(at, &format!("quicklist container {other}"))),
@@ -416,8 +435,7 @@ impl<'a> Reader<'a> {
                 OP_MODULE_AUX => {
                     return Err(RdbError {
                         offset: at,
-                        message: "cannot load module auxiliary data: Carmine has no modules"
-                            .into(),
+                        message: "cannot load module auxiliary data: Carmine has no modules".into(),
                     })
                 }
                 OP_FUNCTION_PRE_GA | OP_FUNCTION2 => {

@@ -15,6 +15,7 @@
 pub mod alloc;
 mod event_loop;
 pub mod log;
+pub mod persistence;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -130,6 +131,8 @@ impl Server {
             return Err(io::Error::other("no address could be bound"));
         }
         let shared = Shared::new(config, n, used_memory);
+        persistence::RdbFiles::install(&shared);
+        persistence::load_at_startup(&shared)?;
         shared
             .facts
             .tcp_port
@@ -174,6 +177,7 @@ impl Server {
     /// Blocks until a shutdown is requested, checking `also_stop` (e.g. a signal flag)
     /// every 10 ms; then stops the loops.
     pub fn wait(self, also_stop: impl Fn() -> bool) {
+        let mut ticks = 0u32;
         while !self.shutdown_requested() {
             if also_stop() {
                 self.shared
@@ -181,6 +185,10 @@ impl Server {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
+            ticks += 1;
+            if ticks.is_multiple_of(10) {
+                persistence::tick(&self.shared);
+            }
         }
         self.stop();
     }
@@ -199,5 +207,11 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+        let mode = self
+            .shared
+            .shutdown
+            .lock()
+            .unwrap_or(carmine_commands::ShutdownMode::Default);
+        persistence::save_on_shutdown(&self.shared, mode);
     }
 }

@@ -22,7 +22,7 @@ fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
 fn eviction_policies_keep_memory_under_maxmemory() {
     let config = Config::new();
     config
-        .load_text("port 0\nbind 127.0.0.1\nio-threads 2\n")
+        .load_text("port 0\nbind 127.0.0.1\nio-threads 2\nsave \"\"\ndir /tmp\ndbfilename carmine-eviction-test.rdb\n")
         .expect("config");
     let server = Server::start_with_memory(config, Some(alloc::allocated_bytes)).expect("start");
     let cl = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port())).expect("client");

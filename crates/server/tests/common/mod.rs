@@ -12,9 +12,22 @@ use carmine_server::Server;
 pub fn start(extra: &str) -> Server {
     let config = Config::new();
     config
-        .load_text(&format!("port 0\nbind 127.0.0.1\nio-threads 2\n{extra}\n"))
+        .load_text(&format!(
+            "port 0\nbind 127.0.0.1\nio-threads 2\nsave \"\"\ndir {}\n{extra}\n",
+            scratch_dir().display()
+        ))
         .expect("test config is valid");
     Server::start(config).expect("server starts")
+}
+
+/// A fresh empty directory for one server's files.
+pub fn scratch_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("carmine-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
 }
 
 pub fn client(server: &Server) -> redis::Connection {

@@ -1,0 +1,247 @@
+//! Persistence commands: SAVE, BGSAVE, LASTSAVE, DUMP, RESTORE. The RDB format lives in
+//! carmine-rdb, which this crate may not depend on; the server installs a
+//! [`Persistence`] that does the encoding and the files.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use carmine_keyspace::{notify, Entry, Keyspace, Value};
+
+use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
+use crate::{Ctx, Shared};
+
+/// What the server provides: files and the RDB codec.
+pub trait Persistence: Send + Sync {
+    /// Writes a snapshot now (SAVE, SHUTDOWN). Called with the world stopped.
+    fn save(&self, shared: &Shared) -> Result<(), String>;
+    /// Begins a background snapshot (BGSAVE). Called with the world stopped, so the
+    /// snapshot is consistent across tables; the walk runs on its own thread.
+    fn bgsave(&self, shared: &Shared) -> Result<(), String>;
+    /// A DUMP payload.
+    fn dump(&self, value: &Value) -> Vec<u8>;
+    /// Decodes a RESTORE payload; Ok(None) for an empty collection.
+    fn restore(&self, keyspace: &Keyspace, payload: &[u8]) -> Result<Option<Value>, String>;
+}
+
+/// INFO persistence counters.
+#[derive(Default)]
+pub struct PersistStats {
+    pub last_save_unix: AtomicU64,
+    pub bgsave_in_progress: AtomicBool,
+    pub last_bgsave_failed: AtomicBool,
+    pub last_bgsave_secs: AtomicI64,
+    pub current_bgsave_started_ms: AtomicU64,
+    /// The write counter as of the last successful snapshot's start.
+    pub dirty_at_last_save: AtomicU64,
+    pub saves: AtomicU64,
+    /// A BGSAVE SCHEDULE waiting for the running one to end.
+    pub bgsave_scheduled: AtomicBool,
+}
+
+impl PersistStats {
+    pub fn changes_since_save(&self, shared: &Shared) -> u64 {
+        shared
+            .total_dirty()
+            .saturating_sub(self.dirty_at_last_save.load(Ordering::Relaxed))
+    }
+}
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "server";
+    vec![
+        cmd(
+            "save",
+            1,
+            ADMIN | NOSCRIPT | EXCLUSIVE,
+            KeySpec::None,
+            save,
+            g,
+            "@admin @slow @dangerous",
+            "Synchronously saves the database(s) to disk.",
+        ),
+        cmd(
+            "bgsave",
+            -1,
+            ADMIN | NOSCRIPT | EXCLUSIVE,
+            KeySpec::None,
+            bgsave,
+            g,
+            "@admin @slow @dangerous",
+            "Asynchronously saves the database(s) to disk.",
+        ),
+        cmd(
+            "lastsave",
+            1,
+            FAST | STALE | LOADING,
+            KeySpec::None,
+            lastsave,
+            g,
+            "@admin @fast @dangerous",
+            "Returns the Unix timestamp of the last successful save to disk.",
+        ),
+        cmd(
+            "dump",
+            2,
+            READONLY,
+            keys(1, 1, 1),
+            dump,
+            "generic",
+            "@keyspace @read @slow",
+            "Returns a serialized representation of the value stored at a key.",
+        ),
+        cmd(
+            "restore",
+            -4,
+            WRITE | DENYOOM,
+            keys(1, 1, 1),
+            restore,
+            "generic",
+            "@keyspace @write @slow @dangerous",
+            "Creates a key from the serialized representation of a value.",
+        ),
+    ]
+}
+
+fn persistence(ctx: &mut Ctx<'_, '_>) -> Option<Arc<dyn Persistence>> {
+    let p = ctx.shared.persistence.get().cloned();
+    if p.is_none() {
+        ctx.error("ERR persistence is not available in this embedding");
+    }
+    p
+}
+
+fn save(ctx: &mut Ctx<'_, '_>) {
+    let Some(p) = persistence(ctx) else { return };
+    if ctx
+        .shared
+        .persist
+        .bgsave_in_progress
+        .load(Ordering::Acquire)
+    {
+        return ctx.error("ERR Background save already in progress");
+    }
+    match p.save(ctx.shared) {
+        Ok(()) => ctx.reply.ok(),
+        Err(e) => ctx.error(&format!("ERR {e}")),
+    }
+}
+
+fn bgsave(ctx: &mut Ctx<'_, '_>) {
+    let schedule = match ctx.args.len() {
+        1 => false,
+        2 if ctx.is(1, "SCHEDULE") => true,
+        _ => return ctx.syntax_error(),
+    };
+    let Some(p) = persistence(ctx) else { return };
+    if ctx
+        .shared
+        .persist
+        .bgsave_in_progress
+        .load(Ordering::Acquire)
+    {
+        if schedule {
+            ctx.shared
+                .persist
+                .bgsave_scheduled
+                .store(true, Ordering::Release);
+            return ctx.reply.simple("Background saving scheduled");
+        }
+        return ctx.error("ERR Background save already in progress");
+    }
+    match p.bgsave(ctx.shared) {
+        Ok(()) => ctx.reply.simple("Background saving started"),
+        Err(e) => ctx.error(&format!("ERR {e}")),
+    }
+}
+
+fn lastsave(ctx: &mut Ctx<'_, '_>) {
+    let t = ctx.shared.persist.last_save_unix.load(Ordering::Relaxed);
+    ctx.reply.int(t as i64);
+}
+
+fn dump(ctx: &mut Ctx<'_, '_>) {
+    let Some(p) = persistence(ctx) else { return };
+    let key = ctx.args.bytes(1);
+    match ctx.l.get(&key) {
+        None => ctx.reply.null(),
+        Some(e) => {
+            let payload = p.dump(&e.value);
+            ctx.reply.bulk(&payload);
+        }
+    }
+}
+
+fn restore(ctx: &mut Ctx<'_, '_>) {
+    let Some(p) = persistence(ctx) else { return };
+    let (mut replace, mut absttl) = (false, false);
+    let (mut idle, mut freq): (Option<i64>, Option<i64>) = (None, None);
+    let mut i = 4;
+    while i < ctx.args.len() {
+        let more = i + 1 < ctx.args.len();
+        if ctx.is(i, "REPLACE") {
+            replace = true;
+        } else if ctx.is(i, "ABSTTL") {
+            absttl = true;
+        } else if ctx.is(i, "IDLETIME") && more && freq.is_none() {
+            let Some(v) = ctx.int_arg(i + 1) else { return };
+            if v < 0 {
+                return ctx.error("ERR Invalid IDLETIME value, must be >= 0");
+            }
+            idle = Some(v);
+            i += 1;
+        } else if ctx.is(i, "FREQ") && more && idle.is_none() {
+            let Some(v) = ctx.int_arg(i + 1) else { return };
+            if !(0..=255).contains(&v) {
+                return ctx.error("ERR Invalid FREQ value, must be >= 0 and <= 255");
+            }
+            freq = Some(v);
+            i += 1;
+        } else {
+            return ctx.syntax_error();
+        }
+        i += 1;
+    }
+    let Some(ttl) = ctx.int_arg(2) else { return };
+    if ttl < 0 {
+        return ctx.error("ERR Invalid TTL value, must be >= 0");
+    }
+    let key = ctx.args.bytes(1);
+    if !replace && ctx.l.exists(&key) {
+        return ctx.error("BUSYKEY Target key name already exists.");
+    }
+    let value = match p.restore(&ctx.shared.keyspace, ctx.arg(3)) {
+        Ok(v) => v,
+        Err(e) if e.contains("checksum") || e.contains("version") || e.contains("too short") => {
+            return ctx.error("ERR DUMP payload version or checksum are wrong")
+        }
+        Err(_) => return ctx.error("ERR Bad data format"),
+    };
+    let now = ctx.l.now();
+    let deadline = match (ttl, absttl) {
+        (0, _) => 0,
+        (t, true) => t as u64,
+        (t, false) => now.saturating_add(t as u64),
+    };
+    let existed = ctx.l.remove(&key).is_some();
+    let Some(value) = value else {
+        return ctx.error("ERR Bad data format");
+    };
+    if deadline != 0 && deadline <= now {
+        // Already expired: the key ends up deleted, as in Redis.
+        if existed {
+            ctx.notify(notify::GENERIC, "del", &key);
+        }
+        return ctx.reply.ok();
+    }
+    ctx.l.insert(&key, Entry::with_expiry(value, deadline));
+    if let Some(e) = ctx.l.get_mut(&key) {
+        let policy_lfu = ctx.shared.keyspace.eviction().policy().is_lfu();
+        if let (Some(f), true) = (freq, policy_lfu) {
+            e.lru = carmine_keyspace::evict::lfu_restore(f as u8, now);
+        } else if let (Some(secs), false) = (idle, policy_lfu) {
+            e.lru = ((now / 1000) as u32).saturating_sub(secs.min(u32::MAX as i64) as u32);
+        }
+    }
+    ctx.notify(notify::GENERIC, "restore", &key);
+    ctx.reply.ok();
+}

@@ -1,0 +1,290 @@
+//! The fork-free snapshot: RDB bytes for the keyspace exactly as it stood when the
+//! snapshot began, written while writers keep going.
+//!
+//! [`Snapshot::begin`] registers a sink with the keyspace. From then on, the first time
+//! any thread locks a table (to write it, or the walk to read it), the table is serialized
+//! into the sink as it stands, before the lock holder can change it. [`Snapshot::write_to`]
+//! walks every table in (db, slot) order, triggers the capture of those nobody touched
+//! yet, and streams each captured table to the output as soon as the walk reaches it.
+//! Memory held beyond the dataset: tables copied by writers ahead of the walk, and only
+//! until the walk reaches them.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use carmine_keyspace::{Keyspace, SlotTable, SnapshotSink};
+use parking_lot::Mutex;
+
+use crate::convert::from_keyspace;
+use crate::crc64::crc64;
+use crate::write::{self, WriteOptions};
+
+struct Collector {
+    now_ms: u64,
+    opts: WriteOptions,
+    tables: Mutex<HashMap<(usize, u16), Vec<u8>>>,
+}
+
+impl SnapshotSink for Collector {
+    fn capture(&self, db: usize, slot: u16, table: &SlotTable) {
+        let mut buf = Vec::new();
+        for (key, e) in table.iter() {
+            let at = e.expire_at();
+            if at != 0 && at <= self.now_ms {
+                continue;
+            }
+            write::put_entry(&mut buf, key, &from_keyspace(&e.value), at, self.opts);
+        }
+        if !buf.is_empty() {
+            // The first capture of a table is its state at the snapshot's start.
+            self.tables.lock().entry((db, slot)).or_insert(buf);
+        }
+    }
+}
+
+/// Counts of what a snapshot wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotStats {
+    pub bytes: u64,
+    /// Peak bytes held by tables captured ahead of the walk.
+    pub peak_held: usize,
+}
+
+/// A snapshot in progress (see the module docs).
+pub struct Snapshot {
+    collector: Arc<Collector>,
+    /// (keys, keys with deadlines) per database at the start: RESIZEDB hints.
+    counts: Vec<(usize, usize)>,
+    checksum: bool,
+}
+
+impl Snapshot {
+    /// Begins a snapshot of `ks` now; None if another is running. For consistency across
+    /// tables, call it while no command runs.
+    pub fn begin(ks: &Keyspace, opts: WriteOptions, checksum: bool) -> Option<Snapshot> {
+        let counts = (0..ks.databases()).map(|db| ks.db_counts(db)).collect();
+        let collector = Arc::new(Collector {
+            now_ms: carmine_keyspace::now_ms(),
+            opts,
+            tables: Mutex::new(HashMap::new()),
+        });
+        ks.begin_snapshot(collector.clone())?;
+        Some(Snapshot {
+            collector,
+            counts,
+            checksum,
+        })
+    }
+
+    /// Streams the whole file: header, `aux` fields, every database, EOF and checksum.
+    /// `ks` is the keyspace the snapshot began on. The snapshot ends (writers stop
+    /// copying) when this returns, error or not.
+    pub fn write_to(
+        self,
+        ks: &Keyspace,
+        out: &mut dyn Write,
+        aux: &[(&str, Vec<u8>)],
+    ) -> io::Result<SnapshotStats> {
+        let result = self.walk(ks, out, aux);
+        ks.end_snapshot();
+        result
+    }
+
+    fn walk(
+        &self,
+        ks: &Keyspace,
+        out: &mut dyn Write,
+        aux: &[(&str, Vec<u8>)],
+    ) -> io::Result<SnapshotStats> {
+        let mut w = CrcWriter {
+            inner: out,
+            crc: 0,
+            bytes: 0,
+        };
+        let mut stats = SnapshotStats::default();
+        let mut head = Vec::new();
+        write::put_header(&mut head);
+        for (k, v) in aux {
+            write::put_aux(&mut head, k, v);
+        }
+        w.write_all(&head)?;
+        for (db, &(keys, expires)) in self.counts.iter().enumerate() {
+            let mut started = false;
+            for slot in 0..carmine_slots_count() {
+                ks.snapshot_table(db, slot);
+                let (table, held) = {
+                    let mut tables = self.collector.tables.lock();
+                    let held: usize = tables.values().map(Vec::len).sum();
+                    (tables.remove(&(db, slot)), held)
+                };
+                stats.peak_held = stats.peak_held.max(held);
+                let Some(bytes) = table else { continue };
+                if !started {
+                    let mut sel = Vec::new();
+                    write::put_select_db(&mut sel, db, keys as u64, expires as u64);
+                    w.write_all(&sel)?;
+                    started = true;
+                }
+                w.write_all(&bytes)?;
+            }
+        }
+        let mut tail = Vec::new();
+        write::put_eof(&mut tail, w.crc, self.checksum);
+        w.inner.write_all(&tail)?;
+        w.bytes += tail.len() as u64;
+        w.inner.flush()?;
+        stats.bytes = w.bytes;
+        Ok(stats)
+    }
+}
+
+fn carmine_slots_count() -> u16 {
+    16384
+}
+
+struct CrcWriter<'a> {
+    inner: &'a mut dyn Write,
+    crc: u64,
+    bytes: u64,
+}
+
+impl Write for CrcWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc64(self.crc, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What a load found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStats {
+    pub keys: u64,
+    pub expired_skipped: u64,
+}
+
+/// Loads an RDB file's keys into `ks` (keys already expired are skipped, as a master
+/// does). Stops at the first error, naming its offset.
+pub fn load_into(ks: &Keyspace, data: &[u8]) -> Result<LoadStats, crate::RdbError> {
+    let mut r = crate::Reader::new(data)?;
+    let now = carmine_keyspace::now_ms();
+    let mut stats = LoadStats::default();
+    loop {
+        let at = r.offset();
+        let Some(item) = r.next_item()? else { break };
+        let crate::Item::Entry(e) = item else {
+            continue;
+        };
+        if e.db >= ks.databases() {
+            return Err(crate::RdbError {
+                offset: at,
+                message: format!(
+                    "database {} out of range (databases is {})",
+                    e.db,
+                    ks.databases()
+                ),
+            });
+        }
+        let deadline = e.expire_ms.unwrap_or(0);
+        if deadline != 0 && deadline <= now {
+            stats.expired_skipped += 1;
+            continue;
+        }
+        let Some(value) = crate::to_keyspace(e.value, ks) else {
+            continue;
+        };
+        let mut l = carmine_keyspace::Locked::lock_key(ks, e.db, &e.key);
+        let mut entry = carmine_keyspace::Entry::with_expiry(value, deadline);
+        if let Some(f) = e.freq {
+            entry.lru = carmine_keyspace::evict::lfu_restore(f, now);
+        }
+        l.insert_in(e.db, &e.key, entry);
+        stats.keys += 1;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_is_point_in_time_under_concurrent_writes() {
+        let ks = Arc::new(Keyspace::new());
+        let db = ks.db(0);
+        for i in 0..20_000 {
+            db.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes());
+        }
+        db.rpush(b"list", &[b"a", b"b"]).expect("list");
+        ks.db(3).set(b"other-db", b"x");
+        let expected: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..20_000)
+            .map(|i| {
+                let k = format!("k{i}").into_bytes();
+                let v = db.get(&k).expect("string");
+                (k, v)
+            })
+            .collect();
+        let snap = Snapshot::begin(&ks, WriteOptions::default(), true).expect("begin");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut file = Vec::new();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let ks = &ks;
+                let stop = &stop;
+                s.spawn(move || {
+                    let db = ks.db(0);
+                    let mut i = t;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let k = format!("k{}", i % 20_000);
+                        match i % 4 {
+                            0 => db.set(k.as_bytes(), b"changed"),
+                            1 => {
+                                db.del(&[k.as_bytes()]);
+                            }
+                            2 => {
+                                db.del(&[k.as_bytes()]);
+                                let _ = db.sadd(k.as_bytes(), &[b"now a set"]);
+                            }
+                            _ => {
+                                db.expire(k.as_bytes(), std::time::Duration::from_millis(1));
+                            }
+                        }
+                        db.set(format!("new{i}").as_bytes(), b"after the start");
+                        i += 4;
+                    }
+                });
+            }
+            file = {
+                let mut out = Vec::new();
+                snap.write_to(&ks, &mut out, &[("redis-ver", b"7.0.15".to_vec())])
+                    .expect("written");
+                out
+            };
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let loaded = Keyspace::new();
+        let stats = load_into(&loaded, &file).expect("loads");
+        assert_eq!(stats.keys, 20_002);
+        let ldb = loaded.db(0);
+        for (k, v) in &expected {
+            assert_eq!(&ldb.get(k).expect("a string, as at the start"), v);
+        }
+        assert_eq!(ldb.lrange(b"list", 0, -1).expect("list").len(), 2);
+        assert_eq!(
+            loaded.db(3).get(b"other-db").expect("str"),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(
+            ldb.get(b"new0").expect("str"),
+            None,
+            "written after the start"
+        );
+        assert!(!ks.snapshot_running());
+    }
+}

@@ -1,0 +1,292 @@
+//! RDB files for the server: load at start-up, SAVE, BGSAVE, save points, save on
+//! shutdown, DUMP/RESTORE payloads. Snapshots never fork: see carmine_rdb::snapshot.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use carmine_commands::{Persistence, Shared};
+use carmine_keyspace::{Keyspace, Value};
+use carmine_rdb::{Snapshot, WriteOptions};
+
+use crate::log;
+
+pub struct RdbFiles {
+    shared: Weak<Shared>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `dir`/`dbfilename`.
+pub fn dump_path(shared: &Shared) -> PathBuf {
+    let dir = shared.config.get("dir").unwrap_or_default();
+    let name = shared
+        .config
+        .get("dbfilename")
+        .unwrap_or_else(|| "dump.rdb".into());
+    if dir.is_empty() {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from(dir).join(name)
+    }
+}
+
+fn options(shared: &Shared) -> (WriteOptions, bool) {
+    (
+        WriteOptions {
+            compress: shared.config.get_bool("rdbcompression"),
+        },
+        shared.config.get_bool("rdbchecksum"),
+    )
+}
+
+fn aux_fields(shared: &Shared) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "redis-ver",
+            carmine_commands::server::REDIS_VERSION.as_bytes().to_vec(),
+        ),
+        ("redis-bits", b"64".to_vec()),
+        ("ctime", unix_now().to_string().into_bytes()),
+        ("used-mem", shared.used_memory().to_string().into_bytes()),
+        ("repl-stream-db", b"0".to_vec()),
+        ("repl-id", shared.facts.run_id.as_bytes().to_vec()),
+        ("repl-offset", b"0".to_vec()),
+        ("aof-base", b"0".to_vec()),
+    ]
+}
+
+/// Streams a begun snapshot into a temp file next to the dump, fsyncs it and renames it
+/// over the dump: a crash mid-save leaves the previous dump intact.
+fn write_file(shared: &Shared, snap: Snapshot) -> io::Result<u64> {
+    let path = dump_path(shared);
+    let tmp = path.with_file_name(format!("temp-{}.rdb", std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let stats = snap.write_to(&shared.keyspace, &mut out, &aux_fields(shared))?;
+        out.flush()?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(stats.bytes)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl RdbFiles {
+    pub fn install(shared: &Arc<Shared>) {
+        let p = &shared.persist;
+        p.last_save_unix.store(unix_now(), Ordering::Relaxed);
+        p.last_bgsave_secs.store(-1, Ordering::Relaxed);
+        let _ = shared.persistence.set(Arc::new(RdbFiles {
+            shared: Arc::downgrade(shared),
+        }));
+    }
+
+    fn begin(shared: &Shared) -> Result<(Snapshot, u64), String> {
+        let (opts, checksum) = options(shared);
+        let dirty = shared.total_dirty();
+        Snapshot::begin(&shared.keyspace, opts, checksum)
+            .map(|s| (s, dirty))
+            .ok_or_else(|| "Background save already in progress".to_string())
+    }
+
+    fn finished(shared: &Shared, dirty: u64, ok: bool) {
+        let p = &shared.persist;
+        if ok {
+            p.dirty_at_last_save.store(dirty, Ordering::Relaxed);
+            p.last_save_unix.store(unix_now(), Ordering::Relaxed);
+            p.saves.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Persistence for RdbFiles {
+    fn save(&self, shared: &Shared) -> Result<(), String> {
+        let (snap, dirty) = Self::begin(shared)?;
+        let started = Instant::now();
+        let result = write_file(shared, snap);
+        Self::finished(shared, dirty, result.is_ok());
+        match result {
+            Ok(bytes) => {
+                log::notice(&format!(
+                    "DB saved on disk ({bytes} bytes in {:.3} s)",
+                    started.elapsed().as_secs_f64()
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                log::warning(&format!("Failed saving the DB: {e}"));
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn bgsave(&self, shared: &Shared) -> Result<(), String> {
+        let Some(owned) = self.shared.upgrade() else {
+            return Err("server is shutting down".into());
+        };
+        let (snap, dirty) = Self::begin(shared)?;
+        let p = &shared.persist;
+        p.bgsave_in_progress.store(true, Ordering::Release);
+        p.current_bgsave_started_ms
+            .store(carmine_keyspace::now_ms(), Ordering::Relaxed);
+        log::notice("Background saving started (no fork: copy-on-write per slot table)");
+        let spawned = std::thread::Builder::new()
+            .name("carmine-bgsave".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = write_file(&owned, snap);
+                let p = &owned.persist;
+                p.last_bgsave_secs
+                    .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
+                p.last_bgsave_failed
+                    .store(result.is_err(), Ordering::Relaxed);
+                RdbFiles::finished(&owned, dirty, result.is_ok());
+                match result {
+                    Ok(_) => log::notice("Background saving terminated with success"),
+                    Err(e) => log::warning(&format!("Background saving error: {e}")),
+                }
+                p.bgsave_in_progress.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            shared.keyspace.end_snapshot();
+            p.bgsave_in_progress.store(false, Ordering::Release);
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
+
+    fn dump(&self, value: &Value) -> Vec<u8> {
+        let v = carmine_rdb::from_keyspace(value);
+        carmine_rdb::dump_payload(&v, WriteOptions { compress: true })
+    }
+
+    fn restore(&self, ks: &Keyspace, payload: &[u8]) -> Result<Option<Value>, String> {
+        let v = carmine_rdb::restore_payload(payload).map_err(|e| e.to_string())?;
+        Ok(carmine_rdb::to_keyspace(v, ks))
+    }
+}
+
+/// Loads the dump at start-up, if there is one.
+pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
+    let path = dump_path(shared);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("Can't read {}: {e}", path.display()),
+            ))
+        }
+    };
+    let started = Instant::now();
+    log::notice(&format!(
+        "Loading RDB produced by {} ({} bytes)",
+        path.display(),
+        data.len()
+    ));
+    match carmine_rdb::load_into(&shared.keyspace, &data) {
+        Ok(stats) => {
+            log::notice(&format!(
+                "Done loading RDB, keys loaded: {}, keys expired: {}.",
+                stats.keys, stats.expired_skipped
+            ));
+            log::notice(&format!(
+                "DB loaded from disk: {:.3} seconds",
+                started.elapsed().as_secs_f64()
+            ));
+            // What was loaded is what is on disk.
+            shared
+                .persist
+                .dirty_at_last_save
+                .store(shared.total_dirty(), Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "Fatal error loading the DB {}: {e}. Exiting.",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// Save points (`save <seconds> <changes>`) and BGSAVE SCHEDULE: called about every
+/// 100 ms by the server.
+pub fn tick(shared: &Shared) {
+    let p = &shared.persist;
+    if p.bgsave_in_progress.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(files) = shared.persistence.get().cloned() else {
+        return;
+    };
+    let changes = p.changes_since_save(shared);
+    let since = unix_now().saturating_sub(p.last_save_unix.load(Ordering::Relaxed));
+    let points: Vec<u64> = shared
+        .config
+        .get("save")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let due = points
+        .chunks(2)
+        .any(|c| matches!(c, [secs, n] if changes >= *n && since >= *secs && changes > 0));
+    // After a failed save, wait 5 s before trying again (Redis' retry delay).
+    let failed_recently = p.last_bgsave_failed.load(Ordering::Relaxed) && since < 5;
+    if (due && !failed_recently) || p.bgsave_scheduled.swap(false, Ordering::AcqRel) {
+        let _world = shared.barrier.exclusive();
+        let _ = files.bgsave(shared);
+    }
+}
+
+/// Saves before exit when SHUTDOWN SAVE was asked, or save points are configured and
+/// SHUTDOWN NOSAVE was not.
+pub fn save_on_shutdown(shared: &Shared, mode: carmine_commands::ShutdownMode) {
+    use carmine_commands::ShutdownMode;
+    let has_points = !shared
+        .config
+        .get("save")
+        .unwrap_or_default()
+        .trim()
+        .is_empty();
+    let wanted = match mode {
+        ShutdownMode::Save => true,
+        ShutdownMode::NoSave => false,
+        ShutdownMode::Default => has_points,
+    };
+    let Some(files) = shared.persistence.get().cloned() else {
+        return;
+    };
+    if !wanted {
+        return;
+    }
+    // A background save still running holds the snapshot: wait for it (bounded).
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while shared.persist.bgsave_in_progress.load(Ordering::Acquire) && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    log::notice("Saving the final RDB snapshot before exiting.");
+    if let Err(e) = files.save(shared) {
+        log::warning(&format!("Error trying to save the DB, can't exit: {e}"));
+    }
+}
