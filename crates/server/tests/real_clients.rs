@@ -52,6 +52,10 @@ fn spawn_server(extra: &[&str]) -> Proc {
         "--save",
         "",
     ]);
+    let dir = std::env::temp_dir().join(format!("carmine-real-clients-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    cmd.arg("--dir").arg(&dir);
     cmd.args(extra);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("server binary starts");

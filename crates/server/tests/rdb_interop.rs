@@ -1,0 +1,411 @@
+//! RDB compatibility with Debian's redis-server 7.0, both ways: a corpus of dumps Redis
+//! writes (every type, small and large encodings, compressed and not, expiries, two
+//! databases) loads into Carmine with identical contents; Carmine's dumps pass
+//! redis-check-rdb and load into Redis; DUMP payloads move between the two.
+//! `cargo xtask test` installs redis-server and redis-tools.
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use carmine_commands::Config;
+use carmine_server::Server;
+
+struct Redis(Child, u16);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("carmine-rdb-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn redis(dir: &Path, extra: &[&str]) -> Redis {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts (cargo xtask test installs it)");
+    wait_port(port);
+    Redis(child, port)
+}
+
+fn carmine(dir: &Path) -> Server {
+    let config = Config::new();
+    config
+        .load_text(&format!(
+            "port 0\nbind 127.0.0.1\nsave \"\"\ndir {}\n",
+            dir.display()
+        ))
+        .expect("config");
+    Server::start(config).expect("carmine starts and loads the dump")
+}
+
+fn conn(port: u16) -> redis::Connection {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+    let con = c
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect");
+    con.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    con
+}
+
+/// Every type in small and large encodings, integers, compressible and random strings,
+/// deadlines, and a second database.
+fn populate(c: &mut redis::Connection) {
+    let q = |c: &mut redis::Connection, cmd: &mut redis::Cmd| {
+        let _: redis::Value = cmd.query(c).expect("populate");
+    };
+    q(c, redis::cmd("SET").arg("str:small").arg("hello"));
+    q(c, redis::cmd("SET").arg("str:int").arg("-123456"));
+    q(
+        c,
+        redis::cmd("SET")
+            .arg("str:bigint")
+            .arg("9223372036854775807"),
+    );
+    q(
+        c,
+        redis::cmd("SET")
+            .arg("str:compressible")
+            .arg("abcd".repeat(10_000)),
+    );
+    let random: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    q(c, redis::cmd("SET").arg("str:random").arg(random));
+    q(c, redis::cmd("SET").arg("str:empty").arg(""));
+    q(
+        c,
+        redis::cmd("SET")
+            .arg("str:ttl")
+            .arg("v")
+            .arg("PX")
+            .arg(900_000),
+    );
+    q(
+        c,
+        redis::cmd("RPUSH")
+            .arg("list:small")
+            .arg(&["a", "1", "-5", "bb"]),
+    );
+    let big: Vec<String> = (0..3000)
+        .map(|i| {
+            if i % 2 == 0 {
+                i.to_string()
+            } else {
+                format!("item-{i}-xxxxxxxx")
+            }
+        })
+        .collect();
+    q(c, redis::cmd("RPUSH").arg("list:large").arg(&big));
+    q(
+        c,
+        redis::cmd("HSET")
+            .arg("hash:small")
+            .arg(&["f", "v", "n", "42"]),
+    );
+    for i in 0..600 {
+        q(
+            c,
+            redis::cmd("HSET")
+                .arg("hash:large")
+                .arg(format!("field:{i}"))
+                .arg(format!("value-{i}")),
+        );
+    }
+    q(
+        c,
+        redis::cmd("HSET")
+            .arg("hash:longvalue")
+            .arg("f")
+            .arg("x".repeat(200)),
+    );
+    q(
+        c,
+        redis::cmd("SADD")
+            .arg("set:ints")
+            .arg(&["1", "-2", "300000", "70000000000"]),
+    );
+    q(c, redis::cmd("SADD").arg("set:small").arg(&["a", "b", "c"]));
+    let members: Vec<String> = (0..700).map(|i| format!("m{i}")).collect();
+    q(c, redis::cmd("SADD").arg("set:large").arg(&members));
+    q(
+        c,
+        redis::cmd("ZADD")
+            .arg("zset:small")
+            .arg(&["1", "a", "2.5", "b", "-inf", "c"]),
+    );
+    for i in 0..300 {
+        q(
+            c,
+            redis::cmd("ZADD")
+                .arg("zset:large")
+                .arg(f64::from(i) * 0.1)
+                .arg(format!("member-{i}")),
+        );
+    }
+    q(c, redis::cmd("PFADD").arg("hll").arg(&["x", "y", "z"]));
+    q(c, redis::cmd("HSET").arg("ttl:hash").arg("f").arg("v"));
+    q(c, redis::cmd("PEXPIRE").arg("ttl:hash").arg(600_000));
+    q(c, redis::cmd("SELECT").arg(1));
+    q(c, redis::cmd("SET").arg("db1:key").arg("in db 1"));
+    q(c, redis::cmd("RPUSH").arg("db1:list").arg(&["p", "q"]));
+    q(c, redis::cmd("SELECT").arg(0));
+}
+
+/// (db, key) -> (type, canonical contents, has a deadline).
+type Contents = BTreeMap<(u8, Vec<u8>), (String, Vec<Vec<u8>>, bool)>;
+
+fn contents(port: u16) -> Contents {
+    let mut out = BTreeMap::new();
+    for db in 0..2u8 {
+        let mut c = conn(port);
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut c).expect("select");
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
+        for k in keys {
+            let t: String = redis::cmd("TYPE").arg(&k).query(&mut c).expect("type");
+            let mut v: Vec<Vec<u8>> = match t.as_str() {
+                "string" => vec![redis::cmd("GET").arg(&k).query(&mut c).expect("get")],
+                "list" => redis::cmd("LRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .query(&mut c)
+                    .expect("lrange"),
+                "hash" => redis::cmd("HGETALL")
+                    .arg(&k)
+                    .query(&mut c)
+                    .expect("hgetall"),
+                "set" => redis::cmd("SMEMBERS")
+                    .arg(&k)
+                    .query(&mut c)
+                    .expect("smembers"),
+                "zset" => redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(&mut c)
+                    .expect("zrange"),
+                other => panic!("unexpected type {other}"),
+            };
+            if t == "hash" {
+                let mut pairs: Vec<Vec<u8>> = v.chunks(2).map(|p| p.concat()).collect();
+                pairs.sort();
+                v = pairs;
+            } else if t == "set" {
+                v.sort();
+            }
+            let pttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut c).expect("pttl");
+            out.insert((db, k), (t, v, pttl > 0));
+        }
+    }
+    out
+}
+
+fn save(port: u16) {
+    let mut c = conn(port);
+    let ok: String = redis::cmd("SAVE").query(&mut c).expect("SAVE");
+    assert_eq!(ok, "OK");
+}
+
+fn check_rdb(path: &Path) {
+    let out = Command::new("redis-check-rdb")
+        .arg(path)
+        .output()
+        .expect("redis-check-rdb runs (cargo xtask test installs redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("RDB looks OK"),
+        "{text}"
+    );
+}
+
+#[test]
+fn redis_dumps_load_into_carmine_and_back() {
+    for (name, config) in [
+        ("compressed", vec!["--rdbcompression", "yes"]),
+        ("plain", vec!["--rdbcompression", "no"]),
+        // Every list node small, hashes and zsets forced out of listpack.
+        (
+            "encodings",
+            vec![
+                "--list-max-listpack-size",
+                "4",
+                "--hash-max-listpack-entries",
+                "2",
+                "--zset-max-listpack-entries",
+                "2",
+                "--set-max-intset-entries",
+                "2",
+            ],
+        ),
+    ] {
+        let rdir = scratch(&format!("redis-{name}"));
+        let r = redis(&rdir, &config);
+        populate(&mut conn(r.1));
+        let expected = contents(r.1);
+        save(r.1);
+        drop(r);
+        check_rdb(&rdir.join("dump.rdb"));
+
+        // Redis' dump into Carmine.
+        let cdir = scratch(&format!("carmine-{name}"));
+        std::fs::copy(rdir.join("dump.rdb"), cdir.join("dump.rdb")).expect("copy");
+        let c = carmine(&cdir);
+        assert_eq!(
+            contents(c.port()),
+            expected,
+            "{name}: Carmine loaded Redis' dump"
+        );
+
+        // Carmine's dump into Redis.
+        save(c.port());
+        c.shutdown();
+        check_rdb(&cdir.join("dump.rdb"));
+        let back = redis(&cdir, &[]);
+        assert_eq!(
+            contents(back.1),
+            expected,
+            "{name}: Redis loaded Carmine's dump"
+        );
+    }
+}
+
+#[test]
+fn dump_payloads_move_between_redis_and_carmine() {
+    let rdir = scratch("dump-redis");
+    let r = redis(&rdir, &[]);
+    let mut rc = conn(r.1);
+    populate(&mut rc);
+    let cdir = scratch("dump-carmine");
+    let c = carmine(&cdir);
+    let mut cc = conn(c.port());
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut rc).expect("keys");
+    for k in &keys {
+        let payload: Vec<u8> = redis::cmd("DUMP").arg(k).query(&mut rc).expect("dump");
+        let _: () = redis::cmd("RESTORE")
+            .arg(k)
+            .arg(0)
+            .arg(&payload)
+            .query(&mut cc)
+            .expect("restore into carmine");
+        // And back: Carmine's payload of the same key restores into Redis.
+        let ours: Vec<u8> = redis::cmd("DUMP")
+            .arg(k)
+            .query(&mut cc)
+            .expect("carmine dump");
+        let _: () = redis::cmd("RESTORE")
+            .arg(k)
+            .arg(0)
+            .arg(&ours)
+            .arg("REPLACE")
+            .query(&mut rc)
+            .expect("restore into redis");
+    }
+    let mut a = contents(r.1);
+    let mut b = contents(c.port());
+    // Deadlines are not part of a DUMP payload.
+    a.retain(|k, _| k.0 == 0);
+    b.retain(|k, _| k.0 == 0);
+    for v in a.values_mut().chain(b.values_mut()) {
+        v.2 = false;
+    }
+    assert_eq!(a, b);
+    // A damaged payload is refused with Redis' error.
+    let mut payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("str:small")
+        .query(&mut cc)
+        .expect("dump");
+    payload[1] ^= 0x40;
+    let err = redis::cmd("RESTORE")
+        .arg("bad")
+        .arg(0)
+        .arg(&payload)
+        .query::<()>(&mut cc)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("DUMP payload version or checksum are wrong"),
+        "{err}"
+    );
+    let err = redis::cmd("RESTORE")
+        .arg("str:small")
+        .arg(0)
+        .arg(&payload)
+        .query::<()>(&mut cc)
+        .unwrap_err();
+    assert!(err.to_string().contains("BUSYKEY"), "{err}");
+    c.shutdown();
+}
+
+#[test]
+fn corrupt_dump_is_refused_at_start_up_with_its_offset() {
+    let dir = scratch("corrupt");
+    let c = carmine(&dir);
+    let mut cc = conn(c.port());
+    populate(&mut cc);
+    save(c.port());
+    c.shutdown();
+    let path = dir.join("dump.rdb");
+    let mut data = std::fs::read(&path).expect("dump");
+    let n = data.len();
+    data.truncate(n / 2);
+    std::fs::write(&path, &data).expect("write");
+    let config = Config::new();
+    config
+        .load_text(&format!(
+            "port 0\nbind 127.0.0.1\nsave \"\"\ndir {}\n",
+            dir.display()
+        ))
+        .expect("config");
+    let err = match Server::start(config) {
+        Ok(s) => {
+            s.shutdown();
+            panic!("a truncated dump must not load");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("at offset"), "{err}");
+}
