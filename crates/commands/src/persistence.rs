@@ -17,6 +17,9 @@ pub trait Persistence: Send + Sync {
     /// Begins a background snapshot (BGSAVE). Called with the world stopped, so the
     /// snapshot is consistent across tables; the walk runs on its own thread.
     fn bgsave(&self, shared: &Shared) -> Result<(), String>;
+    /// DEBUG RELOAD: save, empty every database, load the file back. Called with the
+    /// world stopped.
+    fn reload(&self, shared: &Shared) -> Result<(), String>;
     /// A DUMP payload.
     fn dump(&self, value: &Value) -> Vec<u8>;
     /// Decodes a RESTORE payload; Ok(None) for an empty collection.

@@ -106,11 +106,13 @@ pub fn commands() -> Vec<CommandSpec> {
             )
         },
         CommandSpec {
-            subcommands: &["sleep", "object", "set-active-expire", "help"],
+            subcommands: &["sleep", "object", "set-active-expire", "reload", "help"],
             ..cmd(
                 "debug",
                 -2,
-                ADMIN | NOSCRIPT | LOADING | STALE,
+                // The world stops, as Redis' single thread does: DEBUG SLEEP pauses the
+                // whole server and DEBUG RELOAD sees no concurrent write.
+                ADMIN | NOSCRIPT | LOADING | STALE | EXCLUSIVE,
                 KeySpec::Custom(debug_keys),
                 debug,
                 g,
@@ -751,6 +753,8 @@ const DEBUG_HELP: &[&str] = &[
     "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "OBJECT <key>",
     "    Show low-level info about the <key> and associated value.",
+    "RELOAD",
+    "    Save the RDB on disk and reload it back to memory.",
     "SET-ACTIVE-EXPIRE <0|1>",
     "    Setting it to 0 disables expiring keys in background when they are not accessed.",
     "SLEEP <seconds>",
@@ -769,6 +773,15 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                 std::thread::sleep(Duration::from_secs_f64(secs.min(3600.0)));
             }
             ctx.reply.ok();
+        }
+        (b"reload", 2) => {
+            let Some(p) = ctx.shared.persistence.get().cloned() else {
+                return ctx.error("ERR persistence is not available in this embedding");
+            };
+            match p.reload(ctx.shared) {
+                Ok(()) => ctx.reply.ok(),
+                Err(e) => ctx.error(&format!("ERR Error trying to load the RDB dump: {e}")),
+            }
         }
         (b"set-active-expire", 3) => {
             let Some(v) = ctx.int_arg(2) else { return };

@@ -9,6 +9,11 @@ const MAX_LIT: usize = 1 << 5;
 
 /// Decompresses `input` into exactly `out_len` bytes; None if the data is corrupt.
 pub fn decompress(input: &[u8], out_len: usize) -> Option<Vec<u8>> {
+    // A 3-byte back-reference yields at most 264 bytes: a larger claimed length is a lie,
+    // and must not become an allocation (found by the restore_payload fuzz target).
+    if out_len > input.len().saturating_mul(MAX_REF / 3 + 1) + MAX_LIT {
+        return None;
+    }
     let mut out = Vec::with_capacity(out_len);
     let mut ip = 0;
     while ip < input.len() {
@@ -121,6 +126,7 @@ mod tests {
         assert_eq!(decompress(&[0x20, 0x05], 10), None); // reference before the start
         assert_eq!(decompress(&[0x05, b'a'], 6), None); // literal run past the input
         assert_eq!(decompress(&[0x00, b'a'], 2), None); // too short
+        assert_eq!(decompress(&[0x00, b'a'], 2_499_870_719), None); // no 2.5 GB allocation
     }
 
     proptest! {

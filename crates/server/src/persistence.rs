@@ -172,6 +172,14 @@ impl Persistence for RdbFiles {
         Ok(())
     }
 
+    fn reload(&self, shared: &Shared) -> Result<(), String> {
+        self.save(shared)?;
+        for db in 0..shared.keyspace.databases() {
+            shared.keyspace.flush_db(db);
+        }
+        load_at_startup(shared).map_err(|e| e.to_string())
+    }
+
     fn dump(&self, value: &Value) -> Vec<u8> {
         let v = carmine_rdb::from_keyspace(value);
         carmine_rdb::dump_payload(&v, WriteOptions { compress: true })

@@ -409,3 +409,54 @@ fn corrupt_dump_is_refused_at_start_up_with_its_offset() {
     };
     assert!(err.contains("at offset"), "{err}");
 }
+
+#[test]
+fn debug_reload_and_bgsave_keep_every_key() {
+    let dir = scratch("reload");
+    let c = carmine(&dir);
+    let mut cc = conn(c.port());
+    populate(&mut cc);
+    let before = contents(c.port());
+    let ok: String = redis::cmd("DEBUG")
+        .arg("RELOAD")
+        .query(&mut cc)
+        .expect("reload");
+    assert_eq!(ok, "OK");
+    assert_eq!(contents(c.port()), before);
+    let started: String = redis::cmd("BGSAVE").query(&mut cc).expect("bgsave");
+    assert_eq!(started, "Background saving started");
+    // Writes during the background save land in memory, not in the snapshot.
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("during:{i}"))
+            .arg(i)
+            .query(&mut cc)
+            .expect("set");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query(&mut cc)
+            .expect("info");
+        if info.contains("rdb_bgsave_in_progress:0") {
+            assert!(info.contains("rdb_last_bgsave_status:ok"), "{info}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "BGSAVE did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.shutdown();
+    check_rdb(&dir.join("dump.rdb"));
+    let r = redis(&dir, &[]);
+    let loaded = contents(r.1);
+    // The snapshot began before BGSAVE replied: nothing written after it is in the file.
+    assert_eq!(
+        loaded.len(),
+        before.len(),
+        "the dump holds exactly the state at BGSAVE"
+    );
+    for (k, v) in &before {
+        assert_eq!(loaded.get(k), Some(v), "{}", String::from_utf8_lossy(&k.1));
+    }
+}

@@ -1,0 +1,17 @@
+//! RESTORE payloads: arbitrary bytes, with and without a correct version and CRC-64
+//! trailer (so the value decoder itself is reached), never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = carmine_rdb::restore_payload(data);
+    let mut p = data.to_vec();
+    p.extend_from_slice(&10u16.to_le_bytes());
+    let crc = carmine_rdb::crc64::crc64(0, &p);
+    p.extend_from_slice(&crc.to_le_bytes());
+    if let Ok(v) = carmine_rdb::restore_payload(&p) {
+        let ks = carmine_keyspace::Keyspace::new();
+        let _ = carmine_rdb::to_keyspace(v, &ks);
+    }
+});
