@@ -55,11 +55,13 @@ pub fn compress(input: &[u8], max_len: usize) -> Option<Vec<u8>> {
     if input.len() < 4 {
         return None;
     }
-    const HBITS: u32 = 14;
-    let mut table = vec![0usize; 1 << HBITS];
+    // The table scales with the input: snapshots compress millions of small values, and
+    // zeroing a fixed 16K-entry table for each would cost more than compressing.
+    let hbits = (usize::BITS - input.len().leading_zeros()).clamp(6, 14);
+    let mut table = vec![0u32; 1 << hbits];
     let hash = |p: usize| -> usize {
         let v = u32::from(input[p]) << 16 | u32::from(input[p + 1]) << 8 | u32::from(input[p + 2]);
-        (v.wrapping_mul(2_654_435_761) >> (32 - HBITS)) as usize
+        (v.wrapping_mul(2_654_435_761) >> (32 - hbits)) as usize
     };
     let mut out = Vec::with_capacity(max_len.min(input.len() + input.len() / 16 + 2));
     let mut lit_start = 0;
@@ -73,8 +75,8 @@ pub fn compress(input: &[u8], max_len: usize) -> Option<Vec<u8>> {
     while ip + 2 < input.len() {
         let h = hash(ip);
         // Table entries hold position + 1, so 0 means empty.
-        let candidate = table[h];
-        table[h] = ip + 1;
+        let candidate = table[h] as usize;
+        table[h] = (ip + 1) as u32;
         if candidate > 0 {
             let r = candidate - 1;
             let off = ip - r;

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use carmine_keyspace::{Keyspace, SlotTable, SnapshotSink};
@@ -24,6 +25,8 @@ struct Collector {
     now_ms: u64,
     opts: WriteOptions,
     tables: Mutex<HashMap<(usize, u16), Vec<u8>>>,
+    /// Bytes in `tables`: copies made by writers ahead of the walk.
+    held: AtomicUsize,
 }
 
 impl SnapshotSink for Collector {
@@ -38,7 +41,13 @@ impl SnapshotSink for Collector {
         }
         if !buf.is_empty() {
             // The first capture of a table is its state at the snapshot's start.
-            self.tables.lock().entry((db, slot)).or_insert(buf);
+            let len = buf.len();
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                self.tables.lock().entry((db, slot))
+            {
+                v.insert(buf);
+                self.held.fetch_add(len, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -68,6 +77,7 @@ impl Snapshot {
             now_ms: carmine_keyspace::now_ms(),
             opts,
             tables: Mutex::new(HashMap::new()),
+            held: AtomicUsize::new(0),
         });
         ks.begin_snapshot(collector.clone())?;
         Some(Snapshot {
@@ -113,13 +123,14 @@ impl Snapshot {
             let mut started = false;
             for slot in 0..carmine_slots_count() {
                 ks.snapshot_table(db, slot);
-                let (table, held) = {
-                    let mut tables = self.collector.tables.lock();
-                    let held: usize = tables.values().map(Vec::len).sum();
-                    (tables.remove(&(db, slot)), held)
-                };
+                let held = self.collector.held.load(Ordering::Relaxed);
                 stats.peak_held = stats.peak_held.max(held);
-                let Some(bytes) = table else { continue };
+                let Some(bytes) = self.collector.tables.lock().remove(&(db, slot)) else {
+                    continue;
+                };
+                self.collector
+                    .held
+                    .fetch_sub(bytes.len(), Ordering::Relaxed);
                 if !started {
                     let mut sel = Vec::new();
                     write::put_select_db(&mut sel, db, keys as u64, expires as u64);
