@@ -2,17 +2,34 @@
 //! wraps each table in a mutex, and an embedder with its own threading model can use
 //! tables directly.
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
+use hashbrown::HashTable;
 
 use crate::value::Entry;
 
 /// An owned key: inline up to 22 bytes, boxed beyond.
 pub type Key = crate::compact::CompactKey;
 
+/// One process-wide, randomly seeded hasher: a per-table one would cost every table its
+/// seed, and there are 16384 tables per database.
+fn hash_of(key: &[u8]) -> u64 {
+    static STATE: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(key)
+}
+
 /// The keys of one cluster slot in one database.
+///
+/// Entries live densely in a vector and a hash index of 4-byte positions finds them. A
+/// hash map storing 72-byte (key, entry) buckets directly sits at 44-87% load, so a
+/// table just past a power of two (1M keys spread over 16384 tables is ~61 each, just
+/// past 56) wastes half its buckets; here the waste is 5 bytes per empty index slot, and
+/// the vector grows by half at a time. Removal swaps the last entry into the hole.
 #[derive(Debug, Default, Clone)]
 pub struct SlotTable {
-    map: HashMap<Key, Entry>,
+    entries: Vec<(Key, Entry)>,
+    index: HashTable<u32>,
     /// How many entries carry a deadline: active expiry skips tables where this is 0.
     volatile: usize,
     /// The last snapshot epoch this table was captured for (see `Keyspace::begin_snapshot`).
@@ -25,11 +42,11 @@ impl SlotTable {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.is_empty()
     }
 
     /// Entries with a deadline.
@@ -37,71 +54,120 @@ impl SlotTable {
         self.volatile
     }
 
+    #[inline]
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        let entries = &self.entries;
+        self.index
+            .find(hash_of(key), |&i| entries[i as usize].0.as_bytes() == key)
+            .map(|&i| i as usize)
+    }
+
     /// The entry, ignoring deadlines (the caller decides what expired means).
     #[inline]
     pub fn peek(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(key)
+        self.position(key).map(|i| &self.entries[i].1)
     }
 
     /// Mutable access to an entry; the deadline can only be changed through
     /// [`SlotTable::set_expire`].
     #[inline]
     pub fn peek_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        self.map.get_mut(key)
+        let i = self.position(key)?;
+        Some(&mut self.entries[i].1)
     }
 
-    /// Inserts or replaces; returns the previous entry.
+    /// Inserts or replaces; returns the previous entry. One hash, one probe.
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
         let new_volatile = entry.expire_at != 0;
-        if let Some(slot) = self.map.get_mut(key) {
-            let old = std::mem::replace(slot, entry);
-            match (old.expire_at != 0, new_volatile) {
-                (true, false) => self.volatile -= 1,
-                (false, true) => self.volatile += 1,
-                _ => {}
+        let hash = hash_of(key);
+        let entries = &mut self.entries;
+        match self.index.entry(
+            hash,
+            |&i| entries[i as usize].0.as_bytes() == key,
+            |&i| hash_of(entries[i as usize].0.as_bytes()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(o) => {
+                let i = *o.get() as usize;
+                let old = std::mem::replace(&mut entries[i].1, entry);
+                match (old.expire_at != 0, new_volatile) {
+                    (true, false) => self.volatile -= 1,
+                    (false, true) => self.volatile += 1,
+                    _ => {}
+                }
+                Some(old)
             }
-            return Some(old);
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                if new_volatile {
+                    self.volatile += 1;
+                }
+                v.insert(entries.len() as u32);
+                if entries.len() == entries.capacity() {
+                    let grow = (entries.capacity() / 2).max(4);
+                    entries.reserve_exact(grow);
+                }
+                entries.push((key.into(), entry));
+                None
+            }
         }
-        if new_volatile {
-            self.volatile += 1;
-        }
-        self.map.insert(key.into(), entry);
-        None
     }
 
-    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let old = self.map.remove(key)?;
+    /// Removes the entry at `pos`: the last entry moves into its place.
+    fn remove_at(&mut self, pos: usize, hash: u64) -> Entry {
+        if let Ok(slot) = self.index.find_entry(hash, |&i| i as usize == pos) {
+            slot.remove();
+        }
+        let last = self.entries.len() - 1;
+        let (_, old) = self.entries.swap_remove(pos);
+        if pos != last {
+            let moved = hash_of(self.entries[pos].0.as_bytes());
+            if let Some(i) = self.index.find_mut(moved, |&i| i as usize == last) {
+                *i = pos as u32;
+            }
+        }
         if old.expire_at != 0 {
             self.volatile -= 1;
         }
-        Some(old)
+        if self.entries.capacity() > 16 && self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to(self.entries.len() * 2);
+            let entries = &self.entries;
+            self.index.shrink_to(entries.len(), |&i| {
+                hash_of(entries[i as usize].0.as_bytes())
+            });
+        }
+        old
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let pos = self.position(key)?;
+        Some(self.remove_at(pos, hash_of(key)))
     }
 
     /// Sets (or with 0 clears) a key's deadline; false if the key is absent.
     pub fn set_expire(&mut self, key: &[u8], at_ms: u64) -> bool {
-        let Some(e) = self.map.get_mut(key) else {
+        let Some(e) = self.peek_mut(key) else {
             return false;
         };
-        match (e.expire_at != 0, at_ms != 0) {
+        let was = e.expire_at != 0;
+        e.expire_at = at_ms;
+        match (was, at_ms != 0) {
             (true, false) => self.volatile -= 1,
             (false, true) => self.volatile += 1,
             _ => {}
         }
-        e.expire_at = at_ms;
         true
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
-        self.map.iter().map(|(k, v)| (&**k, v))
+        self.entries.iter().map(|(k, v)| (k.as_bytes(), v))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.map.keys().map(|k| &**k)
+        self.entries.iter().map(|(k, _)| k.as_bytes())
     }
 
-    /// The n-th key in iteration order (RANDOMKEY picks n at random).
+    /// The n-th key (RANDOMKEY picks n at random): O(1).
     pub fn nth_key(&self, n: usize) -> Option<&[u8]> {
-        self.map.keys().nth(n).map(|k| &**k)
+        self.entries.get(n).map(|(k, _)| k.as_bytes())
     }
 
     /// Removes every expired entry, calling `on_expired` with each key; returns how many
@@ -115,30 +181,33 @@ impl SlotTable {
             return (0, 0);
         }
         let examined = self.volatile;
-        let before = self.map.len();
-        self.map.retain(|k, e| {
-            if e.is_expired(now_ms) {
-                on_expired(k);
-                false
-            } else {
-                true
+        let mut removed = 0;
+        // Downwards: the entry swapped into a hole comes from above, already checked.
+        let mut i = self.entries.len();
+        while i > 0 {
+            i -= 1;
+            if i >= self.entries.len() || !self.entries[i].1.is_expired(now_ms) {
+                continue;
             }
-        });
-        let removed = before - self.map.len();
-        self.volatile -= removed;
+            on_expired(self.entries[i].0.as_bytes());
+            let hash = hash_of(self.entries[i].0.as_bytes());
+            self.remove_at(i, hash);
+            removed += 1;
+        }
         (examined, removed)
     }
 
     pub fn clear(&mut self) {
-        self.map = HashMap::new();
+        self.entries = Vec::new();
+        self.index = HashTable::new();
         self.volatile = 0;
     }
 
     /// Approximate bytes used by this table's keys and values.
     pub fn memory_estimate(&self) -> usize {
-        let per_bucket = std::mem::size_of::<(Key, Entry)>() + 1;
-        let mut total = self.map.capacity() * per_bucket;
-        for (k, e) in &self.map {
+        let mut total = self.entries.capacity() * std::mem::size_of::<(Key, Entry)>()
+            + self.index.capacity() * 5;
+        for (k, e) in &self.entries {
             total += k.heap_size() + e.value.heap_size();
         }
         total
@@ -172,5 +241,50 @@ mod tests {
         t.set_expire(b"a", 10);
         t.remove(b"a");
         assert_eq!(t.volatile_len(), 0);
+    }
+
+    proptest::proptest! {
+        /// The dense table against a HashMap model: inserts, replaces, removals, deadline
+        /// changes and expiry sweeps, with the volatile count and the index kept true.
+        #[test]
+        fn matches_a_hashmap(ops in proptest::collection::vec((0u8..5, 0u16..300, 0u64..4), 1..600)) {
+            let mut t = SlotTable::new();
+            let mut model: std::collections::HashMap<Vec<u8>, (String, u64)> = Default::default();
+            for (op, k, d) in ops {
+                let key = format!("key:{k}").into_bytes();
+                match op {
+                    0 | 1 => {
+                        let v = format!("v{k}{d}");
+                        let at = if d == 0 { 0 } else { d * 100 };
+                        let old = t.insert(&key, Entry::with_expiry(val(&v), at));
+                        proptest::prop_assert_eq!(old.is_some(), model.insert(key, (v, at)).is_some());
+                    }
+                    2 => {
+                        proptest::prop_assert_eq!(t.remove(&key).is_some(), model.remove(&key).is_some());
+                    }
+                    3 => {
+                        let ok = t.set_expire(&key, d * 100);
+                        proptest::prop_assert_eq!(ok, model.contains_key(&key));
+                        if let Some(m) = model.get_mut(&key) { m.1 = d * 100; }
+                    }
+                    _ => {
+                        let mut gone = Vec::new();
+                        t.remove_expired(150, |k| gone.push(k.to_vec()));
+                        let before = model.len();
+                        model.retain(|_, (_, at)| *at == 0 || *at > 150);
+                        proptest::prop_assert_eq!(gone.len(), before - model.len());
+                    }
+                }
+                proptest::prop_assert_eq!(t.len(), model.len());
+                proptest::prop_assert_eq!(t.volatile_len(), model.values().filter(|(_, at)| *at != 0).count());
+            }
+            for (k, (v, at)) in &model {
+                let e = t.peek(k).expect("present");
+                proptest::prop_assert_eq!(e.expire_at, *at);
+                proptest::prop_assert_eq!(e.value.as_str().map(|s| s.to_vec()), Some(v.clone().into_bytes()));
+            }
+            let keys: std::collections::HashSet<Vec<u8>> = t.keys().map(<[u8]>::to_vec).collect();
+            proptest::prop_assert_eq!(keys.len(), model.len());
+        }
     }
 }
