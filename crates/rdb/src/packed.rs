@@ -213,6 +213,60 @@ mod tests {
     }
 
     #[test]
+    fn ziplist_strings_and_every_integer_encoding() {
+        // Entries: "ab" (6-bit length), int16 -300, int24 70000, int32, int64, int8 -7,
+        // immediate 12. Each starts with a 1-byte prevlen.
+        let mut body = vec![0x00, 0x02, b'a', b'b'];
+        body.extend_from_slice(&[0x04, 0xc0]);
+        body.extend_from_slice(&(-300i16).to_le_bytes());
+        body.extend_from_slice(&[0x04, 0xf0]);
+        body.extend_from_slice(&70_000i32.to_le_bytes()[..3]);
+        body.extend_from_slice(&[0x05, 0xd0]);
+        body.extend_from_slice(&(-2_000_000_000i32).to_le_bytes());
+        body.extend_from_slice(&[0x06, 0xe0]);
+        body.extend_from_slice(&(1i64 << 40).to_le_bytes());
+        body.extend_from_slice(&[0x0a, 0xfe, (-7i8) as u8]);
+        body.extend_from_slice(&[0x03, 0xfd]);
+        let mut zl = ((10 + body.len() + 1) as u32).to_le_bytes().to_vec();
+        zl.extend_from_slice(&0u32.to_le_bytes());
+        zl.extend_from_slice(&7u16.to_le_bytes());
+        zl.extend_from_slice(&body);
+        zl.push(0xff);
+        let got = ziplist(&zl).expect("valid");
+        let want: Vec<Vec<u8>> = [
+            "ab",
+            "-300",
+            "70000",
+            "-2000000000",
+            "1099511627776",
+            "-7",
+            "12",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        assert_eq!(got, want);
+        let mut bad = zl.clone();
+        bad[0] ^= 1; // zlbytes disagrees with the blob
+        assert_eq!(ziplist(&bad), None);
+    }
+
+    #[test]
+    fn zipmap_pairs() {
+        let zm = [
+            2, 1, b'a', 2, 0, b'x', b'y', 2, b'b', b'c', 1, 1, b'z', 0, 0xff,
+        ];
+        assert_eq!(
+            zipmap(&zm),
+            Some(vec![
+                (b"a".to_vec(), b"xy".to_vec()),
+                (b"bc".to_vec(), b"z".to_vec())
+            ])
+        );
+        assert_eq!(zipmap(&zm[..6]), None);
+    }
+
+    #[test]
     fn intset_widths() {
         let mut b = 2u32.to_le_bytes().to_vec();
         b.extend_from_slice(&2u32.to_le_bytes());
