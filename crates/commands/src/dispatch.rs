@@ -208,6 +208,11 @@ fn dispatch(
         reject(stats, idx, session);
         return;
     }
+    if shared.persist.loading.load(Ordering::Acquire) && !spec.has(flags::LOADING) {
+        reply.error("LOADING Redis is loading the dataset in memory");
+        reject(stats, idx, session);
+        return;
+    }
     if !reply.resp3
         && !session.channels.is_empty()
             | !session.patterns.is_empty()

@@ -39,6 +39,12 @@ pub struct PersistStats {
     pub saves: AtomicU64,
     /// A BGSAVE SCHEDULE waiting for the running one to end.
     pub bgsave_scheduled: AtomicBool,
+    /// A dump is being loaded: commands without the `loading` flag get -LOADING.
+    pub loading: AtomicBool,
+    pub loading_start_unix: AtomicU64,
+    pub loading_total_bytes: AtomicU64,
+    pub loading_loaded_bytes: AtomicU64,
+    pub loading_loaded_keys: AtomicU64,
 }
 
 impl PersistStats {

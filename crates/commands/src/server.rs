@@ -316,9 +316,27 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
     if want("persistence") {
         let p = &sh.persist;
         let in_progress = p.bgsave_in_progress.load(Ordering::Relaxed);
+        let loading = p.loading.load(Ordering::Relaxed);
+        let loading_fields = if loading {
+            let total = p.loading_total_bytes.load(Ordering::Relaxed);
+            let loaded = p.loading_loaded_bytes.load(Ordering::Relaxed);
+            let started = p.loading_start_unix.load(Ordering::Relaxed);
+            let elapsed =
+                carmine_keyspace::now_ms() / 1000 - started.min(carmine_keyspace::now_ms() / 1000);
+            format!(
+                "loading_start_time:{started}\r\nloading_total_bytes:{total}\r\nloading_rdb_used_mem:0\r\nloading_loaded_bytes:{loaded}\r\nloading_loaded_perc:{:.2}\r\nloading_eta_seconds:{}\r\nloading_loaded_keys:{}\r\n",
+                if total > 0 { loaded as f64 * 100.0 / total as f64 } else { 0.0 },
+                if loaded > 0 { (total.saturating_sub(loaded)) * elapsed / loaded } else { 1 },
+                p.loading_loaded_keys.load(Ordering::Relaxed),
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             out,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            "# Persistence\r\nloading:{}\r\n{}async_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            u8::from(loading),
+            loading_fields,
             p.changes_since_save(sh),
             u8::from(in_progress),
             p.last_save_unix.load(Ordering::Relaxed),

@@ -230,6 +230,15 @@ pub struct LoadStats {
 /// Loads an RDB file's keys into `ks` (keys already expired are skipped, as a master
 /// does). Stops at the first error, naming its offset.
 pub fn load_into(ks: &Keyspace, data: &[u8]) -> Result<LoadStats, crate::RdbError> {
+    load_with_progress(ks, data, &mut |_, _| {})
+}
+
+/// As [`load_into`], calling `progress(bytes read, keys loaded)` every 1024 keys.
+pub fn load_with_progress(
+    ks: &Keyspace,
+    data: &[u8],
+    progress: &mut dyn FnMut(usize, u64),
+) -> Result<LoadStats, crate::RdbError> {
     let mut r = crate::Reader::new(data)?;
     let now = carmine_keyspace::now_ms();
     let mut stats = LoadStats::default();
@@ -264,6 +273,9 @@ pub fn load_into(ks: &Keyspace, data: &[u8]) -> Result<LoadStats, crate::RdbErro
         }
         l.insert_in(e.db, &e.key, entry);
         stats.keys += 1;
+        if stats.keys.is_multiple_of(1024) {
+            progress(r.offset(), stats.keys);
+        }
     }
     Ok(stats)
 }

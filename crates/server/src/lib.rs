@@ -132,7 +132,9 @@ impl Server {
         }
         let shared = Shared::new(config, n, used_memory);
         persistence::RdbFiles::install(&shared);
-        persistence::load_at_startup(&shared)?;
+        // Only a dump to load makes the server refuse data commands (-LOADING) meanwhile.
+        let has_dump = persistence::dump_path(&shared).exists();
+        shared.persist.loading.store(has_dump, Ordering::Release);
         shared
             .facts
             .tcp_port
@@ -153,12 +155,23 @@ impl Server {
                     .spawn(move || l.run())?,
             );
         }
-        Ok(Server {
+        let server = Server {
             shared,
             port,
             threads,
             handles,
-        })
+        };
+        // Clients may connect while the dump loads; they get -LOADING until it is done.
+        if has_dump {
+            if let Err(e) = persistence::load_at_startup(&server.shared) {
+                server
+                    .shared
+                    .request_shutdown(carmine_commands::ShutdownMode::NoSave);
+                server.stop();
+                return Err(e);
+            }
+        }
+        Ok(server)
     }
 
     pub fn port(&self) -> u16 {

@@ -210,7 +210,20 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
         path.display(),
         data.len()
     ));
-    match carmine_rdb::load_into(&shared.keyspace, &data) {
+    let p = &shared.persist;
+    p.loading_total_bytes
+        .store(data.len() as u64, Ordering::Relaxed);
+    p.loading_loaded_bytes.store(0, Ordering::Relaxed);
+    p.loading_loaded_keys.store(0, Ordering::Relaxed);
+    p.loading_start_unix.store(unix_now(), Ordering::Relaxed);
+    p.loading.store(true, Ordering::Release);
+    let result = carmine_rdb::load_with_progress(&shared.keyspace, &data, &mut |bytes, keys| {
+        p.loading_loaded_bytes
+            .store(bytes as u64, Ordering::Relaxed);
+        p.loading_loaded_keys.store(keys, Ordering::Relaxed);
+    });
+    p.loading.store(false, Ordering::Release);
+    match result {
         Ok(stats) => {
             log::notice(&format!(
                 "Done loading RDB, keys loaded: {}, keys expired: {}.",

@@ -460,3 +460,40 @@ fn debug_reload_and_bgsave_keep_every_key() {
         assert_eq!(loaded.get(k), Some(v), "{}", String::from_utf8_lossy(&k.1));
     }
 }
+
+#[test]
+fn data_commands_get_loading_while_a_dump_loads() {
+    let dir = scratch("loading");
+    let c = carmine(&dir);
+    let mut cc = conn(c.port());
+    let p = &c.shared().persist;
+    p.loading_total_bytes
+        .store(1000, std::sync::atomic::Ordering::Relaxed);
+    p.loading_loaded_bytes
+        .store(250, std::sync::atomic::Ordering::Relaxed);
+    p.loading.store(true, std::sync::atomic::Ordering::Release);
+    let err = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut cc)
+        .unwrap_err();
+    // The client maps the "-LOADING" prefix to its busy-loading kind.
+    assert_eq!(err.kind(), redis::ErrorKind::BusyLoadingError, "{err}");
+    // As in Redis, PING is refused too; INFO (flagged `loading`) answers.
+    let err = redis::cmd("PING").query::<String>(&mut cc).unwrap_err();
+    assert_eq!(err.kind(), redis::ErrorKind::BusyLoadingError, "{err}");
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut cc)
+        .expect("INFO");
+    assert!(
+        info.contains("loading:1") && info.contains("loading_loaded_perc:25.00"),
+        "{info}"
+    );
+    p.loading.store(false, std::sync::atomic::Ordering::Release);
+    let v: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query(&mut cc)
+        .expect("GET after loading");
+    assert_eq!(v, None);
+    c.shutdown();
+}
