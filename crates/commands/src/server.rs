@@ -326,7 +326,9 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             format!(
                 "loading_start_time:{started}\r\nloading_total_bytes:{total}\r\nloading_rdb_used_mem:0\r\nloading_loaded_bytes:{loaded}\r\nloading_loaded_perc:{:.2}\r\nloading_eta_seconds:{}\r\nloading_loaded_keys:{}\r\n",
                 if total > 0 { loaded as f64 * 100.0 / total as f64 } else { 0.0 },
-                if loaded > 0 { (total.saturating_sub(loaded)) * elapsed / loaded } else { 1 },
+                (total.saturating_sub(loaded) * elapsed)
+                    .checked_div(loaded)
+                    .unwrap_or(1),
                 p.loading_loaded_keys.load(Ordering::Relaxed),
             )
         } else {
