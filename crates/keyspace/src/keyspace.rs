@@ -207,6 +207,36 @@ impl Keyspace {
         Some(epoch)
     }
 
+    /// Stores a key while loading a dump: straight into its table, without the watch
+    /// signals, dirty counts and notifications a command's write makes (nobody can be
+    /// watching yet). `lru` None: the access clock of a key touched now.
+    pub fn load_entry(&self, db: usize, key: &[u8], mut entry: Entry, lru: Option<u32>, now_ms: u64) {
+        let Some(d) = self.dbs.get(db) else { return };
+        entry.lru = lru.unwrap_or_else(|| self.access_clock(0, now_ms, true));
+        let slot = key_slot(key);
+        let mut t = d.table(slot).lock();
+        self.copy_on_write(db, slot, &mut t);
+        t.insert(key, entry);
+    }
+
+    /// Pre-sizes every table of `db` for `keys` keys spread evenly (RDB's RESIZEDB), so
+    /// a load does not grow each table a dozen times.
+    pub fn reserve_db(&self, db: usize, keys: u64) {
+        let Some(d) = self.dbs.get(db) else { return };
+        let per_table = (keys as usize).div_ceil(SLOT_COUNT);
+        if per_table == 0 {
+            return;
+        }
+        // A little headroom: slots are filled unevenly.
+        let per_table = per_table + per_table / 8 + 1;
+        for slot in 0..SLOT_COUNT {
+            let mut t = d.table(slot as Slot).lock();
+            if t.is_empty() {
+                t.reserve(per_table);
+            }
+        }
+    }
+
     /// Captures one table for the running snapshot if no writer did yet (the walk).
     pub fn snapshot_table(&self, db: usize, slot: Slot) {
         if let Some(t) = self.dbs.get(db).and_then(|d| d.existing(slot as usize)) {

@@ -111,6 +111,14 @@ impl SlotTable {
         }
     }
 
+    /// Makes room for `additional` more entries (a dump announcing its size).
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve_exact(additional);
+        let entries = &self.entries;
+        self.index
+            .reserve(additional, |&i| hash_of(entries[i as usize].0.as_bytes()));
+    }
+
     /// Removes the entry at `pos`: the last entry moves into its place.
     fn remove_at(&mut self, pos: usize, hash: u64) -> Entry {
         if let Ok(slot) = self.index.find_entry(hash, |&i| i as usize == pos) {

@@ -242,42 +242,68 @@ pub fn load_with_progress(
     let mut r = crate::Reader::new(data)?;
     let now = carmine_keyspace::now_ms();
     let mut stats = LoadStats::default();
-    loop {
-        let at = r.offset();
-        let Some(item) = r.next_item()? else { break };
-        let crate::Item::Entry(e) = item else {
-            continue;
-        };
-        if e.db >= ks.databases() {
-            return Err(crate::RdbError {
-                offset: at,
-                message: format!(
-                    "database {} out of range (databases is {})",
-                    e.db,
-                    ks.databases()
-                ),
-            });
+    // Parsing and inserting overlap: this thread decodes the file while another builds
+    // values and fills tables, batch by batch through a short queue.
+    type Batch = Vec<crate::Entry>;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for batch in rx {
+                for e in batch {
+                    let deadline = e.expire_ms.unwrap_or(0);
+                    let lru = e.freq.map(|f| carmine_keyspace::evict::lfu_restore(f, now));
+                    if let Some(value) = crate::to_keyspace(e.value, ks) {
+                        let entry = carmine_keyspace::Entry::with_expiry(value, deadline);
+                        ks.load_entry(e.db, &e.key, entry, lru, now);
+                    }
+                }
+            }
+        });
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            let at = r.offset();
+            let Some(item) = r.next_item()? else { break };
+            let e = match item {
+                crate::Item::Entry(e) => e,
+                crate::Item::ResizeDb { db, keys, .. } => {
+                    // A hint from the file: capped, so a hostile file cannot make us
+                    // reserve more than its own size could fill.
+                    ks.reserve_db(db, keys.min(data.len() as u64 / 4));
+                    continue;
+                }
+                crate::Item::Aux(..) => continue,
+            };
+            if e.db >= ks.databases() {
+                return Err(crate::RdbError {
+                    offset: at,
+                    message: format!(
+                        "database {} out of range (databases is {})",
+                        e.db,
+                        ks.databases()
+                    ),
+                });
+            }
+            let deadline = e.expire_ms.unwrap_or(0);
+            if deadline != 0 && deadline <= now {
+                stats.expired_skipped += 1;
+                continue;
+            }
+            batch.push(e);
+            stats.keys += 1;
+            if batch.len() == 1024 {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(1024));
+                if tx.send(full).is_err() {
+                    break;
+                }
+                progress(r.offset(), stats.keys);
+            }
         }
-        let deadline = e.expire_ms.unwrap_or(0);
-        if deadline != 0 && deadline <= now {
-            stats.expired_skipped += 1;
-            continue;
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
         }
-        let Some(value) = crate::to_keyspace(e.value, ks) else {
-            continue;
-        };
-        let mut l = carmine_keyspace::Locked::lock_key(ks, e.db, &e.key);
-        let mut entry = carmine_keyspace::Entry::with_expiry(value, deadline);
-        if let Some(f) = e.freq {
-            entry.lru = carmine_keyspace::evict::lfu_restore(f, now);
-        }
-        l.insert_in(e.db, &e.key, entry);
-        stats.keys += 1;
-        if stats.keys.is_multiple_of(1024) {
-            progress(r.offset(), stats.keys);
-        }
-    }
-    Ok(stats)
+        drop(tx);
+        Ok(stats)
+    })
 }
 
 #[cfg(test)]
