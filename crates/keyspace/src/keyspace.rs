@@ -210,7 +210,14 @@ impl Keyspace {
     /// Stores a key while loading a dump: straight into its table, without the watch
     /// signals, dirty counts and notifications a command's write makes (nobody can be
     /// watching yet). `lru` None: the access clock of a key touched now.
-    pub fn load_entry(&self, db: usize, key: &[u8], mut entry: Entry, lru: Option<u32>, now_ms: u64) {
+    pub fn load_entry(
+        &self,
+        db: usize,
+        key: &[u8],
+        mut entry: Entry,
+        lru: Option<u32>,
+        now_ms: u64,
+    ) {
         let Some(d) = self.dbs.get(db) else { return };
         entry.lru = lru.unwrap_or_else(|| self.access_clock(0, now_ms, true));
         let slot = key_slot(key);

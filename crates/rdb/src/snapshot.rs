@@ -244,18 +244,15 @@ pub fn load_with_progress(
     let mut stats = LoadStats::default();
     // Parsing and inserting overlap: this thread decodes the file while another builds
     // values and fills tables, batch by batch through a short queue.
-    type Batch = Vec<crate::Entry>;
+    // Values are built on this thread too, so the decoder's buffers are freed by the
+    // thread that allocated them (cross-thread frees are slow in glibc's malloc).
+    type Batch = Vec<(usize, CompactKey, carmine_keyspace::Entry, Option<u32>)>;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             for batch in rx {
-                for e in batch {
-                    let deadline = e.expire_ms.unwrap_or(0);
-                    let lru = e.freq.map(|f| carmine_keyspace::evict::lfu_restore(f, now));
-                    if let Some(value) = crate::to_keyspace(e.value, ks) {
-                        let entry = carmine_keyspace::Entry::with_expiry(value, deadline);
-                        ks.load_entry(e.db, &e.key, entry, lru, now);
-                    }
+                for (db, key, entry, lru) in batch {
+                    ks.load_entry(db, key.as_bytes(), entry, lru, now);
                 }
             }
         });
@@ -288,7 +285,12 @@ pub fn load_with_progress(
                 stats.expired_skipped += 1;
                 continue;
             }
-            batch.push(e);
+            let lru = e.freq.map(|f| carmine_keyspace::evict::lfu_restore(f, now));
+            let Some(value) = crate::to_keyspace(e.value, ks) else {
+                continue;
+            };
+            let entry = carmine_keyspace::Entry::with_expiry(value, deadline);
+            batch.push((e.db, CompactKey::new(&e.key), entry, lru));
             stats.keys += 1;
             if batch.len() == 1024 {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(1024));
