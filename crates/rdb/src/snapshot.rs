@@ -39,13 +39,15 @@ struct Collector {
     opts: WriteOptions,
     /// The walk's thread: it copies, everyone else serializes.
     walker: std::sync::OnceLock<std::thread::ThreadId>,
-    tables: Mutex<HashMap<(usize, u16), Captured>>,
-    /// Bytes in `tables`: copies made by writers ahead of the walk.
+    /// Captured tables not yet written, with their database. The keyspace marks a table
+    /// captured under its lock, so each table arrives exactly once.
+    queue: Mutex<Vec<(usize, Captured)>>,
+    /// Bytes in `queue` (and set aside for later databases): copies made by writers.
     held: AtomicUsize,
 }
 
 impl SnapshotSink for Collector {
-    fn capture(&self, db: usize, slot: u16, table: &SlotTable) {
+    fn capture(&self, db: usize, _slot: u16, table: &SlotTable) {
         if table.is_empty() {
             return;
         }
@@ -69,11 +71,8 @@ impl SnapshotSink for Collector {
             let n = buf.len();
             (Captured::Bytes(buf), n)
         };
-        // The first capture of a table is its state at the snapshot's start.
-        if let std::collections::hash_map::Entry::Vacant(v) = self.tables.lock().entry((db, slot)) {
-            v.insert(captured);
-            self.held.fetch_add(bytes, Ordering::Relaxed);
-        }
+        self.queue.lock().push((db, captured));
+        self.held.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -102,7 +101,7 @@ impl Snapshot {
             now_ms: carmine_keyspace::now_ms(),
             opts,
             walker: std::sync::OnceLock::new(),
-            tables: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Vec::new()),
             held: AtomicUsize::new(0),
         });
         ks.begin_snapshot(collector.clone())?;
@@ -146,37 +145,16 @@ impl Snapshot {
             write::put_aux(&mut head, k, v);
         }
         w.write_all(&head)?;
+        // Within a database the order of tables is free, so whatever writers captured is
+        // written at the walk's next step rather than held until the walk reaches its
+        // slot: held memory stays small even while the walk runs at low priority.
+        let mut later: HashMap<usize, Vec<Captured>> = HashMap::new();
         for (db, &(keys, expires)) in self.counts.iter().enumerate() {
             let mut started = false;
-            for slot in 0..carmine_slots_count() {
-                ks.snapshot_table(db, slot);
-                let held = self.collector.held.load(Ordering::Relaxed);
-                stats.peak_held = stats.peak_held.max(held);
-                let Some(captured) = self.collector.tables.lock().remove(&(db, slot)) else {
-                    continue;
-                };
-                let bytes = match captured {
-                    Captured::Bytes(b) => {
-                        self.collector.held.fetch_sub(b.len(), Ordering::Relaxed);
-                        b
-                    }
-                    Captured::Copy(copy) => {
-                        let mut b = Vec::new();
-                        for (k, e) in &copy {
-                            let v = from_keyspace(&e.value);
-                            write::put_entry(
-                                &mut b,
-                                k.as_bytes(),
-                                &v,
-                                e.expire_at(),
-                                self.collector.opts,
-                            );
-                        }
-                        b
-                    }
-                };
+            let mut emit = |w: &mut CrcWriter<'_>, captured: Captured| -> io::Result<()> {
+                let bytes = self.serialize(captured);
                 if bytes.is_empty() {
-                    continue;
+                    return Ok(());
                 }
                 if !started {
                     let mut sel = Vec::new();
@@ -184,7 +162,24 @@ impl Snapshot {
                     w.write_all(&sel)?;
                     started = true;
                 }
-                w.write_all(&bytes)?;
+                w.write_all(&bytes)
+            };
+            for captured in later.remove(&db).unwrap_or_default() {
+                emit(&mut w, captured)?;
+            }
+            for slot in 0..carmine_slots_count() {
+                ks.snapshot_table(db, slot);
+                stats.peak_held = stats
+                    .peak_held
+                    .max(self.collector.held.load(Ordering::Relaxed));
+                let ready = std::mem::take(&mut *self.collector.queue.lock());
+                for (d, captured) in ready {
+                    if d == db {
+                        emit(&mut w, captured)?;
+                    } else {
+                        later.entry(d).or_default().push(captured);
+                    }
+                }
             }
         }
         let mut tail = Vec::new();
@@ -194,6 +189,25 @@ impl Snapshot {
         w.inner.flush()?;
         stats.bytes = w.bytes;
         Ok(stats)
+    }
+}
+
+impl Snapshot {
+    fn serialize(&self, captured: Captured) -> Vec<u8> {
+        match captured {
+            Captured::Bytes(b) => {
+                self.collector.held.fetch_sub(b.len(), Ordering::Relaxed);
+                b
+            }
+            Captured::Copy(copy) => {
+                let mut b = Vec::new();
+                for (k, e) in &copy {
+                    let v = from_keyspace(&e.value);
+                    write::put_entry(&mut b, k.as_bytes(), &v, e.expire_at(), self.collector.opts);
+                }
+                b
+            }
+        }
     }
 }
 

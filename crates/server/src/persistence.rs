@@ -150,6 +150,7 @@ impl Persistence for RdbFiles {
         let spawned = std::thread::Builder::new()
             .name("carmine-bgsave".into())
             .spawn(move || {
+                lower_priority();
                 let started = Instant::now();
                 let result = write_file(&owned, snap);
                 let p = &owned.persist;
@@ -188,6 +189,24 @@ impl Persistence for RdbFiles {
     fn restore(&self, ks: &Keyspace, payload: &[u8]) -> Result<Option<Value>, String> {
         let v = carmine_rdb::restore_payload(payload).map_err(|e| e.to_string())?;
         Ok(carmine_rdb::to_keyspace(v, ks))
+    }
+}
+
+/// Makes the calling thread (the snapshot walk) yield the CPU to the event loops: on a
+/// core shared with a loop, the walk at normal priority ran whole scheduler slices while
+/// requests waited (snapshot.sh: 12.9 ms worst write latency); at nice 19 it runs in the
+/// loops' idle time. Writers that reach a table first still capture it themselves, so a
+/// slower walk costs held memory, never correctness.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take no pointers and only affect this thread's
+        // scheduling; a failure (e.g. no permission) leaves the priority unchanged.
+        unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
     }
 }
 
