@@ -324,6 +324,16 @@ impl ZSetValue {
             if old == score {
                 return false;
             }
+            // A re-score of a large set moves the member in the order only; its map
+            // entry is updated in place.
+            if let ZSetValue::Tree(t) = self {
+                t.order.remove(old, member);
+                t.order.insert(score, member);
+                if let Some(s) = t.scores.get_mut(member) {
+                    *s = score;
+                }
+                return false;
+            }
             self.remove(member);
         }
         if let ZSetValue::Packed(v) = self {
