@@ -204,6 +204,26 @@ for proto in (2, 3):
         raise SystemExit("expected an error")
     except redis.ResponseError as e:
         assert "wrong number of arguments" in str(e)
+    # Keyspace notifications through redis-py's PubSub, and HyperLogLog.
+    r.config_set("notify-keyspace-events", "KEA")
+    assert r.config_get("notify-keyspace-events")["notify-keyspace-events"] == "AKE"
+    ps = r.pubsub()
+    ps.psubscribe("__keyevent@0__:*")
+    assert ps.get_message(timeout=5)["type"] == "psubscribe"
+    r.lpush("q%d" % proto, "a")
+    r.expire("q%d" % proto, 100)
+    got = []
+    for _ in range(50):
+        m = ps.get_message(timeout=5)
+        if m and m["type"] == "pmessage":
+            got.append((m["channel"], m["data"]))
+        if len(got) == 2:
+            break
+    assert got == [("__keyevent@0__:lpush", "q%d" % proto), ("__keyevent@0__:expire", "q%d" % proto)], got
+    ps.close()
+    r.config_set("notify-keyspace-events", "")
+    assert r.pfadd("hll%d" % proto, *["e%d" % i for i in range(1000)]) == 1
+    assert 980 <= r.pfcount("hll%d" % proto) <= 1020
 print("redis-py ok")
 "#;
     let out = Command::new("timeout")
