@@ -231,10 +231,11 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
         (t, true) => t as u64,
         (t, false) => now.saturating_add(t as u64),
     };
-    let existed = ctx.l.remove(&key).is_some();
+    // Checked before anything is removed: a bad payload never costs the old value.
     let Some(value) = value else {
         return ctx.error("ERR Bad data format");
     };
+    let existed = ctx.l.remove(&key).is_some();
     if deadline != 0 && deadline <= now {
         // Already expired: the key ends up deleted, as in Redis.
         if existed {
