@@ -399,4 +399,52 @@ mod tests {
         );
         assert!(!ks.snapshot_running());
     }
+
+    /// Whole-database operations during a snapshot (FLUSHDB, SWAPDB, active expiry)
+    /// capture the tables they touch first, like any writer.
+    #[test]
+    fn flush_swap_and_expiry_during_a_snapshot_do_not_leak_into_it() {
+        let ks = Keyspace::new();
+        for i in 0..2000 {
+            ks.db(0).set(format!("a{i}").as_bytes(), b"zero");
+            ks.db(1).set(format!("b{i}").as_bytes(), b"one");
+        }
+        ks.db(0)
+            .set_with(
+                b"soon",
+                b"gone",
+                carmine_keyspace::SetOptions {
+                    expiry: carmine_keyspace::SetExpiry::At(carmine_keyspace::now_ms() + 30),
+                    ..Default::default()
+                },
+            )
+            .expect("set");
+        let snap = Snapshot::begin(&ks, WriteOptions::default(), true).expect("begin");
+        ks.flush_db(1);
+        assert!(ks.swap_db(0, 1));
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        let mut cursor = 0;
+        ks.active_expire(&mut cursor, std::time::Duration::from_secs(1), |_, _| {});
+        let mut file = Vec::new();
+        snap.write_to(&ks, &mut file, &[]).expect("written");
+        // The file holds db 0 as it was, "soon" included (it expired after the start)...
+        let mut r = crate::Reader::new(&file).expect("header");
+        let mut in_db0 = 0;
+        while let Some(item) = r.next_item().expect("valid") {
+            if matches!(item, crate::Item::Entry(ref e) if e.db == 0) {
+                in_db0 += 1;
+            }
+        }
+        assert_eq!(in_db0, 2001);
+        // ...and a load now skips it, being past its deadline.
+        let loaded = Keyspace::new();
+        load_into(&loaded, &file).expect("loads");
+        assert_eq!(loaded.dbsize(0), 2000);
+        assert_eq!(loaded.dbsize(1), 2000);
+        assert_eq!(loaded.db(1).get(b"b7").expect("str"), Some(b"one".to_vec()));
+        assert_eq!(
+            loaded.db(0).get(b"a7").expect("str"),
+            Some(b"zero".to_vec())
+        );
+    }
 }
