@@ -40,10 +40,14 @@ pub fn decompress(input: &[u8], out_len: usize) -> Option<Vec<u8>> {
                 return None;
             }
             let start = out.len() - back;
-            // Overlapping copies repeat the pattern, so copy byte by byte.
-            for i in 0..len {
-                let b = out[start + i];
-                out.push(b);
+            if back >= len {
+                out.extend_from_within(start..start + len);
+            } else {
+                // An overlapping copy repeats the pattern: byte by byte.
+                for i in 0..len {
+                    let b = out[start + i];
+                    out.push(b);
+                }
             }
         }
     }
