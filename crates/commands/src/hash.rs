@@ -6,7 +6,7 @@ use carmine_keyspace::ops::{format_float, parse_float};
 use carmine_keyspace::{parse_canonical_i64, HashValue};
 
 use crate::table::{cmd, flags::*, keys, CommandSpec};
-use crate::typed::{drop_if_empty, read, scan_command, write};
+use crate::typed::{read, remove_members, reply_len, scan_command, write};
 use crate::Ctx;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -265,27 +265,11 @@ fn hmget(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hdel(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let n = match write::<HashValue>(ctx.l, &key, false) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(None) => 0,
-        Ok(Some(h)) => (2..ctx.args.len())
-            .filter(|&i| h.remove(ctx.args.get(i).unwrap_or_default()))
-            .count(),
-    };
-    if n > 0 {
-        ctx.notify(notify::HASH, "hdel", &key);
-    }
-    drop_if_empty::<HashValue>(ctx.l, &key);
-    ctx.reply.int(n as i64);
+    remove_members(ctx, notify::HASH, "hdel", HashValue::remove);
 }
 
 fn hlen(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<HashValue>(ctx.l, &key) {
-        Err(()) => ctx.wrong_type(),
-        Ok(h) => ctx.reply.int(h.map_or(0, |h| h.len() as i64)),
-    }
+    reply_len::<HashValue>(ctx);
 }
 
 fn hstrlen(ctx: &mut Ctx<'_, '_>) {

@@ -6,7 +6,7 @@ use carmine_keyspace::ListValue;
 use carmine_resp::Args;
 
 use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
-use crate::typed::{clamp_range, drop_if_empty, read, write};
+use crate::typed::{clamp_range, drop_if_empty, read, reply_len, write};
 use crate::Ctx;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -285,11 +285,7 @@ fn rpop(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn llen(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<ListValue>(ctx.l, &key) {
-        Err(()) => ctx.wrong_type(),
-        Ok(l) => ctx.reply.int(l.map_or(0, |l| l.len() as i64)),
-    }
+    reply_len::<ListValue>(ctx);
 }
 
 fn lrange(ctx: &mut Ctx<'_, '_>) {

@@ -9,7 +9,9 @@ use carmine_keyspace::{Entry, SetValue};
 use crate::hash::random_picks;
 use crate::list::numkeys_at_1;
 use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
-use crate::typed::{drop_if_empty, read, scan_command, write, Collection};
+use crate::typed::{
+    drop_if_empty, read, remove_members, reply_len, scan_command, write, Collection,
+};
 use crate::Ctx;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -210,19 +212,7 @@ fn sadd(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn srem(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let n = match write::<SetValue>(ctx.l, &key, false) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(None) => 0,
-        Ok(Some(s)) => (2..ctx.args.len())
-            .filter(|&i| s.remove(ctx.args.get(i).unwrap_or_default()))
-            .count(),
-    };
-    if n > 0 {
-        ctx.notify(notify::SET, "srem", &key);
-    }
-    drop_if_empty::<SetValue>(ctx.l, &key);
-    ctx.reply.int(n as i64);
+    remove_members(ctx, notify::SET, "srem", SetValue::remove);
 }
 
 fn sismember(ctx: &mut Ctx<'_, '_>) {
@@ -268,11 +258,7 @@ fn smembers(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn scard(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<SetValue>(ctx.l, &key) {
-        Err(()) => ctx.wrong_type(),
-        Ok(s) => ctx.reply.int(s.map_or(0, |s| s.len() as i64)),
-    }
+    reply_len::<SetValue>(ctx);
 }
 
 fn count_arg(ctx: &mut Ctx<'_, '_>) -> Result<Option<i64>, ()> {

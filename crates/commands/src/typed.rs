@@ -24,6 +24,38 @@ pub fn write<'l, C: Collection>(
     carmine_keyspace::typed::write(l, key, create).map_err(|_| ())
 }
 
+/// HLEN, LLEN, SCARD, ZCARD: the size of the collection at argument 1 (0 when missing).
+pub fn reply_len<C: Collection>(ctx: &mut Ctx<'_, '_>) {
+    let key = ctx.args.bytes(1);
+    match read::<C>(ctx.l, &key) {
+        Err(()) => ctx.wrong_type(),
+        Ok(c) => ctx.reply.int(c.map_or(0, C::len) as i64),
+    }
+}
+
+/// HDEL, SREM, ZREM: removes the members named from argument 2 on, raises `event` when
+/// any was there, deletes the collection if it is left empty, replies how many went.
+pub fn remove_members<C: Collection>(
+    ctx: &mut Ctx<'_, '_>,
+    class: u32,
+    event: &str,
+    remove: fn(&mut C, &[u8]) -> bool,
+) {
+    let key = ctx.args.bytes(1);
+    let n = match write::<C>(ctx.l, &key, false) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(None) => 0,
+        Ok(Some(c)) => (2..ctx.args.len())
+            .filter(|&i| remove(c, ctx.args.get(i).unwrap_or_default()))
+            .count(),
+    };
+    if n > 0 {
+        ctx.notify(class, event, &key);
+    }
+    drop_if_empty::<C>(ctx.l, &key);
+    ctx.reply.int(n as i64);
+}
+
 /// HSCAN/SSCAN/ZSCAN options.
 pub struct ScanArgs {
     pub cursor: u64,

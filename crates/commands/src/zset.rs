@@ -9,7 +9,7 @@ use carmine_keyspace::ZSetValue;
 
 use crate::hash::random_picks;
 use crate::table::{cmd, flags::*, keys, CommandSpec};
-use crate::typed::{drop_if_empty, read, scan_command, write};
+use crate::typed::{drop_if_empty, read, remove_members, reply_len, scan_command, write};
 use crate::Ctx;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -401,27 +401,11 @@ fn zincrby(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zrem(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let n = match write::<ZSetValue>(ctx.l, &key, false) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(None) => 0,
-        Ok(Some(z)) => (2..ctx.args.len())
-            .filter(|&i| z.remove(ctx.args.get(i).unwrap_or_default()))
-            .count(),
-    };
-    if n > 0 {
-        ctx.notify(notify::ZSET, "zrem", &key);
-    }
-    drop_if_empty::<ZSetValue>(ctx.l, &key);
-    ctx.reply.int(n as i64);
+    remove_members(ctx, notify::ZSET, "zrem", ZSetValue::remove);
 }
 
 fn zcard(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<ZSetValue>(ctx.l, &key) {
-        Err(()) => ctx.wrong_type(),
-        Ok(z) => ctx.reply.int(z.map_or(0, |z| z.len() as i64)),
-    }
+    reply_len::<ZSetValue>(ctx);
 }
 
 fn zscore(ctx: &mut Ctx<'_, '_>) {

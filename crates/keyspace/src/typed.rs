@@ -13,6 +13,7 @@ pub trait Collection: Default {
     fn from_value(v: &Value) -> Option<&Self>;
     fn from_value_mut(v: &mut Value) -> Option<&mut Self>;
     fn is_empty(&self) -> bool;
+    fn len(&self) -> usize;
 }
 
 macro_rules! collection {
@@ -35,6 +36,9 @@ macro_rules! collection {
             }
             fn is_empty(&self) -> bool {
                 <$t>::is_empty(self)
+            }
+            fn len(&self) -> usize {
+                <$t>::len(self)
             }
         }
     };
