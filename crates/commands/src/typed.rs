@@ -6,7 +6,7 @@ use carmine_keyspace::{glob_match, Locked};
 
 use crate::Ctx;
 
-pub use carmine_keyspace::typed::{drop_if_empty, Collection};
+pub use carmine_keyspace::typed::{clamp_range, drop_if_empty, Collection};
 
 /// Read access for a command: `Err(())` means WRONGTYPE (the caller replies it).
 #[allow(clippy::result_unit_err)]
@@ -139,22 +139,4 @@ pub fn scan_command<C: Collection>(
     for b in out {
         ctx.reply.bulk(b);
     }
-}
-
-/// Resolves Redis' list/range index rules: negative counts from the end; returns the
-/// inclusive range clamped to `len`, or None when empty.
-pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
-    let len = len as i64;
-    let mut s = if start < 0 { len + start } else { start };
-    let mut e = if end < 0 { len + end } else { end };
-    if s < 0 {
-        s = 0;
-    }
-    if e >= len {
-        e = len - 1;
-    }
-    if s > e || s >= len || e < 0 {
-        return None;
-    }
-    Some((s as usize, e as usize))
 }

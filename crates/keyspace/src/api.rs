@@ -246,21 +246,10 @@ impl<'a> DbHandle<'a> {
         let Some(list) = read::<ListValue>(&mut l, key)? else {
             return Ok(Vec::new());
         };
-        let len = list.len() as i64;
-        let s = if start < 0 {
-            (len + start).max(0)
-        } else {
-            start
-        };
-        let e = if end < 0 { len + end } else { end.min(len - 1) };
-        if s > e || s >= len {
+        let Some((s, e)) = crate::typed::clamp_range(start, end, list.len()) else {
             return Ok(Vec::new());
-        }
-        Ok(list
-            .range(s as usize, e as usize)
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect())
+        };
+        Ok(list.range(s, e).into_iter().map(<[u8]>::to_vec).collect())
     }
 
     // ------------------------------------------------------------ sets
@@ -367,23 +356,11 @@ impl<'a> DbHandle<'a> {
         let Some(z) = read::<ZSetValue>(&mut l, key)? else {
             return Ok(Vec::new());
         };
-        let len = z.len() as i64;
-        let s = if start < 0 {
-            (len + start).max(0)
-        } else {
-            start
-        };
-        let e = if end < 0 { len + end } else { end.min(len - 1) };
-        if s > e || s >= len {
+        let Some((s, e)) = crate::typed::clamp_range(start, end, z.len()) else {
             return Ok(Vec::new());
-        }
-        let pick = |r: i64| {
-            if rev {
-                (len - 1 - r) as usize
-            } else {
-                r as usize
-            }
         };
+        let len = z.len();
+        let pick = |r: usize| if rev { len - 1 - r } else { r };
         Ok((s..=e)
             .filter_map(|r| z.get(pick(r)).map(|(sc, m)| (m.to_vec(), sc)))
             .collect())

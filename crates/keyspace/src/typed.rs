@@ -93,3 +93,21 @@ pub fn drop_if_empty<C: Collection>(l: &mut Locked<'_>, key: &[u8]) {
         l.notify(crate::notify::GENERIC, "del", key);
     }
 }
+
+/// Resolves Redis' list/range index rules: negative counts from the end; returns the
+/// inclusive range clamped to `len`, or None when empty.
+pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    if s < 0 {
+        s = 0;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    if s > e || s >= len || e < 0 {
+        return None;
+    }
+    Some((s as usize, e as usize))
+}
