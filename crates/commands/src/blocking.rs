@@ -330,18 +330,9 @@ fn blmpop(ctx: &mut Ctx<'_, '_>) {
                 return ctx.wrong_type();
             }
             Ok(Some(list)) if !list.is_empty() => {
-                let n = count.min(list.len());
-                let popped: Vec<Vec<u8>> = (0..n).filter_map(|_| list.pop(left)).collect();
-                ctx.notify(notify::LIST, crate::list::pop_event(left), &key);
-                drop_if_empty::<ListValue>(ctx.l, &key);
+                let popped: Vec<Vec<u8>> = (0..count).map_while(|_| list.pop(left)).collect();
                 unblock(ctx.shared, ctx.session);
-                ctx.reply.array(2);
-                ctx.reply.bulk(&key);
-                ctx.reply.array(popped.len());
-                for e in &popped {
-                    ctx.reply.bulk(e);
-                }
-                return;
+                return crate::list::finish_mpop(ctx, &key, left, &popped);
             }
             _ => {}
         }

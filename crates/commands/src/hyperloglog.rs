@@ -92,26 +92,40 @@ fn pfadd(ctx: &mut Ctx<'_, '_>) {
     ctx.reply.int(i64::from(updated));
 }
 
+/// The register-wise maximum of the HLLs at arguments 1.. (missing keys count as
+/// empty), and whether any of them is dense; None after replying an error.
+fn merge_args(ctx: &mut Ctx<'_, '_>) -> Option<(Vec<u8>, bool)> {
+    let mut max = vec![0u8; hll::REGISTERS];
+    let mut dense = false;
+    for i in 1..ctx.args.len() {
+        let key = ctx.args.bytes(i);
+        match check(ctx, &key) {
+            Err(()) => return None,
+            Ok(false) => continue,
+            Ok(true) => {}
+        }
+        let merged = ops::get_str(ctx.l, &key)
+            .ok()
+            .flatten()
+            .and_then(StrValue::as_bytes)
+            .map(|s| {
+                dense |= hll::is_dense(s);
+                hll::merge_into(&mut max, s)
+            });
+        if merged != Some(Ok(())) {
+            ctx.error(CORRUPT);
+            return None;
+        }
+    }
+    Some((max, dense))
+}
+
 fn pfcount(ctx: &mut Ctx<'_, '_>) {
     if ctx.args.len() > 2 {
-        let mut max = vec![0u8; hll::REGISTERS];
-        for i in 1..ctx.args.len() {
-            let key = ctx.args.bytes(i);
-            match check(ctx, &key) {
-                Err(()) => return,
-                Ok(false) => continue,
-                Ok(true) => {}
-            }
-            let merged = ops::get_str(ctx.l, &key)
-                .ok()
-                .flatten()
-                .and_then(StrValue::as_bytes)
-                .map(|s| hll::merge_into(&mut max, s));
-            if merged != Some(Ok(())) {
-                return ctx.error(CORRUPT);
-            }
+        if let Some((max, _)) = merge_args(ctx) {
+            ctx.reply.int(hll::count_registers(&max) as i64);
         }
-        return ctx.reply.int(hll::count_registers(&max) as i64);
+        return;
     }
     let key = ctx.args.bytes(1);
     match check(ctx, &key) {
@@ -136,27 +150,9 @@ fn pfcount(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn pfmerge(ctx: &mut Ctx<'_, '_>) {
-    let mut max = vec![0u8; hll::REGISTERS];
-    let mut dense = false;
-    for i in 1..ctx.args.len() {
-        let key = ctx.args.bytes(i);
-        match check(ctx, &key) {
-            Err(()) => return,
-            Ok(false) => continue,
-            Ok(true) => {}
-        }
-        let merged = ops::get_str(ctx.l, &key)
-            .ok()
-            .flatten()
-            .and_then(StrValue::as_bytes)
-            .map(|s| {
-                dense |= hll::is_dense(s);
-                hll::merge_into(&mut max, s)
-            });
-        if merged != Some(Ok(())) {
-            return ctx.error(CORRUPT);
-        }
-    }
+    let Some((max, dense)) = merge_args(ctx) else {
+        return;
+    };
     let key = ctx.args.bytes(1);
     if ops::get_str(ctx.l, &key).ok().flatten().is_none() {
         create(ctx, &key);

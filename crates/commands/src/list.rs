@@ -268,6 +268,19 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
     }
 }
 
+/// LMPOP/BLMPOP once elements were popped from `key`: the pop event, deletion of an
+/// emptied list, and the [key, [elements]] reply.
+pub fn finish_mpop(ctx: &mut Ctx<'_, '_>, key: &[u8], left: bool, popped: &[Vec<u8>]) {
+    ctx.notify(notify::LIST, pop_event(left), key);
+    drop_if_empty::<ListValue>(ctx.l, key);
+    ctx.reply.array(2);
+    ctx.reply.bulk(key);
+    ctx.reply.array(popped.len());
+    for e in popped {
+        ctx.reply.bulk(e);
+    }
+}
+
 pub fn pop_event(front: bool) -> &'static str {
     if front {
         "lpop"
@@ -583,17 +596,8 @@ fn lmpop(ctx: &mut Ctx<'_, '_>) {
             Err(()) => return ctx.wrong_type(),
             Ok(None) => continue,
             Ok(Some(list)) => {
-                let n = count.min(list.len());
-                let popped: Vec<Vec<u8>> = (0..n).filter_map(|_| list.pop(left)).collect();
-                ctx.notify(notify::LIST, pop_event(left), &key);
-                drop_if_empty::<ListValue>(ctx.l, &key);
-                ctx.reply.array(2);
-                ctx.reply.bulk(&key);
-                ctx.reply.array(popped.len());
-                for e in &popped {
-                    ctx.reply.bulk(e);
-                }
-                return;
+                let popped: Vec<Vec<u8>> = (0..count).map_while(|_| list.pop(left)).collect();
+                return finish_mpop(ctx, &key, left, &popped);
             }
         }
     }

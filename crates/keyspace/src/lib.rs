@@ -57,6 +57,8 @@ mod value;
 mod zset;
 
 pub use api::{DbHandle, FieldValue};
+/// Slot numbering, for snapshot sinks and table walkers.
+pub use carmine_slots::{Slot, SLOT_COUNT};
 pub use collections::{EncodingLimits, HashValue, ListValue, SetValue};
 pub use compact::CompactKey;
 pub use error::KeyspaceError;

@@ -13,7 +13,8 @@ fn take<'a>(b: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
     Some(s)
 }
 
-fn le(b: &[u8]) -> u64 {
+/// A little-endian unsigned integer of up to 8 bytes.
+pub(crate) fn le(b: &[u8]) -> u64 {
     b.iter()
         .rev()
         .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))

@@ -75,11 +75,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn le_u64(&mut self, n: usize) -> Result<u64, RdbError> {
-        Ok(self
-            .bytes(n)?
-            .iter()
-            .rev()
-            .fold(0u64, |a, &b| (a << 8) | u64::from(b)))
+        Ok(packed::le(self.bytes(n)?))
     }
 
     /// A length, or a special string encoding (`Err(Ok(kind))`).

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use carmine_keyspace::{CompactKey, Keyspace, SlotTable, SnapshotSink};
+use carmine_keyspace::{CompactKey, Keyspace, Slot, SlotTable, SnapshotSink, SLOT_COUNT};
 use parking_lot::Mutex;
 
 use crate::convert::from_keyspace;
@@ -47,7 +47,7 @@ struct Collector {
 }
 
 impl SnapshotSink for Collector {
-    fn capture(&self, db: usize, _slot: u16, table: &SlotTable) {
+    fn capture(&self, db: usize, _slot: Slot, table: &SlotTable) {
         if table.is_empty() {
             return;
         }
@@ -167,7 +167,7 @@ impl Snapshot {
             for captured in later.remove(&db).unwrap_or_default() {
                 emit(&mut w, captured)?;
             }
-            for slot in 0..carmine_slots_count() {
+            for slot in 0..SLOT_COUNT as Slot {
                 ks.snapshot_table(db, slot);
                 stats.peak_held = stats
                     .peak_held
@@ -209,10 +209,6 @@ impl Snapshot {
             }
         }
     }
-}
-
-fn carmine_slots_count() -> u16 {
-    16384
 }
 
 struct CrcWriter<'a> {
