@@ -2,8 +2,10 @@
 //! carmine-server, comparing the raw RESP bytes of every reply. `cargo xtask test` installs
 //! redis-server; without it this test fails saying so.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,13 +16,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn start(bin: &str, port: u16) -> Proc {
@@ -38,14 +33,11 @@ fn start(bin: &str, port: u16) -> Proc {
         Ok(child) => Proc(child),
         Err(e) => panic!("{bin} starts ({e}); run `cargo xtask test`, which installs redis-server"),
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return proc;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{bin} did not listen on {port}");
+    assert!(
+        common::wait_port(port, 10),
+        "{bin} did not listen on {port}"
+    );
+    proc
 }
 
 fn encode(args: &[&str]) -> Vec<u8> {
@@ -409,7 +401,7 @@ fn script() -> Vec<Vec<&'static str>> {
 }
 
 fn compare(resp3: bool) {
-    let (rp, cp) = (free_port(), free_port());
+    let (rp, cp) = (common::free_port(), common::free_port());
     let _redis = start("redis-server", rp);
     let _carmine = start(env!("CARGO_BIN_EXE_carmine-server"), cp);
     let mut script = script();
@@ -490,7 +482,7 @@ fn notifications(port: u16, script: &[Vec<&str>]) -> Vec<Vec<u8>> {
 
 #[test]
 fn keyspace_notifications_match_redis() {
-    let (rp, cp) = (free_port(), free_port());
+    let (rp, cp) = (common::free_port(), common::free_port());
     let _redis = start("redis-server", rp);
     let _carmine = start(env!("CARGO_BIN_EXE_carmine-server"), cp);
     let script: Vec<Vec<&str>> = script()

@@ -4,8 +4,9 @@
 //! redis-check-rdb and load into Redis; DUMP payloads move between the two.
 //! `cargo xtask test` installs redis-server and redis-tools.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,13 +23,6 @@ impl Drop for Redis {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("carmine-rdb-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -36,19 +30,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on {port}");
-}
-
 fn redis(dir: &Path, extra: &[&str]) -> Redis {
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -65,11 +48,15 @@ fn redis(dir: &Path, extra: &[&str]) -> Redis {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server starts (cargo xtask test installs it)");
-    wait_port(port);
+    assert!(
+        common::wait_port(port, 20),
+        "redis-server did not listen on {port}"
+    );
     Redis(child, port)
 }
 
-fn carmine(dir: &Path) -> Server {
+/// Carmine's config for files in `dir`, saving only when asked.
+fn carmine_config(dir: &Path) -> Config {
     let config = Config::new();
     config
         .load_text(&format!(
@@ -77,7 +64,11 @@ fn carmine(dir: &Path) -> Server {
             dir.display()
         ))
         .expect("config");
-    Server::start(config).expect("carmine starts and loads the dump")
+    config
+}
+
+fn carmine(dir: &Path) -> Server {
+    Server::start(carmine_config(dir)).expect("carmine starts and loads the dump")
 }
 
 fn conn(port: u16) -> redis::Connection {
@@ -393,14 +384,7 @@ fn corrupt_dump_is_refused_at_start_up_with_its_offset() {
     let n = data.len();
     data.truncate(n / 2);
     std::fs::write(&path, &data).expect("write");
-    let config = Config::new();
-    config
-        .load_text(&format!(
-            "port 0\nbind 127.0.0.1\nsave \"\"\ndir {}\n",
-            dir.display()
-        ))
-        .expect("config");
-    let err = match Server::start(config) {
+    let err = match Server::start(carmine_config(&dir)) {
         Ok(s) => {
             s.shutdown();
             panic!("a truncated dump must not load");

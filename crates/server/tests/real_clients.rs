@@ -5,16 +5,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn require(tool: &str) {
     let found = Command::new("sh")
@@ -42,7 +34,7 @@ impl Drop for Proc {
 }
 
 fn spawn_server(extra: &[&str]) -> Proc {
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_carmine-server"));
     cmd.args([
         "--port",

@@ -20,6 +20,19 @@ pub fn start(extra: &str) -> Server {
     Server::start(config).expect("server starts")
 }
 
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits (at most `secs`) until something accepts connections on `port`.
+pub fn wait_port(port: u16, secs: u64) -> bool {
+    wait_until(secs, || TcpStream::connect(("127.0.0.1", port)).is_ok())
+}
+
 /// A fresh empty directory for one server's files.
 pub fn scratch_dir() -> std::path::PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
