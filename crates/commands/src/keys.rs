@@ -468,9 +468,8 @@ fn pexpiretime(ctx: &mut Ctx<'_, '_>) {
 
 fn persist(ctx: &mut Ctx<'_, '_>) {
     let key = ctx.args.bytes(1);
-    let had = matches!(ctx.l.get(&key), Some(e) if e.expire_at() != 0);
+    let had = ops::persist(ctx.l, &key);
     if had {
-        ctx.l.set_expire(&key, 0);
         ctx.notify(notify::GENERIC, "persist", &key);
     }
     ctx.reply.int(i64::from(had));

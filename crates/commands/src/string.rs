@@ -268,8 +268,7 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
     };
     match new_deadline {
         Some(0) => {
-            let had_deadline = ctx.l.get(&key).is_some_and(|e| e.expire_at() != 0);
-            if had_deadline && ctx.l.set_expire(&key, 0) {
+            if ops::persist(ctx.l, &key) {
                 ctx.notify(notify::GENERIC, "persist", &key);
             }
         }

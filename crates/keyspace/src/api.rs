@@ -79,11 +79,7 @@ impl<'a> DbHandle<'a> {
 
     /// Removes a deadline; true if there was one.
     pub fn persist(&self, key: &[u8]) -> bool {
-        let mut l = self.lock(key);
-        match l.get(key) {
-            Some(e) if e.expire_at() != 0 => l.set_expire(key, 0),
-            _ => false,
-        }
+        ops::persist(&mut self.lock(key), key)
     }
 
     pub fn ttl(&self, key: &[u8]) -> Ttl {

@@ -319,6 +319,15 @@ pub enum Ttl {
     Millis(u64),
 }
 
+/// PERSIST: removes a live key's deadline; true only if it had one (no deadline, no
+/// write).
+pub fn persist(l: &mut Locked<'_>, key: &[u8]) -> bool {
+    match l.get(key) {
+        Some(e) if e.expire_at() != 0 => l.set_expire(key, 0),
+        _ => false,
+    }
+}
+
 pub fn ttl(l: &mut Locked<'_>, key: &[u8]) -> Ttl {
     let now = l.now();
     match l.get(key) {
