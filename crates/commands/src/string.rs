@@ -267,11 +267,11 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
         Ok(Some(s)) => s.to_vec(),
     };
     match new_deadline {
-        Some(0) => {
-            if ops::persist(ctx.l, &key) {
-                ctx.notify(notify::GENERIC, "persist", &key);
-            }
+        Some(0) if ops::persist(ctx.l, &key) => {
+            ctx.notify(notify::GENERIC, "persist", &key);
         }
+        // PERSIST on a key without a deadline: nothing changes.
+        Some(0) => {}
         Some(at) if at <= ctx.l.now() => {
             ctx.l.remove(&key);
             ctx.notify(notify::GENERIC, "del", &key);
