@@ -194,7 +194,7 @@ impl SlotTable {
         let mut i = self.entries.len();
         while i > 0 {
             i -= 1;
-            if i >= self.entries.len() || !self.entries[i].1.is_expired(now_ms) {
+            if !self.entries[i].1.is_expired(now_ms) {
                 continue;
             }
             on_expired(self.entries[i].0.as_bytes());
