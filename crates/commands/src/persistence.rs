@@ -23,7 +23,15 @@ pub trait Persistence: Send + Sync {
     /// A DUMP payload.
     fn dump(&self, value: &Value) -> Vec<u8>;
     /// Decodes a RESTORE payload; Ok(None) for an empty collection.
-    fn restore(&self, keyspace: &Keyspace, payload: &[u8]) -> Result<Option<Value>, String>;
+    fn restore(&self, keyspace: &Keyspace, payload: &[u8]) -> Result<Option<Value>, RestoreError>;
+}
+
+/// Why a RESTORE payload was refused: its envelope (length, version, checksum), or the
+/// value inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreError {
+    Envelope,
+    BadData,
 }
 
 /// INFO persistence counters.
@@ -220,10 +228,10 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
     }
     let value = match p.restore(&ctx.shared.keyspace, ctx.arg(3)) {
         Ok(v) => v,
-        Err(e) if e.contains("checksum") || e.contains("version") || e.contains("too short") => {
+        Err(RestoreError::Envelope) => {
             return ctx.error("ERR DUMP payload version or checksum are wrong")
         }
-        Err(_) => return ctx.error("ERR Bad data format"),
+        Err(RestoreError::BadData) => return ctx.error("ERR Bad data format"),
     };
     let now = ctx.l.now();
     let deadline = match (ttl, absttl) {

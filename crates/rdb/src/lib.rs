@@ -81,6 +81,37 @@ pub fn dump_payload(v: &Value, opts: WriteOptions) -> Vec<u8> {
 /// Decodes a DUMP payload (from Carmine or Redis up to RDB version 12), checking its
 /// version and checksum first.
 pub fn restore_payload(p: &[u8]) -> Result<Value, RdbError> {
+    let body_end = verify_payload(p)?;
+    decode_payload(p, body_end)
+}
+
+/// Decodes the value of a payload [`verify_payload`] accepted (`body_end` is what it
+/// returned).
+pub fn decode_payload(p: &[u8], body_end: usize) -> Result<Value, RdbError> {
+    let Some(&kind) = p.first().filter(|_| body_end <= p.len()) else {
+        return Err(RdbError {
+            offset: 0,
+            message: "payload too short".into(),
+        });
+    };
+    let mut c = read::Cursor {
+        data: &p[..body_end],
+        pos: 1,
+    };
+    let v = read::read_value(&mut c, kind, b"")?;
+    if c.pos != body_end {
+        return Err(RdbError {
+            offset: c.pos,
+            message: "trailing bytes after the value".into(),
+        });
+    }
+    Ok(v)
+}
+
+/// Checks a DUMP payload's envelope (length, RDB version, CRC-64) without decoding the
+/// value; returns where the value ends. RESTORE answers a failure here with "payload
+/// version or checksum are wrong", and a failure decoding the value with "Bad data format".
+pub fn verify_payload(p: &[u8]) -> Result<usize, RdbError> {
     let bad = |offset, message: &str| RdbError {
         offset,
         message: message.into(),
@@ -97,15 +128,7 @@ pub fn restore_payload(p: &[u8]) -> Result<Value, RdbError> {
     if stored != 0 && crc64::crc64(0, &p[..p.len() - 8]) != stored {
         return Err(bad(p.len() - 8, "checksum mismatch"));
     }
-    let mut c = read::Cursor {
-        data: &p[..body_end],
-        pos: 1,
-    };
-    let v = read::read_value(&mut c, p[0], b"")?;
-    if c.pos != body_end {
-        return Err(bad(c.pos, "trailing bytes after the value"));
-    }
-    Ok(v)
+    Ok(body_end)
 }
 
 #[cfg(test)]

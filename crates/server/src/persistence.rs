@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use carmine_commands::{Persistence, Shared};
+use carmine_commands::{Persistence, RestoreError, Shared};
 use carmine_keyspace::{Keyspace, Value};
 use carmine_rdb::{Snapshot, WriteOptions};
 
@@ -186,8 +186,10 @@ impl Persistence for RdbFiles {
         carmine_rdb::dump_payload(&v, WriteOptions { compress: true })
     }
 
-    fn restore(&self, ks: &Keyspace, payload: &[u8]) -> Result<Option<Value>, String> {
-        let v = carmine_rdb::restore_payload(payload).map_err(|e| e.to_string())?;
+    fn restore(&self, ks: &Keyspace, payload: &[u8]) -> Result<Option<Value>, RestoreError> {
+        let body_end = carmine_rdb::verify_payload(payload).map_err(|_| RestoreError::Envelope)?;
+        let v =
+            carmine_rdb::decode_payload(payload, body_end).map_err(|_| RestoreError::BadData)?;
         Ok(carmine_rdb::to_keyspace(v, ks))
     }
 }
