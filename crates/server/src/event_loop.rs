@@ -693,9 +693,11 @@ impl EventLoop {
         self.expire_backlog = stale_share_high(examined, removed);
     }
 
-    /// Work done once per server, on loop 0: active expiry and the ops/sec sample.
+    /// Work done once per server, on loop 0: active expiry, the ops/sec sample, and
+    /// save points (`save <seconds> <changes>`, BGSAVE SCHEDULE).
     fn cron_global(&mut self) {
         let sh = &self.shared;
+        crate::persistence::tick(sh);
         if sh.active_expire.load(Ordering::Relaxed) {
             let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);
             // Redis' slow cycle may use 25% of each cron period.

@@ -190,7 +190,6 @@ impl Server {
     /// Blocks until a shutdown is requested, checking `also_stop` (e.g. a signal flag)
     /// every 10 ms; then stops the loops.
     pub fn wait(self, also_stop: impl Fn() -> bool) {
-        let mut ticks = 0u32;
         while !self.shutdown_requested() {
             if also_stop() {
                 self.shared
@@ -198,10 +197,6 @@ impl Server {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
-            ticks += 1;
-            if ticks.is_multiple_of(10) {
-                persistence::tick(&self.shared);
-            }
         }
         self.stop();
     }

@@ -271,8 +271,8 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
     }
 }
 
-/// Save points (`save <seconds> <changes>`) and BGSAVE SCHEDULE: called about every
-/// 100 ms by the server.
+/// Save points (`save <seconds> <changes>`) and BGSAVE SCHEDULE: called from loop 0's
+/// cron, so embedded servers get them too.
 pub fn tick(shared: &Shared) {
     let p = &shared.persist;
     if p.bgsave_in_progress.load(Ordering::Acquire) {

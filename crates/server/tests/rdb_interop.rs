@@ -481,3 +481,37 @@ fn data_commands_get_loading_while_a_dump_loads() {
     assert_eq!(v, None);
     c.shutdown();
 }
+
+#[test]
+fn save_points_trigger_a_background_save() {
+    let dir = scratch("savepoints");
+    let config = carmine_config(&dir);
+    config.load_text("save 1 1").expect("save point");
+    let c = Server::start(config).expect("starts");
+    let mut cc = conn(c.port());
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut cc)
+        .expect("set");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query(&mut cc)
+            .expect("info");
+        if info.contains("rdb_changes_since_last_save:0") && info.contains("rdb_saves:1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no save within 10 s: {info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dir.join("dump.rdb").exists());
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("save")
+        .arg("")
+        .query(&mut cc)
+        .expect("config");
+    c.shutdown();
+}
