@@ -396,19 +396,26 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     ctx.reply.bulk(&text);
 }
 
-fn hrandfield(ctx: &mut Ctx<'_, '_>) {
-    let with_values = match ctx.args.len() {
+/// `key [count [WITH...]]` of HRANDFIELD and ZRANDMEMBER: (count, with the extra word);
+/// None after replying an error.
+pub fn random_args(ctx: &mut Ctx<'_, '_>, with_word: &str) -> Option<(Option<i64>, bool)> {
+    let with = match ctx.args.len() {
         2 | 3 => false,
-        4 if ctx.is(3, "WITHVALUES") => true,
-        _ => return ctx.syntax_error(),
-    };
-    let count = if ctx.args.len() >= 3 {
-        match ctx.int_arg(2) {
-            Some(n) => Some(n),
-            None => return,
+        4 if ctx.is(3, with_word) => true,
+        _ => {
+            ctx.syntax_error();
+            return None;
         }
-    } else {
-        None
+    };
+    if ctx.args.len() < 3 {
+        return Some((None, with));
+    }
+    ctx.int_arg(2).map(|n| (Some(n), with))
+}
+
+fn hrandfield(ctx: &mut Ctx<'_, '_>) {
+    let Some((count, with_values)) = random_args(ctx, "WITHVALUES") else {
+        return;
     };
     let key = ctx.args.bytes(1);
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = match read::<HashValue>(ctx.l, &key) {

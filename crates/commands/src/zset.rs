@@ -870,18 +870,8 @@ fn zpopmax(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zrandmember(ctx: &mut Ctx<'_, '_>) {
-    let with_scores = match ctx.args.len() {
-        2 | 3 => false,
-        4 if ctx.is(3, "WITHSCORES") => true,
-        _ => return ctx.syntax_error(),
-    };
-    let count = if ctx.args.len() >= 3 {
-        match ctx.int_arg(2) {
-            Some(n) => Some(n),
-            None => return,
-        }
-    } else {
-        None
+    let Some((count, with_scores)) = crate::hash::random_args(ctx, "WITHSCORES") else {
+        return;
     };
     let key = ctx.args.bytes(1);
     let all: Vec<(f64, Vec<u8>)> = match read::<ZSetValue>(ctx.l, &key) {
