@@ -162,6 +162,7 @@ pub static PARAMS: &[ParamSpec] = &[
     p("dbfilename", "dump.rdb", Kind::Str, true),
     p("rdbcompression", "yes", Kind::Bool, true),
     p("rdbchecksum", "yes", Kind::Bool, true),
+    p("rdb-save-incremental-fsync", "yes", Kind::Bool, true),
     p("stop-writes-on-bgsave-error", "yes", Kind::Bool, true),
     p("appendonly", "no", Kind::Bool, true),
     p("appendfsync", "everysec", Kind::Enum(APPENDFSYNC), true),

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use carmine_commands::{Persistence, RestoreError, Shared};
 use carmine_keyspace::{Keyspace, Value};
-use carmine_rdb::{Snapshot, WriteOptions};
+use carmine_rdb::{Snapshot, SnapshotStats, WriteOptions};
 
 use crate::log;
 
@@ -64,15 +64,23 @@ fn aux_fields(shared: &Shared) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Streams a begun snapshot into a temp file next to the dump, fsyncs it and renames it
 /// over the dump: a crash mid-save leaves the previous dump intact.
-fn write_file(shared: &Shared, snap: Snapshot) -> io::Result<u64> {
+fn write_file(shared: &Shared, snap: Snapshot) -> io::Result<SnapshotStats> {
     let path = dump_path(shared);
     let tmp = path.with_file_name(format!("temp-{}.rdb", std::process::id()));
     let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let file = IncrementalSync {
+            file: std::fs::File::create(&tmp)?,
+            written: 0,
+            synced: 0,
+            enabled: shared.config.get_bool("rdb-save-incremental-fsync"),
+        };
+        // 256 KiB per write(2): the kernel does not preempt a thread inside a syscall
+        // (PREEMPT_NONE kernels), so smaller writes bound how long the walk can hold a
+        // core that a loop wants.
+        let mut out = io::BufWriter::with_capacity(256 << 10, file);
         let stats = snap.write_to(&shared.keyspace, &mut out, &aux_fields(shared))?;
         out.flush()?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
+        let file = out.into_inner().map_err(|e| e.into_error())?.file;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -80,12 +88,68 @@ fn write_file(shared: &Shared, snap: Snapshot) -> io::Result<u64> {
                 let _ = d.sync_all();
             }
         }
-        Ok(stats.bytes)
+        Ok(stats)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Hands the file's pages to the disk every 4 MiB while a save writes
+/// (`rdb-save-incremental-fsync`, as Redis does): without it, the final fsync flushed the
+/// whole dump at once, and that burst of writeback took the core from the event loops
+/// (the worst write latencies of snapshot.sh came in the save's last moments).
+struct IncrementalSync {
+    file: std::fs::File,
+    written: u64,
+    synced: u64,
+    enabled: bool,
+}
+
+const SYNC_EVERY: u64 = 4 << 20;
+
+impl IncrementalSync {
+    #[allow(unsafe_code)]
+    fn start_writeback(&mut self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (from, len) = (self.synced as i64, (self.written - self.synced) as i64);
+            // SAFETY: sync_file_range takes the file's own open descriptor and plain
+            // integers; it only starts writeback of that byte range, without waiting.
+            let rc = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    from,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        self.file.sync_data()?;
+        self.synced = self.written;
+        Ok(())
+    }
+}
+
+impl Write for IncrementalSync {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.enabled && self.written - self.synced >= SYNC_EVERY {
+            self.start_writeback()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl RdbFiles {
@@ -123,9 +187,10 @@ impl Persistence for RdbFiles {
         let result = write_file(shared, snap);
         Self::finished(shared, dirty, result.is_ok());
         match result {
-            Ok(bytes) => {
+            Ok(stats) => {
                 log::notice(&format!(
-                    "DB saved on disk ({bytes} bytes in {:.3} s)",
+                    "DB saved on disk ({} bytes in {:.3} s)",
+                    stats.bytes,
                     started.elapsed().as_secs_f64()
                 ));
                 Ok(())
@@ -142,6 +207,8 @@ impl Persistence for RdbFiles {
             return Err("server is shutting down".into());
         };
         let (snap, dirty) = Self::begin(shared)?;
+        // Writers' copies beyond 1/32 of the dataset (at least 4 MiB) speed the walk up.
+        let limit = (shared.used_memory() / 32).max(4 << 20);
         let p = &shared.persist;
         p.bgsave_in_progress.store(true, Ordering::Release);
         p.current_bgsave_started_ms
@@ -150,7 +217,8 @@ impl Persistence for RdbFiles {
         let spawned = std::thread::Builder::new()
             .name("carmine-bgsave".into())
             .spawn(move || {
-                lower_priority();
+                let mut pacing = WalkPacing::start(limit);
+                let snap = snap.with_pacer(Box::new(move |held| pacing.between_tables(held)));
                 let started = Instant::now();
                 let result = write_file(&owned, snap);
                 let p = &owned.persist;
@@ -160,7 +228,12 @@ impl Persistence for RdbFiles {
                     .store(result.is_err(), Ordering::Relaxed);
                 RdbFiles::finished(&owned, dirty, result.is_ok());
                 match result {
-                    Ok(_) => log::notice("Background saving terminated with success"),
+                    Ok(stats) => log::notice(&format!(
+                        "Background saving terminated with success ({} bytes; at most {} KiB \
+                         held in tables copied by writers)",
+                        stats.bytes,
+                        stats.peak_held >> 10
+                    )),
                     Err(e) => log::warning(&format!("Background saving error: {e}")),
                 }
                 p.bgsave_in_progress.store(false, Ordering::Release);
@@ -194,21 +267,81 @@ impl Persistence for RdbFiles {
     }
 }
 
-/// Makes the calling thread (the snapshot walk) yield the CPU to the event loops: on a
-/// core shared with a loop, the walk at normal priority ran whole scheduler slices while
-/// requests waited (snapshot.sh: 12.9 ms worst write latency); at nice 19 it runs in the
-/// loops' idle time. Writers that reach a table first still capture it themselves, so a
-/// slower walk costs held memory, never correctness.
+/// How the snapshot walk shares a core with the event loops.
+///
+/// At normal priority the walk ran whole scheduler slices while requests waited
+/// (snapshot.sh: 12.9 ms worst write latency). At nice 19 it still ran 2-5 ms past a
+/// loop's wakeup (`perf sched timehist`: the loop's scheduling delay equalled the walk's
+/// run time), because EEVDF protects the running task's slice and the next 250 Hz tick
+/// comes up to 4 ms later. So the walk runs SCHED_IDLE, which the kernel preempts as
+/// soon as a normal thread wakes: it gets the loops' idle time and nothing else.
+///
+/// Writers that reach a table first still capture it themselves, so a slower walk costs
+/// memory, never correctness; to bound that memory, once writers' copies hold more than
+/// `limit` bytes the walk returns to normal priority and yields after every table (a
+/// loop then waits at most one table's work), until the copies are down to half.
+/// Leaving SCHED_IDLE needs CAP_SYS_NICE (or RLIMIT_NICE); without it the walk stays
+/// idle and copies are bounded only by the dataset.
+struct WalkPacing {
+    limit: usize,
+    urgent: bool,
+    can_raise: bool,
+}
+
+impl WalkPacing {
+    fn start(limit: usize) -> WalkPacing {
+        set_walk_priority(false);
+        WalkPacing {
+            limit,
+            urgent: false,
+            can_raise: true,
+        }
+    }
+
+    fn between_tables(&mut self, held: usize) {
+        if !self.urgent && held > self.limit && self.can_raise {
+            self.urgent = set_walk_priority(true);
+            self.can_raise = self.urgent;
+        } else if self.urgent && held <= self.limit / 2 {
+            set_walk_priority(false);
+            self.urgent = false;
+        }
+        if self.urgent {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Puts the calling thread at normal priority (`urgent`) or SCHED_IDLE (nice 19 where
+/// SCHED_IDLE is refused). Returns whether the change took effect.
 #[allow(unsafe_code)]
-fn lower_priority() {
+fn set_walk_priority(urgent: bool) -> bool {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid and setpriority take no pointers and only affect this thread's
-        // scheduling; a failure (e.g. no permission) leaves the priority unchanged.
+        let param = libc::sched_param { sched_priority: 0 };
+        let policy = if urgent {
+            libc::SCHED_OTHER
+        } else {
+            libc::SCHED_IDLE
+        };
+        // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 names the
+        // calling thread, so only this thread's scheduling changes. gettid and setpriority
+        // take no pointers. A failure leaves the policy unchanged.
         unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+            if libc::sched_setscheduler(0, policy, &param) == 0 {
+                return true;
+            }
+            if !urgent {
+                let tid = libc::gettid();
+                return libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) == 0;
+            }
         }
+        false
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = urgent;
+        false
     }
 }
 
