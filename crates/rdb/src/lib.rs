@@ -17,6 +17,7 @@
 
 pub mod convert;
 pub mod crc64;
+mod file;
 pub mod lzf;
 mod packed;
 mod read;
@@ -24,6 +25,7 @@ pub mod snapshot;
 pub mod write;
 
 pub use convert::{from_keyspace, to_keyspace};
+pub use file::DumpFile;
 pub use read::{Item, Reader, MAX_VERSION, MIN_VERSION};
 pub use snapshot::{load_into, load_with_progress, LoadStats, Pacer, Snapshot, SnapshotStats};
 pub use write::{WriteOptions, WRITE_VERSION};

@@ -348,7 +348,8 @@ fn set_walk_priority(urgent: bool) -> bool {
 /// Loads the dump at start-up, if there is one.
 pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
     let path = dump_path(shared);
-    let data = match std::fs::read(&path) {
+    let started = Instant::now();
+    let data = match carmine_rdb::DumpFile::open(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
@@ -358,7 +359,6 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
             ))
         }
     };
-    let started = Instant::now();
     log::notice(&format!(
         "Loading RDB produced by {} ({} bytes)",
         path.display(),
