@@ -194,6 +194,38 @@ mod tests {
             prop_assert_eq!(got, sorted);
         }
 
+        /// Writing straight from a keyspace value gives the bytes of writing its RDB
+        /// conversion, in every encoding (tiny limits force the full structures), and
+        /// the pieces a streaming writer receives add up to the same bytes.
+        #[test]
+        fn keyspace_values_write_as_their_conversion(v in value(), small in any::<bool>(), compress in any::<bool>(), ttl in any::<bool>()) {
+            let ks = carmine_keyspace::Keyspace::new();
+            if small {
+                use std::sync::atomic::Ordering::Relaxed;
+                let l = ks.limits();
+                l.hash_max_listpack_entries.store(2, Relaxed);
+                l.list_max_listpack_size.store(2, Relaxed);
+                l.set_max_intset_entries.store(2, Relaxed);
+                l.set_max_listpack_entries.store(2, Relaxed);
+            }
+            let Some(kv) = to_keyspace(v, &ks) else { return Ok(()) };
+            let opts = WriteOptions { compress };
+            let expire = if ttl { 1_900_000_000_000 } else { 0 };
+            let mut want = Vec::new();
+            write::put_entry(&mut want, b"key", &from_keyspace(&kv), expire, opts);
+            let mut got = Vec::new();
+            write::put_keyspace_entry(&mut got, b"key", &kv, expire, opts, &mut |_| Ok(())).expect("to a Vec");
+            prop_assert_eq!(&got, &want);
+            let mut streamed = Vec::new();
+            let mut tail = Vec::new();
+            write::put_keyspace_entry(&mut tail, b"key", &kv, expire, opts, &mut |b: &mut Vec<u8>| {
+                streamed.append(b);
+                Ok(())
+            }).expect("streamed");
+            streamed.append(&mut tail);
+            prop_assert_eq!(streamed, want);
+        }
+
         /// Truncated or bit-flipped files are refused (or, for a flip the format cannot
         /// see, read to the end) — never a panic.
         #[test]

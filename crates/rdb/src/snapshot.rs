@@ -17,7 +17,6 @@ use std::sync::Arc;
 use carmine_keyspace::{CompactKey, Keyspace, Slot, SlotTable, SnapshotSink, SLOT_COUNT};
 use parking_lot::Mutex;
 
-use crate::convert::from_keyspace;
 use crate::crc64::crc64;
 use crate::write::{self, WriteOptions};
 
@@ -62,12 +61,14 @@ impl SnapshotSink for Collector {
         } else {
             let mut buf = Vec::new();
             for (k, e) in live {
-                write::put_entry(
+                // Writing into a Vec cannot fail, and keeping the bytes spills nothing.
+                let _ = write::put_keyspace_entry(
                     &mut buf,
                     k,
-                    &from_keyspace(&e.value),
+                    &e.value,
                     e.expire_at(),
                     self.opts,
+                    &mut |_| Ok(()),
                 );
             }
             // Growth by doubling leaves up to half the capacity unused, and the buffer is
@@ -76,9 +77,10 @@ impl SnapshotSink for Collector {
             let n = buf.capacity();
             (Captured::Bytes(buf), n)
         };
-        self.queue.lock().push((db, captured));
+        // Counted before it is queued: the walk may write it (and subtract) at once.
         let now = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak_held.fetch_max(now, Ordering::Relaxed);
+        self.queue.lock().push((db, captured));
     }
 }
 
@@ -174,8 +176,11 @@ impl Snapshot {
         for (db, &(keys, expires)) in self.counts.iter().enumerate() {
             let mut started = false;
             let mut emit = |w: &mut CrcWriter<'_>, captured: Captured| -> io::Result<()> {
-                let bytes = self.serialize(captured);
-                if bytes.is_empty() {
+                let empty = match &captured {
+                    Captured::Bytes(b) => b.is_empty(),
+                    Captured::Copy(c) => c.is_empty(),
+                };
+                if empty {
                     return Ok(());
                 }
                 if !started {
@@ -184,7 +189,7 @@ impl Snapshot {
                     w.write_all(&sel)?;
                     started = true;
                 }
-                w.write_all(&bytes)
+                self.write_captured(w, captured)
             };
             for captured in later.remove(&db).unwrap_or_default() {
                 emit(&mut w, captured)?;
@@ -216,22 +221,41 @@ impl Snapshot {
     }
 }
 
+/// Bytes of a value being streamed that are passed on to the output at once.
+const SPILL_AT: usize = 64 << 10;
+
 impl Snapshot {
-    fn serialize(&self, captured: Captured) -> Vec<u8> {
+    fn write_captured(&self, w: &mut CrcWriter<'_>, captured: Captured) -> io::Result<()> {
         match captured {
             Captured::Bytes(b) => {
                 self.collector
                     .held
                     .fetch_sub(b.capacity(), Ordering::Relaxed);
-                b
+                w.write_all(&b)
             }
+            // The walk's own copies go out as they are serialized, a large value in
+            // pieces of SPILL_AT bytes: never a second whole copy of it in memory.
             Captured::Copy(copy) => {
-                let mut b = Vec::new();
+                let mut buf = Vec::with_capacity(SPILL_AT * 2);
+                let mut spill = |buf: &mut Vec<u8>| -> io::Result<()> {
+                    if buf.len() >= SPILL_AT {
+                        w.write_all(buf)?;
+                        buf.clear();
+                    }
+                    Ok(())
+                };
                 for (k, e) in &copy {
-                    let v = from_keyspace(&e.value);
-                    write::put_entry(&mut b, k.as_bytes(), &v, e.expire_at(), self.collector.opts);
+                    write::put_keyspace_entry(
+                        &mut buf,
+                        k.as_bytes(),
+                        &e.value,
+                        e.expire_at(),
+                        self.collector.opts,
+                        &mut spill,
+                    )?;
+                    spill(&mut buf)?;
                 }
-                b
+                w.write_all(&buf)
             }
         }
     }

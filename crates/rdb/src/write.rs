@@ -1,6 +1,10 @@
 //! RDB writing: version 10 files (what Redis 7.0 writes and loads) with plain value
 //! encodings, which every Redis since 2.x loads and re-encodes compactly itself.
 
+use std::io;
+
+use carmine_keyspace::{HashValue, ListValue, SetValue, Value as KValue};
+
 use crate::crc64::crc64;
 use crate::read::*;
 use crate::{lzf, Value};
@@ -35,13 +39,20 @@ pub fn put_length(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-/// The integer a string spells exactly as Redis would print it, if any.
+/// The integer a string spells exactly as Redis would print it, if any (no sign on 0,
+/// no leading zeros). Checked without formatting: every short string written passes here.
 fn canonical_int(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() > 11 {
         return None;
     }
-    let v: i64 = std::str::from_utf8(s).ok()?.parse().ok()?;
-    (v.to_string().as_bytes() == s).then_some(v)
+    let digits = s.strip_prefix(b"-").unwrap_or(s);
+    match digits {
+        [] => return None,
+        [b'0', ..] if s.len() > 1 => return None,
+        _ if !digits.iter().all(u8::is_ascii_digit) => return None,
+        _ => {}
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 pub fn put_string(out: &mut Vec<u8>, s: &[u8], opts: WriteOptions) {
@@ -122,6 +133,102 @@ pub fn put_entry(out: &mut Vec<u8>, key: &[u8], v: &Value, expire_ms: u64, opts:
     out.push(type_byte(v));
     put_string(out, key, opts);
     put_value(out, v, opts);
+}
+
+/// Called between the members of a collection being written. A streaming writer moves
+/// what `out` holds to its destination there, so a large value never sits whole in
+/// memory; a writer that keeps the bytes does nothing.
+pub type Spill<'a> = &'a mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>;
+
+/// One key written straight from the keyspace's value: the same bytes as
+/// [`put_entry`] of its [`crate::from_keyspace`] conversion, without building that copy.
+pub fn put_keyspace_entry(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    v: &KValue,
+    expire_ms: u64,
+    opts: WriteOptions,
+    spill: Spill<'_>,
+) -> io::Result<()> {
+    if expire_ms != 0 {
+        out.push(OP_EXPIRETIME_MS);
+        out.extend_from_slice(&expire_ms.to_le_bytes());
+    }
+    out.push(match v {
+        KValue::Str(_) => TYPE_STRING,
+        KValue::List(_) => TYPE_LIST,
+        KValue::Set(_) => TYPE_SET,
+        KValue::ZSet(_) => TYPE_ZSET_2,
+        KValue::Hash(_) => TYPE_HASH,
+    });
+    put_string(out, key, opts);
+    match v {
+        KValue::Str(s) => s.with_bytes(|b| put_string(out, b, opts)),
+        KValue::List(l) => {
+            put_length(out, l.len() as u64);
+            let items: Box<dyn Iterator<Item = &[u8]>> = match &**l {
+                ListValue::Packed(p) => Box::new(p.iter()),
+                ListValue::Deque(d) => Box::new(d.iter().map(Vec::as_slice)),
+            };
+            for it in items {
+                put_string(out, it, opts);
+                spill(out)?;
+            }
+        }
+        KValue::Set(set) => {
+            put_length(out, set.len() as u64);
+            match &**set {
+                SetValue::Ints(ints) => {
+                    let mut text = itoa::Buffer::new();
+                    for n in ints {
+                        put_string(out, text.format(*n).as_bytes(), opts);
+                        spill(out)?;
+                    }
+                }
+                SetValue::Packed(p) => {
+                    for m in p.iter() {
+                        put_string(out, m, opts);
+                        spill(out)?;
+                    }
+                }
+                SetValue::Table(t) => {
+                    for m in t.iter() {
+                        put_string(out, m.as_bytes(), opts);
+                        spill(out)?;
+                    }
+                }
+            }
+        }
+        KValue::ZSet(z) => {
+            put_length(out, z.len() as u64);
+            for (score, m) in z.range(0, z.len()) {
+                put_string(out, m, opts);
+                out.extend_from_slice(&score.to_le_bytes());
+                spill(out)?;
+            }
+        }
+        KValue::Hash(h) => {
+            put_length(out, h.len() as u64);
+            match &**h {
+                HashValue::Packed(p) => {
+                    let mut items = p.iter();
+                    while let (Some(f), Some(val)) = (items.next(), items.next()) {
+                        put_string(out, f, opts);
+                        put_string(out, val, opts);
+                        spill(out)?;
+                    }
+                }
+                HashValue::Table(t) => {
+                    for (f, val) in t.iter() {
+                        put_string(out, f.as_bytes(), opts);
+                        put_string(out, val, opts);
+                        spill(out)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn put_header(out: &mut Vec<u8>) {
