@@ -1,6 +1,8 @@
 //! Operations on string and generic keys, written once over [`Locked`] and shared by the
 //! embedding API and the command layer.
 
+use thin_vec::ThinVec;
+
 use crate::error::KeyspaceError;
 use crate::keyspace::Locked;
 use crate::value::{Entry, StrValue, Value};
@@ -187,7 +189,7 @@ pub fn incr_by_float(l: &mut Locked<'_>, key: &[u8], delta: f64) -> Result<Vec<u
 pub fn append(l: &mut Locked<'_>, key: &[u8], data: &[u8]) -> Result<usize, KeyspaceError> {
     match l.get(key) {
         None => {
-            l.insert(key, Entry::new(Value::Str(StrValue::Raw(data.to_vec()))));
+            l.insert(key, Entry::new(Value::Str(StrValue::from_bytes(data))));
             return Ok(data.len());
         }
         Some(e) => {
@@ -231,7 +233,7 @@ pub fn set_range(
         return Err(KeyspaceError::StringTooLong);
     }
     if l.get(key).is_none() {
-        l.insert(key, Entry::new(Value::Str(StrValue::Raw(Vec::new()))));
+        l.insert(key, Entry::new(Value::Str(StrValue::Raw(ThinVec::new()))));
     }
     let Some(e) = l.get_mut(key) else {
         return Ok(0);

@@ -1,22 +1,31 @@
 //! Values and entries.
 
+use thin_vec::ThinVec;
+
 use crate::collections::{HashValue, ListValue, SetValue};
 
 /// Strings up to this many bytes report `embstr` in OBJECT ENCODING, as in Redis.
 pub const EMBSTR_MAX: usize = 44;
 
-/// Longest string stored inside the entry itself (the enum is 32 bytes either way).
-pub const INLINE_STR: usize = 30;
+/// Longest string stored inside the entry itself: with the tag and length byte that is
+/// 24 bytes, the size of the other variants, so a `Value` is 24 bytes and a table's
+/// (key, entry) pair 64.
+pub const INLINE_STR: usize = 22;
 
 /// A string value. Integers that round-trip through their decimal form are stored as
 /// `Int` (Redis' "int" encoding): 8 bytes, no allocation, and INCR needs no parsing.
 /// Short strings live inline (no allocation, no pointer to follow on GET); longer ones
-/// and strings being edited (APPEND, SETRANGE) are `Raw`.
+/// are `Heap`, and strings edited in place (APPEND, SETRANGE, SETBIT) are `Raw`, which
+/// OBJECT ENCODING reports as "raw" whatever the length, as Redis does. A `ThinVec` keeps
+/// its length
+/// and capacity in the allocation, so the variant is one pointer where a `Vec` took 24
+/// bytes and made every entry 8 bytes bigger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StrValue {
     Int(i64),
     Inline { len: u8, buf: [u8; INLINE_STR] },
-    Raw(Vec<u8>),
+    Heap(ThinVec<u8>),
+    Raw(ThinVec<u8>),
 }
 
 impl StrValue {
@@ -35,7 +44,7 @@ impl StrValue {
                 buf,
             };
         }
-        StrValue::Raw(bytes.to_vec())
+        StrValue::Heap(ThinVec::from(bytes))
     }
 
     /// The bytes of a non-integer value (integers need formatting: see `with_bytes`).
@@ -44,7 +53,7 @@ impl StrValue {
         match self {
             StrValue::Int(_) => None,
             StrValue::Inline { len, buf } => Some(&buf[..*len as usize]),
-            StrValue::Raw(v) => Some(v),
+            StrValue::Heap(v) | StrValue::Raw(v) => Some(v),
         }
     }
 
@@ -52,7 +61,7 @@ impl StrValue {
         match self {
             StrValue::Int(n) => itoa::Buffer::new().format(*n).len(),
             StrValue::Inline { len, .. } => *len as usize,
-            StrValue::Raw(v) => v.len(),
+            StrValue::Heap(v) | StrValue::Raw(v) => v.len(),
         }
     }
 
@@ -65,7 +74,7 @@ impl StrValue {
         match self {
             StrValue::Int(n) => f(itoa::Buffer::new().format(*n).as_bytes()),
             StrValue::Inline { len, buf } => f(&buf[..*len as usize]),
-            StrValue::Raw(v) => f(v),
+            StrValue::Heap(v) | StrValue::Raw(v) => f(v),
         }
     }
 
@@ -74,9 +83,11 @@ impl StrValue {
     }
 
     /// Turns the value into raw bytes for in-place edits (APPEND, SETRANGE).
-    pub fn make_raw(&mut self) -> &mut Vec<u8> {
-        if !matches!(self, StrValue::Raw(_)) {
-            *self = StrValue::Raw(self.to_vec());
+    pub fn make_raw(&mut self) -> &mut ThinVec<u8> {
+        match self {
+            StrValue::Raw(_) => {}
+            StrValue::Heap(v) => *self = StrValue::Raw(std::mem::take(v)),
+            _ => *self = StrValue::Raw(self.with_bytes(|b| ThinVec::from(b))),
         }
         match self {
             StrValue::Raw(v) => v,
@@ -97,8 +108,8 @@ impl StrValue {
             StrValue::Int(_) => "int",
             StrValue::Inline { .. } => "embstr",
             // Strings edited in place are "raw" in Redis whatever their length.
-            StrValue::Raw(v) if v.len() <= EMBSTR_MAX && v.capacity() == v.len() => "embstr",
-            StrValue::Raw(_) => "raw",
+            StrValue::Heap(v) if v.len() <= EMBSTR_MAX => "embstr",
+            StrValue::Heap(_) | StrValue::Raw(_) => "raw",
         }
     }
 
@@ -106,7 +117,7 @@ impl StrValue {
     pub fn heap_size(&self) -> usize {
         match self {
             StrValue::Int(_) | StrValue::Inline { .. } => 0,
-            StrValue::Raw(v) => v.capacity(),
+            StrValue::Heap(v) | StrValue::Raw(v) => v.capacity(),
         }
     }
 }
@@ -262,10 +273,12 @@ mod tests {
         assert_eq!(StrValue::from_bytes(b"0123").as_bytes(), Some(&b"0123"[..]));
         assert_eq!(StrValue::from_bytes(b"-0").as_bytes(), Some(&b"-0"[..]));
         assert_eq!(StrValue::from_bytes(b" 1").as_i64(), None);
-        assert_eq!(std::mem::size_of::<StrValue>(), 32);
-        assert_eq!(std::mem::size_of::<Value>(), 32);
+        assert_eq!(std::mem::size_of::<StrValue>(), 24);
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+        assert_eq!(std::mem::size_of::<(crate::Key, Entry)>(), 64);
         let long = vec![b'x'; INLINE_STR + 1];
-        assert!(matches!(StrValue::from_bytes(&long), StrValue::Raw(_)));
+        assert!(matches!(StrValue::from_bytes(&long), StrValue::Heap(_)));
         assert!(matches!(
             StrValue::from_bytes(&long[1..]),
             StrValue::Inline { .. }
