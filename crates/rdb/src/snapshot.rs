@@ -173,6 +173,9 @@ impl Snapshot {
         // slot: held memory stays small even while the walk runs at low priority.
         let mut later: HashMap<usize, Vec<Captured>> = HashMap::new();
         let mut pacer = self.pacer.take();
+        // One buffer for the whole walk: allocating it per table made a mapping per table
+        // once it was past malloc's mmap threshold.
+        let mut scratch = Vec::with_capacity(SPILL_AT * 2);
         for (db, &(keys, expires)) in self.counts.iter().enumerate() {
             let mut started = false;
             let mut emit = |w: &mut CrcWriter<'_>, captured: Captured| -> io::Result<()> {
@@ -189,7 +192,7 @@ impl Snapshot {
                     w.write_all(&sel)?;
                     started = true;
                 }
-                self.write_captured(w, captured)
+                self.write_captured(w, captured, &mut scratch)
             };
             for captured in later.remove(&db).unwrap_or_default() {
                 emit(&mut w, captured)?;
@@ -225,7 +228,12 @@ impl Snapshot {
 const SPILL_AT: usize = 64 << 10;
 
 impl Snapshot {
-    fn write_captured(&self, w: &mut CrcWriter<'_>, captured: Captured) -> io::Result<()> {
+    fn write_captured(
+        &self,
+        w: &mut CrcWriter<'_>,
+        captured: Captured,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<()> {
         match captured {
             Captured::Bytes(b) => {
                 self.collector
@@ -236,7 +244,7 @@ impl Snapshot {
             // The walk's own copies go out as they are serialized, a large value in
             // pieces of SPILL_AT bytes: never a second whole copy of it in memory.
             Captured::Copy(copy) => {
-                let mut buf = Vec::with_capacity(SPILL_AT * 2);
+                buf.clear();
                 let mut spill = |buf: &mut Vec<u8>| -> io::Result<()> {
                     if buf.len() >= SPILL_AT {
                         w.write_all(buf)?;
@@ -246,16 +254,16 @@ impl Snapshot {
                 };
                 for (k, e) in &copy {
                     write::put_keyspace_entry(
-                        &mut buf,
+                        buf,
                         k.as_bytes(),
                         &e.value,
                         e.expire_at(),
                         self.collector.opts,
                         &mut spill,
                     )?;
-                    spill(&mut buf)?;
+                    spill(buf)?;
                 }
-                w.write_all(&buf)
+                w.write_all(buf)
             }
         }
     }
