@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 /// The large hash encoding: an insertion-ordered table, so that a member's position is a
-/// stable SCAN cursor (see [`scan_window`]) and a random member is one index away.
-pub type HashTable = indexmap::IndexMap<CompactKey, Vec<u8>, hashbrown::DefaultHashBuilder>;
+/// stable SCAN cursor (see [`scan_window`]) and a random member is one index away. Values
+/// up to 22 bytes are stored inline like fields: no allocation per HSET.
+pub type HashTable = indexmap::IndexMap<CompactKey, CompactKey, hashbrown::DefaultHashBuilder>;
 /// A borrowed (field, value) pair.
 pub type FieldValueRef<'a> = (&'a [u8], &'a [u8]);
 /// The large set encoding (see [`HashTable`]).
@@ -106,7 +107,7 @@ impl HashValue {
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
         match self {
             HashValue::Packed(p) => Self::packed_index(p, field).and_then(|i| p.get(2 * i + 1)),
-            HashValue::Table(t) => t.get(field).map(Vec::as_slice),
+            HashValue::Table(t) => t.get(field).map(CompactKey::as_bytes),
         }
     }
 
@@ -132,7 +133,9 @@ impl HashValue {
             self.convert();
         }
         match self {
-            HashValue::Table(t) => t.insert(CompactKey::new(field), value.to_vec()).is_none(),
+            HashValue::Table(t) => t
+                .insert(CompactKey::new(field), CompactKey::new(value))
+                .is_none(),
             HashValue::Packed(_) => false,
         }
     }
@@ -143,7 +146,7 @@ impl HashValue {
             let items: Vec<&[u8]> = p.iter().collect();
             for pair in items.chunks(2) {
                 if let [f, v] = pair {
-                    t.insert(CompactKey::new(f), v.to_vec());
+                    t.insert(CompactKey::new(f), CompactKey::new(v));
                 }
             }
             *self = HashValue::Table(Box::new(t));
@@ -179,7 +182,7 @@ impl HashValue {
             }
             HashValue::Table(t) => t
                 .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
                 .collect(),
         }
     }
@@ -189,7 +192,7 @@ impl HashValue {
             HashValue::Packed(p) => p.heap_size(),
             HashValue::Table(t) => t
                 .iter()
-                .map(|(k, v)| 64 + k.heap_size() + v.capacity())
+                .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
                 .sum(),
         }
     }
@@ -204,7 +207,7 @@ impl HashValue {
                 let items = window
                     .rev()
                     .filter_map(|i| t.get_index(i))
-                    .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+                    .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
                     .collect();
                 (next, items)
             }
@@ -216,7 +219,7 @@ impl HashValue {
     pub fn pair_at(&self, i: usize) -> Option<(&[u8], &[u8])> {
         match self {
             HashValue::Packed(p) => Some((p.get(2 * i)?, p.get(2 * i + 1)?)),
-            HashValue::Table(t) => t.get_index(i).map(|(k, v)| (k.as_bytes(), v.as_slice())),
+            HashValue::Table(t) => t.get_index(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
         }
     }
 }
