@@ -483,13 +483,13 @@ fn read_until_marker(s: &mut TcpStream, marker: &[u8]) -> Vec<Vec<u8>> {
 
 /// Every keyspace notification the whole script causes, in order, as a subscriber of
 /// `__key*__:*` sees it.
-fn notifications(port: u16, script: &[Vec<&str>]) -> Vec<Vec<u8>> {
+fn notifications(port: u16, classes: &str, script: &[Vec<&str>]) -> Vec<Vec<u8>> {
     let mut sub = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     sub.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     run_script(
         port,
-        &[vec!["CONFIG", "SET", "notify-keyspace-events", "AKEn"]],
+        &[vec!["CONFIG", "SET", "notify-keyspace-events", classes]],
     );
     sub.write_all(&encode(&["PSUBSCRIBE", "__key*__:*"]))
         .expect("psubscribe");
@@ -514,8 +514,8 @@ fn keyspace_notifications_match_redis() {
                 .collect()
         })
         .collect();
-    let expected = notifications(rp, &script);
-    let got = notifications(cp, &script);
+    let expected = notifications(rp, "AKEn", &script);
+    let got = notifications(cp, "AKEn", &script);
     assert!(
         expected.len() > 200,
         "the script should cause many events, got {}",
