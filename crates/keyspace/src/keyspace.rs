@@ -161,8 +161,16 @@ pub struct Keyspace {
 /// Receives each table of a running snapshot exactly once, as it stood when the
 /// snapshot began: either from the snapshot's own walk or from the first writer to lock
 /// the table after the snapshot began (the copy in copy-on-write).
+///
+/// A large table arrives in several calls, a chunk of its entries each (see
+/// `SlotTable`'s partial capture); together they hold each of its entries once.
 pub trait SnapshotSink: Send + Sync {
-    fn capture(&self, db: usize, slot: Slot, table: &SlotTable);
+    fn capture(&self, db: usize, slot: Slot, entries: &mut dyn Iterator<Item = (&[u8], &Entry)>);
+
+    /// True once the snapshot is over: tables still holding uncaptured chunks drop them.
+    fn closed(&self) -> bool {
+        false
+    }
 }
 
 impl Default for Keyspace {
@@ -253,8 +261,13 @@ impl Keyspace {
     /// Captures one table for the running snapshot if no writer did yet (the walk).
     pub fn snapshot_table(&self, db: usize, slot: Slot) {
         if let Some(t) = self.dbs.get(db).and_then(|d| d.existing(slot as usize)) {
-            let mut t = t.lock();
-            self.copy_on_write(db, slot, &mut t);
+            let mut guard = t.lock();
+            self.copy_on_write(db, slot, &mut guard);
+            // A large table: one chunk per lock, so its writers wait for a chunk at most.
+            while guard.capture_next_chunk() {
+                drop(guard);
+                guard = t.lock();
+            }
         }
     }
 
@@ -276,7 +289,7 @@ impl Keyspace {
         let epoch = self.snapshot_epoch.load(Ordering::Acquire);
         if epoch != 0 && t.snapshot_epoch < epoch {
             if let Some(sink) = self.snapshot_sink.read().as_ref() {
-                sink.capture(db, slot, t);
+                t.start_capture(sink, db, slot);
             }
             t.snapshot_epoch = epoch;
         }
@@ -427,6 +440,9 @@ impl Keyspace {
             self.copy_on_write(lo, slot as Slot, &mut tx);
             let mut ty = self.dbs[hi].table(slot as Slot).lock();
             self.copy_on_write(hi, slot as Slot, &mut ty);
+            // Chunks still owed belong to the database the table is leaving.
+            tx.finish_capture();
+            ty.finish_capture();
             std::mem::swap(&mut *tx, &mut *ty);
         }
         self.dbs[lo].watch.signal_all();

@@ -155,6 +155,40 @@ pub struct SlotTable {
     entries: Pages,
     /// The last snapshot epoch this table was captured for (see `Keyspace::begin_snapshot`).
     pub(crate) snapshot_epoch: u64,
+    /// A large table being captured chunk by chunk for the running snapshot.
+    partial: Option<Box<PartialCapture>>,
+}
+
+/// Entries per chunk when a large table is captured piecewise.
+pub const CHUNK: usize = 1024;
+
+/// A large table's capture for a running snapshot, one chunk of positions at a time.
+///
+/// Capturing a table whole stalls its writers for as long as the copy takes, which for a
+/// slot made huge by a hash tag (`{user}:1..10M`) is far too long. Instead, chunk `c`
+/// covers positions `c * CHUNK ..` of the `len_at_start` entries the table held when the
+/// snapshot reached it, and is captured just before anything changes one of its
+/// positions. Positions only change through an edit in place, a removal (which moves the
+/// last entry into the hole, so both positions count) or an append past the end; so an
+/// uncaptured chunk still holds exactly its entries from the start, and the walk captures
+/// whatever chunks are left, one per lock.
+#[derive(Clone)]
+struct PartialCapture {
+    sink: std::sync::Arc<dyn crate::keyspace::SnapshotSink>,
+    db: usize,
+    slot: crate::Slot,
+    len_at_start: usize,
+    done: Vec<bool>,
+    left: usize,
+}
+
+impl std::fmt::Debug for PartialCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialCapture")
+            .field("len_at_start", &self.len_at_start)
+            .field("left", &self.left)
+            .finish()
+    }
 }
 
 impl SlotTable {
@@ -196,11 +230,18 @@ impl SlotTable {
     #[inline]
     pub fn peek_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         let i = self.position(key)?;
+        self.before_change(i);
         Some(&mut self.entries.get_mut(i).1)
     }
 
     /// Inserts or replaces; returns the previous entry. One hash, one probe.
     pub fn insert(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+        if self.partial.is_some() {
+            // A large table mid-snapshot: the position about to change is the key's own,
+            // or the end for a new key.
+            let at = self.position(key).unwrap_or(self.entries.len);
+            self.before_change(at);
+        }
         let new_volatile = entry.expire_at != 0;
         let hash = hash_of(key);
         let entries = &mut self.entries;
@@ -245,6 +286,10 @@ impl SlotTable {
 
     /// Removes the entry at `pos`: the last entry moves into its place.
     fn remove_at(&mut self, pos: usize, hash: u64) -> Entry {
+        if self.partial.is_some() {
+            self.before_change(pos);
+            self.before_change(self.entries.len - 1);
+        }
         if let Ok(slot) = self.index.find_entry(hash, |&i| i as usize == pos) {
             slot.remove();
         }
@@ -330,9 +375,90 @@ impl SlotTable {
     }
 
     pub fn clear(&mut self) {
+        self.finish_capture();
         self.entries = Pages::default();
         self.index = HashTable::new();
         self.volatile = 0;
+    }
+
+    /// Hands this table to a running snapshot: a small one whole, now; a large one chunk
+    /// by chunk as it changes and as the walk asks (see [`PartialCapture`]).
+    pub(crate) fn start_capture(
+        &mut self,
+        sink: &std::sync::Arc<dyn crate::keyspace::SnapshotSink>,
+        db: usize,
+        slot: crate::Slot,
+    ) {
+        if self.entries.len <= CHUNK {
+            sink.capture(db, slot, &mut self.iter());
+            return;
+        }
+        let chunks = self.entries.len.div_ceil(CHUNK);
+        self.partial = Some(Box::new(PartialCapture {
+            sink: sink.clone(),
+            db,
+            slot,
+            len_at_start: self.entries.len,
+            done: vec![false; chunks],
+            left: chunks,
+        }));
+    }
+
+    /// Captures chunk `c` of a partial capture, dropping the state once all are in.
+    fn capture_chunk(&mut self, c: usize) {
+        let Some(mut p) = self.partial.take() else {
+            return;
+        };
+        if p.sink.closed() {
+            return; // the snapshot ended (or failed): nothing more to hand over
+        }
+        if p.done.get(c) == Some(&false) {
+            p.done[c] = true;
+            p.left -= 1;
+            let end = ((c + 1) * CHUNK).min(p.len_at_start);
+            debug_assert!(end <= self.entries.len, "an uncaptured chunk lost entries");
+            // Defensive: a broken invariant must not read past the end in release builds.
+            let end = end.min(self.entries.len);
+            let entries = &self.entries;
+            let mut chunk = ((c * CHUNK).min(end)..end).map(|i| {
+                let (k, e) = entries.get(i);
+                (k.as_bytes(), e)
+            });
+            p.sink.capture(p.db, p.slot, &mut chunk);
+        }
+        if p.left > 0 {
+            self.partial = Some(p);
+        }
+    }
+
+    /// Before position `pos` changes: captures its chunk if a partial capture needs it.
+    #[inline]
+    fn before_change(&mut self, pos: usize) {
+        if let Some(p) = &self.partial {
+            if pos < p.len_at_start {
+                self.capture_chunk(pos / CHUNK);
+            }
+        }
+    }
+
+    /// The walk's step on a partially captured table: captures the next chunk still
+    /// missing; false once none is.
+    pub(crate) fn capture_next_chunk(&mut self) -> bool {
+        let Some(c) = self
+            .partial
+            .as_ref()
+            .and_then(|p| p.done.iter().position(|d| !d))
+        else {
+            self.partial = None;
+            return false;
+        };
+        self.capture_chunk(c);
+        true
+    }
+
+    /// Captures every chunk still missing (before the table is emptied or moved).
+    pub(crate) fn finish_capture(&mut self) {
+        while self.capture_next_chunk() {}
     }
 
     /// Approximate bytes used by this table's keys and values.

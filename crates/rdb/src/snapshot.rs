@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use carmine_keyspace::{CompactKey, Keyspace, Slot, SlotTable, SnapshotSink, SLOT_COUNT};
+use carmine_keyspace::{CompactKey, Keyspace, Slot, SnapshotSink, SLOT_COUNT};
 use parking_lot::Mutex;
 
 use crate::crc64::crc64;
@@ -38,23 +38,35 @@ struct Collector {
     opts: WriteOptions,
     /// The walk's thread: it copies, everyone else serializes.
     walker: std::sync::OnceLock<std::thread::ThreadId>,
-    /// Captured tables not yet written, with their database. The keyspace marks a table
-    /// captured under its lock, so each table arrives exactly once.
+    /// Captured tables (or chunks of a large one) not yet written, with their database.
+    /// The keyspace marks them captured under the table's lock, so each entry arrives
+    /// exactly once.
     queue: Mutex<Vec<(usize, Captured)>>,
     /// Bytes in `queue` (and set aside for later databases): copies made by writers.
     held: AtomicUsize,
     /// The most `held` ever reached.
     peak_held: AtomicUsize,
+    /// Set when the walk is over: large tables drop chunks they still owe.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl SnapshotSink for Collector {
-    fn capture(&self, db: usize, _slot: Slot, table: &SlotTable) {
-        if table.is_empty() {
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn capture(
+        &self,
+        db: usize,
+        _slot: Slot,
+        entries: &mut dyn Iterator<Item = (&[u8], &carmine_keyspace::Entry)>,
+    ) {
+        let mut live = entries
+            .filter(|(_, e)| e.expire_at() == 0 || e.expire_at() > self.now_ms)
+            .peekable();
+        if live.peek().is_none() {
             return;
         }
-        let live = table
-            .iter()
-            .filter(|(_, e)| e.expire_at() == 0 || e.expire_at() > self.now_ms);
         let (captured, bytes) = if self.walker.get() == Some(&std::thread::current().id()) {
             let copy: Vec<_> = live.map(|(k, e)| (CompactKey::new(k), e.clone())).collect();
             (Captured::Copy(copy), 0)
@@ -119,6 +131,7 @@ impl Snapshot {
             queue: Mutex::new(Vec::new()),
             held: AtomicUsize::new(0),
             peak_held: AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         ks.begin_snapshot(collector.clone())?;
         Some(Snapshot {
@@ -145,6 +158,7 @@ impl Snapshot {
         aux: &[(&str, Vec<u8>)],
     ) -> io::Result<SnapshotStats> {
         let result = self.walk(ks, out, aux);
+        self.collector.closed.store(true, Ordering::Release);
         ks.end_snapshot();
         result
     }
@@ -539,5 +553,62 @@ mod tests {
             Some(vec![b'v'; 40]),
             "as at the start"
         );
+    }
+
+    /// A slot made huge by a hash tag is captured a chunk at a time: writers to it during
+    /// the snapshot copy at most a chunk each, and the file still holds the table exactly
+    /// as it stood at the start, under edits, deletes (which move entries between
+    /// chunks), appends and expiry.
+    #[test]
+    fn a_huge_table_is_captured_in_chunks_point_in_time() {
+        let ks = Arc::new(Keyspace::new());
+        let db = ks.db(0);
+        let n = 10 * carmine_keyspace::CHUNK + 7;
+        let key = |i: usize| format!("{{tag}}:{i}").into_bytes();
+        for i in 0..n {
+            db.set(&key(i), format!("v{i}").as_bytes());
+        }
+        db.set(b"elsewhere", b"x");
+        let snap = Snapshot::begin(&ks, WriteOptions { compress: false }, true).expect("begin");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut file = Vec::new();
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let (ks, stop) = (&ks, &stop);
+                s.spawn(move || {
+                    let db = ks.db(0);
+                    let mut i = t * 977;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let k = key(i % n);
+                        match i % 4 {
+                            0 => db.set(&k, b"changed"),
+                            1 => {
+                                db.del(&[k.as_slice()]);
+                            }
+                            2 => db.set(&key(n + i), b"appended after the start"),
+                            _ => {
+                                db.expire(&k, std::time::Duration::from_millis(1));
+                            }
+                        }
+                        i += 7;
+                    }
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            snap.write_to(&ks, &mut file, &[]).expect("written");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let loaded = Keyspace::new();
+        let stats = load_into(&loaded, &file).expect("loads");
+        assert_eq!(stats.keys, n as u64 + 1, "every key of the start, once");
+        let ldb = loaded.db(0);
+        for i in 0..n {
+            assert_eq!(
+                ldb.get(&key(i)).expect("a string"),
+                Some(format!("v{i}").into_bytes()),
+                "key {i} as at the start"
+            );
+        }
+        assert_eq!(ldb.get(&key(n + 2)).expect("str"), None, "appended later");
     }
 }
