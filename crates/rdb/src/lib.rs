@@ -21,6 +21,7 @@ mod file;
 pub mod lzf;
 mod packed;
 mod read;
+mod ring;
 pub mod snapshot;
 pub mod write;
 
