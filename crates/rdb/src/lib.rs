@@ -21,7 +21,6 @@ mod file;
 pub mod lzf;
 mod packed;
 mod read;
-mod ring;
 pub mod snapshot;
 pub mod write;
 

@@ -9,7 +9,7 @@
 //! Memory held beyond the dataset: tables copied by writers ahead of the walk, and only
 //! until the walk reaches them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,6 @@ use carmine_keyspace::{CompactKey, Keyspace, Slot, SnapshotSink, SLOT_COUNT};
 use parking_lot::Mutex;
 
 use crate::crc64::crc64;
-use crate::ring::{ByteRing, Span};
 use crate::write::{self, WriteOptions};
 
 /// A table as it stood at the snapshot's start.
@@ -31,23 +30,7 @@ use crate::write::{self, WriteOptions};
 /// values, which kept peak memory within 10% where clones reached 1.3x.
 enum Captured {
     Bytes(Vec<u8>),
-    /// A writer's bytes in the snapshot's ring (see [`crate::ring`]).
-    InRing(Span),
     Copy(Vec<(CompactKey, carmine_keyspace::Entry)>),
-}
-
-/// Captures waiting for the walk, oldest first, and the ring holding writers' bytes
-/// (given back in the same order as the walk takes them).
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<(usize, Captured)>,
-    ring: Option<ByteRing>,
-}
-
-thread_local! {
-    /// Each writer thread serializes captures here first: the buffer keeps its capacity
-    /// from one capture to the next instead of growing a new one each time.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 struct Collector {
@@ -58,7 +41,7 @@ struct Collector {
     /// Captured tables (or chunks of a large one) not yet written, with their database.
     /// The keyspace marks them captured under the table's lock, so each entry arrives
     /// exactly once.
-    queue: Mutex<Queue>,
+    queue: Mutex<Vec<(usize, Captured)>>,
     /// Bytes in `queue` (and set aside for later databases): copies made by writers.
     held: AtomicUsize,
     /// The most `held` ever reached.
@@ -84,17 +67,11 @@ impl SnapshotSink for Collector {
         if live.peek().is_none() {
             return;
         }
-        if self.walker.get() == Some(&std::thread::current().id()) {
+        let (captured, bytes) = if self.walker.get() == Some(&std::thread::current().id()) {
             let copy: Vec<_> = live.map(|(k, e)| (CompactKey::new(k), e.clone())).collect();
-            self.queue
-                .lock()
-                .items
-                .push_back((db, Captured::Copy(copy)));
-            return;
-        }
-        SCRATCH.with(|scratch| {
-            let mut buf = scratch.borrow_mut();
-            buf.clear();
+            (Captured::Copy(copy), 0)
+        } else {
+            let mut buf = Vec::new();
             for (k, e) in live {
                 // Writing into a Vec cannot fail, and keeping the bytes spills nothing.
                 let _ = write::put_keyspace_entry(
@@ -106,18 +83,16 @@ impl SnapshotSink for Collector {
                     &mut |_| Ok(()),
                 );
             }
-            let n = buf.len();
-            // Counted before it is queued: the walk may write it (and subtract) at once.
-            let now = self.held.fetch_add(n, Ordering::Relaxed) + n;
-            self.peak_held.fetch_max(now, Ordering::Relaxed);
-            let mut q = self.queue.lock();
-            let captured = match q.ring.as_mut().and_then(|r| r.push(&buf)) {
-                Some(span) => Captured::InRing(span),
-                // The ring is full: an exact-size heap copy (writers never wait).
-                None => Captured::Bytes(buf.to_vec()),
-            };
-            q.items.push_back((db, captured));
-        });
+            // Growth by doubling leaves up to half the capacity unused, and the buffer is
+            // held until the walk writes it.
+            buf.shrink_to_fit();
+            let n = buf.capacity();
+            (Captured::Bytes(buf), n)
+        };
+        // Counted before it is queued: the walk may write it (and subtract) at once.
+        let now = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak_held.fetch_max(now, Ordering::Relaxed);
+        self.queue.lock().push((db, captured));
     }
 }
 
@@ -148,30 +123,12 @@ impl Snapshot {
     /// Begins a snapshot of `ks` now; None if another is running. For consistency across
     /// tables, call it while no command runs.
     pub fn begin(ks: &Keyspace, opts: WriteOptions, checksum: bool) -> Option<Snapshot> {
-        Self::begin_with_ring(ks, opts, checksum, 0)
-    }
-
-    /// As [`Snapshot::begin`], with `ring_bytes` mapped up front for writers' copies of
-    /// tables (see [`crate::ring`]); copies that do not fit go to the heap.
-    pub fn begin_with_ring(
-        ks: &Keyspace,
-        opts: WriteOptions,
-        checksum: bool,
-        ring_bytes: usize,
-    ) -> Option<Snapshot> {
-        if ks.snapshot_running() {
-            return None;
-        }
-        let queue = Queue {
-            items: VecDeque::new(),
-            ring: (ring_bytes > 0).then(|| ByteRing::new(ring_bytes)),
-        };
         let counts = (0..ks.databases()).map(|db| ks.db_counts(db)).collect();
         let collector = Arc::new(Collector {
             now_ms: carmine_keyspace::now_ms(),
             opts,
             walker: std::sync::OnceLock::new(),
-            queue: Mutex::new(queue),
+            queue: Mutex::new(Vec::new()),
             held: AtomicUsize::new(0),
             peak_held: AtomicUsize::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -233,29 +190,24 @@ impl Snapshot {
         // One buffer for the whole walk: allocating it per table made a mapping per table
         // once it was past malloc's mmap threshold.
         let mut scratch = Vec::with_capacity(SPILL_AT * 2);
-        // Bytes copied out of the ring, one capture at a time (its capacity is reused).
-        let mut from_ring: Vec<u8> = Vec::new();
         for (db, &(keys, expires)) in self.counts.iter().enumerate() {
             let mut started = false;
-            // Returns a written byte buffer for reuse.
-            let mut emit =
-                |w: &mut CrcWriter<'_>, captured: Captured| -> io::Result<Option<Vec<u8>>> {
-                    let empty = match &captured {
-                        Captured::Bytes(b) => b.is_empty(),
-                        Captured::InRing(span) => span.len == 0,
-                        Captured::Copy(c) => c.is_empty(),
-                    };
-                    if empty {
-                        return Ok(None);
-                    }
-                    if !started {
-                        let mut sel = Vec::new();
-                        write::put_select_db(&mut sel, db, keys as u64, expires as u64);
-                        w.write_all(&sel)?;
-                        started = true;
-                    }
-                    self.write_captured(w, captured, &mut scratch)
+            let mut emit = |w: &mut CrcWriter<'_>, captured: Captured| -> io::Result<()> {
+                let empty = match &captured {
+                    Captured::Bytes(b) => b.is_empty(),
+                    Captured::Copy(c) => c.is_empty(),
                 };
+                if empty {
+                    return Ok(());
+                }
+                if !started {
+                    let mut sel = Vec::new();
+                    write::put_select_db(&mut sel, db, keys as u64, expires as u64);
+                    w.write_all(&sel)?;
+                    started = true;
+                }
+                self.write_captured(w, captured, &mut scratch)
+            };
             for captured in later.remove(&db).unwrap_or_default() {
                 emit(&mut w, captured)?;
             }
@@ -265,28 +217,10 @@ impl Snapshot {
                 if let Some(pacer) = pacer.as_mut() {
                     pacer(self.collector.held.load(Ordering::Relaxed));
                 }
-                // One capture per lock, oldest first: ring space goes back in order.
-                loop {
-                    let next = {
-                        let mut q = self.collector.queue.lock();
-                        match q.items.pop_front() {
-                            Some((d, Captured::InRing(span))) => {
-                                let mut bytes = std::mem::take(&mut from_ring);
-                                bytes.clear();
-                                if let Some(ring) = q.ring.as_mut() {
-                                    bytes.extend_from_slice(ring.get(span));
-                                    ring.pop(span);
-                                }
-                                Some((d, Captured::Bytes(bytes)))
-                            }
-                            other => other,
-                        }
-                    };
-                    let Some((d, captured)) = next else { break };
+                let ready = std::mem::take(&mut *self.collector.queue.lock());
+                for (d, captured) in ready {
                     if d == db {
-                        if let Some(kept) = emit(&mut w, captured)? {
-                            from_ring = kept;
-                        }
+                        emit(&mut w, captured)?;
                     } else {
                         later.entry(d).or_default().push(captured);
                     }
@@ -313,14 +247,14 @@ impl Snapshot {
         w: &mut CrcWriter<'_>,
         captured: Captured,
         buf: &mut Vec<u8>,
-    ) -> io::Result<Option<Vec<u8>>> {
+    ) -> io::Result<()> {
         match captured {
             Captured::Bytes(b) => {
-                self.collector.held.fetch_sub(b.len(), Ordering::Relaxed);
-                w.write_all(&b)?;
-                Ok(Some(b))
+                self.collector
+                    .held
+                    .fetch_sub(b.capacity(), Ordering::Relaxed);
+                w.write_all(&b)
             }
-            Captured::InRing(_) => Ok(None), // taken out of the ring before it gets here
             // The walk's own copies go out as they are serialized, a large value in
             // pieces of SPILL_AT bytes: never a second whole copy of it in memory.
             Captured::Copy(copy) => {
@@ -343,8 +277,7 @@ impl Snapshot {
                     )?;
                     spill(buf)?;
                 }
-                w.write_all(buf)?;
-                Ok(None)
+                w.write_all(buf)
             }
         }
     }
@@ -477,9 +410,7 @@ mod tests {
                 (k, v)
             })
             .collect();
-        // A small ring: writers' copies go both to it and, once it is full, to the heap.
-        let snap =
-            Snapshot::begin_with_ring(&ks, WriteOptions::default(), true, 64 << 10).expect("begin");
+        let snap = Snapshot::begin(&ks, WriteOptions::default(), true).expect("begin");
         let stop = std::sync::atomic::AtomicBool::new(false);
         let mut file = Vec::new();
         std::thread::scope(|s| {
@@ -638,8 +569,7 @@ mod tests {
             db.set(&key(i), format!("v{i}").as_bytes());
         }
         db.set(b"elsewhere", b"x");
-        let uncompressed = WriteOptions { compress: false };
-        let snap = Snapshot::begin_with_ring(&ks, uncompressed, true, 256 << 10).expect("begin");
+        let snap = Snapshot::begin(&ks, WriteOptions { compress: false }, true).expect("begin");
         let stop = std::sync::atomic::AtomicBool::new(false);
         let mut file = Vec::new();
         std::thread::scope(|s| {

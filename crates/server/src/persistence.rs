@@ -162,11 +162,10 @@ impl RdbFiles {
         }));
     }
 
-    /// `ring_bytes`: room mapped up front for writers' copies (0: none).
-    fn begin(shared: &Shared, ring_bytes: usize) -> Result<(Snapshot, u64), String> {
+    fn begin(shared: &Shared) -> Result<(Snapshot, u64), String> {
         let (opts, checksum) = options(shared);
         let dirty = shared.total_dirty();
-        Snapshot::begin_with_ring(&shared.keyspace, opts, checksum, ring_bytes)
+        Snapshot::begin(&shared.keyspace, opts, checksum)
             .map(|s| (s, dirty))
             .ok_or_else(|| "Background save already in progress".to_string())
     }
@@ -183,7 +182,7 @@ impl RdbFiles {
 
 impl Persistence for RdbFiles {
     fn save(&self, shared: &Shared) -> Result<(), String> {
-        let (snap, dirty) = Self::begin(shared, 0)?;
+        let (snap, dirty) = Self::begin(shared)?;
         let started = Instant::now();
         let result = write_file(shared, snap);
         Self::finished(shared, dirty, result.is_ok());
@@ -207,10 +206,9 @@ impl Persistence for RdbFiles {
         let Some(owned) = self.shared.upgrade() else {
             return Err("server is shutting down".into());
         };
-        // Writers' copies beyond 1/32 of the dataset (at least 4 MiB) speed the walk up;
-        // a ring of that size, mapped now, holds them (see carmine_rdb's ring module).
+        let (snap, dirty) = Self::begin(shared)?;
+        // Writers' copies beyond 1/32 of the dataset (at least 4 MiB) speed the walk up.
         let limit = (shared.used_memory() / 32).max(4 << 20);
-        let (snap, dirty) = Self::begin(shared, limit)?;
         let p = &shared.persist;
         p.bgsave_in_progress.store(true, Ordering::Release);
         p.current_bgsave_started_ms
