@@ -3,7 +3,7 @@
 
 use std::io;
 
-use carmine_keyspace::{HashValue, ListValue, SetValue, Value as KValue};
+use carmine_keyspace::{parse_canonical_i64, HashValue, SetValue, Value as KValue};
 
 use crate::crc64::crc64;
 use crate::read::*;
@@ -39,24 +39,9 @@ pub fn put_length(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-/// The integer a string spells exactly as Redis would print it, if any (no sign on 0,
-/// no leading zeros). Checked without formatting: every short string written passes here.
-fn canonical_int(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 11 {
-        return None;
-    }
-    let digits = s.strip_prefix(b"-").unwrap_or(s);
-    match digits {
-        [] => return None,
-        [b'0', ..] if s.len() > 1 => return None,
-        _ if !digits.iter().all(u8::is_ascii_digit) => return None,
-        _ => {}
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
-}
-
 pub fn put_string(out: &mut Vec<u8>, s: &[u8], opts: WriteOptions) {
-    if let Some(v) = canonical_int(s) {
+    // Only 32-bit integers get an integer encoding: longer strings need no parse.
+    if let Some(v) = (s.len() <= 11).then(|| parse_canonical_i64(s)).flatten() {
         if let Ok(b) = i8::try_from(v) {
             out.push(0xc0);
             out.push(b as u8);
@@ -126,13 +111,24 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value, opts: WriteOptions) {
 
 /// One key: its deadline (if any), type, key and value.
 pub fn put_entry(out: &mut Vec<u8>, key: &[u8], v: &Value, expire_ms: u64, opts: WriteOptions) {
+    put_entry_head(out, key, type_byte(v), expire_ms, opts);
+    put_value(out, v, opts);
+}
+
+/// What precedes a key's value: its deadline (if any), the type byte and the key.
+fn put_entry_head(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    type_byte: u8,
+    expire_ms: u64,
+    opts: WriteOptions,
+) {
     if expire_ms != 0 {
         out.push(OP_EXPIRETIME_MS);
         out.extend_from_slice(&expire_ms.to_le_bytes());
     }
-    out.push(type_byte(v));
+    out.push(type_byte);
     put_string(out, key, opts);
-    put_value(out, v, opts);
 }
 
 /// Called between the members of a collection being written. A streaming writer moves
@@ -150,27 +146,19 @@ pub fn put_keyspace_entry(
     opts: WriteOptions,
     spill: Spill<'_>,
 ) -> io::Result<()> {
-    if expire_ms != 0 {
-        out.push(OP_EXPIRETIME_MS);
-        out.extend_from_slice(&expire_ms.to_le_bytes());
-    }
-    out.push(match v {
+    let type_byte = match v {
         KValue::Str(_) => TYPE_STRING,
         KValue::List(_) => TYPE_LIST,
         KValue::Set(_) => TYPE_SET,
         KValue::ZSet(_) => TYPE_ZSET_2,
         KValue::Hash(_) => TYPE_HASH,
-    });
-    put_string(out, key, opts);
+    };
+    put_entry_head(out, key, type_byte, expire_ms, opts);
     match v {
         KValue::Str(s) => s.with_bytes(|b| put_string(out, b, opts)),
         KValue::List(l) => {
             put_length(out, l.len() as u64);
-            let items: Box<dyn Iterator<Item = &[u8]>> = match &**l {
-                ListValue::Packed(p) => Box::new(p.iter()),
-                ListValue::Deque(d) => Box::new(d.iter().map(Vec::as_slice)),
-            };
-            for it in items {
+            for it in l.iter() {
                 put_string(out, it, opts);
                 spill(out)?;
             }
