@@ -177,6 +177,10 @@ pub fn zipmap(b: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 mod tests {
     use super::*;
 
+    fn texts(items: &[&str]) -> Vec<Vec<u8>> {
+        items.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
     #[test]
     fn listpack_with_integers_of_every_width() {
         // 7-bit 5, 13-bit -2, int16 1000, int24 -100000, int32 2^30, int64 -2^40, "hi".
@@ -197,7 +201,7 @@ mod tests {
         lp.extend_from_slice(&body);
         lp.push(0xff);
         let got = listpack(&lp).expect("valid");
-        let want: Vec<Vec<u8>> = [
+        let want = texts(&[
             "5",
             "-2",
             "1000",
@@ -205,10 +209,7 @@ mod tests {
             "1073741824",
             "-1099511627776",
             "hi",
-        ]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
+        ]);
         assert_eq!(got, want);
         assert_eq!(listpack(&lp[..lp.len() - 1]), None);
     }
@@ -234,7 +235,7 @@ mod tests {
         zl.extend_from_slice(&body);
         zl.push(0xff);
         let got = ziplist(&zl).expect("valid");
-        let want: Vec<Vec<u8>> = [
+        let want = texts(&[
             "ab",
             "-300",
             "70000",
@@ -242,10 +243,7 @@ mod tests {
             "1099511627776",
             "-7",
             "12",
-        ]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
+        ]);
         assert_eq!(got, want);
         let mut bad = zl.clone();
         bad[0] ^= 1; // zlbytes disagrees with the blob

@@ -235,6 +235,29 @@ fn contents(port: u16) -> Contents {
     out
 }
 
+/// Polls INFO persistence until `done` holds (returning that INFO), failing after `secs`.
+fn wait_for_persistence(
+    c: &mut redis::Connection,
+    secs: u64,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query(c)
+            .expect("info");
+        if done(&info) {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done within {secs} s: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn save(port: u16) {
     let mut c = conn(port);
     let ok: String = redis::cmd("SAVE").query(&mut c).expect("SAVE");
@@ -417,19 +440,10 @@ fn debug_reload_and_bgsave_keep_every_key() {
             .query(&mut cc)
             .expect("set");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query(&mut cc)
-            .expect("info");
-        if info.contains("rdb_bgsave_in_progress:0") {
-            assert!(info.contains("rdb_last_bgsave_status:ok"), "{info}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "BGSAVE did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let info = wait_for_persistence(&mut cc, 30, |info| {
+        info.contains("rdb_bgsave_in_progress:0")
+    });
+    assert!(info.contains("rdb_last_bgsave_status:ok"), "{info}");
     c.shutdown();
     check_rdb(&dir.join("dump.rdb"));
     let r = redis(&dir, &[]);
@@ -494,18 +508,9 @@ fn save_points_trigger_a_background_save() {
         .arg("v")
         .query(&mut cc)
         .expect("set");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query(&mut cc)
-            .expect("info");
-        if info.contains("rdb_changes_since_last_save:0") && info.contains("rdb_saves:1") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no save within 10 s: {info}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_persistence(&mut cc, 10, |info| {
+        info.contains("rdb_changes_since_last_save:0") && info.contains("rdb_saves:1")
+    });
     assert!(dir.join("dump.rdb").exists());
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
