@@ -60,6 +60,27 @@ fn rdb(c: &mut Criterion) {
         b.iter(|| lzf::decompress(&packed, data.len()))
     });
     g.finish();
+
+    // What a snapshot of typical small values does: try LZF on each 100-byte value
+    // (printable, mostly incompressible, like ../shared/bench's values) and give up.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = fastrand::Rng::with_seed(12345);
+    let values: Vec<Vec<u8>> = (0..10_000)
+        .map(|_| (0..100).map(|_| ALPHABET[rng.usize(..64)]).collect())
+        .collect();
+    let mut g = c.benchmark_group("codecs");
+    g.throughput(Throughput::Elements(values.len() as u64));
+    g.bench_function("lzf_try_10k_100b_values", |b| {
+        let mut out = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            values
+                .iter()
+                .filter(|v| lzf::compress_into(v, v.len() - 4, &mut out))
+                .count()
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, rdb);

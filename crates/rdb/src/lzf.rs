@@ -56,43 +56,69 @@ pub fn decompress(input: &[u8], out_len: usize) -> Option<Vec<u8>> {
 
 /// Compresses `input`; None if the result would not be shorter than `max_len` bytes.
 pub fn compress(input: &[u8], max_len: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    compress_into(input, max_len, &mut out).then_some(out)
+}
+
+/// Appends `input` compressed to `out` and returns true, or leaves `out` as it was and
+/// returns false if the result would not be shorter than `max_len` bytes. Snapshots try
+/// this on millions of small values, most of which do not compress: the hash table
+/// scales with the input (zeroing 16K entries per 100-byte value would cost more than
+/// the attempt) and lives on the stack up to 512-byte inputs.
+pub fn compress_into(input: &[u8], max_len: usize, out: &mut Vec<u8>) -> bool {
     if input.len() < 4 {
-        return None;
+        return false;
     }
-    // The table scales with the input: snapshots compress millions of small values, and
-    // zeroing a fixed 16K-entry table for each would cost more than compressing.
-    let hbits = (usize::BITS - input.len().leading_zeros()).clamp(6, 14);
-    let mut table = vec![0u32; 1 << hbits];
-    let hash = |p: usize| -> usize {
-        let v = u32::from(input[p]) << 16 | u32::from(input[p + 1]) << 8 | u32::from(input[p + 2]);
-        (v.wrapping_mul(2_654_435_761) >> (32 - hbits)) as usize
-    };
-    let mut out = Vec::with_capacity(max_len.min(input.len() + input.len() / 16 + 2));
-    let mut lit_start = 0;
-    let mut ip = 0;
+    match input.len() {
+        0..=128 => compress_with(input, max_len, out, &mut [0u64; 128]),
+        129..=512 => compress_with(input, max_len, out, &mut [0u64; 512]),
+        513..=4096 => compress_with(input, max_len, out, &mut Box::new([0u64; 4096])),
+        _ => compress_with(input, max_len, out, &mut Box::new([0u64; 16384])),
+    }
+}
+
+fn compress_with<const N: usize>(
+    input: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+    table: &mut [u64; N],
+) -> bool {
+    let shift = 32 - N.trailing_zeros();
+    let slot = |v: u32| (v.wrapping_mul(2_654_435_761) >> shift) as usize & (N - 1);
+    let start = out.len();
+    out.reserve(max_len.min(input.len() + input.len() / 16 + 2));
+    let limit = start + max_len;
     let flush_literals = |out: &mut Vec<u8>, from: usize, to: usize| {
         for chunk in input[from..to].chunks(MAX_LIT) {
             out.push((chunk.len() - 1) as u8);
             out.extend_from_slice(chunk);
         }
     };
-    while ip + 2 < input.len() {
-        let h = hash(ip);
-        // Table entries hold position + 1, so 0 means empty.
-        let candidate = table[h] as usize;
-        table[h] = (ip + 1) as u32;
-        if candidate > 0 {
-            let r = candidate - 1;
-            let off = ip - r;
-            if off > 0 && off <= MAX_OFF && input[r..r + 3] == input[ip..ip + 3] {
-                let max = (input.len() - ip).min(MAX_REF);
+    let n = input.len();
+    let mut lit_start = 0;
+    let mut ip = 0;
+    // The three bytes at `ip`, rolled along one byte per step.
+    let mut window = u32::from(input[0]) << 8 | u32::from(input[1]);
+    while ip + 2 < n {
+        window = (window << 8 | u32::from(input[ip + 2])) & 0xff_ffff;
+        let h = slot(window);
+        // An entry is the three bytes it was made for (with bit 24 set, so an empty
+        // entry matches nothing) above their position: one compare finds a match, and
+        // on data that does not compress that branch is predictably not taken.
+        let tagged = window | 1 << 24;
+        let entry = table[h];
+        table[h] = u64::from(tagged) << 32 | ip as u64;
+        if (entry >> 32) as u32 == tagged {
+            let r = entry as u32 as usize;
+            if ip - r <= MAX_OFF {
+                let max = (n - ip).min(MAX_REF);
                 let mut len = 3;
                 while len < max && input[r + len] == input[ip + len] {
                     len += 1;
                 }
-                flush_literals(&mut out, lit_start, ip);
+                flush_literals(out, lit_start, ip);
                 let l = len - 2;
-                let o = off - 1;
+                let o = ip - r - 1;
                 if l < 7 {
                     out.push(((l << 5) | (o >> 8)) as u8);
                 } else {
@@ -102,16 +128,24 @@ pub fn compress(input: &[u8], max_len: usize) -> Option<Vec<u8>> {
                 out.push((o & 0xff) as u8);
                 ip += len;
                 lit_start = ip;
-                if out.len() >= max_len {
-                    return None;
+                if out.len() >= limit {
+                    out.truncate(start);
+                    return false;
+                }
+                if ip + 2 < n {
+                    window = u32::from(input[ip]) << 8 | u32::from(input[ip + 1]);
                 }
                 continue;
             }
         }
         ip += 1;
     }
-    flush_literals(&mut out, lit_start, input.len());
-    (out.len() < max_len).then_some(out)
+    flush_literals(out, lit_start, n);
+    if out.len() >= limit {
+        out.truncate(start);
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -141,6 +175,19 @@ mod tests {
             if let Some(c) = compress(&data, data.len()) {
                 prop_assert!(c.len() < data.len());
                 prop_assert_eq!(decompress(&c, data.len()), Some(data));
+            }
+        }
+
+        #[test]
+        fn compress_into_appends_or_leaves_untouched(prefix in proptest::collection::vec(any::<u8>(), 0..8), data in proptest::collection::vec(prop_oneof![Just(b'a'), any::<u8>()], 0..1500)) {
+            let mut out = prefix.clone();
+            let max = data.len().saturating_sub(4);
+            let expected = compress(&data, max);
+            prop_assert_eq!(compress_into(&data, max, &mut out), expected.is_some());
+            prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+            match expected {
+                Some(c) => prop_assert_eq!(&out[prefix.len()..], &c[..]),
+                None => prop_assert_eq!(out.len(), prefix.len()),
             }
         }
 

@@ -59,11 +59,16 @@ pub fn put_string(out: &mut Vec<u8>, s: &[u8], opts: WriteOptions) {
         }
     }
     if opts.compress && s.len() > 20 {
-        if let Some(c) = lzf::compress(s, s.len() - 4) {
+        // Compressed in place after what is already written, then the header (whose
+        // length field needs the compressed size) is rotated in front of it.
+        let start = out.len();
+        if lzf::compress_into(s, s.len() - 4, out) {
+            let compressed = out.len() - start;
             out.push(0xc3);
-            put_length(out, c.len() as u64);
+            put_length(out, compressed as u64);
             put_length(out, s.len() as u64);
-            out.extend_from_slice(&c);
+            let head = out.len() - start - compressed;
+            out[start..].rotate_right(head);
             return;
         }
     }
