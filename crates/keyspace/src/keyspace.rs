@@ -278,6 +278,11 @@ impl Keyspace {
         *slot = None;
     }
 
+    /// The running snapshot's epoch (each snapshot gets a new one), or 0 when none runs.
+    pub fn snapshot_epoch(&self) -> u64 {
+        self.snapshot_epoch.load(Ordering::Acquire)
+    }
+
     pub fn snapshot_running(&self) -> bool {
         self.snapshot_epoch.load(Ordering::Acquire) != 0
     }

@@ -195,6 +195,21 @@ impl Value {
         }
     }
 
+    /// Bytes of a string's heap data, or elements of a collection: read from the value's
+    /// own heap header. Called for a run of entries before they are serialized, it also
+    /// makes their cache misses independent loads that the CPU overlaps, instead of one
+    /// miss at a time inside the serializer.
+    #[inline]
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Value::Str(s) => s.heap_size(),
+            Value::Hash(h) => h.len(),
+            Value::List(l) => l.len(),
+            Value::Set(s) => s.len(),
+            Value::ZSet(z) => z.len(),
+        }
+    }
+
     pub fn as_str(&self) -> Option<&StrValue> {
         match self {
             Value::Str(s) => Some(s),

@@ -20,23 +20,39 @@ use parking_lot::Mutex;
 use crate::crc64::crc64;
 use crate::write::{self, WriteOptions};
 
-/// A table as it stood at the snapshot's start.
+/// A table (or a chunk of one) as it stood at the snapshot's start: RDB bytes, and
+/// copies of large values to serialize later.
 ///
-/// The walk copies a table's entries under its lock and serializes after unlocking:
-/// holding a lock while serializing made commands that wanted the table sleep until the
-/// walk's thread was next descheduled (milliseconds on a busy core). A writer that gets
-/// to a table first serializes it on the spot: that costs the writer tens of
-/// microseconds once per table, and the held copy is compact RDB bytes rather than cloned
-/// values, which kept peak memory within 10% where clones reached 1.3x.
-enum Captured {
-    Bytes(Vec<u8>),
-    Copy(Vec<(CompactKey, carmine_keyspace::Entry)>),
+/// Whoever gets to a table first serializes it on the spot, under the table's lock: for
+/// a writer that costs microseconds once per chunk, and the held copy is compact RDB
+/// bytes rather than cloned values (clones reached 1.3x peak memory). The walk does the
+/// same, except for values large enough that serializing them (LZF included) would hold
+/// the lock much longer than copying them: it clones those and serializes them after
+/// unlocking, streaming them out in SPILL_AT pieces.
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    later: Vec<(CompactKey, carmine_keyspace::Entry)>,
+    /// What this counts in `Collector::held`: a writer's bytes, until written.
+    held: usize,
+}
+
+/// A value the walk copies rather than serializes under its table's lock: a string of
+/// more than SPILL_AT bytes, or a collection of more than this many elements.
+const LARGE_COLLECTION: usize = 1024;
+
+fn serialize_after_unlock(v: &carmine_keyspace::Value) -> bool {
+    let limit = match v {
+        carmine_keyspace::Value::Str(_) => SPILL_AT,
+        _ => LARGE_COLLECTION,
+    };
+    v.size_hint() > limit
 }
 
 struct Collector {
     now_ms: u64,
     opts: WriteOptions,
-    /// The walk's thread: it copies, everyone else serializes.
+    /// The walk's thread: it leaves large values for after the unlock.
     walker: std::sync::OnceLock<std::thread::ThreadId>,
     /// Captured tables (or chunks of a large one) not yet written, with their database.
     /// The keyspace marks them captured under the table's lock, so each entry arrives
@@ -61,40 +77,47 @@ impl SnapshotSink for Collector {
         _slot: Slot,
         entries: &mut dyn Iterator<Item = (&[u8], &carmine_keyspace::Entry)>,
     ) {
-        let mut live = entries
-            .filter(|(_, e)| e.expire_at() == 0 || e.expire_at() > self.now_ms)
-            .peekable();
-        if live.peek().is_none() {
+        let walker = self.walker.get() == Some(&std::thread::current().id());
+        let mut captured = Captured::default();
+        for (k, e) in entries {
+            if e.expire_at() != 0 && e.expire_at() <= self.now_ms {
+                continue;
+            }
+            if walker && serialize_after_unlock(&e.value) {
+                captured.later.push((CompactKey::new(k), e.clone()));
+                continue;
+            }
+            // Writing into a Vec cannot fail, and keeping the bytes spills nothing.
+            let _ = write::put_keyspace_entry(
+                &mut captured.bytes,
+                k,
+                &e.value,
+                e.expire_at(),
+                self.opts,
+                &mut |_| Ok(()),
+            );
+        }
+        if captured.bytes.is_empty() && captured.later.is_empty() {
             return;
         }
-        let (captured, bytes) = if self.walker.get() == Some(&std::thread::current().id()) {
-            let copy: Vec<_> = live.map(|(k, e)| (CompactKey::new(k), e.clone())).collect();
-            (Captured::Copy(copy), 0)
+        // The walk writes its own captures out at once; writers' copies wait for it.
+        let held = if walker {
+            0
         } else {
-            let mut buf = Vec::new();
-            for (k, e) in live {
-                // Writing into a Vec cannot fail, and keeping the bytes spills nothing.
-                let _ = write::put_keyspace_entry(
-                    &mut buf,
-                    k,
-                    &e.value,
-                    e.expire_at(),
-                    self.opts,
-                    &mut |_| Ok(()),
-                );
-            }
-            // Growth by doubling leaves up to half the capacity unused, and the buffer is
-            // held until the walk writes it.
-            buf.shrink_to_fit();
-            let n = buf.capacity();
-            (Captured::Bytes(buf), n)
+            // Growth by doubling leaves up to half the capacity unused.
+            captured.bytes.shrink_to_fit();
+            captured.bytes.capacity()
         };
+        captured.held = held;
         // Counted before it is queued: the walk may write it (and subtract) at once.
-        let now = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let now = self.held.fetch_add(held, Ordering::Relaxed) + held;
         self.peak_held.fetch_max(now, Ordering::Relaxed);
         self.queue.lock().push((db, captured));
     }
 }
+
+/// Captures the queue has room for from the start (64 KiB of entries).
+const QUEUE_START: usize = 1024;
 
 /// Counts of what a snapshot wrote.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +151,7 @@ impl Snapshot {
             now_ms: carmine_keyspace::now_ms(),
             opts,
             walker: std::sync::OnceLock::new(),
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Vec::with_capacity(QUEUE_START)),
             held: AtomicUsize::new(0),
             peak_held: AtomicUsize::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -190,14 +213,11 @@ impl Snapshot {
         // One buffer for the whole walk: allocating it per table made a mapping per table
         // once it was past malloc's mmap threshold.
         let mut scratch = Vec::with_capacity(SPILL_AT * 2);
+        let mut ready = Vec::with_capacity(QUEUE_START);
         for (db, &(keys, expires)) in self.counts.iter().enumerate() {
             let mut started = false;
             let mut emit = |w: &mut CrcWriter<'_>, captured: Captured| -> io::Result<()> {
-                let empty = match &captured {
-                    Captured::Bytes(b) => b.is_empty(),
-                    Captured::Copy(c) => c.is_empty(),
-                };
-                if empty {
+                if captured.bytes.is_empty() && captured.later.is_empty() {
                     return Ok(());
                 }
                 if !started {
@@ -217,8 +237,11 @@ impl Snapshot {
                 if let Some(pacer) = pacer.as_mut() {
                     pacer(self.collector.held.load(Ordering::Relaxed));
                 }
-                let ready = std::mem::take(&mut *self.collector.queue.lock());
-                for (d, captured) in ready {
+                // Swapped with a drained spare, so both keep their capacity: a queue
+                // rebuilt from empty at each table grew (past malloc's mmap threshold: by
+                // mremap, which waits for the process' mmap lock) on writers' threads.
+                std::mem::swap(&mut *self.collector.queue.lock(), &mut ready);
+                for (d, captured) in ready.drain(..) {
                     if d == db {
                         emit(&mut w, captured)?;
                     } else {
@@ -248,38 +271,34 @@ impl Snapshot {
         captured: Captured,
         buf: &mut Vec<u8>,
     ) -> io::Result<()> {
-        match captured {
-            Captured::Bytes(b) => {
-                self.collector
-                    .held
-                    .fetch_sub(b.capacity(), Ordering::Relaxed);
-                w.write_all(&b)
-            }
-            // The walk's own copies go out as they are serialized, a large value in
-            // pieces of SPILL_AT bytes: never a second whole copy of it in memory.
-            Captured::Copy(copy) => {
-                buf.clear();
-                let mut spill = |buf: &mut Vec<u8>| -> io::Result<()> {
-                    if buf.len() >= SPILL_AT {
-                        w.write_all(buf)?;
-                        buf.clear();
-                    }
-                    Ok(())
-                };
-                for (k, e) in &copy {
-                    write::put_keyspace_entry(
-                        buf,
-                        k.as_bytes(),
-                        &e.value,
-                        e.expire_at(),
-                        self.collector.opts,
-                        &mut spill,
-                    )?;
-                    spill(buf)?;
-                }
-                w.write_all(buf)
-            }
+        self.collector
+            .held
+            .fetch_sub(captured.held, Ordering::Relaxed);
+        if !captured.bytes.is_empty() {
+            w.write_all(&captured.bytes)?;
         }
+        // Large values the walk copied go out as they are serialized, in pieces of
+        // SPILL_AT bytes: never a second whole copy of one in memory.
+        buf.clear();
+        let mut spill = |buf: &mut Vec<u8>| -> io::Result<()> {
+            if buf.len() >= SPILL_AT {
+                w.write_all(buf)?;
+                buf.clear();
+            }
+            Ok(())
+        };
+        for (k, e) in &captured.later {
+            write::put_keyspace_entry(
+                buf,
+                k.as_bytes(),
+                &e.value,
+                e.expire_at(),
+                self.collector.opts,
+                &mut spill,
+            )?;
+            spill(buf)?;
+        }
+        w.write_all(buf)
     }
 }
 
@@ -563,7 +582,7 @@ mod tests {
     fn a_huge_table_is_captured_in_chunks_point_in_time() {
         let ks = Arc::new(Keyspace::new());
         let db = ks.db(0);
-        let n = 10 * carmine_keyspace::CHUNK + 7;
+        let n = (10 * carmine_keyspace::CHUNK + 7).max(10_247);
         let key = |i: usize| format!("{{tag}}:{i}").into_bytes();
         for i in 0..n {
             db.set(&key(i), format!("v{i}").as_bytes());
@@ -610,5 +629,79 @@ mod tests {
             );
         }
         assert_eq!(ldb.get(&key(n + 2)).expect("str"), None, "appended later");
+    }
+
+    /// Values too large to serialize under their table's lock are copied by the walk and
+    /// written after unlocking, next to small values of the same tables that it
+    /// serializes in place; writers that change them first serialize them whole.
+    #[test]
+    fn large_values_survive_the_walk_and_writers_alike() {
+        let ks = Arc::new(Keyspace::new());
+        let db = ks.db(0);
+        let big_text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let items: Vec<Vec<u8>> = (0..3_000)
+            .map(|i| format!("item-{i}").into_bytes())
+            .collect();
+        let item_refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+        // Two of each: the walk meets one of a pair, writers change the other first.
+        for side in ["walk", "writer"] {
+            db.set(format!("{{{side}}}:big").as_bytes(), &big_text);
+            db.rpush(format!("{{{side}}}:list").as_bytes(), &item_refs)
+                .expect("list");
+            db.sadd(format!("{{{side}}}:set").as_bytes(), &item_refs[..2_000])
+                .expect("set");
+            for i in 0..1_500 {
+                db.hset(
+                    format!("{{{side}}}:hash").as_bytes(),
+                    &items[i],
+                    &items[i + 1],
+                )
+                .expect("hash");
+            }
+            for i in 0..100 {
+                db.set(format!("{{{side}}}:small{i}").as_bytes(), b"small");
+            }
+        }
+        let snap = Snapshot::begin(&ks, WriteOptions { compress: true }, true).expect("begin");
+        // Writers' changes, each capturing its table first.
+        db.append(b"{writer}:big", b"more").expect("append");
+        db.rpush(b"{writer}:list", &[b"later"]).expect("list");
+        db.sadd(b"{writer}:set", &[b"later"]).expect("set");
+        db.hset(b"{writer}:hash", b"later", b"x").expect("hash");
+        let mut file = Vec::new();
+        snap.write_to(&ks, &mut file, &[]).expect("written");
+        db.append(b"{walk}:big", b"after the walk").expect("append");
+
+        let loaded = Keyspace::new();
+        let stats = load_into(&loaded, &file).expect("loads");
+        assert_eq!(stats.keys, 2 * 104);
+        let ldb = loaded.db(0);
+        for side in ["walk", "writer"] {
+            let key = |name: &str| format!("{{{side}}}:{name}").into_bytes();
+            assert_eq!(
+                ldb.get(&key("big")).expect("str"),
+                Some(big_text.clone()),
+                "{side}"
+            );
+            assert_eq!(
+                ldb.lrange(&key("list"), 0, -1).expect("list"),
+                items,
+                "{side}"
+            );
+            let mut members = ldb.smembers(&key("set")).expect("set");
+            members.sort();
+            let mut want = items[..2_000].to_vec();
+            want.sort();
+            assert_eq!(members, want, "{side}");
+            assert_eq!(ldb.hlen(&key("hash")).expect("hash"), 1_500, "{side}");
+            for i in 0..100 {
+                assert_eq!(
+                    ldb.get(&key(&format!("small{i}"))).expect("str"),
+                    Some(b"small".to_vec())
+                );
+            }
+        }
     }
 }
