@@ -252,6 +252,11 @@ pub struct Shared {
     /// Bytes in use as the allocator counts them (set by the binary); None: estimate.
     pub used_memory: Option<fn() -> usize>,
     pub peak_memory: AtomicU64,
+    /// Makes room for this many more bytes in the calling thread's heap in a few large
+    /// steps (set by the binary, which knows its allocator): each event loop calls it when
+    /// a snapshot starts, before writers' captures grow the heap a page-rounded step at a
+    /// time.
+    pub heap_reserve: std::sync::OnceLock<fn(usize)>,
     /// The keyspace's own estimate, refreshed by the cron, when `used_memory` is None.
     pub estimated_memory: AtomicU64,
     /// Writes since start (rdb_changes_since_last_save until persistence exists).
@@ -303,6 +308,7 @@ impl Shared {
             active_expire: AtomicBool::new(true),
             used_memory,
             peak_memory: AtomicU64::new(0),
+            heap_reserve: std::sync::OnceLock::new(),
             estimated_memory: AtomicU64::new(0),
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),

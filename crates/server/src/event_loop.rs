@@ -190,6 +190,7 @@ impl EventLoop {
                     return;
                 }
             }
+            crate::persistence::prepare_heap(&self.shared);
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => self.on_wake(),

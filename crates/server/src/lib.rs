@@ -104,6 +104,16 @@ impl Server {
         config: Config,
         used_memory: Option<fn() -> usize>,
     ) -> io::Result<Server> {
+        Self::start_with_allocator(config, used_memory, None)
+    }
+
+    /// As [`Server::start_with_memory`], with a function that makes room for a number of
+    /// bytes in the calling thread's heap in a few large steps (see `Shared::heap_reserve`).
+    pub fn start_with_allocator(
+        config: Config,
+        used_memory: Option<fn() -> usize>,
+        heap_reserve: Option<fn(usize)>,
+    ) -> io::Result<Server> {
         let n = io_threads(&config);
         let mut port = config.get_i64("port") as u16;
         let backlog = config.get_i64("tcp-backlog") as i32;
@@ -131,6 +141,9 @@ impl Server {
             return Err(io::Error::other("no address could be bound"));
         }
         let shared = Shared::new(config, n, used_memory);
+        if let Some(reserve) = heap_reserve {
+            let _ = shared.heap_reserve.set(reserve);
+        }
         persistence::RdbFiles::install(&shared);
         // Only a dump to load makes the server refuse data commands (-LOADING) meanwhile.
         let has_dump = persistence::dump_path(&shared).exists();

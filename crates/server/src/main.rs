@@ -52,7 +52,7 @@ fn fix_malloc_thresholds() {
     // SAFETY: mallopt takes two integers and only changes allocator tuning; it runs
     // before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, alloc::MMAP_THRESHOLD as i32);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
     }
 }
@@ -149,7 +149,11 @@ fn main() {
             log::warning(&format!("Can't install signal handler: {e}"));
         }
     }
-    let server = match Server::start_with_memory(config, Some(alloc::allocated_bytes)) {
+    let server = match Server::start_with_allocator(
+        config,
+        Some(alloc::allocated_bytes),
+        Some(alloc::reserve_heap),
+    ) {
         Ok(s) => s,
         Err(e) => {
             log::warning(&e.to_string());

@@ -206,7 +206,11 @@ impl Persistence for RdbFiles {
         let Some(owned) = self.shared.upgrade() else {
             return Err("server is shutting down".into());
         };
+        // Before the reply: a client that samples memory right after it does not find
+        // this thread's heap growth in its way.
+        reserve_heap(shared);
         let (snap, dirty) = Self::begin(shared)?;
+        HEAP_READY_FOR.set(shared.keyspace.snapshot_epoch());
         // Writers' copies beyond 1/32 of the dataset (at least 4 MiB) speed the walk up.
         let limit = (shared.used_memory() / 32).max(4 << 20);
         let p = &shared.persist;
@@ -342,6 +346,31 @@ fn set_walk_priority(urgent: bool) -> bool {
     {
         let _ = urgent;
         false
+    }
+}
+
+thread_local! {
+    /// The snapshot epoch this thread last made room in its heap for.
+    static HEAP_READY_FOR: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Called by each event loop as it wakes: on its first wake-up in a new snapshot, makes
+/// room in the thread's heap for the copies its writers may make, so they do not grow it
+/// a page-rounded step at a time (each step an mprotect that waits on the process' mmap
+/// lock: see the binary's alloc.rs).
+pub fn prepare_heap(shared: &Shared) {
+    let epoch = shared.keyspace.snapshot_epoch();
+    if epoch == 0 || HEAP_READY_FOR.get() == epoch {
+        return;
+    }
+    HEAP_READY_FOR.set(epoch);
+    reserve_heap(shared);
+}
+
+/// An eighth of the dataset: the most snapshot.sh saw writers' copies hold at once.
+fn reserve_heap(shared: &Shared) {
+    if let Some(reserve) = shared.heap_reserve.get() {
+        reserve((shared.used_memory() / 8).min(1 << 30));
     }
 }
 
