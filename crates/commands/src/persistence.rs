@@ -2,7 +2,7 @@
 //! carmine-rdb, which this crate may not depend on; the server installs a
 //! [`Persistence`] that does the encoding and the files.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use carmine_keyspace::{notify, Entry, Keyspace, Value};
@@ -53,6 +53,11 @@ pub struct PersistStats {
     pub loading_total_bytes: AtomicU64,
     pub loading_loaded_bytes: AtomicU64,
     pub loading_loaded_keys: AtomicU64,
+    /// Bytes of writers' copies past which event loops pause for a running BGSAVE's walk
+    /// (0: none running).
+    pub snapshot_backlog_limit: AtomicUsize,
+    /// Whether loops are pausing for the walk now (until the copies are down to half).
+    pub snapshot_throttled: AtomicBool,
 }
 
 impl PersistStats {

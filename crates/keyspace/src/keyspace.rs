@@ -171,6 +171,11 @@ pub trait SnapshotSink: Send + Sync {
     fn closed(&self) -> bool {
         false
     }
+
+    /// Bytes of captures waiting to be written out (writers' copies ahead of the walk).
+    fn backlog(&self) -> usize {
+        0
+    }
 }
 
 impl Default for Keyspace {
@@ -281,6 +286,14 @@ impl Keyspace {
     /// The running snapshot's epoch (each snapshot gets a new one), or 0 when none runs.
     pub fn snapshot_epoch(&self) -> u64 {
         self.snapshot_epoch.load(Ordering::Acquire)
+    }
+
+    /// Bytes the running snapshot holds in captures not yet written out; 0 when none runs.
+    pub fn snapshot_backlog(&self) -> usize {
+        self.snapshot_sink
+            .read()
+            .as_ref()
+            .map_or(0, |sink| sink.backlog())
     }
 
     pub fn snapshot_running(&self) -> bool {

@@ -71,6 +71,10 @@ impl SnapshotSink for Collector {
         self.closed.load(Ordering::Acquire)
     }
 
+    fn backlog(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     fn capture(
         &self,
         db: usize,
@@ -127,16 +131,9 @@ pub struct SnapshotStats {
     pub peak_held: usize,
 }
 
-/// Called by the walk at each table with the bytes that writers' copies hold at that
-/// moment, before the walk writes them out (so it sees what piled up while the walk was
-/// off the CPU). The caller decides how the walk shares the CPU: a server lets the walk run
-/// in the loops' idle time and speeds it up once copies pile up.
-pub type Pacer = Box<dyn FnMut(usize) + Send>;
-
 /// A snapshot in progress (see the module docs).
 pub struct Snapshot {
     collector: Arc<Collector>,
-    pacer: Option<Pacer>,
     /// (keys, keys with deadlines) per database at the start: RESIZEDB hints.
     counts: Vec<(usize, usize)>,
     checksum: bool,
@@ -159,16 +156,9 @@ impl Snapshot {
         ks.begin_snapshot(collector.clone())?;
         Some(Snapshot {
             collector,
-            pacer: None,
             counts,
             checksum,
         })
-    }
-
-    /// Calls `pacer` between tables of the walk (see [`Pacer`]).
-    pub fn with_pacer(mut self, pacer: Pacer) -> Snapshot {
-        self.pacer = Some(pacer);
-        self
     }
 
     /// Streams the whole file: header, `aux` fields, every database, EOF and checksum.
@@ -209,7 +199,6 @@ impl Snapshot {
         // written at the walk's next step rather than held until the walk reaches its
         // slot: held memory stays small even while the walk runs at low priority.
         let mut later: HashMap<usize, Vec<Captured>> = HashMap::new();
-        let mut pacer = self.pacer.take();
         // One buffer for the whole walk: allocating it per table made a mapping per table
         // once it was past malloc's mmap threshold.
         let mut scratch = Vec::with_capacity(SPILL_AT * 2);
@@ -233,10 +222,6 @@ impl Snapshot {
             }
             for slot in 0..SLOT_COUNT as Slot {
                 ks.snapshot_table(db, slot);
-                // What piled up while the walk was off the CPU, before it is written.
-                if let Some(pacer) = pacer.as_mut() {
-                    pacer(self.collector.held.load(Ordering::Relaxed));
-                }
                 // Swapped with a drained spare, so both keep their capacity: a queue
                 // rebuilt from empty at each table grew (past malloc's mmap threshold: by
                 // mremap, which waits for the process' mmap lock) on writers' threads.
@@ -535,11 +520,11 @@ mod tests {
         );
     }
 
-    /// The pacer sees the bytes writers' copies hold: growing as writers capture tables
+    /// The backlog is the bytes writers' copies hold: growing as writers capture tables
     /// ahead of the walk, back to zero once the walk has written them; the stats report
     /// the peak.
     #[test]
-    fn the_pacer_sees_writers_copies_come_and_go() {
+    fn the_backlog_counts_writers_copies_until_written() {
         let ks = Keyspace::new();
         for i in 0..5000 {
             ks.db(0).set(format!("k{i}").as_bytes(), &[b'v'; 40]);
@@ -550,21 +535,21 @@ mod tests {
         for i in 0..300 {
             ks.db(0).set(format!("k{i}").as_bytes(), b"after");
         }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let snap = snap.with_pacer(Box::new(move |held| log.lock().push(held)));
+        let backlog = ks.snapshot_backlog();
+        // Each touched key's table chunk was copied, the key's own 40-byte value included.
+        assert!(
+            backlog > 300 * 40,
+            "copies of the touched chunks: {backlog}"
+        );
+        let collector = snap.collector.clone();
         let mut file = Vec::new();
         let stats = snap.write_to(&ks, &mut file, &[]).expect("written");
-        let seen = seen.lock();
-        assert_eq!(seen.len(), SLOT_COUNT * ks.databases(), "once per table");
-        let first = seen[0];
-        // Each touched key's table was copied whole, the key's own 40-byte value included.
-        assert!(first > 300 * 40, "copies of the touched tables: {first}");
         assert_eq!(
-            stats.peak_held, first,
-            "nothing captured after the first step"
+            stats.peak_held, backlog,
+            "nothing captured after the writers"
         );
-        assert_eq!(seen[1], 0, "written at the first step");
+        assert_eq!(collector.backlog(), 0, "every copy written and uncounted");
+        assert_eq!(ks.snapshot_backlog(), 0, "the snapshot is over");
         let loaded = Keyspace::new();
         load_into(&loaded, &file).expect("loads");
         assert_eq!(

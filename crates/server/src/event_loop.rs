@@ -205,6 +205,7 @@ impl EventLoop {
                     }
                 }
             }
+            crate::persistence::yield_to_snapshot(&self.shared);
             if self.expire_backlog && self.last_fast_expire.elapsed() >= FAST_EXPIRE_EVERY {
                 self.fast_expire_cycle();
             }

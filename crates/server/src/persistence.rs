@@ -214,6 +214,7 @@ impl Persistence for RdbFiles {
         // Writers' copies beyond 1/32 of the dataset (at least 4 MiB) speed the walk up.
         let limit = (shared.used_memory() / 32).max(4 << 20);
         let p = &shared.persist;
+        p.snapshot_backlog_limit.store(limit, Ordering::Relaxed);
         p.bgsave_in_progress.store(true, Ordering::Release);
         p.current_bgsave_started_ms
             .store(carmine_keyspace::now_ms(), Ordering::Relaxed);
@@ -221,8 +222,7 @@ impl Persistence for RdbFiles {
         let spawned = std::thread::Builder::new()
             .name("carmine-bgsave".into())
             .spawn(move || {
-                let mut pacing = WalkPacing::start(limit);
-                let snap = snap.with_pacer(Box::new(move |held| pacing.between_tables(held)));
+                walk_in_idle_time();
                 let started = Instant::now();
                 let result = write_file(&owned, snap);
                 let p = &owned.persist;
@@ -240,10 +240,12 @@ impl Persistence for RdbFiles {
                     )),
                     Err(e) => log::warning(&format!("Background saving error: {e}")),
                 }
+                p.snapshot_backlog_limit.store(0, Ordering::Relaxed);
                 p.bgsave_in_progress.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
             shared.keyspace.end_snapshot();
+            p.snapshot_backlog_limit.store(0, Ordering::Relaxed);
             p.bgsave_in_progress.store(false, Ordering::Release);
             return Err(e.to_string());
         }
@@ -281,71 +283,56 @@ impl Persistence for RdbFiles {
 /// soon as a normal thread wakes: it gets the loops' idle time and nothing else.
 ///
 /// Writers that reach a table first still capture it themselves, so a slower walk costs
-/// memory, never correctness; to bound that memory, once writers' copies hold more than
-/// `limit` bytes the walk returns to normal priority and yields after every table (a
-/// loop then waits at most one table's work), until the copies are down to half.
-/// Leaving SCHED_IDLE needs CAP_SYS_NICE (or RLIMIT_NICE); without it the walk stays
-/// idle and copies are bounded only by the dataset.
-struct WalkPacing {
-    limit: usize,
-    urgent: bool,
-    can_raise: bool,
-}
-
-impl WalkPacing {
-    fn start(limit: usize) -> WalkPacing {
-        set_walk_priority(false);
-        WalkPacing {
-            limit,
-            urgent: false,
-            can_raise: true,
-        }
-    }
-
-    fn between_tables(&mut self, held: usize) {
-        if !self.urgent && held > self.limit && self.can_raise {
-            self.urgent = set_walk_priority(true);
-            self.can_raise = self.urgent;
-        } else if self.urgent && held <= self.limit / 2 {
-            set_walk_priority(false);
-            self.urgent = false;
-        }
-        if self.urgent {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// Puts the calling thread at normal priority (`urgent`) or SCHED_IDLE (nice 19 where
-/// SCHED_IDLE is refused). Returns whether the change took effect.
+/// memory, never correctness. To bound that memory, once writers' copies hold more than
+/// a limit the event loops pause briefly at each wake-up ([`yield_to_snapshot`]) and the
+/// walk runs in those pauses, until the copies are down to half. An earlier version put
+/// the walk back at normal priority instead: requests then waited up to a tick behind it
+/// (perf sched: loop preempted at the timer, 3-5 ms runs of the walk; 8-10 ms worst
+/// probe latency), and it needed CAP_SYS_NICE to leave SCHED_IDLE at all.
+///
+/// Puts the calling thread in SCHED_IDLE, or at nice 19 where that is refused.
 #[allow(unsafe_code)]
-fn set_walk_priority(urgent: bool) -> bool {
+fn walk_in_idle_time() {
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 0 };
-        let policy = if urgent {
-            libc::SCHED_OTHER
-        } else {
-            libc::SCHED_IDLE
-        };
         // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 names the
         // calling thread, so only this thread's scheduling changes. gettid and setpriority
         // take no pointers. A failure leaves the policy unchanged.
         unsafe {
-            if libc::sched_setscheduler(0, policy, &param) == 0 {
-                return true;
-            }
-            if !urgent {
+            if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
                 let tid = libc::gettid();
-                return libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) == 0;
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
             }
         }
-        false
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = urgent;
+}
+
+/// How long a loop pauses at each wake-up while a snapshot's backlog is over its limit:
+/// the most it adds to a request's latency, give or take the timer's slack.
+const SNAPSHOT_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Called by each event loop after handling its events: while writers' copies held by a
+/// snapshot are over the limit BGSAVE set (1/32 of the dataset, at least 4 MiB), and
+/// until they are down to half, pauses the loop for [`SNAPSHOT_PAUSE`] so the walk,
+/// which only gets idle time, can write them out.
+pub fn yield_to_snapshot(shared: &Shared) {
+    let p = &shared.persist;
+    let limit = p.snapshot_backlog_limit.load(Ordering::Relaxed);
+    if limit == 0 {
+        return;
+    }
+    let backlog = shared.keyspace.snapshot_backlog();
+    let throttled = if backlog > limit {
+        true
+    } else if backlog <= limit / 2 {
         false
+    } else {
+        p.snapshot_throttled.load(Ordering::Relaxed)
+    };
+    p.snapshot_throttled.store(throttled, Ordering::Relaxed);
+    if throttled {
+        std::thread::sleep(SNAPSHOT_PAUSE);
     }
 }
 
@@ -492,5 +479,54 @@ pub fn save_on_shutdown(shared: &Shared, mode: carmine_commands::ShutdownMode) {
     log::notice("Saving the final RDB snapshot before exiting.");
     if let Err(e) = files.save(shared) {
         log::warning(&format!("Error trying to save the DB, can't exit: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A snapshot whose backlog the test sets.
+    struct Backlog(AtomicUsize);
+
+    impl carmine_keyspace::SnapshotSink for Backlog {
+        fn capture(
+            &self,
+            _db: usize,
+            _slot: carmine_keyspace::Slot,
+            _entries: &mut dyn Iterator<Item = (&[u8], &carmine_keyspace::Entry)>,
+        ) {
+        }
+
+        fn backlog(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Loops pause once writers' copies pass the limit and keep pausing until they are
+    /// down to half; with no limit set (no BGSAVE running) they never pause.
+    #[test]
+    fn loops_pause_for_the_walk_between_the_limit_and_half_of_it() {
+        let shared = Shared::new(carmine_commands::Config::new(), 1, None);
+        let sink = Arc::new(Backlog(AtomicUsize::new(0)));
+        assert!(shared.keyspace.begin_snapshot(sink.clone()).is_some());
+        let throttled = |backlog: usize| {
+            sink.0.store(backlog, Ordering::Relaxed);
+            yield_to_snapshot(&shared);
+            shared.persist.snapshot_throttled.load(Ordering::Relaxed)
+        };
+        assert!(!throttled(10_000), "no limit: no BGSAVE of ours");
+        shared
+            .persist
+            .snapshot_backlog_limit
+            .store(1000, Ordering::Relaxed);
+        assert!(!throttled(1000), "at the limit");
+        assert!(throttled(1001), "past it");
+        assert!(throttled(700), "still over half");
+        assert!(!throttled(500), "down to half");
+        assert!(!throttled(900), "under the limit again");
+        shared.keyspace.end_snapshot();
+        assert_eq!(shared.keyspace.snapshot_backlog(), 0);
     }
 }
