@@ -106,7 +106,14 @@ pub fn commands() -> Vec<CommandSpec> {
             )
         },
         CommandSpec {
-            subcommands: &["sleep", "object", "set-active-expire", "reload", "help"],
+            subcommands: &[
+                "sleep",
+                "object",
+                "set-active-expire",
+                "reload",
+                "populate",
+                "help",
+            ],
             ..cmd(
                 "debug",
                 -2,
@@ -773,6 +780,10 @@ const DEBUG_HELP: &[&str] = &[
     "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "OBJECT <key>",
     "    Show low-level info about the <key> and associated value.",
+    "POPULATE <count> [<prefix>] [<size>]",
+    "    Create <count> string keys <prefix>:<num> (prefix 'key') with values",
+    "    value:<num>, padded with zero bytes or cut to <size> when it is given.",
+    "    Keys that exist are left alone; cluster slots are not respected.",
     "RELOAD",
     "    Save the RDB on disk and reload it back to memory.",
     "SET-ACTIVE-EXPIRE <0|1>",
@@ -803,6 +814,7 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                 Err(e) => ctx.error(&format!("ERR Error trying to load the RDB dump: {e}")),
             }
         }
+        (b"populate", 3..=5) => populate(ctx),
         (b"set-active-expire", 3) => {
             let Some(v) = ctx.int_arg(2) else { return };
             ctx.shared.active_expire.store(v != 0, Ordering::Relaxed);
@@ -832,6 +844,49 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             String::from_utf8_lossy(ctx.arg(1))
         )),
     }
+}
+
+/// DEBUG POPULATE count [prefix] [size]: test data, as Redis makes it. Names are cut to
+/// 127 bytes as Redis' formatting buffer cuts them.
+fn populate(ctx: &mut Ctx<'_, '_>) {
+    // Redis answers the same error for a negative number and for no number at all.
+    let positive = |arg: &[u8]| carmine_resp::parse_i64(arg).filter(|n| *n >= 0);
+    let count = positive(ctx.arg(2));
+    let size = if ctx.args.len() == 5 {
+        positive(ctx.arg(4))
+    } else {
+        Some(0)
+    };
+    let (Some(count), Some(size)) = (count, size) else {
+        return ctx.error("ERR value is out of range, must be positive");
+    };
+    let prefix = if ctx.args.len() >= 4 {
+        ctx.args.bytes(3)
+    } else {
+        bytes::Bytes::from_static(b"key")
+    };
+    let db = ctx.shared.keyspace.db(ctx.session.db);
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut digits = itoa::Buffer::new();
+    for n in 0..count as u64 {
+        let n = digits.format(n);
+        key.clear();
+        key.extend_from_slice(&prefix);
+        key.push(b':');
+        key.extend_from_slice(n.as_bytes());
+        key.truncate(127);
+        if db.exists(&key) {
+            continue;
+        }
+        value.clear();
+        value.extend_from_slice(b"value:");
+        value.extend_from_slice(n.as_bytes());
+        if size > 0 {
+            value.resize(size as usize, 0);
+        }
+        db.set(&key, &value);
+    }
+    ctx.reply.ok();
 }
 
 const MEMORY_HELP: &[&str] = &[

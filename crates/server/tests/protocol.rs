@@ -260,6 +260,7 @@ fn commands_introspection() {
         .query(&mut c)
         .unwrap();
     assert!(dbg.contains("encoding:embstr"), "{dbg}");
+    debug_populate(&mut c);
     let usage: i64 = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg("k")
@@ -267,6 +268,34 @@ fn commands_introspection() {
         .unwrap();
     assert!(usage > 0);
     server.shutdown();
+}
+
+/// DEBUG POPULATE as Redis 7.0 does it: `prefix:n` keys with `value:n`, padded with
+/// zero bytes or cut to the size, existing keys untouched, negatives refused.
+fn debug_populate(c: &mut redis::Connection) {
+    let populate = |c: &mut redis::Connection, args: &[&str]| -> redis::RedisResult<String> {
+        redis::cmd("DEBUG").arg("POPULATE").arg(args).query(c)
+    };
+    let get = |c: &mut redis::Connection, key: &str| -> Option<Vec<u8>> {
+        redis::cmd("GET").arg(key).query(c).unwrap()
+    };
+    let _: () = redis::cmd("SET").arg("pop:1").arg("mine").query(c).unwrap();
+    assert_eq!(populate(c, &["4", "pop"]).unwrap(), "OK");
+    assert_eq!(get(c, "pop:1"), Some(b"mine".to_vec()), "left alone");
+    assert_eq!(get(c, "pop:3"), Some(b"value:3".to_vec()));
+    assert_eq!(get(c, "pop:4"), None, "count keys from 0");
+    assert_eq!(populate(c, &["3", "padded", "10"]).unwrap(), "OK");
+    assert_eq!(get(c, "padded:2"), Some(b"value:2\0\0\0".to_vec()));
+    assert_eq!(populate(c, &["2", "cut", "3"]).unwrap(), "OK");
+    assert_eq!(get(c, "cut:1"), Some(b"val".to_vec()));
+    assert_eq!(populate(c, &["2"]).unwrap(), "OK");
+    assert_eq!(get(c, "key:1"), Some(b"value:1".to_vec()));
+    let err = populate(c, &["-1"]).unwrap_err();
+    assert!(format!("{err}").contains("must be positive"), "{err}");
+    let err = populate(c, &["x"]).unwrap_err();
+    assert!(format!("{err}").contains("must be positive"), "{err}");
+    let err = populate(c, &["1", "p", "-2"]).unwrap_err();
+    assert!(format!("{err}").contains("must be positive"), "{err}");
 }
 
 fn c_set(c: &mut redis::Connection) {
