@@ -277,24 +277,28 @@ fn debug_populate(c: &mut redis::Connection) {
         redis::cmd("DEBUG").arg("POPULATE").arg(args).query(c)
     };
     let get = |c: &mut redis::Connection, key: &str| -> Option<Vec<u8>> {
-        redis::cmd("GET").arg(key).query(c).unwrap()
+        redis::cmd("GET").arg(key).query(c).expect("GET")
     };
-    let _: () = redis::cmd("SET").arg("pop:1").arg("mine").query(c).unwrap();
-    assert_eq!(populate(c, &["4", "pop"]).unwrap(), "OK");
+    let _: () = redis::cmd("SET")
+        .arg("pop:1")
+        .arg("mine")
+        .query(c)
+        .expect("SET");
+    assert_eq!(populate(c, &["4", "pop"]).expect("ok"), "OK");
     assert_eq!(get(c, "pop:1"), Some(b"mine".to_vec()), "left alone");
     assert_eq!(get(c, "pop:3"), Some(b"value:3".to_vec()));
     assert_eq!(get(c, "pop:4"), None, "count keys from 0");
-    assert_eq!(populate(c, &["3", "padded", "10"]).unwrap(), "OK");
+    assert_eq!(populate(c, &["3", "padded", "10"]).expect("ok"), "OK");
     assert_eq!(get(c, "padded:2"), Some(b"value:2\0\0\0".to_vec()));
-    assert_eq!(populate(c, &["2", "cut", "3"]).unwrap(), "OK");
+    assert_eq!(populate(c, &["2", "cut", "3"]).expect("ok"), "OK");
     assert_eq!(get(c, "cut:1"), Some(b"val".to_vec()));
-    assert_eq!(populate(c, &["2"]).unwrap(), "OK");
+    assert_eq!(populate(c, &["2"]).expect("ok"), "OK");
     assert_eq!(get(c, "key:1"), Some(b"value:1".to_vec()));
-    let err = populate(c, &["-1"]).unwrap_err();
+    let err = populate(c, &["-1"]).expect_err("negative");
     assert!(format!("{err}").contains("must be positive"), "{err}");
-    let err = populate(c, &["x"]).unwrap_err();
+    let err = populate(c, &["x"]).expect_err("not a number");
     assert!(format!("{err}").contains("must be positive"), "{err}");
-    let err = populate(c, &["1", "p", "-2"]).unwrap_err();
+    let err = populate(c, &["1", "p", "-2"]).expect_err("negative size");
     assert!(format!("{err}").contains("must be positive"), "{err}");
 }
 
