@@ -24,6 +24,7 @@ mod barrier;
 mod bitmap;
 pub mod blocking;
 pub mod config;
+mod config_compat;
 pub mod connection;
 mod dispatch;
 mod geo;
