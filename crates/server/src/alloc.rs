@@ -63,7 +63,13 @@ pub fn reserve_heap(bytes: usize) {
         let mut left = bytes;
         while left > 0 {
             let n = left.min(BLOCK);
-            blocks.push(Vec::<u8>::with_capacity(n));
+            // Fallible: under strict overcommit (vm.overcommit_memory=2) the room may
+            // not be there, and an infallible allocation would abort the server.
+            let mut block = Vec::<u8>::new();
+            if block.try_reserve_exact(n).is_err() {
+                break;
+            }
+            blocks.push(block);
             left -= n;
         }
         // SAFETY: as above; restores the binary's own setting.
