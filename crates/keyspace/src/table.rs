@@ -556,4 +556,76 @@ mod tests {
             proptest::prop_assert_eq!(keys.len(), model.len());
         }
     }
+
+    /// Records what a snapshot is handed.
+    struct Recorder(parking_lot::Mutex<Vec<(Vec<u8>, Vec<u8>)>>);
+
+    impl crate::keyspace::SnapshotSink for Recorder {
+        fn capture(
+            &self,
+            _db: usize,
+            _slot: crate::Slot,
+            entries: &mut dyn Iterator<Item = (&[u8], &Entry)>,
+        ) {
+            let mut got = self.0.lock();
+            for (k, e) in entries {
+                let v = e.value.as_str().map(|s| s.to_vec()).unwrap_or_default();
+                got.push((k.to_vec(), v));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Chunked capture hands over exactly the table as it stood when the capture
+        /// started, each entry once, whatever edits in place, replacements, removals
+        /// (which move the last entry into the hole), expiry sweeps and inserts happen
+        /// between the walk's chunk steps.
+        #[test]
+        fn chunked_capture_is_the_table_at_its_start(
+            start in 0usize..(4 * CHUNK + 5),
+            ops in proptest::collection::vec((0u8..6, 0u16..400), 0..400),
+        ) {
+            let mut t = SlotTable::new();
+            for i in 0..start {
+                t.insert(format!("key:{i}").as_bytes(), Entry::with_expiry(val(&format!("v{i}")), 100));
+            }
+            let mut expected: Vec<(Vec<u8>, Vec<u8>)> = t
+                .iter()
+                .map(|(k, e)| (k.to_vec(), e.value.as_str().map(|s| s.to_vec()).unwrap_or_default()))
+                .collect();
+            let recorder = std::sync::Arc::new(Recorder(Default::default()));
+            let sink: std::sync::Arc<dyn crate::keyspace::SnapshotSink> = recorder.clone();
+            t.start_capture(&sink, 0, 0);
+            for (op, k) in ops {
+                let key = format!("key:{k}").into_bytes();
+                match op {
+                    0 => {
+                        t.insert(&key, Entry::new(val("changed")));
+                    }
+                    1 => {
+                        t.remove(&key);
+                    }
+                    2 => {
+                        if let Some(e) = t.peek_mut(&key) {
+                            e.value = val("edited in place");
+                        }
+                    }
+                    3 => {
+                        t.remove_expired(200, |_| {});
+                    }
+                    4 => {
+                        t.insert(format!("new:{k}").as_bytes(), Entry::new(val("after")));
+                    }
+                    _ => {
+                        t.capture_next_chunk();
+                    }
+                }
+            }
+            t.finish_capture();
+            let mut got = recorder.0.lock().clone();
+            got.sort();
+            expected.sort();
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
 }
