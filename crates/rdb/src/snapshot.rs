@@ -1,13 +1,13 @@
 //! The fork-free snapshot: RDB bytes for the keyspace exactly as it stood when the
 //! snapshot began, written while writers keep going.
 //!
-//! [`Snapshot::begin`] registers a sink with the keyspace. From then on, the first time
-//! any thread locks a table (to write it, or the walk to read it), the table is serialized
-//! into the sink as it stands, before the lock holder can change it. [`Snapshot::write_to`]
-//! walks every table in (db, slot) order, triggers the capture of those nobody touched
-//! yet, and streams each captured table to the output as soon as the walk reaches it.
-//! Memory held beyond the dataset: tables copied by writers ahead of the walk, and only
-//! until the walk reaches them.
+//! [`Snapshot::begin`] registers a sink with the keyspace. From then on, before any thread
+//! changes a table position that the snapshot has not captured yet, the chunk of 32
+//! positions holding it is serialized into the sink as it stands (see the keyspace's
+//! `SlotTable` partial capture). [`Snapshot::write_to`] walks every table in (db, slot)
+//! order, captures the chunks nobody touched, and writes out whatever writers captured at
+//! each step. Memory held beyond the dataset: writers' copies not yet written, which the
+//! server bounds by pausing its event loops past a limit (`Keyspace::snapshot_backlog`).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
