@@ -1,5 +1,6 @@
-//! The keyspace under the command path: SET and GET through locked slot tables, and the
-//! full dispatcher (lookup, arity, lock, execute, reply) for GET.
+//! The keyspace under the command path: SET and GET through locked slot tables, a long
+//! list used as a queue, and the full dispatcher (lookup, arity, lock, execute, reply)
+//! for GET.
 
 use std::sync::Arc;
 
@@ -25,6 +26,16 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % 100_000;
             db.set(format!("key:{i:012}").as_bytes(), b"fedcba9876543210");
+        })
+    });
+    // A long list used as a queue, as redis-benchmark's LPUSH/LPOP use "mylist".
+    for i in 0..100_000u32 {
+        db.rpush(b"queue", &[&i.to_le_bytes()]).expect("list");
+    }
+    c.bench_function("keyspace_list_push_pop", |b| {
+        b.iter(|| {
+            db.lpush(b"queue", &[b"x"]).expect("list");
+            black_box(db.rpop(b"queue").expect("list"))
         })
     });
     let shared = Shared::new(Config::new(), 1, None);

@@ -2,7 +2,6 @@
 //! thresholds Redis uses (`hash-max-listpack-entries` ...), reported with Redis' encoding
 //! names. A collection never converts back, as in Redis.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 /// The large hash encoding: an insertion-ordered table, so that a member's position is a
@@ -229,7 +228,8 @@ impl HashValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListValue {
     Packed(Packed),
-    Deque(Box<VecDeque<Vec<u8>>>),
+    /// Shared nodes: a snapshot's copy of a long list costs node pointers only.
+    Deque(Box<crate::node_list::NodeList>),
 }
 
 impl Default for ListValue {
@@ -303,20 +303,14 @@ impl ListValue {
     pub fn get(&self, index: usize) -> Option<&[u8]> {
         match self {
             ListValue::Packed(p) => p.get(index),
-            ListValue::Deque(d) => d.get(index).map(Vec::as_slice),
+            ListValue::Deque(d) => d.get(index),
         }
     }
 
     pub fn set(&mut self, index: usize, item: &[u8], limits: &EncodingLimits) -> bool {
         let ok = match self {
             ListValue::Packed(p) => p.replace(index, item),
-            ListValue::Deque(d) => match d.get_mut(index) {
-                Some(slot) => {
-                    *slot = item.to_vec();
-                    true
-                }
-                None => false,
-            },
+            ListValue::Deque(d) => d.set(index, item.to_vec()),
         };
         self.check(limits);
         ok
@@ -325,7 +319,7 @@ impl ListValue {
     pub fn insert(&mut self, index: usize, item: &[u8], limits: &EncodingLimits) {
         match self {
             ListValue::Packed(p) => p.insert(index, item),
-            ListValue::Deque(d) => d.insert(index.min(d.len()), item.to_vec()),
+            ListValue::Deque(d) => d.insert(index, item.to_vec()),
         }
         self.check(limits);
     }
@@ -345,17 +339,14 @@ impl ListValue {
         let n = end - start + 1;
         match self {
             ListValue::Packed(p) => p.iter().skip(start).take(n).collect(),
-            ListValue::Deque(d) => d
-                .range(start..=end.min(d.len() - 1))
-                .map(Vec::as_slice)
-                .collect(),
+            ListValue::Deque(d) => d.iter_from(start).take(n).collect(),
         }
     }
 
     pub fn iter(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
         match self {
             ListValue::Packed(p) => Box::new(p.iter()),
-            ListValue::Deque(d) => Box::new(d.iter().map(Vec::as_slice)),
+            ListValue::Deque(d) => Box::new(d.iter()),
         }
     }
 
@@ -368,14 +359,14 @@ impl ListValue {
             .collect();
         match self {
             ListValue::Packed(p) => *p = Packed::from_items(keep.iter().map(Vec::as_slice)),
-            ListValue::Deque(d) => **d = keep.into(),
+            ListValue::Deque(d) => **d = keep.into_iter().collect(),
         }
     }
 
     pub fn heap_size(&self) -> usize {
         match self {
             ListValue::Packed(p) => p.heap_size(),
-            ListValue::Deque(d) => d.iter().map(|v| 24 + v.capacity()).sum(),
+            ListValue::Deque(d) => d.heap_size(),
         }
     }
 }
@@ -593,7 +584,7 @@ mod tests {
         fn list_matches_model_across_conversion(ops in proptest::collection::vec((0u8..5, item(), 0usize..8), 1..60)) {
             let limits = small_limits();
             let mut l = ListValue::default();
-            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            let mut model: std::collections::VecDeque<Vec<u8>> = Default::default();
             for (op, v, idx) in ops {
                 match op {
                     0 => { l.push(&v, true, &limits); model.push_front(v); }

@@ -210,6 +210,13 @@ impl Value {
         }
     }
 
+    /// Whether a clone shares the value's data instead of copying it (long lists, whose
+    /// nodes are shared until changed): a snapshot copies such a value in microseconds
+    /// whatever its size.
+    pub fn clone_is_shallow(&self) -> bool {
+        matches!(self, Value::List(l) if matches!(**l, crate::collections::ListValue::Deque(_)))
+    }
+
     pub fn as_str(&self) -> Option<&StrValue> {
         match self {
             Value::Str(s) => Some(s),
