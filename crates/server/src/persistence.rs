@@ -211,7 +211,8 @@ impl Persistence for RdbFiles {
         reserve_heap(shared);
         let (snap, dirty) = Self::begin(shared)?;
         HEAP_READY_FOR.set(shared.keyspace.snapshot_epoch());
-        // Writers' copies beyond 1/32 of the dataset (at least 4 MiB) speed the walk up.
+        // Past 1/32 of the dataset (at least 4 MiB) of writers' copies, the event loops
+        // pause for the walk (see `yield_to_snapshot`).
         let limit = (shared.used_memory() / 32).max(4 << 20);
         let p = &shared.persist;
         p.snapshot_backlog_limit.store(limit, Ordering::Relaxed);
