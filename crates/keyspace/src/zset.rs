@@ -211,6 +211,33 @@ impl Treap {
         n
     }
 
+    /// In order from rank `k` on: the path down to rank `k` is stacked (the nodes it
+    /// passes on their left side come after it), so a range costs O(log n + count) where
+    /// selecting each rank cost O(log n) apiece.
+    fn iter_from(&self, mut k: usize) -> InOrder<'_> {
+        let mut stack = Vec::new();
+        let mut t = self.root;
+        while t != NIL {
+            let node = &self.nodes[t as usize];
+            let ls = self.size(node.left) as usize;
+            match k.cmp(&ls) {
+                CmpOrdering::Less => {
+                    stack.push(t);
+                    t = node.left;
+                }
+                CmpOrdering::Equal => {
+                    stack.push(t);
+                    break;
+                }
+                CmpOrdering::Greater => {
+                    k -= ls + 1;
+                    t = node.right;
+                }
+            }
+        }
+        InOrder { treap: self, stack }
+    }
+
     fn select(&self, mut k: usize) -> Option<(f64, &[u8])> {
         let mut t = self.root;
         while t != NIL {
@@ -226,6 +253,27 @@ impl Treap {
             }
         }
         None
+    }
+}
+
+/// A treap's elements in order, from where [`Treap::iter_from`] started.
+struct InOrder<'a> {
+    treap: &'a Treap,
+    stack: Vec<u32>,
+}
+
+impl<'a> Iterator for InOrder<'a> {
+    type Item = (f64, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let t = self.stack.pop()?;
+        let node = &self.treap.nodes[t as usize];
+        let mut c = node.right;
+        while c != NIL {
+            self.stack.push(c);
+            c = self.treap.nodes[c as usize].left;
+        }
+        Some((node.score, node.member.as_bytes()))
     }
 }
 
@@ -395,9 +443,28 @@ impl ZSetValue {
         }
     }
 
+    /// Every element, in no particular order: the large form's score map in insertion
+    /// order, a sequential walk (RDB does not need rank order, and the treap's in-order
+    /// walk chases a pointer per element).
+    pub fn unordered(&self) -> Box<dyn Iterator<Item = (f64, &[u8])> + '_> {
+        match self {
+            ZSetValue::Packed(v) => Box::new(v.iter().map(|(s, m)| (*s, m.as_bytes()))),
+            ZSetValue::Tree(t) => Box::new(t.scores.iter().map(|(m, s)| (*s, m.as_bytes()))),
+        }
+    }
+
     /// Elements with ranks `start..end`, ascending.
-    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = (f64, &[u8])> + '_ {
-        (start..end.min(self.len())).filter_map(move |i| self.get(i))
+    pub fn range(&self, start: usize, end: usize) -> Box<dyn Iterator<Item = (f64, &[u8])> + '_> {
+        let count = end.min(self.len()).saturating_sub(start);
+        match self {
+            ZSetValue::Packed(v) => Box::new(
+                v.iter()
+                    .skip(start)
+                    .take(count)
+                    .map(|(s, m)| (*s, m.as_bytes())),
+            ),
+            ZSetValue::Tree(t) => Box::new(t.order.iter_from(start).take(count)),
+        }
     }
 
     pub fn heap_size(&self) -> usize {
@@ -450,6 +517,17 @@ mod tests {
             sorted.sort_by(|a, b| cmp((a.0, &a.1), (b.0, &b.1)));
             let got: Vec<(f64, Vec<u8>)> = z.range(0, z.len()).map(|(s, m)| (s, m.to_vec())).collect();
             prop_assert_eq!(&got, &sorted);
+            let mut all: Vec<(f64, Vec<u8>)> = z.unordered().map(|(s, m)| (s, m.to_vec())).collect();
+            all.sort_by(|a, b| cmp((a.0, &a.1), (b.0, &b.1)));
+            prop_assert_eq!(&all, &sorted);
+            // Every window, including ones running past the end.
+            for start in 0..=sorted.len() {
+                for width in [0, 1, 3, 50] {
+                    let window: Vec<(f64, Vec<u8>)> = z.range(start, start + width).map(|(s, m)| (s, m.to_vec())).collect();
+                    let want = &sorted[start..(start + width).min(sorted.len())];
+                    prop_assert_eq!(&window[..], want);
+                }
+            }
             for (i, (s, m)) in sorted.iter().enumerate() {
                 prop_assert_eq!(z.rank(m), Some(i));
                 prop_assert_eq!(z.score(m), Some(*s));

@@ -194,7 +194,8 @@ pub fn put_keyspace_entry(
         }
         KValue::ZSet(z) => {
             put_length(out, z.len() as u64);
-            for (score, m) in z.range(0, z.len()) {
+            // Any order loads the same set; rank order cost a treap walk per element.
+            for (score, m) in z.unordered() {
                 put_string(out, m, opts);
                 out.extend_from_slice(&score.to_le_bytes());
                 spill(out)?;
