@@ -283,6 +283,16 @@ impl Keyspace {
         *slot = None;
     }
 
+    /// Ends snapshot `epoch` if it is still the running one (a cleanup that must not end
+    /// a snapshot begun since).
+    pub fn end_snapshot_of(&self, epoch: u64) {
+        let mut slot = self.snapshot_sink.write();
+        if self.snapshot_epoch.load(Ordering::Acquire) == epoch {
+            self.snapshot_epoch.store(0, Ordering::Release);
+            *slot = None;
+        }
+    }
+
     /// The running snapshot's epoch (each snapshot gets a new one), or 0 when none runs.
     pub fn snapshot_epoch(&self) -> u64 {
         self.snapshot_epoch.load(Ordering::Acquire)

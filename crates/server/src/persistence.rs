@@ -210,7 +210,8 @@ impl Persistence for RdbFiles {
         // this thread's heap growth in its way.
         reserve_heap(shared);
         let (snap, dirty) = Self::begin(shared)?;
-        HEAP_READY_FOR.set(shared.keyspace.snapshot_epoch());
+        let epoch = shared.keyspace.snapshot_epoch();
+        HEAP_READY_FOR.set(epoch);
         // Past 1/32 of the dataset (at least 4 MiB) of writers' copies, the event loops
         // pause for the walk (see `yield_to_snapshot`).
         let limit = (shared.used_memory() / 32).max(4 << 20);
@@ -223,6 +224,9 @@ impl Persistence for RdbFiles {
         let spawned = std::thread::Builder::new()
             .name("carmine-bgsave".into())
             .spawn(move || {
+                // Whatever happens to the walk, even a panic, the loops stop pausing for
+                // it and the next BGSAVE may start.
+                let _over = BgsaveOver(&owned, epoch);
                 walk_in_idle_time();
                 let started = Instant::now();
                 let result = write_file(&owned, snap);
@@ -241,13 +245,9 @@ impl Persistence for RdbFiles {
                     )),
                     Err(e) => log::warning(&format!("Background saving error: {e}")),
                 }
-                p.snapshot_backlog_limit.store(0, Ordering::Relaxed);
-                p.bgsave_in_progress.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
-            shared.keyspace.end_snapshot();
-            p.snapshot_backlog_limit.store(0, Ordering::Relaxed);
-            p.bgsave_in_progress.store(false, Ordering::Release);
+            drop(BgsaveOver(shared, epoch));
             return Err(e.to_string());
         }
         Ok(())
@@ -271,6 +271,21 @@ impl Persistence for RdbFiles {
         let v =
             carmine_rdb::decode_payload(payload, body_end).map_err(|_| RestoreError::BadData)?;
         Ok(carmine_rdb::to_keyspace(v, ks))
+    }
+}
+
+/// Marks a background save over when dropped: its snapshot ends if it still runs (the
+/// walk ends it itself unless it panicked), the loops stop pausing for the walk, and
+/// BGSAVE may run again.
+struct BgsaveOver<'a>(&'a Shared, u64);
+
+impl Drop for BgsaveOver<'_> {
+    fn drop(&mut self) {
+        self.0.keyspace.end_snapshot_of(self.1);
+        let p = &self.0.persist;
+        p.snapshot_backlog_limit.store(0, Ordering::Relaxed);
+        p.snapshot_throttled.store(false, Ordering::Relaxed);
+        p.bgsave_in_progress.store(false, Ordering::Release);
     }
 }
 
@@ -552,5 +567,38 @@ mod tests {
         assert!(!throttled(900), "under the limit again");
         shared.keyspace.end_snapshot();
         assert_eq!(shared.keyspace.snapshot_backlog(), 0);
+    }
+
+    /// A finished background save's cleanup ends its own snapshot, never one begun
+    /// since, and stops the loops' pauses.
+    #[test]
+    fn a_bgsave_cleanup_ends_only_its_own_snapshot() {
+        let shared = Shared::new(carmine_commands::Config::new(), 1, None);
+        let sink = || -> Arc<dyn carmine_keyspace::SnapshotSink> {
+            Arc::new(Backlog(AtomicUsize::new(0)))
+        };
+        let first = shared.keyspace.begin_snapshot(sink()).expect("begins");
+        shared.keyspace.end_snapshot();
+        let second = shared.keyspace.begin_snapshot(sink()).expect("begins");
+        shared
+            .persist
+            .snapshot_backlog_limit
+            .store(1, Ordering::Relaxed);
+        drop(BgsaveOver(&shared, first));
+        assert_eq!(
+            shared.keyspace.snapshot_epoch(),
+            second,
+            "the later one runs on"
+        );
+        assert_eq!(
+            shared
+                .persist
+                .snapshot_backlog_limit
+                .load(Ordering::Relaxed),
+            0
+        );
+        drop(BgsaveOver(&shared, second));
+        assert!(!shared.keyspace.snapshot_running());
+        assert!(!shared.persist.bgsave_in_progress.load(Ordering::Relaxed));
     }
 }
