@@ -71,6 +71,8 @@ pub enum HashValue {
     Packed(Packed),
     /// Boxed so that the common small hash carries only the packed variant's size.
     Table(Box<HashTable>),
+    /// Past `hash_shards::SHARD_AT` fields: shared shards, so a snapshot copies pointers.
+    Shards(Box<crate::hash_shards::HashShards>),
 }
 
 impl Default for HashValue {
@@ -84,6 +86,7 @@ impl HashValue {
         match self {
             HashValue::Packed(p) => p.len() / 2,
             HashValue::Table(t) => t.len(),
+            HashValue::Shards(s) => s.len(),
         }
     }
 
@@ -94,7 +97,7 @@ impl HashValue {
     pub fn encoding(&self) -> &'static str {
         match self {
             HashValue::Packed(_) => "listpack",
-            HashValue::Table(_) => "hashtable",
+            HashValue::Table(_) | HashValue::Shards(_) => "hashtable",
         }
     }
 
@@ -107,6 +110,7 @@ impl HashValue {
         match self {
             HashValue::Packed(p) => Self::packed_index(p, field).and_then(|i| p.get(2 * i + 1)),
             HashValue::Table(t) => t.get(field).map(CompactKey::as_bytes),
+            HashValue::Shards(s) => s.get(field).map(CompactKey::as_bytes),
         }
     }
 
@@ -132,9 +136,18 @@ impl HashValue {
             self.convert();
         }
         match self {
-            HashValue::Table(t) => t
-                .insert(CompactKey::new(field), CompactKey::new(value))
-                .is_none(),
+            HashValue::Table(t) => {
+                let new = t
+                    .insert(CompactKey::new(field), CompactKey::new(value))
+                    .is_none();
+                if t.len() > crate::hash_shards::SHARD_AT {
+                    let table = std::mem::take(&mut **t);
+                    *self =
+                        HashValue::Shards(Box::new(crate::hash_shards::HashShards::split(table)));
+                }
+                new
+            }
+            HashValue::Shards(s) => s.insert(field, value),
             HashValue::Packed(_) => false,
         }
     }
@@ -163,6 +176,7 @@ impl HashValue {
                 None => false,
             },
             HashValue::Table(t) => t.swap_remove(field).is_some(),
+            HashValue::Shards(s) => s.remove(field),
         }
     }
 
@@ -183,6 +197,10 @@ impl HashValue {
                 .iter()
                 .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
                 .collect(),
+            HashValue::Shards(s) => s
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .collect(),
         }
     }
 
@@ -193,6 +211,7 @@ impl HashValue {
                 .iter()
                 .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
                 .sum(),
+            HashValue::Shards(s) => s.heap_size(),
         }
     }
 
@@ -210,6 +229,14 @@ impl HashValue {
                     .collect();
                 (next, items)
             }
+            HashValue::Shards(s) => {
+                let (next, items) = s.scan(cursor, count);
+                let items = items
+                    .into_iter()
+                    .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                    .collect();
+                (next, items)
+            }
         }
     }
 
@@ -219,6 +246,7 @@ impl HashValue {
         match self {
             HashValue::Packed(p) => Some((p.get(2 * i)?, p.get(2 * i + 1)?)),
             HashValue::Table(t) => t.get_index(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+            HashValue::Shards(s) => s.pair_at(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
         }
     }
 }

@@ -45,6 +45,7 @@ pub mod collections;
 mod compact;
 mod error;
 pub mod evict;
+mod hash_shards;
 pub mod hll;
 mod keyspace;
 mod node_list;

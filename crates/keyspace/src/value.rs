@@ -210,11 +210,16 @@ impl Value {
         }
     }
 
-    /// Whether a clone shares the value's data instead of copying it (long lists, whose
-    /// nodes are shared until changed): a snapshot copies such a value in microseconds
-    /// whatever its size.
+    /// Whether a clone shares the value's data instead of copying it (long lists' nodes,
+    /// huge hashes' shards, shared until changed): a snapshot copies such a value in
+    /// microseconds whatever its size.
     pub fn clone_is_shallow(&self) -> bool {
-        matches!(self, Value::List(l) if matches!(**l, crate::collections::ListValue::Deque(_)))
+        use crate::collections::{HashValue, ListValue};
+        match self {
+            Value::List(l) => matches!(**l, ListValue::Deque(_)),
+            Value::Hash(h) => matches!(**h, HashValue::Shards(_)),
+            _ => false,
+        }
     }
 
     pub fn as_str(&self) -> Option<&StrValue> {

@@ -219,6 +219,13 @@ pub fn put_keyspace_entry(
                         spill(out)?;
                     }
                 }
+                HashValue::Shards(s) => {
+                    for (f, val) in s.iter() {
+                        put_string(out, f.as_bytes(), opts);
+                        put_string(out, val.as_bytes(), opts);
+                        spill(out)?;
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,287 @@
+//! Huge hashes as a fixed number of shared shards.
+//!
+//! A snapshot must keep a hash as it stood at its start while writers go on changing it.
+//! Serializing a million-field hash for that held its writer 36-57 ms. Past
+//! [`SHARD_AT`] fields a hash is split by field hash into [`SHARDS`] `Arc`'d tables:
+//! cloning copies 64 pointers, and a change copies only the shard it touches while a
+//! clone still shares it (1/64 of the hash).
+//!
+//! The shard count never changes, so HSCAN keeps its guarantee: a cursor names a shard
+//! and a position in it, shards are walked from the last down, and inside a shard
+//! positions only move down (`swap_remove`) while inserts append, as in one table.
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
+
+use crate::collections::HashTable;
+use crate::compact::CompactKey;
+
+/// Fields past which a hash table is split into shards (never merged back).
+pub const SHARD_AT: usize = if cfg!(test) { 64 } else { 8192 };
+
+/// Shards of a split hash.
+pub const SHARDS: usize = 64;
+
+/// Cursor bits for a position inside a shard; the shard (plus one) sits above them.
+const POSITION_BITS: u32 = 40;
+const POSITION_MASK: u64 = (1 << POSITION_BITS) - 1;
+
+fn shard_of(field: &[u8]) -> usize {
+    // Its own seed: the shards' tables hash with theirs, and a shared hash would leave
+    // each shard's table with the same top bits in every key.
+    static STATE: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
+    (STATE.get_or_init(Default::default).hash_one(field) >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+#[derive(Clone)]
+pub struct HashShards {
+    shards: Vec<Arc<HashTable>>,
+    len: usize,
+}
+
+impl HashShards {
+    /// Splits `table`'s fields into shards.
+    pub fn split(table: HashTable) -> HashShards {
+        let per = table.len() / SHARDS + 1;
+        let mut shards: Vec<HashTable> = (0..SHARDS)
+            .map(|_| HashTable::with_capacity_and_hasher(per, Default::default()))
+            .collect();
+        let len = table.len();
+        for (f, v) in table {
+            shards[shard_of(f.as_bytes())].insert(f, v);
+        }
+        HashShards {
+            shards: shards.into_iter().map(Arc::new).collect(),
+            len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, field: &[u8]) -> Option<&CompactKey> {
+        self.shards[shard_of(field)].get(field)
+    }
+
+    /// Sets `field`; true if it is new.
+    pub fn insert(&mut self, field: &[u8], value: &[u8]) -> bool {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(field)]);
+        let new = shard
+            .insert(CompactKey::new(field), CompactKey::new(value))
+            .is_none();
+        self.len += usize::from(new);
+        new
+    }
+
+    pub fn remove(&mut self, field: &[u8]) -> bool {
+        let at = shard_of(field);
+        // Not copied for a field it does not hold.
+        if !self.shards[at].contains_key(field) {
+            return false;
+        }
+        let gone = Arc::make_mut(&mut self.shards[at])
+            .swap_remove(field)
+            .is_some();
+        self.len -= usize::from(gone);
+        gone
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&CompactKey, &CompactKey)> + '_ {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    /// The pair at position `i` counting through the shards in order (HRANDFIELD).
+    pub fn pair_at(&self, mut i: usize) -> Option<(&CompactKey, &CompactKey)> {
+        for shard in &self.shards {
+            if i < shard.len() {
+                return shard.get_index(i);
+            }
+            i -= shard.len();
+        }
+        None
+    }
+
+    /// One HSCAN step: up to `count` pairs and the next cursor (0 when done). Cursor 0
+    /// starts at the top of the last shard; a cursor without a shard (from before the
+    /// hash was split) starts over, which may repeat fields but misses none.
+    pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<(&CompactKey, &CompactKey)>) {
+        let (shard, top) = match cursor >> POSITION_BITS {
+            0 => (SHARDS - 1, POSITION_MASK),
+            s => (((s - 1) as usize).min(SHARDS - 1), cursor & POSITION_MASK),
+        };
+        let table = &self.shards[shard];
+        let (window, next) =
+            crate::collections::scan_window(table.len(), top.min(table.len() as u64), count);
+        let items = window.rev().filter_map(|i| table.get_index(i)).collect();
+        let next = match (next, shard) {
+            (0, 0) => 0,
+            (0, s) => (s as u64) << POSITION_BITS | POSITION_MASK,
+            (pos, s) => (s as u64 + 1) << POSITION_BITS | pos,
+        };
+        (next, items)
+    }
+
+    pub fn heap_size(&self) -> usize {
+        self.iter()
+            .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
+            .sum()
+    }
+}
+
+/// Equal when the fields and values are, whichever shard holds them.
+impl PartialEq for HashShards {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().all(|(f, v)| other.get(f.as_bytes()) == Some(v))
+    }
+}
+
+impl Eq for HashShards {}
+
+impl std::fmt::Debug for HashShards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collections::{EncodingLimits, HashValue};
+    use proptest::prelude::*;
+    use std::collections::{HashMap, HashSet};
+
+    fn field(i: u16) -> Vec<u8> {
+        format!("field-{i}").into_bytes()
+    }
+
+    proptest! {
+        /// Across the split at SHARD_AT, against a HashMap: lookups, sizes, every pair
+        /// reachable by position exactly once, and a clone taken midway that keeps its
+        /// pairs whatever happens to the original.
+        #[test]
+        fn matches_a_map_across_the_split(
+            ops in proptest::collection::vec((0u8..3, 0u16..300), 0..600),
+            clone_at in 0usize..600,
+        ) {
+            let limits = EncodingLimits::default();
+            let mut h = HashValue::default();
+            let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+            let mut frozen = None;
+            for (step, (op, i)) in ops.into_iter().enumerate() {
+                if step == clone_at {
+                    frozen = Some((h.clone(), model.clone()));
+                }
+                let f = field(i);
+                if op < 2 {
+                    let v = format!("v{step}").into_bytes();
+                    prop_assert_eq!(h.insert(&f, &v, &limits), model.insert(f, v).is_none());
+                } else {
+                    prop_assert_eq!(h.remove(&f), model.remove(&f).is_some());
+                }
+                prop_assert_eq!(h.len(), model.len());
+            }
+            for (f, v) in &model {
+                prop_assert_eq!(h.get(f), Some(v.as_slice()));
+            }
+            let by_position: HashSet<Vec<u8>> =
+                (0..h.len()).filter_map(|i| h.pair_at(i)).map(|(f, _)| f.to_vec()).collect();
+            prop_assert_eq!(by_position.len(), model.len());
+            if let Some((copy, then)) = frozen {
+                prop_assert_eq!(copy.len(), then.len());
+                for (f, v) in &then {
+                    prop_assert_eq!(copy.get(f), Some(v.as_slice()));
+                }
+            }
+        }
+
+        /// HSCAN over a split hash returns every field present for the whole scan, while
+        /// fields come and go between its steps.
+        #[test]
+        fn scan_misses_no_field_present_throughout(
+            counts in proptest::collection::vec(1usize..40, 1..200),
+            churn in proptest::collection::vec((any::<bool>(), 0u16..400), 0..200),
+        ) {
+            let limits = EncodingLimits::default();
+            let mut h = HashValue::default();
+            for i in 0..300 {
+                h.insert(&field(i), b"v", &limits);
+            }
+            prop_assert!(matches!(h, HashValue::Shards(_)), "split");
+            // Fields 0..100 stay for the whole scan; others are added and removed.
+            let mut seen = HashSet::new();
+            let mut cursor = 0;
+            let mut churn = churn.into_iter();
+            for count in counts.iter().cycle().take(10_000) {
+                let (next, items) = h.scan(cursor, *count);
+                seen.extend(items.into_iter().map(|(f, _)| f.to_vec()));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+                if let Some((add, i)) = churn.next() {
+                    let f = field(100 + i);
+                    if add {
+                        h.insert(&f, b"new", &limits);
+                    } else {
+                        h.remove(&f);
+                    }
+                }
+            }
+            for i in 0..100 {
+                prop_assert!(seen.contains(&field(i)), "field {} missed", i);
+            }
+        }
+    }
+
+    #[test]
+    fn a_clone_shares_shards_until_one_is_changed() {
+        let table: HashTable = (0..1000u32)
+            .map(|i| (CompactKey::new(&i.to_le_bytes()), CompactKey::new(b"v")))
+            .collect();
+        let mut h = HashShards::split(table);
+        let copy = h.clone();
+        let shared = |a: &HashShards, b: &HashShards| {
+            a.shards
+                .iter()
+                .zip(&b.shards)
+                .filter(|(x, y)| Arc::ptr_eq(x, y))
+                .count()
+        };
+        assert_eq!(shared(&h, &copy), SHARDS);
+        assert!(!h.insert(&7u32.to_le_bytes(), b"changed"));
+        assert_eq!(shared(&h, &copy), SHARDS - 1, "one shard copied");
+        assert!(!h.remove(b"not there"));
+        assert_eq!(shared(&h, &copy), SHARDS - 1, "a miss copies nothing");
+        assert_eq!(
+            copy.get(&7u32.to_le_bytes()).map(CompactKey::as_bytes),
+            Some(&b"v"[..])
+        );
+    }
+
+    /// A cursor from before the split (a plain position) starts the scan over.
+    #[test]
+    fn an_old_cursor_restarts_the_scan() {
+        let table: HashTable = (0..500u32)
+            .map(|i| (CompactKey::new(&i.to_le_bytes()), CompactKey::new(b"v")))
+            .collect();
+        let h = HashShards::split(table);
+        let mut seen = HashSet::new();
+        let mut cursor = 123; // no shard bits
+        for _ in 0..10_000 {
+            let (next, items) = h.scan(cursor, 10);
+            seen.extend(items.into_iter().map(|(f, _)| f.as_bytes().to_vec()));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(seen.len(), 500);
+    }
+}
