@@ -71,8 +71,8 @@ pub enum HashValue {
     Packed(Packed),
     /// Boxed so that the common small hash carries only the packed variant's size.
     Table(Box<HashTable>),
-    /// Past `hash_shards::SHARD_AT` fields: shared shards, so a snapshot copies pointers.
-    Shards(Box<crate::hash_shards::HashShards>),
+    /// Past `shards::SHARD_AT` fields: shared shards, so a snapshot copies pointers.
+    Shards(Box<crate::shards::Sharded<CompactKey>>),
 }
 
 impl Default for HashValue {
@@ -140,14 +140,15 @@ impl HashValue {
                 let new = t
                     .insert(CompactKey::new(field), CompactKey::new(value))
                     .is_none();
-                if t.len() > crate::hash_shards::SHARD_AT {
+                if t.len() > crate::shards::SHARD_AT {
                     let table = std::mem::take(&mut **t);
-                    *self =
-                        HashValue::Shards(Box::new(crate::hash_shards::HashShards::split(table)));
+                    *self = HashValue::Shards(Box::new(crate::shards::Sharded::split(
+                        table.into_iter(),
+                    )));
                 }
                 new
             }
-            HashValue::Shards(s) => s.insert(field, value),
+            HashValue::Shards(s) => s.insert(field, CompactKey::new(value)),
             HashValue::Packed(_) => false,
         }
     }
@@ -211,7 +212,10 @@ impl HashValue {
                 .iter()
                 .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
                 .sum(),
-            HashValue::Shards(s) => s.heap_size(),
+            HashValue::Shards(s) => s
+                .iter()
+                .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
+                .sum(),
         }
     }
 
@@ -246,7 +250,7 @@ impl HashValue {
         match self {
             HashValue::Packed(p) => Some((p.get(2 * i)?, p.get(2 * i + 1)?)),
             HashValue::Table(t) => t.get_index(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-            HashValue::Shards(s) => s.pair_at(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+            HashValue::Shards(s) => s.at(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
         }
     }
 }
@@ -407,6 +411,8 @@ pub enum SetValue {
     Ints(Vec<i64>),
     Packed(Packed),
     Table(Box<SetTable>),
+    /// Past `shards::SHARD_AT` members: shared shards, so a snapshot copies pointers.
+    Shards(Box<crate::shards::Sharded<()>>),
 }
 
 impl Default for SetValue {
@@ -421,6 +427,7 @@ impl SetValue {
             SetValue::Ints(v) => v.len(),
             SetValue::Packed(p) => p.len(),
             SetValue::Table(t) => t.len(),
+            SetValue::Shards(s) => s.len(),
         }
     }
 
@@ -433,7 +440,7 @@ impl SetValue {
     pub fn encoding(&self) -> &'static str {
         match self {
             SetValue::Ints(_) => "intset",
-            SetValue::Packed(_) | SetValue::Table(_) => "hashtable",
+            SetValue::Packed(_) | SetValue::Table(_) | SetValue::Shards(_) => "hashtable",
         }
     }
 
@@ -444,6 +451,7 @@ impl SetValue {
             }
             SetValue::Packed(p) => p.position(m).is_some(),
             SetValue::Table(t) => t.contains(m),
+            SetValue::Shards(s) => s.contains(m),
         }
     }
 
@@ -483,7 +491,17 @@ impl SetValue {
                     }
                     *self = SetValue::Table(Box::new(p.iter().map(CompactKey::new).collect()));
                 }
-                SetValue::Table(t) => return t.insert(CompactKey::new(m)),
+                SetValue::Table(t) => {
+                    let new = t.insert(CompactKey::new(m));
+                    if t.len() > crate::shards::SHARD_AT {
+                        let table = std::mem::take(&mut **t);
+                        *self = SetValue::Shards(Box::new(crate::shards::Sharded::split(
+                            table.into_iter().map(|k| (k, ())),
+                        )));
+                    }
+                    return new;
+                }
+                SetValue::Shards(s) => return s.insert(m, ()),
             }
         }
     }
@@ -505,6 +523,7 @@ impl SetValue {
                 None => false,
             },
             SetValue::Table(t) => t.swap_remove(m),
+            SetValue::Shards(s) => s.remove(m),
         }
     }
 
@@ -513,6 +532,7 @@ impl SetValue {
             SetValue::Ints(v) => v.iter().map(|n| n.to_string().into_bytes()).collect(),
             SetValue::Packed(p) => p.iter().map(<[u8]>::to_vec).collect(),
             SetValue::Table(t) => t.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            SetValue::Shards(s) => s.iter().map(|(k, _)| k.as_bytes().to_vec()).collect(),
         }
     }
 
@@ -527,6 +547,7 @@ impl SetValue {
             SetValue::Ints(v) => v.get(i).map(|n| n.to_string().into_bytes()),
             SetValue::Packed(p) => p.get(i).map(<[u8]>::to_vec),
             SetValue::Table(t) => t.get_index(i).map(|k| k.as_bytes().to_vec()),
+            SetValue::Shards(s) => s.at(i).map(|(k, _)| k.as_bytes().to_vec()),
         }
     }
 
@@ -535,6 +556,7 @@ impl SetValue {
             SetValue::Ints(v) => v.capacity() * 8,
             SetValue::Packed(p) => p.heap_size(),
             SetValue::Table(t) => t.iter().map(|k| 41 + k.heap_size()).sum(),
+            SetValue::Shards(s) => s.iter().map(|(k, _)| 41 + k.heap_size()).sum(),
         }
     }
 
@@ -547,6 +569,14 @@ impl SetValue {
                     .rev()
                     .filter_map(|i| t.get_index(i))
                     .map(|k| k.as_bytes().to_vec())
+                    .collect();
+                (next, items)
+            }
+            SetValue::Shards(s) => {
+                let (next, items) = s.scan(cursor, count);
+                let items = items
+                    .into_iter()
+                    .map(|(k, _)| k.as_bytes().to_vec())
                     .collect();
                 (next, items)
             }

@@ -211,13 +211,14 @@ impl Value {
     }
 
     /// Whether a clone shares the value's data instead of copying it (long lists' nodes,
-    /// huge hashes' shards, shared until changed): a snapshot copies such a value in
+    /// huge hashes' and sets' shards, shared until changed): a snapshot copies such a value in
     /// microseconds whatever its size.
     pub fn clone_is_shallow(&self) -> bool {
-        use crate::collections::{HashValue, ListValue};
+        use crate::collections::{HashValue, ListValue, SetValue};
         match self {
             Value::List(l) => matches!(**l, ListValue::Deque(_)),
             Value::Hash(h) => matches!(**h, HashValue::Shards(_)),
+            Value::Set(s) => matches!(**s, SetValue::Shards(_)),
             _ => false,
         }
     }

@@ -190,6 +190,12 @@ pub fn put_keyspace_entry(
                         spill(out)?;
                     }
                 }
+                SetValue::Shards(s) => {
+                    for (m, _) in s.iter() {
+                        put_string(out, m.as_bytes(), opts);
+                        spill(out)?;
+                    }
+                }
             }
         }
         KValue::ZSet(z) => {
