@@ -42,6 +42,10 @@ struct Captured {
 /// more than SPILL_AT bytes, or a collection of more than this many elements.
 const LARGE_COLLECTION: usize = 1024;
 
+fn copy_is_cheap(v: &carmine_keyspace::Value) -> bool {
+    v.clone_is_shallow() || matches!(v, carmine_keyspace::Value::Str(_))
+}
+
 fn serialize_after_unlock(v: &carmine_keyspace::Value) -> bool {
     let limit = match v {
         carmine_keyspace::Value::Str(_) => SPILL_AT,
@@ -84,14 +88,20 @@ impl SnapshotSink for Collector {
     ) {
         let walker = self.walker.get() == Some(&std::thread::current().id());
         let mut captured = Captured::default();
+        let mut copied = 0;
         for (k, e) in entries {
             if e.expire_at() != 0 && e.expire_at() <= self.now_ms {
                 continue;
             }
-            // A writer copies a large value only when the copy shares its data (a long
-            // list's nodes); others it serializes now, which costs no more than a deep
-            // copy would and holds compact bytes.
-            if serialize_after_unlock(&e.value) && (walker || e.value.clone_is_shallow()) {
+            // A writer copies a large value when the copy is cheap: shared data (long
+            // lists, huge hashes and sets) or one memcpy (a string, where serializing
+            // means an LZF attempt over all of it). Others it serializes now, which
+            // costs no more than a deep copy would and holds compact bytes.
+            if serialize_after_unlock(&e.value) && (walker || copy_is_cheap(&e.value)) {
+                // A shared copy holds pointers; a string's copy holds its bytes.
+                if !e.value.clone_is_shallow() {
+                    copied += e.value.heap_size();
+                }
                 captured.later.push((CompactKey::new(k), e.clone()));
                 continue;
             }
@@ -114,7 +124,7 @@ impl SnapshotSink for Collector {
         } else {
             // Growth by doubling leaves up to half the capacity unused.
             captured.bytes.shrink_to_fit();
-            captured.bytes.capacity()
+            captured.bytes.capacity() + copied
         };
         captured.held = held;
         // Counted before it is queued: the walk may write it (and subtract) at once.
