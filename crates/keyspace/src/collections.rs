@@ -183,26 +183,39 @@ impl HashValue {
 
     /// Every (field, value) pair, in the encoding's order.
     pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
+        let mut out = Vec::with_capacity(self.len());
+        let _ = self.try_for_each_pair(|f, v| {
+            out.push((f, v));
+            Ok::<(), std::convert::Infallible>(())
+        });
+        out
+    }
+
+    /// Calls `f` with every (field, value) pair in the encoding's order, stopping at its
+    /// first error (the RDB writer streams through this without collecting the pairs).
+    pub fn try_for_each_pair<'a, E>(
+        &'a self,
+        mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self {
             HashValue::Packed(p) => {
-                let items: Vec<&[u8]> = p.iter().collect();
-                items
-                    .chunks(2)
-                    .filter_map(|c| match c {
-                        [f, v] => Some((*f, *v)),
-                        _ => None,
-                    })
-                    .collect()
+                let mut items = p.iter();
+                while let (Some(field), Some(value)) = (items.next(), items.next()) {
+                    f(field, value)?;
+                }
             }
-            HashValue::Table(t) => t
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-                .collect(),
-            HashValue::Shards(s) => s
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-                .collect(),
+            HashValue::Table(t) => {
+                for (field, value) in t.iter() {
+                    f(field.as_bytes(), value.as_bytes())?;
+                }
+            }
+            HashValue::Shards(s) => {
+                for (field, value) in s.iter() {
+                    f(field.as_bytes(), value.as_bytes())?;
+                }
+            }
         }
+        Ok(())
     }
 
     pub fn heap_size(&self) -> usize {
@@ -528,12 +541,44 @@ impl SetValue {
     }
 
     pub fn members(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len());
+        let _ = self.try_for_each_member(|m| {
+            out.push(m.to_vec());
+            Ok::<(), std::convert::Infallible>(())
+        });
+        out
+    }
+
+    /// Calls `f` with every member in the encoding's order, stopping at its first error
+    /// (the RDB writer streams through this without collecting the members).
+    pub fn try_for_each_member<E>(
+        &self,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self {
-            SetValue::Ints(v) => v.iter().map(|n| n.to_string().into_bytes()).collect(),
-            SetValue::Packed(p) => p.iter().map(<[u8]>::to_vec).collect(),
-            SetValue::Table(t) => t.iter().map(|k| k.as_bytes().to_vec()).collect(),
-            SetValue::Shards(s) => s.iter().map(|(k, _)| k.as_bytes().to_vec()).collect(),
+            SetValue::Ints(v) => {
+                let mut text = itoa::Buffer::new();
+                for n in v {
+                    f(text.format(*n).as_bytes())?;
+                }
+            }
+            SetValue::Packed(p) => {
+                for m in p.iter() {
+                    f(m)?;
+                }
+            }
+            SetValue::Table(t) => {
+                for m in t.iter() {
+                    f(m.as_bytes())?;
+                }
+            }
+            SetValue::Shards(s) => {
+                for (m, _) in s.iter() {
+                    f(m.as_bytes())?;
+                }
+            }
         }
+        Ok(())
     }
 
     /// A uniformly random member.

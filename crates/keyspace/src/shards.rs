@@ -44,15 +44,14 @@ pub struct Sharded<V> {
 impl<V: Clone> Sharded<V> {
     /// Splits `items` into shards.
     pub fn split(items: impl ExactSizeIterator<Item = (CompactKey, V)>) -> Sharded<V> {
-        let len = items.len();
-        let per = len / SHARDS + 1;
+        let per = items.len() / SHARDS + 1;
         let mut shards: Vec<Shard<V>> = (0..SHARDS)
             .map(|_| Shard::with_capacity_and_hasher(per, Default::default()))
             .collect();
         for (k, v) in items {
             shards[shard_of(k.as_bytes())].insert(k, v);
         }
-        let len = shards.iter().map(|s| s.len()).sum::<usize>().min(len);
+        let len = shards.iter().map(|s| s.len()).sum();
         Sharded {
             shards: shards.into_iter().map(Arc::new).collect(),
             len,

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use carmine_keyspace::{parse_canonical_i64, HashValue, SetValue, Value as KValue};
+use carmine_keyspace::{parse_canonical_i64, Value as KValue};
 
 use crate::crc64::crc64;
 use crate::read::*;
@@ -170,33 +170,10 @@ pub fn put_keyspace_entry(
         }
         KValue::Set(set) => {
             put_length(out, set.len() as u64);
-            match &**set {
-                SetValue::Ints(ints) => {
-                    let mut text = itoa::Buffer::new();
-                    for n in ints {
-                        put_string(out, text.format(*n).as_bytes(), opts);
-                        spill(out)?;
-                    }
-                }
-                SetValue::Packed(p) => {
-                    for m in p.iter() {
-                        put_string(out, m, opts);
-                        spill(out)?;
-                    }
-                }
-                SetValue::Table(t) => {
-                    for m in t.iter() {
-                        put_string(out, m.as_bytes(), opts);
-                        spill(out)?;
-                    }
-                }
-                SetValue::Shards(s) => {
-                    for (m, _) in s.iter() {
-                        put_string(out, m.as_bytes(), opts);
-                        spill(out)?;
-                    }
-                }
-            }
+            set.try_for_each_member(|m| {
+                put_string(out, m, opts);
+                spill(out)
+            })?;
         }
         KValue::ZSet(z) => {
             put_length(out, z.len() as u64);
@@ -209,30 +186,11 @@ pub fn put_keyspace_entry(
         }
         KValue::Hash(h) => {
             put_length(out, h.len() as u64);
-            match &**h {
-                HashValue::Packed(p) => {
-                    let mut items = p.iter();
-                    while let (Some(f), Some(val)) = (items.next(), items.next()) {
-                        put_string(out, f, opts);
-                        put_string(out, val, opts);
-                        spill(out)?;
-                    }
-                }
-                HashValue::Table(t) => {
-                    for (f, val) in t.iter() {
-                        put_string(out, f.as_bytes(), opts);
-                        put_string(out, val, opts);
-                        spill(out)?;
-                    }
-                }
-                HashValue::Shards(s) => {
-                    for (f, val) in s.iter() {
-                        put_string(out, f.as_bytes(), opts);
-                        put_string(out, val.as_bytes(), opts);
-                        spill(out)?;
-                    }
-                }
-            }
+            h.try_for_each_pair(|field, value| {
+                put_string(out, field, opts);
+                put_string(out, value, opts);
+                spill(out)
+            })?;
         }
     }
     Ok(())
