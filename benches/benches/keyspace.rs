@@ -1,6 +1,6 @@
 //! The keyspace under the command path: SET and GET through locked slot tables, a long
-//! list used as a queue, and the full dispatcher (lookup, arity, lock, execute, reply)
-//! for GET.
+//! list used as a queue, the full dispatcher (lookup, arity, lock, execute, reply) for
+//! GET, and sorted-set commands on a 100k-member set through the dispatcher.
 
 use std::sync::Arc;
 
@@ -56,6 +56,38 @@ fn bench(c: &mut Criterion) {
             reply.out.clear();
             execute(&shared, &mut session, &stats, black_box(&get), &mut reply);
         })
+    });
+    // A leaderboard: re-scores, ranks and a top-ten window on 100k members.
+    for i in 0..100_000u32 {
+        let (score, member) = (((i * 7919) % 100_000).to_string(), format!("player:{i}"));
+        execute(
+            &shared,
+            &mut session,
+            &stats,
+            &Args::from_slices(&["ZADD", "board", score.as_str(), member.as_str()]),
+            &mut reply,
+        );
+    }
+    let mut z = 0u32;
+    let mut zset_bench = |name: &str, args: &dyn Fn(u32) -> Args| {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                z = (z + 7919) % 100_000;
+                reply.out.clear();
+                execute(&shared, &mut session, &stats, &args(z), &mut reply);
+            })
+        });
+    };
+    zset_bench("zset_zadd_rescore", &|z| {
+        let score = ((z * 31) % 100_000).to_string();
+        Args::from_slices(&["ZADD", "board", score.as_str(), &format!("player:{z}")])
+    });
+    zset_bench("zset_zrank", &|z| {
+        Args::from_slices(&["ZRANK", "board", &format!("player:{z}")])
+    });
+    zset_bench("zset_zrange_10", &|z| {
+        let (start, stop) = (z.to_string(), (z + 9).to_string());
+        Args::from_slices(&["ZRANGE", "board", start.as_str(), stop.as_str()])
     });
 }
 

@@ -355,11 +355,14 @@ impl<'a> DbHandle<'a> {
         let Some((s, e)) = crate::typed::clamp_range(start, end, z.len()) else {
             return Ok(Vec::new());
         };
-        let len = z.len();
-        let pick = |r: usize| if rev { len - 1 - r } else { r };
-        Ok((s..=e)
-            .filter_map(|r| z.get(pick(r)).map(|(sc, m)| (m.to_vec(), sc)))
-            .collect())
+        let (len, pair) = (z.len(), |(sc, m): (f64, &[u8])| (m.to_vec(), sc));
+        Ok(if rev {
+            let mut out: Vec<_> = z.range(len - 1 - e, len - s).map(pair).collect();
+            out.reverse();
+            out
+        } else {
+            z.range(s, e + 1).map(pair).collect()
+        })
     }
 
     /// Members with `min <= score <= max`, ascending.
@@ -376,5 +379,41 @@ impl<'a> DbHandle<'a> {
         let lo = z.count_prefix(&|s, _| s < min);
         let hi = z.count_prefix(&|s, _| s <= max).max(lo);
         Ok(z.range(lo, hi).map(|(s, m)| (m.to_vec(), s)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Keyspace;
+
+    #[test]
+    fn zrange_counts_ranks_from_either_end() {
+        let ks = Keyspace::new();
+        let db = ks.db(0);
+        // Past the packed form, so ranks come from the tree.
+        for i in 0..500u32 {
+            db.zadd(b"z", f64::from(i), format!("m{i:03}").as_bytes())
+                .expect("zset");
+        }
+        let names = |v: Vec<(Vec<u8>, f64)>| -> Vec<String> {
+            v.into_iter()
+                .map(|(m, _)| String::from_utf8_lossy(&m).into_owned())
+                .collect()
+        };
+        let top = db.zrange(b"z", 0, 2, true).expect("zset");
+        assert_eq!(names(top), ["m499", "m498", "m497"]);
+        let bottom = db.zrange(b"z", -2, -1, true).expect("zset");
+        assert_eq!(names(bottom), ["m001", "m000"]);
+        let middle = db.zrange(b"z", 10, 12, false).expect("zset");
+        assert_eq!(
+            middle,
+            [
+                (b"m010".to_vec(), 10.0),
+                (b"m011".to_vec(), 11.0),
+                (b"m012".to_vec(), 12.0)
+            ]
+        );
+        assert_eq!(db.zrange(b"z", 600, 700, true).expect("zset"), []);
+        assert_eq!(db.zrange(b"z", 0, -1, true).expect("zset").len(), 500);
     }
 }

@@ -52,6 +52,7 @@ pub mod notify;
 pub mod ops;
 mod packed;
 mod pattern;
+mod rank_tree;
 mod shards;
 mod table;
 pub mod typed;

@@ -76,10 +76,15 @@ impl<V: Clone> Sharded<V> {
 
     /// Sets `key`; true if it is new.
     pub fn insert(&mut self, key: &[u8], value: V) -> bool {
+        self.replace(key, value).is_none()
+    }
+
+    /// Sets `key`; the value it had.
+    pub fn replace(&mut self, key: &[u8], value: V) -> Option<V> {
         let shard = Arc::make_mut(&mut self.shards[shard_of(key)]);
-        let new = shard.insert(CompactKey::new(key), value).is_none();
-        self.len += usize::from(new);
-        new
+        let old = shard.insert(CompactKey::new(key), value);
+        self.len += usize::from(old.is_none());
+        old
     }
 
     pub fn remove(&mut self, key: &[u8]) -> bool {

@@ -219,6 +219,7 @@ impl Value {
             Value::List(l) => matches!(**l, ListValue::Deque(_)),
             Value::Hash(h) => matches!(**h, HashValue::Shards(_)),
             Value::Set(s) => matches!(**s, SetValue::Shards(_)),
+            Value::ZSet(z) => z.clone_is_shallow(),
             _ => false,
         }
     }

@@ -1,288 +1,79 @@
 //! Sorted sets: members ordered by (score, member).
 //!
 //! Small sets are a sorted vector (Redis' listpack encoding: binary search, memmove on
-//! insert, fine for at most `zset-max-listpack-entries`). Large sets are an order-statistics
-//! treap in an arena (every node knows its subtree size, so rank and select are O(log n),
-//! which Redis gets from its skiplist spans) plus a member -> score map for ZSCORE.
+//! insert, fine for at most `zset-max-listpack-entries`). Large sets are an
+//! order-statistics B+tree with shared nodes (`rank_tree`) plus a member -> score map for
+//! ZSCORE.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::compact::CompactKey;
+use crate::rank_tree::{cmp, RankTree};
+use crate::shards::{Sharded, SHARD_AT};
+
 type ScoreTable = indexmap::IndexMap<CompactKey, f64, hashbrown::DefaultHashBuilder>;
 
-use crate::compact::CompactKey;
-
-const NIL: u32 = u32::MAX;
-
-fn cmp(a: (f64, &[u8]), b: (f64, &[u8])) -> CmpOrdering {
-    match a.0.partial_cmp(&b.0) {
-        Some(CmpOrdering::Equal) | None => a.1.cmp(b.1),
-        Some(o) => o,
-    }
-}
-
+/// Member -> score. Past [`SHARD_AT`] members it splits into shared shards as huge hashes
+/// do, so that with the order's shared nodes a snapshot's copy of a huge sorted set is a
+/// few pointers.
 #[derive(Clone, Debug)]
-struct Node {
-    score: f64,
-    member: CompactKey,
-    left: u32,
-    right: u32,
-    size: u32,
-    prio: u32,
+enum Scores {
+    /// Insertion-ordered, so positions serve as ZSCAN cursors (see `scan_window`).
+    Table(ScoreTable),
+    Shards(Sharded<f64>),
 }
 
-/// An order-statistics treap over (score, member).
-#[derive(Clone, Debug, Default)]
-pub struct Treap {
-    nodes: Vec<Node>,
-    free: Vec<u32>,
-    root: u32,
-}
-
-impl Treap {
-    fn new() -> Treap {
-        Treap {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            root: NIL,
+impl Scores {
+    fn get(&self, member: &[u8]) -> Option<f64> {
+        match self {
+            Scores::Table(t) => t.get(member).copied(),
+            Scores::Shards(s) => s.get(member).copied(),
         }
     }
 
-    fn size(&self, t: u32) -> u32 {
-        if t == NIL {
-            0
-        } else {
-            self.nodes[t as usize].size
-        }
-    }
-
-    fn fix(&mut self, t: u32) {
-        let (l, r) = (self.nodes[t as usize].left, self.nodes[t as usize].right);
-        self.nodes[t as usize].size = 1 + self.size(l) + self.size(r);
-    }
-
-    fn merge(&mut self, a: u32, b: u32) -> u32 {
-        if a == NIL {
-            return b;
-        }
-        if b == NIL {
-            return a;
-        }
-        if self.nodes[a as usize].prio > self.nodes[b as usize].prio {
-            let r = self.nodes[a as usize].right;
-            let m = self.merge(r, b);
-            self.nodes[a as usize].right = m;
-            self.fix(a);
-            a
-        } else {
-            let l = self.nodes[b as usize].left;
-            let m = self.merge(a, l);
-            self.nodes[b as usize].left = m;
-            self.fix(b);
-            b
-        }
-    }
-
-    /// Points whichever link (root or a parent's child) held `old` at `new`.
-    fn relink(&mut self, parent: Option<u32>, old: u32, new: u32) {
-        match parent {
-            None => self.root = new,
-            Some(p) => {
-                let n = &mut self.nodes[p as usize];
-                if n.left == old {
-                    n.left = new;
-                } else {
-                    n.right = new;
+    /// Sets `member`'s score, in place if it is there; the score it had.
+    fn set(&mut self, member: &[u8], score: f64) -> Option<f64> {
+        match self {
+            Scores::Table(t) => {
+                if let Some(s) = t.get_mut(member) {
+                    return Some(std::mem::replace(s, score));
                 }
+                t.insert(CompactKey::new(member), score);
+                if t.len() > SHARD_AT {
+                    let table = std::mem::take(t);
+                    *self = Scores::Shards(Sharded::split(table.into_iter()));
+                }
+                None
+            }
+            Scores::Shards(s) => s.replace(member, score),
+        }
+    }
+
+    fn remove(&mut self, member: &[u8]) -> Option<f64> {
+        match self {
+            Scores::Table(t) => t.swap_remove(member),
+            Scores::Shards(s) => {
+                let score = s.get(member).copied()?;
+                s.remove(member);
+                Some(score)
             }
         }
     }
 
-    /// Insert by one descent (bumping subtree sizes on the way) and rotations back up by
-    /// priority: about one cache line per level, where split/merge touch three.
-    fn insert(&mut self, score: f64, member: &[u8]) {
-        let node = Node {
-            score,
-            member: CompactKey::new(member),
-            left: NIL,
-            right: NIL,
-            size: 1,
-            prio: fastrand::u32(..),
-        };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.nodes[id as usize] = node;
-                id
-            }
-            None => {
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
-            }
-        };
-        if self.root == NIL {
-            self.root = id;
-            return;
+    fn iter(&self) -> Box<dyn Iterator<Item = (f64, &[u8])> + '_> {
+        match self {
+            Scores::Table(t) => Box::new(t.iter().map(|(m, s)| (*s, m.as_bytes()))),
+            Scores::Shards(sh) => Box::new(sh.iter().map(|(m, s)| (*s, m.as_bytes()))),
         }
-        let mut path: Vec<u32> = Vec::with_capacity(48);
-        let mut t = self.root;
-        loop {
-            self.nodes[t as usize].size += 1;
-            path.push(t);
-            let n = &self.nodes[t as usize];
-            let go_left = cmp((score, member), (n.score, &n.member)) == CmpOrdering::Less;
-            let next = if go_left { n.left } else { n.right };
-            if next == NIL {
-                if go_left {
-                    self.nodes[t as usize].left = id;
-                } else {
-                    self.nodes[t as usize].right = id;
-                }
-                break;
-            }
-            t = next;
-        }
-        // Rotate the new node up while its priority beats its parent's.
-        while let Some(p) = path.pop() {
-            if self.nodes[id as usize].prio <= self.nodes[p as usize].prio {
-                break;
-            }
-            if self.nodes[p as usize].left == id {
-                let moved = self.nodes[id as usize].right;
-                self.nodes[p as usize].left = moved;
-                self.nodes[id as usize].right = p;
-            } else {
-                let moved = self.nodes[id as usize].left;
-                self.nodes[p as usize].right = moved;
-                self.nodes[id as usize].left = p;
-            }
-            self.fix(p);
-            self.fix(id);
-            self.relink(path.last().copied(), p, id);
-        }
-    }
-
-    /// Removes an element known to be present: one descent decrementing sizes, then its
-    /// two subtrees merged in its place.
-    fn remove(&mut self, score: f64, member: &[u8]) {
-        let mut parent = None;
-        let mut t = self.root;
-        let mut path = Vec::with_capacity(48);
-        while t != NIL {
-            let n = &self.nodes[t as usize];
-            match cmp((score, member), (n.score, &n.member)) {
-                CmpOrdering::Equal => break,
-                CmpOrdering::Less => {
-                    path.push(t);
-                    parent = Some(t);
-                    t = n.left;
-                }
-                CmpOrdering::Greater => {
-                    path.push(t);
-                    parent = Some(t);
-                    t = n.right;
-                }
-            }
-        }
-        if t == NIL {
-            return;
-        }
-        for p in path {
-            self.nodes[p as usize].size -= 1;
-        }
-        let (l, r) = (self.nodes[t as usize].left, self.nodes[t as usize].right);
-        let merged = self.merge(l, r);
-        self.relink(parent, t, merged);
-        self.nodes[t as usize].member = CompactKey::new(b"");
-        self.free.push(t);
-    }
-
-    /// How many leading elements satisfy `before` (a predicate true for a prefix).
-    fn count_prefix(&self, before: &dyn Fn(f64, &[u8]) -> bool) -> usize {
-        let (mut t, mut n) = (self.root, 0usize);
-        while t != NIL {
-            let node = &self.nodes[t as usize];
-            if before(node.score, &node.member) {
-                n += self.size(node.left) as usize + 1;
-                t = node.right;
-            } else {
-                t = node.left;
-            }
-        }
-        n
-    }
-
-    /// In order from rank `k` on: the path down to rank `k` is stacked (the nodes it
-    /// passes on their left side come after it), so a range costs O(log n + count) where
-    /// selecting each rank cost O(log n) apiece.
-    fn iter_from(&self, mut k: usize) -> InOrder<'_> {
-        let mut stack = Vec::new();
-        let mut t = self.root;
-        while t != NIL {
-            let node = &self.nodes[t as usize];
-            let ls = self.size(node.left) as usize;
-            match k.cmp(&ls) {
-                CmpOrdering::Less => {
-                    stack.push(t);
-                    t = node.left;
-                }
-                CmpOrdering::Equal => {
-                    stack.push(t);
-                    break;
-                }
-                CmpOrdering::Greater => {
-                    k -= ls + 1;
-                    t = node.right;
-                }
-            }
-        }
-        InOrder { treap: self, stack }
-    }
-
-    fn select(&self, mut k: usize) -> Option<(f64, &[u8])> {
-        let mut t = self.root;
-        while t != NIL {
-            let node = &self.nodes[t as usize];
-            let ls = self.size(node.left) as usize;
-            match k.cmp(&ls) {
-                CmpOrdering::Less => t = node.left,
-                CmpOrdering::Equal => return Some((node.score, &node.member)),
-                CmpOrdering::Greater => {
-                    k -= ls + 1;
-                    t = node.right;
-                }
-            }
-        }
-        None
     }
 }
 
-/// A treap's elements in order, from where [`Treap::iter_from`] started.
-struct InOrder<'a> {
-    treap: &'a Treap,
-    stack: Vec<u32>,
-}
-
-impl<'a> Iterator for InOrder<'a> {
-    type Item = (f64, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let t = self.stack.pop()?;
-        let node = &self.treap.nodes[t as usize];
-        let mut c = node.right;
-        while c != NIL {
-            self.stack.push(c);
-            c = self.treap.nodes[c as usize].left;
-        }
-        Some((node.score, node.member.as_bytes()))
-    }
-}
-
-/// The large form: treap for order, map for scores.
+/// The large form: a tree for order, a map for scores.
 #[derive(Clone, Debug)]
 pub struct ZTree {
-    order: Treap,
-    /// Insertion-ordered, so positions serve as ZSCAN cursors (see `scan_window`).
-    scores: ScoreTable,
+    order: RankTree,
+    scores: Scores,
 }
 
 #[derive(Clone, Debug)]
@@ -326,7 +117,7 @@ impl ZSetValue {
     pub fn len(&self) -> usize {
         match self {
             ZSetValue::Packed(v) => v.len(),
-            ZSetValue::Tree(t) => t.scores.len(),
+            ZSetValue::Tree(t) => t.order.len(),
         }
     }
 
@@ -347,19 +138,22 @@ impl ZSetValue {
                 .iter()
                 .find(|(_, m)| m.as_bytes() == member)
                 .map(|(s, _)| *s),
-            ZSetValue::Tree(t) => t.scores.get(member).copied(),
+            ZSetValue::Tree(t) => t.scores.get(member),
         }
     }
 
     fn convert(&mut self) {
         if let ZSetValue::Packed(v) = self {
             let mut t = ZTree {
-                order: Treap::new(),
-                scores: ScoreTable::with_capacity_and_hasher(v.len(), Default::default()),
+                order: RankTree::default(),
+                scores: Scores::Table(ScoreTable::with_capacity_and_hasher(
+                    v.len(),
+                    Default::default(),
+                )),
             };
             for (s, m) in v.iter() {
                 t.order.insert(*s, m);
-                t.scores.insert(m.clone(), *s);
+                t.scores.set(m, *s);
             }
             *self = ZSetValue::Tree(Box::new(t));
         }
@@ -367,19 +161,23 @@ impl ZSetValue {
 
     /// Adds or re-scores `member`; returns true if it is new.
     pub fn insert(&mut self, member: &[u8], score: f64, limits: &ZSetLimits) -> bool {
+        if let ZSetValue::Tree(t) = self {
+            // One map lookup sets the score and tells what it was; a re-score moves the
+            // member in the order only.
+            let old = t.scores.set(member, score);
+            match old {
+                Some(old) if old == score => {}
+                Some(old) => {
+                    t.order.remove(old, member);
+                    t.order.insert(score, member);
+                }
+                None => t.order.insert(score, member),
+            }
+            return old.is_none();
+        }
         let old = self.score(member);
         if let Some(old) = old {
             if old == score {
-                return false;
-            }
-            // A re-score of a large set moves the member in the order only; its map
-            // entry is updated in place.
-            if let ZSetValue::Tree(t) = self {
-                t.order.remove(old, member);
-                t.order.insert(score, member);
-                if let Some(s) = t.scores.get_mut(member) {
-                    *s = score;
-                }
                 return false;
             }
             self.remove(member);
@@ -397,7 +195,7 @@ impl ZSetValue {
         }
         if let ZSetValue::Tree(t) = self {
             t.order.insert(score, member);
-            t.scores.insert(CompactKey::new(member), score);
+            t.scores.set(member, score);
         }
         old.is_none()
     }
@@ -411,7 +209,7 @@ impl ZSetValue {
                 }
                 None => false,
             },
-            ZSetValue::Tree(t) => match t.scores.swap_remove(member) {
+            ZSetValue::Tree(t) => match t.scores.remove(member) {
                 Some(s) => {
                     t.order.remove(s, member);
                     true
@@ -443,14 +241,18 @@ impl ZSetValue {
         }
     }
 
-    /// Every element, in no particular order: the large form's score map in insertion
-    /// order, a sequential walk (RDB does not need rank order, and the treap's in-order
-    /// walk chases a pointer per element).
+    /// Every element, in no particular order: the large form's score map, a sequential
+    /// walk (RDB does not need rank order).
     pub fn unordered(&self) -> Box<dyn Iterator<Item = (f64, &[u8])> + '_> {
         match self {
             ZSetValue::Packed(v) => Box::new(v.iter().map(|(s, m)| (*s, m.as_bytes()))),
-            ZSetValue::Tree(t) => Box::new(t.scores.iter().map(|(m, s)| (*s, m.as_bytes()))),
+            ZSetValue::Tree(t) => t.scores.iter(),
         }
+    }
+
+    /// Whether a clone shares its storage (a huge set: tree nodes and score shards).
+    pub fn clone_is_shallow(&self) -> bool {
+        matches!(self, ZSetValue::Tree(t) if matches!(t.scores, Scores::Shards(_)))
     }
 
     /// Elements with ranks `start..end`, ascending.
@@ -470,7 +272,13 @@ impl ZSetValue {
     pub fn heap_size(&self) -> usize {
         match self {
             ZSetValue::Packed(v) => v.capacity() * 32,
-            ZSetValue::Tree(t) => t.order.nodes.capacity() * 48 + t.scores.capacity() * 49,
+            ZSetValue::Tree(t) => {
+                t.order.heap_size()
+                    + match &t.scores {
+                        Scores::Table(table) => table.capacity() * 49,
+                        Scores::Shards(s) => s.iter().map(|(m, _)| 49 + m.heap_size()).sum(),
+                    }
+            }
         }
     }
 
@@ -478,15 +286,25 @@ impl ZSetValue {
     pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<(&[u8], f64)>) {
         match self {
             ZSetValue::Packed(v) => (0, v.iter().map(|(s, m)| (m.as_bytes(), *s)).collect()),
-            ZSetValue::Tree(t) => {
-                let (window, next) = crate::collections::scan_window(t.scores.len(), cursor, count);
-                let items = window
-                    .rev()
-                    .filter_map(|i| t.scores.get_index(i))
-                    .map(|(m, s)| (m.as_bytes(), *s))
-                    .collect();
-                (next, items)
-            }
+            ZSetValue::Tree(t) => match &t.scores {
+                Scores::Table(table) => {
+                    let (window, next) =
+                        crate::collections::scan_window(table.len(), cursor, count);
+                    let items = window
+                        .rev()
+                        .filter_map(|i| table.get_index(i))
+                        .map(|(m, s)| (m.as_bytes(), *s))
+                        .collect();
+                    (next, items)
+                }
+                Scores::Shards(sh) => {
+                    let (next, items) = sh.scan(cursor, count);
+                    (
+                        next,
+                        items.into_iter().map(|(m, s)| (m.as_bytes(), *s)).collect(),
+                    )
+                }
+            },
         }
     }
 }
@@ -498,7 +316,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_a_sorted_model(ops in proptest::collection::vec((any::<bool>(), 0u8..40, -5i32..5), 1..300)) {
+        fn matches_a_sorted_model(ops in proptest::collection::vec((any::<bool>(), 0u8..150, -5i32..5), 1..400)) {
             let limits = ZSetLimits::default();
             limits.max_entries.store(8, Ordering::Relaxed);
             let mut z = ZSetValue::default();
@@ -534,6 +352,21 @@ mod tests {
             }
             let below_zero = sorted.iter().filter(|(s, _)| *s < 0.0).count();
             prop_assert_eq!(z.count_prefix(&|s, _| s < 0.0), below_zero);
+            // A full ZSCAN returns every member with its score, whichever the score map's form.
+            let mut scanned = Vec::new();
+            let mut cursor = 0;
+            for _ in 0..=sorted.len() + 2 * crate::shards::SHARDS {
+                let (next, items) = z.scan(cursor, 7);
+                scanned.extend(items.into_iter().map(|(m, s)| (s, m.to_vec())));
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            prop_assert_eq!(cursor, 0);
+            scanned.sort_by(|a, b| cmp((a.0, &a.1), (b.0, &b.1)));
+            scanned.dedup();
+            prop_assert_eq!(&scanned, &sorted);
         }
     }
 }

@@ -659,23 +659,36 @@ mod tests {
                 )
                 .expect("hash");
             }
+            // Past the score map's split: a clone shares tree nodes and score shards.
+            for (i, item) in items.iter().cycle().take(9_000).enumerate() {
+                let member = [item.as_slice(), &(i / 3_000).to_le_bytes()].concat();
+                db.zadd(format!("{{{side}}}:zset").as_bytes(), i as f64, &member)
+                    .expect("zset");
+            }
             for i in 0..100 {
                 db.set(format!("{{{side}}}:small{i}").as_bytes(), b"small");
             }
         }
+        let zset_before = db.zrange(b"{writer}:zset", 0, -1, false).expect("zset");
+        assert_eq!(zset_before.len(), 9_000);
         let snap = Snapshot::begin(&ks, WriteOptions { compress: true }, true).expect("begin");
         // Writers' changes, each capturing its table first.
         db.append(b"{writer}:big", b"more").expect("append");
         db.rpush(b"{writer}:list", &[b"later"]).expect("list");
         db.sadd(b"{writer}:set", &[b"later"]).expect("set");
         db.hset(b"{writer}:hash", b"later", b"x").expect("hash");
+        db.zadd(b"{writer}:zset", -1.0, b"later").expect("zset");
+        db.zadd(b"{writer}:zset", 1e9, &zset_before[0].0)
+            .expect("zset");
         let mut file = Vec::new();
         snap.write_to(&ks, &mut file, &[]).expect("written");
         db.append(b"{walk}:big", b"after the walk").expect("append");
+        db.zadd(b"{walk}:zset", -1.0, b"after the walk")
+            .expect("zset");
 
         let loaded = Keyspace::new();
         let stats = load_into(&loaded, &file).expect("loads");
-        assert_eq!(stats.keys, 2 * 104);
+        assert_eq!(stats.keys, 2 * 105);
         let ldb = loaded.db(0);
         for side in ["walk", "writer"] {
             let key = |name: &str| format!("{{{side}}}:{name}").into_bytes();
@@ -695,6 +708,11 @@ mod tests {
             want.sort();
             assert_eq!(members, want, "{side}");
             assert_eq!(ldb.hlen(&key("hash")).expect("hash"), 1_500, "{side}");
+            assert_eq!(
+                ldb.zrange(&key("zset"), 0, -1, false).expect("zset"),
+                zset_before,
+                "{side}"
+            );
             for i in 0..100 {
                 assert_eq!(
                     ldb.get(&key(&format!("small{i}"))).expect("str"),
