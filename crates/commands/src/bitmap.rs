@@ -3,7 +3,7 @@
 
 use carmine_keyspace::notify;
 use carmine_keyspace::ops::{self, MAX_STRING};
-use carmine_keyspace::{Entry, StrValue, ThinVec, Value};
+use carmine_keyspace::{Entry, StrValue, Value};
 
 use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
 use crate::Ctx;
@@ -59,7 +59,7 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
     }
     if ctx.l.get(&key).is_none() {
         ctx.l
-            .insert(&key, Entry::new(Value::Str(StrValue::Raw(ThinVec::new()))));
+            .insert(&key, Entry::new(Value::Str(StrValue::raw(Vec::new()))));
     }
     let Some(s) = ctx.l.get_mut(&key).and_then(|e| e.value.as_str_mut()) else {
         return ctx.wrong_type();
@@ -218,10 +218,8 @@ fn bitop(ctx: &mut Ctx<'_, '_>) {
             ctx.notify(notify::GENERIC, "del", &dst);
         }
     } else {
-        ctx.l.insert(
-            &dst,
-            Entry::new(Value::Str(StrValue::Raw(ThinVec::from(out)))),
-        );
+        ctx.l
+            .insert(&dst, Entry::new(Value::Str(StrValue::raw(out))));
         ctx.notify(notify::STRING, "set", &dst);
     }
     ctx.reply.int(len as i64);
@@ -440,7 +438,7 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         let expire = ctx.l.get(&key).map_or(0, |e| e.expire_at());
         ctx.l.insert(
             &key,
-            Entry::with_expiry(Value::Str(StrValue::Raw(ThinVec::from(bytes))), expire),
+            Entry::with_expiry(Value::Str(StrValue::raw(bytes)), expire),
         );
         ctx.notify(notify::STRING, "setbit", &key);
     }

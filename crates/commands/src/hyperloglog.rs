@@ -5,7 +5,7 @@ use carmine_keyspace::notify;
 use std::sync::atomic::Ordering;
 
 use carmine_keyspace::hll::{self, Corrupt};
-use carmine_keyspace::{ops, Entry, StrValue, ThinVec, Value};
+use carmine_keyspace::{ops, Entry, StrValue, Value};
 
 use crate::table::{cmd, flags::*, keys, CommandSpec};
 use crate::Ctx;
@@ -50,7 +50,7 @@ fn check(ctx: &mut Ctx<'_, '_>, key: &[u8]) -> Result<bool, ()> {
 
 /// The HLL string at `key` for an in-place edit, without counting it as a write yet:
 /// PFADD of elements already counted, or PFCOUNT with a fresh cache, changes nothing.
-fn hll_bytes<'l>(ctx: &'l mut Ctx<'_, '_>, key: &[u8]) -> Option<&'l mut ThinVec<u8>> {
+fn hll_bytes<'l>(ctx: &'l mut Ctx<'_, '_>, key: &[u8]) -> Option<&'l mut Vec<u8>> {
     let db = ctx.l.db();
     let e = ctx.l.table_in(db, key).peek_mut(key)?;
     Some(e.value.as_str_mut()?.make_raw())
@@ -59,7 +59,7 @@ fn hll_bytes<'l>(ctx: &'l mut Ctx<'_, '_>, key: &[u8]) -> Option<&'l mut ThinVec
 fn create(ctx: &mut Ctx<'_, '_>, key: &[u8]) {
     ctx.l.insert(
         key,
-        Entry::new(Value::Str(StrValue::Raw(hll::new_sparse()))),
+        Entry::new(Value::Str(StrValue::raw(hll::new_sparse()))),
     );
 }
 

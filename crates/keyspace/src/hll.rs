@@ -15,8 +15,6 @@
 //! count the same but differ in bytes. Elements hash with MurmurHash64A (seed
 //! 0xadc83b19); counts use Ertl's improved estimator, as Redis 5 and later do.
 
-use thin_vec::ThinVec;
-
 pub const REGISTERS: usize = 1 << 14;
 pub const HEADER: usize = 16;
 pub const DENSE_SIZE: usize = HEADER + REGISTERS * 6 / 8;
@@ -47,8 +45,8 @@ pub fn is_dense(s: &[u8]) -> bool {
 }
 
 /// A new, empty, sparse HLL: the header and one run of 16384 zeros.
-pub fn new_sparse() -> ThinVec<u8> {
-    let mut v = ThinVec::with_capacity(HEADER + 2);
+pub fn new_sparse() -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + 2);
     v.extend_from_slice(b"HYLL");
     v.extend_from_slice(&[ENC_SPARSE, 0, 0, 0]);
     v.extend_from_slice(&[0; 8]);
@@ -169,7 +167,7 @@ fn val_op(value: u8, run: usize) -> u8 {
     0x80 | ((value - 1) << 2) | (run - 1) as u8
 }
 
-fn push_zero_run(out: &mut ThinVec<u8>, run: usize) {
+fn push_zero_run(out: &mut Vec<u8>, run: usize) {
     if run > SPARSE_ZERO_MAX_LEN {
         push_xzero(out, run);
     } else {
@@ -177,7 +175,7 @@ fn push_zero_run(out: &mut ThinVec<u8>, run: usize) {
     }
 }
 
-fn push_xzero(out: &mut ThinVec<u8>, run: usize) {
+fn push_xzero(out: &mut Vec<u8>, run: usize) {
     let n = run - 1;
     out.push(0x40 | (n >> 8) as u8);
     out.push(n as u8);
@@ -204,12 +202,11 @@ fn for_each_op(body: &[u8], mut f: impl FnMut(usize, Op)) -> Result<(), Corrupt>
 }
 
 /// Converts a sparse HLL to dense in place (a dense one is left alone).
-pub fn to_dense(s: &mut ThinVec<u8>) -> Result<(), Corrupt> {
+pub fn to_dense(s: &mut Vec<u8>) -> Result<(), Corrupt> {
     if is_dense(s) {
         return Ok(());
     }
-    let mut dense = ThinVec::with_capacity(DENSE_SIZE);
-    dense.resize(DENSE_SIZE, 0u8);
+    let mut dense = vec![0u8; DENSE_SIZE];
     dense[..HEADER].copy_from_slice(&s[..HEADER]);
     dense[4] = ENC_DENSE;
     let regs = &mut dense[HEADER..];
@@ -228,7 +225,7 @@ pub fn to_dense(s: &mut ThinVec<u8>) -> Result<(), Corrupt> {
 /// HLL turns dense when the value does not fit a sparse opcode or the string would grow
 /// past `sparse_max_bytes`.
 pub fn set_register(
-    s: &mut ThinVec<u8>,
+    s: &mut Vec<u8>,
     index: usize,
     value: u8,
     sparse_max_bytes: usize,
@@ -276,7 +273,7 @@ pub fn set_register(
     }
     // Split the opcode into (left run, our register, right run).
     let last = first + op.run - 1;
-    let mut seq = ThinVec::with_capacity(5);
+    let mut seq = Vec::with_capacity(5);
     if op.value == 0 {
         if index != first {
             push_zero_run(&mut seq, index - first);
@@ -302,7 +299,7 @@ pub fn set_register(
     Ok(true)
 }
 
-fn promote(s: &mut ThinVec<u8>, index: usize, value: u8) -> Result<bool, Corrupt> {
+fn promote(s: &mut Vec<u8>, index: usize, value: u8) -> Result<bool, Corrupt> {
     to_dense(s)?;
     let regs = &mut s[HEADER..];
     let changed = dense_get(regs, index) < value;
@@ -314,7 +311,7 @@ fn promote(s: &mut ThinVec<u8>, index: usize, value: u8) -> Result<bool, Corrupt
 
 /// Merges adjacent VAL opcodes of equal value within five opcodes from `prev` (or the
 /// start), as Redis does after each sparse edit.
-fn merge_window(s: &mut ThinVec<u8>, prev: Option<usize>) {
+fn merge_window(s: &mut Vec<u8>, prev: Option<usize>) {
     let mut p = HEADER + prev.unwrap_or(0);
     let mut budget = 5;
     while p < s.len() && budget > 0 {
@@ -340,7 +337,7 @@ fn merge_window(s: &mut ThinVec<u8>, prev: Option<usize>) {
 }
 
 /// PFADD of one element; true when a register changed.
-pub fn add(s: &mut ThinVec<u8>, element: &[u8], sparse_max_bytes: usize) -> Result<bool, Corrupt> {
+pub fn add(s: &mut Vec<u8>, element: &[u8], sparse_max_bytes: usize) -> Result<bool, Corrupt> {
     let (index, value) = register_of(element);
     set_register(s, index, value, sparse_max_bytes)
 }

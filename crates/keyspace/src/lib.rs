@@ -73,6 +73,5 @@ pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, 
 pub use packed::Packed;
 pub use pattern::glob_match;
 pub use table::{Key, SlotTable, CHUNK};
-pub use thin_vec::ThinVec;
 pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX, INLINE_STR};
 pub use zset::{ZSetLimits, ZSetValue};

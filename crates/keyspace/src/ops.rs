@@ -1,8 +1,6 @@
 //! Operations on string and generic keys, written once over [`Locked`] and shared by the
 //! embedding API and the command layer.
 
-use thin_vec::ThinVec;
-
 use crate::error::KeyspaceError;
 use crate::keyspace::Locked;
 use crate::value::{Entry, StrValue, Value};
@@ -233,7 +231,7 @@ pub fn set_range(
         return Err(KeyspaceError::StringTooLong);
     }
     if l.get(key).is_none() {
-        l.insert(key, Entry::new(Value::Str(StrValue::Raw(ThinVec::new()))));
+        l.insert(key, Entry::new(Value::Str(StrValue::raw(Vec::new()))));
     }
     let Some(e) = l.get_mut(key) else {
         return Ok(0);

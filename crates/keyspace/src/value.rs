@@ -1,6 +1,6 @@
 //! Values and entries.
 
-use thin_vec::ThinVec;
+use std::sync::Arc;
 
 use crate::collections::{HashValue, ListValue, SetValue};
 
@@ -15,18 +15,35 @@ pub const INLINE_STR: usize = 22;
 /// A string value. Integers that round-trip through their decimal form are stored as
 /// `Int` (Redis' "int" encoding): 8 bytes, no allocation, and INCR needs no parsing.
 /// Short strings live inline (no allocation, no pointer to follow on GET); longer ones
-/// are `Heap`, and strings edited in place (APPEND, SETRANGE, SETBIT) are `Raw`, which
-/// OBJECT ENCODING reports as "raw" whatever the length, as Redis does. A `ThinVec` keeps
-/// its length
-/// and capacity in the allocation, so the variant is one pointer where a `Vec` took 24
-/// bytes and made every entry 8 bytes bigger.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// are `Heap`, a boxed slice: its length sits in the 16-byte variant, so the allocation
+/// is the bytes alone. Strings edited in place (APPEND, SETRANGE, SETBIT, HyperLogLogs)
+/// are `Raw`, which OBJECT ENCODING reports as "raw" whatever the length, as Redis does.
+///
+/// Strings over [`SHARE_AT`] are `Raw` too, for snapshots: a writer that changes a table
+/// first copies the values a snapshot has not written yet, and a megabyte string took a
+/// megabyte memcpy (and as much memory) even when the change was to a neighbouring key.
+/// Behind an `Arc` it costs a pointer; only an edit of the big string itself copies it,
+/// once per snapshot (`make_raw`).
+#[derive(Clone, Debug)]
 pub enum StrValue {
     Int(i64),
     Inline { len: u8, buf: [u8; INLINE_STR] },
-    Heap(ThinVec<u8>),
-    Raw(ThinVec<u8>),
+    Heap(Box<[u8]>),
+    Raw(Arc<Vec<u8>>),
 }
+
+/// Strings longer than this are shared (`StrValue::Raw`): the size past which the
+/// snapshot writes a value after unlocking its table rather than under the lock.
+pub const SHARE_AT: usize = 64 * 1024;
+
+/// Equal bytes are equal strings, whatever their encodings.
+impl PartialEq for StrValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.with_bytes(|a| other.with_bytes(|b| a == b))
+    }
+}
+
+impl Eq for StrValue {}
 
 impl StrValue {
     /// Stores `bytes`, choosing the integer encoding when it represents the same text.
@@ -44,7 +61,15 @@ impl StrValue {
                 buf,
             };
         }
-        StrValue::Heap(ThinVec::from(bytes))
+        if bytes.len() > SHARE_AT {
+            return StrValue::raw(bytes.to_vec());
+        }
+        StrValue::Heap(bytes.into())
+    }
+
+    /// Bytes built or edited by a command (APPEND, BITOP, PFADD): "raw".
+    pub fn raw(bytes: Vec<u8>) -> StrValue {
+        StrValue::Raw(Arc::new(bytes))
     }
 
     /// The bytes of a non-integer value (integers need formatting: see `with_bytes`).
@@ -53,7 +78,8 @@ impl StrValue {
         match self {
             StrValue::Int(_) => None,
             StrValue::Inline { len, buf } => Some(&buf[..*len as usize]),
-            StrValue::Heap(v) | StrValue::Raw(v) => Some(v),
+            StrValue::Heap(v) => Some(v),
+            StrValue::Raw(v) => Some(v),
         }
     }
 
@@ -61,7 +87,8 @@ impl StrValue {
         match self {
             StrValue::Int(n) => itoa::Buffer::new().format(*n).len(),
             StrValue::Inline { len, .. } => *len as usize,
-            StrValue::Heap(v) | StrValue::Raw(v) => v.len(),
+            StrValue::Heap(v) => v.len(),
+            StrValue::Raw(v) => v.len(),
         }
     }
 
@@ -74,7 +101,8 @@ impl StrValue {
         match self {
             StrValue::Int(n) => f(itoa::Buffer::new().format(*n).as_bytes()),
             StrValue::Inline { len, buf } => f(&buf[..*len as usize]),
-            StrValue::Heap(v) | StrValue::Raw(v) => f(v),
+            StrValue::Heap(v) => f(v),
+            StrValue::Raw(v) => f(v),
         }
     }
 
@@ -82,17 +110,23 @@ impl StrValue {
         self.with_bytes(<[u8]>::to_vec)
     }
 
-    /// Turns the value into raw bytes for in-place edits (APPEND, SETRANGE).
-    pub fn make_raw(&mut self) -> &mut ThinVec<u8> {
+    /// Turns the value into raw bytes for in-place edits (APPEND, SETRANGE). A value a
+    /// snapshot still shares is copied first (one memcpy).
+    pub fn make_raw(&mut self) -> &mut Vec<u8> {
         match self {
             StrValue::Raw(_) => {}
-            StrValue::Heap(v) => *self = StrValue::Raw(std::mem::take(v)),
-            _ => *self = StrValue::Raw(self.with_bytes(|b| ThinVec::from(b))),
+            StrValue::Heap(v) => *self = StrValue::raw(std::mem::take(v).into_vec()),
+            _ => *self = StrValue::raw(self.to_vec()),
         }
         match self {
-            StrValue::Raw(v) => v,
+            StrValue::Raw(v) => Arc::make_mut(v),
             _ => unreachable!("converted above"),
         }
+    }
+
+    /// Whether a clone shares the bytes rather than copying them.
+    pub fn clone_is_shallow(&self) -> bool {
+        matches!(self, StrValue::Raw(_))
     }
 
     /// The value as an integer, if it is one (INCR and friends).
@@ -117,7 +151,9 @@ impl StrValue {
     pub fn heap_size(&self) -> usize {
         match self {
             StrValue::Int(_) | StrValue::Inline { .. } => 0,
-            StrValue::Heap(v) | StrValue::Raw(v) => v.capacity(),
+            StrValue::Heap(v) => v.len(),
+            // The Arc's counts and the Vec's header, then its buffer.
+            StrValue::Raw(v) => 40 + v.capacity(),
         }
     }
 }
@@ -220,7 +256,7 @@ impl Value {
             Value::Hash(h) => matches!(**h, HashValue::Shards(_)),
             Value::Set(s) => matches!(**s, SetValue::Shards(_)),
             Value::ZSet(z) => z.clone_is_shallow(),
-            _ => false,
+            Value::Str(s) => s.clone_is_shallow(),
         }
     }
 

@@ -94,8 +94,9 @@ impl SnapshotSink for Collector {
                 continue;
             }
             // A writer copies a large value when the copy is cheap: shared data (long
-            // lists, huge hashes and sets) or one memcpy (a string, where serializing
-            // means an LZF attempt over all of it). Others it serializes now, which
+            // lists, huge hashes, sets and sorted sets, big strings) or one memcpy (a
+            // string edited past SPILL_AT, where serializing means an LZF attempt over
+            // all of it). Others it serializes now, which
             // costs no more than a deep copy would and holds compact bytes.
             if serialize_after_unlock(&e.value) && (walker || copy_is_cheap(&e.value)) {
                 // A shared copy holds pointers; a string's copy holds its bytes.
