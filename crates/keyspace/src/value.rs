@@ -359,4 +359,24 @@ mod tests {
         assert_eq!(StrValue::Int(-42).len(), 3);
         assert_eq!(StrValue::Int(7).to_vec(), b"7");
     }
+
+    #[test]
+    fn big_strings_are_shared_until_edited() {
+        let text: Vec<u8> = (0..SHARE_AT + 1).map(|i| (i % 251) as u8).collect();
+        let mut live = StrValue::from_bytes(&text);
+        assert!(live.clone_is_shallow());
+        assert_eq!(live.encoding(), "raw");
+        let held = live.clone();
+        let (StrValue::Raw(a), StrValue::Raw(b)) = (&live, &held) else {
+            panic!("a string over SHARE_AT is Raw");
+        };
+        assert!(Arc::ptr_eq(a, b), "a clone shares the bytes");
+        live.make_raw().extend_from_slice(b"tail");
+        assert_eq!(held.as_bytes(), Some(&text[..]), "the clone keeps what it had");
+        assert_eq!(live.len(), text.len() + 4);
+        // Below the threshold a string is a boxed slice, copied by a clone.
+        let small = StrValue::from_bytes(&text[..SHARE_AT]);
+        assert!(!small.clone_is_shallow());
+        assert_eq!(small, StrValue::raw(text[..SHARE_AT].to_vec()), "equal bytes");
+    }
 }
