@@ -444,9 +444,7 @@ impl SlotTable {
     /// millions of values scattered over the heap, and its copy loop spent most of its
     /// time waiting on their cache misses one by one.
     fn prefetch(&self, positions: std::ops::Range<usize>) {
-        let hint: usize = positions
-            .map(|i| self.entries.get(i).1.value.size_hint())
-            .sum();
+        let hint: usize = positions.map(|i| self.entries.get(i).1.value.touch()).sum();
         std::hint::black_box(hint);
     }
 

