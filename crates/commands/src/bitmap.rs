@@ -64,17 +64,13 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
     let Some(s) = ctx.l.get_mut(&key).and_then(|e| e.value.as_str_mut()) else {
         return ctx.wrong_type();
     };
-    let raw = s.make_raw();
-    let byte = offset / 8;
-    if raw.len() <= byte {
-        raw.resize(byte + 1, 0);
-    }
+    let byte = s.byte_mut(offset / 8);
     let mask = 0x80u8 >> (offset % 8);
-    let old = raw[byte] & mask != 0;
+    let old = *byte & mask != 0;
     if on {
-        raw[byte] |= mask;
+        *byte |= mask;
     } else {
-        raw[byte] &= !mask;
+        *byte &= !mask;
     }
     ctx.notify(notify::STRING, "setbit", &key);
     ctx.reply.int(i64::from(old));
@@ -84,12 +80,12 @@ fn getbit(ctx: &mut Ctx<'_, '_>) {
     let Some(offset) = bit_offset(ctx, 2) else {
         return;
     };
-    let Some(bytes) = bytes_of(ctx, 1) else {
-        return;
+    let key = ctx.args.bytes(1);
+    let byte = match ops::get_str(ctx.l, &key) {
+        Ok(s) => s.and_then(|s| s.byte(offset / 8)),
+        Err(e) => return ctx.keyspace_error(e),
     };
-    let bit = bytes
-        .get(offset / 8)
-        .is_some_and(|b| b & (0x80 >> (offset % 8)) != 0);
+    let bit = byte.is_some_and(|b| b & (0x80 >> (offset % 8)) != 0);
     ctx.reply.int(i64::from(bit));
 }
 

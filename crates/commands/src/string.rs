@@ -43,6 +43,7 @@ pub fn commands() -> Vec<CommandSpec> {
 fn bulk_str(reply: &mut carmine_resp::ReplyBuf, s: &StrValue) {
     match s {
         StrValue::Int(n) => reply.bulk_int(*n),
+        StrValue::Big(p) => reply.bulk_parts(p.len(), p.iter()),
         other => other.with_bytes(|b| reply.bulk(b)),
     }
 }
@@ -422,10 +423,10 @@ fn getrange(ctx: &mut Ctx<'_, '_>) {
     match ops::get_str(ctx.l, &key) {
         Err(e) => ctx.keyspace_error(e),
         Ok(None) => ctx.reply.bulk(b""),
-        Ok(Some(s)) => {
-            let v = s.to_vec();
-            ctx.reply.bulk(ops::get_range(&v, start, end));
-        }
+        Ok(Some(s)) => match ops::range_bounds(s.len(), start, end) {
+            Some((first, last)) => ctx.reply.bulk(&s.range_to_vec(first, last + 1)),
+            None => ctx.reply.bulk(b""),
+        },
     }
 }
 

@@ -52,6 +52,7 @@ pub mod notify;
 pub mod ops;
 mod packed;
 mod pattern;
+mod pieces;
 mod rank_tree;
 mod shards;
 mod table;
@@ -72,6 +73,7 @@ pub use keyspace::{
 pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
 pub use packed::Packed;
 pub use pattern::glob_match;
+pub use pieces::{Pieces, PIECE};
 pub use table::{Key, SlotTable, CHUNK};
-pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX, INLINE_STR};
+pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX, INLINE_STR, SHARE_AT};
 pub use zset::{ZSetLimits, ZSetValue};

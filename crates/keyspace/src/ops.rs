@@ -203,9 +203,7 @@ pub fn append(l: &mut Locked<'_>, key: &[u8], data: &[u8]) -> Result<usize, Keys
     let Some(s) = e.value.as_str_mut() else {
         return Err(KeyspaceError::WrongType);
     };
-    let raw = s.make_raw();
-    raw.extend_from_slice(data);
-    Ok(raw.len())
+    Ok(s.append(data))
 }
 
 /// SETRANGE; returns the new length.
@@ -239,19 +237,22 @@ pub fn set_range(
     let Some(s) = e.value.as_str_mut() else {
         return Err(KeyspaceError::WrongType);
     };
-    let raw = s.make_raw();
-    if raw.len() < offset + data.len() {
-        raw.resize(offset + data.len(), 0);
-    }
-    raw[offset..offset + data.len()].copy_from_slice(data);
-    Ok(raw.len())
+    Ok(s.write_at(offset, data))
 }
 
 /// GETRANGE with Redis' index rules (negative from the end, clamped, inclusive).
 pub fn get_range(bytes: &[u8], start: i64, end: i64) -> &[u8] {
-    let len = bytes.len() as i64;
+    match range_bounds(bytes.len(), start, end) {
+        Some((s, e)) => &bytes[s..=e],
+        None => &[],
+    }
+}
+
+/// GETRANGE's inclusive byte range over a string of `len` bytes; None when empty.
+pub fn range_bounds(len: usize, start: i64, end: i64) -> Option<(usize, usize)> {
+    let len = len as i64;
     if len == 0 {
-        return &[];
+        return None;
     }
     let mut s = if start < 0 { len + start } else { start };
     let mut e = if end < 0 { len + end } else { end };
@@ -265,9 +266,9 @@ pub fn get_range(bytes: &[u8], start: i64, end: i64) -> &[u8] {
         e = len - 1;
     }
     if s > e || (start < 0 && end < 0 && start > end) {
-        return &[];
+        return None;
     }
-    &bytes[s as usize..=e as usize]
+    Some((s as usize, e as usize))
 }
 
 /// Conditions for EXPIRE-family commands (Redis 7).

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::pieces::Pieces;
+
 use crate::collections::{HashValue, ListValue, SetValue};
 
 /// Strings up to this many bytes report `embstr` in OBJECT ENCODING, as in Redis.
@@ -19,21 +21,24 @@ pub const INLINE_STR: usize = 22;
 /// is the bytes alone. Strings edited in place (APPEND, SETRANGE, SETBIT, HyperLogLogs)
 /// are `Raw`, which OBJECT ENCODING reports as "raw" whatever the length, as Redis does.
 ///
-/// Strings over [`SHARE_AT`] are `Raw` too, for snapshots: a writer that changes a table
-/// first copies the values a snapshot has not written yet, and a megabyte string took a
-/// megabyte memcpy (and as much memory) even when the change was to a neighbouring key.
-/// Behind an `Arc` it costs a pointer; only an edit of the big string itself copies it,
-/// once per snapshot (`make_raw`).
+/// Strings over [`SHARE_AT`] are `Big`, in shared pieces (`pieces.rs`), for snapshots: a
+/// writer that changes a table first copies the values a snapshot has not written yet,
+/// and a megabyte string took a megabyte memcpy (and as much memory) even when the change
+/// was to a neighbouring key. Now that costs pointers, and an edit of the big string
+/// itself copies the 64 KiB pieces it writes to. Reads that need the bytes in one slice
+/// (`with_bytes`) join the pieces, so commands that read part of a big string use
+/// `byte` and `range_to_vec`, and GET writes the pieces out in turn.
 #[derive(Clone, Debug)]
 pub enum StrValue {
     Int(i64),
     Inline { len: u8, buf: [u8; INLINE_STR] },
     Heap(Box<[u8]>),
     Raw(Arc<Vec<u8>>),
+    Big(Box<Pieces>),
 }
 
-/// Strings longer than this are shared (`StrValue::Raw`): the size past which the
-/// snapshot writes a value after unlocking its table rather than under the lock.
+/// Strings longer than this are `Big`: the size past which the snapshot writes a value
+/// after unlocking its table rather than under the lock.
 pub const SHARE_AT: usize = 64 * 1024;
 
 /// Equal bytes are equal strings, whatever their encodings.
@@ -62,21 +67,25 @@ impl StrValue {
             };
         }
         if bytes.len() > SHARE_AT {
-            return StrValue::raw(bytes.to_vec());
+            return StrValue::Big(Box::new(Pieces::from_slice(bytes)));
         }
         StrValue::Heap(bytes.into())
     }
 
-    /// Bytes built or edited by a command (APPEND, BITOP, PFADD): "raw".
+    /// Bytes built or edited by a command (BITOP, PFADD): "raw".
     pub fn raw(bytes: Vec<u8>) -> StrValue {
+        if bytes.len() > SHARE_AT {
+            return StrValue::Big(Box::new(Pieces::from_slice(&bytes)));
+        }
         StrValue::Raw(Arc::new(bytes))
     }
 
-    /// The bytes of a non-integer value (integers need formatting: see `with_bytes`).
+    /// The bytes of a value held in one slice: not an integer (which needs formatting),
+    /// nor a big string (in pieces). `with_bytes` takes any.
     #[inline]
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
-            StrValue::Int(_) => None,
+            StrValue::Int(_) | StrValue::Big(_) => None,
             StrValue::Inline { len, buf } => Some(&buf[..*len as usize]),
             StrValue::Heap(v) => Some(v),
             StrValue::Raw(v) => Some(v),
@@ -89,6 +98,7 @@ impl StrValue {
             StrValue::Inline { len, .. } => *len as usize,
             StrValue::Heap(v) => v.len(),
             StrValue::Raw(v) => v.len(),
+            StrValue::Big(p) => p.len(),
         }
     }
 
@@ -96,27 +106,109 @@ impl StrValue {
         self.len() == 0
     }
 
-    /// Calls `f` with the value's bytes, formatting an integer on the stack.
+    /// Calls `f` with the value's bytes, formatting an integer on the stack and joining
+    /// a big string's pieces (a copy of it: see `byte` and `range_to_vec`).
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         match self {
             StrValue::Int(n) => f(itoa::Buffer::new().format(*n).as_bytes()),
             StrValue::Inline { len, buf } => f(&buf[..*len as usize]),
             StrValue::Heap(v) => f(v),
             StrValue::Raw(v) => f(v),
+            StrValue::Big(p) => f(&p.to_vec()),
         }
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
-        self.with_bytes(<[u8]>::to_vec)
+        match self {
+            StrValue::Big(p) => p.to_vec(),
+            other => other.with_bytes(<[u8]>::to_vec),
+        }
     }
 
-    /// Turns the value into raw bytes for in-place edits (APPEND, SETRANGE). A value a
-    /// snapshot still shares is copied first (one memcpy).
+    /// The pieces of a big string, or the whole of another: for writing it out in turn.
+    pub fn pieces(&self) -> Option<&Pieces> {
+        match self {
+            StrValue::Big(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Byte `i`, if the string is that long.
+    pub fn byte(&self, i: usize) -> Option<u8> {
+        match self {
+            StrValue::Big(p) => p.byte(i),
+            other => other.with_bytes(|b| b.get(i).copied()),
+        }
+    }
+
+    /// Bytes `start..end`, cut to the string's length.
+    pub fn range_to_vec(&self, start: usize, end: usize) -> Vec<u8> {
+        match self {
+            StrValue::Big(p) => p.range_to_vec(start, end),
+            other => {
+                other.with_bytes(|b| b.get(start..end.min(b.len())).unwrap_or_default().to_vec())
+            }
+        }
+    }
+
+    /// Before an edit that makes the string `len` bytes long: one that grows past
+    /// SHARE_AT goes to pieces first.
+    fn grow_to(&mut self, len: usize) {
+        if len > SHARE_AT && !matches!(self, StrValue::Big(_)) {
+            *self = StrValue::Big(Box::new(self.with_bytes(Pieces::from_slice)));
+        }
+    }
+
+    /// APPEND; the new length.
+    pub fn append(&mut self, data: &[u8]) -> usize {
+        self.grow_to(self.len() + data.len());
+        match &mut *self {
+            StrValue::Big(p) => p.append(data),
+            other => other.make_raw().extend_from_slice(data),
+        }
+        self.len()
+    }
+
+    /// SETRANGE: writes `data` at `offset`, padding with zero bytes up to it; the new
+    /// length.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> usize {
+        let end = offset + data.len();
+        self.grow_to(end);
+        match &mut *self {
+            StrValue::Big(p) => p.write_at(offset, data),
+            other => {
+                let raw = other.make_raw();
+                if raw.len() < end {
+                    raw.resize(end, 0);
+                }
+                raw[offset..end].copy_from_slice(data);
+            }
+        }
+        self.len()
+    }
+
+    /// Byte `i` for an edit (SETBIT), padding with zero bytes up to it.
+    pub fn byte_mut(&mut self, i: usize) -> &mut u8 {
+        self.grow_to(i + 1);
+        match self {
+            StrValue::Big(p) => p.byte_mut(i),
+            other => {
+                let raw = other.make_raw();
+                if raw.len() <= i {
+                    raw.resize(i + 1, 0);
+                }
+                &mut raw[i]
+            }
+        }
+    }
+
+    /// The value as one vector for edits that rewrite it (HyperLogLogs, never big). A big
+    /// string is joined into one, as are values a snapshot still shares (one memcpy).
     pub fn make_raw(&mut self) -> &mut Vec<u8> {
         match self {
             StrValue::Raw(_) => {}
-            StrValue::Heap(v) => *self = StrValue::raw(std::mem::take(v).into_vec()),
-            _ => *self = StrValue::raw(self.to_vec()),
+            StrValue::Heap(v) => *self = StrValue::Raw(Arc::new(std::mem::take(v).into_vec())),
+            _ => *self = StrValue::Raw(Arc::new(self.to_vec())),
         }
         match self {
             StrValue::Raw(v) => Arc::make_mut(v),
@@ -126,7 +218,7 @@ impl StrValue {
 
     /// Whether a clone shares the bytes rather than copying them.
     pub fn clone_is_shallow(&self) -> bool {
-        matches!(self, StrValue::Raw(_))
+        matches!(self, StrValue::Raw(_) | StrValue::Big(_))
     }
 
     /// The value as an integer, if it is one (INCR and friends).
@@ -143,7 +235,7 @@ impl StrValue {
             StrValue::Inline { .. } => "embstr",
             // Strings edited in place are "raw" in Redis whatever their length.
             StrValue::Heap(v) if v.len() <= EMBSTR_MAX => "embstr",
-            StrValue::Heap(_) | StrValue::Raw(_) => "raw",
+            StrValue::Heap(_) | StrValue::Raw(_) | StrValue::Big(_) => "raw",
         }
     }
 
@@ -154,6 +246,7 @@ impl StrValue {
             StrValue::Heap(v) => v.len(),
             // The Arc's counts and the Vec's header, then its buffer.
             StrValue::Raw(v) => 40 + v.capacity(),
+            StrValue::Big(p) => 32 + p.heap_size(),
         }
     }
 }
@@ -372,29 +465,34 @@ mod tests {
 
     #[test]
     fn big_strings_are_shared_until_edited() {
-        let text: Vec<u8> = (0..SHARE_AT + 1).map(|i| (i % 251) as u8).collect();
+        let text: Vec<u8> = (0..3 * SHARE_AT + 1).map(|i| (i % 251) as u8).collect();
         let mut live = StrValue::from_bytes(&text);
         assert!(live.clone_is_shallow());
         assert_eq!(live.encoding(), "raw");
         let held = live.clone();
-        let (StrValue::Raw(a), StrValue::Raw(b)) = (&live, &held) else {
-            panic!("a string over SHARE_AT is Raw");
-        };
-        assert!(Arc::ptr_eq(a, b), "a clone shares the bytes");
-        live.make_raw().extend_from_slice(b"tail");
+        live.append(b"tail");
+        *live.byte_mut(5) = 0xff;
+        live.write_at(2 * SHARE_AT, b"mid");
+        assert_eq!(held.to_vec(), text, "the clone keeps what it had");
+        let mut want = text.clone();
+        want.extend_from_slice(b"tail");
+        want[5] = 0xff;
+        want[2 * SHARE_AT..2 * SHARE_AT + 3].copy_from_slice(b"mid");
+        assert_eq!(live.to_vec(), want);
+        assert_eq!(live.len(), want.len());
+        assert_eq!(live.byte(5), Some(0xff));
         assert_eq!(
-            held.as_bytes(),
-            Some(&text[..]),
-            "the clone keeps what it had"
+            live.range_to_vec(SHARE_AT - 2, SHARE_AT + 2),
+            want[SHARE_AT - 2..SHARE_AT + 2]
         );
-        assert_eq!(live.len(), text.len() + 4);
-        // Below the threshold a string is a boxed slice, copied by a clone.
+        assert_eq!(live, StrValue::raw(want.clone()), "equal bytes");
+        // A small string edited past SHARE_AT goes to pieces; below it stays one vector.
+        let mut grown = StrValue::from_bytes(b"a small string, longer than inline");
+        assert_eq!(grown.write_at(SHARE_AT, b"!"), SHARE_AT + 1);
+        assert!(grown.pieces().is_some());
+        assert_eq!(grown.byte(SHARE_AT - 1), Some(0));
         let small = StrValue::from_bytes(&text[..SHARE_AT]);
         assert!(!small.clone_is_shallow());
-        assert_eq!(
-            small,
-            StrValue::raw(text[..SHARE_AT].to_vec()),
-            "equal bytes"
-        );
+        assert!(small.pieces().is_none());
     }
 }

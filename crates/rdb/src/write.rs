@@ -76,6 +76,51 @@ pub fn put_string(out: &mut Vec<u8>, s: &[u8], opts: WriteOptions) {
     out.extend_from_slice(s);
 }
 
+/// A big string from its pieces, written as `put_string` writes one slice, without
+/// joining them. LZF streams concatenate into one valid stream (a back-reference stays
+/// inside its piece), so the pieces are compressed in turn; one that does not shrink goes
+/// in as literal runs, and the whole is written plain unless it came out shorter.
+/// Plain, it is passed to `spill` piece by piece.
+pub fn put_string_pieces(
+    out: &mut Vec<u8>,
+    pieces: &carmine_keyspace::Pieces,
+    opts: WriteOptions,
+    spill: Spill<'_>,
+) -> io::Result<()> {
+    let len = pieces.len();
+    if opts.compress && len > 20 {
+        let start = out.len();
+        for piece in pieces.iter() {
+            if !lzf::compress_into(piece, piece.len(), out) {
+                for run in piece.chunks(32) {
+                    // A literal run: its length less one, then the bytes.
+                    out.push((run.len() - 1) as u8);
+                    out.extend_from_slice(run);
+                }
+            }
+            if out.len() - start >= len - 4 {
+                break;
+            }
+        }
+        let compressed = out.len() - start;
+        if compressed < len - 4 {
+            out.push(0xc3);
+            put_length(out, compressed as u64);
+            put_length(out, len as u64);
+            let head = out.len() - start - compressed;
+            out[start..].rotate_right(head);
+            return Ok(());
+        }
+        out.truncate(start);
+    }
+    put_length(out, len as u64);
+    for piece in pieces.iter() {
+        out.extend_from_slice(piece);
+        spill(out)?;
+    }
+    Ok(())
+}
+
 /// The RDB type byte for a value as this writer encodes it.
 pub fn type_byte(v: &Value) -> u8 {
     match v {
@@ -160,7 +205,10 @@ pub fn put_keyspace_entry(
     };
     put_entry_head(out, key, type_byte, expire_ms, opts);
     match v {
-        KValue::Str(s) => s.with_bytes(|b| put_string(out, b, opts)),
+        KValue::Str(s) => match s.pieces() {
+            Some(pieces) => put_string_pieces(out, pieces, opts, spill)?,
+            None => s.with_bytes(|b| put_string(out, b, opts)),
+        },
         KValue::List(l) => {
             put_length(out, l.len() as u64);
             for it in l.iter() {

@@ -152,6 +152,20 @@ impl ReplyBuf {
         put_bulk(&mut self.out, b'$', data);
     }
 
+    /// A bulk reply of `len` bytes given in parts (a big string's pieces).
+    pub fn bulk_parts<'a>(&mut self, len: usize, parts: impl Iterator<Item = &'a [u8]>) {
+        let mut b = itoa::Buffer::new();
+        let s = b.format(len);
+        self.out.reserve(s.len() + len + 5);
+        self.out.put_u8(b'$');
+        self.out.put_slice(s.as_bytes());
+        self.out.put_slice(b"\r\n");
+        for part in parts {
+            self.out.put_slice(part);
+        }
+        self.out.put_slice(b"\r\n");
+    }
+
     /// A bulk reply holding the decimal form of `n` (e.g. GET of an integer value).
     pub fn bulk_int(&mut self, n: i64) {
         let mut b = itoa::Buffer::new();

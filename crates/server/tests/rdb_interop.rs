@@ -106,6 +106,35 @@ fn populate(c: &mut redis::Connection) {
         .collect();
     q(c, redis::cmd("SET").arg("str:random").arg(random));
     q(c, redis::cmd("SET").arg("str:empty").arg(""));
+    // Past 64 KiB Carmine keeps strings in pieces and writes them piece by piece.
+    let big_random: Vec<u8> = (0..200_002u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    q(c, redis::cmd("SET").arg("str:big-random").arg(&big_random));
+    q(
+        c,
+        redis::cmd("SET")
+            .arg("str:big-pattern")
+            .arg("wxyz".repeat(70_000)),
+    );
+    q(
+        c,
+        redis::cmd("APPEND")
+            .arg("str:big-pattern")
+            .arg(&big_random[..5000]),
+    );
+    q(
+        c,
+        redis::cmd("SETRANGE")
+            .arg("str:big-pattern")
+            .arg(65_530)
+            .arg("across"),
+    );
+    q(
+        c,
+        redis::cmd("SETBIT").arg("str:bitmap").arg(8_000_003).arg(1),
+    );
+    q(c, redis::cmd("SETBIT").arg("str:bitmap").arg(7).arg(1));
     q(
         c,
         redis::cmd("SET")
@@ -300,6 +329,15 @@ fn redis_dumps_load_into_carmine_and_back() {
         let r = redis(&rdir, &config);
         populate(&mut conn(r.1));
         let expected = contents(r.1);
+        // The same commands on Carmine build the same contents.
+        let fresh = carmine(&scratch(&format!("carmine-fresh-{name}")));
+        populate(&mut conn(fresh.port()));
+        assert_eq!(
+            contents(fresh.port()),
+            expected,
+            "{name}: Carmine ran populate as Redis does"
+        );
+        fresh.shutdown();
         save(r.1);
         drop(r);
         check_rdb(&rdir.join("dump.rdb"));
