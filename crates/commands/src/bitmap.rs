@@ -136,6 +136,43 @@ fn range_args(ctx: &mut Ctx<'_, '_>, first: usize) -> Option<(i64, i64, bool, bo
     Some((start, end, end_given, bits))
 }
 
+/// The units `first..=last` that a BITCOUNT/BITPOS range covers, with the bytes holding
+/// them, from byte `base` on: only those are copied out of a big string.
+struct Span {
+    first: usize,
+    last: usize,
+    base: usize,
+    bytes: Vec<u8>,
+}
+
+/// The span of a range over the string at `args[1]`: inner None for an empty range or a
+/// missing key; None after replying an error.
+fn range_bytes(ctx: &mut Ctx<'_, '_>, start: i64, end: i64, bits: bool) -> Option<Option<Span>> {
+    let key = ctx.args.bytes(1);
+    let s = match ops::get_str(ctx.l, &key) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.keyspace_error(e);
+            return None;
+        }
+    };
+    let Some(s) = s else { return Some(None) };
+    let Some((first, last)) = unit_range(start, end, s.len(), bits) else {
+        return Some(None);
+    };
+    let (base, stop) = if bits {
+        (first / 8, last / 8 + 1)
+    } else {
+        (first, last + 1)
+    };
+    Some(Some(Span {
+        first,
+        last,
+        base,
+        bytes: s.range_to_vec(base, stop),
+    }))
+}
+
 fn bitcount(ctx: &mut Ctx<'_, '_>) {
     if ctx.args.len() == 3 {
         return ctx.syntax_error();
@@ -143,13 +180,15 @@ fn bitcount(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end, _, bits)) = range_args(ctx, 2) else {
         return;
     };
-    let Some(bytes) = bytes_of(ctx, 1) else {
+    let Some(span) = range_bytes(ctx, start, end, bits) else {
         return;
     };
-    let count = match unit_range(start, end, bytes.len(), bits) {
+    let count = match span {
         None => 0,
-        Some((s, e)) if bits => (s..=e).filter(|&i| bit_at(&bytes, i)).count(),
-        Some((s, e)) => bytes[s..=e].iter().map(|b| b.count_ones() as usize).sum(),
+        Some(sp) if bits => (sp.first..=sp.last)
+            .filter(|&i| bit_at(&sp.bytes, i - sp.base * 8))
+            .count(),
+        Some(sp) => sp.bytes.iter().map(|b| b.count_ones() as usize).sum(),
     };
     ctx.reply.int(count as i64);
 }
@@ -165,17 +204,21 @@ fn bitpos(ctx: &mut Ctx<'_, '_>) {
     };
     let key = ctx.args.bytes(1);
     let missing = matches!(ops::get_str(ctx.l, &key), Ok(None));
-    let Some(bytes) = bytes_of(ctx, 1) else {
+    let Some(span) = range_bytes(ctx, start, end, bits) else {
         return;
     };
     if missing {
         return ctx.reply.int(if want { -1 } else { 0 });
     }
-    let Some((s, e)) = unit_range(start, end, bytes.len(), bits) else {
+    let Some(sp) = span else {
         return ctx.reply.int(-1);
     };
-    let (first_bit, last_bit) = if bits { (s, e) } else { (s * 8, e * 8 + 7) };
-    match (first_bit..=last_bit).find(|&i| bit_at(&bytes, i) == want) {
+    let (first_bit, last_bit) = if bits {
+        (sp.first, sp.last)
+    } else {
+        (sp.first * 8, sp.last * 8 + 7)
+    };
+    match (first_bit..=last_bit).find(|&i| bit_at(&sp.bytes, i - sp.base * 8) == want) {
         Some(i) => ctx.reply.int(i as i64),
         // Looking for a 0 past an all-ones string with no end given: the first bit after
         // it, since the string is conceptually padded with zeros.
