@@ -253,9 +253,9 @@ pub struct Shared {
     pub used_memory: Option<fn() -> usize>,
     pub peak_memory: AtomicU64,
     /// Makes room for this many more bytes in the calling thread's heap in a few large
-    /// steps (set by the binary, which knows its allocator): each event loop calls it when
-    /// a snapshot starts, before writers' captures grow the heap a page-rounded step at a
-    /// time.
+    /// steps and keeps it (set by the binary, which knows its allocator); 0 gives it back.
+    /// Each event loop calls it when a snapshot starts, before writers' captures grow the
+    /// heap a page-rounded step at a time, and with 0 when the snapshot is over.
     pub heap_reserve: std::sync::OnceLock<fn(usize)>,
     /// The keyspace's own estimate, refreshed by the cron, when `used_memory` is None.
     pub estimated_memory: AtomicU64,

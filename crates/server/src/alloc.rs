@@ -38,23 +38,32 @@ fn record(delta: isize) {
 /// here: left dynamic, it rises after the first large free and big buffers stay in RSS).
 pub const MMAP_THRESHOLD: usize = 128 << 10;
 
-/// Makes room for `bytes` more in the calling thread's malloc heap, in a few large steps.
+/// Makes room for `bytes` more in the calling thread's malloc heap, in a few large steps,
+/// and keeps it until the next call; `reserve_heap(0)` gives it back.
 ///
 /// glibc grows a thread's heap by what each allocation needs, page-rounded, with one
-/// mprotect(2) per step; mprotect takes the process' mmap lock for writing, so each step
-/// waits behind anything reading the address space. A monitoring agent reading
-/// /proc/PID/smaps holds that lock 10-40 ms on a large heap, and a first snapshot's
-/// captures grew the event loop's heap in over a thousand steps (snapshot.sh, whose
-/// sampler reads smaps_rollup: 19 ms worst write latency in round 1, under 5 ms after).
-/// Blocks of 30 MiB, served from the heap while the mmap threshold is raised and freed at
-/// once, leave the heap mapped read-write to its new size; glibc keeps a heap's mapping
-/// when it trims it, so the captures that follow need no mprotect. The blocks are never
-/// written, so they cost no memory.
+/// mprotect(2) per step (thread heaps ignore M_TOP_PAD); mprotect takes the process' mmap
+/// lock for writing, so each step waits behind anything reading the address space. A
+/// monitoring agent reading /proc/PID/smaps holds that lock 10-40 ms on a large heap, and
+/// a first snapshot's captures grew the event loop's heap in over a thousand steps
+/// (snapshot.sh, whose sampler reads smaps_rollup: 19 ms worst write latency in round 1).
+///
+/// Blocks of 4 MiB, served from the heap while the mmap threshold is raised, grow the
+/// current heap to its 64 MiB limit and then open new heaps, one mprotect per block. All
+/// but the newest are freed: glibc keeps a heap's mapping when it trims it, so captures
+/// reuse the room without mprotect. The newest stays allocated: it keeps the arena's last
+/// heap from being wholly free, which glibc would unmap with the room opened in it (30 MiB
+/// blocks freed to the last one left 300 steps in round 1). The blocks are never written,
+/// so they cost no memory.
 pub fn reserve_heap(bytes: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // glibc refuses thresholds above 32 MiB on 64-bit.
-        const BLOCK: usize = 30 << 20;
+        const BLOCK: usize = 4 << 20;
+        // The block kept from the last call; dropped first so that its room is reused.
+        HEAP_ANCHOR.with(|a| a.take());
+        if bytes == 0 {
+            return;
+        }
         let mut blocks = Vec::new();
         // SAFETY: mallopt takes two integers and only changes allocator tuning. Another
         // thread allocating meanwhile gets a large block from its heap rather than its
@@ -74,15 +83,22 @@ pub fn reserve_heap(bytes: usize) {
         }
         // SAFETY: as above; restores the binary's own setting.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as i32) };
-        // Newest first: freeing an older block first can leave a new heap wholly free
-        // while the heap before it has room, and glibc unmaps such a heap. black_box: an
-        // allocation nobody uses may be elided by the optimizer, and these must happen.
+        let anchor = blocks.pop();
+        // Newest first, so no heap but the anchor's is left wholly free before the ones
+        // after it. black_box: an allocation nobody uses may be elided by the optimizer,
+        // and these must happen.
         while let Some(block) = blocks.pop() {
             drop(std::hint::black_box(block));
         }
+        HEAP_ANCHOR.with(|a| a.replace(std::hint::black_box(anchor)));
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = bytes;
+}
+
+thread_local! {
+    /// The newest block of the last `reserve_heap`, held until the next call.
+    static HEAP_ANCHOR: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Bytes currently allocated through [`CountingAlloc`].

@@ -382,10 +382,17 @@ thread_local! {
 /// lock: see the binary's alloc.rs).
 pub fn prepare_heap(shared: &Shared) {
     let epoch = shared.keyspace.snapshot_epoch();
-    if epoch == 0 || HEAP_READY_FOR.get() == epoch {
+    if HEAP_READY_FOR.get() == epoch {
         return;
     }
     HEAP_READY_FOR.set(epoch);
+    if epoch == 0 {
+        // The snapshot is over: the room kept for it goes back.
+        if let Some(reserve) = shared.heap_reserve.get() {
+            reserve(0);
+        }
+        return;
+    }
     reserve_heap(shared);
 }
 
