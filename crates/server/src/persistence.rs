@@ -212,6 +212,7 @@ impl Persistence for RdbFiles {
         let (snap, dirty) = Self::begin(shared)?;
         let epoch = shared.keyspace.snapshot_epoch();
         HEAP_READY_FOR.set(epoch);
+        HEAP_ROOM_SINCE.set(None);
         // Past 1/32 of the dataset (at least 4 MiB) of writers' copies, the event loops
         // pause for the walk (see `yield_to_snapshot`).
         let limit = (shared.used_memory() / 32).max(4 << 20);
@@ -372,6 +373,8 @@ const BACKLOG_CHECK_EVERY: u32 = 16;
 thread_local! {
     /// The snapshot epoch this thread last made room in its heap for.
     static HEAP_READY_FOR: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// When this thread first saw the snapshot it made room for over.
+    static HEAP_ROOM_SINCE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
     /// Wake-ups since this loop last read the snapshot's backlog.
     static WAKEUPS_SINCE_CHECK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
@@ -385,15 +388,33 @@ pub fn prepare_heap(shared: &Shared) {
     if HEAP_READY_FOR.get() == epoch {
         return;
     }
-    HEAP_READY_FOR.set(epoch);
     if epoch == 0 {
-        // The snapshot is over: the room kept for it goes back.
-        if let Some(reserve) = shared.heap_reserve.get() {
-            reserve(0);
-        }
+        give_heap_room_back(shared);
         return;
     }
+    HEAP_READY_FOR.set(epoch);
+    HEAP_ROOM_SINCE.set(None);
     reserve_heap(shared);
+}
+
+/// How long after a snapshot a loop keeps the heap room it made for it.
+const HEAP_ROOM_KEPT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After a snapshot, once HEAP_ROOM_KEPT has passed: the room goes back (glibc may unmap
+/// a heap then, which waits on the mmap lock like an mprotect; right at the end it would
+/// stall requests that a client still counts as during the snapshot).
+fn give_heap_room_back(shared: &Shared) {
+    let now = Instant::now();
+    let since = HEAP_ROOM_SINCE.get().unwrap_or(now);
+    HEAP_ROOM_SINCE.set(Some(since));
+    if now.duration_since(since) < HEAP_ROOM_KEPT {
+        return;
+    }
+    HEAP_ROOM_SINCE.set(None);
+    HEAP_READY_FOR.set(0);
+    if let Some(reserve) = shared.heap_reserve.get() {
+        reserve(0);
+    }
 }
 
 /// An eighth of the dataset: the most snapshot.sh saw writers' copies hold at once.
