@@ -313,12 +313,14 @@ fn field_offset(arg: &[u8], t: FieldType) -> Option<usize> {
     (bit < (MAX_STRING as u64) * 8).then_some(bit as usize)
 }
 
-fn read_field(bytes: &[u8], offset: usize, t: FieldType) -> i64 {
+/// BITFIELD reads and writes bits through the string's byte access, so a big string (in
+/// pieces) is neither joined nor copied for a few fields.
+fn read_field(s: Option<&StrValue>, offset: usize, t: FieldType) -> i64 {
     let mut v: u64 = 0;
     for i in 0..t.bits as usize {
         let bit = offset + i;
-        let set = bytes
-            .get(bit / 8)
+        let set = s
+            .and_then(|s| s.byte(bit / 8))
             .is_some_and(|b| b & (0x80 >> (bit % 8)) != 0);
         v = (v << 1) | u64::from(set);
     }
@@ -329,22 +331,58 @@ fn read_field(bytes: &[u8], offset: usize, t: FieldType) -> i64 {
     }
 }
 
-fn write_field(bytes: &mut Vec<u8>, offset: usize, t: FieldType, value: i64) {
+/// Writes the field, first growing the string with zero bytes to cover it.
+fn write_field(s: &mut StrValue, offset: usize, t: FieldType, value: i64) {
     let end = offset + t.bits as usize;
-    if bytes.len() * 8 < end {
-        bytes.resize(end.div_ceil(8), 0);
-    }
+    s.byte_mut((end - 1) / 8);
     let v = value as u64;
     for i in 0..t.bits as usize {
         let bit = offset + i;
         let on = (v >> (t.bits as usize - 1 - i)) & 1 == 1;
         let mask = 0x80u8 >> (bit % 8);
+        let byte = s.byte_mut(bit / 8);
         if on {
-            bytes[bit / 8] |= mask;
+            *byte |= mask;
         } else {
-            bytes[bit / 8] &= !mask;
+            *byte &= !mask;
         }
     }
+}
+
+/// Runs BITFIELD's operations in order on `s`: their replies, and whether any wrote.
+fn apply_fields(ops: &[FieldOp], s: &mut StrValue) -> (Vec<Option<i64>>, bool) {
+    let mut results = Vec::with_capacity(ops.len());
+    let mut changed = false;
+    for op in ops {
+        let (t, off) = match *op {
+            FieldOp::Get(t, off) | FieldOp::Set(t, off, ..) | FieldOp::IncrBy(t, off, ..) => {
+                (t, off)
+            }
+        };
+        let old = read_field(Some(s), off, t);
+        let new = match *op {
+            FieldOp::Get(..) => {
+                results.push(Some(old));
+                continue;
+            }
+            FieldOp::Set(_, _, v, policy) => fit(i128::from(v), t, policy),
+            FieldOp::IncrBy(_, _, by, policy) => fit(i128::from(old) + i128::from(by), t, policy),
+        };
+        match new {
+            Some(nv) => {
+                write_field(s, off, t, nv);
+                changed = true;
+                // SET replies the old value, INCRBY the new one.
+                results.push(Some(if matches!(op, FieldOp::Set(..)) {
+                    old
+                } else {
+                    nv
+                }));
+            }
+            None => results.push(None),
+        }
+    }
+    (results, changed)
 }
 
 /// `value` fitted into the field under the overflow policy; None when FAIL refuses it.
@@ -439,48 +477,46 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
     let Some(ops) = parse_field_ops(ctx, read_only) else {
         return;
     };
-    let Some(mut bytes) = bytes_of(ctx, 1) else {
-        return;
+    let key = ctx.args.bytes(1);
+    let existing = match ops::get_str(ctx.l, &key) {
+        Ok(s) => s,
+        Err(e) => return ctx.keyspace_error(e),
     };
     let writes = ops.iter().any(|o| !matches!(o, FieldOp::Get(..)));
-    let mut results: Vec<Option<i64>> = Vec::with_capacity(ops.len());
-    let mut changed = false;
-    for op in &ops {
-        match *op {
-            FieldOp::Get(t, off) => results.push(Some(read_field(&bytes, off, t))),
-            FieldOp::Set(t, off, v, policy) => {
-                let old = read_field(&bytes, off, t);
-                match fit(i128::from(v), t, policy) {
-                    Some(nv) => {
-                        write_field(&mut bytes, off, t, nv);
-                        changed = true;
-                        results.push(Some(old));
-                    }
-                    None => results.push(None),
+    let results = if !writes {
+        ops.iter()
+            .map(|op| match *op {
+                FieldOp::Get(t, off) => Some(read_field(existing, off, t)),
+                _ => None,
+            })
+            .collect()
+    } else {
+        // As in Redis, the string first grows (or is created) to cover the farthest bit
+        // any write may reach, whether or not an overflow check then refuses the write.
+        let farthest = ops
+            .iter()
+            .filter_map(|op| match *op {
+                FieldOp::Set(t, off, ..) | FieldOp::IncrBy(t, off, ..) => {
+                    Some(off + t.bits as usize - 1)
                 }
-            }
-            FieldOp::IncrBy(t, off, by, policy) => {
-                let old = read_field(&bytes, off, t);
-                match fit(i128::from(old) + i128::from(by), t, policy) {
-                    Some(nv) => {
-                        write_field(&mut bytes, off, t, nv);
-                        changed = true;
-                        results.push(Some(nv));
-                    }
-                    None => results.push(None),
-                }
-            }
+                FieldOp::Get(..) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if existing.is_none() {
+            ctx.l
+                .insert(&key, Entry::new(Value::Str(StrValue::raw(Vec::new()))));
         }
-    }
-    if writes && changed {
-        let key = ctx.args.bytes(1);
-        let expire = ctx.l.get(&key).map_or(0, |e| e.expire_at());
-        ctx.l.insert(
-            &key,
-            Entry::with_expiry(Value::Str(StrValue::raw(bytes)), expire),
-        );
-        ctx.notify(notify::STRING, "setbit", &key);
-    }
+        let Some(s) = ctx.l.get_mut(&key).and_then(|e| e.value.as_str_mut()) else {
+            return ctx.wrong_type();
+        };
+        s.byte_mut(farthest / 8);
+        let (results, changed) = apply_fields(&ops, s);
+        if changed {
+            ctx.notify(notify::STRING, "setbit", &key);
+        }
+        results
+    };
     ctx.reply.array(results.len());
     for r in results {
         match r {
