@@ -158,6 +158,10 @@ impl Inner {
             self.counts.insert(a, self.children[a].count());
             self.seps.insert(a, sep);
         }
+        // Joining grew the left leaf's vector past its fixed size: back to it.
+        if let Node::Leaf(v) = &mut joined {
+            v.shrink_to(MAX + 1);
+        }
         self.counts.insert(a, joined.count());
         self.children.insert(a, Arc::new(joined));
     }
