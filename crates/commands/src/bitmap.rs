@@ -331,10 +331,8 @@ fn read_field(s: Option<&StrValue>, offset: usize, t: FieldType) -> i64 {
     }
 }
 
-/// Writes the field, first growing the string with zero bytes to cover it.
+/// Writes the field (`byte_mut` pads the string with zero bytes up to each byte).
 fn write_field(s: &mut StrValue, offset: usize, t: FieldType, value: i64) {
-    let end = offset + t.bits as usize;
-    s.byte_mut((end - 1) / 8);
     let v = value as u64;
     for i in 0..t.bits as usize {
         let bit = offset + i;

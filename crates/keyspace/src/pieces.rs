@@ -69,17 +69,9 @@ impl Pieces {
 
     /// Grows the string with zero bytes to `len` (no-op when it is longer already).
     fn zero_extend(&mut self, len: usize) {
+        const ZEROS: [u8; 4096] = [0; 4096];
         while self.len < len {
-            let room = PIECE - self.len % PIECE;
-            let add = room.min(len - self.len);
-            if room == PIECE {
-                // The last piece is full (or there is none): a new one.
-                self.pieces.push(Arc::new(vec![0; add]));
-            } else if let Some(last) = self.pieces.last_mut() {
-                let last = Arc::make_mut(last);
-                last.resize(last.len() + add, 0);
-            }
-            self.len += add;
+            self.append(&ZEROS[..(len - self.len).min(ZEROS.len())]);
         }
     }
 

@@ -125,7 +125,7 @@ impl StrValue {
         }
     }
 
-    /// The pieces of a big string, or the whole of another: for writing it out in turn.
+    /// The pieces of a big string (None for any other), for writing it out in turn.
     pub fn pieces(&self) -> Option<&Pieces> {
         match self {
             StrValue::Big(p) => Some(p),

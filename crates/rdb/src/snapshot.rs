@@ -39,16 +39,13 @@ struct Captured {
 }
 
 /// A value the walk copies rather than serializes under its table's lock: a string of
-/// more than SPILL_AT bytes, or a collection of more than this many elements.
+/// more than SHARE_AT bytes (kept in shared pieces), or a collection of more than this
+/// many elements.
 const LARGE_COLLECTION: usize = 1024;
-
-fn copy_is_cheap(v: &carmine_keyspace::Value) -> bool {
-    v.clone_is_shallow() || matches!(v, carmine_keyspace::Value::Str(_))
-}
 
 fn serialize_after_unlock(v: &carmine_keyspace::Value) -> bool {
     let limit = match v {
-        carmine_keyspace::Value::Str(_) => SPILL_AT,
+        carmine_keyspace::Value::Str(_) => carmine_keyspace::SHARE_AT,
         _ => LARGE_COLLECTION,
     };
     v.size_hint() > limit
@@ -88,21 +85,15 @@ impl SnapshotSink for Collector {
     ) {
         let walker = self.walker.get() == Some(&std::thread::current().id());
         let mut captured = Captured::default();
-        let mut copied = 0;
         for (k, e) in entries {
             if e.expire_at() != 0 && e.expire_at() <= self.now_ms {
                 continue;
             }
-            // A writer copies a large value when the copy is cheap: shared data (long
-            // lists, huge hashes, sets and sorted sets, big strings) or one memcpy (a
-            // string edited past SPILL_AT, where serializing means an LZF attempt over
-            // all of it). Others it serializes now, which
-            // costs no more than a deep copy would and holds compact bytes.
-            if serialize_after_unlock(&e.value) && (walker || copy_is_cheap(&e.value)) {
-                // A shared copy holds pointers; a string's copy holds its bytes.
-                if !e.value.clone_is_shallow() {
-                    copied += e.value.heap_size();
-                }
+            // A writer copies a large value when its storage is shared (long lists, huge
+            // hashes, sets and sorted sets, big strings): the copy holds pointers. Others
+            // it serializes now, which costs no more than a deep copy would and holds
+            // compact bytes.
+            if serialize_after_unlock(&e.value) && (walker || e.value.clone_is_shallow()) {
                 captured.later.push((CompactKey::new(k), e.clone()));
                 continue;
             }
@@ -125,7 +116,7 @@ impl SnapshotSink for Collector {
         } else {
             // Growth by doubling leaves up to half the capacity unused.
             captured.bytes.shrink_to_fit();
-            captured.bytes.capacity() + copied
+            captured.bytes.capacity()
         };
         captured.held = held;
         // Counted before it is queued: the walk may write it (and subtract) at once.

@@ -59,21 +59,26 @@ pub fn put_string(out: &mut Vec<u8>, s: &[u8], opts: WriteOptions) {
         }
     }
     if opts.compress && s.len() > 20 {
-        // Compressed in place after what is already written, then the header (whose
-        // length field needs the compressed size) is rotated in front of it.
         let start = out.len();
         if lzf::compress_into(s, s.len() - 4, out) {
-            let compressed = out.len() - start;
-            out.push(0xc3);
-            put_length(out, compressed as u64);
-            put_length(out, s.len() as u64);
-            let head = out.len() - start - compressed;
-            out[start..].rotate_right(head);
+            put_lzf_head(out, start, s.len());
             return;
         }
     }
     put_length(out, s.len() as u64);
     out.extend_from_slice(s);
+}
+
+/// Puts the header of an LZF string (whose compressed bytes were written from `start` on,
+/// `len` bytes uncompressed) in front of it: its length field needs the compressed size,
+/// so the header is written after and rotated into place.
+fn put_lzf_head(out: &mut Vec<u8>, start: usize, len: usize) {
+    let compressed = out.len() - start;
+    out.push(0xc3);
+    put_length(out, compressed as u64);
+    put_length(out, len as u64);
+    let head = out.len() - start - compressed;
+    out[start..].rotate_right(head);
 }
 
 /// A big string from its pieces, written as `put_string` writes one slice, without
@@ -102,13 +107,8 @@ pub fn put_string_pieces(
                 break;
             }
         }
-        let compressed = out.len() - start;
-        if compressed < len - 4 {
-            out.push(0xc3);
-            put_length(out, compressed as u64);
-            put_length(out, len as u64);
-            let head = out.len() - start - compressed;
-            out[start..].rotate_right(head);
+        if out.len() - start < len - 4 {
+            put_lzf_head(out, start, len);
             return Ok(());
         }
         out.truncate(start);

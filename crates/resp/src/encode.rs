@@ -15,13 +15,19 @@ fn put_int_line(out: &mut BytesMut, prefix: u8, n: i64) {
 }
 
 fn put_bulk(out: &mut BytesMut, prefix: u8, data: &[u8]) {
+    put_bulk_head(out, prefix, data.len());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// A bulk reply's `$len` line, with room reserved for the `len` bytes and CRLF after it.
+#[inline]
+fn put_bulk_head(out: &mut BytesMut, prefix: u8, len: usize) {
     let mut b = itoa::Buffer::new();
-    let s = b.format(data.len());
-    out.reserve(s.len() + data.len() + 5);
+    let s = b.format(len);
+    out.reserve(s.len() + len + 5);
     out.put_u8(prefix);
     out.put_slice(s.as_bytes());
-    out.put_slice(b"\r\n");
-    out.put_slice(data);
     out.put_slice(b"\r\n");
 }
 
@@ -154,12 +160,7 @@ impl ReplyBuf {
 
     /// A bulk reply of `len` bytes given in parts (a big string's pieces).
     pub fn bulk_parts<'a>(&mut self, len: usize, parts: impl Iterator<Item = &'a [u8]>) {
-        let mut b = itoa::Buffer::new();
-        let s = b.format(len);
-        self.out.reserve(s.len() + len + 5);
-        self.out.put_u8(b'$');
-        self.out.put_slice(s.as_bytes());
-        self.out.put_slice(b"\r\n");
+        put_bulk_head(&mut self.out, b'$', len);
         for part in parts {
             self.out.put_slice(part);
         }

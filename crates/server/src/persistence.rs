@@ -211,8 +211,7 @@ impl Persistence for RdbFiles {
         reserve_heap(shared);
         let (snap, dirty) = Self::begin(shared)?;
         let epoch = shared.keyspace.snapshot_epoch();
-        HEAP_READY_FOR.set(epoch);
-        HEAP_ROOM_SINCE.set(None);
+        heap_ready_for(epoch);
         // Past 1/32 of the dataset (at least 4 MiB) of writers' copies, the event loops
         // pause for the walk (see `yield_to_snapshot`).
         let limit = (shared.used_memory() / 32).max(4 << 20);
@@ -392,9 +391,15 @@ pub fn prepare_heap(shared: &Shared) {
         give_heap_room_back(shared);
         return;
     }
+    heap_ready_for(epoch);
+    reserve_heap(shared);
+}
+
+/// Records that this thread made heap room for snapshot `epoch` (kept until the snapshot
+/// has been over for HEAP_ROOM_KEPT).
+fn heap_ready_for(epoch: u64) {
     HEAP_READY_FOR.set(epoch);
     HEAP_ROOM_SINCE.set(None);
-    reserve_heap(shared);
 }
 
 /// How long after a snapshot a loop keeps the heap room it made for it.
