@@ -64,6 +64,28 @@ impl Ctx<'_, '_> {
         v
     }
 
+    /// Parses argument `i` as an integer within `min..=max`, replying Redis' errors
+    /// (`getRangeLongFromObjectOrReply`) when it is not.
+    pub fn range_arg(&mut self, i: usize, min: i64, max: i64) -> Option<i64> {
+        let v = self.int_arg(i)?;
+        if (min..=max).contains(&v) {
+            Some(v)
+        } else {
+            self.error(&format!(
+                "ERR value is out of range, value must between {min} and {max}"
+            ));
+            None
+        }
+    }
+
+    /// Parses arguments `i` and `j` as integers (a range), replying one error for the
+    /// first that is not one.
+    pub fn int_pair(&mut self, i: usize, j: usize) -> Option<(i64, i64)> {
+        let a = self.int_arg(i)?;
+        let b = self.int_arg(j)?;
+        Some((a, b))
+    }
+
     /// Parses argument `i` as a float (INCRBYFLOAT, DEBUG SLEEP).
     pub fn float_arg(&mut self, i: usize) -> Option<f64> {
         let v = carmine_keyspace::ops::parse_float(self.arg(i));
@@ -158,17 +180,23 @@ pub fn execute_at(
     if session.reply_mode == ReplyMode::SkipNext {
         session.reply_mode = ReplyMode::Skipping;
     }
-    dispatch(shared, session, stats, args, reply, now_ms);
+    let pushed = dispatch(shared, session, stats, args, reply, now_ms);
+    // Subscription confirmations are pushes, which Redis writes whatever CLIENT REPLY
+    // says (it sets CLIENT_PUSHING around them): a silenced subscriber still needs them.
     match session.reply_mode {
-        ReplyMode::Off => reply.out.truncate(start_len),
+        ReplyMode::Off if !pushed => reply.out.truncate(start_len),
         ReplyMode::Skipping => {
-            reply.out.truncate(start_len);
+            if !pushed {
+                reply.out.truncate(start_len);
+            }
             session.reply_mode = ReplyMode::On;
         }
         _ => {}
     }
 }
 
+/// Admits and runs one request. Returns true if what it wrote are pub/sub pushes
+/// (SUBSCRIBE and its kin ran), which CLIENT REPLY OFF / SKIP do not silence.
 fn dispatch(
     shared: &Shared,
     session: &mut Session,
@@ -176,17 +204,17 @@ fn dispatch(
     args: &Args,
     reply: &mut ReplyBuf,
     now_ms: u64,
-) {
+) -> bool {
     let Some(idx) = args.get(0).and_then(|n| shared.commands.lookup(n)) else {
         unknown_command(reply, args);
         ThreadStats::add(&stats.error_replies, 1);
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }
-        return;
+        return false;
     };
     let Some(spec) = shared.commands.get(idx) else {
-        return;
+        return false;
     };
     session
         .info
@@ -198,7 +226,7 @@ fn dispatch(
             spec.name
         ));
         reject(stats, idx, session);
-        return;
+        return false;
     }
     if !session.authenticated
         && !spec.has(flags::NO_AUTH)
@@ -206,12 +234,12 @@ fn dispatch(
     {
         reply.error("NOAUTH Authentication required.");
         reject(stats, idx, session);
-        return;
+        return false;
     }
     if shared.persist.loading.load(Ordering::Acquire) && !spec.has(flags::LOADING) {
         reply.error("LOADING Redis is loading the dataset in memory");
         reject(stats, idx, session);
-        return;
+        return false;
     }
     if !reply.resp3
         && !session.channels.is_empty()
@@ -224,7 +252,7 @@ fn dispatch(
             spec.name
         ));
         reject(stats, idx, session);
-        return;
+        return false;
     }
     if let Some(m) = session.multi.as_mut() {
         if !spec.has(flags::NO_QUEUE) {
@@ -234,7 +262,7 @@ fn dispatch(
                 .multi
                 .store(m.queued.len() as i64, Ordering::Relaxed);
             reply.simple("QUEUED");
-            return;
+            return false;
         }
     }
     if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
@@ -258,7 +286,7 @@ fn dispatch(
             }
             reply.error("OOM command not allowed when used memory > 'maxmemory'.");
             reject(stats, idx, session);
-            return;
+            return false;
         }
     }
     if spec.has(flags::WRITE)
@@ -273,13 +301,14 @@ fn dispatch(
     {
         reply.error("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.");
         reject(stats, idx, session);
-        return;
+        return false;
     }
     if spec.name == "exec" {
         exec(shared, session, stats, reply, now_ms);
-        return;
+        return false;
     }
     run(shared, session, stats, idx, args, reply, false, now_ms);
+    spec.has(flags::REPLY_PER_ARG)
 }
 
 fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
@@ -307,6 +336,7 @@ fn run(
     };
     let started = Instant::now();
     let before = reply.len();
+    let mark = reply.mark();
     let dirty;
     {
         let _exclusive =
@@ -347,10 +377,48 @@ fn run(
         (spec.handler)(&mut ctx);
         dirty = locked.dirty();
     }
+    check_one_reply(shared, session, spec, reply, before, mark);
     if dirty > 0 {
         signal_written_keys(shared, spec, args, session.db);
     }
     account(stats, idx, reply, before, started, dirty);
+}
+
+/// Holds a handler to its contract: exactly one reply (none while it blocks, when it
+/// turned replies off, or when it shut the server down; one per argument for SUBSCRIBE and its kin). A handler that
+/// broke it would desynchronize a pipelining client for the rest of the connection, each
+/// later reply read as the answer to the wrong request; in release builds too, its output
+/// is replaced by one error and the connection is closed after it.
+fn check_one_reply(
+    shared: &Shared,
+    session: &mut Session,
+    spec: &CommandSpec,
+    reply: &mut ReplyBuf,
+    before: usize,
+    mark: carmine_resp::ReplyMark,
+) {
+    let written = reply.values_since(mark);
+    let kept = match written {
+        Some(1) => true,
+        // A blocked client is answered later; CLIENT REPLY OFF / SKIP answer nothing.
+        Some(0) => {
+            session.blocked.is_some()
+                || matches!(session.reply_mode, ReplyMode::Off | ReplyMode::SkipNext)
+                || shared.shutdown_requested.load(Ordering::Acquire)
+        }
+        Some(_) => spec.has(flags::REPLY_PER_ARG),
+        None => false,
+    };
+    if kept {
+        return;
+    }
+    reply.rewind(before, mark);
+    reply.error(&format!(
+        "ERR internal error: '{}' wrote {} replies; closing the connection",
+        spec.name,
+        written.map_or_else(|| "an unfinished".to_string(), |n| n.to_string())
+    ));
+    session.close_after_reply = true;
 }
 
 fn account(
@@ -453,6 +521,7 @@ fn exec(
         };
         let started = Instant::now();
         let before = reply.len();
+        let mark = reply.mark();
         let dirty_before = locked.dirty();
         locked.select(session.db);
         let mut ctx = Ctx {
@@ -467,6 +536,7 @@ fn exec(
             in_transaction: true,
         };
         (spec.handler)(&mut ctx);
+        check_one_reply(shared, session, spec, reply, before, mark);
         let dirty = locked.dirty() - dirty_before;
         account(stats, *idx, reply, before, started, dirty);
         if dirty > 0 {

@@ -399,18 +399,24 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
 /// `key [count [WITH...]]` of HRANDFIELD and ZRANDMEMBER: (count, with the extra word);
 /// None after replying an error.
 pub fn random_args(ctx: &mut Ctx<'_, '_>, with_word: &str) -> Option<(Option<i64>, bool)> {
+    if ctx.args.len() < 3 {
+        return Some((None, false));
+    }
+    // Redis' order: the count's range, then the syntax, then WITH*'s doubled range.
+    let count = ctx.range_arg(2, -i64::MAX, i64::MAX)?;
     let with = match ctx.args.len() {
-        2 | 3 => false,
+        3 => false,
         4 if ctx.is(3, with_word) => true,
         _ => {
             ctx.syntax_error();
             return None;
         }
     };
-    if ctx.args.len() < 3 {
-        return Some((None, with));
+    if with && !(-i64::MAX / 2..=i64::MAX / 2).contains(&count) {
+        ctx.error("ERR value is out of range");
+        return None;
     }
-    ctx.int_arg(2).map(|n| (Some(n), with))
+    Some((Some(count), with))
 }
 
 fn hrandfield(ctx: &mut Ctx<'_, '_>) {
@@ -445,6 +451,7 @@ fn hrandfield(ctx: &mut Ctx<'_, '_>) {
         }
         return;
     }
+    // random_args bounds a WITHVALUES count to half the range, so this cannot overflow.
     ctx.reply
         .array(picks.len() * if with_values { 2 } else { 1 });
     for i in picks {
@@ -457,20 +464,53 @@ fn hrandfield(ctx: &mut Ctx<'_, '_>) {
 
 /// Indexes for the random-member commands: None for the single-element form; a positive
 /// count gives distinct elements (at most all), a negative one allows repeats.
-pub fn random_picks(len: usize, count: Option<i64>) -> Option<Vec<usize>> {
+pub fn random_picks(len: usize, count: Option<i64>) -> Option<RandomPicks> {
     let count = count?;
     if len == 0 || count == 0 {
-        return Some(Vec::new());
+        return Some(RandomPicks::Distinct(Vec::new().into_iter()));
     }
     if count < 0 {
-        let n = count.unsigned_abs().min(1 << 24) as usize;
-        return Some((0..n).map(|_| fastrand::usize(..len)).collect());
+        // Drawn as the reply is written: the count is the client's (Redis caps it only
+        // at -LONG_MAX), so nothing the size of the reply is built ahead of it.
+        let left = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX);
+        return Some(RandomPicks::Repeats { left, len });
     }
     let mut all: Vec<usize> = (0..len).collect();
     fastrand::shuffle(&mut all);
-    all.truncate((count as usize).min(len));
-    Some(all)
+    all.truncate(usize::try_from(count).unwrap_or(usize::MAX).min(len));
+    Some(RandomPicks::Distinct(all.into_iter()))
 }
+
+/// The indexes [`random_picks`] chose, in reply order.
+pub enum RandomPicks {
+    Distinct(std::vec::IntoIter<usize>),
+    Repeats { left: usize, len: usize },
+}
+
+impl Iterator for RandomPicks {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            RandomPicks::Distinct(it) => it.next(),
+            RandomPicks::Repeats { left: 0, .. } => None,
+            RandomPicks::Repeats { left, len } => {
+                *left -= 1;
+                Some(fastrand::usize(..*len))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match self {
+            RandomPicks::Distinct(it) => it.len(),
+            RandomPicks::Repeats { left, .. } => *left,
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for RandomPicks {}
 
 fn hscan(ctx: &mut Ctx<'_, '_>) {
     scan_command::<HashValue>(ctx, true, |h, a| {

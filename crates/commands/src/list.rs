@@ -302,7 +302,7 @@ fn llen(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn lrange(ctx: &mut Ctx<'_, '_>) {
-    let (Some(start), Some(end)) = (ctx.int_arg(2), ctx.int_arg(3)) else {
+    let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
     let key = ctx.args.bytes(1);
@@ -421,7 +421,7 @@ fn lrem(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn ltrim(ctx: &mut Ctx<'_, '_>) {
-    let (Some(start), Some(end)) = (ctx.int_arg(2), ctx.int_arg(3)) else {
+    let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
     let key = ctx.args.bytes(1);

@@ -181,7 +181,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "subscribe",
             -2,
-            PUBSUB | NOSCRIPT | LOADING | STALE,
+            PUBSUB | NOSCRIPT | LOADING | STALE | REPLY_PER_ARG,
             KeySpec::None,
             subscribe,
             g,
@@ -191,7 +191,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "unsubscribe",
             -1,
-            PUBSUB | NOSCRIPT | LOADING | STALE,
+            PUBSUB | NOSCRIPT | LOADING | STALE | REPLY_PER_ARG,
             KeySpec::None,
             unsubscribe,
             g,
@@ -201,7 +201,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "psubscribe",
             -2,
-            PUBSUB | NOSCRIPT | LOADING | STALE,
+            PUBSUB | NOSCRIPT | LOADING | STALE | REPLY_PER_ARG,
             KeySpec::None,
             psubscribe,
             g,
@@ -211,7 +211,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "punsubscribe",
             -1,
-            PUBSUB | NOSCRIPT | LOADING | STALE,
+            PUBSUB | NOSCRIPT | LOADING | STALE | REPLY_PER_ARG,
             KeySpec::None,
             punsubscribe,
             g,
@@ -221,7 +221,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "ssubscribe",
             -2,
-            PUBSUB | NOSCRIPT | LOADING | STALE,
+            PUBSUB | NOSCRIPT | LOADING | STALE | REPLY_PER_ARG,
             KeySpec::None,
             ssubscribe,
             g,
@@ -231,7 +231,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "sunsubscribe",
             -1,
-            PUBSUB | NOSCRIPT | LOADING | STALE,
+            PUBSUB | NOSCRIPT | LOADING | STALE | REPLY_PER_ARG,
             KeySpec::None,
             sunsubscribe,
             g,

@@ -308,7 +308,14 @@ fn spop(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn srandmember(ctx: &mut Ctx<'_, '_>) {
-    let Ok(count) = count_arg(ctx) else { return };
+    let count = match ctx.args.len() {
+        2 => None,
+        3 => match ctx.range_arg(2, -i64::MAX, i64::MAX) {
+            Some(n) => Some(n),
+            None => return,
+        },
+        _ => return ctx.syntax_error(),
+    };
     let key = ctx.args.bytes(1);
     let members = match read::<SetValue>(ctx.l, &key) {
         Err(()) => return ctx.wrong_type(),

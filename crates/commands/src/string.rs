@@ -416,7 +416,7 @@ fn strlen(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn getrange(ctx: &mut Ctx<'_, '_>) {
-    let (Some(start), Some(end)) = (ctx.int_arg(2), ctx.int_arg(3)) else {
+    let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
     let key = ctx.args.bytes(1);

@@ -32,6 +32,9 @@ pub mod flags {
     pub const WALKS: u32 = 1 << 21;
     /// Changes whole databases (FLUSHALL, SWAPDB): runs with the world stopped.
     pub const EXCLUSIVE: u32 = 1 << 22;
+    /// Writes one reply per argument (SUBSCRIBE and its kin), at least one: every other
+    /// command writes exactly one (none while it blocks), which the dispatcher checks.
+    pub const REPLY_PER_ARG: u32 = 1 << 23;
 }
 
 pub const FLAG_NAMES: &[(u32, &str)] = &[

@@ -667,7 +667,7 @@ fn parse_options(ctx: &mut Ctx<'_, '_>, q: &mut RangeQuery, from: usize, zrange:
         if ctx.is(i, "WITHSCORES") && (zrange || q.by != By::Lex) {
             q.with_scores = true;
         } else if ctx.is(i, "LIMIT") && i + 2 < ctx.args.len() {
-            let (Some(o), Some(c)) = (ctx.int_arg(i + 1), ctx.int_arg(i + 2)) else {
+            let Some((o, c)) = ctx.int_pair(i + 1, i + 2) else {
                 return false;
             };
             q.limit = Some((o, c));

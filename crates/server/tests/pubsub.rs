@@ -173,3 +173,66 @@ fn expired_and_blocking_pop_notifications() {
 
     server.shutdown();
 }
+
+/// Redis writes pub/sub pushes (subscription confirmations and messages) whatever CLIENT
+/// REPLY says; a silenced RESP3 subscriber used to wait forever for its confirmation.
+#[test]
+fn pushes_reach_a_subscriber_with_replies_off() {
+    let server = common::start("io-threads 2");
+    for (hello, word) in [(&b"HELLO 3\r\n"[..], ">"), (&b""[..], "*")] {
+        let mut sub = common::raw(&server);
+        if !hello.is_empty() {
+            let (got, _) = common::exchange(&mut sub, hello, |g| g.ends_with(b"*0\r\n"));
+            assert!(got.starts_with(b"%"), "{}", String::from_utf8_lossy(&got));
+        }
+        let want = format!("{word}3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n{word}3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:2\r\n");
+        let (got, _) = common::exchange(
+            &mut sub,
+            b"CLIENT REPLY OFF\r\nSUBSCRIBE news\r\nPSUBSCRIBE n*\r\n",
+            |g| g.len() >= want.len(),
+        );
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        let mut c = common::client(&server);
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg("hi")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 2);
+        let want = format!("{word}3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n{word}4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
+        let (got, _) = common::exchange(&mut sub, b"", |g| g.len() >= want.len());
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        if word == "*" {
+            // RESP2 subscriber mode refuses CLIENT.
+            continue;
+        }
+        // CLIENT REPLY SKIP silences the next reply, but not a push.
+        let want = format!("{word}3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:1\r\n");
+        let (got, _) = common::exchange(
+            &mut sub,
+            b"CLIENT REPLY ON\r\nCLIENT REPLY SKIP\r\nUNSUBSCRIBE news\r\n",
+            |g| g.ends_with(b"news\r\n:1\r\n"),
+        );
+        assert_eq!(String::from_utf8_lossy(&got), format!("+OK\r\n{want}"));
+    }
+    server.shutdown();
+}
+
+/// A pipelined request after a command with two bad range arguments gets its own reply:
+/// the command answers one error, not two.
+#[test]
+fn bad_range_arguments_do_not_shift_pipelined_replies() {
+    let server = common::start("");
+    let mut s = common::raw(&server);
+    let (got, _) = common::exchange(
+        &mut s,
+        b"LRANGE l x y\r\nLTRIM l x y\r\nGETRANGE s x y\r\nSUBSTR s x y\r\nPING\r\n",
+        |g| g.ends_with(b"+PONG\r\n"),
+    );
+    let err = "-ERR value is not an integer or out of range\r\n";
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        format!("{err}{err}{err}{err}+PONG\r\n")
+    );
+    server.shutdown();
+}
