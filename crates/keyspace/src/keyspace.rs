@@ -647,13 +647,25 @@ impl<'a> Locked<'a> {
     }
 
     /// The table for `key` in database `db`. A table the dispatcher did not lock is locked
-    /// here; the command table's key positions make that a bug, never a normal path.
+    /// here only if that keeps the ascending (db, slot) lock order: past every table held.
+    /// Anything else could deadlock against a thread locking in order, so it stops the
+    /// command in release builds too; the command table's key positions make it a bug.
     pub fn table_in(&mut self, db: usize, key: &[u8]) -> &mut SlotTable {
         let id = table_id(db, key_slot(key));
         let held = matches!(&self.first, Some((f, _)) if *f == id)
             || self.rest.iter().any(|(r, _)| *r == id);
         if !held {
-            debug_assert!(false, "table {id} used without being declared");
+            let highest = self
+                .first
+                .iter()
+                .map(|(f, _)| *f)
+                .chain(self.rest.iter().map(|(r, _)| *r))
+                .max();
+            assert!(
+                highest.is_none_or(|h| h < id),
+                "table {id} used without being declared, below table {highest:?} already \
+                 held: locking it now would break the lock order"
+            );
             self.acquire(id);
         }
         if let Some((f, g)) = self.first.as_mut() {

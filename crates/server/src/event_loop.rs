@@ -73,6 +73,8 @@ struct Conn {
     /// When the output first went over the soft limit.
     soft_limit_since: Option<Instant>,
     closing: bool,
+    /// Listed in the loop's `to_flush` for the before-sleep phase.
+    flush_queued: bool,
 }
 
 pub struct EventLoop {
@@ -99,6 +101,9 @@ pub struct EventLoop {
     next_blocked_scan: Instant,
     nearest_blocked: Option<Instant>,
     ops_sample: (Instant, u64),
+    /// Connections with replies written this turn, flushed together before the loop
+    /// sleeps (Redis' beforeSleep) instead of one `write` per connection as each ran.
+    to_flush: Vec<usize>,
 }
 
 impl EventLoop {
@@ -134,6 +139,7 @@ impl EventLoop {
                 next_blocked_scan: Instant::now(),
                 nearest_blocked: None,
                 ops_sample: (Instant::now(), 0),
+                to_flush: Vec::new(),
             },
             handle,
         ))
@@ -184,6 +190,7 @@ impl EventLoop {
                     .map_or(self.next_blocked_scan, |d| d.min(self.next_blocked_scan));
                 timeout = timeout.min(until.saturating_duration_since(Instant::now()));
             }
+            self.before_sleep();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     log::warning(&format!("poll failed: {e}"));
@@ -245,10 +252,8 @@ impl EventLoop {
                 }
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
         for t in touched {
-            self.flush(t);
+            self.queue_flush(t);
         }
         // CLIENT KILL from another thread.
         for t in 0..self.conns.len() {
@@ -371,6 +376,7 @@ impl EventLoop {
             last_active: Instant::now(),
             soft_limit_since: None,
             closing: false,
+            flush_queued: false,
         });
     }
 
@@ -462,7 +468,35 @@ impl EventLoop {
             .info
             .qbuf
             .store(conn.rbuf.len() as u64, Ordering::Relaxed);
-        self.flush(t);
+        self.queue_flush(t);
+    }
+
+    /// Marks connection `t`'s output for the before-sleep flush.
+    fn queue_flush(&mut self, t: usize) {
+        if let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) {
+            if !conn.flush_queued {
+                conn.flush_queued = true;
+                self.to_flush.push(t);
+            }
+        }
+    }
+
+    /// The before-sleep phase: writes every reply of this loop turn. A pipelining client
+    /// is woken once per turn, with all its replies waiting, rather than once per batch;
+    /// its wake-up (an inter-processor interrupt) was a quarter of a loop's time.
+    fn before_sleep(&mut self) {
+        let mut queued = std::mem::take(&mut self.to_flush);
+        for &t in &queued {
+            if let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) {
+                conn.flush_queued = false;
+            }
+            self.flush(t);
+        }
+        queued.clear();
+        if self.to_flush.is_empty() {
+            // Keep the allocation for the next turn.
+            self.to_flush = queued;
+        }
     }
 
     /// Runs a blocked client's command again; once served, continues its pipeline.
