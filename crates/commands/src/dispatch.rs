@@ -8,6 +8,7 @@ use carmine_keyspace::{table_id, KeyspaceError, Locked};
 use carmine_resp::{Args, ReplyBuf};
 use carmine_slots::key_slot;
 
+use crate::propagate::{unit_ops, Op};
 use crate::state::{MultiState, ReplyMode, Session, Shared, ThreadStats};
 use crate::table::{flags, CommandSpec};
 
@@ -180,7 +181,14 @@ pub fn execute_at(
     if session.reply_mode == ReplyMode::SkipNext {
         session.reply_mode = ReplyMode::Skipping;
     }
+    // A replica reads the stream on this connection: what it sends (REPLCONF ACK) is
+    // answered by nothing, as Redis answers its replicas.
+    let replica_feed = session.replica_feed;
     let pushed = dispatch(shared, session, stats, args, reply, now_ms);
+    if replica_feed {
+        reply.out.truncate(start_len);
+        return;
+    }
     // Subscription confirmations are pushes, which Redis writes whatever CLIENT REPLY
     // says (it sets CLIENT_PUSHING around them): a silenced subscriber still needs them.
     match session.reply_mode {
@@ -307,7 +315,9 @@ fn dispatch(
         exec(shared, session, stats, reply, now_ms);
         return false;
     }
-    run(shared, session, stats, idx, args, reply, false, now_ms);
+    run(
+        shared, session, stats, idx, args, reply, false, now_ms, None,
+    );
     spec.has(flags::REPLY_PER_ARG)
 }
 
@@ -321,15 +331,19 @@ fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
 
 /// Runs a command outside a transaction: takes the barrier, locks its tables, calls it.
 #[allow(clippy::too_many_arguments)]
-fn run(
+/// `unit`: inside a transaction run with the world stopped, where the command's effects
+/// go (EXEC propagates them together); otherwise they are propagated here, under the
+/// command's table locks.
+fn run<'q>(
     shared: &Shared,
     session: &mut Session,
     stats: &ThreadStats,
     idx: usize,
-    args: &Args,
+    args: &'q Args,
     reply: &mut ReplyBuf,
     world_stopped: bool,
     now_ms: u64,
+    unit: Option<&mut Vec<Op<'q>>>,
 ) {
     let Some(spec) = shared.commands.get(idx) else {
         return;
@@ -363,6 +377,10 @@ fn run(
                 Locked::lock_at(&shared.keyspace, db, &mut ids, now_ms)
             }
         };
+        let propagator = shared.propagating();
+        if propagator.is_some() || unit.is_some() {
+            locked.record_effects();
+        }
         let mut ctx = Ctx {
             shared,
             session,
@@ -376,6 +394,20 @@ fn run(
         };
         (spec.handler)(&mut ctx);
         dirty = locked.dirty();
+        if locked.recording_effects() {
+            let effects = locked.take_effects();
+            match unit {
+                Some(unit) => unit_ops(effects, args, db, dirty > 0, unit),
+                None => {
+                    let mut ops = Vec::new();
+                    unit_ops(effects, args, db, dirty > 0, &mut ops);
+                    if let (Some(p), false) = (propagator, ops.is_empty()) {
+                        // Before the locks go: the stream's order is the tables' order.
+                        p.append(&ops, !spec.has(flags::TOUCHES_ARBITRARY_KEYS));
+                    }
+                }
+            }
+        }
     }
     check_one_reply(shared, session, spec, reply, before, mark);
     if dirty > 0 {
@@ -403,6 +435,7 @@ fn check_one_reply(
         // A blocked client is answered later; CLIENT REPLY OFF / SKIP answer nothing.
         Some(0) => {
             session.blocked.is_some()
+                || session.replica_feed
                 || matches!(session.reply_mode, ReplyMode::Off | ReplyMode::SkipNext)
                 || shared.shutdown_requested.load(Ordering::Acquire)
         }
@@ -481,8 +514,23 @@ fn exec(
             return;
         }
         reply.array(queued.len());
+        let mut unit = Vec::new();
         for (idx, args) in &queued {
-            run(shared, session, stats, *idx, args, reply, true, now_ms);
+            run(
+                shared,
+                session,
+                stats,
+                *idx,
+                args,
+                reply,
+                true,
+                now_ms,
+                Some(&mut unit),
+            );
+        }
+        // The world is still stopped: nothing else reached the stream meanwhile.
+        if let (Some(p), false) = (shared.propagating(), unit.is_empty()) {
+            p.append(&unit, true);
         }
         return;
     }
@@ -507,6 +555,11 @@ fn exec(
         ids.push(table_id(w.db, key_slot(&w.key)));
     }
     let mut locked = Locked::lock_at(&shared.keyspace, session.db, &mut ids, now_ms);
+    let propagator = shared.propagating();
+    if propagator.is_some() {
+        locked.record_effects();
+    }
+    let mut unit = Vec::new();
     let dirty = watched_dirty(shared, session);
     session.unwatch_all(&shared.keyspace);
     if dirty {
@@ -523,7 +576,8 @@ fn exec(
         let before = reply.len();
         let mark = reply.mark();
         let dirty_before = locked.dirty();
-        locked.select(session.db);
+        let db = session.db;
+        locked.select(db);
         let mut ctx = Ctx {
             shared,
             session,
@@ -538,10 +592,16 @@ fn exec(
         (spec.handler)(&mut ctx);
         check_one_reply(shared, session, spec, reply, before, mark);
         let dirty = locked.dirty() - dirty_before;
+        if locked.recording_effects() {
+            unit_ops(locked.take_effects(), args, db, dirty > 0, &mut unit);
+        }
         account(stats, *idx, reply, before, started, dirty);
         if dirty > 0 {
             written.push((*idx, args, session.db));
         }
+    }
+    if let (Some(p), false) = (propagator, unit.is_empty()) {
+        p.append(&unit, true);
     }
     drop(locked);
     for (idx, args, db) in written {

@@ -31,9 +31,9 @@ pub fn commands() -> Vec<CommandSpec> {
             other_db: Some(move_db),
             ..cmd("move", 3, WRITE | FAST, keys(1, 1, 1), move_cmd, g, wf, "Moves a key to another database.")
         },
-        cmd("keys", 2, READONLY | WALKS, KeySpec::None, keys_cmd, g, "@keyspace @read @slow @dangerous", "Returns all key names that match a pattern."),
-        cmd("scan", -2, READONLY | WALKS, KeySpec::None, scan, g, rs, "Iterates over the key names in the database."),
-        cmd("randomkey", 1, READONLY | WALKS, KeySpec::None, randomkey, g, rs, "Returns a random key name from the database."),
+        cmd("keys", 2, READONLY | WALKS | TOUCHES_ARBITRARY_KEYS, KeySpec::None, keys_cmd, g, "@keyspace @read @slow @dangerous", "Returns all key names that match a pattern."),
+        cmd("scan", -2, READONLY | WALKS | TOUCHES_ARBITRARY_KEYS, KeySpec::None, scan, g, rs, "Iterates over the key names in the database."),
+        cmd("randomkey", 1, READONLY | WALKS | TOUCHES_ARBITRARY_KEYS, KeySpec::None, randomkey, g, rs, "Returns a random key name from the database."),
         CommandSpec {
             subcommands: &["encoding", "freq", "idletime", "refcount", "help"],
             ..cmd("object", -2, READONLY, KeySpec::Custom(second_arg_key), object, g, rs, "A container for object introspection commands.")

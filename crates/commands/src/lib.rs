@@ -34,6 +34,7 @@ mod keys;
 mod lcs;
 mod list;
 pub mod persistence;
+pub mod propagate;
 pub mod pubsub;
 pub mod server;
 mod set;
@@ -48,7 +49,7 @@ pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
 pub use dispatch::{execute, execute_at, printable, Ctx};
 pub use persistence::{PersistStats, Persistence, RestoreError};
-pub use state::{ClientInfo, DeliverHook, Session, Shared, ShutdownMode, ThreadStats};
+pub use state::{ClientInfo, DeliverHook, ReplConf, Session, Shared, ShutdownMode, ThreadStats};
 pub use table::{CommandSpec, CommandTable};
 
 /// Every command Carmine implements.

@@ -384,10 +384,12 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         );
     }
     if want("replication") {
-        let _ = write!(
-            out,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n"
-        );
+        out.push_str("# Replication\r\n");
+        match sh.propagator.get() {
+            Some(p) => p.info(&mut out),
+            None => out.push_str("role:master\r\nconnected_slaves:0\r\n"),
+        }
+        out.push_str("\r\n");
     }
     if want("cpu") {
         let (user, sys) = cpu_seconds();

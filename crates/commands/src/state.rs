@@ -264,6 +264,8 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// RDB persistence, installed by the server (none when embedded without files).
     pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
+    /// The replication stream's writer, installed by the server.
+    pub propagator: std::sync::OnceLock<Arc<dyn crate::propagate::Propagator>>,
     pub persist: crate::persistence::PersistStats,
     /// Signalled when a new thread's stats should be created.
     io_threads: usize,
@@ -275,6 +277,16 @@ impl Shared {
         config: Config,
         io_threads: usize,
         used_memory: Option<fn() -> usize>,
+    ) -> Arc<Shared> {
+        Self::with_commands(config, io_threads, used_memory, crate::command_table())
+    }
+
+    /// As [`Shared::new`], with the command table the server extended.
+    pub fn with_commands(
+        config: Config,
+        io_threads: usize,
+        used_memory: Option<fn() -> usize>,
+        commands: CommandTable,
     ) -> Arc<Shared> {
         let databases = config.get_i64("databases").max(1) as usize;
         let now_unix = SystemTime::now()
@@ -288,7 +300,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             keyspace: Keyspace::with_databases(databases),
             config,
-            commands: crate::command_table(),
+            commands,
             clients: ClientRegistry::default(),
             pubsub: Arc::new(crate::pubsub::PubSub::default()),
             blocking: crate::blocking::Blocking::default(),
@@ -313,6 +325,7 @@ impl Shared {
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
+            propagator: std::sync::OnceLock::new(),
             persist: crate::persistence::PersistStats::default(),
             io_threads,
         });
@@ -383,7 +396,12 @@ impl Shared {
             if self.used_memory() as u64 <= max {
                 return true;
             }
-            if !self.keyspace.evict_one(now_ms) {
+            let evicted = self.keyspace.evict_one(now_ms, |db, key| {
+                if let Some(p) = self.propagating() {
+                    p.append(&[crate::propagate::del_op(db, key)], false);
+                }
+            });
+            if !evicted {
                 return false;
             }
         }
@@ -397,6 +415,11 @@ impl Shared {
             self.estimated_memory
                 .store(self.keyspace.memory_estimate() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// The propagator, when anyone reads the stream.
+    pub fn propagating(&self) -> Option<&dyn crate::propagate::Propagator> {
+        self.propagator.get().map(|p| &**p).filter(|p| p.enabled())
     }
 
     pub fn io_threads(&self) -> usize {
@@ -481,6 +504,22 @@ pub struct Session {
     pub shard_channels: HashSet<Vec<u8>>,
     /// Set while a blocking command waits (BLPOP ...): the connection runs nothing else.
     pub blocked: Option<crate::blocking::BlockState>,
+    /// A replica fed the replication stream (after SYNC / PSYNC): what it sends gets no
+    /// reply, and it is not an idle client.
+    pub replica_feed: bool,
+    /// What a replica told us with REPLCONF before PSYNC.
+    pub replconf: ReplConf,
+}
+
+/// A replica's REPLCONF announcements.
+#[derive(Clone, Debug, Default)]
+pub struct ReplConf {
+    pub listening_port: u16,
+    pub ip_address: Option<String>,
+    /// `capa eof`: it reads a diskless, EOF-marked payload.
+    pub capa_eof: bool,
+    /// `capa psync2`: it understands `+CONTINUE <replid>`.
+    pub capa_psync2: bool,
 }
 
 impl Session {
@@ -498,6 +537,8 @@ impl Session {
             patterns: HashSet::new(),
             shard_channels: HashSet::new(),
             blocked: None,
+            replica_feed: false,
+            replconf: ReplConf::default(),
         }
     }
 

@@ -35,6 +35,9 @@ pub mod flags {
     /// Writes one reply per argument (SUBSCRIBE and its kin), at least one: every other
     /// command writes exactly one (none while it blocks), which the dispatcher checks.
     pub const REPLY_PER_ARG: u32 = 1 << 23;
+    /// May touch keys it does not name (SCAN, KEYS, RANDOMKEY: the lazy expiry of what
+    /// they walk): its effects are not wrapped in MULTI/EXEC, as Redis 7.0 does not.
+    pub const TOUCHES_ARBITRARY_KEYS: u32 = 1 << 24;
 }
 
 pub const FLAG_NAMES: &[(u32, &str)] = &[
@@ -156,6 +159,19 @@ impl CommandTable {
             .map(|(i, s)| (s.name.as_bytes(), i))
             .collect();
         CommandTable { specs, by_name }
+    }
+
+    /// Adds commands that need the server's machinery (replication, later Cluster and
+    /// Sentinel); the commands crate cannot name them. A name already present is replaced.
+    pub fn extend(self, extra: Vec<CommandSpec>) -> CommandTable {
+        let mut specs = self.specs;
+        for spec in extra {
+            match specs.iter_mut().find(|s| s.name == spec.name) {
+                Some(old) => *old = spec,
+                None => specs.push(spec),
+            }
+        }
+        CommandTable::new(specs)
     }
 
     /// Case-insensitive lookup without allocating.

@@ -153,7 +153,8 @@ pub fn lfu_restore(counter: u8, now_ms: u64) -> u32 {
 impl Keyspace {
     /// Removes one key chosen by `policy` from a sample; returns false when nothing can be
     /// evicted (an empty keyspace, or no volatile key under a volatile policy).
-    pub fn evict_one(&self, now_ms: u64) -> bool {
+    /// `on_evicted(db, key)` runs under the key's table lock.
+    pub fn evict_one(&self, now_ms: u64, on_evicted: impl FnOnce(usize, &[u8])) -> bool {
         let cfg = self.eviction();
         let policy = cfg.policy();
         if policy == Policy::NoEviction {
@@ -236,6 +237,9 @@ impl Keyspace {
         if l.remove_in(db, &key).is_some() {
             cfg.evicted.fetch_add(1, Ordering::Relaxed);
             l.notify_in(db, crate::notify::EVICTED, "evicted", &key);
+            // Still under the table's lock: the removal reaches the replication stream
+            // in the order it happened.
+            on_evicted(db, &key);
             return true;
         }
         false
@@ -276,14 +280,14 @@ mod tests {
         }
         ks.eviction().set_policy(Policy::VolatileTtl);
         let mut evicted = 0;
-        while ks.evict_one(crate::now_ms()) {
+        while ks.evict_one(crate::now_ms(), |_, _| {}) {
             evicted += 1;
             assert!(evicted <= 50);
         }
         assert_eq!(evicted, 50);
         assert_eq!(ks.dbsize(0), 200);
         ks.eviction().set_policy(Policy::AllKeysRandom);
-        assert!(ks.evict_one(crate::now_ms()));
+        assert!(ks.evict_one(crate::now_ms(), |_, _| {}));
         assert_eq!(ks.dbsize(0), 199);
     }
 }

@@ -557,6 +557,21 @@ pub struct Locked<'a> {
     first: Option<(u32, MutexGuard<'a, SlotTable>)>,
     rest: Vec<(u32, MutexGuard<'a, SlotTable>)>,
     dirty: u64,
+    /// What to replicate, when someone reads the stream (see [`Locked::record_effects`]).
+    effects: Effects,
+}
+
+/// A command's effects as they go on the replication stream: the DELs of keys it found
+/// expired, then what it did, rewritten where replaying the request would not give the
+/// same result (relative TTLs, random picks, floats). Unless the command replaced it, the
+/// request itself follows if the command changed anything.
+#[derive(Debug, Default)]
+pub struct Effects {
+    recording: bool,
+    /// `(db, argv)` in the order they happened.
+    pub ops: Vec<(usize, Vec<Vec<u8>>)>,
+    /// The command put its own rewritten form in `ops` (or chose to propagate nothing).
+    pub request_replaced: bool,
 }
 
 impl<'a> Locked<'a> {
@@ -576,6 +591,7 @@ impl<'a> Locked<'a> {
             first: None,
             rest: Vec::new(),
             dirty: 0,
+            effects: Effects::default(),
         }
     }
 
@@ -646,6 +662,46 @@ impl<'a> Locked<'a> {
         self.dirty
     }
 
+    /// Starts recording effects for the replication stream (nobody reads them otherwise,
+    /// so by default nothing is allocated for them).
+    pub fn record_effects(&mut self) {
+        self.effects.recording = true;
+    }
+
+    pub fn recording_effects(&self) -> bool {
+        self.effects.recording
+    }
+
+    /// Takes the effects recorded so far (a transaction takes them command by command).
+    pub fn take_effects(&mut self) -> Effects {
+        let recording = self.effects.recording;
+        let taken = std::mem::take(&mut self.effects);
+        self.effects.recording = recording;
+        taken
+    }
+
+    /// Propagates `argv` on database `db` in addition to the request (Redis'
+    /// alsoPropagate).
+    pub fn also_propagate(&mut self, db: usize, argv: Vec<Vec<u8>>) {
+        if self.effects.recording {
+            self.effects.ops.push((db, argv));
+        }
+    }
+
+    /// Propagates `argv` on the current database instead of the request.
+    pub fn propagate_instead(&mut self, argv: Vec<Vec<u8>>) {
+        if self.effects.recording {
+            self.effects.ops.push((self.db, argv));
+            self.effects.request_replaced = true;
+        }
+    }
+
+    /// Propagates nothing for the request (a write that turned out to change nothing
+    /// that a replica must see, or whose effects were recorded piecewise).
+    pub fn propagate_nothing(&mut self) {
+        self.effects.request_replaced = true;
+    }
+
     /// The table for `key` in database `db`. A table the dispatcher did not lock is locked
     /// here only if that keeps the ascending (db, slot) lock order: past every table held.
     /// Anything else could deadlock against a thread locking in order, so it stops the
@@ -691,6 +747,11 @@ impl<'a> Locked<'a> {
         }
         if matches!(t.peek(key), Some(e) if e.is_expired(now)) {
             t.remove(key);
+            if self.effects.recording {
+                self.effects
+                    .ops
+                    .push((db, vec![b"DEL".to_vec(), key.to_vec()]));
+            }
             self.ks.dbs[db].watch.signal(key);
             self.ks.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
             self.ks

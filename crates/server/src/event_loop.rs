@@ -637,8 +637,11 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
             return false;
         };
-        // Subscribers are the pubsub class, everyone else normal.
-        let class = if conn.session.subscriptions() > 0 {
+        // Replicas are the replica class, subscribers the pubsub class, everyone else
+        // normal.
+        let class = if conn.session.replica_feed {
+            1
+        } else if conn.session.subscriptions() > 0 {
             2
         } else {
             0
@@ -690,7 +693,8 @@ impl EventLoop {
             let Some(c) = c else { continue };
             let idle = timeout > 0
                 && c.last_active.elapsed().as_secs() > timeout
-                && c.session.multi.is_none();
+                && c.session.multi.is_none()
+                && !c.session.replica_feed;
             if idle || c.session.info.killed.load(Ordering::Acquire) {
                 doomed.push(t);
             }
@@ -721,10 +725,15 @@ impl EventLoop {
             self.expire_backlog = false;
             return;
         }
-        let (examined, removed) = self.shared.keyspace.active_expire(
+        let sh = &self.shared;
+        let (examined, removed) = sh.keyspace.active_expire(
             &mut self.expire_cursor,
             Duration::from_millis(1),
-            |_, _| {},
+            |db, key| {
+                if let Some(p) = sh.propagating() {
+                    p.append(&[carmine_commands::propagate::del_op(db, key)], false);
+                }
+            },
         );
         self.expire_backlog = stale_share_high(examined, removed);
     }
@@ -734,13 +743,19 @@ impl EventLoop {
     fn cron_global(&mut self) {
         let sh = &self.shared;
         crate::persistence::tick(sh);
+        crate::replication::ReplicationStream::cron(sh);
         if sh.active_expire.load(Ordering::Relaxed) {
             let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);
             // Redis' slow cycle may use 25% of each cron period.
             let budget = Duration::from_micros(250_000 / hz);
+            // Each removal reaches the stream under its table's lock, as a DEL.
             let (examined, removed) =
                 sh.keyspace
-                    .active_expire(&mut self.expire_cursor, budget, |_, _| {});
+                    .active_expire(&mut self.expire_cursor, budget, |db, key| {
+                        if let Some(p) = sh.propagating() {
+                            p.append(&[carmine_commands::propagate::del_op(db, key)], false);
+                        }
+                    });
             self.expire_backlog = stale_share_high(examined, removed);
         }
         let total = sh.sum(|t| t.total_commands.load(Ordering::Relaxed));

@@ -16,6 +16,7 @@ pub mod alloc;
 mod event_loop;
 pub mod log;
 pub mod persistence;
+pub mod replication;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -140,11 +141,13 @@ impl Server {
         if listeners.is_empty() {
             return Err(io::Error::other("no address could be bound"));
         }
-        let shared = Shared::new(config, n, used_memory);
+        let commands = carmine_commands::command_table().extend(replication::commands());
+        let shared = Shared::with_commands(config, n, used_memory, commands);
         if let Some(reserve) = heap_reserve {
             let _ = shared.heap_reserve.set(reserve);
         }
         persistence::RdbFiles::install(&shared);
+        replication::ReplicationStream::install(&shared);
         // Only a dump to load makes the server refuse data commands (-LOADING) meanwhile.
         let has_dump = persistence::dump_path(&shared).exists();
         shared.persist.loading.store(has_dump, Ordering::Release);

@@ -46,7 +46,7 @@ fn options(shared: &Shared) -> (WriteOptions, bool) {
     )
 }
 
-fn aux_fields(shared: &Shared) -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn aux_fields(shared: &Shared) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "redis-ver",
@@ -206,51 +206,27 @@ impl Persistence for RdbFiles {
         let Some(owned) = self.shared.upgrade() else {
             return Err("server is shutting down".into());
         };
-        // Before the reply: a client that samples memory right after it does not find
-        // this thread's heap growth in its way.
-        reserve_heap(shared);
-        let (snap, dirty) = Self::begin(shared)?;
-        let epoch = shared.keyspace.snapshot_epoch();
-        heap_ready_for(epoch);
-        // Past 1/32 of the dataset (at least 4 MiB) of writers' copies, the event loops
-        // pause for the walk (see `yield_to_snapshot`).
-        let limit = (shared.used_memory() / 32).max(4 << 20);
-        let p = &shared.persist;
-        p.snapshot_backlog_limit.store(limit, Ordering::Relaxed);
-        p.bgsave_in_progress.store(true, Ordering::Release);
-        p.current_bgsave_started_ms
-            .store(carmine_keyspace::now_ms(), Ordering::Relaxed);
+        let dirty = shared.total_dirty();
         log::notice("Background saving started (no fork: copy-on-write per slot table)");
-        let spawned = std::thread::Builder::new()
-            .name("carmine-bgsave".into())
-            .spawn(move || {
-                // Whatever happens to the walk, even a panic, the loops stop pausing for
-                // it and the next BGSAVE may start.
-                let _over = BgsaveOver(&owned, epoch);
-                walk_in_idle_time();
-                let started = Instant::now();
-                let result = write_file(&owned, snap);
-                let p = &owned.persist;
-                p.last_bgsave_secs
-                    .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
-                p.last_bgsave_failed
-                    .store(result.is_err(), Ordering::Relaxed);
-                RdbFiles::finished(&owned, dirty, result.is_ok());
-                match result {
-                    Ok(stats) => log::notice(&format!(
-                        "Background saving terminated with success ({} bytes; at most {} KiB \
-                         held in tables copied by writers)",
-                        stats.bytes,
-                        stats.peak_held >> 10
-                    )),
-                    Err(e) => log::warning(&format!("Background saving error: {e}")),
-                }
-            });
-        if let Err(e) = spawned {
-            drop(BgsaveOver(shared, epoch));
-            return Err(e.to_string());
-        }
-        Ok(())
+        spawn_snapshot(shared, owned, "carmine-bgsave", move |owned, snap| {
+            let started = Instant::now();
+            let result = write_file(owned, snap);
+            let p = &owned.persist;
+            p.last_bgsave_secs
+                .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
+            p.last_bgsave_failed
+                .store(result.is_err(), Ordering::Relaxed);
+            RdbFiles::finished(owned, dirty, result.is_ok());
+            match result {
+                Ok(stats) => log::notice(&format!(
+                    "Background saving terminated with success ({} bytes; at most {} KiB \
+                     held in tables copied by writers)",
+                    stats.bytes,
+                    stats.peak_held >> 10
+                )),
+                Err(e) => log::warning(&format!("Background saving error: {e}")),
+            }
+        })
     }
 
     fn reload(&self, shared: &Shared) -> Result<(), String> {
@@ -272,6 +248,45 @@ impl Persistence for RdbFiles {
             carmine_rdb::decode_payload(payload, body_end).map_err(|_| RestoreError::BadData)?;
         Ok(carmine_rdb::to_keyspace(v, ks))
     }
+}
+
+/// Begins a snapshot now (the caller stops the world, so it is one point in time) and
+/// hands it to `job` on a thread of its own that walks in the loops' idle time. Shared by
+/// BGSAVE and a replica's full sync; one snapshot runs at a time.
+pub(crate) fn spawn_snapshot(
+    shared: &Shared,
+    owned: Arc<Shared>,
+    thread_name: &str,
+    job: impl FnOnce(&Arc<Shared>, Snapshot) + Send + 'static,
+) -> Result<(), String> {
+    // Before the reply: a client that samples memory right after it does not find this
+    // thread's heap growth in its way.
+    reserve_heap(shared);
+    let (snap, _) = RdbFiles::begin(shared)?;
+    let epoch = shared.keyspace.snapshot_epoch();
+    heap_ready_for(epoch);
+    // Past 1/32 of the dataset (at least 4 MiB) of writers' copies, the event loops
+    // pause for the walk (see `yield_to_snapshot`).
+    let limit = (shared.used_memory() / 32).max(4 << 20);
+    let p = &shared.persist;
+    p.snapshot_backlog_limit.store(limit, Ordering::Relaxed);
+    p.bgsave_in_progress.store(true, Ordering::Release);
+    p.current_bgsave_started_ms
+        .store(carmine_keyspace::now_ms(), Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name(thread_name.into())
+        .spawn(move || {
+            // Whatever happens to the walk, even a panic, the loops stop pausing for it
+            // and the next snapshot may start.
+            let _over = BgsaveOver(&owned, epoch);
+            walk_in_idle_time();
+            job(&owned, snap);
+        });
+    if let Err(e) = spawned {
+        drop(BgsaveOver(shared, epoch));
+        return Err(e.to_string());
+    }
+    Ok(())
 }
 
 /// Marks a background save over when dropped: its snapshot ends if it still runs (the

@@ -1,0 +1,604 @@
+//! The master side of replication: the replication stream (the [`Propagator`] the
+//! dispatcher appends every execution unit's effects to), the replicas fed from it, and
+//! SYNC / PSYNC / REPLCONF.
+//!
+//! A replica's full sync streams a fork-free snapshot begun with the world stopped, at
+//! the stream offset of that instant; the stream bytes that arrive meanwhile wait in the
+//! replica's feed (bounded by `client-output-buffer-limit replica`) and follow the
+//! payload, then the replica reads the stream live. Everything reaches the replica's
+//! connection through its event loop's delivery channel, in the order it was sent.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use carmine_commands::propagate::{encode_command, encode_unit, Argv, Op, Propagator};
+use carmine_commands::table::{cmd, flags::*, CommandSpec, KeySpec};
+use carmine_commands::{ClientInfo, Ctx, Shared};
+use carmine_rdb::Snapshot;
+use carmine_repl::{PsyncDecision, ReplHistory, ReplId};
+use parking_lot::Mutex;
+
+use crate::log;
+
+/// Bytes of payload in flight to a replica's connection before the snapshot walk waits
+/// for it to drain: the walk is held back by a slow replica, never the writers.
+const PAYLOAD_IN_FLIGHT: u64 = 8 << 20;
+const PAYLOAD_CHUNK: usize = 256 << 10;
+
+pub struct ReplicationStream {
+    /// True once a replica attached: from then on commands record their effects.
+    enabled: AtomicBool,
+    state: Mutex<StreamState>,
+    shared: Weak<Shared>,
+    sync_full: AtomicU64,
+    sync_partial_ok: AtomicU64,
+    sync_partial_err: AtomicU64,
+}
+
+struct StreamState {
+    history: ReplHistory,
+    /// The database the stream last selected; None forces a SELECT before the next
+    /// command (a new replica must see one).
+    selected: Option<usize>,
+    feeds: Vec<Feed>,
+    scratch: Vec<u8>,
+    last_ping: Instant,
+}
+
+/// One replica reading the stream.
+struct Feed {
+    info: Arc<ClientInfo>,
+    /// Stream bytes held while the replica still receives its snapshot.
+    pending: Option<Vec<u8>>,
+    ack_offset: u64,
+    ack_at: Instant,
+    ip: String,
+    port: u16,
+}
+
+impl Feed {
+    fn state(&self) -> &'static str {
+        if self.pending.is_some() {
+            "wait_bgsave"
+        } else {
+            "online"
+        }
+    }
+}
+
+/// Hands bytes to a client's event loop; false once the connection is gone.
+fn deliver(info: &ClientInfo, bytes: Bytes) -> bool {
+    match info.deliver.lock().as_ref() {
+        Some(hook) => {
+            hook(bytes);
+            true
+        }
+        None => false,
+    }
+}
+
+fn random_id() -> ReplId {
+    let mut bytes = [0u8; 20];
+    for b in &mut bytes {
+        *b = fastrand::u8(..);
+    }
+    ReplId::from_random(bytes)
+}
+
+impl ReplicationStream {
+    pub fn install(shared: &Arc<Shared>) {
+        let size = shared.config.get_i64("repl-backlog-size").max(16 * 1024) as usize;
+        let stream = ReplicationStream {
+            enabled: AtomicBool::new(false),
+            state: Mutex::new(StreamState {
+                history: ReplHistory::new(random_id(), size),
+                selected: None,
+                feeds: Vec::new(),
+                scratch: Vec::new(),
+                last_ping: Instant::now(),
+            }),
+            shared: Arc::downgrade(shared),
+            sync_full: AtomicU64::new(0),
+            sync_partial_ok: AtomicU64::new(0),
+            sync_partial_err: AtomicU64::new(0),
+        };
+        let _ = shared.propagator.set(Arc::new(stream));
+    }
+
+    fn of(shared: &Shared) -> Option<&ReplicationStream> {
+        shared
+            .propagator
+            .get()
+            .and_then(|p| p.as_any().downcast_ref::<ReplicationStream>())
+    }
+
+    /// The cron's part (loop 0): PING the replicas every `repl-ping-replica-period`, so
+    /// that they see the link alive and their offsets move, as Redis does.
+    pub fn cron(shared: &Shared) {
+        let Some(stream) = Self::of(shared) else {
+            return;
+        };
+        if !stream.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let period = shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
+        let mut st = stream.state.lock();
+        // Forget replicas whose connection closed.
+        st.feeds.retain(|f| f.info.deliver.lock().is_some());
+        if st.feeds.is_empty() || st.last_ping.elapsed() < Duration::from_secs(period) {
+            return;
+        }
+        st.last_ping = Instant::now();
+        let mut bytes = Vec::new();
+        // No SELECT: PING applies to no database.
+        encode_command(&Argv::Owned(vec![b"PING".to_vec()]), &mut bytes);
+        stream.feed_locked(&mut st, &bytes, shared);
+    }
+
+    /// Appends encoded stream bytes: the backlog, then each replica (live, or held while
+    /// its snapshot is sent). A replica whose held bytes pass its output limit is dropped.
+    fn feed_locked(&self, st: &mut StreamState, bytes: &[u8], shared: &Shared) {
+        st.history.feed(bytes);
+        let hard = shared.config.tunables.obuf.read()[1].hard;
+        let mut shared_bytes: Option<Bytes> = None;
+        st.feeds.retain_mut(|f| match &mut f.pending {
+            Some(_) if f.info.deliver.lock().is_none() => false,
+            Some(pending) => {
+                pending.extend_from_slice(bytes);
+                if hard > 0 && pending.len() as u64 > hard {
+                    log::warning(&format!(
+                        "Client id={} addr={} closed for overcoming of output buffer limits \
+                         (replica waiting for its snapshot).",
+                        f.info.id, f.info.addr
+                    ));
+                    f.info.kill();
+                    return false;
+                }
+                true
+            }
+            None => {
+                let b = shared_bytes
+                    .get_or_insert_with(|| Bytes::copy_from_slice(bytes))
+                    .clone();
+                deliver(&f.info, b)
+            }
+        });
+    }
+
+    fn feed_of<'s>(st: &'s mut StreamState, id: u64) -> Option<&'s mut Feed> {
+        st.feeds.iter_mut().find(|f| f.info.id == id)
+    }
+}
+
+impl Propagator for ReplicationStream {
+    fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    fn append(&self, ops: &[Op<'_>], wrap: bool) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut st = self.state.lock();
+        let mut bytes = std::mem::take(&mut st.scratch);
+        bytes.clear();
+        let mut selected = st.selected;
+        encode_unit(&mut selected, ops, wrap, &mut bytes);
+        st.selected = selected;
+        self.feed_locked(&mut st, &bytes, &shared);
+        st.scratch = bytes;
+    }
+
+    fn info(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let st = self.state.lock();
+        let h = &st.history;
+        let _ = write!(
+            out,
+            "role:master\r\nconnected_slaves:{}\r\n",
+            st.feeds.len()
+        );
+        for (i, f) in st.feeds.iter().enumerate() {
+            let _ = write!(
+                out,
+                "slave{i}:ip={},port={},state={},offset={},lag={}\r\n",
+                f.ip,
+                f.port,
+                f.state(),
+                f.ack_offset,
+                f.ack_at.elapsed().as_secs()
+            );
+        }
+        let b = h.backlog();
+        let _ = write!(
+            out,
+            "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\n\
+             master_repl_offset:{}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:{}\r\n\
+             repl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
+            h.replid(),
+            h.replid2(),
+            h.master_repl_offset(),
+            h.second_replid_offset(),
+            u8::from(h.backlog_active()),
+            b.size(),
+            if h.backlog_active() { b.first_byte_offset() } else { 0 },
+            b.histlen(),
+        );
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// INFO stats' sync counters.
+pub fn sync_stats(shared: &Shared) -> (u64, u64, u64) {
+    ReplicationStream::of(shared).map_or((0, 0, 0), |s| {
+        (
+            s.sync_full.load(Ordering::Relaxed),
+            s.sync_partial_ok.load(Ordering::Relaxed),
+            s.sync_partial_err.load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// The replication commands the server adds to the command table.
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "server";
+    vec![
+        cmd(
+            "sync",
+            1,
+            ADMIN | NOSCRIPT | EXCLUSIVE,
+            KeySpec::None,
+            sync,
+            g,
+            "@admin @slow @dangerous",
+            "Internal command used for replication.",
+        ),
+        cmd(
+            "psync",
+            -3,
+            ADMIN | NOSCRIPT | EXCLUSIVE,
+            KeySpec::None,
+            psync,
+            g,
+            "@admin @slow @dangerous",
+            "An internal command used in replication.",
+        ),
+        cmd(
+            "replconf",
+            -1,
+            ADMIN | NOSCRIPT | LOADING | STALE,
+            KeySpec::None,
+            replconf,
+            g,
+            "@admin @slow @dangerous",
+            "An internal command for configuring the replication stream.",
+        ),
+    ]
+}
+
+fn replconf(ctx: &mut Ctx<'_, '_>) {
+    if ctx.args.len() % 2 == 0 {
+        return ctx.syntax_error();
+    }
+    let mut i = 1;
+    while i + 1 < ctx.args.len() {
+        let (opt, val) = (ctx.arg(i).to_ascii_lowercase(), ctx.arg(i + 1).to_vec());
+        match opt.as_slice() {
+            b"listening-port" => {
+                let Some(port) = carmine_resp::parse_i64(&val).and_then(|p| u16::try_from(p).ok())
+                else {
+                    return ctx.error("ERR value is not an integer or out of range");
+                };
+                ctx.session.replconf.listening_port = port;
+            }
+            b"ip-address" => {
+                ctx.session.replconf.ip_address = Some(String::from_utf8_lossy(&val).into());
+            }
+            b"capa" => {
+                if val.eq_ignore_ascii_case(b"eof") {
+                    ctx.session.replconf.capa_eof = true;
+                } else if val.eq_ignore_ascii_case(b"psync2") {
+                    ctx.session.replconf.capa_psync2 = true;
+                }
+            }
+            b"ack" | b"fack" => {
+                // A replica's acknowledgement: no reply, as Redis.
+                if let (Some(offset), Some(stream)) = (
+                    carmine_resp::parse_i64(&val),
+                    ReplicationStream::of(ctx.shared),
+                ) {
+                    let mut st = stream.state.lock();
+                    if let Some(f) = ReplicationStream::feed_of(&mut st, ctx.session.id()) {
+                        if opt == b"ack" {
+                            f.ack_offset = f.ack_offset.max(offset.max(0) as u64);
+                        }
+                        f.ack_at = Instant::now();
+                    }
+                }
+                return;
+            }
+            b"getack" => return,
+            b"rdb-only" | b"rdb-filter-only" => {}
+            _ => {
+                let name = String::from_utf8_lossy(&opt).into_owned();
+                return ctx.error(&format!("ERR Unrecognized REPLCONF option: {name}"));
+            }
+        }
+        i += 2;
+    }
+    ctx.reply.ok();
+}
+
+fn sync(ctx: &mut Ctx<'_, '_>) {
+    attach(ctx, None);
+}
+
+fn psync(ctx: &mut Ctx<'_, '_>) {
+    let (replid, offset) = (ctx.arg(1).to_vec(), ctx.arg(2).to_vec());
+    attach(ctx, Some((replid, offset)));
+}
+
+/// SYNC (`psync` None) or PSYNC: continue from the backlog, or send a snapshot and then
+/// the stream. Runs with the world stopped (EXCLUSIVE), so the snapshot begins at exactly
+/// the stream offset it is announced with.
+fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
+    if ctx.session.replica_feed {
+        return;
+    }
+    let Some(stream) = ReplicationStream::of(ctx.shared) else {
+        return ctx.error("ERR replication is not available on this server");
+    };
+    let info = ctx.session.info.clone();
+    let conf = ctx.session.replconf.clone();
+    let ip = conf.ip_address.clone().unwrap_or_else(|| {
+        info.addr
+            .rsplit_once(':')
+            .map_or(info.addr.clone(), |(h, _)| h.to_string())
+    });
+    let who = format!("{ip}:{}", conf.listening_port);
+    log::notice(&format!("Replica {who} asks for synchronization"));
+    let mut st = stream.state.lock();
+    if let Some((replid, offset)) = &psync {
+        match st.history.psync(replid, offset) {
+            PsyncDecision::Continue { replid, from } => {
+                let Some((a, b)) = st.history.backlog().range_from(from) else {
+                    return ctx.error("ERR backlog changed under the lock");
+                };
+                let mut line = String::from("CONTINUE");
+                if conf.capa_psync2 {
+                    line.push(' ');
+                    line.push_str(&replid.to_string());
+                }
+                ctx.reply.simple(&line);
+                ctx.reply.raw(a);
+                ctx.reply.raw(b);
+                let sent = a.len() + b.len();
+                st.feeds.push(Feed {
+                    info,
+                    pending: None,
+                    ack_offset: from.saturating_sub(1),
+                    ack_at: Instant::now(),
+                    ip,
+                    port: conf.listening_port,
+                });
+                ctx.session.replica_feed = true;
+                stream.sync_partial_ok.fetch_add(1, Ordering::Relaxed);
+                log::notice(&format!(
+                    "Partial resynchronization request from {who} accepted. Sending {sent} \
+                     bytes of backlog starting from offset {from}."
+                ));
+                return;
+            }
+            PsyncDecision::FullResync { reason } => {
+                if replid.as_slice() != b"?" {
+                    stream.sync_partial_err.fetch_add(1, Ordering::Relaxed);
+                    log::notice(&format!("Partial resynchronization not accepted: {reason}"));
+                } else {
+                    log::notice(&format!("Full resync requested by replica {who}"));
+                }
+            }
+        }
+    }
+    let Some(owned) = stream.shared.upgrade() else {
+        return ctx.error("ERR server is shutting down");
+    };
+    // The backlog starts with the first replica: a later one can continue from it.
+    if !st.history.backlog_active() {
+        st.history.activate_backlog();
+        stream.enabled.store(true, Ordering::Release);
+    }
+    let offset = st.history.master_repl_offset();
+    let replid = st.history.replid();
+    let eof = psync.is_some() && conf.capa_eof && ctx.shared.config.get_bool("repl-diskless-sync");
+    let id = info.id;
+    let job_info = info.clone();
+    let started = crate::persistence::spawn_snapshot(
+        ctx.shared,
+        owned,
+        "carmine-fullsync",
+        move |owned, snap| send_snapshot(owned, snap, &job_info, replid, offset, eof),
+    );
+    if let Err(e) = started {
+        // Another snapshot runs; the replica retries (Redis would attach it to the
+        // running one when it can).
+        log::warning(&format!("Can't start the snapshot for replica {who}: {e}"));
+        return ctx.error(&format!("ERR {e}"));
+    }
+    // The stream bytes from here on wait in the feed until the payload is out; the next
+    // command selects its database anew for the new replica.
+    st.selected = None;
+    st.feeds.push(Feed {
+        info,
+        pending: Some(Vec::new()),
+        ack_offset: 0,
+        ack_at: Instant::now(),
+        ip,
+        port: conf.listening_port,
+    });
+    drop(st);
+    ctx.session.replica_feed = true;
+    stream.sync_full.fetch_add(1, Ordering::Relaxed);
+    log::notice(&format!(
+        "Starting BGSAVE for SYNC with target: {} (client id {id})",
+        if eof { "replicas sockets" } else { "disk" }
+    ));
+    if psync.is_some() {
+        ctx.reply.simple(&format!("FULLRESYNC {replid} {offset}"));
+    }
+}
+
+/// The snapshot thread's work for a full sync: the payload, then the held stream bytes,
+/// then the feed goes live.
+fn send_snapshot(
+    shared: &Arc<Shared>,
+    snap: Snapshot,
+    info: &Arc<ClientInfo>,
+    replid: ReplId,
+    offset: u64,
+    eof: bool,
+) {
+    let mut aux = crate::persistence::aux_fields(shared);
+    for (name, value) in aux.iter_mut() {
+        match *name {
+            "repl-id" => *value = replid.to_string().into_bytes(),
+            "repl-offset" => *value = offset.to_string().into_bytes(),
+            _ => {}
+        }
+    }
+    let sent = if eof {
+        send_diskless(shared, snap, info, &aux)
+    } else {
+        send_from_disk(shared, snap, info, &aux)
+    };
+    let who = info.addr.clone();
+    let Some(stream) = ReplicationStream::of(shared) else {
+        return;
+    };
+    let mut st = stream.state.lock();
+    match sent {
+        Ok(bytes) => {
+            if let Some(f) = ReplicationStream::feed_of(&mut st, info.id) {
+                let held = f.pending.take().unwrap_or_default();
+                if held.is_empty() || deliver(&f.info, Bytes::from(held)) {
+                    log::notice(&format!(
+                        "Synchronization with replica {who} succeeded ({bytes} bytes of \
+                         snapshot)"
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            log::warning(&format!("Full sync with replica {who} failed: {e}"));
+            st.feeds.retain(|f| f.info.id != info.id);
+            info.kill();
+        }
+    }
+}
+
+/// `$EOF:<mark>\r\n`, the RDB, then the mark: no length to know ahead, no file.
+fn send_diskless(
+    shared: &Arc<Shared>,
+    snap: Snapshot,
+    info: &Arc<ClientInfo>,
+    aux: &[(&str, Vec<u8>)],
+) -> io::Result<u64> {
+    let mark: String = (0..40)
+        .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
+        .collect();
+    let mut out = ReplicaWriter::new(info);
+    out.write_all(format!("$EOF:{mark}\r\n").as_bytes())?;
+    let stats = snap.write_to(&shared.keyspace, &mut out, aux)?;
+    out.write_all(mark.as_bytes())?;
+    out.flush()?;
+    Ok(stats.bytes)
+}
+
+/// `$<len>\r\n` and the RDB from a temporary file (SYNC, a replica without `capa eof`,
+/// or `repl-diskless-sync no`).
+fn send_from_disk(
+    shared: &Arc<Shared>,
+    snap: Snapshot,
+    info: &Arc<ClientInfo>,
+    aux: &[(&str, Vec<u8>)],
+) -> io::Result<u64> {
+    let dump = crate::persistence::dump_path(shared);
+    let tmp = dump.with_file_name(format!("temp-repl-{}-{}.rdb", std::process::id(), info.id));
+    let result = (|| {
+        let mut file = io::BufWriter::with_capacity(PAYLOAD_CHUNK, std::fs::File::create(&tmp)?);
+        snap.write_to(&shared.keyspace, &mut file, aux)?;
+        file.flush()?;
+        drop(file);
+        let data = std::fs::read(&tmp)?;
+        let mut out = ReplicaWriter::new(info);
+        out.write_all(format!("${}\r\n", data.len()).as_bytes())?;
+        out.write_all(&data)?;
+        out.flush()?;
+        Ok(data.len() as u64)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// Sends payload bytes to a replica's connection in chunks, waiting while too much of it
+/// is still unwritten there (a slow replica holds back the walk, nothing else).
+struct ReplicaWriter<'a> {
+    info: &'a ClientInfo,
+    buf: Vec<u8>,
+}
+
+impl<'a> ReplicaWriter<'a> {
+    fn new(info: &'a ClientInfo) -> Self {
+        ReplicaWriter {
+            info,
+            buf: Vec::with_capacity(PAYLOAD_CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.info.omem.load(Ordering::Relaxed) > PAYLOAD_IN_FLIGHT {
+            if self.info.killed.load(Ordering::Relaxed) || Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "replica not reading",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(PAYLOAD_CHUNK),
+        ));
+        if deliver(self.info, chunk) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "replica disconnected",
+            ))
+        }
+    }
+}
+
+impl Write for ReplicaWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PAYLOAD_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
