@@ -102,6 +102,15 @@ impl Ctx<'_, '_> {
         self.l.notify(class, event, key);
     }
 
+    /// Propagates `argv` instead of the request (see [`Locked::propagate_instead`]); a no-op
+    /// unless someone reads the replication stream.
+    pub fn propagate_as(&mut self, argv: &[&[u8]]) {
+        if self.l.recording_effects() {
+            self.l
+                .propagate_instead(argv.iter().map(|a| a.to_vec()).collect());
+        }
+    }
+
     /// The command's name as Redis prints it in errors (`get`, `client|kill`).
     pub fn name(&self) -> String {
         String::from_utf8_lossy(self.arg(0)).to_lowercase()

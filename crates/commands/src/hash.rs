@@ -393,6 +393,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
         h.insert(&field, &text, limits);
     }
     ctx.notify(notify::HASH, "hincrbyfloat", &key);
+    ctx.propagate_as(&[b"HSET", &key, &field, &text]);
     ctx.reply.bulk(&text);
 }
 

@@ -406,8 +406,15 @@ fn expire_generic(ctx: &mut Ctx<'_, '_>, unit: u64, absolute: bool) {
     let at = at.max(0) as u64;
     let set = ops::expire_at(ctx.l, &key, at, cond);
     if set {
-        let event = if at <= ctx.l.now() { "del" } else { "expire" };
-        ctx.notify(notify::GENERIC, event, &key);
+        // Propagated as an absolute deadline, or as the DEL it turned into.
+        if at <= ctx.l.now() {
+            ctx.notify(notify::GENERIC, "del", &key);
+            ctx.propagate_as(&[b"DEL", &key]);
+        } else {
+            ctx.notify(notify::GENERIC, "expire", &key);
+            let at = at.to_string();
+            ctx.propagate_as(&[b"PEXPIREAT", &key, at.as_bytes()]);
+        }
     }
     ctx.reply.int(i64::from(set));
 }

@@ -257,6 +257,13 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
         return ctx.reply.ok();
     }
     ctx.l.insert(&key, Entry::with_expiry(value, deadline));
+    if ttl != 0 && !absttl && ctx.l.recording_effects() {
+        // A relative TTL goes on the stream as the absolute deadline, with ABSTTL.
+        let mut argv: Vec<Vec<u8>> = (0..ctx.args.len()).map(|i| ctx.arg(i).to_vec()).collect();
+        argv[2] = deadline.to_string().into_bytes();
+        argv.push(b"ABSTTL".to_vec());
+        ctx.l.propagate_instead(argv);
+    }
     if let Some(e) = ctx.l.get_mut(&key) {
         let policy_lfu = ctx.shared.keyspace.eviction().policy().is_lfu();
         if let (Some(f), true) = (freq, policy_lfu) {

@@ -82,6 +82,9 @@ pub trait Propagator: Send + Sync + std::any::Any {
     /// DELs of keys it found expired).
     fn append(&self, ops: &[Op<'_>], wrap: bool);
 
+    /// INFO stats' `sync_full`, `sync_partial_ok`, `sync_partial_err`.
+    fn sync_counts(&self) -> [u64; 3];
+
     /// INFO's `# Replication` section body (the lines after the header).
     fn info(&self, out: &mut String);
 

@@ -363,15 +363,19 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let s = |f: fn(&ThreadStats) -> &std::sync::atomic::AtomicU64| {
             sh.sum(|t| f(t).load(Ordering::Relaxed))
         };
+        let syncs = sh.propagator.get().map_or([0; 3], |p| p.sync_counts());
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
             s(|t| &t.connections_received),
             s(|t| &t.total_commands),
             sh.ops_per_sec.load(Ordering::Relaxed),
             s(|t| &t.net_input),
             s(|t| &t.net_output),
             s(|t| &t.rejected_connections),
+            syncs[0],
+            syncs[1],
+            syncs[2],
             sh.keyspace.stats().expired_keys.load(Ordering::Relaxed),
             sh.keyspace.eviction().evicted.load(Ordering::Relaxed),
             s(|t| &t.keyspace_hits),

@@ -278,11 +278,13 @@ fn spop(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR value is out of range, must be positive");
     }
     let key = ctx.args.bytes(1);
+    let mut took_all = false;
     let popped: Option<Vec<Vec<u8>>> = match write::<SetValue>(ctx.l, &key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => None,
         Ok(Some(s)) => {
             let n = count.map_or(1, |c| c as usize).min(s.len());
+            took_all = count.is_some() && n == s.len();
             let mut out = Vec::with_capacity(n);
             for _ in 0..n {
                 if let Some(m) = s.random() {
@@ -293,8 +295,21 @@ fn spop(ctx: &mut Ctx<'_, '_>) {
             Some(out)
         }
     };
-    if popped.as_ref().is_some_and(|v| !v.is_empty()) {
+    if let Some(v) = popped.as_ref().filter(|v| !v.is_empty()) {
         ctx.notify(notify::SET, "spop", &key);
+        // Random picks replay as what was picked: the whole set as DEL, else SREMs of
+        // at most 1024 members, as Redis 7.0 propagates them.
+        if took_all {
+            ctx.propagate_as(&[b"DEL", &key]);
+        } else if ctx.l.recording_effects() {
+            let db = ctx.l.db();
+            for batch in v.chunks(1024) {
+                let mut argv = vec![b"SREM".to_vec(), key.to_vec()];
+                argv.extend(batch.iter().cloned());
+                ctx.l.also_propagate(db, argv);
+            }
+            ctx.l.propagate_nothing();
+        }
     }
     drop_if_empty::<SetValue>(ctx.l, &key);
     match (count, popped) {

@@ -147,6 +147,9 @@ fn set(ctx: &mut Ctx<'_, '_>) {
     let result = ops::set(ctx.l, &key, &value, &opts);
     if let Ok(out) = &result {
         notify_set(ctx, &key, out.written, &opts);
+        if out.written {
+            propagate_set(ctx, &key, &value, &opts);
+        }
     }
     match result {
         Err(e) => ctx.keyspace_error(e),
@@ -156,6 +159,21 @@ fn set(ctx: &mut Ctx<'_, '_>) {
         },
         Ok(out) if out.written => ctx.reply.ok(),
         Ok(_) => ctx.reply.null(),
+    }
+}
+
+/// What a SET goes on the stream as (Redis 7.0): with a deadline, `SET key value PXAT ms`
+/// (a replica that applies it late keeps the same deadline); with GET, without the GETs.
+fn propagate_set(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], opts: &SetOptions) {
+    if let SetExpiry::At(at) = opts.expiry {
+        let at = at.to_string();
+        ctx.propagate_as(&[b"SET", key, value, b"PXAT", at.as_bytes()]);
+    } else if opts.get && ctx.l.recording_effects() {
+        let argv: Vec<Vec<u8>> = (0..ctx.args.len())
+            .filter(|&i| i < 3 || !ctx.is(i, "GET"))
+            .map(|i| ctx.arg(i).to_vec())
+            .collect();
+        ctx.l.propagate_instead(argv);
     }
 }
 
@@ -202,6 +220,8 @@ fn setex_generic(ctx: &mut Ctx<'_, '_>, unit: u64) {
         ..Default::default()
     };
     if set_simple(ctx, 3, opts).is_some() {
+        let (key, value, at) = (ctx.args.bytes(1), ctx.args.bytes(3), at.to_string());
+        ctx.propagate_as(&[b"SET", &key, &value, b"PXAT", at.as_bytes()]);
         ctx.reply.ok();
     }
 }
@@ -220,6 +240,8 @@ fn getset(ctx: &mut Ctx<'_, '_>) {
         ..Default::default()
     };
     if let Some(o) = set_simple(ctx, 2, opts) {
+        let (key, value) = (ctx.args.bytes(1), ctx.args.bytes(2));
+        ctx.propagate_as(&[b"SET", &key, &value]);
         match o.old {
             Some(v) => ctx.reply.bulk(&v),
             None => ctx.reply.null(),
@@ -236,6 +258,7 @@ fn getdel(ctx: &mut Ctx<'_, '_>) {
             let v = s.to_vec();
             ctx.l.remove(&key);
             ctx.notify(notify::GENERIC, "del", &key);
+            ctx.propagate_as(&[b"DEL", &key]);
             ctx.reply.bulk(&v);
         }
     }
@@ -267,19 +290,24 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
         Ok(None) => return ctx.reply.null(),
         Ok(Some(s)) => s.to_vec(),
     };
+    // GETEX is never propagated as it is: PERSIST, DEL or PEXPIREAT, or nothing.
     match new_deadline {
         Some(0) if ops::persist(ctx.l, &key) => {
             ctx.notify(notify::GENERIC, "persist", &key);
+            ctx.propagate_as(&[b"PERSIST", &key]);
         }
         // PERSIST on a key without a deadline: nothing changes.
         Some(0) => {}
         Some(at) if at <= ctx.l.now() => {
             ctx.l.remove(&key);
             ctx.notify(notify::GENERIC, "del", &key);
+            ctx.propagate_as(&[b"DEL", &key]);
         }
         Some(at) => {
             ctx.l.set_expire(&key, at);
             ctx.notify(notify::GENERIC, "expire", &key);
+            let at = at.to_string();
+            ctx.propagate_as(&[b"PEXPIREAT", &key, at.as_bytes()]);
         }
         None => {}
     }
@@ -390,6 +418,8 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
     match ops::incr_by_float(ctx.l, &key, d) {
         Ok(text) => {
             ctx.notify(notify::STRING, "incrbyfloat", &key);
+            // The result, not the increment: float arithmetic need not agree on replicas.
+            ctx.propagate_as(&[b"SET", &key, &text, b"KEEPTTL"]);
             ctx.reply.bulk(&text)
         }
         Err(e) => ctx.keyspace_error(e),

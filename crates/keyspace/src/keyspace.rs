@@ -783,12 +783,13 @@ impl<'a> Locked<'a> {
         self.lazy_expire(db, key);
         let now = self.now;
         let ks = self.ks;
+        // A miss changes nothing: no WATCH signal, no dirty count, nothing propagated.
+        if !matches!(self.table_in(db, key).peek(key), Some(e) if !e.is_expired(now)) {
+            return None;
+        }
         self.ks.dbs[db].watch.signal(key);
         self.dirty += 1;
         let e = self.table_in(db, key).peek_mut(key)?;
-        if e.is_expired(now) {
-            return None;
-        }
         e.lru = ks.access_clock(e.lru, now, false);
         Some(e)
     }

@@ -53,6 +53,9 @@ struct Feed {
     info: Arc<ClientInfo>,
     /// Stream bytes held while the replica still receives its snapshot.
     pending: Option<Vec<u8>>,
+    /// An EOF-marked payload is out: the replica finds the mark only as the last bytes
+    /// it read, so the stream waits for its first REPLCONF ACK (as Redis waits).
+    awaiting_ack: bool,
     ack_offset: u64,
     ack_at: Instant,
     ip: String,
@@ -60,6 +63,15 @@ struct Feed {
 }
 
 impl Feed {
+    /// Sends the stream bytes held during the snapshot; from now on the stream is live.
+    fn go_online(&mut self) {
+        self.awaiting_ack = false;
+        let held = self.pending.take().unwrap_or_default();
+        if !held.is_empty() {
+            deliver(&self.info, Bytes::from(held));
+        }
+    }
+
     fn state(&self) -> &'static str {
         if self.pending.is_some() {
             "wait_bgsave"
@@ -168,7 +180,7 @@ impl ReplicationStream {
         });
     }
 
-    fn feed_of<'s>(st: &'s mut StreamState, id: u64) -> Option<&'s mut Feed> {
+    fn feed_of(st: &mut StreamState, id: u64) -> Option<&mut Feed> {
         st.feeds.iter_mut().find(|f| f.info.id == id)
     }
 }
@@ -229,20 +241,17 @@ impl Propagator for ReplicationStream {
         );
     }
 
+    fn sync_counts(&self) -> [u64; 3] {
+        [
+            self.sync_full.load(Ordering::Relaxed),
+            self.sync_partial_ok.load(Ordering::Relaxed),
+            self.sync_partial_err.load(Ordering::Relaxed),
+        ]
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
-}
-
-/// INFO stats' sync counters.
-pub fn sync_stats(shared: &Shared) -> (u64, u64, u64) {
-    ReplicationStream::of(shared).map_or((0, 0, 0), |s| {
-        (
-            s.sync_full.load(Ordering::Relaxed),
-            s.sync_partial_ok.load(Ordering::Relaxed),
-            s.sync_partial_err.load(Ordering::Relaxed),
-        )
-    })
 }
 
 /// The replication commands the server adds to the command table.
@@ -283,7 +292,7 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 fn replconf(ctx: &mut Ctx<'_, '_>) {
-    if ctx.args.len() % 2 == 0 {
+    if ctx.args.len().is_multiple_of(2) {
         return ctx.syntax_error();
     }
     let mut i = 1;
@@ -319,6 +328,9 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
                             f.ack_offset = f.ack_offset.max(offset.max(0) as u64);
                         }
                         f.ack_at = Instant::now();
+                        if f.awaiting_ack {
+                            f.go_online();
+                        }
                     }
                 }
                 return;
@@ -382,6 +394,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                 st.feeds.push(Feed {
                     info,
                     pending: None,
+                    awaiting_ack: false,
                     ack_offset: from.saturating_sub(1),
                     ack_at: Instant::now(),
                     ip,
@@ -436,6 +449,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
     st.feeds.push(Feed {
         info,
         pending: Some(Vec::new()),
+        awaiting_ack: false,
         ack_offset: 0,
         ack_at: Instant::now(),
         ip,
@@ -484,8 +498,14 @@ fn send_snapshot(
     match sent {
         Ok(bytes) => {
             if let Some(f) = ReplicationStream::feed_of(&mut st, info.id) {
-                let held = f.pending.take().unwrap_or_default();
-                if held.is_empty() || deliver(&f.info, Bytes::from(held)) {
+                if eof {
+                    f.awaiting_ack = true;
+                    log::notice(&format!(
+                        "Streamed RDB transfer with replica {who} succeeded (socket, {bytes} \
+                         bytes). Waiting for REPLCONF ACK from replica to enable streaming"
+                    ));
+                } else {
+                    f.go_online();
                     log::notice(&format!(
                         "Synchronization with replica {who} succeeded ({bytes} bytes of \
                          snapshot)"

@@ -1,0 +1,313 @@
+//! Replication with the real thing: Debian's redis-server (7.0) as a replica of a Carmine
+//! master. It must load the fork-free snapshot, follow the stream through writes made
+//! during the sync by several threads on several event loops, and continue with a
+//! partial resync after its link is cut. `cargo xtask test` installs redis-server.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_replica(master_port: u16, diskless_load: &str) -> (Proc, u16) {
+    let port = common::free_port();
+    let dir = common::scratch_dir();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--repl-diskless-load", diskless_load])
+        .args(["--replicaof", "127.0.0.1", &master_port.to_string()])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server starts ({e}); run `cargo xtask test`"));
+    assert!(
+        common::wait_port(port, 10),
+        "redis-server listens on {port}"
+    );
+    (Proc(child), port)
+}
+
+fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("connects")
+}
+
+fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
+    let text: String = redis::cmd("INFO").arg(section).query(c).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// Waits until the replica's link is up and it has applied every byte the master wrote.
+fn wait_caught_up(master: &mut redis::Connection, replica: &mut redis::Connection) -> bool {
+    common::wait_until(60, || {
+        let target = info_field(master, "replication", "master_repl_offset");
+        let link = info_field(replica, "replication", "master_link_status");
+        let applied = info_field(replica, "replication", "slave_repl_offset");
+        link.as_deref() == Some("up") && target.is_some() && target == applied
+    })
+}
+
+/// Every key of databases 0-2 with its type and value (collections sorted where their
+/// order is not part of the value) and whether it has a deadline.
+fn dataset(c: &mut redis::Connection) -> BTreeMap<(u8, Vec<u8>), String> {
+    let mut out = BTreeMap::new();
+    for db in 0..3u8 {
+        let _: () = redis::cmd("SELECT").arg(db).query(c).expect("select");
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query(c)
+                .expect("scan");
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
+        }
+        let meta: Vec<redis::Value> = pipe.query(c).expect("types");
+        let mut reads = redis::pipe();
+        let mut kinds = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let kind = match &meta[2 * i] {
+                redis::Value::SimpleString(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            match kind.as_str() {
+                "string" => reads.cmd("GET").arg(k),
+                "list" => reads.cmd("LRANGE").arg(k).arg(0).arg(-1),
+                "hash" => reads.cmd("HGETALL").arg(k),
+                "set" => reads.cmd("SMEMBERS").arg(k),
+                _ => reads.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
+            };
+            kinds.push(kind);
+        }
+        let values: Vec<redis::Value> = reads.query(c).expect("values");
+        for (i, k) in keys.into_iter().enumerate() {
+            let has_ttl = !matches!(meta[2 * i + 1], redis::Value::Int(-1));
+            let mut shown = match &values[i] {
+                redis::Value::Array(items) => {
+                    let mut parts: Vec<String> = items.iter().map(|v| format!("{v:?}")).collect();
+                    if kinds[i] == "set" || kinds[i] == "hash" {
+                        if kinds[i] == "hash" {
+                            let mut pairs: Vec<String> =
+                                parts.chunks(2).map(|p| p.join("=")).collect();
+                            pairs.sort();
+                            parts = pairs;
+                        } else {
+                            parts.sort();
+                        }
+                    }
+                    parts.join(",")
+                }
+                other => format!("{other:?}"),
+            };
+            shown = format!("{} {shown} ttl={has_ttl}", kinds[i]);
+            out.insert((db, k), shown);
+        }
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(c).expect("select");
+    out
+}
+
+/// Writes of every kind from `threads` clients until `stop`, spread over 2 databases.
+fn writers(port: u16, threads: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<u64>> {
+    (0..threads)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(port);
+                let mut rng = fastrand::Rng::with_seed(t as u64 + 7);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 200_000 {
+                    let mut p = redis::pipe();
+                    p.cmd("SELECT").arg(rng.u8(0..2));
+                    for _ in 0..50 {
+                        let k = format!("w{}", rng.u32(0..2000));
+                        match rng.u8(0..9) {
+                            0 => p.cmd("SET").arg(&k).arg(rng.u64(..)),
+                            1 => p.cmd("INCR").arg(format!("ctr{}", rng.u8(0..20))),
+                            2 => p.cmd("RPUSH").arg(format!("l{k}")).arg(n),
+                            3 => p.cmd("HSET").arg(format!("h{k}")).arg(rng.u8(..)).arg(n),
+                            4 => p.cmd("SADD").arg(format!("s{k}")).arg(rng.u16(..)),
+                            5 => p
+                                .cmd("ZADD")
+                                .arg(format!("z{k}"))
+                                .arg(rng.u16(..))
+                                .arg(rng.u8(..)),
+                            6 => p.cmd("DEL").arg(&k),
+                            7 => p.cmd("EXPIRE").arg(format!("l{k}")).arg(1000),
+                            _ => p.cmd("SPOP").arg(format!("s{k}")),
+                        };
+                        n += 1;
+                    }
+                    let _: Vec<redis::Value> = p.query(&mut c).expect("writes");
+                }
+                n
+            })
+        })
+        .collect()
+}
+
+fn populate(c: &mut redis::Connection, keys: usize) {
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(keys)
+        .arg("key")
+        .arg(16)
+        .query(c)
+        .expect("populate");
+    let mut p = redis::pipe();
+    for i in 0..2000 {
+        p.cmd("RPUSH")
+            .arg(format!("list{i}"))
+            .arg(i)
+            .arg("b")
+            .arg("c");
+        p.cmd("HSET")
+            .arg(format!("hash{i}"))
+            .arg("f")
+            .arg(i)
+            .arg("g")
+            .arg("v");
+        p.cmd("SADD").arg(format!("set{i}")).arg(i).arg("m");
+        p.cmd("ZADD")
+            .arg(format!("zset{i}"))
+            .arg(i)
+            .arg("m")
+            .arg(1.5)
+            .arg("n");
+    }
+    // Values past the listpack limits, and a deadline.
+    for i in 0..300 {
+        p.cmd("HSET").arg("bighash").arg(i).arg(i);
+        p.cmd("ZADD").arg("bigzset").arg(i).arg(i);
+        p.cmd("RPUSH").arg("biglist").arg(i);
+    }
+    p.cmd("SET").arg("withttl").arg("v").arg("EX").arg(1000);
+    p.cmd("SELECT")
+        .arg(1)
+        .cmd("SET")
+        .arg("in-db-1")
+        .arg("x")
+        .cmd("SELECT")
+        .arg(0);
+    let _: Vec<redis::Value> = p.query(c).expect("populate collections");
+}
+
+#[test]
+fn redis_replica_of_a_carmine_master_converges_and_resyncs_partially() {
+    let server = common::start("io-threads 2");
+    let mut master = connect(server.port());
+    populate(&mut master, 100_000);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = writers(server.port(), 2, stop.clone());
+    let (_replica_proc, replica_port) = redis_replica(server.port(), "disabled");
+    let mut replica = connect(replica_port);
+    assert!(
+        common::wait_until(60, || info_field(
+            &mut replica,
+            "replication",
+            "master_link_status"
+        )
+        .as_deref()
+            == Some("up")),
+        "the replica finished its full sync"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let written: u64 = during.into_iter().map(|h| h.join().expect("writer")).sum();
+    assert!(written > 0);
+    assert!(
+        wait_caught_up(&mut master, &mut replica),
+        "the replica caught up"
+    );
+    let want = dataset(&mut master);
+    assert!(want.len() > 100_000, "{} keys", want.len());
+    assert_eq!(
+        dataset(&mut replica),
+        want,
+        "replica equals master after the full sync"
+    );
+
+    // Cut the link; the replica reconnects and continues from the backlog.
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut replica)
+        .expect("client kill");
+    let stop = Arc::new(AtomicBool::new(false));
+    let after = writers(server.port(), 2, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for h in after {
+        h.join().expect("writer");
+    }
+    assert!(
+        wait_caught_up(&mut master, &mut replica),
+        "caught up after the cut"
+    );
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_full").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_partial_ok").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        dataset(&mut replica),
+        dataset(&mut master),
+        "equal after the partial resync"
+    );
+    let started = Instant::now();
+    server.shutdown();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A replica that loads from disk gets the `$len` payload (SYNC's form) when it cannot
+/// read an EOF-marked one: `repl-diskless-sync no` on the master.
+#[test]
+fn redis_replica_with_a_disk_based_full_sync() {
+    let server = common::start("repl-diskless-sync no");
+    let mut master = connect(server.port());
+    populate(&mut master, 10_000);
+    let (_replica_proc, replica_port) = redis_replica(server.port(), "disabled");
+    let mut replica = connect(replica_port);
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("after{i}"))
+            .arg(i)
+            .query(&mut master)
+            .expect("set");
+    }
+    assert!(wait_caught_up(&mut master, &mut replica), "caught up");
+    assert_eq!(dataset(&mut replica), dataset(&mut master));
+    server.shutdown();
+}
