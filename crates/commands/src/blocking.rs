@@ -44,6 +44,9 @@ pub struct BlockState {
     pub args: Args,
     /// Reply on timeout: a null array (BLPOP, BLMPOP) or a null bulk (BLMOVE).
     pub timeout_null_array: bool,
+    /// On timeout, run the command once more with [`crate::Session::block_timed_out`]
+    /// set, to reply what it has (WAIT's count), instead of a null.
+    pub rerun_on_timeout: bool,
 }
 
 impl Blocking {
@@ -173,6 +176,25 @@ pub(crate) fn block(
         deadline: timeout.map(|t| Instant::now() + t),
         args: ctx.args.clone(),
         timeout_null_array: null_array,
+        rerun_on_timeout: false,
+    };
+    ctx.shared.blocking.add(&state, &ctx.session.info);
+    ctx.session.blocked = Some(state);
+}
+
+/// Blocks the client on no key (WAIT): whoever can serve it calls its `ready` hook, and
+/// at the deadline the command runs once more with `block_timed_out` set.
+pub fn block_until_ready(ctx: &mut Ctx<'_, '_>, timeout: Option<Duration>) {
+    if ctx.session.blocked.is_some() {
+        return;
+    }
+    let state = BlockState {
+        db: ctx.session.db,
+        keys: Vec::new(),
+        deadline: timeout.map(|t| Instant::now() + t),
+        args: ctx.args.clone(),
+        timeout_null_array: false,
+        rerun_on_timeout: true,
     };
     ctx.shared.blocking.add(&state, &ctx.session.info);
     ctx.session.blocked = Some(state);

@@ -164,6 +164,8 @@ pub static PARAMS: &[ParamSpec] = &[
     ),
     // RDB persistence: see carmine-server's persistence module. AOF is not built yet.
     p("save", "3600 1 300 100 60 10000", Kind::Save, true),
+    // `host port`: the server starts as a replica of it (REPLICAOF at run time).
+    p("replicaof", "", Kind::List, false),
     p("dbfilename", "dump.rdb", Kind::Str, true),
     p("rdbcompression", "yes", Kind::Bool, true),
     p("rdbchecksum", "yes", Kind::Bool, true),

@@ -303,6 +303,11 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
     if c.no_evict.load(Ordering::Relaxed) {
         flags.push('e');
     }
+    match c.kind.load(Ordering::Relaxed) {
+        ClientInfo::MASTER => flags.push('M'),
+        ClientInfo::REPLICA => flags.push('S'),
+        _ => {}
+    }
     if flags.is_empty() {
         flags.push('N');
     }
@@ -445,13 +450,16 @@ fn client(ctx: &mut Ctx<'_, '_>) {
 
 fn client_list(ctx: &mut Ctx<'_, '_>) {
     let mut ids: Option<Vec<u64>> = None;
+    let mut type_filter: Option<&'static str> = None;
     let mut i = 2;
     while i < ctx.args.len() {
         if ctx.is(i, "TYPE") && i + 1 < ctx.args.len() {
             let t = ctx.arg(i + 1).to_ascii_lowercase();
             match t.as_slice() {
-                b"normal" => {}
-                b"master" | b"replica" | b"slave" | b"pubsub" => ids = Some(Vec::new()),
+                b"normal" => type_filter = Some("normal"),
+                b"master" => type_filter = Some("master"),
+                b"replica" | b"slave" => type_filter = Some("replica"),
+                b"pubsub" => type_filter = Some("pubsub"),
                 _ => {
                     return ctx.error(&format!(
                         "ERR Unknown client type '{}'",
@@ -476,7 +484,9 @@ fn client_list(ctx: &mut Ctx<'_, '_>) {
     }
     let mut out = String::new();
     for c in ctx.shared.clients.snapshot() {
-        if ids.as_ref().is_some_and(|l| !l.contains(&c.id)) {
+        if ids.as_ref().is_some_and(|l| !l.contains(&c.id))
+            || type_filter.is_some_and(|t| t != c.client_type())
+        {
             continue;
         }
         out.push_str(&client_line(ctx, &c));
@@ -572,9 +582,14 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
                 .as_ref()
                 .is_some_and(|a| a.as_slice() != c.laddr.as_bytes())
             || maxage.is_some_and(|m| c.created.elapsed().as_secs() < m)
-            || type_filter
-                .as_ref()
-                .is_some_and(|t| t.as_slice() != b"normal")
+            || type_filter.as_ref().is_some_and(|t| {
+                let t: &[u8] = if t.as_slice() == b"slave" {
+                    b"replica"
+                } else {
+                    t
+                };
+                t != c.client_type().as_bytes()
+            })
             || (skipme && c.id == me)
         {
             continue;

@@ -283,6 +283,7 @@ fn dispatch(
         }
     }
     if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
+        && !session.master_link
         && !shared.perform_evictions(now_ms)
     {
         let denyoom = spec.has(flags::DENYOOM)
@@ -307,6 +308,16 @@ fn dispatch(
         }
     }
     if spec.has(flags::WRITE)
+        && !session.master_link
+        && shared.is_replica.load(Ordering::Relaxed)
+        && shared.config.get_bool("replica-read-only")
+    {
+        reply.error("READONLY You can't write against a read only replica.");
+        reject(stats, idx, session);
+        return false;
+    }
+    if spec.has(flags::WRITE)
+        && !session.master_link
         && shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
         && shared.config.get_bool("stop-writes-on-bgsave-error")
         && !shared

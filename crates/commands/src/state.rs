@@ -119,6 +119,9 @@ pub struct ClientInfo {
     pub qbuf: AtomicU64,
     pub omem: AtomicU64,
     pub no_evict: AtomicBool,
+    /// [`ClientInfo::NORMAL`], [`ClientInfo::MASTER`] (our link to our master) or
+    /// [`ClientInfo::REPLICA`] (a replica reading our stream).
+    pub kind: AtomicU8,
     /// Set by CLIENT KILL; the owning loop closes the connection when it sees it.
     pub killed: AtomicBool,
     /// Wakes the owning event loop (set by the server).
@@ -154,11 +157,26 @@ impl ClientInfo {
             qbuf: AtomicU64::new(0),
             omem: AtomicU64::new(0),
             no_evict: AtomicBool::new(false),
+            kind: AtomicU8::new(ClientInfo::NORMAL),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
             deliver: Mutex::new(None),
             ready: Mutex::new(None),
             subs: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    pub const NORMAL: u8 = 0;
+    pub const MASTER: u8 = 1;
+    pub const REPLICA: u8 = 2;
+
+    /// CLIENT LIST / KILL's TYPE: `master`, `replica`, `pubsub` or `normal`.
+    pub fn client_type(&self) -> &'static str {
+        match self.kind.load(Ordering::Relaxed) {
+            ClientInfo::MASTER => "master",
+            ClientInfo::REPLICA => "replica",
+            _ if self.subs.iter().any(|s| s.load(Ordering::Relaxed) > 0) => "pubsub",
+            _ => "normal",
         }
     }
 
@@ -266,6 +284,9 @@ pub struct Shared {
     pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
     /// The replication stream's writer, installed by the server.
     pub propagator: std::sync::OnceLock<Arc<dyn crate::propagate::Propagator>>,
+    /// This server replicates a master (REPLICAOF): clients' writes are refused while
+    /// `replica-read-only` says so.
+    pub is_replica: AtomicBool,
     pub persist: crate::persistence::PersistStats,
     /// Signalled when a new thread's stats should be created.
     io_threads: usize,
@@ -326,6 +347,7 @@ impl Shared {
             ops_per_sec: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
+            is_replica: AtomicBool::new(false),
             persist: crate::persistence::PersistStats::default(),
             io_threads,
         });
@@ -509,6 +531,13 @@ pub struct Session {
     pub replica_feed: bool,
     /// What a replica told us with REPLCONF before PSYNC.
     pub replconf: ReplConf,
+    /// The session that applies our master's stream: no read-only, OOM or MISCONF
+    /// refusal, and its replies go nowhere.
+    pub master_link: bool,
+    /// Set while a blocked command runs once more at its deadline (WAIT).
+    pub block_timed_out: bool,
+    /// The stream offset a WAIT waits for replicas to acknowledge.
+    pub wait_target: Option<u64>,
 }
 
 /// A replica's REPLCONF announcements.
@@ -539,6 +568,9 @@ impl Session {
             blocked: None,
             replica_feed: false,
             replconf: ReplConf::default(),
+            master_link: false,
+            block_timed_out: false,
+            wait_target: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! * [`ReplHistory`]: replid, replid2, `second_replid_offset` and the backlog; the PSYNC
 //!   decision ([`ReplHistory::psync`]) and the id changes of a promotion or a
 //!   `+CONTINUE <newid>`.
+//! * [`PayloadReader`]: a replica's side of the full-sync payload (`$len` or EOF-marked).
 //!
 //! ```
 //! use carmine_repl::{PsyncDecision, ReplHistory, ReplId};
@@ -32,8 +33,10 @@
 
 mod backlog;
 mod history;
+mod payload;
 mod replid;
 
 pub use backlog::Backlog;
 pub use history::{FullResyncReason, PsyncDecision, ReplHistory};
+pub use payload::{PayloadHeader, PayloadReader};
 pub use replid::ReplId;

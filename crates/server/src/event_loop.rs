@@ -544,13 +544,22 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
                 continue;
             };
-            let null_array = conn
-                .session
-                .blocked
-                .as_ref()
-                .is_some_and(|b| b.timeout_null_array);
+            let state = conn.session.blocked.as_ref();
+            let null_array = state.is_some_and(|b| b.timeout_null_array);
+            let rerun = state.filter(|b| b.rerun_on_timeout).map(|b| b.args.clone());
             carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
-            if null_array {
+            if let Some(args) = rerun {
+                conn.session.block_timed_out = true;
+                execute_at(
+                    &self.shared,
+                    &mut conn.session,
+                    &self.stats,
+                    &args,
+                    &mut conn.reply,
+                    carmine_keyspace::now_ms(),
+                );
+                conn.session.block_timed_out = false;
+            } else if null_array {
                 conn.reply.null_array();
             } else {
                 conn.reply.null();

@@ -15,6 +15,7 @@
 pub mod alloc;
 mod event_loop;
 pub mod log;
+mod master_link;
 pub mod persistence;
 pub mod replication;
 
@@ -185,6 +186,19 @@ impl Server {
                     .request_shutdown(carmine_commands::ShutdownMode::NoSave);
                 server.stop();
                 return Err(e);
+            }
+        }
+        // `replicaof host port` in the configuration: start as a replica.
+        let replicaof = server.shared.config.get("replicaof").unwrap_or_default();
+        let parts: Vec<&str> = replicaof.split_whitespace().collect();
+        if let [host, port] = parts.as_slice() {
+            match replication::parse_master(host.as_bytes(), port.as_bytes()) {
+                Some(master) => {
+                    if let Some(stream) = replication::ReplicationStream::of(&server.shared) {
+                        stream.set_master(&server.shared, Some(master));
+                    }
+                }
+                None => log::warning(&format!("Invalid replicaof '{replicaof}' ignored")),
             }
         }
         Ok(server)

@@ -31,11 +31,33 @@ const PAYLOAD_CHUNK: usize = 256 << 10;
 pub struct ReplicationStream {
     /// True once a replica attached: from then on commands record their effects.
     enabled: AtomicBool,
+    /// Mirrors `link.master.is_some()` for the request path.
+    is_replica: AtomicBool,
+    /// Our role and the link to our master, when we are a replica.
+    link: Mutex<LinkState>,
+    /// Bumped at each REPLICAOF: a link thread of an older generation stops.
+    link_generation: AtomicU64,
     state: Mutex<StreamState>,
     shared: Weak<Shared>,
     sync_full: AtomicU64,
     sync_partial_ok: AtomicU64,
     sync_partial_err: AtomicU64,
+    /// Clients blocked in WAIT, woken when a replica acknowledges.
+    waiters: Mutex<Vec<Arc<ClientInfo>>>,
+}
+
+/// The replica role's state, for INFO and ROLE.
+#[derive(Default)]
+struct LinkState {
+    master: Option<(String, u16)>,
+    up: bool,
+    last_io: Option<Instant>,
+    down_since: Option<Instant>,
+    sync_in_progress: bool,
+    sync_read: u64,
+    sync_total: Option<u64>,
+    /// A sync with this history's master completed: PSYNC can ask to continue.
+    synced: bool,
 }
 
 struct StreamState {
@@ -105,6 +127,9 @@ impl ReplicationStream {
         let size = shared.config.get_i64("repl-backlog-size").max(16 * 1024) as usize;
         let stream = ReplicationStream {
             enabled: AtomicBool::new(false),
+            is_replica: AtomicBool::new(false),
+            link: Mutex::new(LinkState::default()),
+            link_generation: AtomicU64::new(0),
             state: Mutex::new(StreamState {
                 history: ReplHistory::new(random_id(), size),
                 selected: None,
@@ -116,11 +141,12 @@ impl ReplicationStream {
             sync_full: AtomicU64::new(0),
             sync_partial_ok: AtomicU64::new(0),
             sync_partial_err: AtomicU64::new(0),
+            waiters: Mutex::new(Vec::new()),
         };
         let _ = shared.propagator.set(Arc::new(stream));
     }
 
-    fn of(shared: &Shared) -> Option<&ReplicationStream> {
+    pub(crate) fn of(shared: &Shared) -> Option<&ReplicationStream> {
         shared
             .propagator
             .get()
@@ -180,14 +206,160 @@ impl ReplicationStream {
         });
     }
 
+    pub(crate) fn link_generation(&self) -> u64 {
+        self.link_generation.load(Ordering::Acquire)
+    }
+
+    /// Our replication offset: the bytes of the stream we applied (or produced).
+    pub(crate) fn offset(&self) -> u64 {
+        self.state.lock().history.master_repl_offset()
+    }
+
+    /// What PSYNC asks for: our history's id and next byte when we hold one worth
+    /// continuing (after a sync, or as a former master), else a full sync.
+    pub(crate) fn psync_request(&self) -> (Option<ReplId>, u64) {
+        let st = self.state.lock();
+        let worth = self.link.lock().synced || st.history.master_repl_offset() > 0;
+        let h = &st.history;
+        (worth.then_some(h.replid()), h.master_repl_offset() + 1)
+    }
+
+    /// `+CONTINUE <id>`: the master's history has a new id from here on.
+    pub(crate) fn continue_with(&self, id: Option<ReplId>) {
+        if let Some(id) = id {
+            self.state.lock().history.shift_replid(id);
+        }
+    }
+
+    /// A full sync loaded: the master's id and offset become ours. Our own replicas
+    /// followed the old history, so they must sync again.
+    pub(crate) fn reset_after_full_sync(&self, replid: ReplId, offset: u64) {
+        let mut st = self.state.lock();
+        st.history.reset(replid, offset);
+        st.history.activate_backlog();
+        for f in st.feeds.drain(..) {
+            f.info.kill();
+        }
+        self.link.lock().synced = true;
+    }
+
+    /// Bytes of the master's stream we applied: our offset, backlog and replicas follow
+    /// them unchanged (a chained replica reads exactly what our master sent).
+    pub(crate) fn feed_raw(&self, bytes: &[u8], shared: &Shared) {
+        let mut st = self.state.lock();
+        self.feed_locked(&mut st, bytes, shared);
+    }
+
+    pub(crate) fn sync_progress(&self, read: u64, total: Option<u64>) {
+        let mut l = self.link.lock();
+        l.sync_in_progress = true;
+        l.sync_read = read;
+        l.sync_total = total;
+        l.last_io = Some(Instant::now());
+    }
+
+    pub(crate) fn link_up(&self) {
+        let mut l = self.link.lock();
+        l.up = true;
+        l.sync_in_progress = false;
+        l.down_since = None;
+        l.last_io = Some(Instant::now());
+    }
+
+    pub(crate) fn link_io(&self) {
+        self.link.lock().last_io = Some(Instant::now());
+    }
+
+    pub(crate) fn link_down(&self) {
+        let mut l = self.link.lock();
+        if l.up || l.down_since.is_none() {
+            l.down_since = Some(Instant::now());
+        }
+        l.up = false;
+        l.sync_in_progress = false;
+    }
+
+    /// REPLICAOF host port (Some) or NO ONE (None). Returns false when already a
+    /// replica of that master.
+    pub(crate) fn set_master(&self, shared: &Arc<Shared>, master: Option<(String, u16)>) -> bool {
+        let mut l = self.link.lock();
+        if l.master == master {
+            return false;
+        }
+        let was_replica = l.master.is_some();
+        *l = LinkState {
+            master: master.clone(),
+            down_since: Some(Instant::now()),
+            synced: l.synced && master.is_some(),
+            ..LinkState::default()
+        };
+        drop(l);
+        let generation = self.link_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        match master {
+            Some((host, port)) => {
+                shared.is_replica.store(true, Ordering::Release);
+                self.is_replica.store(true, Ordering::Release);
+                // A replica deletes nothing on its own: its master's DELs do.
+                shared.keyspace.set_expire_deletes(false);
+                log::notice(&format!(
+                    "REPLICAOF {host}:{port} enabled (user request from client)"
+                ));
+                crate::master_link::spawn(shared, host, port, generation);
+            }
+            None => {
+                shared.is_replica.store(false, Ordering::Release);
+                self.is_replica.store(false, Ordering::Release);
+                shared.keyspace.set_expire_deletes(true);
+                if was_replica {
+                    // Our replicas of the old master's history can continue with us.
+                    let mut st = self.state.lock();
+                    st.history.shift_replid(random_id());
+                    st.history.activate_backlog();
+                    self.enabled.store(true, Ordering::Release);
+                    log::notice(&format!(
+                        "Setting secondary replication ID to {}, valid up to offset: {}. New replication ID is {}",
+                        st.history.replid2(),
+                        st.history.second_replid_offset(),
+                        st.history.replid()
+                    ));
+                }
+                log::notice("MASTER MODE enabled (user request from client)");
+            }
+        }
+        true
+    }
+
+    /// Runs each WAIT again (through its loop's ready hook); one whose connection is
+    /// gone is forgotten.
+    fn wake_waiters(&self) {
+        self.waiters.lock().retain(|c| match c.ready.lock().as_ref() {
+            Some(ready) => {
+                ready();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Replicas whose acknowledged offset reached `offset`.
+    fn acked(&self, offset: u64) -> usize {
+        let st = self.state.lock();
+        st.feeds
+            .iter()
+            .filter(|f| f.pending.is_none() && f.ack_offset >= offset)
+            .count()
+    }
+
     fn feed_of(st: &mut StreamState, id: u64) -> Option<&mut Feed> {
         st.feeds.iter_mut().find(|f| f.info.id == id)
     }
 }
 
 impl Propagator for ReplicationStream {
+    /// A replica's stream is its master's bytes, passed on by the link: commands record
+    /// nothing there (and a writable replica's own writes stay local, as in Redis).
     fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
+        self.enabled.load(Ordering::Relaxed) && !self.is_replica.load(Ordering::Relaxed)
     }
 
     fn append(&self, ops: &[Op<'_>], wrap: bool) {
@@ -208,11 +380,55 @@ impl Propagator for ReplicationStream {
         use std::fmt::Write as _;
         let st = self.state.lock();
         let h = &st.history;
-        let _ = write!(
-            out,
-            "role:master\r\nconnected_slaves:{}\r\n",
-            st.feeds.len()
-        );
+        let l = self.link.lock();
+        if let Some((host, port)) = &l.master {
+            let since = |t: Option<Instant>| t.map_or(-1, |t| t.elapsed().as_secs() as i64);
+            let _ = write!(
+                out,
+                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\n\
+                 master_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\n\
+                 slave_read_repl_offset:{}\r\nslave_repl_offset:{}\r\n",
+                if l.up { "up" } else { "down" },
+                since(l.last_io),
+                u8::from(l.sync_in_progress),
+                h.master_repl_offset(),
+                h.master_repl_offset(),
+            );
+            if l.sync_in_progress {
+                let total = l.sync_total.map_or(-1, |t| t as i64);
+                let _ = write!(
+                    out,
+                    "master_sync_total_bytes:{total}\r\nmaster_sync_read_bytes:{}\r\n\
+                     master_sync_left_bytes:{}\r\nmaster_sync_last_io_seconds_ago:{}\r\n",
+                    l.sync_read,
+                    total - l.sync_read as i64,
+                    since(l.last_io),
+                );
+            }
+            if !l.up {
+                let _ = write!(
+                    out,
+                    "master_link_down_since_seconds:{}\r\n",
+                    since(l.down_since)
+                );
+            }
+            let config = self.shared.upgrade();
+            let flag =
+                |name: &str| u8::from(config.as_ref().is_none_or(|s| s.config.get_bool(name)));
+            let _ = write!(
+                out,
+                "slave_priority:{}\r\nslave_read_only:{}\r\nreplica_announced:{}\r\n",
+                config
+                    .as_ref()
+                    .map_or(100, |s| s.config.get_i64("replica-priority")),
+                flag("replica-read-only"),
+                flag("replica-announced"),
+            );
+        } else {
+            out.push_str("role:master\r\n");
+        }
+        drop(l);
+        let _ = write!(out, "connected_slaves:{}\r\n", st.feeds.len());
         for (i, f) in st.feeds.iter().enumerate() {
             let _ = write!(
                 out,
@@ -279,6 +495,46 @@ pub fn commands() -> Vec<CommandSpec> {
             "An internal command used in replication.",
         ),
         cmd(
+            "replicaof",
+            3,
+            ADMIN | NOSCRIPT | STALE,
+            KeySpec::None,
+            replicaof,
+            g,
+            "@admin @slow @dangerous",
+            "Configures a server as replica of another, or promotes it to a master.",
+        ),
+        cmd(
+            "slaveof",
+            3,
+            ADMIN | NOSCRIPT | STALE,
+            KeySpec::None,
+            replicaof,
+            g,
+            "@admin @slow @dangerous",
+            "Sets a Redis server as a replica of another, or promotes it to being a master.",
+        ),
+        cmd(
+            "wait",
+            3,
+            NOSCRIPT,
+            KeySpec::None,
+            wait,
+            g,
+            "@slow @connection",
+            "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
+        ),
+        cmd(
+            "role",
+            1,
+            NOSCRIPT | LOADING | STALE | FAST,
+            KeySpec::None,
+            role,
+            g,
+            "@admin @fast @dangerous",
+            "Returns the replication role.",
+        ),
+        cmd(
             "replconf",
             -1,
             ADMIN | NOSCRIPT | LOADING | STALE,
@@ -332,6 +588,8 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
                             f.go_online();
                         }
                     }
+                    drop(st);
+                    stream.wake_waiters();
                 }
                 return;
             }
@@ -345,6 +603,123 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
         i += 2;
     }
     ctx.reply.ok();
+}
+
+/// Parses `host port` (REPLICAOF, `replicaof` in the config file).
+pub fn parse_master(host: &[u8], port: &[u8]) -> Option<(String, u16)> {
+    let port = carmine_resp::parse_i64(port).and_then(|p| u16::try_from(p).ok())?;
+    Some((String::from_utf8_lossy(host).into_owned(), port))
+}
+
+fn replicaof(ctx: &mut Ctx<'_, '_>) {
+    let Some(stream) = ReplicationStream::of(ctx.shared) else {
+        return ctx.error("ERR replication is not available on this server");
+    };
+    let Some(shared) = stream.shared.upgrade() else {
+        return ctx.error("ERR server is shutting down");
+    };
+    if ctx.is(1, "NO") && ctx.is(2, "ONE") {
+        stream.set_master(&shared, None);
+        return ctx.reply.ok();
+    }
+    if ctx.session.replica_feed {
+        return ctx.error("ERR Command is not valid when client is a replica.");
+    }
+    let Some(master) = parse_master(ctx.arg(1), ctx.arg(2)) else {
+        return ctx.error("ERR Invalid master port");
+    };
+    if stream.set_master(&shared, Some(master)) {
+        ctx.reply.ok();
+    } else {
+        log::notice("REPLICAOF would result into synchronization with the master we are already connected with. No operation performed.");
+        ctx.reply.simple("OK Already connected to specified master");
+    }
+}
+
+/// WAIT numreplicas timeout: blocks until that many replicas acknowledged everything
+/// the stream held when it was called (a stricter point than the client's own last
+/// write, so never an earlier one), or the timeout, then replies how many did.
+fn wait(ctx: &mut Ctx<'_, '_>) {
+    let Some(stream) = ReplicationStream::of(ctx.shared) else {
+        return ctx.reply.int(0);
+    };
+    if ctx.shared.is_replica.load(Ordering::Relaxed) {
+        return ctx.error("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.");
+    }
+    let Some(wanted) = ctx.int_arg(1) else { return };
+    let Some(timeout_ms) = ctx.int_arg(2) else { return };
+    if timeout_ms < 0 {
+        return ctx.error("ERR timeout is negative");
+    }
+    let target = match ctx.session.wait_target {
+        Some(t) => t,
+        None => stream.offset(),
+    };
+    let acked = stream.acked(target);
+    let first_call = ctx.session.blocked.is_none();
+    if acked as i64 >= wanted || ctx.session.block_timed_out || ctx.in_transaction {
+        ctx.session.wait_target = None;
+        let me = ctx.session.id();
+        stream.waiters.lock().retain(|c| c.id != me);
+        carmine_commands::blocking::unblock(ctx.shared, ctx.session);
+        return ctx.reply.int(acked as i64);
+    }
+    if first_call {
+        ctx.session.wait_target = Some(target);
+        stream.waiters.lock().push(ctx.session.info.clone());
+        // Ask the replicas where they are now rather than at their next second's ACK.
+        if let Some(shared) = stream.shared.upgrade() {
+            let mut bytes = Vec::new();
+            encode_command(
+                &Argv::Owned(vec![b"REPLCONF".to_vec(), b"GETACK".to_vec(), b"*".to_vec()]),
+                &mut bytes,
+            );
+            stream.feed_raw(&bytes, &shared);
+        }
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
+        carmine_commands::blocking::block_until_ready(ctx, timeout);
+    }
+}
+
+fn role(ctx: &mut Ctx<'_, '_>) {
+    let Some(stream) = ReplicationStream::of(ctx.shared) else {
+        ctx.reply.array(3);
+        ctx.reply.bulk(b"master");
+        ctx.reply.int(0);
+        return ctx.reply.array(0);
+    };
+    let st = stream.state.lock();
+    let l = stream.link.lock();
+    let offset = st.history.master_repl_offset() as i64;
+    match &l.master {
+        Some((host, port)) => {
+            ctx.reply.array(5);
+            ctx.reply.bulk(b"slave");
+            ctx.reply.bulk(host.as_bytes());
+            ctx.reply.int(i64::from(*port));
+            let state: &[u8] = if l.up {
+                b"connected"
+            } else if l.sync_in_progress {
+                b"sync"
+            } else {
+                b"connect"
+            };
+            ctx.reply.bulk(state);
+            ctx.reply.int(if l.synced { offset } else { -1 });
+        }
+        None => {
+            ctx.reply.array(3);
+            ctx.reply.bulk(b"master");
+            ctx.reply.int(offset);
+            ctx.reply.array(st.feeds.len());
+            for f in &st.feeds {
+                ctx.reply.array(3);
+                ctx.reply.bulk(f.ip.as_bytes());
+                ctx.reply.bulk(f.port.to_string().as_bytes());
+                ctx.reply.bulk(f.ack_offset.to_string().as_bytes());
+            }
+        }
+    }
 }
 
 fn sync(ctx: &mut Ctx<'_, '_>) {
@@ -401,6 +776,10 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                     port: conf.listening_port,
                 });
                 ctx.session.replica_feed = true;
+                ctx.session
+                    .info
+                    .kind
+                    .store(ClientInfo::REPLICA, Ordering::Relaxed);
                 stream.sync_partial_ok.fetch_add(1, Ordering::Relaxed);
                 log::notice(&format!(
                     "Partial resynchronization request from {who} accepted. Sending {sent} \
@@ -457,6 +836,10 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
     });
     drop(st);
     ctx.session.replica_feed = true;
+    ctx.session
+        .info
+        .kind
+        .store(ClientInfo::REPLICA, Ordering::Relaxed);
     stream.sync_full.fetch_add(1, Ordering::Relaxed);
     log::notice(&format!(
         "Starting BGSAVE for SYNC with target: {} (client id {id})",

@@ -1,0 +1,429 @@
+//! The replica side of replication: the link to our master (REPLICAOF / `replicaof`).
+//!
+//! One thread per link, with blocking reads bounded by timeouts: the handshake (PING,
+//! AUTH, REPLCONF listening-port and capa, PSYNC), the full-sync payload (loaded once
+//! complete, so the old dataset stays until then), then the master's stream applied as a
+//! master session and passed on unchanged to our own replicas, with REPLCONF ACK every
+//! second and on GETACK. A broken link is logged and retried every second with a partial
+//! resync from where it stopped. (The event loops' `MasterLink` connection role of
+//! DESIGN.md is the next step: this thread owns no client connection.)
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use carmine_commands::{execute, ClientInfo, Session, Shared};
+use carmine_repl::{PayloadHeader, PayloadReader, ReplId};
+use carmine_resp::{Args, CommandDecoder, ReplyBuf};
+
+use crate::log;
+use crate::replication::ReplicationStream;
+
+/// Starts the link thread for generation `generation` of the replica role.
+pub fn spawn(shared: &Arc<Shared>, host: String, port: u16, generation: u64) {
+    let owned = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("carmine-master-link".into())
+        .spawn(move || run(&owned, &host, port, generation));
+    if let Err(e) = spawned {
+        log::warning(&format!("Can't start the master link thread: {e}"));
+    }
+}
+
+fn current(shared: &Shared, generation: u64) -> bool {
+    ReplicationStream::of(shared).is_some_and(|s| s.link_generation() == generation)
+        && !shared.shutdown_requested.load(Ordering::Acquire)
+}
+
+fn run(shared: &Arc<Shared>, host: &str, port: u16, generation: u64) {
+    while current(shared, generation) {
+        log::notice(&format!("Connecting to MASTER {host}:{port}"));
+        if let Err(e) = sync_and_stream(shared, host, port, generation) {
+            if current(shared, generation) {
+                log::warning(&format!("Lost the link with MASTER {host}:{port}: {e}"));
+            }
+        }
+        if let Some(s) = ReplicationStream::of(shared) {
+            s.link_down();
+        }
+        // Retry once a second, as Redis' replicationCron does; stop at once on a new role.
+        for _ in 0..10 {
+            if !current(shared, generation) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A blocking connection to the master with line reads for the handshake.
+struct Link {
+    sock: TcpStream,
+    buf: BytesMut,
+}
+
+impl Link {
+    fn send(&mut self, argv: &[&[u8]]) -> io::Result<()> {
+        let mut out = Vec::new();
+        out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
+        for a in argv {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.sock.write_all(&out)
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.sock.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by the master",
+            ));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// One line without CRLF; bare newlines (the master's keepalives) are skipped.
+    fn line(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            while self.buf.first() == Some(&b'\n') {
+                let _ = self.buf.split_to(1);
+            }
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line = self.buf.split_to(end + 1).to_vec();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "protocol line from the master too long",
+                ));
+            }
+            self.fill()?;
+        }
+    }
+
+    fn command(&mut self, argv: &[&[u8]]) -> io::Result<Vec<u8>> {
+        self.send(argv)?;
+        self.line()
+    }
+}
+
+fn protocol_error(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the master");
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn sync_and_stream(shared: &Arc<Shared>, host: &str, port: u16, generation: u64) -> io::Result<()> {
+    let stream = ReplicationStream::of(shared)
+        .ok_or_else(|| io::Error::other("replication is not installed"))?;
+    let timeout = Duration::from_secs(shared.config.get_i64("repl-timeout").max(1) as u64);
+    let sock = connect(host, port, timeout)?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(timeout))?;
+    log::notice("MASTER <-> REPLICA sync started");
+    let mut link = Link {
+        sock,
+        buf: BytesMut::new(),
+    };
+    let pong = link.command(&[b"PING"])?;
+    // Redis accepts an authentication error here: AUTH comes next.
+    if !(pong.starts_with(b"+")
+        || pong.starts_with(b"-NOAUTH")
+        || pong.starts_with(b"-NOPERM")
+        || pong.starts_with(b"-ERR operation not permitted"))
+    {
+        return Err(protocol_error(format!(
+            "Error reply to PING from master: '{}'",
+            String::from_utf8_lossy(&pong)
+        )));
+    }
+    log::notice("Master replied to PING, replication can continue...");
+    let auth = shared.config.get("masterauth").unwrap_or_default();
+    if !auth.is_empty() {
+        let user = shared.config.get("masteruser").unwrap_or_default();
+        let reply = if user.is_empty() {
+            link.command(&[b"AUTH", auth.as_bytes()])?
+        } else {
+            link.command(&[b"AUTH", user.as_bytes(), auth.as_bytes()])?
+        };
+        if reply.starts_with(b"-") {
+            return Err(protocol_error(format!(
+                "Unable to AUTH to MASTER: {}",
+                String::from_utf8_lossy(&reply)
+            )));
+        }
+    }
+    let announce_port = shared.config.get_i64("replica-announce-port");
+    let my_port = if announce_port > 0 {
+        announce_port as u64
+    } else {
+        shared.facts.tcp_port.load(Ordering::Relaxed)
+    };
+    let reply = link.command(&[
+        b"REPLCONF",
+        b"listening-port",
+        my_port.to_string().as_bytes(),
+    ])?;
+    if reply.starts_with(b"-") {
+        log::notice(&format!(
+            "(Non critical) Master does not understand REPLCONF listening-port: {}",
+            String::from_utf8_lossy(&reply)
+        ));
+    }
+    let announce_ip = shared.config.get("replica-announce-ip").unwrap_or_default();
+    if !announce_ip.is_empty() {
+        link.command(&[b"REPLCONF", b"ip-address", announce_ip.as_bytes()])?;
+    }
+    let reply = link.command(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])?;
+    if reply.starts_with(b"-") {
+        log::notice(&format!(
+            "(Non critical) Master does not understand REPLCONF capa: {}",
+            String::from_utf8_lossy(&reply)
+        ));
+    }
+    let (replid, offset) = stream.psync_request();
+    match &replid {
+        Some(id) => log::notice(&format!(
+            "Trying a partial resynchronization (request {id}:{offset})."
+        )),
+        None => log::notice("Partial resynchronization not possible (no cached master)"),
+    }
+    let id_text = replid.map_or_else(|| "?".to_string(), |id| id.to_string());
+    let offset_text = if replid.is_some() {
+        offset.to_string()
+    } else {
+        "-1".to_string()
+    };
+    let reply = link.command(&[b"PSYNC", id_text.as_bytes(), offset_text.as_bytes()])?;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    if let Some(rest) = text.strip_prefix("+FULLRESYNC ") {
+        let mut parts = rest.split(' ');
+        let (Some(id), Some(off)) = (parts.next(), parts.next()) else {
+            return Err(protocol_error(format!("Bad +FULLRESYNC reply: '{text}'")));
+        };
+        let (Some(id), Some(off)) = (ReplId::parse(id.as_bytes()), off.parse::<u64>().ok()) else {
+            return Err(protocol_error(format!("Bad +FULLRESYNC reply: '{text}'")));
+        };
+        log::notice(&format!("Full resync from master: {id}:{off}"));
+        full_sync(shared, stream, &mut link, id, off)?;
+    } else if let Some(rest) = text.strip_prefix("+CONTINUE") {
+        let new_id = ReplId::parse(rest.trim().as_bytes());
+        stream.continue_with(new_id);
+        log::notice("Successful partial resynchronization with master.");
+        log::notice("MASTER <-> REPLICA sync: Master accepted a Partial Resynchronization.");
+    } else {
+        return Err(protocol_error(format!(
+            "Unexpected reply to PSYNC from master: '{text}'"
+        )));
+    }
+    stream.link_up();
+    apply_stream(shared, stream, &mut link, generation)
+}
+
+/// Reads the whole payload, then replaces the dataset with it (the old one serves reads
+/// until then).
+fn full_sync(
+    shared: &Arc<Shared>,
+    stream: &ReplicationStream,
+    link: &mut Link,
+    replid: ReplId,
+    offset: u64,
+) -> io::Result<()> {
+    let header = link.line()?;
+    let header = PayloadHeader::parse(&header).map_err(protocol_error)?;
+    log::notice(match header {
+        PayloadHeader::EofMarked(_) => {
+            "MASTER <-> REPLICA sync: receiving streamed RDB from master with EOF to memory"
+        }
+        PayloadHeader::Length(_) => "MASTER <-> REPLICA sync: receiving RDB from master to memory",
+    });
+    let mut reader = PayloadReader::new(header);
+    stream.sync_progress(0, reader.expected());
+    loop {
+        if !link.buf.is_empty() {
+            let taken = reader.push(&link.buf);
+            let _ = link.buf.split_to(taken);
+        }
+        stream.sync_progress(reader.received() as u64, reader.expected());
+        if reader.is_complete() {
+            break;
+        }
+        link.fill()?;
+    }
+    let rdb = reader
+        .into_rdb()
+        .ok_or_else(|| protocol_error("incomplete payload".into()))?;
+    log::notice(&format!(
+        "MASTER <-> REPLICA sync: Flushing old data ({} bytes of RDB received)",
+        rdb.len()
+    ));
+    {
+        // No command runs while the dataset is replaced.
+        let _world = shared.barrier.exclusive();
+        shared.persist.loading.store(true, Ordering::Release);
+        for db in 0..shared.keyspace.databases() {
+            shared.keyspace.flush_db(db);
+        }
+        log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
+        let loaded = carmine_rdb::load_into(&shared.keyspace, &rdb);
+        shared.persist.loading.store(false, Ordering::Release);
+        if let Err(e) = loaded {
+            log::warning(&format!(
+                "Failed trying to load the MASTER synchronization DB from socket: {e}"
+            ));
+            return Err(protocol_error(format!(
+                "bad RDB payload from the master: {e}"
+            )));
+        }
+    }
+    stream.reset_after_full_sync(replid, offset);
+    log::notice("MASTER <-> REPLICA sync: Finished with success");
+    Ok(())
+}
+
+/// Applies the master's stream until the link breaks or the role changes.
+fn apply_stream(
+    shared: &Arc<Shared>,
+    stream: &ReplicationStream,
+    link: &mut Link,
+    generation: u64,
+) -> io::Result<()> {
+    link.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))?;
+    let timeout = Duration::from_secs(shared.config.get_i64("repl-timeout").max(1) as u64);
+    let stats = shared.new_thread_stats();
+    let info = Arc::new(ClientInfo::new(
+        shared.clients.next_id(),
+        format!(
+            "{}",
+            link.sock
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        ),
+        String::new(),
+        -1,
+        shared.io_threads(),
+    ));
+    info.kind.store(ClientInfo::MASTER, Ordering::Relaxed);
+    // Listed by CLIENT LIST (flags=M); CLIENT KILL TYPE master cuts the link, which is
+    // then retried with a partial resync.
+    shared.clients.add(info.clone());
+    let _listed = Listed(shared, info.id);
+    // The barrier's extra slot: this thread is no event loop.
+    let mut session = Session::new(info.clone(), shared.io_threads(), true);
+    session.master_link = true;
+    let mut decoder = CommandDecoder::new(carmine_resp::Limits::default());
+    let mut args = Args::default();
+    let mut reply = ReplyBuf::new(false);
+    // The unconsumed bytes, kept as they came, to pass on to our replicas verbatim.
+    let mut raw: Vec<u8> = link.buf.to_vec();
+    let mut last_ack = Instant::now() - Duration::from_secs(1);
+    let mut last_io = Instant::now();
+    loop {
+        if !current(shared, generation) {
+            return Ok(());
+        }
+        if info.killed.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the link was killed (CLIENT KILL)",
+            ));
+        }
+        loop {
+            let before = link.buf.len();
+            let complete = decoder
+                .decode(&mut link.buf, &mut args)
+                .map_err(|e| protocol_error(format!("bad command from the master: {e}")))?;
+            if !complete {
+                break;
+            }
+            let used = before - link.buf.len();
+            let bytes: Vec<u8> = raw.drain(..used.min(raw.len())).collect();
+            let getack = args
+                .get(0)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"replconf"))
+                && args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
+            execute(shared, &mut session, &stats, &args, &mut reply);
+            reply.out.clear();
+            // Applied: our offset moves past it, and our replicas get the same bytes.
+            stream.feed_raw(&bytes, shared);
+            if getack {
+                send_ack(link, stream)?;
+                last_ack = Instant::now();
+            }
+        }
+        if last_ack.elapsed() >= Duration::from_secs(1) {
+            send_ack(link, stream)?;
+            last_ack = Instant::now();
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        match link.sock.read(&mut chunk) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed by the master",
+                ))
+            }
+            Ok(n) => {
+                link.buf.extend_from_slice(&chunk[..n]);
+                raw.extend_from_slice(&chunk[..n]);
+                last_io = Instant::now();
+                stream.link_io();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if last_io.elapsed() > timeout {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "MASTER timeout: no data nor PING received",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Takes the link's client out of CLIENT LIST when the link ends.
+struct Listed<'a>(&'a Shared, u64);
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.0.clients.remove(self.1);
+    }
+}
+
+fn send_ack(link: &mut Link, stream: &ReplicationStream) -> io::Result<()> {
+    let offset = stream.offset().to_string();
+    link.send(&[b"REPLCONF", b"ACK", offset.as_bytes()])
+}
