@@ -316,13 +316,10 @@ fn apply_stream(
     let stats = shared.new_thread_stats();
     let info = Arc::new(ClientInfo::new(
         shared.clients.next_id(),
-        format!(
-            "{}",
-            link.sock
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-        ),
+        link.sock
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
         String::new(),
         -1,
         shared.io_threads(),

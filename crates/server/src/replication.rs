@@ -332,13 +332,15 @@ impl ReplicationStream {
     /// Runs each WAIT again (through its loop's ready hook); one whose connection is
     /// gone is forgotten.
     fn wake_waiters(&self) {
-        self.waiters.lock().retain(|c| match c.ready.lock().as_ref() {
-            Some(ready) => {
-                ready();
-                true
-            }
-            None => false,
-        });
+        self.waiters
+            .lock()
+            .retain(|c| match c.ready.lock().as_ref() {
+                Some(ready) => {
+                    ready();
+                    true
+                }
+                None => false,
+            });
     }
 
     /// Replicas whose acknowledged offset reached `offset`.
@@ -647,7 +649,9 @@ fn wait(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.");
     }
     let Some(wanted) = ctx.int_arg(1) else { return };
-    let Some(timeout_ms) = ctx.int_arg(2) else { return };
+    let Some(timeout_ms) = ctx.int_arg(2) else {
+        return;
+    };
     if timeout_ms < 0 {
         return ctx.error("ERR timeout is negative");
     }
@@ -671,7 +675,11 @@ fn wait(ctx: &mut Ctx<'_, '_>) {
         if let Some(shared) = stream.shared.upgrade() {
             let mut bytes = Vec::new();
             encode_command(
-                &Argv::Owned(vec![b"REPLCONF".to_vec(), b"GETACK".to_vec(), b"*".to_vec()]),
+                &Argv::Owned(vec![
+                    b"REPLCONF".to_vec(),
+                    b"GETACK".to_vec(),
+                    b"*".to_vec(),
+                ]),
                 &mut bytes,
             );
             stream.feed_raw(&bytes, &shared);

@@ -221,7 +221,7 @@ fn populate(c: &mut redis::Connection, keys: usize) {
 
 #[test]
 fn redis_replica_of_a_carmine_master_converges_and_resyncs_partially() {
-    let server = common::start("io-threads 2");
+    let server = common::start("io-threads 2\nrepl-backlog-size 64mb");
     let mut master = connect(server.port());
     populate(&mut master, 100_000);
 
@@ -310,4 +310,134 @@ fn redis_replica_with_a_disk_based_full_sync() {
     assert!(wait_caught_up(&mut master, &mut replica), "caught up");
     assert_eq!(dataset(&mut replica), dataset(&mut master));
     server.shutdown();
+}
+
+fn redis_master() -> (Proc, u16) {
+    let port = common::free_port();
+    let dir = common::scratch_dir();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        // No 5 s wait for more replicas before the snapshot; room in the backlog for
+        // the writes made while the link is down.
+        .args(["--repl-diskless-sync-delay", "0", "--repl-backlog-size", "64mb"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server starts ({e}); run `cargo xtask test`"));
+    assert!(common::wait_port(port, 10), "redis-server listens on {port}");
+    (Proc(child), port)
+}
+
+/// Fills a Redis master without DEBUG (which Redis 7 disables by default).
+fn fill_redis(c: &mut redis::Connection, strings: usize) {
+    for chunk in (0..strings).collect::<Vec<_>>().chunks(1000) {
+        let mut cmd = redis::cmd("MSET");
+        for i in chunk {
+            cmd.arg(format!("key:{i}")).arg(format!("value:{i}"));
+        }
+        let _: () = cmd.query(c).expect("mset");
+    }
+    let mut p = redis::pipe();
+    for i in 0..500 {
+        p.cmd("RPUSH").arg(format!("list{i}")).arg(i).arg("b");
+        p.cmd("HSET").arg(format!("hash{i}")).arg("f").arg(i);
+        p.cmd("SADD").arg(format!("set{i}")).arg(i).arg("m");
+        p.cmd("ZADD").arg(format!("zset{i}")).arg(i).arg("m");
+    }
+    p.cmd("SET").arg("withttl").arg("v").arg("EX").arg(1000);
+    p.cmd("SELECT").arg(2).cmd("SET").arg("in-db-2").arg("x").cmd("SELECT").arg(0);
+    let _: Vec<redis::Value> = p.query(c).expect("fill");
+}
+
+#[test]
+fn carmine_replica_of_a_redis_master_converges_and_resyncs_partially() {
+    let (_master_proc, master_port) = redis_master();
+    let mut master = connect(master_port);
+    fill_redis(&mut master, 50_000);
+    let server = common::start(&format!("replicaof 127.0.0.1 {master_port}"));
+    let mut replica = connect(server.port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = writers(master_port, 2, stop.clone());
+    assert!(
+        common::wait_until(60, || info_field(&mut replica, "replication", "master_link_status")
+            .as_deref()
+            == Some("up")),
+        "the replica finished its full sync"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for h in during {
+        h.join().expect("writer");
+    }
+    assert!(wait_caught_up(&mut master, &mut replica), "caught up");
+    let want = dataset(&mut master);
+    assert!(want.len() > 50_000);
+    assert_eq!(dataset(&mut replica), want, "replica equals master after the full sync");
+
+    // A replica refuses clients' writes.
+    let refused = redis::cmd("SET").arg("x").arg(1).query::<()>(&mut replica);
+    let text = format!("{refused:?}");
+    assert!(text.contains("ReadOnly") && text.contains("read only replica"), "{text}");
+
+    // WAIT on the master counts this replica's acknowledgement.
+    let _: () = redis::cmd("SET").arg("acked").arg(1).query(&mut master).expect("set");
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut master).expect("wait");
+    assert_eq!(n, 1);
+
+    // Cut the link from our side; it comes back with a partial resync.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut replica)
+        .expect("client kill");
+    assert_eq!(killed, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let after = writers(master_port, 2, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for h in after {
+        h.join().expect("writer");
+    }
+    assert!(wait_caught_up(&mut master, &mut replica), "caught up after the cut");
+    assert_eq!(info_field(&mut master, "stats", "sync_full").as_deref(), Some("1"));
+    assert_eq!(info_field(&mut master, "stats", "sync_partial_ok").as_deref(), Some("1"));
+    assert_eq!(dataset(&mut replica), dataset(&mut master), "equal after the partial resync");
+
+    // Promoted, it takes writes and is a master with the old history as replid2.
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut replica).expect("promote");
+    let _: () = redis::cmd("SET").arg("x").arg(1).query(&mut replica).expect("writable");
+    assert_eq!(info_field(&mut replica, "replication", "role").as_deref(), Some("master"));
+    let old = info_field(&mut master, "replication", "master_replid");
+    assert_eq!(info_field(&mut replica, "replication", "master_replid2"), old);
+    server.shutdown();
+}
+
+/// A chain Redis -> Carmine -> Redis: the middle replica passes its master's stream on
+/// unchanged, so the last one converges too and its offset equals the first's.
+#[test]
+fn chained_replication_through_carmine() {
+    let (_master_proc, master_port) = redis_master();
+    let mut master = connect(master_port);
+    fill_redis(&mut master, 5_000);
+    let middle = common::start(&format!("replicaof 127.0.0.1 {master_port}"));
+    let mut mid = connect(middle.port());
+    assert!(wait_caught_up(&mut master, &mut mid), "the middle replica caught up");
+    let (_leaf_proc, leaf_port) = redis_replica(middle.port(), "disabled");
+    let mut leaf = connect(leaf_port);
+    for i in 0..2000 {
+        let _: () = redis::cmd("INCR").arg(format!("c{}", i % 7)).query(&mut master).expect("incr");
+    }
+    assert!(wait_caught_up(&mut master, &mut mid), "middle caught up");
+    assert!(wait_caught_up(&mut mid, &mut leaf), "leaf caught up");
+    assert_eq!(
+        info_field(&mut leaf, "replication", "slave_repl_offset"),
+        info_field(&mut master, "replication", "master_repl_offset"),
+        "the chain keeps the master's offsets"
+    );
+    assert_eq!(dataset(&mut leaf), dataset(&mut master));
+    middle.shutdown();
 }
