@@ -143,7 +143,8 @@ fn writers(port: u16, threads: usize, stop: Arc<AtomicBool>) -> Vec<std::thread:
                 let mut c = connect(port);
                 let mut rng = fastrand::Rng::with_seed(t as u64 + 7);
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) && n < 200_000 {
+                let until = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                     let mut p = redis::pipe();
                     p.cmd("SELECT").arg(rng.u8(0..2));
                     for _ in 0..50 {
@@ -320,14 +321,22 @@ fn redis_master() -> (Proc, u16) {
         .args(["--save", "", "--appendonly", "no"])
         // No 5 s wait for more replicas before the snapshot; room in the backlog for
         // the writes made while the link is down.
-        .args(["--repl-diskless-sync-delay", "0", "--repl-backlog-size", "64mb"])
+        .args([
+            "--repl-diskless-sync-delay",
+            "0",
+            "--repl-backlog-size",
+            "64mb",
+        ])
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("redis-server starts ({e}); run `cargo xtask test`"));
-    assert!(common::wait_port(port, 10), "redis-server listens on {port}");
+    assert!(
+        common::wait_port(port, 10),
+        "redis-server listens on {port}"
+    );
     (Proc(child), port)
 }
 
@@ -348,7 +357,13 @@ fn fill_redis(c: &mut redis::Connection, strings: usize) {
         p.cmd("ZADD").arg(format!("zset{i}")).arg(i).arg("m");
     }
     p.cmd("SET").arg("withttl").arg("v").arg("EX").arg(1000);
-    p.cmd("SELECT").arg(2).cmd("SET").arg("in-db-2").arg("x").cmd("SELECT").arg(0);
+    p.cmd("SELECT")
+        .arg(2)
+        .cmd("SET")
+        .arg("in-db-2")
+        .arg("x")
+        .cmd("SELECT")
+        .arg(0);
     let _: Vec<redis::Value> = p.query(c).expect("fill");
 }
 
@@ -362,8 +377,12 @@ fn carmine_replica_of_a_redis_master_converges_and_resyncs_partially() {
     let stop = Arc::new(AtomicBool::new(false));
     let during = writers(master_port, 2, stop.clone());
     assert!(
-        common::wait_until(60, || info_field(&mut replica, "replication", "master_link_status")
-            .as_deref()
+        common::wait_until(60, || info_field(
+            &mut replica,
+            "replication",
+            "master_link_status"
+        )
+        .as_deref()
             == Some("up")),
         "the replica finished its full sync"
     );
@@ -375,16 +394,31 @@ fn carmine_replica_of_a_redis_master_converges_and_resyncs_partially() {
     assert!(wait_caught_up(&mut master, &mut replica), "caught up");
     let want = dataset(&mut master);
     assert!(want.len() > 50_000);
-    assert_eq!(dataset(&mut replica), want, "replica equals master after the full sync");
+    assert_eq!(
+        dataset(&mut replica),
+        want,
+        "replica equals master after the full sync"
+    );
 
     // A replica refuses clients' writes.
     let refused = redis::cmd("SET").arg("x").arg(1).query::<()>(&mut replica);
     let text = format!("{refused:?}");
-    assert!(text.contains("ReadOnly") && text.contains("read only replica"), "{text}");
+    assert!(
+        text.contains("ReadOnly") && text.contains("read only replica"),
+        "{text}"
+    );
 
     // WAIT on the master counts this replica's acknowledgement.
-    let _: () = redis::cmd("SET").arg("acked").arg(1).query(&mut master).expect("set");
-    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut master).expect("wait");
+    let _: () = redis::cmd("SET")
+        .arg("acked")
+        .arg(1)
+        .query(&mut master)
+        .expect("set");
+    let n: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut master)
+        .expect("wait");
     assert_eq!(n, 1);
 
     // Cut the link from our side; it comes back with a partial resync.
@@ -402,17 +436,44 @@ fn carmine_replica_of_a_redis_master_converges_and_resyncs_partially() {
     for h in after {
         h.join().expect("writer");
     }
-    assert!(wait_caught_up(&mut master, &mut replica), "caught up after the cut");
-    assert_eq!(info_field(&mut master, "stats", "sync_full").as_deref(), Some("1"));
-    assert_eq!(info_field(&mut master, "stats", "sync_partial_ok").as_deref(), Some("1"));
-    assert_eq!(dataset(&mut replica), dataset(&mut master), "equal after the partial resync");
+    assert!(
+        wait_caught_up(&mut master, &mut replica),
+        "caught up after the cut"
+    );
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_full").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_partial_ok").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        dataset(&mut replica),
+        dataset(&mut master),
+        "equal after the partial resync"
+    );
 
     // Promoted, it takes writes and is a master with the old history as replid2.
-    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut replica).expect("promote");
-    let _: () = redis::cmd("SET").arg("x").arg(1).query(&mut replica).expect("writable");
-    assert_eq!(info_field(&mut replica, "replication", "role").as_deref(), Some("master"));
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut replica)
+        .expect("promote");
+    let _: () = redis::cmd("SET")
+        .arg("x")
+        .arg(1)
+        .query(&mut replica)
+        .expect("writable");
+    assert_eq!(
+        info_field(&mut replica, "replication", "role").as_deref(),
+        Some("master")
+    );
     let old = info_field(&mut master, "replication", "master_replid");
-    assert_eq!(info_field(&mut replica, "replication", "master_replid2"), old);
+    assert_eq!(
+        info_field(&mut replica, "replication", "master_replid2"),
+        old
+    );
     server.shutdown();
 }
 
@@ -425,11 +486,17 @@ fn chained_replication_through_carmine() {
     fill_redis(&mut master, 5_000);
     let middle = common::start(&format!("replicaof 127.0.0.1 {master_port}"));
     let mut mid = connect(middle.port());
-    assert!(wait_caught_up(&mut master, &mut mid), "the middle replica caught up");
+    assert!(
+        wait_caught_up(&mut master, &mut mid),
+        "the middle replica caught up"
+    );
     let (_leaf_proc, leaf_port) = redis_replica(middle.port(), "disabled");
     let mut leaf = connect(leaf_port);
     for i in 0..2000 {
-        let _: () = redis::cmd("INCR").arg(format!("c{}", i % 7)).query(&mut master).expect("incr");
+        let _: () = redis::cmd("INCR")
+            .arg(format!("c{}", i % 7))
+            .query(&mut master)
+            .expect("incr");
     }
     assert!(wait_caught_up(&mut master, &mut mid), "middle caught up");
     assert!(wait_caught_up(&mut mid, &mut leaf), "leaf caught up");
@@ -440,4 +507,139 @@ fn chained_replication_through_carmine() {
     );
     assert_eq!(dataset(&mut leaf), dataset(&mut master));
     middle.shutdown();
+}
+
+/// A TCP proxy between a replica and its master that cuts the link after a seeded
+/// random number of bytes from the master, connection after connection: cuts fall in
+/// the handshake, the payload and the stream. Returns the port and a switch that makes
+/// later connections last.
+fn cutting_proxy(
+    master_port: u16,
+    seed: u64,
+    max_bytes: u64,
+) -> (u16, Arc<AtomicBool>, Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let calm = Arc::new(AtomicBool::new(false));
+    let cuts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (calm2, cuts2) = (calm.clone(), cuts.clone());
+    std::thread::spawn(move || {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            let replica = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            let _ = replica.set_nonblocking(false);
+            let Ok(master) = TcpStream::connect(("127.0.0.1", master_port)) else {
+                continue;
+            };
+            // Half the cuts inside a first payload, half later: in a payload or the stream.
+            let budget = if calm2.load(Ordering::Relaxed) {
+                u64::MAX
+            } else if rng.bool() {
+                rng.u64(0..max_bytes)
+            } else {
+                rng.u64(max_bytes..4 * max_bytes)
+            };
+            let (mut m_read, mut r_write) = (
+                master.try_clone().expect("clone"),
+                replica.try_clone().expect("clone"),
+            );
+            let (mut r_read, mut m_write) = (replica, master);
+            let cuts3 = cuts2.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                let mut sent = 0u64;
+                while let Ok(n) = m_read.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let n = (n as u64).min(budget - sent) as usize;
+                    if r_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    if sent >= budget {
+                        cuts3.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                let _ = m_read.shutdown(Shutdown::Both);
+                let _ = r_write.shutdown(Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = r_read.read(&mut buf) {
+                    if n == 0 || m_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = r_read.shutdown(Shutdown::Both);
+                let _ = m_write.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (port, calm, cuts)
+}
+
+/// The link between a Carmine master (io-threads 2, two writer threads all along) and a
+/// Carmine replica is cut at random points of full syncs and of the stream; afterwards
+/// the replica equals the master exactly. 12 cuts here; CARMINE_LONG_TESTS=1 makes 100.
+#[test]
+fn link_cut_at_random_points_then_the_replica_equals_the_master() {
+    let cuts_wanted: u64 = if std::env::var("CARMINE_LONG_TESTS").is_ok() {
+        100
+    } else {
+        12
+    };
+    let master_server = common::start("io-threads 2\nrepl-backlog-size 4mb");
+    let mut master = connect(master_server.port());
+    populate(&mut master, 20_000);
+    let (proxy_port, calm, cuts) = cutting_proxy(master_server.port(), 0x5eed, 1_500_000);
+    let replica_server = common::start(&format!("replicaof 127.0.0.1 {proxy_port}"));
+    let mut replica = connect(replica_server.port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = writers(master_server.port(), 2, stop.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while cuts.load(Ordering::Relaxed) < cuts_wanted && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        cuts.load(Ordering::Relaxed) >= cuts_wanted,
+        "the proxy cut the link"
+    );
+    calm.store(true, Ordering::Relaxed);
+    // Kill the last cut-prone connection, so the replica reconnects through a calm one.
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut replica)
+        .expect("client kill");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for h in during {
+        h.join().expect("writer");
+    }
+    assert!(
+        wait_caught_up(&mut master, &mut replica),
+        "caught up after the cuts"
+    );
+    let full = info_field(&mut master, "stats", "sync_full");
+    let partial = info_field(&mut master, "stats", "sync_partial_ok");
+    assert_eq!(
+        dataset(&mut replica),
+        dataset(&mut master),
+        "equal after {full:?} full and {partial:?} partial syncs"
+    );
+    replica_server.shutdown();
+    master_server.shutdown();
 }
