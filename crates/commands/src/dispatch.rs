@@ -318,6 +318,14 @@ fn dispatch(
     }
     if spec.has(flags::WRITE)
         && !session.master_link
+        && shared.propagator.get().is_some_and(|p| p.refuses_writes())
+    {
+        reply.error("NOREPLICAS Not enough good replicas to write.");
+        reject(stats, idx, session);
+        return false;
+    }
+    if spec.has(flags::WRITE)
+        && !session.master_link
         && shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
         && shared.config.get_bool("stop-writes-on-bgsave-error")
         && !shared

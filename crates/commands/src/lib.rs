@@ -26,6 +26,7 @@ pub mod blocking;
 pub mod config;
 mod config_compat;
 pub mod connection;
+pub mod digest;
 mod dispatch;
 mod geo;
 mod hash;

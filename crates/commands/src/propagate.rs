@@ -82,6 +82,10 @@ pub trait Propagator: Send + Sync + std::any::Any {
     /// DELs of keys it found expired).
     fn append(&self, ops: &[Op<'_>], wrap: bool);
 
+    /// `min-replicas-to-write`: fewer good replicas than that are attached, so writes are
+    /// refused with -NOREPLICAS.
+    fn refuses_writes(&self) -> bool;
+
     /// INFO stats' `sync_full`, `sync_partial_ok`, `sync_partial_err`.
     fn sync_counts(&self) -> [u64; 3];
 

@@ -821,6 +821,28 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             }
         }
         (b"populate", 3..=5) => populate(ctx),
+        (b"digest", 2) => {
+            let d = crate::digest::dataset_digest(&ctx.shared.keyspace);
+            ctx.reply.simple(&crate::digest::hex(&d));
+        }
+        (b"digest-value", n) if n >= 2 => {
+            let db = ctx.session.db;
+            ctx.reply.array(n - 2);
+            for i in 2..n {
+                let key = ctx.arg(i).to_vec();
+                let table = ctx
+                    .shared
+                    .keyspace
+                    .lock_table(db, carmine_slots::key_slot(&key));
+                // Logically expired keys count too, as in Redis.
+                let mut d = [0u8; 20];
+                if let Some(entry) = table.peek(&key) {
+                    crate::digest::mix_value(&mut d, entry);
+                }
+                drop(table);
+                ctx.reply.simple(&crate::digest::hex(&d));
+            }
+        }
         (b"set-active-expire", 3) => {
             let Some(v) = ctx.int_arg(2) else { return };
             ctx.shared.active_expire.store(v != 0, Ordering::Relaxed);

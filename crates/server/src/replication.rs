@@ -44,6 +44,10 @@ pub struct ReplicationStream {
     sync_partial_err: AtomicU64,
     /// Clients blocked in WAIT, woken when a replica acknowledges.
     waiters: Mutex<Vec<Arc<ClientInfo>>>,
+    /// Fewer good replicas than `min-replicas-to-write` (see `refresh_good_replicas`).
+    refuse_writes: AtomicBool,
+    /// Replicas online whose last ACK is at most `min-replicas-max-lag` old.
+    good_replicas: AtomicU64,
 }
 
 /// The replica role's state, for INFO and ROLE.
@@ -142,6 +146,8 @@ impl ReplicationStream {
             sync_partial_ok: AtomicU64::new(0),
             sync_partial_err: AtomicU64::new(0),
             waiters: Mutex::new(Vec::new()),
+            refuse_writes: AtomicBool::new(false),
+            good_replicas: AtomicU64::new(0),
         };
         let _ = shared.propagator.set(Arc::new(stream));
     }
@@ -159,14 +165,15 @@ impl ReplicationStream {
         let Some(stream) = Self::of(shared) else {
             return;
         };
-        if !stream.enabled.load(Ordering::Relaxed) {
-            return;
-        }
         let period = shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
         let mut st = stream.state.lock();
         // Forget replicas whose connection closed.
         st.feeds.retain(|f| f.info.deliver.lock().is_some());
-        if st.feeds.is_empty() || st.last_ping.elapsed() < Duration::from_secs(period) {
+        stream.refresh_good_replicas(&st, shared);
+        if !stream.enabled.load(Ordering::Relaxed)
+            || st.feeds.is_empty()
+            || st.last_ping.elapsed() < Duration::from_secs(period)
+        {
             return;
         }
         st.last_ping = Instant::now();
@@ -329,6 +336,22 @@ impl ReplicationStream {
         true
     }
 
+    /// Recounts the good replicas (cron, and whenever a replica's state changes), and
+    /// whether writes must be refused for want of them.
+    fn refresh_good_replicas(&self, st: &StreamState, shared: &Shared) {
+        let max_lag = shared.config.get_i64("min-replicas-max-lag").max(0) as u64;
+        let min = shared.config.get_i64("min-replicas-to-write").max(0) as u64;
+        let good = st
+            .feeds
+            .iter()
+            .filter(|f| f.pending.is_none() && f.ack_at.elapsed().as_secs() <= max_lag)
+            .count() as u64;
+        self.good_replicas.store(good, Ordering::Relaxed);
+        let refuse =
+            min > 0 && max_lag > 0 && good < min && !self.is_replica.load(Ordering::Relaxed);
+        self.refuse_writes.store(refuse, Ordering::Relaxed);
+    }
+
     /// Runs each WAIT again (through its loop's ready hook); one whose connection is
     /// gone is forgotten.
     fn wake_waiters(&self) {
@@ -457,6 +480,10 @@ impl Propagator for ReplicationStream {
             if h.backlog_active() { b.first_byte_offset() } else { 0 },
             b.histlen(),
         );
+    }
+
+    fn refuses_writes(&self) -> bool {
+        self.refuse_writes.load(Ordering::Relaxed)
     }
 
     fn sync_counts(&self) -> [u64; 3] {
@@ -590,6 +617,7 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
                             f.go_online();
                         }
                     }
+                    stream.refresh_good_replicas(&st, ctx.shared);
                     drop(st);
                     stream.wake_waiters();
                 }

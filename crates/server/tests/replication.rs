@@ -27,6 +27,7 @@ fn redis_replica(master_port: u16, diskless_load: &str) -> (Proc, u16) {
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--repl-diskless-load", diskless_load])
+        .args(["--enable-debug-command", "yes"])
         .args(["--replicaof", "127.0.0.1", &master_port.to_string()])
         .arg("--dir")
         .arg(&dir)
@@ -45,6 +46,13 @@ fn connect(port: u16) -> redis::Connection {
     redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
         .expect("connects")
+}
+
+fn digest(c: &mut redis::Connection) -> String {
+    redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(c)
+        .expect("debug digest")
 }
 
 fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
