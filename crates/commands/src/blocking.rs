@@ -225,6 +225,8 @@ fn bpop(ctx: &mut Ctx<'_, '_>, front: bool) {
             Ok(Some(list)) => {
                 if let Some(elem) = list.pop(front) {
                     ctx.notify(notify::LIST, crate::list::pop_event(front), &key);
+                    // A served BLPOP/BRPOP replays as the pop it did: a replica never blocks.
+                    ctx.propagate_as(&[if front { b"LPOP" } else { b"RPOP" }, &key]);
                     drop_if_empty::<ListValue>(ctx.l, &key);
                     unblock(ctx.shared, ctx.session);
                     ctx.reply.array(2);
@@ -280,6 +282,12 @@ fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usiz
     }
     ctx.notify(notify::LIST, if to_left { "lpush" } else { "rpush" }, &dst);
     ctx.notify(notify::LIST, crate::list::pop_event(from_left), &src);
+    if timeout_at == 3 {
+        ctx.propagate_as(&[b"RPOPLPUSH", &src, &dst]);
+    } else {
+        let (from, to) = (ctx.arg(3).to_vec(), ctx.arg(4).to_vec());
+        ctx.propagate_as(&[b"LMOVE", &src, &dst, &from, &to]);
+    }
     drop_if_empty::<ListValue>(ctx.l, &src);
     unblock(ctx.shared, ctx.session);
     ctx.reply.bulk(&elem);

@@ -316,9 +316,15 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
-    if spec.has(flags::WRITE)
+    let min_replicas = shared.min_replicas_to_write.load(Ordering::Relaxed);
+    if min_replicas > 0
+        && spec.has(flags::WRITE)
         && !session.master_link
-        && shared.propagator.get().is_some_and(|p| p.refuses_writes())
+        && !shared.is_replica.load(Ordering::Relaxed)
+        && shared
+            .propagator
+            .get()
+            .is_some_and(|p| p.good_replicas() < min_replicas)
     {
         reply.error("NOREPLICAS Not enough good replicas to write.");
         reject(stats, idx, session);
@@ -425,10 +431,20 @@ fn run<'q>(
         if locked.recording_effects() {
             let effects = locked.take_effects();
             match unit {
-                Some(unit) => unit_ops(effects, args, db, dirty > 0, unit),
+                // Only write commands replay as themselves (DEBUG POPULATE changes data
+                // but is no write: Redis does not propagate it either).
+                Some(unit) => {
+                    unit_ops(effects, args, db, dirty > 0 && spec.has(flags::WRITE), unit)
+                }
                 None => {
                     let mut ops = Vec::new();
-                    unit_ops(effects, args, db, dirty > 0, &mut ops);
+                    unit_ops(
+                        effects,
+                        args,
+                        db,
+                        dirty > 0 && spec.has(flags::WRITE),
+                        &mut ops,
+                    );
                     if let (Some(p), false) = (propagator, ops.is_empty()) {
                         // Before the locks go: the stream's order is the tables' order.
                         p.append(&ops, !spec.has(flags::TOUCHES_ARBITRARY_KEYS));
@@ -621,7 +637,8 @@ fn exec(
         check_one_reply(shared, session, spec, reply, before, mark);
         let dirty = locked.dirty() - dirty_before;
         if locked.recording_effects() {
-            unit_ops(locked.take_effects(), args, db, dirty > 0, &mut unit);
+            let replays = dirty > 0 && spec.has(flags::WRITE);
+            unit_ops(locked.take_effects(), args, db, replays, &mut unit);
         }
         account(stats, *idx, reply, before, started, dirty);
         if dirty > 0 {

@@ -272,6 +272,12 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
 /// emptied list, and the [key, [elements]] reply.
 pub fn finish_mpop(ctx: &mut Ctx<'_, '_>, key: &[u8], left: bool, popped: &[Vec<u8>]) {
     ctx.notify(notify::LIST, pop_event(left), key);
+    // [B]LMPOP replays as the pop with the count it took, as Redis 7.0 propagates it.
+    let (cmd, n): (&[u8], String) = (
+        if left { b"LPOP" } else { b"RPOP" },
+        popped.len().to_string(),
+    );
+    ctx.propagate_as(&[cmd, key, n.as_bytes()]);
     drop_if_empty::<ListValue>(ctx.l, key);
     ctx.reply.array(2);
     ctx.reply.bulk(key);

@@ -82,9 +82,9 @@ pub trait Propagator: Send + Sync + std::any::Any {
     /// DELs of keys it found expired).
     fn append(&self, ops: &[Op<'_>], wrap: bool);
 
-    /// `min-replicas-to-write`: fewer good replicas than that are attached, so writes are
-    /// refused with -NOREPLICAS.
-    fn refuses_writes(&self) -> bool;
+    /// Replicas online whose last ACK is within `min-replicas-max-lag` (for
+    /// `min-replicas-to-write`).
+    fn good_replicas(&self) -> u64;
 
     /// INFO stats' `sync_full`, `sync_partial_ok`, `sync_partial_err`.
     fn sync_counts(&self) -> [u64; 3];

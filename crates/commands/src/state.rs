@@ -287,6 +287,8 @@ pub struct Shared {
     /// This server replicates a master (REPLICAOF): clients' writes are refused while
     /// `replica-read-only` says so.
     pub is_replica: AtomicBool,
+    /// `min-replicas-to-write`, 0 when it or `min-replicas-max-lag` is 0 (off).
+    pub min_replicas_to_write: AtomicU64,
     pub persist: crate::persistence::PersistStats,
     /// Signalled when a new thread's stats should be created.
     io_threads: usize,
@@ -348,6 +350,7 @@ impl Shared {
             persistence: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
+            min_replicas_to_write: AtomicU64::new(0),
             persist: crate::persistence::PersistStats::default(),
             io_threads,
         });
@@ -384,6 +387,14 @@ impl Shared {
             .store(u("zset-max-listpack-entries"), Ordering::Relaxed);
         z.max_value
             .store(u("zset-max-listpack-value"), Ordering::Relaxed);
+        let (min_replicas, max_lag) = (
+            c.get_i64("min-replicas-to-write").max(0) as u64,
+            c.get_i64("min-replicas-max-lag"),
+        );
+        self.min_replicas_to_write.store(
+            if max_lag > 0 { min_replicas } else { 0 },
+            Ordering::Relaxed,
+        );
         let e = self.keyspace.eviction();
         let policy = c.get("maxmemory-policy").unwrap_or_default();
         e.set_policy(

@@ -1309,7 +1309,9 @@ fn mpop_options(ctx: &mut Ctx<'_, '_>, at: usize) -> Option<(bool, usize)> {
     Some((max, count))
 }
 
-fn reply_mpop(ctx: &mut Ctx<'_, '_>, key: &[u8], items: &[(f64, Vec<u8>)]) {
+fn reply_mpop(ctx: &mut Ctx<'_, '_>, key: &[u8], items: &[(f64, Vec<u8>)], max: bool) {
+    let n = items.len().to_string();
+    ctx.propagate_as(&[zpop_name(max), key, n.as_bytes()]);
     ctx.reply.array(2);
     ctx.reply.bulk(key);
     ctx.reply.array(items.len());
@@ -1336,7 +1338,7 @@ fn zmpop(ctx: &mut Ctx<'_, '_>) {
         let key = ctx.args.bytes(i);
         match pop_from(ctx, &key, max, count) {
             Err(()) => return ctx.wrong_type(),
-            Ok(Some(items)) => return reply_mpop(ctx, &key, &items),
+            Ok(Some(items)) => return reply_mpop(ctx, &key, &items, max),
             Ok(None) => {}
         }
     }
@@ -1361,6 +1363,7 @@ fn bzpop(ctx: &mut Ctx<'_, '_>, max: bool) {
                 let Some((s, m)) = items.first() else {
                     return ctx.reply.null_array();
                 };
+                ctx.propagate_as(&[zpop_name(max), &key]);
                 ctx.reply.array(3);
                 ctx.reply.bulk(&key);
                 ctx.reply.bulk(m);
@@ -1371,6 +1374,14 @@ fn bzpop(ctx: &mut Ctx<'_, '_>, max: bool) {
     }
     let keys = (1..last).map(|i| ctx.arg(i).to_vec()).collect();
     crate::blocking::block(ctx, keys, timeout, true);
+}
+
+fn zpop_name(max: bool) -> &'static [u8] {
+    if max {
+        b"ZPOPMAX"
+    } else {
+        b"ZPOPMIN"
+    }
 }
 
 fn bzpopmin(ctx: &mut Ctx<'_, '_>) {
@@ -1409,7 +1420,7 @@ fn bzmpop(ctx: &mut Ctx<'_, '_>) {
             }
             Ok(Some(items)) => {
                 crate::blocking::unblock(ctx.shared, ctx.session);
-                return reply_mpop(ctx, &key, &items);
+                return reply_mpop(ctx, &key, &items, max);
             }
             Ok(None) => {}
         }

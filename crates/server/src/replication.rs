@@ -44,8 +44,6 @@ pub struct ReplicationStream {
     sync_partial_err: AtomicU64,
     /// Clients blocked in WAIT, woken when a replica acknowledges.
     waiters: Mutex<Vec<Arc<ClientInfo>>>,
-    /// Fewer good replicas than `min-replicas-to-write` (see `refresh_good_replicas`).
-    refuse_writes: AtomicBool,
     /// Replicas online whose last ACK is at most `min-replicas-max-lag` old.
     good_replicas: AtomicU64,
 }
@@ -146,7 +144,6 @@ impl ReplicationStream {
             sync_partial_ok: AtomicU64::new(0),
             sync_partial_err: AtomicU64::new(0),
             waiters: Mutex::new(Vec::new()),
-            refuse_writes: AtomicBool::new(false),
             good_replicas: AtomicU64::new(0),
         };
         let _ = shared.propagator.set(Arc::new(stream));
@@ -336,20 +333,15 @@ impl ReplicationStream {
         true
     }
 
-    /// Recounts the good replicas (cron, and whenever a replica's state changes), and
-    /// whether writes must be refused for want of them.
+    /// Recounts the good replicas (cron, and whenever a replica acknowledges).
     fn refresh_good_replicas(&self, st: &StreamState, shared: &Shared) {
         let max_lag = shared.config.get_i64("min-replicas-max-lag").max(0) as u64;
-        let min = shared.config.get_i64("min-replicas-to-write").max(0) as u64;
         let good = st
             .feeds
             .iter()
             .filter(|f| f.pending.is_none() && f.ack_at.elapsed().as_secs() <= max_lag)
             .count() as u64;
         self.good_replicas.store(good, Ordering::Relaxed);
-        let refuse =
-            min > 0 && max_lag > 0 && good < min && !self.is_replica.load(Ordering::Relaxed);
-        self.refuse_writes.store(refuse, Ordering::Relaxed);
     }
 
     /// Runs each WAIT again (through its loop's ready hook); one whose connection is
@@ -482,8 +474,8 @@ impl Propagator for ReplicationStream {
         );
     }
 
-    fn refuses_writes(&self) -> bool {
-        self.refuse_writes.load(Ordering::Relaxed)
+    fn good_replicas(&self) -> u64 {
+        self.good_replicas.load(Ordering::Relaxed)
     }
 
     fn sync_counts(&self) -> [u64; 3] {
