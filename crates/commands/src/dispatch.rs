@@ -437,17 +437,23 @@ fn run<'q>(
                     unit_ops(effects, args, db, dirty > 0 && spec.has(flags::WRITE), unit)
                 }
                 None => {
-                    let mut ops = Vec::new();
-                    unit_ops(
-                        effects,
-                        args,
-                        db,
-                        dirty > 0 && spec.has(flags::WRITE),
-                        &mut ops,
-                    );
-                    if let (Some(p), false) = (propagator, ops.is_empty()) {
-                        // Before the locks go: the stream's order is the tables' order.
-                        p.append(&ops, !spec.has(flags::TOUCHES_ARBITRARY_KEYS));
+                    let replays = dirty > 0 && spec.has(flags::WRITE);
+                    let wrap = !spec.has(flags::TOUCHES_ARBITRARY_KEYS);
+                    // Before the locks go: the stream's order is the tables' order.
+                    if let Some(p) = propagator {
+                        if effects.ops.is_empty() && !effects.request_replaced {
+                            // The common case, the request alone: no list to build.
+                            if replays {
+                                let argv = crate::propagate::Argv::Request(args);
+                                p.append(&[Op { db, argv }], wrap);
+                            }
+                        } else {
+                            let mut ops = Vec::new();
+                            unit_ops(effects, args, db, replays, &mut ops);
+                            if !ops.is_empty() {
+                                p.append(&ops, wrap);
+                            }
+                        }
                     }
                 }
             }

@@ -485,6 +485,8 @@ impl EventLoop {
     /// is woken once per turn, with all its replies waiting, rather than once per batch;
     /// its wake-up (an inter-processor interrupt) was a quarter of a loop's time.
     fn before_sleep(&mut self) {
+        // First the replicas' share of this turn's writes (queued to their loops).
+        crate::replication::ReplicationStream::flush_feeds(&self.shared);
         let mut queued = std::mem::take(&mut self.to_flush);
         for &t in &queued {
             if let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) {

@@ -349,6 +349,9 @@ fn apply_stream(
                 "the link was killed (CLIENT KILL)",
             ));
         }
+        // Bytes at the front of `raw` applied but not yet passed on: passed on once per
+        // read, or before answering a GETACK (whose offset counts the GETACK itself).
+        let mut applied = 0usize;
         loop {
             let before = link.buf.len();
             let complete = decoder
@@ -357,23 +360,20 @@ fn apply_stream(
             if !complete {
                 break;
             }
-            let used = before - link.buf.len();
-            let bytes: Vec<u8> = raw.drain(..used.min(raw.len())).collect();
-            let getack = args
-                .get(0)
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"replconf"))
-                && args
-                    .get(1)
-                    .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
+            applied += before - link.buf.len();
+            let getack = args.get(0).is_some_and(|a| a.eq_ignore_ascii_case(b"replconf"))
+                && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
             execute(shared, &mut session, &stats, &args, &mut reply);
             reply.out.clear();
-            // Applied: our offset moves past it, and our replicas get the same bytes.
-            stream.feed_raw(&bytes, shared);
             if getack {
+                pass_on(stream, shared, &mut raw, &mut applied);
                 send_ack(link, stream)?;
                 last_ack = Instant::now();
             }
         }
+        // Applied: our offset moves past it, and our replicas get the same bytes.
+        pass_on(stream, shared, &mut raw, &mut applied);
+        ReplicationStream::flush_feeds(shared);
         if last_ack.elapsed() >= Duration::from_secs(1) {
             send_ack(link, stream)?;
             last_ack = Instant::now();
@@ -409,6 +409,16 @@ fn apply_stream(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Feeds the first `applied` bytes of `raw` to our stream (offset, backlog, replicas).
+fn pass_on(stream: &ReplicationStream, shared: &Shared, raw: &mut Vec<u8>, applied: &mut usize) {
+    let n = (*applied).min(raw.len());
+    if n > 0 {
+        stream.feed_raw(&raw[..n], shared);
+        raw.drain(..n);
+    }
+    *applied = 0;
 }
 
 /// Takes the link's client out of CLIENT LIST when the link ends.

@@ -46,6 +46,8 @@ pub struct ReplicationStream {
     waiters: Mutex<Vec<Arc<ClientInfo>>>,
     /// Replicas online whose last ACK is at most `min-replicas-max-lag` old.
     good_replicas: AtomicU64,
+    /// `outgoing` holds bytes (read without the lock by every loop's before-sleep).
+    has_outgoing: AtomicBool,
 }
 
 /// The replica role's state, for INFO and ROLE.
@@ -68,6 +70,8 @@ struct StreamState {
     /// command (a new replica must see one).
     selected: Option<usize>,
     feeds: Vec<Feed>,
+    /// Stream bytes not yet handed to the live replicas (see `flush_feeds`).
+    outgoing: Vec<u8>,
     scratch: Vec<u8>,
     last_ping: Instant,
 }
@@ -136,6 +140,7 @@ impl ReplicationStream {
                 history: ReplHistory::new(random_id(), size),
                 selected: None,
                 feeds: Vec::new(),
+                outgoing: Vec::new(),
                 scratch: Vec::new(),
                 last_ping: Instant::now(),
             }),
@@ -145,6 +150,7 @@ impl ReplicationStream {
             sync_partial_err: AtomicU64::new(0),
             waiters: Mutex::new(Vec::new()),
             good_replicas: AtomicU64::new(0),
+            has_outgoing: AtomicBool::new(false),
         };
         let _ = shared.propagator.set(Arc::new(stream));
     }
@@ -178,6 +184,7 @@ impl ReplicationStream {
         // No SELECT: PING applies to no database.
         encode_command(&Argv::Owned(vec![b"PING".to_vec()]), &mut bytes);
         stream.feed_locked(&mut st, &bytes, shared);
+        stream.flush_outgoing_locked(&mut st);
     }
 
     /// Appends encoded stream bytes: the backlog, then each replica (live, or held while
@@ -185,7 +192,7 @@ impl ReplicationStream {
     fn feed_locked(&self, st: &mut StreamState, bytes: &[u8], shared: &Shared) {
         st.history.feed(bytes);
         let hard = shared.config.tunables.obuf.read()[1].hard;
-        let mut shared_bytes: Option<Bytes> = None;
+        let mut live = false;
         st.feeds.retain_mut(|f| match &mut f.pending {
             Some(_) if f.info.deliver.lock().is_none() => false,
             Some(pending) => {
@@ -202,12 +209,39 @@ impl ReplicationStream {
                 true
             }
             None => {
-                let b = shared_bytes
-                    .get_or_insert_with(|| Bytes::copy_from_slice(bytes))
-                    .clone();
-                deliver(&f.info, b)
+                live = true;
+                true
             }
         });
+        if live {
+            // Handed to the live replicas once per loop turn (flush_feeds), not once per
+            // command: one allocation and one wake-up of the replica's loop per turn.
+            st.outgoing.extend_from_slice(bytes);
+            self.has_outgoing.store(true, Ordering::Release);
+        }
+    }
+
+    /// Hands the stream bytes gathered for the live replicas to their connections.
+    fn flush_outgoing_locked(&self, st: &mut StreamState) {
+        self.has_outgoing.store(false, Ordering::Release);
+        if st.outgoing.is_empty() {
+            return;
+        }
+        let bytes = Bytes::from(std::mem::take(&mut st.outgoing));
+        st.feeds
+            .retain(|f| f.pending.is_some() || deliver(&f.info, bytes.clone()));
+    }
+
+    /// The event loops' before-sleep step (and the master link's, after each batch):
+    /// one atomic load when there is nothing to send.
+    pub fn flush_feeds(shared: &Shared) {
+        let Some(stream) = Self::of(shared) else {
+            return;
+        };
+        if stream.has_outgoing.load(Ordering::Acquire) {
+            let mut st = stream.state.lock();
+            stream.flush_outgoing_locked(&mut st);
+        }
     }
 
     pub(crate) fn link_generation(&self) -> u64 {
@@ -606,7 +640,13 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
                         }
                         f.ack_at = Instant::now();
                         if f.awaiting_ack {
-                            f.go_online();
+                            // Bytes gathered for the live replicas before this one joins
+                            // them were in its held bytes already.
+                            let id = f.info.id;
+                            stream.flush_outgoing_locked(&mut st);
+                            if let Some(f) = ReplicationStream::feed_of(&mut st, id) {
+                                f.go_online();
+                            }
                         }
                     }
                     stream.refresh_good_replicas(&st, ctx.shared);
@@ -794,6 +834,8 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                 ctx.reply.raw(a);
                 ctx.reply.raw(b);
                 let sent = a.len() + b.len();
+                // The backlog reply already holds what `outgoing` would send it.
+                stream.flush_outgoing_locked(&mut st);
                 st.feeds.push(Feed {
                     info,
                     pending: None,
@@ -916,7 +958,10 @@ fn send_snapshot(
                          bytes). Waiting for REPLCONF ACK from replica to enable streaming"
                     ));
                 } else {
-                    f.go_online();
+                    stream.flush_outgoing_locked(&mut st);
+                    if let Some(f) = ReplicationStream::feed_of(&mut st, info.id) {
+                        f.go_online();
+                    }
                     log::notice(&format!(
                         "Synchronization with replica {who} succeeded ({bytes} bytes of \
                          snapshot)"
