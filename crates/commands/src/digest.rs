@@ -4,8 +4,8 @@
 //!
 //! Per key: SHA1-mix the key, the type, then the value (ordered types mix element by
 //! element; sets, hashes and sorted sets XOR per-element digests so their order does not
-//! matter), then `!!expire!!` if the key has a deadline. Keys are XORed together; each
-//! non-empty database first mixes its number into the result.
+//! matter), then `!!expire!!` if the key has a deadline. The SHA-1s of the keys' digests
+//! are XORed together; each non-empty database first mixes its number into the result.
 
 use carmine_keyspace::{Entry, Keyspace, Value};
 use sha1::{Digest, Sha1};
@@ -91,9 +91,7 @@ pub fn dataset_digest(ks: &Keyspace) -> Digest20 {
                 let mut kv = [0u8; 20];
                 mix_digest(&mut kv, key);
                 mix_value(&mut kv, entry);
-                for (d, k) in digest.iter_mut().zip(kv) {
-                    *d ^= k;
-                }
+                xor_digest(&mut digest, &kv);
             }
             true
         });

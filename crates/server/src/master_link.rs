@@ -361,8 +361,12 @@ fn apply_stream(
                 break;
             }
             applied += before - link.buf.len();
-            let getack = args.get(0).is_some_and(|a| a.eq_ignore_ascii_case(b"replconf"))
-                && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
+            let getack = args
+                .get(0)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"replconf"))
+                && args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
             execute(shared, &mut session, &stats, &args, &mut reply);
             reply.out.clear();
             if getack {

@@ -263,6 +263,11 @@ fn redis_replica_of_a_carmine_master_converges_and_resyncs_partially() {
         want,
         "replica equals master after the full sync"
     );
+    assert_eq!(
+        digest(&mut replica),
+        digest(&mut master),
+        "DEBUG DIGEST agrees"
+    );
 
     // Cut the link; the replica reconnects and continues from the backlog.
     let _: redis::Value = redis::cmd("CLIENT")
@@ -335,6 +340,7 @@ fn redis_master() -> (Proc, u16) {
             "--repl-backlog-size",
             "64mb",
         ])
+        .args(["--enable-debug-command", "yes"])
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
@@ -407,6 +413,26 @@ fn carmine_replica_of_a_redis_master_converges_and_resyncs_partially() {
         want,
         "replica equals master after the full sync"
     );
+    // Carmine computes Redis' own dataset digest.
+    assert_eq!(
+        digest(&mut replica),
+        digest(&mut master),
+        "DEBUG DIGEST agrees"
+    );
+    let values = |c: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg("key:1")
+            .arg("list7")
+            .arg("hash7")
+            .arg("set7")
+            .arg("zset7")
+            .arg("withttl")
+            .arg("missing")
+            .query(c)
+            .expect("digest-value")
+    };
+    assert_eq!(values(&mut replica), values(&mut master));
 
     // A replica refuses clients' writes.
     let refused = redis::cmd("SET").arg("x").arg(1).query::<()>(&mut replica);
