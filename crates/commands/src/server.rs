@@ -888,6 +888,17 @@ fn populate(ctx: &mut Ctx<'_, '_>) {
     let (Some(count), Some(size)) = (count, size) else {
         return ctx.error("ERR value is out of range, must be positive");
     };
+    // Bounded as any string is: a huge size would abort the process in the allocator.
+    if size as u64
+        > ctx
+            .shared
+            .config
+            .tunables
+            .proto_max_bulk_len
+            .load(Ordering::Relaxed)
+    {
+        return ctx.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+    }
     let prefix = if ctx.args.len() >= 4 {
         ctx.args.bytes(3)
     } else {

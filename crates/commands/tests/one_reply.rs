@@ -417,3 +417,23 @@ fn random_member_counts_are_range_checked() {
         assert!(!items.is_empty() && items.len() <= 8, "{cmd}: {items:?}");
     }
 }
+
+/// DEBUG POPULATE with a value size past proto-max-bulk-len is refused instead of
+/// aborting the process in the allocator.
+#[test]
+fn debug_populate_bounds_the_value_size() {
+    let h = Harness::new();
+    let args: Vec<String> = "DEBUG POPULATE 1 k 9223372036854775807"
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let (frames, _) = h.frames(1, &args, false);
+    assert_eq!(
+        frames,
+        vec![Frame::Error(
+            b"ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+                .to_vec()
+                .into()
+        )]
+    );
+}
