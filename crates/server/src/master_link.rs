@@ -369,6 +369,9 @@ fn apply_stream(
                     .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
             execute(shared, &mut session, &stats, &args, &mut reply);
             reply.out.clear();
+            // Nothing from the master may block its link (a blocking pop on an empty
+            // list replies null on the master too): a wait it started is dropped.
+            carmine_commands::blocking::unblock(shared, &mut session);
             if getack {
                 pass_on(stream, shared, &mut raw, &mut applied);
                 send_ack(link, stream)?;
