@@ -332,6 +332,10 @@ fn apply_stream(
     // The barrier's extra slot: this thread is no event loop.
     let mut session = Session::new(info.clone(), shared.io_threads(), true);
     session.master_link = true;
+    // A partial resync continues the stream where it stopped, without a new SELECT:
+    // the database the last link had selected still applies (Redis keeps it in its
+    // cached master).
+    session.select(stream.link_db());
     let mut decoder = CommandDecoder::new(carmine_resp::Limits::default());
     let mut args = Args::default();
     let mut reply = ReplyBuf::new(false);
@@ -380,6 +384,7 @@ fn apply_stream(
         }
         // Applied: our offset moves past it, and our replicas get the same bytes.
         pass_on(stream, shared, &mut raw, &mut applied);
+        stream.set_link_db(session.db);
         ReplicationStream::flush_feeds(shared);
         if last_ack.elapsed() >= Duration::from_secs(1) {
             send_ack(link, stream)?;

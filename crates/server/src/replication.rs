@@ -48,6 +48,8 @@ pub struct ReplicationStream {
     good_replicas: AtomicU64,
     /// `outgoing` holds bytes (read without the lock by every loop's before-sleep).
     has_outgoing: AtomicBool,
+    /// The database our master's stream last selected, kept across a broken link.
+    link_db: AtomicU64,
 }
 
 /// The replica role's state, for INFO and ROLE.
@@ -151,6 +153,7 @@ impl ReplicationStream {
             waiters: Mutex::new(Vec::new()),
             good_replicas: AtomicU64::new(0),
             has_outgoing: AtomicBool::new(false),
+            link_db: AtomicU64::new(0),
         };
         let _ = shared.propagator.set(Arc::new(stream));
     }
@@ -244,6 +247,14 @@ impl ReplicationStream {
         }
     }
 
+    pub(crate) fn link_db(&self) -> usize {
+        self.link_db.load(Ordering::Relaxed) as usize
+    }
+
+    pub(crate) fn set_link_db(&self, db: usize) {
+        self.link_db.store(db as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn link_generation(&self) -> u64 {
         self.link_generation.load(Ordering::Acquire)
     }
@@ -272,6 +283,8 @@ impl ReplicationStream {
     /// A full sync loaded: the master's id and offset become ours. Our own replicas
     /// followed the old history, so they must sync again.
     pub(crate) fn reset_after_full_sync(&self, replid: ReplId, offset: u64) {
+        // The master selects a database before the first command after a snapshot.
+        self.link_db.store(0, Ordering::Relaxed);
         let mut st = self.state.lock();
         st.history.reset(replid, offset);
         st.history.activate_backlog();

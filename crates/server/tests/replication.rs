@@ -677,3 +677,59 @@ fn link_cut_at_random_points_then_the_replica_equals_the_master() {
     replica_server.shutdown();
     master_server.shutdown();
 }
+
+/// After a partial resync the stream goes on without a new SELECT: the replica must keep
+/// applying to the database its link had selected (the psync2 suite's failure: writes
+/// in db 9 landed in db 0 after a cut).
+#[test]
+fn partial_resync_keeps_the_selected_database() {
+    let (_master_proc, master_port) = redis_master();
+    let mut master = connect(master_port);
+    let _: () = redis::cmd("SELECT")
+        .arg(9)
+        .query(&mut master)
+        .expect("select");
+    let server = common::start(&format!("replicaof 127.0.0.1 {master_port}"));
+    let mut replica = connect(server.port());
+    let _: () = redis::cmd("SET")
+        .arg("x")
+        .arg(0)
+        .query(&mut master)
+        .expect("set");
+    assert!(wait_caught_up(&mut master, &mut replica), "first sync");
+    for _ in 0..5 {
+        for _ in 0..200 {
+            let _: i64 = redis::cmd("INCR")
+                .arg("x")
+                .query(&mut master)
+                .expect("incr");
+        }
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("master")
+            .query(&mut replica)
+            .expect("kill");
+        for _ in 0..200 {
+            let _: i64 = redis::cmd("INCR")
+                .arg("x")
+                .query(&mut master)
+                .expect("incr");
+        }
+        assert!(wait_caught_up(&mut master, &mut replica), "caught up");
+    }
+    assert!(info_field(&mut master, "stats", "sync_partial_ok").is_some_and(|n| n != "0"));
+    let _: () = redis::cmd("SELECT")
+        .arg(9)
+        .query(&mut replica)
+        .expect("select");
+    let x: i64 = redis::cmd("GET").arg("x").query(&mut replica).expect("get");
+    assert_eq!(x, 2000);
+    let _: () = redis::cmd("SELECT")
+        .arg(0)
+        .query(&mut replica)
+        .expect("select");
+    let n: i64 = redis::cmd("DBSIZE").query(&mut replica).expect("dbsize");
+    assert_eq!(n, 0, "nothing applied to db 0");
+    server.shutdown();
+}
