@@ -176,7 +176,9 @@ impl ReplicationStream {
         // Forget replicas whose connection closed.
         st.feeds.retain(|f| f.info.deliver.lock().is_some());
         stream.refresh_good_replicas(&st, shared);
+        // A replica's stream is its master's, PINGs included: it adds none of its own.
         if !stream.enabled.load(Ordering::Relaxed)
+            || stream.is_replica.load(Ordering::Relaxed)
             || st.feeds.is_empty()
             || st.last_ping.elapsed() < Duration::from_secs(period)
         {
