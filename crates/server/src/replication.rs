@@ -278,7 +278,21 @@ impl ReplicationStream {
     /// `+CONTINUE <id>`: the master's history has a new id from here on.
     pub(crate) fn continue_with(&self, id: Option<ReplId>) {
         if let Some(id) = id {
-            self.state.lock().history.shift_replid(id);
+            let mut st = self.state.lock();
+            if st.history.replid() != id {
+                st.history.shift_replid(id);
+                // Our replicas must learn the new id: they reconnect and continue with
+                // a partial resync (as Redis disconnects its sub-replicas here).
+                Self::disconnect_feeds(&mut st);
+            }
+        }
+    }
+
+    /// Drops every replica's link; each reconnects (our replid2 lets it continue).
+    fn disconnect_feeds(st: &mut StreamState) {
+        st.outgoing.clear();
+        for f in st.feeds.drain(..) {
+            f.info.kill();
         }
     }
 
@@ -290,9 +304,7 @@ impl ReplicationStream {
         let mut st = self.state.lock();
         st.history.reset(replid, offset);
         st.history.activate_backlog();
-        for f in st.feeds.drain(..) {
-            f.info.kill();
-        }
+        Self::disconnect_feeds(&mut st);
         self.link.lock().synced = true;
     }
 
@@ -368,6 +380,8 @@ impl ReplicationStream {
                     let mut st = self.state.lock();
                     st.history.shift_replid(random_id());
                     st.history.activate_backlog();
+                    // They reconnect, learn the new id and continue from the backlog.
+                    Self::disconnect_feeds(&mut st);
                     self.enabled.store(true, Ordering::Release);
                     log::notice(&format!(
                         "Setting secondary replication ID to {}, valid up to offset: {}. New replication ID is {}",
