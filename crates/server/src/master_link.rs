@@ -46,7 +46,8 @@ fn run(shared: &Arc<Shared>, host: &str, port: u16, generation: u64) {
                 log::warning(&format!("Lost the link with MASTER {host}:{port}: {e}"));
             }
         }
-        if let Some(s) = ReplicationStream::of(shared) {
+        // A link of an older generation (REPLICAOF since) must not mark the new one down.
+        if let Some(s) = ReplicationStream::of(shared).filter(|_| current(shared, generation)) {
             s.link_down();
         }
         // Retry once a second, as Redis' replicationCron does; stop at once on a new role.
