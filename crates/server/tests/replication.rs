@@ -20,15 +20,15 @@ impl Drop for Proc {
     }
 }
 
-fn redis_replica(master_port: u16, diskless_load: &str) -> (Proc, u16) {
+/// Debian's redis-server on a free port, with DEBUG allowed and `extra` arguments.
+fn redis_server(extra: &[&str]) -> (Proc, u16) {
     let port = common::free_port();
     let dir = common::scratch_dir();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
-        .args(["--repl-diskless-load", diskless_load])
         .args(["--enable-debug-command", "yes"])
-        .args(["--replicaof", "127.0.0.1", &master_port.to_string()])
+        .args(extra)
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
@@ -42,10 +42,34 @@ fn redis_replica(master_port: u16, diskless_load: &str) -> (Proc, u16) {
     (Proc(child), port)
 }
 
+fn redis_replica(master_port: u16, diskless_load: &str) -> (Proc, u16) {
+    let master_port = master_port.to_string();
+    redis_server(&[
+        "--repl-diskless-load",
+        diskless_load,
+        "--replicaof",
+        "127.0.0.1",
+        &master_port,
+    ])
+}
+
 fn connect(port: u16) -> redis::Connection {
     redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
         .expect("connects")
+}
+
+/// The replica holds the master's dataset (more than `min_keys` keys), key by key and by
+/// Redis' own DEBUG DIGEST, which Carmine computes too.
+fn same_data(master: &mut redis::Connection, replica: &mut redis::Connection, min_keys: usize) {
+    let want = dataset(master);
+    assert!(want.len() > min_keys, "{} keys", want.len());
+    assert_eq!(
+        dataset(replica),
+        want,
+        "replica equals master after the full sync"
+    );
+    assert_eq!(digest(replica), digest(master), "DEBUG DIGEST agrees");
 }
 
 fn digest(c: &mut redis::Connection) -> String {
@@ -60,6 +84,13 @@ fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<S
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_string())
+}
+
+/// Waits (60 s at most) until the replica's link to its master is up.
+fn link_up(replica: &mut redis::Connection) -> bool {
+    common::wait_until(60, || {
+        info_field(replica, "replication", "master_link_status").as_deref() == Some("up")
+    })
 }
 
 /// Waits until the replica's link is up and it has applied every byte the master wrote.
@@ -182,6 +213,37 @@ fn writers(port: u16, threads: usize, stop: Arc<AtomicBool>) -> Vec<std::thread:
         .collect()
 }
 
+/// After the replica's link was cut: half a second of writes from two threads, then the
+/// replica must catch up through exactly one partial resync (and one full sync in all)
+/// and equal the master.
+fn writes_then_one_partial_resync(
+    master_port: u16,
+    master: &mut redis::Connection,
+    replica: &mut redis::Connection,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let after = writers(master_port, 2, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for h in after {
+        h.join().expect("writer");
+    }
+    assert!(wait_caught_up(master, replica), "caught up after the cut");
+    assert_eq!(
+        info_field(master, "stats", "sync_full").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        info_field(master, "stats", "sync_partial_ok").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        dataset(replica),
+        dataset(master),
+        "equal after the partial resync"
+    );
+}
+
 fn populate(c: &mut redis::Connection, keys: usize) {
     let _: () = redis::cmd("DEBUG")
         .arg("POPULATE")
@@ -238,16 +300,7 @@ fn redis_replica_of_a_carmine_master_converges_and_resyncs_partially() {
     let during = writers(server.port(), 2, stop.clone());
     let (_replica_proc, replica_port) = redis_replica(server.port(), "disabled");
     let mut replica = connect(replica_port);
-    assert!(
-        common::wait_until(60, || info_field(
-            &mut replica,
-            "replication",
-            "master_link_status"
-        )
-        .as_deref()
-            == Some("up")),
-        "the replica finished its full sync"
-    );
+    assert!(link_up(&mut replica), "the replica finished its full sync");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let written: u64 = during.into_iter().map(|h| h.join().expect("writer")).sum();
@@ -256,18 +309,7 @@ fn redis_replica_of_a_carmine_master_converges_and_resyncs_partially() {
         wait_caught_up(&mut master, &mut replica),
         "the replica caught up"
     );
-    let want = dataset(&mut master);
-    assert!(want.len() > 100_000, "{} keys", want.len());
-    assert_eq!(
-        dataset(&mut replica),
-        want,
-        "replica equals master after the full sync"
-    );
-    assert_eq!(
-        digest(&mut replica),
-        digest(&mut master),
-        "DEBUG DIGEST agrees"
-    );
+    same_data(&mut master, &mut replica, 100_000);
 
     // Cut the link; the replica reconnects and continues from the backlog.
     let _: redis::Value = redis::cmd("CLIENT")
@@ -276,30 +318,7 @@ fn redis_replica_of_a_carmine_master_converges_and_resyncs_partially() {
         .arg("master")
         .query(&mut replica)
         .expect("client kill");
-    let stop = Arc::new(AtomicBool::new(false));
-    let after = writers(server.port(), 2, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for h in after {
-        h.join().expect("writer");
-    }
-    assert!(
-        wait_caught_up(&mut master, &mut replica),
-        "caught up after the cut"
-    );
-    assert_eq!(
-        info_field(&mut master, "stats", "sync_full").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        info_field(&mut master, "stats", "sync_partial_ok").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        dataset(&mut replica),
-        dataset(&mut master),
-        "equal after the partial resync"
-    );
+    writes_then_one_partial_resync(server.port(), &mut master, &mut replica);
     let started = Instant::now();
     server.shutdown();
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -327,31 +346,14 @@ fn redis_replica_with_a_disk_based_full_sync() {
 }
 
 fn redis_master() -> (Proc, u16) {
-    let port = common::free_port();
-    let dir = common::scratch_dir();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        // No 5 s wait for more replicas before the snapshot; room in the backlog for
-        // the writes made while the link is down.
-        .args([
-            "--repl-diskless-sync-delay",
-            "0",
-            "--repl-backlog-size",
-            "64mb",
-        ])
-        .args(["--enable-debug-command", "yes"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("redis-server starts ({e}); run `cargo xtask test`"));
-    assert!(
-        common::wait_port(port, 10),
-        "redis-server listens on {port}"
-    );
-    (Proc(child), port)
+    // No 5 s wait for more replicas before the snapshot; room in the backlog for the
+    // writes made while the link is down.
+    redis_server(&[
+        "--repl-diskless-sync-delay",
+        "0",
+        "--repl-backlog-size",
+        "64mb",
+    ])
 }
 
 /// Fills a Redis master without DEBUG (which Redis 7 disables by default).
@@ -390,35 +392,14 @@ fn carmine_replica_of_a_redis_master_converges_and_resyncs_partially() {
     let mut replica = connect(server.port());
     let stop = Arc::new(AtomicBool::new(false));
     let during = writers(master_port, 2, stop.clone());
-    assert!(
-        common::wait_until(60, || info_field(
-            &mut replica,
-            "replication",
-            "master_link_status"
-        )
-        .as_deref()
-            == Some("up")),
-        "the replica finished its full sync"
-    );
+    assert!(link_up(&mut replica), "the replica finished its full sync");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     for h in during {
         h.join().expect("writer");
     }
     assert!(wait_caught_up(&mut master, &mut replica), "caught up");
-    let want = dataset(&mut master);
-    assert!(want.len() > 50_000);
-    assert_eq!(
-        dataset(&mut replica),
-        want,
-        "replica equals master after the full sync"
-    );
-    // Carmine computes Redis' own dataset digest.
-    assert_eq!(
-        digest(&mut replica),
-        digest(&mut master),
-        "DEBUG DIGEST agrees"
-    );
+    same_data(&mut master, &mut replica, 50_000);
     let values = |c: &mut redis::Connection| -> Vec<String> {
         redis::cmd("DEBUG")
             .arg("DIGEST-VALUE")
@@ -463,30 +444,7 @@ fn carmine_replica_of_a_redis_master_converges_and_resyncs_partially() {
         .query(&mut replica)
         .expect("client kill");
     assert_eq!(killed, 1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let after = writers(master_port, 2, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for h in after {
-        h.join().expect("writer");
-    }
-    assert!(
-        wait_caught_up(&mut master, &mut replica),
-        "caught up after the cut"
-    );
-    assert_eq!(
-        info_field(&mut master, "stats", "sync_full").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        info_field(&mut master, "stats", "sync_partial_ok").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        dataset(&mut replica),
-        dataset(&mut master),
-        "equal after the partial resync"
-    );
+    writes_then_one_partial_resync(master_port, &mut master, &mut replica);
 
     // Promoted, it takes writes and is a master with the old history as replid2.
     let _: () = redis::cmd("REPLICAOF")
