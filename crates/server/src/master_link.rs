@@ -148,6 +148,28 @@ fn sync_and_stream(shared: &Arc<Shared>, host: &str, port: u16, generation: u64)
         sock,
         buf: BytesMut::new(),
     };
+    stream.link_handshake(true);
+    match handshake(shared, stream, &mut link) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "Timeout connecting to the MASTER...",
+            ));
+        }
+        Err(e) => return Err(e),
+    }
+    stream.link_up();
+    apply_stream(shared, stream, &mut link, generation)
+}
+
+/// PING, AUTH, REPLCONF, PSYNC and, when the master says so, the full sync.
+fn handshake(shared: &Arc<Shared>, stream: &ReplicationStream, link: &mut Link) -> io::Result<()> {
     let pong = link.command(&[b"PING"])?;
     // Redis accepts an authentication error here: AUTH comes next.
     if !(pong.starts_with(b"+")
@@ -228,7 +250,7 @@ fn sync_and_stream(shared: &Arc<Shared>, host: &str, port: u16, generation: u64)
             return Err(protocol_error(format!("Bad +FULLRESYNC reply: '{text}'")));
         };
         log::notice(&format!("Full resync from master: {id}:{off}"));
-        full_sync(shared, stream, &mut link, id, off)?;
+        full_sync(shared, stream, link, id, off)?;
     } else if let Some(rest) = text.strip_prefix("+CONTINUE") {
         let new_id = ReplId::parse(rest.trim().as_bytes());
         stream.continue_with(new_id);
@@ -239,8 +261,7 @@ fn sync_and_stream(shared: &Arc<Shared>, host: &str, port: u16, generation: u64)
             "Unexpected reply to PSYNC from master: '{text}'"
         )));
     }
-    stream.link_up();
-    apply_stream(shared, stream, &mut link, generation)
+    Ok(())
 }
 
 /// Reads the whole payload, then replaces the dataset with it (the old one serves reads

@@ -60,6 +60,8 @@ struct LinkState {
     last_io: Option<Instant>,
     down_since: Option<Instant>,
     sync_in_progress: bool,
+    /// Between the connection and PSYNC's reply (ROLE's `handshake`).
+    handshake: bool,
     sync_read: u64,
     sync_total: Option<u64>,
     /// A sync with this history's master completed: PSYNC can ask to continue.
@@ -315,8 +317,13 @@ impl ReplicationStream {
         self.feed_locked(&mut st, bytes, shared);
     }
 
+    pub(crate) fn link_handshake(&self, on: bool) {
+        self.link.lock().handshake = on;
+    }
+
     pub(crate) fn sync_progress(&self, read: u64, total: Option<u64>) {
         let mut l = self.link.lock();
+        l.handshake = false;
         l.sync_in_progress = true;
         l.sync_read = read;
         l.sync_total = total;
@@ -326,6 +333,7 @@ impl ReplicationStream {
     pub(crate) fn link_up(&self) {
         let mut l = self.link.lock();
         l.up = true;
+        l.handshake = false;
         l.sync_in_progress = false;
         l.down_since = None;
         l.last_io = Some(Instant::now());
@@ -341,6 +349,7 @@ impl ReplicationStream {
             l.down_since = Some(Instant::now());
         }
         l.up = false;
+        l.handshake = false;
         l.sync_in_progress = false;
     }
 
@@ -798,6 +807,8 @@ fn role(ctx: &mut Ctx<'_, '_>) {
                 b"connected"
             } else if l.sync_in_progress {
                 b"sync"
+            } else if l.handshake {
+                b"handshake"
             } else {
                 b"connect"
             };
