@@ -486,6 +486,7 @@ fn check_one_reply(
         Some(0) => {
             session.blocked.is_some()
                 || session.replica_feed
+                || session.master_link
                 || matches!(session.reply_mode, ReplyMode::Off | ReplyMode::SkipNext)
                 || shared.shutdown_requested.load(Ordering::Acquire)
         }
