@@ -79,6 +79,18 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// Parses argument `i` as a count of at least 0 (Redis' getPositiveLongFromObjectOrReply):
+    /// anything else, a non-number too, gets `value is out of range, must be positive`.
+    pub fn positive_arg(&mut self, i: usize) -> Option<usize> {
+        match carmine_resp::parse_i64(self.arg(i)) {
+            Some(n) if n >= 0 => Some(n as usize),
+            _ => {
+                self.error("ERR value is out of range, must be positive");
+                None
+            }
+        }
+    }
+
     /// Parses arguments `i` and `j` as integers (a range), replying one error for the
     /// first that is not one.
     pub fn int_pair(&mut self, i: usize, j: usize) -> Option<(i64, i64)> {

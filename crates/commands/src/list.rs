@@ -231,9 +231,8 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
         return ctx.syntax_error();
     }
     let count = if ctx.args.len() == 3 {
-        match ctx.int_arg(2) {
-            Some(n) if n >= 0 => Some(n as usize),
-            Some(_) => return ctx.error("ERR value is out of range, must be positive"),
+        match ctx.positive_arg(2) {
+            Some(n) => Some(n),
             None => return,
         }
     } else {

@@ -261,10 +261,11 @@ fn scard(ctx: &mut Ctx<'_, '_>) {
     reply_len::<SetValue>(ctx);
 }
 
+/// SPOP's optional count (at least 0).
 fn count_arg(ctx: &mut Ctx<'_, '_>) -> Result<Option<i64>, ()> {
     match ctx.args.len() {
         2 => Ok(None),
-        3 => ctx.int_arg(2).map(Some).ok_or(()),
+        3 => ctx.positive_arg(2).map(|n| Some(n as i64)).ok_or(()),
         _ => {
             ctx.syntax_error();
             Err(())
@@ -274,9 +275,6 @@ fn count_arg(ctx: &mut Ctx<'_, '_>) -> Result<Option<i64>, ()> {
 
 fn spop(ctx: &mut Ctx<'_, '_>) {
     let Ok(count) = count_arg(ctx) else { return };
-    if count.is_some_and(|c| c < 0) {
-        return ctx.error("ERR value is out of range, must be positive");
-    }
     let key = ctx.args.bytes(1);
     let mut took_all = false;
     let popped: Option<Vec<Vec<u8>>> = match write::<SetValue>(ctx.l, &key, false) {

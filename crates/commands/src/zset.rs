@@ -812,9 +812,8 @@ fn zremrangebylex(ctx: &mut Ctx<'_, '_>) {
 fn pop_generic(ctx: &mut Ctx<'_, '_>, max: bool) {
     let count = match ctx.args.len() {
         2 => None,
-        3 => match ctx.int_arg(2) {
-            Some(n) if n >= 0 => Some(n as usize),
-            Some(_) => return ctx.error("ERR value is out of range, must be positive"),
+        3 => match ctx.positive_arg(2) {
+            Some(n) => Some(n),
             None => return,
         },
         _ => return ctx.syntax_error(),

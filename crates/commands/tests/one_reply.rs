@@ -437,3 +437,31 @@ fn debug_populate_bounds_the_value_size() {
         )]
     );
 }
+
+/// Pop counts: Redis answers one text for a negative count and for no number at all
+/// (checked against redis-server 7.0.15).
+#[test]
+fn pop_counts_are_positive_longs() {
+    let h = Harness::new();
+    h.setup();
+    for cmd in [
+        "LPOP l abc",
+        "RPOP l -1",
+        "SPOP st x",
+        "ZPOPMIN z x",
+        "ZPOPMAX z -2",
+        "LPOP l 1.5",
+    ] {
+        let args: Vec<String> = cmd.split(' ').map(String::from).collect();
+        let (frames, _) = h.frames(1, &args, false);
+        assert_eq!(
+            frames,
+            vec![Frame::Error(
+                b"ERR value is out of range, must be positive"
+                    .to_vec()
+                    .into()
+            )],
+            "{cmd}"
+        );
+    }
+}
