@@ -452,7 +452,12 @@ impl Shared {
 
     /// The propagator, when anyone reads the stream.
     pub fn propagating(&self) -> Option<&dyn crate::propagate::Propagator> {
-        self.propagator.get().map(|p| &**p).filter(|p| p.enabled())
+        // A replica's stream is its master's bytes, passed on by the link: commands record
+        // nothing there (a writable replica's own writes stay local, as in Redis).
+        self.propagator
+            .get()
+            .map(|p| &**p)
+            .filter(|p| p.enabled() && !self.is_replica.load(Ordering::Relaxed))
     }
 
     pub fn io_threads(&self) -> usize {

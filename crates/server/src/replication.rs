@@ -31,8 +31,6 @@ const PAYLOAD_CHUNK: usize = 256 << 10;
 pub struct ReplicationStream {
     /// True once a replica attached: from then on commands record their effects.
     enabled: AtomicBool,
-    /// Mirrors `link.master.is_some()` for the request path.
-    is_replica: AtomicBool,
     /// Our role and the link to our master, when we are a replica.
     link: Mutex<LinkState>,
     /// Bumped at each REPLICAOF: a link thread of an older generation stops.
@@ -137,7 +135,6 @@ impl ReplicationStream {
         let size = shared.config.get_i64("repl-backlog-size").max(16 * 1024) as usize;
         let stream = ReplicationStream {
             enabled: AtomicBool::new(false),
-            is_replica: AtomicBool::new(false),
             link: Mutex::new(LinkState::default()),
             link_generation: AtomicU64::new(0),
             state: Mutex::new(StreamState {
@@ -180,7 +177,7 @@ impl ReplicationStream {
         stream.refresh_good_replicas(&st, shared);
         // A replica's stream is its master's, PINGs included: it adds none of its own.
         if !stream.enabled.load(Ordering::Relaxed)
-            || stream.is_replica.load(Ordering::Relaxed)
+            || shared.is_replica.load(Ordering::Relaxed)
             || st.feeds.is_empty()
             || st.last_ping.elapsed() < Duration::from_secs(period)
         {
@@ -372,7 +369,6 @@ impl ReplicationStream {
         match master {
             Some((host, port)) => {
                 shared.is_replica.store(true, Ordering::Release);
-                self.is_replica.store(true, Ordering::Release);
                 // A replica deletes nothing on its own: its master's DELs do.
                 shared.keyspace.set_expire_deletes(false);
                 log::notice(&format!(
@@ -382,7 +378,6 @@ impl ReplicationStream {
             }
             None => {
                 shared.is_replica.store(false, Ordering::Release);
-                self.is_replica.store(false, Ordering::Release);
                 shared.keyspace.set_expire_deletes(true);
                 if was_replica {
                     // Our replicas of the old master's history can continue with us.
@@ -445,10 +440,8 @@ impl ReplicationStream {
 }
 
 impl Propagator for ReplicationStream {
-    /// A replica's stream is its master's bytes, passed on by the link: commands record
-    /// nothing there (and a writable replica's own writes stay local, as in Redis).
     fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed) && !self.is_replica.load(Ordering::Relaxed)
+        self.enabled.load(Ordering::Relaxed)
     }
 
     fn append(&self, ops: &[Op<'_>], wrap: bool) {
