@@ -206,6 +206,9 @@ pub fn execute_at(
     // answered by nothing, as Redis answers its replicas.
     let replica_feed = session.replica_feed;
     let pushed = dispatch(shared, session, stats, args, reply, now_ms);
+    // Refused or queued commands changed nothing, so marking them applied outside the
+    // barrier is safe; the ones that ran were marked under it.
+    mark_applied(shared, session);
     if replica_feed {
         reply.out.truncate(start_len);
         return;
@@ -367,6 +370,20 @@ fn dispatch(
     spec.has(flags::REPLY_PER_ARG)
 }
 
+/// On the master link: the command (or the whole MULTI, at EXEC) is applied. Called while
+/// the command still holds the barrier, so a snapshot begun with the world stopped
+/// reads an offset that matches its data exactly; inside MULTI nothing is applied yet.
+fn mark_applied(shared: &Shared, session: &Session) {
+    if let (Some(offset), None) = (session.stream_offset_after, &session.multi) {
+        shared
+            .master_stream_db
+            .store(session.db as u64, Ordering::Release);
+        shared
+            .master_stream_applied
+            .store(offset, Ordering::Release);
+    }
+}
+
 fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
     ThreadStats::add(&stats.commands[idx].rejected, 1);
     ThreadStats::add(&stats.error_replies, 1);
@@ -398,6 +415,7 @@ fn run<'q>(
     let before = reply.len();
     let mark = reply.mark();
     let dirty;
+    let in_transaction = unit.is_some();
     {
         let _exclusive =
             (spec.has(flags::EXCLUSIVE) && !world_stopped).then(|| shared.barrier.exclusive());
@@ -469,6 +487,9 @@ fn run<'q>(
                     }
                 }
             }
+        }
+        if !in_transaction {
+            mark_applied(shared, session);
         }
     }
     check_one_reply(shared, session, spec, reply, before, mark);
@@ -595,6 +616,7 @@ fn exec(
         if let (Some(p), false) = (shared.propagating(), unit.is_empty()) {
             p.append(&unit, true);
         }
+        mark_applied(shared, session);
         return;
     }
     let _shared = shared.barrier.shared(session.thread);
@@ -667,6 +689,7 @@ fn exec(
     if let (Some(p), false) = (propagator, unit.is_empty()) {
         p.append(&unit, true);
     }
+    mark_applied(shared, session);
     drop(locked);
     for (idx, args, db) in written {
         if let Some(spec) = shared.commands.get(idx) {

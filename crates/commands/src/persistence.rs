@@ -53,6 +53,9 @@ pub struct PersistStats {
     pub loading_total_bytes: AtomicU64,
     pub loading_loaded_bytes: AtomicU64,
     pub loading_loaded_keys: AtomicU64,
+    /// The last load's keys (INFO `rdb_last_load_keys_loaded` / `_expired`).
+    pub last_load_keys_loaded: AtomicU64,
+    pub last_load_keys_expired: AtomicU64,
     /// Bytes of writers' copies past which event loops pause for a running BGSAVE's walk
     /// (0: none running).
     pub snapshot_backlog_limit: AtomicUsize,

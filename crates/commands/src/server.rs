@@ -343,7 +343,7 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         };
         let _ = write!(
             out,
-            "# Persistence\r\nloading:{}\r\n{}async_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            "# Persistence\r\nloading:{}\r\n{}async_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
             u8::from(loading),
             loading_fields,
             p.changes_since_save(sh),
@@ -357,6 +357,8 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
                 -1
             },
             p.saves.load(Ordering::Relaxed),
+            p.last_load_keys_expired.load(Ordering::Relaxed),
+            p.last_load_keys_loaded.load(Ordering::Relaxed),
         );
     }
     if want("stats") {

@@ -287,6 +287,13 @@ pub struct Shared {
     /// This server replicates a master (REPLICAOF): clients' writes are refused while
     /// `replica-read-only` says so.
     pub is_replica: AtomicBool,
+    /// On a replica: the master's stream offset up to which commands are applied to the
+    /// keyspace, stored under the barrier as each command (or a whole MULTI) completes,
+    /// so that a snapshot begun with the world stopped saves the exact offset its data
+    /// reflects (the RDB's `repl-offset`, from which a restarted replica continues).
+    pub master_stream_applied: AtomicU64,
+    /// The database the master's stream had selected at that offset.
+    pub master_stream_db: AtomicU64,
     /// `min-replicas-to-write`, 0 when it or `min-replicas-max-lag` is 0 (off).
     pub min_replicas_to_write: AtomicU64,
     pub persist: crate::persistence::PersistStats,
@@ -350,6 +357,8 @@ impl Shared {
             persistence: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
+            master_stream_applied: AtomicU64::new(0),
+            master_stream_db: AtomicU64::new(0),
             min_replicas_to_write: AtomicU64::new(0),
             persist: crate::persistence::PersistStats::default(),
             io_threads,
@@ -550,6 +559,9 @@ pub struct Session {
     /// The session that applies our master's stream: no read-only, OOM or MISCONF
     /// refusal, and its replies go nowhere.
     pub master_link: bool,
+    /// On the master link: the master's stream offset just past the command being
+    /// applied (see `Shared::master_stream_applied`).
+    pub stream_offset_after: Option<u64>,
     /// Set while a blocked command runs once more at its deadline (WAIT).
     pub block_timed_out: bool,
     /// The stream offset a WAIT waits for replicas to acknowledge.
@@ -585,6 +597,7 @@ impl Session {
             replica_feed: false,
             replconf: ReplConf::default(),
             master_link: false,
+            stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,
         }

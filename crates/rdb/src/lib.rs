@@ -27,7 +27,9 @@ pub mod write;
 pub use convert::{from_keyspace, to_keyspace};
 pub use file::DumpFile;
 pub use read::{Item, Reader, MAX_VERSION, MIN_VERSION};
-pub use snapshot::{load_into, load_with_progress, LoadStats, Snapshot, SnapshotStats};
+pub use snapshot::{
+    load_into, load_observed, load_with_progress, LoadObserver, LoadStats, Snapshot, SnapshotStats,
+};
 pub use write::{WriteOptions, WRITE_VERSION};
 
 /// A value as RDB carries it, independent of in-memory encodings.

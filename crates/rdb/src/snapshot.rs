@@ -52,7 +52,6 @@ fn serialize_after_unlock(v: &carmine_keyspace::Value) -> bool {
 }
 
 struct Collector {
-    now_ms: u64,
     opts: WriteOptions,
     /// The walk's thread: it leaves large values for after the unlock.
     walker: std::sync::OnceLock<std::thread::ThreadId>,
@@ -85,10 +84,10 @@ impl SnapshotSink for Collector {
     ) {
         let walker = self.walker.get() == Some(&std::thread::current().id());
         let mut captured = Captured::default();
+        // Keys already expired are saved too, as Redis saves them: whoever loads the
+        // file decides (a restarted master drops them and propagates their DELs, so its
+        // replicas, which never expire keys themselves, drop them as well).
         for (k, e) in entries {
-            if e.expire_at() != 0 && e.expire_at() <= self.now_ms {
-                continue;
-            }
             // A writer copies a large value when its storage is shared (long lists, huge
             // hashes, sets and sorted sets, big strings): the copy holds pointers. Others
             // it serializes now, which costs no more than a deep copy would and holds
@@ -151,7 +150,6 @@ impl Snapshot {
     pub fn begin(ks: &Keyspace, opts: WriteOptions, checksum: bool) -> Option<Snapshot> {
         let counts = (0..ks.databases()).map(|db| ks.db_counts(db)).collect();
         let collector = Arc::new(Collector {
-            now_ms: carmine_keyspace::now_ms(),
             opts,
             walker: std::sync::OnceLock::new(),
             queue: Mutex::new(Vec::with_capacity(QUEUE_START)),
@@ -319,6 +317,24 @@ pub struct LoadStats {
     pub expired_skipped: u64,
 }
 
+/// What a load reports while it runs. Every method has a do-nothing default.
+pub trait LoadObserver {
+    /// Every 1024 keys: bytes read, keys loaded.
+    fn progress(&mut self, _bytes: usize, _keys: u64) {}
+    /// A key skipped because it had expired (a master restarting propagates its DEL).
+    fn expired(&mut self, _db: usize, _key: &[u8]) {}
+    /// An auxiliary field (`repl-id`, `repl-offset` ...). They precede the keys.
+    fn aux(&mut self, _name: &[u8], _value: &[u8]) {}
+}
+
+struct Progress<'a>(&'a mut dyn FnMut(usize, u64));
+
+impl LoadObserver for Progress<'_> {
+    fn progress(&mut self, bytes: usize, keys: u64) {
+        (self.0)(bytes, keys)
+    }
+}
+
 /// Loads an RDB file's keys into `ks` (keys already expired are skipped, as a master
 /// does). Stops at the first error, naming its offset.
 pub fn load_into(ks: &Keyspace, data: &[u8]) -> Result<LoadStats, crate::RdbError> {
@@ -330,6 +346,15 @@ pub fn load_with_progress(
     ks: &Keyspace,
     data: &[u8],
     progress: &mut dyn FnMut(usize, u64),
+) -> Result<LoadStats, crate::RdbError> {
+    load_observed(ks, data, &mut Progress(progress))
+}
+
+/// As [`load_into`], telling `observer` about progress, expired keys and aux fields.
+pub fn load_observed(
+    ks: &Keyspace,
+    data: &[u8],
+    observer: &mut dyn LoadObserver,
 ) -> Result<LoadStats, crate::RdbError> {
     let mut r = crate::Reader::new(data)?;
     let now = carmine_keyspace::now_ms();
@@ -360,7 +385,10 @@ pub fn load_with_progress(
                     ks.reserve_db(db, keys.min(data.len() as u64 / 4));
                     continue;
                 }
-                crate::Item::Aux(..) => continue,
+                crate::Item::Aux(name, value) => {
+                    observer.aux(&name, &value);
+                    continue;
+                }
             };
             if e.db >= ks.databases() {
                 return Err(crate::RdbError {
@@ -375,6 +403,7 @@ pub fn load_with_progress(
             let deadline = e.expire_ms.unwrap_or(0);
             if deadline != 0 && deadline <= now {
                 stats.expired_skipped += 1;
+                observer.expired(e.db, &e.key);
                 continue;
             }
             let lru = e.freq.map(|f| carmine_keyspace::evict::lfu_restore(f, now));
@@ -389,7 +418,7 @@ pub fn load_with_progress(
                 if tx.send(full).is_err() {
                     break;
                 }
-                progress(r.offset(), stats.keys);
+                observer.progress(r.offset(), stats.keys);
             }
         }
         if !batch.is_empty() {

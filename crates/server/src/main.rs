@@ -115,6 +115,12 @@ fn main() {
             eprintln!("Can't chdir to '{dir}': {e}");
             std::process::exit(1);
         }
+        // From here on `dir` is the working directory: CONFIG GET dir answers it as an
+        // absolute path (as Redis does), and a relative one would name a directory
+        // below itself.
+        if let Ok(cwd) = std::env::current_dir() {
+            let _ = config.set("dir", &[cwd.to_string_lossy().into_owned()], true);
+        }
     }
     if config.get_bool("daemonize") {
         daemonize();

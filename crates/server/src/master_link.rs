@@ -358,6 +358,9 @@ fn apply_stream(
     // the database the last link had selected still applies (Redis keeps it in its
     // cached master).
     session.select(stream.link_db());
+    // The master's offset just past the bytes decoded so far: the dispatcher marks each
+    // command applied at it (see `Shared::master_stream_applied`).
+    let mut stream_pos = stream.offset();
     let mut decoder = CommandDecoder::new(carmine_resp::Limits::default());
     let mut args = Args::default();
     let mut reply = ReplyBuf::new(false);
@@ -380,13 +383,20 @@ fn apply_stream(
         let mut applied = 0usize;
         loop {
             let before = link.buf.len();
-            let complete = decoder
-                .decode(&mut link.buf, &mut args)
-                .map_err(|e| protocol_error(format!("bad command from the master: {e}")))?;
+            let complete = match decoder.decode(&mut link.buf, &mut args) {
+                Ok(complete) => complete,
+                Err(e) => {
+                    // What was applied before the garbage still moves our offset.
+                    pass_on(stream, shared, &mut raw, &mut applied);
+                    return Err(protocol_error(format!("bad command from the master: {e}")));
+                }
+            };
             if !complete {
                 break;
             }
             applied += before - link.buf.len();
+            stream_pos += (before - link.buf.len()) as u64;
+            session.stream_offset_after = Some(stream_pos);
             let getack = args
                 .get(0)
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"replconf"))

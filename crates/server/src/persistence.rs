@@ -11,7 +11,10 @@ use carmine_commands::{Persistence, RestoreError, Shared};
 use carmine_keyspace::{Keyspace, Value};
 use carmine_rdb::{Snapshot, SnapshotStats, WriteOptions};
 
+use carmine_repl::ReplId;
+
 use crate::log;
+use crate::replication::ReplicationStream;
 
 pub struct RdbFiles {
     shared: Weak<Shared>,
@@ -46,8 +49,23 @@ fn options(shared: &Shared) -> (WriteOptions, bool) {
     )
 }
 
-pub(crate) fn aux_fields(shared: &Shared) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
+/// The replication stream's position saved with a snapshot (the RDB's `repl-*` aux
+/// fields): a restarted master keeps it as its secondary id, a restarted replica
+/// continues its master's stream from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReplPoint {
+    pub replid: ReplId,
+    pub offset: u64,
+    pub db: usize,
+}
+
+/// Where the stream stands now; the caller stopped the world for the snapshot it begins.
+fn repl_point(shared: &Shared) -> Option<ReplPoint> {
+    ReplicationStream::of(shared).and_then(|s| s.save_point(shared))
+}
+
+pub(crate) fn aux_fields(shared: &Shared, repl: Option<ReplPoint>) -> Vec<(&'static str, Vec<u8>)> {
+    let mut aux = vec![
         (
             "redis-ver",
             carmine_commands::server::REDIS_VERSION.as_bytes().to_vec(),
@@ -55,16 +73,25 @@ pub(crate) fn aux_fields(shared: &Shared) -> Vec<(&'static str, Vec<u8>)> {
         ("redis-bits", b"64".to_vec()),
         ("ctime", unix_now().to_string().into_bytes()),
         ("used-mem", shared.used_memory().to_string().into_bytes()),
-        ("repl-stream-db", b"0".to_vec()),
-        ("repl-id", shared.facts.run_id.as_bytes().to_vec()),
-        ("repl-offset", b"0".to_vec()),
-        ("aof-base", b"0".to_vec()),
-    ]
+    ];
+    // Without a history worth continuing (a master no replica ever attached to), Redis
+    // writes no replication fields either.
+    if let Some(p) = repl {
+        aux.push(("repl-stream-db", p.db.to_string().into_bytes()));
+        aux.push(("repl-id", p.replid.to_string().into_bytes()));
+        aux.push(("repl-offset", p.offset.to_string().into_bytes()));
+    }
+    aux.push(("aof-base", b"0".to_vec()));
+    aux
 }
 
 /// Streams a begun snapshot into a temp file next to the dump, fsyncs it and renames it
 /// over the dump: a crash mid-save leaves the previous dump intact.
-fn write_file(shared: &Shared, snap: Snapshot) -> io::Result<SnapshotStats> {
+fn write_file(
+    shared: &Shared,
+    snap: Snapshot,
+    repl: Option<ReplPoint>,
+) -> io::Result<SnapshotStats> {
     let path = dump_path(shared);
     let tmp = path.with_file_name(format!("temp-{}.rdb", std::process::id()));
     let result = (|| {
@@ -78,7 +105,7 @@ fn write_file(shared: &Shared, snap: Snapshot) -> io::Result<SnapshotStats> {
         // (PREEMPT_NONE kernels), so smaller writes bound how long the walk can hold a
         // core that a loop wants.
         let mut out = io::BufWriter::with_capacity(256 << 10, file);
-        let stats = snap.write_to(&shared.keyspace, &mut out, &aux_fields(shared))?;
+        let stats = snap.write_to(&shared.keyspace, &mut out, &aux_fields(shared, repl))?;
         out.flush()?;
         let file = out.into_inner().map_err(|e| e.into_error())?.file;
         file.sync_all()?;
@@ -182,9 +209,10 @@ impl RdbFiles {
 
 impl Persistence for RdbFiles {
     fn save(&self, shared: &Shared) -> Result<(), String> {
+        let repl = repl_point(shared);
         let (snap, dirty) = Self::begin(shared)?;
         let started = Instant::now();
-        let result = write_file(shared, snap);
+        let result = write_file(shared, snap, repl);
         Self::finished(shared, dirty, result.is_ok());
         match result {
             Ok(stats) => {
@@ -207,10 +235,11 @@ impl Persistence for RdbFiles {
             return Err("server is shutting down".into());
         };
         let dirty = shared.total_dirty();
+        let repl = repl_point(shared);
         log::notice("Background saving started (no fork: copy-on-write per slot table)");
         spawn_snapshot(shared, owned, "carmine-bgsave", move |owned, snap| {
             let started = Instant::now();
-            let result = write_file(owned, snap);
+            let result = write_file(owned, snap, repl);
             let p = &owned.persist;
             p.last_bgsave_secs
                 .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
@@ -444,6 +473,42 @@ fn reserve_heap(shared: &Shared) {
     }
 }
 
+/// What start-up's load saw besides the keys.
+struct StartupLoad<'a> {
+    persist: &'a carmine_commands::PersistStats,
+    repl_id: Option<ReplId>,
+    repl_offset: Option<u64>,
+    /// Redis saves -1 here by mistake in some versions: such a file's position is unusable.
+    repl_db: Option<usize>,
+    /// Keys skipped as expired: a restarted master propagates their DELs.
+    expired: Vec<(usize, Vec<u8>)>,
+}
+
+impl carmine_rdb::LoadObserver for StartupLoad<'_> {
+    fn progress(&mut self, bytes: usize, keys: u64) {
+        self.persist
+            .loading_loaded_bytes
+            .store(bytes as u64, Ordering::Relaxed);
+        self.persist
+            .loading_loaded_keys
+            .store(keys, Ordering::Relaxed);
+    }
+
+    fn expired(&mut self, db: usize, key: &[u8]) {
+        self.expired.push((db, key.to_vec()));
+    }
+
+    fn aux(&mut self, name: &[u8], value: &[u8]) {
+        let number = || std::str::from_utf8(value).ok()?.parse::<u64>().ok();
+        match name {
+            b"repl-id" => self.repl_id = ReplId::parse(value),
+            b"repl-offset" => self.repl_offset = number(),
+            b"repl-stream-db" => self.repl_db = number().and_then(|n| usize::try_from(n).ok()),
+            _ => {}
+        }
+    }
+}
+
 /// Loads the dump at start-up, if there is one.
 pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
     let path = dump_path(shared);
@@ -470,11 +535,14 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
     p.loading_loaded_keys.store(0, Ordering::Relaxed);
     p.loading_start_unix.store(unix_now(), Ordering::Relaxed);
     p.loading.store(true, Ordering::Release);
-    let result = carmine_rdb::load_with_progress(&shared.keyspace, &data, &mut |bytes, keys| {
-        p.loading_loaded_bytes
-            .store(bytes as u64, Ordering::Relaxed);
-        p.loading_loaded_keys.store(keys, Ordering::Relaxed);
-    });
+    let mut seen = StartupLoad {
+        persist: p,
+        repl_id: None,
+        repl_offset: None,
+        repl_db: None,
+        expired: Vec::new(),
+    };
+    let result = carmine_rdb::load_observed(&shared.keyspace, &data, &mut seen);
     p.loading.store(false, Ordering::Release);
     match result {
         Ok(stats) => {
@@ -482,6 +550,18 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
                 "Done loading RDB, keys loaded: {}, keys expired: {}.",
                 stats.keys, stats.expired_skipped
             ));
+            p.last_load_keys_loaded.store(stats.keys, Ordering::Relaxed);
+            p.last_load_keys_expired
+                .store(stats.expired_skipped, Ordering::Relaxed);
+            if let (Some(replid), Some(offset), Some(db), Some(stream)) = (
+                seen.repl_id,
+                seen.repl_offset,
+                seen.repl_db,
+                ReplicationStream::of(shared),
+            ) {
+                let point = ReplPoint { replid, offset, db };
+                stream.restore_from_snapshot(shared, point, &seen.expired);
+            }
             log::notice(&format!(
                 "DB loaded from disk: {:.3} seconds",
                 started.elapsed().as_secs_f64()
@@ -560,6 +640,9 @@ pub fn save_on_shutdown(shared: &Shared, mode: carmine_commands::ShutdownMode) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     log::notice("Saving the final RDB snapshot before exiting.");
+    // The master link may still apply commands: the snapshot and the offset it saves
+    // are taken with the world stopped.
+    let _world = shared.barrier.exclusive();
     if let Err(e) = files.save(shared) {
         log::warning(&format!("Error trying to save the DB, can't exit: {e}"));
     }

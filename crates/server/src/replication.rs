@@ -22,6 +22,7 @@ use carmine_repl::{PsyncDecision, ReplHistory, ReplId};
 use parking_lot::Mutex;
 
 use crate::log;
+use crate::persistence::ReplPoint;
 
 /// Bytes of payload in flight to a replica's connection before the snapshot walk waits
 /// for it to drain: the walk is held back by a slow replica, never the writers.
@@ -295,6 +296,65 @@ impl ReplicationStream {
         }
     }
 
+    /// The position a snapshot begun now saves (Redis' rdbPopulateSaveInfo): a master's
+    /// own once it keeps a backlog, a replica's master's once it synced. The caller
+    /// stopped the world, so the offset matches the snapshot's data exactly.
+    pub(crate) fn save_point(&self, shared: &Shared) -> Option<ReplPoint> {
+        let st = self.state.lock();
+        if shared.is_replica.load(Ordering::Acquire) {
+            let synced = self.link.lock().synced;
+            synced.then(|| ReplPoint {
+                replid: st.history.replid(),
+                offset: shared.master_stream_applied.load(Ordering::Acquire),
+                db: shared.master_stream_db.load(Ordering::Acquire) as usize,
+            })
+        } else {
+            st.history.backlog_active().then(|| ReplPoint {
+                replid: st.history.replid(),
+                offset: st.history.master_repl_offset(),
+                db: st.selected.unwrap_or(0),
+            })
+        }
+    }
+
+    /// Start-up loaded a snapshot saved at `point`. A replica continues its master's
+    /// stream from there; a master keeps it as its secondary id with an empty backlog
+    /// past it, so its replicas continue too, then propagates the DELs of the keys the
+    /// load found expired (Redis' loadDataFromDisk).
+    pub(crate) fn restore_from_snapshot(
+        &self,
+        shared: &Shared,
+        point: ReplPoint,
+        expired: &[(usize, Vec<u8>)],
+    ) {
+        let replica = !shared
+            .config
+            .get("replicaof")
+            .unwrap_or_default()
+            .trim()
+            .is_empty();
+        let mut st = self.state.lock();
+        st.history.reset(point.replid, point.offset);
+        st.history.activate_backlog();
+        if replica {
+            self.link.lock().synced = true;
+            self.set_link_db(point.db);
+            shared
+                .master_stream_applied
+                .store(point.offset, Ordering::Release);
+            shared
+                .master_stream_db
+                .store(point.db as u64, Ordering::Release);
+            return;
+        }
+        st.history.shift_replid(random_id());
+        self.enabled.store(true, Ordering::Release);
+        drop(st);
+        for (db, key) in expired {
+            self.append(&[carmine_commands::propagate::del_op(*db, key)], false);
+        }
+    }
+
     /// A full sync loaded: the master's id and offset become ours. Our own replicas
     /// followed the old history, so they must sync again.
     pub(crate) fn reset_after_full_sync(&self, replid: ReplId, offset: u64) {
@@ -302,6 +362,10 @@ impl ReplicationStream {
         self.link_db.store(0, Ordering::Relaxed);
         let mut st = self.state.lock();
         st.history.reset(replid, offset);
+        if let Some(shared) = self.shared.upgrade() {
+            shared.master_stream_applied.store(offset, Ordering::Release);
+            shared.master_stream_db.store(0, Ordering::Release);
+        }
         st.history.activate_backlog();
         Self::disconnect_feeds(&mut st);
         self.link.lock().synced = true;
@@ -963,14 +1027,12 @@ fn send_snapshot(
     offset: u64,
     eof: bool,
 ) {
-    let mut aux = crate::persistence::aux_fields(shared);
-    for (name, value) in aux.iter_mut() {
-        match *name {
-            "repl-id" => *value = replid.to_string().into_bytes(),
-            "repl-offset" => *value = offset.to_string().into_bytes(),
-            _ => {}
-        }
-    }
+    let point = ReplPoint {
+        replid,
+        offset,
+        db: 0,
+    };
+    let aux = crate::persistence::aux_fields(shared, Some(point));
     let sent = if eof {
         send_diskless(shared, snap, info, &aux)
     } else {

@@ -691,3 +691,141 @@ fn partial_resync_keeps_the_selected_database() {
     assert_eq!(n, 0, "nothing applied to db 0");
     server.shutdown();
 }
+
+/// A Carmine server with its files in `dir`, on `port`, with save points (so shutdown
+/// saves) and `extra` config lines.
+fn carmine_in(dir: &std::path::Path, port: u16, extra: &str) -> carmine_server::Server {
+    let config = carmine_commands::Config::new();
+    config
+        .load_text(&format!(
+            "port {port}\nbind 127.0.0.1\nio-threads 2\nsave \"3600 1\"\ndir {}\n{extra}\n",
+            dir.display()
+        ))
+        .expect("test config is valid");
+    carmine_server::Server::start(config).expect("server starts")
+}
+
+/// Redis' psync2-master-restart: a master that restarts from its own dump keeps its old
+/// replication id as the secondary one and its offset, so its replica continues with a
+/// partial resync; the keys the load finds expired reach the replica as DELs.
+#[test]
+fn a_restarted_master_continues_its_replicas_from_the_dump() {
+    let dir = common::scratch_dir();
+    let port = common::free_port();
+    let server = carmine_in(&dir, port, "");
+    let mut master = connect(port);
+    let (_replica_proc, replica_port) = redis_replica(port, "disabled");
+    let mut replica = connect(replica_port);
+    let _: () = redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .query(&mut master)
+        .expect("no active expiry");
+    for i in 0..300 {
+        let _: () = redis::cmd("SELECT")
+            .arg(i % 4)
+            .query(&mut master)
+            .expect("select");
+        let _: () = redis::cmd("SET")
+            .arg(format!("short{i}"))
+            .arg("v")
+            .arg("PX")
+            .arg(50)
+            .query(&mut master)
+            .expect("set px");
+        let _: i64 = redis::cmd("INCR")
+            .arg(format!("kept{}", i % 10))
+            .query(&mut master)
+            .expect("incr");
+    }
+    assert!(wait_caught_up(&mut master, &mut replica), "first sync");
+    let old_id = info_field(&mut master, "replication", "master_replid").expect("replid");
+    let offset: u64 = info_field(&mut master, "replication", "master_repl_offset")
+        .and_then(|o| o.parse().ok())
+        .expect("offset");
+    std::thread::sleep(Duration::from_millis(100));
+    server.shutdown();
+    let server = carmine_in(&dir, port, "");
+    let mut master = connect(port);
+    assert_eq!(
+        info_field(&mut master, "persistence", "rdb_last_load_keys_expired").as_deref(),
+        Some("300")
+    );
+    assert_eq!(
+        info_field(&mut master, "replication", "master_replid2").as_deref(),
+        Some(old_id.as_str())
+    );
+    assert_eq!(
+        info_field(&mut master, "replication", "second_repl_offset"),
+        Some((offset + 1).to_string())
+    );
+    let histlen: u64 = info_field(&mut master, "replication", "repl_backlog_histlen")
+        .and_then(|o| o.parse().ok())
+        .expect("histlen");
+    assert!(histlen > 0, "the expired keys' DELs are in the backlog");
+    assert_eq!(
+        info_field(&mut master, "replication", "master_repl_offset"),
+        Some((offset + histlen).to_string())
+    );
+    assert!(wait_caught_up(&mut master, &mut replica), "resynced");
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_partial_ok").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_full").as_deref(),
+        Some("0")
+    );
+    assert_eq!(digest(&mut replica), digest(&mut master));
+    server.shutdown();
+}
+
+/// A Carmine replica restarted from its dump continues its master's stream where the
+/// dump left it: a partial resync, and every INCR applied exactly once.
+#[test]
+fn a_restarted_replica_continues_from_its_dump() {
+    let (_master_proc, master_port) = redis_master();
+    let mut master = connect(master_port);
+    let dir = common::scratch_dir();
+    let port = common::free_port();
+    let replicaof = format!("replicaof 127.0.0.1 {master_port}");
+    let server = carmine_in(&dir, port, &replicaof);
+    let mut replica = connect(port);
+    let incr = |c: &mut redis::Connection, n: usize| {
+        for i in 0..n {
+            let _: i64 = redis::cmd("INCR")
+                .arg(format!("n{}", i % 5))
+                .query(c)
+                .expect("incr");
+        }
+    };
+    incr(&mut master, 500);
+    assert!(wait_caught_up(&mut master, &mut replica), "first sync");
+    // Writes keep coming while the replica saves and stops.
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = writers(master_port, 2, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    server.shutdown();
+    incr(&mut master, 500);
+    let server = carmine_in(&dir, port, &replicaof);
+    let mut replica = connect(port);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for w in busy {
+        let _ = w.join();
+    }
+    incr(&mut master, 100);
+    assert!(wait_caught_up(&mut master, &mut replica), "resynced");
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_full").as_deref(),
+        Some("1"),
+        "only the first sync was a full one"
+    );
+    assert_eq!(
+        info_field(&mut master, "stats", "sync_partial_ok").as_deref(),
+        Some("1")
+    );
+    assert_eq!(dataset(&mut replica), dataset(&mut master));
+    assert_eq!(digest(&mut replica), digest(&mut master));
+    server.shutdown();
+}
