@@ -77,6 +77,7 @@ struct StreamState {
     outgoing: Vec<u8>,
     scratch: Vec<u8>,
     last_ping: Instant,
+    last_keepalive: Instant,
 }
 
 /// One replica reading the stream.
@@ -87,10 +88,25 @@ struct Feed {
     /// An EOF-marked payload is out: the replica finds the mark only as the last bytes
     /// it read, so the stream waits for its first REPLCONF ACK (as Redis waits).
     awaiting_ack: bool,
+    /// Waiting for its snapshot to start (Redis' WAIT_BGSAVE_START).
+    waiting: Option<Waiting>,
+    /// Gets a newline every second until its payload starts (waiting, or while a
+    /// disk-based snapshot is written), so that its link does not time out.
+    keepalive: bool,
     ack_offset: u64,
     ack_at: Instant,
     ip: String,
     port: u16,
+}
+
+/// A replica that asked for a full sync and waits for its snapshot: at once, or after
+/// `repl-diskless-sync-delay`, so that replicas arriving together share one snapshot.
+struct Waiting {
+    since: Instant,
+    /// It asked with PSYNC: `+FULLRESYNC <id> <offset>` goes before the payload.
+    psync: bool,
+    /// It takes an EOF-marked diskless payload.
+    eof: bool,
 }
 
 impl Feed {
@@ -145,6 +161,7 @@ impl ReplicationStream {
                 outgoing: Vec::new(),
                 scratch: Vec::new(),
                 last_ping: Instant::now(),
+                last_keepalive: Instant::now(),
             }),
             shared: Arc::downgrade(shared),
             sync_full: AtomicU64::new(0),
@@ -172,10 +189,29 @@ impl ReplicationStream {
             return;
         };
         let period = shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
-        let mut st = stream.state.lock();
+        let mut st = {
+            // While the world is stopped (DEBUG SLEEP, a long EXCLUSIVE command) this
+            // loop waits too, as Redis' single thread would: no keepalive, no PING.
+            let _turn = shared.barrier.shared(0);
+            stream.state.lock()
+        };
         // Forget replicas whose connection closed.
         st.feeds.retain(|f| f.info.deliver.lock().is_some());
         stream.refresh_good_replicas(&st, shared);
+        if st.last_keepalive.elapsed() >= Duration::from_secs(1) {
+            st.last_keepalive = Instant::now();
+            for f in st.feeds.iter().filter(|f| f.keepalive) {
+                deliver(&f.info, Bytes::from_static(b"\n"));
+            }
+        }
+        let due = Self::due_group(&st, shared).is_some();
+        drop(st);
+        if due {
+            // A snapshot starts with the world stopped (barrier before the stream lock).
+            let _world = shared.barrier.exclusive();
+            stream.start_waiting_syncs(&mut stream.state.lock(), shared);
+        }
+        let mut st = stream.state.lock();
         // A replica's stream is its master's, PINGs included: it adds none of its own.
         if !stream.enabled.load(Ordering::Relaxed)
             || shared.is_replica.load(Ordering::Relaxed)
@@ -200,6 +236,8 @@ impl ReplicationStream {
         let mut live = false;
         st.feeds.retain_mut(|f| match &mut f.pending {
             Some(_) if f.info.deliver.lock().is_none() => false,
+            // Its snapshot has not begun: it will hold these bytes.
+            Some(_) if f.waiting.is_some() => true,
             Some(pending) => {
                 pending.extend_from_slice(bytes);
                 if hard > 0 && pending.len() as u64 > hard {
@@ -461,6 +499,97 @@ impl ReplicationStream {
                 log::notice("MASTER MODE enabled (user request from client)");
             }
         }
+        true
+    }
+
+    /// The group of waiting replicas (by payload kind, EOF-marked or not) whose snapshot
+    /// is due now, if any.
+    fn due_group(st: &StreamState, shared: &Shared) -> Option<bool> {
+        if shared.persist.bgsave_in_progress.load(Ordering::Acquire) {
+            return None;
+        }
+        let (since, eof) = st
+            .feeds
+            .iter()
+            .filter_map(|f| f.waiting.as_ref())
+            .min_by_key(|w| w.since)
+            .map(|w| (w.since, w.eof))?;
+        let delay = if eof {
+            shared.config.get_i64("repl-diskless-sync-delay").max(0) as u64
+        } else {
+            0
+        };
+        let max = shared.config.get_i64("repl-diskless-sync-max-replicas").max(0) as usize;
+        let count = st
+            .feeds
+            .iter()
+            .filter(|f| f.waiting.as_ref().is_some_and(|w| w.eof == eof))
+            .count();
+        let due = since.elapsed() >= Duration::from_secs(delay) || (max > 0 && count >= max);
+        due.then_some(eof)
+    }
+
+    /// Starts one snapshot for the replicas waiting for a full sync, when due: at once
+    /// without a delay, else once the first has waited `repl-diskless-sync-delay`
+    /// seconds or `repl-diskless-sync-max-replicas` have come; never while another
+    /// snapshot runs (they wait for it to end). The caller stopped the world, so the
+    /// snapshot and the offset it is sent at are one point of the stream. True if one
+    /// started.
+    fn start_waiting_syncs(&self, st: &mut StreamState, shared: &Shared) -> bool {
+        let Some(eof) = Self::due_group(st, shared) else {
+            return false;
+        };
+        let in_group = |f: &Feed| f.waiting.as_ref().is_some_and(|w| w.eof == eof);
+        let Some(owned) = self.shared.upgrade() else {
+            return false;
+        };
+        let point = ReplPoint {
+            replid: st.history.replid(),
+            offset: st.history.master_repl_offset(),
+            db: 0,
+        };
+        // Their replies first, so that no payload byte can precede them.
+        let mut targets = Vec::new();
+        for f in st.feeds.iter_mut().filter(|f| in_group(f)) {
+            if f.waiting.as_ref().is_some_and(|w| w.psync) {
+                deliver(
+                    &f.info,
+                    Bytes::from(format!("+FULLRESYNC {} {}\r\n", point.replid, point.offset)),
+                );
+            }
+            targets.push(f.info.clone());
+        }
+        let job_targets = targets.clone();
+        let started = crate::persistence::spawn_snapshot(
+            shared,
+            owned,
+            "carmine-fullsync",
+            move |owned, snap| send_snapshot(owned, snap, &job_targets, point, eof),
+        );
+        if let Err(e) = started {
+            log::warning(&format!("Can't start the snapshot for a full sync: {e}"));
+            st.feeds.retain(|f| {
+                let drop = in_group(f);
+                if drop {
+                    f.info.kill();
+                }
+                !drop
+            });
+            return false;
+        }
+        // The stream from here on is held for them, and selects its database anew.
+        st.selected = None;
+        for f in st.feeds.iter_mut().filter(|f| in_group(f)) {
+            f.waiting = None;
+            f.pending = Some(Vec::new());
+            f.keepalive = !eof;
+        }
+        let ids: Vec<String> = targets.iter().map(|t| t.id.to_string()).collect();
+        log::notice(&format!(
+            "Starting BGSAVE for SYNC with target: {} (client ids {})",
+            if eof { "replicas sockets" } else { "disk" },
+            ids.join(" ")
+        ));
         true
     }
 
@@ -937,6 +1066,8 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                     info,
                     pending: None,
                     awaiting_ack: false,
+                    waiting: None,
+                    keepalive: false,
                     ack_offset: from.saturating_sub(1),
                     ack_at: Instant::now(),
                     ip,
@@ -964,90 +1095,71 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
             }
         }
     }
-    let Some(owned) = stream.shared.upgrade() else {
-        return ctx.error("ERR server is shutting down");
-    };
     // The backlog starts with the first replica: a later one can continue from it.
     if !st.history.backlog_active() {
         st.history.activate_backlog();
         stream.enabled.store(true, Ordering::Release);
     }
-    let offset = st.history.master_repl_offset();
-    let replid = st.history.replid();
     let eof = psync.is_some() && conf.capa_eof && ctx.shared.config.get_bool("repl-diskless-sync");
-    let id = info.id;
-    let job_info = info.clone();
-    let started = crate::persistence::spawn_snapshot(
-        ctx.shared,
-        owned,
-        "carmine-fullsync",
-        move |owned, snap| send_snapshot(owned, snap, &job_info, replid, offset, eof),
-    );
-    if let Err(e) = started {
-        // Another snapshot runs; the replica retries (Redis would attach it to the
-        // running one when it can).
-        log::warning(&format!("Can't start the snapshot for replica {who}: {e}"));
-        return ctx.error(&format!("ERR {e}"));
-    }
-    // The stream bytes from here on wait in the feed until the payload is out; the next
-    // command selects its database anew for the new replica.
-    st.selected = None;
     st.feeds.push(Feed {
         info,
         pending: Some(Vec::new()),
         awaiting_ack: false,
+        waiting: Some(Waiting {
+            since: Instant::now(),
+            psync: psync.is_some(),
+            eof,
+        }),
+        keepalive: true,
         ack_offset: 0,
         ack_at: Instant::now(),
         ip,
         port: conf.listening_port,
     });
-    drop(st);
     ctx.session.replica_feed = true;
     ctx.session
         .info
         .kind
         .store(ClientInfo::REPLICA, Ordering::Relaxed);
     stream.sync_full.fetch_add(1, Ordering::Relaxed);
-    log::notice(&format!(
-        "Starting BGSAVE for SYNC with target: {} (client id {id})",
-        if eof { "replicas sockets" } else { "disk" }
-    ));
-    if psync.is_some() {
-        ctx.reply.simple(&format!("FULLRESYNC {replid} {offset}"));
+    // PSYNC stopped the world: the snapshot may start right here. Its reply
+    // (+FULLRESYNC) goes out through the same path as the payload, so nothing is
+    // written here.
+    if !stream.start_waiting_syncs(&mut st, ctx.shared) && eof {
+        log::notice("Delay next BGSAVE for diskless SYNC");
     }
 }
 
-/// The snapshot thread's work for a full sync: the payload, then the held stream bytes,
-/// then the feed goes live.
+/// The snapshot thread's work for a full sync: the payload to every replica of the
+/// group, then each one's held stream bytes, then its feed goes live.
 fn send_snapshot(
     shared: &Arc<Shared>,
     snap: Snapshot,
-    info: &Arc<ClientInfo>,
-    replid: ReplId,
-    offset: u64,
+    targets: &[Arc<ClientInfo>],
+    point: ReplPoint,
     eof: bool,
 ) {
-    let point = ReplPoint {
-        replid,
-        offset,
-        db: 0,
-    };
     let aux = crate::persistence::aux_fields(shared, Some(point));
-    let sent = if eof {
-        send_diskless(shared, snap, info, &aux)
+    let results = if eof {
+        send_diskless(shared, snap, targets, &aux)
     } else {
-        send_from_disk(shared, snap, info, &aux)
+        send_from_disk(shared, snap, targets, &aux)
     };
-    let who = info.addr.clone();
     let Some(stream) = ReplicationStream::of(shared) else {
         return;
     };
     let mut st = stream.state.lock();
-    match sent {
-        Ok(bytes) => {
-            if let Some(f) = ReplicationStream::feed_of(&mut st, info.id) {
+    for (info, sent) in targets.iter().zip(results) {
+        let who = info.addr.clone();
+        match sent {
+            Ok(bytes) => {
+                if ReplicationStream::feed_of(&mut st, info.id).is_none() {
+                    continue;
+                }
                 if eof {
-                    f.awaiting_ack = true;
+                    if let Some(f) = ReplicationStream::feed_of(&mut st, info.id) {
+                        f.awaiting_ack = true;
+                    }
                     log::notice(&format!(
                         "Streamed RDB transfer with replica {who} succeeded (socket, {bytes} \
                          bytes). Waiting for REPLCONF ACK from replica to enable streaming"
@@ -1063,12 +1175,74 @@ fn send_snapshot(
                     ));
                 }
             }
+            Err(e) => {
+                log::warning(&format!("Full sync with replica {who} failed: {e}"));
+                st.feeds.retain(|f| f.info.id != info.id);
+                info.kill();
+            }
         }
-        Err(e) => {
-            log::warning(&format!("Full sync with replica {who} failed: {e}"));
-            st.feeds.retain(|f| f.info.id != info.id);
-            info.kill();
+    }
+}
+
+/// The same payload to several replicas: one that fails is dropped, the others go on;
+/// the walk stops only when none is left.
+struct Tee<'a> {
+    outs: Vec<(ReplicaWriter<'a>, Option<io::Error>)>,
+}
+
+impl<'a> Tee<'a> {
+    fn new(targets: &'a [Arc<ClientInfo>]) -> Self {
+        Tee {
+            outs: targets
+                .iter()
+                .map(|i| (ReplicaWriter::new(i), None))
+                .collect(),
         }
+    }
+
+    fn each(&mut self, mut op: impl FnMut(&mut ReplicaWriter<'a>) -> io::Result<()>) -> io::Result<()> {
+        let mut alive = false;
+        for (out, failed) in &mut self.outs {
+            if failed.is_none() {
+                match op(out) {
+                    Ok(()) => alive = true,
+                    Err(e) => *failed = Some(e),
+                }
+            }
+        }
+        if alive {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "every replica of the transfer failed",
+            ))
+        }
+    }
+
+    /// Each replica's outcome: bytes of payload sent, or its error.
+    fn results(self, bytes: io::Result<u64>) -> Vec<io::Result<u64>> {
+        let err_text = bytes.as_ref().err().map(|e| e.to_string());
+        self.outs
+            .into_iter()
+            .map(|(_, failed)| match (failed, &bytes, &err_text) {
+                (Some(e), _, _) => Err(e),
+                (None, Ok(n), _) => Ok(*n),
+                (None, Err(_), Some(text)) => Err(io::Error::other(text.clone())),
+                (None, Err(_), None) => Err(io::Error::other("transfer failed")),
+            })
+            .collect()
+    }
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.each(|out| out.write_all(data))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.each(|out| out.flush())
     }
 }
 
@@ -1076,18 +1250,21 @@ fn send_snapshot(
 fn send_diskless(
     shared: &Arc<Shared>,
     snap: Snapshot,
-    info: &Arc<ClientInfo>,
+    targets: &[Arc<ClientInfo>],
     aux: &[(&str, Vec<u8>)],
-) -> io::Result<u64> {
+) -> Vec<io::Result<u64>> {
     let mark: String = (0..40)
         .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
         .collect();
-    let mut out = ReplicaWriter::new(info);
-    out.write_all(format!("$EOF:{mark}\r\n").as_bytes())?;
-    let stats = snap.write_to(&shared.keyspace, &mut out, aux)?;
-    out.write_all(mark.as_bytes())?;
-    out.flush()?;
-    Ok(stats.bytes)
+    let mut tee = Tee::new(targets);
+    let sent = (|| {
+        tee.write_all(format!("$EOF:{mark}\r\n").as_bytes())?;
+        let stats = snap.write_to(&shared.keyspace, &mut tee, aux)?;
+        tee.write_all(mark.as_bytes())?;
+        tee.flush()?;
+        Ok(stats.bytes)
+    })();
+    tee.results(sent)
 }
 
 /// `$<len>\r\n` and the RDB from a temporary file (SYNC, a replica without `capa eof`,
@@ -1095,25 +1272,43 @@ fn send_diskless(
 fn send_from_disk(
     shared: &Arc<Shared>,
     snap: Snapshot,
-    info: &Arc<ClientInfo>,
+    targets: &[Arc<ClientInfo>],
     aux: &[(&str, Vec<u8>)],
-) -> io::Result<u64> {
+) -> Vec<io::Result<u64>> {
     let dump = crate::persistence::dump_path(shared);
-    let tmp = dump.with_file_name(format!("temp-repl-{}-{}.rdb", std::process::id(), info.id));
-    let result = (|| {
+    let tmp = dump.with_file_name(format!("temp-repl-{}-{}.rdb", std::process::id(), fastrand::u64(..)));
+    let written = (|| {
         let mut file = io::BufWriter::with_capacity(PAYLOAD_CHUNK, std::fs::File::create(&tmp)?);
         snap.write_to(&shared.keyspace, &mut file, aux)?;
         file.flush()?;
         drop(file);
-        let data = std::fs::read(&tmp)?;
-        let mut out = ReplicaWriter::new(info);
-        out.write_all(format!("${}\r\n", data.len()).as_bytes())?;
-        out.write_all(&data)?;
-        out.flush()?;
-        Ok(data.len() as u64)
+        std::fs::read(&tmp)
     })();
     let _ = std::fs::remove_file(&tmp);
-    result
+    let data = match written {
+        Ok(data) => data,
+        Err(e) => {
+            let text = e.to_string();
+            return targets.iter().map(|_| Err(io::Error::other(text.clone()))).collect();
+        }
+    };
+    if let Some(stream) = ReplicationStream::of(shared) {
+        // No more keepalive newlines: the payload starts.
+        let mut st = stream.state.lock();
+        for f in st.feeds.iter_mut() {
+            if targets.iter().any(|t| t.id == f.info.id) {
+                f.keepalive = false;
+            }
+        }
+    }
+    let mut tee = Tee::new(targets);
+    let sent = (|| {
+        tee.write_all(format!("${}\r\n", data.len()).as_bytes())?;
+        tee.write_all(&data)?;
+        tee.flush()?;
+        Ok(data.len() as u64)
+    })();
+    tee.results(sent)
 }
 
 /// Sends payload bytes to a replica's connection in chunks, waiting while too much of it

@@ -292,7 +292,7 @@ fn populate(c: &mut redis::Connection, keys: usize) {
 
 #[test]
 fn redis_replica_of_a_carmine_master_converges_and_resyncs_partially() {
-    let server = common::start("io-threads 2\nrepl-backlog-size 64mb");
+    let server = common::start("io-threads 2\nrepl-backlog-size 64mb\nrepl-diskless-sync-delay 0");
     let mut master = connect(server.port());
     populate(&mut master, 100_000);
 
@@ -476,7 +476,9 @@ fn chained_replication_through_carmine() {
     let (_master_proc, master_port) = redis_master();
     let mut master = connect(master_port);
     fill_redis(&mut master, 5_000);
-    let middle = common::start(&format!("replicaof 127.0.0.1 {master_port}"));
+    let middle = common::start(&format!(
+        "replicaof 127.0.0.1 {master_port}\nrepl-diskless-sync-delay 0"
+    ));
     let mut mid = connect(middle.port());
     assert!(
         wait_caught_up(&mut master, &mut mid),
@@ -592,7 +594,7 @@ fn link_cut_at_random_points_then_the_replica_equals_the_master() {
     } else {
         12
     };
-    let master_server = common::start("io-threads 2\nrepl-backlog-size 4mb");
+    let master_server = common::start("io-threads 2\nrepl-backlog-size 4mb\nrepl-diskless-sync-delay 0");
     let mut master = connect(master_server.port());
     populate(&mut master, 20_000);
     let (proxy_port, calm, cuts) = cutting_proxy(master_server.port(), 0x5eed, 1_500_000);
@@ -712,7 +714,7 @@ fn carmine_in(dir: &std::path::Path, port: u16, extra: &str) -> carmine_server::
 fn a_restarted_master_continues_its_replicas_from_the_dump() {
     let dir = common::scratch_dir();
     let port = common::free_port();
-    let server = carmine_in(&dir, port, "");
+    let server = carmine_in(&dir, port, "repl-diskless-sync-delay 0");
     let mut master = connect(port);
     let (_replica_proc, replica_port) = redis_replica(port, "disabled");
     let mut replica = connect(replica_port);
@@ -745,7 +747,7 @@ fn a_restarted_master_continues_its_replicas_from_the_dump() {
         .expect("offset");
     std::thread::sleep(Duration::from_millis(100));
     server.shutdown();
-    let server = carmine_in(&dir, port, "");
+    let server = carmine_in(&dir, port, "repl-diskless-sync-delay 0");
     let mut master = connect(port);
     assert_eq!(
         info_field(&mut master, "persistence", "rdb_last_load_keys_expired").as_deref(),
@@ -827,5 +829,48 @@ fn a_restarted_replica_continues_from_its_dump() {
     );
     assert_eq!(dataset(&mut replica), dataset(&mut master));
     assert_eq!(digest(&mut replica), digest(&mut master));
+    server.shutdown();
+}
+
+/// Replicas that ask for a full sync within `repl-diskless-sync-delay` share one
+/// snapshot: both are told the same offset, though a write came between them, and the
+/// one waiting gets newlines to keep its link alive meanwhile.
+#[test]
+fn replicas_arriving_together_share_one_snapshot() {
+    let server = common::start("repl-diskless-sync-delay 2\nrepl-diskless-sync-max-replicas 3");
+    let mut c = common::client(&server);
+    let ask = |s: &mut std::net::TcpStream| {
+        let (got, closed) = common::exchange(
+            s,
+            b"REPLCONF capa eof capa psync2\r\nPSYNC ? -1\r\n",
+            |b| b.starts_with(b"+OK\r\n"),
+        );
+        assert!(!closed && got.starts_with(b"+OK\r\n"), "{got:?}");
+    };
+    let mut first = common::raw(&server);
+    ask(&mut first);
+    let _: () = redis::cmd("SET").arg("between").arg("1").query(&mut c).expect("set");
+    let mut second = common::raw(&server);
+    ask(&mut second);
+    let fullresync = |s: &mut std::net::TcpStream| {
+        let (got, _) = common::exchange(s, b"", |b| {
+            b.windows(2).any(|w| w == b"\r\n") && b.iter().any(|&c| c == b'$')
+        });
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let line = text
+            .trim_start_matches('\n')
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        (line, got)
+    };
+    let (line1, got1) = fullresync(&mut first);
+    let (line2, _) = fullresync(&mut second);
+    assert!(line1.starts_with("+FULLRESYNC "), "{line1:?}");
+    assert_eq!(line1, line2, "one snapshot, one offset");
+    assert!(got1.starts_with(b"\n"), "keepalive newlines while waiting: {got1:?}");
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut c).expect("info");
+    assert!(stats.contains("sync_full:2"), "{stats}");
     server.shutdown();
 }
