@@ -26,6 +26,11 @@ const UINT32: Kind = Kind::Int {
     min: 0,
     max: u32::MAX as i64,
 };
+/// Test-only delays (microseconds; a negative -N sleeps 1 µs with probability 1/N).
+const DELAY: Kind = Kind::Int {
+    min: i32::MIN as i64,
+    max: i32::MAX as i64,
+};
 const PORT: Kind = Kind::Int { min: 0, max: 65535 };
 const PERCENT: Kind = Kind::Int { min: 1, max: 99 };
 const PERCENT0: Kind = Kind::Int { min: 0, max: 100 };
@@ -180,6 +185,11 @@ pub static INERT_PARAMS: &[ParamSpec] = &[
         true,
     ),
     p("rdb-del-sync-files", "no", Kind::Bool, true),
+    // Redis' test suites slow a snapshot or a load down per key with these, so that a
+    // test can act in the middle of one.
+    p("rdb-key-save-delay", "0", DELAY, true),
+    p("key-load-delay", "0", DELAY, true),
+    p("watchdog-period", "0", INT32, true),
     p("repl-backlog-size", "1048576", MEMORY, true),
     p("repl-backlog-ttl", "3600", INT32, true),
     p("repl-disable-tcp-nodelay", "no", Kind::Bool, true),

@@ -36,6 +36,8 @@ struct Captured {
     later: Vec<(CompactKey, carmine_keyspace::Entry)>,
     /// What this counts in `Collector::held`: a writer's bytes, until written.
     held: usize,
+    /// Keys in it (for `rdb-key-save-delay`).
+    keys: usize,
 }
 
 /// A value the walk copies rather than serializes under its table's lock: a string of
@@ -88,6 +90,7 @@ impl SnapshotSink for Collector {
         // file decides (a restarted master drops them and propagates their DELs, so its
         // replicas, which never expire keys themselves, drop them as well).
         for (k, e) in entries {
+            captured.keys += 1;
             // A writer copies a large value when its storage is shared (long lists, huge
             // hashes, sets and sorted sets, big strings): the copy holds pointers. Others
             // it serializes now, which costs no more than a deep copy would and holds
@@ -139,6 +142,9 @@ pub struct SnapshotStats {
 /// A snapshot in progress (see the module docs).
 pub struct Snapshot {
     collector: Arc<Collector>,
+    /// Redis' `rdb-key-save-delay`: the walk sleeps this many microseconds per key it
+    /// writes (a negative -N: 1 µs with probability 1/N). Tests use it to act mid-save.
+    key_delay_us: i64,
     /// (keys, keys with deadlines) per database at the start: RESIZEDB hints.
     counts: Vec<(usize, usize)>,
     checksum: bool,
@@ -160,9 +166,15 @@ impl Snapshot {
         ks.begin_snapshot(collector.clone())?;
         Some(Snapshot {
             collector,
+            key_delay_us: 0,
             counts,
             checksum,
         })
+    }
+
+    /// Slows the walk down per key (see `key_delay_us`).
+    pub fn set_key_delay_us(&mut self, us: i64) {
+        self.key_delay_us = us;
     }
 
     /// Streams the whole file: header, `aux` fields, every database, EOF and checksum.
@@ -287,7 +299,24 @@ impl Snapshot {
             )?;
             spill(buf)?;
         }
-        w.write_all(buf)
+        w.write_all(buf)?;
+        debug_delay(self.key_delay_us, captured.keys);
+        Ok(())
+    }
+}
+
+/// Sleeps `us` microseconds per key, or with `us` = -N, 1 µs per key with probability
+/// 1/N (Redis' debugDelay).
+pub fn debug_delay(us: i64, keys: usize) {
+    let total = match us {
+        0 => 0,
+        n if n > 0 => (n as u64).saturating_mul(keys as u64),
+        n => (0..keys)
+            .filter(|_| fastrand::u64(..n.unsigned_abs()) == 0)
+            .count() as u64,
+    };
+    if total > 0 {
+        std::thread::sleep(std::time::Duration::from_micros(total));
     }
 }
 
@@ -325,6 +354,8 @@ pub trait LoadObserver {
     fn expired(&mut self, _db: usize, _key: &[u8]) {}
     /// An auxiliary field (`repl-id`, `repl-offset` ...). They precede the keys.
     fn aux(&mut self, _name: &[u8], _value: &[u8]) {}
+    /// After each key read (Redis' `key-load-delay` sleeps here).
+    fn key_read(&mut self) {}
 }
 
 struct Progress<'a>(&'a mut dyn FnMut(usize, u64));
@@ -332,6 +363,15 @@ struct Progress<'a>(&'a mut dyn FnMut(usize, u64));
 impl LoadObserver for Progress<'_> {
     fn progress(&mut self, bytes: usize, keys: u64) {
         (self.0)(bytes, keys)
+    }
+}
+
+/// Only sleeps per key (Redis' `key-load-delay`), for loads that need nothing else.
+pub struct KeyLoadDelay(pub i64);
+
+impl LoadObserver for KeyLoadDelay {
+    fn key_read(&mut self) {
+        debug_delay(self.0, 1);
     }
 }
 
@@ -400,6 +440,7 @@ pub fn load_observed(
                     ),
                 });
             }
+            observer.key_read();
             let deadline = e.expire_ms.unwrap_or(0);
             if deadline != 0 && deadline <= now {
                 stats.expired_skipped += 1;

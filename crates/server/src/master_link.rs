@@ -309,7 +309,11 @@ fn full_sync(
             shared.keyspace.flush_db(db);
         }
         log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
-        let loaded = carmine_rdb::load_into(&shared.keyspace, &rdb);
+        let loaded = carmine_rdb::load_observed(
+            &shared.keyspace,
+            &rdb,
+            &mut carmine_rdb::KeyLoadDelay(shared.config.get_i64("key-load-delay")),
+        );
         shared.persist.loading.store(false, Ordering::Release);
         if let Err(e) = loaded {
             log::warning(&format!(

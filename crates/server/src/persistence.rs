@@ -193,7 +193,10 @@ impl RdbFiles {
         let (opts, checksum) = options(shared);
         let dirty = shared.total_dirty();
         Snapshot::begin(&shared.keyspace, opts, checksum)
-            .map(|s| (s, dirty))
+            .map(|mut s| {
+                s.set_key_delay_us(shared.config.get_i64("rdb-key-save-delay"));
+                (s, dirty)
+            })
             .ok_or_else(|| "Background save already in progress".to_string())
     }
 
@@ -482,6 +485,7 @@ struct StartupLoad<'a> {
     repl_db: Option<usize>,
     /// Keys skipped as expired: a restarted master propagates their DELs.
     expired: Vec<(usize, Vec<u8>)>,
+    key_load_delay_us: i64,
 }
 
 impl carmine_rdb::LoadObserver for StartupLoad<'_> {
@@ -496,6 +500,10 @@ impl carmine_rdb::LoadObserver for StartupLoad<'_> {
 
     fn expired(&mut self, db: usize, key: &[u8]) {
         self.expired.push((db, key.to_vec()));
+    }
+
+    fn key_read(&mut self) {
+        carmine_rdb::debug_delay(self.key_load_delay_us, 1);
     }
 
     fn aux(&mut self, name: &[u8], value: &[u8]) {
@@ -541,6 +549,7 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
         repl_offset: None,
         repl_db: None,
         expired: Vec::new(),
+        key_load_delay_us: shared.config.get_i64("key-load-delay"),
     };
     let result = carmine_rdb::load_observed(&shared.keyspace, &data, &mut seen);
     p.loading.store(false, Ordering::Release);

@@ -401,7 +401,9 @@ impl ReplicationStream {
         let mut st = self.state.lock();
         st.history.reset(replid, offset);
         if let Some(shared) = self.shared.upgrade() {
-            shared.master_stream_applied.store(offset, Ordering::Release);
+            shared
+                .master_stream_applied
+                .store(offset, Ordering::Release);
             shared.master_stream_db.store(0, Ordering::Release);
         }
         st.history.activate_backlog();
@@ -519,7 +521,10 @@ impl ReplicationStream {
         } else {
             0
         };
-        let max = shared.config.get_i64("repl-diskless-sync-max-replicas").max(0) as usize;
+        let max = shared
+            .config
+            .get_i64("repl-diskless-sync-max-replicas")
+            .max(0) as usize;
         let count = st
             .feeds
             .iter()
@@ -1200,7 +1205,10 @@ impl<'a> Tee<'a> {
         }
     }
 
-    fn each(&mut self, mut op: impl FnMut(&mut ReplicaWriter<'a>) -> io::Result<()>) -> io::Result<()> {
+    fn each(
+        &mut self,
+        mut op: impl FnMut(&mut ReplicaWriter<'a>) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut alive = false;
         for (out, failed) in &mut self.outs {
             if failed.is_none() {
@@ -1276,7 +1284,11 @@ fn send_from_disk(
     aux: &[(&str, Vec<u8>)],
 ) -> Vec<io::Result<u64>> {
     let dump = crate::persistence::dump_path(shared);
-    let tmp = dump.with_file_name(format!("temp-repl-{}-{}.rdb", std::process::id(), fastrand::u64(..)));
+    let tmp = dump.with_file_name(format!(
+        "temp-repl-{}-{}.rdb",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     let written = (|| {
         let mut file = io::BufWriter::with_capacity(PAYLOAD_CHUNK, std::fs::File::create(&tmp)?);
         snap.write_to(&shared.keyspace, &mut file, aux)?;
@@ -1289,7 +1301,10 @@ fn send_from_disk(
         Ok(data) => data,
         Err(e) => {
             let text = e.to_string();
-            return targets.iter().map(|_| Err(io::Error::other(text.clone()))).collect();
+            return targets
+                .iter()
+                .map(|_| Err(io::Error::other(text.clone())))
+                .collect();
         }
     };
     if let Some(stream) = ReplicationStream::of(shared) {

@@ -594,7 +594,8 @@ fn link_cut_at_random_points_then_the_replica_equals_the_master() {
     } else {
         12
     };
-    let master_server = common::start("io-threads 2\nrepl-backlog-size 4mb\nrepl-diskless-sync-delay 0");
+    let master_server =
+        common::start("io-threads 2\nrepl-backlog-size 4mb\nrepl-diskless-sync-delay 0");
     let mut master = connect(master_server.port());
     populate(&mut master, 20_000);
     let (proxy_port, calm, cuts) = cutting_proxy(master_server.port(), 0x5eed, 1_500_000);
@@ -840,16 +841,19 @@ fn replicas_arriving_together_share_one_snapshot() {
     let server = common::start("repl-diskless-sync-delay 2\nrepl-diskless-sync-max-replicas 3");
     let mut c = common::client(&server);
     let ask = |s: &mut std::net::TcpStream| {
-        let (got, closed) = common::exchange(
-            s,
-            b"REPLCONF capa eof capa psync2\r\nPSYNC ? -1\r\n",
-            |b| b.starts_with(b"+OK\r\n"),
-        );
+        let (got, closed) =
+            common::exchange(s, b"REPLCONF capa eof capa psync2\r\nPSYNC ? -1\r\n", |b| {
+                b.starts_with(b"+OK\r\n")
+            });
         assert!(!closed && got.starts_with(b"+OK\r\n"), "{got:?}");
     };
     let mut first = common::raw(&server);
     ask(&mut first);
-    let _: () = redis::cmd("SET").arg("between").arg("1").query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("between")
+        .arg("1")
+        .query(&mut c)
+        .expect("set");
     let mut second = common::raw(&server);
     ask(&mut second);
     let fullresync = |s: &mut std::net::TcpStream| {
@@ -869,7 +873,10 @@ fn replicas_arriving_together_share_one_snapshot() {
     let (line2, _) = fullresync(&mut second);
     assert!(line1.starts_with("+FULLRESYNC "), "{line1:?}");
     assert_eq!(line1, line2, "one snapshot, one offset");
-    assert!(got1.starts_with(b"\n"), "keepalive newlines while waiting: {got1:?}");
+    assert!(
+        got1.starts_with(b"\n"),
+        "keepalive newlines while waiting: {got1:?}"
+    );
     let stats: String = redis::cmd("INFO").arg("stats").query(&mut c).expect("info");
     assert!(stats.contains("sync_full:2"), "{stats}");
     server.shutdown();
