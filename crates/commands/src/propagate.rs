@@ -89,6 +89,9 @@ pub trait Propagator: Send + Sync + std::any::Any {
     /// INFO stats' `sync_full`, `sync_partial_ok`, `sync_partial_err`.
     fn sync_counts(&self) -> [u64; 3];
 
+    /// CONFIG RESETSTAT: the sync counters start again from 0.
+    fn reset_sync_counts(&self);
+
     /// INFO's `# Replication` section body (the lines after the header).
     fn info(&self, out: &mut String);
 

@@ -762,6 +762,9 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 .expired_keys
                 .store(0, Ordering::Relaxed);
             ctx.shared.peak_memory.store(0, Ordering::Relaxed);
+            if let Some(p) = ctx.shared.propagator.get() {
+                p.reset_sync_counts();
+            }
             ctx.reply.ok();
         }
         b"rewrite" if argc == 2 => {

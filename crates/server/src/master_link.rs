@@ -273,6 +273,8 @@ fn full_sync(
     replid: ReplId,
     offset: u64,
 ) -> io::Result<()> {
+    // From +FULLRESYNC on, ROLE says `sync` (the payload may be slow to start).
+    stream.sync_progress(0, None);
     let header = link.line()?;
     let header = PayloadHeader::parse(&header).map_err(protocol_error)?;
     log::notice(match header {

@@ -749,6 +749,12 @@ impl Propagator for ReplicationStream {
         ]
     }
 
+    fn reset_sync_counts(&self) {
+        self.sync_full.store(0, Ordering::Relaxed);
+        self.sync_partial_ok.store(0, Ordering::Relaxed);
+        self.sync_partial_err.store(0, Ordering::Relaxed);
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
@@ -1267,6 +1273,7 @@ fn send_diskless(
     let mut tee = Tee::new(targets);
     let sent = (|| {
         tee.write_all(format!("$EOF:{mark}\r\n").as_bytes())?;
+        tee.flush()?;
         let stats = snap.write_to(&shared.keyspace, &mut tee, aux)?;
         tee.write_all(mark.as_bytes())?;
         tee.flush()?;
