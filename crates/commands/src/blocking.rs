@@ -47,6 +47,8 @@ pub struct BlockState {
     /// On timeout, run the command once more with [`crate::Session::block_timed_out`]
     /// set, to reply what it has (WAIT's count), instead of a null.
     pub rerun_on_timeout: bool,
+    /// Held by a client pause, not by a key: runs again when the pause ends.
+    pub paused: bool,
 }
 
 impl Blocking {
@@ -64,7 +66,7 @@ impl Blocking {
         self.timed.load(Ordering::Acquire)
     }
 
-    fn add(&self, state: &BlockState, client: &Arc<ClientInfo>) {
+    pub(crate) fn add(&self, state: &BlockState, client: &Arc<ClientInfo>) {
         let mut q = self.queues.lock();
         for k in &state.keys {
             let queue = q.entry((state.db, k.clone())).or_default();
@@ -177,6 +179,7 @@ pub(crate) fn block(
         args: ctx.args.clone(),
         timeout_null_array: null_array,
         rerun_on_timeout: false,
+        paused: false,
     };
     ctx.shared.blocking.add(&state, &ctx.session.info);
     ctx.session.blocked = Some(state);
@@ -195,6 +198,7 @@ pub fn block_until_ready(ctx: &mut Ctx<'_, '_>, timeout: Option<Duration>) {
         args: ctx.args.clone(),
         timeout_null_array: false,
         rerun_on_timeout: true,
+        paused: false,
     };
     ctx.shared.blocking.add(&state, &ctx.session.info);
     ctx.session.blocked = Some(state);

@@ -82,7 +82,7 @@ pub fn commands() -> Vec<CommandSpec> {
         CommandSpec {
             subcommands: &[
                 "id", "setname", "getname", "list", "info", "kill", "setinfo", "no-evict", "reply",
-                "help",
+                "pause", "unpause", "help",
             ],
             ..cmd(
                 "client",
@@ -417,6 +417,33 @@ fn client(ctx: &mut Ctx<'_, '_>) {
             ctx.reply.verbatim(line.as_bytes());
         }
         (b"list", _) => client_list(ctx),
+        (b"pause", 3 | 4) => {
+            let all = if ctx.args.len() == 4 {
+                if ctx.is(3, "WRITE") {
+                    false
+                } else if ctx.is(3, "ALL") {
+                    true
+                } else {
+                    return ctx.error("ERR CLIENT PAUSE mode must be WRITE or ALL");
+                }
+            } else {
+                true
+            };
+            let Some(ms) = carmine_resp::parse_i64(ctx.arg(2)) else {
+                return ctx.error("ERR timeout is not an integer or out of range");
+            };
+            if ms < 0 {
+                return ctx.error("ERR timeout is negative");
+            }
+            ctx.shared
+                .pause
+                .pause_clients(std::time::Duration::from_millis(ms as u64), all);
+            ctx.reply.ok();
+        }
+        (b"unpause", 2) => {
+            ctx.shared.pause.unpause_clients();
+            ctx.reply.ok();
+        }
         (b"kill", n) if n >= 3 => client_kill(ctx),
         (b"no-evict", 3) => {
             let on = if ctx.is(2, "ON") {

@@ -286,6 +286,27 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
+    // As in Redis, before queueing: a paused client's MULTI body waits too.
+    if !session.master_link && !session.replica_feed {
+        let write = spec.has(flags::WRITE)
+            || (spec.name == "exec"
+                && session.multi.as_ref().is_some_and(|m| {
+                    m.queued.iter().any(|(i, _)| {
+                        shared
+                            .commands
+                            .get(*i)
+                            .is_some_and(|s| s.has(flags::WRITE))
+                    })
+                }));
+        if shared.pause.holds(write) {
+            shared.pause.hold(shared, session, args);
+            return false;
+        }
+        // Held by a pause that has ended: it runs now.
+        if session.blocked.as_ref().is_some_and(|b| b.paused) {
+            crate::blocking::unblock(shared, session);
+        }
+    }
     if let Some(m) = session.multi.as_mut() {
         if !spec.has(flags::NO_QUEUE) {
             m.queued.push((idx, args.clone()));

@@ -21,6 +21,7 @@
 //! ```
 
 mod barrier;
+pub mod pause;
 mod bitmap;
 pub mod blocking;
 pub mod config;

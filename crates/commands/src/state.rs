@@ -261,6 +261,8 @@ pub struct Shared {
     pub clients: ClientRegistry,
     pub pubsub: Arc<crate::pubsub::PubSub>,
     pub blocking: crate::blocking::Blocking,
+    /// CLIENT PAUSE and FAILOVER's write pause.
+    pub pause: crate::pause::ClientPause,
     pub barrier: Barrier,
     pub threads: Mutex<Vec<Arc<ThreadStats>>>,
     pub facts: ServerFacts,
@@ -334,6 +336,7 @@ impl Shared {
             clients: ClientRegistry::default(),
             pubsub: Arc::new(crate::pubsub::PubSub::default()),
             blocking: crate::blocking::Blocking::default(),
+            pause: crate::pause::ClientPause::default(),
             barrier: Barrier::new(io_threads),
             threads: Mutex::new(Vec::new()),
             facts: ServerFacts {

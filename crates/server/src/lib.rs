@@ -14,6 +14,7 @@
 
 pub mod alloc;
 mod event_loop;
+mod failover;
 pub mod log;
 mod master_link;
 pub mod persistence;
@@ -142,7 +143,9 @@ impl Server {
         if listeners.is_empty() {
             return Err(io::Error::other("no address could be bound"));
         }
-        let commands = carmine_commands::command_table().extend(replication::commands());
+        let commands = carmine_commands::command_table()
+            .extend(replication::commands())
+            .extend(failover::commands());
         let shared = Shared::with_commands(config, n, used_memory, commands);
         if let Some(reserve) = heap_reserve {
             let _ = shared.heap_reserve.set(reserve);

@@ -19,6 +19,7 @@ use carmine_commands::{execute, ClientInfo, Session, Shared};
 use carmine_repl::{PayloadHeader, PayloadReader, ReplId};
 use carmine_resp::{Args, CommandDecoder, ReplyBuf};
 
+use crate::failover::Phase;
 use crate::log;
 use crate::replication::ReplicationStream;
 
@@ -239,8 +240,31 @@ fn handshake(shared: &Arc<Shared>, stream: &ReplicationStream, link: &mut Link) 
     } else {
         "-1".to_string()
     };
-    let reply = link.command(&[b"PSYNC", id_text.as_bytes(), offset_text.as_bytes()])?;
+    // A master handing its role over asks the target to take it (FAILOVER).
+    let failing_over = stream.failover().phase() == Phase::InProgress;
+    let reply = if failing_over {
+        link.command(&[
+            b"PSYNC",
+            id_text.as_bytes(),
+            offset_text.as_bytes(),
+            b"FAILOVER",
+        ])?
+    } else {
+        link.command(&[b"PSYNC", id_text.as_bytes(), offset_text.as_bytes()])?
+    };
     let text = String::from_utf8_lossy(&reply).into_owned();
+    if failing_over {
+        if text.starts_with("+FULLRESYNC") || text.starts_with("+CONTINUE") {
+            stream.failover().finished(shared);
+        } else {
+            stream
+                .failover()
+                .abort(shared, stream, "Failover target rejected psync request");
+            return Err(protocol_error(format!(
+                "Failover target rejected psync request: '{text}'"
+            )));
+        }
+    }
     if let Some(rest) = text.strip_prefix("+FULLRESYNC ") {
         let mut parts = rest.split(' ');
         let (Some(id), Some(off)) = (parts.next(), parts.next()) else {

@@ -21,6 +21,7 @@ use carmine_rdb::Snapshot;
 use carmine_repl::{PsyncDecision, ReplHistory, ReplId};
 use parking_lot::Mutex;
 
+use crate::failover::{Failover, Phase};
 use crate::log;
 use crate::persistence::ReplPoint;
 
@@ -49,6 +50,7 @@ pub struct ReplicationStream {
     has_outgoing: AtomicBool,
     /// The database our master's stream last selected, kept across a broken link.
     link_db: AtomicU64,
+    failover: Failover,
 }
 
 /// The replica role's state, for INFO and ROLE.
@@ -171,6 +173,7 @@ impl ReplicationStream {
             good_replicas: AtomicU64::new(0),
             has_outgoing: AtomicBool::new(false),
             link_db: AtomicU64::new(0),
+            failover: Failover::default(),
         };
         let _ = shared.propagator.set(Arc::new(stream));
     }
@@ -188,6 +191,9 @@ impl ReplicationStream {
         let Some(stream) = Self::of(shared) else {
             return;
         };
+        if let Some(owned) = stream.owner() {
+            stream.failover.cron(&owned, stream);
+        }
         let period = shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
         let mut st = {
             // While the world is stopped (DEBUG SLEEP, a long EXCLUSIVE command) this
@@ -332,6 +338,38 @@ impl ReplicationStream {
         for f in st.feeds.drain(..) {
             f.info.kill();
         }
+    }
+
+    pub(crate) fn owner(&self) -> Option<Arc<Shared>> {
+        self.shared.upgrade()
+    }
+
+    pub(crate) fn failover(&self) -> &Failover {
+        &self.failover
+    }
+
+    pub(crate) fn replica_count(&self) -> usize {
+        self.state.lock().feeds.len()
+    }
+
+    /// Whether the replica listening at host:port is online (None: no such replica).
+    pub(crate) fn replica_online(&self, host: &str, port: u16) -> Option<bool> {
+        let st = self.state.lock();
+        st.feeds
+            .iter()
+            .find(|f| f.ip == host && f.port == port)
+            .map(|f| f.pending.is_none())
+    }
+
+    /// A replica (the given one, or any) that acknowledged our whole stream.
+    pub(crate) fn caught_up_replica(&self, target: Option<&(String, u16)>) -> Option<(String, u16)> {
+        let st = self.state.lock();
+        let offset = st.history.master_repl_offset();
+        st.feeds
+            .iter()
+            .filter(|f| f.pending.is_none() && f.ack_offset == offset)
+            .find(|f| target.is_none_or(|(h, p)| f.ip == *h && f.port == *p))
+            .map(|f| (f.ip.clone(), f.port))
     }
 
     /// The position a snapshot begun now saves (Redis' rdbPopulateSaveInfo): a master's
@@ -723,9 +761,10 @@ impl Propagator for ReplicationStream {
         let b = h.backlog();
         let _ = write!(
             out,
-            "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\n\
+            "master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\n\
              master_repl_offset:{}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:{}\r\n\
              repl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n",
+            self.failover.info_state(),
             h.replid(),
             h.replid2(),
             h.master_repl_offset(),
@@ -915,6 +954,9 @@ fn replicaof(ctx: &mut Ctx<'_, '_>) {
     let Some(shared) = stream.shared.upgrade() else {
         return ctx.error("ERR server is shutting down");
     };
+    if stream.failover.phase() != Phase::None {
+        return ctx.error("ERR REPLICAOF not allowed while failing over.");
+    }
     if ctx.is(1, "NO") && ctx.is(2, "ONE") {
         stream.set_master(&shared, None);
         return ctx.reply.ok();
@@ -1046,6 +1088,31 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
     let Some(stream) = ReplicationStream::of(ctx.shared) else {
         return ctx.error("ERR replication is not available on this server");
     };
+    // `PSYNC <replid> <offset> FAILOVER`: our master hands its role over to us.
+    if ctx.args.len() > 3 && ctx.is(3, "FAILOVER") {
+        let asked = String::from_utf8_lossy(ctx.arg(1)).into_owned();
+        log::warning(&format!("Failover request received for replid {asked}."));
+        if !ctx.shared.is_replica.load(Ordering::Acquire) {
+            return ctx.error("ERR PSYNC FAILOVER can't be sent to a master.");
+        }
+        if asked != stream.state.lock().history.replid().to_string() {
+            return ctx.error("ERR PSYNC FAILOVER replid must match my replid.");
+        }
+        let Some(shared) = stream.owner() else {
+            return ctx.error("ERR server is shutting down");
+        };
+        stream.set_master(&shared, None);
+        log::notice(&format!(
+            "MASTER MODE enabled (failover request from '{}')",
+            ctx.session.info.addr
+        ));
+    }
+    if stream.failover.phase() != Phase::None {
+        return ctx.error("NOMASTERLINK Can't SYNC while failing over");
+    }
+    if ctx.shared.is_replica.load(Ordering::Acquire) && !stream.link.lock().up {
+        return ctx.error("NOMASTERLINK Can't SYNC while not connected with my master");
+    }
     let info = ctx.session.info.clone();
     let conf = ctx.session.replconf.clone();
     let ip = conf.ip_address.clone().unwrap_or_else(|| {
