@@ -156,3 +156,48 @@ fn bzpopmin_is_woken_by_zadd() {
     assert_eq!(got, b"*3\r\n$5\r\nboard\r\n$1\r\ny\r\n$1\r\n3\r\n");
     server.shutdown();
 }
+
+/// CLIENT PAUSE WRITE holds writes (their clients block, pipelines wait behind them)
+/// while reads go on; CLIENT UNPAUSE, or the end of the pause, runs them in order.
+#[test]
+fn client_pause_write_holds_writes_until_unpause() {
+    let server = common::start("io-threads 2");
+    let mut admin = common::client(&server);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .expect("pause");
+    let mut writer = common::raw(&server);
+    std::io::Write::write_all(&mut writer, b"SET k 1\r\nGET k\r\n").unwrap();
+    assert!(common::wait_until(5, || blocked_count(&mut admin) == 1));
+    let v: Option<String> = admin.get("k").unwrap();
+    assert_eq!(v, None, "reads run, the write is held");
+    let (got, _) = common::exchange(&mut writer, b"", |g| !g.is_empty());
+    assert!(got.is_empty(), "no reply while held: {got:?}");
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut admin)
+        .expect("unpause");
+    let (got, _) = common::exchange(&mut writer, b"", |g| g.ends_with(b"$1\r\n1\r\n"));
+    assert_eq!(got, b"+OK\r\n$1\r\n1\r\n");
+    // A pause that ends by itself releases too.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(200)
+        .query(&mut admin)
+        .expect("pause all");
+    let started = Instant::now();
+    let (got, _) = common::exchange(&mut writer, b"INCR k\r\n", |g| g.ends_with(b":2\r\n"));
+    assert_eq!(got, b":2\r\n");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let err = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(10)
+        .arg("READS")
+        .query::<()>(&mut admin)
+        .unwrap_err();
+    assert!(err.to_string().contains("CLIENT PAUSE mode must be WRITE or ALL"));
+    server.shutdown();
+}

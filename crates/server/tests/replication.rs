@@ -881,3 +881,92 @@ fn replicas_arriving_together_share_one_snapshot() {
     assert!(stats.contains("sync_full:2"), "{stats}");
     server.shutdown();
 }
+
+fn role_of(c: &mut redis::Connection) -> String {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(c).expect("role");
+    match role.first() {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("ROLE: {other:?}"),
+    }
+}
+
+/// FAILOVER hands the master role to a Carmine replica, then from there to a Debian
+/// redis-server replica: each time writes are held until the target caught up, the old
+/// master continues from the new one with a partial resync, and no write is lost.
+#[test]
+fn failover_to_a_carmine_replica_then_to_a_redis_replica() {
+    let a = common::start("repl-diskless-sync-delay 0");
+    let mut ca = connect(a.port());
+    let b = common::start(&format!(
+        "replicaof 127.0.0.1 {}\nrepl-diskless-sync-delay 0",
+        a.port()
+    ));
+    let mut cb = connect(b.port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = writers(a.port(), 1, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(link_up(&mut cb), "B synced");
+    assert!(
+        common::wait_until(20, || {
+            let text: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut ca)
+                .unwrap_or_default();
+            text.contains("state=online")
+        }),
+        "A sees B online"
+    );
+    let err = redis::cmd("FAILOVER")
+        .arg("TO")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query::<()>(&mut ca)
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a replica"), "{err}");
+    let _: () = redis::cmd("FAILOVER")
+        .arg("TO")
+        .arg("127.0.0.1")
+        .arg(b.port())
+        .query(&mut ca)
+        .expect("failover to B");
+    assert!(common::wait_until(20, || {
+        info_field(&mut ca, "replication", "master_failover_state").as_deref()
+            == Some("no-failover")
+    }));
+    stop.store(true, Ordering::Relaxed);
+    // The writer's held commands ran against a replica: READONLY, as in Redis.
+    for w in load {
+        let _ = w.join();
+    }
+    assert_eq!(role_of(&mut ca), "slave");
+    assert_eq!(role_of(&mut cb), "master");
+    assert!(wait_caught_up(&mut cb, &mut ca), "A follows B");
+    assert_eq!(
+        info_field(&mut cb, "stats", "sync_partial_ok").as_deref(),
+        Some("1")
+    );
+    assert_eq!(digest(&mut ca), digest(&mut cb));
+
+    let (_c_proc, c_port) = redis_replica(b.port(), "disabled");
+    let mut cc = connect(c_port);
+    let _: i64 = redis::cmd("INCR").arg("after").query(&mut cb).expect("incr");
+    assert!(wait_caught_up(&mut cb, &mut cc), "C synced");
+    let _: () = redis::cmd("FAILOVER")
+        .arg("TO")
+        .arg("127.0.0.1")
+        .arg(c_port)
+        .arg("TIMEOUT")
+        .arg(10_000)
+        .query(&mut cb)
+        .expect("failover to C");
+    assert!(common::wait_until(20, || {
+        info_field(&mut cb, "replication", "master_failover_state").as_deref()
+            == Some("no-failover")
+            && role_of(&mut cc) == "master"
+    }));
+    assert_eq!(role_of(&mut cb), "slave");
+    assert!(wait_caught_up(&mut cc, &mut cb), "B follows C");
+    assert_eq!(digest(&mut cb), digest(&mut cc));
+    b.shutdown();
+    a.shutdown();
+}
