@@ -437,11 +437,11 @@ fn client(ctx: &mut Ctx<'_, '_>) {
             }
             ctx.shared
                 .pause
-                .pause_clients(std::time::Duration::from_millis(ms as u64), all);
+                .pause_clients(ctx.shared, std::time::Duration::from_millis(ms as u64), all);
             ctx.reply.ok();
         }
         (b"unpause", 2) => {
-            ctx.shared.pause.unpause_clients();
+            ctx.shared.pause.unpause_clients(ctx.shared);
             ctx.reply.ok();
         }
         (b"kill", n) if n >= 3 => client_kill(ctx),

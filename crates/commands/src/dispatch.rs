@@ -288,15 +288,13 @@ fn dispatch(
     }
     // As in Redis, before queueing: a paused client's MULTI body waits too.
     if !session.master_link && !session.replica_feed {
-        let write = spec.has(flags::WRITE)
+        let may_write = |s: &CommandSpec| s.has(flags::WRITE) || s.has(flags::MAY_REPLICATE);
+        let write = may_write(spec)
             || (spec.name == "exec"
                 && session.multi.as_ref().is_some_and(|m| {
-                    m.queued.iter().any(|(i, _)| {
-                        shared
-                            .commands
-                            .get(*i)
-                            .is_some_and(|s| s.has(flags::WRITE))
-                    })
+                    m.queued
+                        .iter()
+                        .any(|(i, _)| shared.commands.get(*i).is_some_and(may_write))
                 }));
         if shared.pause.holds(write) {
             shared.pause.hold(shared, session, args);

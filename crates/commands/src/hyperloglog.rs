@@ -17,7 +17,7 @@ pub fn commands() -> Vec<CommandSpec> {
     let g = "hyperloglog";
     vec![
         cmd("pfadd", -2, WRITE | DENYOOM | FAST, keys(1, 1, 1), pfadd, g, "@write @hyperloglog @fast", "Adds elements to a HyperLogLog key. Creates the key if it doesn't exist."),
-        cmd("pfcount", -2, READONLY, keys(1, -1, 1), pfcount, g, "@read @hyperloglog @slow", "Returns the approximated cardinality of the set(s) observed by the HyperLogLog key(s)."),
+        cmd("pfcount", -2, READONLY | MAY_REPLICATE, keys(1, -1, 1), pfcount, g, "@read @hyperloglog @slow", "Returns the approximated cardinality of the set(s) observed by the HyperLogLog key(s)."),
         cmd("pfmerge", -2, WRITE | DENYOOM, keys(1, -1, 1), pfmerge, g, "@write @hyperloglog @slow", "Merges one or more HyperLogLog values into a single key."),
         cmd("pfdebug", 3, WRITE | DENYOOM | ADMIN, keys(2, 2, 1), pfdebug, g, "@write @hyperloglog @admin @slow @dangerous", "Internal commands for debugging HyperLogLog values."),
     ]

@@ -34,7 +34,7 @@ struct PauseState {
 impl ClientPause {
     /// CLIENT PAUSE: a pause already on keeps its later end and its stricter kind
     /// (Redis: ALL is never weakened to WRITE by a second PAUSE).
-    pub fn pause_clients(&self, duration: Duration, all: bool) {
+    pub fn pause_clients(&self, shared: &Shared, duration: Duration, all: bool) {
         let until = Instant::now() + duration;
         let mut st = self.state.lock();
         st.client = Some(match st.client {
@@ -42,21 +42,24 @@ impl ClientPause {
             None => (until, all),
         });
         self.active.store(true, Ordering::Release);
+        drop(st);
+        Self::apply_expiry(shared, true);
     }
 
     /// CLIENT UNPAUSE.
-    pub fn unpause_clients(&self) {
+    pub fn unpause_clients(&self, shared: &Shared) {
         self.state.lock().client = None;
-        self.refresh();
+        self.refresh(shared);
     }
 
     /// FAILOVER's write pause, on while it waits for a replica and until it ends.
-    pub fn set_failover(&self, on: bool) {
+    pub fn set_failover(&self, shared: &Shared, on: bool) {
         self.state.lock().failover = on;
         if on {
             self.active.store(true, Ordering::Release);
+            Self::apply_expiry(shared, true);
         } else {
-            self.refresh();
+            self.refresh(shared);
         }
     }
 
@@ -73,7 +76,7 @@ impl ClientPause {
     }
 
     /// Loop 0's cron: a CLIENT PAUSE whose time is up ends.
-    pub fn tick(&self) {
+    pub fn tick(&self, shared: &Shared) {
         if !self.active.load(Ordering::Acquire) {
             return;
         }
@@ -86,19 +89,27 @@ impl ClientPause {
             expired
         };
         if expired {
-            self.refresh();
+            self.refresh(shared);
         }
     }
 
     /// Turns the fast flag off and retries the held commands once nothing pauses.
-    fn refresh(&self) {
+    fn refresh(&self, shared: &Shared) {
         let st = self.state.lock();
         if st.client.is_some() || st.failover {
             return;
         }
         self.active.store(false, Ordering::Release);
         drop(st);
+        Self::apply_expiry(shared, false);
         self.refresh_waiters();
+    }
+
+    /// While paused, expired keys are not deleted (neither on access nor by the cron), as
+    /// in Redis: a deletion is a write the pause must hold. A replica never deletes them.
+    fn apply_expiry(shared: &Shared, paused: bool) {
+        let deletes = !paused && !shared.is_replica.load(Ordering::Acquire);
+        shared.keyspace.set_expire_deletes(deletes);
     }
 
     /// Holds the session's command until the pause ends (no reply now).

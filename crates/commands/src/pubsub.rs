@@ -241,7 +241,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "publish",
             3,
-            PUBSUB | LOADING | STALE | FAST,
+            PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE,
             KeySpec::None,
             publish,
             g,
@@ -251,7 +251,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "spublish",
             3,
-            PUBSUB | LOADING | STALE | FAST,
+            PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE,
             KeySpec::None,
             spublish,
             g,

@@ -25,6 +25,9 @@ pub mod flags {
     pub const FAST: u32 = 1 << 9;
     pub const NO_AUTH: u32 = 1 << 10;
     pub const MOVABLEKEYS: u32 = 1 << 11;
+    /// Reads, but may put something in the replication stream (PFCOUNT's cache,
+    /// PUBLISH in a cluster): a write pause holds it too.
+    pub const MAY_REPLICATE: u32 = 1 << 12;
     /// Not queued inside MULTI (MULTI, EXEC, DISCARD, WATCH, UNWATCH, QUIT, RESET).
     pub const NO_QUEUE: u32 = 1 << 20;
     /// Walks every table of a database (KEYS, SCAN, DBSIZE ...): inside MULTI it makes
@@ -53,6 +56,7 @@ pub const FLAG_NAMES: &[(u32, &str)] = &[
     (flags::FAST, "fast"),
     (flags::NO_AUTH, "no_auth"),
     (flags::MOVABLEKEYS, "movablekeys"),
+    (flags::MAY_REPLICATE, "may_replicate"),
 ];
 
 /// Where a command's keys are.

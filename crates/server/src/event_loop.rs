@@ -754,7 +754,7 @@ impl EventLoop {
     fn cron_global(&mut self) {
         let sh = &self.shared;
         crate::persistence::tick(sh);
-        sh.pause.tick();
+        sh.pause.tick(sh);
         crate::replication::ReplicationStream::cron(sh);
         if sh.active_expire.load(Ordering::Relaxed) {
             let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);

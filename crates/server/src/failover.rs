@@ -58,7 +58,7 @@ impl Failover {
         if st.phase == Phase::InProgress {
             *st = State::default();
             drop(st);
-            shared.pause.set_failover(false);
+            shared.pause.set_failover(shared, false);
         }
     }
 
@@ -79,7 +79,7 @@ impl Failover {
         if was_in_progress {
             stream.set_master(shared, None);
         }
-        shared.pause.set_failover(false);
+        shared.pause.set_failover(shared, false);
     }
 
     /// Loop 0's cron: time out, or start the hand-over once the target caught up.
@@ -207,6 +207,6 @@ fn failover(ctx: &mut Ctx<'_, '_>) {
         deadline: (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
         force,
     };
-    ctx.shared.pause.set_failover(true);
+    ctx.shared.pause.set_failover(ctx.shared, true);
     ctx.reply.ok();
 }

@@ -520,7 +520,10 @@ impl ReplicationStream {
             }
             None => {
                 shared.is_replica.store(false, Ordering::Release);
-                shared.keyspace.set_expire_deletes(true);
+                // A pause (FAILOVER's, CLIENT PAUSE) holds deletions until it ends.
+                shared
+                    .keyspace
+                    .set_expire_deletes(!shared.pause.holds(true));
                 if was_replica {
                     // Our replicas of the old master's history can continue with us.
                     let mut st = self.state.lock();
