@@ -41,6 +41,9 @@ fn current(shared: &Shared, generation: u64) -> bool {
 
 fn run(shared: &Arc<Shared>, host: &str, port: u16, generation: u64) {
     while current(shared, generation) {
+        // While the world is stopped (DEBUG SLEEP) the link waits too, as it would in
+        // Redis' single thread: a master must see a sleeping replica stay away.
+        drop(shared.barrier.shared(usize::MAX));
         log::notice(&format!("Connecting to MASTER {host}:{port}"));
         if let Err(e) = sync_and_stream(shared, host, port, generation) {
             if current(shared, generation) {
@@ -377,6 +380,13 @@ fn apply_stream(
         shared.io_threads(),
     ));
     info.kind.store(ClientInfo::MASTER, Ordering::Relaxed);
+    // CLIENT KILL closes the link at once, as Redis frees the master client at once: the
+    // master sees it gone even while this thread waits (a DEBUG SLEEP stopped the world).
+    if let Ok(sock) = link.sock.try_clone() {
+        *info.waker.lock() = Some(Arc::new(move || {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }));
+    }
     // Listed by CLIENT LIST (flags=M); CLIENT KILL TYPE master cuts the link, which is
     // then retried with a partial resync.
     shared.clients.add(info.clone());

@@ -80,6 +80,8 @@ struct StreamState {
     scratch: Vec<u8>,
     last_ping: Instant,
     last_keepalive: Instant,
+    /// Since when a master with a backlog has had no replica (`repl-backlog-ttl`).
+    no_replicas_since: Option<Instant>,
 }
 
 /// One replica reading the stream.
@@ -164,6 +166,7 @@ impl ReplicationStream {
                 scratch: Vec::new(),
                 last_ping: Instant::now(),
                 last_keepalive: Instant::now(),
+                no_replicas_since: None,
             }),
             shared: Arc::downgrade(shared),
             sync_full: AtomicU64::new(0),
@@ -204,6 +207,29 @@ impl ReplicationStream {
         // Forget replicas whose connection closed.
         st.feeds.retain(|f| f.info.deliver.lock().is_some());
         stream.refresh_good_replicas(&st, shared);
+        // CONFIG SET repl-backlog-size takes effect here, keeping the newest bytes.
+        let size = shared.config.get_i64("repl-backlog-size").max(16 * 1024) as usize;
+        if st.history.backlog().size() != size {
+            st.history.resize_backlog(size);
+        }
+        // A master without replicas for `repl-backlog-ttl` seconds frees its backlog and
+        // starts a new history (Redis: nobody can continue the old one anyway).
+        let ttl = shared.config.get_i64("repl-backlog-ttl").max(0) as u64;
+        if !st.feeds.is_empty() || shared.is_replica.load(Ordering::Relaxed) {
+            st.no_replicas_since = None;
+        } else if st.history.backlog_active() {
+            let since = *st.no_replicas_since.get_or_insert_with(Instant::now);
+            if ttl > 0 && since.elapsed() > Duration::from_secs(ttl) {
+                st.history.shift_replid(random_id());
+                st.history.clear_replid2();
+                st.history.deactivate_backlog();
+                stream.enabled.store(false, Ordering::Release);
+                st.no_replicas_since = None;
+                log::notice(&format!(
+                    "Replication backlog freed after {ttl} seconds without connected replicas."
+                ));
+            }
+        }
         if st.last_keepalive.elapsed() >= Duration::from_secs(1) {
             st.last_keepalive = Instant::now();
             for f in st.feeds.iter().filter(|f| f.keepalive) {
