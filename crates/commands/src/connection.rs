@@ -435,9 +435,11 @@ fn client(ctx: &mut Ctx<'_, '_>) {
             if ms < 0 {
                 return ctx.error("ERR timeout is negative");
             }
-            ctx.shared
-                .pause
-                .pause_clients(ctx.shared, std::time::Duration::from_millis(ms as u64), all);
+            ctx.shared.pause.pause_clients(
+                ctx.shared,
+                std::time::Duration::from_millis(ms as u64),
+                all,
+            );
             ctx.reply.ok();
         }
         (b"unpause", 2) => {

@@ -21,7 +21,6 @@
 //! ```
 
 mod barrier;
-pub mod pause;
 mod bitmap;
 pub mod blocking;
 pub mod config;
@@ -35,6 +34,7 @@ mod hyperloglog;
 mod keys;
 mod lcs;
 mod list;
+pub mod pause;
 pub mod persistence;
 pub mod propagate;
 pub mod pubsub;

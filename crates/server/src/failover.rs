@@ -158,7 +158,9 @@ fn failover(ctx: &mut Ctx<'_, '_>) {
             timeout_ms = ms;
             i += 2;
         } else if ctx.is(i, "TO") && i + 2 < ctx.args.len() && target.is_none() {
-            let Some(port) = ctx.int_arg(i + 2) else { return };
+            let Some(port) = ctx.int_arg(i + 2) else {
+                return;
+            };
             target = Some((String::from_utf8_lossy(ctx.arg(i + 1)).into_owned(), port));
             i += 3;
         } else if ctx.is(i, "FORCE") && !force {
@@ -204,7 +206,8 @@ fn failover(ctx: &mut Ctx<'_, '_>) {
     *fo.state.lock() = State {
         phase: Phase::WaitForSync,
         target,
-        deadline: (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
+        deadline: (timeout_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(timeout_ms as u64)),
         force,
     };
     ctx.shared.pause.set_failover(ctx.shared, true);

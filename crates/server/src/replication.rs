@@ -388,7 +388,10 @@ impl ReplicationStream {
     }
 
     /// A replica (the given one, or any) that acknowledged our whole stream.
-    pub(crate) fn caught_up_replica(&self, target: Option<&(String, u16)>) -> Option<(String, u16)> {
+    pub(crate) fn caught_up_replica(
+        &self,
+        target: Option<&(String, u16)>,
+    ) -> Option<(String, u16)> {
         let st = self.state.lock();
         let offset = st.history.master_repl_offset();
         st.feeds

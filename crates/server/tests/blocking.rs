@@ -198,6 +198,8 @@ fn client_pause_write_holds_writes_until_unpause() {
         .arg("READS")
         .query::<()>(&mut admin)
         .unwrap_err();
-    assert!(err.to_string().contains("CLIENT PAUSE mode must be WRITE or ALL"));
+    assert!(err
+        .to_string()
+        .contains("CLIENT PAUSE mode must be WRITE or ALL"));
     server.shutdown();
 }

@@ -858,7 +858,7 @@ fn replicas_arriving_together_share_one_snapshot() {
     ask(&mut second);
     let fullresync = |s: &mut std::net::TcpStream| {
         let (got, _) = common::exchange(s, b"", |b| {
-            b.windows(2).any(|w| w == b"\r\n") && b.iter().any(|&c| c == b'$')
+            b.windows(2).any(|w| w == b"\r\n") && b.contains(&b'$')
         });
         let text = String::from_utf8_lossy(&got).into_owned();
         let line = text
@@ -949,7 +949,10 @@ fn failover_to_a_carmine_replica_then_to_a_redis_replica() {
 
     let (_c_proc, c_port) = redis_replica(b.port(), "disabled");
     let mut cc = connect(c_port);
-    let _: i64 = redis::cmd("INCR").arg("after").query(&mut cb).expect("incr");
+    let _: i64 = redis::cmd("INCR")
+        .arg("after")
+        .query(&mut cb)
+        .expect("incr");
     assert!(wait_caught_up(&mut cb, &mut cc), "C synced");
     let _: () = redis::cmd("FAILOVER")
         .arg("TO")
