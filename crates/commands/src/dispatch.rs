@@ -514,8 +514,31 @@ fn run<'q>(
     check_one_reply(shared, session, spec, reply, before, mark);
     if dirty > 0 {
         signal_written_keys(shared, spec, args, session.db);
+        remember_replica_writes(shared, session, spec, args, session.db);
     }
     account(stats, idx, reply, before, started, dirty);
+}
+
+/// On a writable replica, keys its own clients write may get deadlines its master
+/// knows nothing of: they are remembered so that the replica expires them itself.
+fn remember_replica_writes(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &Args,
+    db: usize,
+) {
+    // PFCOUNT's cache refresh changes a value but sets no deadline: not a write here.
+    if session.master_link || !spec.has(flags::WRITE) || !shared.is_replica.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    let mut idx = Vec::new();
+    spec.key_indexes(args, &mut idx);
+    let mut keys = shared.replica_written_keys.lock();
+    for i in idx {
+        keys.insert((db, args.get(i).unwrap_or_default().to_vec()));
+    }
 }
 
 /// Holds a handler to its contract: exactly one reply (none while it blocks, when it
@@ -713,6 +736,7 @@ fn exec(
     for (idx, args, db) in written {
         if let Some(spec) = shared.commands.get(idx) {
             signal_written_keys(shared, spec, args, db);
+            remember_replica_writes(shared, session, spec, args, db);
         }
     }
 }

@@ -296,6 +296,9 @@ pub struct Shared {
     pub master_stream_applied: AtomicU64,
     /// The database the master's stream had selected at that offset.
     pub master_stream_db: AtomicU64,
+    /// On a writable replica: keys its own clients wrote, which it expires itself when
+    /// they got deadlines (see `expire_replica_writes`).
+    pub replica_written_keys: Mutex<std::collections::HashSet<(usize, Vec<u8>)>>,
     /// `min-replicas-to-write`, 0 when it or `min-replicas-max-lag` is 0 (off).
     pub min_replicas_to_write: AtomicU64,
     pub persist: crate::persistence::PersistStats,
@@ -362,6 +365,7 @@ impl Shared {
             is_replica: AtomicBool::new(false),
             master_stream_applied: AtomicU64::new(0),
             master_stream_db: AtomicU64::new(0),
+            replica_written_keys: Mutex::new(std::collections::HashSet::new()),
             min_replicas_to_write: AtomicU64::new(0),
             persist: crate::persistence::PersistStats::default(),
             io_threads,

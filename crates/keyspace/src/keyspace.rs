@@ -190,6 +190,17 @@ pub fn table_id(db: usize, slot: Slot) -> u32 {
     ((db as u32) << 14) | u32::from(slot)
 }
 
+/// What [`Keyspace::expire_if_due`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadlineCheck {
+    /// No such key, or it has no deadline: nothing more to watch.
+    Gone,
+    /// Its deadline is still ahead.
+    Pending,
+    /// Its deadline passed and it was deleted.
+    Deleted,
+}
+
 impl Keyspace {
     /// A keyspace with Redis' default of 16 databases.
     pub fn new() -> Keyspace {
@@ -224,6 +235,28 @@ impl Keyspace {
         let epoch = self.last_epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.snapshot_epoch.store(epoch, Ordering::Release);
         Some(epoch)
+    }
+
+    /// Checks a key's deadline now and deletes the key when it passed, whatever
+    /// `expire_deletes` says (a writable replica expires the keys its own clients gave
+    /// deadlines to, Redis' expireSlaveKeys).
+    pub fn expire_if_due(&self, db: usize, key: &[u8], now_ms: u64) -> DeadlineCheck {
+        let Some(d) = self.dbs.get(db) else {
+            return DeadlineCheck::Gone;
+        };
+        let slot = key_slot(key);
+        let mut t = d.table(slot).lock();
+        match t.peek(key).map(|e| e.expire_at()) {
+            None | Some(0) => return DeadlineCheck::Gone,
+            Some(at) if at > now_ms => return DeadlineCheck::Pending,
+            Some(_) => {}
+        }
+        self.copy_on_write(db, slot, &mut t);
+        t.remove(key);
+        drop(t);
+        d.watch.signal(key);
+        self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
+        DeadlineCheck::Deleted
     }
 
     /// Stores a key while loading a dump: straight into its table, without the watch

@@ -68,7 +68,8 @@ pub use compact::CompactKey;
 pub use error::KeyspaceError;
 pub use evict::{EvictionConfig, Policy};
 pub use keyspace::{
-    now_ms, table_id, Db, Effects, Keyspace, KeyspaceStats, Locked, SnapshotSink, WatchRegistry,
+    now_ms, table_id, Db, DeadlineCheck, Effects, Keyspace, KeyspaceStats, Locked, SnapshotSink,
+    WatchRegistry,
 };
 pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
 pub use packed::Packed;

@@ -132,6 +132,23 @@ impl Feed {
     }
 }
 
+/// A writable replica expires the keys its own clients gave deadlines to (Redis'
+/// expireSlaveKeys); the keys of its master's stream wait for the master's DELs.
+fn expire_replica_writes(shared: &Shared) {
+    let mut written = shared.replica_written_keys.lock();
+    if written.is_empty() {
+        return;
+    }
+    if !shared.is_replica.load(Ordering::Relaxed) {
+        written.clear();
+        return;
+    }
+    let now = carmine_keyspace::now_ms();
+    written.retain(|(db, key)| {
+        shared.keyspace.expire_if_due(*db, key, now) == carmine_keyspace::DeadlineCheck::Pending
+    });
+}
+
 /// Hands bytes to a client's event loop; false once the connection is gone.
 fn deliver(info: &ClientInfo, bytes: Bytes) -> bool {
     match info.deliver.lock().as_ref() {
@@ -194,6 +211,7 @@ impl ReplicationStream {
         let Some(stream) = Self::of(shared) else {
             return;
         };
+        expire_replica_writes(shared);
         if let Some(owned) = stream.owner() {
             stream.failover.cron(&owned, stream);
         }

@@ -973,3 +973,50 @@ fn failover_to_a_carmine_replica_then_to_a_redis_replica() {
     b.shutdown();
     a.shutdown();
 }
+
+/// A writable replica expires the keys its own clients gave deadlines to (its master
+/// never sends DELs for them), but not its master's keys, which wait for the master.
+#[test]
+fn a_writable_replica_expires_its_own_keys_only() {
+    let master = common::start("repl-diskless-sync-delay 0");
+    let mut m = connect(master.port());
+    let replica = common::start(&format!(
+        "replicaof 127.0.0.1 {}\nreplica-read-only no",
+        master.port()
+    ));
+    let mut r = connect(replica.port());
+    let _: () = redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .query(&mut m)
+        .expect("no active expiry on the master");
+    let _: () = redis::cmd("SET")
+        .arg("masters")
+        .arg(1)
+        .arg("PX")
+        .arg(100)
+        .query(&mut m)
+        .expect("set");
+    assert!(wait_caught_up(&mut m, &mut r), "synced");
+    let _: () = redis::cmd("SET")
+        .arg("own")
+        .arg(1)
+        .arg("PX")
+        .arg(100)
+        .query(&mut r)
+        .expect("set on the replica");
+    let dbsize =
+        |c: &mut redis::Connection| -> i64 { redis::cmd("DBSIZE").query(c).expect("dbsize") };
+    assert_eq!(dbsize(&mut r), 2);
+    assert!(
+        common::wait_until(10, || dbsize(&mut r) == 1),
+        "the replica's own key expired"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("masters")
+        .query(&mut r)
+        .expect("exists");
+    assert_eq!(exists, 0, "the master's expired key reads as missing");
+    replica.shutdown();
+    master.shutdown();
+}
