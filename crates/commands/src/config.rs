@@ -86,6 +86,9 @@ const GB: u64 = 1024 * 1024 * 1024;
 pub static PARAMS: &[ParamSpec] = &[
     p("port", "6379", Kind::Int { min: 0, max: 65535 }, false),
     p("bind", "* -::*", Kind::List, false),
+    // A Unix domain socket to listen on too, and its permissions (octal; 0 leaves them).
+    p("unixsocket", "", Kind::Str, false),
+    p("unixsocketperm", "0", Kind::Str, false),
     p("protected-mode", "yes", Kind::Bool, true),
     p("daemonize", "no", Kind::Bool, false),
     p("pidfile", "", Kind::Str, false),

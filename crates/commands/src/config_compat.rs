@@ -278,6 +278,4 @@ pub static INERT_PARAMS: &[ParamSpec] = &[
     p("tls-session-cache-timeout", "300", INT32, true),
     p("tls-session-caching", "yes", Kind::Bool, true),
     p("tracking-table-max-keys", "1000000", COUNT, true),
-    p("unixsocket", "", Kind::Str, false),
-    p("unixsocketperm", "0", Kind::Str, false),
 ];

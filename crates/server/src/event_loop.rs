@@ -4,16 +4,15 @@
 //! its `mio::Waker`.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::net::{ClientStream, Listener, Peer};
 use bytes::{Buf, BytesMut};
 use carmine_commands::{execute_at, ClientInfo, Session, Shared, ThreadStats};
 use carmine_resp::{Args, CommandDecoder, Limits, ReplyBuf};
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::log;
@@ -36,7 +35,7 @@ fn stale_share_high(examined: usize, removed: usize) -> bool {
 /// What other threads send a loop.
 pub enum LoopMsg {
     /// A connection accepted by loop 0, for this loop to own.
-    Adopt(TcpStream),
+    Adopt(ClientStream),
     /// Encoded bytes (a pub/sub message) for one of this loop's clients.
     Deliver(u64, bytes::Bytes),
     /// A key this client is blocked on was written: retry its blocking command.
@@ -61,7 +60,7 @@ impl LoopHandle {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: ClientStream,
     rbuf: BytesMut,
     decoder: CommandDecoder,
     args: Args,
@@ -84,7 +83,7 @@ pub struct EventLoop {
     stats: Arc<ThreadStats>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     incoming: Receiver<LoopMsg>,
     me: LoopHandle,
     /// Client id -> connection slot, for deliveries.
@@ -148,7 +147,7 @@ impl EventLoop {
     /// Gives this loop the listening sockets and the loops to deal connections to.
     pub fn set_listeners(
         &mut self,
-        mut listeners: Vec<TcpListener>,
+        mut listeners: Vec<Listener>,
         peers: Vec<LoopHandle>,
     ) -> io::Result<()> {
         for (i, l) in listeners.iter_mut().enumerate() {
@@ -271,9 +270,9 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, addr)) => {
+                Ok((stream, peer)) => {
                     ThreadStats::add(&self.stats.connections_received, 1);
-                    if let Some(reason) = self.refuse(&addr) {
+                    if let Some(reason) = self.refuse(&peer) {
                         ThreadStats::add(&self.stats.rejected_connections, 1);
                         let mut s = stream;
                         let _ = s.write_all(reason.as_bytes());
@@ -298,7 +297,7 @@ impl EventLoop {
     }
 
     /// The error line to send to a connection that must be refused, if any.
-    fn refuse(&self, addr: &SocketAddr) -> Option<String> {
+    fn refuse(&self, peer: &Peer) -> Option<String> {
         let t = &self.shared.config.tunables;
         if self.shared.clients.len() as u64 >= t.maxclients.load(Ordering::Relaxed) {
             return Some("-ERR max number of clients reached\r\n".into());
@@ -307,20 +306,15 @@ impl EventLoop {
         if t.protected_mode.load(Ordering::Relaxed)
             && !t.has_password.load(Ordering::Relaxed)
             && default_bind
-            && !addr.ip().is_loopback()
+            && matches!(peer, Peer::Tcp(addr) if !addr.ip().is_loopback())
         {
             return Some("-DENIED Carmine is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers, you may disable protected mode with CONFIG SET protected-mode no from the loopback interface, set a password, or bind to specific interfaces.\r\n".into());
         }
         None
     }
 
-    fn adopt(&mut self, mut stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let keepalive = self.shared.config.get_i64("tcp-keepalive");
-        if keepalive > 0 {
-            let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(keepalive as u64));
-            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
-        }
+    fn adopt(&mut self, mut stream: ClientStream) {
+        stream.tune(self.shared.config.get_i64("tcp-keepalive"));
         let token = match self.free.pop() {
             Some(t) => t,
             None => {
@@ -337,15 +331,9 @@ impl EventLoop {
             self.free.push(token);
             return;
         }
-        let addr = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let laddr = stream
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let fd = raw_fd(&stream);
+        let (addr, laddr) =
+            stream.addresses(&self.shared.config.get("unixsocket").unwrap_or_default());
+        let fd = stream.raw_fd();
         let id = self.shared.clients.next_id();
         let info = Arc::new(ClientInfo::new(id, addr, laddr, fd, self.id));
         let waker = self.waker.clone();
@@ -786,15 +774,4 @@ impl EventLoop {
         }
         sh.used_memory();
     }
-}
-
-#[cfg(unix)]
-fn raw_fd(s: &TcpStream) -> i32 {
-    use std::os::fd::AsRawFd;
-    s.as_raw_fd()
-}
-
-#[cfg(not(unix))]
-fn raw_fd(_: &TcpStream) -> i32 {
-    -1
 }

@@ -17,6 +17,7 @@ mod event_loop;
 mod failover;
 pub mod log;
 mod master_link;
+mod net;
 pub mod persistence;
 pub mod replication;
 
@@ -94,6 +95,27 @@ fn listen(addr: &str, port: u16, backlog: i32) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(sock.into()))
 }
 
+/// `unixsocket path` (and `unixsocketperm`, octal): a stale socket file left by an
+/// earlier run is replaced, as Redis does.
+#[cfg(unix)]
+fn listen_unix(config: &Config) -> io::Result<Option<net::Listener>> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = config.get("unixsocket").unwrap_or_default();
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = mio::net::UnixListener::bind(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("Failed opening Unix socket: {e}")))?;
+    let perm = config.get("unixsocketperm").unwrap_or_default();
+    if let Ok(mode) = u32::from_str_radix(perm.trim(), 8) {
+        if mode != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(Some(net::Listener::Unix(listener)))
+}
+
 impl Server {
     /// Binds the configured addresses and starts the event loops. `port 0` picks a free
     /// port (see [`Server::port`]).
@@ -139,6 +161,12 @@ impl Server {
                     ))
                 }
             }
+        }
+        let mut listeners: Vec<net::Listener> =
+            listeners.into_iter().map(net::Listener::Tcp).collect();
+        #[cfg(unix)]
+        if let Some(l) = listen_unix(&config)? {
+            listeners.push(l);
         }
         if listeners.is_empty() {
             return Err(io::Error::other("no address could be bound"));

@@ -554,6 +554,11 @@ impl ReplicationStream {
             ..LinkState::default()
         };
         drop(l);
+        // CONFIG REWRITE keeps the role (Redis rewrites `replicaof` from the live state).
+        let value = master
+            .as_ref()
+            .map_or_else(String::new, |(h, p)| format!("{h} {p}"));
+        let _ = shared.config.set("replicaof", &[value], true);
         let generation = self.link_generation.fetch_add(1, Ordering::AcqRel) + 1;
         match master {
             Some((host, port)) => {

@@ -309,3 +309,38 @@ fn c_set(c: &mut redis::Connection) {
         .query::<()>(c)
         .expect("SET succeeds");
 }
+
+/// `unixsocket`: clients connect through the socket file too, and CLIENT LIST shows
+/// them as `path:0`, as Redis does.
+#[cfg(unix)]
+#[test]
+fn clients_connect_over_the_unix_socket() {
+    use std::io::{Read, Write};
+    let path = common::scratch_dir().join("carmine.sock");
+    let server = common::start(&format!(
+        "unixsocket {}\nunixsocketperm 700",
+        path.display()
+    ));
+    let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connects over the socket");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"SET via unix\r\nGET via\r\nCLIENT INFO\r\n")
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"\r\n") || got.iter().filter(|&&b| b == b'\n').count() < 5 {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("+OK\r\n$4\r\nunix\r\n"), "{text}");
+    assert!(
+        text.contains(&format!("addr={}:0", path.display())),
+        "{text}"
+    );
+    let mut tcp = common::client(&server);
+    let v: String = redis::cmd("GET").arg("via").query(&mut tcp).expect("get");
+    assert_eq!(v, "unix");
+    server.shutdown();
+}

@@ -1017,6 +1017,30 @@ fn a_writable_replica_expires_its_own_keys_only() {
         .query(&mut r)
         .expect("exists");
     assert_eq!(exists, 0, "the master's expired key reads as missing");
+    // The live role is what CONFIG GET (and CONFIG REWRITE) report.
+    let replicaof = |c: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("replicaof")
+            .query(c)
+            .expect("config get")
+    };
+    assert_eq!(
+        replicaof(&mut r),
+        vec![
+            "replicaof".to_string(),
+            format!("127.0.0.1 {}", master.port())
+        ]
+    );
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r)
+        .expect("no one");
+    assert_eq!(
+        replicaof(&mut r),
+        vec!["replicaof".to_string(), String::new()]
+    );
     replica.shutdown();
     master.shutdown();
 }

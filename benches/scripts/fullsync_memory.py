@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""The master's peak memory during a full sync under a write load, Carmine against
+Redis (which forks for it), side by side in one run.
+
+    python3 benches/scripts/fullsync_memory.py target/release/carmine-server [redis-server]
+
+For each round and each implementation (alternating): a master with KEYS keys of
+VALUE bytes (DEBUG POPULATE), a write load overwriting them (redis-benchmark SET,
+2 clients), and after a warm-up a fresh replica of the same kind attaches
+(`repl-diskless-sync yes`, delay 0). Every 100 ms the script sums Pss (from
+/proc/PID/smaps_rollup) over the master and all its descendants — a forked child's
+copy-on-write pages are split between parent and child, so the sum is the real
+footprint — until the replica reports its link up. Reported per implementation
+(medians): peak Pss during the sync / Pss just before, and the sync's seconds.
+Everything binds 127.0.0.1; every process is stopped on exit.
+"""
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+KEYS = int(os.environ.get("KEYS", 1_000_000))
+VALUE = int(os.environ.get("VALUE", 100))
+ROUNDS = int(os.environ.get("ROUNDS", 3))
+WARMUP = float(os.environ.get("WARMUP_SECS", 1.5))
+
+procs = []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(binary, extra):
+    port = free_port()
+    d = tempfile.mkdtemp()
+    p = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", d, "--enable-debug-command", "yes", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(p)
+    c = redis.Redis(port=port, socket_timeout=60)
+    for _ in range(200):
+        try:
+            c.ping()
+            return p, port, c
+        except redis.exceptions.RedisError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{binary} did not start")
+
+
+def tree(pid):
+    out = [pid]
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                for child in f.read().split():
+                    out.extend(tree(int(child)))
+        except OSError:
+            pass
+    return out
+
+
+def pss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def stop(p):
+    p.kill()
+    p.wait()
+
+
+def one_round(binary):
+    master, mport, m = start(binary, ["--repl-diskless-sync", "yes",
+                                      "--repl-diskless-sync-delay", "0"])
+    m.execute_command("DEBUG", "POPULATE", KEYS, "key", VALUE)
+    load = subprocess.Popen(
+        ["redis-benchmark", "-p", str(mport), "-t", "set", "-r", str(KEYS), "-d", str(VALUE),
+         "-c", "2", "-n", "100000000", "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(load)
+    time.sleep(WARMUP)
+    before = statistics.median(pss_kib(master.pid) for _ in range(3))
+    replica, _, r = start(binary, [])
+    started = time.monotonic()
+    r.execute_command("REPLICAOF", "127.0.0.1", mport)
+    peak = before
+    while time.monotonic() - started < 300:
+        peak = max(peak, pss_kib(master.pid))
+        if r.info("replication").get("master_link_status") == "up":
+            break
+        time.sleep(0.1)
+    secs = time.monotonic() - started
+    for p in (load, replica, master):
+        stop(p)
+    return peak / before, secs
+
+
+def main():
+    cand = sys.argv[1]
+    ref = sys.argv[2] if len(sys.argv) > 2 else "redis-server"
+    results = {cand: [], ref: []}
+    for i in range(ROUNDS):
+        order = (cand, ref) if i % 2 == 0 else (ref, cand)
+        for b in order:
+            results[b].append(one_round(b))
+            ratio, secs = results[b][-1]
+            print(f"round {i + 1} {os.path.basename(b)}: peak/before {ratio:.3f}, {secs:.2f} s",
+                  flush=True)
+    for b, rs in results.items():
+        print(f"{os.path.basename(b)}: peak Pss / Pss before, median {statistics.median(r[0] for r in rs):.3f}; "
+              f"sync seconds, median {statistics.median(r[1] for r in rs):.2f}")
+
+
+try:
+    main()
+finally:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
