@@ -12,7 +12,9 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "ping",
             -1,
-            FAST | STALE,
+            // Not `stale`, as in Redis: a replica that lost its master answers
+            // -MASTERDOWN to PING too when replica-serve-stale-data is no.
+            FAST,
             KeySpec::None,
             ping,
             g,

@@ -305,6 +305,60 @@ fn dispatch(
             crate::blocking::unblock(shared, session);
         }
     }
+    // The state checks below apply to a request being queued too, and to EXEC with
+    // the flags of what it queued (Redis' processCommand), before anything is queued.
+    let is_exec = spec.name == "exec";
+    let queued_any = |session: &Session, pred: &dyn Fn(&CommandSpec) -> bool| {
+        is_exec
+            && session.multi.as_ref().is_some_and(|m| {
+                m.queued
+                    .iter()
+                    .any(|(i, _)| shared.commands.get(*i).is_some_and(pred))
+            })
+    };
+    if !session.master_link {
+        let write = spec.has(flags::WRITE) || queued_any(session, &|s| s.has(flags::WRITE));
+        if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
+            && !shared.perform_evictions(now_ms)
+            && (spec.has(flags::DENYOOM) || queued_any(session, &|s| s.has(flags::DENYOOM)))
+        {
+            return refuse(shared, session, stats, idx, reply, is_exec, OOM);
+        }
+        if write
+            && shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
+            && shared.config.get_bool("stop-writes-on-bgsave-error")
+            && !shared
+                .config
+                .get("save")
+                .unwrap_or_default()
+                .trim()
+                .is_empty()
+        {
+            return refuse(shared, session, stats, idx, reply, is_exec, MISCONF);
+        }
+        let min_replicas = shared.min_replicas_to_write.load(Ordering::Relaxed);
+        if min_replicas > 0
+            && write
+            && !shared.is_replica.load(Ordering::Relaxed)
+            && shared
+                .propagator
+                .get()
+                .is_some_and(|p| p.good_replicas() < min_replicas)
+        {
+            return refuse(shared, session, stats, idx, reply, is_exec, NOREPLICAS);
+        }
+        let replica = shared.is_replica.load(Ordering::Relaxed);
+        if write && replica && shared.config.get_bool("replica-read-only") {
+            return refuse(shared, session, stats, idx, reply, is_exec, READONLY);
+        }
+        if replica
+            && !shared.master_link_up.load(Ordering::Relaxed)
+            && !shared.config.get_bool("replica-serve-stale-data")
+            && (!spec.has(flags::STALE) || queued_any(session, &|s| !s.has(flags::STALE)))
+        {
+            return refuse(shared, session, stats, idx, reply, is_exec, MASTERDOWN);
+        }
+    }
     if let Some(m) = session.multi.as_mut() {
         if !spec.has(flags::NO_QUEUE) {
             m.queued.push((idx, args.clone()));
@@ -315,69 +369,6 @@ fn dispatch(
             reply.simple("QUEUED");
             return false;
         }
-    }
-    if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
-        && !session.master_link
-        && !shared.perform_evictions(now_ms)
-    {
-        let denyoom = spec.has(flags::DENYOOM)
-            || (spec.name == "exec"
-                && session.multi.as_ref().is_some_and(|m| {
-                    m.queued.iter().any(|(i, _)| {
-                        shared
-                            .commands
-                            .get(*i)
-                            .is_some_and(|s| s.has(flags::DENYOOM))
-                    })
-                }));
-        if denyoom {
-            if spec.name == "exec" {
-                session.multi = None;
-                session.info.multi.store(-1, Ordering::Relaxed);
-                session.unwatch_all(&shared.keyspace);
-            }
-            reply.error("OOM command not allowed when used memory > 'maxmemory'.");
-            reject(stats, idx, session);
-            return false;
-        }
-    }
-    if spec.has(flags::WRITE)
-        && !session.master_link
-        && shared.is_replica.load(Ordering::Relaxed)
-        && shared.config.get_bool("replica-read-only")
-    {
-        reply.error("READONLY You can't write against a read only replica.");
-        reject(stats, idx, session);
-        return false;
-    }
-    let min_replicas = shared.min_replicas_to_write.load(Ordering::Relaxed);
-    if min_replicas > 0
-        && spec.has(flags::WRITE)
-        && !session.master_link
-        && !shared.is_replica.load(Ordering::Relaxed)
-        && shared
-            .propagator
-            .get()
-            .is_some_and(|p| p.good_replicas() < min_replicas)
-    {
-        reply.error("NOREPLICAS Not enough good replicas to write.");
-        reject(stats, idx, session);
-        return false;
-    }
-    if spec.has(flags::WRITE)
-        && !session.master_link
-        && shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
-        && shared.config.get_bool("stop-writes-on-bgsave-error")
-        && !shared
-            .config
-            .get("save")
-            .unwrap_or_default()
-            .trim()
-            .is_empty()
-    {
-        reply.error("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.");
-        reject(stats, idx, session);
-        return false;
     }
     if spec.name == "exec" {
         exec(shared, session, stats, reply, now_ms);
@@ -401,6 +392,39 @@ fn mark_applied(shared: &Shared, session: &Session) {
             .master_stream_applied
             .store(offset, Ordering::Release);
     }
+}
+
+const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+const MISCONF: &str = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.";
+const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+const READONLY: &str = "READONLY You can't write against a read only replica.";
+const MASTERDOWN: &str =
+    "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.";
+
+/// Refuses a request for the server's state. A refused EXEC discards its transaction
+/// (Redis' execCommandAbort); a refused request inside MULTI makes EXEC abort. Returns
+/// dispatch's "pushed" answer (false).
+fn refuse(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    idx: usize,
+    reply: &mut ReplyBuf,
+    is_exec: bool,
+    err: &str,
+) -> bool {
+    if is_exec && session.multi.is_some() {
+        session.multi = None;
+        session.info.multi.store(-1, Ordering::Relaxed);
+        session.unwatch_all(&shared.keyspace);
+        reply.error(&format!(
+            "EXECABORT Transaction discarded because of: {err}"
+        ));
+    } else {
+        reply.error(err);
+    }
+    reject(stats, idx, session);
+    false
 }
 
 fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {

@@ -362,11 +362,19 @@ fn sunsubscribe(ctx: &mut Ctx<'_, '_>) {
     unsubscribe_generic(ctx, Kind::Shard);
 }
 
+/// A standalone master sends messages on to its replicas, whose subscribers get them too
+/// (Redis 7.0 forces PUBLISH and SPUBLISH into the replication stream).
+fn replicate(ctx: &mut Ctx<'_, '_>, name: &[u8]) {
+    let argv = vec![name.to_vec(), ctx.arg(1).to_vec(), ctx.arg(2).to_vec()];
+    ctx.l.propagate_instead(argv);
+}
+
 fn publish(ctx: &mut Ctx<'_, '_>) {
     let n = ctx
         .shared
         .pubsub
         .publish(Kind::Channel, ctx.arg(1), ctx.arg(2));
+    replicate(ctx, b"PUBLISH");
     ctx.reply.int(n as i64);
 }
 
@@ -375,6 +383,7 @@ fn spublish(ctx: &mut Ctx<'_, '_>) {
         .shared
         .pubsub
         .publish(Kind::Shard, ctx.arg(1), ctx.arg(2));
+    replicate(ctx, b"SPUBLISH");
     ctx.reply.int(n as i64);
 }
 

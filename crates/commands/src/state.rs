@@ -289,6 +289,9 @@ pub struct Shared {
     /// This server replicates a master (REPLICAOF): clients' writes are refused while
     /// `replica-read-only` says so.
     pub is_replica: AtomicBool,
+    /// On a replica: the link to the master is up (else `replica-serve-stale-data no`
+    /// refuses data commands with -MASTERDOWN).
+    pub master_link_up: AtomicBool,
     /// On a replica: the master's stream offset up to which commands are applied to the
     /// keyspace, stored under the barrier as each command (or a whole MULTI) completes,
     /// so that a snapshot begun with the world stopped saves the exact offset its data
@@ -363,6 +366,7 @@ impl Shared {
             persistence: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
+            master_link_up: AtomicBool::new(false),
             master_stream_applied: AtomicU64::new(0),
             master_stream_db: AtomicU64::new(0),
             replica_written_keys: Mutex::new(std::collections::HashSet::new()),

@@ -517,6 +517,9 @@ impl ReplicationStream {
     }
 
     pub(crate) fn link_up(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.master_link_up.store(true, Ordering::Release);
+        }
         let mut l = self.link.lock();
         l.up = true;
         l.handshake = false;
@@ -530,6 +533,9 @@ impl ReplicationStream {
     }
 
     pub(crate) fn link_down(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.master_link_up.store(false, Ordering::Release);
+        }
         let mut l = self.link.lock();
         if l.up || l.down_since.is_none() {
             l.down_since = Some(Instant::now());
@@ -554,6 +560,7 @@ impl ReplicationStream {
             ..LinkState::default()
         };
         drop(l);
+        shared.master_link_up.store(false, Ordering::Release);
         // CONFIG REWRITE keeps the role (Redis rewrites `replicaof` from the live state).
         let value = master
             .as_ref()
