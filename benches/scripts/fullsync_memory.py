@@ -6,7 +6,7 @@ Redis (which forks for it), side by side in one run.
 
 For each round and each implementation (alternating): a master with KEYS keys of
 VALUE bytes (DEBUG POPULATE), a write load overwriting them (redis-benchmark SET,
-2 clients), and after a warm-up a fresh replica of the same kind attaches
+LOAD_CLIENTS clients, default 2; 0 for none), and after a warm-up a fresh replica of the same kind attaches
 (`repl-diskless-sync yes`, delay 0). Every 100 ms the script sums Pss (from
 /proc/PID/smaps_rollup) over the master and all its descendants — a forked child's
 copy-on-write pages are split between parent and child, so the sum is the real
@@ -29,6 +29,7 @@ KEYS = int(os.environ.get("KEYS", 1_000_000))
 VALUE = int(os.environ.get("VALUE", 100))
 ROUNDS = int(os.environ.get("ROUNDS", 3))
 WARMUP = float(os.environ.get("WARMUP_SECS", 1.5))
+LOAD_CLIENTS = int(os.environ.get("LOAD_CLIENTS", 2))  # 0: no write load
 
 procs = []
 
@@ -95,7 +96,7 @@ def one_round(binary):
     m.execute_command("DEBUG", "POPULATE", KEYS, "key", VALUE)
     load = subprocess.Popen(
         ["redis-benchmark", "-p", str(mport), "-t", "set", "-r", str(KEYS), "-d", str(VALUE),
-         "-c", "2", "-n", "100000000", "-q"],
+         "-c", str(LOAD_CLIENTS), "-n", "100000000" if LOAD_CLIENTS else "0", "-q"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(load)
     time.sleep(WARMUP)

@@ -27,7 +27,7 @@ use crate::persistence::ReplPoint;
 
 /// Bytes of payload in flight to a replica's connection before the snapshot walk waits
 /// for it to drain: the walk is held back by a slow replica, never the writers.
-const PAYLOAD_IN_FLIGHT: u64 = 8 << 20;
+const PAYLOAD_IN_FLIGHT: u64 = 2 << 20;
 const PAYLOAD_CHUNK: usize = 256 << 10;
 
 pub struct ReplicationStream {
