@@ -7,6 +7,12 @@
 //! shows it and CONFIG SET changes it where Redis allows, but nothing acts on it yet
 //! (README: known gaps). A later feature that gives one a meaning moves it to
 //! `config::PARAMS`. Defaults are what `CONFIG GET *` of redis-server 7.0.15 prints.
+//!
+//! Exception not yet moved: the replication parameters below that replication reads
+//! (`repl-backlog-size`, `repl-backlog-ttl`, `repl-diskless-sync`, `-delay`,
+//! `-max-replicas`, `repl-ping-replica-period`, `repl-timeout`,
+//! `replica-serve-stale-data`, `rdb-key-save-delay`, `key-load-delay`) act; README's
+//! Replication row lists them.
 
 use crate::config::{p, Kind, ParamSpec};
 
