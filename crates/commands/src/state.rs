@@ -253,6 +253,20 @@ pub struct ServerFacts {
     pub tcp_port: AtomicU64,
 }
 
+/// A value on a cache line of its own: written by one thread per command (the master
+/// link's applied offset) without invalidating the line that every loop reads per
+/// command (`is_replica` and its neighbours).
+#[repr(align(128))]
+pub struct OwnLine<T>(pub T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// State shared by every thread of one server.
 pub struct Shared {
     pub keyspace: Keyspace,
@@ -296,9 +310,9 @@ pub struct Shared {
     /// keyspace, stored under the barrier as each command (or a whole MULTI) completes,
     /// so that a snapshot begun with the world stopped saves the exact offset its data
     /// reflects (the RDB's `repl-offset`, from which a restarted replica continues).
-    pub master_stream_applied: AtomicU64,
+    pub master_stream_applied: OwnLine<AtomicU64>,
     /// The database the master's stream had selected at that offset.
-    pub master_stream_db: AtomicU64,
+    pub master_stream_db: OwnLine<AtomicU64>,
     /// On a writable replica: keys its own clients wrote, which it expires itself when
     /// they got deadlines (see `expire_replica_writes`).
     pub replica_written_keys: Mutex<std::collections::HashSet<(usize, Vec<u8>)>>,
@@ -367,8 +381,8 @@ impl Shared {
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
             master_link_up: AtomicBool::new(false),
-            master_stream_applied: AtomicU64::new(0),
-            master_stream_db: AtomicU64::new(0),
+            master_stream_applied: OwnLine(AtomicU64::new(0)),
+            master_stream_db: OwnLine(AtomicU64::new(0)),
             replica_written_keys: Mutex::new(std::collections::HashSet::new()),
             min_replicas_to_write: AtomicU64::new(0),
             persist: crate::persistence::PersistStats::default(),
