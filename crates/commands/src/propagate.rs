@@ -89,6 +89,12 @@ pub trait Propagator: Send + Sync + std::any::Any {
     /// INFO stats' `sync_full`, `sync_partial_ok`, `sync_partial_err`.
     fn sync_counts(&self) -> [u64; 3];
 
+    /// Bytes held for replicas: the backlog, grown while a replica receiving its snapshot
+    /// needs more (INFO's `mem_total_replication_buffers`).
+    fn buffer_bytes(&self) -> u64 {
+        0
+    }
+
     /// CONFIG RESETSTAT: the sync counters start again from 0.
     fn reset_sync_counts(&self);
 

@@ -310,13 +310,14 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let maxmem = sh.config.tunables.maxmemory.load(Ordering::Relaxed);
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:{}\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\n\r\n",
             human(used),
             human(rss),
             human(peak),
             human(maxmem),
             sh.config.get("maxmemory-policy").unwrap_or_default(),
             if used > 0 { rss as f64 / used as f64 } else { 0.0 },
+            sh.propagator.get().map_or(0, |p| p.buffer_bytes()),
             if sh.used_memory.is_some() { "libc-counted" } else { "libc" },
         );
     }

@@ -28,8 +28,8 @@ pub use convert::{from_keyspace, to_keyspace};
 pub use file::DumpFile;
 pub use read::{Item, Reader, MAX_VERSION, MIN_VERSION};
 pub use snapshot::{
-    debug_delay, load_into, load_observed, load_with_progress, KeyLoadDelay, LoadObserver,
-    LoadStats, Snapshot, SnapshotStats,
+    debug_delay, load_into, load_observed, load_with_progress, LoadObserver, LoadStats,
+    ReplicaLoad, Snapshot, SnapshotStats,
 };
 pub use write::{WriteOptions, WRITE_VERSION};
 

@@ -356,6 +356,11 @@ pub trait LoadObserver {
     fn aux(&mut self, _name: &[u8], _value: &[u8]) {}
     /// After each key read (Redis' `key-load-delay` sleeps here).
     fn key_read(&mut self) {}
+    /// Keep keys whose deadline passed (a replica loads them: its master's DELs remove
+    /// them, as in Redis, where only a master drops them while loading).
+    fn keep_expired(&self) -> bool {
+        false
+    }
 }
 
 struct Progress<'a>(&'a mut dyn FnMut(usize, u64));
@@ -366,12 +371,19 @@ impl LoadObserver for Progress<'_> {
     }
 }
 
-/// Only sleeps per key (Redis' `key-load-delay`), for loads that need nothing else.
-pub struct KeyLoadDelay(pub i64);
+/// A replica's load of its master's payload: keeps expired keys, and sleeps per key
+/// for Redis' `key-load-delay`.
+pub struct ReplicaLoad {
+    pub key_delay_us: i64,
+}
 
-impl LoadObserver for KeyLoadDelay {
+impl LoadObserver for ReplicaLoad {
     fn key_read(&mut self) {
-        debug_delay(self.0, 1);
+        debug_delay(self.key_delay_us, 1);
+    }
+
+    fn keep_expired(&self) -> bool {
+        true
     }
 }
 
@@ -442,7 +454,7 @@ pub fn load_observed(
             }
             observer.key_read();
             let deadline = e.expire_ms.unwrap_or(0);
-            if deadline != 0 && deadline <= now {
+            if deadline != 0 && deadline <= now && !observer.keep_expired() {
                 stats.expired_skipped += 1;
                 observer.expired(e.db, &e.key);
                 continue;

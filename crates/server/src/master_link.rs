@@ -341,7 +341,9 @@ fn full_sync(
         let loaded = carmine_rdb::load_observed(
             &shared.keyspace,
             &rdb,
-            &mut carmine_rdb::KeyLoadDelay(shared.config.get_i64("key-load-delay")),
+            &mut carmine_rdb::ReplicaLoad {
+                key_delay_us: shared.config.get_i64("key-load-delay"),
+            },
         );
         shared.persist.loading.store(false, Ordering::Release);
         if let Err(e) = loaded {

@@ -486,6 +486,8 @@ struct StartupLoad<'a> {
     /// Keys skipped as expired: a restarted master propagates their DELs.
     expired: Vec<(usize, Vec<u8>)>,
     key_load_delay_us: i64,
+    /// Starting as a replica (`replicaof`): expired keys stay until the master's DELs.
+    replica: bool,
 }
 
 impl carmine_rdb::LoadObserver for StartupLoad<'_> {
@@ -504,6 +506,10 @@ impl carmine_rdb::LoadObserver for StartupLoad<'_> {
 
     fn key_read(&mut self) {
         carmine_rdb::debug_delay(self.key_load_delay_us, 1);
+    }
+
+    fn keep_expired(&self) -> bool {
+        self.replica
     }
 
     fn aux(&mut self, name: &[u8], value: &[u8]) {
@@ -550,6 +556,12 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
         repl_db: None,
         expired: Vec::new(),
         key_load_delay_us: shared.config.get_i64("key-load-delay"),
+        replica: !shared
+            .config
+            .get("replicaof")
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
     };
     let result = carmine_rdb::load_observed(&shared.keyspace, &data, &mut seen);
     p.loading.store(false, Ordering::Release);

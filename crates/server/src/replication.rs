@@ -87,8 +87,10 @@ struct StreamState {
 /// One replica reading the stream.
 struct Feed {
     info: Arc<ClientInfo>,
-    /// Stream bytes held while the replica still receives its snapshot.
-    pending: Option<Vec<u8>>,
+    /// Not live yet: the offset of the first stream byte it will need once its snapshot
+    /// is out. The bytes wait in the backlog, which keeps them (one copy for every
+    /// replica, as Redis 7's shared replication buffer).
+    held_from: Option<u64>,
     /// An EOF-marked payload is out: the replica finds the mark only as the last bytes
     /// it read, so the stream waits for its first REPLCONF ACK (as Redis waits).
     awaiting_ack: bool,
@@ -114,21 +116,61 @@ struct Waiting {
 }
 
 impl Feed {
-    /// Sends the stream bytes held during the snapshot; from now on the stream is live.
-    fn go_online(&mut self) {
-        self.awaiting_ack = false;
-        let held = self.pending.take().unwrap_or_default();
-        if !held.is_empty() {
-            deliver(&self.info, Bytes::from(held));
-        }
-    }
-
     fn state(&self) -> &'static str {
-        if self.pending.is_some() {
+        if self.held_from.is_some() {
             "wait_bgsave"
         } else {
             "online"
         }
+    }
+
+    /// Waiting for its snapshot, or receiving it (not reading the live stream).
+    fn held(&self) -> bool {
+        self.held_from.is_some()
+    }
+}
+
+impl StreamState {
+    /// The first stream byte a replica receiving its snapshot still needs: the backlog
+    /// keeps everything from there.
+    fn refresh_pin(&mut self) {
+        let pin = self
+            .feeds
+            .iter()
+            .filter(|f| f.waiting.is_none())
+            .filter_map(|f| f.held_from)
+            .min();
+        self.history.set_pin(pin);
+    }
+
+    /// Sends the replica the stream written since its snapshot (from the backlog); from
+    /// now on it reads the live stream.
+    fn go_online(&mut self, id: u64) {
+        let Some(f) = self.feeds.iter_mut().find(|f| f.info.id == id) else {
+            return;
+        };
+        f.awaiting_ack = false;
+        if let Some(from) = f.held_from.take() {
+            if from <= self.history.master_repl_offset() {
+                match self.history.backlog().range_from(from) {
+                    Some((a, b)) => {
+                        let mut held = Vec::with_capacity(a.len() + b.len());
+                        held.extend_from_slice(a);
+                        held.extend_from_slice(b);
+                        deliver(&f.info, Bytes::from(held));
+                    }
+                    // The pin makes this impossible; never send a stream with a hole.
+                    None => {
+                        log::warning(&format!(
+                            "Replica {} lost the stream written during its sync; dropping it",
+                            f.info.addr
+                        ));
+                        f.info.kill();
+                    }
+                }
+            }
+        }
+        self.refresh_pin();
     }
 }
 
@@ -227,9 +269,11 @@ impl ReplicationStream {
         stream.refresh_good_replicas(&st, shared);
         // CONFIG SET repl-backlog-size takes effect here, keeping the newest bytes.
         let size = shared.config.get_i64("repl-backlog-size").max(16 * 1024) as usize;
-        if st.history.backlog().size() != size {
+        if st.history.configured_size() != size {
             st.history.resize_backlog(size);
         }
+        // Replicas that went away while receiving a snapshot no longer pin the backlog.
+        st.refresh_pin();
         // A master without replicas for `repl-backlog-ttl` seconds frees its backlog and
         // starts a new history (Redis: nobody can continue the old one anyway).
         let ttl = shared.config.get_i64("repl-backlog-ttl").max(0) as u64;
@@ -281,16 +325,19 @@ impl ReplicationStream {
     /// Appends encoded stream bytes: the backlog, then each replica (live, or held while
     /// its snapshot is sent). A replica whose held bytes pass its output limit is dropped.
     fn feed_locked(&self, st: &mut StreamState, bytes: &[u8], shared: &Shared) {
+        st.refresh_pin();
         st.history.feed(bytes);
         let hard = shared.config.tunables.obuf.read()[1].hard;
+        let offset = st.history.master_repl_offset();
         let mut live = false;
-        st.feeds.retain_mut(|f| match &mut f.pending {
+        let before = st.feeds.len();
+        st.feeds.retain_mut(|f| match f.held_from {
             Some(_) if f.info.deliver.lock().is_none() => false,
-            // Its snapshot has not begun: it will hold these bytes.
+            // Its snapshot has not begun: nothing is held for it yet.
             Some(_) if f.waiting.is_some() => true,
-            Some(pending) => {
-                pending.extend_from_slice(bytes);
-                if hard > 0 && pending.len() as u64 > hard {
+            Some(from) => {
+                let held = (offset + 1).saturating_sub(from);
+                if hard > 0 && held > hard {
                     log::warning(&format!(
                         "Client id={} addr={} closed for overcoming of output buffer limits \
                          (replica waiting for its snapshot).",
@@ -306,6 +353,9 @@ impl ReplicationStream {
                 true
             }
         });
+        if st.feeds.len() != before {
+            st.refresh_pin();
+        }
         if live {
             // Handed to the live replicas once per loop turn (flush_feeds), not once per
             // command: one allocation and one wake-up of the replica's loop per turn.
@@ -322,7 +372,7 @@ impl ReplicationStream {
         }
         let bytes = Bytes::from(std::mem::take(&mut st.outgoing));
         st.feeds
-            .retain(|f| f.pending.is_some() || deliver(&f.info, bytes.clone()));
+            .retain(|f| f.held() || deliver(&f.info, bytes.clone()));
     }
 
     /// The event loops' before-sleep step (and the master link's, after each batch):
@@ -402,7 +452,7 @@ impl ReplicationStream {
         st.feeds
             .iter()
             .find(|f| f.ip == host && f.port == port)
-            .map(|f| f.pending.is_none())
+            .map(|f| !f.held())
     }
 
     /// A replica (the given one, or any) that acknowledged our whole stream.
@@ -414,7 +464,7 @@ impl ReplicationStream {
         let offset = st.history.master_repl_offset();
         st.feeds
             .iter()
-            .filter(|f| f.pending.is_none() && f.ack_offset == offset)
+            .filter(|f| !f.held() && f.ack_offset == offset)
             .find(|f| target.is_none_or(|(h, p)| f.ip == *h && f.port == *p))
             .map(|f| (f.ip.clone(), f.port))
     }
@@ -686,7 +736,7 @@ impl ReplicationStream {
         st.selected = None;
         for f in st.feeds.iter_mut().filter(|f| in_group(f)) {
             f.waiting = None;
-            f.pending = Some(Vec::new());
+            f.held_from = Some(point.offset + 1);
             f.keepalive = !eof;
         }
         let ids: Vec<String> = targets.iter().map(|t| t.id.to_string()).collect();
@@ -704,7 +754,7 @@ impl ReplicationStream {
         let good = st
             .feeds
             .iter()
-            .filter(|f| f.pending.is_none() && f.ack_at.elapsed().as_secs() <= max_lag)
+            .filter(|f| !f.held() && f.ack_at.elapsed().as_secs() <= max_lag)
             .count() as u64;
         self.good_replicas.store(good, Ordering::Relaxed);
     }
@@ -728,7 +778,7 @@ impl ReplicationStream {
         let st = self.state.lock();
         st.feeds
             .iter()
-            .filter(|f| f.pending.is_none() && f.ack_offset >= offset)
+            .filter(|f| !f.held() && f.ack_offset >= offset)
             .count()
     }
 
@@ -832,7 +882,7 @@ impl Propagator for ReplicationStream {
             h.master_repl_offset(),
             h.second_replid_offset(),
             u8::from(h.backlog_active()),
-            b.size(),
+            h.configured_size(),
             if h.backlog_active() { b.first_byte_offset() } else { 0 },
             b.histlen(),
         );
@@ -848,6 +898,15 @@ impl Propagator for ReplicationStream {
             self.sync_partial_ok.load(Ordering::Relaxed),
             self.sync_partial_err.load(Ordering::Relaxed),
         ]
+    }
+
+    fn buffer_bytes(&self) -> u64 {
+        let st = self.state.lock();
+        if st.history.backlog_active() {
+            st.history.backlog().size() as u64
+        } else {
+            0
+        }
     }
 
     fn reset_sync_counts(&self) {
@@ -980,9 +1039,7 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
                             // them were in its held bytes already.
                             let id = f.info.id;
                             stream.flush_outgoing_locked(&mut st);
-                            if let Some(f) = ReplicationStream::feed_of(&mut st, id) {
-                                f.go_online();
-                            }
+                            st.go_online(id);
                         }
                     }
                     stream.refresh_good_replicas(&st, ctx.shared);
@@ -1204,7 +1261,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                 stream.flush_outgoing_locked(&mut st);
                 st.feeds.push(Feed {
                     info,
-                    pending: None,
+                    held_from: None,
                     awaiting_ack: false,
                     waiting: None,
                     keepalive: false,
@@ -1243,7 +1300,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
     let eof = psync.is_some() && conf.capa_eof && ctx.shared.config.get_bool("repl-diskless-sync");
     st.feeds.push(Feed {
         info,
-        pending: Some(Vec::new()),
+        held_from: Some(u64::MAX),
         awaiting_ack: false,
         waiting: Some(Waiting {
             since: Instant::now(),
@@ -1306,9 +1363,7 @@ fn send_snapshot(
                     ));
                 } else {
                     stream.flush_outgoing_locked(&mut st);
-                    if let Some(f) = ReplicationStream::feed_of(&mut st, info.id) {
-                        f.go_online();
-                    }
+                    st.go_online(info.id);
                     log::notice(&format!(
                         "Synchronization with replica {who} succeeded ({bytes} bytes of \
                          snapshot)"

@@ -990,14 +990,15 @@ fn a_writable_replica_expires_its_own_keys_only() {
         .arg(0)
         .query(&mut m)
         .expect("no active expiry on the master");
+    assert!(wait_caught_up(&mut m, &mut r), "synced");
     let _: () = redis::cmd("SET")
         .arg("masters")
         .arg(1)
         .arg("PX")
-        .arg(100)
+        .arg(1000)
         .query(&mut m)
         .expect("set");
-    assert!(wait_caught_up(&mut m, &mut r), "synced");
+    assert!(wait_caught_up(&mut m, &mut r), "the master's key arrived");
     let _: () = redis::cmd("SET")
         .arg("own")
         .arg(1)
@@ -1013,11 +1014,21 @@ fn a_writable_replica_expires_its_own_keys_only() {
         common::wait_until(15, || dbsize(&mut r) == 1),
         "the replica's own key expired"
     );
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg("masters")
-        .query(&mut r)
-        .expect("exists");
-    assert_eq!(exists, 0, "the master's expired key reads as missing");
+    assert!(
+        common::wait_until(10, || {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg("masters")
+                .query(&mut r)
+                .expect("exists");
+            exists == 0
+        }),
+        "the master's expired key reads as missing"
+    );
+    assert_eq!(
+        dbsize(&mut r),
+        1,
+        "but the replica keeps it for its master's DEL"
+    );
     // The live role is what CONFIG GET (and CONFIG REWRITE) report.
     let replicaof = |c: &mut redis::Connection| -> Vec<String> {
         redis::cmd("CONFIG")
@@ -1041,6 +1052,67 @@ fn a_writable_replica_expires_its_own_keys_only() {
     assert_eq!(
         replicaof(&mut r),
         vec!["replicaof".to_string(), String::new()]
+    );
+    replica.shutdown();
+    master.shutdown();
+}
+
+/// The stream written while a replica receives its snapshot waits in the backlog, which
+/// grows past `repl-backlog-size` for it (one copy for every replica, as Redis 7's
+/// shared replication buffer) and shrinks back once the replica is live.
+#[test]
+fn the_backlog_holds_the_stream_written_during_a_slow_snapshot() {
+    let master = common::start("repl-diskless-sync-delay 0\nrepl-backlog-size 16384");
+    let mut m = connect(master.port());
+    // 400 keys at 5 ms each: a two-second snapshot.
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(400)
+        .query(&mut m)
+        .expect("populate");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(5000)
+        .query(&mut m)
+        .expect("slow snapshot");
+    let replica = common::start(&format!("replicaof 127.0.0.1 {}", master.port()));
+    let mut r = connect(replica.port());
+    assert!(
+        common::wait_until(10, || {
+            info_field(&mut m, "persistence", "rdb_bgsave_in_progress").as_deref() == Some("1")
+        }),
+        "the snapshot runs"
+    );
+    let big = "v".repeat(1000);
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("during{i}"))
+            .arg(&big)
+            .query(&mut m)
+            .expect("set");
+    }
+    let histlen: u64 = info_field(&mut m, "replication", "repl_backlog_histlen")
+        .and_then(|v| v.parse().ok())
+        .expect("histlen");
+    assert!(
+        histlen > 200_000,
+        "the backlog outgrew its 16 KiB: {histlen}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(0)
+        .query(&mut m)
+        .expect("fast again");
+    assert!(wait_caught_up(&mut m, &mut r), "the replica caught up");
+    assert_eq!(dataset(&mut r), dataset(&mut m));
+    assert!(
+        common::wait_until(10, || {
+            info_field(&mut m, "memory", "mem_total_replication_buffers").as_deref()
+                == Some("16384")
+        }),
+        "the backlog shrank back"
     );
     replica.shutdown();
     master.shutdown();
