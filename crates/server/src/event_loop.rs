@@ -647,7 +647,16 @@ impl EventLoop {
         };
         let limit = self.shared.config.tunables.obuf.read()[class];
         let used = conn.reply.out.len() as u64;
-        if limit.hard > 0 && used >= limit.hard {
+        // A replica's hard limit is at least repl-backlog-size, as in Redis: a lower
+        // one would let a partial resync succeed and then cut the replica.
+        let hard = if class == 1 && limit.hard > 0 {
+            limit
+                .hard
+                .max(self.shared.config.get_i64("repl-backlog-size").max(0) as u64)
+        } else {
+            limit.hard
+        };
+        if hard > 0 && used >= hard {
             return true;
         }
         if limit.soft > 0 && used >= limit.soft {

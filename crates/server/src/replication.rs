@@ -327,7 +327,11 @@ impl ReplicationStream {
     fn feed_locked(&self, st: &mut StreamState, bytes: &[u8], shared: &Shared) {
         st.refresh_pin();
         st.history.feed(bytes);
-        let hard = shared.config.tunables.obuf.read()[1].hard;
+        let hard = match shared.config.tunables.obuf.read()[1].hard {
+            0 => 0,
+            // At least repl-backlog-size, as for live replicas (see the event loop).
+            h => h.max(st.history.configured_size() as u64),
+        };
         let offset = st.history.master_repl_offset();
         let mut live = false;
         let before = st.feeds.len();
