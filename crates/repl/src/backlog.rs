@@ -1,19 +1,29 @@
-//! The replication backlog: a ring holding the latest `size` bytes of the stream, so a
+//! The replication backlog: the latest `size` bytes of the stream, so a
 //! replica that lost its link for a moment continues instead of reloading everything.
 
-/// The ring. Offsets are Redis': the stream's first byte is offset 1, and after `n` bytes
-/// `master_repl_offset` is `n` (plus the offset the history started at).
+use std::collections::VecDeque;
+
+/// Stream bytes in chunks of this many bytes: growing never copies what is held, and
+/// dropping the oldest bytes frees whole chunks.
+const CHUNK: usize = 64 << 10;
+
+/// The held bytes. Offsets are Redis': the stream's first byte is offset 1, and after `n`
+/// bytes `master_repl_offset` is `n` (plus the offset the history started at).
 #[derive(Clone, Debug)]
 pub struct Backlog {
-    /// Allocated on the first append, not when the backlog is configured.
-    ring: Vec<u8>,
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes at the front of the first chunk already dropped.
+    skip: usize,
+    /// `repl-backlog-size`: how many of the newest bytes are kept.
     size: usize,
-    /// Where the next byte goes in `ring`.
-    write_at: usize,
-    /// Bytes held: at most `size`.
+    /// Bytes held: at most `size`, more while pinned.
     histlen: usize,
     /// Offset of the stream's last byte (0 before any).
     master_repl_offset: u64,
+    /// Bytes from this offset on are kept whatever `size` says: a replica receiving its
+    /// snapshot reads them afterwards (one copy for every replica, as Redis 7's shared
+    /// replication buffer).
+    pin: Option<u64>,
 }
 
 impl Backlog {
@@ -21,34 +31,76 @@ impl Backlog {
     /// `master_repl_offset + 1`.
     pub fn new(size: usize, master_repl_offset: u64) -> Backlog {
         Backlog {
-            ring: Vec::new(),
+            chunks: VecDeque::new(),
+            skip: 0,
             size: size.max(1),
-            write_at: 0,
             histlen: 0,
             master_repl_offset,
+            pin: None,
         }
     }
 
-    /// Appends stream bytes; the oldest fall out once `size` are held.
+    /// How many bytes must stay: the newest `size`, or every byte from the pin on.
+    fn keep(&self) -> usize {
+        let pinned = self.pin.map_or(0, |p| {
+            usize::try_from((self.master_repl_offset + 1).saturating_sub(p)).unwrap_or(usize::MAX)
+        });
+        self.size.max(pinned)
+    }
+
+    /// Drops the oldest bytes past what must stay.
+    fn trim(&mut self) {
+        let keep = self.keep();
+        while self.histlen > keep {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let drop = (self.histlen - keep).min(front.len() - self.skip);
+            self.skip += drop;
+            self.histlen -= drop;
+            if self.skip == front.len() {
+                self.chunks.pop_front();
+                self.skip = 0;
+            }
+        }
+    }
+
+    /// Appends stream bytes; the oldest fall out once more than `size` (or the pinned
+    /// bytes) are held.
     pub fn append(&mut self, mut data: &[u8]) {
         self.master_repl_offset += data.len() as u64;
-        if self.ring.len() != self.size {
-            self.ring.resize(self.size, 0);
+        let keep = self.keep();
+        if data.len() >= keep {
+            // Only the last `keep` bytes can be held.
+            data = &data[data.len() - keep..];
+            self.chunks.clear();
+            self.skip = 0;
+            self.histlen = 0;
         }
-        if data.len() > self.size {
-            // Only the last `size` bytes can be held.
-            data = &data[data.len() - self.size..];
+        self.histlen += data.len();
+        while !data.is_empty() {
+            if self.chunks.back().is_none_or(|c| c.len() == c.capacity()) {
+                self.chunks
+                    .push_back(Vec::with_capacity(CHUNK.min(self.size.max(data.len()))));
+            }
+            let Some(last) = self.chunks.back_mut() else {
+                break;
+            };
+            let room = (last.capacity() - last.len()).max(1);
+            let n = room.min(data.len());
+            last.extend_from_slice(&data[..n]);
+            data = &data[n..];
         }
-        let first = data.len().min(self.size - self.write_at);
-        self.ring[self.write_at..self.write_at + first].copy_from_slice(&data[..first]);
-        let rest = &data[first..];
-        self.ring[..rest.len()].copy_from_slice(rest);
-        self.write_at = (self.write_at + data.len()) % self.size;
-        self.histlen = (self.histlen + data.len()).min(self.size);
+        self.trim();
     }
 
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Bytes allocated for what is held (INFO's `mem_total_replication_buffers`).
+    pub fn allocated(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
     }
 
     /// Bytes held (INFO's `repl_backlog_histlen`).
@@ -73,54 +125,48 @@ impl Backlog {
         offset >= self.first_byte_offset() && offset <= self.master_repl_offset + 1
     }
 
-    /// The bytes from `offset` to the end of the stream, in (at most) two slices, or None
-    /// when the backlog does not cover `offset`.
-    pub fn range_from(&self, offset: u64) -> Option<(&[u8], &[u8])> {
+    /// The bytes from `offset` to the end of the stream, as slices in order, or None when
+    /// the backlog does not cover `offset`.
+    pub fn range_from(&self, offset: u64) -> Option<Vec<&[u8]>> {
         if !self.covers(offset) {
             return None;
         }
-        let len = usize::try_from(self.master_repl_offset + 1 - offset).ok()?;
-        if len == 0 {
-            return Some((&[], &[]));
+        let mut skip = usize::try_from(offset - self.first_byte_offset()).ok()? + self.skip;
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            out.push(&c[skip..]);
+            skip = 0;
         }
-        // `len <= histlen <= size`, so the start is `len` bytes behind the write position.
-        let start = (self.write_at + self.size - len) % self.size;
-        if start + len <= self.size {
-            Some((&self.ring[start..start + len], &[]))
-        } else {
-            Some((&self.ring[start..], &self.ring[..len - (self.size - start)]))
-        }
+        Some(out)
     }
 
-    /// Forgets the bytes held and gives back the ring (`repl-backlog-ttl` passed with no
-    /// replica); the stream's offset goes on.
+    /// The bytes from `offset` on, in one buffer.
+    pub fn copy_from(&self, offset: u64) -> Option<Vec<u8>> {
+        self.range_from(offset).map(|parts| parts.concat())
+    }
+
+    /// Forgets the bytes held (`repl-backlog-ttl` passed with no replica); the stream's
+    /// offset goes on.
     pub fn clear(&mut self) {
-        self.ring = Vec::new();
-        self.write_at = 0;
+        self.chunks = VecDeque::new();
+        self.skip = 0;
         self.histlen = 0;
     }
 
     /// Changes the size (CONFIG SET repl-backlog-size), keeping the newest bytes that fit.
     pub fn resize(&mut self, size: usize) {
-        let size = size.max(1);
-        if size == self.size {
-            return;
-        }
-        let keep = self.histlen.min(size);
-        let mut ring = Vec::new();
-        if !self.ring.is_empty() {
-            let from = self.master_repl_offset + 1 - keep as u64;
-            if let Some((a, b)) = self.range_from(from) {
-                ring.reserve_exact(size);
-                ring.extend_from_slice(a);
-                ring.extend_from_slice(b);
-                ring.resize(size, 0);
-            }
-        }
-        self.ring = ring;
-        self.size = size;
-        self.write_at = keep % size;
-        self.histlen = keep;
+        self.size = size.max(1);
+        self.trim();
+    }
+
+    /// Keeps every byte from `pin` on (None: only the newest `size`).
+    pub fn set_pin(&mut self, pin: Option<u64>) {
+        self.pin = pin;
+        self.trim();
     }
 }
 
@@ -139,11 +185,9 @@ mod tests {
         assert_eq!(b.master_repl_offset(), 10);
         assert_eq!(b.histlen(), 8);
         assert_eq!(b.first_byte_offset(), 3);
-        let (x, y) = b.range_from(3).unwrap();
-        assert_eq!([x, y].concat(), b"cdefghij");
-        let (x, y) = b.range_from(9).unwrap();
-        assert_eq!([x, y].concat(), b"ij");
-        assert_eq!(b.range_from(11), Some((&b""[..], &b""[..])));
+        assert_eq!(b.copy_from(3).unwrap(), b"cdefghij");
+        assert_eq!(b.copy_from(9).unwrap(), b"ij");
+        assert_eq!(b.copy_from(11), Some(Vec::new()));
         assert_eq!(b.range_from(2), None);
         assert_eq!(b.range_from(12), None);
     }
@@ -153,8 +197,7 @@ mod tests {
         let mut b = Backlog::new(4, 100);
         b.append(b"0123456789");
         assert_eq!(b.master_repl_offset(), 110);
-        let (x, y) = b.range_from(107).unwrap();
-        assert_eq!([x, y].concat(), b"6789");
+        assert_eq!(b.copy_from(107).unwrap(), b"6789");
     }
 
     #[test]
@@ -163,11 +206,9 @@ mod tests {
         b.append(b"abcdefghij");
         b.resize(3);
         assert_eq!(b.first_byte_offset(), 8);
-        let (x, y) = b.range_from(8).unwrap();
-        assert_eq!([x, y].concat(), b"hij");
+        assert_eq!(b.copy_from(8).unwrap(), b"hij");
         b.resize(16);
         b.append(b"kl");
-        let (x, y) = b.range_from(8).unwrap();
-        assert_eq!([x, y].concat(), b"hijkl");
+        assert_eq!(b.copy_from(8).unwrap(), b"hijkl");
     }
 }

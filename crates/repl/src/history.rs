@@ -16,12 +16,6 @@ pub struct ReplHistory {
     /// Off until a replica first attaches, and again after `repl-backlog-ttl` without
     /// one (INFO's `repl_backlog_active`).
     backlog_active: bool,
-    /// `repl-backlog-size`: what the backlog holds when no replica needs more.
-    configured_size: usize,
-    /// The first byte a replica still waiting for its snapshot will need: the backlog
-    /// grows past `configured_size` to keep it (one copy of the stream written during
-    /// full syncs, shared by every replica, as Redis 7's replication buffer).
-    pin: Option<u64>,
 }
 
 /// The answer to `PSYNC <replid> <offset>`.
@@ -81,8 +75,6 @@ impl ReplHistory {
             second_replid_offset: -1,
             backlog: Backlog::new(backlog_size, 0),
             backlog_active: false,
-            configured_size: backlog_size.max(1),
-            pin: None,
         }
     }
 
@@ -122,43 +114,26 @@ impl ReplHistory {
         self.backlog.clear();
     }
 
-    /// CONFIG SET repl-backlog-size: applied now unless a pin holds more.
+    /// CONFIG SET repl-backlog-size (pinned bytes stay).
     pub fn resize_backlog(&mut self, size: usize) {
-        self.configured_size = size.max(1);
-        if self.pin.is_none() || self.configured_size > self.backlog.size() {
-            self.backlog.resize(self.configured_size);
-        }
+        self.backlog.resize(size);
     }
 
-    /// `repl-backlog-size` (INFO's `repl_backlog_size`); the ring may be larger while
-    /// pinned.
+    /// `repl-backlog-size` (INFO's `repl_backlog_size`); more is held while pinned.
     pub fn configured_size(&self) -> usize {
-        self.configured_size
+        self.backlog.size()
     }
 
     /// Keeps every byte from offset `pin` on (a replica will read them once its snapshot
-    /// is out); None lets the backlog shrink back to its configured size.
+    /// is out); None lets the backlog drop back to its configured size.
     pub fn set_pin(&mut self, pin: Option<u64>) {
-        self.pin = pin;
-        if pin.is_none() && self.backlog.size() > self.configured_size {
-            self.backlog.resize(self.configured_size);
-        }
+        self.backlog.set_pin(pin);
     }
 
     /// Appends stream bytes: the offset always advances, the backlog keeps them when
     /// active.
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.backlog_active {
-            if let Some(pin) = self.pin {
-                let after = self.backlog.master_repl_offset() + bytes.len() as u64;
-                let needed = usize::try_from((after + 1).saturating_sub(pin)).unwrap_or(usize::MAX);
-                if needed > self.backlog.size() {
-                    // Doubling: a steady stream regrows the ring a logarithmic number of
-                    // times.
-                    self.backlog
-                        .resize(needed.max(self.backlog.size().saturating_mul(2)));
-                }
-            }
             self.backlog.append(bytes);
         } else {
             // Advance the offset without keeping the bytes.
@@ -232,8 +207,7 @@ impl ReplHistory {
     pub fn reset(&mut self, replid: ReplId, offset: u64) {
         self.replid = replid;
         self.clear_replid2();
-        self.pin = None;
-        self.backlog = Backlog::new(self.configured_size, offset);
+        self.backlog = Backlog::new(self.backlog.size(), offset);
     }
 }
 
@@ -255,12 +229,11 @@ mod tests {
             h.feed(b"abcd");
         }
         assert_eq!(h.configured_size(), 8);
-        assert!(h.backlog().size() >= 40, "grown past the configured size");
-        let (a, b) = h.backlog().range_from(5).expect("pinned bytes are kept");
-        let held: Vec<u8> = a.iter().chain(b).copied().collect();
+        assert_eq!(h.backlog().histlen(), 40, "held past the configured size");
+        let held = h.backlog().copy_from(5).expect("pinned bytes are kept");
         assert_eq!(held, b"abcd".repeat(10));
         h.set_pin(None);
-        assert_eq!(h.backlog().size(), 8);
+        assert_eq!(h.backlog().histlen(), 8);
         assert_eq!(h.backlog().first_byte_offset(), h.master_repl_offset() - 7);
     }
 

@@ -7,7 +7,8 @@
 //! it changed) and the backlog still holds that byte, and otherwise sends a full snapshot.
 //!
 //! * [`ReplId`]: the 40-hex-digit replication id (the caller passes the random bytes in).
-//! * [`Backlog`]: the ring of the stream's latest bytes (`repl-backlog-size`).
+//! * [`Backlog`]: the stream's latest bytes (`repl-backlog-size`), in chunks, kept
+//!   past that size from a pinned offset while a replica receives its snapshot.
 //! * [`ReplHistory`]: replid, replid2, `second_replid_offset` and the backlog; the PSYNC
 //!   decision ([`ReplHistory::psync`]) and the id changes of a promotion or a
 //!   `+CONTINUE <newid>`.
@@ -23,8 +24,8 @@
 //! // A replica that has the first 4 bytes asks for byte 5 on.
 //! match master.psync(id.as_bytes(), b"5") {
 //!     PsyncDecision::Continue { from, .. } => {
-//!         let (a, b) = master.backlog().range_from(from).unwrap();
-//!         assert_eq!([a, b].concat(), b"$4\r\nPING\r\n");
+//!         let held = master.backlog().copy_from(from).unwrap();
+//!         assert_eq!(held, b"$4\r\nPING\r\n");
 //!     }
 //!     other => panic!("{other:?}"),
 //! }

@@ -152,9 +152,9 @@ proptest! {
                                 m_replid = m.replid);
                             prop_assert_eq!(replid, m.replid);
                             prop_assert_eq!(from as i64, offset);
-                            let (a, b) = h.backlog().range_from(from).expect("covered");
+                            let held = h.backlog().copy_from(from).expect("covered");
                             let start = (from - m.base - 1) as usize;
-                            prop_assert_eq!([a, b].concat(), m.stream[start..].to_vec());
+                            prop_assert_eq!(held, m.stream[start..].to_vec());
                         }
                         PsyncDecision::FullResync { .. } => {
                             prop_assert!(!want, "refused {offset} for {asked_id}");

@@ -152,11 +152,8 @@ impl StreamState {
         f.awaiting_ack = false;
         if let Some(from) = f.held_from.take() {
             if from <= self.history.master_repl_offset() {
-                match self.history.backlog().range_from(from) {
-                    Some((a, b)) => {
-                        let mut held = Vec::with_capacity(a.len() + b.len());
-                        held.extend_from_slice(a);
-                        held.extend_from_slice(b);
+                match self.history.backlog().copy_from(from) {
+                    Some(held) => {
                         deliver(&f.info, Bytes::from(held));
                     }
                     // The pin makes this impossible; never send a stream with a hole.
@@ -907,7 +904,7 @@ impl Propagator for ReplicationStream {
     fn buffer_bytes(&self) -> u64 {
         let st = self.state.lock();
         if st.history.backlog_active() {
-            st.history.backlog().size() as u64
+            st.history.backlog().allocated() as u64
         } else {
             0
         }
@@ -1249,7 +1246,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
     if let Some((replid, offset)) = &psync {
         match st.history.psync(replid, offset) {
             PsyncDecision::Continue { replid, from } => {
-                let Some((a, b)) = st.history.backlog().range_from(from) else {
+                let Some(parts) = st.history.backlog().range_from(from) else {
                     return ctx.error("ERR backlog changed under the lock");
                 };
                 let mut line = String::from("CONTINUE");
@@ -1258,9 +1255,11 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                     line.push_str(&replid.to_string());
                 }
                 ctx.reply.simple(&line);
-                ctx.reply.raw(a);
-                ctx.reply.raw(b);
-                let sent = a.len() + b.len();
+                let mut sent = 0;
+                for part in parts {
+                    ctx.reply.raw(part);
+                    sent += part.len();
+                }
                 // The backlog reply already holds what `outgoing` would send it.
                 stream.flush_outgoing_locked(&mut st);
                 st.feeds.push(Feed {
