@@ -655,6 +655,14 @@ pub fn save_on_shutdown(shared: &Shared, mode: carmine_commands::ShutdownMode) {
     if !wanted {
         return;
     }
+    // A full sync's snapshot would wait for a replica connection no loop drains any
+    // more: end those transfers now (Redis kills its child), so the final save does not
+    // wait for them.
+    for c in shared.clients.snapshot() {
+        if c.kind.load(Ordering::Relaxed) == carmine_commands::ClientInfo::REPLICA {
+            c.kill();
+        }
+    }
     // A background save still running holds the snapshot: wait for it (bounded).
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     while shared.persist.bgsave_in_progress.load(Ordering::Acquire) && Instant::now() < deadline {

@@ -416,6 +416,9 @@ impl ReplicationStream {
 
     /// `+CONTINUE <id>`: the master's history has a new id from here on.
     pub(crate) fn continue_with(&self, id: Option<ReplId>) {
+        // Our history is now our master's (a promoted master demoted again continues
+        // without a full sync): a snapshot saves its position from here on.
+        self.link.lock().synced = true;
         if let Some(id) = id {
             let mut st = self.state.lock();
             if st.history.replid() != id {
