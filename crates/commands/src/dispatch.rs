@@ -286,27 +286,8 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
-    // As in Redis, before queueing: a paused client's MULTI body waits too.
-    if !session.master_link && !session.replica_feed {
-        let may_write = |s: &CommandSpec| s.has(flags::WRITE) || s.has(flags::MAY_REPLICATE);
-        let write = may_write(spec)
-            || (spec.name == "exec"
-                && session.multi.as_ref().is_some_and(|m| {
-                    m.queued
-                        .iter()
-                        .any(|(i, _)| shared.commands.get(*i).is_some_and(may_write))
-                }));
-        if shared.pause.holds(write) {
-            shared.pause.hold(shared, session, args);
-            return false;
-        }
-        // Held by a pause that has ended: it runs now.
-        if session.blocked.as_ref().is_some_and(|b| b.paused) {
-            crate::blocking::unblock(shared, session);
-        }
-    }
-    // The state checks below apply to a request being queued too, and to EXEC with
-    // the flags of what it queued (Redis' processCommand), before anything is queued.
+    // EXEC is judged by what it queued (Redis' processCommand), and every check below
+    // comes before queueing, as in Redis.
     let is_exec = spec.name == "exec";
     let queued_any = |session: &Session, pred: &dyn Fn(&CommandSpec) -> bool| {
         is_exec
@@ -316,6 +297,21 @@ fn dispatch(
                     .any(|(i, _)| shared.commands.get(*i).is_some_and(pred))
             })
     };
+    // A paused client's MULTI body waits too.
+    if !session.master_link && !session.replica_feed {
+        let may_write = |s: &CommandSpec| s.has(flags::WRITE) || s.has(flags::MAY_REPLICATE);
+        if shared
+            .pause
+            .holds(may_write(spec) || queued_any(session, &may_write))
+        {
+            shared.pause.hold(shared, session, args);
+            return false;
+        }
+        // Held by a pause that has ended: it runs now.
+        if session.blocked.as_ref().is_some_and(|b| b.paused) {
+            crate::blocking::unblock(shared, session);
+        }
+    }
     if !session.master_link {
         let write = spec.has(flags::WRITE) || queued_any(session, &|s| s.has(flags::WRITE));
         if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0

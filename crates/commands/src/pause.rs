@@ -43,7 +43,7 @@ impl ClientPause {
         });
         self.active.store(true, Ordering::Release);
         drop(st);
-        Self::apply_expiry(shared, true);
+        self.refresh_expiry(shared);
     }
 
     /// CLIENT UNPAUSE.
@@ -57,7 +57,7 @@ impl ClientPause {
         self.state.lock().failover = on;
         if on {
             self.active.store(true, Ordering::Release);
-            Self::apply_expiry(shared, true);
+            self.refresh_expiry(shared);
         } else {
             self.refresh(shared);
         }
@@ -101,14 +101,15 @@ impl ClientPause {
         }
         self.active.store(false, Ordering::Release);
         drop(st);
-        Self::apply_expiry(shared, false);
-        self.refresh_waiters();
+        self.refresh_expiry(shared);
+        self.release_waiters();
     }
 
-    /// While paused, expired keys are not deleted (neither on access nor by the cron), as
-    /// in Redis: a deletion is a write the pause must hold. A replica never deletes them.
-    fn apply_expiry(shared: &Shared, paused: bool) {
-        let deletes = !paused && !shared.is_replica.load(Ordering::Acquire);
+    /// Whether expiry may delete keys now (on access or from the cron): not while paused,
+    /// as in Redis (a deletion is a write the pause must hold), and never on a replica
+    /// (its master's DELs do). Called whenever either changes.
+    pub fn refresh_expiry(&self, shared: &Shared) {
+        let deletes = !self.holds(true) && !shared.is_replica.load(Ordering::Acquire);
         shared.keyspace.set_expire_deletes(deletes);
     }
 
@@ -134,11 +135,11 @@ impl ClientPause {
         drop(waiters);
         // The pause may have ended between the check and the registration.
         if !self.active.load(Ordering::Acquire) {
-            self.refresh_waiters();
+            self.release_waiters();
         }
     }
 
-    fn refresh_waiters(&self) {
+    fn release_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.lock());
         for c in waiters {
             if let Some(ready) = c.ready.lock().as_ref() {

@@ -322,7 +322,6 @@ impl ReplicationStream {
     /// Appends encoded stream bytes: the backlog, then each replica (live, or held while
     /// its snapshot is sent). A replica whose held bytes pass its output limit is dropped.
     fn feed_locked(&self, st: &mut StreamState, bytes: &[u8], shared: &Shared) {
-        st.refresh_pin();
         st.history.feed(bytes);
         let hard = match shared.config.tunables.obuf.read()[1].hard {
             0 => 0,
@@ -436,6 +435,7 @@ impl ReplicationStream {
         for f in st.feeds.drain(..) {
             f.info.kill();
         }
+        st.refresh_pin();
     }
 
     pub(crate) fn owner(&self) -> Option<Arc<Shared>> {
@@ -624,8 +624,7 @@ impl ReplicationStream {
         match master {
             Some((host, port)) => {
                 shared.is_replica.store(true, Ordering::Release);
-                // A replica deletes nothing on its own: its master's DELs do.
-                shared.keyspace.set_expire_deletes(false);
+                shared.pause.refresh_expiry(shared);
                 log::notice(&format!(
                     "REPLICAOF {host}:{port} enabled (user request from client)"
                 ));
@@ -633,10 +632,7 @@ impl ReplicationStream {
             }
             None => {
                 shared.is_replica.store(false, Ordering::Release);
-                // A pause (FAILOVER's, CLIENT PAUSE) holds deletions until it ends.
-                shared
-                    .keyspace
-                    .set_expire_deletes(!shared.pause.holds(true));
+                shared.pause.refresh_expiry(shared);
                 if was_replica {
                     // Our replicas of the old master's history can continue with us.
                     let mut st = self.state.lock();
@@ -743,6 +739,8 @@ impl ReplicationStream {
             f.held_from = Some(point.offset + 1);
             f.keepalive = !eof;
         }
+        // Their bytes from the snapshot's offset on stay in the backlog until they are live.
+        st.refresh_pin();
         let ids: Vec<String> = targets.iter().map(|t| t.id.to_string()).collect();
         log::notice(&format!(
             "Starting BGSAVE for SYNC with target: {} (client ids {})",
@@ -1380,6 +1378,7 @@ fn send_snapshot(
                 log::warning(&format!("Full sync with replica {who} failed: {e}"));
                 st.feeds.retain(|f| f.info.id != info.id);
                 info.kill();
+                st.refresh_pin();
             }
         }
     }
