@@ -1003,15 +1003,16 @@ fn a_writable_replica_expires_its_own_keys_only() {
         .arg("own")
         .arg(1)
         .arg("PX")
-        .arg(2000)
+        .arg(6000)
         .query(&mut r)
         .expect("set on the replica");
     let dbsize =
         |c: &mut redis::Connection| -> i64 { redis::cmd("DBSIZE").query(c).expect("dbsize") };
-    // Two seconds of margin for a loaded machine before the replica's own key expires.
-    assert_eq!(dbsize(&mut r), 2);
+    // Six seconds of margin before the replica's own key expires: CI runs this debug
+    // build beside a dozen other servers on two cores, and a 2 s margin once ran out.
+    assert_eq!(dbsize(&mut r), 2, "both keys are on the replica");
     assert!(
-        common::wait_until(15, || dbsize(&mut r) == 1),
+        common::wait_until(30, || dbsize(&mut r) == 1),
         "the replica's own key expired"
     );
     assert!(
