@@ -344,6 +344,8 @@ impl Write for CrcWriter<'_> {
 pub struct LoadStats {
     pub keys: u64,
     pub expired_skipped: u64,
+    /// Where the RDB ended (past EOF and checksum): an old AOF's command tail follows.
+    pub end: usize,
 }
 
 /// What a load reports while it runs. Every method has a do-nothing default.
@@ -478,6 +480,7 @@ pub fn load_observed(
             let _ = tx.send(batch);
         }
         drop(tx);
+        stats.end = r.offset();
         Ok(stats)
     })
 }
