@@ -268,7 +268,10 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
-    if shared.persist.loading.load(Ordering::Acquire) && !spec.has(flags::LOADING) {
+    if shared.persist.loading.load(Ordering::Acquire)
+        && !spec.has(flags::LOADING)
+        && !session.replaying
+    {
         reply.error("LOADING Redis is loading the dataset in memory");
         reject(stats, idx, session);
         return false;
@@ -331,6 +334,12 @@ fn dispatch(
                 .is_empty()
         {
             return refuse(shared, session, stats, idx, reply, is_exec, MISCONF);
+        }
+        if write {
+            if let Some(e) = shared.append_only.get().and_then(|a| a.write_error()) {
+                let err = format!("MISCONF Errors writing to the AOF file: {e}");
+                return refuse(shared, session, stats, idx, reply, is_exec, &err);
+            }
         }
         let min_replicas = shared.min_replicas_to_write.load(Ordering::Relaxed);
         if min_replicas > 0

@@ -26,6 +26,16 @@ pub trait Persistence: Send + Sync {
     fn restore(&self, keyspace: &Keyspace, payload: &[u8]) -> Result<Option<Value>, RestoreError>;
 }
 
+/// The append-only file, installed by the server: what the commands crate needs of it.
+pub trait AppendOnly: Send + Sync {
+    /// INFO persistence's `aof_*` lines.
+    fn info(&self, out: &mut String);
+    /// Why writes are refused (`MISCONF Errors writing to the AOF file: ...`), if they are.
+    fn write_error(&self) -> Option<String>;
+    /// True while a rewrite's snapshot runs (it is no RDB save to INFO).
+    fn rewriting(&self) -> bool;
+}
+
 /// Why a RESTORE payload was refused: its envelope (length, version, checksum), or the
 /// value inside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -82,6 +82,12 @@ pub trait Propagator: Send + Sync + std::any::Any {
     /// DELs of keys it found expired).
     fn append(&self, ops: &[Op<'_>], wrap: bool);
 
+    /// True when a replica records its own effects too (its AOF): a replica's stream
+    /// for its replicas is its master's bytes, but its AOF holds what it applied.
+    fn records_on_replica(&self) -> bool {
+        false
+    }
+
     /// Replicas online whose last ACK is within `min-replicas-max-lag` (for
     /// `min-replicas-to-write`).
     fn good_replicas(&self) -> u64;

@@ -323,7 +323,21 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
     }
     if want("persistence") {
         let p = &sh.persist;
-        let in_progress = p.bgsave_in_progress.load(Ordering::Relaxed);
+        let aof_port = sh.append_only.get();
+        // An AOF rewrite's snapshot is no RDB save.
+        let in_progress = p.bgsave_in_progress.load(Ordering::Relaxed)
+            && !aof_port.is_some_and(|a| a.rewriting());
+        let mut aof = String::new();
+        match aof_port {
+            Some(a) => a.info(&mut aof),
+            None => aof.push_str(
+                "aof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\n\
+                 aof_last_rewrite_time_sec:-1\r\naof_current_rewrite_time_sec:-1\r\n\
+                 aof_last_bgrewrite_status:ok\r\naof_rewrites:0\r\n\
+                 aof_rewrites_consecutive_failures:0\r\naof_last_write_status:ok\r\n\
+                 aof_last_cow_size:0\r\nmodule_fork_in_progress:0\r\nmodule_fork_last_cow_size:0\r\n",
+            ),
+        }
         let loading = p.loading.load(Ordering::Relaxed);
         let loading_fields = if loading {
             let total = p.loading_total_bytes.load(Ordering::Relaxed);
@@ -344,7 +358,7 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         };
         let _ = write!(
             out,
-            "# Persistence\r\nloading:{}\r\n{}async_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            "# Persistence\r\nloading:{}\r\n{}async_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n{}\r\n",
             u8::from(loading),
             loading_fields,
             p.changes_since_save(sh),
@@ -360,6 +374,7 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             p.saves.load(Ordering::Relaxed),
             p.last_load_keys_expired.load(Ordering::Relaxed),
             p.last_load_keys_loaded.load(Ordering::Relaxed),
+            aof,
         );
     }
     if want("stats") {

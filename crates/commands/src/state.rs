@@ -298,6 +298,8 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// RDB persistence, installed by the server (none when embedded without files).
     pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
+    /// The append-only file, installed by the server.
+    pub append_only: std::sync::OnceLock<Arc<dyn crate::persistence::AppendOnly>>,
     /// The replication stream's writer, installed by the server.
     pub propagator: std::sync::OnceLock<Arc<dyn crate::propagate::Propagator>>,
     /// This server replicates a master (REPLICAOF): clients' writes are refused while
@@ -378,6 +380,7 @@ impl Shared {
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
+            append_only: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
             master_link_up: AtomicBool::new(false),
@@ -491,7 +494,9 @@ impl Shared {
         self.propagator
             .get()
             .map(|p| &**p)
-            .filter(|p| p.enabled() && !self.is_replica.load(Ordering::Relaxed))
+            .filter(|p| {
+                p.enabled() && (!self.is_replica.load(Ordering::Relaxed) || p.records_on_replica())
+            })
     }
 
     pub fn io_threads(&self) -> usize {
@@ -584,6 +589,9 @@ pub struct Session {
     /// The session that applies our master's stream: no read-only, OOM or MISCONF
     /// refusal, and its replies go nowhere.
     pub master_link: bool,
+    /// The session that replays the AOF at start-up: a master link's session that is
+    /// not refused while the server loads.
+    pub replaying: bool,
     /// On the master link: the master's stream offset just past the command being
     /// applied (see `Shared::master_stream_applied`).
     pub stream_offset_after: Option<u64>,
@@ -622,6 +630,7 @@ impl Session {
             replica_feed: false,
             replconf: ReplConf::default(),
             master_link: false,
+            replaying: false,
             stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,

@@ -473,6 +473,8 @@ impl EventLoop {
     /// is woken once per turn, with all its replies waiting, rather than once per batch;
     /// its wake-up (an inter-processor interrupt) was a quarter of a loop's time.
     fn before_sleep(&mut self) {
+        // First the AOF: no reply to a write leaves before the file holds it.
+        crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
         // First the replicas' share of this turn's writes (queued to their loops).
         crate::replication::ReplicationStream::flush_feeds(&self.shared);
         let mut queued = std::mem::take(&mut self.to_flush);
@@ -751,6 +753,7 @@ impl EventLoop {
     fn cron_global(&mut self) {
         let sh = &self.shared;
         crate::persistence::tick(sh);
+        crate::aof::AppendOnly::cron(sh);
         sh.pause.tick(sh);
         crate::replication::ReplicationStream::cron(sh);
         if sh.active_expire.load(Ordering::Relaxed) {

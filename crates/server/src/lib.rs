@@ -13,6 +13,7 @@
 //! ```
 
 pub mod alloc;
+pub mod aof;
 mod event_loop;
 mod failover;
 pub mod log;
@@ -173,16 +174,25 @@ impl Server {
         }
         let commands = carmine_commands::command_table()
             .extend(replication::commands())
-            .extend(failover::commands());
+            .extend(failover::commands())
+            .extend(aof::commands());
         let shared = Shared::with_commands(config, n, used_memory, commands);
         if let Some(reserve) = heap_reserve {
             let _ = shared.heap_reserve.set(reserve);
         }
         persistence::RdbFiles::install(&shared);
         replication::ReplicationStream::install(&shared);
+        let append_only = aof::AppendOnly::install(&shared);
+        if let Some(stream) = replication::ReplicationStream::of(&shared) {
+            stream.set_append_only(append_only);
+        }
+        let appendonly = shared.config.get_bool("appendonly");
         // Only a dump to load makes the server refuse data commands (-LOADING) meanwhile.
-        let has_dump = persistence::dump_path(&shared).exists();
-        shared.persist.loading.store(has_dump, Ordering::Release);
+        let has_dump = !appendonly && persistence::dump_path(&shared).exists();
+        shared
+            .persist
+            .loading
+            .store(has_dump || appendonly, Ordering::Release);
         shared
             .facts
             .tcp_port
@@ -218,6 +228,19 @@ impl Server {
                 server.stop();
                 return Err(e);
             }
+        }
+        // With `appendonly yes` the AOF is the dataset (the dump is not read), as in Redis.
+        if appendonly {
+            server.shared.persist.loading.store(true, Ordering::Release);
+            if let Err(e) = aof::AppendOnly::start(&server.shared) {
+                log::warning(&e.to_string());
+                server
+                    .shared
+                    .request_shutdown(carmine_commands::ShutdownMode::NoSave);
+                server.stop();
+                return Err(e);
+            }
+            server.shared.persist.loading.store(false, Ordering::Release);
         }
         // `replicaof host port` in the configuration: start as a replica.
         let replicaof = server.shared.config.get("replicaof").unwrap_or_default();
@@ -281,6 +304,7 @@ impl Server {
             .shutdown
             .lock()
             .unwrap_or(carmine_commands::ShutdownMode::Default);
+        aof::AppendOnly::shutdown(&self.shared);
         persistence::save_on_shutdown(&self.shared, mode);
     }
 }

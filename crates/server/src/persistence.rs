@@ -95,32 +95,49 @@ fn write_file(
     let path = dump_path(shared);
     let tmp = path.with_file_name(format!("temp-{}.rdb", std::process::id()));
     let result = (|| {
-        let file = IncrementalSync {
-            file: std::fs::File::create(&tmp)?,
-            written: 0,
-            synced: 0,
-            enabled: shared.config.get_bool("rdb-save-incremental-fsync"),
-        };
-        // 256 KiB per write(2): the kernel does not preempt a thread inside a syscall
-        // (PREEMPT_NONE kernels), so smaller writes bound how long the walk can hold a
-        // core that a loop wants.
-        let mut out = io::BufWriter::with_capacity(256 << 10, file);
-        let stats = snap.write_to(&shared.keyspace, &mut out, &aux_fields(shared, repl))?;
-        out.flush()?;
-        let file = out.into_inner().map_err(|e| e.into_error())?.file;
-        file.sync_all()?;
+        let stats = write_snapshot(shared, snap, &tmp, &aux_fields(shared, repl))?;
         std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        sync_dir_of(&path);
         Ok(stats)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes a rename or a new file in `path`'s directory durable.
+pub(crate) fn sync_dir_of(path: &std::path::Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// Writes a begun snapshot as an RDB file at `path` and fsyncs it (the caller renames
+/// it into place). An AOF rewrite writes its base the same way.
+pub(crate) fn write_snapshot(
+    shared: &Shared,
+    snap: Snapshot,
+    path: &std::path::Path,
+    aux: &[(&'static str, Vec<u8>)],
+) -> io::Result<SnapshotStats> {
+    let file = IncrementalSync {
+        file: std::fs::File::create(path)?,
+        written: 0,
+        synced: 0,
+        enabled: shared.config.get_bool("rdb-save-incremental-fsync"),
+    };
+    // 256 KiB per write(2): the kernel does not preempt a thread inside a syscall
+    // (PREEMPT_NONE kernels), so smaller writes bound how long the walk can hold a
+    // core that a loop wants.
+    let mut out = io::BufWriter::with_capacity(256 << 10, file);
+    let stats = snap.write_to(&shared.keyspace, &mut out, aux)?;
+    out.flush()?;
+    let file = out.into_inner().map_err(|e| e.into_error())?.file;
+    file.sync_all()?;
+    Ok(stats)
 }
 
 /// Hands the file's pages to the disk every 4 MiB while a save writes

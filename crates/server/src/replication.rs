@@ -51,6 +51,8 @@ pub struct ReplicationStream {
     /// The database our master's stream last selected, kept across a broken link.
     link_db: AtomicU64,
     failover: Failover,
+    /// The append-only file, fed under the same lock as the stream.
+    aof: std::sync::OnceLock<Arc<crate::aof::AppendOnly>>,
 }
 
 /// The replica role's state, for INFO and ROLE.
@@ -233,6 +235,7 @@ impl ReplicationStream {
             has_outgoing: AtomicBool::new(false),
             link_db: AtomicU64::new(0),
             failover: Failover::default(),
+            aof: std::sync::OnceLock::new(),
         };
         let _ = shared.propagator.set(Arc::new(stream));
     }
@@ -436,6 +439,19 @@ impl ReplicationStream {
             f.info.kill();
         }
         st.refresh_pin();
+    }
+
+    /// Hands the stream its append-only file (installed once, at start-up).
+    pub(crate) fn set_append_only(&self, aof: Arc<crate::aof::AppendOnly>) {
+        let _ = self.aof.set(aof);
+    }
+
+    pub(crate) fn append_only(&self) -> Option<&crate::aof::AppendOnly> {
+        self.aof.get().map(|a| &**a)
+    }
+
+    pub(crate) fn append_only_arc(&self) -> Option<&Arc<crate::aof::AppendOnly>> {
+        self.aof.get()
     }
 
     pub(crate) fn owner(&self) -> Option<Arc<Shared>> {
@@ -791,7 +807,11 @@ impl ReplicationStream {
 
 impl Propagator for ReplicationStream {
     fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
+        self.enabled.load(Ordering::Relaxed) || self.records_on_replica()
+    }
+
+    fn records_on_replica(&self) -> bool {
+        self.aof.get().is_some_and(|a| a.feeding())
     }
 
     fn append(&self, ops: &[Op<'_>], wrap: bool) {
@@ -799,6 +819,13 @@ impl Propagator for ReplicationStream {
             return;
         };
         let mut st = self.state.lock();
+        if let Some(aof) = self.aof.get().filter(|a| a.feeding()) {
+            aof.feed(ops, wrap);
+        }
+        // A replica's stream for its own replicas is its master's bytes (feed_raw).
+        if !self.enabled.load(Ordering::Relaxed) || shared.is_replica.load(Ordering::Relaxed) {
+            return;
+        }
         let mut bytes = std::mem::take(&mut st.scratch);
         bytes.clear();
         let mut selected = st.selected;
