@@ -63,11 +63,7 @@ impl fmt::Display for ManifestError {
         if self.line == 0 {
             write!(f, "{}", self.reason)
         } else {
-            write!(
-                f,
-                "{} (line {}: '{}')",
-                self.reason, self.line, self.text
-            )
+            write!(f, "{} (line {}: '{}')", self.reason, self.line, self.text)
         }
     }
 }
@@ -333,9 +329,10 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             let c = line.get(i).copied();
             if double {
                 match c? {
-                    b'\\' if line.get(i + 1) == Some(&b'x')
-                        && line.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
-                        && line.get(i + 3).is_some_and(u8::is_ascii_hexdigit) =>
+                    b'\\'
+                        if line.get(i + 1) == Some(&b'x')
+                            && line.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+                            && line.get(i + 3).is_some_and(u8::is_ascii_hexdigit) =>
                     {
                         let hex = std::str::from_utf8(&line[i + 2..i + 4]).ok()?;
                         word.push(u8::from_str_radix(hex, 16).ok()?);
@@ -499,10 +496,16 @@ mod tests {
     #[test]
     fn a_rewrite_moves_files_as_redis_does() {
         let mut m = Manifest::default();
-        assert_eq!(m.last_incr_or_new("appendonly.aof"), "appendonly.aof.1.incr.aof");
+        assert_eq!(
+            m.last_incr_or_new("appendonly.aof"),
+            "appendonly.aof.1.incr.aof"
+        );
         // Rewrite 1: a new incr for new writes, then the new base.
         assert_eq!(m.new_incr("appendonly.aof"), "appendonly.aof.2.incr.aof");
-        assert_eq!(m.new_base("appendonly.aof", true), "appendonly.aof.1.base.rdb");
+        assert_eq!(
+            m.new_base("appendonly.aof", true),
+            "appendonly.aof.1.base.rdb"
+        );
         m.retire_rewritten_incrs(true);
         assert_eq!(
             m.to_text(),
@@ -513,7 +516,10 @@ mod tests {
         let gone: Vec<String> = m.take_history().into_iter().map(|f| f.name).collect();
         assert_eq!(gone, ["appendonly.aof.1.incr.aof"]);
         assert_eq!(m.new_incr("appendonly.aof"), "appendonly.aof.3.incr.aof");
-        assert_eq!(m.new_base("appendonly.aof", false), "appendonly.aof.2.base.aof");
+        assert_eq!(
+            m.new_base("appendonly.aof", false),
+            "appendonly.aof.2.base.aof"
+        );
         m.retire_rewritten_incrs(true);
         assert_eq!(
             m.to_text(),

@@ -223,9 +223,15 @@ mod tests {
     #[test]
     fn reads_commands_and_skips_annotations() {
         let mut data = b"#TS:1700000000\r\n".to_vec();
-        data.extend(encode(&[words(&["SELECT", "0"]), words(&["SET", "k", "v\r\n"])]));
+        data.extend(encode(&[
+            words(&["SELECT", "0"]),
+            words(&["SET", "k", "v\r\n"]),
+        ]));
         let got = read_all(&data).expect("valid");
-        assert_eq!(got, vec![words(&["SELECT", "0"]), words(&["SET", "k", "v\r\n"])]);
+        assert_eq!(
+            got,
+            vec![words(&["SELECT", "0"]), words(&["SET", "k", "v\r\n"])]
+        );
     }
 
     #[test]

@@ -429,6 +429,10 @@ pub struct Tunables {
     pub protected_mode: AtomicBool,
     pub maxmemory: AtomicU64,
     pub hll_sparse_max_bytes: AtomicU64,
+    /// `aof-timestamp-enabled`, read on every AOF write.
+    pub aof_timestamps: AtomicBool,
+    /// `appendfsync`: 0 always, 1 everysec, 2 no (read before each loop's replies).
+    pub appendfsync: std::sync::atomic::AtomicU8,
 }
 
 /// The live configuration.
@@ -652,6 +656,16 @@ impl Config {
         t.maxmemory.store(num("maxmemory"), Ordering::Relaxed);
         t.hll_sparse_max_bytes
             .store(num("hll-sparse-max-bytes"), Ordering::Relaxed);
+        t.aof_timestamps
+            .store(get("aof-timestamp-enabled") == "yes", Ordering::Relaxed);
+        t.appendfsync.store(
+            match get("appendfsync").as_str() {
+                "always" => 0,
+                "no" => 2,
+                _ => 1,
+            },
+            Ordering::Relaxed,
+        );
         if let Ok(l) = parse_obuf(
             &get("client-output-buffer-limit"),
             &[ObufLimit::default(); 3],

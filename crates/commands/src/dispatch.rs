@@ -459,6 +459,7 @@ fn run<'q>(
     let Some(spec) = shared.commands.get(idx) else {
         return;
     };
+    let world_stopped = world_stopped || session.world_held;
     let started = Instant::now();
     let before = reply.len();
     let mark = reply.mark();
@@ -476,11 +477,13 @@ fn run<'q>(
                 if first == last && spec.other_db.is_none() =>
             {
                 let _ = step;
-                Locked::lock_key(
-                    &shared.keyspace,
-                    db,
-                    args.get(first as usize).unwrap_or_default(),
-                )
+                let key = args.get(first as usize).unwrap_or_default();
+                if session.replaying {
+                    // The AOF replays at its own time (see the server's aof module).
+                    Locked::lock_key_at(&shared.keyspace, db, key, now_ms)
+                } else {
+                    Locked::lock_key(&shared.keyspace, db, key)
+                }
             }
             _ => {
                 let mut idxs = Vec::new();
@@ -489,7 +492,8 @@ fn run<'q>(
                 Locked::lock_at(&shared.keyspace, db, &mut ids, now_ms)
             }
         };
-        let propagator = shared.propagating();
+        // What the AOF replays is already in the AOF, and reaches no replica.
+        let propagator = shared.propagating().filter(|_| !session.replaying);
         if propagator.is_some() || unit.is_some() {
             locked.record_effects();
         }
@@ -661,7 +665,7 @@ fn exec(
             .is_some_and(|s| s.has(flags::WALKS) || s.has(flags::EXCLUSIVE))
     });
     if stop_world {
-        let _world = shared.barrier.exclusive();
+        let _world = (!session.world_held).then(|| shared.barrier.exclusive());
         let dirty = watched_dirty(shared, session);
         session.unwatch_all(&shared.keyspace);
         if dirty {
@@ -684,13 +688,14 @@ fn exec(
             );
         }
         // The world is still stopped: nothing else reached the stream meanwhile.
-        if let (Some(p), false) = (shared.propagating(), unit.is_empty()) {
+        if let (Some(p), false, false) = (shared.propagating(), unit.is_empty(), session.replaying)
+        {
             p.append(&unit, true);
         }
         mark_applied(shared, session);
         return;
     }
-    let _shared = shared.barrier.shared(session.thread);
+    let _shared = (!session.world_held).then(|| shared.barrier.shared(session.thread));
     let mut ids = Vec::new();
     let mut idxs = Vec::new();
     let mut db = session.db;
@@ -711,7 +716,7 @@ fn exec(
         ids.push(table_id(w.db, key_slot(&w.key)));
     }
     let mut locked = Locked::lock_at(&shared.keyspace, session.db, &mut ids, now_ms);
-    let propagator = shared.propagating();
+    let propagator = shared.propagating().filter(|_| !session.replaying);
     if propagator.is_some() {
         locked.record_effects();
     }

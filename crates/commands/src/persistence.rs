@@ -34,6 +34,11 @@ pub trait AppendOnly: Send + Sync {
     fn write_error(&self) -> Option<String>;
     /// True while a rewrite's snapshot runs (it is no RDB save to INFO).
     fn rewriting(&self) -> bool;
+    /// DEBUG LOADAOF: the AOF written out, the dataset emptied and loaded back from
+    /// it. Called with the world stopped.
+    fn reload(&self, shared: &Shared) -> Result<(), String>;
+    /// DEBUG AOF-FLUSH-SLEEP: each write of the file first sleeps this long.
+    fn set_flush_sleep(&self, micros: u64);
 }
 
 /// Why a RESTORE payload was refused: its envelope (length, version, checksum), or the

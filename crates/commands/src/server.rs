@@ -813,6 +813,10 @@ const DEBUG_HELP: &[&str] = &[
     "    Keys that exist are left alone; cluster slots are not respected.",
     "RELOAD",
     "    Save the RDB on disk and reload it back to memory.",
+    "LOADAOF",
+    "    Flush the AOF buffers on disk and reload the AOF in memory.",
+    "AOF-FLUSH-SLEEP <microsec>",
+    "    Server will sleep before flushing the AOF, this is used for testing.",
     "SET-ACTIVE-EXPIRE <0|1>",
     "    Setting it to 0 disables expiring keys in background when they are not accessed.",
     "SLEEP <seconds>",
@@ -840,6 +844,22 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                 Ok(()) => ctx.reply.ok(),
                 Err(e) => ctx.error(&format!("ERR Error trying to load the RDB dump: {e}")),
             }
+        }
+        (b"loadaof", 2) => {
+            let Some(a) = ctx.shared.append_only.get().cloned() else {
+                return ctx.error("ERR the append-only file is not available in this embedding");
+            };
+            match a.reload(ctx.shared) {
+                Ok(()) => ctx.reply.ok(),
+                Err(e) => ctx.error(&format!("ERR Error loading the AOF: {e}")),
+            }
+        }
+        (b"aof-flush-sleep", 3) => {
+            let Some(us) = ctx.int_arg(2) else { return };
+            if let Some(a) = ctx.shared.append_only.get() {
+                a.set_flush_sleep(us.max(0) as u64);
+            }
+            ctx.reply.ok();
         }
         (b"populate", 3..=5) => populate(ctx),
         (b"digest", 2) => {

@@ -491,12 +491,9 @@ impl Shared {
     pub fn propagating(&self) -> Option<&dyn crate::propagate::Propagator> {
         // A replica's stream is its master's bytes, passed on by the link: commands record
         // nothing there (a writable replica's own writes stay local, as in Redis).
-        self.propagator
-            .get()
-            .map(|p| &**p)
-            .filter(|p| {
-                p.enabled() && (!self.is_replica.load(Ordering::Relaxed) || p.records_on_replica())
-            })
+        self.propagator.get().map(|p| &**p).filter(|p| {
+            p.enabled() && (!self.is_replica.load(Ordering::Relaxed) || p.records_on_replica())
+        })
     }
 
     pub fn io_threads(&self) -> usize {
@@ -592,6 +589,9 @@ pub struct Session {
     /// The session that replays the AOF at start-up: a master link's session that is
     /// not refused while the server loads.
     pub replaying: bool,
+    /// Its caller holds the world stopped (DEBUG LOADAOF replays under it): commands
+    /// run without taking the barrier.
+    pub world_held: bool,
     /// On the master link: the master's stream offset just past the command being
     /// applied (see `Shared::master_stream_applied`).
     pub stream_offset_after: Option<u64>,
@@ -631,6 +631,7 @@ impl Session {
             replconf: ReplConf::default(),
             master_link: false,
             replaying: false,
+            world_held: false,
             stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,

@@ -38,9 +38,9 @@ const ON: u8 = 1;
 /// Switched on at run time: writes go to a temp incr file until the first rewrite ends.
 const WAIT_REWRITE: u8 = 2;
 
+/// `appendfsync` as the config's tunables hold it (2 is `no`).
 const FSYNC_ALWAYS: u8 = 0;
 const FSYNC_EVERYSEC: u8 = 1;
-const FSYNC_NO: u8 = 2;
 
 thread_local! {
     /// The AOF byte count just past this thread's last append: what its before-sleep
@@ -69,9 +69,9 @@ pub struct AppendOnly {
     consecutive_failures: AtomicU64,
     write_error: Mutex<Option<String>>,
     fsync_in_progress: AtomicBool,
+    /// DEBUG AOF-FLUSH-SLEEP, in microseconds.
+    flush_sleep_us: AtomicU64,
     last_fsync: Mutex<Instant>,
-    /// `aof-timestamp-enabled`, refreshed by the cron (read on every write).
-    timestamps: AtomicBool,
     /// The AOF's size when the last rewrite ended (auto-aof-rewrite-percentage).
     rewrite_base_size: AtomicU64,
     current_size: AtomicU64,
@@ -120,11 +120,7 @@ fn file_name(shared: &Shared) -> String {
 }
 
 fn policy_of(shared: &Shared) -> u8 {
-    match shared.config.get("appendfsync").as_deref() {
-        Some("always") => FSYNC_ALWAYS,
-        Some("no") => FSYNC_NO,
-        _ => FSYNC_EVERYSEC,
-    }
+    shared.config.tunables.appendfsync.load(Ordering::Relaxed)
 }
 
 impl AppendOnly {
@@ -147,8 +143,8 @@ impl AppendOnly {
             consecutive_failures: AtomicU64::new(0),
             write_error: Mutex::new(None),
             fsync_in_progress: AtomicBool::new(false),
+            flush_sleep_us: AtomicU64::new(0),
             last_fsync: Mutex::new(Instant::now()),
-            timestamps: AtomicBool::new(shared.config.get_bool("aof-timestamp-enabled")),
             rewrite_base_size: AtomicU64::new(0),
             current_size: AtomicU64::new(0),
             base_size: AtomicU64::new(0),
@@ -168,10 +164,15 @@ impl AppendOnly {
 
     /// Appends one execution unit's effects. Called under the replication stream's
     /// lock, so units arrive in the order they ran.
-    pub fn feed(&self, ops: &[Op<'_>], wrap: bool) {
+    pub fn feed(&self, shared: &Shared, ops: &[Op<'_>], wrap: bool) {
         let mut p = self.pending.lock();
         let before = p.bytes.len();
-        if self.timestamps() {
+        if shared
+            .config
+            .tunables
+            .aof_timestamps
+            .load(Ordering::Relaxed)
+        {
             let now = unix_now();
             if now != p.last_ts {
                 p.last_ts = now;
@@ -207,10 +208,6 @@ impl AppendOnly {
         APPENDED_HERE.with(|c| c.set(end));
     }
 
-    fn timestamps(&self) -> bool {
-        self.timestamps.load(Ordering::Relaxed)
-    }
-
     /// Before this thread's replies go out: its appended bytes are in the file (and on
     /// disk, with `appendfsync always`).
     pub fn flush_for_this_thread(shared: &Shared) {
@@ -219,7 +216,9 @@ impl AppendOnly {
         if target <= aof.durable.load(Ordering::Acquire) {
             return;
         }
-        aof.write_pending(aof.policy.load(Ordering::Relaxed) == FSYNC_ALWAYS);
+        let policy = policy_of(shared);
+        aof.policy.store(policy, Ordering::Relaxed);
+        aof.write_pending(policy == FSYNC_ALWAYS);
     }
 
     /// Writes what is pending to the incr file, in order (the files lock is the
@@ -237,6 +236,10 @@ impl AppendOnly {
             return;
         };
         if !bytes.is_empty() {
+            let nap = self.flush_sleep_us.load(Ordering::Relaxed);
+            if nap > 0 {
+                std::thread::sleep(Duration::from_micros(nap));
+            }
             if let Err(e) = (&*file).write_all(&bytes) {
                 self.write_failed(&e);
                 // The bytes stay unwritten: put them back in front of newer ones.
@@ -337,7 +340,10 @@ impl AppendOnly {
             Ok(())
         })();
         if let Err(e) = &result {
-            log::warning(&format!("Can't write the AOF manifest file {}: {e}", path.display()));
+            log::warning(&format!(
+                "Can't write the AOF manifest file {}: {e}",
+                path.display()
+            ));
         }
         result
     }
@@ -375,7 +381,10 @@ impl AppendOnly {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("Can't open or create append-only dir {}: {e}", dir.display()),
+                    format!(
+                        "Can't open or create append-only dir {}: {e}",
+                        dir.display()
+                    ),
                 )
             })?;
             manifest.adopt_single_file(&name);
@@ -387,7 +396,7 @@ impl AppendOnly {
             ));
         }
         let started = Instant::now();
-        let loaded = aof.load_files(shared, &manifest)?;
+        let loaded = aof.load_files(shared, &manifest, false)?;
         if loaded {
             log::notice(&format!(
                 "DB loaded from append only file: {:.3} seconds",
@@ -409,13 +418,21 @@ impl AppendOnly {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest::default()),
             Err(e) => Err(io::Error::new(
                 e.kind(),
-                format!("Fatal error: can't open the AOF manifest file {} for reading: {e}", path.display()),
+                format!(
+                    "Fatal error: can't open the AOF manifest file {} for reading: {e}",
+                    path.display()
+                ),
             )),
         }
     }
 
     /// Loads the base and incr files in order. False when there was nothing to load.
-    fn load_files(&self, shared: &Arc<Shared>, manifest: &Manifest) -> io::Result<bool> {
+    fn load_files(
+        &self,
+        shared: &Shared,
+        manifest: &Manifest,
+        world_held: bool,
+    ) -> io::Result<bool> {
         let dir = aof_dir(shared);
         let files: Vec<&carmine_aof::AofFile> = manifest.load_order().collect();
         if files.is_empty() {
@@ -436,13 +453,14 @@ impl AppendOnly {
         if total == 0 {
             return Ok(false);
         }
+        // The caller keeps `loading` set until writes are appended again (start-up), or
+        // holds the world stopped (DEBUG LOADAOF).
         let p = &shared.persist;
         p.loading_total_bytes.store(total, Ordering::Relaxed);
         p.loading_loaded_bytes.store(0, Ordering::Relaxed);
         p.loading_start_unix.store(unix_now(), Ordering::Relaxed);
-        p.loading.store(true, Ordering::Release);
         let result = (|| -> io::Result<()> {
-            let mut replay = Replay::new(shared);
+            let mut replay = Replay::new(shared, world_held);
             for (i, f) in files.iter().enumerate() {
                 let last = i + 1 == files.len();
                 let kind = if f.kind == carmine_aof::FileKind::Base {
@@ -460,7 +478,6 @@ impl AppendOnly {
             }
             Ok(())
         })();
-        p.loading.store(false, Ordering::Release);
         result?;
         let base = manifest
             .base
@@ -483,7 +500,10 @@ impl AppendOnly {
         std::fs::create_dir_all(&dir).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("Can't open or create append-only dir {}: {e}", dir.display()),
+                format!(
+                    "Can't open or create append-only dir {}: {e}",
+                    dir.display()
+                ),
             )
         })?;
         if manifest.is_empty() {
@@ -499,7 +519,10 @@ impl AppendOnly {
         let created = manifest.incrs.is_empty();
         let incr = manifest.last_incr_or_new(&name);
         let file = Self::open_append(&dir.join(&incr), false).map_err(|e| {
-            io::Error::new(e.kind(), format!("Can't open the append-only file {incr}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("Can't open the append-only file {incr}: {e}"),
+            )
         })?;
         Self::persist_manifest(shared, &manifest)?;
         log::notice(&format!(
@@ -534,7 +557,10 @@ impl AppendOnly {
         }
         let dir = aof_dir(shared);
         if let Err(e) = std::fs::create_dir_all(&dir) {
-            log::warning(&format!("Can't open or create append-only dir {}: {e}", dir.display()));
+            log::warning(&format!(
+                "Can't open or create append-only dir {}: {e}",
+                dir.display()
+            ));
             self.last_rewrite_ok.store(false, Ordering::Relaxed);
             return Err(e.to_string());
         }
@@ -565,7 +591,9 @@ impl AppendOnly {
                 }
                 files.manifest = next;
             }
-            log::notice(&format!("Creating AOF incr file {incr_name} on background rewrite"));
+            log::notice(&format!(
+                "Creating AOF incr file {incr_name} on background rewrite"
+            ));
             if let Some(old) = files.file.replace(Arc::new(file)) {
                 // Everything in it was written; everysec owes it an fsync.
                 let _ = old.sync_data();
@@ -620,7 +648,9 @@ impl AppendOnly {
             Err(e) => {
                 self.last_rewrite_ok.store(false, Ordering::Relaxed);
                 self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-                log::warning(&format!("Background AOF rewrite terminated with error: {e}"));
+                log::warning(&format!(
+                    "Background AOF rewrite terminated with error: {e}"
+                ));
                 if self.state.load(Ordering::Acquire) == WAIT_REWRITE {
                     // Try again: the AOF is not on until a rewrite succeeds.
                     self.rewrite_scheduled.store(true, Ordering::Release);
@@ -671,7 +701,10 @@ impl AppendOnly {
         }
         if !shared.config.get_bool("aof-disable-auto-gc") {
             for h in &history {
-                log::notice(&format!("Removing the history file {} in the background", h.name));
+                log::notice(&format!(
+                    "Removing the history file {} in the background",
+                    h.name
+                ));
                 let _ = std::fs::remove_file(dir.join(&h.name));
             }
             Self::persist_manifest(shared, &files.manifest)?;
@@ -730,16 +763,14 @@ impl AppendOnly {
         let Some(stream) = crate::replication::ReplicationStream::of(shared) else {
             return;
         };
-        let Some(aof) = stream.append_only_arc() else { return };
+        let Some(aof) = stream.append_only_arc() else {
+            return;
+        };
         // Start-up opens the files itself once the load is done.
         if shared.persist.loading.load(Ordering::Acquire) {
             return;
         }
         aof.policy.store(policy_of(shared), Ordering::Relaxed);
-        aof.timestamps.store(
-            shared.config.get_bool("aof-timestamp-enabled"),
-            Ordering::Relaxed,
-        );
         let wanted = shared.config.get_bool("appendonly");
         let state = aof.state.load(Ordering::Acquire);
         if !wanted && state != OFF {
@@ -783,7 +814,9 @@ impl AppendOnly {
         if aof.rewrite_scheduled.load(Ordering::Acquire) || auto() {
             let _world = shared.barrier.exclusive();
             if let Err(e) = aof.start_rewrite(shared) {
-                log::warning(&format!("Can't rewrite append only file in background: {e}"));
+                log::warning(&format!(
+                    "Can't rewrite append only file in background: {e}"
+                ));
             }
         }
     }
@@ -803,6 +836,12 @@ impl carmine_commands::AppendOnly for AppendOnly {
     fn info(&self, out: &mut String) {
         use std::fmt::Write as _;
         let state = self.state.load(Ordering::Acquire);
+        // CONFIG SET appendonly takes effect at the next cron tick; INFO already tells
+        // what was asked (Redis switches at once).
+        let wanted = self
+            .shared
+            .upgrade()
+            .map_or(state != OFF, |s| s.config.get_bool("appendonly"));
         let rewriting = self.rewriting.load(Ordering::Acquire);
         let current = self
             .rewrite_started
@@ -815,15 +854,23 @@ impl carmine_commands::AppendOnly for AppendOnly {
              aof_last_bgrewrite_status:{}\r\naof_rewrites:{}\r\n\
              aof_rewrites_consecutive_failures:{}\r\naof_last_write_status:{}\r\n\
              aof_last_cow_size:0\r\nmodule_fork_in_progress:0\r\nmodule_fork_last_cow_size:0\r\n",
-            u8::from(state != OFF),
+            u8::from(wanted),
             u8::from(rewriting),
-            u8::from(self.rewrite_scheduled.load(Ordering::Acquire)),
+            u8::from(self.rewrite_scheduled.load(Ordering::Acquire) || (wanted && state == OFF)),
             self.last_rewrite_secs.load(Ordering::Relaxed),
             if rewriting { current } else { -1 },
-            if self.last_rewrite_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
+            if self.last_rewrite_ok.load(Ordering::Relaxed) {
+                "ok"
+            } else {
+                "err"
+            },
             self.rewrites.load(Ordering::Relaxed),
             self.consecutive_failures.load(Ordering::Relaxed),
-            if self.write_error.lock().is_some() { "err" } else { "ok" },
+            if self.write_error.lock().is_some() {
+                "err"
+            } else {
+                "ok"
+            },
         );
         if state != OFF {
             let _ = write!(
@@ -846,6 +893,33 @@ impl carmine_commands::AppendOnly for AppendOnly {
     fn rewriting(&self) -> bool {
         self.rewriting.load(Ordering::Acquire)
     }
+
+    fn reload(&self, shared: &Shared) -> Result<(), String> {
+        if self.feeding() {
+            self.write_pending(true);
+        }
+        for db in 0..shared.keyspace.databases() {
+            shared.keyspace.flush_db(db);
+        }
+        let mut manifest = Self::read_manifest(shared).map_err(|e| e.to_string())?;
+        let history = manifest.take_history();
+        if !history.is_empty() {
+            let dir = aof_dir(shared);
+            for h in &history {
+                let _ = std::fs::remove_file(dir.join(&h.name));
+            }
+            Self::persist_manifest(shared, &manifest).map_err(|e| e.to_string())?;
+            self.files.lock().manifest.history.clear();
+        }
+        self.load_files(shared, &manifest, true)
+            .map_err(|e| e.to_string())?;
+        log::warning("Append Only File loaded by DEBUG LOADAOF");
+        Ok(())
+    }
+
+    fn set_flush_sleep(&self, micros: u64) {
+        self.flush_sleep_us.store(micros, Ordering::Relaxed);
+    }
 }
 
 /// The base an empty start writes at once (the world is stopped by the caller).
@@ -857,8 +931,109 @@ fn write_base(shared: &Shared, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A rewrite's base: an RDB marked `aof-base`, fsynced.
-fn write_snapshot_base(shared: &Shared, snap: carmine_rdb::Snapshot, path: &Path) -> io::Result<()> {
+/// A rewrite's base, fsynced: an RDB marked `aof-base` with `aof-use-rdb-preamble yes`,
+/// commands otherwise.
+fn write_snapshot_base(
+    shared: &Shared,
+    snap: carmine_rdb::Snapshot,
+    path: &Path,
+) -> io::Result<()> {
+    if shared.config.get_bool("aof-use-rdb-preamble") {
+        return write_rdb_base(shared, snap, path);
+    }
+    // The snapshot walk writes RDB; it is turned into commands from a file on disk, so a
+    // large dataset needs no second copy in memory.
+    let rdb = path.with_extension("rdb-tmp");
+    let result = write_rdb_base(shared, snap, &rdb).and_then(|()| {
+        let data = carmine_rdb::DumpFile::open(&rdb)?;
+        let mut out = io::BufWriter::with_capacity(256 << 10, File::create(path)?);
+        if shared
+            .config
+            .tunables
+            .aof_timestamps
+            .load(Ordering::Relaxed)
+        {
+            let mut ts = Vec::new();
+            carmine_aof::timestamp_annotation(unix_now(), &mut ts);
+            out.write_all(&ts)?;
+        }
+        rdb_as_commands(&data, &mut out)?;
+        out.flush()?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    });
+    let _ = std::fs::remove_file(&rdb);
+    result
+}
+
+/// Redis' rewrite batch: at most this many items per RPUSH / SADD / ZADD / HMSET.
+const ITEMS_PER_COMMAND: usize = 64;
+
+/// Writes an RDB's keys as the commands that rebuild them (Redis' command-form rewrite:
+/// SELECT, then SET / RPUSH / SADD / ZADD / HMSET in batches, then PEXPIREAT).
+fn rdb_as_commands(data: &[u8], out: &mut impl Write) -> io::Result<()> {
+    use carmine_commands::propagate::encode_command;
+    let bad = |e: carmine_rdb::RdbError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let mut r = carmine_rdb::Reader::new(data).map_err(bad)?;
+    let mut db = None;
+    let mut buf = Vec::new();
+    let mut emit = |argv: Vec<Vec<u8>>, out: &mut dyn Write| -> io::Result<()> {
+        buf.clear();
+        encode_command(&Argv::Owned(argv), &mut buf);
+        out.write_all(&buf)
+    };
+    let batched = |name: &[u8], key: &[u8], items: Vec<Vec<u8>>, per: usize| -> Vec<Vec<Vec<u8>>> {
+        items
+            .chunks(ITEMS_PER_COMMAND * per)
+            .map(|chunk| {
+                let mut argv = vec![name.to_vec(), key.to_vec()];
+                argv.extend(chunk.iter().cloned());
+                argv
+            })
+            .collect()
+    };
+    while let Some(item) = r.next_item().map_err(bad)? {
+        let carmine_rdb::Item::Entry(e) = item else {
+            continue;
+        };
+        if db != Some(e.db) {
+            emit(vec![b"SELECT".to_vec(), e.db.to_string().into_bytes()], out)?;
+            db = Some(e.db);
+        }
+        let commands = match e.value {
+            carmine_rdb::Value::String(v) => vec![vec![b"SET".to_vec(), e.key.clone(), v]],
+            carmine_rdb::Value::List(items) => batched(b"RPUSH", &e.key, items, 1),
+            carmine_rdb::Value::Set(items) => batched(b"SADD", &e.key, items, 1),
+            carmine_rdb::Value::ZSet(items) => batched(
+                b"ZADD",
+                &e.key,
+                items
+                    .into_iter()
+                    .flat_map(|(m, score)| [score.to_string().into_bytes(), m])
+                    .collect(),
+                2,
+            ),
+            carmine_rdb::Value::Hash(fields) => batched(
+                b"HMSET",
+                &e.key,
+                fields.into_iter().flat_map(|(f, v)| [f, v]).collect(),
+                2,
+            ),
+        };
+        for argv in commands {
+            emit(argv, out)?;
+        }
+        if let Some(at) = e.expire_ms {
+            emit(
+                vec![b"PEXPIREAT".to_vec(), e.key, at.to_string().into_bytes()],
+                out,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// An RDB base marked `aof-base`, fsynced.
+fn write_rdb_base(shared: &Shared, snap: carmine_rdb::Snapshot, path: &Path) -> io::Result<()> {
     let mut aux = crate::persistence::aux_fields(shared, None);
     for (name, value) in &mut aux {
         if *name == "aof-base" {
@@ -877,7 +1052,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn new(shared: &Shared) -> Replay {
+    fn new(shared: &Shared, world_held: bool) -> Replay {
         let info = Arc::new(ClientInfo::new(
             shared.clients.next_id(),
             String::new(),
@@ -888,6 +1063,7 @@ impl Replay {
         let mut session = Session::new(info, shared.io_threads(), true);
         session.master_link = true;
         session.replaying = true;
+        session.world_held = world_held;
         Replay {
             session,
             stats: shared.new_thread_stats(),
@@ -898,13 +1074,19 @@ impl Replay {
 
     fn file(&mut self, shared: &Shared, path: &Path, name: &str, last: bool) -> io::Result<()> {
         let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-        let data = std::fs::read(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("Fatal error: can't open the append log file {name} for reading: {e}")))?;
+        let data = std::fs::read(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("Fatal error: can't open the append log file {name} for reading: {e}"),
+            )
+        })?;
         let mut start = 0;
         if carmine_aof::starts_with_rdb(&data) {
             log::notice("Reading RDB base file on AOF loading...");
             let stats = carmine_rdb::load_into(&shared.keyspace, &data).map_err(|e| {
-                bad(format!("Error reading the RDB base file {name}, AOF loading aborted: {e}"))
+                bad(format!(
+                    "Error reading the RDB base file {name}, AOF loading aborted: {e}"
+                ))
             })?;
             start = stats.end;
         }
@@ -929,8 +1111,12 @@ impl Replay {
                              2) Alternatively you can set the 'aof-load-truncated' configuration option to yes and restart the server."
                         )));
                     }
-                    log::warning(&format!("!!! Warning: short read while loading the AOF file {name}!!!"));
-                    log::warning(&format!("!!! Truncating the AOF {name} at offset {valid_up_to} !!!"));
+                    log::warning(&format!(
+                        "!!! Warning: short read while loading the AOF file {name}!!!"
+                    ));
+                    log::warning(&format!(
+                        "!!! Truncating the AOF {name} at offset {valid_up_to} !!!"
+                    ));
                     drop(data);
                     OpenOptions::new()
                         .write(true)
@@ -958,10 +1144,21 @@ impl Replay {
                 )));
             }
             args = Args::from_slices(&argv);
-            carmine_commands::execute(shared, &mut self.session, &self.stats, &args, &mut self.reply);
+            // At time 0: nothing has expired while loading, as in Redis (a PEXPIREAT in
+            // the past sets the deadline; later commands still find the key), and the
+            // keys whose deadlines passed go once the server runs. The AOF holds only
+            // absolute deadlines, so no command here reads the clock for another reason.
+            carmine_commands::execute_at(
+                shared,
+                &mut self.session,
+                &self.stats,
+                &args,
+                &mut self.reply,
+                0,
+            );
             self.reply.out.clear();
             n += 1;
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 shared.persist.loading_loaded_bytes.store(
                     self.loaded_before + reader.offset() as u64,
                     Ordering::Relaxed,
@@ -993,10 +1190,17 @@ fn bgrewriteaof(ctx: &mut Ctx<'_, '_>) {
     if aof.rewriting.load(Ordering::Acquire) {
         return ctx.error("ERR Background append only file rewriting already in progress");
     }
-    if ctx.shared.persist.bgsave_in_progress.load(Ordering::Acquire) {
+    if ctx
+        .shared
+        .persist
+        .bgsave_in_progress
+        .load(Ordering::Acquire)
+    {
         aof.rewrite_scheduled.store(true, Ordering::Release);
         aof.consecutive_failures.store(0, Ordering::Relaxed);
-        return ctx.reply.simple("Background append only file rewriting scheduled");
+        return ctx
+            .reply
+            .simple("Background append only file rewriting scheduled");
     }
     match aof.start_rewrite(ctx.shared) {
         Ok(()) => ctx.reply.simple("Background append only file rewriting started"),

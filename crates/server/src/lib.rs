@@ -219,6 +219,18 @@ impl Server {
             threads,
             handles,
         };
+        if server.shared.config.get_bool("always-show-logo") {
+            // Redis' start-up banner carries these fields; test harnesses wait for
+            // " PID: ", also when the load that follows fails.
+            log::notice(&format!(
+                "Carmine {} (standalone)    Port: {}    PID: {}",
+                env!("CARGO_PKG_VERSION"),
+                server.port,
+                std::process::id()
+            ));
+        }
+        log::notice(&format!("Running mode=standalone, port={}.", server.port));
+        log::notice("Server initialized");
         // Clients may connect while the dump loads; they get -LOADING until it is done.
         if has_dump {
             if let Err(e) = persistence::load_at_startup(&server.shared) {
@@ -233,14 +245,17 @@ impl Server {
         if appendonly {
             server.shared.persist.loading.store(true, Ordering::Release);
             if let Err(e) = aof::AppendOnly::start(&server.shared) {
-                log::warning(&e.to_string());
                 server
                     .shared
                     .request_shutdown(carmine_commands::ShutdownMode::NoSave);
                 server.stop();
                 return Err(e);
             }
-            server.shared.persist.loading.store(false, Ordering::Release);
+            server
+                .shared
+                .persist
+                .loading
+                .store(false, Ordering::Release);
         }
         // `replicaof host port` in the configuration: start as a replica.
         let replicaof = server.shared.config.get("replicaof").unwrap_or_default();

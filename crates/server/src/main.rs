@@ -166,17 +166,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if server.shared().config.get_bool("always-show-logo") {
-        // Redis' start-up banner carries these fields; test harnesses wait for " PID: ".
-        log::notice(&format!(
-            "Carmine {} (standalone)    Port: {}    PID: {}",
-            env!("CARGO_PKG_VERSION"),
-            server.port(),
-            std::process::id()
-        ));
-    }
-    log::notice(&format!("Running mode=standalone, port={}.", server.port()));
-    log::notice("Server initialized");
     log::notice("Ready to accept connections tcp");
     let signalled = term.clone();
     server.wait(move || signalled.load(Ordering::Relaxed));

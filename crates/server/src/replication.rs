@@ -820,7 +820,7 @@ impl Propagator for ReplicationStream {
         };
         let mut st = self.state.lock();
         if let Some(aof) = self.aof.get().filter(|a| a.feeding()) {
-            aof.feed(ops, wrap);
+            aof.feed(&shared, ops, wrap);
         }
         // A replica's stream for its own replicas is its master's bytes (feed_raw).
         if !self.enabled.load(Ordering::Relaxed) || shared.is_replica.load(Ordering::Relaxed) {
