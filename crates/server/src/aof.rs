@@ -62,6 +62,9 @@ pub struct AppendOnly {
     synced: AtomicU64,
     rewriting: AtomicBool,
     rewrite_scheduled: AtomicBool,
+    /// Bumped when the AOF is switched off: a rewrite begun before belongs to files no
+    /// longer in use and is discarded when it ends (Redis kills its child instead).
+    generation: AtomicU64,
     rewrite_started: Mutex<Option<Instant>>,
     last_rewrite_secs: AtomicI64,
     last_rewrite_ok: AtomicBool,
@@ -135,6 +138,7 @@ impl AppendOnly {
             durable: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             rewriting: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             rewrite_scheduled: AtomicBool::new(false),
             rewrite_started: Mutex::new(None),
             last_rewrite_secs: AtomicI64::new(-1),
@@ -608,6 +612,7 @@ impl AppendOnly {
         self.rewrites.fetch_add(1, Ordering::Relaxed);
         let tmp = work_dir(shared).join(carmine_aof::temp_rewrite_name(std::process::id()));
         let job_tmp = tmp.clone();
+        let generation = self.generation.load(Ordering::Acquire);
         let spawned = crate::persistence::spawn_snapshot(
             shared,
             owned,
@@ -615,7 +620,7 @@ impl AppendOnly {
             move |owned, snap| {
                 let written = write_snapshot_base(owned, snap, &job_tmp);
                 if let Some(aof) = AppendOnly::of(owned) {
-                    aof.rewrite_done(owned, written, &job_tmp);
+                    aof.rewrite_done(owned, written, &job_tmp, generation);
                 }
             },
         );
@@ -628,8 +633,17 @@ impl AppendOnly {
         Ok(())
     }
 
-    fn rewrite_done(&self, shared: &Shared, written: io::Result<()>, tmp: &Path) {
+    fn rewrite_done(&self, shared: &Shared, written: io::Result<()>, tmp: &Path, generation: u64) {
         let started = self.rewrite_started.lock().take();
+        if generation != self.generation.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(tmp);
+            log::warning("Background AOF rewrite discarded: the AOF was switched off meanwhile");
+            if self.state.load(Ordering::Acquire) == WAIT_REWRITE {
+                self.rewrite_scheduled.store(true, Ordering::Release);
+            }
+            self.rewriting.store(false, Ordering::Release);
+            return;
+        }
         self.last_rewrite_secs.store(
             started.map_or(-1, |t| t.elapsed().as_secs() as i64),
             Ordering::Relaxed,
@@ -722,6 +736,7 @@ impl AppendOnly {
     fn stop(&self) {
         self.write_pending(true);
         self.state.store(OFF, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let mut files = self.files.lock();
         if let Some(f) = files.file.take() {
             let _ = f.sync_data();
@@ -754,6 +769,23 @@ impl AppendOnly {
                 "Redis needs to enable the AOF but can't open {}: {e}",
                 temp.display()
             )),
+        }
+    }
+
+    /// A replica replaced its dataset with its master's snapshot: the AOF is started
+    /// again from a rewrite of the new dataset, as Redis restarts it after a sync.
+    /// Called with the world stopped.
+    pub fn restart_after_full_sync(shared: &Shared) {
+        let Some(aof) = Self::of(shared) else { return };
+        if !aof.feeding() {
+            return;
+        }
+        aof.stop();
+        aof.switch_on(shared);
+        if let Err(e) = aof.start_rewrite(shared) {
+            log::warning(&format!(
+                "Can't rewrite the append only file after the sync: {e} (scheduled)"
+            ));
         }
     }
 

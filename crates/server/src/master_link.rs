@@ -354,6 +354,7 @@ fn full_sync(
                 "bad RDB payload from the master: {e}"
             )));
         }
+        crate::aof::AppendOnly::restart_after_full_sync(shared);
     }
     stream.reset_after_full_sync(replid, offset);
     log::notice("MASTER <-> REPLICA sync: Finished with success");
