@@ -16,79 +16,19 @@ Everything binds 127.0.0.1; every process is stopped on exit.
 """
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-import redis
+
+from benchproc import pss_kib, procs, start, stop
 
 KEYS = int(os.environ.get("KEYS", 1_000_000))
 VALUE = int(os.environ.get("VALUE", 100))
 ROUNDS = int(os.environ.get("ROUNDS", 3))
 WARMUP = float(os.environ.get("WARMUP_SECS", 1.5))
 LOAD_CLIENTS = int(os.environ.get("LOAD_CLIENTS", 2))  # 0: no write load
-
-procs = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start(binary, extra):
-    port = free_port()
-    d = tempfile.mkdtemp()
-    p = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", d, "--enable-debug-command", "yes", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs.append(p)
-    c = redis.Redis(port=port, socket_timeout=60)
-    for _ in range(200):
-        try:
-            c.ping()
-            return p, port, c
-        except redis.exceptions.RedisError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{binary} did not start")
-
-
-def tree(pid):
-    out = [pid]
-    for t in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{t}/children") as f:
-                for child in f.read().split():
-                    out.extend(tree(int(child)))
-        except OSError:
-            pass
-    return out
-
-
-def pss_kib(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def stop(p):
-    p.kill()
-    p.wait()
-
 
 def one_round(binary):
     master, mport, m = start(binary, ["--repl-diskless-sync", "yes",

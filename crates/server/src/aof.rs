@@ -61,6 +61,8 @@ pub struct AppendOnly {
     /// Bytes ever fsynced.
     synced: AtomicU64,
     rewriting: AtomicBool,
+    /// BGREWRITEAOF prepared a rewrite whose switch is on its way.
+    starting: AtomicBool,
     rewrite_scheduled: AtomicBool,
     /// Bumped when the AOF is switched off: a rewrite begun before belongs to files no
     /// longer in use and is discarded when it ends (Redis kills its child instead).
@@ -86,6 +88,14 @@ struct Pending {
     selected: Option<usize>,
     bytes: Vec<u8>,
     last_ts: u64,
+}
+
+/// An incr file made ready for a rewrite (see `prepare_rewrite`).
+struct PreparedRewrite {
+    state: u8,
+    generation: u64,
+    /// The file, and the manifest naming it (None while switching on: a temp file).
+    incr: Option<(Arc<File>, Option<Manifest>)>,
 }
 
 #[derive(Default)]
@@ -138,6 +148,7 @@ impl AppendOnly {
             durable: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             rewriting: AtomicBool::new(false),
+            starting: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             rewrite_scheduled: AtomicBool::new(false),
             rewrite_started: Mutex::new(None),
@@ -550,69 +561,103 @@ impl AppendOnly {
         Ok(())
     }
 
-    /// BGREWRITEAOF (also an automatic rewrite, and switching `appendonly` on). Called
-    /// with the world stopped: the new incr file and the snapshot begin at one point.
+    /// A rewrite begun where the world is already stopped (BGREWRITEAOF, a replica's
+    /// restart after a sync).
     pub fn start_rewrite(&self, shared: &Shared) -> Result<(), String> {
-        let Some(owned) = self.shared.upgrade() else {
-            return Err("server is shutting down".into());
-        };
+        let prepared = self.prepare_rewrite(shared)?;
+        self.begin_rewrite(shared, prepared)
+    }
+
+    /// The slow half of starting a rewrite, done while the loops run where the caller
+    /// can: the incr file new writes will go to is created and named in the manifest on
+    /// disk (fsyncs). Until the switch it stays empty; a crash meanwhile loads it empty.
+    fn prepare_rewrite(&self, shared: &Shared) -> Result<PreparedRewrite, String> {
         if self.rewriting.load(Ordering::Acquire) {
             return Err("Background append only file rewriting already in progress".into());
         }
+        let fail = |e: String| {
+            self.last_rewrite_ok.store(false, Ordering::Relaxed);
+            e
+        };
         let dir = aof_dir(shared);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             log::warning(&format!(
                 "Can't open or create append-only dir {}: {e}",
                 dir.display()
             ));
-            self.last_rewrite_ok.store(false, Ordering::Relaxed);
-            return Err(e.to_string());
+            return Err(fail(e.to_string()));
         }
         let name = file_name(shared);
+        let state = self.state.load(Ordering::Acquire);
+        let generation = self.generation.load(Ordering::Acquire);
+        if state == OFF {
+            return Ok(PreparedRewrite {
+                state,
+                generation,
+                incr: None,
+            });
+        }
+        let (incr_name, next) = if state == WAIT_REWRITE {
+            (carmine_aof::temp_incr_name(&name), None)
+        } else {
+            let mut next = self.files.lock().manifest.clone();
+            (next.new_incr(&name), Some(next))
+        };
+        let file = Self::open_append(&dir.join(&incr_name), true).map_err(|e| {
+            log::warning(&format!("Can't open the append-only file {incr_name}: {e}"));
+            fail(e.to_string())
+        })?;
+        if let Some(next) = &next {
+            Self::persist_manifest(shared, next).map_err(|e| fail(e.to_string()))?;
+        }
+        log::notice(&format!(
+            "Creating AOF incr file {incr_name} on background rewrite"
+        ));
+        Ok(PreparedRewrite {
+            state,
+            generation,
+            incr: Some((Arc::new(file), next)),
+        })
+    }
+
+    /// The switch, with the world stopped: writes go to the prepared incr file from
+    /// here on, and the snapshot the new base is written from begins at this point.
+    fn begin_rewrite(&self, shared: &Shared, prepared: PreparedRewrite) -> Result<(), String> {
+        let Some(owned) = self.shared.upgrade() else {
+            return Err("server is shutting down".into());
+        };
+        if prepared.state != self.state.load(Ordering::Acquire)
+            || prepared.generation != self.generation.load(Ordering::Acquire)
+        {
+            return Err("the AOF was switched meanwhile".into());
+        }
         // What is pending belongs to the files before the switch.
         self.write_pending(self.policy.load(Ordering::Relaxed) == FSYNC_ALWAYS);
-        let state = self.state.load(Ordering::Acquire);
-        let mut files = self.files.lock();
-        if state != OFF {
-            let (incr_name, next) = if state == WAIT_REWRITE {
-                (carmine_aof::temp_incr_name(&name), None)
-            } else {
-                let mut next = files.manifest.clone();
-                (next.new_incr(&name), Some(next))
-            };
-            let file = match Self::open_append(&dir.join(&incr_name), true) {
-                Ok(f) => f,
-                Err(e) => {
-                    log::warning(&format!("Can't open the append-only file {incr_name}: {e}"));
-                    self.last_rewrite_ok.store(false, Ordering::Relaxed);
-                    return Err(e.to_string());
-                }
-            };
+        if let Some((file, next)) = prepared.incr {
+            let mut files = self.files.lock();
             if let Some(next) = next {
-                if let Err(e) = Self::persist_manifest(shared, &next) {
-                    self.last_rewrite_ok.store(false, Ordering::Relaxed);
-                    return Err(e.to_string());
-                }
                 files.manifest = next;
             }
-            log::notice(&format!(
-                "Creating AOF incr file {incr_name} on background rewrite"
-            ));
-            if let Some(old) = files.file.replace(Arc::new(file)) {
-                // Everything in it was written; everysec owes it an fsync.
-                let _ = old.sync_data();
+            if let Some(old) = files.file.replace(file) {
+                // Everything in it was written; everysec still owes it an fsync, which
+                // runs off the loops (Redis hands it to a background thread too).
+                let _ = std::thread::Builder::new()
+                    .name("carmine-aof-close".into())
+                    .spawn(move || {
+                        let _ = old.sync_data();
+                    });
             }
+            drop(files);
             // A new file starts with a SELECT.
             self.pending.lock().selected = None;
         }
-        drop(files);
         self.rewriting.store(true, Ordering::Release);
         *self.rewrite_started.lock() = Some(Instant::now());
         self.rewrite_scheduled.store(false, Ordering::Release);
         self.rewrites.fetch_add(1, Ordering::Relaxed);
         let tmp = work_dir(shared).join(carmine_aof::temp_rewrite_name(std::process::id()));
         let job_tmp = tmp.clone();
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = prepared.generation;
         let spawned = crate::persistence::spawn_snapshot(
             shared,
             owned,
@@ -678,9 +723,10 @@ impl AppendOnly {
     fn install_rewrite(&self, shared: &Shared, tmp: &Path) -> io::Result<()> {
         let dir = aof_dir(shared);
         let name = file_name(shared);
-        let mut files = self.files.lock();
         let state = self.state.load(Ordering::Acquire);
-        let mut next = files.manifest.clone();
+        // Renames and manifest fsyncs run without the files lock, which the loops' writes
+        // take: nothing else changes the manifest while a rewrite runs.
+        let mut next = self.files.lock().manifest.clone();
         let base = next.new_base(&name, shared.config.get_bool("aof-use-rdb-preamble"));
         std::fs::rename(tmp, dir.join(&base))?;
         log::notice(&format!(
@@ -695,13 +741,23 @@ impl AppendOnly {
                 "Successfully renamed the temporary AOF incr file {temp_incr} into {incr}"
             ));
         }
-        next.retire_rewritten_incrs(files.file.is_some());
+        next.retire_rewritten_incrs(state != OFF);
         Self::persist_manifest(shared, &next)?;
         let history = next.take_history();
-        files.manifest = next;
+        if shared.config.get_bool("aof-disable-auto-gc") {
+            next.history = history.clone();
+        } else {
+            for h in &history {
+                log::notice(&format!(
+                    "Removing the history file {} in the background",
+                    h.name
+                ));
+                let _ = std::fs::remove_file(dir.join(&h.name));
+            }
+        }
+        Self::persist_manifest(shared, &next)?;
         if state != OFF {
-            let size: u64 = files
-                .manifest
+            let size: u64 = next
                 .load_order()
                 .filter_map(|f| std::fs::metadata(dir.join(&f.name)).ok())
                 .map(|m| m.len())
@@ -713,19 +769,7 @@ impl AppendOnly {
                 Ordering::Relaxed,
             );
         }
-        if !shared.config.get_bool("aof-disable-auto-gc") {
-            for h in &history {
-                log::notice(&format!(
-                    "Removing the history file {} in the background",
-                    h.name
-                ));
-                let _ = std::fs::remove_file(dir.join(&h.name));
-            }
-            Self::persist_manifest(shared, &files.manifest)?;
-        } else {
-            files.manifest.history = history;
-            Self::persist_manifest(shared, &files.manifest)?;
-        }
+        self.files.lock().manifest = next;
         if state == WAIT_REWRITE {
             self.state.store(ON, Ordering::Release);
         }
@@ -830,7 +874,7 @@ impl AppendOnly {
             aof.background_fsync();
         }
         let busy = shared.persist.bgsave_in_progress.load(Ordering::Acquire);
-        if busy || aof.rewriting.load(Ordering::Acquire) {
+        if busy || aof.rewriting.load(Ordering::Acquire) || aof.starting.load(Ordering::Acquire) {
             return;
         }
         let auto = || {
@@ -844,8 +888,11 @@ impl AppendOnly {
                 && (size.saturating_sub(base)) * 100 / base >= pct as u64
         };
         if aof.rewrite_scheduled.load(Ordering::Acquire) || auto() {
-            let _world = shared.barrier.exclusive();
-            if let Err(e) = aof.start_rewrite(shared) {
+            let started = aof.prepare_rewrite(shared).and_then(|prepared| {
+                let _world = shared.barrier.exclusive();
+                aof.begin_rewrite(shared, prepared)
+            });
+            if let Err(e) = started {
                 log::warning(&format!(
                     "Can't rewrite append only file in background: {e}"
                 ));
@@ -1206,7 +1253,9 @@ pub fn commands() -> Vec<CommandSpec> {
     vec![cmd(
         "bgrewriteaof",
         1,
-        ADMIN | NOSCRIPT | EXCLUSIVE,
+        // Not EXCLUSIVE: the incr file is prepared (fsyncs) while the loops run, and a
+        // thread of its own stops the world only for the switch.
+        ADMIN | NOSCRIPT,
         KeySpec::None,
         bgrewriteaof,
         "server",
@@ -1216,10 +1265,13 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 fn bgrewriteaof(ctx: &mut Ctx<'_, '_>) {
-    let Some(aof) = AppendOnly::of(ctx.shared) else {
+    let Some(stream) = crate::replication::ReplicationStream::of(ctx.shared) else {
         return ctx.error("ERR the append-only file is not available on this server");
     };
-    if aof.rewriting.load(Ordering::Acquire) {
+    let (Some(aof), Some(owned)) = (stream.append_only_arc().cloned(), stream.owner()) else {
+        return ctx.error("ERR the append-only file is not available on this server");
+    };
+    if aof.rewriting.load(Ordering::Acquire) || aof.starting.load(Ordering::Acquire) {
         return ctx.error("ERR Background append only file rewriting already in progress");
     }
     if ctx
@@ -1234,10 +1286,47 @@ fn bgrewriteaof(ctx: &mut Ctx<'_, '_>) {
             .reply
             .simple("Background append only file rewriting scheduled");
     }
-    match aof.start_rewrite(ctx.shared) {
-        Ok(()) => ctx.reply.simple("Background append only file rewriting started"),
-        Err(_) => ctx.error(
-            "ERR Can't execute an AOF background rewriting. Please check the server logs for more information.",
-        ),
+    if aof
+        .starting
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return ctx.error("ERR Background append only file rewriting already in progress");
     }
+    let prepared = match aof.prepare_rewrite(ctx.shared) {
+        Ok(p) => p,
+        Err(_) => {
+            aof.starting.store(false, Ordering::Release);
+            return ctx.error(
+                "ERR Can't execute an AOF background rewriting. Please check the server logs for more information.",
+            );
+        }
+    };
+    // Shown as scheduled until the switch shows it in progress: never neither.
+    aof.rewrite_scheduled.store(true, Ordering::Release);
+    let starter = aof.clone();
+    let spawned = std::thread::Builder::new()
+        .name("carmine-aofrw-start".into())
+        .spawn(move || {
+            let begun = {
+                let _world = owned.barrier.exclusive();
+                starter.begin_rewrite(&owned, prepared)
+            };
+            if let Err(e) = begun {
+                starter.rewrite_scheduled.store(false, Ordering::Release);
+                log::warning(&format!(
+                    "Can't rewrite append only file in background: {e}"
+                ));
+            }
+            starter.starting.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        aof.rewrite_scheduled.store(false, Ordering::Release);
+        aof.starting.store(false, Ordering::Release);
+        return ctx.error(
+            "ERR Can't execute an AOF background rewriting. Please check the server logs for more information.",
+        );
+    }
+    ctx.reply
+        .simple("Background append only file rewriting started");
 }

@@ -85,7 +85,11 @@ fn writes_survive_a_restart_with_their_databases_and_transactions() {
     let dir = common::scratch_dir();
     let server = start_in(&dir, "appendonly yes\nappendfsync always");
     let mut c = common::client(&server);
-    let _: () = redis::cmd("SET").arg("a").arg("1").query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("a")
+        .arg("1")
+        .query(&mut c)
+        .expect("set");
     let _: () = redis::cmd("RPUSH")
         .arg("l")
         .arg(&["x", "y", "z"])
@@ -110,7 +114,11 @@ fn writes_survive_a_restart_with_their_databases_and_transactions() {
         .query(&mut c)
         .expect("multi");
     let _: () = redis::cmd("SELECT").arg(3).query(&mut c).expect("select");
-    let _: () = redis::cmd("SET").arg("in3").arg("x").query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("in3")
+        .arg("x")
+        .query(&mut c)
+        .expect("set");
     let _: i64 = redis::cmd("PUBLISH")
         .arg("chan")
         .arg("msg")
@@ -123,8 +131,14 @@ fn writes_survive_a_restart_with_their_databases_and_transactions() {
     let incr = std::fs::read(&incr_files(&dir)[0]).expect("incr file");
     let text = String::from_utf8_lossy(&incr);
     assert!(text.contains("MULTI") && text.contains("EXEC"), "{text}");
-    assert!(text.contains("PXAT"), "SET EX is written with an absolute deadline: {text}");
-    assert!(!text.contains("PUBLISH"), "PUBLISH is not persisted: {text}");
+    assert!(
+        text.contains("PXAT"),
+        "SET EX is written with an absolute deadline: {text}"
+    );
+    assert!(
+        !text.contains("PUBLISH"),
+        "PUBLISH is not persisted: {text}"
+    );
 
     let server = start_in(&dir, "appendonly yes");
     let mut c = common::client(&server);
@@ -157,15 +171,25 @@ fn redis_check_aof_accepts_our_files_before_and_after_a_rewrite() {
             .output()
             .expect("runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success() && text.contains("All AOF files and manifest are valid"), "{text}");
+        assert!(
+            out.status.success() && text.contains("All AOF files and manifest are valid"),
+            "{text}"
+        );
     };
     // Written before each reply: the file is complete once the client has its answers.
     check();
     let reply: String = redis::cmd("BGREWRITEAOF").query(&mut c).expect("rewrite");
     assert_eq!(reply, "Background append only file rewriting started");
     assert!(wait_rewrite_done(&mut c));
-    assert_eq!(info_field(&mut c, "aof_last_bgrewrite_status").as_deref(), Some("ok"));
-    let _: () = redis::cmd("SET").arg("after").arg("1").query(&mut c).expect("set");
+    assert_eq!(
+        info_field(&mut c, "aof_last_bgrewrite_status").as_deref(),
+        Some("ok")
+    );
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut c)
+        .expect("set");
     check();
     assert_eq!(
         manifest(&dir),
@@ -182,14 +206,22 @@ fn a_rewrite_under_writes_loses_nothing_in_either_base_format() {
         let server = start_in(&dir, &conf);
         let mut c = common::client(&server);
         for i in 0..2000 {
-            let _: () = redis::cmd("SET").arg(format!("k{i}")).arg(i).query(&mut c).expect("set");
+            let _: () = redis::cmd("SET")
+                .arg(format!("k{i}"))
+                .arg(i)
+                .query(&mut c)
+                .expect("set");
         }
         let _: () = redis::cmd("ZADD")
             .arg("z")
             .arg(&["1.5", "a", "-2", "b", "inf", "c"])
             .query(&mut c)
             .expect("zadd");
-        let _: () = redis::cmd("SADD").arg("s").arg(&["m1", "m2"]).query(&mut c).expect("sadd");
+        let _: () = redis::cmd("SADD")
+            .arg("s")
+            .arg(&["m1", "m2"])
+            .query(&mut c)
+            .expect("sadd");
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
             let stop = stop.clone();
@@ -199,8 +231,15 @@ fn a_rewrite_under_writes_loses_nothing_in_either_base_format() {
                 let mut w = client.get_connection().expect("conn");
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) && n < 200_000 {
-                    let _: () = redis::cmd("INCR").arg("counter").query(&mut w).expect("incr");
-                    let _: () = redis::cmd("RPUSH").arg("list").arg(n).query(&mut w).expect("rpush");
+                    let _: () = redis::cmd("INCR")
+                        .arg("counter")
+                        .query(&mut w)
+                        .expect("incr");
+                    let _: () = redis::cmd("RPUSH")
+                        .arg("list")
+                        .arg(n)
+                        .query(&mut w)
+                        .expect("rpush");
                     n += 1;
                 }
             })
@@ -214,7 +253,8 @@ fn a_rewrite_under_writes_loses_nothing_in_either_base_format() {
         let before = digest(&mut c);
         let base = if preamble == "yes" { "rdb" } else { "aof" };
         assert!(
-            manifest(&dir).starts_with(&format!("file appendonly.aof.2.base.{base} seq 2 type b\n")),
+            manifest(&dir)
+                .starts_with(&format!("file appendonly.aof.2.base.{base} seq 2 type b\n")),
             "{}",
             manifest(&dir)
         );
@@ -232,7 +272,11 @@ fn appendonly_switched_on_and_off_at_run_time() {
     let dir = common::scratch_dir();
     let server = start_in(&dir, "appendonly no");
     let mut c = common::client(&server);
-    let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c)
+        .expect("set");
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("appendonly")
@@ -241,7 +285,11 @@ fn appendonly_switched_on_and_off_at_run_time() {
         .expect("config set");
     assert_eq!(info_field(&mut c, "aof_enabled").as_deref(), Some("1"));
     assert!(wait_rewrite_done(&mut c), "the first rewrite ends");
-    let _: () = redis::cmd("SET").arg("during").arg("2").query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("during")
+        .arg("2")
+        .query(&mut c)
+        .expect("set");
     assert_eq!(
         manifest(&dir),
         "file appendonly.aof.1.base.rdb seq 1 type b\nfile appendonly.aof.1.incr.aof seq 1 type i\n"
@@ -252,8 +300,16 @@ fn appendonly_switched_on_and_off_at_run_time() {
         .arg("no")
         .query(&mut c)
         .expect("config set");
-    assert!(common::wait_until(10, || info_field(&mut c, "aof_current_size").is_none()));
-    let _: () = redis::cmd("SET").arg("after").arg("3").query(&mut c).expect("set");
+    assert!(common::wait_until(10, || info_field(
+        &mut c,
+        "aof_current_size"
+    )
+    .is_none()));
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("3")
+        .query(&mut c)
+        .expect("set");
     drop(c);
     server.shutdown();
     let server = start_in(&dir, "appendonly yes");
@@ -261,7 +317,11 @@ fn appendonly_switched_on_and_off_at_run_time() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
     let mut keys = keys;
     keys.sort();
-    assert_eq!(keys, ["before", "during"], "what was written while it was on");
+    assert_eq!(
+        keys,
+        ["before", "during"],
+        "what was written while it was on"
+    );
     server.shutdown();
 }
 
@@ -312,7 +372,8 @@ fn damage_in_the_middle_is_refused_with_the_file_and_offset() {
         .err()
         .expect("refused");
     assert!(
-        err.contains("Bad file format") && err.contains("appendonly.aof.1.incr.aof")
+        err.contains("Bad file format")
+            && err.contains("appendonly.aof.1.incr.aof")
             && err.contains(&format!("offset {at}")),
         "{err}"
     );
@@ -321,8 +382,11 @@ fn damage_in_the_middle_is_refused_with_the_file_and_offset() {
     let err = try_start_in(&dir, "appendonly yes").err().expect("refused");
     assert!(err.contains("Unknown command 'NOSUCHC'"), "{err}");
     // A manifest Redis would refuse is refused with Redis' reason.
-    std::fs::write(aof_dir(&dir).join("appendonly.aof.manifest"), "file a seq 1 type x\n")
-        .expect("manifest");
+    std::fs::write(
+        aof_dir(&dir).join("appendonly.aof.manifest"),
+        "file a seq 1 type x\n",
+    )
+    .expect("manifest");
     let err = try_start_in(&dir, "appendonly yes").err().expect("refused");
     assert!(err.contains("Unknown AOF file type"), "{err}");
 }
@@ -353,15 +417,32 @@ fn debug_loadaof_reads_back_what_it_wrote() {
     let server = start_in(&dir, "appendonly yes");
     let mut c = common::client(&server);
     for i in 0..100 {
-        let _: () = redis::cmd("SADD").arg(format!("s{}", i % 5)).arg(i).query(&mut c).expect("sadd");
+        let _: () = redis::cmd("SADD")
+            .arg(format!("s{}", i % 5))
+            .arg(i)
+            .query(&mut c)
+            .expect("sadd");
     }
     let before = digest(&mut c);
-    let _: () = redis::cmd("DEBUG").arg("LOADAOF").query(&mut c).expect("loadaof");
+    let _: () = redis::cmd("DEBUG")
+        .arg("LOADAOF")
+        .query(&mut c)
+        .expect("loadaof");
     assert_eq!(digest(&mut c), before);
     // Replaying appended nothing.
-    let size = std::fs::metadata(&incr_files(&dir)[0]).map(|m| m.len()).unwrap_or(0);
-    let _: () = redis::cmd("DEBUG").arg("LOADAOF").query(&mut c).expect("loadaof");
-    assert_eq!(std::fs::metadata(&incr_files(&dir)[0]).map(|m| m.len()).unwrap_or(0), size);
+    let size = std::fs::metadata(&incr_files(&dir)[0])
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let _: () = redis::cmd("DEBUG")
+        .arg("LOADAOF")
+        .query(&mut c)
+        .expect("loadaof");
+    assert_eq!(
+        std::fs::metadata(&incr_files(&dir)[0])
+            .map(|m| m.len())
+            .unwrap_or(0),
+        size
+    );
     server.shutdown();
 }
 
@@ -421,10 +502,16 @@ fn kill_9_under_load_loses_no_acknowledged_write() {
         );
         for (w, count) in acked.iter_mut().enumerate() {
             let n = *count;
-            let got: Option<u64> = redis::cmd("GET").arg(format!("w{w}")).query(&mut c).expect("get");
+            let got: Option<u64> = redis::cmd("GET")
+                .arg(format!("w{w}"))
+                .query(&mut c)
+                .expect("get");
             let got = got.unwrap_or(0);
             // One INCR may have been applied and written without its reply arriving.
-            assert!(got == n || got == n + 1, "run {run}: writer {w} acked {n}, found {got}");
+            assert!(
+                got == n || got == n + 1,
+                "run {run}: writer {w} acked {n}, found {got}"
+            );
             *count = got;
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -434,7 +521,9 @@ fn kill_9_under_load_loses_no_acknowledged_write() {
                 let stop = stop.clone();
                 std::thread::spawn(move || {
                     let mut n = 0u64;
-                    let Ok(mut c) = client.get_connection() else { return n };
+                    let Ok(mut c) = client.get_connection() else {
+                        return n;
+                    };
                     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
                     while !stop.load(Ordering::Relaxed) {
                         match redis::cmd("INCR").arg(format!("w{w}")).query::<u64>(&mut c) {
@@ -460,11 +549,19 @@ fn kill_9_under_load_loses_no_acknowledged_write() {
     assert!(common::wait_port(port, 30));
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
     let mut c = client.get_connection().expect("conn");
-    assert!(common::wait_until(30, || redis::cmd("PING").query::<String>(&mut c).is_ok()));
+    assert!(common::wait_until(30, || redis::cmd("PING")
+        .query::<String>(&mut c)
+        .is_ok()));
     for (w, &n) in acked.iter().enumerate() {
-        let got: Option<u64> = redis::cmd("GET").arg(format!("w{w}")).query(&mut c).expect("get");
+        let got: Option<u64> = redis::cmd("GET")
+            .arg(format!("w{w}"))
+            .query(&mut c)
+            .expect("get");
         let got = got.unwrap_or(0);
-        assert!(got == n || got == n + 1, "writer {w} acked {n}, found {got}");
+        assert!(
+            got == n || got == n + 1,
+            "writer {w} acked {n}, found {got}"
+        );
     }
     assert!(acked.iter().sum::<u64>() > 0, "the writers wrote");
     let _ = child.kill();

@@ -1,0 +1,68 @@
+"""Process helpers shared by the scripts here: servers on free ports of 127.0.0.1 in
+temp directories, Pss summed over a process tree, and cleanup of what was started."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+procs = []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(binary, extra):
+    port = free_port()
+    d = tempfile.mkdtemp()
+    p = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", d, "--enable-debug-command", "yes", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(p)
+    c = redis.Redis(port=port, socket_timeout=60)
+    for _ in range(200):
+        try:
+            c.ping()
+            return p, port, c
+        except redis.exceptions.RedisError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{binary} did not start")
+
+
+def tree(pid):
+    out = [pid]
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                for child in f.read().split():
+                    out.extend(tree(int(child)))
+        except OSError:
+            pass
+    return out
+
+
+def pss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def stop(p):
+    p.kill()
+    p.wait()
