@@ -165,7 +165,7 @@ pub static PARAMS: &[ParamSpec] = &[
         Kind::ClientOutputBufferLimit,
         true,
     ),
-    // RDB persistence: see carmine-server's persistence module. AOF is not built yet.
+    // RDB persistence: see carmine-server's persistence module.
     p("save", "3600 1 300 100 60 10000", Kind::Save, true),
     // `host port`: the server starts as a replica of it (REPLICAOF at run time).
     p("replicaof", "", Kind::List, false),
@@ -174,8 +174,34 @@ pub static PARAMS: &[ParamSpec] = &[
     p("rdbchecksum", "yes", Kind::Bool, true),
     p("rdb-save-incremental-fsync", "yes", Kind::Bool, true),
     p("stop-writes-on-bgsave-error", "yes", Kind::Bool, true),
+    // The append-only file: see carmine-server's aof module.
     p("appendonly", "no", Kind::Bool, true),
     p("appendfsync", "everysec", Kind::Enum(APPENDFSYNC), true),
+    p("appenddirname", "appendonlydir", Kind::Str, false),
+    p("appendfilename", "appendonly.aof", Kind::Str, false),
+    p("aof-disable-auto-gc", "no", Kind::Bool, true),
+    p("aof-load-truncated", "yes", Kind::Bool, true),
+    p("aof-rewrite-incremental-fsync", "yes", Kind::Bool, true),
+    p("aof-timestamp-enabled", "no", Kind::Bool, true),
+    p("aof-use-rdb-preamble", "yes", Kind::Bool, true),
+    p("no-appendfsync-on-rewrite", "no", Kind::Bool, true),
+    p(
+        "auto-aof-rewrite-min-size",
+        "67108864",
+        Kind::Memory {
+            max: i64::MAX as u64,
+        },
+        true,
+    ),
+    p(
+        "auto-aof-rewrite-percentage",
+        "100",
+        Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        true,
+    ),
     p("maxmemory", "0", Kind::Memory { max: u64::MAX }, true),
     p("maxmemory-policy", "noeviction", Kind::Enum(POLICIES), true),
     p("notify-keyspace-events", "", Kind::KeyspaceEvents, true),

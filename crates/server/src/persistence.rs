@@ -95,7 +95,13 @@ fn write_file(
     let path = dump_path(shared);
     let tmp = path.with_file_name(format!("temp-{}.rdb", std::process::id()));
     let result = (|| {
-        let stats = write_snapshot(shared, snap, &tmp, &aux_fields(shared, repl))?;
+        let stats = write_snapshot(
+            shared,
+            snap,
+            &tmp,
+            &aux_fields(shared, repl),
+            shared.config.get_bool("rdb-save-incremental-fsync"),
+        )?;
         std::fs::rename(&tmp, &path)?;
         sync_dir_of(&path);
         Ok(stats)
@@ -117,17 +123,19 @@ pub(crate) fn sync_dir_of(path: &std::path::Path) {
 
 /// Writes a begun snapshot as an RDB file at `path` and fsyncs it (the caller renames
 /// it into place). An AOF rewrite writes its base the same way.
+/// `incremental_fsync`: hand pages to the disk as the file grows (see IncrementalSync).
 pub(crate) fn write_snapshot(
     shared: &Shared,
     snap: Snapshot,
     path: &std::path::Path,
     aux: &[(&'static str, Vec<u8>)],
+    incremental_fsync: bool,
 ) -> io::Result<SnapshotStats> {
     let file = IncrementalSync {
         file: std::fs::File::create(path)?,
         written: 0,
         synced: 0,
-        enabled: shared.config.get_bool("rdb-save-incremental-fsync"),
+        enabled: incremental_fsync,
     };
     // 256 KiB per write(2): the kernel does not preempt a thread inside a syscall
     // (PREEMPT_NONE kernels), so smaller writes bound how long the walk can hold a
