@@ -1,5 +1,5 @@
 //! Parameters a Redis 7.0 redis.conf may set that drive features Carmine does not have
-//! yet (replication, Cluster, AOF, TLS, ACL files, active defrag, slowlog, ...), or that
+//! yet (replication, Cluster, TLS, ACL files, active defrag, slowlog, ...), or that
 //! only tune Redis' own machinery (jemalloc, lazyfree, rehashing, process titles).
 //!
 //! They are accepted so that an existing redis.conf (Debian's default sets 44 of them)

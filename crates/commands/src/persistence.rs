@@ -39,6 +39,9 @@ pub trait AppendOnly: Send + Sync {
     fn reload(&self, shared: &Shared) -> Result<(), String>;
     /// DEBUG AOF-FLUSH-SLEEP: each write of the file first sleeps this long.
     fn set_flush_sleep(&self, micros: u64);
+    /// CONFIG SET changed `appendonly`: switch now, as Redis does (a rewrite starts).
+    /// Errors are Redis' reasons for refusing the change.
+    fn appendonly_changed(&self, shared: &Shared) -> Result<(), String>;
 }
 
 /// Why a RESTORE payload was refused: its envelope (length, version, checksum), or the

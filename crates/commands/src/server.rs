@@ -766,6 +766,15 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 }
             }
             ctx.shared.sync_config();
+            if changes.iter().any(|(n, _)| n == "appendonly") {
+                if let Some(aof) = ctx.shared.append_only.get() {
+                    if let Err(e) = aof.appendonly_changed(ctx.shared) {
+                        return ctx.error(&format!(
+                            "ERR CONFIG SET failed (possibly related to argument 'appendonly') - {e}"
+                        ));
+                    }
+                }
+            }
             ctx.reply.ok();
         }
         b"resetstat" if argc == 2 => {

@@ -562,6 +562,9 @@ impl EventLoop {
     }
 
     fn on_writable(&mut self, t: usize) {
+        // Replies of this turn may be among what goes out now, before the before-sleep
+        // phase: the AOF must hold their writes first (Redis' fsync-always barrier).
+        crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
         self.flush(t);
         // Output drained below the pause mark: continue with buffered commands.
         let resume = self
@@ -685,6 +688,7 @@ impl EventLoop {
     }
 
     fn close_all(&mut self) {
+        crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
         for t in 0..self.conns.len() {
             self.flush(t);
             self.close(t);

@@ -395,26 +395,18 @@ impl AppendOnly {
     /// CONFIG SET appendonly yes: writes go to a temp incr file while the first rewrite
     /// writes the base; the AOF is on when it ends.
     fn switch_on(&self, shared: &Shared) {
-        let dir = aof_dir(shared);
-        let temp = dir.join(carmine_aof::temp_incr_name(&file_name(shared)));
-        let opened = std::fs::create_dir_all(&dir).and_then(|()| Self::open_append(&temp, true));
-        match opened {
-            Ok(f) => {
-                // The manifest on disk stays as the last run left it until the rewrite.
-                let manifest = Self::read_manifest(shared).unwrap_or_default();
-                let mut files = self.files.lock();
-                files.manifest = manifest;
-                files.file = Some(Arc::new(f));
-                drop(files);
-                self.pending.lock().selected = None;
-                self.state.store(WAIT_REWRITE, Ordering::Release);
-                self.rewrite_scheduled.store(true, Ordering::Release);
-            }
-            Err(e) => log::warning(&format!(
-                "Redis needs to enable the AOF but can't open {}: {e}",
-                temp.display()
-            )),
-        }
+        // No file yet: what is written before the rewrite's snapshot begins is in the
+        // snapshot, so it is dropped here (the first rewrite opens the temp incr file
+        // at the snapshot's point). The manifest on disk stays as the last run left it
+        // until that rewrite ends.
+        let manifest = Self::read_manifest(shared).unwrap_or_default();
+        let mut files = self.files.lock();
+        files.manifest = manifest;
+        files.file = None;
+        drop(files);
+        self.pending.lock().selected = None;
+        self.state.store(WAIT_REWRITE, Ordering::Release);
+        self.rewrite_scheduled.store(true, Ordering::Release);
     }
 
     /// A replica replaced its dataset with its master's snapshot: the AOF is started
@@ -538,7 +530,9 @@ impl carmine_commands::AppendOnly for AppendOnly {
              aof_rewrites_consecutive_failures:{}\r\naof_last_write_status:{}\r\n\
              aof_last_cow_size:0\r\nmodule_fork_in_progress:0\r\nmodule_fork_last_cow_size:0\r\n",
             u8::from(wanted),
-            u8::from(rewriting),
+            // Prepared and about to switch counts as in progress: a client waiting for
+            // the rewrite to end must not see it as over before it began.
+            u8::from(rewriting || self.starting.load(Ordering::Acquire)),
             u8::from(self.rewrite_scheduled.load(Ordering::Acquire) || (wanted && state == OFF)),
             self.last_rewrite_secs.load(Ordering::Relaxed),
             if rewriting { current } else { -1 },
@@ -602,5 +596,34 @@ impl carmine_commands::AppendOnly for AppendOnly {
 
     fn set_flush_sleep(&self, micros: u64) {
         self.flush_sleep_us.store(micros, Ordering::Relaxed);
+    }
+
+    fn appendonly_changed(&self, shared: &Shared) -> Result<(), String> {
+        let wanted = shared.config.get_bool("appendonly");
+        let state = self.state.load(Ordering::Acquire);
+        if !wanted && state != OFF {
+            self.stop();
+            log::notice("The append only file is switched off (CONFIG SET appendonly no)");
+        } else if wanted && state == OFF {
+            self.switch_on(shared);
+            let me = crate::replication::ReplicationStream::of(shared)
+                .and_then(|s| s.append_only_arc().cloned());
+            let busy = shared.persist.bgsave_in_progress.load(Ordering::Acquire);
+            match me {
+                // Another snapshot runs: the cron starts the rewrite when it ends.
+                Some(_) if busy => log::warning(
+                    "AOF was enabled but there is already another background operation. An AOF background was scheduled to start when possible.",
+                ),
+                Some(me) => {
+                    if let Err(e) = me.start_in_background(shared) {
+                        log::warning(&format!(
+                            "Redis needs to enable the AOF but can't trigger a background AOF rewrite operation: {e}"
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
     }
 }

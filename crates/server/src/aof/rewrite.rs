@@ -384,10 +384,9 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 fn bgrewriteaof(ctx: &mut Ctx<'_, '_>) {
-    let Some(stream) = crate::replication::ReplicationStream::of(ctx.shared) else {
-        return ctx.error("ERR the append-only file is not available on this server");
-    };
-    let (Some(aof), Some(owned)) = (stream.append_only_arc().cloned(), stream.owner()) else {
+    let aof = crate::replication::ReplicationStream::of(ctx.shared)
+        .and_then(|s| s.append_only_arc().cloned());
+    let Some(aof) = aof else {
         return ctx.error("ERR the append-only file is not available on this server");
     };
     if aof.rewriting.load(Ordering::Acquire) || aof.starting.load(Ordering::Acquire) {
@@ -405,49 +404,63 @@ fn bgrewriteaof(ctx: &mut Ctx<'_, '_>) {
             .reply
             .simple("Background append only file rewriting scheduled");
     }
-    if aof
-        .starting
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return ctx.error("ERR Background append only file rewriting already in progress");
-    }
-    let prepared = match aof.prepare_rewrite(ctx.shared) {
-        Ok(p) => p,
-        Err(_) => {
-            aof.starting.store(false, Ordering::Release);
-            return ctx.error(
-                "ERR Can't execute an AOF background rewriting. Please check the server logs for more information.",
-            );
+    match aof.start_in_background(ctx.shared) {
+        Ok(()) => ctx.reply.simple("Background append only file rewriting started"),
+        Err(e) if e.contains("already in progress") => {
+            ctx.error("ERR Background append only file rewriting already in progress")
         }
-    };
-    // Shown as scheduled until the switch shows it in progress: never neither.
-    aof.rewrite_scheduled.store(true, Ordering::Release);
-    let starter = aof.clone();
-    let spawned = std::thread::Builder::new()
-        .name("carmine-aofrw-start".into())
-        .spawn(move || {
-            let begun = {
-                let _world = owned.barrier.exclusive();
-                starter.begin_rewrite(&owned, prepared)
-            };
-            if let Err(e) = begun {
-                starter.rewrite_scheduled.store(false, Ordering::Release);
-                log::warning(&format!(
-                    "Can't rewrite append only file in background: {e}"
-                ));
-            }
-            starter.starting.store(false, Ordering::Release);
-        });
-    if spawned.is_err() {
-        aof.rewrite_scheduled.store(false, Ordering::Release);
-        aof.starting.store(false, Ordering::Release);
-        return ctx.error(
+        Err(_) => ctx.error(
             "ERR Can't execute an AOF background rewriting. Please check the server logs for more information.",
-        );
+        ),
     }
-    ctx.reply
-        .simple("Background append only file rewriting started");
+}
+
+impl AppendOnly {
+    /// Starts a rewrite from a command (which cannot stop the world itself): the incr
+    /// file is prepared here, while the loops run, and a thread of its own takes the
+    /// barrier for the switch. Until it has, INFO shows the rewrite in progress.
+    pub(super) fn start_in_background(self: &Arc<Self>, shared: &Shared) -> Result<(), String> {
+        let Some(owned) = self.shared.upgrade() else {
+            return Err("server is shutting down".into());
+        };
+        if self
+            .starting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err("Background append only file rewriting already in progress".into());
+        }
+        let prepared = match self.prepare_rewrite(shared) {
+            Ok(p) => p,
+            Err(e) => {
+                self.starting.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
+        let starter = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("carmine-aofrw-start".into())
+            .spawn(move || {
+                let begun = {
+                    let _world = owned.barrier.exclusive();
+                    starter.begin_rewrite(&owned, prepared)
+                };
+                if let Err(e) = begun {
+                    log::warning(&format!(
+                        "Can't rewrite append only file in background: {e}"
+                    ));
+                    if starter.state.load(Ordering::Acquire) == WAIT_REWRITE {
+                        starter.rewrite_scheduled.store(true, Ordering::Release);
+                    }
+                }
+                starter.starting.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            self.starting.store(false, Ordering::Release);
+            return Err(e.to_string());
+        }
+        Ok(())
+    }
 }
 
 /// An incr file made ready for a rewrite (see `prepare_rewrite`).
