@@ -77,6 +77,10 @@ pub struct AppendOnly {
     consecutive_failures: AtomicU64,
     write_error: Mutex<Option<String>>,
     fsync_in_progress: AtomicBool,
+    /// Since when writes wait for a slow background fsync (see `postpone_for_fsync`).
+    postponed_since: Mutex<Option<Instant>>,
+    /// INFO's `aof_delayed_fsync`.
+    delayed_fsync: AtomicU64,
     /// DEBUG AOF-FLUSH-SLEEP, in microseconds.
     flush_sleep_us: AtomicU64,
     last_fsync: Mutex<Instant>,
@@ -161,6 +165,8 @@ impl AppendOnly {
             consecutive_failures: AtomicU64::new(0),
             write_error: Mutex::new(None),
             fsync_in_progress: AtomicBool::new(false),
+            postponed_since: Mutex::new(None),
+            delayed_fsync: AtomicU64::new(0),
             flush_sleep_us: AtomicU64::new(0),
             last_fsync: Mutex::new(Instant::now()),
             rewrite_base_size: AtomicU64::new(0),
@@ -236,7 +242,37 @@ impl AppendOnly {
         }
         let policy = policy_of(shared);
         aof.policy.store(policy, Ordering::Relaxed);
+        if policy == FSYNC_EVERYSEC && aof.postpone_for_fsync() {
+            return;
+        }
         aof.write_pending(policy == FSYNC_ALWAYS && fsync_allowed(shared));
+    }
+
+    /// Redis' rule for a slow disk with `everysec`: while the background fsync runs, a
+    /// write(2) to the same file would wait for it, so writes are postponed, up to two
+    /// seconds; past that they go ahead and `aof_delayed_fsync` counts it. Meanwhile
+    /// replies go out unwritten, the price `everysec` documents.
+    fn postpone_for_fsync(&self) -> bool {
+        // The fsync thread clears `postponed_since` when it ends.
+        if !self.fsync_in_progress.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut since = self.postponed_since.lock();
+        match *since {
+            None => {
+                *since = Some(Instant::now());
+                true
+            }
+            Some(t) if t.elapsed() < Duration::from_secs(2) => true,
+            Some(_) => {
+                *since = None;
+                self.delayed_fsync.fetch_add(1, Ordering::Relaxed);
+                log::notice(
+                    "Asynchronous AOF fsync is taking too long (disk is busy?). Writing the AOF buffer without waiting for fsync to complete, this may slow down Redis.",
+                );
+                false
+            }
+        }
     }
 
     /// Writes what is pending to the incr file, in order (the files lock is the
@@ -332,6 +368,7 @@ impl AppendOnly {
                         Err(e) => log::warning(&format!("Fail to fsync the AOF file: {e}")),
                     }
                 }
+                *me.postponed_since.lock() = None;
                 me.fsync_in_progress.store(false, Ordering::Release);
             });
         if spawned.is_err() {
@@ -553,12 +590,13 @@ impl carmine_commands::AppendOnly for AppendOnly {
             let _ = write!(
                 out,
                 "aof_current_size:{}\r\naof_base_size:{}\r\naof_pending_rewrite:{}\r\n\
-                 aof_buffer_length:{}\r\naof_pending_bio_fsync:{}\r\naof_delayed_fsync:0\r\n",
+                 aof_buffer_length:{}\r\naof_pending_bio_fsync:{}\r\naof_delayed_fsync:{}\r\n",
                 self.current_size.load(Ordering::Relaxed),
                 self.base_size.load(Ordering::Relaxed),
                 u8::from(self.rewrite_scheduled.load(Ordering::Acquire)),
                 self.pending.lock().bytes.len(),
                 u8::from(self.fsync_in_progress.load(Ordering::Acquire)),
+                self.delayed_fsync.load(Ordering::Relaxed),
             );
         }
     }
