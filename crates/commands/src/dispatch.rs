@@ -301,7 +301,7 @@ fn dispatch(
             })
     };
     // A paused client's MULTI body waits too.
-    if !session.master_link && !session.replica_feed {
+    if !session.master_link && !session.replica_feed && !session.in_script {
         let may_write = |s: &CommandSpec| s.has(flags::WRITE) || s.has(flags::MAY_REPLICATE);
         if shared
             .pause
@@ -517,6 +517,17 @@ fn run<'q>(
                 // but is no write: Redis does not propagate it either).
                 Some(unit) => {
                     unit_ops(effects, args, db, dirty > 0 && spec.has(flags::WRITE), unit)
+                }
+                None if session.in_script => {
+                    // A script's effects reach the stream together when it ends, as one
+                    // MULTI/EXEC (the world is stopped meanwhile: nothing comes between).
+                    let replays = dirty > 0 && spec.has(flags::WRITE);
+                    let mut ops = Vec::new();
+                    unit_ops(effects, args, db, replays, &mut ops);
+                    session.script_effects.extend(ops.into_iter().map(|o| {
+                        let argv = (0..o.argv.len()).map(|i| o.argv.get(i).to_vec()).collect();
+                        (o.db, argv)
+                    }));
                 }
                 None => {
                     let replays = dirty > 0 && spec.has(flags::WRITE);

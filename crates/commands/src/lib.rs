@@ -38,6 +38,7 @@ pub mod pause;
 pub mod persistence;
 pub mod propagate;
 pub mod pubsub;
+pub mod scripting;
 pub mod server;
 mod set;
 pub mod state;
@@ -73,5 +74,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(geo::commands());
     specs.extend(hyperloglog::commands());
     specs.extend(persistence::commands());
+    specs.extend(scripting::commands());
     CommandTable::new(specs)
 }

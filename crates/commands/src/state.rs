@@ -298,6 +298,8 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// RDB persistence, installed by the server (none when embedded without files).
     pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
+    /// Lua scripts and the state that runs them (EVAL, SCRIPT).
+    pub scripts: crate::scripting::Scripts,
     /// The append-only file, installed by the server.
     pub append_only: std::sync::OnceLock<Arc<dyn crate::persistence::AppendOnly>>,
     /// The replication stream's writer, installed by the server.
@@ -380,6 +382,7 @@ impl Shared {
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
+            scripts: crate::scripting::Scripts::default(),
             append_only: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
@@ -592,6 +595,11 @@ pub struct Session {
     /// Its caller holds the world stopped (DEBUG LOADAOF replays under it): commands
     /// run without taking the barrier.
     pub world_held: bool,
+    /// Runs a script's `redis.call`s: never held by a client pause (the script was
+    /// admitted as a whole).
+    pub in_script: bool,
+    /// A script's effects so far (database, command), propagated as one unit at its end.
+    pub script_effects: Vec<(usize, Vec<Vec<u8>>)>,
     /// On the master link: the master's stream offset just past the command being
     /// applied (see `Shared::master_stream_applied`).
     pub stream_offset_after: Option<u64>,
@@ -632,6 +640,8 @@ impl Session {
             master_link: false,
             replaying: false,
             world_held: false,
+            in_script: false,
+            script_effects: Vec::new(),
             stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,

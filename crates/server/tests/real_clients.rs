@@ -225,6 +225,31 @@ for proto in (2, 3):
     r.config_set("notify-keyspace-events", "")
     assert r.pfadd("hll%d" % proto, *["e%d" % i for i in range(1000)]) == 1
     assert 980 <= r.pfcount("hll%d" % proto) <= 1020
+# Scripts: register_script (EVALSHA, loading on NOSCRIPT) and the Lock built on them.
+r = redis.Redis(port=port, password="pw", decode_responses=True, socket_timeout=10)
+r.script_flush()
+double = r.register_script("return tonumber(ARGV[1]) * 2")
+assert double(args=[21]) == 42
+import threading
+held = []
+def worker(n):
+    for _ in range(20):
+        with r.lock("py-lock", timeout=5, blocking_timeout=10):
+            held.append(n)
+            v = int(r.get("locked-counter") or 0)
+            r.set("locked-counter", v + 1)
+            held.remove(n)
+            assert not held, held
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert int(r.get("locked-counter")) == 80
+lock = r.lock("py-lock2", timeout=1)
+assert lock.acquire(blocking=False)
+assert lock.extend(5)
+assert r.pttl("py-lock2") > 4000
+lock.release()
+assert r.get("py-lock2") is None
 print("redis-py ok")
 "#;
     let out = Command::new("timeout")

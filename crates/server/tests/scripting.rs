@@ -1,0 +1,278 @@
+//! Lua scripting against a real server: EVAL and EVALSHA replies and errors as Redis
+//! writes them, the script cache, atomicity against writers on other event loops, and a
+//! script's effects reaching the AOF and a replica as one MULTI/EXEC.
+
+mod common;
+
+use std::time::Duration;
+
+fn eval<T: redis::FromRedisValue>(
+    c: &mut redis::Connection,
+    script: &str,
+    keys: &[&str],
+    args: &[&str],
+) -> redis::RedisResult<T> {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+    cmd.query(c)
+}
+
+#[test]
+fn replies_convert_as_redis_converts_them() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    assert_eq!(
+        eval::<i64>(&mut c, "return 1 + 1", &[], &[]).expect("eval"),
+        2
+    );
+    assert_eq!(
+        eval::<i64>(&mut c, "return 3.99", &[], &[]).expect("eval"),
+        3
+    );
+    let _: () = eval(
+        &mut c,
+        "return redis.call('set', KEYS[1], ARGV[1])",
+        &["k"],
+        &["v"],
+    )
+    .expect("set");
+    assert_eq!(
+        eval::<String>(&mut c, "return redis.call('get', KEYS[1])", &["k"], &[]).expect("get"),
+        "v"
+    );
+    let v: redis::Value = eval(&mut c, "return {1, 'two', {3}, nil, 5}", &[], &[]).expect("table");
+    assert_eq!(
+        v,
+        redis::Value::Array(vec![
+            redis::Value::Int(1),
+            redis::Value::BulkString(b"two".to_vec()),
+            redis::Value::Array(vec![redis::Value::Int(3)]),
+        ]),
+        "an array stops at its first nil"
+    );
+    let v: redis::Value = eval(&mut c, "return {true, false}", &[], &[]).expect("booleans");
+    assert_eq!(
+        v,
+        redis::Value::Array(vec![redis::Value::Int(1), redis::Value::Nil])
+    );
+    let v: redis::Value =
+        eval(&mut c, "return redis.status_reply('FINE')", &[], &[]).expect("status");
+    assert_eq!(v, redis::Value::SimpleString("FINE".into()));
+    let missing: String = eval(
+        &mut c,
+        "return tostring(redis.call('get', 'nokey'))",
+        &[],
+        &[],
+    )
+    .expect("nil");
+    assert_eq!(missing, "false", "a nil bulk is false in Lua");
+    let arr: Vec<String> = eval(
+        &mut c,
+        "return {KEYS[1], KEYS[2], ARGV[1]}",
+        &["a", "b"],
+        &["x"],
+    )
+    .expect("keys");
+    assert_eq!(arr, ["a", "b", "x"]);
+    assert_eq!(
+        eval::<String>(&mut c, "return redis.sha1hex('')", &[], &[]).expect("sha"),
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    );
+}
+
+#[test]
+fn errors_read_as_redis_writes_them() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let _: () = redis::cmd("SET")
+        .arg("s")
+        .arg("text")
+        .query(&mut c)
+        .expect("set");
+    let message = |r: redis::RedisResult<redis::Value>| -> String {
+        let e = r.expect_err("an error");
+        format!(
+            "{} {}",
+            e.code().unwrap_or_default(),
+            e.detail().unwrap_or_default()
+        )
+    };
+    let body = "local r = redis.call('incr', 's')\nreturn r";
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(&mut c)
+        .expect("load");
+    assert_eq!(
+        message(eval(&mut c, body, &[], &[])),
+        format!("ERR value is not an integer or out of range script: f_{sha}, on @user_script:1.")
+    );
+    let pcall: String =
+        eval(&mut c, "return redis.pcall('incr', 's')['err']", &[], &[]).expect("pcall");
+    assert_eq!(pcall, "ERR value is not an integer or out of range");
+    assert!(message(eval(&mut c, "return nosuch()", &[], &[]))
+        .starts_with("ERR user_script:1: attempt to call global 'nosuch'"));
+    assert!(message(eval(&mut c, "return x +", &[], &[]))
+        .starts_with("ERR Error compiling script (new function): user_script:1:"));
+    assert_eq!(
+        message(eval(&mut c, "return redis.call('multi')", &[], &[])),
+        "ERR This Redis command is not allowed from script"
+    );
+    assert_eq!(
+        message(eval(&mut c, "return redis.call('nosuchcommand')", &[], &[])),
+        "ERR Unknown Redis command called from script"
+    );
+    assert_eq!(
+        message(eval(
+            &mut c,
+            "return redis.error_reply('MY custom')",
+            &[],
+            &[]
+        )),
+        "MY custom"
+    );
+    let ro: redis::RedisResult<redis::Value> = redis::cmd("EVAL_RO")
+        .arg("return redis.call('set','a','b')")
+        .arg(0)
+        .query(&mut c);
+    assert_eq!(
+        message(ro),
+        "ERR Write commands are not allowed from read-only scripts."
+    );
+    let too_many: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+        .arg("return 1")
+        .arg(5)
+        .arg("a")
+        .query(&mut c);
+    assert_eq!(
+        message(too_many),
+        "ERR Number of keys can't be greater than number of args"
+    );
+}
+
+#[test]
+fn the_script_cache() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 'hi'")
+        .query(&mut c)
+        .expect("load");
+    assert_eq!(
+        sha, "2f31ba2bb6d6a0f42cc159d2e2dad55440778de3",
+        "the body's SHA-1"
+    );
+    let hi: String = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(0)
+        .query(&mut c)
+        .expect("evalsha");
+    assert_eq!(hi, "hi");
+    let upper: String = redis::cmd("EVALSHA")
+        .arg(sha.to_uppercase())
+        .arg(0)
+        .query(&mut c)
+        .expect("evalsha upper");
+    assert_eq!(upper, "hi");
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg("ffff")
+        .query(&mut c)
+        .expect("exists");
+    assert_eq!(exists, [1, 0]);
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("flush");
+    let gone: redis::RedisResult<String> = redis::cmd("EVALSHA").arg(&sha).arg(0).query(&mut c);
+    assert_eq!(
+        gone.err()
+            .and_then(|e| e.code().map(str::to_string))
+            .as_deref(),
+        Some("NOSCRIPT")
+    );
+    // EVAL caches its body too.
+    let _: i64 = eval(&mut c, "return 7", &[], &[]).expect("eval");
+    let seven: i64 = redis::cmd("EVALSHA")
+        .arg("59b6ab2fbe0ee4b25733de0f62e6cda4899ef8e9")
+        .arg(0)
+        .query(&mut c)
+        .expect("cached by EVAL");
+    assert_eq!(seven, 7);
+}
+
+/// Scripts that read and write back run whole: no other client's command lands between
+/// their GET and their SET, on any event loop.
+#[test]
+fn scripts_are_atomic_across_event_loops() {
+    let server = common::start("io-threads 4");
+    let port = server.port();
+    let script = "local v = tonumber(redis.call('get', KEYS[1]) or '0')\nredis.call('set', KEYS[1], v + 1)\nreturn v + 1";
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let client =
+                    redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+                let mut c = client.get_connection().expect("conn");
+                for _ in 0..500 {
+                    let _: i64 = eval(&mut c, script, &["counter"], &[]).expect("eval");
+                    let _: i64 = redis::cmd("INCR").arg("other").query(&mut c).expect("incr");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let mut c = common::client(&server);
+    let n: i64 = redis::cmd("GET").arg("counter").query(&mut c).expect("get");
+    assert_eq!(n, 2000, "no increment lost between a script's GET and SET");
+}
+
+#[test]
+fn a_scripts_effects_reach_the_aof_and_a_replica_as_one_transaction() {
+    let dir = common::scratch_dir();
+    let master = common::start(&format!(
+        "appendonly yes\ndir {}\nrepl-diskless-sync-delay 0",
+        dir.display()
+    ));
+    let mut m = common::client(&master);
+    let replica = common::start(&format!("replicaof 127.0.0.1 {}", master.port()));
+    let mut r = common::client(&replica);
+    assert!(common::wait_until(30, || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut r)
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    }));
+    let out: i64 = eval(&mut m, "redis.call('set', KEYS[1], '10')\nredis.call('incrby', KEYS[1], 5)\nreturn redis.call('incr', KEYS[1])", &["sk"], &[]).expect("eval");
+    assert_eq!(out, 16);
+    assert!(common::wait_until(10, || {
+        redis::cmd("GET")
+            .arg("sk")
+            .query::<Option<String>>(&mut r)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("16")
+    }));
+    let incr = std::fs::read_dir(dir.join("appendonlydir"))
+        .expect("aof dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .expect("incr file");
+    let text = String::from_utf8_lossy(&std::fs::read(incr).expect("read")).replace("\r\n", " ");
+    assert!(
+        text.contains("MULTI")
+            && text.contains("set $2 sk $2 10")
+            && text.contains("incrby")
+            && text.contains("EXEC"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(10));
+    replica.shutdown();
+    master.shutdown();
+}
