@@ -359,6 +359,10 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     session.select(ctx.session.db);
     session.world_held = true;
     session.in_script = true;
+    // A script our master sent, or the AOF replays, writes as its caller does: no
+    // read-only refusal, and (replaying) nothing recorded again.
+    session.master_link = ctx.session.master_link;
+    session.replaying = ctx.session.replaying;
     let outcome = call_script(
         vm,
         shared,
