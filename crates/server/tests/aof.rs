@@ -15,14 +15,7 @@ use carmine_server::Server;
 
 /// An embedded server whose files live in `dir`.
 fn start_in(dir: &Path, extra: &str) -> Server {
-    let config = Config::new();
-    config
-        .load_text(&format!(
-            "port 0\nbind 127.0.0.1\nio-threads 2\nsave \"\"\ndir {}\n{extra}\n",
-            dir.display()
-        ))
-        .expect("test config is valid");
-    Server::start(config).expect("server starts")
+    try_start_in(dir, extra).expect("server starts")
 }
 
 fn try_start_in(dir: &Path, extra: &str) -> Result<Server, String> {

@@ -37,15 +37,7 @@ impl AppendOnly {
                     && manifest.base.as_ref().is_some_and(|b| b.name == name)
                     && !dir.join(&name).exists()))
         {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "Can't open or create append-only dir {}: {e}",
-                        dir.display()
-                    ),
-                )
-            })?;
+            create_aof_dir(&dir)?;
             manifest.adopt_single_file(&name);
             Self::persist_manifest(shared, &manifest)?;
             std::fs::rename(&single, dir.join(&name))?;
@@ -160,15 +152,7 @@ impl AppendOnly {
     ) -> io::Result<()> {
         let dir = aof_dir(shared);
         let name = file_name(shared);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "Can't open or create append-only dir {}: {e}",
-                    dir.display()
-                ),
-            )
-        })?;
+        create_aof_dir(&dir)?;
         if manifest.is_empty() {
             let base = manifest.new_base(&name, shared.config.get_bool("aof-use-rdb-preamble"));
             let _world = shared.barrier.exclusive();
@@ -335,4 +319,17 @@ impl Replay {
         self.loaded_before += data.len() as u64;
         Ok(())
     }
+}
+
+/// `appenddirname`, created if missing, with Redis' message when it cannot be.
+fn create_aof_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "Can't open or create append-only dir {}: {e}",
+                dir.display()
+            ),
+        )
+    })
 }
