@@ -333,24 +333,33 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     }
     let numkeys = numkeys as usize;
     let shared = ctx.shared;
-    let (sha, body) = if by_sha {
-        let sha = String::from_utf8_lossy(ctx.arg(1)).to_lowercase();
-        match shared.scripts.bodies.lock().get(&sha) {
-            Some(b) => (sha, b.clone()),
-            None => return ctx.error("NOSCRIPT No matching script. Please use EVAL."),
-        }
+    let sha = if by_sha {
+        String::from_utf8_lossy(ctx.arg(1)).to_lowercase()
     } else {
-        let body = ctx.arg(1).to_vec();
-        (sha1_hex(&body), body)
+        sha1_hex(ctx.arg(1))
     };
     let mut vm_guard = shared.scripts.vm.lock();
-    let vm = match compiled(shared, &mut vm_guard, &sha, &body) {
-        Ok(vm) => vm,
-        Err(e) => return ctx.error(&e),
-    };
-    if !by_sha {
-        shared.scripts.bodies.lock().insert(sha.clone(), body);
+    // Compiled already (the common EVALSHA): no body to look up or copy.
+    let ready = vm_guard.as_ref().is_some_and(|vm| vm.compiled.contains_key(&sha));
+    if !ready {
+        let body = if by_sha {
+            match shared.scripts.bodies.lock().get(&sha) {
+                Some(b) => b.clone(),
+                None => return ctx.error("NOSCRIPT No matching script. Please use EVAL."),
+            }
+        } else {
+            ctx.arg(1).to_vec()
+        };
+        if let Err(e) = compiled(shared, &mut vm_guard, &sha, &body) {
+            return ctx.error(&e);
+        }
+        if !by_sha {
+            shared.scripts.bodies.lock().insert(sha.clone(), body);
+        }
     }
+    let Some(vm) = vm_guard.as_ref() else {
+        return ctx.error("ERR Lua scripting is unavailable");
+    };
     let keys: Vec<Vec<u8>> = (3..3 + numkeys).map(|i| ctx.arg(i).to_vec()).collect();
     let argv: Vec<Vec<u8>> = (3 + numkeys..ctx.args.len())
         .map(|i| ctx.arg(i).to_vec())
