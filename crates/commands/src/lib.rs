@@ -28,6 +28,7 @@ mod config_compat;
 pub mod connection;
 pub mod digest;
 mod dispatch;
+pub mod functions;
 mod geo;
 mod hash;
 mod hyperloglog;
@@ -75,5 +76,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(hyperloglog::commands());
     specs.extend(persistence::commands());
     specs.extend(scripting::commands());
+    specs.extend(functions::commands());
     CommandTable::new(specs)
 }

@@ -27,8 +27,8 @@ pub struct Scripts {
     vm: Mutex<Option<Vm>>,
 }
 
-struct Vm {
-    lua: Lua,
+pub(crate) struct Vm {
+    pub(crate) lua: Lua,
     /// Compiled bodies, by SHA-1.
     compiled: HashMap<String, RegistryKey>,
 }
@@ -43,17 +43,19 @@ const PRELUDE: &str = r#"
 local function err_handler(err)
   if type(err) ~= 'table' then
     local text = tostring(err)
-    local line = string.match(text, '^user_script:(%d+):')
+    local kind, line = string.match(text, '^user_(%a+):(%d+):')
     err = {err = 'ERR ' .. text}
     if line then
-      err['source'] = '@user_script'
+      err['source'] = '@user_' .. kind
       err['line'] = tonumber(line)
     end
   end
   return err
 end
-__carmine_run = function(f)
-  return xpcall(f, err_handler)
+__carmine_run = function(f, ...)
+  local args = {...}
+  local n = select('#', ...)
+  return xpcall(function() return f(unpack(args, 1, n)) end, err_handler)
 end
 redis = {}
 redis.call = function(...)
@@ -102,7 +104,7 @@ dofile = nil
 "#;
 
 impl Vm {
-    fn new(shared: &Shared) -> mlua::Result<Vm> {
+    pub(crate) fn new(shared: &Shared) -> mlua::Result<Vm> {
         let lua = Lua::new_with(
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
             LuaOptions::default(),
@@ -113,9 +115,9 @@ impl Vm {
                 let Some(frame) = lua.inspect_stack(level) else {
                     break;
                 };
-                let is_user = frame.source().source.as_deref() == Some("@user_script");
-                if is_user {
-                    return Ok((Some("@user_script".to_string()), Some(frame.curr_line())));
+                let source = frame.source().source.map(|s| s.into_owned());
+                if let Some(source) = source.filter(|s| s.starts_with("@user_")) {
+                    return Ok((Some(source), Some(frame.curr_line())));
                 }
             }
             Ok((None, None))
@@ -311,7 +313,7 @@ fn compiled<'v>(
 }
 
 /// mlua's text for an error, without its traceback.
-fn lua_message(e: &mlua::Error) -> String {
+pub(crate) fn lua_message(e: &mlua::Error) -> String {
     let text = match e {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         mlua::Error::RuntimeError(m) => m.clone(),
@@ -340,7 +342,9 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     };
     let mut vm_guard = shared.scripts.vm.lock();
     // Compiled already (the common EVALSHA): no body to look up or copy.
-    let ready = vm_guard.as_ref().is_some_and(|vm| vm.compiled.contains_key(&sha));
+    let ready = vm_guard
+        .as_ref()
+        .is_some_and(|vm| vm.compiled.contains_key(&sha));
     if !ready {
         let body = if by_sha {
             match shared.scripts.bodies.lock().get(&sha) {
@@ -382,19 +386,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
         &argv,
         read_only,
     );
-    // What the script changed reaches replicas and the AOF as one unit, even when the
-    // script then failed (its writes are not undone, as in Redis).
-    let effects = std::mem::take(&mut session.script_effects);
-    if let (Some(p), false) = (shared.propagating(), effects.is_empty()) {
-        let ops: Vec<crate::propagate::Op<'_>> = effects
-            .into_iter()
-            .map(|(db, argv)| crate::propagate::Op {
-                db,
-                argv: crate::propagate::Argv::Owned(argv),
-            })
-            .collect();
-        p.append(&ops, true);
-    }
+    propagate_effects(shared, &mut session);
     match outcome {
         Ok(reply) => write_lua_reply(ctx.reply, &reply, 0),
         Err(message) => ctx.reply.error(&message),
@@ -420,27 +412,82 @@ fn call_script(
         .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())?;
     let f: mlua::Function = lua.registry_value(key).map_err(fail)?;
     let globals = lua.globals();
-    let strings = |items: &[Vec<u8>]| -> mlua::Result<Table> {
-        let t = lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, item) in items.iter().enumerate() {
-            t.raw_set(i + 1, lua.create_string(item)?)?;
-        }
-        Ok(t)
+    globals
+        .set("KEYS", string_table(lua, keys).map_err(fail)?)
+        .map_err(fail)?;
+    globals
+        .set("ARGV", string_table(lua, argv).map_err(fail)?)
+        .map_err(fail)?;
+    let call = Call {
+        shared,
+        stats,
+        read_only,
     };
-    globals
-        .set("KEYS", strings(keys).map_err(fail)?)
-        .map_err(fail)?;
-    globals
-        .set("ARGV", strings(argv).map_err(fail)?)
-        .map_err(fail)?;
+    invoke(
+        lua,
+        f,
+        MultiValue::new(),
+        &call,
+        session,
+        &format!("f_{sha}"),
+    )
+}
+
+/// What a script or function changed reaches replicas and the AOF as one unit, even
+/// when it then failed (its writes are not undone, as in Redis).
+pub(crate) fn propagate_effects(shared: &Shared, session: &mut Session) {
+    let effects = std::mem::take(&mut session.script_effects);
+    if let (Some(p), false) = (shared.propagating(), effects.is_empty()) {
+        let ops: Vec<crate::propagate::Op<'_>> = effects
+            .into_iter()
+            .map(|(db, argv)| crate::propagate::Op {
+                db,
+                argv: crate::propagate::Argv::Owned(argv),
+            })
+            .collect();
+        p.append(&ops, true);
+    }
+}
+
+/// A Lua table of strings (KEYS, ARGV).
+pub(crate) fn string_table(lua: &Lua, items: &[Vec<u8>]) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(items.len(), 0)?;
+    for (i, item) in items.iter().enumerate() {
+        t.raw_set(i + 1, lua.create_string(item)?)?;
+    }
+    Ok(t)
+}
+
+/// What a script's `redis.pcall` needs besides its session.
+pub(crate) struct Call<'a> {
+    pub shared: &'a Shared,
+    pub stats: &'a crate::ThreadStats,
+    pub read_only: bool,
+}
+
+/// Runs `f(args)` under Redis' error handler with `redis.pcall` bound to `session`; an
+/// error comes back as Redis writes it, naming `name` (`f_<sha>`, or a function's name).
+pub(crate) fn invoke(
+    lua: &Lua,
+    f: mlua::Function,
+    args: MultiValue,
+    call: &Call<'_>,
+    session: &mut Session,
+    name: &str,
+) -> Result<Value, String> {
+    let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
+    let globals = lua.globals();
     let runner: mlua::Function = globals.get("__carmine_run").map_err(fail)?;
     let redis: Table = globals.get("redis").map_err(fail)?;
     let result = lua.scope(|scope| {
-        let pcall = scope.create_function_mut(|lua, args: MultiValue| {
-            redis_pcall(lua, shared, stats, session, read_only, args)
+        let pcall = scope.create_function_mut(|lua, cmd: MultiValue| {
+            redis_pcall(lua, call.shared, call.stats, session, call.read_only, cmd)
         })?;
         redis.set("pcall", pcall)?;
-        runner.call::<(bool, Value)>(f)
+        let mut all = MultiValue::new();
+        all.push_back(Value::Function(f));
+        all.extend(args);
+        runner.call::<(bool, Value)>(all)
     });
     let (ok, value) = result.map_err(fail)?;
     if ok {
@@ -449,7 +496,7 @@ fn call_script(
     // The handler's table: {err=..., source=..., line=...}.
     let Value::Table(t) = value else {
         return Err(format!(
-            "ERR Error running script f_{sha}, execution failure"
+            "ERR Error running script {name}, execution failure"
         ));
     };
     let err: String = t
@@ -461,13 +508,13 @@ fn call_script(
     let line: Option<i64> = t.get("line").ok().flatten();
     let err = err.trim_end_matches(['\r', '\n']).to_string();
     Err(match (source, line) {
-        (Some(source), Some(line)) => format!("{err} script: f_{sha}, on {source}:{line}."),
+        (Some(source), Some(line)) => format!("{err} script: {name}, on {source}:{line}."),
         _ => err,
     })
 }
 
 /// `redis.pcall`: runs one command; its reply as a Lua value, an error as `{err=...}`.
-fn redis_pcall(
+pub(crate) fn redis_pcall(
     lua: &Lua,
     shared: &Shared,
     stats: &crate::ThreadStats,
@@ -572,7 +619,7 @@ fn frame_to_lua(lua: &Lua, frame: Frame) -> mlua::Result<Value> {
 /// A script's result as Redis replies it (RESP2 rules): numbers truncate to integers,
 /// true is 1, false and nil are nil, `{err=}` and `{ok=}` tables are error and status
 /// replies, other tables are arrays up to their first nil.
-fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize) {
+pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize) {
     match v {
         Value::String(s) => reply.bulk(&s.as_bytes()),
         Value::Integer(i) => reply.int(*i),

@@ -300,6 +300,8 @@ pub struct Shared {
     pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
     /// Lua scripts and the state that runs them (EVAL, SCRIPT).
     pub scripts: crate::scripting::Scripts,
+    /// Function libraries (FUNCTION, FCALL).
+    pub functions: crate::functions::Functions,
     /// The append-only file, installed by the server.
     pub append_only: std::sync::OnceLock<Arc<dyn crate::persistence::AppendOnly>>,
     /// The replication stream's writer, installed by the server.
@@ -383,6 +385,7 @@ impl Shared {
             ops_per_sec: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
             scripts: crate::scripting::Scripts::default(),
+            functions: crate::functions::Functions::default(),
             append_only: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),

@@ -276,3 +276,104 @@ fn a_scripts_effects_reach_the_aof_and_a_replica_as_one_transaction() {
     replica.shutdown();
     master.shutdown();
 }
+
+#[test]
+fn function_libraries_load_call_list_and_go() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let code = "#!lua name=lib1\n\
+                redis.register_function('hello', function(keys, args) return 'hi ' .. args[1] end)\n\
+                redis.register_function{function_name='bump', callback=function(keys, args) return redis.call('incr', keys[1]) end}\n\
+                redis.register_function{function_name='peek', callback=function(keys, args) return redis.call('get', keys[1]) end, flags={'no-writes'}}";
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(code)
+        .query(&mut c)
+        .expect("load");
+    assert_eq!(name, "lib1");
+    let again: redis::RedisResult<String> =
+        redis::cmd("FUNCTION").arg("LOAD").arg(code).query(&mut c);
+    assert_eq!(
+        again.expect_err("exists").detail(),
+        Some("Library 'lib1' already exists")
+    );
+    let replaced: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(code)
+        .query(&mut c)
+        .expect("replace");
+    assert_eq!(replaced, "lib1");
+    let hi: String = redis::cmd("FCALL")
+        .arg("hello")
+        .arg(0)
+        .arg("bob")
+        .query(&mut c)
+        .expect("fcall");
+    assert_eq!(hi, "hi bob");
+    let n: i64 = redis::cmd("FCALL")
+        .arg("bump")
+        .arg(1)
+        .arg("fk")
+        .query(&mut c)
+        .expect("bump");
+    assert_eq!(n, 1);
+    let peek: String = redis::cmd("FCALL_RO")
+        .arg("peek")
+        .arg(1)
+        .arg("fk")
+        .query(&mut c)
+        .expect("peek");
+    assert_eq!(peek, "1");
+    let ro: redis::RedisResult<i64> = redis::cmd("FCALL_RO")
+        .arg("bump")
+        .arg(1)
+        .arg("fk")
+        .query(&mut c);
+    assert_eq!(
+        ro.expect_err("write flag").detail(),
+        Some("Can not execute a script with write flag using *_ro command.")
+    );
+    let listed: redis::Value = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .arg("WITHCODE")
+        .query(&mut c)
+        .expect("list");
+    let text = format!("{listed:?}");
+    assert!(
+        text.contains("lib1") && text.contains("no-writes") && text.contains("register_function"),
+        "{text}"
+    );
+    // SCRIPT FLUSH leaves libraries alone; FUNCTION FLUSH does not.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("script flush");
+    let _: String = redis::cmd("FCALL")
+        .arg("hello")
+        .arg(0)
+        .arg("x")
+        .query(&mut c)
+        .expect("still there");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("flush");
+    let gone: redis::RedisResult<String> = redis::cmd("FCALL")
+        .arg("hello")
+        .arg(0)
+        .arg("x")
+        .query(&mut c);
+    assert_eq!(
+        gone.expect_err("flushed").detail(),
+        Some("Function not found")
+    );
+    let bad: redis::RedisResult<String> = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("return 1")
+        .query(&mut c);
+    assert_eq!(
+        bad.expect_err("no header").detail(),
+        Some("Missing library metadata")
+    );
+}

@@ -1,0 +1,466 @@
+//! Redis 7.0 functions: FUNCTION LOAD [REPLACE] / DELETE / FLUSH / LIST / STATS and
+//! FCALL / FCALL_RO, on a Lua state of their own (Redis keeps scripts and functions
+//! apart too: SCRIPT FLUSH leaves libraries alone).
+//!
+//! A library is Lua code under a `#!lua name=<library>` line; loading runs it once,
+//! and each `redis.register_function(name, callback)` (or the table form with
+//! `function_name`, `callback`, `flags`) adds a function. FCALL runs one like EVAL runs a
+//! script: with the world stopped, its `redis.call`s through the dispatcher, its effects
+//! propagated as one unit. FUNCTION LOAD, DELETE and FLUSH reach replicas and the AOF as
+//! they were sent.
+
+use std::collections::BTreeMap;
+
+use mlua::{Function, MultiValue, RegistryKey, Table, Value};
+use parking_lot::Mutex;
+
+use crate::scripting::{invoke, string_table, write_lua_reply, Call, Vm};
+use crate::table::{cmd, flags::*, CommandSpec, KeySpec};
+use crate::{Ctx, Session, Shared};
+
+/// The loaded libraries and the state that runs them.
+#[derive(Default)]
+pub struct Functions {
+    inner: Mutex<Option<Loaded>>,
+}
+
+struct Loaded {
+    vm: Vm,
+    libraries: BTreeMap<String, Library>,
+}
+
+struct Library {
+    code: Vec<u8>,
+    functions: BTreeMap<String, Registered>,
+}
+
+struct Registered {
+    callback: RegistryKey,
+    flags: Vec<String>,
+}
+
+const FLAG_NAMES: &[&str] = &[
+    "no-writes",
+    "allow-oom",
+    "allow-stale",
+    "no-cluster",
+    "allow-cross-slot-keys",
+];
+
+pub fn commands() -> Vec<CommandSpec> {
+    let g = "scripting";
+    vec![
+        cmd(
+            "function",
+            -2,
+            NOSCRIPT | EXCLUSIVE | MAY_REPLICATE,
+            KeySpec::None,
+            function,
+            g,
+            "@slow @scripting",
+            "A container for function commands.",
+        ),
+        cmd(
+            "fcall",
+            -3,
+            NOSCRIPT | EXCLUSIVE | MAY_REPLICATE,
+            KeySpec::None,
+            fcall,
+            g,
+            "@slow @scripting",
+            "Invokes a function.",
+        ),
+        cmd(
+            "fcall_ro",
+            -3,
+            NOSCRIPT | EXCLUSIVE | MAY_REPLICATE,
+            KeySpec::None,
+            fcall_ro,
+            g,
+            "@slow @scripting",
+            "Invokes a read-only function.",
+        ),
+    ]
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `#!lua name=<library>`: the engine and the library's name.
+fn parse_header(code: &[u8]) -> Result<(String, usize), String> {
+    let end = code.iter().position(|&b| b == b'\n').unwrap_or(code.len());
+    let line = String::from_utf8_lossy(&code[..end]);
+    let Some(rest) = line.strip_prefix("#!") else {
+        return Err("ERR Missing library metadata".into());
+    };
+    let mut parts = rest.split_whitespace();
+    let engine = parts.next().unwrap_or_default();
+    if !engine.eq_ignore_ascii_case("lua") {
+        return Err(format!("ERR Engine '{engine}' not found"));
+    }
+    let mut name = None;
+    for part in parts {
+        match part.strip_prefix("name=") {
+            Some(n) => name = Some(n.to_string()),
+            None => return Err(format!("ERR Invalid metadata value given: {part}")),
+        }
+    }
+    let name = name.ok_or("ERR Library name was not given")?;
+    if !valid_name(&name) {
+        return Err("ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
+    }
+    Ok((name, end))
+}
+
+impl Loaded {
+    fn new(shared: &Shared) -> Result<Loaded, String> {
+        Ok(Loaded {
+            vm: Vm::new(shared).map_err(|e| format!("ERR Lua is unavailable: {e}"))?,
+            libraries: BTreeMap::new(),
+        })
+    }
+
+    /// Runs a library's code once, collecting what it registers.
+    fn load(&mut self, name: &str, code: &[u8], body_start: usize) -> Result<Library, String> {
+        let lua = &self.vm.lua;
+        let fail = |e: mlua::Error| {
+            format!(
+                "ERR Error registering functions: {}",
+                crate::scripting::lua_message(&e)
+            )
+        };
+        // The shebang line stays, blanked, so that line numbers match the code sent.
+        let mut body = code.to_vec();
+        for b in &mut body[..body_start] {
+            *b = b' ';
+        }
+        let chunk = lua
+            .load(&body[..])
+            .set_name("@user_function")
+            .into_function()
+            .map_err(|e| {
+                format!(
+                    "ERR Error compiling function: {}",
+                    crate::scripting::lua_message(&e)
+                )
+            })?;
+        let redis: Table = lua.globals().get("redis").map_err(fail)?;
+        let mut registered: BTreeMap<String, Registered> = BTreeMap::new();
+        let mut problem: Option<String> = None;
+        let ran = lua.scope(|scope| {
+            let register = scope.create_function_mut(|lua, args: MultiValue| {
+                let (fname, callback, flags) = match register_args(args) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        problem.get_or_insert(e.clone());
+                        return Err(mlua::Error::RuntimeError(e));
+                    }
+                };
+                if !valid_name(&fname) {
+                    let e = "ERR Function names can only contain letters, numbers, or underscores(_) and must be at least one character long".to_string();
+                    problem.get_or_insert(e.clone());
+                    return Err(mlua::Error::RuntimeError(e));
+                }
+                if registered.contains_key(&fname) {
+                    let e = "ERR Function already exists in the library".to_string();
+                    problem.get_or_insert(e.clone());
+                    return Err(mlua::Error::RuntimeError(e));
+                }
+                let key = lua.create_registry_value(callback)?;
+                registered.insert(fname, Registered { callback: key, flags });
+                Ok(())
+            })?;
+            redis.set("register_function", register)?;
+            chunk.call::<()>(())
+        });
+        let _ = redis.set("register_function", Value::Nil);
+        if let Some(p) = problem {
+            return Err(p);
+        }
+        ran.map_err(fail)?;
+        if registered.is_empty() {
+            return Err("ERR No functions registered".into());
+        }
+        for fname in registered.keys() {
+            let taken = self
+                .libraries
+                .iter()
+                .any(|(lib, l)| lib != name && l.functions.contains_key(fname));
+            if taken {
+                return Err(format!("ERR Function {fname} already exists"));
+            }
+        }
+        Ok(Library {
+            code: code.to_vec(),
+            functions: registered,
+        })
+    }
+}
+
+/// `register_function(name, callback)` or `register_function{function_name=...,
+/// callback=..., flags={...}}`.
+fn register_args(args: MultiValue) -> Result<(String, Function, Vec<String>), String> {
+    let mut it = args.into_iter();
+    match (it.next(), it.next(), it.next()) {
+        (Some(Value::String(name)), Some(Value::Function(f)), None) => {
+            Ok((name.to_string_lossy(), f, Vec::new()))
+        }
+        (Some(Value::Table(t)), None, None) => {
+            let name: Option<mlua::String> = t.get("function_name").ok().flatten();
+            let f: Option<Function> = t.get("callback").ok().flatten();
+            let (Some(name), Some(f)) = (name, f) else {
+                return Err("ERR function_name and callback argument must be given".into());
+            };
+            let mut flags = Vec::new();
+            if let Ok(Some(list)) = t.get::<Option<Table>>("flags") {
+                for v in list.sequence_values::<mlua::String>() {
+                    let flag = v
+                        .map_err(|_| "ERR unknown flag given".to_string())?
+                        .to_string_lossy();
+                    if !FLAG_NAMES.contains(&flag.as_str()) {
+                        return Err("ERR unknown flag given".into());
+                    }
+                    flags.push(flag);
+                }
+            }
+            Ok((name.to_string_lossy(), f, flags))
+        }
+        _ => Err("ERR wrong number of arguments to redis.register_function".into()),
+    }
+}
+
+fn function(ctx: &mut Ctx<'_, '_>) {
+    let sub = ctx.arg(1).to_ascii_lowercase();
+    let argc = ctx.args.len();
+    let shared = ctx.shared;
+    let mut guard = shared.functions.inner.lock();
+    match (sub.as_slice(), argc) {
+        (b"load", 3 | 4) => {
+            let replace = argc == 4;
+            if replace && !ctx.is(2, "REPLACE") {
+                return ctx.error(&format!(
+                    "ERR Unknown option given: {}",
+                    String::from_utf8_lossy(ctx.arg(2))
+                ));
+            }
+            let code = ctx.arg(argc - 1).to_vec();
+            let (name, body_start) = match parse_header(&code) {
+                Ok(h) => h,
+                Err(e) => return ctx.error(&e),
+            };
+            if guard.is_none() {
+                match Loaded::new(shared) {
+                    Ok(l) => *guard = Some(l),
+                    Err(e) => return ctx.error(&e),
+                }
+            }
+            let Some(loaded) = guard.as_mut() else { return };
+            if !replace && loaded.libraries.contains_key(&name) {
+                return ctx.error(&format!("ERR Library '{name}' already exists"));
+            }
+            match loaded.load(&name, &code, body_start) {
+                Ok(lib) => {
+                    loaded.libraries.insert(name.clone(), lib);
+                    propagate_request(ctx);
+                    ctx.reply.bulk(name.as_bytes());
+                }
+                Err(e) => ctx.error(&e),
+            }
+        }
+        (b"delete", 3) => {
+            let name = String::from_utf8_lossy(ctx.arg(2)).into_owned();
+            match guard.as_mut().and_then(|l| l.libraries.remove(&name)) {
+                Some(_) => {
+                    propagate_request(ctx);
+                    ctx.reply.ok();
+                }
+                None => ctx.error("ERR Library not found"),
+            }
+        }
+        (b"flush", 2 | 3) => {
+            if argc == 3 && !ctx.is(2, "ASYNC") && !ctx.is(2, "SYNC") {
+                return ctx.error("ERR FUNCTION FLUSH only supports SYNC|ASYNC option");
+            }
+            *guard = None;
+            propagate_request(ctx);
+            ctx.reply.ok();
+        }
+        (b"list", _) => list(ctx, guard.as_ref()),
+        (b"stats", 2) => {
+            let (libs, funcs) = guard.as_ref().map_or((0, 0), |l| {
+                (
+                    l.libraries.len(),
+                    l.libraries.values().map(|lib| lib.functions.len()).sum(),
+                )
+            });
+            ctx.reply.map(2);
+            ctx.reply.bulk(b"running_script");
+            ctx.reply.null();
+            ctx.reply.bulk(b"engines");
+            ctx.reply.map(1);
+            ctx.reply.bulk(b"LUA");
+            ctx.reply.map(2);
+            ctx.reply.bulk(b"libraries_count");
+            ctx.reply.int(libs as i64);
+            ctx.reply.bulk(b"functions_count");
+            ctx.reply.int(funcs as i64);
+        }
+        (b"help", 2) => crate::connection::help_reply(ctx, FUNCTION_HELP),
+        _ => ctx.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+            String::from_utf8_lossy(ctx.arg(1))
+        )),
+    }
+}
+
+const FUNCTION_HELP: &[&str] = &[
+    "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "LOAD [REPLACE] <FUNCTION CODE>",
+    "    Create a new library with the given library name and code.",
+    "DELETE <LIBRARY NAME>",
+    "    Delete the given library.",
+    "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+    "    Return general information on all the libraries.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Delete all the libraries.",
+    "STATS",
+    "    Return information about the current function running.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// FUNCTION LOAD, DELETE and FLUSH reach replicas and the AOF as they were sent.
+fn propagate_request(ctx: &mut Ctx<'_, '_>) {
+    let argv: Vec<Vec<u8>> = ctx.args.iter().map(<[u8]>::to_vec).collect();
+    let refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+    ctx.propagate_as(&refs);
+}
+
+fn list(ctx: &mut Ctx<'_, '_>, loaded: Option<&Loaded>) {
+    let (mut pattern, mut with_code) = (None, false);
+    let mut i = 2;
+    while i < ctx.args.len() {
+        if ctx.is(i, "WITHCODE") && !with_code {
+            with_code = true;
+            i += 1;
+        } else if ctx.is(i, "LIBRARYNAME") && pattern.is_none() && i + 1 < ctx.args.len() {
+            pattern = Some(ctx.arg(i + 1).to_vec());
+            i += 2;
+        } else {
+            return ctx.error(&format!(
+                "ERR Unknown argument {}",
+                String::from_utf8_lossy(ctx.arg(i))
+            ));
+        }
+    }
+    let libs: Vec<(&String, &Library)> = loaded
+        .map(|l| {
+            l.libraries
+                .iter()
+                .filter(|(name, _)| {
+                    pattern
+                        .as_ref()
+                        .is_none_or(|p| carmine_keyspace::glob_match(p, name.as_bytes()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ctx.reply.array(libs.len());
+    for (name, lib) in libs {
+        ctx.reply.map(if with_code { 4 } else { 3 });
+        ctx.reply.bulk(b"library_name");
+        ctx.reply.bulk(name.as_bytes());
+        ctx.reply.bulk(b"engine");
+        ctx.reply.bulk(b"LUA");
+        ctx.reply.bulk(b"functions");
+        ctx.reply.array(lib.functions.len());
+        for (fname, f) in &lib.functions {
+            ctx.reply.map(3);
+            ctx.reply.bulk(b"name");
+            ctx.reply.bulk(fname.as_bytes());
+            ctx.reply.bulk(b"description");
+            ctx.reply.null();
+            ctx.reply.bulk(b"flags");
+            ctx.reply.set(f.flags.len());
+            for flag in &f.flags {
+                ctx.reply.bulk(flag.as_bytes());
+            }
+        }
+        if with_code {
+            ctx.reply.bulk(b"library_code");
+            ctx.reply.bulk(&lib.code);
+        }
+    }
+}
+
+fn fcall(ctx: &mut Ctx<'_, '_>) {
+    run_function(ctx, false);
+}
+
+fn fcall_ro(ctx: &mut Ctx<'_, '_>) {
+    run_function(ctx, true);
+}
+
+fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
+    let Some(numkeys) = ctx.int_arg(2) else {
+        return;
+    };
+    if numkeys < 0 {
+        return ctx.error("ERR Number of keys can't be negative");
+    }
+    if numkeys as usize > ctx.args.len() - 3 {
+        return ctx.error("ERR Number of keys can't be greater than number of args");
+    }
+    let numkeys = numkeys as usize;
+    let shared = ctx.shared;
+    let guard = shared.functions.inner.lock();
+    let fname = String::from_utf8_lossy(ctx.arg(1)).into_owned();
+    let found = guard.as_ref().and_then(|l| {
+        l.libraries
+            .values()
+            .find_map(|lib| lib.functions.get(&fname))
+            .map(|f| (l, f))
+    });
+    let Some((loaded, registered)) = found else {
+        return ctx.error("ERR Function not found");
+    };
+    if read_only && !registered.flags.iter().any(|f| f == "no-writes") {
+        return ctx.error("ERR Can not execute a script with write flag using *_ro command.");
+    }
+    let no_writes = registered.flags.iter().any(|f| f == "no-writes");
+    let lua = &loaded.vm.lua;
+    let fail = |e: mlua::Error| format!("ERR {}", crate::scripting::lua_message(&e));
+    let prepared = (|| -> Result<(Function, MultiValue), String> {
+        let f: Function = lua.registry_value(&registered.callback).map_err(fail)?;
+        let keys: Vec<Vec<u8>> = (3..3 + numkeys).map(|i| ctx.arg(i).to_vec()).collect();
+        let argv: Vec<Vec<u8>> = (3 + numkeys..ctx.args.len())
+            .map(|i| ctx.arg(i).to_vec())
+            .collect();
+        let mut args = MultiValue::new();
+        args.push_back(Value::Table(string_table(lua, &keys).map_err(fail)?));
+        args.push_back(Value::Table(string_table(lua, &argv).map_err(fail)?));
+        Ok((f, args))
+    })();
+    let (f, args) = match prepared {
+        Ok(p) => p,
+        Err(e) => return ctx.error(&e),
+    };
+    let mut session = Session::new(ctx.session.info.clone(), ctx.session.thread, true);
+    session.select(ctx.session.db);
+    session.world_held = true;
+    session.in_script = true;
+    session.master_link = ctx.session.master_link;
+    session.replaying = ctx.session.replaying;
+    let call = Call {
+        shared,
+        stats: ctx.stats,
+        read_only: read_only || no_writes,
+    };
+    let outcome = invoke(lua, f, args, &call, &mut session, &fname);
+    crate::scripting::propagate_effects(shared, &mut session);
+    match outcome {
+        Ok(v) => write_lua_reply(ctx.reply, &v, 0),
+        Err(e) => ctx.reply.error(&e),
+    }
+}
