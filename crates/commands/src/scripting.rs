@@ -42,7 +42,8 @@ pub(crate) struct Vm {
 const PRELUDE: &str = r#"
 local function err_handler(err)
   if type(err) ~= 'table' then
-    local text = tostring(err)
+    local text = string.gsub(tostring(err), '^runtime error: ', '')
+    text = string.match(text, '^[^\n]*')
     local kind, line = string.match(text, '^user_(%a+):(%d+):')
     err = {err = 'ERR ' .. text}
     if line then
@@ -479,6 +480,29 @@ pub(crate) fn invoke(
     let globals = lua.globals();
     let runner: mlua::Function = globals.get("__carmine_run").map_err(fail)?;
     let redis: Table = globals.get("redis").map_err(fail)?;
+    // A script holds the world, so the server cannot answer -BUSY while it runs, nor
+    // take a SCRIPT KILL. Past `busy-reply-threshold`, one that has not written is
+    // stopped as SCRIPT KILL would stop it; one that has written runs to its end, as
+    // in Redis (where only SHUTDOWN NOSAVE ends it).
+    let limit = std::time::Duration::from_millis(
+        call.shared.config.get_i64("busy-reply-threshold").max(0) as u64,
+    );
+    let started = std::time::Instant::now();
+    let wrote = session.script_wrote.clone();
+    wrote.store(false, std::sync::atomic::Ordering::Relaxed);
+    if !limit.is_zero() {
+        lua.set_hook(
+            mlua::HookTriggers::new().every_nth_instruction(100_000),
+            move |_, _| {
+                if started.elapsed() > limit && !wrote.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(mlua::Error::RuntimeError(
+                        "Script killed by user with SCRIPT KILL...".into(),
+                    ));
+                }
+                Ok(mlua::VmState::Continue)
+            },
+        );
+    }
     let result = lua.scope(|scope| {
         let pcall = scope.create_function_mut(|lua, cmd: MultiValue| {
             redis_pcall(lua, call.shared, call.stats, session, call.read_only, cmd)
@@ -489,6 +513,7 @@ pub(crate) fn invoke(
         all.extend(args);
         runner.call::<(bool, Value)>(all)
     });
+    lua.remove_hook();
     let (ok, value) = result.map_err(fail)?;
     if ok {
         return Ok(value);
@@ -552,6 +577,11 @@ pub(crate) fn redis_pcall(
     }
     if read_only && spec.has(WRITE) {
         return err_table("ERR Write commands are not allowed from read-only scripts.");
+    }
+    if spec.has(WRITE) {
+        session
+            .script_wrote
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let args = Args::from_slices(&parts);
     let mut reply = ReplyBuf::new(false);
@@ -688,5 +718,40 @@ mod tests {
                 "ERR value is not an integer or out of range script: f_{sha}, on @user_script:2."
             )
         );
+    }
+}
+
+#[cfg(test)]
+mod busy_tests {
+    use super::*;
+
+    #[test]
+    fn a_script_that_never_writes_is_stopped_past_the_threshold() {
+        let shared =
+            crate::Shared::with_commands(crate::Config::new(), 1, None, crate::command_table());
+        shared
+            .config
+            .set("busy-reply-threshold", &["100".to_string()], true)
+            .expect("config");
+        let mut vm = None;
+        let body = b"while true do end";
+        let sha = sha1_hex(body);
+        let vm = compiled(&shared, &mut vm, &sha, body).expect("compiles");
+        let stats = shared.new_thread_stats();
+        let info = std::sync::Arc::new(crate::ClientInfo::new(
+            1,
+            String::new(),
+            String::new(),
+            -1,
+            1,
+        ));
+        let mut session = Session::new(info, 0, true);
+        session.world_held = true;
+        session.in_script = true;
+        let started = std::time::Instant::now();
+        let err = call_script(vm, &shared, &stats, &mut session, &sha, &[], &[], false)
+            .expect_err("stopped");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
     }
 }

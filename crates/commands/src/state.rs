@@ -603,6 +603,8 @@ pub struct Session {
     pub in_script: bool,
     /// A script's effects so far (database, command), propagated as one unit at its end.
     pub script_effects: Vec<(usize, Vec<Vec<u8>>)>,
+    /// Set once a script ran a write command (a script that wrote is never stopped).
+    pub script_wrote: Arc<std::sync::atomic::AtomicBool>,
     /// On the master link: the master's stream offset just past the command being
     /// applied (see `Shared::master_stream_applied`).
     pub stream_offset_after: Option<u64>,
@@ -645,6 +647,7 @@ impl Session {
             world_held: false,
             in_script: false,
             script_effects: Vec::new(),
+            script_wrote: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,
