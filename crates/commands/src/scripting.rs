@@ -688,17 +688,24 @@ pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn errors_carry_the_script_line() {
+    /// Runs `body` as EVAL would, on a server of its own; `config` lines apply first.
+    fn run(
+        body: &[u8],
+        config: &[(&str, &str)],
+        setup: impl FnOnce(&Shared),
+    ) -> Result<Value, String> {
         let shared =
             crate::Shared::with_commands(crate::Config::new(), 1, None, crate::command_table());
+        for (name, value) in config {
+            shared
+                .config
+                .set(name, &[value.to_string()], true)
+                .expect("config");
+        }
+        setup(&shared);
         let mut vm = None;
-        // Not `return redis.call(...)`: a Lua tail call leaves no frame of the script
-        // to name (see README's known gaps).
-        let body = b"local a = 1\nlocal r = redis.call('incr', 'k')\nreturn r";
         let sha = sha1_hex(body);
         let vm = compiled(&shared, &mut vm, &sha, body).expect("compiles");
-        shared.keyspace.db(0).set(b"k", b"v");
         let stats = shared.new_thread_stats();
         let info = std::sync::Arc::new(crate::ClientInfo::new(
             1,
@@ -710,8 +717,16 @@ mod tests {
         let mut session = Session::new(info, 0, true);
         session.world_held = true;
         session.in_script = true;
-        let err = call_script(vm, &shared, &stats, &mut session, &sha, &[], &[], false)
-            .expect_err("an error");
+        call_script(vm, &shared, &stats, &mut session, &sha, &[], &[], false)
+    }
+
+    #[test]
+    fn errors_carry_the_script_line() {
+        // Not `return redis.call(...)`: a Lua tail call leaves no frame of the script
+        // to name (see README's known gaps).
+        let body = b"local a = 1\nlocal r = redis.call('incr', 'k')\nreturn r";
+        let err = run(body, &[], |s| s.keyspace.db(0).set(b"k", b"v")).expect_err("an error");
+        let sha = sha1_hex(body);
         assert_eq!(
             err,
             format!(
@@ -719,38 +734,16 @@ mod tests {
             )
         );
     }
-}
-
-#[cfg(test)]
-mod busy_tests {
-    use super::*;
 
     #[test]
     fn a_script_that_never_writes_is_stopped_past_the_threshold() {
-        let shared =
-            crate::Shared::with_commands(crate::Config::new(), 1, None, crate::command_table());
-        shared
-            .config
-            .set("busy-reply-threshold", &["100".to_string()], true)
-            .expect("config");
-        let mut vm = None;
-        let body = b"while true do end";
-        let sha = sha1_hex(body);
-        let vm = compiled(&shared, &mut vm, &sha, body).expect("compiles");
-        let stats = shared.new_thread_stats();
-        let info = std::sync::Arc::new(crate::ClientInfo::new(
-            1,
-            String::new(),
-            String::new(),
-            -1,
-            1,
-        ));
-        let mut session = Session::new(info, 0, true);
-        session.world_held = true;
-        session.in_script = true;
         let started = std::time::Instant::now();
-        let err = call_script(vm, &shared, &stats, &mut session, &sha, &[], &[], false)
-            .expect_err("stopped");
+        let err = run(
+            b"while true do end",
+            &[("busy-reply-threshold", "100")],
+            |_| {},
+        )
+        .expect_err("stopped");
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
     }
