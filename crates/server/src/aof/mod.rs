@@ -76,6 +76,8 @@ pub struct AppendOnly {
     rewrites: AtomicU64,
     consecutive_failures: AtomicU64,
     write_error: Mutex<Option<String>>,
+    /// `write_error` is set: read by every write command, so no lock on the fast path.
+    write_failing: AtomicBool,
     fsync_in_progress: AtomicBool,
     /// Since when writes wait for a slow background fsync (see `postpone_for_fsync`).
     postponed_since: Mutex<Option<Instant>>,
@@ -164,6 +166,7 @@ impl AppendOnly {
             rewrites: AtomicU64::new(0),
             consecutive_failures: AtomicU64::new(0),
             write_error: Mutex::new(None),
+            write_failing: AtomicBool::new(false),
             fsync_in_progress: AtomicBool::new(false),
             postponed_since: Mutex::new(None),
             delayed_fsync: AtomicU64::new(0),
@@ -286,7 +289,7 @@ impl AppendOnly {
         };
         let Some(file) = files.file.clone() else {
             // No file open (switched off): nothing is kept.
-            self.durable.store(end, Ordering::Release);
+            self.durable.fetch_max(end, Ordering::AcqRel);
             return;
         };
         if !bytes.is_empty() {
@@ -315,7 +318,7 @@ impl AppendOnly {
             self.synced.store(end, Ordering::Release);
         }
         drop(files);
-        self.durable.store(end, Ordering::Release);
+        self.durable.fetch_max(end, Ordering::AcqRel);
         // Hand the buffer's allocation back if nothing was appended meanwhile.
         let mut p = self.pending.lock();
         if p.bytes.is_empty() {
@@ -333,6 +336,7 @@ impl AppendOnly {
             log::warning(&format!("Error writing to the AOF file: {e}"));
         }
         *err = Some(e.to_string());
+        self.write_failing.store(true, Ordering::Release);
         if self.policy.load(Ordering::Relaxed) == FSYNC_ALWAYS {
             // A reply may have promised these bytes were on disk; Redis exits too.
             log::warning(
@@ -343,7 +347,11 @@ impl AppendOnly {
     }
 
     fn write_recovered(&self) {
+        if !self.write_failing.load(Ordering::Acquire) {
+            return;
+        }
         let mut err = self.write_error.lock();
+        self.write_failing.store(false, Ordering::Release);
         if err.take().is_some() {
             log::warning("AOF write error looks solved, Redis can write again.");
         }
@@ -427,6 +435,7 @@ impl AppendOnly {
         self.rewrite_scheduled.store(false, Ordering::Release);
         *self.pending.lock() = Pending::default();
         *self.write_error.lock() = None;
+        self.write_failing.store(false, Ordering::Release);
     }
 
     /// CONFIG SET appendonly yes: writes go to a temp incr file while the first rewrite
@@ -477,18 +486,8 @@ impl AppendOnly {
             return;
         }
         aof.policy.store(policy_of(shared), Ordering::Relaxed);
-        let wanted = shared.config.get_bool("appendonly");
-        let state = aof.state.load(Ordering::Acquire);
-        if !wanted && state != OFF {
-            let _world = shared.barrier.exclusive();
-            aof.stop();
-            log::notice("Background append only file rewriting stopped: appendonly is off");
-            return;
-        }
-        if wanted && state == OFF {
-            let _world = shared.barrier.exclusive();
-            aof.switch_on(shared);
-        }
+        // CONFIG SET appendonly switches at once (`appendonly_changed`); here only the
+        // rewrite it could not start yet, and the file's upkeep.
         if aof.state.load(Ordering::Acquire) == OFF {
             return;
         }
@@ -580,7 +579,7 @@ impl carmine_commands::AppendOnly for AppendOnly {
             },
             self.rewrites.load(Ordering::Relaxed),
             self.consecutive_failures.load(Ordering::Relaxed),
-            if self.write_error.lock().is_some() {
+            if self.write_failing.load(Ordering::Acquire) {
                 "err"
             } else {
                 "ok"
@@ -602,6 +601,9 @@ impl carmine_commands::AppendOnly for AppendOnly {
     }
 
     fn write_error(&self) -> Option<String> {
+        if !self.write_failing.load(Ordering::Acquire) {
+            return None;
+        }
         self.write_error.lock().clone()
     }
 
