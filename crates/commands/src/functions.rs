@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 use mlua::{Function, MultiValue, RegistryKey, Table, Value};
 use parking_lot::Mutex;
 
-use crate::scripting::{invoke, string_table, write_lua_reply, Call, Vm};
+use crate::scripting::{
+    invoke, numkeys_arg, script_session, string_table, write_lua_reply, Call, Vm,
+};
 use crate::table::{cmd, flags::*, CommandSpec, KeySpec};
-use crate::{Ctx, Session, Shared};
+use crate::{Ctx, Shared};
 
 /// The loaded libraries and the state that runs them.
 #[derive(Default)]
@@ -403,16 +405,9 @@ fn fcall_ro(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
-    let Some(numkeys) = ctx.int_arg(2) else {
+    let Some(numkeys) = numkeys_arg(ctx) else {
         return;
     };
-    if numkeys < 0 {
-        return ctx.error("ERR Number of keys can't be negative");
-    }
-    if numkeys as usize > ctx.args.len() - 3 {
-        return ctx.error("ERR Number of keys can't be greater than number of args");
-    }
-    let numkeys = numkeys as usize;
     let shared = ctx.shared;
     let guard = shared.functions.inner.lock();
     let fname = String::from_utf8_lossy(ctx.arg(1)).into_owned();
@@ -446,12 +441,7 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         Ok(p) => p,
         Err(e) => return ctx.error(&e),
     };
-    let mut session = Session::new(ctx.session.info.clone(), ctx.session.thread, true);
-    session.select(ctx.session.db);
-    session.world_held = true;
-    session.in_script = true;
-    session.master_link = ctx.session.master_link;
-    session.replaying = ctx.session.replaying;
+    let mut session = script_session(ctx.session);
     let call = Call {
         shared,
         stats: ctx.stats,

@@ -323,18 +323,38 @@ pub(crate) fn lua_message(e: &mlua::Error) -> String {
     text.lines().next().unwrap_or_default().to_string()
 }
 
+/// EVAL's and FCALL's `numkeys` (argument 2), checked against what follows it; None
+/// once the error reply is written.
+pub(crate) fn numkeys_arg(ctx: &mut Ctx<'_, '_>) -> Option<usize> {
+    let numkeys = ctx.int_arg(2)?;
+    if numkeys < 0 {
+        ctx.error("ERR Number of keys can't be negative");
+        return None;
+    }
+    if numkeys as usize > ctx.args.len() - 3 {
+        ctx.error("ERR Number of keys can't be greater than number of args");
+        return None;
+    }
+    Some(numkeys as usize)
+}
+
+/// The session a script's or function's calls run in: its caller's client and
+/// database, holding the world. A script our master sent, or the AOF replays, writes as
+/// its caller does: no read-only refusal, and (replaying) nothing recorded again.
+pub(crate) fn script_session(caller: &Session) -> Session {
+    let mut session = Session::new(caller.info.clone(), caller.thread, true);
+    session.select(caller.db);
+    session.world_held = true;
+    session.in_script = true;
+    session.master_link = caller.master_link;
+    session.replaying = caller.replaying;
+    session
+}
+
 fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
-    let Some(numkeys) = ctx.int_arg(2) else {
+    let Some(numkeys) = numkeys_arg(ctx) else {
         return;
     };
-    let extra = ctx.args.len() - 3;
-    if numkeys < 0 {
-        return ctx.error("ERR Number of keys can't be negative");
-    }
-    if numkeys as usize > extra {
-        return ctx.error("ERR Number of keys can't be greater than number of args");
-    }
-    let numkeys = numkeys as usize;
     let shared = ctx.shared;
     let sha = if by_sha {
         String::from_utf8_lossy(ctx.arg(1)).to_lowercase()
@@ -369,14 +389,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     let argv: Vec<Vec<u8>> = (3 + numkeys..ctx.args.len())
         .map(|i| ctx.arg(i).to_vec())
         .collect();
-    let mut session = Session::new(ctx.session.info.clone(), ctx.session.thread, true);
-    session.select(ctx.session.db);
-    session.world_held = true;
-    session.in_script = true;
-    // A script our master sent, or the AOF replays, writes as its caller does: no
-    // read-only refusal, and (replaying) nothing recorded again.
-    session.master_link = ctx.session.master_link;
-    session.replaying = ctx.session.replaying;
+    let mut session = script_session(ctx.session);
     let outcome = call_script(
         vm,
         shared,
@@ -560,7 +573,15 @@ pub(crate) fn redis_pcall(
         match v {
             Value::String(s) => parts.push(s.as_bytes().to_vec()),
             Value::Integer(i) => parts.push(i.to_string().into_bytes()),
-            Value::Number(n) => parts.push(lua_number_text(*n).into_bytes()),
+            // Lua's own number-to-string (`%.14g`), as Redis converts them.
+            Value::Number(_) => match lua.coerce_string(v.clone())? {
+                Some(text) => parts.push(text.as_bytes().to_vec()),
+                None => {
+                    return err_table(
+                        "ERR Lua redis lib command arguments must be strings or integers",
+                    )
+                }
+            },
             _ => {
                 return err_table("ERR Lua redis lib command arguments must be strings or integers")
             }
@@ -590,22 +611,6 @@ pub(crate) fn redis_pcall(
     match FrameDecoder::new(carmine_resp::Limits::default()).decode(&mut bytes) {
         Ok(Some(frame)) => frame_to_lua(lua, frame),
         _ => err_table("ERR the command wrote no reply"),
-    }
-}
-
-/// Lua 5.1's `%.14g`, the form Redis passes numbers on in.
-fn lua_number_text(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        let s = format!("{n:.14e}");
-        // Shortest of the round-trip and the 14-digit forms, as %.14g prints.
-        let plain = format!("{}", (n * 1e14).round() / 1e14);
-        if plain.len() <= 16 {
-            plain
-        } else {
-            s
-        }
     }
 }
 
@@ -641,7 +646,9 @@ fn frame_to_lua(lua: &Lua, frame: Frame) -> mlua::Result<Value> {
             Value::Table(t)
         }
         Frame::Boolean(b) => Value::Integer(i64::from(b)),
-        Frame::Double(d) => Value::String(lua.create_string(lua_number_text(d))?),
+        Frame::Double(d) => lua
+            .coerce_string(Value::Number(d))?
+            .map_or(Value::Nil, Value::String),
         Frame::BigNumber(b) | Frame::Verbatim(_, b) => Value::String(lua.create_string(&b)?),
     })
 }
