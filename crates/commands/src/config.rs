@@ -469,6 +469,11 @@ pub struct Config {
     pub file: RwLock<Option<String>>,
     /// Whether a `save` line was loaded yet: the first replaces the default, later ones add.
     save_seen: AtomicBool,
+    /// Running as a Sentinel (`--sentinel`): `sentinel ...` directives are accepted.
+    pub sentinel_mode: AtomicBool,
+    /// The `sentinel ...` directives read (without the leading word), in file order,
+    /// for the sentinel to apply.
+    pub sentinel_directives: parking_lot::Mutex<Vec<Vec<String>>>,
 }
 
 /// A config-file error: the line number (1-based), the line, and the reason.
@@ -508,6 +513,8 @@ impl Config {
             tunables: Tunables::default(),
             file: RwLock::new(None),
             save_seen: AtomicBool::new(false),
+            sentinel_mode: AtomicBool::new(false),
+            sentinel_directives: parking_lot::Mutex::new(Vec::new()),
         };
         c.apply();
         c
@@ -722,6 +729,15 @@ impl Config {
                 continue;
             }
             let name = parts.remove(0).to_ascii_lowercase();
+            if name == "sentinel" {
+                if !self.sentinel_mode.load(Ordering::Relaxed) {
+                    return Err(err("sentinel directive while not in sentinel mode".into()));
+                }
+                if !parts.is_empty() {
+                    self.sentinel_directives.lock().push(parts);
+                }
+                continue;
+            }
             if name == "include" {
                 let [path] = parts.as_slice() else {
                     return Err(err("Bad directive or wrong number of arguments".into()));

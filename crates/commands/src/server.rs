@@ -258,7 +258,8 @@ fn cpu_seconds() -> (f64, f64) {
     (ticks(11), ticks(12))
 }
 
-fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
+/// INFO's text for these sections (lowercase; empty: the default ones).
+pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
     let all = sections.iter().any(|s| s == "all" || s == "everything");
     let default = sections.is_empty() || sections.iter().any(|s| s == "default");
     let want = |name: &str| {
@@ -274,8 +275,13 @@ fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             .as_micros();
         let _ = write!(
             out,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncarmine_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:{}\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncarmine_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
+            if sh.config.sentinel_mode.load(Ordering::Relaxed) {
+                "sentinel"
+            } else {
+                "standalone"
+            },
             std::env::consts::OS,
             std::env::consts::ARCH,
             usize::BITS,

@@ -304,6 +304,8 @@ pub struct Shared {
     pub functions: crate::functions::Functions,
     /// The append-only file, installed by the server.
     pub append_only: std::sync::OnceLock<Arc<dyn crate::persistence::AppendOnly>>,
+    /// The Sentinel this process runs as (`--sentinel`), installed by the server.
+    pub sentinel: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
     /// The replication stream's writer, installed by the server.
     pub propagator: std::sync::OnceLock<Arc<dyn crate::propagate::Propagator>>,
     /// This server replicates a master (REPLICAOF): clients' writes are refused while
@@ -387,6 +389,7 @@ impl Shared {
             scripts: crate::scripting::Scripts::default(),
             functions: crate::functions::Functions::default(),
             append_only: std::sync::OnceLock::new(),
+            sentinel: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
             master_link_up: AtomicBool::new(false),

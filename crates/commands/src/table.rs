@@ -73,6 +73,7 @@ pub enum KeySpec {
     Custom(fn(&Args, &mut Vec<usize>)),
 }
 
+#[derive(Clone)]
 pub struct CommandSpec {
     /// Lower-case name; container subcommands are `parent|sub` in COMMAND output.
     pub name: &'static str,

@@ -247,6 +247,11 @@ impl Sentinel {
         self.core.tilt
     }
 
+    /// How long a user script may run before it is killed, in milliseconds.
+    pub fn script_max_runtime(&self) -> u64 {
+        u64::try_from(self.core.periods.script_max_runtime).unwrap_or(0)
+    }
+
     pub fn ignored_messages(&self) -> u64 {
         self.core.ignored_messages
     }

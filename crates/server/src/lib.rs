@@ -21,6 +21,7 @@ mod master_link;
 mod net;
 pub mod persistence;
 pub mod replication;
+pub mod sentinel;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -172,13 +173,26 @@ impl Server {
         if listeners.is_empty() {
             return Err(io::Error::other("no address could be bound"));
         }
-        let commands = carmine_commands::command_table()
-            .extend(replication::commands())
-            .extend(failover::commands())
-            .extend(aof::commands());
+        let sentinel_mode = config.sentinel_mode.load(Ordering::Relaxed);
+        let commands = if sentinel_mode {
+            sentinel::command_table()
+        } else {
+            carmine_commands::command_table()
+                .extend(replication::commands())
+                .extend(failover::commands())
+                .extend(aof::commands())
+        };
         let shared = Shared::with_commands(config, n, used_memory, commands);
         if let Some(reserve) = heap_reserve {
             let _ = shared.heap_reserve.set(reserve);
+        }
+        if sentinel_mode {
+            shared
+                .facts
+                .tcp_port
+                .store(u64::from(port), Ordering::Relaxed);
+            sentinel::install(&shared, port)?;
+            return Self::run_loops(shared, n, port, listeners, "sentinel");
         }
         persistence::RdbFiles::install(&shared);
         replication::ReplicationStream::install(&shared);
@@ -197,40 +211,7 @@ impl Server {
             .facts
             .tcp_port
             .store(u64::from(port), Ordering::Relaxed);
-        let mut loops = Vec::new();
-        let mut handles = Vec::new();
-        for i in 0..n {
-            let (l, h) = EventLoop::new(i, shared.clone())?;
-            loops.push(l);
-            handles.push(h);
-        }
-        loops[0].set_listeners(listeners, handles.clone())?;
-        let mut threads = Vec::new();
-        for (i, l) in loops.into_iter().enumerate() {
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("carmine-io-{i}"))
-                    .spawn(move || l.run())?,
-            );
-        }
-        let server = Server {
-            shared,
-            port,
-            threads,
-            handles,
-        };
-        if server.shared.config.get_bool("always-show-logo") {
-            // Redis' start-up banner carries these fields; test harnesses wait for
-            // " PID: ", also when the load that follows fails.
-            log::notice(&format!(
-                "Carmine {} (standalone)    Port: {}    PID: {}",
-                env!("CARGO_PKG_VERSION"),
-                server.port,
-                std::process::id()
-            ));
-        }
-        log::notice(&format!("Running mode=standalone, port={}.", server.port));
-        log::notice("Server initialized");
+        let server = Self::run_loops(shared, n, port, listeners, "standalone")?;
         // Clients may connect while the dump loads; they get -LOADING until it is done.
         if has_dump {
             if let Err(e) = persistence::load_at_startup(&server.shared) {
@@ -270,6 +251,51 @@ impl Server {
                 None => log::warning(&format!("Invalid replicaof '{replicaof}' ignored")),
             }
         }
+        Ok(server)
+    }
+
+    /// Starts the event loops (the first one accepts) and logs the start-up lines.
+    fn run_loops(
+        shared: Arc<Shared>,
+        n: usize,
+        port: u16,
+        listeners: Vec<net::Listener>,
+        mode: &str,
+    ) -> io::Result<Server> {
+        let mut loops = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let (l, h) = EventLoop::new(i, shared.clone())?;
+            loops.push(l);
+            handles.push(h);
+        }
+        loops[0].set_listeners(listeners, handles.clone())?;
+        let mut threads = Vec::new();
+        for (i, l) in loops.into_iter().enumerate() {
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("carmine-io-{i}"))
+                    .spawn(move || l.run())?,
+            );
+        }
+        let server = Server {
+            shared,
+            port,
+            threads,
+            handles,
+        };
+        if server.shared.config.get_bool("always-show-logo") {
+            // Redis' start-up banner carries these fields; test harnesses wait for
+            // " PID: ", also when the load that follows fails.
+            log::notice(&format!(
+                "Carmine {} ({mode})    Port: {}    PID: {}",
+                env!("CARGO_PKG_VERSION"),
+                server.port,
+                std::process::id()
+            ));
+        }
+        log::notice(&format!("Running mode={mode}, port={}.", server.port));
+        log::notice("Server initialized");
         Ok(server)
     }
 

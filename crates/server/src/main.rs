@@ -59,7 +59,16 @@ fn fix_malloc_thresholds() {
 
 fn main() {
     fix_malloc_thresholds();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `--sentinel` anywhere, or the binary started as `carmine-sentinel` (a link or a
+    // copy under that name), runs the Sentinel personality, as redis-server does.
+    let named_sentinel = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with("-sentinel"));
+    let flagged = args.iter().any(|a| a == "--sentinel");
+    args.retain(|a| a != "--sentinel");
+    let sentinel_mode = named_sentinel || flagged;
     if let Some(first) = args.first() {
         match first.as_str() {
             "-v" | "--version" => {
@@ -76,7 +85,22 @@ fn main() {
         }
     }
     let config = Config::new();
+    if sentinel_mode {
+        // Sentinel's defaults: its own port, reachable from other hosts, one event loop.
+        config.sentinel_mode.store(true, Ordering::Relaxed);
+        for (name, value) in [
+            ("port", "26379"),
+            ("protected-mode", "no"),
+            ("io-threads", "1"),
+        ] {
+            let _ = config.set(name, &[value.to_string()], true);
+        }
+    }
     let (file, mut cli_text) = args_to_config_text(&args);
+    if sentinel_mode && file.as_deref().is_none_or(|f| f == "-") {
+        eprintln!("Sentinel needs config file on disk to save state. Exiting...");
+        std::process::exit(1);
+    }
     let mut text = String::new();
     if let Some(path) = &file {
         if path == "-" {
