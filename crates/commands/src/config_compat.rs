@@ -154,6 +154,12 @@ pub static INERT_PARAMS: &[ParamSpec] = &[
     p("lazyfree-lazy-user-del", "no", Kind::Bool, true),
     p("lazyfree-lazy-user-flush", "no", Kind::Bool, true),
     p("list-compress-depth", "0", INT32, true),
+    p(
+        "loading-process-events-interval-bytes",
+        "2097152",
+        COUNT,
+        true,
+    ),
     p("masterauth", "", Kind::Str, true),
     p("masteruser", "", Kind::Str, true),
     p("maxmemory-clients", "0", Kind::Str, true),

@@ -323,7 +323,11 @@ fn dispatch(
         {
             return refuse(shared, session, stats, idx, reply, is_exec, OOM);
         }
-        if write
+        // A master refuses PING too while it cannot persist, as Redis does: that is how
+        // Sentinel notices a misconfigured master (its PING replies are not PONG).
+        let refusable =
+            write || (spec.name == "ping" && !shared.is_replica.load(Ordering::Relaxed));
+        if refusable
             && shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
             && shared.config.get_bool("stop-writes-on-bgsave-error")
             && !shared
@@ -335,7 +339,7 @@ fn dispatch(
         {
             return refuse(shared, session, stats, idx, reply, is_exec, MISCONF);
         }
-        if write {
+        if refusable {
             if let Some(e) = shared.append_only.get().and_then(|a| a.write_error()) {
                 let err = format!("MISCONF Errors writing to the AOF file: {e}");
                 return refuse(shared, session, stats, idx, reply, is_exec, &err);

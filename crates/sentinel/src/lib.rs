@@ -279,6 +279,13 @@ impl Sentinel {
         Some((m.failover_state, m.failover_epoch))
     }
 
+    /// The run id (or address, when unknown) of the replica chosen for promotion in the
+    /// current failover of a master.
+    pub fn promoted(&self, name: &str) -> Option<String> {
+        let r = self.master(name)?.promoted_replica()?;
+        Some(r.runid.clone().unwrap_or_else(|| r.addr.to_string()))
+    }
+
     /// Our vote for a master's failover leader: (leader run id, epoch).
     pub fn vote(&self, name: &str) -> Option<(Option<String>, u64)> {
         let m = self.master(name)?;
@@ -423,7 +430,12 @@ impl Sentinel {
 
     fn on_reply(&mut self, mi: usize, which: Which, pubsub: bool, reply: Reply) {
         let now = self.core.now;
-        let inst = self.inst_mut(mi, which);
+        let m = &mut self.masters[mi];
+        let inst = match which {
+            Which::Master => &mut m.inst,
+            Which::Replica(i) => &mut m.replicas[i],
+            Which::Sentinel(i) => &mut m.sentinels[i],
+        };
         let link = &mut inst.link;
         let conn = if pubsub {
             link.pc.as_mut()
@@ -466,6 +478,13 @@ impl Sentinel {
             ReplyFor::IsMasterDown => self.on_is_master_down_reply(mi, which, &reply),
             ReplyFor::Hello => {
                 inst.link.pc_last_activity = now;
+                // An error where the subscription's answer should be (-NOAUTH with a
+                // wrong password): the link is useless, so it is dropped and retried,
+                // as hiredis drops a connection on an unexpected error reply.
+                if matches!(reply, Reply::Error(_)) {
+                    close_link(&mut self.core.out, &mut inst.link, Some(true));
+                    return;
+                }
                 if let Reply::Array(items) = &reply {
                     if let [Reply::Bulk(kind), Reply::Bulk(_), Reply::Bulk(payload)] =
                         items.as_slice()
