@@ -461,12 +461,12 @@ impl World {
                     }
                 }
             } else {
-                for s in 0..self.sentinels.len() {
-                    if next_tick[s] <= self.now {
+                for (s, next) in next_tick.iter_mut().enumerate() {
+                    if *next <= self.now {
                         let now = self.clock(s);
                         let a = self.sentinels[s].tick(now);
                         self.perform(s, a);
-                        next_tick[s] = self.now + 50 + self.rng.below(50) as i64;
+                        *next = self.now + 50 + self.rng.below(50) as i64;
                     }
                 }
             }
