@@ -145,6 +145,7 @@ impl Sentinel {
             "*".to_string()
         };
         let master_sdown = m.inst.has(S_DOWN);
+        let master_sdown_since = m.inst.s_down_since;
         let (host, port) = (m.inst.addr.host.clone(), m.inst.addr.port);
         for s in &mut m.sentinels {
             if now - s.last_master_down_reply_time > ask * 5 {
@@ -154,7 +155,10 @@ impl Sentinel {
             if !master_sdown || s.link.disconnected {
                 continue;
             }
-            if !forced && now - s.last_master_down_reply_time < ask {
+            // The tick that sees the master go down asks at once, not up to an ask
+            // period later: the quorum (ODOWN) is reached that much sooner.
+            let just_down = master_sdown_since == now;
+            if !forced && !just_down && now - s.last_master_down_reply_time < ask {
                 continue;
             }
             let argv = vec![
@@ -305,6 +309,14 @@ impl Sentinel {
                 argv,
             );
         }
+        // Read the outcome at once rather than at the next INFO period.
+        send(
+            &mut self.core.out,
+            &mut inst.link,
+            false,
+            ReplyFor::Info,
+            vec![cfg.map_command("INFO")],
+        );
         true
     }
 

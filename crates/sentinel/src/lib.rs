@@ -77,6 +77,7 @@ pub(crate) const SIMFAILURE_CRASH_AFTER_ELECTION: u32 = 1;
 pub(crate) const SIMFAILURE_CRASH_AFTER_PROMOTION: u32 = 2;
 const MAX_PENDING_COMMANDS: u32 = 100;
 const MAX_DESYNC: u64 = 1000;
+const FAILOVER_INFO_PERIOD: i64 = 100;
 pub(crate) const HELLO_CHANNEL: &str = "__sentinel__:hello";
 
 impl Core {
@@ -685,16 +686,29 @@ impl Sentinel {
         if inst.link.disconnected || inst.link.pending_commands >= MAX_PENDING_COMMANDS {
             return;
         }
+        // Redis reads the replicas' INFO every second once the master is down. During a
+        // failover Carmine reads it every 100 ms: the promotion and each replica's
+        // reconfiguration are seen (and the failover ends) up to a second sooner per
+        // step. It only observes sooner; no decision changes.
         let info_period = if inst.kind == Kind::Replica
-            && (master_flags & (instance::O_DOWN | instance::FAILOVER_IN_PROGRESS) != 0
-                || inst.master_link_down_time != 0)
+            && master_flags & instance::FAILOVER_IN_PROGRESS != 0
+        {
+            FAILOVER_INFO_PERIOD.min(periods.info)
+        } else if inst.kind == Kind::Replica
+            && (master_flags & instance::O_DOWN != 0 || inst.master_link_down_time != 0)
         {
             1000
         } else {
             periods.info
         };
+        let info_pending = inst
+            .link
+            .cc
+            .as_ref()
+            .is_some_and(|c| c.pending.contains(&ReplyFor::Info));
         let ping_period = inst.down_after.min(periods.ping);
         if inst.kind != Kind::Sentinel
+            && !(info_pending && info_period < 1000)
             && (inst.info_refresh == 0 || now - inst.info_refresh > info_period)
         {
             let argv = vec![m.cfg.map_command("INFO")];
