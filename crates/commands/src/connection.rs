@@ -136,30 +136,28 @@ fn reset(ctx: &mut Ctx<'_, '_>) {
     s.reply_mode = ReplyMode::On;
     s.info.no_evict.store(false, Ordering::Relaxed);
     *s.info.name.lock() = None;
-    s.authenticated = !ctx
-        .shared
-        .config
-        .tunables
-        .has_password
-        .load(Ordering::Relaxed);
+    s.authenticated = !ctx.shared.auth_required();
+    s.user = None;
+    *s.info.user.lock() = "default".to_string();
     ctx.reply.resp3 = false;
     s.info.resp.store(2, Ordering::Relaxed);
     ctx.reply.simple("RESET");
 }
 
-/// Checks a username/password pair against the default user. Only `default` exists.
-fn check_password(ctx: &Ctx<'_, '_>, user: &[u8], pass: &[u8]) -> bool {
-    if !user.eq_ignore_ascii_case(b"default") {
-        return false;
-    }
-    match ctx.shared.config.tunables.requirepass.read().as_deref() {
-        None => true,
-        Some(p) => constant_time_eq(p, pass),
-    }
+/// The user, if the username/password pair is right and the user is on.
+fn check_password(
+    ctx: &Ctx<'_, '_>,
+    user: &[u8],
+    pass: &[u8],
+) -> Option<std::sync::Arc<crate::acl::AclUser>> {
+    let requirepass = ctx.shared.config.tunables.requirepass.read().clone();
+    ctx.shared
+        .acl
+        .authenticate(user, pass, requirepass.as_deref())
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);
@@ -187,8 +185,8 @@ fn auth(ctx: &mut Ctx<'_, '_>) {
     {
         return ctx.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
     }
-    if check_password(ctx, user, pass) {
-        ctx.session.authenticated = true;
+    if let Some(u) = check_password(ctx, user, pass) {
+        ctx.session.set_user(u);
         ctx.reply.ok();
     } else {
         ctx.session.authenticated = false;
@@ -212,10 +210,10 @@ fn hello(ctx: &mut Ctx<'_, '_>) {
         let more = ctx.args.len() - i - 1;
         if ctx.is(i, "AUTH") && more >= 2 {
             let (user, pass) = (ctx.arg(i + 1).to_vec(), ctx.arg(i + 2).to_vec());
-            if !check_password(ctx, &user, &pass) {
+            let Some(u) = check_password(ctx, &user, &pass) else {
                 return ctx.error(WRONGPASS);
-            }
-            ctx.session.authenticated = true;
+            };
+            ctx.session.set_user(u);
             i += 3;
         } else if ctx.is(i, "SETNAME") && more >= 1 {
             let name = ctx.arg(i + 1).to_vec();
@@ -231,14 +229,7 @@ fn hello(ctx: &mut Ctx<'_, '_>) {
             ));
         }
     }
-    if !ctx.session.authenticated
-        && ctx
-            .shared
-            .config
-            .tunables
-            .has_password
-            .load(Ordering::Relaxed)
-    {
+    if !ctx.session.authenticated && ctx.shared.auth_required() {
         return ctx.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if let Some(name) = setname {
@@ -314,7 +305,7 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
         c.laddr,
@@ -331,6 +322,7 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
         c.qbuf.load(Ordering::Relaxed),
         c.omem.load(Ordering::Relaxed),
         cmd,
+        c.user.lock(),
         c.resp.load(Ordering::Relaxed),
         String::from_utf8_lossy(&lib_name),
         String::from_utf8_lossy(&lib_ver),
@@ -551,6 +543,7 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
     }
     let (mut id, mut addr, mut laddr, mut skipme, mut maxage) = (None, None, None, true, None);
     let mut type_filter: Option<Vec<u8>> = None;
+    let mut user_filter: Option<String> = None;
     let mut i = 2;
     while i + 1 < ctx.args.len() {
         let val = ctx.arg(i + 1).to_vec();
@@ -576,12 +569,13 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
             }
             type_filter = Some(t);
         } else if ctx.is(i, "USER") {
-            if !val.eq_ignore_ascii_case(b"default") {
+            if ctx.shared.acl.user(&val).is_none() {
                 return ctx.error(&format!(
                     "ERR No such user '{}'",
                     String::from_utf8_lossy(&val)
                 ));
             }
+            user_filter = Some(String::from_utf8_lossy(&val).into_owned());
         } else if ctx.is(i, "SKIPME") {
             if val.eq_ignore_ascii_case(b"yes") {
                 skipme = true;
@@ -621,6 +615,7 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
                 };
                 t != c.client_type().as_bytes()
             })
+            || user_filter.as_ref().is_some_and(|u| *c.user.lock() != *u)
             || (skipme && c.id == me)
         {
             continue;

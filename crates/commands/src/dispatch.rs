@@ -260,13 +260,17 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
-    if !session.authenticated
-        && !spec.has(flags::NO_AUTH)
-        && shared.config.tunables.has_password.load(Ordering::Relaxed)
-    {
+    if !session.authenticated && !spec.has(flags::NO_AUTH) && shared.auth_required() {
         reply.error("NOAUTH Authentication required.");
         reject(stats, idx, session);
         return false;
+    }
+    if !spec.has(flags::NO_AUTH) {
+        if let Err(e) = session.acl_user(shared).check(spec, args) {
+            reply.error(&e);
+            reject(stats, idx, session);
+            return false;
+        }
     }
     if shared.persist.loading.load(Ordering::Acquire)
         && !spec.has(flags::LOADING)

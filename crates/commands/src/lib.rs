@@ -20,6 +20,7 @@
 //! assert_eq!(&reply.out[..], b"+OK\r\n$1\r\nv\r\n");
 //! ```
 
+pub mod acl;
 mod barrier;
 mod bitmap;
 pub mod blocking;
@@ -77,5 +78,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(persistence::commands());
     specs.extend(scripting::commands());
     specs.extend(functions::commands());
+    specs.extend(acl::commands());
     CommandTable::new(specs)
 }

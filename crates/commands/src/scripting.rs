@@ -346,6 +346,8 @@ pub(crate) fn script_session(caller: &Session) -> Session {
     session.select(caller.db);
     session.world_held = true;
     session.in_script = true;
+    // A script's calls run with its caller's ACL permissions.
+    session.user = caller.user.clone();
     session.master_link = caller.master_link;
     session.replaying = caller.replaying;
     session

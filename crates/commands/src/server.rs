@@ -608,11 +608,18 @@ fn command(ctx: &mut Ctx<'_, '_>) {
             } else if ctx.args.len() != 2 {
                 return ctx.syntax_error();
             }
-            let names: Vec<&str> = sh
+            // Subcommands are listed too, as `parent|sub`, as Redis 7.0 lists them.
+            let names: Vec<String> = sh
                 .commands
                 .all()
                 .iter()
-                .map(|s| s.name)
+                .flat_map(|s| {
+                    std::iter::once(s.name.to_string()).chain(
+                        s.subcommands
+                            .iter()
+                            .map(move |sub| format!("{}|{sub}", s.name)),
+                    )
+                })
                 .filter(|n| pattern.as_ref().is_none_or(|p| glob_match(p, n.as_bytes())))
                 .collect();
             ctx.reply.array(names.len());

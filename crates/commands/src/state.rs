@@ -119,6 +119,8 @@ pub struct ClientInfo {
     pub qbuf: AtomicU64,
     pub omem: AtomicU64,
     pub no_evict: AtomicBool,
+    /// The ACL user it authenticated as.
+    pub user: Mutex<String>,
     /// [`ClientInfo::NORMAL`], [`ClientInfo::MASTER`] (our link to our master) or
     /// [`ClientInfo::REPLICA`] (a replica reading our stream).
     pub kind: AtomicU8,
@@ -157,6 +159,7 @@ impl ClientInfo {
             qbuf: AtomicU64::new(0),
             omem: AtomicU64::new(0),
             no_evict: AtomicBool::new(false),
+            user: Mutex::new("default".to_string()),
             kind: AtomicU8::new(ClientInfo::NORMAL),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -300,6 +303,8 @@ pub struct Shared {
     pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
     /// Lua scripts and the state that runs them (EVAL, SCRIPT).
     pub scripts: crate::scripting::Scripts,
+    /// ACL users.
+    pub acl: crate::acl::Acl,
     /// Function libraries (FUNCTION, FCALL).
     pub functions: crate::functions::Functions,
     /// The append-only file, installed by the server.
@@ -332,6 +337,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether a new connection must authenticate first (NOAUTH until it does).
+    pub fn auth_required(&self) -> bool {
+        self.acl
+            .auth_required(self.config.tunables.has_password.load(Ordering::Relaxed))
+    }
+
     /// Builds the shared state for a server with `io_threads` event loops.
     pub fn new(
         config: Config,
@@ -387,6 +398,7 @@ impl Shared {
             ops_per_sec: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
             scripts: crate::scripting::Scripts::default(),
+            acl: crate::acl::Acl::default(),
             functions: crate::functions::Functions::default(),
             append_only: std::sync::OnceLock::new(),
             sentinel: std::sync::OnceLock::new(),
@@ -577,6 +589,8 @@ pub struct Session {
     pub thread: usize,
     pub db: usize,
     pub authenticated: bool,
+    /// The ACL user after AUTH; None: the default user.
+    pub user: Option<Arc<crate::acl::AclUser>>,
     pub multi: Option<MultiState>,
     pub watched: Vec<WatchedKey>,
     pub reply_mode: ReplyMode,
@@ -635,6 +649,7 @@ impl Session {
             thread,
             db: 0,
             authenticated,
+            user: None,
             multi: None,
             watched: Vec::new(),
             reply_mode: ReplyMode::On,
@@ -676,6 +691,26 @@ impl Session {
         self.info.subs[1].store(self.patterns.len() as u64, Ordering::Relaxed);
         self.info.subs[2].store(self.shard_channels.len() as u64, Ordering::Relaxed);
         self.channels.len() + self.patterns.len() + self.shard_channels.len()
+    }
+
+    /// The ACL user this connection runs as.
+    pub fn acl_user<'a>(&'a self, shared: &'a Shared) -> &'a Arc<crate::acl::AclUser> {
+        self.user
+            .as_ref()
+            .unwrap_or_else(|| shared.acl.default_user())
+    }
+
+    pub fn user_name(&self) -> String {
+        self.user
+            .as_ref()
+            .map_or_else(|| "default".to_string(), |u| u.name.clone())
+    }
+
+    /// Authenticated as `user` (AUTH, HELLO AUTH).
+    pub fn set_user(&mut self, user: Arc<crate::acl::AclUser>) {
+        *self.info.user.lock() = user.name.clone();
+        self.authenticated = true;
+        self.user = Some(user);
     }
 
     pub fn id(&self) -> u64 {

@@ -60,6 +60,31 @@ const HELP: &[&str] = &[
     "    Print this help.",
 ];
 
+/// Each subcommand's arity, as Redis 7.0's command table gives it (negative: at least).
+const ARITY: &[(&str, i32)] = &[
+    ("ckquorum", 3),
+    ("config", -3),
+    ("debug", -2),
+    ("failover", 3),
+    ("flushconfig", 2),
+    ("get-master-addr-by-name", 3),
+    ("help", 2),
+    ("info-cache", -3),
+    ("is-master-down-by-addr", 6),
+    ("master", 3),
+    ("masters", 2),
+    ("monitor", 6),
+    ("myid", 2),
+    ("pending-scripts", 2),
+    ("remove", 3),
+    ("replicas", 3),
+    ("reset", 3),
+    ("sentinels", 3),
+    ("set", -5),
+    ("simulate-failure", -3),
+    ("slaves", 3),
+];
+
 fn bulk(s: impl ToString) -> Reply {
     Reply::Bulk(s.to_string().into_bytes())
 }
@@ -221,6 +246,23 @@ impl Sentinel {
         let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
         let argc = argv.len();
         let text = |i: usize| String::from_utf8_lossy(&argv[i]).into_owned();
+        match ARITY.iter().find(|(n, _)| *n == sub) {
+            None => {
+                return Reply::err(format!(
+                    "ERR unknown subcommand '{}'. Try SENTINEL HELP.",
+                    String::from_utf8_lossy(&argv[1])
+                        .chars()
+                        .take(128)
+                        .collect::<String>()
+                ))
+            }
+            Some((_, a))
+                if (*a >= 0 && argc != *a as usize) || argc < a.unsigned_abs() as usize =>
+            {
+                return arity(&sub)
+            }
+            _ => {}
+        }
         match sub.as_str() {
             "help" if argc == 2 => {
                 Reply::Array(HELP.iter().map(|l| Reply::Status(l.to_string())).collect())

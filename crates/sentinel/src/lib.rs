@@ -690,17 +690,16 @@ impl Sentinel {
         // failover Carmine reads it every 100 ms: the promotion and each replica's
         // reconfiguration are seen (and the failover ends) up to a second sooner per
         // step. It only observes sooner; no decision changes.
-        let info_period = if inst.kind == Kind::Replica
-            && master_flags & instance::FAILOVER_IN_PROGRESS != 0
-        {
-            FAILOVER_INFO_PERIOD.min(periods.info)
-        } else if inst.kind == Kind::Replica
-            && (master_flags & instance::O_DOWN != 0 || inst.master_link_down_time != 0)
-        {
-            1000
-        } else {
-            periods.info
-        };
+        let info_period =
+            if inst.kind == Kind::Replica && master_flags & instance::FAILOVER_IN_PROGRESS != 0 {
+                FAILOVER_INFO_PERIOD.min(periods.info)
+            } else if inst.kind == Kind::Replica
+                && (master_flags & instance::O_DOWN != 0 || inst.master_link_down_time != 0)
+            {
+                1000
+            } else {
+                periods.info
+            };
         let info_pending = inst
             .link
             .cc

@@ -347,7 +347,7 @@ impl EventLoop {
         self.by_id.insert(id, token);
         self.shared.clients.add(info.clone());
         let t = &self.shared.config.tunables;
-        let authenticated = !t.has_password.load(Ordering::Relaxed);
+        let authenticated = !self.shared.auth_required();
         let mut decoder = CommandDecoder::new(Limits {
             max_bulk_len: t.proto_max_bulk_len.load(Ordering::Relaxed),
             ..Limits::default()
