@@ -148,7 +148,10 @@ impl Sentinel {
         let mut f: Vec<(Reply, Reply)> = Vec::new();
         let mut put = |k: &str, v: Reply| f.push((bulk(k), v));
         put("name", bulk(&inst.name));
-        put("ip", bulk(&inst.addr.host));
+        put(
+            "ip",
+            bulk(inst.addr.announced(self.core.announce_hostnames)),
+        );
         put("port", bulk(inst.addr.port));
         put("runid", bulk(inst.runid.as_deref().unwrap_or("")));
         put("flags", bulk(inst.flags_text()));
@@ -239,6 +242,7 @@ impl Sentinel {
     /// `SENTINEL <subcommand> ...` (`argv[0]` is "SENTINEL"). Changes that must be
     /// saved queue `Action::FlushConfig`: the host saves before it sends the reply.
     pub fn command(&mut self, now: i64, argv: &[Vec<u8>]) -> Reply {
+        let ah = self.core.announce_hostnames;
         self.core.now = now;
         let Some(sub) = argv.get(1) else {
             return Reply::err("ERR wrong number of arguments for 'sentinel' command");
@@ -345,7 +349,8 @@ impl Sentinel {
                     None => Reply::NilArray,
                     Some(m) => {
                         let a = m.current_addr();
-                        Reply::Array(vec![bulk(&a.host), bulk(a.port)])
+                        let host = a.announced(self.core.announce_hostnames);
+                        Reply::Array(vec![bulk(host), bulk(a.port)])
                     }
                 }
             }
@@ -404,7 +409,8 @@ impl Sentinel {
                         self.core.flush_config();
                         let m = &mut self.masters[mi];
                         m.inst.link.last_reconn_time = now - self.core.periods.ping - 1;
-                        let msg = format!("{} quorum {}", describe(&m.inst, None), m.cfg.quorum);
+                        let msg =
+                            format!("{} quorum {}", describe(ah, &m.inst, None), m.cfg.quorum);
                         self.core.event(Level::Warning, "+monitor", msg, None);
                         Reply::ok()
                     }
@@ -424,7 +430,7 @@ impl Sentinel {
                 match self.master_or_err(&argv[2]) {
                     Err(e) => e,
                     Ok(mi) => {
-                        let desc = describe(&self.masters[mi].inst, None);
+                        let desc = describe(ah, &self.masters[mi].inst, None);
                         let script = self.masters[mi].cfg.notification_script.clone();
                         self.core
                             .event(Level::Warning, "-monitor", desc, script.as_deref());
@@ -514,10 +520,13 @@ impl Sentinel {
     }
 
     fn is_master_down_by_addr(&mut self, ip: &str, port: i64, epoch: i64, runid: &str) -> Reply {
+        let asked = u16::try_from(port)
+            .ok()
+            .map(|p| self.core.learned_addr(ip, p));
         let mi = self
             .masters
             .iter()
-            .position(|m| u16::try_from(port).is_ok_and(|p| m.inst.addr.same(ip, p)));
+            .position(|m| asked.as_ref().is_some_and(|a| m.inst.addr.matches(a)));
         let mut down = 0;
         let mut leader = None;
         let mut leader_epoch = 0;
@@ -571,6 +580,7 @@ impl Sentinel {
     }
 
     fn set_command(&mut self, argv: &[Vec<u8>]) -> Reply {
+        let ah = self.core.announce_hostnames;
         let mi = match self.master_or_err(&argv[2]) {
             Ok(mi) => mi,
             Err(e) => return e,
@@ -671,7 +681,7 @@ impl Sentinel {
                 }
             }
             changes += 1;
-            let desc = describe(&self.masters[mi].inst, None);
+            let desc = describe(ah, &self.masters[mi].inst, None);
             let script = self.masters[mi].cfg.notification_script.clone();
             let msg = match j - start + 1 {
                 2 => format!(
@@ -865,7 +875,7 @@ impl Sentinel {
             s.push_str(&format!(
                 "master{i}:name={},status={status},address={}:{},slaves={},sentinels={}\r\n",
                 m.inst.name,
-                m.inst.addr.host,
+                m.inst.addr.announced(c.announce_hostnames),
                 m.inst.addr.port,
                 m.replicas.len(),
                 m.sentinels.len() + 1

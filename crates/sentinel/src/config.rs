@@ -2,7 +2,7 @@
 //! (so a restarted sentinel remembers what it learned), and Redis' in-place rewrite.
 
 use crate::instance::{FailoverState, Instance, Kind, Master, MasterConfig};
-use crate::{Addr, Sentinel};
+use crate::Sentinel;
 
 /// One line of the rewritten config: its key (`sentinel monitor`, `port`, ...) and text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,10 +24,6 @@ fn yes_no(v: &str) -> Option<bool> {
         "no" => Some(false),
         _ => None,
     }
-}
-
-fn is_ip(host: &str) -> bool {
-    host.parse::<std::net::IpAddr>().is_ok()
 }
 
 impl Sentinel {
@@ -125,24 +121,21 @@ impl Sentinel {
             ("known-slave", 4) | ("known-replica", 4) => {
                 let mi = master(self, argv[1])?;
                 let port = parse_port(argv[3])?;
-                self.check_host(argv[2])?;
+                let addr = self.core.make_addr(argv[2], port, false)?;
                 if self.masters[mi]
                     .replicas
                     .iter()
-                    .any(|r| r.addr.same(argv[2], port))
+                    .any(|r| r.addr.matches(&addr))
                 {
                     return Err("Duplicate hostname and port for replica.".into());
                 }
                 let id = self.core.new_id();
+                let ah = self.core.announce_hostnames;
                 let m = &mut self.masters[mi];
-                let addr = Addr {
-                    host: argv[2].to_string(),
-                    port,
-                };
                 m.replicas.push(Instance::new(
                     id,
                     Kind::Replica,
-                    addr.to_string(),
+                    addr.name(ah),
                     addr,
                     m.inst.down_after,
                     now,
@@ -152,7 +145,7 @@ impl Sentinel {
             ("known-sentinel", 5) => {
                 let mi = master(self, argv[1])?;
                 let port = parse_port(argv[3])?;
-                self.check_host(argv[2])?;
+                let addr = self.core.make_addr(argv[2], port, false)?;
                 if self.masters[mi]
                     .sentinels
                     .iter()
@@ -166,10 +159,7 @@ impl Sentinel {
                     id,
                     Kind::Sentinel,
                     argv[4].to_string(),
-                    Addr {
-                        host: argv[2].to_string(),
-                        port,
-                    },
+                    addr,
                     m.inst.down_after,
                     now,
                 );
@@ -259,13 +249,6 @@ impl Sentinel {
         Ok(())
     }
 
-    pub(crate) fn check_host(&self, host: &str) -> Result<(), String> {
-        if !self.core.resolve_hostnames && !is_ip(host) {
-            return Err("Can't resolve instance hostname.".into());
-        }
-        Ok(())
-    }
-
     pub(crate) fn add_master(
         &mut self,
         name: &str,
@@ -274,24 +257,14 @@ impl Sentinel {
         quorum: u32,
     ) -> Result<usize, String> {
         let port = u16::try_from(port).map_err(|_| "Invalid port number.".to_string())?;
-        self.check_host(host)?;
+        let addr = self.core.make_addr(host, port, false)?;
         if self.master_index(name).is_some() {
             return Err("Duplicate master name.".into());
         }
         let now = self.core.now;
         let id = self.core.new_id();
         let down_after = self.core.periods.default_down_after;
-        let inst = Instance::new(
-            id,
-            Kind::Master,
-            name.to_string(),
-            Addr {
-                host: host.to_string(),
-                port,
-            },
-            down_after,
-            now,
-        );
+        let inst = Instance::new(id, Kind::Master, name.to_string(), addr, down_after, now);
         self.masters.push(Master {
             inst,
             cfg: MasterConfig {
@@ -331,6 +304,7 @@ impl Sentinel {
     /// file.
     pub fn config_lines(&self) -> Vec<ConfigLine> {
         let c = &self.core;
+        let ah = c.announce_hostnames;
         let mut out = vec![line("sentinel myid", format!("sentinel myid {}", c.myid))];
         if !c.deny_scripts_reconfig {
             out.push(line(
@@ -357,7 +331,9 @@ impl Sentinel {
                 "sentinel monitor",
                 format!(
                     "sentinel monitor {n} {} {} {}",
-                    addr.host, addr.port, m.cfg.quorum
+                    addr.announced(ah),
+                    addr.port,
+                    m.cfg.quorum
                 ),
             ));
             if m.inst.down_after != c.periods.default_down_after {
@@ -418,7 +394,7 @@ impl Sentinel {
                 };
                 out.push(line(
                     "sentinel known-replica",
-                    format!("sentinel known-replica {n} {} {}", a.host, a.port),
+                    format!("sentinel known-replica {n} {} {}", a.announced(ah), a.port),
                 ));
             }
             for s in &m.sentinels {
@@ -427,7 +403,8 @@ impl Sentinel {
                         "sentinel known-sentinel",
                         format!(
                             "sentinel known-sentinel {n} {} {} {id}",
-                            s.addr.host, s.addr.port
+                            s.addr.announced(ah),
+                            s.addr.port
                         ),
                     ));
                 }

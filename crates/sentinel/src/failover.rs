@@ -12,6 +12,7 @@ impl Sentinel {
     /// SDOWN: no valid PING reply for `down-after-milliseconds` (or a master that says
     /// it is a replica for long enough, or a rebooted master past its grace period).
     pub(crate) fn check_sdown(&mut self, mi: usize, which: Which) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let periods = self.core.periods.clone();
         let m = &mut self.masters[mi];
@@ -55,13 +56,13 @@ impl Sentinel {
             if !inst.has(S_DOWN) {
                 inst.s_down_since = now;
                 inst.flags |= S_DOWN;
-                let desc = describe(inst, minst);
+                let desc = describe(ah, inst, minst);
                 self.core
                     .event(Level::Warning, "+sdown", desc, script.as_deref());
             }
         } else if inst.has(S_DOWN) {
             inst.flags &= !(S_DOWN | SCRIPT_KILL_SENT);
-            let desc = describe(inst, minst);
+            let desc = describe(ah, inst, minst);
             self.core
                 .event(Level::Warning, "-sdown", desc, script.as_deref());
         }
@@ -70,6 +71,7 @@ impl Sentinel {
     /// ODOWN: we see the master SDOWN and at least `quorum` sentinels (us included)
     /// said so recently.
     pub(crate) fn check_odown(&mut self, mi: usize) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let m = &mut self.masters[mi];
         let mut votes = 0u32;
@@ -85,7 +87,7 @@ impl Sentinel {
                 m.inst.o_down_since = now;
                 let msg = format!(
                     "{} #quorum {}/{}",
-                    describe(&m.inst, None),
+                    describe(ah, &m.inst, None),
                     votes,
                     m.cfg.quorum
                 );
@@ -94,7 +96,7 @@ impl Sentinel {
             }
         } else if m.inst.has(O_DOWN) {
             m.inst.flags &= !O_DOWN;
-            let desc = describe(&m.inst, None);
+            let desc = describe(ah, &m.inst, None);
             self.core
                 .event(Level::Warning, "-odown", desc, script.as_deref());
         }
@@ -321,6 +323,7 @@ impl Sentinel {
     }
 
     pub(crate) fn start_failover(&mut self, mi: usize) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         self.core.current_epoch += 1;
         let epoch = self.core.current_epoch;
@@ -332,7 +335,7 @@ impl Sentinel {
         m.failover_start_time = now + d;
         m.failover_state_change_time = now;
         let script = m.cfg.notification_script.clone();
-        let desc = describe(&m.inst, None);
+        let desc = describe(ah, &m.inst, None);
         self.core.event(
             Level::Warning,
             "+new-epoch",
@@ -435,8 +438,9 @@ impl Sentinel {
     }
 
     fn notify(&mut self, mi: usize, which: Which, channel: &str, level: Level) {
+        let ah = self.core.announce_hostnames;
         let m = &self.masters[mi];
-        let desc = describe(self.inst(mi, which), Some(&m.inst));
+        let desc = describe(ah, self.inst(mi, which), Some(&m.inst));
         let script = m.cfg.notification_script.clone();
         self.core.event(level, channel, desc, script.as_deref());
     }
@@ -666,6 +670,7 @@ impl Sentinel {
     /// Forgets replicas (and unless `keep_sentinels`, sentinels), the failover and the
     /// links, as Redis' `sentinelResetMaster`.
     pub(crate) fn reset_master(&mut self, mi: usize, keep_sentinels: bool, event: bool) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let out = &mut self.core.out;
         let m = &mut self.masters[mi];
@@ -694,7 +699,7 @@ impl Sentinel {
         m.inst.role_reported = Kind::Master;
         if event {
             let script = m.cfg.notification_script.clone();
-            let desc = describe(&m.inst, None);
+            let desc = describe(ah, &m.inst, None);
             self.core
                 .event(Level::Warning, "+reset-master", desc, script.as_deref());
         }
@@ -712,15 +717,16 @@ impl Sentinel {
             keep.push(m.inst.addr.clone());
         }
         self.reset_master(mi, true, false);
+        let addr = self.core.learned_addr(host, port);
         let m = &mut self.masters[mi];
-        m.inst.addr = Addr {
-            host: host.to_string(),
-            port,
-        };
+        m.inst.addr = addr;
         m.inst.o_down_since = 0;
         m.inst.s_down_since = 0;
         for a in keep {
             self.add_replica(mi, &a.host, a.port);
+            if let Some(r) = self.masters[mi].replicas.last_mut() {
+                r.addr.ip = a.ip.clone();
+            }
         }
         self.core.flush_config();
     }

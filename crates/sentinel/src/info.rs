@@ -87,6 +87,7 @@ fn replica_line(value: &str) -> Option<(String, u16)> {
 impl Sentinel {
     /// An INFO reply from a master or replica (Redis' `sentinelRefreshInstanceInfo`).
     pub(crate) fn refresh_info(&mut self, mi: usize, which: Which, text: &str) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let f = parse_info(text);
         let mut new_replicas = Vec::new();
@@ -108,7 +109,7 @@ impl Sentinel {
         if new_replicas.pop().is_some() {
             let m = &mut self.masters[mi];
             let reboot_after = m.cfg.master_reboot_down_after;
-            let desc = describe(self.inst(mi, which), Some(&self.masters[mi].inst));
+            let desc = describe(ah, self.inst(mi, which), Some(&self.masters[mi].inst));
             let script = self.masters[mi].cfg.notification_script.clone();
             self.core
                 .event(Level::Notice, "+reboot", desc, script.as_deref());
@@ -171,7 +172,7 @@ impl Sentinel {
         };
         if let Some(r) = reported.filter(|r| *r != inst.role_reported) {
             let coherent = r == inst.kind;
-            let desc = describe(inst, Some(&self.masters[mi].inst));
+            let desc = describe(ah, inst, Some(&self.masters[mi].inst));
             let inst = self.inst_mut(mi, which);
             inst.role_reported = r;
             inst.role_reported_time = now;
@@ -207,6 +208,7 @@ impl Sentinel {
     }
 
     fn replica_reports_master(&mut self, mi: usize, ri: usize) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let m = &self.masters[mi];
         let r = &m.replicas[ri];
@@ -223,13 +225,13 @@ impl Sentinel {
             self.core.flush_config();
             let m = &self.masters[mi];
             let script = m.cfg.notification_script.clone();
-            let desc = describe(&m.replicas[ri], Some(&m.inst));
+            let desc = describe(ah, &m.replicas[ri], Some(&m.inst));
             self.core
                 .event(Level::Warning, "+promoted-slave", desc, script.as_deref());
             if self.core.simfailure & SIMFAILURE_CRASH_AFTER_PROMOTION != 0 {
                 self.core.push(crate::Action::Crash);
             }
-            let mdesc = describe(&m.inst, None);
+            let mdesc = describe(ah, &m.inst, None);
             self.core.event(
                 Level::Warning,
                 "+failover-state-reconf-slaves",
@@ -249,7 +251,7 @@ impl Sentinel {
                 let addr = m.inst.addr.clone();
                 if self.send_slaveof(mi, Which::Replica(ri), Some(&addr)) {
                     let m = &self.masters[mi];
-                    let desc = describe(&m.replicas[ri], Some(&m.inst));
+                    let desc = describe(ah, &m.replicas[ri], Some(&m.inst));
                     self.core
                         .event(Level::Notice, "+convert-to-slave", desc, None);
                 }
@@ -258,6 +260,7 @@ impl Sentinel {
     }
 
     fn replica_reports_replica(&mut self, mi: usize, ri: usize) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let m = &self.masters[mi];
         let r = &m.replicas[ri];
@@ -265,7 +268,7 @@ impl Sentinel {
             || !r
                 .slave_master_host
                 .as_ref()
-                .is_some_and(|h| h.eq_ignore_ascii_case(&m.inst.addr.host));
+                .is_some_and(|h| m.inst.addr.same(h, m.inst.addr.port));
         if points_elsewhere {
             let wait = m.cfg.failover_timeout;
             if self.master_looks_sane(mi)
@@ -275,7 +278,7 @@ impl Sentinel {
                 let addr = m.inst.addr.clone();
                 if self.send_slaveof(mi, Which::Replica(ri), Some(&addr)) {
                     let m = &self.masters[mi];
-                    let desc = describe(&m.replicas[ri], Some(&m.inst));
+                    let desc = describe(ah, &m.replicas[ri], Some(&m.inst));
                     self.core
                         .event(Level::Notice, "+fix-slave-config", desc, None);
                 }
@@ -292,7 +295,7 @@ impl Sentinel {
                 if p.same(h, r.slave_master_port.clamp(0, 65535) as u16)
                     && r.slave_master_port == i64::from(p.port)
                 {
-                    let desc = describe(r, Some(&m.inst));
+                    let desc = describe(ah, r, Some(&m.inst));
                     let r = &mut self.masters[mi].replicas[ri];
                     r.flags = (r.flags & !RECONF_SENT) | RECONF_INPROG;
                     self.core
@@ -303,7 +306,7 @@ impl Sentinel {
         let m = &self.masters[mi];
         let r = &m.replicas[ri];
         if r.has(RECONF_INPROG) && r.slave_master_link_up {
-            let desc = describe(r, Some(&m.inst));
+            let desc = describe(ah, r, Some(&m.inst));
             let r = &mut self.masters[mi].replicas[ri];
             r.flags = (r.flags & !RECONF_INPROG) | RECONF_DONE;
             self.core
@@ -322,22 +325,20 @@ impl Sentinel {
 
     /// Adds a replica learned from INFO (or kept across a reset), with `+slave`.
     pub(crate) fn add_replica(&mut self, mi: usize, host: &str, port: u16) {
+        let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let id = self.core.new_id();
+        let addr = self.core.learned_addr(host, port);
         let m = &mut self.masters[mi];
-        let addr = crate::Addr {
-            host: host.to_string(),
-            port,
-        };
         let r = Instance::new(
             id,
             Kind::Replica,
-            addr.to_string(),
+            addr.name(ah),
             addr,
             m.inst.down_after,
             now,
         );
-        let desc = describe(&r, Some(&m.inst));
+        let desc = describe(ah, &r, Some(&m.inst));
         m.replicas.push(r);
         self.core.event(Level::Notice, "+slave", desc, None);
     }
@@ -345,6 +346,7 @@ impl Sentinel {
     /// A hello from a fellow sentinel, through a master's or replica's pub/sub or sent
     /// to our own PUBLISH (Redis' `sentinelProcessHelloMessage`).
     pub fn process_hello(&mut self, text: &str) {
+        let ah = self.core.announce_hostnames;
         let Some(h) = Hello::parse(text) else {
             self.core.ignored_messages += 1;
             return;
@@ -362,7 +364,7 @@ impl Sentinel {
             Some(si) => si,
             None => {
                 let removed = self.remove_sentinel_by_runid(mi, &h.runid);
-                let mdesc = describe(&self.masters[mi].inst, None);
+                let mdesc = describe(ah, &self.masters[mi].inst, None);
                 if removed > 0 {
                     self.core.event(
                         Level::Notice,
@@ -375,7 +377,7 @@ impl Sentinel {
                     .iter()
                     .find(|s| s.addr.same(&h.ip, h.port))
                 {
-                    let desc = describe(other, Some(&self.masters[mi].inst));
+                    let desc = describe(ah, other, Some(&self.masters[mi].inst));
                     let obsolete = other.runid.clone().unwrap_or_default();
                     self.core
                         .event(Level::Notice, "+sentinel-invalid-addr", desc, None);
@@ -384,20 +386,18 @@ impl Sentinel {
                     }
                 }
                 let id = self.core.new_id();
+                let addr = self.core.learned_addr(&h.ip, h.port);
                 let m = &mut self.masters[mi];
                 let mut s = Instance::new(
                     id,
                     Kind::Sentinel,
                     h.runid.clone(),
-                    crate::Addr {
-                        host: h.ip.clone(),
-                        port: h.port,
-                    },
+                    addr,
                     m.inst.down_after,
                     now,
                 );
                 s.runid = Some(h.runid.clone());
-                let desc = describe(&s, Some(&m.inst));
+                let desc = describe(ah, &s, Some(&m.inst));
                 m.sentinels.push(s);
                 if removed == 0 {
                     self.core.event(Level::Notice, "+sentinel", desc, None);
@@ -411,7 +411,7 @@ impl Sentinel {
         if h.current_epoch > self.core.current_epoch {
             self.core.current_epoch = h.current_epoch;
             self.core.flush_config();
-            let desc = describe(&self.masters[mi].inst, None);
+            let desc = describe(ah, &self.masters[mi].inst, None);
             let _ = desc;
             let script = self.masters[mi].cfg.notification_script.clone();
             self.core.event(
@@ -426,7 +426,7 @@ impl Sentinel {
             m.config_epoch = h.master_config_epoch;
             if !m.inst.addr.same(&h.master_ip, h.master_port) {
                 let script = m.cfg.notification_script.clone();
-                let sdesc = describe(&m.sentinels[si], Some(&m.inst));
+                let sdesc = describe(ah, &m.sentinels[si], Some(&m.inst));
                 self.core.event(
                     Level::Warning,
                     "+config-update-from",
@@ -471,13 +471,11 @@ impl Sentinel {
     }
 
     fn update_sentinel_address_everywhere(&mut self, runid: &str, host: &str, port: u16) {
+        let addr = self.core.learned_addr(host, port);
         for m in &mut self.masters {
             for s in &mut m.sentinels {
                 if s.runid.as_deref() == Some(runid) && !s.addr.same(host, port) {
-                    s.addr = crate::Addr {
-                        host: host.to_string(),
-                        port,
-                    };
+                    s.addr = addr.clone();
                     crate::close_link(&mut self.core.out, &mut s.link, None);
                 }
             }

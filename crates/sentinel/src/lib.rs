@@ -68,9 +68,18 @@ pub(crate) struct Core {
     /// Hellos, INFO replies and vote replies that were malformed or came from nobody
     /// we know, and were ignored.
     pub ignored_messages: u64,
+    /// Resolves a host name to an IP (the host passes one in; by default only IP
+    /// literals resolve, to themselves).
+    pub resolver: fn(&str) -> Option<String>,
     rng: u64,
     next_id: u64,
     out: Vec<Action>,
+}
+
+fn literal_only(host: &str) -> Option<String> {
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 pub(crate) const SIMFAILURE_CRASH_AFTER_ELECTION: u32 = 1;
@@ -93,6 +102,42 @@ impl Core {
 
     pub fn desync(&mut self) -> i64 {
         (self.random() % MAX_DESYNC) as i64
+    }
+
+    /// Redis' `createSentinelAddr`: a name is resolved only with `resolve-hostnames
+    /// yes`; an address that does not resolve is refused, or with `accept_unresolved`
+    /// kept with the IP `?` (to be resolved when connecting).
+    pub fn make_addr(
+        &self,
+        host: &str,
+        port: u16,
+        accept_unresolved: bool,
+    ) -> Result<Addr, String> {
+        let ip = if self.resolve_hostnames {
+            (self.resolver)(host)
+        } else {
+            literal_only(host)
+        };
+        match ip {
+            Some(ip) => Ok(Addr {
+                host: host.to_string(),
+                ip,
+                port,
+            }),
+            None if self.resolve_hostnames && accept_unresolved => Ok(Addr {
+                host: host.to_string(),
+                ip: "?".to_string(),
+                port,
+            }),
+            None => Err("Can't resolve instance hostname.".to_string()),
+        }
+    }
+
+    /// An address learned from a peer or an instance: kept even if it does not
+    /// resolve now.
+    pub fn learned_addr(&self, host: &str, port: u16) -> Addr {
+        self.make_addr(host, port, true)
+            .unwrap_or_else(|_| Addr::literal(host, port))
     }
 
     pub fn new_id(&mut self) -> u64 {
@@ -139,16 +184,21 @@ impl Core {
 
 /// Redis' `%@` prefix: `<type> <name> <ip> <port>`, and for a replica or sentinel
 /// `@ <master name> <master ip> <master port>` after it.
-pub(crate) fn describe(inst: &Instance, master: Option<&Instance>) -> String {
+pub(crate) fn describe(ah: bool, inst: &Instance, master: Option<&Instance>) -> String {
     let mut s = format!(
         "{} {} {} {}",
         inst.kind.name(),
         inst.name,
-        inst.addr.host,
+        inst.addr.announced(ah),
         inst.addr.port
     );
     if let Some(m) = master.filter(|_| inst.kind != Kind::Master) {
-        s.push_str(&format!(" @ {} {} {}", m.name, m.addr.host, m.addr.port));
+        s.push_str(&format!(
+            " @ {} {} {}",
+            m.name,
+            m.addr.announced(ah),
+            m.addr.port
+        ));
     }
     s
 }
@@ -228,6 +278,7 @@ impl Sentinel {
                 requirepass: None,
                 simfailure: 0,
                 ignored_messages: 0,
+                resolver: literal_only,
                 rng: seed | 1,
                 next_id: 0,
                 out: Vec::new(),
@@ -262,6 +313,11 @@ impl Sentinel {
         self.core.requirepass = pass.filter(|p| !p.is_empty());
     }
 
+    /// How host names resolve (`resolve-hostnames yes`); the host passes DNS in.
+    pub fn set_resolver(&mut self, resolver: fn(&str) -> Option<String>) {
+        self.core.resolver = resolver;
+    }
+
     pub fn set_port(&mut self, port: u16) {
         self.core.port = port;
     }
@@ -284,7 +340,7 @@ impl Sentinel {
     /// current failover of a master.
     pub fn promoted(&self, name: &str) -> Option<String> {
         let r = self.master(name)?.promoted_replica()?;
-        Some(r.runid.clone().unwrap_or_else(|| r.addr.to_string()))
+        Some(r.runid.clone().unwrap_or_else(|| r.addr.name(false)))
     }
 
     /// Our vote for a master's failover leader: (leader run id, epoch).
@@ -309,10 +365,11 @@ impl Sentinel {
     /// After the configuration is loaded: `+monitor` for each master, as Redis logs at
     /// start.
     pub fn start(&mut self, now: i64) {
+        let ah = self.core.announce_hostnames;
         self.core.now = now;
         self.core.previous_time = now;
         for m in &mut self.masters {
-            let msg = format!("{} quorum {}", describe(&m.inst, None), m.cfg.quorum);
+            let msg = format!("{} quorum {}", describe(ah, &m.inst, None), m.cfg.quorum);
             let script = m.cfg.notification_script.clone();
             self.core
                 .event(Level::Warning, "+monitor", msg, script.as_deref());
@@ -341,6 +398,7 @@ impl Sentinel {
 
     /// Something happened on a connection.
     pub fn handle(&mut self, now: i64, event: Event) -> Vec<Action> {
+        let ah = self.core.announce_hostnames;
         self.core.now = now;
         match event {
             Event::Connected { conn, local_ip } => {
@@ -368,7 +426,7 @@ impl Sentinel {
                         link.pending_commands = 0;
                     }
                     link.disconnected = true;
-                    let desc = describe(inst, None);
+                    let desc = describe(ah, inst, None);
                     let channel = if pubsub { "-pubsub-link" } else { "-cmd-link" };
                     self.core
                         .event(Level::Debug, channel, format!("{desc} #{reason}"), None);
@@ -608,6 +666,15 @@ impl Sentinel {
             return;
         }
         inst.link.last_reconn_time = now;
+        if self.core.resolve_hostnames {
+            // The instance may have moved, or not have resolved before: resolve again.
+            if let Some(ip) = (self.core.resolver)(&inst.addr.host) {
+                inst.addr.ip = ip;
+            }
+        }
+        if inst.addr.ip == "?" {
+            return;
+        }
         let core = &mut self.core;
         let auth_argv = pass.map(|p| {
             let mut v = vec![cfg.map_command("AUTH")];
@@ -631,7 +698,7 @@ impl Sentinel {
             let id = core.next_id;
             core.out.push(Action::Connect {
                 conn: id,
-                host: inst.addr.host.clone(),
+                host: inst.addr.ip.clone(),
                 port: inst.addr.port,
             });
             if pubsub {
@@ -747,7 +814,7 @@ impl Sentinel {
             runid: self.core.myid.clone(),
             current_epoch: self.core.current_epoch,
             master_name: m.inst.name.clone(),
-            master_ip: addr.host.clone(),
+            master_ip: addr.announced(self.core.announce_hostnames).to_string(),
             master_port: addr.port,
             master_config_epoch: m.config_epoch,
         };

@@ -173,25 +173,55 @@ impl Periods {
     }
 }
 
-/// An instance's address as configured or learned (no name resolution here).
+/// An instance's address: the host as configured or learned (a name or an IP), the IP
+/// it resolved to (`?` when it could not be resolved yet), and the port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Addr {
     pub host: String,
+    pub ip: String,
     pub port: u16,
 }
 
 impl Addr {
-    pub fn same(&self, host: &str, port: u16) -> bool {
-        self.port == port && self.host.eq_ignore_ascii_case(host)
+    /// An address given as an IP (or taken as is).
+    pub fn literal(host: &str, port: u16) -> Addr {
+        Addr {
+            host: host.to_string(),
+            ip: host.to_string(),
+            port,
+        }
     }
-}
 
-impl std::fmt::Display for Addr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
+    /// The same instance as `host:port`, where `host` is a name or an IP (Redis compares
+    /// either).
+    pub fn same(&self, host: &str, port: u16) -> bool {
+        self.port == port
+            && (self.host.eq_ignore_ascii_case(host) || self.ip.eq_ignore_ascii_case(host))
+    }
+
+    pub fn matches(&self, other: &Addr) -> bool {
+        self.port == other.port
+            && (self.host.eq_ignore_ascii_case(&other.host)
+                || self.ip.eq_ignore_ascii_case(&other.ip))
+    }
+
+    /// What clients and peers are told: the host name with `announce-hostnames yes`,
+    /// else the IP.
+    pub fn announced(&self, hostnames: bool) -> &str {
+        if hostnames {
+            &self.host
         } else {
-            write!(f, "{}:{}", self.host, self.port)
+            &self.ip
+        }
+    }
+
+    /// `ip:port` (`[ip]:port` for IPv6), a replica's name.
+    pub fn name(&self, hostnames: bool) -> String {
+        let h = self.announced(hostnames);
+        if h.contains(':') {
+            format!("[{h}]:{}", self.port)
+        } else {
+            format!("{h}:{}", self.port)
         }
     }
 }

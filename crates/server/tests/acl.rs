@@ -31,7 +31,8 @@ fn fresh(server: &carmine_server::Server) -> redis::Connection {
     let con = c
         .get_connection_with_timeout(Duration::from_secs(5))
         .expect("connects");
-    con.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    con.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     con
 }
 
@@ -39,15 +40,34 @@ fn fresh(server: &carmine_server::Server) -> redis::Connection {
 fn users_permissions_and_auth() {
     let server = common::start("");
     let mut admin = common::client(&server);
-    ok(&mut admin, &["ACL", "SETUSER", "alice", "on", ">wonderland", "~cached:*", "+get", "+set", "+acl|whoami"]);
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "alice",
+            "on",
+            ">wonderland",
+            "~cached:*",
+            "+get",
+            "+set",
+            "+acl|whoami",
+        ],
+    );
     ok(&mut admin, &["SET", "other", "1"]);
     let mut alice = fresh(&server);
     assert!(err(&mut alice, &["AUTH", "alice", "wrong"]).starts_with("WRONGPASS"));
     ok(&mut alice, &["AUTH", "alice", "wonderland"]);
-    let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut alice).expect("whoami");
+    let who: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query(&mut alice)
+        .expect("whoami");
     assert_eq!(who, "alice");
     ok(&mut alice, &["SET", "cached:1", "v"]);
-    let v: String = redis::cmd("GET").arg("cached:1").query(&mut alice).expect("get");
+    let v: String = redis::cmd("GET")
+        .arg("cached:1")
+        .query(&mut alice)
+        .expect("get");
     assert_eq!(v, "v");
     assert_eq!(
         err(&mut alice, &["GET", "other"]),
@@ -60,10 +80,27 @@ fn users_permissions_and_auth() {
     // Changes apply to connections already authenticated.
     ok(&mut admin, &["ACL", "SETUSER", "alice", "+del"]);
     ok(&mut alice, &["DEL", "cached:1"]);
-    let list: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut admin).expect("list");
-    let line = list.iter().find(|l| l.starts_with("user alice ")).expect("alice listed");
-    assert!(line.contains(" on ") && line.contains("~cached:*") && line.contains("-@all +get +set +acl|whoami +del"), "{line}");
-    assert!(line.contains(&format!("#{}", carmine_commands::acl::sha256_hex(b"wonderland"))), "{line}");
+    let list: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query(&mut admin)
+        .expect("list");
+    let line = list
+        .iter()
+        .find(|l| l.starts_with("user alice "))
+        .expect("alice listed");
+    assert!(
+        line.contains(" on ")
+            && line.contains("~cached:*")
+            && line.contains("-@all +get +set +acl|whoami +del"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "#{}",
+            carmine_commands::acl::sha256_hex(b"wonderland")
+        )),
+        "{line}"
+    );
     let dry: String = redis::cmd("ACL")
         .arg("DRYRUN")
         .arg("alice")
@@ -71,29 +108,53 @@ fn users_permissions_and_auth() {
         .arg("other")
         .query(&mut admin)
         .expect("dryrun");
-    assert!(dry.contains("no permissions to access one of the keys"), "{dry}");
-    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).expect("list");
+    assert!(
+        dry.contains("no permissions to access one of the keys"),
+        "{dry}"
+    );
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut admin)
+        .expect("list");
     assert!(clients.contains("user=alice"), "{clients}");
     // A disabled user cannot authenticate.
     ok(&mut admin, &["ACL", "SETUSER", "alice", "off"]);
     let mut again = fresh(&server);
     assert!(err(&mut again, &["AUTH", "alice", "wonderland"]).starts_with("WRONGPASS"));
     // Deleting a user closes its connections.
-    let n: i64 = redis::cmd("ACL").arg("DELUSER").arg("alice").query(&mut admin).expect("deluser");
+    let n: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("alice")
+        .query(&mut admin)
+        .expect("deluser");
     assert_eq!(n, 1);
     assert!(
         common::wait_until(5, || cmd(&mut alice, &["PING"]).is_err()),
         "alice's connection is closed"
     );
     assert!(err(&mut admin, &["ACL", "DELUSER", "default"]).contains("cannot be removed"));
-    assert!(err(&mut admin, &["ACL", "SETUSER", "x", "bogus"]).contains("Error in ACL SETUSER modifier 'bogus'"));
+    assert!(err(&mut admin, &["ACL", "SETUSER", "x", "bogus"])
+        .contains("Error in ACL SETUSER modifier 'bogus'"));
 }
 
 #[test]
 fn channels_and_the_default_user() {
     let server = common::start("");
     let mut admin = common::client(&server);
-    ok(&mut admin, &["ACL", "SETUSER", "bob", "on", "nopass", "~*", "resetchannels", "&news.*", "+@all"]);
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "bob",
+            "on",
+            "nopass",
+            "~*",
+            "resetchannels",
+            "&news.*",
+            "+@all",
+        ],
+    );
     let mut bob = fresh(&server);
     ok(&mut bob, &["AUTH", "bob", "anything"]);
     ok(&mut bob, &["PUBLISH", "news.today", "hi"]);

@@ -299,6 +299,16 @@ fn publish_command(ctx: &mut Ctx<'_, '_>) {
     write_reply(ctx.reply, &reply);
 }
 
+/// DNS for `resolve-hostnames yes` (blocking, as Redis' Sentinel resolves).
+fn resolve_host(host: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    (host, 0)
+        .to_socket_addrs()
+        .ok()?
+        .next()
+        .map(|a| a.ip().to_string())
+}
+
 /// A fresh 40-character hex run id.
 fn random_id() -> String {
     (0..40)
@@ -320,6 +330,7 @@ pub fn install(shared: &Arc<Shared>, port: u16) -> io::Result<()> {
     }
     let directives = shared.config.sentinel_directives.lock().clone();
     let mut machine = Sentinel::new(String::new(), port, fastrand::u64(..));
+    machine.set_resolver(resolve_host);
     machine.set_requirepass(shared.config.get("requirepass"));
     let now = now_ms();
     if let Err((i, e)) = machine.configure_all(&directives) {
