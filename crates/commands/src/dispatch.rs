@@ -385,6 +385,9 @@ fn dispatch(
     }
     if spec.name == "exec" {
         exec(shared, session, stats, reply, now_ms);
+        if shared.monitors.active() && !session.replaying {
+            shared.monitors.feed(session, args);
+        }
         return false;
     }
     run(
@@ -468,6 +471,10 @@ fn run<'q>(
         return;
     };
     let world_stopped = world_stopped || session.world_held;
+    let monitored = shared.monitors.active() && !session.replaying;
+    if monitored && crate::monitor::shown_before(spec) {
+        shared.monitors.feed(session, args);
+    }
     let started = Instant::now();
     let before = reply.len();
     let mark = reply.mark();
@@ -564,6 +571,9 @@ fn run<'q>(
         }
     }
     check_one_reply(shared, session, spec, reply, before, mark);
+    if monitored && crate::monitor::shown_after(spec) {
+        shared.monitors.feed(session, args);
+    }
     if dirty > 0 {
         signal_written_keys(shared, spec, args, session.db);
         remember_replica_writes(shared, session, spec, args, session.db);
@@ -771,6 +781,9 @@ fn exec(
         };
         (spec.handler)(&mut ctx);
         check_one_reply(shared, session, spec, reply, before, mark);
+        if shared.monitors.active() && !session.replaying && crate::monitor::shown_after(spec) {
+            shared.monitors.feed(session, args);
+        }
         let dirty = locked.dirty() - dirty_before;
         if locked.recording_effects() {
             let replays = dirty > 0 && spec.has(flags::WRITE);

@@ -36,6 +36,7 @@ mod hyperloglog;
 mod keys;
 mod lcs;
 mod list;
+pub mod monitor;
 pub mod pause;
 pub mod persistence;
 pub mod propagate;
@@ -79,5 +80,6 @@ pub fn command_table() -> CommandTable {
     specs.extend(scripting::commands());
     specs.extend(functions::commands());
     specs.extend(acl::commands());
+    specs.extend(monitor::commands());
     CommandTable::new(specs)
 }

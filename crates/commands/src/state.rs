@@ -305,6 +305,8 @@ pub struct Shared {
     pub scripts: crate::scripting::Scripts,
     /// ACL users.
     pub acl: crate::acl::Acl,
+    /// Clients in MONITOR mode.
+    pub monitors: crate::monitor::Monitors,
     /// Function libraries (FUNCTION, FCALL).
     pub functions: crate::functions::Functions,
     /// The append-only file, installed by the server.
@@ -399,6 +401,7 @@ impl Shared {
             persistence: std::sync::OnceLock::new(),
             scripts: crate::scripting::Scripts::default(),
             acl: crate::acl::Acl::default(),
+            monitors: crate::monitor::Monitors::default(),
             functions: crate::functions::Functions::default(),
             append_only: std::sync::OnceLock::new(),
             sentinel: std::sync::OnceLock::new(),
@@ -589,6 +592,8 @@ pub struct Session {
     pub thread: usize,
     pub db: usize,
     pub authenticated: bool,
+    /// In MONITOR mode: it is sent every command the server runs.
+    pub monitoring: bool,
     /// The ACL user after AUTH; None: the default user.
     pub user: Option<Arc<crate::acl::AclUser>>,
     pub multi: Option<MultiState>,
@@ -649,6 +654,7 @@ impl Session {
             thread,
             db: 0,
             authenticated,
+            monitoring: false,
             user: None,
             multi: None,
             watched: Vec::new(),
