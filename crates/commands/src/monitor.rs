@@ -121,11 +121,11 @@ fn format_line(session: &Session, args: &Args) -> String {
         origin
     );
     let hide = redacted(args);
-    for i in 0..args.len() {
+    for (i, hidden) in hide.iter().enumerate() {
         if i > 0 {
             s.push(' ');
         }
-        if hide[i] {
+        if *hidden {
             s.push_str("\"(redacted)\"");
         } else {
             quoted(&mut s, args.get(i).unwrap_or_default());
