@@ -282,3 +282,98 @@ fn carmine_sentinel_commands_and_config_survive_a_restart() {
         "{err}"
     );
 }
+
+/// The same questions to a Carmine sentinel and a Redis sentinel watching the same
+/// master: the same fields, errors and shapes (values that depend on timing aside).
+#[test]
+fn replies_match_redis_sentinel() {
+    let dir = common::scratch_dir();
+    let master = data_node(&dir, None);
+    let (ours, _) = sentinel(CARMINE, &dir, master.port, 2);
+    let (theirs, _) = sentinel("redis-server", &dir, master.port, 2);
+    let ask = |port: u16, args: &[&str]| -> redis::Value {
+        let mut c = connect(port);
+        let mut q = redis::cmd(args[0]);
+        for a in &args[1..] {
+            q.arg(*a);
+        }
+        match q.query::<redis::Value>(&mut c) {
+            Ok(v) => v,
+            Err(e) => redis::Value::SimpleString(format!(
+                "error: {} {}",
+                e.code().unwrap_or(""),
+                e.detail().unwrap_or("")
+            )),
+        }
+    };
+    fn keys(v: &redis::Value) -> Vec<String> {
+        match v {
+            redis::Value::Array(items) => items
+                .iter()
+                .step_by(2)
+                .map(|k| match k {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+            redis::Value::Map(pairs) => pairs
+                .iter()
+                .map(|(k, _)| match k {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+            other => vec![format!("{other:?}")],
+        }
+    }
+    for s in [ours.port, theirs.port] {
+        assert!(
+            common::wait_until(10, || master_state(s).get("role-reported").is_some()),
+            "sentinel {s} reached the master"
+        );
+    }
+    // Field names and order of an instance, and of the timing parameters.
+    for q in [
+        &["SENTINEL", "MASTER", "mymaster"][..],
+        &["SENTINEL", "DEBUG"][..],
+        &["SENTINEL", "CONFIG", "GET", "*"][..],
+    ] {
+        let ours_keys = keys(&ask(ours.port, q));
+        assert!(ours_keys.len() >= 6, "{q:?}: {ours_keys:?}");
+        assert_eq!(ours_keys, keys(&ask(theirs.port, q)), "{q:?}");
+    }
+    // Whole replies that do not depend on timing or identity.
+    for q in [
+        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"][..],
+        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "nosuch"][..],
+        &["SENTINEL", "MASTER", "nosuch"][..],
+        &["SENTINEL", "CKQUORUM", "mymaster"][..],
+        &[
+            "SENTINEL",
+            "IS-MASTER-DOWN-BY-ADDR",
+            "127.0.0.1",
+            "1",
+            "0",
+            "*",
+        ][..],
+        &["SENTINEL", "SET", "mymaster", "nosuchoption", "1"][..],
+        &["SENTINEL", "SET", "mymaster", "quorum", "0"][..],
+        &["SENTINEL", "SET", "mymaster"][..],
+        &["SENTINEL", "MONITOR", "x", "not-an-ip", "1", "1"][..],
+        &["SENTINEL", "MONITOR", "mymaster", "127.0.0.1", "1", "1"][..],
+        &["SENTINEL", "DEBUG", "ping-period", "-1"][..],
+        &["SENTINEL", "CONFIG", "SET", "nosuch", "1"][..],
+        &["SENTINEL", "SIMULATE-FAILURE", "bogus"][..],
+        &["SENTINEL", "NOSUCH"][..],
+        &["SENTINEL", "FAILOVER", "mymaster"][..],
+        &["SENTINEL", "REPLICAS", "mymaster"][..],
+        &["PUBLISH", "other", "x"][..],
+        &["ROLE"][..],
+        &["GET", "k"][..],
+    ] {
+        let (a, b) = (ask(ours.port, q), ask(theirs.port, q));
+        // Redis names its own binary in unknown-command errors; compare up to that.
+        let norm = |v: redis::Value| format!("{v:?}").replace("redis-server", "server");
+        assert_eq!(norm(a), norm(b), "{q:?}");
+    }
+}
