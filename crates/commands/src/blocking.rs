@@ -78,6 +78,8 @@ impl Blocking {
         if state.deadline.is_some() {
             self.timed.fetch_add(1, Ordering::AcqRel);
         }
+        // A client held by a pause is not "blocked" for CLIENT UNBLOCK.
+        client.unblockable.store(!state.paused, Ordering::Release);
     }
 
     /// Unregisters a client from every key it waited on.
@@ -206,6 +208,7 @@ pub fn block_until_ready(ctx: &mut Ctx<'_, '_>, timeout: Option<Duration>) {
 
 /// Called when a blocked client is served (or times out, or disconnects).
 pub fn unblock(shared: &crate::Shared, session: &mut crate::Session) {
+    session.info.unblockable.store(false, Ordering::Release);
     if let Some(state) = session.blocked.take() {
         shared.blocking.remove(&state, session.id());
     }

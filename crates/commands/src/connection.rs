@@ -84,7 +84,7 @@ pub fn commands() -> Vec<CommandSpec> {
         CommandSpec {
             subcommands: &[
                 "id", "setname", "getname", "list", "info", "kill", "setinfo", "no-evict", "reply",
-                "pause", "unpause", "help",
+                "unblock", "pause", "unpause", "help",
             ],
             ..cmd(
                 "client",
@@ -351,6 +351,8 @@ const CLIENT_HELP: &[&str] = &[
     "    Assign the name <name> to the current connection.",
     "SETINFO <LIB-NAME|LIB-VER> <value>",
     "    Set client meta attribute.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
     "HELP",
     "    Print this help.",
 ];
@@ -405,6 +407,38 @@ fn client(ctx: &mut Ctx<'_, '_>) {
             };
             *slot.lock() = if value.is_empty() { None } else { Some(value) };
             ctx.reply.ok();
+        }
+        (b"unblock", 3 | 4) => {
+            let Some(id) = ctx.int_arg(2) else { return };
+            let how = if argc == 4 {
+                if ctx.is(3, "TIMEOUT") {
+                    ClientInfo::UNBLOCK_TIMEOUT
+                } else if ctx.is(3, "ERROR") {
+                    ClientInfo::UNBLOCK_ERROR
+                } else {
+                    return ctx.error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+                }
+            } else {
+                ClientInfo::UNBLOCK_TIMEOUT
+            };
+            let target = ctx
+                .shared
+                .clients
+                .snapshot()
+                .into_iter()
+                .find(|c| c.id as i64 == id && c.unblockable.load(Ordering::Acquire));
+            match target {
+                Some(c) => {
+                    // Its own loop ends the block (it owns the connection): ask, and wake it.
+                    c.unblock_request.store(how, Ordering::Release);
+                    let ready = c.ready.lock().clone();
+                    if let Some(r) = ready {
+                        r();
+                    }
+                    ctx.reply.int(1);
+                }
+                None => ctx.reply.int(0),
+            }
         }
         (b"info", 2) => {
             let line = client_line(ctx, &ctx.session.info) + "\n";

@@ -121,6 +121,11 @@ pub struct ClientInfo {
     pub no_evict: AtomicBool,
     /// The ACL user it authenticated as.
     pub user: Mutex<String>,
+    /// Blocked in a command CLIENT UNBLOCK may end (not held by a pause).
+    pub unblockable: AtomicBool,
+    /// CLIENT UNBLOCK asked: [`ClientInfo::UNBLOCK_TIMEOUT`] or
+    /// [`ClientInfo::UNBLOCK_ERROR`] (0: nothing asked).
+    pub unblock_request: AtomicU8,
     /// [`ClientInfo::NORMAL`], [`ClientInfo::MASTER`] (our link to our master) or
     /// [`ClientInfo::REPLICA`] (a replica reading our stream).
     pub kind: AtomicU8,
@@ -160,6 +165,8 @@ impl ClientInfo {
             omem: AtomicU64::new(0),
             no_evict: AtomicBool::new(false),
             user: Mutex::new("default".to_string()),
+            unblockable: AtomicBool::new(false),
+            unblock_request: AtomicU8::new(0),
             kind: AtomicU8::new(ClientInfo::NORMAL),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -170,6 +177,8 @@ impl ClientInfo {
     }
 
     pub const NORMAL: u8 = 0;
+    pub const UNBLOCK_TIMEOUT: u8 = 1;
+    pub const UNBLOCK_ERROR: u8 = 2;
     pub const MASTER: u8 = 1;
     pub const REPLICA: u8 = 2;
 

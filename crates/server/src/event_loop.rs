@@ -499,6 +499,18 @@ impl EventLoop {
         let Some(state) = conn.session.blocked.clone() else {
             return;
         };
+        // CLIENT UNBLOCK: end the block as a timeout would, or with an error.
+        match conn.session.info.unblock_request.swap(0, Ordering::AcqRel) {
+            ClientInfo::UNBLOCK_TIMEOUT => return self.time_out_blocked(t),
+            ClientInfo::UNBLOCK_ERROR => {
+                carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
+                conn.reply
+                    .error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+                self.process(t);
+                return;
+            }
+            _ => {}
+        }
         let now = carmine_keyspace::now_ms();
         execute_at(
             &self.shared,
@@ -533,32 +545,37 @@ impl EventLoop {
             }
         }
         for t in due {
-            let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
-                continue;
-            };
-            let state = conn.session.blocked.as_ref();
-            let null_array = state.is_some_and(|b| b.timeout_null_array);
-            let rerun = state.filter(|b| b.rerun_on_timeout).map(|b| b.args.clone());
-            carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
-            if let Some(args) = rerun {
-                conn.session.block_timed_out = true;
-                execute_at(
-                    &self.shared,
-                    &mut conn.session,
-                    &self.stats,
-                    &args,
-                    &mut conn.reply,
-                    carmine_keyspace::now_ms(),
-                );
-                conn.session.block_timed_out = false;
-            } else if null_array {
-                conn.reply.null_array();
-            } else {
-                conn.reply.null();
-            }
-            self.process(t);
+            self.time_out_blocked(t);
         }
         nearest
+    }
+
+    /// Ends a client's block as its timeout does: the timeout reply, then its pipeline.
+    fn time_out_blocked(&mut self, t: usize) {
+        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+            return;
+        };
+        let state = conn.session.blocked.as_ref();
+        let null_array = state.is_some_and(|b| b.timeout_null_array);
+        let rerun = state.filter(|b| b.rerun_on_timeout).map(|b| b.args.clone());
+        carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
+        if let Some(args) = rerun {
+            conn.session.block_timed_out = true;
+            execute_at(
+                &self.shared,
+                &mut conn.session,
+                &self.stats,
+                &args,
+                &mut conn.reply,
+                carmine_keyspace::now_ms(),
+            );
+            conn.session.block_timed_out = false;
+        } else if null_array {
+            conn.reply.null_array();
+        } else {
+            conn.reply.null();
+        }
+        self.process(t);
     }
 
     fn on_writable(&mut self, t: usize) {

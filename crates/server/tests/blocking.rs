@@ -203,3 +203,58 @@ fn client_pause_write_holds_writes_until_unpause() {
         .contains("CLIENT PAUSE mode must be WRITE or ALL"));
     server.shutdown();
 }
+
+/// CLIENT UNBLOCK ends another client's block as its timeout would, or with
+/// -UNBLOCKED; a client that is not blocked gives 0.
+#[test]
+fn client_unblock_by_id() {
+    let server = common::start("");
+    let mut admin = common::client(&server);
+    for (reason, want) in [
+        ("TIMEOUT", "*-1\r\n"),
+        (
+            "ERROR",
+            "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
+        ),
+    ] {
+        let mut blocked = common::raw(&server);
+        let (id, _) = common::exchange(&mut blocked, b"CLIENT ID\r\n", |b| b.ends_with(b"\r\n"));
+        let id: i64 = String::from_utf8_lossy(&id[1..id.len() - 2])
+            .parse()
+            .expect("id");
+        std::io::Write::write_all(&mut blocked, b"BLPOP nosuchlist 0\r\n").expect("write");
+        assert!(
+            common::wait_until(5, || {
+                redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(id)
+                    .arg(reason)
+                    .query::<i64>(&mut admin)
+                    .is_ok_and(|n| n == 1)
+            }),
+            "the client blocks and is unblocked"
+        );
+        let (got, _) = common::exchange(&mut blocked, b"", |b| b.ends_with(b"\r\n"));
+        assert_eq!(String::from_utf8_lossy(&got), want, "{reason}");
+        // Its pipeline goes on.
+        let (pong, _) = common::exchange(&mut blocked, b"PING\r\n", |b| b.ends_with(b"\r\n"));
+        assert_eq!(pong, b"+PONG\r\n");
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query(&mut admin)
+            .expect("unblock");
+        assert_eq!(n, 0, "not blocked any more");
+    }
+    let err = redis::cmd("CLIENT")
+        .arg("UNBLOCK")
+        .arg(1)
+        .arg("BOGUS")
+        .query::<i64>(&mut admin)
+        .expect_err("bad reason");
+    assert!(
+        err.to_string()
+            .contains("reason should be TIMEOUT or ERROR"),
+        "{err}"
+    );
+}
