@@ -83,8 +83,23 @@ pub fn commands() -> Vec<CommandSpec> {
         ),
         CommandSpec {
             subcommands: &[
-                "id", "setname", "getname", "list", "info", "kill", "setinfo", "no-evict", "reply",
-                "unblock", "pause", "unpause", "help",
+                "id",
+                "setname",
+                "getname",
+                "list",
+                "info",
+                "kill",
+                "setinfo",
+                "no-evict",
+                "reply",
+                "unblock",
+                "pause",
+                "unpause",
+                "help",
+                "tracking",
+                "trackinginfo",
+                "getredir",
+                "caching",
             ],
             ..cmd(
                 "client",
@@ -130,6 +145,7 @@ fn reset(ctx: &mut Ctx<'_, '_>) {
     s.info.multi.store(-1, Ordering::Relaxed);
     s.unwatch_all(&ctx.shared.keyspace);
     crate::pubsub::drop_client(&ctx.shared.pubsub, s);
+    ctx.shared.tracking.disable(&s.info);
     crate::blocking::unblock(ctx.shared, s);
     s.subscriptions();
     s.select(0);
@@ -296,6 +312,16 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
     if c.no_evict.load(Ordering::Relaxed) {
         flags.push('e');
     }
+    let tracking = c.tracking.lock().clone();
+    if let Some(t) = &tracking {
+        flags.push('t');
+        if t.broken_redirect {
+            flags.push('R');
+        }
+        if t.bcast {
+            flags.push('B');
+        }
+    }
     match c.kind.load(Ordering::Relaxed) {
         ClientInfo::MASTER => flags.push('M'),
         ClientInfo::REPLICA => flags.push('S'),
@@ -305,7 +331,7 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
         c.laddr,
@@ -323,6 +349,7 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
         c.omem.load(Ordering::Relaxed),
         cmd,
         c.user.lock(),
+        tracking.map_or(-1, |t| t.redirect as i64),
         c.resp.load(Ordering::Relaxed),
         String::from_utf8_lossy(&lib_name),
         String::from_utf8_lossy(&lib_ver),
@@ -353,6 +380,15 @@ const CLIENT_HELP: &[&str] = &[
     "    Set client meta attribute.",
     "UNBLOCK <clientid> [TIMEOUT|ERROR]",
     "    Unblock the specified blocked client.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
     "HELP",
     "    Print this help.",
 ];
@@ -364,7 +400,7 @@ pub fn help_reply(ctx: &mut Ctx<'_, '_>, lines: &[&str]) {
     }
 }
 
-fn client(ctx: &mut Ctx<'_, '_>) {
+pub fn client(ctx: &mut Ctx<'_, '_>) {
     let sub = ctx.arg(1).to_ascii_lowercase();
     let argc = ctx.args.len();
     let wrong_args = |ctx: &mut Ctx<'_, '_>| {
@@ -408,6 +444,10 @@ fn client(ctx: &mut Ctx<'_, '_>) {
             *slot.lock() = if value.is_empty() { None } else { Some(value) };
             ctx.reply.ok();
         }
+        (b"tracking", n) if n >= 3 => crate::tracking::client_tracking(ctx),
+        (b"caching", 3) => crate::tracking::client_caching(ctx),
+        (b"getredir", 2) => crate::tracking::client_getredir(ctx),
+        (b"trackinginfo", 2) => crate::tracking::client_trackinginfo(ctx),
         (b"unblock", 3 | 4) => {
             let Some(id) = ctx.int_arg(2) else { return };
             let how = if argc == 4 {

@@ -574,6 +574,9 @@ fn run<'q>(
     if monitored && crate::monitor::shown_after(spec) {
         shared.monitors.feed(session, args);
     }
+    if shared.tracking.active() {
+        track(shared, session, spec, args, dirty);
+    }
     if dirty > 0 {
         signal_written_keys(shared, spec, args, session.db);
         remember_replica_writes(shared, session, spec, args, session.db);
@@ -785,6 +788,9 @@ fn exec(
             shared.monitors.feed(session, args);
         }
         let dirty = locked.dirty() - dirty_before;
+        if shared.tracking.active() {
+            track(shared, session, spec, args, dirty);
+        }
         if locked.recording_effects() {
             let replays = dirty > 0 && spec.has(flags::WRITE);
             unit_ops(locked.take_effects(), args, db, replays, &mut unit);
@@ -803,6 +809,29 @@ fn exec(
         if let Some(spec) = shared.commands.get(idx) {
             signal_written_keys(shared, spec, args, db);
             remember_replica_writes(shared, session, spec, args, db);
+        }
+    }
+}
+
+/// Client-side caching after a command: a tracking client's reads are remembered, and
+/// the keys a write changed are invalidated for whoever read them (FLUSHALL/FLUSHDB:
+/// everything).
+fn track(shared: &Shared, session: &Session, spec: &CommandSpec, args: &Args, dirty: u64) {
+    let t = &shared.tracking;
+    if spec.has(flags::READONLY) {
+        t.remember(&session.info, spec, args);
+    } else {
+        t.command_done(&session.info, spec);
+    }
+    if dirty > 0 {
+        if matches!(spec.name, "flushall" | "flushdb") {
+            t.flush(shared);
+            return;
+        }
+        let mut idx = Vec::new();
+        spec.key_indexes(args, &mut idx);
+        for i in idx {
+            t.invalidate(shared, args.get(i).unwrap_or_default(), Some(session.id()));
         }
     }
 }

@@ -47,6 +47,7 @@ mod set;
 pub mod state;
 mod string;
 pub mod table;
+pub mod tracking;
 mod transaction;
 mod typed;
 mod zset;

@@ -302,10 +302,11 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:{}\r\nclients_in_timeout_table:{}\r\n\r\n",
             sh.clients.len(),
             sh.config.tunables.maxclients.load(Ordering::Relaxed),
             sh.blocking.count(),
+            sh.tracking.tracking_clients(),
             sh.blocking.timed_count(),
         );
     }

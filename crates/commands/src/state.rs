@@ -121,6 +121,8 @@ pub struct ClientInfo {
     pub no_evict: AtomicBool,
     /// The ACL user it authenticated as.
     pub user: Mutex<String>,
+    /// CLIENT TRACKING settings (None: off).
+    pub tracking: Mutex<Option<crate::tracking::TrackingState>>,
     /// Blocked in a command CLIENT UNBLOCK may end (not held by a pause).
     pub unblockable: AtomicBool,
     /// CLIENT UNBLOCK asked: [`ClientInfo::UNBLOCK_TIMEOUT`] or
@@ -165,6 +167,7 @@ impl ClientInfo {
             omem: AtomicU64::new(0),
             no_evict: AtomicBool::new(false),
             user: Mutex::new("default".to_string()),
+            tracking: Mutex::new(None),
             unblockable: AtomicBool::new(false),
             unblock_request: AtomicU8::new(0),
             kind: AtomicU8::new(ClientInfo::NORMAL),
@@ -316,6 +319,8 @@ pub struct Shared {
     pub acl: crate::acl::Acl,
     /// Clients in MONITOR mode.
     pub monitors: crate::monitor::Monitors,
+    /// Client-side caching: who read which key (CLIENT TRACKING).
+    pub tracking: crate::tracking::Tracking,
     /// Function libraries (FUNCTION, FCALL).
     pub functions: crate::functions::Functions,
     /// The append-only file, installed by the server.
@@ -411,6 +416,7 @@ impl Shared {
             scripts: crate::scripting::Scripts::default(),
             acl: crate::acl::Acl::default(),
             monitors: crate::monitor::Monitors::default(),
+            tracking: crate::tracking::Tracking::default(),
             functions: crate::functions::Functions::default(),
             append_only: std::sync::OnceLock::new(),
             sentinel: std::sync::OnceLock::new(),

@@ -696,6 +696,7 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.session.unwatch_all(&self.shared.keyspace);
         carmine_commands::pubsub::drop_client(&self.shared.pubsub, &mut conn.session);
+        self.shared.tracking.disable(&conn.session.info);
         carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
         *conn.session.info.ready.lock() = None;
         *conn.session.info.deliver.lock() = None;

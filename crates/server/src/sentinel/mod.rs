@@ -38,6 +38,35 @@ const ALLOWED: &[&str] = &[
     "acl",
 ];
 
+const SENTINEL_CLIENT_SUBCOMMANDS: &[&str] = &[
+    "caching",
+    "getname",
+    "getredir",
+    "help",
+    "id",
+    "info",
+    "kill",
+    "list",
+    "no-evict",
+    "pause",
+    "reply",
+    "setname",
+    "tracking",
+    "trackinginfo",
+    "unblock",
+    "unpause",
+];
+
+fn sentinel_client(ctx: &mut Ctx<'_, '_>) {
+    let sub = String::from_utf8_lossy(ctx.arg(1)).to_ascii_lowercase();
+    if !SENTINEL_CLIENT_SUBCOMMANDS.contains(&sub.as_str()) {
+        return ctx.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
+        ));
+    }
+    carmine_commands::connection::client(ctx);
+}
+
 /// The sentinel and what its commands and its driver share.
 pub struct SentinelHost {
     pub(crate) machine: Mutex<Sentinel>,
@@ -123,6 +152,14 @@ pub fn command_table() -> CommandTable {
         .iter()
         .filter(|s| ALLOWED.contains(&s.name))
         .cloned()
+        .map(|mut s| {
+            if s.name == "client" {
+                // Redis 7.0's Sentinel has no CLIENT SETINFO (a 7.2 addition).
+                s.subcommands = SENTINEL_CLIENT_SUBCOMMANDS;
+                s.handler = sentinel_client;
+            }
+            s
+        })
         .collect();
     CommandTable::new(kept).extend(vec![
         CommandSpec {
