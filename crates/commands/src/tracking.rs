@@ -121,7 +121,7 @@ impl Tracking {
         };
         let resp3 = to.resp.load(Ordering::Relaxed) == 3;
         let subscribed = to.subs.iter().any(|s| s.load(Ordering::Relaxed) > 0);
-        if !resp3 && !(redirected && subscribed) {
+        if !(resp3 || (redirected && subscribed)) {
             // RESP2 has no push messages on the same connection.
             return;
         }
