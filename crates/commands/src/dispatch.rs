@@ -575,7 +575,7 @@ fn run<'q>(
         shared.monitors.feed(session, args);
     }
     if shared.tracking.active() {
-        track(shared, session, spec, args, dirty);
+        track(shared, session, spec, args, dirty, None);
     }
     if dirty > 0 {
         signal_written_keys(shared, spec, args, session.db);
@@ -761,6 +761,7 @@ fn exec(
     }
     reply.array(queued.len());
     let mut written: Vec<(usize, &Args, usize)> = Vec::new();
+    let mut invalidated: Vec<&[u8]> = Vec::new();
     for (idx, args) in &queued {
         let Some(spec) = shared.commands.get(*idx) else {
             continue;
@@ -789,7 +790,7 @@ fn exec(
         }
         let dirty = locked.dirty() - dirty_before;
         if shared.tracking.active() {
-            track(shared, session, spec, args, dirty);
+            track(shared, session, spec, args, dirty, Some(&mut invalidated));
         }
         if locked.recording_effects() {
             let replays = dirty > 0 && spec.has(flags::WRITE);
@@ -805,6 +806,10 @@ fn exec(
     }
     mark_applied(shared, session);
     drop(locked);
+    if !invalidated.is_empty() {
+        let writer = Some(session.id());
+        shared.tracking.invalidate(shared, &invalidated, writer);
+    }
     for (idx, args, db) in written {
         if let Some(spec) = shared.commands.get(idx) {
             signal_written_keys(shared, spec, args, db);
@@ -816,7 +821,14 @@ fn exec(
 /// Client-side caching after a command: a tracking client's reads are remembered, and
 /// the keys a write changed are invalidated for whoever read them (FLUSHALL/FLUSHDB:
 /// everything).
-fn track(shared: &Shared, session: &Session, spec: &CommandSpec, args: &Args, dirty: u64) {
+fn track<'a>(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &'a Args,
+    dirty: u64,
+    batch: Option<&mut Vec<&'a [u8]>>,
+) {
     let t = &shared.tracking;
     if spec.has(flags::READONLY) {
         t.remember(&session.info, spec, args);
@@ -830,8 +842,14 @@ fn track(shared: &Shared, session: &Session, spec: &CommandSpec, args: &Args, di
         }
         let mut idx = Vec::new();
         spec.key_indexes(args, &mut idx);
-        for i in idx {
-            t.invalidate(shared, args.get(i).unwrap_or_default(), Some(session.id()));
+        let keys = idx.iter().map(|&i| args.get(i).unwrap_or_default());
+        match batch {
+            // A transaction's keys go out together at EXEC's end.
+            Some(b) => b.extend(keys),
+            None => {
+                let keys: Vec<&[u8]> = keys.collect();
+                t.invalidate(shared, &keys, Some(session.id()));
+            }
         }
     }
 }

@@ -438,6 +438,16 @@ impl Shared {
             .set_hook(Arc::new(move |db, flags, _class, event, key| {
                 publish_keyspace_event(&pubsub, db, flags, event, key)
             }));
+        // Expired and evicted keys are changes for client-side caching.
+        let weak = Arc::downgrade(&shared);
+        shared
+            .keyspace
+            .notifier()
+            .set_gone_hook(Arc::new(move |key| {
+                if let Some(s) = weak.upgrade().filter(|s| s.tracking.active()) {
+                    s.tracking.invalidate(&s, &[key], None);
+                }
+            }));
         shared
     }
 

@@ -44,7 +44,7 @@ pub struct Tracking {
 
 const CHANNEL: &[u8] = b"__redis__:invalidate";
 
-fn message(keys: Option<&[u8]>, resp3: bool) -> Bytes {
+fn message(keys: Option<&[&[u8]]>, resp3: bool) -> Bytes {
     let mut r = ReplyBuf::new(resp3);
     if resp3 {
         r.push(2);
@@ -55,9 +55,11 @@ fn message(keys: Option<&[u8]>, resp3: bool) -> Bytes {
         r.bulk(CHANNEL);
     }
     match keys {
-        Some(k) => {
-            r.array(1);
-            r.bulk(k);
+        Some(keys) => {
+            r.array(keys.len());
+            for k in keys {
+                r.bulk(k);
+            }
         }
         None => r.null(),
     }
@@ -92,7 +94,7 @@ impl Tracking {
     }
 
     /// Sends one invalidation to a tracking client (or where it redirects).
-    fn send(&self, shared: &crate::Shared, target: &ClientInfo, key: Option<&[u8]>) {
+    fn send(&self, shared: &crate::Shared, target: &ClientInfo, key: Option<&[&[u8]]>) {
         let redirect = target.tracking.lock().as_ref().map_or(0, |s| s.redirect);
         let (to, redirected) = if redirect != 0 {
             match shared.clients.get(redirect) {
@@ -167,31 +169,41 @@ impl Tracking {
         }
     }
 
-    /// A key changed (`writer`: the client that changed it, for NOLOOP).
-    pub fn invalidate(&self, shared: &crate::Shared, key: &[u8], writer: Option<u64>) {
-        let ids = self.table.lock().remove(key);
-        for id in ids.unwrap_or_default() {
-            let Some(c) = shared.clients.get(id) else {
-                continue;
-            };
-            let skip = match c.tracking.lock().as_ref() {
-                None => true,
-                Some(s) => s.bcast || (s.noloop && writer == Some(id)),
-            };
-            if !skip {
-                self.send(shared, &c, Some(key));
+    /// Keys changed (`writer`: the client that changed them, for NOLOOP). Readers get
+    /// one message per key; a BCAST client gets the keys under its prefixes in one
+    /// message (Redis sends what a loop turn changed together).
+    pub fn invalidate(&self, shared: &crate::Shared, keys: &[&[u8]], writer: Option<u64>) {
+        for key in keys {
+            let ids = self.table.lock().remove(*key);
+            for id in ids.unwrap_or_default() {
+                let Some(c) = shared.clients.get(id) else {
+                    continue;
+                };
+                let skip = match c.tracking.lock().as_ref() {
+                    None => true,
+                    Some(s) => s.bcast || (s.noloop && writer == Some(id)),
+                };
+                if !skip {
+                    self.send(shared, &c, Some(&[key]));
+                }
             }
         }
         let bcast: Vec<Arc<ClientInfo>> = self.bcast.lock().clone();
         for c in bcast {
-            let hit = match c.tracking.lock().as_ref() {
-                Some(s) if s.bcast && !(s.noloop && writer == Some(c.id)) => {
-                    s.prefixes.is_empty() || s.prefixes.iter().any(|p| key.starts_with(p))
-                }
-                _ => false,
+            // One message per prefix, prefixes in byte order, as Redis groups them.
+            let mut prefixes = match c.tracking.lock().as_ref() {
+                Some(s) if s.bcast && !(s.noloop && writer == Some(c.id)) => s.prefixes.clone(),
+                _ => continue,
             };
-            if hit {
-                self.send(shared, &c, Some(key));
+            if prefixes.is_empty() {
+                prefixes.push(Vec::new());
+            }
+            prefixes.sort();
+            for p in &prefixes {
+                let hits: Vec<&[u8]> = keys.iter().copied().filter(|k| k.starts_with(p)).collect();
+                if !hits.is_empty() {
+                    self.send(shared, &c, Some(&hits));
+                }
             }
         }
     }

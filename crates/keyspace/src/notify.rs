@@ -82,6 +82,9 @@ pub type Hook = Arc<dyn Fn(usize, u32, u32, &str, &[u8]) + Send + Sync>;
 pub struct Notifier {
     flags: AtomicU32,
     hook: OnceLock<Hook>,
+    /// Told of every key that expires or is evicted, whatever the enabled classes
+    /// (client-side caching invalidates it).
+    gone: OnceLock<Arc<dyn Fn(&[u8]) + Send + Sync>>,
 }
 
 impl Notifier {
@@ -98,9 +101,19 @@ impl Notifier {
         let _ = self.hook.set(hook);
     }
 
+    /// Installs the hook told of expired and evicted keys; the first one stays.
+    pub fn set_gone_hook(&self, hook: Arc<dyn Fn(&[u8]) + Send + Sync>) {
+        let _ = self.gone.set(hook);
+    }
+
     /// Reports an event of `class` if that class is enabled (one atomic load otherwise).
     #[inline]
     pub fn notify(&self, db: usize, class: u32, event: &str, key: &[u8]) {
+        if class & (EXPIRED | EVICTED) != 0 {
+            if let Some(g) = self.gone.get() {
+                g(key);
+            }
+        }
         let flags = self.flags();
         if flags & class == 0 || flags & (KEYSPACE | KEYEVENT) == 0 {
             return;
