@@ -77,6 +77,9 @@ pub fn flags_to_string(flags: u32) -> String {
 /// Receives events: (database, enabled flags, class, event name, key).
 pub type Hook = Arc<dyn Fn(usize, u32, u32, &str, &[u8]) + Send + Sync>;
 
+/// Told of a key that expired or was evicted.
+pub type GoneHook = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// The enabled classes and where events go.
 #[derive(Default)]
 pub struct Notifier {
@@ -84,7 +87,7 @@ pub struct Notifier {
     hook: OnceLock<Hook>,
     /// Told of every key that expires or is evicted, whatever the enabled classes
     /// (client-side caching invalidates it).
-    gone: OnceLock<Arc<dyn Fn(&[u8]) + Send + Sync>>,
+    gone: OnceLock<GoneHook>,
 }
 
 impl Notifier {
@@ -102,7 +105,7 @@ impl Notifier {
     }
 
     /// Installs the hook told of expired and evicted keys; the first one stays.
-    pub fn set_gone_hook(&self, hook: Arc<dyn Fn(&[u8]) + Send + Sync>) {
+    pub fn set_gone_hook(&self, hook: GoneHook) {
         let _ = self.gone.set(hook);
     }
 
