@@ -6,7 +6,7 @@ use crate::instance::{
     RECONF_DONE, RECONF_INPROG, RECONF_SENT, SCRIPT_KILL_SENT, S_DOWN,
 };
 use crate::SIMFAILURE_CRASH_AFTER_ELECTION;
-use crate::{describe, send, Action, Addr, Level, Reply, Sentinel, Which};
+use crate::{describe, send, split, Action, Addr, Level, Reply, Sentinel, Which};
 
 impl Sentinel {
     /// SDOWN: no valid PING reply for `down-after-milliseconds` (or a master that says
@@ -270,13 +270,7 @@ impl Sentinel {
     /// MULTI; SLAVEOF host port (or NO ONE); CONFIG REWRITE; CLIENT KILL TYPE normal
     /// and pubsub; EXEC. Replies are ignored: INFO shows what happened.
     pub(crate) fn send_slaveof(&mut self, mi: usize, which: Which, to: Option<&Addr>) -> bool {
-        let m = &mut self.masters[mi];
-        let cfg = &m.cfg;
-        let inst = match which {
-            Which::Master => &mut m.inst,
-            Which::Replica(i) => &mut m.replicas[i],
-            Which::Sentinel(i) => &mut m.sentinels[i],
-        };
+        let (cfg, inst) = split(&mut self.masters[mi], which);
         if inst.link.cc.is_none() {
             return false;
         }
@@ -635,18 +629,25 @@ impl Sentinel {
         let to = m
             .promoted_replica()
             .map_or_else(|| m.inst.addr.clone(), |p| p.addr.clone());
+        let to_host = to.announced(self.core.announce_hostnames).to_string();
+        self.switch_master(mi, &to_host, to.port);
+    }
+
+    /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`, then the master
+    /// is the new address and its old self a replica.
+    pub(crate) fn switch_master(&mut self, mi: usize, host: &str, port: u16) {
+        let m = &self.masters[mi];
         let from = m.inst.addr.clone();
         let script = m.cfg.notification_script.clone();
-        self.core.event(
-            Level::Warning,
-            "+switch-master",
-            format!(
-                "{} {} {} {} {}",
-                m.inst.name, from.host, from.port, to.host, to.port
-            ),
-            script.as_deref(),
+        let msg = format!(
+            "{} {} {} {host} {port}",
+            m.inst.name,
+            from.announced(self.core.announce_hostnames),
+            from.port
         );
-        self.reset_master_and_change_address(mi, &to.host, to.port);
+        self.core
+            .event(Level::Warning, "+switch-master", msg, script.as_deref());
+        self.reset_master_and_change_address(mi, host, port);
     }
 
     pub(crate) fn abort_failover(&mut self, mi: usize) {

@@ -433,18 +433,8 @@ impl Sentinel {
                     sdesc,
                     script.as_deref(),
                 );
-                let m = &self.masters[mi];
-                let old = m.inst.addr.clone();
-                self.core.event(
-                    Level::Warning,
-                    "+switch-master",
-                    format!(
-                        "{} {} {} {} {}",
-                        m.inst.name, old.host, old.port, h.master_ip, h.master_port
-                    ),
-                    script.as_deref(),
-                );
-                self.reset_master_and_change_address(mi, &h.master_ip, h.master_port);
+                let old = self.masters[mi].inst.addr.clone();
+                self.switch_master(mi, &h.master_ip, h.master_port);
                 let new = self.masters[mi].inst.addr.clone();
                 self.client_reconfig_script(mi, "observer", "start", &old, &new);
             }

@@ -470,12 +470,7 @@ impl Sentinel {
     }
 
     fn inst_mut(&mut self, mi: usize, which: Which) -> &mut Instance {
-        let m = &mut self.masters[mi];
-        match which {
-            Which::Master => &mut m.inst,
-            Which::Replica(i) => &mut m.replicas[i],
-            Which::Sentinel(i) => &mut m.sentinels[i],
-        }
+        split(&mut self.masters[mi], which).1
     }
 
     fn inst(&self, mi: usize, which: Which) -> &Instance {
@@ -489,12 +484,7 @@ impl Sentinel {
 
     fn on_reply(&mut self, mi: usize, which: Which, pubsub: bool, reply: Reply) {
         let now = self.core.now;
-        let m = &mut self.masters[mi];
-        let inst = match which {
-            Which::Master => &mut m.inst,
-            Which::Replica(i) => &mut m.replicas[i],
-            Which::Sentinel(i) => &mut m.sentinels[i],
-        };
+        let inst = split(&mut self.masters[mi], which).1;
         let link = &mut inst.link;
         let conn = if pubsub {
             link.pc.as_mut()
@@ -567,13 +557,7 @@ impl Sentinel {
 
     fn on_ping_reply(&mut self, mi: usize, which: Which, reply: &Reply) {
         let now = self.core.now;
-        let m = &mut self.masters[mi];
-        let cfg = &m.cfg;
-        let inst = match which {
-            Which::Master => &mut m.inst,
-            Which::Replica(i) => &mut m.replicas[i],
-            Which::Sentinel(i) => &mut m.sentinels[i],
-        };
+        let (cfg, inst) = split(&mut self.masters[mi], which);
         if let Reply::Status(s) | Reply::Error(s) = reply {
             if s.starts_with("PONG") || s.starts_with("LOADING") || s.starts_with("MASTERDOWN") {
                 inst.link.last_avail_time = now;
@@ -652,13 +636,7 @@ impl Sentinel {
         let ping_period = self.core.periods.ping;
         let (user, pass) = self.auth_for(mi, which);
         let myid8: String = self.core.myid.chars().take(8).collect();
-        let m = &mut self.masters[mi];
-        let cfg = &m.cfg;
-        let inst = match which {
-            Which::Master => &mut m.inst,
-            Which::Replica(i) => &mut m.replicas[i],
-            Which::Sentinel(i) => &mut m.sentinels[i],
-        };
+        let (cfg, inst) = split(&mut self.masters[mi], which);
         if !inst.link.disconnected || inst.addr.port == 0 {
             return;
         }
@@ -743,13 +721,8 @@ impl Sentinel {
     fn send_periodic(&mut self, mi: usize, which: Which) {
         let now = self.core.now;
         let periods = self.core.periods.clone();
-        let m = &mut self.masters[mi];
-        let master_flags = m.inst.flags;
-        let inst = match which {
-            Which::Master => &mut m.inst,
-            Which::Replica(i) => &mut m.replicas[i],
-            Which::Sentinel(i) => &mut m.sentinels[i],
-        };
+        let master_flags = self.masters[mi].inst.flags;
+        let (cfg, inst) = split(&mut self.masters[mi], which);
         if inst.link.disconnected || inst.link.pending_commands >= MAX_PENDING_COMMANDS {
             return;
         }
@@ -777,7 +750,7 @@ impl Sentinel {
             && !(info_pending && info_period < 1000)
             && (inst.info_refresh == 0 || now - inst.info_refresh > info_period)
         {
-            let argv = vec![m.cfg.map_command("INFO")];
+            let argv = vec![cfg.map_command("INFO")];
             send(
                 &mut self.core.out,
                 &mut inst.link,
@@ -789,7 +762,7 @@ impl Sentinel {
         if now - inst.link.last_pong_time > ping_period
             && now - inst.link.last_ping_time > ping_period / 2
         {
-            send_ping(&mut self.core.out, &m.cfg, inst, now);
+            send_ping(&mut self.core.out, cfg, inst, now);
         }
         if now - inst.last_pub_time > periods.publish {
             self.send_hello(mi, which);
@@ -823,15 +796,25 @@ impl Sentinel {
             HELLO_CHANNEL.to_string(),
             hello.to_string(),
         ];
-        let out = &mut self.core.out;
-        let m = &mut self.masters[mi];
-        let inst = match which {
-            Which::Master => &mut m.inst,
-            Which::Replica(i) => &mut m.replicas[i],
-            Which::Sentinel(i) => &mut m.sentinels[i],
-        };
-        send(out, &mut inst.link, false, ReplyFor::Publish, argv);
+        let inst = split(&mut self.masters[mi], which).1;
+        send(
+            &mut self.core.out,
+            &mut inst.link,
+            false,
+            ReplyFor::Publish,
+            argv,
+        );
     }
+}
+
+/// A master's settings and one of its instances, borrowed together.
+pub(crate) fn split(m: &mut Master, which: Which) -> (&instance::MasterConfig, &mut Instance) {
+    let inst = match which {
+        Which::Master => &mut m.inst,
+        Which::Replica(i) => &mut m.replicas[i],
+        Which::Sentinel(i) => &mut m.sentinels[i],
+    };
+    (&m.cfg, inst)
 }
 
 fn send_ping(out: &mut Vec<Action>, cfg: &instance::MasterConfig, inst: &mut Instance, now: i64) {
