@@ -1010,7 +1010,12 @@ fn a_writable_replica_expires_its_own_keys_only() {
         |c: &mut redis::Connection| -> i64 { redis::cmd("DBSIZE").query(c).expect("dbsize") };
     // Six seconds of margin before the replica's own key expires: CI runs this debug
     // build beside a dozen other servers on two cores, and a 2 s margin once ran out.
-    assert_eq!(dbsize(&mut r), 2, "both keys are on the replica");
+    // The replica may still be applying the stream it has acknowledged when CI's two
+    // cores are busy: both keys must be there, within a bounded wait.
+    assert!(
+        common::wait_until(3, || dbsize(&mut r) == 2),
+        "both keys are on the replica"
+    );
     assert!(
         common::wait_until(30, || dbsize(&mut r) == 1),
         "the replica's own key expired"
