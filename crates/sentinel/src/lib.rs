@@ -304,6 +304,11 @@ impl Sentinel {
         u64::try_from(self.core.periods.script_max_runtime).unwrap_or(0)
     }
 
+    /// The first retry delay of a failed user script, in milliseconds.
+    pub fn script_retry_delay(&self) -> u64 {
+        u64::try_from(self.core.periods.script_retry_delay).unwrap_or(0)
+    }
+
     pub fn ignored_messages(&self) -> u64 {
         self.core.ignored_messages
     }

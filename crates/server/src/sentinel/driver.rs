@@ -120,8 +120,14 @@ impl Driver {
                 // Redis varies its timer between 10 and 19 Hz so that sentinels started
                 // together do not keep asking for votes at the same instant.
                 next_tick = Instant::now() + Duration::from_millis(1000 / fastrand::u64(10..20));
-                let max = self.host.machine.lock().script_max_runtime();
-                self.host.scripts.lock().run(Duration::from_millis(max));
+                let times = {
+                    let m = self.host.machine.lock();
+                    super::scripts::ScriptTimes {
+                        max_runtime: Duration::from_millis(m.script_max_runtime()),
+                        retry_delay: Duration::from_millis(m.script_retry_delay()),
+                    }
+                };
+                self.host.scripts.lock().run(times);
             }
             self.execute(actions);
         }
