@@ -830,7 +830,16 @@ fn track<'a>(
     batch: Option<&mut Vec<&'a [u8]>>,
 ) {
     let t = &shared.tracking;
-    if spec.has(flags::READONLY) {
+    if session.in_script {
+        // Inside a script only the fact that it read counts: Redis then tracks the
+        // script's declared keys.
+        if spec.has(flags::READONLY) {
+            session.info.script_read.store(true, Ordering::Relaxed);
+        }
+    } else if spec.has(flags::READONLY)
+        || (crate::monitor::shown_before(spec)
+            && session.info.script_read.swap(false, Ordering::Relaxed))
+    {
         t.remember(&session.info, spec, args);
     } else {
         t.command_done(&session.info, spec);

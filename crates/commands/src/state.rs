@@ -123,6 +123,9 @@ pub struct ClientInfo {
     pub user: Mutex<String>,
     /// CLIENT TRACKING settings (None: off).
     pub tracking: Mutex<Option<crate::tracking::TrackingState>>,
+    /// A script this client runs called a read-only command: its declared keys are
+    /// tracked when it ends.
+    pub script_read: AtomicBool,
     /// Blocked in a command CLIENT UNBLOCK may end (not held by a pause).
     pub unblockable: AtomicBool,
     /// CLIENT UNBLOCK asked: [`ClientInfo::UNBLOCK_TIMEOUT`] or
@@ -168,6 +171,7 @@ impl ClientInfo {
             no_evict: AtomicBool::new(false),
             user: Mutex::new("default".to_string()),
             tracking: Mutex::new(None),
+            script_read: AtomicBool::new(false),
             unblockable: AtomicBool::new(false),
             unblock_request: AtomicU8::new(0),
             kind: AtomicU8::new(ClientInfo::NORMAL),

@@ -145,7 +145,13 @@ impl Tracking {
         }
         drop(state);
         let mut idx = Vec::new();
-        spec.key_indexes(args, &mut idx);
+        if crate::monitor::shown_before(spec) {
+            // EVAL/FCALL: the declared keys (the table gives scripts no key positions,
+            // as they run with the world stopped).
+            crate::table::numkeys_keys(args, 2, &mut idx);
+        } else {
+            spec.key_indexes(args, &mut idx);
+        }
         if idx.is_empty() {
             return;
         }
