@@ -808,7 +808,9 @@ fn exec(
     drop(locked);
     if !invalidated.is_empty() {
         let writer = Some(session.id());
-        shared.tracking.invalidate(shared, &invalidated, writer);
+        shared
+            .tracking
+            .invalidate_bcast(shared, &invalidated, writer);
     }
     for (idx, args, db) in written {
         if let Some(spec) = shared.commands.get(idx) {
@@ -852,13 +854,15 @@ fn track<'a>(
         let mut idx = Vec::new();
         spec.key_indexes(args, &mut idx);
         let keys = idx.iter().map(|&i| args.get(i).unwrap_or_default());
+        let keys: Vec<&[u8]> = keys.collect();
         match batch {
-            // A transaction's keys go out together at EXEC's end.
-            Some(b) => b.extend(keys),
-            None => {
-                let keys: Vec<&[u8]> = keys.collect();
-                t.invalidate(shared, &keys, Some(session.id()));
+            // Readers are told at once; BCAST clients get a transaction's keys together
+            // at EXEC's end.
+            Some(b) => {
+                t.invalidate_readers(shared, &keys, Some(session.id()));
+                b.extend(keys);
             }
+            None => t.invalidate(shared, &keys, Some(session.id())),
         }
     }
 }

@@ -179,6 +179,13 @@ impl Tracking {
     /// one message per key; a BCAST client gets the keys under its prefixes in one
     /// message (Redis sends what a loop turn changed together).
     pub fn invalidate(&self, shared: &crate::Shared, keys: &[&[u8]], writer: Option<u64>) {
+        self.invalidate_readers(shared, keys, writer);
+        self.invalidate_bcast(shared, keys, writer);
+    }
+
+    /// The clients that read these keys are told, one message per key, at once (a key
+    /// read again later in the same transaction is tracked again).
+    pub fn invalidate_readers(&self, shared: &crate::Shared, keys: &[&[u8]], writer: Option<u64>) {
         for key in keys {
             let ids = self.table.lock().remove(*key);
             for id in ids.unwrap_or_default() {
@@ -194,6 +201,10 @@ impl Tracking {
                 }
             }
         }
+    }
+
+    /// BCAST clients are told of the keys under their prefixes, one message per prefix.
+    pub fn invalidate_bcast(&self, shared: &crate::Shared, keys: &[&[u8]], writer: Option<u64>) {
         let bcast: Vec<Arc<ClientInfo>> = self.bcast.lock().clone();
         for c in bcast {
             // One message per prefix, prefixes in byte order, as Redis groups them.
