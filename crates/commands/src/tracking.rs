@@ -225,6 +225,23 @@ impl Tracking {
         }
     }
 
+    /// `tracking-table-max-keys` (0: no limit): past it, keys are dropped from the table
+    /// (and their readers told, as if they changed), at most 100 a call, as Redis'
+    /// cron does.
+    pub fn limit(&self, shared: &crate::Shared, max: usize) {
+        if max == 0 {
+            return;
+        }
+        let victims: Vec<Vec<u8>> = {
+            let t = self.table.lock();
+            let over = t.len().saturating_sub(max).min(100);
+            t.keys().take(over).cloned().collect()
+        };
+        for key in victims {
+            self.invalidate_readers(shared, &[&key], None);
+        }
+    }
+
     /// FLUSHDB / FLUSHALL: every tracking client is told that everything changed.
     pub fn flush(&self, shared: &crate::Shared) {
         self.table.lock().clear();
@@ -454,7 +471,12 @@ pub fn client_trackinginfo(ctx: &mut Ctx<'_, '_>) {
     r.bulk(b"redirect");
     r.int(state.as_ref().map_or(-1, |s| s.redirect as i64));
     r.bulk(b"prefixes");
-    let prefixes = state.map(|s| s.prefixes).unwrap_or_default();
+    // BCAST without prefixes has the empty prefix, which Redis lists.
+    let prefixes = match state {
+        Some(s) if s.bcast && s.prefixes.is_empty() => vec![Vec::new()],
+        Some(s) => s.prefixes,
+        None => Vec::new(),
+    };
     r.array(prefixes.len());
     for p in prefixes {
         r.bulk(&p);

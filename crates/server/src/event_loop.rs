@@ -778,6 +778,10 @@ impl EventLoop {
         crate::aof::AppendOnly::cron(sh);
         sh.pause.tick(sh);
         crate::replication::ReplicationStream::cron(sh);
+        if sh.tracking.active() {
+            let max = sh.config.get_i64("tracking-table-max-keys").max(0) as usize;
+            sh.tracking.limit(sh, max);
+        }
         if sh.active_expire.load(Ordering::Relaxed) {
             let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);
             // Redis' slow cycle may use 25% of each cron period.
