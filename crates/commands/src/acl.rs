@@ -659,10 +659,7 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
                 256
             };
             let chars = bits.div_ceil(4);
-            let pass: String = (0..chars)
-                .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
-                .collect();
-            ctx.reply.bulk(pass.as_bytes());
+            ctx.reply.bulk(crate::state::random_hex(chars).as_bytes());
         }
         ("log", 2 | 3) => {
             if argc == 3 && ctx.is(2, "RESET") {

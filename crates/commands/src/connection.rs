@@ -461,12 +461,10 @@ pub fn client(ctx: &mut Ctx<'_, '_>) {
             } else {
                 ClientInfo::UNBLOCK_TIMEOUT
             };
-            let target = ctx
-                .shared
-                .clients
-                .snapshot()
-                .into_iter()
-                .find(|c| c.id as i64 == id && c.unblockable.load(Ordering::Acquire));
+            let target = u64::try_from(id)
+                .ok()
+                .and_then(|id| ctx.shared.clients.get(id))
+                .filter(|c| c.unblockable.load(Ordering::Acquire));
             match target {
                 Some(c) => {
                     // Its own loop ends the block (it owns the connection): ask, and wake it.

@@ -329,10 +329,11 @@ fn dispatch(
         }
         // A master refuses PING too while it cannot persist, as Redis does: that is how
         // Sentinel notices a misconfigured master (its PING replies are not PONG).
+        // Evaluated only where it decides: a write skips the name check.
         let refusable =
-            write || (spec.name == "ping" && !shared.is_replica.load(Ordering::Relaxed));
-        if refusable
-            && shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
+            || write || (spec.name == "ping" && !shared.is_replica.load(Ordering::Relaxed));
+        if shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
+            && refusable()
             && shared.config.get_bool("stop-writes-on-bgsave-error")
             && !shared
                 .config
@@ -343,7 +344,7 @@ fn dispatch(
         {
             return refuse(shared, session, stats, idx, reply, is_exec, MISCONF);
         }
-        if refusable {
+        if refusable() {
             if let Some(e) = shared.append_only.get().and_then(|a| a.write_error()) {
                 let err = format!("MISCONF Errors writing to the AOF file: {e}");
                 return refuse(shared, session, stats, idx, reply, is_exec, &err);
@@ -839,7 +840,7 @@ fn track<'a>(
             session.info.script_read.store(true, Ordering::Relaxed);
         }
     } else if spec.has(flags::READONLY)
-        || (crate::monitor::shown_before(spec)
+        || (crate::scripting::runs_script(spec)
             && session.info.script_read.swap(false, Ordering::Relaxed))
     {
         t.remember(&session.info, spec, args);

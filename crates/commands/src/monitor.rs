@@ -142,10 +142,7 @@ pub fn shown_after(spec: &CommandSpec) -> bool {
 }
 
 pub fn shown_before(spec: &CommandSpec) -> bool {
-    matches!(
-        spec.name,
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
-    )
+    crate::scripting::runs_script(spec)
 }
 
 pub fn commands() -> Vec<CommandSpec> {

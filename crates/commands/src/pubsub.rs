@@ -115,7 +115,8 @@ impl PubSub {
     pub fn publish(&self, kind: Kind, channel: &[u8], message: &[u8]) -> usize {
         let mut delivered = 0;
         let encode = |resp3: bool, parts: &[&[u8]]| {
-            let mut r = ReplyBuf::new(resp3);
+            let size = 16 + parts.iter().map(|p| p.len() + 16).sum::<usize>();
+            let mut r = ReplyBuf::with_capacity(resp3, size);
             r.push(parts.len());
             for p in parts {
                 r.bulk(p);

@@ -481,6 +481,15 @@ pub(crate) struct Call<'a> {
     pub read_only: bool,
 }
 
+/// EVAL, EVALSHA, FCALL and their _RO forms: commands that run a script, whose keys
+/// are the `numkeys` declared after the script or function name.
+pub fn runs_script(spec: &crate::table::CommandSpec) -> bool {
+    matches!(
+        spec.name,
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+    )
+}
+
 /// Runs `f(args)` under Redis' error handler with `redis.pcall` bound to `session`; an
 /// error comes back as Redis writes it, naming `name` (`f_<sha>`, or a function's name).
 pub(crate) fn invoke(

@@ -286,6 +286,13 @@ impl<T> std::ops::Deref for OwnLine<T> {
     }
 }
 
+/// `n` random lowercase hex digits (run ids, a sentinel's id, ACL GENPASS).
+pub fn random_hex(n: usize) -> String {
+    (0..n)
+        .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
+        .collect()
+}
+
 /// State shared by every thread of one server.
 pub struct Shared {
     pub keyspace: Keyspace,
@@ -384,10 +391,7 @@ impl Shared {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut run_id = String::with_capacity(40);
-        for _ in 0..40 {
-            run_id.push(char::from(b"0123456789abcdef"[fastrand::usize(..16)]));
-        }
+        let run_id = random_hex(40);
         let shared = Arc::new(Shared {
             keyspace: Keyspace::with_databases(databases),
             config,

@@ -45,7 +45,8 @@ pub struct Tracking {
 const CHANNEL: &[u8] = b"__redis__:invalidate";
 
 fn message(keys: Option<&[&[u8]]>, resp3: bool) -> Bytes {
-    let mut r = ReplyBuf::new(resp3);
+    let size = 48 + keys.map_or(0, |k| k.iter().map(|k| k.len() + 16).sum());
+    let mut r = ReplyBuf::with_capacity(resp3, size);
     if resp3 {
         r.push(2);
         r.bulk(b"invalidate");
@@ -104,7 +105,7 @@ impl Tracking {
                         s.broken_redirect = true;
                     }
                     if target.resp.load(Ordering::Relaxed) == 3 {
-                        let mut r = ReplyBuf::new(true);
+                        let mut r = ReplyBuf::with_capacity(true, 64);
                         r.push(2);
                         r.bulk(b"tracking-redir-broken");
                         r.int(redirect as i64);
@@ -145,7 +146,7 @@ impl Tracking {
         }
         drop(state);
         let mut idx = Vec::new();
-        if crate::monitor::shown_before(spec) {
+        if crate::scripting::runs_script(spec) {
             // EVAL/FCALL: the declared keys (the table gives scripts no key positions,
             // as they run with the world stopped).
             crate::table::numkeys_keys(args, 2, &mut idx);

@@ -128,8 +128,14 @@ pub struct ReplyMark {
 
 impl ReplyBuf {
     pub fn new(resp3: bool) -> Self {
+        Self::with_capacity(resp3, 16 * 1024)
+    }
+
+    /// A buffer sized for one small message (a pub/sub message or a push that is
+    /// frozen and handed to other connections keeps its whole allocation alive).
+    pub fn with_capacity(resp3: bool, capacity: usize) -> Self {
         ReplyBuf {
-            out: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::with_capacity(capacity),
             resp3,
             started: 0,
             owed: 0,

@@ -129,17 +129,10 @@ impl Sentinel {
                 {
                     return Err("Duplicate hostname and port for replica.".into());
                 }
-                let id = self.core.new_id();
-                let ah = self.core.announce_hostnames;
-                let m = &mut self.masters[mi];
-                m.replicas.push(Instance::new(
-                    id,
-                    Kind::Replica,
-                    addr.name(ah),
-                    addr,
-                    m.inst.down_after,
-                    now,
-                ));
+                let r = self
+                    .core
+                    .new_replica(addr, self.masters[mi].inst.down_after);
+                self.masters[mi].replicas.push(r);
             }
             ("known-sentinel", 4) => {} // the old form without a run id is ignored
             ("known-sentinel", 5) => {

@@ -90,7 +90,7 @@ impl Sentinel {
         let ah = self.core.announce_hostnames;
         let now = self.core.now;
         let f = parse_info(text);
-        let mut new_replicas = Vec::new();
+        let mut rebooted = false;
         {
             let inst = self.inst_mut(mi, which);
             inst.info = Some(text.to_string());
@@ -100,15 +100,14 @@ impl Sentinel {
                     None => inst.runid = Some(id.clone()),
                     Some(old) if old != id => {
                         inst.runid = Some(id.clone());
-                        new_replicas.push(("+reboot".to_string(), 0u16));
+                        rebooted = true;
                     }
                     _ => {}
                 }
             }
         }
-        if new_replicas.pop().is_some() {
-            let m = &mut self.masters[mi];
-            let reboot_after = m.cfg.master_reboot_down_after;
+        if rebooted {
+            let reboot_after = self.masters[mi].cfg.master_reboot_down_after;
             let desc = describe(ah, self.inst(mi, which), Some(&self.masters[mi].inst));
             let script = self.masters[mi].cfg.notification_script.clone();
             self.core
@@ -163,14 +162,8 @@ impl Sentinel {
             }
             inst.info_refresh = now;
         }
-        // Redis compares its "role" integer, 0 when INFO had no role line.
-        let reported = role;
         let inst = self.inst(mi, which);
-        let changed = match reported {
-            Some(r) => r != inst.role_reported || inst.info_refresh == 0,
-            None => false,
-        };
-        if let Some(r) = reported.filter(|r| *r != inst.role_reported) {
+        if let Some(r) = role.filter(|r| *r != inst.role_reported) {
             let coherent = r == inst.kind;
             let desc = describe(ah, inst, Some(&self.masters[mi].inst));
             let inst = self.inst_mut(mi, which);
@@ -193,7 +186,6 @@ impl Sentinel {
                 None,
             );
         }
-        let _ = changed;
         if self.core.tilt {
             return;
         }
@@ -326,18 +318,11 @@ impl Sentinel {
     /// Adds a replica learned from INFO (or kept across a reset), with `+slave`.
     pub(crate) fn add_replica(&mut self, mi: usize, host: &str, port: u16) {
         let ah = self.core.announce_hostnames;
-        let now = self.core.now;
-        let id = self.core.new_id();
         let addr = self.core.learned_addr(host, port);
+        let r = self
+            .core
+            .new_replica(addr, self.masters[mi].inst.down_after);
         let m = &mut self.masters[mi];
-        let r = Instance::new(
-            id,
-            Kind::Replica,
-            addr.name(ah),
-            addr,
-            m.inst.down_after,
-            now,
-        );
         let desc = describe(ah, &r, Some(&m.inst));
         m.replicas.push(r);
         self.core.event(Level::Notice, "+slave", desc, None);
@@ -411,8 +396,6 @@ impl Sentinel {
         if h.current_epoch > self.core.current_epoch {
             self.core.current_epoch = h.current_epoch;
             self.core.flush_config();
-            let desc = describe(ah, &self.masters[mi].inst, None);
-            let _ = desc;
             let script = self.masters[mi].cfg.notification_script.clone();
             self.core.event(
                 Level::Warning,

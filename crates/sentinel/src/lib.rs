@@ -149,6 +149,13 @@ impl Core {
         self.out.push(a);
     }
 
+    /// A new replica instance of a master, named by its announced address.
+    pub fn new_replica(&mut self, addr: Addr, down_after: i64) -> Instance {
+        let id = self.new_id();
+        let name = addr.name(self.announce_hostnames);
+        Instance::new(id, Kind::Replica, name, addr, down_after, self.now)
+    }
+
     pub fn flush_config(&mut self) {
         if !self.out.contains(&Action::FlushConfig) {
             self.out.push(Action::FlushConfig);

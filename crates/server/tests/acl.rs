@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 fn cmd(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut q = redis::cmd(args[0]);
     for a in &args[1..] {
@@ -24,16 +22,6 @@ fn err(c: &mut redis::Connection, args: &[&str]) -> String {
         Ok(v) => panic!("{args:?} should fail, got {v:?}"),
         Err(e) => format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or("")),
     }
-}
-
-fn fresh(server: &carmine_server::Server) -> redis::Connection {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port())).expect("client");
-    let con = c
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .expect("connects");
-    con.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    con
 }
 
 #[test]
@@ -55,7 +43,7 @@ fn users_permissions_and_auth() {
         ],
     );
     ok(&mut admin, &["SET", "other", "1"]);
-    let mut alice = fresh(&server);
+    let mut alice = common::client(&server);
     assert!(err(&mut alice, &["AUTH", "alice", "wrong"]).starts_with("WRONGPASS"));
     ok(&mut alice, &["AUTH", "alice", "wonderland"]);
     let who: String = redis::cmd("ACL")
@@ -119,7 +107,7 @@ fn users_permissions_and_auth() {
     assert!(clients.contains("user=alice"), "{clients}");
     // A disabled user cannot authenticate.
     ok(&mut admin, &["ACL", "SETUSER", "alice", "off"]);
-    let mut again = fresh(&server);
+    let mut again = common::client(&server);
     assert!(err(&mut again, &["AUTH", "alice", "wonderland"]).starts_with("WRONGPASS"));
     // Deleting a user closes its connections.
     let n: i64 = redis::cmd("ACL")
@@ -155,7 +143,7 @@ fn channels_and_the_default_user() {
             "+@all",
         ],
     );
-    let mut bob = fresh(&server);
+    let mut bob = common::client(&server);
     ok(&mut bob, &["AUTH", "bob", "anything"]);
     ok(&mut bob, &["PUBLISH", "news.today", "hi"]);
     assert_eq!(
@@ -164,11 +152,11 @@ fn channels_and_the_default_user() {
     );
     // With the default user off, a new connection must authenticate.
     ok(&mut admin, &["ACL", "SETUSER", "default", "off"]);
-    let mut anon = fresh(&server);
+    let mut anon = common::client(&server);
     assert!(err(&mut anon, &["PING"]).starts_with("NOAUTH"));
     ok(&mut anon, &["AUTH", "bob", "x"]);
     ok(&mut anon, &["PING"]);
     ok(&mut bob, &["ACL", "SETUSER", "default", "on"]);
-    let mut anon = fresh(&server);
+    let mut anon = common::client(&server);
     ok(&mut anon, &["PING"]);
 }

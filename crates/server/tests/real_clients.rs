@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn require(tool: &str) {
@@ -21,17 +21,7 @@ fn require(tool: &str) {
     );
 }
 
-struct Proc {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Proc;
 
 fn spawn_server(extra: &[&str]) -> Proc {
     spawn_server_with(None, extra)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use carmine_commands::propagate::{encode_command, Argv};
 use carmine_commands::pubsub::Kind;
 use carmine_commands::Shared;
 use carmine_resp::{Frame, FrameDecoder, Limits};
@@ -22,6 +23,10 @@ use crate::log;
 const WAKER: Token = Token(usize::MAX);
 /// A peer that stops reading gets its connection closed past this much unsent output.
 const MAX_OUTPUT: usize = 16 << 20;
+/// What a peer may send that does not yet decode to a reply (INFO replies are a few
+/// KiB): past it the connection is closed, so a flooding peer cannot grow memory or
+/// keep the read loop going.
+const MAX_INPUT: usize = 16 << 20;
 
 struct Conn {
     stream: TcpStream,
@@ -67,15 +72,6 @@ fn to_reply(f: Frame) -> Reply {
                 .map(|(k, v)| (to_reply(k), to_reply(v)))
                 .collect(),
         ),
-    }
-}
-
-fn encode_command(argv: &[Vec<u8>], out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
-    for a in argv {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -155,7 +151,7 @@ impl Driver {
                     }
                     Action::Send { conn, argv } => {
                         if let Some(c) = self.conns.get_mut(&conn) {
-                            encode_command(&argv, &mut c.out);
+                            encode_command(&Argv::Owned(argv), &mut c.out);
                             if c.out.len() > MAX_OUTPUT {
                                 self.drop_conn(conn);
                                 feedback.push(Event::Closed {
@@ -291,7 +287,12 @@ impl Driver {
             };
             match c.stream.read(&mut buf) {
                 Ok(0) => return self.close_with(conn, "connection closed by peer".into(), inputs),
-                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&buf[..n]);
+                    if c.inbuf.len() > MAX_INPUT {
+                        return self.close_with(conn, "input buffer limit reached".into(), inputs);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.close_with(conn, e.to_string(), inputs),

@@ -346,13 +346,6 @@ fn resolve_host(host: &str) -> Option<String> {
         .map(|a| a.ip().to_string())
 }
 
-/// A fresh 40-character hex run id.
-fn random_id() -> String {
-    (0..40)
-        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
-        .collect()
-}
-
 /// Builds the sentinel from the config's `sentinel` directives and starts its driver.
 /// Errors are fatal at start, as in Redis.
 pub fn install(shared: &Arc<Shared>, port: u16) -> io::Result<()> {
@@ -379,7 +372,7 @@ pub fn install(shared: &Arc<Shared>, port: u16) -> io::Result<()> {
     let generated = machine.myid().is_empty();
     if generated {
         machine
-            .configure(&["myid", &random_id()])
+            .configure(&["myid", &carmine_commands::state::random_hex(40)])
             .map_err(io::Error::other)?;
     }
     let host = Arc::new(SentinelHost {
