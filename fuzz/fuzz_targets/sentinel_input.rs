@@ -1,6 +1,7 @@
 //! Everything a sentinel reads from the network: replies and pub/sub messages from data
 //! nodes and peers (INFO text, hellos, vote replies), hellos PUBLISHed to it, and the
-//! SENTINEL commands clients send, in any order. Nothing may panic.
+//! SENTINEL commands clients send, and `sentinel` config directives, in any order.
+//! Nothing may panic.
 #![no_main]
 
 use carmine_sentinel::{Action, Event, Reply, Sentinel};
@@ -56,13 +57,19 @@ fuzz_target!(|data: &[u8]| {
             .get(usize::from(op >> 4) % conns.len().max(1))
             .copied()
             .unwrap_or(1);
-        let actions = match op % 6 {
+        let actions = match op % 7 {
             0 => s.tick(now),
             1 => s.handle(now, Event::Connected { conn, local_ip: "127.0.0.1".into() }),
             2 => s.handle(now, Event::Reply { conn, reply: reply_from(op >> 3, rest) }),
             3 => s.handle(now, Event::Closed { conn, reason: String::new() }),
             4 => {
                 let _ = s.publish(now, b"__sentinel__:hello", rest);
+                s.take_actions()
+            }
+            5 => {
+                let text = String::from_utf8_lossy(rest).into_owned();
+                let words: Vec<&str> = text.split(' ').collect();
+                let _ = s.configure(&words);
                 s.take_actions()
             }
             _ => {
