@@ -142,19 +142,19 @@ pub struct SlotInfo<N> {
 
 /// The 16384-entry slot -> node table, generic over how a node is named.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SlotTable<N> {
+pub struct SlotMap<N> {
     slots: Vec<SlotInfo<N>>,
 }
 
-impl<N: Clone + PartialEq> Default for SlotTable<N> {
+impl<N: Clone + PartialEq> Default for SlotMap<N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<N: Clone + PartialEq> SlotTable<N> {
+impl<N: Clone + PartialEq> SlotMap<N> {
     pub fn new() -> Self {
-        SlotTable {
+        SlotMap {
             slots: vec![
                 SlotInfo {
                     owner: None,
@@ -212,6 +212,38 @@ impl<N: Clone + PartialEq> SlotTable<N> {
         self.slots.iter().filter(|s| s.owner.is_some()).count()
     }
 
+    /// Number of slots `node` owns.
+    pub fn count_of(&self, node: &N) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.owner.as_ref() == Some(node))
+            .count()
+    }
+
+    /// Every maximal run of slots with one owner, `(first, last, owner)`, in slot order:
+    /// one pass for CLUSTER SLOTS and SHARDS instead of one per node.
+    pub fn owned_ranges(&self) -> Vec<(Slot, Slot, N)> {
+        let mut out: Vec<(Slot, Slot, N)> = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(owner) = &s.owner else { continue };
+            let i = i as Slot;
+            match out.last_mut() {
+                Some(last) if last.1 + 1 == i && last.2 == *owner => last.1 = i,
+                _ => out.push((i, i, owner.clone())),
+            }
+        }
+        out
+    }
+
+    /// Slots with a migrating or importing mark, in slot order.
+    pub fn marked(&self) -> impl Iterator<Item = (Slot, &SlotInfo<N>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.migrating_to.is_some() || s.importing_from.is_some())
+            .map(|(i, s)| (i as Slot, s))
+    }
+
     /// Contiguous ranges `(first, last)` owned by `node`, as CLUSTER SLOTS lists them.
     pub fn ranges_of(&self, node: &N) -> Vec<(Slot, Slot)> {
         let mut out: Vec<(Slot, Slot)> = Vec::new();
@@ -247,7 +279,7 @@ mod tests {
 
     #[test]
     fn slot_table_ranges() {
-        let mut t: SlotTable<u8> = SlotTable::new();
+        let mut t: SlotMap<u8> = SlotMap::new();
         for s in 0..=100 {
             t.assign(s, 1);
         }
