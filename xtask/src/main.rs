@@ -148,14 +148,87 @@ fn fuzz(args: &[String]) {
     );
 }
 
+/// First client port of the local cluster, as Redis' utils/create-cluster uses.
+const CLUSTER_PORT: u16 = 30001;
+const CLUSTER_NODES: u16 = 6;
+
+/// `cargo xtask cluster start|stop`: a local 6-node cluster (3 masters, 3 replicas) on
+/// ports 30001-30006, each node in target/cluster/<port>, created with
+/// `redis-cli --cluster create --cluster-replicas 1`.
+fn cluster(args: &[String]) {
+    let dir = root().join("target/cluster");
+    match args.first().map(String::as_str) {
+        Some("start") => {
+            must(Command::new(env!("CARGO")).current_dir(root()).args([
+                "build",
+                "--release",
+                "-p",
+                "carmine-server",
+            ]));
+            let bin = root().join("target/release/carmine-server");
+            let mut addrs = Vec::new();
+            for port in CLUSTER_PORT..CLUSTER_PORT + CLUSTER_NODES {
+                let d = dir.join(port.to_string());
+                let _ = std::fs::create_dir_all(&d);
+                must(Command::new(&bin).args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--appendonly",
+                    "yes",
+                    "--dir",
+                    &d.display().to_string(),
+                    "--logfile",
+                    &d.join("server.log").display().to_string(),
+                    "--daemonize",
+                    "yes",
+                ]));
+                addrs.push(format!("127.0.0.1:{port}"));
+            }
+            // The nodes need a moment to listen before redis-cli talks to them.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let mut create = Command::new("redis-cli");
+            create.args(["--cluster", "create"]).args(&addrs).args([
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ]);
+            must(&mut create);
+            println!("cluster ready: redis-cli -c -p {CLUSTER_PORT}");
+        }
+        Some("stop") => {
+            for port in CLUSTER_PORT..CLUSTER_PORT + CLUSTER_NODES {
+                let _ = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "SHUTDOWN", "NOSAVE"])
+                    .status();
+            }
+            if args.iter().any(|a| a == "--clean") {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        _ => {
+            eprintln!("usage: cargo xtask cluster <start|stop [--clean]>");
+            exit(2);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("cluster") => cluster(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench [--sbs]|fuzz <target> <seconds>>");
+            eprintln!("usage: cargo xtask <test|bench [--sbs]|fuzz <target> <seconds>|cluster <start|stop>>");
             exit(2);
         }
     }

@@ -105,7 +105,7 @@ pub static INERT_PARAMS: &[ParamSpec] = &[
     p("cluster-config-file", "nodes.conf", Kind::Str, false),
     // Refused rather than ignored until Cluster exists: a server that silently ran
     // standalone would take writes for slots it does not own.
-    p("cluster-enabled", "no", Kind::Enum(&["no"]), false),
+    p("cluster-enabled", "no", Kind::Bool, false),
     p("cluster-link-sendbuf-limit", "0", MEMORY, true),
     p("cluster-migration-barrier", "1", INT32, true),
     p("cluster-node-timeout", "15000", COUNT, true),

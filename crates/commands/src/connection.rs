@@ -275,6 +275,9 @@ fn hello(ctx: &mut Ctx<'_, '_>) {
 
 fn select(ctx: &mut Ctx<'_, '_>) {
     let Some(n) = ctx.int_arg(1) else { return };
+    if n != 0 && ctx.shared.cluster_view.load().is_some() {
+        return ctx.error("ERR SELECT is not allowed in cluster mode");
+    }
     if n < 0 || n as usize >= ctx.shared.keyspace.databases() {
         return ctx.error("ERR DB index is out of range");
     }

@@ -206,6 +206,13 @@ pub fn execute_at(
     // answered by nothing, as Redis answers its replicas.
     let replica_feed = session.replica_feed;
     let pushed = dispatch(shared, session, stats, args, reply, now_ms);
+    // ASKING lasts one command (a whole transaction when sent inside MULTI).
+    if session.asking
+        && session.multi.is_none()
+        && !args.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"asking"))
+    {
+        session.asking = false;
+    }
     // Refused or queued commands changed nothing, so marking them applied outside the
     // barrier is safe; the ones that ran were marked under it.
     mark_applied(shared, session);
@@ -271,6 +278,20 @@ fn dispatch(
             reject(stats, idx, session);
             return false;
         }
+    }
+    if let Some(err) = crate::cluster::redirect(shared, session, spec, args) {
+        ThreadStats::add(&stats.error_replies, 1);
+        ThreadStats::add(&stats.commands[idx].rejected, 1);
+        if spec.name == "exec" {
+            // EXEC whose queue cannot run here discards the transaction, as in Redis.
+            session.multi = None;
+            session.info.multi.store(-1, Ordering::Relaxed);
+            session.unwatch_all(&shared.keyspace);
+        } else if let Some(m) = session.multi.as_mut() {
+            m.aborted = true;
+        }
+        reply.error(&err);
+        return false;
     }
     if shared.persist.loading.load(Ordering::Acquire)
         && !spec.has(flags::LOADING)

@@ -20,6 +20,8 @@
 //! assert_eq!(&reply.out[..], b"+OK\r\n$1\r\nv\r\n");
 //! ```
 
+pub mod cluster;
+pub mod migrate;
 pub mod acl;
 mod barrier;
 mod bitmap;
@@ -82,5 +84,7 @@ pub fn command_table() -> CommandTable {
     specs.extend(functions::commands());
     specs.extend(acl::commands());
     specs.extend(monitor::commands());
+    specs.extend(cluster::specs());
+    specs.extend(migrate::specs());
     CommandTable::new(specs)
 }

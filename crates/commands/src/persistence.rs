@@ -142,6 +142,18 @@ pub fn commands() -> Vec<CommandSpec> {
             "@keyspace @write @slow @dangerous",
             "Creates a key from the serialized representation of a value.",
         ),
+        // What MIGRATE sends in cluster mode: RESTORE that the target accepts for a
+        // slot it is importing without an ASKING first.
+        cmd(
+            "restore-asking",
+            -4,
+            WRITE | DENYOOM,
+            keys(1, 1, 1),
+            restore,
+            "server",
+            "@keyspace @write @slow @dangerous",
+            "An internal command for migrating keys in a cluster.",
+        ),
     ]
 }
 

@@ -365,7 +365,17 @@ fn sunsubscribe(ctx: &mut Ctx<'_, '_>) {
 
 /// A standalone master sends messages on to its replicas, whose subscribers get them too
 /// (Redis 7.0 forces PUBLISH and SPUBLISH into the replication stream).
+/// Where a message goes beyond this server's subscribers: in cluster mode to the other
+/// nodes over the bus (PUBLISH to all, SPUBLISH to the shard), as Redis 7.0 sends it
+/// instead of on the replication stream; otherwise to the replicas.
 fn replicate(ctx: &mut Ctx<'_, '_>, name: &[u8]) {
+    if let Some(bus) = ctx.shared.cluster_publish.get() {
+        if !ctx.session.master_link {
+            bus(ctx.arg(1), ctx.arg(2), name == b"SPUBLISH");
+        }
+        ctx.l.propagate_nothing();
+        return;
+    }
     let argv = vec![name.to_vec(), ctx.arg(1).to_vec(), ctx.arg(2).to_vec()];
     ctx.l.propagate_instead(argv);
 }

@@ -279,6 +279,8 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             env!("CARGO_PKG_VERSION"),
             if sh.config.sentinel_mode.load(Ordering::Relaxed) {
                 "sentinel"
+            } else if sh.cluster_view.load().is_some() {
+                "cluster"
             } else {
                 "standalone"
             },
@@ -462,6 +464,13 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             );
         }
         out.push_str("\r\n");
+    }
+    if want("cluster") {
+        let _ = write!(
+            out,
+            "# Cluster\r\ncluster_enabled:{}\r\n\r\n",
+            u8::from(sh.cluster_view.load().is_some())
+        );
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");

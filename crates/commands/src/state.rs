@@ -338,6 +338,15 @@ pub struct Shared {
     pub append_only: std::sync::OnceLock<Arc<dyn crate::persistence::AppendOnly>>,
     /// The Sentinel this process runs as (`--sentinel`), installed by the server.
     pub sentinel: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Where each slot is served, published by the cluster driver (`cluster-enabled
+    /// yes`); None in standalone mode.
+    pub cluster_view: arc_swap::ArcSwapOption<crate::cluster::RouteView>,
+    /// Sends a PUBLISH (false) or SPUBLISH (true) to the cluster, installed in cluster
+    /// mode.
+    #[allow(clippy::type_complexity)]
+    pub cluster_publish: std::sync::OnceLock<Box<dyn Fn(&[u8], &[u8], bool) + Send + Sync>>,
+    /// MIGRATE's connections to its targets, kept between calls.
+    pub migrate_cache: crate::migrate::MigrateCache,
     /// The replication stream's writer, installed by the server.
     pub propagator: std::sync::OnceLock<Arc<dyn crate::propagate::Propagator>>,
     /// This server replicates a master (REPLICAOF): clients' writes are refused while
@@ -428,6 +437,9 @@ impl Shared {
             functions: crate::functions::Functions::default(),
             append_only: std::sync::OnceLock::new(),
             sentinel: std::sync::OnceLock::new(),
+            cluster_view: arc_swap::ArcSwapOption::empty(),
+            migrate_cache: crate::migrate::MigrateCache::default(),
+            cluster_publish: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
             master_link_up: AtomicBool::new(false),
@@ -667,6 +679,10 @@ pub struct Session {
     pub block_timed_out: bool,
     /// The stream offset a WAIT waits for replicas to acknowledge.
     pub wait_target: Option<u64>,
+    /// ASKING was sent: the next command may touch a slot this node is importing.
+    pub asking: bool,
+    /// READONLY: reads of our master's slots are served here instead of redirected.
+    pub cluster_readonly: bool,
 }
 
 /// A replica's REPLCONF announcements.
@@ -708,6 +724,8 @@ impl Session {
             stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,
+            asking: false,
+            cluster_readonly: false,
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod alloc;
 pub mod aof;
+mod cluster;
 mod event_loop;
 mod failover;
 pub mod log;
@@ -52,7 +53,7 @@ fn io_threads(config: &Config) -> usize {
 }
 
 /// Parses `bind`: addresses, where a leading `-` marks one that may fail to bind.
-fn bind_addresses(config: &Config) -> Vec<(String, bool)> {
+pub(crate) fn bind_addresses(config: &Config) -> Vec<(String, bool)> {
     let bind = config.get("bind").unwrap_or_default();
     let mut out: Vec<(String, bool)> = bind
         .split_whitespace()
@@ -67,7 +68,7 @@ fn bind_addresses(config: &Config) -> Vec<(String, bool)> {
     out
 }
 
-fn listen(addr: &str, port: u16, backlog: i32) -> io::Result<TcpListener> {
+pub(crate) fn listen(addr: &str, port: u16, backlog: i32) -> io::Result<TcpListener> {
     let ip: IpAddr = match addr {
         "*" => "0.0.0.0"
             .parse()
@@ -181,6 +182,7 @@ impl Server {
                 .extend(replication::commands())
                 .extend(failover::commands())
                 .extend(aof::commands())
+                .extend(cluster::commands())
         };
         let shared = Shared::with_commands(config, n, used_memory, commands);
         if let Some(reserve) = heap_reserve {
@@ -211,7 +213,12 @@ impl Server {
             .facts
             .tcp_port
             .store(u64::from(port), Ordering::Relaxed);
-        let server = Self::run_loops(shared, n, port, listeners, "standalone")?;
+        let cluster_mode = shared.config.get_bool("cluster-enabled");
+        if cluster_mode {
+            cluster::install(&shared, port, &bind_addresses(&shared.config), backlog)?;
+        }
+        let mode = if cluster_mode { "cluster" } else { "standalone" };
+        let server = Self::run_loops(shared, n, port, listeners, mode)?;
         // Clients may connect while the dump loads; they get -LOADING until it is done.
         if has_dump {
             if let Err(e) = persistence::load_at_startup(&server.shared) {

@@ -1102,6 +1102,9 @@ fn replicaof(ctx: &mut Ctx<'_, '_>) {
     let Some(shared) = stream.shared.upgrade() else {
         return ctx.error("ERR server is shutting down");
     };
+    if ctx.shared.cluster_view.load().is_some() {
+        return ctx.error("ERR REPLICAOF not allowed in cluster mode.");
+    }
     if stream.failover.phase() != Phase::None {
         return ctx.error("ERR REPLICAOF not allowed while failing over.");
     }

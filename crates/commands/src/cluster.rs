@@ -1,0 +1,254 @@
+//! Cluster redirection in admission (MOVED, ASK, TRYAGAIN, CROSSSLOT, CLUSTERDOWN), and
+//! the session commands ASKING, READONLY and READWRITE.
+//!
+//! The server's cluster driver publishes a [`RouteView`] in `Shared::cluster_view`
+//! whenever the slot map, the roles or the cluster state change; event loops read it
+//! with one atomic load per keyed command and never lock.
+
+use std::collections::{HashMap, HashSet};
+
+use carmine_keyspace::Locked;
+use carmine_slots::{key_slot, Slot, SLOT_COUNT};
+
+use crate::dispatch::Ctx;
+use carmine_resp::Args;
+
+use crate::state::{Session, Shared};
+use crate::table::{cmd, flags::*, CommandSpec, KeySpec};
+
+/// No owner.
+pub const NO_OWNER: u16 = u16::MAX;
+
+/// What an event loop needs to route a command, published by the cluster driver.
+#[derive(Clone, Debug)]
+pub struct RouteView {
+    /// Slot -> index in `addrs`, or [`NO_OWNER`].
+    pub owners: Box<[u16]>,
+    /// `host:port` of each node that owns a slot or is our master (the preferred
+    /// endpoint, as MOVED and ASK print it).
+    pub addrs: Vec<String>,
+    /// This node's index in `addrs` (it has one even without slots).
+    pub myself: u16,
+    /// The master this node replicates, if it is a replica.
+    pub my_master: Option<u16>,
+    /// Slots we are moving away, and to whom.
+    pub migrating: HashMap<Slot, u16>,
+    /// Slots we are receiving.
+    pub importing: HashSet<Slot>,
+    pub state_ok: bool,
+    pub allow_reads_when_down: bool,
+    pub allow_pubsubshard_when_down: bool,
+}
+
+impl RouteView {
+    /// A view where this node owns nothing (a fresh node).
+    pub fn empty() -> RouteView {
+        RouteView {
+            owners: vec![NO_OWNER; SLOT_COUNT].into_boxed_slice(),
+            addrs: vec![String::new()],
+            myself: 0,
+            my_master: None,
+            migrating: HashMap::new(),
+            importing: HashSet::new(),
+            state_ok: false,
+            allow_reads_when_down: false,
+            allow_pubsubshard_when_down: true,
+        }
+    }
+
+    pub fn owner(&self, slot: Slot) -> Option<u16> {
+        match self.owners.get(slot as usize) {
+            Some(&o) if o != NO_OWNER => Some(o),
+            _ => None,
+        }
+    }
+
+    fn addr(&self, i: u16) -> &str {
+        self.addrs.get(i as usize).map_or("", |s| s.as_str())
+    }
+}
+
+fn is_shard_pubsub(name: &str) -> bool {
+    matches!(name, "spublish" | "ssubscribe" | "sunsubscribe")
+}
+
+/// The key (or shard channel) arguments of one command.
+fn routed_args(spec: &CommandSpec, args: &Args, out: &mut Vec<usize>) {
+    if is_shard_pubsub(spec.name) {
+        let last = if spec.name == "spublish" { 2 } else { args.len() };
+        out.extend(1..last.min(args.len()));
+    } else {
+        spec.key_indexes(args, out);
+    }
+}
+
+/// Redis' getNodeByQuery: None to run here, or the error to answer with.
+pub fn redirect(shared: &Shared, session: &Session, spec: &CommandSpec, args: &Args) -> Option<String> {
+    if session.master_link || session.replaying || session.in_script {
+        return None;
+    }
+    let guard = shared.cluster_view.load();
+    let view = guard.as_ref()?;
+    let mut cmds: Vec<(&CommandSpec, &Args)> = Vec::new();
+    if spec.name == "exec" {
+        let m = session.multi.as_ref()?;
+        for (i, a) in &m.queued {
+            if let Some(s) = shared.commands.get(*i) {
+                cmds.push((s, a));
+            }
+        }
+    } else {
+        if matches!(spec.keys, KeySpec::None) && !is_shard_pubsub(spec.name) {
+            return None;
+        }
+        cmds.push((spec, args));
+    }
+    let mut slot: Option<Slot> = None;
+    let mut first_key: Option<&[u8]> = None;
+    let mut multiple_keys = false;
+    let (mut missing, mut existing) = (0usize, 0usize);
+    let mut owner = None;
+    let mut migrating = false;
+    let mut importing = false;
+    let mut write = false;
+    let mut shard_pubsub = false;
+    let mut idx = Vec::new();
+    for (s, a) in &cmds {
+        idx.clear();
+        routed_args(s, a, &mut idx);
+        write |= s.has(WRITE);
+        shard_pubsub |= is_shard_pubsub(s.name);
+        for &i in &idx {
+            let key = a.get(i).unwrap_or_default();
+            let ks = key_slot(key);
+            match slot {
+                None => {
+                    slot = Some(ks);
+                    first_key = Some(key);
+                    owner = view.owner(ks);
+                    let Some(n) = owner else {
+                        return Some("CLUSTERDOWN Hash slot not served".into());
+                    };
+                    migrating = n == view.myself && view.migrating.contains_key(&ks);
+                    importing = view.importing.contains(&ks);
+                }
+                Some(first) if first != ks => {
+                    return Some("CROSSSLOT Keys in request don't hash to the same slot".into());
+                }
+                Some(_) => {
+                    if first_key != Some(key) {
+                        multiple_keys = true;
+                    }
+                }
+            }
+            if (migrating || importing) && !is_shard_pubsub(s.name) {
+                if Locked::lock_key(&shared.keyspace, 0, key).exists(key) {
+                    existing += 1;
+                } else {
+                    missing += 1;
+                }
+            }
+        }
+    }
+    let (Some(slot), Some(n)) = (slot, owner) else {
+        return None;
+    };
+    if !view.state_ok {
+        if shard_pubsub {
+            if !view.allow_pubsubshard_when_down {
+                return Some("CLUSTERDOWN The cluster is down".into());
+            }
+        } else if !view.allow_reads_when_down {
+            return Some("CLUSTERDOWN The cluster is down".into());
+        } else if write {
+            return Some("CLUSTERDOWN The cluster is down and only accepts read commands".into());
+        }
+    }
+    if (migrating || importing) && spec.name == "migrate" {
+        return None;
+    }
+    if migrating && missing > 0 {
+        if existing > 0 {
+            return Some("TRYAGAIN Multiple keys request during rehashing of slot".into());
+        }
+        let to = view.migrating.get(&slot).copied().unwrap_or(NO_OWNER);
+        return Some(format!("ASK {slot} {}", view.addr(to)));
+    }
+    if importing && (session.asking || spec.name == "restore-asking") {
+        if multiple_keys && missing > 0 {
+            return Some("TRYAGAIN Multiple keys request during rehashing of slot".into());
+        }
+        return None;
+    }
+    if session.cluster_readonly && !write && view.my_master == Some(n) {
+        return None;
+    }
+    if n != view.myself {
+        return Some(format!("MOVED {slot} {}", view.addr(n)));
+    }
+    None
+}
+
+pub fn specs() -> Vec<CommandSpec> {
+    vec![
+        cmd(
+            "asking",
+            1,
+            FAST,
+            KeySpec::None,
+            asking,
+            "cluster",
+            "@fast @connection",
+            "Sent by cluster clients after an -ASK redirect.",
+        ),
+        cmd(
+            "readonly",
+            1,
+            FAST | LOADING | STALE,
+            KeySpec::None,
+            readonly,
+            "cluster",
+            "@fast @connection",
+            "Enables read-only queries for a connection to a Redis Cluster replica node.",
+        ),
+        cmd(
+            "readwrite",
+            1,
+            FAST | LOADING | STALE,
+            KeySpec::None,
+            readwrite,
+            "cluster",
+            "@fast @connection",
+            "Enables read-write queries for a connection to a Redis Cluster replica node.",
+        ),
+    ]
+}
+
+fn cluster_enabled(ctx: &mut Ctx<'_, '_>) -> bool {
+    if ctx.shared.cluster_view.load().is_none() {
+        ctx.error("ERR This instance has cluster support disabled");
+        return false;
+    }
+    true
+}
+
+fn asking(ctx: &mut Ctx<'_, '_>) {
+    if cluster_enabled(ctx) {
+        ctx.session.asking = true;
+        ctx.reply.ok();
+    }
+}
+
+fn readonly(ctx: &mut Ctx<'_, '_>) {
+    if cluster_enabled(ctx) {
+        ctx.session.cluster_readonly = true;
+        ctx.reply.ok();
+    }
+}
+
+fn readwrite(ctx: &mut Ctx<'_, '_>) {
+    if cluster_enabled(ctx) {
+        ctx.session.cluster_readonly = false;
+        ctx.reply.ok();
+    }
+}
