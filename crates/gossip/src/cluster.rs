@@ -46,6 +46,11 @@ pub enum Action {
     },
     /// Stop replicating (this node became a master).
     BecomeMaster,
+    /// Refuse writes for this many ms (a master in a manual failover lets its replica
+    /// catch up).
+    PauseWrites(u64),
+    /// End that pause.
+    UnpauseWrites,
     /// Delete the keys of slots this node lost to another owner.
     DeleteSlotKeys(Vec<Slot>),
     Log(Level, String),
@@ -167,7 +172,7 @@ pub struct Cluster {
     nodes: Vec<Option<Node>>,
     free: Vec<NodeIdx>,
     by_id: HashMap<NodeId, NodeIdx>,
-    myself: NodeIdx,
+    pub(crate) myself: NodeIdx,
     pub(crate) slots: SlotMap<NodeIdx>,
     pub current_epoch: u64,
     pub last_vote_epoch: u64,
@@ -175,7 +180,7 @@ pub struct Cluster {
     next_link: LinkId,
     /// FORGET's ban list: ids not re-added from gossip until the time given.
     banned: HashMap<NodeId, u64>,
-    rng: Rng,
+    pub(crate) rng: Rng,
     state_ok: bool,
     pub stats: Stats,
     repl_offset: u64,
@@ -186,6 +191,7 @@ pub struct Cluster {
     state_generation: u64,
     /// Message types dropped on receipt (DEBUG DROP-CLUSTER-PACKET-FILTER); -1 all.
     pub drop_filter: Option<i32>,
+    pub(crate) failover: crate::failover::FailoverState,
 }
 
 fn ms_to_secs(ms: u64) -> u32 {
@@ -228,6 +234,7 @@ impl Cluster {
             generation: 1,
             state_generation: 0,
             drop_filter: None,
+            failover: crate::failover::FailoverState::default(),
         }
     }
 
@@ -381,7 +388,7 @@ impl Cluster {
         self.nodes.get(idx as usize).and_then(|n| n.as_ref())
     }
 
-    fn node_mut(&mut self, idx: NodeIdx) -> Option<&mut Node> {
+    pub(crate) fn node_mut(&mut self, idx: NodeIdx) -> Option<&mut Node> {
         self.nodes.get_mut(idx as usize).and_then(|n| n.as_mut())
     }
 
@@ -413,7 +420,7 @@ impl Cluster {
         }
     }
 
-    fn myself_mut(&mut self) -> &mut Node {
+    pub(crate) fn myself_mut(&mut self) -> &mut Node {
         let me = self.myself;
         match self.node_mut(me) {
             Some(n) => n,
@@ -472,7 +479,7 @@ impl Cluster {
         }
     }
 
-    fn changed(&mut self) {
+    pub(crate) fn changed(&mut self) {
         self.save_pending = true;
         self.generation += 1;
     }
@@ -557,7 +564,7 @@ impl Cluster {
         self.generation += 1;
     }
 
-    fn clear_node_slots(&mut self, idx: NodeIdx) {
+    pub(crate) fn clear_node_slots(&mut self, idx: NodeIdx) {
         let Some(n) = self.node(idx) else { return };
         if n.num_slots == 0 {
             return;
@@ -646,6 +653,7 @@ impl Cluster {
     /// Makes this node a replica of `master` (CLUSTER REPLICATE, or losing its slots).
     pub(crate) fn set_my_master(&mut self, master: NodeIdx, out: &mut Vec<Action>) {
         let me = self.myself;
+        self.reset_manual_failover(out);
         if self.myself().is_master() {
             self.clear_node_slots(me);
             for s in 0..SLOT_COUNT as Slot {
@@ -666,7 +674,7 @@ impl Cluster {
         self.update_state();
     }
 
-    fn set_node_as_master(&mut self, idx: NodeIdx) {
+    pub(crate) fn set_node_as_master(&mut self, idx: NodeIdx) {
         let Some(n) = self.node_mut(idx) else { return };
         if n.is_master() && n.master.is_none() {
             return;
@@ -733,7 +741,7 @@ impl Cluster {
         out.push(Action::Close { link });
     }
 
-    fn header(&self, kind: u16) -> Header {
+    pub(crate) fn header(&self, kind: u16) -> Header {
         let me = self.myself();
         let master = if me.is_replica() {
             me.master.and_then(|m| self.node(m))
@@ -745,6 +753,9 @@ impl Cluster {
             && matches!(kind, kind::PING | kind::PONG | kind::MEET)
         {
             mflags[0] |= mflag::EXT_DATA;
+        }
+        if self.paused() {
+            mflags[0] |= mflag::PAUSED;
         }
         Header {
             port: self.config.port,
@@ -768,7 +779,7 @@ impl Cluster {
         }
     }
 
-    fn send(&mut self, link: LinkId, msg: &Message, out: &mut Vec<Action>) {
+    pub(crate) fn send(&mut self, link: LinkId, msg: &Message, out: &mut Vec<Action>) {
         let bytes = codec::encode(msg);
         if let Some(c) = self.stats.sent.get_mut(msg.header.kind as usize) {
             *c += 1;
@@ -849,7 +860,7 @@ impl Cluster {
     }
 
     /// Sends to every node we have a link to (Redis' clusterBroadcastMessage).
-    fn broadcast(&mut self, msg: &Message, out: &mut Vec<Action>) {
+    pub(crate) fn broadcast(&mut self, msg: &Message, out: &mut Vec<Action>) {
         let links: Vec<LinkId> = self
             .nodes()
             .filter(|(i, n)| *i != self.myself && !n.has(flag::HANDSHAKE))
@@ -1030,6 +1041,21 @@ impl Cluster {
                 self.changed();
                 let slots = slots.clone();
                 self.update_slots_with(n, *config_epoch, &slots, out);
+            }
+            kind::FAILOVER_AUTH_REQUEST => {
+                if let Some(s) = sender {
+                    self.vote_if_needed(now, s, &msg.header, out);
+                }
+            }
+            kind::FAILOVER_AUTH_ACK => {
+                if let Some(s) = sender {
+                    self.count_vote(s, msg.header.current_epoch);
+                }
+            }
+            kind::MFSTART => {
+                if let Some(s) = sender {
+                    self.manual_failover_requested(now, s, out);
+                }
             }
             _ => {}
         }
@@ -1266,6 +1292,7 @@ impl Cluster {
                 ),
             ));
         }
+        self.note_master_paused(s, &h, out);
         self.process_gossip(now, Some(s), &gossip, out);
     }
 
@@ -1613,6 +1640,7 @@ impl Cluster {
                 self.changed();
             }
         }
+        self.failover_tick(now, &mut out);
         self.finish(&mut out);
         out
     }
@@ -1624,7 +1652,7 @@ impl Cluster {
             .count()
     }
 
-    fn update_state(&mut self) {
+    pub(crate) fn update_state(&mut self) {
         // Only what moves the generation (slots, flags, roles) can change the state.
         if self.state_generation == self.generation {
             return;

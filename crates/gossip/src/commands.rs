@@ -381,7 +381,20 @@ impl Cluster {
                 self.reset(hard, out);
                 Reply::ok()
             }
-            "failover" => err("ERR CLUSTER FAILOVER is not supported yet (Redis Cluster part 2)"),
+            "failover" => {
+                let mode = match argv.get(2).map(|a| text(a).to_ascii_lowercase()) {
+                    None => None,
+                    Some(m) if m == "force" || m == "takeover" => Some(m),
+                    Some(_) => return err("ERR syntax error"),
+                };
+                if n > 3 {
+                    return err("ERR syntax error");
+                }
+                match self.start_manual_failover(now, mode.as_deref(), out) {
+                    Ok(()) => Reply::ok(),
+                    Err(e) => err(e),
+                }
+            }
             _ => err(format!(
                 "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
                 text(sub)

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod codec;
 pub mod commands;
 mod describe;
+pub mod failover;
 pub mod node;
 
 pub use cluster::{Action, Cluster, Config, Level, Rng, Stats};

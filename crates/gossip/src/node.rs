@@ -28,6 +28,8 @@ pub struct Node {
     /// When the node entered the table (handshakes time out from here).
     pub ctime: u64,
     pub fail_time: u64,
+    /// When we last voted for a replica of this master (one vote per 2 x node timeout).
+    pub voted_time: u64,
     /// When we last sent a node in handshake its MEET or PING.
     pub hello_sent: u64,
     pub repl_offset: u64,
@@ -61,6 +63,7 @@ impl Node {
             ctime: now,
             fail_time: 0,
             hello_sent: 0,
+            voted_time: 0,
             repl_offset: 0,
             link: None,
             inbound_link: None,

@@ -145,6 +145,8 @@ impl Net {
                 Action::Deliver { .. }
                 | Action::SetMaster { .. }
                 | Action::BecomeMaster
+                | Action::PauseWrites(_)
+                | Action::UnpauseWrites
                 | Action::Log(..) => {}
             }
         }

@@ -99,8 +99,14 @@ impl Driver {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + Duration::from_millis(100);
                 let offset = ReplicationStream::of(&self.shared).map_or(0, |s| s.offset());
+                let link_up = self.shared.master_link_up.load(Ordering::Acquire);
+                let validity = self.shared.config.get_i64("cluster-replica-validity-factor").max(0) as u64;
+                let ping_period = self.shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
+                let now = now_ms();
                 let mut m = self.host.machine.lock();
                 m.set_repl_offset(offset);
+                m.set_master_link(link_up, now);
+                m.set_failover_settings(validity, ping_period);
                 actions.extend(m.tick(now_ms()));
             }
             self.execute(actions);

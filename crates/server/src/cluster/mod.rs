@@ -137,6 +137,10 @@ impl ClusterHost {
                     }
                 }
                 Action::DeleteSlotKeys(slots) => delete_slot_keys(shared, &slots),
+                // The machine ends the pause itself (on promotion of the replica, or
+                // at the manual failover's timeout).
+                Action::PauseWrites(_) => shared.pause.set_failover(shared, true),
+                Action::UnpauseWrites => shared.pause.set_failover(shared, false),
             }
         }
     }
