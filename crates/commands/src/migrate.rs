@@ -268,11 +268,9 @@ fn migrate(ctx: &mut Ctx<'_, '_>) {
                 Some(e) => {
                     first_error.get_or_insert(e);
                 }
-                None if !opts.copy => {
-                    if ctx.l.remove(k).is_some() {
-                        ctx.notify(carmine_keyspace::notify::GENERIC, "del", k);
-                        deleted.push(k.clone());
-                    }
+                None if !opts.copy && ctx.l.remove(k).is_some() => {
+                    ctx.notify(carmine_keyspace::notify::GENERIC, "del", k);
+                    deleted.push(k.clone());
                 }
                 None => {}
             }

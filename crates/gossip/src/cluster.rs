@@ -891,10 +891,7 @@ impl Cluster {
             return out;
         };
         l.buf.extend_from_slice(data);
-        loop {
-            let Some(l) = self.links.get_mut(&link) else {
-                break;
-            };
+        while let Some(l) = self.links.get_mut(&link) {
             let len = match codec::frame_len(&l.buf) {
                 Ok(Some(len)) if l.buf.len() >= len => len,
                 Ok(_) => break,
@@ -1395,7 +1392,7 @@ impl Cluster {
                 None => {
                     if sender.is_some()
                         && g.flags & flag::NOADDR == 0
-                        && !self.banned.get(&g.node).is_some_and(|&t| t > now)
+                        && self.banned.get(&g.node).is_none_or(|&t| t <= now)
                         && crate::node::valid_id(&g.node)
                         && !ip.is_empty()
                     {
@@ -1555,7 +1552,7 @@ impl Cluster {
             }
         }
         // Once a second, ping the node we heard from longest ago among five random ones.
-        if self.ticks % 10 == 0 && !idxs.is_empty() {
+        if self.ticks.is_multiple_of(10) && !idxs.is_empty() {
             let mut best: Option<(NodeIdx, u64)> = None;
             for _ in 0..5 {
                 let i = idxs[self.rng.below(idxs.len())];
@@ -1620,6 +1617,10 @@ impl Cluster {
                     ));
                 }
                 self.generation += 1;
+                // Reports gossiped before we suspected it may already make a majority:
+                // Redis waits for the next gossip to count them; counting now saves up
+                // to a ping round.
+                self.mark_fail_if_needed(now, i, &mut out);
             }
         }
         // A FAIL on a master with slots is cleared once it is reachable again and no one

@@ -71,7 +71,10 @@ impl Cluster {
     fn cant_failover(&mut self, reason: &'static str, out: &mut Vec<Action>) {
         if self.failover.cant_reason != Some(reason) {
             self.failover.cant_reason = Some(reason);
-            out.push(Action::Log(Level::Notice, format!("Currently unable to failover: {reason}")));
+            out.push(Action::Log(
+                Level::Notice,
+                format!("Currently unable to failover: {reason}"),
+            ));
         }
     }
 
@@ -93,7 +96,10 @@ impl Cluster {
             return;
         }
         if self.config.replica_no_failover && !manual {
-            return self.cant_failover("Disconnected from master for too long or no failover allowed by configuration.", out);
+            return self.cant_failover(
+                "Disconnected from master for too long or no failover allowed by configuration.",
+                out,
+            );
         }
         let timeout = self.config.node_timeout;
         let auth_timeout = (timeout * 2).max(2000);
@@ -109,7 +115,7 @@ impl Cluster {
         if self.failover.validity_factor > 0 && data_age > limit && !manual {
             return self.cant_failover("Disconnected from master for too long.", out);
         }
-        if now.saturating_sub(self.failover.auth_time) > retry {
+        if self.failover.auth_time == 0 || now.saturating_sub(self.failover.auth_time) > retry {
             // Schedule an election: a random delay so replicas do not all ask at once,
             // plus a second per replica with more data than us.
             let rank = self.my_rank();
@@ -153,7 +159,10 @@ impl Cluster {
             self.failover.auth_epoch = self.current_epoch;
             out.push(Action::Log(
                 Level::Notice,
-                format!("Starting a failover election for epoch {}.", self.current_epoch),
+                format!(
+                    "Starting a failover election for epoch {}.",
+                    self.current_epoch
+                ),
             ));
             let mut header = self.header(kind::FAILOVER_AUTH_REQUEST);
             if manual {
@@ -170,11 +179,17 @@ impl Cluster {
         }
         let needed = self.cluster_size() / 2 + 1;
         if self.failover.auth_count >= needed {
-            out.push(Action::Log(Level::Notice, "Failover election won: I'm the new master.".into()));
+            out.push(Action::Log(
+                Level::Notice,
+                "Failover election won: I'm the new master.".into(),
+            ));
             let epoch = self.failover.auth_epoch;
             if self.myself().config_epoch < epoch {
                 self.myself_mut().config_epoch = epoch;
-                out.push(Action::Log(Level::Notice, format!("configEpoch set to {epoch} after successful failover")));
+                out.push(Action::Log(
+                    Level::Notice,
+                    format!("configEpoch set to {epoch} after successful failover"),
+                ));
             }
             self.replace_my_master(now, out);
             self.reset_manual_failover(out);
@@ -184,7 +199,9 @@ impl Cluster {
     /// Takes over the slots of the master we replicate and tells everyone.
     pub(crate) fn replace_my_master(&mut self, now: u64, out: &mut Vec<Action>) {
         let me = self.myself;
-        let Some(old) = self.myself().master else { return };
+        let Some(old) = self.myself().master else {
+            return;
+        };
         if !self.myself().is_replica() {
             return;
         }
@@ -205,7 +222,9 @@ impl Cluster {
 
     /// A PONG to the other replicas of my master, so they learn my offset for ranking.
     fn broadcast_pong_to_shard(&mut self, now: u64, out: &mut Vec<Action>) {
-        let Some(m) = self.myself().master else { return };
+        let Some(m) = self.myself().master else {
+            return;
+        };
         let links: Vec<_> = self
             .replicas_of(m)
             .into_iter()
@@ -226,7 +245,13 @@ impl Cluster {
     }
 
     /// A master's answer to a replica asking for its vote.
-    pub(crate) fn vote_if_needed(&mut self, now: u64, sender: NodeIdx, h: &Header, out: &mut Vec<Action>) {
+    pub(crate) fn vote_if_needed(
+        &mut self,
+        now: u64,
+        sender: NodeIdx,
+        h: &Header,
+        out: &mut Vec<Action>,
+    ) {
         let me = self.myself();
         if me.is_replica() || me.num_slots == 0 {
             return;
@@ -237,7 +262,9 @@ impl Cluster {
         if self.last_vote_epoch == self.current_epoch {
             return;
         }
-        let Some(node) = self.node(sender) else { return };
+        let Some(node) = self.node(sender) else {
+            return;
+        };
         let id = node.id_str().to_string();
         let Some(master) = node.master.filter(|_| node.is_replica()) else {
             return;
@@ -259,9 +286,19 @@ impl Cluster {
             if !codec::slot_bit(&h.slots, s) {
                 continue;
             }
-            let Some(&owner) = self.slots.owner(s) else { continue };
-            if self.node(owner).is_some_and(|o| o.config_epoch > h.config_epoch) {
-                out.push(Action::Log(Level::Warning, format!("Failover auth denied to {id}: slot {s} epoch is newer than the request's")));
+            let Some(&owner) = self.slots.owner(s) else {
+                continue;
+            };
+            if self
+                .node(owner)
+                .is_some_and(|o| o.config_epoch > h.config_epoch)
+            {
+                out.push(Action::Log(
+                    Level::Warning,
+                    format!(
+                        "Failover auth denied to {id}: slot {s} epoch is newer than the request's"
+                    ),
+                ));
                 return;
             }
         }
@@ -277,7 +314,13 @@ impl Cluster {
         if let Some(l) = self.node(sender).and_then(|n| n.link) {
             self.send(l, &msg, out);
         }
-        out.push(Action::Log(Level::Notice, format!("Failover auth granted to {id} for epoch {}", self.current_epoch)));
+        out.push(Action::Log(
+            Level::Notice,
+            format!(
+                "Failover auth granted to {id} for epoch {}",
+                self.current_epoch
+            ),
+        ));
     }
 
     pub(crate) fn count_vote(&mut self, sender: NodeIdx, epoch: u64) {
@@ -290,7 +333,12 @@ impl Cluster {
     // ---- manual failover --------------------------------------------------------------
 
     /// CLUSTER FAILOVER [FORCE|TAKEOVER] on a replica.
-    pub(crate) fn start_manual_failover(&mut self, now: u64, mode: Option<&str>, out: &mut Vec<Action>) -> Result<(), String> {
+    pub(crate) fn start_manual_failover(
+        &mut self,
+        now: u64,
+        mode: Option<&str>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
         let me = self.myself();
         if !me.is_replica() {
             return Err("ERR You should send CLUSTER FAILOVER to a replica".into());
@@ -307,18 +355,27 @@ impl Cluster {
         match mode {
             Some("takeover") => {
                 // No vote: a new epoch of our own, as Redis' TAKEOVER does.
-                out.push(Action::Log(Level::Notice, "Taking over the master (user request).".into()));
+                out.push(Action::Log(
+                    Level::Notice,
+                    "Taking over the master (user request).".into(),
+                ));
                 self.bump_epoch();
                 self.replace_my_master(now, out);
                 self.reset_manual_failover(out);
             }
             Some("force") => {
-                out.push(Action::Log(Level::Notice, "Forced failover user request accepted.".into()));
+                out.push(Action::Log(
+                    Level::Notice,
+                    "Forced failover user request accepted.".into(),
+                ));
                 self.failover.mf_can_start = true;
                 self.failover.auth_time = 0;
             }
             _ => {
-                out.push(Action::Log(Level::Notice, "Manual failover user request accepted.".into()));
+                out.push(Action::Log(
+                    Level::Notice,
+                    "Manual failover user request accepted.".into(),
+                ));
                 let msg = Message {
                     header: self.header(kind::MFSTART),
                     body: Body::Empty,
@@ -334,7 +391,12 @@ impl Cluster {
 
     /// Master side: a replica of ours asked to take over; stop writers and tell it our
     /// offset in a PING flagged PAUSED.
-    pub(crate) fn manual_failover_requested(&mut self, now: u64, sender: NodeIdx, out: &mut Vec<Action>) {
+    pub(crate) fn manual_failover_requested(
+        &mut self,
+        now: u64,
+        sender: NodeIdx,
+        out: &mut Vec<Action>,
+    ) {
         let me = self.myself;
         let Some(n) = self.node(sender) else { return };
         if n.master != Some(me) || !n.is_replica() {
@@ -345,13 +407,20 @@ impl Cluster {
         self.failover.mf_end = now + MANUAL_FAILOVER_TIMEOUT;
         self.failover.mf_replica = Some(sender);
         out.push(Action::PauseWrites(MANUAL_FAILOVER_TIMEOUT * 2));
-        out.push(Action::Log(Level::Notice, format!("Manual failover requested by replica {id}.")));
+        out.push(Action::Log(
+            Level::Notice,
+            format!("Manual failover requested by replica {id}."),
+        ));
         self.send_paused_ping(now, out);
     }
 
     fn send_paused_ping(&mut self, now: u64, out: &mut Vec<Action>) {
-        let Some(r) = self.failover.mf_replica else { return };
-        let Some(l) = self.node(r).and_then(|n| n.link) else { return };
+        let Some(r) = self.failover.mf_replica else {
+            return;
+        };
+        let Some(l) = self.node(r).and_then(|n| n.link) else {
+            return;
+        };
         let mut header = self.header(kind::PING);
         header.mflags[0] |= mflag::PAUSED;
         let msg = Message {
@@ -366,13 +435,24 @@ impl Cluster {
     }
 
     /// Replica side: a PING/PONG from our master with PAUSED carries the offset to reach.
-    pub(crate) fn note_master_paused(&mut self, sender: NodeIdx, h: &Header, out: &mut Vec<Action>) {
+    pub(crate) fn note_master_paused(
+        &mut self,
+        sender: NodeIdx,
+        h: &Header,
+        out: &mut Vec<Action>,
+    ) {
         if self.failover.mf_end == 0 || self.myself().master != Some(sender) {
             return;
         }
         if h.mflags[0] & mflag::PAUSED != 0 && self.failover.mf_master_offset.is_none() {
             self.failover.mf_master_offset = Some(h.offset);
-            out.push(Action::Log(Level::Notice, format!("Received replication offset for paused master manual failover: {}", h.offset)));
+            out.push(Action::Log(
+                Level::Notice,
+                format!(
+                    "Received replication offset for paused master manual failover: {}",
+                    h.offset
+                ),
+            ));
         }
     }
 
@@ -381,7 +461,10 @@ impl Cluster {
             return;
         }
         if now > self.failover.mf_end {
-            out.push(Action::Log(Level::Warning, "Manual failover timed out.".into()));
+            out.push(Action::Log(
+                Level::Warning,
+                "Manual failover timed out.".into(),
+            ));
             self.reset_manual_failover(out);
             return;
         }
@@ -398,7 +481,10 @@ impl Cluster {
         if let Some(target) = self.failover.mf_master_offset {
             if self.myself().repl_offset >= target {
                 self.failover.mf_can_start = true;
-                out.push(Action::Log(Level::Notice, "All master replication stream processed, manual failover can start.".into()));
+                out.push(Action::Log(
+                    Level::Notice,
+                    "All master replication stream processed, manual failover can start.".into(),
+                ));
             }
         }
     }
