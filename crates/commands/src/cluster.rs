@@ -72,9 +72,17 @@ fn is_shard_pubsub(name: &str) -> bool {
     matches!(name, "spublish" | "ssubscribe" | "sunsubscribe")
 }
 
+/// Scripts name their keys after a count (`EVAL body numkeys key ...`); their specs list
+/// none because a script locks what it touches as it runs.
+fn is_script(spec: &CommandSpec) -> bool {
+    crate::scripting::runs_script(spec)
+}
+
 /// The key (or shard channel) arguments of one command.
 fn routed_args(spec: &CommandSpec, args: &Args, out: &mut Vec<usize>) {
-    if is_shard_pubsub(spec.name) {
+    if is_script(spec) {
+        crate::table::numkeys_keys(args, 2, out);
+    } else if is_shard_pubsub(spec.name) {
         let last = if spec.name == "spublish" { 2 } else { args.len() };
         out.extend(1..last.min(args.len()));
     } else {
@@ -98,7 +106,7 @@ pub fn redirect(shared: &Shared, session: &Session, spec: &CommandSpec, args: &A
             }
         }
     } else {
-        if matches!(spec.keys, KeySpec::None) && !is_shard_pubsub(spec.name) {
+        if matches!(spec.keys, KeySpec::None) && !is_shard_pubsub(spec.name) && !is_script(spec) {
             return None;
         }
         cmds.push((spec, args));
@@ -187,6 +195,49 @@ pub fn redirect(shared: &Shared, session: &Session, spec: &CommandSpec, args: &A
         return Some(format!("MOVED {slot} {}", view.addr(n)));
     }
     None
+}
+
+/// Under the command's table locks: if its slot is migrating from here and a key it
+/// names is gone (MIGRATE moved it after admission), the ASK or TRYAGAIN it now gets.
+pub fn recheck_migrating(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &Args,
+    locked: &mut Locked<'_>,
+) -> Option<String> {
+    if session.master_link || session.replaying || session.in_script || spec.name == "migrate" {
+        return None;
+    }
+    let guard = shared.cluster_view.load();
+    let view = guard.as_ref()?;
+    if view.migrating.is_empty() || is_shard_pubsub(spec.name) {
+        return None;
+    }
+    let mut idx = Vec::new();
+    spec.key_indexes(args, &mut idx);
+    let first = args.get(*idx.first()?).unwrap_or_default();
+    let slot = key_slot(first);
+    let to = *view.migrating.get(&slot)?;
+    if view.owner(slot) != Some(view.myself) {
+        return None;
+    }
+    let (mut missing, mut existing) = (0, 0);
+    for &i in &idx {
+        let key = args.get(i).unwrap_or_default();
+        if locked.exists(key) {
+            existing += 1;
+        } else {
+            missing += 1;
+        }
+    }
+    if missing == 0 {
+        None
+    } else if existing > 0 {
+        Some("TRYAGAIN Multiple keys request during rehashing of slot".into())
+    } else {
+        Some(format!("ASK {slot} {}", view.addr(to)))
+    }
 }
 
 pub fn specs() -> Vec<CommandSpec> {

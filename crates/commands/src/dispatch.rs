@@ -280,6 +280,11 @@ fn dispatch(
         }
     }
     if let Some(err) = crate::cluster::redirect(shared, session, spec, args) {
+        // A command a pause held is redirected when it is retried (its slot moved with
+        // the failover that ended the pause): it is no longer waiting.
+        if session.blocked.as_ref().is_some_and(|b| b.paused) {
+            crate::blocking::unblock(shared, session);
+        }
         ThreadStats::add(&stats.error_replies, 1);
         ThreadStats::add(&stats.commands[idx].rejected, 1);
         if spec.name == "exec" {
@@ -534,6 +539,14 @@ fn run<'q>(
         if propagator.is_some() || unit.is_some() {
             locked.record_effects();
         }
+        // Admission saw the keys of a migrating slot present; MIGRATE may have moved them
+        // since. Decided again under the locks, so a write never lands on a key that
+        // already left (it would be lost when the slot moves).
+        let moved_away = if unit.is_none() {
+            crate::cluster::recheck_migrating(shared, session, spec, args, &mut locked)
+        } else {
+            None
+        };
         let mut ctx = Ctx {
             shared,
             session,
@@ -545,7 +558,10 @@ fn run<'q>(
             spec,
             in_transaction: world_stopped,
         };
-        (spec.handler)(&mut ctx);
+        match moved_away {
+            Some(err) => ctx.error(&err),
+            None => (spec.handler)(&mut ctx),
+        }
         dirty = locked.dirty();
         if locked.recording_effects() {
             let effects = locked.take_effects();

@@ -424,6 +424,9 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         return ctx.error("ERR Can not execute a script with write flag using *_ro command.");
     }
     let no_writes = registered.flags.iter().any(|f| f == "no-writes");
+    if shared.cluster_view.load().is_some() && registered.flags.iter().any(|f| f == "no-cluster") {
+        return ctx.error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
+    }
     let lua = &loaded.vm.lua;
     let fail = |e: mlua::Error| format!("ERR {}", crate::scripting::lua_message(&e));
     let prepared = (|| -> Result<(Function, MultiValue), String> {

@@ -293,6 +293,16 @@ fn compiled<'v>(
         return Err("ERR Lua scripting is unavailable".into());
     };
     if !state.compiled.contains_key(sha) {
+        // A `#!lua flags=...` first line is Redis' shebang, not Lua: it is blanked (the
+        // newline kept, so error line numbers stay right).
+        let body: &[u8] = if body.starts_with(b"#!") {
+            match body.iter().position(|&c| c == b'\n') {
+                Some(nl) => &body[nl..],
+                None => b"",
+            }
+        } else {
+            body
+        };
         let f = state
             .lua
             .load(body)
@@ -382,6 +392,16 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
         }
         if !by_sha {
             shared.scripts.bodies.lock().insert(sha.clone(), body);
+        }
+    }
+    if shared.cluster_view.load().is_some() {
+        let no_cluster = if by_sha {
+            shared.scripts.bodies.lock().get(&sha).is_some_and(|b| shebang_has_flag(b, "no-cluster"))
+        } else {
+            shebang_has_flag(ctx.arg(1), "no-cluster")
+        };
+        if no_cluster {
+            return ctx.error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
         }
     }
     let Some(vm) = vm_guard.as_ref() else {
@@ -765,4 +785,16 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
     }
+}
+
+/// Whether a script's `#!lua flags=a,b` shebang names `flag`.
+pub fn shebang_has_flag(body: &[u8], flag: &str) -> bool {
+    let Some(rest) = body.strip_prefix(b"#!") else {
+        return false;
+    };
+    let line = rest.split(|&c| c == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(line)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("flags="))
+        .any(|f| f.split(',').any(|x| x == flag))
 }

@@ -394,7 +394,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let (tracked_keys, tracked_items, tracked_prefixes) = sh.tracking.totals();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\ntotal_error_replies:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\ntotal_error_replies:{}\r\ndump_payload_sanitizations:0\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
             s(|t| &t.connections_received),
             s(|t| &t.total_commands),
             sh.ops_per_sec.load(Ordering::Relaxed),
@@ -793,6 +793,11 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 }
             }
             ctx.shared.sync_config();
+            if changes.iter().any(|(n, _)| n.starts_with("cluster-")) {
+                if let Some(apply) = ctx.shared.cluster_config_changed.get() {
+                    apply();
+                }
+            }
             if changes.iter().any(|(n, _)| n == "appendonly") {
                 if let Some(aof) = ctx.shared.append_only.get() {
                     if let Err(e) = aof.appendonly_changed(ctx.shared) {
@@ -855,6 +860,8 @@ const DEBUG_HELP: &[&str] = &[
     "    Server will sleep before flushing the AOF, this is used for testing.",
     "SET-ACTIVE-EXPIRE <0|1>",
     "    Setting it to 0 disables expiring keys in background when they are not accessed.",
+    "DROP-CLUSTER-PACKET-FILTER <packet-type>",
+    "    Drop all packets that match the filtered type. Set to -1 allow all packets.",
     "SLEEP <seconds>",
     "    Stop the server for <seconds>. Decimals allowed.",
     "HELP",
@@ -865,6 +872,11 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
     let sub = ctx.arg(1).to_ascii_lowercase();
     match (sub.as_slice(), ctx.args.len()) {
         (b"help", 2) => help_reply(ctx, DEBUG_HELP),
+        (b"drop-cluster-packet-filter", 3) => {
+            let Some(t) = ctx.int_arg(2) else { return };
+            ctx.shared.cluster_drop_filter.store(t, Ordering::Relaxed);
+            ctx.reply.ok();
+        }
         (b"sleep", 3) => {
             let Some(secs) = ctx.float_arg(2) else { return };
             if secs > 0.0 {

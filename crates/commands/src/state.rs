@@ -345,6 +345,12 @@ pub struct Shared {
     /// mode.
     #[allow(clippy::type_complexity)]
     pub cluster_publish: std::sync::OnceLock<Box<dyn Fn(&[u8], &[u8], bool) + Send + Sync>>,
+    /// Applies CONFIG SET of a `cluster-*` setting at once (a peer must see a new
+    /// announced hostname in our next message), installed in cluster mode.
+    #[allow(clippy::type_complexity)]
+    pub cluster_config_changed: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// DEBUG DROP-CLUSTER-PACKET-FILTER: the bus message type to drop, -1 none.
+    pub cluster_drop_filter: AtomicI64,
     /// MIGRATE's connections to its targets, kept between calls.
     pub migrate_cache: crate::migrate::MigrateCache,
     /// The replication stream's writer, installed by the server.
@@ -440,6 +446,8 @@ impl Shared {
             cluster_view: arc_swap::ArcSwapOption::empty(),
             migrate_cache: crate::migrate::MigrateCache::default(),
             cluster_publish: std::sync::OnceLock::new(),
+            cluster_drop_filter: AtomicI64::new(-1),
+            cluster_config_changed: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
             master_link_up: AtomicBool::new(false),

@@ -64,7 +64,7 @@ pub enum Level {
 }
 
 /// Settings the machine reads (`cluster-*` in redis.conf).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub port: u16,
     pub cport: u16,
@@ -189,8 +189,8 @@ pub struct Cluster {
     /// Bumped at every change an event loop's routing view depends on.
     generation: u64,
     state_generation: u64,
-    /// Message types dropped on receipt (DEBUG DROP-CLUSTER-PACKET-FILTER); -1 all.
-    pub drop_filter: Option<i32>,
+    /// The message type dropped on receipt (DEBUG DROP-CLUSTER-PACKET-FILTER).
+    pub drop_filter: Option<u16>,
     pub(crate) failover: crate::failover::FailoverState,
 }
 
@@ -934,10 +934,9 @@ impl Cluster {
     fn process(&mut self, now: u64, link: LinkId, msg: Message, out: &mut Vec<Action>) {
         let h = &msg.header;
         let t = h.kind;
-        if let Some(f) = self.drop_filter {
-            if f == -1 || f == i32::from(t) {
-                return;
-            }
+        if self.drop_filter == Some(t) {
+            out.push(Action::Log(Level::Warning, "Dropping packet that matches debug drop filter".into()));
+            return;
         }
         if let Some(c) = self.stats.received.get_mut(t as usize) {
             *c += 1;

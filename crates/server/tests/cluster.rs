@@ -108,6 +108,32 @@ impl Drop for Node {
     }
 }
 
+/// A test's directory, holding one directory per node; removed at the end unless the
+/// test failed. Declared before the nodes, so it outlives them.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch(common::scratch_dir())
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Starts a cluster-enabled node of `bin` under `parent`, waiting (bounded) for its
 /// ready line. If the port was taken between the check and the bind (by another
 /// process on this machine), it tries again on another port.
@@ -690,7 +716,7 @@ fn create_check_and_redirect() {
     let _serial = serial();
     require("redis-cli");
     let started = Instant::now();
-    let dir = common::scratch_dir();
+    let dir = Scratch::new();
     let nodes = start_nodes(CARMINE, &dir, 6);
     let ports: Vec<u16> = nodes.iter().map(Node::port).collect();
     create_cluster(&nodes, 1);
@@ -1055,7 +1081,7 @@ fn manual_migration_answers_ask() {
     let _serial = serial();
     require("redis-cli");
     let started = Instant::now();
-    let dir = common::scratch_dir();
+    let dir = Scratch::new();
     let nodes = start_nodes(CARMINE, &dir, 3);
     let ports: Vec<u16> = nodes.iter().map(Node::port).collect();
     create_cluster(&nodes, 0);
@@ -1227,7 +1253,7 @@ fn reshard_under_live_load_and_add_node() {
     require("redis-cli");
     const KEYS: usize = 2000;
     let started = Instant::now();
-    let dir = common::scratch_dir();
+    let dir = Scratch::new();
     let nodes = start_nodes(CARMINE, &dir, 4);
     let (old, new) = nodes.split_at(3);
     let new = &new[0];
@@ -1235,8 +1261,8 @@ fn reshard_under_live_load_and_add_node() {
     create_cluster(old, 0);
     wait_cluster_ok(old, 30);
     wait_agreement(&ports, 3, 30);
+    eprintln!("reshard test, {:?}: cluster created", started.elapsed());
 
-    eprintln!("{:?} cluster created", started.elapsed());
     let mut router = Router::new(&ports);
     for i in 0..KEYS {
         router
@@ -1245,8 +1271,8 @@ fn reshard_under_live_load_and_add_node() {
     }
     let total: i64 = ports.iter().map(|p| dbsize(*p)).sum();
     assert_eq!(total, KEYS as i64);
+    eprintln!("reshard test, {:?}: keys loaded", started.elapsed());
 
-    eprintln!("{:?} keys loaded", started.elapsed());
     // The writer: random SETs and GETs, checking every read against what it last
     // wrote, following redirections by hand.
     let stop = Arc::new(AtomicBool::new(false));
@@ -1311,7 +1337,7 @@ fn reshard_under_live_load_and_add_node() {
     );
     let all: Vec<u16> = nodes.iter().map(Node::port).collect();
     let joined = wait_agreement(&all, 4, 30);
-    eprintln!("{:?} node added", started.elapsed());
+    eprintln!("reshard test, {:?}: node added", started.elapsed());
     let new_id = myid(new.port());
     let line = joined
         .iter()
@@ -1328,10 +1354,9 @@ fn reshard_under_live_load_and_add_node() {
         .map(NodeLine::slot_count)
         .collect();
     let expected = redis_cli_reshard_count(&counts, 500);
-    eprintln!("{:?} before reshard", started.elapsed());
     let moved = reshard(&old[1].addr(), "all", &new_id, 500);
     assert_eq!(moved.len(), expected, "slots redis-cli moved");
-    eprintln!("{:?} reshard done", started.elapsed());
+    eprintln!("reshard test, {:?}: reshard done", started.elapsed());
     // Keep writing until the writer has been sent to the new node a few times.
     common::wait_until(10, || {
         sent_to_new.load(Ordering::SeqCst) >= 5 || writer.is_finished()
@@ -1355,8 +1380,8 @@ fn reshard_under_live_load_and_add_node() {
         "the writer was redirected to the new node: {:?}",
         log.moved_to
     );
+    eprintln!("reshard test, {:?}: writer stopped", started.elapsed());
 
-    eprintln!("{:?} writer stopped", started.elapsed());
     let after = wait_agreement(&all, 4, 30);
     wait_cluster_ok(&nodes, 20);
     assert_cluster_check(new.port());
@@ -1417,7 +1442,7 @@ fn mixed_cluster_with_real_redis() {
     }
     const KEYS: usize = 1000;
     let started = Instant::now();
-    let dir = common::scratch_dir();
+    let dir = Scratch::new();
     let nodes = vec![
         start_node(CARMINE, &dir),
         start_node(CARMINE, &dir),

@@ -84,7 +84,13 @@ impl Driver {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            let mut actions = std::mem::take(&mut *self.host.pending.lock());
+            // Queued work waits while the dataset loads (a restarted replica must load
+            // before it asks its master for the rest).
+            let mut actions = if self.shared.persist.loading.load(Ordering::Acquire) {
+                Vec::new()
+            } else {
+                std::mem::take(&mut *self.host.pending.lock())
+            };
             for ev in events.iter() {
                 let t = ev.token().0;
                 if t == WAKER.0 {
@@ -104,6 +110,7 @@ impl Driver {
                 let ping_period = self.shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
                 let now = now_ms();
                 let mut m = self.host.machine.lock();
+                self.host.refresh_config(&self.shared, &mut m);
                 m.set_repl_offset(offset);
                 m.set_master_link(link_up, now);
                 m.set_failover_settings(validity, ping_period);
@@ -191,7 +198,13 @@ impl Driver {
             }
         }
         if !data.is_empty() {
-            actions.extend(self.host.machine.lock().received(now_ms(), link, &data));
+            let filter = self.shared.cluster_drop_filter.load(Ordering::Relaxed);
+            // The offset a manual failover's paused master reports must be exact.
+            let offset = ReplicationStream::of(&self.shared).map_or(0, |s| s.offset());
+            let mut m = self.host.machine.lock();
+            m.set_repl_offset(offset);
+            m.drop_filter = u16::try_from(filter).ok();
+            actions.extend(m.received(now_ms(), link, &data));
         }
         if closed {
             self.close(link);
@@ -250,6 +263,12 @@ impl Driver {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
+        // The view first: clients a manual failover held resume (UnpauseWrites) routed
+        // by the new roles, as Redis re-admits them.
+        {
+            let m = self.host.machine.lock();
+            self.host.publish_view(&self.shared, &m);
+        }
         let mut to_driver = Vec::new();
         self.host.perform(&self.shared, actions, &mut to_driver);
         for a in to_driver {

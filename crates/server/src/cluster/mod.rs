@@ -41,12 +41,28 @@ pub struct ClusterHost {
     /// The machine generation the published view was built from.
     published: AtomicU64,
     shared: Weak<Shared>,
+    /// The client port (cluster settings derive from it).
+    port: u16,
+    /// The epochs in the last nodes.conf written (see `save_config`).
+    saved_epochs: Mutex<String>,
+}
+
+/// What must never go backwards after a crash: currentEpoch, lastVoteEpoch (a node that
+/// forgot its vote could vote twice in one epoch) and our configEpoch.
+fn epochs_of(text: &str) -> String {
+    let vars = text.lines().find(|l| l.starts_with("vars ")).unwrap_or_default();
+    let mine = text
+        .lines()
+        .find(|l| l.split(' ').nth(2).is_some_and(|f| f.split(',').any(|x| x == "myself")))
+        .and_then(|l| l.split(' ').nth(6))
+        .unwrap_or_default();
+    format!("{vars} {mine}")
 }
 
 static HOST: OnceLock<Arc<ClusterHost>> = OnceLock::new();
 
 /// The settings the machine reads, from the server's configuration.
-fn machine_config(shared: &Shared, port: u16) -> Config {
+pub(crate) fn machine_config(shared: &Shared, port: u16) -> Config {
     let c = &shared.config;
     let cport = match c.get_i64("cluster-port") {
         0 => port.wrapping_add(10000),
@@ -86,15 +102,25 @@ impl ClusterHost {
         HOST.get()
     }
 
-    /// Writes nodes.conf atomically: a temporary file, fsync, rename.
+    /// Writes nodes.conf atomically: a temporary file renamed over it. It is fsynced
+    /// when an epoch or the vote changed (what safety needs to survive a crash); slot
+    /// and address changes are relearned from the cluster, so resharding's thousands of
+    /// SETSLOTs do not each wait for the disk.
     fn save_config(&self, text: &str) {
         let tmp = self.conf_path.with_extension(format!("tmp-{}", std::process::id()));
+        let epochs = epochs_of(text);
+        let durable = *self.saved_epochs.lock() != epochs;
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             std::fs::rename(&tmp, &self.conf_path)
         })();
+        if result.is_ok() {
+            *self.saved_epochs.lock() = epochs;
+        }
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             log::warning(&format!("Could not save the cluster config file {}: {e}", self.conf_path.display()));
@@ -142,6 +168,14 @@ impl ClusterHost {
                 Action::PauseWrites(_) => shared.pause.set_failover(shared, true),
                 Action::UnpauseWrites => shared.pause.set_failover(shared, false),
             }
+        }
+    }
+
+    /// Follows CONFIG SET of the `cluster-*` settings.
+    pub(crate) fn refresh_config(&self, shared: &Shared, m: &mut Cluster) {
+        let config = machine_config(shared, self.port);
+        if config != m.config {
+            m.reconfigure(config);
         }
     }
 
@@ -297,11 +331,20 @@ pub fn install(shared: &Arc<Shared>, port: u16, bind: &[(String, bool)], backlog
         conf_path: path,
         published: AtomicU64::new(0),
         shared: Arc::downgrade(shared),
+        port,
+        saved_epochs: Mutex::new(String::new()),
     });
     {
         let m = host.machine.lock();
         host.save_config(&m.nodes_conf());
         host.publish_view(shared, &m);
+        // A replica in nodes.conf replicates its master again after a restart.
+        if let Some(master) = m.myself().master.and_then(|i| m.node(i)).filter(|_| m.myself().is_replica()) {
+            host.pending.lock().push(Action::SetMaster {
+                ip: master.ip.clone(),
+                port: master.port,
+            });
+        }
     }
     let _ = HOST.set(host.clone());
     let weak = Arc::downgrade(&host);
@@ -310,6 +353,15 @@ pub fn install(shared: &Arc<Shared>, port: u16, bind: &[(String, bool)], backlog
         let actions = host.machine.lock().publish(channel, message, shard);
         host.pending.lock().extend(actions);
         host.wake();
+    }));
+    let (weak_host, weak_shared) = (Arc::downgrade(&host), Arc::downgrade(shared));
+    let _ = shared.cluster_config_changed.set(Box::new(move || {
+        let (Some(host), Some(shared)) = (weak_host.upgrade(), weak_shared.upgrade()) else {
+            return;
+        };
+        let mut m = host.machine.lock();
+        host.refresh_config(&shared, &mut m);
+        host.publish_view(&shared, &m);
     }));
     driver::spawn(shared.clone(), host, listeners)
 }
