@@ -577,6 +577,11 @@ impl ReplicationStream {
         self.link.lock().handshake = on;
     }
 
+    /// A full sync from our master is being received or loaded.
+    pub(crate) fn sync_in_progress(&self) -> bool {
+        self.link.lock().sync_in_progress
+    }
+
     pub(crate) fn sync_progress(&self, read: u64, total: Option<u64>) {
         let mut l = self.link.lock();
         l.handshake = false;

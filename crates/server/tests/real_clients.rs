@@ -310,18 +310,6 @@ fn debians_default_redis_conf_loads() {
     let _ = std::fs::remove_file(&pid);
 }
 
-/// Cluster mode is not built yet: asking for it is refused, not silently ignored.
-#[test]
-fn cluster_enabled_yes_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_carmine-server"))
-        .args(["--port", "0", "--cluster-enabled", "yes"])
-        .output()
-        .expect("binary runs");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cluster-enabled"), "{err}");
-}
-
 #[test]
 fn sigterm_and_shutdown_stop_the_server() {
     let mut s = spawn_server(&[]);

@@ -104,7 +104,10 @@ impl Driver {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + Duration::from_millis(100);
-                let offset = ReplicationStream::of(&self.shared).map_or(0, |s| s.offset());
+                // A replica loading a full sync reports offset 0, as Redis' does (it has no
+                // master client yet): peers show it as "loading" in CLUSTER SHARDS.
+                let offset = ReplicationStream::of(&self.shared)
+                    .map_or(0, |s| if s.sync_in_progress() { 0 } else { s.offset() });
                 let link_up = self.shared.master_link_up.load(Ordering::Acquire);
                 let validity = self.shared.config.get_i64("cluster-replica-validity-factor").max(0) as u64;
                 let ping_period = self.shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
@@ -200,7 +203,8 @@ impl Driver {
         if !data.is_empty() {
             let filter = self.shared.cluster_drop_filter.load(Ordering::Relaxed);
             // The offset a manual failover's paused master reports must be exact.
-            let offset = ReplicationStream::of(&self.shared).map_or(0, |s| s.offset());
+            let offset = ReplicationStream::of(&self.shared)
+                .map_or(0, |s| if s.sync_in_progress() { 0 } else { s.offset() });
             let mut m = self.host.machine.lock();
             m.set_repl_offset(offset);
             m.drop_filter = u16::try_from(filter).ok();
