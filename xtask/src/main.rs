@@ -123,7 +123,7 @@ fn bench(args: &[String]) {
 
 fn fuzz(args: &[String]) {
     let (Some(target), Some(secs)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: cargo xtask fuzz <target> <seconds>   (targets: resp_command, resp_frame, command_args, config_text, rdb_file, restore_payload, repl_payload, aof_file, aof_manifest)");
+        eprintln!("usage: cargo xtask fuzz <target> <seconds>   (targets: resp_command, resp_frame, command_args, config_text, rdb_file, restore_payload, repl_payload, aof_file, aof_manifest, sentinel_input, cluster_bus)");
         exit(2);
     };
     if !run(Command::new(env!("CARGO")).args(["fuzz", "--version"])) {

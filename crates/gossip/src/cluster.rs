@@ -74,6 +74,19 @@ pub struct Config {
     pub announce_hostname: String,
     pub require_full_coverage: bool,
     pub replica_no_failover: bool,
+    /// `cluster-allow-replica-migration` and `cluster-migration-barrier`.
+    pub allow_replica_migration: bool,
+    pub migration_barrier: usize,
+    /// `cluster-preferred-endpoint-type`: what CLUSTER SLOTS/SHARDS and redirections
+    /// name a node by.
+    pub preferred_endpoint: Endpoint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Ip,
+    Hostname,
+    Unknown,
 }
 
 impl Default for Config {
@@ -87,6 +100,9 @@ impl Default for Config {
             announce_hostname: String::new(),
             require_full_coverage: true,
             replica_no_failover: false,
+            allow_replica_migration: true,
+            migration_barrier: 1,
+            preferred_endpoint: Endpoint::Ip,
         }
     }
 }
@@ -165,6 +181,9 @@ pub struct Stats {
     /// Messages refused by the decoder (each closed its link).
     pub malformed: u64,
     pub bytes_sent: u64,
+    /// Links the driver closed because their unsent output passed
+    /// `cluster-link-sendbuf-limit`.
+    pub links_buffer_limit_exceeded: u64,
 }
 
 pub struct Cluster {
@@ -341,6 +360,7 @@ impl Cluster {
             if let Some(n) = c.node_mut(idx) {
                 n.master = Some(mi);
             }
+            c.mark_had_replica(Some(mi));
         }
         for (idx, a, b) in slots {
             for s in a..=b {
@@ -625,8 +645,15 @@ impl Cluster {
         let cur_has_slots = cur_master
             .and_then(|m| self.node(m))
             .is_some_and(|m| m.num_slots > 0);
+        // The sender took all its slots from us: a failover, which the shard follows
+        // even with replica migration off (a reshard that empties a master does not
+        // move its replicas then).
+        let sender_slots = (0..SLOT_COUNT as Slot)
+            .filter(|&s| codec::slot_bit(claimed, s))
+            .count();
+        let follow = self.config.allow_replica_migration || sender_slots == migrated_ours;
         if let Some(nm) = new_master {
-            if !cur_has_slots {
+            if !cur_has_slots && follow {
                 let id = self
                     .node(nm)
                     .map(|n| n.id_str().to_string())
@@ -641,7 +668,6 @@ impl Cluster {
                 return;
             }
         }
-        let _ = migrated_ours;
         if !dirty.is_empty() {
             for &s in &dirty {
                 self.slots.set_importing(s, None);
@@ -664,6 +690,7 @@ impl Cluster {
         let m = self.myself_mut();
         m.flags = (m.flags & !flag::MASTER) | flag::SLAVE;
         m.master = Some(master);
+        self.mark_had_replica(Some(master));
         if let Some(n) = self.node(master) {
             out.push(Action::SetMaster {
                 ip: n.ip.clone(),
@@ -674,10 +701,25 @@ impl Cluster {
         self.update_state();
     }
 
+    /// A master that has had a replica may receive a migrating one once orphaned
+    /// (Redis' MIGRATE_TO flag).
+    fn mark_had_replica(&mut self, master: Option<NodeIdx>) {
+        if let Some(m) = master.and_then(|m| self.node_mut(m)) {
+            if m.is_master() {
+                m.flags |= flag::MIGRATE_TO;
+            }
+        }
+    }
+
     pub(crate) fn set_node_as_master(&mut self, idx: NodeIdx) {
+        let me = self.myself;
         let Some(n) = self.node_mut(idx) else { return };
         if n.is_master() && n.master.is_none() {
             return;
+        }
+        // A promoted replica is a master a migrating replica may join once orphaned.
+        if n.is_replica() && idx != me {
+            n.flags |= flag::MIGRATE_TO;
         }
         n.flags = (n.flags & !flag::SLAVE) | flag::MASTER;
         n.master = None;
@@ -935,7 +977,10 @@ impl Cluster {
         let h = &msg.header;
         let t = h.kind;
         if self.drop_filter == Some(t) {
-            out.push(Action::Log(Level::Warning, "Dropping packet that matches debug drop filter".into()));
+            out.push(Action::Log(
+                Level::Warning,
+                "Dropping packet that matches debug drop filter".into(),
+            ));
             return;
         }
         if let Some(c) = self.stats.received.get_mut(t as usize) {
@@ -1167,17 +1212,17 @@ impl Cluster {
             if t == kind::PING && inbound {
                 self.update_address(s, link, &h, &peer_ip, out);
             }
-            if h.mflags[0] & mflag::EXT_DATA != 0 {
-                let hostname = extensions.iter().find_map(|e| match e {
-                    Extension::Hostname(h) => Some(String::from_utf8_lossy(h).into_owned()),
-                    _ => None,
-                });
-                if let Some(n) = self.node_mut(s) {
-                    let hn = hostname.unwrap_or_default();
-                    if n.hostname != hn {
-                        n.hostname = hn;
-                        self.changed();
-                    }
+            // Redis reads the extensions of every PING/PONG/MEET of a known sender: no
+            // hostname extension means the sender announces none (it was removed).
+            let hostname = extensions.iter().find_map(|e| match e {
+                Extension::Hostname(h) => Some(String::from_utf8_lossy(h).into_owned()),
+                _ => None,
+            });
+            if let Some(n) = self.node_mut(s) {
+                let hn = hostname.unwrap_or_default();
+                if n.hostname != hn {
+                    n.hostname = hn;
+                    self.changed();
                 }
             }
         }
@@ -1225,6 +1270,7 @@ impl Cluster {
                     if let Some(n) = self.node_mut(s) {
                         n.master = m;
                     }
+                    self.mark_had_replica(m);
                     self.changed();
                 }
             }
@@ -1849,10 +1895,17 @@ impl Cluster {
             self.config.announce_hostname.clone(),
         );
         let ip = self.config.announce_ip.clone();
+        let nofailover = self.config.replica_no_failover;
         let m = self.myself_mut();
         m.port = port;
         m.cport = cport;
         m.pport = pport;
+        // Peers see `cluster-replica-no-failover` as this flag in our messages.
+        if nofailover {
+            m.flags |= flag::NOFAILOVER;
+        } else {
+            m.flags &= !flag::NOFAILOVER;
+        }
         m.hostname = host;
         if !ip.is_empty() {
             m.ip = ip;

@@ -497,7 +497,11 @@ impl Cluster {
                 }
                 let was_mine = owner == Some(me);
                 self.set_slot_owner(slot, t);
-                if was_mine && t != me && self.myself().num_slots == 0 {
+                if was_mine
+                    && t != me
+                    && self.myself().num_slots == 0
+                    && self.config.allow_replica_migration
+                {
                     let id = self
                         .node(t)
                         .map(|n| n.id_str().to_string())

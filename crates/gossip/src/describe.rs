@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::cluster::{Cluster, TYPE_NAMES};
+use crate::cluster::{Cluster, Endpoint, TYPE_NAMES};
 use crate::codec::flag;
 use crate::node::{flags_text, Node, NodeIdx};
 use crate::Reply;
@@ -136,28 +136,49 @@ impl Cluster {
             }
         }
         let _ = write!(s, "cluster_stats_messages_received:{total}\r\n");
-        s.push_str("total_cluster_links_buffer_limit_exceeded:0\r\n");
+        let _ = write!(
+            s,
+            "total_cluster_links_buffer_limit_exceeded:{}\r\n",
+            self.stats.links_buffer_limit_exceeded
+        );
         s
     }
 
+    /// The name clients should use for a node (Redis' getPreferredEndpoint).
+    pub fn preferred_endpoint(&self, n: &Node) -> String {
+        match self.config.preferred_endpoint {
+            Endpoint::Ip => n.ip.clone(),
+            Endpoint::Hostname if n.hostname.is_empty() => "?".into(),
+            Endpoint::Hostname => n.hostname.clone(),
+            Endpoint::Unknown => String::new(),
+        }
+    }
+
     fn endpoint(&self, n: &Node) -> Reply {
-        Reply::Bulk(n.ip.as_bytes().to_vec())
+        Reply::Bulk(self.preferred_endpoint(n).into_bytes())
     }
 
     fn slots_node(&self, n: &Node) -> Reply {
-        let meta = if n.hostname.is_empty() {
-            Vec::new()
-        } else {
-            vec![
+        let first = match self.config.preferred_endpoint {
+            Endpoint::Unknown => Reply::Nil,
+            _ => self.endpoint(n),
+        };
+        // The other names the node has, beside the preferred one.
+        let mut meta = Vec::new();
+        if self.config.preferred_endpoint != Endpoint::Ip {
+            meta.push((Reply::bulk("ip"), Reply::Bulk(n.ip.as_bytes().to_vec())));
+        }
+        if self.config.preferred_endpoint != Endpoint::Hostname && !n.hostname.is_empty() {
+            meta.push((
                 Reply::bulk("hostname"),
                 Reply::Bulk(n.hostname.as_bytes().to_vec()),
-            ]
-        };
+            ));
+        }
         Reply::Array(vec![
-            self.endpoint(n),
+            first,
             Reply::Int(i64::from(n.port)),
             Reply::Bulk(n.id.to_vec()),
-            Reply::Array(meta),
+            Reply::Map(meta),
         ])
     }
 
@@ -172,7 +193,10 @@ impl Cluster {
                 self.slots_node(m),
             ];
             for r in self.replicas_of(owner) {
-                if let Some(rn) = self.node(r).filter(|n| !n.failing()) {
+                // A failed replica, or one still loading its first sync (offset 0), is
+                // not offered to clients, as in Redis 7.0.
+                let available = |n: &&Node| !n.has(flag::FAIL) && n.repl_offset != 0;
+                if let Some(rn) = self.node(r).filter(available) {
                     entry.push(self.slots_node(rn));
                 }
             }

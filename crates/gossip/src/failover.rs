@@ -78,9 +78,76 @@ impl Cluster {
         }
     }
 
+    /// Replica migration: a master left with slots and no working replica gets one from
+    /// the shard with the most, once it has been orphaned for 5 s (Redis' rules: the
+    /// donor keeps more than `cluster-migration-barrier` working replicas, and of them
+    /// the one with the smallest id moves).
+    fn replica_migration_tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        let ok_replicas = |c: &Cluster, m: NodeIdx| {
+            c.replicas_of(m)
+                .into_iter()
+                .filter(|&r| c.node(r).is_some_and(|n| !n.failing()))
+                .collect::<Vec<_>>()
+        };
+        let masters: Vec<NodeIdx> = self
+            .nodes()
+            .filter(|(_, n)| n.is_master() && n.num_slots > 0)
+            .map(|(i, _)| i)
+            .collect();
+        let mut orphan = None;
+        let mut max_replicas = 0;
+        for &m in &masters {
+            let ok = ok_replicas(self, m).len();
+            max_replicas = max_replicas.max(ok);
+            let Some(n) = self.node_mut(m) else { continue };
+            if ok == 0 && n.has(flag::MIGRATE_TO) && !n.failing() {
+                if n.orphaned_since == 0 {
+                    n.orphaned_since = now;
+                }
+                if now.saturating_sub(n.orphaned_since) > 5000 {
+                    orphan = Some(m);
+                }
+            } else {
+                n.orphaned_since = 0;
+            }
+        }
+        let me = self.myself();
+        if !me.is_replica() || !self.config.allow_replica_migration {
+            return;
+        }
+        let (Some(target), Some(mine)) = (orphan, me.master) else {
+            return;
+        };
+        if self.node(mine).is_none_or(|m| m.failing()) {
+            return;
+        }
+        let siblings = ok_replicas(self, mine);
+        if siblings.len() < max_replicas.max(2) || siblings.len() <= self.config.migration_barrier {
+            return;
+        }
+        let candidate = siblings
+            .iter()
+            .filter_map(|&r| self.node(r))
+            .map(|n| n.id)
+            .min();
+        if candidate != Some(self.my_id()) {
+            return;
+        }
+        let id = self
+            .node(target)
+            .map(|n| n.id_str().to_string())
+            .unwrap_or_default();
+        out.push(Action::Log(
+            Level::Notice,
+            format!("Migrating to orphaned master {id}"),
+        ));
+        self.set_my_master(target, out);
+    }
+
     /// Called from the timer on a replica.
     pub(crate) fn failover_tick(&mut self, now: u64, out: &mut Vec<Action>) {
         self.manual_failover_tick(now, out);
+        self.replica_migration_tick(now, out);
         let me = self.myself();
         if !me.is_replica() {
             return;

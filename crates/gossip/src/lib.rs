@@ -14,7 +14,7 @@ mod describe;
 pub mod failover;
 pub mod node;
 
-pub use cluster::{Action, Cluster, Config, Level, Rng, Stats};
+pub use cluster::{Action, Cluster, Config, Endpoint, Level, Rng, Stats};
 pub use commands::Keys;
 pub use node::{LinkId, Node, NodeIdx};
 

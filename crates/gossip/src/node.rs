@@ -28,6 +28,8 @@ pub struct Node {
     /// When the node entered the table (handshakes time out from here).
     pub ctime: u64,
     pub fail_time: u64,
+    /// Since when this master serves slots with no working replica (0: it has one).
+    pub orphaned_since: u64,
     /// When we last voted for a replica of this master (one vote per 2 x node timeout).
     pub voted_time: u64,
     /// When we last sent a node in handshake its MEET or PING.
@@ -64,6 +66,7 @@ impl Node {
             fail_time: 0,
             hello_sent: 0,
             voted_time: 0,
+            orphaned_since: 0,
             repl_offset: 0,
             link: None,
             inbound_link: None,

@@ -86,6 +86,35 @@ impl Node {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
+
+    /// SIGKILL: no shutdown, no last nodes.conf write.
+    fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the (killed) node again on its port, in its directory with its
+    /// nodes.conf, waiting (bounded) for a new ready line in its log.
+    fn restart(&mut self) {
+        const READY: &str = "Ready to accept connections";
+        self.proc.kill();
+        let readies = self.log().matches(READY).count();
+        self.proc.child = spawn_node(self.bin, &self.dir, self.port());
+        let mut exited = false;
+        let ready = common::wait_until(20, || {
+            if matches!(self.proc.child.try_wait(), Ok(Some(_))) {
+                exited = true;
+                return true;
+            }
+            self.log().matches(READY).count() > readies
+        });
+        assert!(
+            ready && !exited && common::wait_port(self.port(), 5),
+            "{} did not restart on port {} (exited: {exited}):\n{}",
+            self.bin,
+            self.port(),
+            self.log()
+        );
+    }
 }
 
 impl Drop for Node {
@@ -134,6 +163,31 @@ impl Drop for Scratch {
     }
 }
 
+/// Spawns a cluster-enabled `bin` on `port` in `dir` (reading its nodes.conf there, if
+/// any), appending its stdout and stderr to `server.log`.
+fn spawn_node(bin: &'static str, dir: &Path, port: u16) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let log2 = log.try_clone().expect("log file clone");
+    Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", "nodes.conf"])
+        .args(["--cluster-node-timeout", "2000"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} starts ({e}); run `cargo xtask test`"))
+}
+
 /// Starts a cluster-enabled node of `bin` under `parent`, waiting (bounded) for its
 /// ready line. If the port was taken between the check and the bind (by another
 /// process on this machine), it tries again on another port.
@@ -144,23 +198,7 @@ fn start_node(bin: &'static str, parent: &Path) -> Node {
         let dir = parent.join(format!("node-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("node dir");
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        let log2 = log.try_clone().expect("log file clone");
-        let mut cmd = Command::new(bin);
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", "nodes.conf"])
-            .args(["--cluster-node-timeout", "2000"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{bin} starts ({e}); run `cargo xtask test`"));
+        let child = spawn_node(bin, &dir, port);
         let mut node = Node {
             proc: Proc { child, port },
             dir,
@@ -1577,4 +1615,333 @@ print("redis-py ok")
         eprintln!("redis-py is not installed; skipping the RedisCluster read-back");
     }
     eprintln!("mixed_cluster_with_real_redis: {:?}", started.elapsed());
+}
+
+/// The flags of node `id` in `port`'s CLUSTER NODES ("master", "fail", ...).
+fn flags_of(port: u16, id: &str) -> Option<Vec<String>> {
+    let text: String = ask(port, &["CLUSTER", "NODES"]).ok()?;
+    let line = text.lines().find(|l| l.split(' ').next() == Some(id))?;
+    Some(
+        line.split(' ')
+            .nth(2)?
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Every node's CLUSTER NODES and cluster_state, for failure messages.
+fn all_views(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            let nodes =
+                ask::<String>(*p, &["CLUSTER", "NODES"]).unwrap_or_else(|e| format!("error: {e}"));
+            let info = cluster_info(*p);
+            let state = info
+                .lines()
+                .find(|l| l.starts_with("cluster_state"))
+                .unwrap_or(info.as_str());
+            format!("node {p} ({state}):\n{nodes}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Why `port` does not (yet) see `heir` as the master of exactly `slots`, which `dead`
+/// owned; None once it does.
+fn promotion_pending(port: u16, dead: &str, heir: &str, slots: &[(u16, u16)]) -> Option<String> {
+    let Some((_, view)) = node_view(port) else {
+        return Some(format!("{port}: CLUSTER NODES unreadable"));
+    };
+    let Some(h) = view.iter().find(|l| l.id == heir) else {
+        return Some(format!("{port} does not list {heir}"));
+    };
+    if !h.master || h.slots != slots {
+        return Some(format!("{port} sees the heir as {h:?}"));
+    }
+    if view.iter().any(|l| l.id == dead && !l.slots.is_empty()) {
+        return Some(format!("{port} still gives {dead} slots"));
+    }
+    let total: usize = view
+        .iter()
+        .filter(|l| l.master)
+        .map(NodeLine::slot_count)
+        .sum();
+    (total != SLOTS).then(|| format!("{port} counts {total} slots"))
+}
+
+/// Why `port` is not (yet) settled after `dead` failed: `dead` flagged fail (not just
+/// fail?) and cluster_state:ok; None once it is.
+fn settle_pending(port: u16, dead: &str) -> Option<String> {
+    let flags = flags_of(port, dead);
+    if !flags
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == "fail"))
+    {
+        return Some(format!("{port} flags {dead} as {flags:?}"));
+    }
+    let info = cluster_info(port);
+    (!info.contains("cluster_state:ok")).then(|| format!("{port}: not cluster_state:ok"))
+}
+
+/// SIGKILLs `victim` (a master, `dead`), then waits, at most `secs` for each, until
+/// every survivor sees `heir` master of the victim's slots, and then until every
+/// survivor flags the victim fail and is cluster_state:ok. Returns the times from the
+/// kill to both.
+fn kill_and_fail_over(
+    victim: &mut Node,
+    dead: &str,
+    heir: &str,
+    survivors: &[u16],
+    secs: u64,
+) -> (Duration, Duration) {
+    let (_, before) = view_of(survivors[0]);
+    let slots = before
+        .iter()
+        .find(|l| l.id == dead)
+        .map(|l| l.slots.clone())
+        .unwrap_or_default();
+    assert!(!slots.is_empty(), "{dead} owns slots before: {before:#?}");
+    let killed = Instant::now();
+    victim.kill();
+    let mut why = None;
+    let promoted = common::wait_until(secs, || {
+        why = survivors
+            .iter()
+            .find_map(|p| promotion_pending(*p, dead, heir, &slots));
+        why.is_none()
+    });
+    let promoted_after = killed.elapsed();
+    assert!(
+        promoted,
+        "{} {} (port {}) was killed, but its replica {heir} was not master of its slots \
+         everywhere within {secs} s ({why:?}):\n{}",
+        victim.bin,
+        dead,
+        victim.port(),
+        all_views(survivors)
+    );
+    let settled = common::wait_until(secs, || {
+        why = survivors.iter().find_map(|p| settle_pending(*p, dead));
+        why.is_none()
+    });
+    let settled_after = killed.elapsed();
+    assert!(
+        settled,
+        "after {heir} replaced {dead}, the survivors did not all flag it fail and reach \
+         cluster_state:ok within {secs} s ({why:?}):\n{}",
+        all_views(survivors)
+    );
+    (promoted_after, settled_after)
+}
+
+/// Every key `fo:{i}` reads back `value-{i}` through a fresh redirect-following client
+/// seeded with `masters`, and the masters hold exactly `keys` keys between them.
+fn assert_all_keys(masters: &[u16], keys: usize, when: &str) {
+    let mut reader = Router::new(masters);
+    for i in 0..keys {
+        let got = reader
+            .get(&format!("fo:{i}"))
+            .unwrap_or_else(|e| panic!("{when}: read fo:{i}: {e}"));
+        assert_eq!(got, Some(format!("value-{i}")), "{when}: fo:{i}");
+    }
+    let sizes: Vec<i64> = masters.iter().map(|p| dbsize(*p)).collect();
+    assert_eq!(
+        sizes.iter().sum::<i64>(),
+        keys as i64,
+        "{when}: DBSIZE of the masters {masters:?}"
+    );
+}
+
+/// Waits (bounded) until the replica on `replica` links to its master on `master` and
+/// holds as many keys.
+fn wait_replica_synced(replica: u16, master: u16, secs: u64) {
+    let synced = common::wait_until(secs, || {
+        info_field(replica, "replication", "master_link_status").as_deref() == Some("up")
+            && ask::<i64>(replica, &["DBSIZE"]).ok() == ask::<i64>(master, &["DBSIZE"]).ok()
+    });
+    assert!(
+        synced,
+        "replica {replica} did not sync with {master} in {secs} s: link {:?}, master port {:?}, \
+         DBSIZE {:?} vs {:?}",
+        info_field(replica, "replication", "master_link_status"),
+        info_field(replica, "replication", "master_port"),
+        ask::<i64>(replica, &["DBSIZE"]),
+        ask::<i64>(master, &["DBSIZE"])
+    );
+}
+
+#[test]
+fn mixed_cluster_failover_both_ways() {
+    let _serial = serial();
+    require("redis-cli");
+    if !have("redis-server") {
+        eprintln!("redis-server is not installed; skipping the mixed failover test (`cargo xtask test` installs it)");
+        return;
+    }
+    const KEYS: usize = 1000;
+    const WAIT: u64 = 30;
+    let started = Instant::now();
+    let dir = Scratch::new();
+    // Masters: R1 (Redis), C1 and C2 (Carmine); a Carmine replica of R1, a Redis
+    // replica of C1, and a Carmine replica of C2.
+    let (r1, c1, c2, rep_r1, rep_c1, rep_c2) = (0, 1, 2, 3, 4, 5);
+    let mut nodes = vec![
+        start_node("redis-server", &dir),
+        start_node(CARMINE, &dir),
+        start_node(CARMINE, &dir),
+        start_node(CARMINE, &dir),
+        start_node("redis-server", &dir),
+        start_node(CARMINE, &dir),
+    ];
+    let ports: Vec<u16> = nodes.iter().map(Node::port).collect();
+    create_cluster(&nodes[..3], 0);
+    wait_cluster_ok(&nodes[..3], WAIT);
+    wait_agreement(&ports[..3], 3, WAIT);
+    let ids: Vec<String> = ports.iter().map(|p| myid(*p)).collect();
+    for (replica, master) in [(rep_r1, r1), (rep_c1, c1), (rep_c2, c2)] {
+        let (ok, text) = cli(
+            90,
+            &[
+                "--cluster",
+                "add-node",
+                &nodes[replica].addr(),
+                &nodes[master].addr(),
+                "--cluster-slave",
+                "--cluster-master-id",
+                &ids[master],
+            ],
+        );
+        assert!(
+            ok && text.contains("[OK] New node added correctly."),
+            "--cluster add-node {} as a replica of {} failed:\n{text}",
+            nodes[replica].bin,
+            nodes[master].bin
+        );
+        wait_agreement(&ports[..=replica], replica + 1, WAIT);
+    }
+    let view = wait_agreement(&ports, 6, WAIT);
+    wait_cluster_ok(&nodes, WAIT);
+    for (replica, master) in [(rep_r1, r1), (rep_c1, c1), (rep_c2, c2)] {
+        let m = view.iter().find(|l| l.id == ids[master]).expect("listed");
+        let r = view.iter().find(|l| l.id == ids[replica]).expect("listed");
+        assert!(m.master && m.slot_count() > 5000, "{view:#?}");
+        assert!(
+            !r.master && r.replicates.as_deref() == Some(ids[master].as_str()),
+            "{view:#?}"
+        );
+    }
+    eprintln!(
+        "failover test, {:?}: 6-node cluster ready",
+        started.elapsed()
+    );
+
+    let mut router = Router::new(&ports[..3]);
+    for i in 0..KEYS {
+        router
+            .set(&format!("fo:{i}"), &format!("value-{i}"))
+            .unwrap_or_else(|e| panic!("write fo:{i}: {e}"));
+    }
+    let sizes: Vec<i64> = ports[..3].iter().map(|p| dbsize(*p)).collect();
+    assert_eq!(sizes.iter().sum::<i64>(), KEYS as i64, "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n > 0), "{sizes:?}");
+    for (replica, master) in [(rep_r1, r1), (rep_c1, c1), (rep_c2, c2)] {
+        wait_replica_synced(ports[replica], ports[master], 60);
+    }
+    eprintln!("failover test, {:?}: replicas in sync", started.elapsed());
+
+    // 1. The Redis master dies; its Carmine replica takes over.
+    let survivors: Vec<u16> = [c1, c2, rep_r1, rep_c1, rep_c2]
+        .iter()
+        .map(|i| ports[*i])
+        .collect();
+    let (promoted, settled) =
+        kill_and_fail_over(&mut nodes[r1], &ids[r1], &ids[rep_r1], &survivors, WAIT);
+    eprintln!(
+        "failover Redis master -> Carmine replica: promoted everywhere {promoted:?} after the \
+         kill, fail flag and cluster_state:ok everywhere {settled:?}"
+    );
+    assert_all_keys(
+        &[ports[rep_r1], ports[c1], ports[c2]],
+        KEYS,
+        "after the Redis master's failover",
+    );
+
+    // 2. A Carmine master dies; its Redis replica takes over.
+    let survivors: Vec<u16> = [c2, rep_r1, rep_c1, rep_c2]
+        .iter()
+        .map(|i| ports[*i])
+        .collect();
+    let (promoted, settled) =
+        kill_and_fail_over(&mut nodes[c1], &ids[c1], &ids[rep_c1], &survivors, WAIT);
+    eprintln!(
+        "failover Carmine master -> Redis replica: promoted everywhere {promoted:?} after the \
+         kill, fail flag and cluster_state:ok everywhere {settled:?}"
+    );
+    assert_all_keys(
+        &[ports[rep_r1], ports[rep_c1], ports[c2]],
+        KEYS,
+        "after the Carmine master's failover",
+    );
+
+    // 3. The Redis node comes back with its nodes.conf and rejoins as a replica of
+    // the Carmine node that replaced it.
+    let back = Instant::now();
+    nodes[r1].restart();
+    let live: Vec<u16> = [r1, c2, rep_r1, rep_c1, rep_c2]
+        .iter()
+        .map(|i| ports[*i])
+        .collect();
+    let mut why = None;
+    let rejoined = common::wait_until(WAIT, || {
+        why = live.iter().find_map(|p| {
+            let Some((_, view)) = node_view(*p) else {
+                return Some(format!("{p}: CLUSTER NODES unreadable"));
+            };
+            let line = view.iter().find(|l| l.id == ids[r1]);
+            match line {
+                Some(l)
+                    if !l.master
+                        && l.healthy
+                        && l.replicates.as_deref() == Some(ids[rep_r1].as_str()) =>
+                {
+                    None
+                }
+                other => Some(format!("{p} sees R1 as {other:?}")),
+            }
+        });
+        why.is_none()
+    });
+    assert!(
+        rejoined,
+        "the restarted Redis node did not rejoin as a replica of {} within {WAIT} s \
+         ({why:?}):\n{}",
+        ids[rep_r1],
+        all_views(&live)
+    );
+    let rejoined_after = back.elapsed();
+    wait_replica_synced(ports[r1], ports[rep_r1], 60);
+    eprintln!(
+        "restarted Redis node: replica of its Carmine heir everywhere after {rejoined_after:?}, \
+         in sync after {:?}",
+        back.elapsed()
+    );
+    let survivors: Vec<u16> = [c2, rep_r1, rep_c1, rep_c2]
+        .iter()
+        .map(|i| ports[*i])
+        .collect();
+    for p in &survivors {
+        assert!(
+            cluster_info(*p).contains("cluster_state:ok"),
+            "{p} after the rejoin:\n{}",
+            all_views(&live)
+        );
+    }
+    assert_all_keys(
+        &[ports[rep_r1], ports[rep_c1], ports[c2]],
+        KEYS,
+        "after the Redis node rejoined",
+    );
+    eprintln!("mixed_cluster_failover_both_ways: {:?}", started.elapsed());
 }

@@ -284,14 +284,24 @@ impl Driver {
                     }
                 }
                 Action::Send { link, bytes } => {
+                    let limit = match self.shared.config.get_i64("cluster-link-sendbuf-limit") {
+                        n if n > 0 => (n as usize).min(MAX_OUTPUT),
+                        _ => MAX_OUTPUT,
+                    };
                     let over = match self.conns.get_mut(&link) {
                         Some(c) => {
                             c.out.extend_from_slice(&bytes);
-                            c.out.len() > MAX_OUTPUT
+                            c.out.len() > limit
                         }
                         None => false,
                     };
-                    if over || self.flush(link).is_err() {
+                    if over {
+                        // A peer that stopped reading: its link is rebuilt, as Redis
+                        // frees a link past `cluster-link-sendbuf-limit`.
+                        self.host.machine.lock().stats.links_buffer_limit_exceeded += 1;
+                        log::warning("Freeing cluster link: its send buffer passed cluster-link-sendbuf-limit");
+                        self.close(link);
+                    } else if self.flush(link).is_err() {
                         self.close(link);
                     }
                 }

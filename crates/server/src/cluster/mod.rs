@@ -17,7 +17,7 @@ use carmine_commands::cluster::{RouteView, NO_OWNER};
 use carmine_commands::pubsub::Kind;
 use carmine_commands::table::{cmd, flags::*, CommandSpec, KeySpec};
 use carmine_commands::{ClientInfo, Ctx, Session, Shared};
-use carmine_gossip::{Action, Cluster, Config, Keys, Level, NodeIdx, Reply};
+use carmine_gossip::{Action, Cluster, Config, Endpoint, Keys, Level, NodeIdx, Reply};
 use carmine_resp::{Args, ReplyBuf};
 use carmine_slots::{key_slot, Slot};
 use parking_lot::Mutex;
@@ -81,6 +81,13 @@ pub(crate) fn machine_config(shared: &Shared, port: u16) -> Config {
         announce_hostname: c.get("cluster-announce-hostname").unwrap_or_default(),
         require_full_coverage: c.get_bool("cluster-require-full-coverage"),
         replica_no_failover: c.get_bool("cluster-replica-no-failover"),
+        allow_replica_migration: c.get_bool("cluster-allow-replica-migration"),
+        migration_barrier: c.get_i64("cluster-migration-barrier").max(0) as usize,
+        preferred_endpoint: match c.get("cluster-preferred-endpoint-type").as_deref() {
+            Some("hostname") => Endpoint::Hostname,
+            Some("unknown-endpoint") => Endpoint::Unknown,
+            _ => Endpoint::Ip,
+        },
     }
 }
 
@@ -189,24 +196,15 @@ impl ClusterHost {
 /// The routing view: owners by slot, addresses by index, our marks.
 fn build_view(shared: &Shared, m: &Cluster) -> RouteView {
     let mut view = RouteView::empty();
-    let hostname_endpoint = shared
-        .config
-        .get("cluster-preferred-endpoint-type")
-        .is_some_and(|t| t == "hostname");
     let mut index: std::collections::HashMap<NodeIdx, u16> = std::collections::HashMap::new();
     let me = m.myself_idx();
     let mut addr_of = |view: &mut RouteView, idx: NodeIdx| -> u16 {
         if let Some(&i) = index.get(&idx) {
             return i;
         }
-        let text = m.node(idx).map_or(String::new(), |n| {
-            let host = if hostname_endpoint && !n.hostname.is_empty() {
-                n.hostname.as_str()
-            } else {
-                n.ip.as_str()
-            };
-            format!("{host}:{}", n.port)
-        });
+        let text = m
+            .node(idx)
+            .map_or(String::new(), |n| format!("{}:{}", m.preferred_endpoint(n), n.port));
         let i = if idx == me {
             view.addrs[0] = text;
             0
