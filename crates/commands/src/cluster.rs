@@ -83,7 +83,11 @@ fn routed_args(spec: &CommandSpec, args: &Args, out: &mut Vec<usize>) {
     if is_script(spec) {
         crate::table::numkeys_keys(args, 2, out);
     } else if is_shard_pubsub(spec.name) {
-        let last = if spec.name == "spublish" { 2 } else { args.len() };
+        let last = if spec.name == "spublish" {
+            2
+        } else {
+            args.len()
+        };
         out.extend(1..last.min(args.len()));
     } else {
         spec.key_indexes(args, out);
@@ -91,7 +95,12 @@ fn routed_args(spec: &CommandSpec, args: &Args, out: &mut Vec<usize>) {
 }
 
 /// Redis' getNodeByQuery: None to run here, or the error to answer with.
-pub fn redirect(shared: &Shared, session: &Session, spec: &CommandSpec, args: &Args) -> Option<String> {
+pub fn redirect(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &Args,
+) -> Option<String> {
     if session.master_link || session.replaying || session.in_script {
         return None;
     }

@@ -209,7 +209,9 @@ pub fn execute_at(
     // ASKING lasts one command (a whole transaction when sent inside MULTI).
     if session.asking
         && session.multi.is_none()
-        && !args.get(0).is_some_and(|n| n.eq_ignore_ascii_case(b"asking"))
+        && !args
+            .get(0)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"asking"))
     {
         session.asking = false;
     }

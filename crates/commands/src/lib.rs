@@ -20,12 +20,11 @@
 //! assert_eq!(&reply.out[..], b"+OK\r\n$1\r\nv\r\n");
 //! ```
 
-pub mod cluster;
-pub mod migrate;
 pub mod acl;
 mod barrier;
 mod bitmap;
 pub mod blocking;
+pub mod cluster;
 pub mod config;
 mod config_compat;
 pub mod connection;
@@ -38,6 +37,7 @@ mod hyperloglog;
 mod keys;
 mod lcs;
 mod list;
+pub mod migrate;
 pub mod monitor;
 pub mod pause;
 pub mod persistence;

@@ -35,7 +35,9 @@ pub struct MigrateCache {
 impl MigrateCache {
     /// Drops connections idle past Redis' limit (called from the server's cron).
     pub fn expire_idle(&self) {
-        self.conns.lock().retain(|_, c| c.used.elapsed() < CACHE_IDLE);
+        self.conns
+            .lock()
+            .retain(|_, c| c.used.elapsed() < CACHE_IDLE);
     }
 }
 
@@ -58,7 +60,8 @@ fn migrate_keys(args: &Args, out: &mut Vec<usize>) {
         out.push(3);
         return;
     }
-    let kw = (6..args.len()).find(|&i| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"keys")));
+    let kw =
+        (6..args.len()).find(|&i| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"keys")));
     if let Some(k) = kw {
         out.extend(k + 1..args.len());
     }
@@ -125,7 +128,11 @@ fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
 }
 
 /// Reads `n` replies, each within the deadline.
-fn read_replies(stream: &mut TcpStream, n: usize, deadline: Instant) -> std::io::Result<Vec<Frame>> {
+fn read_replies(
+    stream: &mut TcpStream,
+    n: usize,
+    deadline: Instant,
+) -> std::io::Result<Vec<Frame>> {
     let decoder = FrameDecoder::new(Limits::default());
     let mut buf = BytesMut::new();
     let mut out = Vec::with_capacity(n);
@@ -182,7 +189,11 @@ fn migrate(ctx: &mut Ctx<'_, '_>) {
     let port = String::from_utf8_lossy(ctx.arg(2)).into_owned();
     let target = format!("{host}:{port}");
     let cluster = ctx.shared.cluster_view.load().is_some();
-    let restore: &[u8] = if cluster { b"RESTORE-ASKING" } else { b"RESTORE" };
+    let restore: &[u8] = if cluster {
+        b"RESTORE-ASKING"
+    } else {
+        b"RESTORE"
+    };
     let cache = &ctx.shared.migrate_cache;
     let mut conns = cache.conns.lock();
     let mut conn = match conns.remove(&target) {

@@ -396,7 +396,12 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     }
     if shared.cluster_view.load().is_some() {
         let no_cluster = if by_sha {
-            shared.scripts.bodies.lock().get(&sha).is_some_and(|b| shebang_has_flag(b, "no-cluster"))
+            shared
+                .scripts
+                .bodies
+                .lock()
+                .get(&sha)
+                .is_some_and(|b| shebang_has_flag(b, "no-cluster"))
         } else {
             shebang_has_flag(ctx.arg(1), "no-cluster")
         };
@@ -722,6 +727,18 @@ pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize) {
     }
 }
 
+/// Whether a script's `#!lua flags=a,b` shebang names `flag`.
+pub fn shebang_has_flag(body: &[u8], flag: &str) -> bool {
+    let Some(rest) = body.strip_prefix(b"#!") else {
+        return false;
+    };
+    let line = rest.split(|&c| c == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(line)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("flags="))
+        .any(|f| f.split(',').any(|x| x == flag))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,16 +802,4 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
     }
-}
-
-/// Whether a script's `#!lua flags=a,b` shebang names `flag`.
-pub fn shebang_has_flag(body: &[u8], flag: &str) -> bool {
-    let Some(rest) = body.strip_prefix(b"#!") else {
-        return false;
-    };
-    let line = rest.split(|&c| c == b'\n').next().unwrap_or_default();
-    String::from_utf8_lossy(line)
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("flags="))
-        .any(|f| f.split(',').any(|x| x == flag))
 }

@@ -217,7 +217,11 @@ impl Server {
         if cluster_mode {
             cluster::install(&shared, port, &bind_addresses(&shared.config), backlog)?;
         }
-        let mode = if cluster_mode { "cluster" } else { "standalone" };
+        let mode = if cluster_mode {
+            "cluster"
+        } else {
+            "standalone"
+        };
         let server = Self::run_loops(shared, n, port, listeners, mode)?;
         // Clients may connect while the dump loads; they get -LOADING until it is done.
         if has_dump {

@@ -30,13 +30,18 @@ struct Conn {
     out: Vec<u8>,
 }
 
-pub fn spawn(shared: Arc<Shared>, host: Arc<ClusterHost>, listeners: Vec<TcpListener>) -> io::Result<()> {
+pub fn spawn(
+    shared: Arc<Shared>,
+    host: Arc<ClusterHost>,
+    listeners: Vec<TcpListener>,
+) -> io::Result<()> {
     let poll = Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), WAKER)?;
     let _ = host.waker.set(waker);
     let mut listeners = listeners;
     for (i, l) in listeners.iter_mut().enumerate() {
-        poll.registry().register(l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+        poll.registry()
+            .register(l, Token(LISTENER_BASE - i), Interest::READABLE)?;
     }
     std::thread::Builder::new()
         .name("carmine-cluster".into())
@@ -106,11 +111,24 @@ impl Driver {
                 next_tick = Instant::now() + Duration::from_millis(100);
                 // A replica loading a full sync reports offset 0, as Redis' does (it has no
                 // master client yet): peers show it as "loading" in CLUSTER SHARDS.
-                let offset = ReplicationStream::of(&self.shared)
-                    .map_or(0, |s| if s.sync_in_progress() { 0 } else { s.offset() });
+                let offset = ReplicationStream::of(&self.shared).map_or(0, |s| {
+                    if s.sync_in_progress() {
+                        0
+                    } else {
+                        s.offset()
+                    }
+                });
                 let link_up = self.shared.master_link_up.load(Ordering::Acquire);
-                let validity = self.shared.config.get_i64("cluster-replica-validity-factor").max(0) as u64;
-                let ping_period = self.shared.config.get_i64("repl-ping-replica-period").max(1) as u64;
+                let validity = self
+                    .shared
+                    .config
+                    .get_i64("cluster-replica-validity-factor")
+                    .max(0) as u64;
+                let ping_period = self
+                    .shared
+                    .config
+                    .get_i64("repl-ping-replica-period")
+                    .max(1) as u64;
                 let now = now_ms();
                 let mut m = self.host.machine.lock();
                 self.host.refresh_config(&self.shared, &mut m);
@@ -129,7 +147,9 @@ impl Driver {
 
     fn accept(&mut self, i: usize, actions: &mut Vec<Action>) {
         loop {
-            let Some(l) = self.listeners.get(i) else { return };
+            let Some(l) = self.listeners.get(i) else {
+                return;
+            };
             let (mut stream, peer) = match l.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -139,7 +159,10 @@ impl Driver {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().map(|a| ip_text(a.ip())).unwrap_or_default();
+            let local = stream
+                .local_addr()
+                .map(|a| ip_text(a.ip()))
+                .unwrap_or_default();
             let link = {
                 let mut m = self.host.machine.lock();
                 m.accept(now_ms(), &ip_text(peer.ip()), &local)
@@ -147,7 +170,11 @@ impl Driver {
             if self
                 .poll
                 .registry()
-                .register(&mut stream, Token(link as usize), Interest::READABLE | Interest::WRITABLE)
+                .register(
+                    &mut stream,
+                    Token(link as usize),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
                 .is_err()
             {
                 self.host.machine.lock().link_closed(link);
@@ -167,7 +194,9 @@ impl Driver {
     }
 
     fn on_io(&mut self, link: LinkId, writable: bool, buf: &mut [u8], actions: &mut Vec<Action>) {
-        let Some(c) = self.conns.get_mut(&link) else { return };
+        let Some(c) = self.conns.get_mut(&link) else {
+            return;
+        };
         if !c.connected && writable {
             match c.stream.take_error() {
                 Ok(None) if c.stream.peer_addr().is_ok() => {
@@ -203,8 +232,13 @@ impl Driver {
         if !data.is_empty() {
             let filter = self.shared.cluster_drop_filter.load(Ordering::Relaxed);
             // The offset a manual failover's paused master reports must be exact.
-            let offset = ReplicationStream::of(&self.shared)
-                .map_or(0, |s| if s.sync_in_progress() { 0 } else { s.offset() });
+            let offset = ReplicationStream::of(&self.shared).map_or(0, |s| {
+                if s.sync_in_progress() {
+                    0
+                } else {
+                    s.offset()
+                }
+            });
             let mut m = self.host.machine.lock();
             m.set_repl_offset(offset);
             m.drop_filter = u16::try_from(filter).ok();
@@ -220,7 +254,9 @@ impl Driver {
     }
 
     fn flush(&mut self, link: LinkId) -> io::Result<()> {
-        let Some(c) = self.conns.get_mut(&link) else { return Ok(()) };
+        let Some(c) = self.conns.get_mut(&link) else {
+            return Ok(());
+        };
         if !c.connected {
             return Ok(());
         }
@@ -252,9 +288,11 @@ impl Driver {
             .ok_or_else(|| io::Error::other("no address"))?;
         let mut stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
-        self.poll
-            .registry()
-            .register(&mut stream, Token(link as usize), Interest::READABLE | Interest::WRITABLE)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(link as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         self.conns.insert(
             link,
             Conn {
@@ -279,7 +317,9 @@ impl Driver {
             match a {
                 Action::Connect { link, ip, port } => {
                     if let Err(e) = self.connect(link, &ip, port) {
-                        log::verbose(&format!("Unable to connect to Cluster Node [{ip}]:{port} -> {e}"));
+                        log::verbose(&format!(
+                            "Unable to connect to Cluster Node [{ip}]:{port} -> {e}"
+                        ));
                         self.host.machine.lock().link_closed(link);
                     }
                 }

@@ -50,10 +50,17 @@ pub struct ClusterHost {
 /// What must never go backwards after a crash: currentEpoch, lastVoteEpoch (a node that
 /// forgot its vote could vote twice in one epoch) and our configEpoch.
 fn epochs_of(text: &str) -> String {
-    let vars = text.lines().find(|l| l.starts_with("vars ")).unwrap_or_default();
+    let vars = text
+        .lines()
+        .find(|l| l.starts_with("vars "))
+        .unwrap_or_default();
     let mine = text
         .lines()
-        .find(|l| l.split(' ').nth(2).is_some_and(|f| f.split(',').any(|x| x == "myself")))
+        .find(|l| {
+            l.split(' ')
+                .nth(2)
+                .is_some_and(|f| f.split(',').any(|x| x == "myself"))
+        })
         .and_then(|l| l.split(' ').nth(6))
         .unwrap_or_default();
     format!("{vars} {mine}")
@@ -114,7 +121,9 @@ impl ClusterHost {
     /// and address changes are relearned from the cluster, so resharding's thousands of
     /// SETSLOTs do not each wait for the disk.
     fn save_config(&self, text: &str) {
-        let tmp = self.conf_path.with_extension(format!("tmp-{}", std::process::id()));
+        let tmp = self
+            .conf_path
+            .with_extension(format!("tmp-{}", std::process::id()));
         let epochs = epochs_of(text);
         let durable = *self.saved_epochs.lock() != epochs;
         let result = (|| {
@@ -130,7 +139,10 @@ impl ClusterHost {
         }
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
-            log::warning(&format!("Could not save the cluster config file {}: {e}", self.conf_path.display()));
+            log::warning(&format!(
+                "Could not save the cluster config file {}: {e}",
+                self.conf_path.display()
+            ));
         }
     }
 
@@ -140,22 +152,35 @@ impl ClusterHost {
         if self.published.swap(g, Ordering::AcqRel) == g {
             return;
         }
-        shared.cluster_view.store(Some(Arc::new(build_view(shared, m))));
+        shared
+            .cluster_view
+            .store(Some(Arc::new(build_view(shared, m))));
     }
 
     /// Performs what the machine asked for: socket actions go to the driver, the rest
     /// happens here.
-    pub(crate) fn perform(&self, shared: &Arc<Shared>, actions: Vec<Action>, to_driver: &mut Vec<Action>) {
+    pub(crate) fn perform(
+        &self,
+        shared: &Arc<Shared>,
+        actions: Vec<Action>,
+        to_driver: &mut Vec<Action>,
+    ) {
         for a in actions {
             match a {
-                Action::Connect { .. } | Action::Send { .. } | Action::Close { .. } => to_driver.push(a),
+                Action::Connect { .. } | Action::Send { .. } | Action::Close { .. } => {
+                    to_driver.push(a)
+                }
                 Action::SaveConfig(text) => self.save_config(&text),
                 Action::Log(level, text) => match level {
                     Level::Verbose => log::verbose(&text),
                     Level::Notice => log::notice(&text),
                     Level::Warning => log::warning(&text),
                 },
-                Action::Deliver { channel, message, shard } => {
+                Action::Deliver {
+                    channel,
+                    message,
+                    shard,
+                } => {
                     let kind = if shard { Kind::Shard } else { Kind::Channel };
                     shared.pubsub.publish(kind, &channel, &message);
                 }
@@ -202,9 +227,9 @@ fn build_view(shared: &Shared, m: &Cluster) -> RouteView {
         if let Some(&i) = index.get(&idx) {
             return i;
         }
-        let text = m
-            .node(idx)
-            .map_or(String::new(), |n| format!("{}:{}", m.preferred_endpoint(n), n.port));
+        let text = m.node(idx).map_or(String::new(), |n| {
+            format!("{}:{}", m.preferred_endpoint(n), n.port)
+        });
         let i = if idx == me {
             view.addrs[0] = text;
             0
@@ -235,24 +260,40 @@ fn build_view(shared: &Shared, m: &Cluster) -> RouteView {
             view.importing.insert(slot);
         }
     }
-    debug_assert!(view.owners.iter().all(|&o| o == NO_OWNER || (o as usize) < view.addrs.len()));
+    debug_assert!(view
+        .owners
+        .iter()
+        .all(|&o| o == NO_OWNER || (o as usize) < view.addrs.len()));
     view.state_ok = m.state_ok();
     view.allow_reads_when_down = shared.config.get_bool("cluster-allow-reads-when-down");
-    view.allow_pubsubshard_when_down = shared.config.get_bool("cluster-allow-pubsubshard-when-down");
+    view.allow_pubsubshard_when_down = shared
+        .config
+        .get_bool("cluster-allow-pubsubshard-when-down");
     view
 }
 
 /// Deletes every key of slots this node lost, as DELs through the command path so
 /// replicas and the AOF see them.
 fn delete_slot_keys(shared: &Arc<Shared>, slots: &[Slot]) {
-    let info = Arc::new(ClientInfo::new(shared.clients.next_id(), String::new(), String::new(), -1, shared.io_threads()));
+    let info = Arc::new(ClientInfo::new(
+        shared.clients.next_id(),
+        String::new(),
+        String::new(),
+        -1,
+        shared.io_threads(),
+    ));
     let mut session = Session::new(info, shared.io_threads(), true);
     session.master_link = true;
     let stats = shared.new_thread_stats();
     let mut reply = ReplyBuf::new(false);
     let mut deleted = 0;
     for &slot in slots {
-        let keys: Vec<Vec<u8>> = shared.keyspace.lock_table(0, slot).keys().map(|k| k.to_vec()).collect();
+        let keys: Vec<Vec<u8>> = shared
+            .keyspace
+            .lock_table(0, slot)
+            .keys()
+            .map(|k| k.to_vec())
+            .collect();
         for k in keys {
             let args = Args::from_slices(&[b"DEL".as_slice(), k.as_slice()]);
             carmine_commands::execute(shared, &mut session, &stats, &args, &mut reply);
@@ -261,7 +302,10 @@ fn delete_slot_keys(shared: &Arc<Shared>, slots: &[Slot]) {
         }
     }
     if deleted > 0 {
-        log::warning(&format!("Deleted {deleted} keys from {} slots this node no longer serves", slots.len()));
+        log::warning(&format!(
+            "Deleted {deleted} keys from {} slots this node no longer serves",
+            slots.len()
+        ));
     }
 }
 
@@ -291,7 +335,12 @@ impl Keys for KeyspaceKeys<'_> {
 /// Starts cluster mode: loads (or creates) nodes.conf, binds the bus port and starts the
 /// driver. Fails, as Redis does, on a nodes.conf it cannot read or a bus port it cannot
 /// bind.
-pub fn install(shared: &Arc<Shared>, port: u16, bind: &[(String, bool)], backlog: i32) -> io::Result<()> {
+pub fn install(
+    shared: &Arc<Shared>,
+    port: u16,
+    bind: &[(String, bool)],
+    backlog: i32,
+) -> io::Result<()> {
     let config = machine_config(shared, port);
     let bus_port = match shared.config.get_i64("cluster-port") {
         0 => port.wrapping_add(10000),
@@ -302,24 +351,43 @@ pub fn install(shared: &Arc<Shared>, port: u16, bind: &[(String, bool)], backlog
     let seed = u64::from_str_radix(&carmine_commands::state::random_hex(16), 16).unwrap_or(now);
     let machine = match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => {
-            let m = Cluster::load(config, &text, now, seed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            log::notice(&format!("Node configuration loaded, I'm {}", carmine_gossip::codec::node_id_str(&m.my_id())));
+            let m = Cluster::load(config, &text, now, seed)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            log::notice(&format!(
+                "Node configuration loaded, I'm {}",
+                carmine_gossip::codec::node_id_str(&m.my_id())
+            ));
             m
         }
         Ok(_) => Cluster::new(config, now, seed),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let m = Cluster::new(config, now, seed);
-            log::notice(&format!("No cluster configuration found, I'm {}", carmine_gossip::codec::node_id_str(&m.my_id())));
+            log::notice(&format!(
+                "No cluster configuration found, I'm {}",
+                carmine_gossip::codec::node_id_str(&m.my_id())
+            ));
             m
         }
-        Err(e) => return Err(io::Error::new(e.kind(), format!("Can't open {} for reading: {e}", path.display()))),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("Can't open {} for reading: {e}", path.display()),
+            ))
+        }
     };
     let mut listeners = Vec::new();
     for (addr, optional) in bind {
         match crate::listen(addr, bus_port, backlog) {
             Ok(l) => listeners.push(l),
-            Err(e) if *optional => log::verbose(&format!("Could not bind optional cluster bus address {addr}: {e}")),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("Could not bind the cluster bus port {addr}:{bus_port}: {e}"))),
+            Err(e) if *optional => log::verbose(&format!(
+                "Could not bind optional cluster bus address {addr}: {e}"
+            )),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("Could not bind the cluster bus port {addr}:{bus_port}: {e}"),
+                ))
+            }
         }
     }
     let host = Arc::new(ClusterHost {
@@ -337,7 +405,12 @@ pub fn install(shared: &Arc<Shared>, port: u16, bind: &[(String, bool)], backlog
         host.save_config(&m.nodes_conf());
         host.publish_view(shared, &m);
         // A replica in nodes.conf replicates its master again after a restart.
-        if let Some(master) = m.myself().master.and_then(|i| m.node(i)).filter(|_| m.myself().is_replica()) {
+        if let Some(master) = m
+            .myself()
+            .master
+            .and_then(|i| m.node(i))
+            .filter(|_| m.myself().is_replica())
+        {
             host.pending.lock().push(Action::SetMaster {
                 ip: master.ip.clone(),
                 port: master.port,
@@ -346,12 +419,14 @@ pub fn install(shared: &Arc<Shared>, port: u16, bind: &[(String, bool)], backlog
     }
     let _ = HOST.set(host.clone());
     let weak = Arc::downgrade(&host);
-    let _ = shared.cluster_publish.set(Box::new(move |channel: &[u8], message: &[u8], shard: bool| {
-        let Some(host) = weak.upgrade() else { return };
-        let actions = host.machine.lock().publish(channel, message, shard);
-        host.pending.lock().extend(actions);
-        host.wake();
-    }));
+    let _ = shared.cluster_publish.set(Box::new(
+        move |channel: &[u8], message: &[u8], shard: bool| {
+            let Some(host) = weak.upgrade() else { return };
+            let actions = host.machine.lock().publish(channel, message, shard);
+            host.pending.lock().extend(actions);
+            host.wake();
+        },
+    ));
     let (weak_host, weak_shared) = (Arc::downgrade(&host), Arc::downgrade(shared));
     let _ = shared.cluster_config_changed.set(Box::new(move || {
         let (Some(host), Some(shared)) = (weak_host.upgrade(), weak_shared.upgrade()) else {
