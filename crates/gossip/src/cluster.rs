@@ -938,12 +938,7 @@ impl Cluster {
                 Ok(Some(len)) if l.buf.len() >= len => len,
                 Ok(_) => break,
                 Err(e) => {
-                    self.stats.malformed += 1;
-                    out.push(Action::Log(
-                        Level::Warning,
-                        format!("Cluster bus: {e}; closing the link"),
-                    ));
-                    self.close_link(link, &mut out);
+                    self.refuse(link, &e, &mut out);
                     break;
                 }
             };
@@ -951,18 +946,24 @@ impl Cluster {
             match codec::decode(&frame) {
                 Ok(msg) => self.process(now, link, msg, &mut out),
                 Err(e) => {
-                    self.stats.malformed += 1;
-                    out.push(Action::Log(
-                        Level::Warning,
-                        format!("Cluster bus: {e}; closing the link"),
-                    ));
-                    self.close_link(link, &mut out);
+                    self.refuse(link, &e, &mut out);
                     break;
                 }
             }
         }
         self.finish(&mut out);
         out
+    }
+
+    /// A message that does not decode: counted, and the link closed (the stream can no
+    /// longer be trusted to be cut at message boundaries).
+    fn refuse(&mut self, link: LinkId, e: &codec::DecodeError, out: &mut Vec<Action>) {
+        self.stats.malformed += 1;
+        out.push(Action::Log(
+            Level::Warning,
+            format!("Cluster bus: {e}; closing the link"),
+        ));
+        self.close_link(link, out);
     }
 
     fn finish(&mut self, out: &mut Vec<Action>) {

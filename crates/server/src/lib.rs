@@ -119,6 +119,22 @@ fn listen_unix(config: &Config) -> io::Result<Option<net::Listener>> {
     Ok(Some(net::Listener::Unix(listener)))
 }
 
+/// A session for commands the server runs itself (the AOF replay, a cluster node
+/// deleting the keys of slots it lost): a master link's kind, so nothing refuses them
+/// and their replies go nowhere, on the barrier's slot for threads that are no loop.
+pub(crate) fn internal_session(shared: &carmine_commands::Shared) -> carmine_commands::Session {
+    let info = Arc::new(carmine_commands::ClientInfo::new(
+        shared.clients.next_id(),
+        String::new(),
+        String::new(),
+        -1,
+        shared.io_threads(),
+    ));
+    let mut session = carmine_commands::Session::new(info, shared.io_threads(), true);
+    session.master_link = true;
+    session
+}
+
 impl Server {
     /// Binds the configured addresses and starts the event loops. `port 0` picks a free
     /// port (see [`Server::port`]).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use carmine_aof::{CommandReader, Manifest, ReadError};
-use carmine_commands::{ClientInfo, Session, Shared};
+use carmine_commands::{Session, Shared};
 use carmine_resp::{Args, ReplyBuf};
 
 use super::rewrite::write_base;
@@ -204,15 +204,7 @@ struct Replay {
 
 impl Replay {
     fn new(shared: &Shared, world_held: bool) -> Replay {
-        let info = Arc::new(ClientInfo::new(
-            shared.clients.next_id(),
-            String::new(),
-            String::new(),
-            -1,
-            shared.io_threads(),
-        ));
-        let mut session = Session::new(info, shared.io_threads(), true);
-        session.master_link = true;
+        let mut session = crate::internal_session(shared);
         session.replaying = true;
         session.world_held = world_held;
         Replay {

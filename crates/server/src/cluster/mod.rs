@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use carmine_commands::cluster::{RouteView, NO_OWNER};
 use carmine_commands::pubsub::Kind;
 use carmine_commands::table::{cmd, flags::*, CommandSpec, KeySpec};
-use carmine_commands::{ClientInfo, Ctx, Session, Shared};
+use carmine_commands::{Ctx, Shared};
 use carmine_gossip::{Action, Cluster, Config, Endpoint, Keys, Level, NodeIdx, Reply};
 use carmine_resp::{Args, ReplyBuf};
 use carmine_slots::{key_slot, Slot};
@@ -275,15 +275,7 @@ fn build_view(shared: &Shared, m: &Cluster) -> RouteView {
 /// Deletes every key of slots this node lost, as DELs through the command path so
 /// replicas and the AOF see them.
 fn delete_slot_keys(shared: &Arc<Shared>, slots: &[Slot]) {
-    let info = Arc::new(ClientInfo::new(
-        shared.clients.next_id(),
-        String::new(),
-        String::new(),
-        -1,
-        shared.io_threads(),
-    ));
-    let mut session = Session::new(info, shared.io_threads(), true);
-    session.master_link = true;
+    let mut session = crate::internal_session(shared);
     let stats = shared.new_thread_stats();
     let mut reply = ReplyBuf::new(false);
     let mut deleted = 0;
