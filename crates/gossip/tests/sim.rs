@@ -316,6 +316,14 @@ impl Net {
     }
 }
 
+/// Node i meets node i - 1, as a user joining nodes one by one would.
+fn meet_in_a_chain(net: &mut Net) {
+    for i in 1..net.nodes.len() {
+        let port = (BASE_PORT + i as u16 - 1).to_string();
+        assert_eq!(net.command(i, &["meet", "127.0.0.1", &port]), Reply::ok());
+    }
+}
+
 fn chain_of_meets(n: usize, seed: u64, loss: f64) -> (u64, f64) {
     chain_of_meets_with(n, seed, loss, 5000, 60_000)
 }
@@ -333,10 +341,7 @@ fn chain_of_meets_with(
     for c in &mut net.nodes {
         c.config.node_timeout = node_timeout;
     }
-    for i in 1..n {
-        let port = (BASE_PORT + i as u16 - 1).to_string();
-        assert_eq!(net.command(i, &["meet", "127.0.0.1", &port]), Reply::ok());
-    }
+    meet_in_a_chain(&mut net);
     // One master owns every slot; the others must learn it.
     assert_eq!(
         net.command(0, &["addslotsrange", "0", "16383"]),
@@ -431,10 +436,7 @@ fn slot_claims_with_newer_epochs_win_everywhere() {
         }
         net.command(i, &["addslotsrange", &a.to_string(), &b.to_string()]);
     }
-    for i in 1..6 {
-        let port = (BASE_PORT + i as u16 - 1).to_string();
-        net.command(i, &["meet", "127.0.0.1", &port]);
-    }
+    meet_in_a_chain(&mut net);
     assert_eq!(
         net.command(2, &["set-config-epoch", "9"]),
         Reply::Error("ERR The user can assign a config epoch only when the node does not know any other node.".into())
@@ -511,10 +513,7 @@ fn six_node_cluster(seed: u64, loss: f64) -> Net {
         );
         net.command(i, &["addslotsrange", &a.to_string(), &b.to_string()]);
     }
-    for i in 1..6 {
-        let port = (BASE_PORT + i as u16 - 1).to_string();
-        net.command(i, &["meet", "127.0.0.1", &port]);
-    }
+    meet_in_a_chain(&mut net);
     net.run_until_true(60_000, |n| n.converged() && n.slots_agree())
         .expect("converge");
     for r in 3..6 {
