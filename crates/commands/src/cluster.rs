@@ -78,6 +78,16 @@ fn is_script(spec: &CommandSpec) -> bool {
     crate::scripting::runs_script(spec)
 }
 
+/// The key index of a command that names exactly one key at a fixed place.
+fn single_key(spec: &CommandSpec) -> Option<usize> {
+    match spec.keys {
+        KeySpec::Range { first, last, .. } if first == last && first > 0 && !is_script(spec) => {
+            Some(first as usize)
+        }
+        _ => None,
+    }
+}
+
 /// The key (or shard channel) arguments of one command.
 fn routed_args(spec: &CommandSpec, args: &Args, out: &mut Vec<usize>) {
     if is_script(spec) {
@@ -101,25 +111,31 @@ pub fn redirect(
     spec: &CommandSpec,
     args: &Args,
 ) -> Option<String> {
-    if session.master_link || session.replaying || session.in_script {
+    if !shared.cluster_mode() || session.master_link || session.replaying || session.in_script {
+        return None;
+    }
+    let exec = spec.name == "exec";
+    if !exec
+        && matches!(spec.keys, KeySpec::None)
+        && !is_shard_pubsub(spec.name)
+        && !is_script(spec)
+    {
         return None;
     }
     let guard = shared.cluster_view.load();
     let view = guard.as_ref()?;
-    let mut cmds: Vec<(&CommandSpec, &Args)> = Vec::new();
-    if spec.name == "exec" {
-        let m = session.multi.as_ref()?;
-        for (i, a) in &m.queued {
-            if let Some(s) = shared.commands.get(*i) {
-                cmds.push((s, a));
-            }
-        }
+    // EXEC is judged on its whole queue, any other command on itself.
+    let queued: &[(usize, Args)] = if exec {
+        &session.multi.as_ref()?.queued
     } else {
-        if matches!(spec.keys, KeySpec::None) && !is_shard_pubsub(spec.name) && !is_script(spec) {
-            return None;
-        }
-        cmds.push((spec, args));
-    }
+        &[]
+    };
+    let this = (!exec).then_some((spec, args));
+    let cmds = this.into_iter().chain(
+        queued
+            .iter()
+            .filter_map(|(i, a)| shared.commands.get(*i).map(|s| (s, a))),
+    );
     let mut slot: Option<Slot> = None;
     let mut first_key: Option<&[u8]> = None;
     let mut multiple_keys = false;
@@ -129,13 +145,21 @@ pub fn redirect(
     let mut importing = false;
     let mut write = false;
     let mut shard_pubsub = false;
+    // Stays unallocated for the common one-key command.
     let mut idx = Vec::new();
-    for (s, a) in &cmds {
-        idx.clear();
-        routed_args(s, a, &mut idx);
+    for (s, a) in cmds {
+        let single = single_key(s);
+        let keys: &[usize] = match &single {
+            Some(i) => std::slice::from_ref(i),
+            None => {
+                idx.clear();
+                routed_args(s, a, &mut idx);
+                &idx
+            }
+        };
         write |= s.has(WRITE);
         shard_pubsub |= is_shard_pubsub(s.name);
-        for &i in &idx {
+        for &i in keys {
             let key = a.get(i).unwrap_or_default();
             let ks = key_slot(key);
             match slot {
@@ -215,7 +239,12 @@ pub fn recheck_migrating(
     args: &Args,
     locked: &mut Locked<'_>,
 ) -> Option<String> {
-    if session.master_link || session.replaying || session.in_script || spec.name == "migrate" {
+    if !shared.cluster_mode()
+        || session.master_link
+        || session.replaying
+        || session.in_script
+        || spec.name == "migrate"
+    {
         return None;
     }
     let guard = shared.cluster_view.load();
@@ -285,7 +314,7 @@ pub fn specs() -> Vec<CommandSpec> {
 }
 
 fn cluster_enabled(ctx: &mut Ctx<'_, '_>) -> bool {
-    if ctx.shared.cluster_view.load().is_none() {
+    if !ctx.shared.cluster_mode() {
         ctx.error("ERR This instance has cluster support disabled");
         return false;
     }

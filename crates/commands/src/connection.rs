@@ -275,7 +275,7 @@ fn hello(ctx: &mut Ctx<'_, '_>) {
 
 fn select(ctx: &mut Ctx<'_, '_>) {
     let Some(n) = ctx.int_arg(1) else { return };
-    if n != 0 && ctx.shared.cluster_view.load().is_some() {
+    if n != 0 && ctx.shared.cluster_mode() {
         return ctx.error("ERR SELECT is not allowed in cluster mode");
     }
     if n < 0 || n as usize >= ctx.shared.keyspace.databases() {

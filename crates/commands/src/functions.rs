@@ -424,7 +424,7 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         return ctx.error("ERR Can not execute a script with write flag using *_ro command.");
     }
     let no_writes = registered.flags.iter().any(|f| f == "no-writes");
-    if shared.cluster_view.load().is_some() && registered.flags.iter().any(|f| f == "no-cluster") {
+    if shared.cluster_mode() && registered.flags.iter().any(|f| f == "no-cluster") {
         return ctx.error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
     }
     let lua = &loaded.vm.lua;

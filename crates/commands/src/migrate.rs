@@ -188,7 +188,7 @@ fn migrate(ctx: &mut Ctx<'_, '_>) {
     let host = String::from_utf8_lossy(ctx.arg(1)).into_owned();
     let port = String::from_utf8_lossy(ctx.arg(2)).into_owned();
     let target = format!("{host}:{port}");
-    let cluster = ctx.shared.cluster_view.load().is_some();
+    let cluster = ctx.shared.cluster_mode();
     let restore: &[u8] = if cluster {
         b"RESTORE-ASKING"
     } else {

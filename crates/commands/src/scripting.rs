@@ -394,7 +394,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
             shared.scripts.bodies.lock().insert(sha.clone(), body);
         }
     }
-    if shared.cluster_view.load().is_some() {
+    if shared.cluster_mode() {
         let no_cluster = if by_sha {
             shared
                 .scripts

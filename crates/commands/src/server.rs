@@ -279,7 +279,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             env!("CARGO_PKG_VERSION"),
             if sh.config.sentinel_mode.load(Ordering::Relaxed) {
                 "sentinel"
-            } else if sh.cluster_view.load().is_some() {
+            } else if sh.cluster_mode() {
                 "cluster"
             } else {
                 "standalone"
@@ -469,7 +469,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let _ = write!(
             out,
             "# Cluster\r\ncluster_enabled:{}\r\n\r\n",
-            u8::from(sh.cluster_view.load().is_some())
+            u8::from(sh.cluster_mode())
         );
     }
     if want("keyspace") {

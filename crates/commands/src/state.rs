@@ -379,6 +379,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Cluster mode (`cluster-enabled yes`): its bus hook is installed. One atomic load,
+    /// so standalone servers pay nothing more on the request path.
+    pub fn cluster_mode(&self) -> bool {
+        self.cluster_publish.get().is_some()
+    }
+
     /// Whether a new connection must authenticate first (NOAUTH until it does).
     pub fn auth_required(&self) -> bool {
         self.acl

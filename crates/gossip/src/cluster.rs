@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use carmine_slots::{Slot, SlotMap, SLOT_COUNT};
 
 use crate::codec::{
-    self, ext, flag, kind, mflag, Body, Extension, GossipEntry, Header, Message, NodeId, SlotBits,
+    self, flag, kind, mflag, Body, Extension, GossipEntry, Header, Message, NodeId, SlotBits,
     NO_NODE,
 };
 use crate::node::{LinkId, Node, NodeIdx};
@@ -31,8 +31,14 @@ pub enum Action {
     Close {
         link: LinkId,
     },
-    /// Write nodes.conf (atomically) with this text.
-    SaveConfig(String),
+    /// Write nodes.conf (atomically) with this text; `fsync` when an epoch or the vote
+    /// changed since the last synced save (what must survive a crash: a node that forgot
+    /// its vote could vote twice in one epoch). Slot and address changes are relearned
+    /// from the cluster, so resharding's thousands of SETSLOTs do not wait for the disk.
+    SaveConfig {
+        text: String,
+        fsync: bool,
+    },
     /// A PUBLISH / SPUBLISH from a peer, for this node's subscribers.
     Deliver {
         channel: Vec<u8>,
@@ -208,6 +214,8 @@ pub struct Cluster {
     /// Bumped at every change an event loop's routing view depends on.
     generation: u64,
     state_generation: u64,
+    /// (currentEpoch, lastVoteEpoch, our configEpoch) at the last fsynced save.
+    synced_epochs: (u64, u64, u64),
     /// The message type dropped on receipt (DEBUG DROP-CLUSTER-PACKET-FILTER).
     pub drop_filter: Option<u16>,
     pub(crate) failover: crate::failover::FailoverState,
@@ -252,6 +260,7 @@ impl Cluster {
             save_pending: false,
             generation: 1,
             state_generation: 0,
+            synced_epochs: (0, 0, 0),
             drop_filter: None,
             failover: crate::failover::FailoverState::default(),
         }
@@ -352,9 +361,7 @@ impl Cluster {
                 Some(&mi) => mi,
                 None => {
                     // A master we only know by name: Redis creates it without address.
-                    let mut n = Node::new(m, flag::MASTER | flag::NOADDR, now);
-                    n.flags |= flag::NOADDR;
-                    c.insert(n)
+                    c.insert(Node::new(m, flag::MASTER | flag::NOADDR, now))
                 }
             };
             if let Some(n) = c.node_mut(idx) {
@@ -970,7 +977,24 @@ impl Cluster {
         self.update_state();
         if self.save_pending {
             self.save_pending = false;
-            out.push(Action::SaveConfig(self.nodes_conf()));
+            out.push(self.save_action(false));
+        }
+    }
+
+    /// nodes.conf to write now; `force_sync` for an explicit save (SAVECONFIG, start-up).
+    pub fn save_action(&mut self, force_sync: bool) -> Action {
+        let epochs = (
+            self.current_epoch,
+            self.last_vote_epoch,
+            self.myself().config_epoch,
+        );
+        let fsync = force_sync || epochs != self.synced_epochs;
+        if fsync {
+            self.synced_epochs = epochs;
+        }
+        Action::SaveConfig {
+            text: self.nodes_conf(),
+            fsync,
         }
     }
 
@@ -1160,9 +1184,8 @@ impl Cluster {
                         self.del_node(ln, out);
                         return;
                     }
-                    if let Some(&other) = self.by_id.get(&h.sender) {
+                    if self.by_id.contains_key(&h.sender) {
                         // Another handshake for the same real node.
-                        let _ = other;
                         self.del_node(ln, out);
                         return;
                     }
@@ -1918,16 +1941,6 @@ impl Cluster {
         self.config = config;
         self.sync_myself_address();
         self.changed();
-    }
-
-    /// Gossip timestamps of a node as Redis reports them (the last PONG time, learned
-    /// first hand or through gossip).
-    pub fn ext_hostname(&self) -> Option<u16> {
-        if self.config.announce_hostname.is_empty() {
-            None
-        } else {
-            Some(ext::HOSTNAME)
-        }
     }
 }
 

@@ -177,7 +177,7 @@ impl Cluster {
             "info" => Reply::Verbatim(self.info_text()),
             "slots" => self.slots_reply(),
             "shards" => self.shards_reply(),
-            "links" => self.links_reply(now),
+            "links" => self.links_reply(),
             "keyslot" => Reply::Int(i64::from(key_slot(argv[2]))),
             "meet" => {
                 if n > 5 {
@@ -360,7 +360,7 @@ impl Cluster {
                 Reply::Int(count as i64)
             }
             "saveconfig" => {
-                out.push(Action::SaveConfig(self.nodes_conf()));
+                out.push(self.save_action(true));
                 Reply::ok()
             }
             "reset" => {

@@ -266,7 +266,7 @@ impl Cluster {
     }
 
     /// CLUSTER LINKS.
-    pub fn links_reply(&self, now: u64) -> Reply {
+    pub fn links_reply(&self) -> Reply {
         let mut out = Vec::new();
         for (_, inbound, node, ctime, _) in self.link_info() {
             let Some(n) = node.and_then(|n| self.node(n)) else {
@@ -286,7 +286,6 @@ impl Cluster {
                 (Reply::bulk("send-buffer-allocated"), Reply::Int(0)),
                 (Reply::bulk("send-buffer-used"), Reply::Int(0)),
             ]));
-            let _ = now;
         }
         Reply::Array(out)
     }

@@ -204,7 +204,7 @@ impl Cluster {
                     self.myself().repl_offset
                 ),
             ));
-            self.broadcast_pong_to_shard(now, out);
+            self.broadcast_pong_to_shard(out);
             return;
         }
         if !self.failover.auth_sent && !manual {
@@ -288,7 +288,7 @@ impl Cluster {
     }
 
     /// A PONG to the other replicas of my master, so they learn my offset for ranking.
-    fn broadcast_pong_to_shard(&mut self, now: u64, out: &mut Vec<Action>) {
+    fn broadcast_pong_to_shard(&mut self, out: &mut Vec<Action>) {
         let Some(m) = self.myself().master else {
             return;
         };
@@ -299,16 +299,22 @@ impl Cluster {
             .filter_map(|r| self.node(r).and_then(|n| n.link))
             .collect();
         for l in links {
-            let msg = Message {
-                header: self.header(kind::PONG),
-                body: Body::Ping {
-                    gossip: Vec::new(),
-                    extensions: Vec::new(),
-                },
-            };
+            let msg = self.bare_ping(kind::PONG, 0);
             self.send(l, &msg, out);
         }
-        let _ = now;
+    }
+
+    /// A PING or PONG without gossip: what a failover step says to one shard.
+    fn bare_ping(&self, kind: u16, mflags0: u8) -> Message {
+        let mut header = self.header(kind);
+        header.mflags[0] |= mflags0;
+        Message {
+            header,
+            body: Body::Ping {
+                gossip: Vec::new(),
+                extensions: Vec::new(),
+            },
+        }
     }
 
     /// A master's answer to a replica asking for its vote.
@@ -478,27 +484,18 @@ impl Cluster {
             Level::Notice,
             format!("Manual failover requested by replica {id}."),
         ));
-        self.send_paused_ping(now, out);
+        self.send_paused_ping(out);
     }
 
-    fn send_paused_ping(&mut self, now: u64, out: &mut Vec<Action>) {
+    fn send_paused_ping(&mut self, out: &mut Vec<Action>) {
         let Some(r) = self.failover.mf_replica else {
             return;
         };
         let Some(l) = self.node(r).and_then(|n| n.link) else {
             return;
         };
-        let mut header = self.header(kind::PING);
-        header.mflags[0] |= mflag::PAUSED;
-        let msg = Message {
-            header,
-            body: Body::Ping {
-                gossip: Vec::new(),
-                extensions: Vec::new(),
-            },
-        };
+        let msg = self.bare_ping(kind::PING, mflag::PAUSED);
         self.send(l, &msg, out);
-        let _ = now;
     }
 
     /// Replica side: a PING/PONG from our master with PAUSED carries the offset to reach.
@@ -538,7 +535,7 @@ impl Cluster {
         if self.myself().is_master() {
             // Keep reminding the replica of our offset while we wait for it.
             if self.failover.mf_replica.is_some() {
-                self.send_paused_ping(now, out);
+                self.send_paused_ping(out);
             }
             return;
         }

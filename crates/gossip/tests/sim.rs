@@ -172,7 +172,7 @@ impl Net {
                     }
                 }
                 Action::DeleteSlotKeys(s) => self.deleted_keys += s.len(),
-                Action::SaveConfig(text) => {
+                Action::SaveConfig { text, .. } => {
                     // What is written must load back to the same view.
                     let c = &self.nodes[from];
                     let loaded = Cluster::load(c.config.clone(), &text, self.now, 1)

@@ -1107,7 +1107,7 @@ fn replicaof(ctx: &mut Ctx<'_, '_>) {
     let Some(shared) = stream.shared.upgrade() else {
         return ctx.error("ERR server is shutting down");
     };
-    if ctx.shared.cluster_view.load().is_some() {
+    if ctx.shared.cluster_mode() {
         return ctx.error("ERR REPLICAOF not allowed in cluster mode.");
     }
     if stream.failover.phase() != Phase::None {

@@ -109,15 +109,7 @@ impl Driver {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + Duration::from_millis(100);
-                // A replica loading a full sync reports offset 0, as Redis' does (it has no
-                // master client yet): peers show it as "loading" in CLUSTER SHARDS.
-                let offset = ReplicationStream::of(&self.shared).map_or(0, |s| {
-                    if s.sync_in_progress() {
-                        0
-                    } else {
-                        s.offset()
-                    }
-                });
+                let offset = self.reported_offset();
                 let link_up = self.shared.master_link_up.load(Ordering::Acquire);
                 let validity = self
                     .shared
@@ -143,6 +135,19 @@ impl Driver {
         for (_, mut c) in self.conns.drain() {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
+    }
+
+    /// The replication offset our bus messages carry. A replica loading a full sync
+    /// reports 0, as Redis' does (it has no master client yet): peers show it as
+    /// "loading" in CLUSTER SHARDS and leave it out of CLUSTER SLOTS.
+    fn reported_offset(&self) -> u64 {
+        ReplicationStream::of(&self.shared).map_or(0, |s| {
+            if s.sync_in_progress() {
+                0
+            } else {
+                s.offset()
+            }
+        })
     }
 
     fn accept(&mut self, i: usize, actions: &mut Vec<Action>) {
@@ -232,13 +237,7 @@ impl Driver {
         if !data.is_empty() {
             let filter = self.shared.cluster_drop_filter.load(Ordering::Relaxed);
             // The offset a manual failover's paused master reports must be exact.
-            let offset = ReplicationStream::of(&self.shared).map_or(0, |s| {
-                if s.sync_in_progress() {
-                    0
-                } else {
-                    s.offset()
-                }
-            });
+            let offset = self.reported_offset();
             let mut m = self.host.machine.lock();
             m.set_repl_offset(offset);
             m.drop_filter = u16::try_from(filter).ok();

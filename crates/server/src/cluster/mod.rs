@@ -43,38 +43,22 @@ pub struct ClusterHost {
     shared: Weak<Shared>,
     /// The client port (cluster settings derive from it).
     port: u16,
-    /// The epochs in the last nodes.conf written (see `save_config`).
-    saved_epochs: Mutex<String>,
-}
-
-/// What must never go backwards after a crash: currentEpoch, lastVoteEpoch (a node that
-/// forgot its vote could vote twice in one epoch) and our configEpoch.
-fn epochs_of(text: &str) -> String {
-    let vars = text
-        .lines()
-        .find(|l| l.starts_with("vars "))
-        .unwrap_or_default();
-    let mine = text
-        .lines()
-        .find(|l| {
-            l.split(' ')
-                .nth(2)
-                .is_some_and(|f| f.split(',').any(|x| x == "myself"))
-        })
-        .and_then(|l| l.split(' ').nth(6))
-        .unwrap_or_default();
-    format!("{vars} {mine}")
 }
 
 static HOST: OnceLock<Arc<ClusterHost>> = OnceLock::new();
 
 /// The settings the machine reads, from the server's configuration.
-pub(crate) fn machine_config(shared: &Shared, port: u16) -> Config {
-    let c = &shared.config;
-    let cport = match c.get_i64("cluster-port") {
+/// `cluster-port`, or the client port + 10000 as Redis derives it.
+fn bus_port(shared: &Shared, port: u16) -> u16 {
+    match shared.config.get_i64("cluster-port") {
         0 => port.wrapping_add(10000),
         p => p as u16,
-    };
+    }
+}
+
+pub(crate) fn machine_config(shared: &Shared, port: u16) -> Config {
+    let c = &shared.config;
+    let cport = bus_port(shared, port);
     let announce = |name: &str, or: u16| match c.get_i64(name) {
         0 => or,
         p => p as u16,
@@ -116,27 +100,20 @@ impl ClusterHost {
         HOST.get()
     }
 
-    /// Writes nodes.conf atomically: a temporary file renamed over it. It is fsynced
-    /// when an epoch or the vote changed (what safety needs to survive a crash); slot
-    /// and address changes are relearned from the cluster, so resharding's thousands of
-    /// SETSLOTs do not each wait for the disk.
-    fn save_config(&self, text: &str) {
+    /// Writes nodes.conf atomically: a temporary file renamed over it, fsynced first
+    /// when the machine says the save must survive a crash.
+    fn save_config(&self, text: &str, fsync: bool) {
         let tmp = self
             .conf_path
             .with_extension(format!("tmp-{}", std::process::id()));
-        let epochs = epochs_of(text);
-        let durable = *self.saved_epochs.lock() != epochs;
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
-            if durable {
+            if fsync {
                 f.sync_all()?;
             }
             std::fs::rename(&tmp, &self.conf_path)
         })();
-        if result.is_ok() {
-            *self.saved_epochs.lock() = epochs;
-        }
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             log::warning(&format!(
@@ -170,7 +147,7 @@ impl ClusterHost {
                 Action::Connect { .. } | Action::Send { .. } | Action::Close { .. } => {
                     to_driver.push(a)
                 }
-                Action::SaveConfig(text) => self.save_config(&text),
+                Action::SaveConfig { text, fsync } => self.save_config(&text, fsync),
                 Action::Log(level, text) => match level {
                     Level::Verbose => log::verbose(&text),
                     Level::Notice => log::notice(&text),
@@ -334,10 +311,7 @@ pub fn install(
     backlog: i32,
 ) -> io::Result<()> {
     let config = machine_config(shared, port);
-    let bus_port = match shared.config.get_i64("cluster-port") {
-        0 => port.wrapping_add(10000),
-        p => p as u16,
-    };
+    let bus_port = bus_port(shared, port);
     let path = conf_path(shared);
     let now = now_ms();
     let seed = u64::from_str_radix(&carmine_commands::state::random_hex(16), 16).unwrap_or(now);
@@ -390,11 +364,12 @@ pub fn install(
         published: AtomicU64::new(0),
         shared: Arc::downgrade(shared),
         port,
-        saved_epochs: Mutex::new(String::new()),
     });
     {
-        let m = host.machine.lock();
-        host.save_config(&m.nodes_conf());
+        let mut m = host.machine.lock();
+        if let Action::SaveConfig { text, fsync } = m.save_action(true) {
+            host.save_config(&text, fsync);
+        }
         host.publish_view(shared, &m);
         // A replica in nodes.conf replicates its master again after a restart.
         if let Some(master) = m
