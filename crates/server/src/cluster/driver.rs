@@ -1,7 +1,7 @@
 //! The cluster bus control thread: the bus listener, one non-blocking connection per
 //! link on a `mio::Poll` of its own, the 10 Hz timer, and the machine's actions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
@@ -23,6 +23,8 @@ const LISTENER_BASE: usize = usize::MAX - 1;
 /// A peer that stops reading loses its link past this much unsent output (Redis'
 /// `cluster-link-sendbuf-limit` is 0, unlimited, by default; some bound is needed).
 const MAX_OUTPUT: usize = 64 << 20;
+/// Bytes read from one link before the others get their turn.
+const READ_BUDGET: usize = 1 << 20;
 
 struct Conn {
     stream: TcpStream,
@@ -52,6 +54,7 @@ pub fn spawn(
                 poll,
                 listeners,
                 conns: HashMap::new(),
+                unread: HashSet::new(),
             }
             .run()
         })?;
@@ -64,6 +67,8 @@ struct Driver {
     poll: Poll,
     listeners: Vec<TcpListener>,
     conns: HashMap<LinkId, Conn>,
+    /// Links that had more to read when their turn's budget ran out.
+    unread: HashSet<LinkId>,
 }
 
 fn ip_text(ip: IpAddr) -> String {
@@ -82,7 +87,11 @@ impl Driver {
         let mut next_tick = Instant::now();
         let mut buf = vec![0u8; 64 * 1024];
         while !self.shared.shutdown_requested.load(Ordering::Acquire) {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wait = if self.unread.is_empty() {
+                next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::warning(&format!("Cluster bus poll failed: {e}"));
@@ -96,6 +105,9 @@ impl Driver {
             } else {
                 std::mem::take(&mut *self.host.pending.lock())
             };
+            for link in std::mem::take(&mut self.unread) {
+                self.on_io(link, false, &mut buf, &mut actions);
+            }
             for ev in events.iter() {
                 let t = ev.token().0;
                 if t == WAKER.0 {
@@ -219,6 +231,13 @@ impl Driver {
         let mut data = Vec::new();
         if let Some(c) = self.conns.get_mut(&link) {
             loop {
+                if data.len() >= READ_BUDGET {
+                    // More may be waiting (the poll is edge-triggered): come back to it
+                    // after the other links, so one flooding peer neither starves them
+                    // nor grows memory.
+                    self.unread.insert(link);
+                    break;
+                }
                 match c.stream.read(buf) {
                     Ok(0) => {
                         closed = true;
