@@ -321,6 +321,9 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
+    if !session.in_script && !session.master_link && shared.scripts.running.busy() {
+        return busy_command(shared, session, stats, idx, args, reply, now_ms);
+    }
     // EXEC is judged by what it queued (Redis' processCommand), and every check below
     // comes before queueing, as in Redis.
     let is_exec = spec.name == "exec";
@@ -425,6 +428,103 @@ fn dispatch(
     spec.has(flags::REPLY_PER_ARG)
 }
 
+/// Whether a command of `session` stops waiting for the barrier when a script turns
+/// busy: a client's does; a script's own calls, the master link and the AOF wait.
+fn gives_up_when_busy<'a>(shared: &'a Shared, session: &Session) -> impl Fn() -> bool + 'a {
+    let client = !session.in_script && !session.master_link && !session.replaying;
+    move || client && shared.scripts.running.busy()
+}
+
+/// A request while a script runs past `busy-reply-threshold`: only what Redis allows
+/// then (its CMD_ALLOW_BUSY commands) runs, without waiting for the world; the rest is
+/// refused with -BUSY. Returns dispatch's "pushed" answer (false).
+fn busy_command(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    idx: usize,
+    args: &Args,
+    reply: &mut ReplyBuf,
+    now_ms: u64,
+) -> bool {
+    let Some(spec) = shared.commands.get(idx) else {
+        return false;
+    };
+    let running = &shared.scripts.running;
+    let sub = args.get(1).map(<[u8]>::to_ascii_lowercase);
+    let is_exec = spec.name == "exec";
+    match (spec.name, sub.as_deref()) {
+        ("script", Some(b"kill")) | ("function", Some(b"kill")) if args.len() == 2 => {
+            match running.kill(spec.name == "script") {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    reply.error(e);
+                    reject(stats, idx, session);
+                }
+            }
+            false
+        }
+        ("function", Some(b"stats")) if args.len() == 2 => {
+            crate::functions::stats_reply(shared, reply);
+            false
+        }
+        ("shutdown", _) => {
+            let nosave = (1..args.len()).any(|i| {
+                args.get(i)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"nosave"))
+            });
+            if !nosave {
+                return refuse(
+                    shared,
+                    session,
+                    stats,
+                    idx,
+                    reply,
+                    false,
+                    running.busy_error(),
+                );
+            }
+            running.abandon();
+            shared.request_shutdown(crate::ShutdownMode::NoSave);
+            session.close_after_reply = true;
+            false
+        }
+        (
+            "auth" | "hello" | "quit" | "reset" | "replconf" | "discard" | "multi" | "unwatch"
+            | "watch",
+            _,
+        ) => {
+            run(shared, session, stats, idx, args, reply, true, now_ms, None);
+            false
+        }
+        _ => refuse(
+            shared,
+            session,
+            stats,
+            idx,
+            reply,
+            is_exec,
+            running.busy_error(),
+        ),
+    }
+}
+
+/// EXEC that found a script busy while waiting for the world: the transaction is
+/// discarded, as Redis discards an EXEC refused with -BUSY.
+fn exec_abort_busy(
+    shared: &Shared,
+    session: &mut Session,
+    stats: &ThreadStats,
+    reply: &mut ReplyBuf,
+) {
+    session.unwatch_all(&shared.keyspace);
+    reply.error(&format!(
+        "EXECABORT Transaction discarded because of: {}",
+        shared.scripts.running.busy_error()
+    ));
+    ThreadStats::add(&stats.error_replies, 1);
+}
+
 /// On the master link: the command (or the whole MULTI, at EXEC) is applied. Called while
 /// the command still holds the barrier, so a snapshot begun with the world stopped
 /// reads an offset that matches its data exactly; inside MULTI nothing is applied yet.
@@ -510,10 +610,28 @@ fn run<'q>(
     let dirty;
     let in_transaction = unit.is_some();
     {
-        let _exclusive =
-            (spec.has(flags::EXCLUSIVE) && !world_stopped).then(|| shared.barrier.exclusive());
-        let _shared = (!spec.has(flags::EXCLUSIVE) && !world_stopped)
-            .then(|| shared.barrier.shared(session.thread));
+        // A client's command waiting for a script that turns busy meanwhile is answered
+        // as a busy server answers it, instead of waiting on.
+        let give_up = gives_up_when_busy(shared, session);
+        let mut _exclusive = None;
+        let mut _shared = None;
+        if !world_stopped {
+            let taken = if spec.has(flags::EXCLUSIVE) {
+                shared
+                    .barrier
+                    .exclusive_unless(&give_up)
+                    .map(|g| _exclusive = Some(g))
+            } else {
+                shared
+                    .barrier
+                    .shared_unless(session.thread, &give_up)
+                    .map(|g| _shared = Some(g))
+            };
+            if taken.is_none() {
+                busy_command(shared, session, stats, idx, args, reply, now_ms);
+                return;
+            }
+        }
         let db = session.db;
         let mut locked = match spec.keys {
             crate::table::KeySpec::None => Locked::empty_at(&shared.keyspace, db, now_ms),
@@ -736,8 +854,15 @@ fn exec(
             .get(*i)
             .is_some_and(|s| s.has(flags::WALKS) || s.has(flags::EXCLUSIVE))
     });
+    let give_up = gives_up_when_busy(shared, session);
     if stop_world {
-        let _world = (!session.world_held).then(|| shared.barrier.exclusive());
+        let _world = match session.world_held {
+            true => None,
+            false => match shared.barrier.exclusive_unless(&give_up) {
+                Some(world) => Some(world),
+                None => return exec_abort_busy(shared, session, stats, reply),
+            },
+        };
         let dirty = watched_dirty(shared, session);
         session.unwatch_all(&shared.keyspace);
         if dirty {
@@ -767,7 +892,13 @@ fn exec(
         mark_applied(shared, session);
         return;
     }
-    let _shared = (!session.world_held).then(|| shared.barrier.shared(session.thread));
+    let _shared = match session.world_held {
+        true => None,
+        false => match shared.barrier.shared_unless(session.thread, &give_up) {
+            Some(turn) => Some(turn),
+            None => return exec_abort_busy(shared, session, stats, reply),
+        },
+    };
     let mut ids = Vec::new();
     let mut idxs = Vec::new();
     let mut db = session.db;

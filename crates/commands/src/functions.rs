@@ -10,6 +10,7 @@
 //! they were sent.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mlua::{Function, MultiValue, RegistryKey, Table, Value};
 use parking_lot::Mutex;
@@ -24,6 +25,55 @@ use crate::{Ctx, Shared};
 #[derive(Default)]
 pub struct Functions {
     inner: Mutex<Option<Loaded>>,
+    /// Libraries and functions loaded, for FUNCTION STATS while a function runs (and
+    /// holds `inner`).
+    libraries: AtomicUsize,
+    functions: AtomicUsize,
+}
+
+impl Functions {
+    fn count(&self, loaded: Option<&Loaded>) {
+        let (libs, funcs) = loaded.map_or((0, 0), |l| {
+            (
+                l.libraries.len(),
+                l.libraries.values().map(|lib| lib.functions.len()).sum(),
+            )
+        });
+        self.libraries.store(libs, Ordering::Relaxed);
+        self.functions.store(funcs, Ordering::Relaxed);
+    }
+}
+
+/// FUNCTION STATS: the function or script running now, and what is loaded.
+pub(crate) fn stats_reply(shared: &Shared, reply: &mut carmine_resp::ReplyBuf) {
+    if shared.scripts.running.eval_running() {
+        return reply.error(crate::scripting::BUSY_EVAL);
+    }
+    reply.map(2);
+    reply.bulk(b"running_script");
+    match shared.scripts.running.describe() {
+        Some((name, argv, ms)) => {
+            reply.map(3);
+            reply.bulk(b"name");
+            reply.bulk(name.as_bytes());
+            reply.bulk(b"command");
+            reply.array(argv.len());
+            for a in &argv {
+                reply.bulk(a);
+            }
+            reply.bulk(b"duration_ms");
+            reply.int(ms as i64);
+        }
+        None => reply.null(),
+    }
+    reply.bulk(b"engines");
+    reply.map(1);
+    reply.bulk(b"LUA");
+    reply.map(2);
+    reply.bulk(b"libraries_count");
+    reply.int(shared.functions.libraries.load(Ordering::Relaxed) as i64);
+    reply.bulk(b"functions_count");
+    reply.int(shared.functions.functions.load(Ordering::Relaxed) as i64);
 }
 
 struct Loaded {
@@ -140,6 +190,7 @@ impl Loaded {
         let chunk = lua
             .load(&body[..])
             .set_name("@user_function")
+            .set_environment(self.vm.env.clone())
             .into_function()
             .map_err(|e| {
                 format!(
@@ -147,7 +198,7 @@ impl Loaded {
                     crate::scripting::lua_message(&e)
                 )
             })?;
-        let redis: Table = lua.globals().get("redis").map_err(fail)?;
+        let redis: Table = lua.globals().raw_get("__carmine_redis").map_err(fail)?;
         let mut registered: BTreeMap<String, Registered> = BTreeMap::new();
         let mut problem: Option<String> = None;
         let ran = lua.scope(|scope| {
@@ -264,6 +315,7 @@ fn function(ctx: &mut Ctx<'_, '_>) {
             match loaded.load(&name, &code, body_start) {
                 Ok(lib) => {
                     loaded.libraries.insert(name.clone(), lib);
+                    shared.functions.count(Some(loaded));
                     propagate_request(ctx);
                     ctx.reply.bulk(name.as_bytes());
                 }
@@ -274,6 +326,7 @@ fn function(ctx: &mut Ctx<'_, '_>) {
             let name = String::from_utf8_lossy(ctx.arg(2)).into_owned();
             match guard.as_mut().and_then(|l| l.libraries.remove(&name)) {
                 Some(_) => {
+                    shared.functions.count(guard.as_ref());
                     propagate_request(ctx);
                     ctx.reply.ok();
                 }
@@ -285,29 +338,16 @@ fn function(ctx: &mut Ctx<'_, '_>) {
                 return ctx.error("ERR FUNCTION FLUSH only supports SYNC|ASYNC option");
             }
             *guard = None;
+            shared.functions.count(None);
             propagate_request(ctx);
             ctx.reply.ok();
         }
         (b"list", _) => list(ctx, guard.as_ref()),
-        (b"stats", 2) => {
-            let (libs, funcs) = guard.as_ref().map_or((0, 0), |l| {
-                (
-                    l.libraries.len(),
-                    l.libraries.values().map(|lib| lib.functions.len()).sum(),
-                )
-            });
-            ctx.reply.map(2);
-            ctx.reply.bulk(b"running_script");
-            ctx.reply.null();
-            ctx.reply.bulk(b"engines");
-            ctx.reply.map(1);
-            ctx.reply.bulk(b"LUA");
-            ctx.reply.map(2);
-            ctx.reply.bulk(b"libraries_count");
-            ctx.reply.int(libs as i64);
-            ctx.reply.bulk(b"functions_count");
-            ctx.reply.int(funcs as i64);
-        }
+        (b"stats", 2) => stats_reply(shared, ctx.reply),
+        (b"kill", 2) => match shared.scripts.running.kill(false) {
+            Ok(()) => ctx.reply.ok(),
+            Err(e) => ctx.error(e),
+        },
         (b"help", 2) => crate::connection::help_reply(ctx, FUNCTION_HELP),
         _ => ctx.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
@@ -328,6 +368,8 @@ const FUNCTION_HELP: &[&str] = &[
     "    Delete all the libraries.",
     "STATS",
     "    Return information about the current function running.",
+    "KILL",
+    "    Kill the current running function.",
     "HELP",
     "    Print this help.",
 ];
@@ -445,10 +487,13 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         Err(e) => return ctx.error(&e),
     };
     let mut session = script_session(ctx.session);
+    let argv: Vec<Vec<u8>> = ctx.args.iter().map(<[u8]>::to_vec).collect();
     let call = Call {
         shared,
         stats: ctx.stats,
         read_only: read_only || no_writes,
+        eval: false,
+        argv: &argv,
     };
     let outcome = invoke(lua, f, args, &call, &mut session, &fname);
     crate::scripting::propagate_effects(shared, &mut session);

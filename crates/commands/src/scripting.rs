@@ -12,6 +12,8 @@
 //! handler in Lua, as Redis finds it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use carmine_resp::{Args, Frame, FrameDecoder, ReplyBuf};
 use mlua::{Lua, LuaOptions, MultiValue, RegistryKey, StdLib, Table, Value};
@@ -20,17 +22,147 @@ use parking_lot::Mutex;
 use crate::table::{cmd, flags::*, CommandSpec, KeySpec};
 use crate::{Ctx, Session, Shared};
 
+mod bit;
+mod cjson;
+mod cmsgpack;
+mod sandbox;
+mod structlib;
+
 /// The scripts SCRIPT LOAD and EVAL made known, and the Lua state that runs them.
 #[derive(Default)]
 pub struct Scripts {
     bodies: Mutex<HashMap<String, Vec<u8>>>,
     vm: Mutex<Option<Vm>>,
+    /// The script or function running now (one at a time: it holds the world).
+    pub running: std::sync::Arc<Running>,
+}
+
+/// The script or function that runs now, as the other event loops see it. It holds the
+/// world, so they wait for it at the barrier; once it runs past `busy-reply-threshold`
+/// they stop waiting and answer -BUSY instead, and take SCRIPT KILL, FUNCTION KILL and
+/// SHUTDOWN NOSAVE (Redis' processEventsWhileBlocked, without its re-entrancy: the
+/// script's own loop stays with the script, and new connections go to the others).
+#[derive(Default)]
+pub struct Running {
+    active: AtomicBool,
+    busy: AtomicBool,
+    thread: AtomicUsize,
+    /// EVAL-family (SCRIPT KILL stops it) or a function (FUNCTION KILL).
+    eval: AtomicBool,
+    /// It ran a write command: no KILL stops it then.
+    pub(crate) wrote: AtomicBool,
+    /// Sent by our master (or replayed from the AOF): never killed.
+    from_master: AtomicBool,
+    stop: AtomicU8,
+    /// What FUNCTION STATS shows: the name, the command and when it started.
+    what: Mutex<Option<(String, Vec<Vec<u8>>, Instant)>>,
+}
+
+/// How often a busy script's hook answers its own loop's other clients.
+const BUSY_SERVE_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+const STOP_NONE: u8 = 0;
+const STOP_KILL: u8 = 1;
+const STOP_SHUTDOWN: u8 = 2;
+
+/// Replies a client gets while a script or a function is busy.
+pub const BUSY_EVAL: &str =
+    "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+pub const BUSY_FUNCTION: &str =
+    "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+
+impl Running {
+    fn begin(&self, thread: usize, eval: bool, from_master: bool, name: &str, argv: Vec<Vec<u8>>) {
+        *self.what.lock() = Some((name.to_string(), argv, Instant::now()));
+        self.thread.store(thread, Ordering::Relaxed);
+        self.eval.store(eval, Ordering::Relaxed);
+        self.from_master.store(from_master, Ordering::Relaxed);
+        self.wrote.store(false, Ordering::Relaxed);
+        self.stop.store(STOP_NONE, Ordering::Relaxed);
+        self.busy.store(false, Ordering::Relaxed);
+        self.active.store(true, Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.active.store(false, Ordering::Release);
+        self.busy.store(false, Ordering::Release);
+        *self.what.lock() = None;
+    }
+
+    /// An EVAL-family script (not a function) runs now.
+    pub fn eval_running(&self) -> bool {
+        self.active.load(Ordering::Acquire) && self.eval.load(Ordering::Relaxed)
+    }
+
+    /// A script runs past `busy-reply-threshold`: other clients get -BUSY.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// The event loop a busy script runs on (new connections go elsewhere).
+    pub fn busy_thread(&self) -> Option<usize> {
+        self.busy().then(|| self.thread.load(Ordering::Relaxed))
+    }
+
+    /// The -BUSY reply for the script that runs now.
+    pub fn busy_error(&self) -> &'static str {
+        if self.eval.load(Ordering::Relaxed) {
+            BUSY_EVAL
+        } else {
+            BUSY_FUNCTION
+        }
+    }
+
+    /// SCRIPT KILL (`eval`) or FUNCTION KILL, with Redis' refusals.
+    pub fn kill(&self, eval: bool) -> Result<(), &'static str> {
+        if !self.active.load(Ordering::Acquire) {
+            return Err("NOTBUSY No scripts in execution right now.");
+        }
+        if self.from_master.load(Ordering::Relaxed) {
+            return Err("UNKILLABLE The busy script was sent by a master instance in the context of replication and cannot be killed.");
+        }
+        if self.wrote.load(Ordering::Relaxed) {
+            return Err("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
+        }
+        let running_eval = self.eval.load(Ordering::Relaxed);
+        if eval && !running_eval {
+            return Err(BUSY_FUNCTION);
+        }
+        if !eval && running_eval {
+            return Err(BUSY_EVAL);
+        }
+        self.stop.store(STOP_KILL, Ordering::Release);
+        Ok(())
+    }
+
+    /// SHUTDOWN NOSAVE while a script is busy: the script stops where it is; what it
+    /// changed is neither propagated nor saved.
+    pub fn abandon(&self) {
+        self.stop.store(STOP_SHUTDOWN, Ordering::Release);
+    }
+
+    pub(crate) fn abandoned(&self) -> bool {
+        self.stop.load(Ordering::Acquire) == STOP_SHUTDOWN
+    }
+
+    /// FUNCTION STATS' `running_script`: name, command and milliseconds so far.
+    pub fn describe(&self) -> Option<(String, Vec<Vec<u8>>, u64)> {
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
+        self.what
+            .lock()
+            .as_ref()
+            .map(|(name, argv, at)| (name.clone(), argv.clone(), at.elapsed().as_millis() as u64))
+    }
 }
 
 pub(crate) struct Vm {
     pub(crate) lua: Lua,
     /// Compiled bodies, by SHA-1.
     compiled: HashMap<String, RegistryKey>,
+    /// The globals scripts see (read-only; see `sandbox`).
+    pub(crate) env: Table,
 }
 
 /// What the Lua side defines once per state: the error handler that turns any error
@@ -91,6 +223,13 @@ redis.REPL_ALL = 3
 redis.log = function(level, ...)
   if select('#', ...) == 0 then error('redis.log() requires two arguments or more.', 0) end
   if type(level) ~= 'number' then error('First argument must be a number (log level).', 0) end
+  if level < 0 or level > 3 then error('Invalid debug level.', 0) end
+  local parts = {}
+  for i = 1, select('#', ...) do
+    local v = select(i, ...)
+    if type(v) == 'string' or type(v) == 'number' then parts[#parts + 1] = tostring(v) end
+  end
+  __carmine_log(level, table.concat(parts, ' '))
 end
 redis.replicate_commands = function() return true end
 redis.set_repl = function(flags)
@@ -100,8 +239,6 @@ redis.set_repl = function(flags)
 end
 redis.breakpoint = function() return false end
 redis.debug = function() end
-loadfile = nil
-dofile = nil
 "#;
 
 impl Vm {
@@ -124,6 +261,16 @@ impl Vm {
             Ok((None, None))
         })?;
         lua.globals().set("__carmine_where", locate)?;
+        let log = shared.log.get().copied();
+        lua.globals().set(
+            "__carmine_log",
+            lua.create_function(move |_, (level, msg): (u8, mlua::String)| {
+                if let Some(log) = log {
+                    log(level, &msg.to_string_lossy());
+                }
+                Ok(())
+            })?,
+        )?;
         lua.load(PRELUDE).set_name("@carmine_prelude").exec()?;
         let redis: Table = lua.globals().get("redis")?;
         redis.set(
@@ -137,10 +284,11 @@ impl Vm {
             .filter_map(|p| p.parse::<i64>().ok())
             .fold(0, |n, p| n * 256 + p);
         redis.set("REDIS_VERSION_NUM", num)?;
-        let _ = shared;
+        let env = sandbox::install(&lua)?;
         Ok(Vm {
             lua,
             compiled: HashMap::new(),
+            env,
         })
     }
 }
@@ -259,6 +407,10 @@ fn script(ctx: &mut Ctx<'_, '_>) {
             *scripts.vm.lock() = None;
             ctx.reply.ok();
         }
+        (b"kill", 2) => match scripts.running.kill(true) {
+            Ok(()) => ctx.reply.ok(),
+            Err(e) => ctx.error(e),
+        },
         (b"help", 2) => crate::connection::help_reply(ctx, SCRIPT_HELP),
         _ => ctx.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try SCRIPT HELP.",
@@ -273,6 +425,8 @@ const SCRIPT_HELP: &[&str] = &[
     "    Return information about the existence of the scripts in the script cache.",
     "FLUSH [ASYNC|SYNC]",
     "    Flush the Lua scripts cache. Very dangerous on replicas.",
+    "KILL",
+    "    Kill the currently executing Lua script.",
     "LOAD <script>",
     "    Load a script into the scripts cache without executing it.",
     "HELP",
@@ -307,6 +461,7 @@ fn compiled<'v>(
             .lua
             .load(body)
             .set_name("@user_script")
+            .set_environment(state.env.clone())
             .into_function()
             .map_err(|e| {
                 format!(
@@ -330,7 +485,10 @@ pub(crate) fn lua_message(e: &mlua::Error) -> String {
         mlua::Error::RuntimeError(m) => m.clone(),
         other => other.to_string(),
     };
-    text.lines().next().unwrap_or_default().to_string()
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("runtime error: ")
+        .unwrap_or(line)
+        .to_string()
 }
 
 /// EVAL's and FCALL's `numkeys` (argument 2), checked against what follows it; None
@@ -454,15 +612,17 @@ fn call_script(
     let f: mlua::Function = lua.registry_value(key).map_err(fail)?;
     let globals = lua.globals();
     globals
-        .set("KEYS", string_table(lua, keys).map_err(fail)?)
+        .raw_set("KEYS", string_table(lua, keys).map_err(fail)?)
         .map_err(fail)?;
     globals
-        .set("ARGV", string_table(lua, argv).map_err(fail)?)
+        .raw_set("ARGV", string_table(lua, argv).map_err(fail)?)
         .map_err(fail)?;
     let call = Call {
         shared,
         stats,
         read_only,
+        eval: true,
+        argv: &[],
     };
     invoke(
         lua,
@@ -478,6 +638,10 @@ fn call_script(
 /// when it then failed (its writes are not undone, as in Redis).
 pub(crate) fn propagate_effects(shared: &Shared, session: &mut Session) {
     let effects = std::mem::take(&mut session.script_effects);
+    // Stopped by SHUTDOWN NOSAVE: what it did goes with the server, unsaved.
+    if shared.scripts.running.abandoned() {
+        return;
+    }
     if let (Some(p), false) = (shared.propagating(), effects.is_empty()) {
         let ops: Vec<crate::propagate::Op<'_>> = effects
             .into_iter()
@@ -504,6 +668,10 @@ pub(crate) struct Call<'a> {
     pub shared: &'a Shared,
     pub stats: &'a crate::ThreadStats,
     pub read_only: bool,
+    /// EVAL-family (SCRIPT KILL) rather than FCALL (FUNCTION KILL).
+    pub eval: bool,
+    /// The calling command, which FUNCTION STATS shows for a running function.
+    pub argv: &'a [Vec<u8>],
 }
 
 /// EVAL, EVALSHA, FCALL and their _RO forms: commands that run a script, whose keys
@@ -527,31 +695,68 @@ pub(crate) fn invoke(
 ) -> Result<Value, String> {
     let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
     let globals = lua.globals();
-    let runner: mlua::Function = globals.get("__carmine_run").map_err(fail)?;
-    let redis: Table = globals.get("redis").map_err(fail)?;
-    // A script holds the world, so the server cannot answer -BUSY while it runs, nor
-    // take a SCRIPT KILL. Past `busy-reply-threshold`, one that has not written is
-    // stopped as SCRIPT KILL would stop it; one that has written runs to its end, as
-    // in Redis (where only SHUTDOWN NOSAVE ends it).
+    let runner: mlua::Function = globals.raw_get("__carmine_run").map_err(fail)?;
+    let redis: Table = globals.raw_get("__carmine_redis").map_err(fail)?;
+    let running = &call.shared.scripts.running;
+    let command = if call.eval {
+        Vec::new()
+    } else {
+        call.argv.to_vec()
+    };
+    running.begin(
+        session.thread,
+        call.eval,
+        session.master_link || session.replaying,
+        name,
+        command,
+    );
+    // Every 100,000 instructions (Redis' period): past `busy-reply-threshold` the
+    // script is busy (clients get -BUSY and may send a KILL), and a KILL or a
+    // SHUTDOWN NOSAVE is acted on.
     let limit = std::time::Duration::from_millis(
         call.shared.config.get_i64("busy-reply-threshold").max(0) as u64,
     );
-    let started = std::time::Instant::now();
-    let wrote = session.script_wrote.clone();
-    wrote.store(false, std::sync::atomic::Ordering::Relaxed);
-    if !limit.is_zero() {
-        lua.set_hook(
-            mlua::HookTriggers::new().every_nth_instruction(100_000),
-            move |_, _| {
-                if started.elapsed() > limit && !wrote.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(mlua::Error::RuntimeError(
-                        "Script killed by user with SCRIPT KILL...".into(),
-                    ));
+    let serve = call.shared.busy_serve.get().copied();
+    let last_served = parking_lot::Mutex::new(Instant::now());
+    let started = Instant::now();
+    let log = call.shared.log.get().copied();
+    let running_now = running.clone();
+    let script_name = name.to_string();
+    lua.set_hook(
+        mlua::HookTriggers::new().every_nth_instruction(100_000),
+        move |lua, _| {
+            let running = &running_now;
+            if !running.busy() && started.elapsed() >= limit {
+                log.unwrap_or(|_, _| {})(3, &format!(
+                    "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the {} command. Script name is: {}.",
+                    started.elapsed().as_millis(),
+                    if running.eval.load(Ordering::Relaxed) { "SCRIPT KILL" } else { "FUNCTION KILL" },
+                    script_name
+                ));
+                running.busy.store(true, Ordering::Release);
+            }
+            // Busy: this loop's other clients are answered here, every few ms.
+            if running.busy() && last_served.lock().elapsed() >= BUSY_SERVE_EVERY {
+                if let Some(serve) = serve {
+                    serve();
                 }
-                Ok(mlua::VmState::Continue)
-            },
-        );
-    }
+                *last_served.lock() = Instant::now();
+            }
+            let why = match running.stop.load(Ordering::Acquire) {
+                STOP_KILL => "Script killed by user with SCRIPT KILL...",
+                STOP_SHUTDOWN => "Script abandoned by SHUTDOWN NOSAVE",
+                _ => return Ok(mlua::VmState::Continue),
+            };
+            // From now on every instruction fails (as Redis' hook turns to every
+            // line), so a script cannot catch the stop with pcall and carry on. The
+            // error handler runs with hooks off, as Lua runs it after a hook's error.
+            lua.set_hook(
+                mlua::HookTriggers::new().every_nth_instruction(1),
+                move |_, _| Err(mlua::Error::RuntimeError(why.into())),
+            );
+            Err(mlua::Error::RuntimeError(why.into()))
+        },
+    );
     let result = lua.scope(|scope| {
         let pcall = scope.create_function_mut(|lua, cmd: MultiValue| {
             redis_pcall(lua, call.shared, call.stats, session, call.read_only, cmd)
@@ -563,6 +768,7 @@ pub(crate) fn invoke(
         runner.call::<(bool, Value)>(all)
     });
     lua.remove_hook();
+    running.end();
     let (ok, value) = result.map_err(fail)?;
     if ok {
         return Ok(value);
@@ -636,9 +842,7 @@ pub(crate) fn redis_pcall(
         return err_table("ERR Write commands are not allowed from read-only scripts.");
     }
     if spec.has(WRITE) {
-        session
-            .script_wrote
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        shared.scripts.running.wrote.store(true, Ordering::Relaxed);
     }
     let args = Args::from_slices(&parts);
     let mut reply = ReplyBuf::new(false);
@@ -758,9 +962,13 @@ mod tests {
                 .expect("config");
         }
         setup(&shared);
+        run_on(&shared, body)
+    }
+
+    fn run_on(shared: &Shared, body: &[u8]) -> Result<Value, String> {
         let mut vm = None;
         let sha = sha1_hex(body);
-        let vm = compiled(&shared, &mut vm, &sha, body).expect("compiles");
+        let vm = compiled(shared, &mut vm, &sha, body).expect("compiles");
         let stats = shared.new_thread_stats();
         let info = std::sync::Arc::new(crate::ClientInfo::new(
             1,
@@ -772,7 +980,7 @@ mod tests {
         let mut session = Session::new(info, 0, true);
         session.world_held = true;
         session.in_script = true;
-        call_script(vm, &shared, &stats, &mut session, &sha, &[], &[], false)
+        call_script(vm, shared, &stats, &mut session, &sha, &[], &[], false)
     }
 
     #[test]
@@ -791,15 +999,38 @@ mod tests {
     }
 
     #[test]
-    fn a_script_that_never_writes_is_stopped_past_the_threshold() {
-        let started = std::time::Instant::now();
-        let err = run(
-            b"while true do end",
-            &[("busy-reply-threshold", "100")],
-            |_| {},
-        )
-        .expect_err("stopped");
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    fn a_busy_script_is_stopped_by_script_kill_even_under_pcall() {
+        let shared = std::sync::Arc::new(crate::Shared::with_commands(
+            crate::Config::new(),
+            1,
+            None,
+            crate::command_table(),
+        ));
+        shared
+            .config
+            .set("busy-reply-threshold", &["50".to_string()], true)
+            .expect("config");
+        let running = shared.scripts.running.clone();
+        assert_eq!(
+            running.kill(true),
+            Err("NOTBUSY No scripts in execution right now.")
+        );
+        let killer = std::thread::spawn(move || {
+            let deadline = Instant::now() + std::time::Duration::from_secs(20);
+            while !running.busy() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(
+                running.kill(false),
+                Err(BUSY_EVAL),
+                "FUNCTION KILL of a script"
+            );
+            running.kill(true)
+        });
+        let body = b"local f = function() while true do end end while true do pcall(f) end";
+        let err = run_on(&shared, body).expect_err("killed");
+        assert_eq!(killer.join().expect("killer"), Ok(()));
         assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
+        assert!(!shared.scripts.running.busy());
     }
 }

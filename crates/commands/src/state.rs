@@ -317,6 +317,12 @@ pub struct Shared {
     /// Each event loop calls it when a snapshot starts, before writers' captures grow the
     /// heap a page-rounded step at a time, and with 0 when the snapshot is over.
     pub heap_reserve: std::sync::OnceLock<fn(usize)>,
+    /// Writes a line to the server's log at a Redis level (0 debug, 1 verbose,
+    /// 2 notice, 3 warning): `redis.log`, the slow-script warning.
+    pub log: std::sync::OnceLock<fn(u8, &str)>,
+    /// Answers the calling event loop's other clients while a script it runs is busy
+    /// (installed by the server; see scripting's Lua hook).
+    pub busy_serve: std::sync::OnceLock<fn()>,
     /// The keyspace's own estimate, refreshed by the cron, when `used_memory` is None.
     pub estimated_memory: AtomicU64,
     /// Writes since start (rdb_changes_since_last_save until persistence exists).
@@ -438,6 +444,8 @@ impl Shared {
             used_memory,
             peak_memory: AtomicU64::new(0),
             heap_reserve: std::sync::OnceLock::new(),
+            log: std::sync::OnceLock::new(),
+            busy_serve: std::sync::OnceLock::new(),
             estimated_memory: AtomicU64::new(0),
             dirty: AtomicU64::new(0),
             ops_per_sec: AtomicU64::new(0),
@@ -609,6 +617,13 @@ impl Shared {
         used
     }
 
+    /// A line in the server's log (nowhere when the server installed no logger).
+    pub fn log(&self, level: u8, msg: &str) {
+        if let Some(log) = self.log.get() {
+            log(level, msg);
+        }
+    }
+
     pub fn request_shutdown(&self, mode: ShutdownMode) {
         *self.shutdown.lock() = Some(mode);
         self.shutdown_requested.store(true, Ordering::Release);
@@ -684,8 +699,6 @@ pub struct Session {
     pub in_script: bool,
     /// A script's effects so far (database, command), propagated as one unit at its end.
     pub script_effects: Vec<(usize, Vec<Vec<u8>>)>,
-    /// Set once a script ran a write command (a script that wrote is never stopped).
-    pub script_wrote: Arc<std::sync::atomic::AtomicBool>,
     /// On the master link: the master's stream offset just past the command being
     /// applied (see `Shared::master_stream_applied`).
     pub stream_offset_after: Option<u64>,
@@ -734,7 +747,6 @@ impl Session {
             world_held: false,
             in_script: false,
             script_effects: Vec::new(),
-            script_wrote: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,

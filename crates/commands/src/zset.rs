@@ -254,6 +254,12 @@ pub fn commands() -> Vec<CommandSpec> {
 
 /// A score as Redis 7.0 prints it (`%.17g`; `inf`, `-inf`).
 pub fn format_score(v: f64) -> String {
+    format_g(v, 17)
+}
+
+/// C's `%.<precision>g` (precision 1 to 17): `nan`, `inf`, `-inf`, `-0` included.
+pub fn format_g(v: f64, precision: usize) -> String {
+    let precision = precision.clamp(1, 17);
     if v.is_nan() {
         return "nan".into();
     }
@@ -263,7 +269,7 @@ pub fn format_score(v: f64) -> String {
     if v == 0.0 {
         return if v.is_sign_negative() { "-0" } else { "0" }.into();
     }
-    let sci = format!("{v:.16e}");
+    let sci = format!("{v:.*e}", precision - 1);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let trim = |s: &str| -> String {
@@ -273,11 +279,11 @@ pub fn format_score(v: f64) -> String {
             s.to_string()
         }
     };
-    if !(-4..17).contains(&exp) {
+    if exp < -4 || exp >= precision as i32 {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
     } else {
-        let decimals = (16 - exp).max(0) as usize;
+        let decimals = (precision as i32 - 1 - exp).max(0) as usize;
         trim(&format!("{v:.decimals$}"))
     }
 }

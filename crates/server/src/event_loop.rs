@@ -28,6 +28,163 @@ const FAST_EXPIRE_EVERY: Duration = Duration::from_millis(2);
 const BLOCKED_SCAN_EVERY: Duration = Duration::from_millis(10);
 
 /// More than 10% of the volatile keys examined were already stale (Redis' threshold).
+/// What a loop lends a script it runs, so that the script's Lua hook can answer the
+/// loop's other clients once it is busy (past `busy-reply-threshold`): they get -BUSY,
+/// or have SCRIPT KILL, FUNCTION KILL and SHUTDOWN NOSAVE carried out (Redis answers
+/// them from inside the script the same way). Other loops answer their own clients.
+#[derive(Default)]
+struct BusyService {
+    shared: Option<Arc<Shared>>,
+    stats: Option<Arc<ThreadStats>>,
+    conns: Vec<Option<Conn>>,
+    /// Connections answered meanwhile, to flush once the script is over.
+    touched: Vec<usize>,
+}
+
+thread_local! {
+    static BUSY_SERVICE: std::cell::RefCell<BusyService> = std::cell::RefCell::default();
+}
+
+/// EVAL, EVALSHA, FCALL and their read-only forms: the commands that run a script.
+fn names_script(args: &Args) -> bool {
+    let Some(name) = args.get(0) else {
+        return false;
+    };
+    const SCRIPTS: [&[u8]; 6] = [
+        b"eval",
+        b"evalsha",
+        b"eval_ro",
+        b"evalsha_ro",
+        b"fcall",
+        b"fcall_ro",
+    ];
+    (5..=10).contains(&name.len()) && SCRIPTS.iter().any(|s| name.eq_ignore_ascii_case(s))
+}
+
+/// Before a script runs: the loop's other connections go where the script's busy
+/// service (`serve_while_busy`) can reach them.
+fn lend_connections(conns: &mut Vec<Option<Conn>>) {
+    BUSY_SERVICE.with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            b.conns = std::mem::take(conns);
+            b.touched.clear();
+        }
+    });
+}
+
+/// After the script: the connections come back; `answered` gets those the busy
+/// service answered, to flush (or close) as usual.
+fn take_back_connections(conns: &mut Vec<Option<Conn>>, answered: &mut Vec<usize>) {
+    let (lent, touched) = BUSY_SERVICE.with(|b| match b.try_borrow_mut() {
+        Ok(mut b) => (std::mem::take(&mut b.conns), std::mem::take(&mut b.touched)),
+        Err(_) => (Vec::new(), Vec::new()),
+    });
+    if lent.is_empty() {
+        // Not lent (the service was in use): the table never left.
+        return;
+    }
+    // Nothing else may fill the loop's table while it is lent.
+    assert!(
+        conns.is_empty(),
+        "a loop's connections were replaced while lent to a script"
+    );
+    *conns = lent;
+    answered.extend(touched);
+}
+
+/// Called by a busy script's Lua hook on its loop's thread: reads what the loop's
+/// other clients sent and answers it as a busy server does (the dispatcher refuses all
+/// but the commands Redis allows then). A master link, a replica and blocked clients
+/// are left alone: what they send waits for the script's end.
+pub fn serve_while_busy() {
+    BUSY_SERVICE.with(|b| {
+        let Ok(mut service) = b.try_borrow_mut() else {
+            return;
+        };
+        let service = &mut *service;
+        let (Some(shared), Some(stats)) = (service.shared.clone(), service.stats.clone()) else {
+            return;
+        };
+        let limit = shared
+            .config
+            .tunables
+            .client_query_buffer_limit
+            .load(Ordering::Relaxed) as usize;
+        let mut buf = [0u8; 16 * 1024];
+        let now = carmine_keyspace::now_ms();
+        for (t, slot) in service.conns.iter_mut().enumerate() {
+            let Some(conn) = slot.as_mut() else { continue };
+            if conn.closing
+                || conn.session.master_link
+                || conn.session.replica_feed
+                || conn.session.blocked.is_some()
+            {
+                continue;
+            }
+            let mut got = false;
+            while conn.rbuf.len() <= limit {
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => {
+                        conn.closing = true;
+                        got = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        ThreadStats::add(&stats.net_input, n as u64);
+                        conn.rbuf.extend_from_slice(&buf[..n]);
+                        got = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        conn.closing = true;
+                        got = true;
+                        break;
+                    }
+                }
+            }
+            if !got && conn.rbuf.is_empty() {
+                continue;
+            }
+            while !conn.closing && conn.session.blocked.is_none() {
+                match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
+                    Ok(true) => {
+                        execute_at(
+                            &shared,
+                            &mut conn.session,
+                            &stats,
+                            &conn.args,
+                            &mut conn.reply,
+                            now,
+                        );
+                        if conn.session.close_after_reply {
+                            conn.closing = true;
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        conn.reply.error(&e.to_string());
+                        conn.closing = true;
+                        conn.rbuf.clear();
+                    }
+                }
+            }
+            while !conn.reply.out.is_empty() {
+                match conn.stream.write(&conn.reply.out) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        ThreadStats::add(&stats.net_output, n as u64);
+                        conn.reply.out.advance(n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            service.touched.push(t);
+        }
+    });
+}
+
 fn stale_share_high(examined: usize, removed: usize) -> bool {
     examined > 0 && removed * 10 > examined
 }
@@ -89,7 +246,8 @@ pub struct EventLoop {
     /// Client id -> connection slot, for deliveries.
     by_id: std::collections::HashMap<u64, usize>,
     peers: Vec<LoopHandle>,
-    next_peer: usize,
+    /// Which loop the next accepted connection goes to, shared by the accepting loops.
+    next_peer: Arc<std::sync::atomic::AtomicUsize>,
     waker: Arc<Waker>,
     read_buf: Vec<u8>,
     expire_cursor: usize,
@@ -129,7 +287,7 @@ impl EventLoop {
                 me: handle.clone(),
                 by_id: std::collections::HashMap::new(),
                 peers: Vec::new(),
-                next_peer: 0,
+                next_peer: Arc::default(),
                 waker,
                 read_buf: vec![0; READ_CHUNK],
                 expire_cursor: 0,
@@ -149,6 +307,7 @@ impl EventLoop {
         &mut self,
         mut listeners: Vec<Listener>,
         peers: Vec<LoopHandle>,
+        turn: Arc<std::sync::atomic::AtomicUsize>,
     ) -> io::Result<()> {
         for (i, l) in listeners.iter_mut().enumerate() {
             self.poll
@@ -157,10 +316,17 @@ impl EventLoop {
         }
         self.listeners = listeners;
         self.peers = peers;
+        self.next_peer = turn;
         Ok(())
     }
 
     pub fn run(mut self) {
+        BUSY_SERVICE.with(|b| {
+            let mut b = b.borrow_mut();
+            b.shared = Some(self.shared.clone());
+            b.stats = Some(self.stats.clone());
+        });
+        let _ = self.shared.busy_serve.set(serve_while_busy);
         let mut events = Events::with_capacity(1024);
         let mut next_cron = Instant::now();
         loop {
@@ -278,8 +444,15 @@ impl EventLoop {
                         let _ = s.write_all(reason.as_bytes());
                         continue;
                     }
-                    let target = self.next_peer % self.peers.len().max(1);
-                    self.next_peer = self.next_peer.wrapping_add(1);
+                    let mut target =
+                        self.next_peer.fetch_add(1, Ordering::Relaxed) % self.peers.len().max(1);
+                    // A busy script keeps its loop: a new client (the one that would
+                    // send SCRIPT KILL) goes to another.
+                    if self.peers.len() > 1
+                        && self.shared.scripts.running.busy_thread() == Some(target)
+                    {
+                        target = (target + 1) % self.peers.len();
+                    }
                     if target == self.id || self.peers.is_empty() {
                         self.adopt(stream);
                     } else {
@@ -418,14 +591,21 @@ impl EventLoop {
 
     /// Executes every complete command buffered for connection `t`, then writes.
     fn process(&mut self, t: usize) {
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+        // Taken out of its slot while its commands run, so that a script's busy
+        // service can hold the loop's other connections meanwhile.
+        let Some(mut conn) = self.conns.get_mut(t).and_then(Option::take) else {
             return;
         };
         let shared = &*self.shared;
         let now = carmine_keyspace::now_ms();
+        let mut answered_while_busy = Vec::new();
         while !conn.closing && conn.reply.len() < OUTPUT_PAUSE && conn.session.blocked.is_none() {
             match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
                 Ok(true) => {
+                    let script = names_script(&conn.args);
+                    if script {
+                        lend_connections(&mut self.conns);
+                    }
                     execute_at(
                         shared,
                         &mut conn.session,
@@ -434,6 +614,9 @@ impl EventLoop {
                         &mut conn.reply,
                         now,
                     );
+                    if script {
+                        take_back_connections(&mut self.conns, &mut answered_while_busy);
+                    }
                     conn.decoder.set_authenticated(conn.session.authenticated);
                     if conn.session.close_after_reply {
                         conn.closing = true;
@@ -456,7 +639,13 @@ impl EventLoop {
             .info
             .qbuf
             .store(conn.rbuf.len() as u64, Ordering::Relaxed);
+        if let Some(slot) = self.conns.get_mut(t) {
+            *slot = Some(conn);
+        }
         self.queue_flush(t);
+        for other in answered_while_busy {
+            self.queue_flush(other);
+        }
     }
 
     /// Marks connection `t`'s output for the before-sleep flush.
@@ -758,6 +947,10 @@ impl EventLoop {
             return;
         }
         let sh = &self.shared;
+        // Not while the world is stopped (see cron_global).
+        let Some(_turn) = sh.barrier.try_shared(self.id) else {
+            return;
+        };
         let (examined, removed) = sh.keyspace.active_expire(
             &mut self.expire_cursor,
             Duration::from_millis(1),
@@ -774,6 +967,11 @@ impl EventLoop {
     /// save points (`save <seconds> <changes>`, BGSAVE SCHEDULE).
     fn cron_global(&mut self) {
         let sh = &self.shared;
+        // A busy script holds the world: the periodic work that needs it waits for its
+        // end, and this loop answers its clients meanwhile.
+        if sh.scripts.running.busy() {
+            return;
+        }
         crate::persistence::tick(sh);
         crate::aof::AppendOnly::cron(sh);
         sh.pause.tick(sh);
@@ -782,7 +980,10 @@ impl EventLoop {
             let max = sh.config.get_i64("tracking-table-max-keys").max(0) as usize;
             sh.tracking.limit(sh, max);
         }
-        if sh.active_expire.load(Ordering::Relaxed) {
+        // Not while the world is stopped: a script or a transaction sees no key
+        // expire under it.
+        let turn = sh.barrier.try_shared(self.id);
+        if sh.active_expire.load(Ordering::Relaxed) && turn.is_some() {
             let hz = sh.config.tunables.hz.load(Ordering::Relaxed).max(1);
             // Redis' slow cycle may use 25% of each cron period.
             let budget = Duration::from_micros(250_000 / hz);
@@ -796,6 +997,7 @@ impl EventLoop {
                     });
             self.expire_backlog = stale_share_high(examined, removed);
         }
+        drop(turn);
         let total = sh.sum(|t| t.total_commands.load(Ordering::Relaxed));
         let (at, prev) = self.ops_sample;
         let secs = at.elapsed().as_secs_f64();

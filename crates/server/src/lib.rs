@@ -204,6 +204,7 @@ impl Server {
         if let Some(reserve) = heap_reserve {
             let _ = shared.heap_reserve.set(reserve);
         }
+        let _ = shared.log.set(log::at_level);
         if sentinel_mode {
             shared
                 .facts
@@ -281,7 +282,7 @@ impl Server {
         Ok(server)
     }
 
-    /// Starts the event loops (the first one accepts) and logs the start-up lines.
+    /// Starts the event loops (each accepts) and logs the start-up lines.
     fn run_loops(
         shared: Arc<Shared>,
         n: usize,
@@ -296,7 +297,17 @@ impl Server {
             loops.push(l);
             handles.push(h);
         }
-        loops[0].set_listeners(listeners, handles.clone())?;
+        // Every loop accepts (a connection still goes to the loops in turn), so a loop
+        // busy with a long script or command does not keep new clients out.
+        let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for l in loops.iter_mut().skip(1) {
+            let clones = listeners
+                .iter()
+                .map(net::Listener::try_clone)
+                .collect::<io::Result<Vec<_>>>()?;
+            l.set_listeners(clones, handles.clone(), turn.clone())?;
+        }
+        loops[0].set_listeners(listeners, handles.clone(), turn)?;
         let mut threads = Vec::new();
         for (i, l) in loops.into_iter().enumerate() {
             threads.push(

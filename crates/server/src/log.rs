@@ -97,6 +97,17 @@ pub fn log(level: Level, msg: &str) {
     }
 }
 
+/// `log` at a level given as Redis numbers it (0 debug .. 3 warning).
+pub fn at_level(level: u8, msg: &str) {
+    let level = match level {
+        0 => Level::Debug,
+        1 => Level::Verbose,
+        2 => Level::Notice,
+        _ => Level::Warning,
+    };
+    log(level, msg);
+}
+
 pub fn notice(msg: &str) {
     log(Level::Notice, msg);
 }

@@ -28,6 +28,20 @@ pub enum Peer {
 }
 
 impl Listener {
+    /// Another handle on the same listening socket, for another event loop's poll.
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        use std::os::fd::AsFd;
+        Ok(match self {
+            Listener::Tcp(l) => Listener::Tcp(TcpListener::from_std(std::net::TcpListener::from(
+                l.as_fd().try_clone_to_owned()?,
+            ))),
+            #[cfg(unix)]
+            Listener::Unix(l) => Listener::Unix(UnixListener::from_std(
+                std::os::unix::net::UnixListener::from(l.as_fd().try_clone_to_owned()?),
+            )),
+        })
+    }
+
     pub fn accept(&self) -> io::Result<(ClientStream, Peer)> {
         match self {
             Listener::Tcp(l) => l

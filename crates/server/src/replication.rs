@@ -261,7 +261,14 @@ impl ReplicationStream {
         let mut st = {
             // While the world is stopped (DEBUG SLEEP, a long EXCLUSIVE command) this
             // loop waits too, as Redis' single thread would: no keepalive, no PING.
-            let _turn = shared.barrier.shared(0);
+            // A busy script's world is waited for no longer: the loop must answer its
+            // clients (-BUSY, SCRIPT KILL) meanwhile.
+            let Some(_turn) = shared
+                .barrier
+                .shared_unless(0, || shared.scripts.running.busy())
+            else {
+                return;
+            };
             stream.state.lock()
         };
         // Forget replicas whose connection closed.
