@@ -298,26 +298,50 @@ fn function(ctx: &mut Ctx<'_, '_>) {
                 ));
             }
             let code = ctx.arg(argc - 1).to_vec();
-            let (name, body_start) = match parse_header(&code) {
-                Ok(h) => h,
-                Err(e) => return ctx.error(&e),
-            };
-            if guard.is_none() {
-                match Loaded::new(shared) {
-                    Ok(l) => *guard = Some(l),
-                    Err(e) => return ctx.error(&e),
-                }
-            }
-            let Some(loaded) = guard.as_mut() else { return };
-            if !replace && loaded.libraries.contains_key(&name) {
-                return ctx.error(&format!("ERR Library '{name}' already exists"));
-            }
-            match loaded.load(&name, &code, body_start) {
-                Ok(lib) => {
-                    loaded.libraries.insert(name.clone(), lib);
-                    shared.functions.count(Some(loaded));
+            match load_into(shared, &mut guard, &code, replace) {
+                Ok(name) => {
                     propagate_request(ctx);
                     ctx.reply.bulk(name.as_bytes());
+                }
+                Err(e) => ctx.error(&e),
+            }
+        }
+        (b"dump", 2) => {
+            let codes: Vec<Vec<u8>> = guard
+                .as_ref()
+                .map(|l| l.libraries.values().map(|lib| lib.code.clone()).collect())
+                .unwrap_or_default();
+            let Some(p) = shared.persistence.get() else {
+                return ctx.error("ERR persistence is not available in this embedding");
+            };
+            ctx.reply.bulk(&p.dump_functions(&codes));
+        }
+        (b"restore", 3 | 4) => {
+            let policy = if argc == 4 {
+                match ctx.arg(3).to_ascii_uppercase().as_slice() {
+                    b"FLUSH" => Restore::Flush,
+                    b"APPEND" => Restore::Append,
+                    b"REPLACE" => Restore::Replace,
+                    _ => {
+                        return ctx.error(
+                            "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+                        )
+                    }
+                }
+            } else {
+                Restore::Append
+            };
+            let Some(p) = shared.persistence.get() else {
+                return ctx.error("ERR persistence is not available in this embedding");
+            };
+            let libraries = match p.restore_functions(ctx.arg(2)) {
+                Ok(l) => l,
+                Err(e) => return ctx.error(e),
+            };
+            match restore(shared, &mut guard, &libraries, policy) {
+                Ok(()) => {
+                    propagate_request(ctx);
+                    ctx.reply.ok();
                 }
                 Err(e) => ctx.error(&e),
             }
@@ -366,6 +390,10 @@ const FUNCTION_HELP: &[&str] = &[
     "    Return general information on all the libraries.",
     "FLUSH [ASYNC|SYNC]",
     "    Delete all the libraries.",
+    "DUMP",
+    "    Return a serialized payload representing the current libraries.",
+    "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+    "    Restore the libraries represented by the given payload (APPEND by default).",
     "STATS",
     "    Return information about the current function running.",
     "KILL",
@@ -373,6 +401,117 @@ const FUNCTION_HELP: &[&str] = &[
     "HELP",
     "    Print this help.",
 ];
+
+/// What FUNCTION RESTORE does with the libraries there are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restore {
+    Flush,
+    Append,
+    Replace,
+}
+
+/// Loads one library's code (FUNCTION LOAD): its name, or Redis' error.
+fn load_into(
+    shared: &Shared,
+    guard: &mut Option<Loaded>,
+    code: &[u8],
+    replace: bool,
+) -> Result<String, String> {
+    let (name, body_start) = parse_header(code)?;
+    if guard.is_none() {
+        *guard = Some(Loaded::new(shared)?);
+    }
+    let Some(loaded) = guard.as_mut() else {
+        return Err("ERR Lua is unavailable".into());
+    };
+    if !replace && loaded.libraries.contains_key(&name) {
+        return Err(format!("ERR Library '{name}' already exists"));
+    }
+    let lib = loaded.load(&name, code, body_start)?;
+    loaded.libraries.insert(name.clone(), lib);
+    shared.functions.count(Some(loaded));
+    Ok(name)
+}
+
+/// FUNCTION RESTORE: all the libraries load, or none does (what was replaced comes
+/// back).
+fn restore(
+    shared: &Shared,
+    guard: &mut Option<Loaded>,
+    libraries: &[Vec<u8>],
+    policy: Restore,
+) -> Result<(), String> {
+    let previous = match policy {
+        Restore::Flush => guard.take(),
+        _ => None,
+    };
+    let mut added: Vec<String> = Vec::new();
+    let mut replaced: Vec<(String, Library)> = Vec::new();
+    let mut outcome = Ok(());
+    for code in libraries {
+        let name = match parse_header(code) {
+            Ok((name, _)) => name,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        let existing = guard.as_mut().and_then(|l| l.libraries.remove(&name));
+        if let Some(old) = existing {
+            if policy == Restore::Append {
+                if let Some(l) = guard.as_mut() {
+                    l.libraries.insert(name.clone(), old);
+                }
+                outcome = Err(format!("ERR Library {name} already exists"));
+                break;
+            }
+            replaced.push((name.clone(), old));
+        }
+        match load_into(shared, guard, code, false) {
+            Ok(name) => added.push(name),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if outcome.is_err() {
+        if policy == Restore::Flush {
+            *guard = previous;
+        } else if let Some(l) = guard.as_mut() {
+            for name in added {
+                l.libraries.remove(&name);
+            }
+            l.libraries.extend(replaced);
+        }
+    }
+    shared.functions.count(guard.as_ref());
+    outcome
+}
+
+/// Every library's code, for a snapshot (RDB, AOF base, full sync): call it while no
+/// command runs, with the snapshot's keys.
+pub fn library_codes(shared: &Shared) -> Vec<Vec<u8>> {
+    shared
+        .functions
+        .inner
+        .lock()
+        .as_ref()
+        .map(|l| l.libraries.values().map(|lib| lib.code.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// A library read from an RDB file or a master's payload (replacing one of its name).
+pub fn load_library(shared: &Shared, code: &[u8]) -> Result<(), String> {
+    let mut guard = shared.functions.inner.lock();
+    load_into(shared, &mut guard, code, true).map(|_| ())
+}
+
+/// Drops every library (before a full load replaces the dataset).
+pub fn flush_libraries(shared: &Shared) {
+    *shared.functions.inner.lock() = None;
+    shared.functions.count(None);
+}
 
 /// FUNCTION LOAD, DELETE and FLUSH reach replicas and the AOF as they were sent.
 fn propagate_request(ctx: &mut Ctx<'_, '_>) {

@@ -24,6 +24,10 @@ pub trait Persistence: Send + Sync {
     fn dump(&self, value: &Value) -> Vec<u8>;
     /// Decodes a RESTORE payload; Ok(None) for an empty collection.
     fn restore(&self, keyspace: &Keyspace, payload: &[u8]) -> Result<Option<Value>, RestoreError>;
+    /// FUNCTION DUMP's payload of these libraries' code.
+    fn dump_functions(&self, libraries: &[Vec<u8>]) -> Vec<u8>;
+    /// The libraries' code in a FUNCTION RESTORE payload, or Redis' error reply.
+    fn restore_functions(&self, payload: &[u8]) -> Result<Vec<Vec<u8>>, &'static str>;
 }
 
 /// The append-only file, installed by the server: what the commands crate needs of it.

@@ -83,6 +83,57 @@ pub fn dump_payload(v: &Value, opts: WriteOptions) -> Vec<u8> {
     out
 }
 
+/// FUNCTION DUMP's payload: each library as RDB writes it, then the RDB version and a
+/// CRC-64, as DUMP's.
+pub fn dump_functions(libraries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for code in libraries {
+        write::put_function(&mut out, code);
+    }
+    out.extend_from_slice(&(WRITE_VERSION as u16).to_le_bytes());
+    let crc = crc64::crc64(0, &out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// What FUNCTION RESTORE may say of a payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FunctionsPayloadError {
+    /// Redis: "payload version or checksum are wrong".
+    Envelope,
+    /// Redis: "given type is not a function".
+    NotAFunction,
+    /// The payload ends inside a library.
+    Truncated(RdbError),
+}
+
+/// The libraries' code in a FUNCTION DUMP payload (from Carmine or Redis).
+pub fn restore_functions(p: &[u8]) -> Result<Vec<Vec<u8>>, FunctionsPayloadError> {
+    if p.len() < 10 {
+        return Err(FunctionsPayloadError::Envelope);
+    }
+    let body_end = p.len() - 10;
+    let version = u16::from_le_bytes([p[body_end], p[body_end + 1]]);
+    let stored = u64::from_le_bytes(p[p.len() - 8..].try_into().unwrap_or_default());
+    if u32::from(version) > MAX_VERSION
+        || (stored != 0 && crc64::crc64(0, &p[..p.len() - 8]) != stored)
+    {
+        return Err(FunctionsPayloadError::Envelope);
+    }
+    let mut c = read::Cursor {
+        data: &p[..body_end],
+        pos: 0,
+    };
+    let mut libraries = Vec::new();
+    while c.pos < body_end {
+        if c.u8().map_err(FunctionsPayloadError::Truncated)? != read::OP_FUNCTION2 {
+            return Err(FunctionsPayloadError::NotAFunction);
+        }
+        libraries.push(c.string().map_err(FunctionsPayloadError::Truncated)?);
+    }
+    Ok(libraries)
+}
+
 /// Decodes a DUMP payload (from Carmine or Redis up to RDB version 12), checking its
 /// version and checksum first.
 pub fn restore_payload(p: &[u8]) -> Result<Value, RdbError> {
@@ -140,6 +191,26 @@ pub fn verify_payload(p: &[u8]) -> Result<usize, RdbError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn function_payloads_round_trip_and_are_checked() {
+        let libs = vec![b"#!lua name=a\nredis.register_function('f', function() end)".to_vec()];
+        let p = dump_functions(&libs);
+        assert_eq!(restore_functions(&p), Ok(libs));
+        assert_eq!(restore_functions(&dump_functions(&[])), Ok(vec![]));
+        let mut bad = p.clone();
+        bad[3] ^= 1;
+        assert_eq!(
+            restore_functions(&bad),
+            Err(FunctionsPayloadError::Envelope)
+        );
+        // A key's DUMP is not a function library.
+        let key = dump_payload(&Value::String(b"v".to_vec()), WriteOptions::default());
+        assert_eq!(
+            restore_functions(&key),
+            Err(FunctionsPayloadError::NotAFunction)
+        );
+    }
 
     fn bytes() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![

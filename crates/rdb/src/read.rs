@@ -3,8 +3,10 @@
 use crate::{crc64::crc64, lzf, packed, Entry, RdbError, Value};
 
 pub(crate) const OP_SLOT_INFO: u8 = 0xf4;
-pub(crate) const OP_FUNCTION_PRE_GA: u8 = 0xf5;
-pub(crate) const OP_FUNCTION2: u8 = 0xf6;
+/// A function library's code (Redis 7.0's RDB_OPCODE_FUNCTION2).
+pub(crate) const OP_FUNCTION2: u8 = 0xf5;
+/// Function libraries as Redis 7.0's release candidates wrote them.
+pub(crate) const OP_FUNCTION_PRE_GA: u8 = 0xf6;
 pub(crate) const OP_MODULE_AUX: u8 = 0xf7;
 pub(crate) const OP_IDLE: u8 = 0xf8;
 pub(crate) const OP_FREQ: u8 = 0xf9;
@@ -39,6 +41,9 @@ pub enum Item {
         expires: u64,
     },
     Entry(Entry),
+    /// A function library's code (`#!lua name=...` and the rest), as FUNCTION LOAD
+    /// took it.
+    Function(Vec<u8>),
 }
 
 /// A cursor over bytes with the offset-carrying error every read can raise.
@@ -434,11 +439,11 @@ impl<'a> Reader<'a> {
                         message: "cannot load module auxiliary data: Carmine has no modules".into(),
                     })
                 }
-                OP_FUNCTION_PRE_GA | OP_FUNCTION2 => {
+                OP_FUNCTION2 => return Ok(Some(Item::Function(self.c.string()?))),
+                OP_FUNCTION_PRE_GA => {
                     return Err(RdbError {
                         offset: at,
-                        message: "cannot load a function library: Carmine has no functions yet"
-                            .into(),
+                        message: "cannot load function libraries in the format of Redis 7.0's release candidates".into(),
                     })
                 }
                 t => {

@@ -148,6 +148,8 @@ pub struct Snapshot {
     /// (keys, keys with deadlines) per database at the start: RESIZEDB hints.
     counts: Vec<(usize, usize)>,
     checksum: bool,
+    /// Function libraries' code, written before the databases.
+    functions: Vec<Vec<u8>>,
 }
 
 impl Snapshot {
@@ -169,7 +171,14 @@ impl Snapshot {
             key_delay_us: 0,
             counts,
             checksum,
+            functions: Vec::new(),
         })
+    }
+
+    /// The function libraries to write (taken with the keys' point in time: call it
+    /// right after `begin`, while no command runs).
+    pub fn set_functions(&mut self, libraries: Vec<Vec<u8>>) {
+        self.functions = libraries;
     }
 
     /// Slows the walk down per key (see `key_delay_us`).
@@ -209,6 +218,9 @@ impl Snapshot {
         write::put_header(&mut head);
         for (k, v) in aux {
             write::put_aux(&mut head, k, v);
+        }
+        for code in &self.functions {
+            write::put_function(&mut head, code);
         }
         w.write_all(&head)?;
         // Within a database the order of tables is free, so whatever writers captured is
@@ -356,6 +368,11 @@ pub trait LoadObserver {
     fn expired(&mut self, _db: usize, _key: &[u8]) {}
     /// An auxiliary field (`repl-id`, `repl-offset` ...). They precede the keys.
     fn aux(&mut self, _name: &[u8], _value: &[u8]) {}
+    /// A function library's code. A load that has nowhere to put libraries refuses
+    /// the file rather than drop them.
+    fn function(&mut self, _code: &[u8]) -> Result<(), String> {
+        Err("function libraries cannot be loaded here".into())
+    }
     /// After each key read (Redis' `key-load-delay` sleeps here).
     fn key_read(&mut self) {}
     /// Keep keys whose deadline passed (a replica loads them: its master's DELs remove
@@ -441,6 +458,15 @@ pub fn load_observed(
                 }
                 crate::Item::Aux(name, value) => {
                     observer.aux(&name, &value);
+                    continue;
+                }
+                crate::Item::Function(code) => {
+                    observer
+                        .function(&code)
+                        .map_err(|message| crate::RdbError {
+                            offset: at,
+                            message: format!("cannot load a function library: {message}"),
+                        })?;
                     continue;
                 }
             };

@@ -254,6 +254,13 @@ pub fn put_aux(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     put_string(out, value, WriteOptions { compress: false });
 }
 
+/// A function library's code (RDB_OPCODE_FUNCTION2), as Redis 7.0 writes one before
+/// the databases, and FUNCTION DUMP writes its payload.
+pub fn put_function(out: &mut Vec<u8>, code: &[u8]) {
+    out.push(crate::read::OP_FUNCTION2);
+    put_string(out, code, WriteOptions { compress: false });
+}
+
 pub fn put_select_db(out: &mut Vec<u8>, db: usize, keys: u64, expires: u64) {
     out.push(OP_SELECTDB);
     put_length(out, db as u64);

@@ -58,7 +58,7 @@ fn names_script(args: &Args) -> bool {
         b"fcall",
         b"fcall_ro",
     ];
-    (5..=10).contains(&name.len()) && SCRIPTS.iter().any(|s| name.eq_ignore_ascii_case(s))
+    (4..=10).contains(&name.len()) && SCRIPTS.iter().any(|s| name.eq_ignore_ascii_case(s))
 }
 
 /// Before a script runs: the loop's other connections go where the script's busy

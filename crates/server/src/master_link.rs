@@ -338,11 +338,16 @@ fn full_sync(
             shared.keyspace.flush_db(db);
         }
         log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
+        // The master's libraries replace ours with its keys.
+        carmine_commands::functions::flush_libraries(shared);
         let loaded = carmine_rdb::load_observed(
             &shared.keyspace,
             &rdb,
-            &mut carmine_rdb::ReplicaLoad {
-                key_delay_us: shared.config.get_i64("key-load-delay"),
+            &mut crate::persistence::WithFunctions {
+                shared,
+                inner: &mut carmine_rdb::ReplicaLoad {
+                    key_delay_us: shared.config.get_i64("key-load-delay"),
+                },
             },
         );
         shared.persist.loading.store(false, Ordering::Release);

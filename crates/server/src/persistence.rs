@@ -220,6 +220,7 @@ impl RdbFiles {
         Snapshot::begin(&shared.keyspace, opts, checksum)
             .map(|mut s| {
                 s.set_key_delay_us(shared.config.get_i64("rdb-key-save-delay"));
+                s.set_functions(carmine_commands::functions::library_codes(shared));
                 (s, dirty)
             })
             .ok_or_else(|| "Background save already in progress".to_string())
@@ -304,6 +305,19 @@ impl Persistence for RdbFiles {
         let v =
             carmine_rdb::decode_payload(payload, body_end).map_err(|_| RestoreError::BadData)?;
         Ok(carmine_rdb::to_keyspace(v, ks))
+    }
+
+    fn dump_functions(&self, libraries: &[Vec<u8>]) -> Vec<u8> {
+        carmine_rdb::dump_functions(libraries)
+    }
+
+    fn restore_functions(&self, payload: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
+        use carmine_rdb::FunctionsPayloadError as E;
+        carmine_rdb::restore_functions(payload).map_err(|e| match e {
+            E::Envelope => "ERR payload version or checksum are wrong",
+            E::NotAFunction => "ERR given type is not a function",
+            E::Truncated(_) => "ERR Bad data format",
+        })
     }
 }
 
@@ -503,6 +517,7 @@ fn reserve_heap(shared: &Shared) {
 
 /// What start-up's load saw besides the keys.
 struct StartupLoad<'a> {
+    shared: &'a Shared,
     persist: &'a carmine_commands::PersistStats,
     repl_id: Option<ReplId>,
     repl_offset: Option<u64>,
@@ -537,6 +552,10 @@ impl carmine_rdb::LoadObserver for StartupLoad<'_> {
         self.replica
     }
 
+    fn function(&mut self, code: &[u8]) -> Result<(), String> {
+        carmine_commands::functions::load_library(self.shared, code)
+    }
+
     fn aux(&mut self, name: &[u8], value: &[u8]) {
         let number = || std::str::from_utf8(value).ok()?.parse::<u64>().ok();
         match name {
@@ -545,6 +564,39 @@ impl carmine_rdb::LoadObserver for StartupLoad<'_> {
             b"repl-stream-db" => self.repl_db = number().and_then(|n| usize::try_from(n).ok()),
             _ => {}
         }
+    }
+}
+
+/// Function libraries found while loading keys some other way (an AOF's RDB base, a
+/// master's payload, which `inner` observes) are loaded as a start-up load loads them.
+pub struct WithFunctions<'a> {
+    pub shared: &'a Shared,
+    pub inner: &'a mut dyn carmine_rdb::LoadObserver,
+}
+
+impl carmine_rdb::LoadObserver for WithFunctions<'_> {
+    fn progress(&mut self, bytes: usize, keys: u64) {
+        self.inner.progress(bytes, keys)
+    }
+
+    fn expired(&mut self, db: usize, key: &[u8]) {
+        self.inner.expired(db, key)
+    }
+
+    fn aux(&mut self, name: &[u8], value: &[u8]) {
+        self.inner.aux(name, value)
+    }
+
+    fn key_read(&mut self) {
+        self.inner.key_read()
+    }
+
+    fn keep_expired(&self) -> bool {
+        self.inner.keep_expired()
+    }
+
+    fn function(&mut self, code: &[u8]) -> Result<(), String> {
+        carmine_commands::functions::load_library(self.shared, code)
     }
 }
 
@@ -574,7 +626,10 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
     p.loading_loaded_keys.store(0, Ordering::Relaxed);
     p.loading_start_unix.store(unix_now(), Ordering::Relaxed);
     p.loading.store(true, Ordering::Release);
+    // The file's libraries replace ours, as its keys replace our keys.
+    carmine_commands::functions::flush_libraries(shared);
     let mut seen = StartupLoad {
+        shared,
         persist: p,
         repl_id: None,
         repl_offset: None,

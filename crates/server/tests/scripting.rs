@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::Duration;
 
 fn eval<T: redis::FromRedisValue>(
@@ -110,8 +111,12 @@ fn errors_read_as_redis_writes_them() {
     let pcall: String =
         eval(&mut c, "return redis.pcall('incr', 's')['err']", &[], &[]).expect("pcall");
     assert_eq!(pcall, "ERR value is not an integer or out of range");
-    assert!(message(eval(&mut c, "return nosuch()", &[], &[]))
-        .starts_with("ERR user_script:1: attempt to call global 'nosuch'"));
+    // Redis 7.0.15's globals protection answers before the call is attempted.
+    assert!(
+        message(eval(&mut c, "return nosuch()", &[], &[])).starts_with(
+            "ERR user_script:1: Script attempted to access nonexistent global variable 'nosuch'"
+        )
+    );
     assert!(message(eval(&mut c, "return x +", &[], &[]))
         .starts_with("ERR Error compiling script (new function): user_script:1:"));
     assert_eq!(
@@ -376,4 +381,257 @@ fn function_libraries_load_call_list_and_go() {
         bad.expect_err("no header").detail(),
         Some("Missing library metadata")
     );
+}
+
+/// Sends one command on a raw connection and reads its reply (a single line here).
+fn raw_command(s: &mut std::net::TcpStream, argv: &[&str]) -> String {
+    let mut out = format!("*{}\r\n", argv.len());
+    for a in argv {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    let (reply, _) = common::exchange(s, out.as_bytes(), |r| r.ends_with(b"\r\n"));
+    String::from_utf8_lossy(&reply).trim_end().to_string()
+}
+
+#[test]
+fn a_busy_script_gets_busy_replies_and_script_kill_on_every_loop() {
+    let server = common::start("busy-reply-threshold 50");
+    // Four connections over the two event loops: two share the script's loop.
+    let mut conns: Vec<_> = (0..4).map(|_| common::raw(&server)).collect();
+    let mut script = conns.remove(0);
+    let looping = "local f = function() while true do end end while true do pcall(f) end";
+    script
+        .write_all(
+            format!(
+                "*3\r\n$4\r\nEVAL\r\n${}\r\n{looping}\r\n$1\r\n0\r\n",
+                looping.len()
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+    assert!(common::wait_until(10, || {
+        raw_command(&mut conns[0], &["PING"]).starts_with("-BUSY")
+    }));
+    for c in conns.iter_mut() {
+        assert_eq!(
+            raw_command(c, &["GET", "k"]),
+            "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        );
+    }
+    assert!(raw_command(&mut conns[1], &["FUNCTION", "KILL"]).starts_with("-BUSY"));
+    assert_eq!(raw_command(&mut conns[2], &["SCRIPT", "KILL"]), "+OK");
+    let (reply, _) = common::exchange(&mut script, b"", |r| r.ends_with(b"\r\n"));
+    assert!(
+        String::from_utf8_lossy(&reply)
+            .starts_with("-ERR Script killed by user with SCRIPT KILL..."),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    for c in conns.iter_mut() {
+        assert_eq!(raw_command(c, &["PING"]), "+PONG");
+    }
+    assert_eq!(
+        raw_command(&mut conns[0], &["SCRIPT", "KILL"]),
+        "-NOTBUSY No scripts in execution right now."
+    );
+    // A script that wrote cannot be killed; SHUTDOWN NOSAVE ends it with the server.
+    let writer = "redis.call('set', 'k', 'v') while true do end";
+    script
+        .write_all(
+            format!(
+                "*3\r\n$4\r\nEVAL\r\n${}\r\n{writer}\r\n$1\r\n0\r\n",
+                writer.len()
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+    assert!(common::wait_until(10, || {
+        raw_command(&mut conns[0], &["PING"]).starts_with("-BUSY")
+    }));
+    assert!(raw_command(&mut conns[1], &["SCRIPT", "KILL"]).starts_with("-UNKILLABLE"));
+    assert!(raw_command(&mut conns[1], &["SHUTDOWN"]).starts_with("-BUSY"));
+    let _ = raw_command(&mut conns[2], &["SHUTDOWN", "NOSAVE"]);
+    assert!(common::wait_until(10, || server.shutdown_requested()));
+    server.shutdown();
+}
+
+#[test]
+fn the_libraries_and_the_sandbox_are_redis_own() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let json: String = eval(
+        &mut c,
+        "return cjson.encode({cjson.decode(ARGV[1]).a, 'x/y', 0.5})",
+        &[],
+        &[r#"{"a": [1, 2, {"b": null}]}"#],
+    )
+    .expect("cjson");
+    assert_eq!(json, r#"[[1,2,{"b":null}],"x\/y",0.5]"#);
+    let packed: String = eval(
+        &mut c,
+        "local h = '' for _, b in ipairs({string.byte(cmsgpack.pack({1, 'a', -200}), 1, -1)}) do h = h .. string.format('%02x', b) end return h",
+        &[],
+        &[],
+    )
+    .expect("cmsgpack");
+    assert_eq!(packed, "9301a161d1ff38");
+    let unpacked: i64 = eval(
+        &mut c,
+        "return cmsgpack.unpack(cmsgpack.pack({n = 42})).n",
+        &[],
+        &[],
+    )
+    .expect("unpack");
+    assert_eq!(unpacked, 42);
+    let bits: i64 = eval(
+        &mut c,
+        "return bit.bor(bit.lshift(1, 4), bit.band(7, 3))",
+        &[],
+        &[],
+    )
+    .expect("bit");
+    assert_eq!(bits, 19);
+    let st: i64 = eval(
+        &mut c,
+        "local a, b = struct.unpack('>i2 I4', struct.pack('>i2 I4', -2, 70000)) return a * b",
+        &[],
+        &[],
+    )
+    .expect("struct");
+    assert_eq!(st, -140000);
+    let seeded: Vec<String> = (0..2)
+        .map(|_| {
+            eval(
+                &mut c,
+                "math.randomseed(7) return tostring(math.random())",
+                &[],
+                &[],
+            )
+            .expect("random")
+        })
+        .collect();
+    assert_eq!(seeded[0], seeded[1]);
+    for (script, expected) in [
+        (
+            "return a",
+            "Script attempted to access nonexistent global variable 'a'",
+        ),
+        ("a = 1", "Attempt to modify a readonly table"),
+        ("redis.call = nil", "Attempt to modify a readonly table"),
+        ("cjson.encode = nil", "Attempt to modify a readonly table"),
+        ("setmetatable(_G, {})", "Attempt to modify a readonly table"),
+        (
+            "print('x')",
+            "Script attempted to access nonexistent global variable 'print'",
+        ),
+        (
+            "return loadstring(string.dump(function() end))()",
+            "attempt to call a nil value",
+        ),
+        (
+            "local ok, e = pcall(cjson.decode, '{') return redis.error_reply(e)",
+            "object key string but found T_END at character 2",
+        ),
+    ] {
+        let err = eval::<redis::Value>(&mut c, script, &[], &[]).expect_err(script);
+        assert!(err.to_string().contains(expected), "{script}: {err}");
+    }
+    server.shutdown();
+}
+
+#[test]
+fn function_libraries_dump_restore_and_persist() {
+    let dir = common::scratch_dir();
+    let config = format!("dir {}\nappendonly no", dir.display());
+    let server = common::start(&config);
+    let mut c = common::client(&server);
+    let lib = |name: &str, f: &str| {
+        format!("#!lua name={name}\nredis.register_function('{f}', function(keys, args) return '{f}' end)")
+    };
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib("one", "f1"))
+        .query(&mut c)
+        .expect("load");
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib("two", "f2"))
+        .query(&mut c)
+        .expect("load");
+    let payload: Vec<u8> = redis::cmd("FUNCTION")
+        .arg("DUMP")
+        .query(&mut c)
+        .expect("dump");
+    let exists: redis::RedisResult<()> = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&payload)
+        .query(&mut c);
+    assert_eq!(
+        exists.expect_err("append").detail(),
+        Some("Library one already exists")
+    );
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("flush");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&payload)
+        .query(&mut c)
+        .expect("restore");
+    let f2: String = redis::cmd("FCALL")
+        .arg("f2")
+        .arg(0)
+        .query(&mut c)
+        .expect("fcall");
+    assert_eq!(f2, "f2");
+    let mut bad = payload.clone();
+    bad[4] ^= 0xff;
+    let refused: redis::RedisResult<redis::Value> = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&bad)
+        .query(&mut c);
+    assert_eq!(
+        refused.expect_err("corrupt").detail(),
+        Some("payload version or checksum are wrong")
+    );
+    let key_dump: Vec<u8> = {
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query(&mut c)
+            .expect("set");
+        redis::cmd("DUMP").arg("k").query(&mut c).expect("dump key")
+    };
+    let not_fn: redis::RedisResult<()> = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&key_dump)
+        .arg("REPLACE")
+        .query(&mut c);
+    assert_eq!(
+        not_fn.expect_err("a key").detail(),
+        Some("given type is not a function")
+    );
+    // Saved in the RDB and loaded at start-up.
+    let _: () = redis::cmd("SAVE").query(&mut c).expect("save");
+    server.shutdown();
+    let server = common::start(&config);
+    let mut c = common::client(&server);
+    let f1: String = redis::cmd("FCALL")
+        .arg("f1")
+        .arg(0)
+        .query(&mut c)
+        .expect("fcall after restart");
+    assert_eq!(f1, "f1");
+    // A replica gets them with its full sync.
+    let replica = common::start(&format!("replicaof 127.0.0.1 {}", server.port()));
+    let mut r = common::client(&replica);
+    assert!(common::wait_until(30, || {
+        redis::cmd("FUNCTION")
+            .arg("LIST")
+            .query::<Vec<redis::Value>>(&mut r)
+            .is_ok_and(|l| l.len() == 2)
+    }));
+    replica.shutdown();
+    server.shutdown();
 }

@@ -226,11 +226,18 @@ impl Replay {
         let mut start = 0;
         if carmine_aof::starts_with_rdb(&data) {
             log::notice("Reading RDB base file on AOF loading...");
-            let stats = carmine_rdb::load_into(&shared.keyspace, &data).map_err(|e| {
-                bad(format!(
-                    "Error reading the RDB base file {name}, AOF loading aborted: {e}"
-                ))
-            })?;
+            struct Quiet;
+            impl carmine_rdb::LoadObserver for Quiet {}
+            let mut with_functions = crate::persistence::WithFunctions {
+                shared,
+                inner: &mut Quiet,
+            };
+            let stats = carmine_rdb::load_observed(&shared.keyspace, &data, &mut with_functions)
+                .map_err(|e| {
+                    bad(format!(
+                        "Error reading the RDB base file {name}, AOF loading aborted: {e}"
+                    ))
+                })?;
             start = stats.end;
         }
         let mut reader = CommandReader::new(&data, start);

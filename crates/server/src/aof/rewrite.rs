@@ -248,8 +248,9 @@ impl AppendOnly {
 
 /// The base an empty start writes at once (the world is stopped by the caller).
 pub(super) fn write_base(shared: &Shared, path: &Path) -> io::Result<()> {
-    let snap = carmine_rdb::Snapshot::begin(&shared.keyspace, Default::default(), true)
+    let mut snap = carmine_rdb::Snapshot::begin(&shared.keyspace, Default::default(), true)
         .ok_or_else(|| io::Error::other("a snapshot is already running"))?;
+    snap.set_functions(carmine_commands::functions::library_codes(shared));
     write_snapshot_base(shared, snap, path)?;
     crate::persistence::sync_dir_of(path);
     Ok(())
@@ -316,8 +317,14 @@ fn rdb_as_commands(data: &[u8], out: &mut impl Write) -> io::Result<()> {
             .collect()
     };
     while let Some(item) = r.next_item().map_err(bad)? {
-        let carmine_rdb::Item::Entry(e) = item else {
-            continue;
+        let e = match item {
+            carmine_rdb::Item::Entry(e) => e,
+            // Libraries come first, as Redis' rewrite writes them.
+            carmine_rdb::Item::Function(code) => {
+                emit(vec![b"FUNCTION".to_vec(), b"LOAD".to_vec(), code], out)?;
+                continue;
+            }
+            _ => continue,
         };
         if db != Some(e.db) {
             emit(vec![b"SELECT".to_vec(), e.db.to_string().into_bytes()], out)?;
