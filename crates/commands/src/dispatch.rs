@@ -353,6 +353,7 @@ fn dispatch(
     if !session.master_link {
         let write = spec.has(flags::WRITE) || queued_any(session, &|s| s.has(flags::WRITE));
         if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
+            && !(session.in_script && shared.scripts.running.skips_oom())
             && !shared.perform_evictions(now_ms)
             && (spec.has(flags::DENYOOM) || queued_any(session, &|s| s.has(flags::DENYOOM)))
         {

@@ -32,6 +32,14 @@ pub struct Functions {
 }
 
 impl Functions {
+    /// INFO memory's `number_of_libraries` and `number_of_functions`.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.libraries.load(Ordering::Relaxed),
+            self.functions.load(Ordering::Relaxed),
+        )
+    }
+
     fn count(&self, loaded: Option<&Loaded>) {
         let (libs, funcs) = loaded.map_or((0, 0), |l| {
             (
@@ -88,8 +96,14 @@ struct Library {
 
 struct Registered {
     callback: RegistryKey,
+    description: Option<Vec<u8>>,
     flags: Vec<String>,
 }
+
+/// FUNCTION LOAD stops a library's code that runs longer than this (Redis' limit).
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+const NAME_ERROR: &str = "Library names can only contain letters, numbers, or underscores(_) and must be at least one character long";
 
 const FLAG_NAMES: &[&str] = &[
     "no-writes",
@@ -187,10 +201,14 @@ impl Loaded {
         for b in &mut body[..body_start] {
             *b = b' ';
         }
+        let library_env: Table = lua
+            .globals()
+            .raw_get("__carmine_library_env")
+            .map_err(fail)?;
         let chunk = lua
             .load(&body[..])
             .set_name("@user_function")
-            .set_environment(self.vm.env.clone())
+            .set_environment(library_env)
             .into_function()
             .map_err(|e| {
                 format!(
@@ -198,36 +216,62 @@ impl Loaded {
                     crate::scripting::lua_message(&e)
                 )
             })?;
-        let redis: Table = lua.globals().raw_get("__carmine_redis").map_err(fail)?;
+        let redis: Table = lua
+            .globals()
+            .raw_get("__carmine_load_redis")
+            .map_err(fail)?;
+        let mode: Function = lua
+            .globals()
+            .raw_get("__carmine_library_mode")
+            .map_err(fail)?;
         let mut registered: BTreeMap<String, Registered> = BTreeMap::new();
         let mut problem: Option<String> = None;
         let ran = lua.scope(|scope| {
             let register = scope.create_function_mut(|lua, args: MultiValue| {
-                let (fname, callback, flags) = match register_args(args) {
+                let refuse = |problem: &mut Option<String>, e: &str| {
+                    let e = format!("ERR {e}");
+                    problem.get_or_insert(e.clone());
+                    Err(mlua::Error::RuntimeError(e))
+                };
+                let (fname, callback, description, flags) = match register_args(args) {
                     Ok(v) => v,
-                    Err(e) => {
-                        problem.get_or_insert(e.clone());
-                        return Err(mlua::Error::RuntimeError(e));
-                    }
+                    Err(e) => return refuse(&mut problem, &e),
                 };
                 if !valid_name(&fname) {
-                    let e = "ERR Function names can only contain letters, numbers, or underscores(_) and must be at least one character long".to_string();
-                    problem.get_or_insert(e.clone());
-                    return Err(mlua::Error::RuntimeError(e));
+                    return refuse(&mut problem, NAME_ERROR);
                 }
                 if registered.contains_key(&fname) {
-                    let e = "ERR Function already exists in the library".to_string();
-                    problem.get_or_insert(e.clone());
-                    return Err(mlua::Error::RuntimeError(e));
+                    return refuse(&mut problem, "Function already exists in the library");
                 }
                 let key = lua.create_registry_value(callback)?;
-                registered.insert(fname, Registered { callback: key, flags });
+                registered.insert(
+                    fname,
+                    Registered {
+                        callback: key,
+                        description,
+                        flags,
+                    },
+                );
                 Ok(())
             })?;
-            redis.set("register_function", register)?;
-            chunk.call::<()>(())
+            redis.raw_set("register_function", register)?;
+            mode.call::<()>(true)?;
+            let started = std::time::Instant::now();
+            lua.set_hook(
+                mlua::HookTriggers::new().every_nth_instruction(100_000),
+                move |_, _| {
+                    if started.elapsed() > LOAD_TIMEOUT {
+                        return Err(mlua::Error::RuntimeError("FUNCTION LOAD timeout".into()));
+                    }
+                    Ok(mlua::VmState::Continue)
+                },
+            );
+            let ran = chunk.call::<()>(());
+            lua.remove_hook();
+            ran
         });
-        let _ = redis.set("register_function", Value::Nil);
+        let _ = mode.call::<()>(false);
+        let _ = redis.raw_set("register_function", Value::Nil);
         if let Some(p) = problem {
             return Err(p);
         }
@@ -252,34 +296,75 @@ impl Loaded {
 }
 
 /// `register_function(name, callback)` or `register_function{function_name=...,
-/// callback=..., flags={...}}`.
-fn register_args(args: MultiValue) -> Result<(String, Function, Vec<String>), String> {
-    let mut it = args.into_iter();
-    match (it.next(), it.next(), it.next()) {
-        (Some(Value::String(name)), Some(Value::Function(f)), None) => {
-            Ok((name.to_string_lossy(), f, Vec::new()))
-        }
-        (Some(Value::Table(t)), None, None) => {
-            let name: Option<mlua::String> = t.get("function_name").ok().flatten();
-            let f: Option<Function> = t.get("callback").ok().flatten();
-            let (Some(name), Some(f)) = (name, f) else {
-                return Err("ERR function_name and callback argument must be given".into());
+/// callback=..., description=..., flags={...}}`, with Redis' complaints.
+type Registration = (String, Function, Option<Vec<u8>>, Vec<String>);
+
+fn register_args(args: MultiValue) -> Result<Registration, String> {
+    match args.len() {
+        1 => {
+            let Some(Value::Table(t)) = args.front() else {
+                return Err("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).".into());
             };
-            let mut flags = Vec::new();
-            if let Ok(Some(list)) = t.get::<Option<Table>>("flags") {
-                for v in list.sequence_values::<mlua::String>() {
-                    let flag = v
-                        .map_err(|_| "ERR unknown flag given".to_string())?
-                        .to_string_lossy();
-                    if !FLAG_NAMES.contains(&flag.as_str()) {
-                        return Err("ERR unknown flag given".into());
+            let (mut name, mut callback, mut description, mut flags) =
+                (None, None, None, Vec::new());
+            for pair in t.clone().pairs::<Value, Value>() {
+                let (k, v) = pair.map_err(|e| e.to_string())?;
+                let Value::String(key) = k else {
+                    return Err(
+                        "named argument key given to redis.register_function is not a string"
+                            .into(),
+                    );
+                };
+                match key.to_string_lossy().to_ascii_lowercase().as_str() {
+                    "function_name" => match v {
+                        Value::String(s) => name = Some(s.to_string_lossy()),
+                        _ => return Err("function_name argument given to redis.register_function must be a string".into()),
+                    },
+                    "description" => match v {
+                        Value::String(s) => description = Some(s.as_bytes().to_vec()),
+                        _ => return Err("description argument given to redis.register_function must be a string".into()),
+                    },
+                    "callback" => match v {
+                        Value::Function(f) => callback = Some(f),
+                        _ => return Err("callback argument given to redis.register_function must be a function".into()),
+                    },
+                    "flags" => {
+                        let Value::Table(list) = v else {
+                            return Err("flags argument to redis.register_function must be a table representing function flags".into());
+                        };
+                        for flag in list.sequence_values::<Value>() {
+                            let flag = match flag {
+                                Ok(Value::String(f)) => f.to_string_lossy(),
+                                _ => return Err("unknown flag given".into()),
+                            };
+                            if !FLAG_NAMES.contains(&flag.as_str()) {
+                                return Err("unknown flag given".into());
+                            }
+                            flags.push(flag);
+                        }
                     }
-                    flags.push(flag);
+                    _ => return Err("unknown argument given to redis.register_function".into()),
                 }
             }
-            Ok((name.to_string_lossy(), f, flags))
+            let name = name.ok_or("redis.register_function must get a function name argument")?;
+            let callback =
+                callback.ok_or("redis.register_function must get a callback argument")?;
+            Ok((name, callback, description, flags))
         }
-        _ => Err("ERR wrong number of arguments to redis.register_function".into()),
+        2 => {
+            let mut it = args.into_iter();
+            let name = match it.next() {
+                Some(Value::String(s)) => s.to_string_lossy(),
+                _ => {
+                    return Err("first argument to redis.register_function must be a string".into())
+                }
+            };
+            match it.next() {
+                Some(Value::Function(f)) => Ok((name, f, None, Vec::new())),
+                _ => Err("second argument to redis.register_function must be a function".into()),
+            }
+        }
+        _ => Err("wrong number of arguments to redis.register_function".into()),
     }
 }
 
@@ -289,13 +374,17 @@ fn function(ctx: &mut Ctx<'_, '_>) {
     let shared = ctx.shared;
     let mut guard = shared.functions.inner.lock();
     match (sub.as_slice(), argc) {
-        (b"load", 3 | 4) => {
-            let replace = argc == 4;
-            if replace && !ctx.is(2, "REPLACE") {
-                return ctx.error(&format!(
-                    "ERR Unknown option given: {}",
-                    String::from_utf8_lossy(ctx.arg(2))
-                ));
+        (b"load", 3..) => {
+            let mut replace = false;
+            for i in 2..argc - 1 {
+                if ctx.is(i, "REPLACE") {
+                    replace = true;
+                } else {
+                    return ctx.error(&format!(
+                        "ERR Unknown option given: {}",
+                        String::from_utf8_lossy(ctx.arg(i))
+                    ));
+                }
             }
             let code = ctx.arg(argc - 1).to_vec();
             match load_into(shared, &mut guard, &code, replace) {
@@ -563,7 +652,10 @@ fn list(ctx: &mut Ctx<'_, '_>, loaded: Option<&Loaded>) {
             ctx.reply.bulk(b"name");
             ctx.reply.bulk(fname.as_bytes());
             ctx.reply.bulk(b"description");
-            ctx.reply.null();
+            match &f.description {
+                Some(d) => ctx.reply.bulk(d),
+                None => ctx.reply.null(),
+            }
             ctx.reply.bulk(b"flags");
             ctx.reply.set(f.flags.len());
             for flag in &f.flags {
@@ -595,19 +687,27 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
     let found = guard.as_ref().and_then(|l| {
         l.libraries
             .values()
-            .find_map(|lib| lib.functions.get(&fname))
+            .find_map(|lib| {
+                lib.functions.get(&fname).or_else(|| {
+                    lib.functions
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case(&fname))
+                        .map(|(_, f)| f)
+                })
+            })
             .map(|f| (l, f))
     });
     let Some((loaded, registered)) = found else {
         return ctx.error("ERR Function not found");
     };
-    if read_only && !registered.flags.iter().any(|f| f == "no-writes") {
-        return ctx.error("ERR Can not execute a script with write flag using *_ro command.");
+    let mut flags = crate::scripting::ScriptFlags::default();
+    for f in &registered.flags {
+        flags.set(f);
     }
-    let no_writes = registered.flags.iter().any(|f| f == "no-writes");
-    if shared.cluster_mode() && registered.flags.iter().any(|f| f == "no-cluster") {
-        return ctx.error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
-    }
+    let read_only = match crate::scripting::admit(ctx, Some(flags), read_only) {
+        Ok(read_only) => read_only,
+        Err(e) => return ctx.error(&e),
+    };
     let lua = &loaded.vm.lua;
     let fail = |e: mlua::Error| format!("ERR {}", crate::scripting::lua_message(&e));
     let prepared = (|| -> Result<(Function, MultiValue), String> {
@@ -630,14 +730,14 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
     let call = Call {
         shared,
         stats: ctx.stats,
-        read_only: read_only || no_writes,
+        read_only,
         eval: false,
         argv: &argv,
     };
     let outcome = invoke(lua, f, args, &call, &mut session, &fname);
     crate::scripting::propagate_effects(shared, &mut session);
     match outcome {
-        Ok(v) => write_lua_reply(ctx.reply, &v, 0),
+        Ok(v) => write_lua_reply(ctx.reply, &v, 0, shared.scripts.running.resp3()),
         Err(e) => ctx.reply.error(&e),
     }
 }

@@ -54,6 +54,11 @@ pub struct Running {
     /// Sent by our master (or replayed from the AOF): never killed.
     from_master: AtomicBool,
     stop: AtomicU8,
+    /// `redis.setresp`: the protocol the script's calls reply in (2 at each start).
+    resp3: AtomicBool,
+    /// The script declared `allow-oom` (or `no-writes`): its calls are never refused
+    /// for memory. Set before it starts.
+    pub(crate) allow_oom: AtomicBool,
     /// What FUNCTION STATS shows: the name, the command and when it started.
     what: Mutex<Option<(String, Vec<Vec<u8>>, Instant)>>,
 }
@@ -71,6 +76,13 @@ pub const BUSY_EVAL: &str =
 pub const BUSY_FUNCTION: &str =
     "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
 
+impl Scripts {
+    /// INFO memory's `number_of_cached_scripts`.
+    pub fn cached(&self) -> usize {
+        self.bodies.lock().len()
+    }
+}
+
 impl Running {
     fn begin(&self, thread: usize, eval: bool, from_master: bool, name: &str, argv: Vec<Vec<u8>>) {
         *self.what.lock() = Some((name.to_string(), argv, Instant::now()));
@@ -80,6 +92,7 @@ impl Running {
         self.wrote.store(false, Ordering::Relaxed);
         self.stop.store(STOP_NONE, Ordering::Relaxed);
         self.busy.store(false, Ordering::Relaxed);
+        self.resp3.store(false, Ordering::Relaxed);
         self.active.store(true, Ordering::Release);
     }
 
@@ -87,6 +100,18 @@ impl Running {
         self.active.store(false, Ordering::Release);
         self.busy.store(false, Ordering::Release);
         *self.what.lock() = None;
+    }
+
+    /// The script chose RESP3 (`redis.setresp(3)`): its calls reply in RESP3, and its
+    /// booleans reply as booleans.
+    pub fn resp3(&self) -> bool {
+        self.resp3.load(Ordering::Relaxed)
+    }
+
+    /// A call of the running script skips the OOM refusal: it declared `allow-oom`, or
+    /// it wrote already (refusing now would leave it half done, Redis' rule).
+    pub fn skips_oom(&self) -> bool {
+        self.allow_oom.load(Ordering::Relaxed) || self.wrote.load(Ordering::Relaxed)
     }
 
     /// An EVAL-family script (not a function) runs now.
@@ -159,8 +184,8 @@ impl Running {
 
 pub(crate) struct Vm {
     pub(crate) lua: Lua,
-    /// Compiled bodies, by SHA-1.
-    compiled: HashMap<String, RegistryKey>,
+    /// Compiled bodies and their shebang flags, by SHA-1.
+    compiled: HashMap<String, (RegistryKey, Option<ScriptFlags>)>,
     /// The globals scripts see (read-only; see `sandbox`).
     pub(crate) env: Table,
 }
@@ -275,7 +300,41 @@ impl Vm {
         let redis: Table = lua.globals().get("redis")?;
         redis.set(
             "sha1hex",
-            lua.create_function(|_, s: mlua::String| Ok(sha1_hex(&s.as_bytes())))?,
+            lua.create_function(|lua, args: MultiValue| {
+                let text = match args.front() {
+                    Some(v) if args.len() == 1 => lua.coerce_string(v.clone())?,
+                    _ => None,
+                };
+                match text {
+                    Some(s) => Ok(sha1_hex(&s.as_bytes())),
+                    None => Err(mlua::Error::RuntimeError(
+                        "wrong number of arguments".into(),
+                    )),
+                }
+            })?,
+        )?;
+        let running = shared.scripts.running.clone();
+        redis.set(
+            "setresp",
+            lua.create_function(move |_, args: MultiValue| {
+                let (1, Some(v)) = (args.len(), args.front()) else {
+                    return Err(mlua::Error::RuntimeError(
+                        "redis.setresp() requires one argument.".into(),
+                    ));
+                };
+                let n = match v {
+                    Value::Integer(i) => *i as f64,
+                    Value::Number(n) => *n,
+                    _ => 0.0,
+                };
+                if n != 2.0 && n != 3.0 {
+                    return Err(mlua::Error::RuntimeError(
+                        "RESP version must be 2 or 3.".into(),
+                    ));
+                }
+                running.resp3.store(n == 3.0, Ordering::Relaxed);
+                Ok(())
+            })?,
         )?;
         let version = crate::server::REDIS_VERSION;
         redis.set("REDIS_VERSION", version)?;
@@ -447,6 +506,7 @@ fn compiled<'v>(
         return Err("ERR Lua scripting is unavailable".into());
     };
     if !state.compiled.contains_key(sha) {
+        let flags = parse_shebang(body)?;
         // A `#!lua flags=...` first line is Redis' shebang, not Lua: it is blanked (the
         // newline kept, so error line numbers stay right).
         let body: &[u8] = if body.starts_with(b"#!") {
@@ -473,7 +533,7 @@ fn compiled<'v>(
             .lua
             .create_registry_value(f)
             .map_err(|e| format!("ERR {e}"))?;
-        state.compiled.insert(sha.to_string(), key);
+        state.compiled.insert(sha.to_string(), (key, flags));
     }
     Ok(state)
 }
@@ -494,7 +554,18 @@ pub(crate) fn lua_message(e: &mlua::Error) -> String {
 /// EVAL's and FCALL's `numkeys` (argument 2), checked against what follows it; None
 /// once the error reply is written.
 pub(crate) fn numkeys_arg(ctx: &mut Ctx<'_, '_>) -> Option<usize> {
-    let numkeys = ctx.int_arg(2)?;
+    let numkeys = if runs_function(ctx.spec) {
+        // FCALL's own wording for a count that is no number.
+        match carmine_resp::parse_i64(ctx.arg(2)) {
+            Some(n) => n,
+            None => {
+                ctx.error("ERR Bad number of keys provided");
+                return None;
+            }
+        }
+    } else {
+        ctx.int_arg(2)?
+    };
     if numkeys < 0 {
         ctx.error("ERR Number of keys can't be negative");
         return None;
@@ -552,23 +623,13 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
             shared.scripts.bodies.lock().insert(sha.clone(), body);
         }
     }
-    if shared.cluster_mode() {
-        let no_cluster = if by_sha {
-            shared
-                .scripts
-                .bodies
-                .lock()
-                .get(&sha)
-                .is_some_and(|b| shebang_has_flag(b, "no-cluster"))
-        } else {
-            shebang_has_flag(ctx.arg(1), "no-cluster")
-        };
-        if no_cluster {
-            return ctx.error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
-        }
-    }
     let Some(vm) = vm_guard.as_ref() else {
         return ctx.error("ERR Lua scripting is unavailable");
+    };
+    let flags = vm.compiled.get(&sha).and_then(|c| c.1);
+    let read_only = match admit(ctx, flags, read_only) {
+        Ok(read_only) => read_only,
+        Err(e) => return ctx.error(&e),
     };
     let keys: Vec<Vec<u8>> = (3..3 + numkeys).map(|i| ctx.arg(i).to_vec()).collect();
     let argv: Vec<Vec<u8>> = (3 + numkeys..ctx.args.len())
@@ -587,7 +648,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     );
     propagate_effects(shared, &mut session);
     match outcome {
-        Ok(reply) => write_lua_reply(ctx.reply, &reply, 0),
+        Ok(reply) => write_lua_reply(ctx.reply, &reply, 0, shared.scripts.running.resp3()),
         Err(message) => ctx.reply.error(&message),
     }
 }
@@ -605,7 +666,7 @@ fn call_script(
 ) -> Result<Value, String> {
     let lua = &vm.lua;
     let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
-    let key = vm
+    let (key, _) = vm
         .compiled
         .get(sha)
         .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())?;
@@ -672,6 +733,10 @@ pub(crate) struct Call<'a> {
     pub eval: bool,
     /// The calling command, which FUNCTION STATS shows for a running function.
     pub argv: &'a [Vec<u8>],
+}
+
+fn runs_function(spec: &crate::table::CommandSpec) -> bool {
+    matches!(spec.name, "fcall" | "fcall_ro")
 }
 
 /// EVAL, EVALSHA, FCALL and their _RO forms: commands that run a script, whose keys
@@ -835,22 +900,40 @@ pub(crate) fn redis_pcall(
     let Some(spec) = shared.commands.get(idx) else {
         return err_table("ERR Unknown Redis command called from script");
     };
-    if spec.has(NOSCRIPT) {
+    if spec.has(NOSCRIPT) || not_allowed_from_scripts(spec.name, parts.get(1)) {
         return err_table("ERR This Redis command is not allowed from script");
+    }
+    if !spec.arity_ok(parts.len()) {
+        return err_table("ERR Wrong number of args calling Redis command from script");
     }
     if read_only && spec.has(WRITE) {
         return err_table("ERR Write commands are not allowed from read-only scripts.");
     }
-    if spec.has(WRITE) {
+    let args = Args::from_slices(&parts);
+    let mut reply = ReplyBuf::new(shared.scripts.running.resp3());
+    crate::execute(shared, session, stats, &args, &mut reply);
+    // A write call that got past the OOM check makes the script one that wrote (no
+    // KILL, no OOM refusal from now on), whatever its reply, as in Redis.
+    if spec.has(WRITE) && !reply.out.starts_with(b"-OOM") {
         shared.scripts.running.wrote.store(true, Ordering::Relaxed);
     }
-    let args = Args::from_slices(&parts);
-    let mut reply = ReplyBuf::new(false);
-    crate::execute(shared, session, stats, &args, &mut reply);
     let mut bytes = bytes::BytesMut::from(&reply.out[..]);
     match FrameDecoder::new(carmine_resp::Limits::default()).decode(&mut bytes) {
         Ok(Some(frame)) => frame_to_lua(lua, frame),
         _ => err_table("ERR the command wrote no reply"),
+    }
+}
+
+/// Commands Redis 7.0 refuses in scripts that Carmine's table does not flag NOSCRIPT
+/// itself: the blocking ones (a script cannot wait) and some subcommands.
+fn not_allowed_from_scripts(name: &str, sub: Option<&Vec<u8>>) -> bool {
+    let sub = sub.map(|s| s.to_ascii_lowercase());
+    match (name, sub.as_deref()) {
+        ("blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "wait", _) => true,
+        ("cluster", Some(b"reset")) => true,
+        ("config", Some(b"get" | b"set" | b"resetstat" | b"rewrite")) => true,
+        ("client" | "function" | "script" | "acl" | "latency" | "module", _) => true,
+        _ => false,
     }
 }
 
@@ -870,37 +953,60 @@ fn frame_to_lua(lua: &Lua, frame: Frame) -> mlua::Result<Value> {
             t.set("err", lua.create_string(&e)?)?;
             Value::Table(t)
         }
-        Frame::Array(items) | Frame::Set(items) | Frame::Push(items) => {
+        Frame::Set(items) => {
+            let t = lua.create_table()?;
+            for item in items {
+                t.raw_set(frame_to_lua(lua, item)?, true)?;
+            }
+            single(lua, "set", Value::Table(t))?
+        }
+        Frame::Array(items) | Frame::Push(items) => {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.into_iter().enumerate() {
                 t.raw_set(i + 1, frame_to_lua(lua, item)?)?;
             }
             Value::Table(t)
         }
+        // The RESP3 types, which only a script that chose RESP3 receives, become the
+        // tables Redis makes of them.
         Frame::Map(pairs) | Frame::Attribute(pairs) => {
             let t = lua.create_table()?;
-            for (i, (k, v)) in pairs.into_iter().enumerate() {
-                t.raw_set(2 * i + 1, frame_to_lua(lua, k)?)?;
-                t.raw_set(2 * i + 2, frame_to_lua(lua, v)?)?;
+            for (k, v) in pairs {
+                t.raw_set(frame_to_lua(lua, k)?, frame_to_lua(lua, v)?)?;
             }
-            Value::Table(t)
+            single(lua, "map", Value::Table(t))?
         }
-        Frame::Boolean(b) => Value::Integer(i64::from(b)),
-        Frame::Double(d) => lua
-            .coerce_string(Value::Number(d))?
-            .map_or(Value::Nil, Value::String),
-        Frame::BigNumber(b) | Frame::Verbatim(_, b) => Value::String(lua.create_string(&b)?),
+        Frame::Boolean(b) => Value::Boolean(b),
+        Frame::Double(d) => single(lua, "double", Value::Number(d))?,
+        Frame::BigNumber(b) => single(lua, "big_number", Value::String(lua.create_string(&b)?))?,
+        Frame::Verbatim(format, b) => {
+            let t = lua.create_table()?;
+            t.set("format", lua.create_string(format)?)?;
+            t.set("string", lua.create_string(&b)?)?;
+            single(lua, "verbatim_string", Value::Table(t))?
+        }
     })
 }
 
-/// A script's result as Redis replies it (RESP2 rules): numbers truncate to integers,
-/// true is 1, false and nil are nil, `{err=}` and `{ok=}` tables are error and status
-/// replies, other tables are arrays up to their first nil.
-pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize) {
+/// `{name = value}`.
+fn single(lua: &Lua, name: &str, value: Value) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.set(name, value)?;
+    Ok(Value::Table(t))
+}
+
+/// A script's result as Redis replies it: numbers truncate to integers, nil is a null,
+/// `{err=}` and `{ok=}` tables are error and status replies, `{map=}`, `{set=}`,
+/// `{double=}`, `{big_number=}` and `{verbatim_string=}` the RESP3 types (written as
+/// the client's protocol writes them), other tables arrays up to their first nil.
+/// Booleans follow the script's protocol (`redis.setresp`): in RESP2 true is 1 and
+/// false a null.
+pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize, resp3: bool) {
     match v {
         Value::String(s) => reply.bulk(&s.as_bytes()),
         Value::Integer(i) => reply.int(*i),
         Value::Number(n) => reply.int(*n as i64),
+        Value::Boolean(b) if resp3 => reply.boolean(*b),
         Value::Boolean(true) => reply.int(1),
         Value::Boolean(false) | Value::Nil => reply.null(),
         Value::Table(t) => {
@@ -915,32 +1021,210 @@ pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize) {
             if depth > 64 {
                 return reply.error("ERR reached lua stack limit");
             }
-            let mut items = Vec::new();
-            for i in 1.. {
-                match t.raw_get::<Value>(i) {
-                    Ok(Value::Nil) | Err(_) => break,
-                    Ok(v) => items.push(v),
-                }
+            if let Ok(Some(n)) = t.raw_get::<Option<f64>>("double") {
+                return reply.double(n);
             }
-            reply.array(items.len());
-            for item in &items {
-                write_lua_reply(reply, item, depth + 1);
+            if let Ok(Some(n)) = t.raw_get::<Option<mlua::String>>("big_number") {
+                let text = n.as_bytes().to_vec();
+                return if reply.resp3 {
+                    let mut line = b"(".to_vec();
+                    line.extend_from_slice(&text);
+                    line.extend_from_slice(b"\r\n");
+                    reply.raw(&line)
+                } else {
+                    reply.bulk(&text)
+                };
+            }
+            if let Ok(Some(v)) = t.raw_get::<Option<Table>>("verbatim_string") {
+                let text: Vec<u8> = v
+                    .raw_get::<Option<mlua::String>>("string")
+                    .ok()
+                    .flatten()
+                    .map(|s| s.as_bytes().to_vec())
+                    .unwrap_or_default();
+                return reply.verbatim(&text);
+            }
+            // Values are counted first and written in a second pass, never all held at
+            // once: each Lua value Rust holds takes a slot of a bounded stack.
+            if let Ok(Some(map)) = t.raw_get::<Option<Table>>("map") {
+                let count = map.clone().pairs::<Value, Value>().count();
+                reply.map(count);
+                for (k, v) in map
+                    .pairs::<Value, Value>()
+                    .filter_map(Result::ok)
+                    .take(count)
+                {
+                    write_lua_reply(reply, &k, depth + 1, resp3);
+                    write_lua_reply(reply, &v, depth + 1, resp3);
+                }
+                return;
+            }
+            if let Ok(Some(set)) = t.raw_get::<Option<Table>>("set") {
+                let count = set.clone().pairs::<Value, Value>().count();
+                reply.set(count);
+                for (k, _) in set
+                    .pairs::<Value, Value>()
+                    .filter_map(Result::ok)
+                    .take(count)
+                {
+                    write_lua_reply(reply, &k, depth + 1, resp3);
+                }
+                return;
+            }
+            let mut len = 0;
+            while !matches!(t.raw_get::<Value>(len + 1), Ok(Value::Nil) | Err(_)) {
+                len += 1;
+            }
+            reply.array(len);
+            for i in 1..=len {
+                let item = t.raw_get::<Value>(i).unwrap_or(Value::Nil);
+                write_lua_reply(reply, &item, depth + 1, resp3);
             }
         }
         _ => reply.null(),
     }
 }
 
-/// Whether a script's `#!lua flags=a,b` shebang names `flag`.
-pub fn shebang_has_flag(body: &[u8], flag: &str) -> bool {
+/// What a script's shebang (`#!lua flags=...`) or a function's registration declares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScriptFlags {
+    pub no_writes: bool,
+    pub allow_oom: bool,
+    pub allow_stale: bool,
+    pub no_cluster: bool,
+    pub allow_cross_slot_keys: bool,
+}
+
+impl ScriptFlags {
+    /// Sets one flag by its name; false for a name Redis does not know.
+    pub fn set(&mut self, name: &str) -> bool {
+        match name {
+            "no-writes" => self.no_writes = true,
+            "allow-oom" => self.allow_oom = true,
+            "allow-stale" => self.allow_stale = true,
+            "no-cluster" => self.no_cluster = true,
+            "allow-cross-slot-keys" => self.allow_cross_slot_keys = true,
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// A script's shebang, as Redis 7.0 reads it: None for a script without one (Redis'
+/// compatibility mode, where each call is judged as it runs), or Redis' error.
+pub(crate) fn parse_shebang(body: &[u8]) -> Result<Option<ScriptFlags>, String> {
     let Some(rest) = body.strip_prefix(b"#!") else {
-        return false;
+        return Ok(None);
     };
-    let line = rest.split(|&c| c == b'\n').next().unwrap_or_default();
-    String::from_utf8_lossy(line)
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("flags="))
-        .any(|f| f.split(',').any(|x| x == flag))
+    let Some(end) = rest.iter().position(|&c| c == b'\n') else {
+        return Err("ERR Invalid script shebang".into());
+    };
+    let line = String::from_utf8_lossy(&rest[..end]);
+    let mut parts = line.split_whitespace();
+    match parts.next() {
+        Some("lua") => {}
+        Some(engine) => {
+            return Err(format!(
+                "ERR Unexpected engine in script shebang: #!{engine}"
+            ))
+        }
+        None => return Err("ERR Invalid engine in script shebang".into()),
+    }
+    let mut flags = ScriptFlags::default();
+    for part in parts {
+        let Some(list) = part.strip_prefix("flags=") else {
+            return Err(format!("ERR Unknown lua shebang option: {part}"));
+        };
+        for flag in list.split(',').filter(|f| !f.is_empty()) {
+            if !flags.set(flag) {
+                return Err(format!("ERR Unexpected flag in script shebang: {flag}"));
+            }
+        }
+    }
+    Ok(Some(flags))
+}
+
+/// Redis' checks before a script or function runs (scriptPrepareForRun): with declared
+/// flags the server's state is judged once, up front; without (an EVAL with no
+/// shebang) each call is judged as it runs. Returns whether the script runs read-only.
+pub(crate) fn admit(
+    ctx: &Ctx<'_, '_>,
+    flags: Option<ScriptFlags>,
+    read_only: bool,
+) -> Result<bool, String> {
+    let shared = ctx.shared;
+    let replica = shared.is_replica.load(Ordering::Relaxed);
+    let stale = replica
+        && !shared.master_link_up.load(Ordering::Relaxed)
+        && !shared.config.get_bool("replica-serve-stale-data");
+    let obey = ctx.session.master_link || ctx.session.replaying;
+    let Some(flags) = flags else {
+        if stale {
+            return Err(
+                "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."
+                    .into(),
+            );
+        }
+        shared
+            .scripts
+            .running
+            .allow_oom
+            .store(false, Ordering::Relaxed);
+        return Ok(read_only);
+    };
+    if flags.no_cluster && shared.cluster_mode() {
+        return Err("ERR Can not run script on cluster, 'no-cluster' flag is set.".into());
+    }
+    if stale && !flags.allow_stale {
+        return Err("MASTERDOWN Link with MASTER is down, replica-serve-stale-data is set to 'no' and 'allow-stale' flag is not set".into());
+    }
+    if !flags.no_writes && !obey {
+        if replica && shared.config.get_bool("replica-read-only") {
+            return Err("READONLY You can't write against a read only replica.".into());
+        }
+        if shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
+            && shared.config.get_bool("stop-writes-on-bgsave-error")
+            && !shared
+                .config
+                .get("save")
+                .unwrap_or_default()
+                .trim()
+                .is_empty()
+        {
+            return Err("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Writable scripts are blocked. Use 'no-writes' flag for read only scripts.".into());
+        }
+        if let Some(e) = shared.append_only.get().and_then(|a| a.write_error()) {
+            return Err(format!("MISCONF Errors writing to the AOF file: {e}"));
+        }
+        if read_only {
+            return Err("ERR Can not execute a script with write flag using *_ro command.".into());
+        }
+        let min_replicas = shared.min_replicas_to_write.load(Ordering::Relaxed);
+        if min_replicas > 0
+            && !replica
+            && shared
+                .propagator
+                .get()
+                .is_some_and(|p| p.good_replicas() < min_replicas)
+        {
+            return Err("NOREPLICAS Not enough good replicas to write.".into());
+        }
+    }
+    let maxmemory = shared.config.tunables.maxmemory.load(Ordering::Relaxed);
+    if !flags.allow_oom
+        && !flags.no_writes
+        && !obey
+        && maxmemory > 0
+        && !shared.perform_evictions(carmine_keyspace::now_ms())
+    {
+        return Err("OOM allowed memory has been exceeded and 'allow-oom' flag is not set".into());
+    }
+    shared
+        .scripts
+        .running
+        .allow_oom
+        .store(flags.allow_oom || flags.no_writes, Ordering::Relaxed);
+    Ok(read_only || flags.no_writes)
 }
 
 #[cfg(test)]
@@ -981,6 +1265,43 @@ mod tests {
         session.world_held = true;
         session.in_script = true;
         call_script(vm, shared, &stats, &mut session, &sha, &[], &[], false)
+    }
+
+    #[test]
+    fn shebangs_read_as_redis_reads_them() {
+        assert_eq!(parse_shebang(b"return 1"), Ok(None));
+        assert_eq!(
+            parse_shebang(b"#!lua\nreturn 1"),
+            Ok(Some(ScriptFlags::default()))
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua flags=no-writes,allow-oom\nreturn 1"),
+            Ok(Some(ScriptFlags {
+                no_writes: true,
+                allow_oom: true,
+                ..ScriptFlags::default()
+            }))
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua flags=\nreturn 1"),
+            Ok(Some(ScriptFlags::default()))
+        );
+        assert_eq!(
+            parse_shebang(b"#!not-lua\nreturn 1"),
+            Err("ERR Unexpected engine in script shebang: #!not-lua".into())
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua badger=data\n"),
+            Err("ERR Unknown lua shebang option: badger=data".into())
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua flags=allow-oom,what?\n"),
+            Err("ERR Unexpected flag in script shebang: what?".into())
+        );
+        assert_eq!(
+            parse_shebang(b"#!lua"),
+            Err("ERR Invalid script shebang".into())
+        );
     }
 
     #[test]

@@ -319,7 +319,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let maxmem = sh.config.tunables.maxmemory.load(Ordering::Relaxed);
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\n\r\n",
             human(used),
             human(rss),
             human(peak),
@@ -328,6 +328,9 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             if used > 0 { rss as f64 / used as f64 } else { 0.0 },
             sh.propagator.get().map_or(0, |p| p.buffer_bytes()),
             if sh.used_memory.is_some() { "libc-counted" } else { "libc" },
+            sh.scripts.cached(),
+            sh.functions.counts().1,
+            sh.functions.counts().0,
         );
     }
     if want("persistence") {
@@ -692,7 +695,20 @@ fn command(ctx: &mut Ctx<'_, '_>) {
                 return ctx.error("ERR Invalid number of arguments specified for command");
             }
             let mut idx = Vec::new();
-            spec.key_indexes(&inner, &mut idx);
+            if crate::scripting::runs_script(spec) {
+                // The declared keys (EVAL and FCALL have no key spec: the dispatcher
+                // locks nothing for the script itself).
+                let numkeys = inner
+                    .get(2)
+                    .and_then(carmine_resp::parse_i64)
+                    .filter(|&n| n >= 0 && (n as usize) <= inner.len() - 3);
+                let Some(numkeys) = numkeys else {
+                    return ctx.error("ERR Invalid arguments specified for command");
+                };
+                idx.extend(3..3 + numkeys as usize);
+            } else {
+                spec.key_indexes(&inner, &mut idx);
+            }
             if idx.is_empty() {
                 return ctx.error("ERR The command has no key arguments");
             }

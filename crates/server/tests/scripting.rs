@@ -635,3 +635,148 @@ fn function_libraries_dump_restore_and_persist() {
     replica.shutdown();
     server.shutdown();
 }
+
+#[test]
+fn shebang_flags_resp3_and_the_library_load_environment() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let no_writes = eval::<redis::Value>(
+        &mut c,
+        "#!lua flags=no-writes\nredis.call('set', 'x', 1)",
+        &["x"],
+        &[],
+    )
+    .expect_err("no-writes");
+    assert!(
+        no_writes
+            .to_string()
+            .contains("Write commands are not allowed from read-only scripts"),
+        "{no_writes}"
+    );
+    let ro: redis::RedisResult<i64> = redis::cmd("EVAL_RO")
+        .arg("#!lua\nreturn 1")
+        .arg(0)
+        .query(&mut c);
+    assert!(ro
+        .expect_err("write flag")
+        .to_string()
+        .contains("Can not execute a script with write flag using *_ro command."));
+    let bad = eval::<i64>(&mut c, "#!lua flags=what\nreturn 1", &[], &[]).expect_err("flag");
+    assert!(
+        bad.to_string()
+            .contains("Unexpected flag in script shebang: what"),
+        "{bad}"
+    );
+    // Some data, and the embedded server's memory estimate counting it.
+    let _: () = redis::cmd("SET")
+        .arg("x")
+        .arg("0")
+        .query(&mut c)
+        .expect("set");
+    assert!(common::wait_until(10, || {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut c)
+            .unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|v| v > 1)
+    }));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut c)
+        .expect("maxmemory");
+    let oom = eval::<i64>(&mut c, "#!lua\nreturn 1", &[], &[]).expect_err("oom");
+    assert!(
+        oom.to_string().contains("'allow-oom' flag is not set"),
+        "{oom}"
+    );
+    assert_eq!(
+        eval::<i64>(&mut c, "#!lua flags=allow-oom\nreturn 1", &[], &[]).expect("allow-oom"),
+        1
+    );
+    assert_eq!(
+        eval::<i64>(&mut c, "#!lua flags=no-writes\nreturn 2", &[], &[]).expect("no-writes"),
+        2
+    );
+    let compat =
+        eval::<i64>(&mut c, "redis.call('set', 'x', 1) return 1", &["x"], &[]).expect_err("compat");
+    assert!(
+        compat
+            .to_string()
+            .contains("command not allowed when used memory"),
+        "{compat}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .expect("maxmemory");
+
+    // RESP3: a script that chose RESP3 hands a RESP3 client a map.
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg("field")
+        .arg("value")
+        .query(&mut c)
+        .expect("hset");
+    let mut raw = common::raw(&server);
+    let (hello, _) = common::exchange(&mut raw, b"HELLO 3\r\n", |r| {
+        r.windows(5).any(|w| w == b"proto")
+    });
+    assert!(!hello.is_empty());
+    std::thread::sleep(Duration::from_millis(50));
+    let body = "redis.setresp(3) return redis.call('hgetall', KEYS[1])";
+    let send = format!(
+        "*4\r\n$4\r\nEVAL\r\n${}\r\n{body}\r\n$1\r\n1\r\n$1\r\nh\r\n",
+        body.len()
+    );
+    let (map, _) = common::exchange(&mut raw, send.as_bytes(), |r| r.ends_with(b"value\r\n"));
+    assert!(
+        String::from_utf8_lossy(&map).ends_with("%1\r\n$5\r\nfield\r\n$5\r\nvalue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&map)
+    );
+    let dbl: String = eval(&mut c, "return {double = 1.5}", &[], &[]).expect("double in RESP2");
+    assert_eq!(dbl, "1.5");
+
+    // Library code sees only the library API while it loads.
+    for (code, expected) in [
+        ("#!lua name=l1\nlocal x = math.random()\nredis.register_function('f', function() return 1 end)", "nonexistent global variable 'math'"),
+        ("#!lua name=l2\nredis.call('ping')", "nonexistent global variable 'call'"),
+        ("#!lua name=l3\nwhile true do end", "FUNCTION LOAD timeout"),
+        ("#!lua name=l4\nredis.register_function('f')", "only applicable to Lua table"),
+        ("#!lua name=l5\nredis.register_function('bad name', function() end)", "Library names can only contain"),
+    ] {
+        let err: redis::RedisResult<String> = redis::cmd("FUNCTION").arg("LOAD").arg(code).query(&mut c);
+        let err = err.expect_err(code);
+        assert!(err.to_string().contains(expected), "{code}: {err}");
+    }
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=lib\nredis.register_function{function_name='f', callback=function(keys) return math.floor(2.5) .. keys[1] end, description='d'}")
+        .query(&mut c)
+        .expect("load");
+    let out: String = redis::cmd("FCALL")
+        .arg("F")
+        .arg(1)
+        .arg("k")
+        .query(&mut c)
+        .expect("case-insensitive fcall");
+    assert_eq!(out, "2k");
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("FCALL")
+        .arg("f")
+        .arg(1)
+        .arg("x")
+        .arg("y")
+        .query(&mut c)
+        .expect("getkeys");
+    assert_eq!(keys, vec!["x".to_string()]);
+    server.shutdown();
+}

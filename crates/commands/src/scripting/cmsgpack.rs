@@ -170,12 +170,14 @@ fn pack(v: &Value, level: usize, out: &mut Vec<u8>) -> Result<()> {
                 }
             }
             None => {
-                let pairs: Vec<(Value, Value)> =
-                    t.clone().pairs::<Value, Value>().collect::<Result<_>>()?;
-                header(pairs.len(), 0x80, 0xde, out);
-                for (k, val) in &pairs {
-                    pack(k, level + 1, out)?;
-                    pack(val, level + 1, out)?;
+                // Counted, then packed in a second pass: holding every pair at once
+                // would run out of Lua reference slots on a big table.
+                let count = t.clone().pairs::<Value, Value>().count();
+                header(count, 0x80, 0xde, out);
+                for pair in t.clone().pairs::<Value, Value>().take(count) {
+                    let (k, val) = pair?;
+                    pack(&k, level + 1, out)?;
+                    pack(&val, level + 1, out)?;
                 }
             }
         },

@@ -38,9 +38,10 @@ local function deny() error('Attempt to modify a readonly table', 2) end
 local function protect(t, index)
   local proxy, shown = {}, {}
   real_setmetatable(shown, {__index = {}, __newindex = deny, __metatable = false})
-  real_setmetatable(proxy, {__index = index or t, __newindex = deny, __metatable = shown})
+  local mt = {__index = index or t, __newindex = deny, __metatable = shown}
+  real_setmetatable(proxy, mt)
   readonly[proxy], readonly[shown] = true, true
-  return proxy
+  return proxy, mt
 end
 
 local env
@@ -85,6 +86,25 @@ end})
 env = protect(G, G)
 G._G = env
 __carmine_env = env
+
+-- Function libraries run their code once at FUNCTION LOAD with only the library API in
+-- sight (redis.register_function, redis.log, the versions), and their functions later
+-- with the globals every script has: one environment whose fallback is switched, as
+-- Redis switches its globals' __index.
+local load_redis = {log = __carmine_redis.log,
+  LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
+  REDIS_VERSION = __carmine_redis.REDIS_VERSION,
+  REDIS_VERSION_NUM = __carmine_redis.REDIS_VERSION_NUM}
+__carmine_load_redis = load_redis
+local missing = getmetatable(G).__index
+real_setmetatable(load_redis, {__index = missing})
+local library_api = {redis = protect(load_redis)}
+real_setmetatable(library_api, {__index = missing})
+local library_env, library_mt = protect(G, G)
+__carmine_library_env = library_env
+__carmine_library_mode = function(loading)
+  real_rawset(library_mt, '__index', loading and library_api or G)
+end
 "#;
 
 /// Redis' 48-bit linear congruential generator (its rand48), so that a seeded
