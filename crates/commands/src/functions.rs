@@ -160,21 +160,26 @@ fn parse_header(code: &[u8]) -> Result<(String, usize), String> {
     let Some(rest) = line.strip_prefix("#!") else {
         return Err("ERR Missing library metadata".into());
     };
-    let mut parts = rest.split_whitespace();
-    let engine = parts.next().unwrap_or_default();
+    let engine = rest.split(' ').next().unwrap_or_default();
     if !engine.eq_ignore_ascii_case("lua") {
         return Err(format!("ERR Engine '{engine}' not found"));
     }
     let mut name = None;
-    for part in parts {
+    for part in rest[engine.len()..].split_whitespace() {
         match part.strip_prefix("name=") {
-            Some(n) => name = Some(n.to_string()),
+            Some(_) if name.is_some() => {
+                return Err(
+                    "ERR Invalid metadata value, name argument was given multiple times".into(),
+                )
+            }
+            // Quotes are the shell's (Redis splits the line as arguments).
+            Some(n) => name = Some(n.trim_matches(|c| c == '"' || c == '\'').to_string()),
             None => return Err(format!("ERR Invalid metadata value given: {part}")),
         }
     }
     let name = name.ok_or("ERR Library name was not given")?;
     if !valid_name(&name) {
-        return Err("ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
+        return Err(format!("ERR {NAME_ERROR}"));
     }
     Ok((name, end))
 }
@@ -372,6 +377,14 @@ fn function(ctx: &mut Ctx<'_, '_>) {
     let sub = ctx.arg(1).to_ascii_lowercase();
     let argc = ctx.args.len();
     let shared = ctx.shared;
+    // FUNCTION LOAD and RESTORE grow memory: refused past maxmemory, as Redis'
+    // deny-oom subcommands are.
+    if matches!(sub.as_slice(), b"load" | b"restore")
+        && shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
+        && !shared.perform_evictions(carmine_keyspace::now_ms())
+    {
+        return ctx.error("OOM command not allowed when used memory > 'maxmemory'.");
+    }
     let mut guard = shared.functions.inner.lock();
     match (sub.as_slice(), argc) {
         (b"load", 3..) => {
@@ -616,7 +629,10 @@ fn list(ctx: &mut Ctx<'_, '_>, loaded: Option<&Loaded>) {
         if ctx.is(i, "WITHCODE") && !with_code {
             with_code = true;
             i += 1;
-        } else if ctx.is(i, "LIBRARYNAME") && pattern.is_none() && i + 1 < ctx.args.len() {
+        } else if ctx.is(i, "LIBRARYNAME") && pattern.is_none() {
+            if i + 1 >= ctx.args.len() {
+                return ctx.error("ERR library name argument was not given");
+            }
             pattern = Some(ctx.arg(i + 1).to_vec());
             i += 2;
         } else {

@@ -822,11 +822,32 @@ pub(crate) fn invoke(
             Err(mlua::Error::RuntimeError(why.into()))
         },
     );
+    let user = session.acl_user(call.shared).clone();
     let result = lua.scope(|scope| {
         let pcall = scope.create_function_mut(|lua, cmd: MultiValue| {
             redis_pcall(lua, call.shared, call.stats, session, call.read_only, cmd)
         })?;
         redis.set("pcall", pcall)?;
+        // redis.acl_check_cmd: may the caller's user run this command?
+        let acl_check = scope.create_function(|lua, cmd: MultiValue| {
+            let parts = call_parts(lua, &cmd)?;
+            let spec = parts
+                .first()
+                .and_then(|name| call.shared.commands.lookup(name))
+                .and_then(|i| call.shared.commands.get(i));
+            match spec {
+                Some(spec) if spec.arity_ok(parts.len()) => {
+                    Ok(user.check(spec, &Args::from_slices(&parts)).is_ok())
+                }
+                Some(_) => Err(mlua::Error::RuntimeError(
+                    "Wrong number of args calling Redis command from script".into(),
+                )),
+                None => Err(mlua::Error::RuntimeError(
+                    "Invalid command passed to redis.acl_check_cmd()".into(),
+                )),
+            }
+        })?;
+        redis.set("acl_check_cmd", acl_check)?;
         let mut all = MultiValue::new();
         all.push_back(Value::Function(f));
         all.extend(args);
@@ -875,25 +896,9 @@ pub(crate) fn redis_pcall(
     if args.is_empty() {
         return err_table("ERR Please specify at least one argument for this redis lib call");
     }
-    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(args.len());
-    for v in args.iter() {
-        match v {
-            Value::String(s) => parts.push(s.as_bytes().to_vec()),
-            Value::Integer(i) => parts.push(i.to_string().into_bytes()),
-            // Lua's own number-to-string (`%.14g`), as Redis converts them.
-            Value::Number(_) => match lua.coerce_string(v.clone())? {
-                Some(text) => parts.push(text.as_bytes().to_vec()),
-                None => {
-                    return err_table(
-                        "ERR Lua redis lib command arguments must be strings or integers",
-                    )
-                }
-            },
-            _ => {
-                return err_table("ERR Lua redis lib command arguments must be strings or integers")
-            }
-        }
-    }
+    let Ok(parts) = call_parts(lua, &args) else {
+        return err_table("ERR Lua redis lib command arguments must be strings or integers");
+    };
     let Some(idx) = shared.commands.lookup(&parts[0]) else {
         return err_table("ERR Unknown Redis command called from script");
     };
@@ -922,6 +927,29 @@ pub(crate) fn redis_pcall(
         Ok(Some(frame)) => frame_to_lua(lua, frame),
         _ => err_table("ERR the command wrote no reply"),
     }
+}
+
+/// A `redis.call`'s arguments as bytes: strings, and numbers as Lua prints them
+/// (`%.14g`, as Redis converts them); anything else is refused.
+fn call_parts(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
+    let mut parts = Vec::with_capacity(args.len());
+    for v in args.iter() {
+        let text = match v {
+            Value::String(s) => Some(s.as_bytes().to_vec()),
+            Value::Integer(i) => Some(i.to_string().into_bytes()),
+            Value::Number(_) => lua.coerce_string(v.clone())?.map(|t| t.as_bytes().to_vec()),
+            _ => None,
+        };
+        match text {
+            Some(t) => parts.push(t),
+            None => {
+                return Err(mlua::Error::RuntimeError(
+                    "Lua redis lib command arguments must be strings or integers".into(),
+                ))
+            }
+        }
+    }
+    Ok(parts)
 }
 
 /// Commands Redis 7.0 refuses in scripts that Carmine's table does not flag NOSCRIPT
@@ -1217,7 +1245,9 @@ pub(crate) fn admit(
         && maxmemory > 0
         && !shared.perform_evictions(carmine_keyspace::now_ms())
     {
-        return Err("OOM allowed memory has been exceeded and 'allow-oom' flag is not set".into());
+        // What Redis' clients see: its processCommand refuses such a script as a
+        // deny-oom command before the script's own check.
+        return Err("OOM command not allowed when used memory > 'maxmemory'.".into());
     }
     shared
         .scripts
