@@ -60,11 +60,14 @@ pub struct Running {
     /// for memory. Set before it starts.
     pub(crate) allow_oom: AtomicBool,
     /// What FUNCTION STATS shows: the name, the command and when it started.
-    what: Mutex<Option<(String, Vec<Vec<u8>>, Instant)>>,
+    what: Mutex<Option<RunningScript>>,
 }
 
 /// How often a busy script's hook answers its own loop's other clients.
 const BUSY_SERVE_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A running script's name, the command that runs it, and when it started.
+type RunningScript = (String, Vec<Vec<u8>>, Instant);
 
 const STOP_NONE: u8 = 0;
 const STOP_KILL: u8 = 1;
@@ -956,13 +959,18 @@ fn call_parts(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
 /// itself: the blocking ones (a script cannot wait) and some subcommands.
 fn not_allowed_from_scripts(name: &str, sub: Option<&Vec<u8>>) -> bool {
     let sub = sub.map(|s| s.to_ascii_lowercase());
-    match (name, sub.as_deref()) {
-        ("blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "wait", _) => true,
-        ("cluster", Some(b"reset")) => true,
-        ("config", Some(b"get" | b"set" | b"resetstat" | b"rewrite")) => true,
-        ("client" | "function" | "script" | "acl" | "latency" | "module", _) => true,
-        _ => false,
-    }
+    matches!(
+        (name, sub.as_deref()),
+        (
+            "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "wait",
+            _
+        ) | ("cluster", Some(b"reset"))
+            | ("config", Some(b"get" | b"set" | b"resetstat" | b"rewrite"))
+            | (
+                "client" | "function" | "script" | "acl" | "latency" | "module",
+                _
+            )
+    )
 }
 
 /// A command's reply as Redis hands it to Lua (RESP2 rules).

@@ -691,7 +691,8 @@ fn shebang_flags_resp3_and_the_library_load_environment() {
         .expect("maxmemory");
     let oom = eval::<i64>(&mut c, "#!lua\nreturn 1", &[], &[]).expect_err("oom");
     assert!(
-        oom.to_string().contains("command not allowed when used memory"),
+        oom.to_string()
+            .contains("command not allowed when used memory"),
         "{oom}"
     );
     assert_eq!(

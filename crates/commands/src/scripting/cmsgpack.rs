@@ -91,10 +91,7 @@ fn pack_int(n: i64, out: &mut Vec<u8>) {
 
 fn pack_number(n: f64, out: &mut Vec<u8>) {
     // lua-cmsgpack's IS_INT64_EQUIVALENT.
-    if n.is_finite()
-        && (n as i64) as f64 == n
-        && n >= -9.223_372_036_854_776e18
-        && n < 9.223_372_036_854_776e18
+    if (n as i64) as f64 == n && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n)
     {
         return pack_int(n as i64, out);
     }
