@@ -265,6 +265,9 @@ redis.set_repl = function(flags)
     error('Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.', 0)
   end
 end
+redis.acl_check_cmd = function(...)
+  return redis.pcall(__carmine_acl_mark, ...)
+end
 redis.breakpoint = function() return false end
 redis.debug = function() end
 "#;
@@ -289,6 +292,10 @@ impl Vm {
             Ok((None, None))
         })?;
         lua.globals().set("__carmine_where", locate)?;
+        lua.globals().set(
+            "__carmine_acl_mark",
+            mlua::LightUserData(ACL_CHECK_MARK as *mut std::ffi::c_void),
+        )?;
         let log = shared.log.get().copied();
         lua.globals().set(
             "__carmine_log",
@@ -789,7 +796,6 @@ pub(crate) fn invoke(
     let started = Instant::now();
     let log = call.shared.log.get().copied();
     let running_now = running.clone();
-    let script_name = name.to_string();
     lua.set_hook(
         mlua::HookTriggers::new().every_nth_instruction(100_000),
         move |lua, _| {
@@ -799,7 +805,7 @@ pub(crate) fn invoke(
                     "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the {} command. Script name is: {}.",
                     started.elapsed().as_millis(),
                     if running.eval.load(Ordering::Relaxed) { "SCRIPT KILL" } else { "FUNCTION KILL" },
-                    script_name
+                    running.describe().map(|d| d.0).unwrap_or_default()
                 ));
                 running.busy.store(true, Ordering::Release);
             }
@@ -825,32 +831,11 @@ pub(crate) fn invoke(
             Err(mlua::Error::RuntimeError(why.into()))
         },
     );
-    let user = session.acl_user(call.shared).clone();
     let result = lua.scope(|scope| {
         let pcall = scope.create_function_mut(|lua, cmd: MultiValue| {
             redis_pcall(lua, call.shared, call.stats, session, call.read_only, cmd)
         })?;
         redis.set("pcall", pcall)?;
-        // redis.acl_check_cmd: may the caller's user run this command?
-        let acl_check = scope.create_function(|lua, cmd: MultiValue| {
-            let parts = call_parts(lua, &cmd)?;
-            let spec = parts
-                .first()
-                .and_then(|name| call.shared.commands.lookup(name))
-                .and_then(|i| call.shared.commands.get(i));
-            match spec {
-                Some(spec) if spec.arity_ok(parts.len()) => {
-                    Ok(user.check(spec, &Args::from_slices(&parts)).is_ok())
-                }
-                Some(_) => Err(mlua::Error::RuntimeError(
-                    "Wrong number of args calling Redis command from script".into(),
-                )),
-                None => Err(mlua::Error::RuntimeError(
-                    "Invalid command passed to redis.acl_check_cmd()".into(),
-                )),
-            }
-        })?;
-        redis.set("acl_check_cmd", acl_check)?;
         let mut all = MultiValue::new();
         all.push_back(Value::Function(f));
         all.extend(args);
@@ -899,6 +884,13 @@ pub(crate) fn redis_pcall(
     if args.is_empty() {
         return err_table("ERR Please specify at least one argument for this redis lib call");
     }
+    // redis.acl_check_cmd comes this way, marked, for the session's user.
+    if let Some(Value::LightUserData(mark)) = args.front() {
+        if mark.0 as usize == ACL_CHECK_MARK {
+            let rest: MultiValue = args.iter().skip(1).cloned().collect();
+            return acl_check(lua, shared, session, &rest);
+        }
+    }
     let Ok(parts) = call_parts(lua, &args) else {
         return err_table("ERR Lua redis lib command arguments must be strings or integers");
     };
@@ -932,6 +924,38 @@ pub(crate) fn redis_pcall(
     }
 }
 
+/// The light userdata that marks a `redis.pcall` made by `redis.acl_check_cmd` (no
+/// script can make one: its only light userdata is cjson.null, a null pointer).
+const ACL_CHECK_MARK: usize = 1;
+
+/// `redis.acl_check_cmd(...)`: may the script's user run this command?
+fn acl_check(
+    lua: &Lua,
+    shared: &Shared,
+    session: &Session,
+    cmd: &MultiValue,
+) -> mlua::Result<Value> {
+    let parts = call_parts(lua, cmd)?;
+    let spec = parts
+        .first()
+        .and_then(|name| shared.commands.lookup(name))
+        .and_then(|i| shared.commands.get(i));
+    match spec {
+        Some(spec) if spec.arity_ok(parts.len()) => Ok(Value::Boolean(
+            session
+                .acl_user(shared)
+                .check(spec, &Args::from_slices(&parts))
+                .is_ok(),
+        )),
+        Some(_) => Err(mlua::Error::RuntimeError(
+            "Wrong number of args calling Redis command from script".into(),
+        )),
+        None => Err(mlua::Error::RuntimeError(
+            "Invalid command passed to redis.acl_check_cmd()".into(),
+        )),
+    }
+}
+
 /// A `redis.call`'s arguments as bytes: strings, and numbers as Lua prints them
 /// (`%.14g`, as Redis converts them); anything else is refused.
 fn call_parts(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
@@ -958,19 +982,15 @@ fn call_parts(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
 /// Commands Redis 7.0 refuses in scripts that Carmine's table does not flag NOSCRIPT
 /// itself: the blocking ones (a script cannot wait) and some subcommands.
 fn not_allowed_from_scripts(name: &str, sub: Option<&Vec<u8>>) -> bool {
-    let sub = sub.map(|s| s.to_ascii_lowercase());
-    matches!(
-        (name, sub.as_deref()),
-        (
-            "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "wait",
-            _
-        ) | ("cluster", Some(b"reset"))
-            | ("config", Some(b"get" | b"set" | b"resetstat" | b"rewrite"))
-            | (
-                "client" | "function" | "script" | "acl" | "latency" | "module",
-                _
-            )
-    )
+    let sub_is =
+        |names: &[&[u8]]| sub.is_some_and(|s| names.iter().any(|n| s.eq_ignore_ascii_case(n)));
+    match name {
+        "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "wait" => true,
+        "client" | "function" | "script" | "acl" | "latency" | "module" => true,
+        "cluster" => sub_is(&[b"reset"]),
+        "config" => sub_is(&[b"get", b"set", b"resetstat", b"rewrite"]),
+        _ => false,
+    }
 }
 
 /// A command's reply as Redis hands it to Lua (RESP2 rules).
