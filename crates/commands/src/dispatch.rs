@@ -366,13 +366,7 @@ fn dispatch(
             || write || (spec.name == "ping" && !shared.is_replica.load(Ordering::Relaxed));
         if shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
             && refusable()
-            && shared.config.get_bool("stop-writes-on-bgsave-error")
-            && !shared
-                .config
-                .get("save")
-                .unwrap_or_default()
-                .trim()
-                .is_empty()
+            && shared.writes_stopped_by_failed_save()
         {
             return refuse(shared, session, stats, idx, reply, is_exec, MISCONF);
         }

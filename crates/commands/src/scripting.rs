@@ -63,6 +63,9 @@ pub struct Running {
     what: Mutex<Option<RunningScript>>,
 }
 
+/// The most memory one Lua state (the scripts', or the functions') may hold.
+const LUA_MEMORY_LIMIT: usize = 1 << 30;
+
 /// How often a busy script's hook answers its own loop's other clients.
 const BUSY_SERVE_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -354,6 +357,9 @@ impl Vm {
             .fold(0, |n, p| n * 256 + p);
         redis.set("REDIS_VERSION_NUM", num)?;
         let env = sandbox::install(&lua)?;
+        // A script that allocates without bound fails with Lua's "not enough memory"
+        // instead of taking the server's memory (Redis sets no such limit).
+        lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
         Ok(Vm {
             lua,
             compiled: HashMap::new(),
@@ -843,15 +849,30 @@ pub(crate) fn invoke(
     });
     lua.remove_hook();
     running.end();
+    // A script that ran the state near its limit (out of memory, say) leaves garbage
+    // the next one would trip on: collected now.
+    if lua.used_memory() > LUA_MEMORY_LIMIT / 2 || !matches!(result, Ok((true, _))) {
+        let _ = lua.gc_collect();
+    }
     let (ok, value) = result.map_err(fail)?;
     if ok {
         return Ok(value);
     }
     // The handler's table: {err=..., source=..., line=...}.
-    let Value::Table(t) = value else {
-        return Err(format!(
-            "ERR Error running script {name}, execution failure"
-        ));
+    // A table from the error handler; a plain message when Lua could not run the
+    // handler (out of memory), as Redis reports it.
+    let t = match value {
+        Value::Table(t) => t,
+        Value::String(msg) => {
+            let msg = msg.to_string_lossy();
+            let msg: String = msg.chars().take(100).collect();
+            return Err(format!("ERR Error running script {name}, {msg}"));
+        }
+        _ => {
+            return Err(format!(
+                "ERR Error running script {name}, execution failure"
+            ))
+        }
     };
     let err: String = t
         .get::<Option<String>>("err")
@@ -1239,13 +1260,7 @@ pub(crate) fn admit(
             return Err("READONLY You can't write against a read only replica.".into());
         }
         if shared.persist.last_bgsave_failed.load(Ordering::Relaxed)
-            && shared.config.get_bool("stop-writes-on-bgsave-error")
-            && !shared
-                .config
-                .get("save")
-                .unwrap_or_default()
-                .trim()
-                .is_empty()
+            && shared.writes_stopped_by_failed_save()
         {
             return Err("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Writable scripts are blocked. Use 'no-writes' flag for read only scripts.".into());
         }
@@ -1323,6 +1338,46 @@ mod tests {
         session.world_held = true;
         session.in_script = true;
         call_script(vm, shared, &stats, &mut session, &sha, &[], &[], false)
+    }
+
+    #[test]
+    fn a_script_that_allocates_without_bound_fails_and_the_state_lives_on() {
+        let shared =
+            crate::Shared::with_commands(crate::Config::new(), 1, None, crate::command_table());
+        let mut vm = None;
+        let body = b"local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end";
+        let sha = sha1_hex(body);
+        let state = compiled(&shared, &mut vm, &sha, body).expect("compiles");
+        state.lua.set_memory_limit(32 << 20).expect("limit");
+        let stats = shared.new_thread_stats();
+        let info = std::sync::Arc::new(crate::ClientInfo::new(
+            1,
+            String::new(),
+            String::new(),
+            -1,
+            1,
+        ));
+        let mut session = Session::new(info, 0, true);
+        session.world_held = true;
+        session.in_script = true;
+        let err = call_script(state, &shared, &stats, &mut session, &sha, &[], &[], false)
+            .expect_err("out of memory");
+        assert!(err.contains("not enough memory"), "{err}");
+        let ok = b"return 'still here'";
+        let ok_sha = sha1_hex(ok);
+        let state = compiled(&shared, &mut vm, &ok_sha, ok).expect("compiles");
+        let v = call_script(
+            state,
+            &shared,
+            &stats,
+            &mut session,
+            &ok_sha,
+            &[],
+            &[],
+            false,
+        )
+        .expect("runs");
+        assert!(matches!(v, Value::String(s) if s.as_bytes().as_ref() == b"still here"));
     }
 
     #[test]

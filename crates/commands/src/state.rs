@@ -617,6 +617,18 @@ impl Shared {
         used
     }
 
+    /// After a failed save, whether writes are refused with MISCONF: Redis'
+    /// `stop-writes-on-bgsave-error` with save points configured.
+    pub fn writes_stopped_by_failed_save(&self) -> bool {
+        self.config.get_bool("stop-writes-on-bgsave-error")
+            && !self
+                .config
+                .get("save")
+                .unwrap_or_default()
+                .trim()
+                .is_empty()
+    }
+
     /// A line in the server's log (nowhere when the server installed no logger).
     pub fn log(&self, level: u8, msg: &str) {
         if let Some(log) = self.log.get() {
