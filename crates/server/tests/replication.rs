@@ -1124,3 +1124,103 @@ fn the_backlog_holds_the_stream_written_during_a_slow_snapshot() {
     replica.shutdown();
     master.shutdown();
 }
+
+/// What scripts and functions change reaches a Debian redis-server replica as Redis
+/// would have sent it: the libraries with the full sync's RDB and with later FUNCTION
+/// LOADs, a script's writes (a random value and a counter included) as one transaction,
+/// and the two datasets agree by DEBUG DIGEST.
+#[test]
+fn scripts_and_functions_reach_a_redis_replica_identically() {
+    let server = common::start("repl-diskless-sync-delay 0");
+    let mut master = connect(server.port());
+    let library = |name: &str| {
+        format!(
+            "#!lua name={name}\nredis.register_function('{name}_bump', function(keys, args) \
+             redis.call('hincrby', keys[1], args[1], 1) return redis.call('lpush', keys[2], args[1]) end)"
+        )
+    };
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library("before"))
+        .query(&mut master)
+        .expect("load");
+    let _: i64 = redis::cmd("FCALL")
+        .arg("before_bump")
+        .arg(2)
+        .arg("h")
+        .arg("l")
+        .arg("a")
+        .query(&mut master)
+        .expect("fcall");
+    let (_replica_proc, replica_port) = redis_replica(server.port(), "disabled");
+    let mut replica = connect(replica_port);
+    assert!(link_up(&mut replica), "the replica finished its full sync");
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library("after"))
+        .query(&mut master)
+        .expect("load");
+    for i in 0..50 {
+        let _: i64 = redis::cmd("FCALL")
+            .arg(if i % 2 == 0 {
+                "before_bump"
+            } else {
+                "after_bump"
+            })
+            .arg(2)
+            .arg("h")
+            .arg("l")
+            .arg(format!("f{}", i % 7))
+            .query(&mut master)
+            .expect("fcall");
+        let _: redis::Value = redis::cmd("EVAL")
+            .arg("redis.call('set', KEYS[1], tostring(math.random())) redis.call('incrby', KEYS[2], ARGV[1]) \
+                  redis.call('sadd', KEYS[3], redis.call('get', KEYS[1])) return redis.call('get', KEYS[1])")
+            .arg(3)
+            .arg("r")
+            .arg("n")
+            .arg("s")
+            .arg(i)
+            .query(&mut master)
+            .expect("eval");
+    }
+    assert!(
+        wait_caught_up(&mut master, &mut replica),
+        "the replica caught up"
+    );
+    same_data(&mut master, &mut replica, 3);
+    let libraries = |c: &mut redis::Connection| -> Vec<String> {
+        let listed: Vec<redis::Value> = redis::cmd("FUNCTION").arg("LIST").query(c).expect("list");
+        let mut names: Vec<String> = listed
+            .iter()
+            .filter_map(|lib| match lib {
+                redis::Value::Array(fields) | redis::Value::Set(fields) => fields
+                    .windows(2)
+                    .find(|w| matches!(&w[0], redis::Value::BulkString(k) if k == b"library_name"))
+                    .and_then(|w| match &w[1] {
+                        redis::Value::BulkString(v) => {
+                            Some(String::from_utf8_lossy(v).into_owned())
+                        }
+                        _ => None,
+                    }),
+                redis::Value::Map(pairs) => pairs.iter().find_map(|(k, v)| match (k, v) {
+                    (redis::Value::BulkString(k), redis::Value::BulkString(v))
+                        if k == b"library_name" =>
+                    {
+                        Some(String::from_utf8_lossy(v).into_owned())
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        libraries(&mut replica),
+        vec!["after".to_string(), "before".to_string()]
+    );
+    assert_eq!(libraries(&mut replica), libraries(&mut master));
+    server.shutdown();
+}
