@@ -110,6 +110,7 @@ pub fn commands() -> Vec<CommandSpec> {
                 "sleep",
                 "object",
                 "set-active-expire",
+                "set-disable-deny-scripts",
                 "reload",
                 "populate",
                 "help",
@@ -876,6 +877,8 @@ const DEBUG_HELP: &[&str] = &[
     "    Server will sleep before flushing the AOF, this is used for testing.",
     "SET-ACTIVE-EXPIRE <0|1>",
     "    Setting it to 0 disables expiring keys in background when they are not accessed.",
+    "SET-DISABLE-DENY-SCRIPTS <0|1>",
+    "    For testing: let scripts call introspection commands they may not call (CLIENT, CONFIG ...).",
     "DROP-CLUSTER-PACKET-FILTER <packet-type>",
     "    Drop all packets that match the filtered type. Set to -1 allow all packets.",
     "SLEEP <seconds>",
@@ -951,6 +954,14 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
         (b"set-active-expire", 3) => {
             let Some(v) = ctx.int_arg(2) else { return };
             ctx.shared.active_expire.store(v != 0, Ordering::Relaxed);
+            ctx.reply.ok();
+        }
+        (b"set-disable-deny-scripts", 3) => {
+            let Some(v) = ctx.int_arg(2) else { return };
+            ctx.shared
+                .scripts
+                .deny_disabled
+                .store(v != 0, Ordering::Relaxed);
             ctx.reply.ok();
         }
         (b"object", 3) => {

@@ -781,3 +781,34 @@ fn shebang_flags_resp3_and_the_library_load_environment() {
     assert_eq!(keys, vec!["x".to_string()]);
     server.shutdown();
 }
+
+#[test]
+fn debug_can_let_scripts_use_introspection_commands_only() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let refused =
+        eval::<i64>(&mut c, "return redis.call('client', 'id')", &[], &[]).expect_err("refused");
+    assert!(
+        refused.to_string().contains("not allowed from script"),
+        "{refused}"
+    );
+    let _: () = redis::cmd("DEBUG")
+        .arg("SET-DISABLE-DENY-SCRIPTS")
+        .arg(1)
+        .query(&mut c)
+        .expect("debug");
+    let id: i64 = eval(&mut c, "return redis.call('client', 'id')", &[], &[]).expect("client id");
+    assert!(id > 0);
+    let nested = eval::<i64>(&mut c, "return redis.call('eval', 'return 1', 0)", &[], &[])
+        .expect_err("nested");
+    assert!(
+        nested.to_string().contains("not allowed from script"),
+        "{nested}"
+    );
+    let _: () = redis::cmd("DEBUG")
+        .arg("SET-DISABLE-DENY-SCRIPTS")
+        .arg(0)
+        .query(&mut c)
+        .expect("debug");
+    server.shutdown();
+}
