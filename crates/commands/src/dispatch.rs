@@ -635,8 +635,10 @@ fn run<'q>(
             {
                 let _ = step;
                 let key = args.get(first as usize).unwrap_or_default();
-                if session.replaying {
-                    // The AOF replays at its own time (see the server's aof module).
+                if session.replaying || session.in_script {
+                    // The AOF replays at its own time (see the server's aof module); a
+                    // script's calls all see the time it started (Redis 7 freezes it, so
+                    // no key expires halfway through a script).
                     Locked::lock_key_at(&shared.keyspace, db, key, now_ms)
                 } else {
                     Locked::lock_key(&shared.keyspace, db, key)

@@ -62,6 +62,8 @@ pub struct Running {
     /// The script declared `allow-oom` (or `no-writes`): its calls are never refused
     /// for memory. Set before it starts.
     pub(crate) allow_oom: AtomicBool,
+    /// The Unix time in ms the script started at: the time all its calls see.
+    started_ms: std::sync::atomic::AtomicU64,
     /// What FUNCTION STATS shows: the name, the command and when it started.
     what: Mutex<Option<RunningScript>>,
 }
@@ -102,6 +104,8 @@ impl Running {
         self.stop.store(STOP_NONE, Ordering::Relaxed);
         self.busy.store(false, Ordering::Relaxed);
         self.resp3.store(false, Ordering::Relaxed);
+        self.started_ms
+            .store(carmine_keyspace::now_ms(), Ordering::Relaxed);
         self.active.store(true, Ordering::Release);
     }
 
@@ -939,7 +943,8 @@ pub(crate) fn redis_pcall(
     }
     let args = Args::from_slices(&parts);
     let mut reply = ReplyBuf::new(shared.scripts.running.resp3());
-    crate::execute(shared, session, stats, &args, &mut reply);
+    let frozen = shared.scripts.running.started_ms.load(Ordering::Relaxed);
+    crate::execute_at(shared, session, stats, &args, &mut reply, frozen);
     // A write call that got past the OOM check makes the script one that wrote (no
     // KILL, no OOM refusal from now on), whatever its reply, as in Redis.
     if spec.has(WRITE) && !reply.out.starts_with(b"-OOM") {
@@ -1026,7 +1031,9 @@ fn frame_to_lua(lua: &Lua, frame: Frame) -> mlua::Result<Value> {
     Ok(match frame {
         Frame::Integer(i) => Value::Integer(i),
         Frame::Bulk(b) => Value::String(lua.create_string(&b)?),
-        Frame::NullBulk | Frame::NullArray | Frame::Null => Value::Boolean(false),
+        // RESP2's nulls are false to Lua; RESP3's null (a script that chose RESP3) is nil.
+        Frame::NullBulk | Frame::NullArray => Value::Boolean(false),
+        Frame::Null => Value::Nil,
         Frame::Simple(s) => {
             let t = lua.create_table()?;
             t.set("ok", lua.create_string(&s)?)?;
@@ -1110,11 +1117,13 @@ pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize, res
             }
             if let Ok(Some(n)) = t.raw_get::<Option<mlua::String>>("big_number") {
                 let text = n.as_bytes().to_vec();
+                // A line cannot hold CR or LF: Redis replaces them in a big number.
+                let text: Vec<u8> = text
+                    .into_iter()
+                    .map(|c| if c == b'\r' || c == b'\n' { b' ' } else { c })
+                    .collect();
                 return if reply.resp3 {
-                    let mut line = b"(".to_vec();
-                    line.extend_from_slice(&text);
-                    line.extend_from_slice(b"\r\n");
-                    reply.raw(&line)
+                    reply.frame(&Frame::BigNumber(bytes::Bytes::from(text)))
                 } else {
                     reply.bulk(&text)
                 };

@@ -111,6 +111,7 @@ pub fn commands() -> Vec<CommandSpec> {
                 "object",
                 "set-active-expire",
                 "set-disable-deny-scripts",
+                "protocol",
                 "reload",
                 "populate",
                 "help",
@@ -725,6 +726,51 @@ fn command(ctx: &mut Ctx<'_, '_>) {
     }
 }
 
+/// DEBUG PROTOCOL <type>: one reply of each RESP type, as Redis' tests use them. An
+/// attribute or a push would be a second frame for one request here, so `attrib` and
+/// `push` answer with the plain reply that follows them in Redis.
+fn debug_protocol(ctx: &mut Ctx<'_, '_>) {
+    let kind = ctx.arg(2).to_ascii_lowercase();
+    let reply = &mut *ctx.reply;
+    match kind.as_slice() {
+        b"string" => reply.bulk(b"Hello World"),
+        b"integer" => reply.int(12345),
+        b"double" => reply.double_text(b"3.141"),
+        b"bignum" => {
+            let n = b"1234567999999999999999999999999999999";
+            if reply.resp3 {
+                reply.frame(&carmine_resp::Frame::BigNumber(bytes::Bytes::from_static(n)));
+            } else {
+                reply.bulk(n);
+            }
+        }
+        b"null" => reply.null(),
+        b"array" | b"set" => {
+            if kind == b"set" {
+                reply.set(3);
+            } else {
+                reply.array(3);
+            }
+            for j in 0..3 {
+                reply.int(j);
+            }
+        }
+        b"map" => {
+            reply.map(3);
+            for j in 0..3 {
+                reply.int(j);
+                reply.boolean(j == 1);
+            }
+        }
+        b"attrib" => reply.bulk(b"Some real reply following the attribute"),
+        b"push" => reply.bulk(b"Some real reply following the push reply"),
+        b"true" => reply.boolean(true),
+        b"false" => reply.boolean(false),
+        b"verbatim" => reply.verbatim(b"This is a verbatim\nstring"),
+        _ => ctx.error("ERR Wrong protocol type name. Please use one of the following: string|integer|double|bignum|null|array|set|map|attrib|push|verbatim|true|false"),
+    }
+}
+
 const CONFIG_HELP: &[&str] = &[
     "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "GET <pattern>",
@@ -877,6 +923,8 @@ const DEBUG_HELP: &[&str] = &[
     "    Server will sleep before flushing the AOF, this is used for testing.",
     "SET-ACTIVE-EXPIRE <0|1>",
     "    Setting it to 0 disables expiring keys in background when they are not accessed.",
+    "PROTOCOL <type>",
+    "    Reply with a test value of the specified type: string|integer|double|bignum|null|array|set|map|verbatim|true|false (attrib and push: the plain reply alone).",
     "SET-DISABLE-DENY-SCRIPTS <0|1>",
     "    For testing: let scripts call introspection commands they may not call (CLIENT, CONFIG ...).",
     "DROP-CLUSTER-PACKET-FILTER <packet-type>",
@@ -956,6 +1004,7 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             ctx.shared.active_expire.store(v != 0, Ordering::Relaxed);
             ctx.reply.ok();
         }
+        (b"protocol", 3) => debug_protocol(ctx),
         (b"set-disable-deny-scripts", 3) => {
             let Some(v) = ctx.int_arg(2) else { return };
             ctx.shared
