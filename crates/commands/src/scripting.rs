@@ -1339,9 +1339,20 @@ mod tests {
     }
 
     fn run_on(shared: &Shared, body: &[u8]) -> Result<Value, String> {
-        let mut vm = None;
+        run_in(shared, &mut None, body, |_| {})
+    }
+
+    /// Compiles `body` in `vm` (prepared by `prepare` once compiled) and runs it as a
+    /// script's session would.
+    fn run_in(
+        shared: &Shared,
+        vm: &mut Option<Vm>,
+        body: &[u8],
+        prepare: impl FnOnce(&Vm),
+    ) -> Result<Value, String> {
         let sha = sha1_hex(body);
-        let vm = compiled(shared, &mut vm, &sha, body).expect("compiles");
+        let state = compiled(shared, vm, &sha, body).expect("compiles");
+        prepare(state);
         let stats = shared.new_thread_stats();
         let info = std::sync::Arc::new(crate::ClientInfo::new(
             1,
@@ -1353,7 +1364,7 @@ mod tests {
         let mut session = Session::new(info, 0, true);
         session.world_held = true;
         session.in_script = true;
-        call_script(vm, shared, &stats, &mut session, &sha, &[], &[], false)
+        call_script(state, shared, &stats, &mut session, &sha, &[], &[], false)
     }
 
     #[test]
@@ -1362,37 +1373,12 @@ mod tests {
             crate::Shared::with_commands(crate::Config::new(), 1, None, crate::command_table());
         let mut vm = None;
         let body = b"local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end";
-        let sha = sha1_hex(body);
-        let state = compiled(&shared, &mut vm, &sha, body).expect("compiles");
-        state.lua.set_memory_limit(32 << 20).expect("limit");
-        let stats = shared.new_thread_stats();
-        let info = std::sync::Arc::new(crate::ClientInfo::new(
-            1,
-            String::new(),
-            String::new(),
-            -1,
-            1,
-        ));
-        let mut session = Session::new(info, 0, true);
-        session.world_held = true;
-        session.in_script = true;
-        let err = call_script(state, &shared, &stats, &mut session, &sha, &[], &[], false)
-            .expect_err("out of memory");
+        let err = run_in(&shared, &mut vm, body, |state| {
+            state.lua.set_memory_limit(32 << 20).expect("limit");
+        })
+        .expect_err("out of memory");
         assert!(err.contains("not enough memory"), "{err}");
-        let ok = b"return 'still here'";
-        let ok_sha = sha1_hex(ok);
-        let state = compiled(&shared, &mut vm, &ok_sha, ok).expect("compiles");
-        let v = call_script(
-            state,
-            &shared,
-            &stats,
-            &mut session,
-            &ok_sha,
-            &[],
-            &[],
-            false,
-        )
-        .expect("runs");
+        let v = run_in(&shared, &mut vm, b"return 'still here'", |_| {}).expect("runs");
         assert!(matches!(v, Value::String(s) if s.as_bytes().as_ref() == b"still here"));
     }
 
