@@ -409,10 +409,7 @@ fn function(ctx: &mut Ctx<'_, '_>) {
             }
         }
         (b"dump", 2) => {
-            let codes: Vec<Vec<u8>> = guard
-                .as_ref()
-                .map(|l| l.libraries.values().map(|lib| lib.code.clone()).collect())
-                .unwrap_or_default();
+            let codes = codes_of(guard.as_ref());
             let Some(p) = shared.persistence.get() else {
                 return ctx.error("ERR persistence is not available in this embedding");
             };
@@ -594,11 +591,11 @@ fn restore(
 /// Every library's code, for a snapshot (RDB, AOF base, full sync): call it while no
 /// command runs, with the snapshot's keys.
 pub fn library_codes(shared: &Shared) -> Vec<Vec<u8>> {
-    shared
-        .functions
-        .inner
-        .lock()
-        .as_ref()
+    codes_of(shared.functions.inner.lock().as_ref())
+}
+
+fn codes_of(loaded: Option<&Loaded>) -> Vec<Vec<u8>> {
+    loaded
         .map(|l| l.libraries.values().map(|lib| lib.code.clone()).collect())
         .unwrap_or_default()
 }

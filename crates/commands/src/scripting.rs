@@ -1137,32 +1137,11 @@ pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize, res
                     .unwrap_or_default();
                 return reply.verbatim(&text);
             }
-            // Values are counted first and written in a second pass, never all held at
-            // once: each Lua value Rust holds takes a slot of a bounded stack.
             if let Ok(Some(map)) = t.raw_get::<Option<Table>>("map") {
-                let count = map.clone().pairs::<Value, Value>().count();
-                reply.map(count);
-                for (k, v) in map
-                    .pairs::<Value, Value>()
-                    .filter_map(Result::ok)
-                    .take(count)
-                {
-                    write_lua_reply(reply, &k, depth + 1, resp3);
-                    write_lua_reply(reply, &v, depth + 1, resp3);
-                }
-                return;
+                return write_pairs(reply, &map, true, depth, resp3);
             }
             if let Ok(Some(set)) = t.raw_get::<Option<Table>>("set") {
-                let count = set.clone().pairs::<Value, Value>().count();
-                reply.set(count);
-                for (k, _) in set
-                    .pairs::<Value, Value>()
-                    .filter_map(Result::ok)
-                    .take(count)
-                {
-                    write_lua_reply(reply, &k, depth + 1, resp3);
-                }
-                return;
+                return write_pairs(reply, &set, false, depth, resp3);
             }
             let mut len = 0;
             while !matches!(t.raw_get::<Value>(len + 1), Ok(Value::Nil) | Err(_)) {
@@ -1175,6 +1154,29 @@ pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize, res
             }
         }
         _ => reply.null(),
+    }
+}
+
+/// A `{map=...}` (keys and values) or `{set=...}` (keys) table as a map or set reply.
+/// Counted first and written in a second pass, never all held at once: each Lua value
+/// Rust holds takes a slot of a bounded stack.
+fn write_pairs(reply: &mut ReplyBuf, t: &Table, with_values: bool, depth: usize, resp3: bool) {
+    let count = t.clone().pairs::<Value, Value>().count();
+    if with_values {
+        reply.map(count);
+    } else {
+        reply.set(count);
+    }
+    for (k, v) in t
+        .clone()
+        .pairs::<Value, Value>()
+        .filter_map(Result::ok)
+        .take(count)
+    {
+        write_lua_reply(reply, &k, depth + 1, resp3);
+        if with_values {
+            write_lua_reply(reply, &v, depth + 1, resp3);
+        }
     }
 }
 
