@@ -407,7 +407,7 @@ fn expire_generic(ctx: &mut Ctx<'_, '_>, unit: u64, absolute: bool) {
     let set = ops::expire_at(ctx.l, &key, at, cond);
     if set {
         // Propagated as an absolute deadline, or as the DEL it turned into.
-        if at <= ctx.l.now() {
+        if at <= ctx.l.now() && ctx.l.past_deadline_deletes() {
             ctx.notify(notify::GENERIC, "del", &key);
             ctx.propagate_as(&[b"DEL", &key]);
         } else {

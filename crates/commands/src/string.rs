@@ -165,7 +165,12 @@ fn set(ctx: &mut Ctx<'_, '_>) {
 /// What a SET goes on the stream as (Redis 7.0): with a deadline, `SET key value PXAT ms`
 /// (a replica that applies it late keeps the same deadline); with GET, without the GETs.
 fn propagate_set(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], opts: &SetOptions) {
-    if let SetExpiry::At(at) = opts.expiry {
+    if matches!(opts.expiry, SetExpiry::At(at) if at <= ctx.l.now() && ctx.l.past_deadline_deletes())
+    {
+        // The deadline had passed and the key is gone here: a replica, which would keep
+        // a SET with a past deadline for its master's DEL, gets that DEL now.
+        ctx.propagate_as(&[b"DEL", key]);
+    } else if let SetExpiry::At(at) = opts.expiry {
         let at = at.to_string();
         ctx.propagate_as(&[b"SET", key, value, b"PXAT", at.as_bytes()]);
     } else if opts.get && ctx.l.recording_effects() {
@@ -298,7 +303,7 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
         }
         // PERSIST on a key without a deadline: nothing changes.
         Some(0) => {}
-        Some(at) if at <= ctx.l.now() => {
+        Some(at) if at <= ctx.l.now() && ctx.l.past_deadline_deletes() => {
             ctx.l.remove(&key);
             ctx.notify(notify::GENERIC, "del", &key);
             ctx.propagate_as(&[b"DEL", &key]);

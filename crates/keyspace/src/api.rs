@@ -384,7 +384,33 @@ impl<'a> DbHandle<'a> {
 
 #[cfg(test)]
 mod tests {
+    use crate::ops::{SetExpiry, SetOptions};
     use crate::Keyspace;
+
+    /// A deadline already past deletes at once on a master; a replica (no expiry
+    /// deletions) keeps the key until its master's DEL, as Redis' checkAlreadyExpired,
+    /// or a SET the stream delivers a little late would leave the replica one key short.
+    #[test]
+    fn a_past_deadline_deletes_only_where_expiry_deletes() {
+        let ks = Keyspace::new();
+        let db = ks.db(0);
+        let past = SetOptions {
+            expiry: SetExpiry::At(1),
+            ..Default::default()
+        };
+        db.set_with(b"k", b"v", past).expect("set");
+        assert_eq!(ks.dbsize(0), 0, "a master deletes it at once");
+        ks.set_expire_deletes(false);
+        db.set_with(b"k", b"v", past).expect("set");
+        assert_eq!(ks.dbsize(0), 1, "a replica keeps it for its master's DEL");
+        db.set(b"p", b"v");
+        assert!(db.expire(b"p", std::time::Duration::ZERO));
+        assert_eq!(ks.dbsize(0), 2, "EXPIRE into the past keeps it too");
+        ks.set_expire_deletes(true);
+        db.set(b"q", b"v");
+        assert!(db.expire(b"q", std::time::Duration::ZERO));
+        assert_eq!(ks.dbsize(0), 2, "once expiry deletes, EXPIRE deletes");
+    }
 
     #[test]
     fn zrange_counts_ranks_from_either_end() {

@@ -690,6 +690,14 @@ impl<'a> Locked<'a> {
         self.now
     }
 
+    /// Whether a write that gives a key a deadline already past deletes the key now.
+    /// Not on a replica (nor while expiry is held by a pause): as Redis'
+    /// checkAlreadyExpired, it keeps the key with its past deadline and waits for the
+    /// master's DEL, so a command the stream delivers late cannot diverge the dataset.
+    pub fn past_deadline_deletes(&self) -> bool {
+        self.ks.expire_deletes.load(Ordering::Relaxed)
+    }
+
     /// Writes made through this set of locks.
     pub fn dirty(&self) -> u64 {
         self.dirty

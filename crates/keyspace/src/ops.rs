@@ -91,8 +91,8 @@ pub fn set(
         SetExpiry::Keep => old_expire,
         SetExpiry::At(at) => at,
     };
-    if expire_at != 0 && expire_at <= l.now() {
-        // A deadline already in the past deletes the key, as Redis does for SET EXAT.
+    if expire_at != 0 && expire_at <= l.now() && l.past_deadline_deletes() {
+        // A deadline already in the past deletes the key (a replica keeps it).
         l.remove(key);
         return Ok(SetOutcome { written: true, old });
     }
@@ -288,7 +288,8 @@ pub enum ExpireCondition {
     LessIfSome,
 }
 
-/// Sets a key's deadline to `at_ms` (Unix ms). A deadline in the past deletes the key.
+/// Sets a key's deadline to `at_ms` (Unix ms). A deadline in the past deletes the key
+/// (except on a replica, see `Locked::past_deadline_deletes`).
 /// Returns whether the deadline was set (EXPIRE's 1/0).
 pub fn expire_at(l: &mut Locked<'_>, key: &[u8], at_ms: u64, cond: ExpireCondition) -> bool {
     let Some(e) = l.get(key) else { return false };
@@ -304,7 +305,7 @@ pub fn expire_at(l: &mut Locked<'_>, key: &[u8], at_ms: u64, cond: ExpireConditi
     if !ok {
         return false;
     }
-    if at_ms <= l.now() {
+    if at_ms <= l.now() && l.past_deadline_deletes() {
         l.remove(key);
         return true;
     }
