@@ -316,6 +316,11 @@ impl AclUser {
     }
 
     /// Why this user may not run the command, if it may not (Redis' NOPERM texts).
+    /// Whether the user may touch every key (`allkeys`): SORT's BY and GET need it.
+    pub fn all_keys(&self) -> bool {
+        self.rules.read().allkeys
+    }
+
     pub fn check(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
         if self.unrestricted.load(Ordering::Relaxed) {
             return Ok(());

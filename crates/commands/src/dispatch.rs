@@ -274,6 +274,11 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
+    if session.multi.is_some() && spec.has(flags::NO_MULTI) {
+        reply.error("ERR Command not allowed inside a transaction");
+        reject(stats, idx, session);
+        return false;
+    }
     if !spec.has(flags::NO_AUTH) {
         if let Err(e) = session.acl_user(shared).check(spec, args) {
             reply.error(&e);
@@ -611,7 +616,7 @@ fn run<'q>(
         let mut _exclusive = None;
         let mut _shared = None;
         if !world_stopped {
-            let taken = if spec.has(flags::EXCLUSIVE) {
+            let taken = if spec.needs_world(args) {
                 shared
                     .barrier
                     .exclusive_unless(&give_up)
@@ -671,7 +676,7 @@ fn run<'q>(
             args,
             reply,
             l: &mut locked,
-            exclusive: world_stopped || spec.has(flags::EXCLUSIVE),
+            exclusive: world_stopped || spec.needs_world(args),
             spec,
             in_transaction: world_stopped,
         };
@@ -845,11 +850,11 @@ fn exec(
         reply.error("EXECABORT Transaction discarded because of previous errors.");
         return;
     }
-    let stop_world = queued.iter().any(|(i, _)| {
+    let stop_world = queued.iter().any(|(i, args)| {
         shared
             .commands
             .get(*i)
-            .is_some_and(|s| s.has(flags::WALKS) || s.has(flags::EXCLUSIVE))
+            .is_some_and(|s| s.has(flags::WALKS) || s.needs_world(args))
     });
     let give_up = gives_up_when_busy(shared, session);
     if stop_world {

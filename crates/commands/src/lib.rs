@@ -46,6 +46,7 @@ pub mod pubsub;
 pub mod scripting;
 pub mod server;
 mod set;
+mod sort;
 pub mod state;
 mod string;
 pub mod table;
@@ -72,6 +73,7 @@ pub fn command_table() -> CommandTable {
     specs.extend(hash::commands());
     specs.extend(list::commands());
     specs.extend(set::commands());
+    specs.extend(sort::commands());
     specs.extend(pubsub::commands());
     specs.extend(blocking::commands());
     specs.extend(bitmap::commands());

@@ -99,7 +99,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "save",
             1,
-            ADMIN | NOSCRIPT | EXCLUSIVE,
+            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI,
             KeySpec::None,
             save,
             g,

@@ -145,7 +145,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "shutdown",
             -1,
-            ADMIN | NOSCRIPT | LOADING | STALE,
+            ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI,
             KeySpec::None,
             shutdown,
             g,

@@ -41,6 +41,8 @@ pub mod flags {
     /// May touch keys it does not name (SCAN, KEYS, RANDOMKEY: the lazy expiry of what
     /// they walk): its effects are not wrapped in MULTI/EXEC, as Redis 7.0 does not.
     pub const TOUCHES_ARBITRARY_KEYS: u32 = 1 << 24;
+    /// Refused inside MULTI (SAVE, SHUTDOWN, SYNC, PSYNC), which it aborts.
+    pub const NO_MULTI: u32 = 1 << 25;
 }
 
 pub const FLAG_NAMES: &[(u32, &str)] = &[
@@ -57,6 +59,7 @@ pub const FLAG_NAMES: &[(u32, &str)] = &[
     (flags::NO_AUTH, "no_auth"),
     (flags::MOVABLEKEYS, "movablekeys"),
     (flags::MAY_REPLICATE, "may_replicate"),
+    (flags::NO_MULTI, "no_multi"),
 ];
 
 /// Where a command's keys are.
@@ -90,11 +93,20 @@ pub struct CommandSpec {
     pub acl: &'static str,
     /// Subcommand names, for COMMAND INFO of container commands.
     pub subcommands: &'static [&'static str],
+    /// For commands that read keys they cannot declare when some arguments are given
+    /// (SORT's BY and GET patterns): true when these arguments need the world stopped.
+    pub world_when: Option<fn(&Args) -> bool>,
 }
 
 impl CommandSpec {
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Whether this call runs with the world stopped: the command always does
+    /// (EXCLUSIVE), or these arguments make it read undeclared keys.
+    pub fn needs_world(&self, args: &Args) -> bool {
+        self.has(flags::EXCLUSIVE) || self.world_when.is_some_and(|f| f(args))
     }
 
     pub fn arity_ok(&self, argc: usize) -> bool {
@@ -232,6 +244,7 @@ pub const fn cmd(
         since: "1.0.0",
         acl,
         subcommands: &[],
+        world_when: None,
     }
 }
 

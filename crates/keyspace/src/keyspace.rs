@@ -743,6 +743,32 @@ impl<'a> Locked<'a> {
         self.effects.request_replaced = true;
     }
 
+    /// Reads a key of the current database that the command could not declare (SORT's
+    /// BY and GET patterns name keys only its data reveals), through `f`; an expired key
+    /// reads as missing and is left for expiry to delete. A table already held, or one past
+    /// every table held, is read as `table_in` reads it; any other is locked on its own
+    /// for the read. That breaks the ascending lock order, so the caller must hold the
+    /// world stopped (no other thread then waits for a table while holding one); the
+    /// dispatcher stops it for commands that read undeclared keys.
+    pub fn read_undeclared<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        let db = self.db;
+        let id = table_id(db, key_slot(key));
+        let now = self.now;
+        let mut held = self
+            .first
+            .iter()
+            .map(|(f, _)| *f)
+            .chain(self.rest.iter().map(|(r, _)| *r));
+        let orderly = held.clone().any(|h| h == id) || held.all(|h| h < id);
+        if orderly {
+            let e = self.table_in(db, key).peek(key);
+            return f(e.filter(|e| !e.is_expired(now)));
+        }
+        let slot = (id & 0x3fff) as Slot;
+        let guard = self.ks.dbs[db].table(slot).lock();
+        f(guard.peek(key).filter(|e| !e.is_expired(now)))
+    }
+
     /// The table for `key` in database `db`. A table the dispatcher did not lock is locked
     /// here only if that keeps the ascending (db, slot) lock order: past every table held.
     /// Anything else could deadlock against a thread locking in order, so it stops the

@@ -968,7 +968,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "sync",
             1,
-            ADMIN | NOSCRIPT | EXCLUSIVE,
+            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI,
             KeySpec::None,
             sync,
             g,
@@ -978,7 +978,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "psync",
             -3,
-            ADMIN | NOSCRIPT | EXCLUSIVE,
+            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI,
             KeySpec::None,
             psync,
             g,
