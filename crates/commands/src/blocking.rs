@@ -100,6 +100,26 @@ impl Blocking {
         }
     }
 
+    /// A whole database changed under its keys (SWAPDB): the first waiter of each of its
+    /// keys retries (and blocks again if its key is still not ready).
+    pub fn signal_db(&self, db: usize) {
+        if !self.any() {
+            return;
+        }
+        let firsts: Vec<Arc<ClientInfo>> = self
+            .queues
+            .lock()
+            .iter()
+            .filter(|((d, _), _)| *d == db)
+            .filter_map(|(_, q)| q.front().cloned())
+            .collect();
+        for c in firsts {
+            if let Some(hook) = c.ready.lock().as_ref() {
+                hook();
+            }
+        }
+    }
+
     /// A key was written: tell its first waiter to retry.
     pub fn signal(&self, db: usize, key: &[u8]) {
         if !self.any() {
@@ -263,24 +283,33 @@ fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usiz
     };
     let (src, dst) = (ctx.args.bytes(1), ctx.args.bytes(2));
     let retry = ctx.session.blocked.is_some();
-    if crate::typed::read::<ListValue>(ctx.l, &dst).is_err() {
-        if retry {
-            // Popping now would lose the element: keep waiting until dst is a list again.
-            return;
-        }
-        unblock(ctx.shared, ctx.session);
-        return ctx.wrong_type();
-    }
-    let elem = match write::<ListValue>(ctx.l, &src, false) {
-        Err(()) if retry => None,
+    // Redis' order: the source decides whether to wait (whatever the destination is);
+    // once there is an element, a destination that is no list fails the command (and
+    // a waiting client with it) and the element stays where it was.
+    let waiting = match crate::typed::read::<ListValue>(ctx.l, &src) {
+        Err(()) if retry => true,
         Err(()) => {
             unblock(ctx.shared, ctx.session);
             return ctx.wrong_type();
         }
-        Ok(Some(list)) => list.pop(from_left),
-        Ok(None) => None,
+        Ok(list) => list.is_none_or(|l| l.is_empty()),
     };
-    let Some(elem) = elem else {
+    if waiting {
+        return block(ctx, vec![src.to_vec()], timeout, false);
+    }
+    if crate::typed::read::<ListValue>(ctx.l, &dst).is_err() {
+        unblock(ctx.shared, ctx.session);
+        if retry {
+            // The element stays: the next client waiting on the source may take it.
+            ctx.shared.blocking.signal(ctx.session.db, &src);
+        }
+        return ctx.wrong_type();
+    }
+    let Some(elem) = write::<ListValue>(ctx.l, &src, false)
+        .ok()
+        .flatten()
+        .and_then(|list| list.pop(from_left))
+    else {
         return block(ctx, vec![src.to_vec()], timeout, false);
     };
     let limits = ctx.shared.keyspace.limits();
@@ -325,16 +354,8 @@ fn blmpop(ctx: &mut Ctx<'_, '_>) {
     let Some(timeout) = timeout_arg(ctx, 1) else {
         return unblock(ctx.shared, ctx.session);
     };
-    let numkeys = match carmine_resp::parse_i64(ctx.arg(2)) {
-        Some(n) if n > 0 => n as usize,
-        Some(_) => {
-            unblock(ctx.shared, ctx.session);
-            return ctx.error("ERR numkeys should be greater than 0");
-        }
-        None => {
-            unblock(ctx.shared, ctx.session);
-            return ctx.error("ERR value is not an integer or out of range");
-        }
+    let Some(numkeys) = crate::list::positive_numkeys(ctx, 2) else {
+        return unblock(ctx.shared, ctx.session);
     };
     let side_at = 3 + numkeys;
     let left = if ctx.is(side_at, "LEFT") {

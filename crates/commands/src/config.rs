@@ -349,6 +349,11 @@ fn spec(name: &str) -> Option<&'static ParamSpec> {
     all_params().find(|s| s.name == lower || s.alias == Some(lower))
 }
 
+/// The parameter's own name, whichever of its names (or legacy alias) is given.
+pub fn canonical_name(name: &str) -> String {
+    spec(name).map_or_else(|| name.to_ascii_lowercase(), |s| s.name.to_string())
+}
+
 /// Parses `1gb`, `512mb`, `100k`, `42` as Redis' memtoull does (k = 1000, kb = 1024).
 pub fn parse_memory(s: &str) -> Option<u64> {
     let lower = s.trim().to_ascii_lowercase();
@@ -441,6 +446,15 @@ fn format_obuf(l: &[ObufLimit; 3]) -> String {
     )
 }
 
+/// Parameters CONFIG GET lists only when asked by their exact name, as Redis hides them.
+const HIDDEN: &[&str] = &[
+    "use-exit-on-panic",
+    "rdb-key-save-delay",
+    "key-load-delay",
+    "watchdog-period",
+    "loading-process-events-interval-bytes",
+];
+
 /// Values read on hot paths, mirrored from the text store.
 #[derive(Default)]
 pub struct Tunables {
@@ -459,6 +473,9 @@ pub struct Tunables {
     pub aof_timestamps: AtomicBool,
     /// `appendfsync`: 0 always, 1 everysec, 2 no (read before each loop's replies).
     pub appendfsync: std::sync::atomic::AtomicU8,
+    /// `slowlog-log-slower-than` (microseconds; negative: off) and `slowlog-max-len`.
+    pub slowlog_slower_than: std::sync::atomic::AtomicI64,
+    pub slowlog_max_len: AtomicU64,
 }
 
 /// The live configuration.
@@ -544,8 +561,13 @@ impl Config {
     pub fn matching(&self, pattern: &[u8]) -> Vec<(&'static str, String)> {
         let values = self.values.read();
         let lower = pattern.to_ascii_lowercase();
+        // Test-only parameters answer an exact name, never a pattern (Redis' hidden ones).
+        let is_pattern = lower.iter().any(|c| matches!(c, b'*' | b'?' | b'['));
         let mut out = Vec::new();
         for s in all_params() {
+            if is_pattern && HIDDEN.contains(&s.name) {
+                continue;
+            }
             let value = || {
                 values
                     .get(s.name)
@@ -691,6 +713,12 @@ impl Config {
             .store(num("hll-sparse-max-bytes"), Ordering::Relaxed);
         t.aof_timestamps
             .store(get("aof-timestamp-enabled") == "yes", Ordering::Relaxed);
+        t.slowlog_slower_than.store(
+            get("slowlog-log-slower-than").parse().unwrap_or(10_000),
+            Ordering::Relaxed,
+        );
+        t.slowlog_max_len
+            .store(num("slowlog-max-len"), Ordering::Relaxed);
         t.appendfsync.store(
             match get("appendfsync").as_str() {
                 "always" => 0,

@@ -294,12 +294,22 @@ fn valid_name(name: &[u8]) -> Result<(), &'static str> {
     }
 }
 
+/// The bytes of `args` sent as a RESP multi-bulk request.
+fn request_len(args: &carmine_resp::Args) -> usize {
+    let digits = |n: usize| n.to_string().len();
+    3 + digits(args.len())
+        + args
+            .iter()
+            .map(|a| 1 + digits(a.len()) + 2 + a.len() + 2)
+            .sum::<usize>()
+}
+
 /// One CLIENT LIST / CLIENT INFO line, with Redis 7's field names.
 pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
     let name = c.name.lock().clone().unwrap_or_default();
     let lib_name = c.lib_name.lock().clone().unwrap_or_default();
     let lib_ver = c.lib_ver.lock().clone().unwrap_or_default();
-    let cmd = match c.last_cmd.load(Ordering::Relaxed) {
+    let mut cmd = match c.last_cmd.load(Ordering::Relaxed) {
         0 => "NULL".to_string(),
         n => ctx
             .shared
@@ -307,13 +317,36 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
             .get(n as usize - 1)
             .map_or("NULL".to_string(), |s| s.name.to_string()),
     };
+    // The client asking is in the middle of its request: Redis shows the subcommand it
+    // runs and the request still in its query buffer.
+    let me = c.id == ctx.session.info.id;
+    let mut qbuf = c.qbuf.load(Ordering::Relaxed);
+    if me {
+        if !ctx.spec.subcommands.is_empty() && ctx.args.len() > 1 {
+            cmd = format!(
+                "{}|{}",
+                ctx.spec.name,
+                String::from_utf8_lossy(ctx.arg(1)).to_lowercase()
+            );
+        }
+        qbuf = qbuf.max(request_len(ctx.args) as u64);
+    }
     let multi = c.multi.load(Ordering::Relaxed);
+    // Redis' letters, in its order.
     let mut flags = String::new();
+    match c.kind.load(Ordering::Relaxed) {
+        ClientInfo::REPLICA => flags.push('S'),
+        ClientInfo::MASTER => flags.push('M'),
+        _ => {}
+    }
+    if c.subs.iter().any(|n| n.load(Ordering::Relaxed) > 0) {
+        flags.push('P');
+    }
     if multi >= 0 {
         flags.push('x');
     }
-    if c.no_evict.load(Ordering::Relaxed) {
-        flags.push('e');
+    if c.unblockable.load(Ordering::Relaxed) {
+        flags.push('b');
     }
     let tracking = c.tracking.lock().clone();
     if let Some(t) = &tracking {
@@ -325,10 +358,8 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
             flags.push('B');
         }
     }
-    match c.kind.load(Ordering::Relaxed) {
-        ClientInfo::MASTER => flags.push('M'),
-        ClientInfo::REPLICA => flags.push('S'),
-        _ => {}
+    if c.no_evict.load(Ordering::Relaxed) {
+        flags.push('e');
     }
     if flags.is_empty() {
         flags.push('N');
@@ -348,7 +379,7 @@ pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
         c.subs[1].load(Ordering::Relaxed),
         c.subs[2].load(Ordering::Relaxed),
         multi,
-        c.qbuf.load(Ordering::Relaxed),
+        qbuf,
         c.omem.load(Ordering::Relaxed),
         cmd,
         c.user.lock(),
@@ -516,6 +547,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) {
             ctx.reply.ok();
         }
         (b"kill", n) if n >= 3 => client_kill(ctx),
+        (b"kill", _) => ctx.error("ERR wrong number of arguments for 'client|kill' command"),
         (b"no-evict", 3) => {
             let on = if ctx.is(2, "ON") {
                 true

@@ -206,6 +206,7 @@ pub fn execute_at(
     // answered by nothing, as Redis answers its replicas.
     let replica_feed = session.replica_feed;
     let pushed = dispatch(shared, session, stats, args, reply, now_ms);
+    shared.errorstats.record(stats, &mut reply.error_codes);
     // ASKING lasts one command (a whole transaction when sent inside MULTI).
     if session.asking
         && session.multi.is_none()
@@ -248,7 +249,6 @@ fn dispatch(
 ) -> bool {
     let Some(idx) = args.get(0).and_then(|n| shared.commands.lookup(n)) else {
         unknown_command(reply, args);
-        ThreadStats::add(&stats.error_replies, 1);
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
         }
@@ -292,7 +292,6 @@ fn dispatch(
         if session.blocked.as_ref().is_some_and(|b| b.paused) {
             crate::blocking::unblock(shared, session);
         }
-        ThreadStats::add(&stats.error_replies, 1);
         ThreadStats::add(&stats.commands[idx].rejected, 1);
         if spec.name == "exec" {
             // EXEC whose queue cannot run here discards the transaction, as in Redis.
@@ -343,9 +342,12 @@ fn dispatch(
     // A paused client's MULTI body waits too.
     if !session.master_link && !session.replica_feed && !session.in_script {
         let may_write = |s: &CommandSpec| s.has(flags::WRITE) || s.has(flags::MAY_REPLICATE);
+        // A script declaring `no-writes` is a read for the pause, as in Redis.
+        let this_may_write =
+            may_write(spec) && !crate::scripting::declares_no_writes(shared, spec, args);
         if shared
             .pause
-            .holds(may_write(spec) || queued_any(session, &may_write))
+            .holds(this_may_write || queued_any(session, &may_write))
         {
             shared.pause.hold(shared, session, args);
             return false;
@@ -416,7 +418,12 @@ fn dispatch(
         }
     }
     if spec.name == "exec" {
+        // EXEC is counted in INFO commandstats as Redis counts it (its own time includes
+        // its commands'); its commands are counted each as itself.
+        let started = Instant::now();
+        let before = reply.len();
         exec(shared, session, stats, reply, now_ms);
+        account(stats, idx, reply, before, started, 0);
         if shared.monitors.active() && !session.replaying {
             shared.monitors.feed(session, args);
         }
@@ -511,18 +518,12 @@ fn busy_command(
 
 /// EXEC that found a script busy while waiting for the world: the transaction is
 /// discarded, as Redis discards an EXEC refused with -BUSY.
-fn exec_abort_busy(
-    shared: &Shared,
-    session: &mut Session,
-    stats: &ThreadStats,
-    reply: &mut ReplyBuf,
-) {
+fn exec_abort_busy(shared: &Shared, session: &mut Session, reply: &mut ReplyBuf) {
     session.unwatch_all(&shared.keyspace);
     reply.error(&format!(
         "EXECABORT Transaction discarded because of: {}",
         shared.scripts.running.busy_error()
     ));
-    ThreadStats::add(&stats.error_replies, 1);
 }
 
 /// On the master link: the command (or the whole MULTI, at EXEC) is applied. Called while
@@ -574,7 +575,6 @@ fn refuse(
 
 fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
     ThreadStats::add(&stats.commands[idx].rejected, 1);
-    ThreadStats::add(&stats.error_replies, 1);
     if let Some(m) = session.multi.as_mut() {
         m.aborted = true;
     }
@@ -741,7 +741,18 @@ fn run<'q>(
         signal_written_keys(shared, spec, args, session.db);
         remember_replica_writes(shared, session, spec, args, session.db);
     }
-    account(stats, idx, reply, before, started, dirty);
+    let micros = account(stats, idx, reply, before, started, dirty);
+    slow_log(shared, session, spec, args, micros);
+}
+
+/// Offers a command that ran to SLOWLOG: not EXEC (the commands it ran are), not a
+/// command that blocked (it is logged when it is served), nor what a script or the AOF
+/// runs.
+fn slow_log(shared: &Shared, session: &Session, spec: &CommandSpec, args: &Args, micros: u64) {
+    if session.blocked.is_some() || session.in_script || session.replaying || spec.name == "exec" {
+        return;
+    }
+    shared.slowlog.observe(shared, session, args, micros);
 }
 
 /// On a writable replica, keys its own clients write may get deadlines its master
@@ -812,18 +823,19 @@ fn account(
     before: usize,
     started: Instant,
     dirty: u64,
-) {
+) -> u64 {
+    let micros = started.elapsed().as_micros() as u64;
     let c = &stats.commands[idx];
     ThreadStats::add(&c.calls, 1);
-    ThreadStats::add(&c.usec, started.elapsed().as_micros() as u64);
+    ThreadStats::add(&c.usec, micros);
     ThreadStats::add(&stats.total_commands, 1);
     if dirty > 0 {
         ThreadStats::add(&stats.dirty, dirty);
     }
     if reply.out.get(before) == Some(&b'-') {
         ThreadStats::add(&c.failed, 1);
-        ThreadStats::add(&stats.error_replies, 1);
     }
+    micros
 }
 
 /// EXEC: runs the queued commands atomically.
@@ -862,7 +874,7 @@ fn exec(
             true => None,
             false => match shared.barrier.exclusive_unless(&give_up) {
                 Some(world) => Some(world),
-                None => return exec_abort_busy(shared, session, stats, reply),
+                None => return exec_abort_busy(shared, session, reply),
             },
         };
         let dirty = watched_dirty(shared, session);
@@ -898,7 +910,7 @@ fn exec(
         true => None,
         false => match shared.barrier.shared_unless(session.thread, &give_up) {
             Some(turn) => Some(turn),
-            None => return exec_abort_busy(shared, session, stats, reply),
+            None => return exec_abort_busy(shared, session, reply),
         },
     };
     let mut ids = Vec::new();
@@ -969,7 +981,8 @@ fn exec(
             let replays = dirty > 0 && spec.has(flags::WRITE);
             unit_ops(locked.take_effects(), args, db, replays, &mut unit);
         }
-        account(stats, *idx, reply, before, started, dirty);
+        let micros = account(stats, *idx, reply, before, started, dirty);
+        slow_log(shared, session, spec, args, micros);
         if dirty > 0 {
             written.push((*idx, args, session.db));
         }

@@ -32,6 +32,22 @@ pub struct Functions {
 }
 
 impl Functions {
+    /// Whether function `name` was registered with the `no-writes` flag. While a function
+    /// runs (and holds the libraries) the answer is "it may write": never waits.
+    pub fn declares_no_writes(&self, name: &str) -> bool {
+        let Some(guard) = self.inner.try_lock() else {
+            return false;
+        };
+        guard.as_ref().is_some_and(|l| {
+            l.libraries.values().any(|lib| {
+                lib.functions
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .is_some_and(|(_, f)| f.flags.iter().any(|x| x == "no-writes"))
+            })
+        })
+    }
+
     /// INFO memory's `number_of_libraries` and `number_of_functions`.
     pub fn counts(&self) -> (usize, usize) {
         (
@@ -116,16 +132,21 @@ const FLAG_NAMES: &[&str] = &[
 pub fn commands() -> Vec<CommandSpec> {
     let g = "scripting";
     vec![
-        cmd(
-            "function",
-            -2,
-            NOSCRIPT | EXCLUSIVE | MAY_REPLICATE,
-            KeySpec::None,
-            function,
-            g,
-            "@slow @scripting",
-            "A container for function commands.",
-        ),
+        CommandSpec {
+            subcommands: &[
+                "delete", "dump", "flush", "help", "kill", "list", "load", "restore", "stats",
+            ],
+            ..cmd(
+                "function",
+                -2,
+                NOSCRIPT | EXCLUSIVE | MAY_REPLICATE,
+                KeySpec::None,
+                function,
+                g,
+                "@slow @scripting",
+                "A container for function commands.",
+            )
+        },
         cmd(
             "fcall",
             -3,
@@ -139,7 +160,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "fcall_ro",
             -3,
-            NOSCRIPT | EXCLUSIVE | MAY_REPLICATE,
+            NOSCRIPT | EXCLUSIVE | READONLY,
             KeySpec::None,
             fcall_ro,
             g,
@@ -601,9 +622,11 @@ fn codes_of(loaded: Option<&Loaded>) -> Vec<Vec<u8>> {
 }
 
 /// A library read from an RDB file or a master's payload (replacing one of its name).
-pub fn load_library(shared: &Shared, code: &[u8]) -> Result<(), String> {
+/// Loads a library found in a file; `replace`: one of that name already loaded gives
+/// way (else the load fails with Redis' "already exists").
+pub fn load_library(shared: &Shared, code: &[u8], replace: bool) -> Result<(), String> {
     let mut guard = shared.functions.inner.lock();
-    load_into(shared, &mut guard, code, true).map(|_| ())
+    load_into(shared, &mut guard, code, replace).map(|_| ())
 }
 
 /// Drops every library (before a full load replaces the dataset).
@@ -751,6 +774,7 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
     crate::scripting::propagate_effects(shared, &mut session);
     match outcome {
         Ok(v) => write_lua_reply(ctx.reply, &v, 0, shared.scripts.running.resp3()),
+        Err(e) if session.script_error_counted => ctx.reply.error_uncounted(&e),
         Err(e) => ctx.reply.error(&e),
     }
 }

@@ -155,11 +155,10 @@ fn geoadd(ctx: &mut Ctx<'_, '_>) {
         }
         i += 1;
     }
-    if nx && xx {
-        return ctx.error("ERR XX and NX options at the same time are not compatible");
-    }
+    // Redis answers a syntax error for both NX and XX, as for a count of arguments
+    // that is no multiple of three.
     let rest = ctx.args.len() - i;
-    if rest == 0 || !rest.is_multiple_of(3) {
+    if rest == 0 || !rest.is_multiple_of(3) || (nx && xx) {
         return ctx.syntax_error();
     }
     let mut items = Vec::new();
@@ -323,7 +322,8 @@ fn run_search(z: Option<&ZSetValue>, s: &Search) -> Vec<(Vec<u8>, f64, f64)> {
                     (d <= r).then_some(d)?
                 }
                 Shape::Box(w, h) => {
-                    if lat_distance(y, cy) > h / 2.0 || distance(x, cy, cx, cy) > w / 2.0 {
+                    // Redis measures the longitude distance at the point's latitude.
+                    if lat_distance(y, cy) > h / 2.0 || distance(x, y, cx, y) > w / 2.0 {
                         return None;
                     }
                     distance(cx, cy, x, y)
@@ -353,7 +353,10 @@ fn run_search(z: Option<&ZSetValue>, s: &Search) -> Vec<(Vec<u8>, f64, f64)> {
     hits
 }
 
-/// Parses search options from `from`. `legacy`: GEORADIUS syntax (shape given before).
+/// Parses search options from `from` in Redis 7.0's order and with its refusals: a
+/// centre or a shape given twice, or both kinds of one, is a syntax error; after the
+/// options, STORE with WITH* options, a missing centre or shape, and ANY without COUNT.
+/// A FROMMEMBER on a missing source key is no error: the search then finds nothing.
 fn parse_search(
     ctx: &mut Ctx<'_, '_>,
     from: usize,
@@ -361,50 +364,60 @@ fn parse_search(
     allow_store: bool,
     geosearch: bool,
 ) -> Option<Search> {
+    let src = ctx.args.bytes(if geosearch && allow_store { 2 } else { 1 });
+    let (mut from_member, mut from_lonlat, mut by_radius, mut by_box) =
+        (false, false, false, false);
+    let mut any = false;
+    let mut count = None;
     let mut i = from;
-    let mut have_center = !geosearch;
-    let mut have_shape = !geosearch;
     while i < ctx.args.len() {
         let left = ctx.args.len() - i - 1;
-        if geosearch && ctx.is(i, "FROMMEMBER") && left >= 1 {
-            let key = ctx.args.bytes(if allow_store { 2 } else { 1 });
+        if geosearch && !from_lonlat && ctx.is(i, "FROMMEMBER") && left >= 1 {
             let member = ctx.args.bytes(i + 1);
-            let pos = match read::<ZSetValue>(ctx.l, &key) {
+            let pos = match read::<ZSetValue>(ctx.l, &src) {
                 Err(()) => {
                     ctx.wrong_type();
                     return None;
                 }
-                Ok(z) => z.and_then(|z| z.score(&member)),
+                Ok(None) => Some(None),
+                Ok(Some(z)) => z.score(&member).map(Some),
             };
-            let Some(score) = pos else {
-                ctx.error("ERR could not decode requested zset member");
-                return None;
-            };
-            s.center = decode(score as u64);
-            have_center = true;
+            match pos {
+                None => {
+                    ctx.error("ERR could not decode requested zset member");
+                    return None;
+                }
+                Some(Some(score)) => s.center = decode(score as u64),
+                Some(None) => {}
+            }
+            from_member = true;
             i += 2;
-        } else if geosearch && ctx.is(i, "FROMLONLAT") && left >= 2 {
+        } else if geosearch && !from_member && ctx.is(i, "FROMLONLAT") && left >= 2 {
             s.center = lonlat(ctx, i + 1)?;
-            have_center = true;
+            from_lonlat = true;
             i += 3;
-        } else if geosearch && ctx.is(i, "BYRADIUS") && left >= 2 {
+        } else if geosearch && !by_box && ctx.is(i, "BYRADIUS") && left >= 2 {
             let Some(r) = parse_float(ctx.arg(i + 1)).filter(|r| *r >= 0.0) else {
                 ctx.error("ERR need numeric radius");
                 return None;
             };
             s.factor = unit_factor(ctx, i + 2)?;
             s.shape = Shape::Radius(r * s.factor);
-            have_shape = true;
+            by_radius = true;
             i += 3;
-        } else if geosearch && ctx.is(i, "BYBOX") && left >= 3 {
+        } else if geosearch && !by_radius && ctx.is(i, "BYBOX") && left >= 3 {
             let (Some(w), Some(h)) = (parse_float(ctx.arg(i + 1)), parse_float(ctx.arg(i + 2)))
             else {
                 ctx.error("ERR need numeric width and height");
                 return None;
             };
+            if w < 0.0 || h < 0.0 {
+                ctx.error("ERR height or width cannot be negative");
+                return None;
+            }
             s.factor = unit_factor(ctx, i + 3)?;
             s.shape = Shape::Box(w * s.factor, h * s.factor);
-            have_shape = true;
+            by_box = true;
             i += 4;
         } else if ctx.is(i, "WITHCOORD") {
             s.with_coord = true;
@@ -415,6 +428,9 @@ fn parse_search(
         } else if ctx.is(i, "WITHHASH") {
             s.with_hash = true;
             i += 1;
+        } else if ctx.is(i, "ANY") {
+            any = true;
+            i += 1;
         } else if ctx.is(i, "ASC") {
             s.sort = Some(true);
             i += 1;
@@ -422,16 +438,18 @@ fn parse_search(
             s.sort = Some(false);
             i += 1;
         } else if ctx.is(i, "COUNT") && left >= 1 {
-            let n = match carmine_resp::parse_i64(ctx.arg(i + 1)) {
-                Some(n) if n > 0 => n as usize,
-                _ => {
+            match carmine_resp::parse_i64(ctx.arg(i + 1)) {
+                Some(n) if n > 0 => count = Some(n as usize),
+                Some(_) => {
                     ctx.error("ERR COUNT must be > 0");
                     return None;
                 }
-            };
-            let any = left >= 2 && ctx.is(i + 2, "ANY");
-            s.count = Some((n, any));
-            i += if any { 3 } else { 2 };
+                None => {
+                    ctx.error("ERR value is not an integer or out of range");
+                    return None;
+                }
+            }
+            i += 2;
         } else if allow_store
             && !geosearch
             && (ctx.is(i, "STORE") || ctx.is(i, "STOREDIST"))
@@ -449,18 +467,35 @@ fn parse_search(
             return None;
         }
     }
-    if geosearch && !have_center {
-        ctx.error("ERR exactly one of FROMMEMBER or FROMLONLAT can be specified for geosearch");
-        return None;
-    }
-    if geosearch && !have_shape {
-        ctx.error("ERR exactly one of BYRADIUS and BYBOX can be specified for geosearch");
-        return None;
-    }
+    let name = String::from_utf8_lossy(ctx.arg(0)).into_owned();
     if s.store.is_some() && (s.with_coord || s.with_dist || s.with_hash) {
-        ctx.error("ERR STORE option in GEORADIUS is not compatible with WITHDIST, WITHHASH and WITHCOORD options");
+        let what = if geosearch {
+            "GEOSEARCHSTORE"
+        } else {
+            "STORE option in GEORADIUS"
+        };
+        ctx.error(&format!(
+            "ERR {what} is not compatible with WITHDIST, WITHHASH and WITHCOORD options"
+        ));
         return None;
     }
+    if geosearch && !(from_member || from_lonlat) {
+        ctx.error(&format!(
+            "ERR exactly one of FROMMEMBER or FROMLONLAT can be specified for {name}"
+        ));
+        return None;
+    }
+    if geosearch && !(by_radius || by_box) {
+        ctx.error(&format!(
+            "ERR exactly one of BYRADIUS and BYBOX can be specified for {name}"
+        ));
+        return None;
+    }
+    if any && count.is_none() {
+        ctx.error("ERR the ANY argument requires COUNT argument");
+        return None;
+    }
+    s.count = count.map(|n| (n, any));
     Some(s)
 }
 
@@ -550,14 +585,16 @@ fn radius_generic(ctx: &mut Ctx<'_, '_>, by_member: bool, allow_store: bool) {
     if by_member {
         let key = ctx.args.bytes(1);
         let member = ctx.args.bytes(2);
-        let pos = match read::<ZSetValue>(ctx.l, &key) {
+        // A missing source key is no error: the options are still checked, then the
+        // search finds nothing.
+        match read::<ZSetValue>(ctx.l, &key) {
             Err(()) => return ctx.wrong_type(),
-            Ok(z) => z.and_then(|z| z.score(&member)),
-        };
-        let Some(score) = pos else {
-            return ctx.error("ERR could not decode requested zset member");
-        };
-        s.center = decode(score as u64);
+            Ok(None) => {}
+            Ok(Some(z)) => match z.score(&member) {
+                Some(score) => s.center = decode(score as u64),
+                None => return ctx.error("ERR could not decode requested zset member"),
+            },
+        }
     } else {
         let Some(c) = lonlat(ctx, 2) else { return };
         s.center = c;

@@ -378,6 +378,9 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     let Some(delta) = ctx.float_arg(3) else {
         return;
     };
+    if !delta.is_finite() {
+        return ctx.error("ERR value is NaN or Infinity");
+    }
     let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
     let Ok(cur) = current_number(ctx, parse_float, "ERR hash value is not a float") else {
         return;

@@ -74,10 +74,17 @@ fn del(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn exists(ctx: &mut Ctx<'_, '_>) {
+    // TOUCH shares this handler and counts as an access; EXISTS does not.
+    let touch = ctx.spec.name == "touch";
     let mut n = 0;
     for i in 1..ctx.args.len() {
         let key = ctx.args.bytes(i);
-        if ctx.l.exists(&key) {
+        let found = if touch {
+            ctx.l.exists(&key)
+        } else {
+            ctx.l.get_untouched(&key).is_some()
+        };
+        if found {
             n += 1;
         }
     }
@@ -86,7 +93,10 @@ fn exists(ctx: &mut Ctx<'_, '_>) {
 
 fn type_cmd(ctx: &mut Ctx<'_, '_>) {
     let key = ctx.args.bytes(1);
-    let t = ctx.l.get(&key).map_or("none", |e| e.value.type_name());
+    let t = ctx
+        .l
+        .get_untouched(&key)
+        .map_or("none", |e| e.value.type_name());
     ctx.reply.simple(t);
 }
 
@@ -326,7 +336,21 @@ fn object(ctx: &mut Ctx<'_, '_>) {
             let enc = e.value.encoding();
             ctx.reply.bulk(enc.as_bytes());
         }
-        b"refcount" => ctx.reply.int(1),
+        // Redis shares the integers 0-9999 among all keys (unless an LRU or LFU policy
+        // needs a clock per value) and reports them with its "shared" refcount.
+        b"refcount" => {
+            let shared_int = matches!(
+                e.value.as_str(),
+                Some(carmine_keyspace::StrValue::Int(n)) if (0..10_000).contains(n)
+            );
+            let per_value_clock =
+                ctx.shared.config.get_i64("maxmemory") > 0 && (lfu || policy.contains("lru"));
+            ctx.reply.int(if shared_int && !per_value_clock {
+                i64::from(i32::MAX)
+            } else {
+                1
+            })
+        }
         b"idletime" => {
             if lfu {
                 return ctx.error("ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
@@ -456,7 +480,7 @@ fn pttl(ctx: &mut Ctx<'_, '_>) {
 
 fn expiretime_generic(ctx: &mut Ctx<'_, '_>, seconds: bool) {
     let key = ctx.args.bytes(1);
-    let v = match ctx.l.get(&key) {
+    let v = match ctx.l.get_untouched(&key) {
         None => -2,
         Some(e) if e.expire_at() == 0 => -1,
         Some(e) if seconds => (e.expire_at() / 1000) as i64,

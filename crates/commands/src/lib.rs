@@ -30,10 +30,12 @@ mod config_compat;
 pub mod connection;
 pub mod digest;
 mod dispatch;
+pub mod errorstats;
 pub mod functions;
 mod geo;
 mod hash;
 mod hyperloglog;
+mod key_flags;
 mod keys;
 mod lcs;
 mod list;
@@ -46,6 +48,7 @@ pub mod pubsub;
 pub mod scripting;
 pub mod server;
 mod set;
+pub mod slowlog;
 mod sort;
 pub mod state;
 mod string;
@@ -86,6 +89,7 @@ pub fn command_table() -> CommandTable {
     specs.extend(functions::commands());
     specs.extend(acl::commands());
     specs.extend(monitor::commands());
+    specs.extend(slowlog::commands());
     specs.extend(cluster::specs());
     specs.extend(migrate::specs());
     CommandTable::new(specs)

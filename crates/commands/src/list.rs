@@ -189,6 +189,18 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 /// Key positions of `CMD numkeys key [key ...] ...` (LMPOP, SINTERCARD, ZUNION ...).
+/// The `numkeys` argument of LMPOP, BLMPOP, ZMPOP, BZMPOP and SINTERCARD: Redis answers
+/// one error for a count that is not a positive integer, whatever is wrong with it.
+pub(crate) fn positive_numkeys(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<usize> {
+    match carmine_resp::parse_i64(ctx.arg(i)) {
+        Some(n) if n > 0 => Some(n as usize),
+        _ => {
+            ctx.error("ERR numkeys should be greater than 0");
+            None
+        }
+    }
+}
+
 pub fn numkeys_at_1(args: &Args, out: &mut Vec<usize>) {
     crate::table::numkeys_keys(args, 1, out);
 }
@@ -228,7 +240,10 @@ fn rpushx(ctx: &mut Ctx<'_, '_>) {
 
 fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
     if ctx.args.len() > 3 {
-        return ctx.syntax_error();
+        let name = ctx.name();
+        return ctx.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
     }
     let count = if ctx.args.len() == 3 {
         match ctx.positive_arg(2) {
@@ -573,10 +588,8 @@ fn rpoplpush(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn lmpop(ctx: &mut Ctx<'_, '_>) {
-    let numkeys = match ctx.int_arg(1) {
-        Some(n) if n > 0 => n as usize,
-        Some(_) => return ctx.error("ERR numkeys should be greater than 0"),
-        None => return,
+    let Some(numkeys) = positive_numkeys(ctx, 1) else {
+        return;
     };
     let side_at = 2 + numkeys;
     if side_at >= ctx.args.len() {
@@ -587,10 +600,9 @@ fn lmpop(ctx: &mut Ctx<'_, '_>) {
     };
     let mut count = 1usize;
     if ctx.args.len() == side_at + 3 && ctx.is(side_at + 1, "COUNT") {
-        match ctx.int_arg(side_at + 2) {
+        match carmine_resp::parse_i64(ctx.arg(side_at + 2)) {
             Some(n) if n > 0 => count = n as usize,
-            Some(_) => return ctx.error("ERR count should be greater than 0"),
-            None => return,
+            _ => return ctx.error("ERR count should be greater than 0"),
         }
     } else if ctx.args.len() != side_at + 1 {
         return ctx.syntax_error();

@@ -53,14 +53,34 @@ impl Monitors {
     }
 }
 
-/// Arguments Redis replaces with `(redacted)`: passwords of AUTH, HELLO ... AUTH and
-/// MIGRATE ... AUTH/AUTH2.
-fn redacted(args: &Args) -> Vec<bool> {
+/// Arguments Redis replaces with `(redacted)` in MONITOR and SLOWLOG: passwords of AUTH,
+/// HELLO ... AUTH and MIGRATE ... AUTH/AUTH2, ACL SETUSER's rules, secrets CONFIG SET.
+pub(crate) fn redacted(args: &Args) -> Vec<bool> {
     let n = args.len();
     let mut hide = vec![false; n];
     let name = args.get(0).unwrap_or_default().to_ascii_lowercase();
     match name.as_slice() {
         b"auth" => hide.iter_mut().skip(1).for_each(|h| *h = true),
+        b"acl"
+            if args
+                .get(1)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"SETUSER")) =>
+        {
+            hide.iter_mut().skip(2).for_each(|h| *h = true)
+        }
+        b"config" if args.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"SET")) => {
+            let mut i = 2;
+            while i + 1 < n {
+                let name = args.get(i).unwrap_or_default().to_ascii_lowercase();
+                if matches!(
+                    name.as_slice(),
+                    b"masterauth" | b"masteruser" | b"requirepass"
+                ) {
+                    hide[i + 1] = true;
+                }
+                i += 2;
+            }
+        }
         b"hello" | b"migrate" => {
             let mut i = 1;
             while i < n {

@@ -17,9 +17,9 @@ pub trait Persistence: Send + Sync {
     /// Begins a background snapshot (BGSAVE). Called with the world stopped, so the
     /// snapshot is consistent across tables; the walk runs on its own thread.
     fn bgsave(&self, shared: &Shared) -> Result<(), String>;
-    /// DEBUG RELOAD: save, empty every database, load the file back. Called with the
-    /// world stopped.
-    fn reload(&self, shared: &Shared) -> Result<(), String>;
+    /// DEBUG RELOAD: save, empty every database, load the file back (each step as
+    /// `options` says). Called with the world stopped.
+    fn reload(&self, shared: &Shared, options: ReloadOptions) -> Result<(), String>;
     /// A DUMP payload.
     fn dump(&self, value: &Value) -> Vec<u8>;
     /// Decodes a RESTORE payload; Ok(None) for an empty collection.
@@ -28,6 +28,26 @@ pub trait Persistence: Send + Sync {
     fn dump_functions(&self, libraries: &[Vec<u8>]) -> Vec<u8>;
     /// The libraries' code in a FUNCTION RESTORE payload, or Redis' error reply.
     fn restore_functions(&self, payload: &[u8]) -> Result<Vec<Vec<u8>>, &'static str>;
+}
+
+/// DEBUG RELOAD's options: NOSAVE loads the file as it is, NOFLUSH keeps the dataset
+/// and loads into it, MERGE lets what the file holds replace what is there (without it,
+/// a function library already loaded fails the load, as in Redis).
+#[derive(Clone, Copy, Debug)]
+pub struct ReloadOptions {
+    pub save: bool,
+    pub flush: bool,
+    pub merge: bool,
+}
+
+impl Default for ReloadOptions {
+    fn default() -> Self {
+        ReloadOptions {
+            save: true,
+            flush: true,
+            merge: false,
+        }
+    }
 }
 
 /// The append-only file, installed by the server: what the commands crate needs of it.

@@ -386,6 +386,8 @@ pub fn commands() -> Vec<CommandSpec> {
     // EXCLUSIVE: a script's commands run with the world stopped. No key spec: the
     // dispatcher locks nothing for the script itself; each call locks its own tables.
     let flags = NOSCRIPT | EXCLUSIVE | MAY_REPLICATE;
+    // The _RO forms cannot write: reads, as Redis flags them (a write pause lets them run).
+    let read_only_flags = NOSCRIPT | EXCLUSIVE | READONLY;
     vec![
         cmd(
             "eval",
@@ -410,7 +412,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "eval_ro",
             -3,
-            flags,
+            read_only_flags,
             KeySpec::None,
             eval_ro,
             g,
@@ -420,23 +422,26 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "evalsha_ro",
             -3,
-            flags,
+            read_only_flags,
             KeySpec::None,
             evalsha_ro,
             g,
             "@slow @scripting",
             "Executes a read-only server-side Lua script by SHA1 digest.",
         ),
-        cmd(
-            "script",
-            -2,
-            NOSCRIPT,
-            KeySpec::None,
-            script,
-            g,
-            "@slow @scripting",
-            "A container for Lua scripts management commands.",
-        ),
+        CommandSpec {
+            subcommands: &["debug", "exists", "flush", "help", "kill", "load"],
+            ..cmd(
+                "script",
+                -2,
+                NOSCRIPT,
+                KeySpec::None,
+                script,
+                g,
+                "@slow @scripting",
+                "A container for Lua scripts management commands.",
+            )
+        },
     ]
 }
 
@@ -672,6 +677,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     propagate_effects(shared, &mut session);
     match outcome {
         Ok(reply) => write_lua_reply(ctx.reply, &reply, 0, shared.scripts.running.resp3()),
+        Err(message) if session.script_error_counted => ctx.reply.error_uncounted(&message),
         Err(message) => ctx.reply.error(&message),
     }
 }
@@ -764,6 +770,27 @@ fn runs_function(spec: &crate::table::CommandSpec) -> bool {
 
 /// EVAL, EVALSHA, FCALL and their _RO forms: commands that run a script, whose keys
 /// are the `numkeys` declared after the script or function name.
+/// Whether the script or function this EVAL / EVALSHA / FCALL names declares
+/// `no-writes` (Redis then treats the call as a read: a write pause does not hold it).
+/// A script without a shebang, or one not loaded, may write.
+pub fn declares_no_writes(shared: &Shared, spec: &crate::table::CommandSpec, args: &Args) -> bool {
+    let named = args.get(1).unwrap_or_default();
+    match spec.name {
+        "eval" => matches!(parse_shebang(named), Ok(Some(f)) if f.no_writes),
+        "evalsha" => {
+            let sha = String::from_utf8_lossy(named).to_lowercase();
+            let bodies = shared.scripts.bodies.lock();
+            bodies
+                .get(&sha)
+                .is_some_and(|b| matches!(parse_shebang(b), Ok(Some(f)) if f.no_writes))
+        }
+        "fcall" => shared
+            .functions
+            .declares_no_writes(&String::from_utf8_lossy(named)),
+        _ => false,
+    }
+}
+
 pub fn runs_script(spec: &crate::table::CommandSpec) -> bool {
     matches!(
         spec.name,
@@ -888,12 +915,17 @@ pub(crate) fn invoke(
         .unwrap_or_default();
     let source: Option<String> = t.get("source").ok().flatten();
     let line: Option<i64> = t.get("line").ok().flatten();
+    session.script_error_counted = matches!(t.raw_get(COUNTED_MARK), Ok(Value::Boolean(true)));
     let err = err.trim_end_matches(['\r', '\n']).to_string();
     Err(match (source, line) {
         (Some(source), Some(line)) => format!("{err} script: {name}, on {source}:{line}."),
         _ => err,
     })
 }
+
+/// The field of an error table whose error was counted in INFO errorstats already (the
+/// name Redis gives it): a script that returns or raises it does not count it again.
+const COUNTED_MARK: &str = "ignore_error_stats_update";
 
 /// `redis.pcall`: runs one command; its reply as a Lua value, an error as `{err=...}`.
 pub(crate) fn redis_pcall(
@@ -904,9 +936,16 @@ pub(crate) fn redis_pcall(
     read_only: bool,
     args: MultiValue,
 ) -> mlua::Result<Value> {
+    // A call the script layer refuses is an error reply counted now (INFO errorstats),
+    // as a command's own error is counted where the command wrote it; the table says so,
+    // so that the script passing it on does not count it again (Redis' marker).
     let err_table = |msg: &str| -> mlua::Result<Value> {
+        let mut scratch = ReplyBuf::with_capacity(false, 0);
+        scratch.error(msg);
+        shared.errorstats.record(stats, &mut scratch.error_codes);
         let t = lua.create_table()?;
         t.set("err", msg)?;
+        t.set(COUNTED_MARK, true)?;
         Ok(Value::Table(t))
     };
     if args.is_empty() {
@@ -938,7 +977,11 @@ pub(crate) fn redis_pcall(
     if !spec.arity_ok(parts.len()) {
         return err_table("ERR Wrong number of args calling Redis command from script");
     }
-    if read_only && spec.has(WRITE) {
+    if read_only && (spec.has(WRITE) || spec.has(MAY_REPLICATE)) {
+        // A rejected call of that command, as INFO commandstats counts it in Redis.
+        if let Some(c) = stats.commands.get(idx) {
+            crate::ThreadStats::add(&c.rejected, 1);
+        }
         return err_table("ERR Write commands are not allowed from read-only scripts.");
     }
     let args = Args::from_slices(&parts);
@@ -951,9 +994,22 @@ pub(crate) fn redis_pcall(
         shared.scripts.running.wrote.store(true, Ordering::Relaxed);
     }
     let mut bytes = bytes::BytesMut::from(&reply.out[..]);
-    match FrameDecoder::new(carmine_resp::Limits::default()).decode(&mut bytes) {
-        Ok(Some(frame)) => frame_to_lua(lua, frame),
-        _ => err_table("ERR the command wrote no reply"),
+    let decoder = FrameDecoder::new(carmine_resp::Limits::default());
+    loop {
+        match decoder.decode(&mut bytes) {
+            // Attributes and pushes are not exposed to scripts: the reply follows them.
+            Ok(Some(Frame::Attribute(_) | Frame::Push(_))) => continue,
+            Ok(Some(frame @ (Frame::Error(_) | Frame::BulkError(_)))) => {
+                // Counted already, where the command wrote it.
+                let v = frame_to_lua(lua, frame)?;
+                if let Value::Table(t) = &v {
+                    t.set(COUNTED_MARK, true)?;
+                }
+                return Ok(v);
+            }
+            Ok(Some(frame)) => return frame_to_lua(lua, frame),
+            _ => return err_table("ERR the command wrote no reply"),
+        }
     }
 }
 
@@ -1103,7 +1159,11 @@ pub(crate) fn write_lua_reply(reply: &mut ReplyBuf, v: &Value, depth: usize, res
         Value::Table(t) => {
             if let Ok(Some(err)) = t.raw_get::<Option<mlua::String>>("err") {
                 let text = String::from_utf8_lossy(&err.as_bytes()).into_owned();
-                return reply.error(text.trim_end_matches(['\r', '\n']));
+                let text = text.trim_end_matches(['\r', '\n']);
+                if depth == 0 && matches!(t.raw_get(COUNTED_MARK), Ok(Value::Boolean(true))) {
+                    return reply.error_uncounted(text);
+                }
+                return reply.error(text);
             }
             if let Ok(Some(ok)) = t.raw_get::<Option<mlua::String>>("ok") {
                 let text = String::from_utf8_lossy(&ok.as_bytes()).replace(['\r', '\n'], " ");

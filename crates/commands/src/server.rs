@@ -80,7 +80,15 @@ pub fn commands() -> Vec<CommandSpec> {
             "Returns the server time.",
         ),
         CommandSpec {
-            subcommands: &["count", "docs", "getkeys", "info", "list", "help"],
+            subcommands: &[
+                "count",
+                "docs",
+                "getkeys",
+                "getkeysandflags",
+                "info",
+                "list",
+                "help",
+            ],
             ..cmd(
                 "command",
                 -1,
@@ -212,6 +220,9 @@ fn swapdb(ctx: &mut Ctx<'_, '_>) {
     }
     ctx.shared.keyspace.swap_db(a as usize, b as usize);
     ctx.l.signal_modified(a as usize, b"");
+    // A client blocked on a key of either database may find it there now.
+    ctx.shared.blocking.signal_db(a as usize);
+    ctx.shared.blocking.signal_db(b as usize);
     ctx.reply.ok();
 }
 
@@ -277,7 +288,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             .as_micros();
         let _ = write!(
             out,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncarmine_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:{}\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\ncarmine_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             if sh.config.sentinel_mode.load(Ordering::Relaxed) {
                 "sentinel"
@@ -470,6 +481,11 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         }
         out.push_str("\r\n");
     }
+    if want("errorstats") {
+        out.push_str("# Errorstats\r\n");
+        sh.errorstats.info(&mut out);
+        out.push_str("\r\n");
+    }
     if want("cluster") {
         let _ = write!(
             out,
@@ -511,7 +527,12 @@ fn write_command_info(ctx: &mut Ctx<'_, '_>, spec: &CommandSpec) {
         .filter(|(f, _)| spec.flags & f != 0)
         .map(|(_, n)| *n)
         .collect();
-    if matches!(spec.keys, KeySpec::Custom(_)) {
+    // A container's keys belong to its subcommands (MEMORY USAGE, OBJECT ...): Redis
+    // reports the container itself with no movable keys.
+    // Scripts declare their keys by count (no key spec here: each call locks its own).
+    if (matches!(spec.keys, KeySpec::Custom(_)) && spec.subcommands.is_empty())
+        || crate::scripting::runs_script(spec)
+    {
         names.push("movablekeys");
     }
     r.set(names.len());
@@ -603,6 +624,8 @@ const COMMAND_HELP: &[&str] = &[
     "    Return documentation details about multiple commands.",
     "GETKEYS <full-command>",
     "    Return the keys from a full command.",
+    "GETKEYSANDFLAGS <full-command>",
+    "    Return the keys and the access flags from a full command.",
     "HELP",
     "    Print this help.",
 ];
@@ -622,8 +645,14 @@ fn command(ctx: &mut Ctx<'_, '_>) {
         b"help" if ctx.args.len() == 2 => help_reply(ctx, COMMAND_HELP),
         b"list" => {
             let mut pattern = None;
+            let mut category = None;
             if ctx.args.len() == 5 && ctx.is(2, "FILTERBY") && ctx.is(3, "PATTERN") {
                 pattern = Some(ctx.arg(4).to_vec());
+            } else if ctx.args.len() == 5 && ctx.is(2, "FILTERBY") && ctx.is(3, "ACLCAT") {
+                category = Some(format!("@{}", String::from_utf8_lossy(ctx.arg(4))));
+            } else if ctx.args.len() == 5 && ctx.is(2, "FILTERBY") && ctx.is(3, "MODULE") {
+                // No modules: nothing belongs to any.
+                return ctx.reply.array(0);
             } else if ctx.args.len() != 2 {
                 return ctx.syntax_error();
             }
@@ -632,6 +661,11 @@ fn command(ctx: &mut Ctx<'_, '_>) {
                 .commands
                 .all()
                 .iter()
+                .filter(|s| {
+                    category
+                        .as_ref()
+                        .is_none_or(|c| s.acl.split_whitespace().any(|w| w.eq_ignore_ascii_case(c)))
+                })
                 .flat_map(|s| {
                     std::iter::once(s.name.to_string()).chain(
                         s.subcommands
@@ -683,7 +717,8 @@ fn command(ctx: &mut Ctx<'_, '_>) {
                 write_command_docs(ctx, spec);
             }
         }
-        b"getkeys" if ctx.args.len() >= 3 => {
+        b"getkeys" | b"getkeysandflags" if ctx.args.len() >= 3 => {
+            let with_flags = sub == b"getkeysandflags";
             let inner =
                 carmine_resp::Args::from_slices(&ctx.args.iter().skip(2).collect::<Vec<_>>());
             let Some(spec) = sh
@@ -693,11 +728,15 @@ fn command(ctx: &mut Ctx<'_, '_>) {
             else {
                 return ctx.error("ERR Invalid command specified");
             };
+            let scripted = crate::scripting::runs_script(spec);
+            if matches!(spec.keys, KeySpec::None) && !scripted {
+                return ctx.error("ERR The command has no key arguments");
+            }
             if !spec.arity_ok(inner.len()) {
                 return ctx.error("ERR Invalid number of arguments specified for command");
             }
             let mut idx = Vec::new();
-            if crate::scripting::runs_script(spec) {
+            if scripted {
                 // The declared keys (EVAL and FCALL have no key spec: the dispatcher
                 // locks nothing for the script itself).
                 let numkeys = inner
@@ -710,13 +749,24 @@ fn command(ctx: &mut Ctx<'_, '_>) {
                 idx.extend(3..3 + numkeys as usize);
             } else {
                 spec.key_indexes(&inner, &mut idx);
-            }
-            if idx.is_empty() {
-                return ctx.error("ERR The command has no key arguments");
+                if idx.is_empty() {
+                    return ctx.error("ERR Invalid arguments specified for command");
+                }
             }
             ctx.reply.array(idx.len());
-            for i in idx {
-                ctx.reply.bulk(inner.get(i).unwrap_or_default());
+            for (n, &i) in idx.iter().enumerate() {
+                let key = inner.get(i).unwrap_or_default();
+                if !with_flags {
+                    ctx.reply.bulk(key);
+                    continue;
+                }
+                let flags = key_flags_of(spec.name, &inner, n);
+                ctx.reply.array(2);
+                ctx.reply.bulk(key);
+                ctx.reply.array(flags.len());
+                for f in flags {
+                    ctx.reply.simple(f);
+                }
             }
         }
         _ => ctx.error(&format!(
@@ -726,9 +776,39 @@ fn command(ctx: &mut Ctx<'_, '_>) {
     }
 }
 
-/// DEBUG PROTOCOL <type>: one reply of each RESP type, as Redis' tests use them. An
-/// attribute or a push would be a second frame for one request here, so `attrib` and
-/// `push` answer with the plain reply that follows them in Redis.
+/// The flags COMMAND GETKEYSANDFLAGS reports for the `n`-th key found in `args`: those
+/// of the command's key specs (the n-th, the last for keys past them), or what Redis
+/// works out from the arguments for the commands whose flags depend on them.
+fn key_flags_of(name: &str, args: &carmine_resp::Args, n: usize) -> &'static [&'static str] {
+    let has = |word: &[u8]| args.iter().skip(1).any(|a| a.eq_ignore_ascii_case(word));
+    match name {
+        "set" if has(b"GET") => &["RW", "access", "update"],
+        "set" => &["OW", "update"],
+        "bitfield" => {
+            let only_reads = args
+                .iter()
+                .skip(2)
+                .all(|a| !(a.eq_ignore_ascii_case(b"SET") || a.eq_ignore_ascii_case(b"INCRBY")));
+            if only_reads {
+                &["RO", "access"]
+            } else {
+                &["RW", "access", "update"]
+            }
+        }
+        "sort" | "sort_ro" if n > 0 => &["OW", "update"],
+        "sort" | "sort_ro" => &["RO", "access"],
+        "migrate" => &["RW", "access", "delete"],
+        _ => {
+            let specs = crate::key_flags::key_spec_flags(name);
+            specs
+                .get(n.min(specs.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(&[])
+        }
+    }
+}
+
+/// DEBUG PROTOCOL <type>: one reply of each RESP type, as Redis' tests use them.
 fn debug_protocol(ctx: &mut Ctx<'_, '_>) {
     let kind = ctx.arg(2).to_ascii_lowercase();
     let reply = &mut *ctx.reply;
@@ -762,8 +842,19 @@ fn debug_protocol(ctx: &mut Ctx<'_, '_>) {
                 reply.boolean(j == 1);
             }
         }
-        b"attrib" => reply.bulk(b"Some real reply following the attribute"),
-        b"push" => reply.bulk(b"Some real reply following the push reply"),
+        // An attribute and a push are no replies of their own (a client reads the reply
+        // that follows them as the answer): written raw, outside the one-reply count.
+        b"attrib" => {
+            if reply.resp3 {
+                reply.raw(b"|1\r\n$14\r\nkey-popularity\r\n*2\r\n$7\r\nkey:123\r\n:90\r\n");
+            }
+            reply.bulk(b"Some real reply following the attribute");
+        }
+        b"push" if !reply.resp3 => ctx.error("ERR RESP2 is not supported by this command"),
+        b"push" => {
+            reply.raw(b">2\r\n$16\r\nserver-cpu-usage\r\n:42\r\n");
+            reply.bulk(b"Some real reply following the push reply");
+        }
         b"true" => reply.boolean(true),
         b"false" => reply.boolean(false),
         b"verbatim" => reply.verbatim(b"This is a verbatim\nstring"),
@@ -806,13 +897,23 @@ fn config(ctx: &mut Ctx<'_, '_>) {
             }
         }
         b"set" if argc >= 4 && argc.is_multiple_of(2) => {
-            let mut changes = Vec::new();
+            let mut changes: Vec<(String, String)> = Vec::new();
             for i in (2..argc).step_by(2) {
                 let name = String::from_utf8_lossy(ctx.arg(i)).to_lowercase();
                 let value = String::from_utf8_lossy(ctx.arg(i + 1)).into_owned();
                 if cfg.get(&name).is_none() {
                     return ctx.error(&format!(
                         "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                    ));
+                }
+                // The same parameter twice (or under its alias) is refused, as in Redis.
+                let canonical = crate::config::canonical_name(&name);
+                if changes
+                    .iter()
+                    .any(|(n, _)| crate::config::canonical_name(n.as_str()) == canonical)
+                {
+                    return ctx.error(&format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
                     ));
                 }
                 changes.push((name, value));
@@ -870,12 +971,17 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                     }
                 }
             }
+            // A lower limit evicts at once, as Redis does when maxmemory is set.
+            if changes.iter().any(|(n, _)| n == "maxmemory") {
+                ctx.shared.perform_evictions(ctx.l.now());
+            }
             ctx.reply.ok();
         }
         b"resetstat" if argc == 2 => {
             for t in ctx.shared.threads.lock().iter() {
                 t.reset();
             }
+            ctx.shared.errorstats.reset();
             ctx.shared
                 .keyspace
                 .stats()
@@ -924,11 +1030,13 @@ const DEBUG_HELP: &[&str] = &[
     "SET-ACTIVE-EXPIRE <0|1>",
     "    Setting it to 0 disables expiring keys in background when they are not accessed.",
     "PROTOCOL <type>",
-    "    Reply with a test value of the specified type: string|integer|double|bignum|null|array|set|map|verbatim|true|false (attrib and push: the plain reply alone).",
+    "    Reply with a test value of the specified type: string|integer|double|bignum|null|array|set|map|attrib|push|verbatim|true|false.",
     "SET-DISABLE-DENY-SCRIPTS <0|1>",
     "    For testing: let scripts call introspection commands they may not call (CLIENT, CONFIG ...).",
     "DROP-CLUSTER-PACKET-FILTER <packet-type>",
     "    Drop all packets that match the filtered type. Set to -1 allow all packets.",
+    "QUICKLIST-PACKED-THRESHOLD <size>",
+    "    Sets the threshold for elements to be inserted as plain vs packed nodes (accepted; Carmine's lists have no plain nodes).",
     "SLEEP <seconds>",
     "    Stop the server for <seconds>. Decimals allowed.",
     "HELP",
@@ -944,6 +1052,19 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             ctx.shared.cluster_drop_filter.store(t, Ordering::Relaxed);
             ctx.reply.ok();
         }
+        // Carmine's lists have no "plain" nodes for big elements: the threshold that
+        // makes Redis use them is checked as Redis checks it and changes nothing.
+        (b"quicklist-packed-threshold", 3) => {
+            let size = std::str::from_utf8(ctx.arg(2))
+                .ok()
+                .and_then(crate::config::parse_memory);
+            match size {
+                Some(n) if n < (1 << 32) => ctx.reply.ok(),
+                _ => ctx.error(
+                    "ERR argument must be a memory value bigger than 1 and smaller than 4gb",
+                ),
+            }
+        }
         (b"sleep", 3) => {
             let Some(secs) = ctx.float_arg(2) else { return };
             if secs > 0.0 {
@@ -951,11 +1072,24 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             }
             ctx.reply.ok();
         }
-        (b"reload", 2) => {
+        (b"reload", _) => {
             let Some(p) = ctx.shared.persistence.get().cloned() else {
                 return ctx.error("ERR persistence is not available in this embedding");
             };
-            match p.reload(ctx.shared) {
+            let mut options = crate::persistence::ReloadOptions::default();
+            for i in 2..ctx.args.len() {
+                match ctx.arg(i).to_ascii_uppercase().as_slice() {
+                    b"MERGE" => options.merge = true,
+                    b"NOFLUSH" => options.flush = false,
+                    b"NOSAVE" => options.save = false,
+                    _ => {
+                        return ctx.error(
+                            "ERR DEBUG RELOAD only supports the MERGE, NOFLUSH and NOSAVE options.",
+                        )
+                    }
+                }
+            }
+            match p.reload(ctx.shared, options) {
                 Ok(()) => ctx.reply.ok(),
                 Err(e) => ctx.error(&format!("ERR Error trying to load the RDB dump: {e}")),
             }
@@ -1016,9 +1150,10 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
         (b"object", 3) => {
             let key = ctx.args.bytes(2);
             let clock = ctx.shared.keyspace.lru_clock();
-            let now = carmine_keyspace::now_ms();
+            // A key whose deadline passed but that expiry has not removed yet is still
+            // described (Redis' DEBUG OBJECT looks in the table itself).
             let table = ctx.l.table_in(ctx.session.db, &key);
-            let Some(e) = table.peek(&key).filter(|e| !e.is_expired(now)) else {
+            let Some(e) = table.peek(&key) else {
                 return ctx.error("ERR no such key");
             };
             let ser_len = e.value.as_str().map_or(0, |s| s.len());

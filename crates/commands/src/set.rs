@@ -356,9 +356,10 @@ fn smove(ctx: &mut Ctx<'_, '_>) {
         Err(()) => return ctx.wrong_type(),
         Ok(Some(s)) => s.contains(&m),
     };
-    if read::<SetValue>(ctx.l, &dst).is_err() {
-        return ctx.wrong_type();
-    }
+    let dst_has = match read::<SetValue>(ctx.l, &dst) {
+        Err(()) => return ctx.wrong_type(),
+        Ok(d) => d.is_some_and(|d| d.contains(&m)),
+    };
     if src == dst || !is_member {
         return ctx.reply.int(i64::from(is_member));
     }
@@ -367,9 +368,11 @@ fn smove(ctx: &mut Ctx<'_, '_>) {
     }
     ctx.notify(notify::SET, "srem", &src);
     drop_if_empty::<SetValue>(ctx.l, &src);
-    let limits = ctx.shared.keyspace.limits();
-    if let Ok(Some(d)) = write::<SetValue>(ctx.l, &dst, true) {
-        if d.insert(&m, limits) {
+    // A destination that already has the member is not touched (a WATCH on it holds).
+    if !dst_has {
+        let limits = ctx.shared.keyspace.limits();
+        if let Ok(Some(d)) = write::<SetValue>(ctx.l, &dst, true) {
+            d.insert(&m, limits);
             ctx.notify(notify::SET, "sadd", &dst);
         }
     }
@@ -480,10 +483,8 @@ fn sdiffstore(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn sintercard(ctx: &mut Ctx<'_, '_>) {
-    let numkeys = match ctx.int_arg(1) {
-        Some(n) if n > 0 => n as usize,
-        Some(_) => return ctx.error("ERR numkeys should be greater than 0"),
-        None => return,
+    let Some(numkeys) = crate::list::positive_numkeys(ctx, 1) else {
+        return;
     };
     if 2 + numkeys > ctx.args.len() {
         return ctx.error("ERR Number of keys can't be greater than number of args");
@@ -491,10 +492,9 @@ fn sintercard(ctx: &mut Ctx<'_, '_>) {
     let mut limit = 0usize;
     let rest = 2 + numkeys;
     if ctx.args.len() == rest + 2 && ctx.is(rest, "LIMIT") {
-        match ctx.int_arg(rest + 1) {
+        match carmine_resp::parse_i64(ctx.arg(rest + 1)) {
             Some(n) if n >= 0 => limit = n as usize,
-            Some(_) => return ctx.error("ERR LIMIT can't be negative"),
-            None => return,
+            _ => return ctx.error("ERR LIMIT can't be negative"),
         }
     } else if ctx.args.len() != rest {
         return ctx.syntax_error();

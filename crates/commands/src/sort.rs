@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use carmine_keyspace::{notify, Entry, ListValue, Locked, Value};
 use carmine_resp::Args;
 
-use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
+use crate::table::{cmd, flags::*, CommandSpec, KeySpec};
 use crate::typed::Collection;
 use crate::Ctx;
 
@@ -37,7 +37,8 @@ pub fn commands() -> Vec<CommandSpec> {
                 "sort_ro",
                 -2,
                 READONLY,
-                keys(1, 1, 1),
+                // Redis reports SORT_RO's keys as movable, as SORT's.
+                KeySpec::Custom(sort_keys),
                 sort_ro,
                 "generic",
                 "@read @set @sortedset @list @slow @dangerous",

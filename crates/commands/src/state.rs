@@ -336,6 +336,10 @@ pub struct Shared {
     pub acl: crate::acl::Acl,
     /// Clients in MONITOR mode.
     pub monitors: crate::monitor::Monitors,
+    /// SLOWLOG's entries.
+    pub slowlog: crate::slowlog::SlowLog,
+    /// INFO errorstats' counts.
+    pub errorstats: crate::errorstats::ErrorStats,
     /// Client-side caching: who read which key (CLIENT TRACKING).
     pub tracking: crate::tracking::Tracking,
     /// Function libraries (FUNCTION, FCALL).
@@ -453,6 +457,8 @@ impl Shared {
             scripts: crate::scripting::Scripts::default(),
             acl: crate::acl::Acl::default(),
             monitors: crate::monitor::Monitors::default(),
+            slowlog: crate::slowlog::SlowLog::default(),
+            errorstats: crate::errorstats::ErrorStats::default(),
             tracking: crate::tracking::Tracking::default(),
             functions: crate::functions::Functions::default(),
             append_only: std::sync::OnceLock::new(),
@@ -711,6 +717,9 @@ pub struct Session {
     pub in_script: bool,
     /// A script's effects so far (database, command), propagated as one unit at its end.
     pub script_effects: Vec<(usize, Vec<Vec<u8>>)>,
+    /// The error a script ended with was a command's, counted in INFO errorstats
+    /// already where that command wrote it.
+    pub script_error_counted: bool,
     /// On the master link: the master's stream offset just past the command being
     /// applied (see `Shared::master_stream_applied`).
     pub stream_offset_after: Option<u64>,
@@ -759,6 +768,7 @@ impl Session {
             world_held: false,
             in_script: false,
             script_effects: Vec::new(),
+            script_error_counted: false,
             stream_offset_after: None,
             block_timed_out: false,
             wait_target: None,

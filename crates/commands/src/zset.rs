@@ -1193,22 +1193,15 @@ fn zdiffstore(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zintercard(ctx: &mut Ctx<'_, '_>) {
+    // Redis 7.0 parses ZINTERCARD as the other ZINTER/ZUNION/ZDIFF commands: the count,
+    // then the keys' types, then the options (LIMIT, as often as given).
     let numkeys = match carmine_resp::parse_i64(ctx.arg(1)) {
         Some(n) if n > 0 => n as usize,
-        Some(_) => return ctx.error("ERR numkeys should be greater than 0"),
-        None => return ctx.error("ERR numkeys should be greater than 0"),
+        Some(_) => return ctx.error("ERR at least 1 input key is needed for 'zintercard' command"),
+        None => return ctx.error("ERR value is not an integer or out of range"),
     };
     let rest = 2 + numkeys;
     if rest > ctx.args.len() {
-        return ctx.error("ERR Number of keys can't be greater than number of args");
-    }
-    let mut limit = 0usize;
-    if ctx.args.len() == rest + 2 && ctx.is(rest, "LIMIT") {
-        match carmine_resp::parse_i64(ctx.arg(rest + 1)) {
-            Some(n) if n >= 0 => limit = n as usize,
-            _ => return ctx.error("ERR LIMIT can't be negative"),
-        }
-    } else if ctx.args.len() != rest {
         return ctx.syntax_error();
     }
     let mut inputs = Vec::with_capacity(numkeys);
@@ -1217,6 +1210,19 @@ fn zintercard(ctx: &mut Ctx<'_, '_>) {
             return;
         };
         inputs.push(input.unwrap_or_default());
+    }
+    let mut limit = 0usize;
+    let mut j = rest;
+    while j < ctx.args.len() {
+        if j + 1 < ctx.args.len() && ctx.is(j, "LIMIT") {
+            match carmine_resp::parse_i64(ctx.arg(j + 1)) {
+                Some(n) if n >= 0 => limit = n as usize,
+                _ => return ctx.error("ERR LIMIT can't be negative"),
+            }
+            j += 2;
+        } else {
+            return ctx.syntax_error();
+        }
     }
     let Some((first, others)) = inputs.split_first() else {
         return ctx.reply.int(0);
@@ -1328,10 +1334,8 @@ fn reply_mpop(ctx: &mut Ctx<'_, '_>, key: &[u8], items: &[(f64, Vec<u8>)], max: 
 }
 
 fn zmpop(ctx: &mut Ctx<'_, '_>) {
-    let numkeys = match ctx.int_arg(1) {
-        Some(n) if n > 0 => n as usize,
-        Some(_) => return ctx.error("ERR numkeys should be greater than 0"),
-        None => return,
+    let Some(numkeys) = crate::list::positive_numkeys(ctx, 1) else {
+        return;
     };
     if 2 + numkeys >= ctx.args.len() {
         return ctx.syntax_error();
@@ -1401,12 +1405,8 @@ fn bzmpop(ctx: &mut Ctx<'_, '_>) {
     let Some(timeout) = crate::blocking::timeout_arg(ctx, 1) else {
         return crate::blocking::unblock(ctx.shared, ctx.session);
     };
-    let numkeys = match carmine_resp::parse_i64(ctx.arg(2)) {
-        Some(n) if n > 0 => n as usize,
-        _ => {
-            crate::blocking::unblock(ctx.shared, ctx.session);
-            return ctx.error("ERR numkeys should be greater than 0");
-        }
+    let Some(numkeys) = crate::list::positive_numkeys(ctx, 2) else {
+        return crate::blocking::unblock(ctx.shared, ctx.session);
     };
     if 3 + numkeys >= ctx.args.len() {
         crate::blocking::unblock(ctx.shared, ctx.session);

@@ -844,6 +844,17 @@ impl<'a> Locked<'a> {
         self.get_in(self.db, key)
     }
 
+    /// As [`Locked::get`], without counting as an access: TTL, TYPE, EXISTS and the
+    /// like leave a key's idle time (and LRU/LFU standing) alone, as in Redis.
+    pub fn get_untouched(&mut self, key: &[u8]) -> Option<&Entry> {
+        let db = self.db;
+        self.lazy_expire(db, key);
+        let now = self.now;
+        self.table_in(db, key)
+            .peek(key)
+            .filter(|e| !e.is_expired(now))
+    }
+
     /// Mutable access for an in-place write; counts as a modification of `key`.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         let db = self.db;

@@ -332,7 +332,7 @@ pub fn persist(l: &mut Locked<'_>, key: &[u8]) -> bool {
 
 pub fn ttl(l: &mut Locked<'_>, key: &[u8]) -> Ttl {
     let now = l.now();
-    match l.get(key) {
+    match l.get_untouched(key) {
         None => Ttl::Missing,
         Some(e) if e.expire_at() == 0 => Ttl::Persistent,
         Some(e) => Ttl::Millis(e.expire_at().saturating_sub(now)),

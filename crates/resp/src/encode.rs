@@ -117,6 +117,9 @@ pub struct ReplyBuf {
     /// Elements still owed to the aggregates that are open (all depths together: RESP is
     /// written in prefix order, so one count of owed elements is enough).
     owed: u64,
+    /// The codes (first words) of the error replies written since the server last took
+    /// them, for INFO errorstats: every error reply is counted once, where it is written.
+    pub error_codes: Vec<Box<str>>,
 }
 
 /// Where a [`ReplyBuf`]'s count of values stood; see [`ReplyBuf::values_since`].
@@ -139,6 +142,7 @@ impl ReplyBuf {
             resp3,
             started: 0,
             owed: 0,
+            error_codes: Vec::new(),
         }
     }
 
@@ -208,6 +212,19 @@ impl ReplyBuf {
     /// An error reply; `msg` is the full text, e.g. `ERR syntax error`. CR and LF are
     /// replaced by spaces, as Redis does, so an error can never break the framing.
     pub fn error(&mut self, msg: &str) {
+        // Redis' rule: the text before a space in the first 32 bytes, else "ERR".
+        let head = &msg.as_bytes()[..msg.len().min(32)];
+        let code = match head.iter().position(|&b| b == b' ') {
+            Some(end) => &msg[..end],
+            None => "ERR",
+        };
+        self.error_codes.push(code.into());
+        self.error_uncounted(msg);
+    }
+
+    /// An error reply that was counted already where it arose (a script passing on the
+    /// error of a command it called).
+    pub fn error_uncounted(&mut self, msg: &str) {
         self.value(0);
         self.out.reserve(msg.len() + 3);
         self.out.put_u8(b'-');

@@ -625,7 +625,9 @@ impl EventLoop {
                 Ok(false) => break,
                 Err(e) => {
                     conn.reply.error(&e.to_string());
-                    ThreadStats::add(&self.stats.error_replies, 1);
+                    self.shared
+                        .errorstats
+                        .record(&self.stats, &mut conn.reply.error_codes);
                     log::verbose(&format!(
                         "Protocol error ({e}) from client: {}",
                         conn.session.info.addr

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use carmine_commands::persistence::ReloadOptions;
 use carmine_commands::{Persistence, RestoreError, Shared};
 use carmine_keyspace::{Keyspace, Value};
 use carmine_rdb::{Snapshot, SnapshotStats, WriteOptions};
@@ -287,12 +288,16 @@ impl Persistence for RdbFiles {
         })
     }
 
-    fn reload(&self, shared: &Shared) -> Result<(), String> {
-        self.save(shared)?;
-        for db in 0..shared.keyspace.databases() {
-            shared.keyspace.flush_db(db);
+    fn reload(&self, shared: &Shared, options: ReloadOptions) -> Result<(), String> {
+        if options.save {
+            self.save(shared)?;
         }
-        load_at_startup(shared).map_err(|e| e.to_string())
+        if options.flush {
+            for db in 0..shared.keyspace.databases() {
+                shared.keyspace.flush_db(db);
+            }
+        }
+        load_rdb(shared, options.flush, options.flush || options.merge).map_err(|e| e.to_string())
     }
 
     fn dump(&self, value: &Value) -> Vec<u8> {
@@ -528,6 +533,8 @@ struct StartupLoad<'a> {
     key_load_delay_us: i64,
     /// Starting as a replica (`replicaof`): expired keys stay until the master's DELs.
     replica: bool,
+    /// A library of the file may replace a loaded one of the same name.
+    replace_functions: bool,
 }
 
 impl carmine_rdb::LoadObserver for StartupLoad<'_> {
@@ -553,7 +560,7 @@ impl carmine_rdb::LoadObserver for StartupLoad<'_> {
     }
 
     fn function(&mut self, code: &[u8]) -> Result<(), String> {
-        carmine_commands::functions::load_library(self.shared, code)
+        carmine_commands::functions::load_library(self.shared, code, self.replace_functions)
     }
 
     fn aux(&mut self, name: &[u8], value: &[u8]) {
@@ -596,12 +603,19 @@ impl carmine_rdb::LoadObserver for WithFunctions<'_> {
     }
 
     fn function(&mut self, code: &[u8]) -> Result<(), String> {
-        carmine_commands::functions::load_library(self.shared, code)
+        carmine_commands::functions::load_library(self.shared, code, true)
     }
 }
 
 /// Loads the dump at start-up, if there is one.
 pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
+    load_rdb(shared, true, true)
+}
+
+/// Loads the dump file into the dataset. `flush_functions`: the file's libraries
+/// replace every loaded one; otherwise they join them, replacing one of the same name
+/// only when `replace_functions`.
+fn load_rdb(shared: &Shared, flush_functions: bool, replace_functions: bool) -> io::Result<()> {
     let path = dump_path(shared);
     let started = Instant::now();
     let data = match carmine_rdb::DumpFile::open(&path) {
@@ -627,7 +641,9 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
     p.loading_start_unix.store(unix_now(), Ordering::Relaxed);
     p.loading.store(true, Ordering::Release);
     // The file's libraries replace ours, as its keys replace our keys.
-    carmine_commands::functions::flush_libraries(shared);
+    if flush_functions {
+        carmine_commands::functions::flush_libraries(shared);
+    }
     let mut seen = StartupLoad {
         shared,
         persist: p,
@@ -636,6 +652,7 @@ pub fn load_at_startup(shared: &Shared) -> io::Result<()> {
         repl_db: None,
         expired: Vec::new(),
         key_load_delay_us: shared.config.get_i64("key-load-delay"),
+        replace_functions,
         replica: !shared
             .config
             .get("replicaof")

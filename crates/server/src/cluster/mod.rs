@@ -407,16 +407,47 @@ pub fn install(
 }
 
 pub fn commands() -> Vec<CommandSpec> {
-    vec![cmd(
-        "cluster",
-        -2,
-        LOADING | STALE,
-        KeySpec::None,
-        cluster,
-        "cluster",
-        "@slow",
-        "A container for Redis Cluster commands.",
-    )]
+    vec![CommandSpec {
+        subcommands: &[
+            "addslots",
+            "addslotsrange",
+            "bumpepoch",
+            "count-failure-reports",
+            "countkeysinslot",
+            "delslots",
+            "delslotsrange",
+            "failover",
+            "flushslots",
+            "forget",
+            "getkeysinslot",
+            "help",
+            "info",
+            "keyslot",
+            "links",
+            "meet",
+            "myid",
+            "nodes",
+            "replicas",
+            "replicate",
+            "reset",
+            "saveconfig",
+            "set-config-epoch",
+            "setslot",
+            "shards",
+            "slaves",
+            "slots",
+        ],
+        ..cmd(
+            "cluster",
+            -2,
+            LOADING | STALE,
+            KeySpec::None,
+            cluster,
+            "cluster",
+            "@slow",
+            "A container for Redis Cluster commands.",
+        )
+    }]
 }
 
 fn write_reply(reply: &mut ReplyBuf, r: &Reply) {

@@ -1,0 +1,54 @@
+//! INFO errorstats: how many error replies of each code (the first word of the message)
+//! the server sent, as Redis counts them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+
+use crate::state::ThreadStats;
+
+/// Redis stops tracking new codes past this many distinct ones (a client sending junk
+/// could otherwise grow the table without bound).
+const MAX_CODES: usize = 128;
+
+#[derive(Default)]
+pub struct ErrorStats {
+    counts: Mutex<BTreeMap<Box<str>, u64>>,
+}
+
+impl ErrorStats {
+    /// Counts the error replies `codes` names (taken from a reply buffer) in the
+    /// errorstats table and in the thread's `total_error_replies`.
+    pub fn record(&self, stats: &ThreadStats, codes: &mut Vec<Box<str>>) {
+        if codes.is_empty() {
+            return;
+        }
+        stats
+            .error_replies
+            .fetch_add(codes.len() as u64, Ordering::Relaxed);
+        let mut counts = self.counts.lock();
+        for code in codes.drain(..) {
+            let tracked = counts.len();
+            match counts.get_mut(&code) {
+                Some(n) => *n += 1,
+                None if tracked < MAX_CODES => {
+                    counts.insert(code, 1);
+                }
+                None => {}
+            }
+        }
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().clear();
+    }
+
+    /// The `errorstat_<code>:count=<n>` lines, in code order.
+    pub fn info(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        for (code, n) in self.counts.lock().iter() {
+            let _ = write!(out, "errorstat_{code}:count={n}\r\n");
+        }
+    }
+}
