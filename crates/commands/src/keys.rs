@@ -259,15 +259,20 @@ fn scan(ctx: &mut Ctx<'_, '_>) {
         }
         i += 2;
     }
-    let (next, keys) = ctx
-        .shared
-        .keyspace
-        .scan(ctx.session.db, cursor, count, |k, e: &Entry| {
+    let mut expired = Vec::new();
+    let (next, keys) = ctx.shared.keyspace.scan_noting_expired(
+        ctx.session.db,
+        cursor,
+        count,
+        |k, e: &Entry| {
             pattern.as_ref().is_none_or(|p| glob_match(p, k))
                 && type_filter
                     .as_ref()
                     .is_none_or(|t| t == e.value.type_name())
-        });
+        },
+        Some(&mut expired),
+    );
+    expire_found(ctx, expired);
     ctx.reply.array(2);
     ctx.reply.bulk(next.to_string().as_bytes());
     ctx.reply.array(keys.len());
@@ -277,9 +282,23 @@ fn scan(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn randomkey(ctx: &mut Ctx<'_, '_>) {
-    match ctx.shared.keyspace.random_key(ctx.session.db) {
+    let mut expired = Vec::new();
+    let key = ctx.shared.keyspace.random_key(ctx.session.db, &mut expired);
+    expire_found(ctx, expired);
+    match key {
         Some(k) => ctx.reply.bulk(&k),
         None => ctx.reply.null(),
+    }
+}
+
+/// Expires keys a walk found past their deadline (each reaches the stream as its own
+/// DEL, as Redis' lazy expiry sends it). The command declared no keys, so its tables
+/// are locked here in ascending order, which keeps the lock order.
+fn expire_found(ctx: &mut Ctx<'_, '_>, mut expired: Vec<Vec<u8>>) {
+    let db = ctx.session.db;
+    expired.sort_by_key(|k| carmine_keyspace::table_id(db, carmine_slots::key_slot(k)));
+    for k in &expired {
+        let _ = ctx.l.get(k);
     }
 }
 

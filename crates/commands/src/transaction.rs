@@ -103,7 +103,7 @@ fn watch(ctx: &mut Ctx<'_, '_>) {
             continue;
         }
         // The key's table is locked, so no write can slip between these two reads.
-        let expire_at = ctx.l.get(&key).map_or(0, |e| e.expire_at());
+        let expire_at = ctx.l.get_untouched(&key).map_or(0, |e| e.expire_at());
         let Some(registry) = ctx.shared.keyspace.db_ref(db) else {
             continue;
         };

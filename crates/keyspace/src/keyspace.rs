@@ -119,14 +119,12 @@ impl WatchRegistry {
         }
     }
 
-    /// Marks every watched key modified (FLUSHDB, SWAPDB).
-    pub fn signal_all(&self) {
+    /// The keys someone watches (none allocated when nobody watches).
+    pub fn watched_keys(&self) -> Vec<Box<[u8]>> {
         if self.watched.load(Ordering::Relaxed) == 0 {
-            return;
+            return Vec::new();
         }
-        for e in self.keys.lock().values_mut() {
-            e.0 = self.next_version.fetch_add(1, Ordering::Relaxed) + 1;
-        }
+        self.keys.lock().keys().cloned().collect()
     }
 }
 
@@ -468,16 +466,34 @@ impl Keyspace {
         (keys, volatile)
     }
 
-    /// Empties `db`, marking watched keys modified. Returns keys removed.
+    /// Whether `key` is in `db`'s table at all (expired or not), and if so whether it
+    /// is still live at `now_ms`.
+    fn presence(&self, db: usize, key: &[u8], now_ms: u64) -> Option<bool> {
+        let d = self.dbs.get(db)?;
+        let t = d.existing(key_slot(key) as usize)?;
+        let t = t.lock();
+        t.peek(key).map(|e| !e.is_expired(now_ms))
+    }
+
+    /// Empties `db`. A watched key that was there (even expired) counts as modified; one
+    /// that was not is untouched, as in Redis. Returns keys removed.
     pub fn flush_db(&self, db: usize) -> usize {
+        let Some(d) = self.dbs.get(db) else { return 0 };
+        let now = now_ms();
+        let touched: Vec<Box<[u8]>> = d
+            .watch
+            .watched_keys()
+            .into_iter()
+            .filter(|k| self.presence(db, k, now).is_some())
+            .collect();
         let mut removed = 0;
         self.for_each_table(db, |_, t| {
             removed += t.len();
             t.clear();
             true
         });
-        if let Some(d) = self.dbs.get(db) {
-            d.watch.signal_all();
+        for k in &touched {
+            d.watch.signal(k);
         }
         removed
     }
@@ -492,6 +508,22 @@ impl Keyspace {
             return true;
         }
         let (lo, hi) = (a.min(b), a.max(b));
+        // A watched key is touched when it was in its database (even expired), or when
+        // the other database brings a live one in its place; an expired key replacing
+        // none changes nothing a client could see (Redis' rules).
+        let now = now_ms();
+        let touched = |db: usize, other: usize| -> Vec<Box<[u8]>> {
+            self.dbs[db]
+                .watch
+                .watched_keys()
+                .into_iter()
+                .filter(|k| {
+                    self.presence(db, k, now).is_some()
+                        || self.presence(other, k, now) == Some(true)
+                })
+                .collect()
+        };
+        let (touched_lo, touched_hi) = (touched(lo, hi), touched(hi, lo));
         for slot in 0..SLOT_COUNT {
             let (x, y) = (self.dbs[lo].existing(slot), self.dbs[hi].existing(slot));
             if x.is_none() && y.is_none() {
@@ -506,8 +538,12 @@ impl Keyspace {
             ty.finish_capture();
             std::mem::swap(&mut *tx, &mut *ty);
         }
-        self.dbs[lo].watch.signal_all();
-        self.dbs[hi].watch.signal_all();
+        for k in &touched_lo {
+            self.dbs[lo].watch.signal(k);
+        }
+        for k in &touched_hi {
+            self.dbs[hi].watch.signal(k);
+        }
         true
     }
 
@@ -950,7 +986,20 @@ impl Keyspace {
         db: usize,
         cursor: u64,
         count: usize,
+        keep: impl FnMut(&[u8], &Entry) -> bool,
+    ) -> (u64, Vec<Vec<u8>>) {
+        self.scan_noting_expired(db, cursor, count, keep, None)
+    }
+
+    /// As [`Keyspace::scan`], also listing in `expired` (in slot order) the keys `keep`
+    /// accepts whose deadline has passed: SCAN expires them, as Redis' SCAN does.
+    pub fn scan_noting_expired(
+        &self,
+        db: usize,
+        cursor: u64,
+        count: usize,
         mut keep: impl FnMut(&[u8], &Entry) -> bool,
+        mut expired: Option<&mut Vec<Vec<u8>>>,
     ) -> (u64, Vec<Vec<u8>>) {
         let mut out = Vec::new();
         let Some(d) = self.dbs.get(db) else {
@@ -964,8 +1013,13 @@ impl Keyspace {
                 let t = t.lock();
                 visited += t.len();
                 for (k, e) in t.iter() {
-                    if !e.is_expired(now) && keep(k, e) {
+                    if !keep(k, e) {
+                        continue;
+                    }
+                    if !e.is_expired(now) {
                         out.push(k.to_vec());
+                    } else if let Some(x) = expired.as_deref_mut() {
+                        x.push(k.to_vec());
                     }
                 }
             }
@@ -978,8 +1032,9 @@ impl Keyspace {
         (next, out)
     }
 
-    /// A random live key of `db`, or None when it is empty.
-    pub fn random_key(&self, db: usize) -> Option<Vec<u8>> {
+    /// A random live key of `db`, or None when it is empty. Expired keys the draw came
+    /// upon are added to `expired` (RANDOMKEY expires them, as Redis does).
+    pub fn random_key(&self, db: usize, expired: &mut Vec<Vec<u8>>) -> Option<Vec<u8>> {
         let d = self.dbs.get(db)?;
         let now = now_ms();
         let start = fastrand::usize(..SLOT_COUNT);
@@ -996,6 +1051,9 @@ impl Keyspace {
                 if let Some(k) = t.nth_key(n) {
                     if t.peek(k).is_some_and(|e| !e.is_expired(now)) {
                         return Some(k.to_vec());
+                    }
+                    if !expired.iter().any(|x| x == k) {
+                        expired.push(k.to_vec());
                     }
                 }
             }
