@@ -476,6 +476,9 @@ pub struct Tunables {
     /// `slowlog-log-slower-than` (microseconds; negative: off) and `slowlog-max-len`.
     pub slowlog_slower_than: std::sync::atomic::AtomicI64,
     pub slowlog_max_len: AtomicU64,
+    /// `latency-monitor-threshold` (ms; 0: the monitor is off) and `latency-tracking`.
+    pub latency_monitor_threshold: AtomicU64,
+    pub latency_tracking: AtomicBool,
 }
 
 /// The live configuration.
@@ -719,6 +722,10 @@ impl Config {
         );
         t.slowlog_max_len
             .store(num("slowlog-max-len"), Ordering::Relaxed);
+        t.latency_monitor_threshold
+            .store(num("latency-monitor-threshold"), Ordering::Relaxed);
+        t.latency_tracking
+            .store(get("latency-tracking") != "no", Ordering::Relaxed);
         t.appendfsync.store(
             match get("appendfsync").as_str() {
                 "always" => 0,

@@ -423,7 +423,7 @@ fn dispatch(
         let started = Instant::now();
         let before = reply.len();
         exec(shared, session, stats, reply, now_ms);
-        account(stats, idx, reply, before, started, 0);
+        account(shared, stats, idx, args, reply, before, started, 0);
         if shared.monitors.active() && !session.replaying {
             shared.monitors.feed(session, args);
         }
@@ -741,7 +741,7 @@ fn run<'q>(
         signal_written_keys(shared, spec, args, session.db);
         remember_replica_writes(shared, session, spec, args, session.db);
     }
-    let micros = account(stats, idx, reply, before, started, dirty);
+    let micros = account(shared, stats, idx, args, reply, before, started, dirty);
     slow_log(shared, session, spec, args, micros);
 }
 
@@ -816,18 +816,46 @@ fn check_one_reply(
     session.close_after_reply = true;
 }
 
+/// Counts a command that ran (INFO commandstats, LATENCY HISTOGRAM, the latency
+/// monitor's `command` / `fast-command` events); returns how long it took (µs).
+#[allow(clippy::too_many_arguments)]
 fn account(
+    shared: &Shared,
     stats: &ThreadStats,
     idx: usize,
+    args: &Args,
     reply: &ReplyBuf,
     before: usize,
     started: Instant,
     dirty: u64,
 ) -> u64 {
     let micros = started.elapsed().as_micros() as u64;
-    let c = &stats.commands[idx];
+    let spec = shared.commands.get(idx);
+    let sub_stat = spec
+        .filter(|s| !s.subcommands.is_empty() && args.len() > 1)
+        .and_then(|s| {
+            let sub = String::from_utf8_lossy(args.get(1).unwrap_or_default()).to_lowercase();
+            s.subcommands.contains(&sub.as_str()).then_some(sub)
+        })
+        .map(|sub| {
+            stats
+                .subcommands
+                .lock()
+                .entry((idx, sub.into()))
+                .or_default()
+                .clone()
+        });
+    let c = sub_stat.as_deref().unwrap_or(&stats.commands[idx]);
     ThreadStats::add(&c.calls, 1);
     ThreadStats::add(&c.usec, micros);
+    if shared
+        .config
+        .tunables
+        .latency_tracking
+        .load(Ordering::Relaxed)
+    {
+        c.histogram.record(micros);
+    }
     ThreadStats::add(&stats.total_commands, 1);
     if dirty > 0 {
         ThreadStats::add(&stats.dirty, dirty);
@@ -835,6 +863,11 @@ fn account(
     if reply.out.get(before) == Some(&b'-') {
         ThreadStats::add(&c.failed, 1);
     }
+    let event = match spec {
+        Some(s) if s.has(flags::FAST) => "fast-command",
+        _ => "command",
+    };
+    shared.latency.observe(shared, event, micros / 1000);
     micros
 }
 
@@ -981,7 +1014,7 @@ fn exec(
             let replays = dirty > 0 && spec.has(flags::WRITE);
             unit_ops(locked.take_effects(), args, db, replays, &mut unit);
         }
-        let micros = account(stats, *idx, reply, before, started, dirty);
+        let micros = account(shared, stats, *idx, args, reply, before, started, dirty);
         slow_log(shared, session, spec, args, micros);
         if dirty > 0 {
             written.push((*idx, args, session.db));
@@ -1024,10 +1057,14 @@ fn track<'a>(
         if spec.has(flags::READONLY) {
             session.info.script_read.store(true, Ordering::Relaxed);
         }
-    } else if spec.has(flags::READONLY)
-        || (crate::scripting::runs_script(spec)
-            && session.info.script_read.swap(false, Ordering::Relaxed))
-    {
+    } else if crate::scripting::runs_script(spec) {
+        // EVAL_RO and FCALL_RO too: flagged read-only, they track only if they read.
+        if session.info.script_read.swap(false, Ordering::Relaxed) {
+            t.remember(&session.info, spec, args);
+        } else {
+            t.command_done(&session.info, spec);
+        }
+    } else if spec.has(flags::READONLY) {
         t.remember(&session.info, spec, args);
     } else {
         t.command_done(&session.info, spec);

@@ -37,6 +37,7 @@ mod hash;
 mod hyperloglog;
 mod key_flags;
 mod keys;
+pub mod latency;
 mod lcs;
 mod list;
 pub mod migrate;
@@ -90,6 +91,7 @@ pub fn command_table() -> CommandTable {
     specs.extend(acl::commands());
     specs.extend(monitor::commands());
     specs.extend(slowlog::commands());
+    specs.extend(latency::commands());
     specs.extend(cluster::specs());
     specs.extend(migrate::specs());
     CommandTable::new(specs)

@@ -1,6 +1,7 @@
 //! Server commands: INFO, DBSIZE, FLUSHDB, FLUSHALL, SWAPDB, TIME, COMMAND, CONFIG, DEBUG,
 //! MEMORY, SHUTDOWN.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -271,12 +272,64 @@ fn cpu_seconds() -> (f64, f64) {
     (ticks(11), ticks(12))
 }
 
+/// One command's (or subcommand's) counters, every thread's added together.
+pub struct CommandTotals {
+    pub usec: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Calls and their durations.
+    pub summed: crate::latency::Summed,
+}
+
+/// Every command's counters by name (`parent|sub` for a container's subcommands, which
+/// are counted on their own), in command-table order.
+pub fn command_stats(sh: &crate::Shared) -> Vec<(String, CommandTotals)> {
+    let threads = sh.threads.lock().clone();
+    let add = |t: &mut CommandTotals, c: &crate::state::CmdStat| {
+        t.usec += c.usec.load(Ordering::Relaxed);
+        t.rejected += c.rejected.load(Ordering::Relaxed);
+        t.failed += c.failed.load(Ordering::Relaxed);
+        t.summed.add(c);
+    };
+    let fresh = || CommandTotals {
+        usec: 0,
+        rejected: 0,
+        failed: 0,
+        summed: crate::latency::Summed::new(),
+    };
+    let mut out = Vec::new();
+    for (i, spec) in sh.commands.all().iter().enumerate() {
+        let mut total = fresh();
+        for t in &threads {
+            if let Some(c) = t.commands.get(i) {
+                add(&mut total, c);
+            }
+        }
+        out.push((spec.name.to_string(), total));
+        let mut subs: BTreeMap<String, CommandTotals> = BTreeMap::new();
+        for t in &threads {
+            for ((idx, sub), c) in t.subcommands.lock().iter() {
+                if *idx == i {
+                    add(
+                        subs.entry(format!("{}|{sub}", spec.name))
+                            .or_insert_with(fresh),
+                        c,
+                    );
+                }
+            }
+        }
+        out.extend(subs);
+    }
+    out
+}
+
 /// INFO's text for these sections (lowercase; empty: the default ones).
 pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
     let all = sections.iter().any(|s| s == "all" || s == "everything");
     let default = sections.is_empty() || sections.iter().any(|s| s == "default");
     let want = |name: &str| {
-        all || sections.iter().any(|s| s == name) || (default && name != "commandstats")
+        all || sections.iter().any(|s| s == name)
+            || (default && name != "commandstats" && name != "latencystats")
     };
     let sh = ctx.shared;
     let mut out = String::new();
@@ -332,7 +385,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let maxmem = sh.config.tunables.maxmemory.load(Ordering::Relaxed);
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\nlazyfree_pending_objects:0\r\nlazyfreed_objects:0\r\n\r\n",
             human(used),
             human(rss),
             human(peak),
@@ -451,33 +504,41 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
     }
     if want("commandstats") {
         out.push_str("# Commandstats\r\n");
-        for (i, spec) in sh.commands.all().iter().enumerate() {
-            let c = |f: fn(&crate::state::CmdStat) -> &std::sync::atomic::AtomicU64| {
-                sh.sum(|t| {
-                    t.commands
-                        .get(i)
-                        .map_or(0, |c| f(c).load(Ordering::Relaxed))
-                })
-            };
-            let (calls, usec, rejected, failed) = (
-                c(|c| &c.calls),
-                c(|c| &c.usec),
-                c(|c| &c.rejected),
-                c(|c| &c.failed),
-            );
-            if calls + rejected + failed == 0 {
+        for (name, t) in command_stats(sh) {
+            let calls = t.summed.calls;
+            if calls + t.rejected + t.failed == 0 {
                 continue;
             }
             let per = if calls > 0 {
-                usec as f64 / calls as f64
+                t.usec as f64 / calls as f64
             } else {
                 0.0
             };
             let _ = write!(
                 out,
-                "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
-                spec.name
+                "cmdstat_{name}:calls={calls},usec={},usec_per_call={per:.2},rejected_calls={},failed_calls={}\r\n",
+                t.usec, t.rejected, t.failed
             );
+        }
+        out.push_str("\r\n");
+    }
+    if want("latencystats") {
+        out.push_str("# Latencystats\r\n");
+        let percentiles: Vec<f64> = sh
+            .config
+            .get("latency-tracking-info-percentiles")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        for (name, t) in command_stats(sh) {
+            if t.summed.calls > 0 {
+                let _ = write!(
+                    out,
+                    "latency_percentiles_usec_{name}:{}\r\n",
+                    t.summed.info_line(&percentiles)
+                );
+            }
         }
         out.push_str("\r\n");
     }

@@ -1,6 +1,6 @@
 //! Server-wide state shared by every thread, per-connection sessions, and statistics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -13,19 +13,37 @@ use crate::barrier::Barrier;
 use crate::config::Config;
 use crate::table::CommandTable;
 
-/// Per-command counters (INFO commandstats).
+/// Per-command counters (INFO commandstats, LATENCY HISTOGRAM).
 #[derive(Default)]
 pub struct CmdStat {
     pub calls: AtomicU64,
     pub usec: AtomicU64,
     pub rejected: AtomicU64,
     pub failed: AtomicU64,
+    /// Call durations (`latency-tracking`).
+    pub histogram: crate::latency::Histogram,
 }
+
+impl CmdStat {
+    fn reset(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        self.usec.store(0, Ordering::Relaxed);
+        self.rejected.store(0, Ordering::Relaxed);
+        self.failed.store(0, Ordering::Relaxed);
+        self.histogram.reset();
+    }
+}
+
+/// A thread's counters of container subcommands, by (command index, subcommand).
+pub type SubcommandStats = HashMap<(usize, Box<str>), Arc<CmdStat>>;
 
 /// Counters owned by one event-loop thread: only that thread writes them, so increments
 /// never contend; INFO sums every thread's.
 pub struct ThreadStats {
     pub commands: Box<[CmdStat]>,
+    /// Container commands count each subcommand on its own (`config|set`), as Redis 7
+    /// does: by (command index, subcommand), created on first use.
+    pub subcommands: Mutex<SubcommandStats>,
     pub total_commands: AtomicU64,
     pub keyspace_hits: AtomicU64,
     pub keyspace_misses: AtomicU64,
@@ -44,6 +62,7 @@ impl ThreadStats {
     pub fn new(commands: usize) -> ThreadStats {
         ThreadStats {
             commands: (0..commands).map(|_| CmdStat::default()).collect(),
+            subcommands: Mutex::new(HashMap::new()),
             total_commands: AtomicU64::new(0),
             keyspace_hits: AtomicU64::new(0),
             keyspace_misses: AtomicU64::new(0),
@@ -74,11 +93,9 @@ impl ThreadStats {
 
     pub fn reset(&self) {
         for c in self.commands.iter() {
-            c.calls.store(0, Ordering::Relaxed);
-            c.usec.store(0, Ordering::Relaxed);
-            c.rejected.store(0, Ordering::Relaxed);
-            c.failed.store(0, Ordering::Relaxed);
+            c.reset();
         }
+        self.subcommands.lock().clear();
         for a in [
             &self.total_commands,
             &self.keyspace_hits,
@@ -338,6 +355,8 @@ pub struct Shared {
     pub monitors: crate::monitor::Monitors,
     /// SLOWLOG's entries.
     pub slowlog: crate::slowlog::SlowLog,
+    /// The latency monitor's events.
+    pub latency: crate::latency::Monitor,
     /// INFO errorstats' counts.
     pub errorstats: crate::errorstats::ErrorStats,
     /// Client-side caching: who read which key (CLIENT TRACKING).
@@ -458,6 +477,7 @@ impl Shared {
             acl: crate::acl::Acl::default(),
             monitors: crate::monitor::Monitors::default(),
             slowlog: crate::slowlog::SlowLog::default(),
+            latency: crate::latency::Monitor::default(),
             errorstats: crate::errorstats::ErrorStats::default(),
             tracking: crate::tracking::Tracking::default(),
             functions: crate::functions::Functions::default(),

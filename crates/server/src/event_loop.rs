@@ -990,6 +990,7 @@ impl EventLoop {
             // Redis' slow cycle may use 25% of each cron period.
             let budget = Duration::from_micros(250_000 / hz);
             // Each removal reaches the stream under its table's lock, as a DEL.
+            let cycle = Instant::now();
             let (examined, removed) =
                 sh.keyspace
                     .active_expire(&mut self.expire_cursor, budget, |db, key| {
@@ -998,6 +999,8 @@ impl EventLoop {
                         }
                     });
             self.expire_backlog = stale_share_high(examined, removed);
+            let ms = cycle.elapsed().as_millis() as u64;
+            sh.latency.observe(sh, "expire-cycle", ms);
         }
         drop(turn);
         let total = sh.sum(|t| t.total_commands.load(Ordering::Relaxed));

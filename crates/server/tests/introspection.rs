@@ -1,0 +1,208 @@
+//! Introspection against a running server: SLOWLOG, LATENCY, INFO errorstats and
+//! commandstats per subcommand, COMMAND GETKEYSANDFLAGS, and WATCH across FLUSHDB and
+//! SWAPDB, as Redis 7.0 answers them.
+
+mod common;
+
+use redis::Value;
+
+fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
+    let info: String = query(c, &["INFO", section]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+}
+
+/// Entries are newest first, trimmed to 32 arguments and 128 bytes each, with
+/// credentials redacted; the length bound holds; RESET empties it.
+#[test]
+fn slowlog_keeps_trimmed_redacted_entries() {
+    let server = common::start("slowlog-log-slower-than 0\nslowlog-max-len 5");
+    let mut c = common::client(&server);
+    let _: () = query(&mut c, &["CLIENT", "SETNAME", "probe"]);
+    let _: () = query(&mut c, &["SLOWLOG", "RESET"]);
+    let many: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    let mut sadd = vec!["SADD", "s"];
+    sadd.extend(many.iter().map(String::as_str));
+    let _: i64 = query(&mut c, &sadd);
+    let long = "A".repeat(130);
+    let _: () = query(&mut c, &["SET", "k", &long]);
+    let _: () = query(&mut c, &["CONFIG", "SET", "masterauth", "secret"]);
+    let entries: Vec<Value> = query(&mut c, &["SLOWLOG", "GET", "-1"]);
+    assert!(entries.len() <= 5, "slowlog-max-len holds");
+    let args_of = |e: &Value| -> Vec<String> {
+        let Value::Array(fields) = e else {
+            panic!("entry {e:?}")
+        };
+        assert_eq!(fields.len(), 6, "id, time, duration, args, peer, name");
+        redis::from_redis_value(&fields[3]).expect("args")
+    };
+    let newest = args_of(&entries[0]);
+    assert_eq!(newest, ["CONFIG", "SET", "masterauth", "(redacted)"]);
+    let set = args_of(&entries[1]);
+    assert_eq!(set[2], format!("{}... (2 more bytes)", "A".repeat(128)));
+    let sadd_logged = args_of(&entries[2]);
+    assert_eq!(sadd_logged.len(), 32);
+    assert_eq!(sadd_logged[31], "... (11 more arguments)");
+    let Value::Array(fields) = &entries[0] else {
+        unreachable!()
+    };
+    let name: String = redis::from_redis_value(&fields[5]).expect("name");
+    assert_eq!(name, "probe");
+    let err = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-2)
+        .query::<Value>(&mut c);
+    assert!(err
+        .expect_err("count below -1")
+        .to_string()
+        .contains("count should be greater than or equal to -1"));
+    let _: () = query(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "-1"]);
+    let _: () = query(&mut c, &["SLOWLOG", "RESET"]);
+    let _: () = query(&mut c, &["SET", "x", "1"]);
+    let len: i64 = query(&mut c, &["SLOWLOG", "LEN"]);
+    assert_eq!(len, 0, "a negative threshold turns the log off");
+}
+
+/// Each error reply counts once under its code; a script passing on the error of a
+/// command it called does not count it again; subcommands have their own stats and
+/// latency histograms.
+#[test]
+fn errorstats_commandstats_and_latency_histograms() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let _: () = query(&mut c, &["CONFIG", "RESETSTAT"]);
+    let _: () = query(&mut c, &["SET", "str", "x"]);
+    let _ = redis::cmd("LPUSH")
+        .arg("str")
+        .arg("a")
+        .query::<Value>(&mut c);
+    let _ = redis::cmd("EVAL")
+        .arg("return redis.call('lpush', KEYS[1], 'a')")
+        .arg(1)
+        .arg("str")
+        .query::<Value>(&mut c);
+    let _ = redis::cmd("EVAL")
+        .arg("return redis.error_reply('MY_CODE custom')")
+        .arg(0)
+        .query::<Value>(&mut c);
+    assert_eq!(
+        info_field(&mut c, "errorstats", "errorstat_WRONGTYPE").as_deref(),
+        Some("count=2")
+    );
+    assert_eq!(
+        info_field(&mut c, "errorstats", "errorstat_MY_CODE").as_deref(),
+        Some("count=1")
+    );
+    assert_eq!(
+        info_field(&mut c, "stats", "total_error_replies").as_deref(),
+        Some("3")
+    );
+    let _: i64 = query(&mut c, &["CLIENT", "ID"]);
+    let stat = info_field(&mut c, "commandstats", "cmdstat_client|id").expect("per subcommand");
+    assert!(stat.starts_with("calls=1,"), "{stat}");
+    let histo: Vec<Value> = query(&mut c, &["LATENCY", "HISTOGRAM", "client"]);
+    assert_eq!(histo.len(), 2, "one entry: client|id");
+    let name: String = redis::from_redis_value(&histo[0]).expect("name");
+    assert_eq!(name, "client|id");
+    let unknown: Vec<Value> = query(&mut c, &["LATENCY", "HISTOGRAM", "nosuchcommand"]);
+    assert!(unknown.is_empty());
+    let latency =
+        info_field(&mut c, "latencystats", "latency_percentiles_usec_set").expect("latencystats");
+    assert!(latency.starts_with("p50="), "{latency}");
+}
+
+/// The latency monitor records a slow command at or above its threshold.
+#[test]
+fn latency_monitor_records_slow_commands() {
+    let server = common::start("enable-debug-command yes");
+    let mut c = common::client(&server);
+    let _: () = query(
+        &mut c,
+        &["CONFIG", "SET", "latency-monitor-threshold", "50"],
+    );
+    let _: () = query(&mut c, &["DEBUG", "SLEEP", "0.1"]);
+    let latest: Vec<Vec<Value>> = query(&mut c, &["LATENCY", "LATEST"]);
+    let event: String = redis::from_redis_value(&latest[0][0]).expect("event");
+    assert_eq!(event, "command");
+    let ms: i64 = redis::from_redis_value(&latest[0][2]).expect("latency");
+    assert!(ms >= 100, "{ms}");
+    let history: Vec<Vec<i64>> = query(&mut c, &["LATENCY", "HISTORY", "command"]);
+    assert_eq!(history.len(), 1);
+    let reset: i64 = query(&mut c, &["LATENCY", "RESET"]);
+    assert_eq!(reset, 1);
+    let latest: Vec<Value> = query(&mut c, &["LATENCY", "LATEST"]);
+    assert!(latest.is_empty());
+}
+
+/// COMMAND GETKEYSANDFLAGS reports Redis 7.0's key-spec flags, and those that depend
+/// on the arguments.
+#[test]
+fn getkeysandflags_reports_key_spec_flags() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let flags = |c: &mut redis::Connection, args: &[&str]| -> Vec<(String, Vec<String>)> {
+        let mut full = vec!["COMMAND", "GETKEYSANDFLAGS"];
+        full.extend_from_slice(args);
+        query(c, &full)
+    };
+    let kv = |k: &str, f: &[&str]| (k.to_string(), f.iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        flags(&mut c, &["SET", "k1", "v1"]),
+        [kv("k1", &["OW", "update"])]
+    );
+    assert_eq!(
+        flags(&mut c, &["SET", "k1", "v1", "GET"]),
+        [kv("k1", &["RW", "access", "update"])]
+    );
+    assert_eq!(
+        flags(&mut c, &["LMOVE", "k1", "k2", "LEFT", "RIGHT"]),
+        [
+            kv("k1", &["RW", "access", "delete"]),
+            kv("k2", &["RW", "insert"])
+        ]
+    );
+    assert_eq!(
+        flags(&mut c, &["SORT", "k1", "STORE", "k2"]),
+        [kv("k1", &["RO", "access"]), kv("k2", &["OW", "update"])]
+    );
+    let none: Vec<String> = query(&mut c, &["COMMAND", "GETKEYS", "EVAL", "return 1", "0"]);
+    assert!(none.is_empty());
+}
+
+/// FLUSHDB and SWAPDB touch only the watched keys that were there, or that the swap
+/// brings in alive (Redis 7.0's rules).
+#[test]
+fn watch_sees_only_keys_that_flush_or_swap_changed() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let exec_after = |c: &mut redis::Connection| -> Option<Vec<String>> {
+        let _: () = query(c, &["MULTI"]);
+        let _: () = query(c, &["PING"]);
+        query(c, &["EXEC"])
+    };
+    let _: () = query(&mut c, &["WATCH", "absent"]);
+    let _: () = query(&mut c, &["FLUSHDB"]);
+    assert_eq!(exec_after(&mut c), Some(vec!["PONG".to_string()]));
+    let _: () = query(&mut c, &["SET", "present", "1"]);
+    let _: () = query(&mut c, &["WATCH", "present"]);
+    let _: () = query(&mut c, &["FLUSHDB"]);
+    assert_eq!(exec_after(&mut c), None, "a key that was there is touched");
+    let _: () = query(&mut c, &["SELECT", "1"]);
+    let _: () = query(&mut c, &["SET", "moved", "1"]);
+    let _: () = query(&mut c, &["SELECT", "0"]);
+    let _: () = query(&mut c, &["WATCH", "moved"]);
+    let _: () = query(&mut c, &["SWAPDB", "0", "1"]);
+    assert_eq!(exec_after(&mut c), None, "the swap brought a live key in");
+    let _: () = query(&mut c, &["WATCH", "neither"]);
+    let _: () = query(&mut c, &["SWAPDB", "0", "1"]);
+    assert_eq!(exec_after(&mut c), Some(vec!["PONG".to_string()]));
+}
