@@ -54,18 +54,32 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
         _ => return ctx.error("ERR bit is not an integer or out of range"),
     };
     let key = ctx.args.bytes(1);
-    if let Err(e) = ops::get_str(ctx.l, &key) {
-        return ctx.keyspace_error(e);
+    let mask = 0x80u8 >> (offset % 8);
+    // Redis writes only when the key is new, grows, or the bit flips: otherwise no
+    // dirty count, no notification, no WATCH touch.
+    let current = match ops::get_str(ctx.l, &key) {
+        Err(e) => return ctx.keyspace_error(e),
+        Ok(s) => s.map(|s| s.byte(offset / 8)),
+    };
+    if let Some(Some(b)) = current {
+        if (b & mask != 0) == on {
+            return ctx.reply.int(i64::from(on));
+        }
     }
-    if ctx.l.get(&key).is_none() {
+    if current.is_none() {
+        let mut bytes = vec![0u8; offset / 8 + 1];
+        if on {
+            bytes[offset / 8] |= mask;
+        }
         ctx.l
-            .insert(&key, Entry::new(Value::Str(StrValue::raw(Vec::new()))));
+            .insert(&key, Entry::new(Value::Str(StrValue::raw(bytes))));
+        ctx.notify(notify::STRING, "setbit", &key);
+        return ctx.reply.int(0);
     }
     let Some(s) = ctx.l.get_mut(&key).and_then(|e| e.value.as_str_mut()) else {
         return ctx.wrong_type();
     };
     let byte = s.byte_mut(offset / 8);
-    let mask = 0x80u8 >> (offset % 8);
     let old = *byte & mask != 0;
     if on {
         *byte |= mask;
@@ -348,9 +362,12 @@ fn write_field(s: &mut StrValue, offset: usize, t: FieldType, value: i64) {
 }
 
 /// Runs BITFIELD's operations in order on `s`: their replies, and whether any wrote.
-fn apply_fields(ops: &[FieldOp], s: &mut StrValue) -> (Vec<Option<i64>>, bool) {
+/// Runs the fields' operations; returns the replies and how many writes count as changes
+/// (Redis: every write when the string was created or grew, else those that changed
+/// the field's value).
+fn apply_fields(ops: &[FieldOp], s: &mut StrValue, grown: bool) -> (Vec<Option<i64>>, u64) {
     let mut results = Vec::with_capacity(ops.len());
-    let mut changed = false;
+    let mut changes = 0;
     for op in ops {
         let (t, off) = match *op {
             FieldOp::Get(t, off) | FieldOp::Set(t, off, ..) | FieldOp::IncrBy(t, off, ..) => {
@@ -369,7 +386,9 @@ fn apply_fields(ops: &[FieldOp], s: &mut StrValue) -> (Vec<Option<i64>>, bool) {
         match new {
             Some(nv) => {
                 write_field(s, off, t, nv);
-                changed = true;
+                if grown || nv != old {
+                    changes += 1;
+                }
                 // SET replies the old value, INCRBY the new one.
                 results.push(Some(if matches!(op, FieldOp::Set(..)) {
                     old
@@ -380,7 +399,7 @@ fn apply_fields(ops: &[FieldOp], s: &mut StrValue) -> (Vec<Option<i64>>, bool) {
             None => results.push(None),
         }
     }
-    (results, changed)
+    (results, changes)
 }
 
 /// `value` fitted into the field under the overflow policy; None when FAIL refuses it.
@@ -501,16 +520,28 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
             })
             .max()
             .unwrap_or(0);
-        if existing.is_none() {
+        let grown = existing.is_none_or(|s| s.len() <= farthest / 8);
+        let created = existing.is_none();
+        if created {
             ctx.l
                 .insert(&key, Entry::new(Value::Str(StrValue::raw(Vec::new()))));
         }
-        let Some(s) = ctx.l.get_mut(&key).and_then(|e| e.value.as_str_mut()) else {
+        // Changed in place and counted as Redis counts it (see `apply_fields`).
+        let db = ctx.session.db;
+        let Some(s) = ctx
+            .l
+            .table_in(db, &key)
+            .peek_mut(&key)
+            .and_then(|e| e.value.as_str_mut())
+        else {
             return ctx.wrong_type();
         };
         s.byte_mut(farthest / 8);
-        let (results, changed) = apply_fields(&ops, s);
-        if changed {
+        let (results, changes) = apply_fields(&ops, s, grown);
+        // Creating the key counted one change already.
+        ctx.l
+            .touched(&key, changes.saturating_sub(u64::from(created)));
+        if changes > 0 {
             ctx.notify(notify::STRING, "setbit", &key);
         }
         results

@@ -168,7 +168,10 @@ pub static PARAMS: &[ParamSpec] = &[
     // RDB persistence: see carmine-server's persistence module.
     p("save", "3600 1 300 100 60 10000", Kind::Save, true),
     // `host port`: the server starts as a replica of it (REPLICAOF at run time).
-    p("replicaof", "", Kind::List, false),
+    ParamSpec {
+        alias: Some("slaveof"),
+        ..p("replicaof", "", Kind::List, false)
+    },
     p("dbfilename", "dump.rdb", Kind::Str, true),
     p("rdbcompression", "yes", Kind::Bool, true),
     p("rdbchecksum", "yes", Kind::Bool, true),
@@ -341,12 +344,7 @@ fn all_params() -> impl Iterator<Item = &'static ParamSpec> {
 
 fn spec(name: &str) -> Option<&'static ParamSpec> {
     let lower = name.to_ascii_lowercase();
-    let lower = match lower.as_str() {
-        // Redis' legacy names for the same parameters.
-        "slaveof" => "replicaof",
-        other => other,
-    };
-    all_params().find(|s| s.name == lower || s.alias == Some(lower))
+    all_params().find(|s| s.name == lower || s.alias == Some(lower.as_str()))
 }
 
 /// The parameter's own name, whichever of its names (or legacy alias) is given.

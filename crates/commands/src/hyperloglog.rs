@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use carmine_keyspace::hll::{self, Corrupt};
 use carmine_keyspace::{ops, Entry, StrValue, Value};
 
-use crate::table::{cmd, flags::*, keys, CommandSpec};
+use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
 use crate::Ctx;
 
 const NOT_HLL: &str = "WRONGTYPE Key is not a valid HyperLogLog string value.";
@@ -20,6 +20,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd("pfcount", -2, READONLY | MAY_REPLICATE, keys(1, -1, 1), pfcount, g, "@read @hyperloglog @slow", "Returns the approximated cardinality of the set(s) observed by the HyperLogLog key(s)."),
         cmd("pfmerge", -2, WRITE | DENYOOM, keys(1, -1, 1), pfmerge, g, "@write @hyperloglog @slow", "Merges one or more HyperLogLog values into a single key."),
         cmd("pfdebug", 3, WRITE | DENYOOM | ADMIN, keys(2, 2, 1), pfdebug, g, "@write @hyperloglog @admin @slow @dangerous", "Internal commands for debugging HyperLogLog values."),
+        cmd("pfselftest", 1, ADMIN, KeySpec::None, pfselftest, g, "@hyperloglog @admin @slow @dangerous", "An internal command for testing HyperLogLog values."),
     ]
 }
 
@@ -175,6 +176,13 @@ fn pfmerge(ctx: &mut Ctx<'_, '_>) {
     // Redis reports a merge as a mass PFADD.
     ctx.notify(notify::STRING, "pfadd", &key);
     ctx.reply.ok();
+}
+
+fn pfselftest(ctx: &mut Ctx<'_, '_>) {
+    match carmine_keyspace::hll::self_test(fastrand::u64(..)) {
+        Ok(()) => ctx.reply.ok(),
+        Err(e) => ctx.error(&e),
+    }
 }
 
 fn pfdebug(ctx: &mut Ctx<'_, '_>) {

@@ -39,6 +39,15 @@ impl MigrateCache {
             .lock()
             .retain(|_, c| c.used.elapsed() < CACHE_IDLE);
     }
+
+    /// INFO's `migrate_cached_sockets`.
+    pub fn len(&self) -> usize {
+        self.conns.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub fn specs() -> Vec<CommandSpec> {

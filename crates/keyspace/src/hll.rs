@@ -201,6 +201,63 @@ fn for_each_op(body: &[u8], mut f: impl FnMut(usize, Op)) -> Result<(), Corrupt>
     }
 }
 
+/// PFSELFTEST: checks this implementation against itself, as Redis' self test does:
+/// every dense register stores and reads back any 6-bit value, and a sparse and a dense
+/// HLL fed the same random elements agree, within the estimator's error of the truth.
+pub fn self_test(seed: u64) -> Result<(), String> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // 1. Dense registers: random values written, then read back.
+    let mut dense = new_sparse();
+    to_dense(&mut dense).map_err(|_| "TESTFAILED cannot make a dense HLL".to_string())?;
+    let expected: Vec<u8> = (0..REGISTERS).map(|_| rng.u8(1..64)).collect();
+    for (i, v) in expected.iter().enumerate() {
+        set_register(&mut dense, i, *v, 0).map_err(|_| "TESTFAILED corrupt register write")?;
+    }
+    let read = registers(&dense).map_err(|_| "TESTFAILED corrupt dense HLL")?;
+    if let Some(i) = (0..REGISTERS).find(|&i| read[i] != expected[i]) {
+        return Err(format!(
+            "TESTFAILED Register error at index {i}: {} instead of {}",
+            read[i], expected[i]
+        ));
+    }
+    // 2. Sparse and dense fed alike: equal counts, within 6 standard errors.
+    let relerr = 1.04 / (REGISTERS as f64).sqrt();
+    let mut sparse = new_sparse();
+    let mut dense = new_sparse();
+    to_dense(&mut dense).map_err(|_| "TESTFAILED cannot make a dense HLL")?;
+    let mut checkpoint = 1u64;
+    for j in 1..=100_000u64 {
+        let element = rng.u64(..).to_le_bytes();
+        add(&mut sparse, &element, 3000).map_err(|_| "TESTFAILED corrupt sparse HLL")?;
+        add(&mut dense, &element, 3000).map_err(|_| "TESTFAILED corrupt dense HLL")?;
+        if j != checkpoint {
+            continue;
+        }
+        checkpoint *= 10;
+        let (a, b) = (
+            count(&sparse).map_err(|_| "TESTFAILED corrupt sparse HLL")?,
+            count(&dense).map_err(|_| "TESTFAILED corrupt dense HLL")?,
+        );
+        if a != b {
+            return Err(format!(
+                "TESTFAILED sparse count {a} != dense count {b} after {j} elements"
+            ));
+        }
+        let max_error = if j == 10 {
+            1.0
+        } else {
+            (relerr * 6.0 * j as f64).ceil()
+        };
+        if (b as f64 - j as f64).abs() > max_error {
+            return Err(format!(
+                "TESTFAILED Too big error. card:{j} abserr:{}",
+                (b as f64 - j as f64).abs()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Converts a sparse HLL to dense in place (a dense one is left alone).
 pub fn to_dense(s: &mut Vec<u8>) -> Result<(), Corrupt> {
     if is_dense(s) {
@@ -461,6 +518,12 @@ pub fn decode_sparse(s: &[u8]) -> Result<String, Corrupt> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_self_test_passes() {
+        assert_eq!(self_test(1), Ok(()));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -734,6 +734,17 @@ impl<'a> Locked<'a> {
         self.ks.expire_deletes.load(Ordering::Relaxed)
     }
 
+    /// Counts `n` changes to `key` (of the current database) made in place through
+    /// [`Locked::table_in`]: a WATCH on it is touched and `dirty` grows by `n` (BITFIELD
+    /// counts one per field it changed, as Redis).
+    pub fn touched(&mut self, key: &[u8], n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.ks.dbs[self.db].watch.signal(key);
+        self.dirty += n;
+    }
+
     /// Writes made through this set of locks.
     pub fn dirty(&self) -> u64 {
         self.dirty

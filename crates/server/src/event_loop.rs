@@ -976,6 +976,7 @@ impl EventLoop {
         }
         crate::persistence::tick(sh);
         crate::aof::AppendOnly::cron(sh);
+        sh.migrate_cache.expire_idle();
         sh.pause.tick(sh);
         crate::replication::ReplicationStream::cron(sh);
         if sh.tracking.active() {

@@ -206,3 +206,33 @@ fn watch_sees_only_keys_that_flush_or_swap_changed() {
     let _: () = query(&mut c, &["SWAPDB", "0", "1"]);
     assert_eq!(exec_after(&mut c), Some(vec!["PONG".to_string()]));
 }
+
+/// SETBIT and BITFIELD count a change only when they create or grow the string or
+/// change a value (rdb_changes_since_last_save), as Redis counts them.
+#[test]
+fn bit_writes_count_only_real_changes() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let changes = |c: &mut redis::Connection| -> i64 {
+        info_field(c, "persistence", "rdb_changes_since_last_save")
+            .and_then(|v| v.parse().ok())
+            .expect("rdb_changes_since_last_save")
+    };
+    let start = changes(&mut c);
+    let _: i64 = query(&mut c, &["SETBIT", "b", "0", "0"]);
+    let _: Vec<i64> = query(&mut c, &["BITFIELD", "f", "SET", "i5", "0", "0"]);
+    assert_eq!(changes(&mut c), start + 2, "created: one change each");
+    let _: i64 = query(&mut c, &["SETBIT", "b", "0", "0"]);
+    let _: Vec<i64> = query(&mut c, &["BITFIELD", "f", "SET", "i5", "0", "0"]);
+    assert_eq!(changes(&mut c), start + 2, "same values: no change");
+    let _: i64 = query(&mut c, &["SETBIT", "b", "0", "1"]);
+    let _: Vec<i64> = query(
+        &mut c,
+        &[
+            "BITFIELD", "f", "SET", "i5", "0", "1", "SET", "i5", "5", "1",
+        ],
+    );
+    assert_eq!(changes(&mut c), start + 5, "one bit, two fields");
+    let _: i64 = query(&mut c, &["SETBIT", "b", "90", "0"]);
+    assert_eq!(changes(&mut c), start + 6, "growing the string is a change");
+}

@@ -142,7 +142,6 @@ impl Driver {
                 actions.extend(m.tick(now_ms()));
             }
             self.execute(actions);
-            self.shared.migrate_cache.expire_idle();
         }
         for (_, mut c) in self.conns.drain() {
             let _ = self.poll.registry().deregister(&mut c.stream);
