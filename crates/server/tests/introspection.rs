@@ -6,14 +6,7 @@ mod common;
 
 use redis::Value;
 
-fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
-}
+use common::query;
 
 fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
     let info: String = query(c, &["INFO", section]);

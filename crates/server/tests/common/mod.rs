@@ -138,3 +138,14 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Runs `args` as one command and converts its reply; panics naming the command if the
+/// server answers an error.
+pub fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
