@@ -139,7 +139,7 @@ pub fn commands() -> Vec<CommandSpec> {
             )
         },
         CommandSpec {
-            subcommands: &["usage", "help"],
+            subcommands: &["doctor", "help", "malloc-stats", "purge", "stats", "usage"],
             ..cmd(
                 "memory",
                 -2,
@@ -1292,6 +1292,14 @@ fn populate(ctx: &mut Ctx<'_, '_>) {
 
 const MEMORY_HELP: &[&str] = &[
     "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "DOCTOR",
+    "    Return memory problems reports.",
+    "MALLOC-STATS",
+    "    Return internal statistics report from the memory allocator.",
+    "PURGE",
+    "    Attempt to purge dirty pages for reclamation by the allocator.",
+    "STATS",
+    "    Return information about the memory usage of the server.",
     "USAGE <key> [SAMPLES <count>]",
     "    Return memory in bytes used by <key> and its value. Nested values are",
     "    sampled up to <count> times (default: 5, 0 means sample all).",
@@ -1299,10 +1307,91 @@ const MEMORY_HELP: &[&str] = &[
     "    Print this help.",
 ];
 
+/// The figures MEMORY STATS and MEMORY DOCTOR work from.
+struct MemoryFigures {
+    used: u64,
+    peak: u64,
+    rss: u64,
+    replication: u64,
+    keys: u64,
+}
+
+fn memory_figures(sh: &crate::Shared) -> MemoryFigures {
+    let used = sh.used_memory() as u64;
+    MemoryFigures {
+        used,
+        peak: sh.peak_memory.load(Ordering::Relaxed).max(used),
+        rss: rss_bytes(),
+        replication: sh.propagator.get().map_or(0, |p| p.buffer_bytes()),
+        keys: (0..sh.keyspace.databases())
+            .map(|db| sh.keyspace.db_counts(db).0 as u64)
+            .sum(),
+    }
+}
+
+/// MEMORY STATS: Redis' field names, for the figures Carmine keeps.
+fn memory_stats(ctx: &mut Ctx<'_, '_>) {
+    let f = memory_figures(ctx.shared);
+    let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    let ints: [(&str, u64); 6] = [
+        ("peak.allocated", f.peak),
+        ("total.allocated", f.used),
+        ("replication.backlog", f.replication),
+        ("keys.count", f.keys),
+        (
+            "keys.bytes-per-key",
+            f.used.checked_div(f.keys).unwrap_or(0),
+        ),
+        ("fragmentation.bytes", f.rss.saturating_sub(f.used)),
+    ];
+    let reply = &mut *ctx.reply;
+    reply.map(ints.len() + 2);
+    for (name, v) in ints {
+        reply.bulk(name.as_bytes());
+        reply.int(v as i64);
+    }
+    reply.bulk(b"peak.percentage");
+    reply.double(ratio(f.used, f.peak) * 100.0);
+    reply.bulk(b"fragmentation");
+    reply.double(ratio(f.rss, f.used));
+}
+
+/// MEMORY DOCTOR: Redis' advice, for what Carmine can see.
+fn memory_doctor(sh: &crate::Shared) -> String {
+    let f = memory_figures(sh);
+    if f.used < 5 * 1024 * 1024 {
+        return "Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.\n".to_string();
+    }
+    let mut issues = Vec::new();
+    if f.peak > f.used.saturating_mul(3) / 2 {
+        issues.push(" * Peak memory: In the past this instance used more than 150% the memory that is currently using. The allocator is normally not able to release memory after a peak, so you can expect to see a big fragmentation ratio, however this is actually harmless and is only due to the memory peak, and if the Redis instance Resident Set Size (RSS) is currently bigger than expected, the memory will be used as soon as you fill the Redis instance with more data.");
+    }
+    if f.rss > f.used.saturating_mul(14) / 10 && f.rss - f.used > 10 * 1024 * 1024 {
+        issues.push(" * High total RSS: This instance has a memory fragmentation and RSS overhead greater than 1.4 (this means that the Resident Set Size of the process is much larger than the memory the server counts as used).");
+    }
+    if issues.is_empty() {
+        return "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n".to_string();
+    }
+    format!(
+        "Sam, I detected a few issues in this Redis instance memory implants:\n\n{}\n\nI'm here to keep you safe, Sam. I want to help you.\n",
+        issues.join("\n\n")
+    )
+}
+
 fn memory(ctx: &mut Ctx<'_, '_>) {
     let sub = ctx.arg(1).to_ascii_lowercase();
     match sub.as_slice() {
         b"help" if ctx.args.len() == 2 => help_reply(ctx, MEMORY_HELP),
+        b"stats" if ctx.args.len() == 2 => memory_stats(ctx),
+        b"doctor" if ctx.args.len() == 2 => {
+            let report = memory_doctor(ctx.shared);
+            ctx.reply.verbatim(report.as_bytes());
+        }
+        // The system allocator keeps no report to give, and frees pages itself.
+        b"malloc-stats" if ctx.args.len() == 2 => ctx
+            .reply
+            .bulk(b"Stats not supported for the current allocator"),
+        b"purge" if ctx.args.len() == 2 => ctx.reply.ok(),
         b"usage" if ctx.args.len() == 3 || (ctx.args.len() == 5 && ctx.is(3, "SAMPLES")) => {
             if ctx.args.len() == 5 && ctx.int_arg(4).is_none() {
                 return;

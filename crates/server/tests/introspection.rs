@@ -229,3 +229,34 @@ fn bit_writes_count_only_real_changes() {
     let _: i64 = query(&mut c, &["SETBIT", "b", "90", "0"]);
     assert_eq!(changes(&mut c), start + 6, "growing the string is a change");
 }
+
+/// MEMORY STATS reports Redis' field names with the server's own figures; DOCTOR,
+/// MALLOC-STATS and PURGE answer.
+#[test]
+fn memory_stats_and_doctor_answer() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    for i in 0..100 {
+        let _: () = query(&mut c, &["SET", &format!("k{i}"), "v"]);
+    }
+    let stats: std::collections::HashMap<String, Value> = query(&mut c, &["MEMORY", "STATS"]);
+    let keys: i64 = redis::from_redis_value(&stats["keys.count"]).expect("keys.count");
+    assert_eq!(keys, 100);
+    // An embedded server estimates its memory from the cron: wait for the first figure.
+    let figures = |c: &mut redis::Connection| -> (i64, i64) {
+        let stats: std::collections::HashMap<String, Value> = query(c, &["MEMORY", "STATS"]);
+        let get = |k: &str| -> i64 { redis::from_redis_value(&stats[k]).expect(k) };
+        (get("total.allocated"), get("peak.allocated"))
+    };
+    assert!(
+        common::wait_until(10, || figures(&mut c).0 > 0),
+        "memory is counted"
+    );
+    let (total, peak) = figures(&mut c);
+    assert!(peak >= total, "{total} {peak}");
+    let doctor: String = query(&mut c, &["MEMORY", "DOCTOR"]);
+    assert!(doctor.starts_with("Hi Sam"), "{doctor}");
+    let _: () = query(&mut c, &["MEMORY", "PURGE"]);
+    let malloc: String = query(&mut c, &["MEMORY", "MALLOC-STATS"]);
+    assert!(!malloc.is_empty());
+}
