@@ -315,6 +315,19 @@ fn replies_match_redis_sentinel() {
             "sentinel {s} reached the master"
         );
     }
+    // CKQUORUM below counts the sentinels each one knows: both must have heard the
+    // other's hello (every 2 s on the master) first, or the replies depend on who was
+    // quicker (a CI run once caught ours before Redis' first hello).
+    for s in [ours.port, theirs.port] {
+        assert!(
+            common::wait_until(20, || {
+                master_state(s)
+                    .get("num-other-sentinels")
+                    .is_some_and(|n| n == "1")
+            }),
+            "sentinel {s} discovered the other one"
+        );
+    }
     // Field names and order of an instance, and of the timing parameters.
     for q in [
         &["SENTINEL", "MASTER", "mymaster"][..],
