@@ -47,6 +47,17 @@ impl Ctx<'_, '_> {
         self.reply.error("ERR syntax error");
     }
 
+    /// A container command's reply to a subcommand it does not know (or given the wrong
+    /// number of arguments), pointing at its HELP as Redis does.
+    pub fn unknown_subcommand(&mut self) {
+        let msg = format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+            String::from_utf8_lossy(self.arg(1)),
+            self.spec.name.to_ascii_uppercase()
+        );
+        self.reply.error(&msg);
+    }
+
     pub fn keyspace_error(&mut self, e: KeyspaceError) {
         self.reply.error(&e.to_string());
     }
@@ -342,12 +353,13 @@ fn dispatch(
     // A paused client's MULTI body waits too.
     if !session.master_link && !session.replica_feed && !session.in_script {
         let may_write = |s: &CommandSpec| s.has(flags::WRITE) || s.has(flags::MAY_REPLICATE);
-        // A script declaring `no-writes` is a read for the pause, as in Redis.
-        let this_may_write =
-            may_write(spec) && !crate::scripting::declares_no_writes(shared, spec, args);
-        if shared
-            .pause
-            .holds(this_may_write || queued_any(session, &may_write))
+        // A script declaring `no-writes` is a read for the pause, as in Redis. Looked at
+        // only while a pause is on: finding a script's flags takes a lock.
+        if shared.pause.active()
+            && shared.pause.holds(
+                (may_write(spec) && !crate::scripting::declares_no_writes(shared, spec, args))
+                    || queued_any(session, &may_write),
+            )
         {
             shared.pause.hold(shared, session, args);
             return false;

@@ -29,15 +29,15 @@ impl ErrorStats {
             .fetch_add(codes.len() as u64, Ordering::Relaxed);
         let mut counts = self.counts.lock();
         for code in codes.drain(..) {
-            let tracked = counts.len();
-            match counts.get_mut(&code) {
-                Some(n) => *n += 1,
-                None if tracked < MAX_CODES => {
-                    counts.insert(code, 1);
-                }
-                None => {}
-            }
+            bump(&mut counts, &code);
         }
+    }
+
+    /// Counts one error with this code that no reply buffer carries (a script's call
+    /// refused before any command ran).
+    pub fn record_code(&self, stats: &ThreadStats, code: &str) {
+        stats.error_replies.fetch_add(1, Ordering::Relaxed);
+        bump(&mut self.counts.lock(), code);
     }
 
     pub fn reset(&self) {
@@ -50,5 +50,16 @@ impl ErrorStats {
         for (code, n) in self.counts.lock().iter() {
             let _ = write!(out, "errorstat_{code}:count={n}\r\n");
         }
+    }
+}
+
+fn bump(counts: &mut BTreeMap<Box<str>, u64>, code: &str) {
+    let tracked = counts.len();
+    match counts.get_mut(code) {
+        Some(n) => *n += 1,
+        None if tracked < MAX_CODES => {
+            counts.insert(code.into(), 1);
+        }
+        None => {}
     }
 }

@@ -493,10 +493,7 @@ fn function(ctx: &mut Ctx<'_, '_>) {
             Err(e) => ctx.error(e),
         },
         (b"help", 2) => crate::connection::help_reply(ctx, FUNCTION_HELP),
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 

@@ -331,10 +331,7 @@ fn object(ctx: &mut Ctx<'_, '_>) {
             b"encoding" | b"freq" | b"idletime" | b"refcount"
         )
     {
-        return ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        ));
+        return ctx.unknown_subcommand();
     }
     let policy = ctx
         .shared

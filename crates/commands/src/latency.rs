@@ -285,10 +285,7 @@ fn latency(ctx: &mut Ctx<'_, '_>) {
             ctx.reply.verbatim(report.as_bytes());
         }
         (b"histogram", _) => histogram(ctx),
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try LATENCY HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 

@@ -64,6 +64,11 @@ impl ClientPause {
     }
 
     /// True if a command (a write, or one that reads only) must wait now.
+    /// Whether any pause is on (one atomic load: the request path asks this first).
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
     pub fn holds(&self, write: bool) -> bool {
         if !self.active.load(Ordering::Acquire) {
             return false;

@@ -448,10 +448,7 @@ fn pubsub(ctx: &mut Ctx<'_, '_>) {
         }
         (b"numpat", 2) => ctx.reply.int(ps.patterns_len() as i64),
         (b"help", 2) => crate::connection::help_reply(ctx, PUBSUB_HELP),
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 

@@ -499,10 +499,7 @@ fn script(ctx: &mut Ctx<'_, '_>) {
             Err(e) => ctx.error(e),
         },
         (b"help", 2) => crate::connection::help_reply(ctx, SCRIPT_HELP),
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try SCRIPT HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 
@@ -940,9 +937,9 @@ pub(crate) fn redis_pcall(
     // as a command's own error is counted where the command wrote it; the table says so,
     // so that the script passing it on does not count it again (Redis' marker).
     let err_table = |msg: &str| -> mlua::Result<Value> {
-        let mut scratch = ReplyBuf::with_capacity(false, 0);
-        scratch.error(msg);
-        shared.errorstats.record(stats, &mut scratch.error_codes);
+        shared
+            .errorstats
+            .record_code(stats, carmine_resp::error_code(msg));
         let t = lua.create_table()?;
         t.set("err", msg)?;
         t.set(COUNTED_MARK, true)?;

@@ -831,10 +831,7 @@ fn command(ctx: &mut Ctx<'_, '_>) {
                 }
             }
         }
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 
@@ -1068,10 +1065,7 @@ fn config(ctx: &mut Ctx<'_, '_>) {
             }
         }
         b"help" if argc == 2 => help_reply(ctx, CONFIG_HELP),
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 
@@ -1229,10 +1223,7 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             );
             ctx.reply.simple(&line);
         }
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try DEBUG HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 
@@ -1407,10 +1398,7 @@ fn memory(ctx: &mut Ctx<'_, '_>) {
                 }
             }
         }
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }
 

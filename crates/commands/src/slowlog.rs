@@ -165,9 +165,6 @@ fn slowlog(ctx: &mut Ctx<'_, '_>) {
                 reply.bulk(&e.name);
             }
         }
-        _ => ctx.error(&format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
-            String::from_utf8_lossy(ctx.arg(1))
-        )),
+        _ => ctx.unknown_subcommand(),
     }
 }

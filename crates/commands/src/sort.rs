@@ -51,10 +51,13 @@ pub fn commands() -> Vec<CommandSpec> {
 /// The option words that take arguments, and how many (SORT's grammar, as its key
 /// finder and the parser walk it).
 fn option_width(word: &[u8]) -> Option<usize> {
-    match word.to_ascii_lowercase().as_slice() {
-        b"limit" => Some(2),
-        b"get" | b"by" | b"store" => Some(1),
-        _ => None,
+    let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+    if is(b"limit") {
+        Some(2)
+    } else if is(b"get") || is(b"by") || is(b"store") {
+        Some(1)
+    } else {
+        None
     }
 }
 

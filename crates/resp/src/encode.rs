@@ -122,6 +122,16 @@ pub struct ReplyBuf {
     pub error_codes: Vec<Box<str>>,
 }
 
+/// The code an error reply is counted under in INFO errorstats (Redis' rule): the text
+/// before a space in its first 32 bytes, else `ERR`.
+pub fn error_code(msg: &str) -> &str {
+    let head = &msg.as_bytes()[..msg.len().min(32)];
+    match head.iter().position(|&b| b == b' ') {
+        Some(end) => &msg[..end],
+        None => "ERR",
+    }
+}
+
 /// Where a [`ReplyBuf`]'s count of values stood; see [`ReplyBuf::values_since`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyMark {
@@ -212,13 +222,7 @@ impl ReplyBuf {
     /// An error reply; `msg` is the full text, e.g. `ERR syntax error`. CR and LF are
     /// replaced by spaces, as Redis does, so an error can never break the framing.
     pub fn error(&mut self, msg: &str) {
-        // Redis' rule: the text before a space in the first 32 bytes, else "ERR".
-        let head = &msg.as_bytes()[..msg.len().min(32)];
-        let code = match head.iter().position(|&b| b == b' ') {
-            Some(end) => &msg[..end],
-            None => "ERR",
-        };
-        self.error_codes.push(code.into());
+        self.error_codes.push(error_code(msg).into());
         self.error_uncounted(msg);
     }
 

@@ -36,7 +36,7 @@ mod frame;
 mod inline;
 
 pub use command::{Args, CommandDecoder};
-pub use encode::{encode, write_double, ReplyBuf, ReplyMark};
+pub use encode::{encode, error_code, write_double, ReplyBuf, ReplyMark};
 pub use error::ProtocolError;
 pub use frame::{Frame, FrameDecoder};
 pub use inline::split_inline_args;
