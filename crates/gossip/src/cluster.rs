@@ -1515,6 +1515,35 @@ impl Cluster {
         self.changed();
     }
 
+    /// A master that starts suspecting `suspect` tells the other masters at once, with
+    /// a PONG whose gossip carries every node it suspects: only masters' reports count
+    /// towards FAIL, and Redis leaves them to the next ping's gossip, up to a second or
+    /// more later. One message per master, and only when a suspicion starts.
+    fn report_suspect(&mut self, now: u64, suspect: NodeIdx, out: &mut Vec<Action>) {
+        let me = self.myself();
+        if !me.is_master()
+            || me.num_slots == 0
+            || self.node(suspect).is_none_or(|n| n.has(flag::FAIL))
+        {
+            return;
+        }
+        let links: Vec<LinkId> = self
+            .nodes()
+            .filter(|(i, n)| {
+                *i != self.myself
+                    && *i != suspect
+                    && n.is_master()
+                    && n.num_slots > 0
+                    && !n.failing()
+                    && !n.has(flag::HANDSHAKE)
+            })
+            .filter_map(|(_, n)| n.link)
+            .collect();
+        for l in links {
+            self.send_ping(now, l, kind::PONG, out);
+        }
+    }
+
     /// Starts a handshake with an address (CLUSTER MEET or gossip). Returns false when
     /// the address is invalid or a handshake with it is already under way.
     pub fn start_handshake(&mut self, now: u64, ip: &str, port: u16, cport: u16) -> bool {
@@ -1676,7 +1705,13 @@ impl Cluster {
                 0
             };
             let data_delay = now.saturating_sub(n.data_received);
-            if delay.min(data_delay) > timeout && !n.failing() {
+            // Redis waits for a ping unanswered for a whole node timeout, and sends that
+            // ping only once the last pong is half a timeout old: detection takes 1 to
+            // 1.5 timeouts. A node we have not heard a byte from in a node timeout, with
+            // a ping to it unanswered for half of one, is as surely unreachable (a live
+            // node pings us every half timeout itself), and that bounds detection by one
+            // timeout. PFAIL is only this node's suspicion: FAIL still needs a majority.
+            if delay > timeout / 2 && data_delay > timeout && !n.failing() {
                 if let Some(n) = self.node_mut(i) {
                     n.flags |= flag::PFAIL;
                     let id = n.id;
@@ -1690,6 +1725,7 @@ impl Cluster {
                 // Redis waits for the next gossip to count them; counting now saves up
                 // to a ping round.
                 self.mark_fail_if_needed(now, i, &mut out);
+                self.report_suspect(now, i, &mut out);
             }
         }
         // A FAIL on a master with slots is cleared once it is reachable again and no one
@@ -1730,15 +1766,23 @@ impl Cluster {
         self.state_generation = self.generation;
         let mut ok = true;
         if self.config.require_full_coverage {
-            for s in 0..SLOT_COUNT as Slot {
-                match self.slots.owner(s).and_then(|&o| self.node(o)) {
-                    Some(n) if !n.has(flag::FAIL) => {}
-                    _ => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
+            // Every slot has exactly one owner, counted in that owner's num_slots, so the
+            // slots served by nodes not in FAIL add up to 16384 exactly when all are
+            // covered: a pass over the nodes, not over 16384 slots, on every change.
+            let served: usize = self
+                .nodes()
+                .filter(|(_, n)| !n.has(flag::FAIL))
+                .map(|(_, n)| n.num_slots)
+                .sum();
+            debug_assert_eq!(
+                served == SLOT_COUNT,
+                (0..SLOT_COUNT as Slot).all(|s| self
+                    .slots
+                    .owner(s)
+                    .and_then(|&o| self.node(o))
+                    .is_some_and(|n| !n.has(flag::FAIL)))
+            );
+            ok = served == SLOT_COUNT;
         }
         let size = self.cluster_size();
         let reachable = self

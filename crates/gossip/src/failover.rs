@@ -14,6 +14,14 @@ use crate::node::NodeIdx;
 /// How long a manual failover may take before it is abandoned (Redis' CLUSTER_MF_TIMEOUT).
 pub const MANUAL_FAILOVER_TIMEOUT: u64 = 5000;
 
+/// An election starts this long (ms) after the replica sees its master FAIL, plus up to
+/// [`ELECTION_JITTER`] at random: long enough for the FAIL broadcast to reach every
+/// master and the shard's replicas to exchange offsets on one network.
+const ELECTION_DELAY: u64 = 100;
+const ELECTION_JITTER: u64 = 100;
+/// Extra wait per replica ranked ahead: time for the better one to win first.
+const RANK_DELAY: u64 = 500;
+
 #[derive(Clone, Debug, Default)]
 pub struct FailoverState {
     /// When this replica may ask for votes (0: no election scheduled).
@@ -55,16 +63,21 @@ impl Cluster {
         self.failover.repl_ping_period = repl_ping_period;
     }
 
-    /// Replicas of my master with a better replication offset than mine.
+    /// Replicas of my master ahead of me: a better replication offset, or the same one
+    /// and a smaller node id. Redis ranks by offset alone, so replicas with equal
+    /// offsets (the usual case after a clean stop of writes) share a rank, start their
+    /// elections within the same random window and may split the votes, which costs a
+    /// retry of four node timeouts. With ties broken by id, ranks are distinct wherever
+    /// the replicas agree on the offsets, which they exchange before the election.
     fn my_rank(&self) -> usize {
         let me = self.myself();
         let Some(m) = me.master else { return 0 };
-        let mine = me.repl_offset;
+        let mine = (me.repl_offset, std::cmp::Reverse(me.id));
         self.replicas_of(m)
             .into_iter()
             .filter(|&r| r != self.myself)
             .filter_map(|r| self.node(r))
-            .filter(|r| !r.has(flag::NOFAILOVER) && r.repl_offset > mine)
+            .filter(|r| !r.has(flag::NOFAILOVER) && (r.repl_offset, std::cmp::Reverse(r.id)) > mine)
             .count()
     }
 
@@ -183,11 +196,15 @@ impl Cluster {
             return self.cant_failover("Disconnected from master for too long.", out);
         }
         if self.failover.auth_time == 0 || now.saturating_sub(self.failover.auth_time) > retry {
-            // Schedule an election: a random delay so replicas do not all ask at once,
-            // plus a second per replica with more data than us.
+            // Schedule an election: a short delay for the replicas of this master to
+            // exchange offsets (the PONG below) and for the FAIL to reach the masters,
+            // then half a second per replica ranked ahead of us. Redis waits 500 ms plus
+            // up to 500 ms at random plus a second per rank. The delays only order the
+            // candidates; safety (one winner per epoch, one vote per master per epoch)
+            // comes from the votes, and the simulation checks it with these delays.
             let rank = self.my_rank();
-            let delay = 500 + self.rng.below(500) as u64;
-            self.failover.auth_time = now + delay + rank as u64 * 1000;
+            let delay = ELECTION_DELAY + self.rng.below(ELECTION_JITTER as usize) as u64;
+            self.failover.auth_time = now + delay + rank as u64 * RANK_DELAY;
             self.failover.auth_count = 0;
             self.failover.auth_sent = false;
             self.failover.auth_rank = rank;
@@ -210,7 +227,7 @@ impl Cluster {
         if !self.failover.auth_sent && !manual {
             let rank = self.my_rank();
             if rank > self.failover.auth_rank {
-                let added = (rank - self.failover.auth_rank) as u64 * 1000;
+                let added = (rank - self.failover.auth_rank) as u64 * RANK_DELAY;
                 self.failover.auth_time += added;
                 self.failover.auth_rank = rank;
             }

@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use carmine_gossip::codec::flag;
+use carmine_gossip::codec::{self, flag, kind};
 use carmine_gossip::{Action, Cluster, Config, Keys, LinkId, Reply, Rng};
 
 struct NoKeys;
@@ -33,6 +33,10 @@ enum Ev {
         to: usize,
         link: LinkId,
     },
+    /// A node's 100 ms timer.
+    Tick {
+        node: usize,
+    },
 }
 
 struct Net {
@@ -46,8 +50,9 @@ struct Net {
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
     events: BTreeMap<usize, Ev>,
     seq: u64,
-    next_tick: Vec<u64>,
     bytes: u64,
+    /// nodes.conf writes asked for.
+    saves: u64,
     deleted_keys: usize,
     /// Crashed nodes: no timer, nothing in or out.
     down: Vec<bool>,
@@ -55,6 +60,25 @@ struct Net {
     group: Vec<u8>,
     /// Each node's clock runs this far ahead of the simulation's.
     skew: Vec<u64>,
+    /// (voter, epoch) -> the candidate it sent its FAILOVER_AUTH_ACK to.
+    votes_cast: HashMap<(usize, u64), usize>,
+    /// (candidate, epoch) -> the voters whose ACK reached it.
+    votes_received: HashMap<(usize, u64), Vec<usize>>,
+    /// Set by a test that runs CLUSTER FAILOVER TAKEOVER, the one promotion without votes.
+    takeover_allowed: bool,
+    /// Masters with slots the cluster was built with: majorities count in it. 0 where
+    /// no test step should promote a replica.
+    shards: usize,
+}
+
+/// The epoch a FAILOVER_AUTH_ACK grants (the voter's currentEpoch, which it raised to
+/// the request's), or None for any other message.
+fn ack_epoch(bytes: &[u8]) -> Option<u64> {
+    if bytes.get(12..14) != Some(&kind::FAILOVER_AUTH_ACK.to_be_bytes()[..]) {
+        return None;
+    }
+    let msg = codec::decode(bytes).expect("a node sent an ACK that does not decode");
+    Some(msg.header.current_epoch)
 }
 
 const BASE_PORT: u16 = 30000;
@@ -73,8 +97,8 @@ impl Net {
                 Cluster::new(config, 0, rng.next_u64())
             })
             .collect();
-        let next_tick = (0..n).map(|_| rng.below(100) as u64).collect();
-        Net {
+        let first_ticks: Vec<u64> = (0..n).map(|_| rng.below(100) as u64).collect();
+        let mut net = Net {
             nodes,
             now: 0,
             rng,
@@ -84,13 +108,23 @@ impl Net {
             queue: BinaryHeap::new(),
             events: BTreeMap::new(),
             seq: 0,
-            next_tick,
             bytes: 0,
+            saves: 0,
             deleted_keys: 0,
             down: vec![false; n],
             group: vec![0; n],
             skew: vec![0; n],
+            votes_cast: HashMap::new(),
+            votes_received: HashMap::new(),
+            takeover_allowed: false,
+            shards: 0,
+        };
+        // Timers share the event queue: finding the next of 1,000 timers by a scan on
+        // every event made the 1,000-node runs quadratic.
+        for (node, at) in first_ticks.into_iter().enumerate() {
+            net.schedule(at, Ev::Tick { node });
         }
+        net
     }
 
     fn clock(&self, node: usize) -> u64 {
@@ -148,6 +182,16 @@ impl Net {
                     let Some(&(to, theirs)) = self.peer.get(&(from, link)) else {
                         continue;
                     };
+                    if let Some(epoch) = ack_epoch(&bytes) {
+                        // A master votes at most once per epoch.
+                        if let Some(&before) = self.votes_cast.get(&(from, epoch)) {
+                            assert_eq!(
+                                before, to,
+                                "node {from} voted for nodes {before} and {to} in epoch {epoch}"
+                            );
+                        }
+                        self.votes_cast.insert((from, epoch), to);
+                    }
                     if self.down[from] || self.down[to] || self.group[from] != self.group[to] {
                         continue;
                     }
@@ -173,7 +217,13 @@ impl Net {
                 }
                 Action::DeleteSlotKeys(s) => self.deleted_keys += s.len(),
                 Action::SaveConfig { text, .. } => {
-                    // What is written must load back to the same view.
+                    self.saves += 1;
+                    // What is written must load back to the same view. Large runs check
+                    // a sample: loading 1,000 nodes' files on every change dominated them.
+                    let sample = (self.nodes.len() as u64 / 8).max(1);
+                    if self.saves % sample != 0 {
+                        continue;
+                    }
                     let c = &self.nodes[from];
                     let loaded = Cluster::load(c.config.clone(), &text, self.now, 1)
                         .unwrap_or_else(|e| {
@@ -182,9 +232,21 @@ impl Net {
                     assert_eq!(loaded.my_id(), c.my_id());
                     assert_eq!(loaded.current_epoch, c.current_epoch);
                 }
+                Action::BecomeMaster => {
+                    // An elected replica holds the ACKs of a majority of the masters
+                    // that served slots, for the epoch it now claims them with.
+                    let c = &self.nodes[from];
+                    let epoch = c.myself().config_epoch;
+                    let voters = self.votes_received.get(&(from, epoch)).map_or(0, Vec::len);
+                    let needed = self.shards / 2 + 1;
+                    assert!(
+                        self.takeover_allowed || (self.shards > 0 && voters >= needed),
+                        "node {from} became master in epoch {epoch} with {voters} votes, {needed} needed, at {} ms",
+                        self.now
+                    );
+                }
                 Action::Deliver { .. }
                 | Action::SetMaster { .. }
-                | Action::BecomeMaster
                 | Action::PauseWrites(_)
                 | Action::UnpauseWrites => {}
                 Action::Log(_, text) => {
@@ -207,48 +269,43 @@ impl Net {
 
     /// Runs the network until `until` (simulated ms).
     fn run_until(&mut self, until: u64) {
-        loop {
-            let next_ev = self.queue.peek().map(|Reverse((t, _, _))| *t);
-            let (tick_node, tick_at) = self
-                .next_tick
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, t)| **t)
-                .map(|(i, t)| (i, *t))
-                .unwrap_or((0, u64::MAX));
-            let at = next_ev.unwrap_or(u64::MAX).min(tick_at);
+        while let Some(&Reverse((at, _, id))) = self.queue.peek() {
             if at > until {
-                self.now = until;
-                return;
+                break;
             }
+            self.queue.pop();
             self.now = at;
-            if next_ev == Some(at) {
-                let Some(Reverse((_, _, id))) = self.queue.pop() else {
-                    continue;
-                };
-                let Some(ev) = self.events.remove(&id) else {
-                    continue;
-                };
-                match ev {
-                    Ev::Deliver { to, link, bytes } => {
-                        if !self.peer.contains_key(&(to, link)) || self.down[to] {
-                            continue;
-                        }
-                        let actions =
-                            self.nodes[to].received(self.now + self.skew[to], link, &bytes);
-                        self.apply(to, actions);
+            let Some(ev) = self.events.remove(&id) else {
+                continue;
+            };
+            match ev {
+                Ev::Deliver { to, link, bytes } => {
+                    if !self.peer.contains_key(&(to, link)) || self.down[to] {
+                        continue;
                     }
-                    Ev::Closed { to, link } => self.nodes[to].link_closed(link),
+                    if let Some(epoch) = ack_epoch(&bytes) {
+                        if let Some(&(from, _)) = self.peer.get(&(to, link)) {
+                            let voters = self.votes_received.entry((to, epoch)).or_default();
+                            if !voters.contains(&from) {
+                                voters.push(from);
+                            }
+                        }
+                    }
+                    let actions = self.nodes[to].received(self.now + self.skew[to], link, &bytes);
+                    self.apply(to, actions);
                 }
-            } else {
-                self.next_tick[tick_node] = at + 100;
-                if self.down[tick_node] {
-                    continue;
+                Ev::Closed { to, link } => self.nodes[to].link_closed(link),
+                Ev::Tick { node } => {
+                    self.schedule(at + 100, Ev::Tick { node });
+                    if self.down[node] {
+                        continue;
+                    }
+                    let actions = self.nodes[node].tick(self.now + self.skew[node]);
+                    self.apply(node, actions);
                 }
-                let actions = self.nodes[tick_node].tick(self.now + self.skew[tick_node]);
-                self.apply(tick_node, actions);
             }
         }
+        self.now = until;
     }
 
     fn converged(&self) -> bool {
@@ -503,6 +560,7 @@ fn slot_claims_with_newer_epochs_win_everywhere() {
 /// Three masters with a replica each, joined and agreed.
 fn six_node_cluster(seed: u64, loss: f64) -> Net {
     let mut net = Net::new(6, seed, loss, 20);
+    net.shards = 3;
     for (i, (a, b)) in [(0, 5460), (5461, 10922), (10923, 16383)]
         .iter()
         .enumerate()
@@ -595,6 +653,7 @@ fn manual_failover_swaps_master_and_replica() {
         net.command(0, &["failover"]),
         Reply::Error("ERR You should send CLUSTER FAILOVER to a replica".into())
     );
+    net.takeover_allowed = true;
     assert_eq!(net.command(5, &["failover", "takeover"]), Reply::ok());
     net.run_until_true(20_000, |n| owner_everywhere(n, 12000, 5))
         .expect("takeover completed");

@@ -140,10 +140,20 @@ pub struct SlotInfo<N> {
     pub importing_from: Option<N>,
 }
 
+impl<N> SlotInfo<N> {
+    fn is_marked(&self) -> bool {
+        self.migrating_to.is_some() || self.importing_from.is_some()
+    }
+}
+
 /// The 16384-entry slot -> node table, generic over how a node is named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotMap<N> {
     slots: Vec<SlotInfo<N>>,
+    /// How many slots carry a migrating or importing mark: nodes.conf is written on
+    /// every change and lists the marks, and with none (the usual case) that must not
+    /// cost a scan of all 16384 slots.
+    marks: usize,
 }
 
 impl<N: Clone + PartialEq> Default for SlotMap<N> {
@@ -163,6 +173,7 @@ impl<N: Clone + PartialEq> SlotMap<N> {
                 };
                 SLOT_COUNT
             ],
+            marks: 0,
         }
     }
 
@@ -186,24 +197,34 @@ impl<N: Clone + PartialEq> SlotMap<N> {
     }
 
     pub fn unassign(&mut self, slot: Slot) {
-        if let Some(s) = self.slots.get_mut(slot as usize) {
+        self.change_slot(slot, |s| {
             *s = SlotInfo {
                 owner: None,
                 migrating_to: None,
                 importing_from: None,
-            };
-        }
+            }
+        });
     }
 
     pub fn set_migrating(&mut self, slot: Slot, to: Option<N>) {
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            s.migrating_to = to;
-        }
+        self.change_slot(slot, |s| s.migrating_to = to);
     }
 
     pub fn set_importing(&mut self, slot: Slot, from: Option<N>) {
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            s.importing_from = from;
+        self.change_slot(slot, |s| s.importing_from = from);
+    }
+
+    /// Applies `change` to one slot, keeping the count of marked slots.
+    fn change_slot(&mut self, slot: Slot, change: impl FnOnce(&mut SlotInfo<N>)) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let was = s.is_marked();
+        change(s);
+        match (was, s.is_marked()) {
+            (false, true) => self.marks += 1,
+            (true, false) => self.marks -= 1,
+            _ => {}
         }
     }
 
@@ -237,10 +258,15 @@ impl<N: Clone + PartialEq> SlotMap<N> {
 
     /// Slots with a migrating or importing mark, in slot order.
     pub fn marked(&self) -> impl Iterator<Item = (Slot, &SlotInfo<N>)> {
-        self.slots
+        let slots = if self.marks == 0 {
+            &[][..]
+        } else {
+            &self.slots[..]
+        };
+        slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.migrating_to.is_some() || s.importing_from.is_some())
+            .filter(|(_, s)| s.is_marked())
             .map(|(i, s)| (i as Slot, s))
     }
 
