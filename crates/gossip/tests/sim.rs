@@ -221,7 +221,7 @@ impl Net {
                     // What is written must load back to the same view. Large runs check
                     // a sample: loading 1,000 nodes' files on every change dominated them.
                     let sample = (self.nodes.len() as u64 / 8).max(1);
-                    if self.saves % sample != 0 {
+                    if !self.saves.is_multiple_of(sample) {
                         continue;
                     }
                     let c = &self.nodes[from];
