@@ -6,8 +6,9 @@
 //! with one atomic load per keyed command and never lock.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
-use carmine_keyspace::Locked;
+use carmine_keyspace::{now_ms, Locked};
 use carmine_slots::{key_slot, Slot, SLOT_COUNT};
 
 use crate::dispatch::Ctx;
@@ -122,6 +123,8 @@ pub fn redirect(
     {
         return None;
     }
+    // The lease before the view (see `Shared::cluster_lease_ms`).
+    let lease = shared.cluster_lease_ms.load(Ordering::Acquire);
     let guard = shared.cluster_view.load();
     let view = guard.as_ref()?;
     // EXEC is judged on its whole queue, any other command on itself.
@@ -194,7 +197,13 @@ pub fn redirect(
     let (Some(slot), Some(n)) = (slot, owner) else {
         return None;
     };
-    if !view.state_ok {
+    // A master that has not heard from a majority of masters for a node timeout may
+    // have lost its slots to a failover it has not learnt of yet (a partition, or this
+    // process stopped and resumed): it stops serving them, as Redis' minority side
+    // does once its timer marks the others failing. Checking the lease here also
+    // covers the moment after a resume, before that timer or the bus has run.
+    let lease_lapsed = n == view.myself && lease != u64::MAX && now_ms() > lease;
+    if !view.state_ok || lease_lapsed {
         if shard_pubsub {
             if !view.allow_pubsubshard_when_down {
                 return Some("CLUSTERDOWN The cluster is down".into());

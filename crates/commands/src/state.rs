@@ -380,6 +380,13 @@ pub struct Shared {
     pub cluster_config_changed: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// DEBUG DROP-CLUSTER-PACKET-FILTER: the bus message type to drop, -1 none.
     pub cluster_drop_filter: AtomicI64,
+    /// Until when (unix ms) this cluster master may serve its slots: a node timeout
+    /// after it last heard from enough masters to make a majority with itself
+    /// (`u64::MAX`: no limit, it is not a master with slots or needs no one). Stored
+    /// by the cluster driver after the view it was computed with, so a reader that
+    /// loads it first and the view second never pairs a renewed lease with slots the
+    /// same messages took away.
+    pub cluster_lease_ms: AtomicU64,
     /// MIGRATE's connections to its targets, kept between calls.
     pub migrate_cache: crate::migrate::MigrateCache,
     /// The replication stream's writer, installed by the server.
@@ -487,6 +494,7 @@ impl Shared {
             migrate_cache: crate::migrate::MigrateCache::default(),
             cluster_publish: std::sync::OnceLock::new(),
             cluster_drop_filter: AtomicI64::new(-1),
+            cluster_lease_ms: AtomicU64::new(u64::MAX),
             cluster_config_changed: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),

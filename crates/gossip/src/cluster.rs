@@ -125,6 +125,9 @@ struct Link {
     send_bytes: u64,
 }
 
+/// How long (ms) a master stays in the fail state after it starts.
+const WRITABLE_DELAY: u64 = 2000;
+
 /// Message type names as CLUSTER INFO spells them.
 pub const TYPE_NAMES: [&str; 11] = [
     "ping",
@@ -214,6 +217,11 @@ pub struct Cluster {
     /// Bumped at every change an event loop's routing view depends on.
     generation: u64,
     state_generation: u64,
+    /// When this machine was created or loaded, and the latest time it was given.
+    pub(crate) born: u64,
+    pub(crate) clock: u64,
+    /// The state would be ok but for the start-up delay: evaluate it again.
+    state_held_back: bool,
     /// (currentEpoch, lastVoteEpoch, our configEpoch) at the last fsynced save.
     synced_epochs: (u64, u64, u64),
     /// The message type dropped on receipt (DEBUG DROP-CLUSTER-PACKET-FILTER).
@@ -231,6 +239,7 @@ impl Cluster {
         let mut rng = Rng::new(seed);
         let id = rng.node_id();
         let mut c = Cluster::empty(config, rng);
+        (c.born, c.clock) = (now, now);
         let mut me = Node::new(id, flag::MYSELF | flag::MASTER, now);
         me.ip = c.config.announce_ip.clone();
         c.myself = c.insert(me);
@@ -260,6 +269,9 @@ impl Cluster {
             save_pending: false,
             generation: 1,
             state_generation: 0,
+            born: 0,
+            clock: 0,
+            state_held_back: false,
             synced_epochs: (0, 0, 0),
             drop_filter: None,
             failover: crate::failover::FailoverState::default(),
@@ -270,6 +282,7 @@ impl Cluster {
     /// line number and reason, as Redis refuses to start on a corrupt file.
     pub fn load(config: Config, text: &str, now: u64, seed: u64) -> Result<Cluster, String> {
         let mut c = Cluster::empty(config, Rng::new(seed));
+        (c.born, c.clock) = (now, now);
         let mut myself = None;
         let mut masters: Vec<(NodeIdx, NodeId)> = Vec::new();
         let mut marks: Vec<(Slot, bool, NodeId)> = Vec::new();
@@ -935,30 +948,55 @@ impl Cluster {
     /// Bytes from a link. Complete messages are decoded and processed; a malformed one
     /// is counted and closes the link.
     pub fn received(&mut self, now: u64, link: LinkId, data: &[u8]) -> Vec<Action> {
+        self.clock = self.clock.max(now);
         let mut out = Vec::new();
         let Some(l) = self.links.get_mut(&link) else {
             return out;
         };
-        l.buf.extend_from_slice(data);
-        while let Some(l) = self.links.get_mut(&link) {
-            let len = match codec::frame_len(&l.buf) {
-                Ok(Some(len)) if l.buf.len() >= len => len,
+        // Whole frames are decoded straight from the caller's bytes; only the start of a
+        // frame still arriving is kept, in a buffer that lives no longer than that. A
+        // buffer kept per link at its largest message's size (10 KB and more with
+        // gossip) would cost a 1,000-node cluster's nodes 20 MB each.
+        let pending = std::mem::take(&mut l.buf);
+        let joined;
+        let mut input: &[u8] = if pending.is_empty() {
+            data
+        } else {
+            joined = [&pending[..], data].concat();
+            &joined
+        };
+        loop {
+            let len = match codec::frame_len(input) {
+                Ok(Some(len)) if input.len() >= len => len,
                 Ok(_) => break,
                 Err(e) => {
                     self.refuse(link, &e, &mut out);
-                    break;
+                    self.finish_message(&mut out);
+                    return out;
                 }
             };
-            let frame: Vec<u8> = l.buf.drain(..len).collect();
-            match codec::decode(&frame) {
+            let (frame, rest) = input.split_at(len);
+            input = rest;
+            match codec::decode(frame) {
                 Ok(msg) => self.process(now, link, msg, &mut out),
                 Err(e) => {
                     self.refuse(link, &e, &mut out);
-                    break;
+                    self.finish_message(&mut out);
+                    return out;
                 }
             }
+            if !self.links.contains_key(&link) {
+                // The message closed the link: what follows it is not read.
+                self.finish_message(&mut out);
+                return out;
+            }
         }
-        self.finish(&mut out);
+        if !input.is_empty() {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.buf = input.to_vec();
+            }
+        }
+        self.finish_message(&mut out);
         out
     }
 
@@ -981,13 +1019,32 @@ impl Cluster {
         }
     }
 
-    /// nodes.conf to write now; `force_sync` for an explicit save (SAVECONFIG, start-up).
-    pub fn save_action(&mut self, force_sync: bool) -> Action {
-        let epochs = (
+    /// As [`Cluster::finish`] after a bus message, except that a change that leaves this
+    /// node's own epochs and vote as they were on disk is written by the next tick (at
+    /// most 100 ms later) rather than now: while 1,000 masters settle their config
+    /// epochs, every message changes something, and writing the whole file for each one
+    /// cost more than all the rest of the gossip. Redis writes once per event-loop turn.
+    /// What must be durable before this node says it (a vote, a new epoch) still is.
+    fn finish_message(&mut self, out: &mut Vec<Action>) {
+        if self.save_pending && self.durable_epochs() == self.synced_epochs {
+            self.update_state();
+            return;
+        }
+        self.finish(out);
+    }
+
+    /// The part of nodes.conf that must reach the disk before this node acts on it.
+    fn durable_epochs(&self) -> (u64, u64, u64) {
+        (
             self.current_epoch,
             self.last_vote_epoch,
             self.myself().config_epoch,
-        );
+        )
+    }
+
+    /// nodes.conf to write now; `force_sync` for an explicit save (SAVECONFIG, start-up).
+    pub fn save_action(&mut self, force_sync: bool) -> Action {
+        let epochs = self.durable_epochs();
         let fsync = force_sync || epochs != self.synced_epochs;
         if fsync {
             self.synced_epochs = epochs;
@@ -1255,6 +1312,9 @@ impl Cluster {
                 let mut cleared = false;
                 if let Some(n) = self.node_mut(ln) {
                     n.pong_received = now;
+                    if n.ping_sent != 0 {
+                        n.ping_answered = n.ping_sent;
+                    }
                     n.ping_sent = 0;
                     if n.has(flag::PFAIL) {
                         n.flags &= !flag::PFAIL;
@@ -1591,6 +1651,7 @@ impl Cluster {
 
     /// Runs ten times a second (Redis' clusterCron).
     pub fn tick(&mut self, now: u64) -> Vec<Action> {
+        self.clock = self.clock.max(now);
         let mut out = Vec::new();
         self.ticks += 1;
         let timeout = self.config.node_timeout;
@@ -1751,6 +1812,35 @@ impl Cluster {
         out
     }
 
+    /// The start of this master's write lease: the send time of a PING answered by
+    /// enough other masters to make a majority with itself (the oldest of the most
+    /// recent ones it needs); None when it serves no slot or is a majority alone.
+    ///
+    /// Why a node timeout from there is safe: a failover needs a majority of masters
+    /// to flag this one PFAIL, and any majority of the others shares a master with the
+    /// ones that answered. That master received our PING after we sent it, and flags
+    /// PFAIL only after a node timeout without data from us (Carmine's and Redis'
+    /// rule), so no replica can be promoted before the lease ends, clocks running at
+    /// one rate. Times of receipt would not do: a master can hear from us later than
+    /// it last told us anything.
+    pub fn majority_contact(&self) -> Option<u64> {
+        let me = self.myself();
+        if !me.is_master() || me.num_slots == 0 {
+            return None;
+        }
+        let others_needed = (self.cluster_size() / 2 + 1).saturating_sub(1);
+        if others_needed == 0 {
+            return None;
+        }
+        let mut heard: Vec<u64> = self
+            .nodes()
+            .filter(|(i, n)| *i != self.myself && n.is_master() && n.num_slots > 0)
+            .map(|(_, n)| n.ping_answered)
+            .collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        Some(heard.get(others_needed - 1).copied().unwrap_or(0))
+    }
+
     /// Masters serving at least one slot.
     pub fn cluster_size(&self) -> usize {
         self.nodes()
@@ -1759,8 +1849,9 @@ impl Cluster {
     }
 
     pub(crate) fn update_state(&mut self) {
-        // Only what moves the generation (slots, flags, roles) can change the state.
-        if self.state_generation == self.generation {
+        // Only what moves the generation (slots, flags, roles) can change the state,
+        // and the end of the start-up delay below.
+        if self.state_generation == self.generation && !self.state_held_back {
             return;
         }
         self.state_generation = self.generation;
@@ -1790,6 +1881,17 @@ impl Cluster {
             .filter(|(_, n)| n.is_master() && n.num_slots > 0 && !n.failing())
             .count();
         if reachable < size / 2 + 1 {
+            ok = false;
+        }
+        // Redis' rule: a master that (re)starts stays in the fail state for its first two
+        // seconds, so that a node back from a crash with a stale nodes.conf hears that
+        // its slots went to its replica (an UPDATE) before it takes writes for them
+        // again: with no data, it would acknowledge writes that are then thrown away.
+        self.state_held_back = ok
+            && !self.state_ok
+            && self.myself().is_master()
+            && self.clock.saturating_sub(self.born) <= WRITABLE_DELAY;
+        if self.state_held_back {
             ok = false;
         }
         if ok != self.state_ok {

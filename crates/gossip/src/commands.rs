@@ -140,6 +140,7 @@ impl Cluster {
     /// Runs `CLUSTER argv[1..]`. The actions (links to open, nodes.conf to write, a
     /// master to follow) are for the driver.
     pub fn command(&mut self, now: u64, argv: &[&[u8]], keys: &dyn Keys) -> (Reply, Vec<Action>) {
+        self.clock = self.clock.max(now);
         let mut out = Vec::new();
         let reply = self.dispatch(now, argv, keys, &mut out);
         self.after_command(&mut out);

@@ -24,6 +24,10 @@ pub struct Node {
     /// Unix ms of the PING we wait a PONG for; 0 when none is pending.
     pub ping_sent: u64,
     pub pong_received: u64,
+    /// When we sent the oldest PING a PONG has answered since: the node had heard
+    /// from us by then, so it cannot count us silent for a node timeout before that
+    /// time plus the timeout (what a master's write lease rests on).
+    pub ping_answered: u64,
     pub data_received: u64,
     /// When the node entered the table (handshakes time out from here).
     pub ctime: u64,
@@ -61,6 +65,7 @@ impl Node {
             config_epoch: 0,
             ping_sent: 0,
             pong_received: 0,
+            ping_answered: 0,
             data_received: 0,
             ctime: now,
             fail_time: 0,

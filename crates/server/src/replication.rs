@@ -375,26 +375,31 @@ impl ReplicationStream {
     }
 
     /// Hands the stream bytes gathered for the live replicas to their connections.
-    fn flush_outgoing_locked(&self, st: &mut StreamState) {
+    /// Hands the stream written since the last call to every replica's event loop;
+    /// returns whether there was any.
+    fn flush_outgoing_locked(&self, st: &mut StreamState) -> bool {
         self.has_outgoing.store(false, Ordering::Release);
         if st.outgoing.is_empty() {
-            return;
+            return false;
         }
         let bytes = Bytes::from(std::mem::take(&mut st.outgoing));
         st.feeds
             .retain(|f| f.held() || deliver(&f.info, bytes.clone()));
+        true
     }
 
     /// The event loops' before-sleep step (and the master link's, after each batch):
-    /// one atomic load when there is nothing to send.
-    pub fn flush_feeds(shared: &Shared) {
+    /// one atomic load when there is nothing to send. True when replicas were handed
+    /// new bytes.
+    pub fn flush_feeds(shared: &Shared) -> bool {
         let Some(stream) = Self::of(shared) else {
-            return;
+            return false;
         };
         if stream.has_outgoing.load(Ordering::Acquire) {
             let mut st = stream.state.lock();
-            stream.flush_outgoing_locked(&mut st);
+            return stream.flush_outgoing_locked(&mut st);
         }
+        false
     }
 
     pub(crate) fn link_db(&self) -> usize {

@@ -126,12 +126,16 @@ impl ClusterHost {
     /// Republishes the routing view if the machine changed since the last one.
     pub(crate) fn publish_view(&self, shared: &Shared, m: &Cluster) {
         let g = m.generation();
-        if self.published.swap(g, Ordering::AcqRel) == g {
-            return;
+        if self.published.swap(g, Ordering::AcqRel) != g {
+            shared
+                .cluster_view
+                .store(Some(Arc::new(build_view(shared, m))));
         }
-        shared
-            .cluster_view
-            .store(Some(Arc::new(build_view(shared, m))));
+        // After the view: see `Shared::cluster_lease_ms`.
+        let lease = m
+            .majority_contact()
+            .map_or(u64::MAX, |t| t.saturating_add(m.config.node_timeout));
+        shared.cluster_lease_ms.store(lease, Ordering::Release);
     }
 
     /// Performs what the machine asked for: socket actions go to the driver, the rest
