@@ -103,6 +103,27 @@ impl PubSub {
             .map_or(0, |s| s.lock().len())
     }
 
+    /// Shard channels whose slot is in `slots` (sorted), with their subscribers.
+    pub fn shard_subscribers_in(
+        &self,
+        slots: &[carmine_slots::Slot],
+    ) -> Vec<(Vec<u8>, Vec<Arc<ClientInfo>>)> {
+        let chosen: Vec<(Vec<u8>, Arc<Subscribers>)> = self
+            .shard_channels
+            .read()
+            .iter()
+            .filter(|(c, _)| slots.binary_search(&carmine_slots::key_slot(c)).is_ok())
+            .map(|(c, s)| (c.clone(), s.clone()))
+            .collect();
+        chosen
+            .into_iter()
+            .map(|(c, s)| {
+                let clients = s.lock().values().cloned().collect();
+                (c, clients)
+            })
+            .collect()
+    }
+
     pub fn patterns_len(&self) -> usize {
         self.patterns.read().len()
     }
@@ -450,6 +471,26 @@ fn pubsub(ctx: &mut Ctx<'_, '_>) {
         (b"help", 2) => crate::connection::help_reply(ctx, PUBSUB_HELP),
         _ => ctx.unknown_subcommand(),
     }
+}
+
+/// On the client's own loop: ends its subscription to a shard channel whose slot this
+/// node no longer serves, with the `sunsubscribe` message Redis sends (a push in RESP3),
+/// counting what it is still subscribed to. Nothing if it unsubscribed meanwhile.
+pub fn revoke_shard_channel(
+    ps: &PubSub,
+    session: &mut crate::state::Session,
+    reply: &mut ReplyBuf,
+    channel: &[u8],
+) {
+    if !session.subs_mut(Kind::Shard).remove(channel) {
+        return;
+    }
+    ps.remove(Kind::Shard, channel, session.id());
+    let total = session.subscriptions();
+    reply.push(3);
+    reply.bulk(Kind::Shard.unsubscribe_word());
+    reply.bulk(channel);
+    reply.int(total as i64);
 }
 
 /// Removes every subscription of a disconnecting client.

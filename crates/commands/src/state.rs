@@ -159,12 +159,18 @@ pub struct ClientInfo {
     pub deliver: Mutex<Option<DeliverHook>>,
     /// Tells the owning loop a key this client is blocked on may be ready.
     pub ready: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Asks the owning loop to unsubscribe this client from shard channels whose slot
+    /// this node stopped serving ([`crate::pubsub::revoke_shard_channel`] there).
+    pub revoke_shard: Mutex<Option<RevokeHook>>,
     /// Subscriptions: channels, patterns, shard channels (CLIENT LIST sub/psub/ssub).
     pub subs: [AtomicU64; 3],
 }
 
 /// How other threads push bytes to a client: set by the server when it adopts a socket.
 pub type DeliverHook = Arc<dyn Fn(bytes::Bytes) + Send + Sync>;
+
+/// How the cluster driver hands a client's loop the shard channels it lost.
+pub type RevokeHook = Arc<dyn Fn(Vec<Vec<u8>>) + Send + Sync>;
 
 impl ClientInfo {
     pub fn new(id: u64, addr: String, laddr: String, fd: i32, thread: usize) -> ClientInfo {
@@ -196,6 +202,7 @@ impl ClientInfo {
             waker: Mutex::new(None),
             deliver: Mutex::new(None),
             ready: Mutex::new(None),
+            revoke_shard: Mutex::new(None),
             subs: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         }
     }

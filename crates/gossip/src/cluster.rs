@@ -59,6 +59,9 @@ pub enum Action {
     UnpauseWrites,
     /// Delete the keys of slots this node lost to another owner.
     DeleteSlotKeys(Vec<Slot>),
+    /// This node (as their master or its replica) no longer serves these slots: their
+    /// shard channels' subscribers are unsubscribed, each told with `sunsubscribe`.
+    DropShardChannels(Vec<Slot>),
     Log(Level, String),
 }
 
@@ -222,6 +225,8 @@ pub struct Cluster {
     pub(crate) clock: u64,
     /// The state would be ok but for the start-up delay: evaluate it again.
     state_held_back: bool,
+    /// Slots this node's shard stopped serving since the last actions were returned.
+    slots_left: Vec<Slot>,
     /// (currentEpoch, lastVoteEpoch, our configEpoch) at the last fsynced save.
     synced_epochs: (u64, u64, u64),
     /// The message type dropped on receipt (DEBUG DROP-CLUSTER-PACKET-FILTER).
@@ -272,6 +277,7 @@ impl Cluster {
             born: 0,
             clock: 0,
             state_held_back: false,
+            slots_left: Vec::new(),
             synced_epochs: (0, 0, 0),
             drop_filter: None,
             failover: crate::failover::FailoverState::default(),
@@ -566,10 +572,19 @@ impl Cluster {
 
     // ---- slots ----------------------------------------------------------------------
 
+    /// Whether `owner`'s slots are served here: it is this node, or this node
+    /// replicates it.
+    fn shard_of_mine(&self, owner: NodeIdx) -> bool {
+        owner == self.myself || (self.myself().is_replica() && self.myself().master == Some(owner))
+    }
+
     pub(crate) fn assign_slot(&mut self, slot: Slot, idx: NodeIdx) {
         if let Some(prev) = self.slots.owner(slot).copied() {
             if prev == idx {
                 return;
+            }
+            if self.shard_of_mine(prev) && !self.shard_of_mine(idx) {
+                self.slots_left.push(slot);
             }
             if let Some(p) = self.node_mut(prev) {
                 codec::set_slot_bit(&mut p.slots, slot, false);
@@ -589,6 +604,9 @@ impl Cluster {
         let Some(prev) = self.slots.owner(slot).copied() else {
             return;
         };
+        if self.shard_of_mine(prev) {
+            self.slots_left.push(slot);
+        }
         if let Some(p) = self.node_mut(prev) {
             codec::set_slot_bit(&mut p.slots, slot, false);
             p.num_slots -= 1;
@@ -1013,6 +1031,7 @@ impl Cluster {
 
     fn finish(&mut self, out: &mut Vec<Action>) {
         self.update_state();
+        self.report_slots_left(out);
         if self.save_pending {
             self.save_pending = false;
             out.push(self.save_action(false));
@@ -1028,9 +1047,19 @@ impl Cluster {
     fn finish_message(&mut self, out: &mut Vec<Action>) {
         if self.save_pending && self.durable_epochs() == self.synced_epochs {
             self.update_state();
+            self.report_slots_left(out);
             return;
         }
         self.finish(out);
+    }
+
+    fn report_slots_left(&mut self, out: &mut Vec<Action>) {
+        if !self.slots_left.is_empty() {
+            let mut slots = std::mem::take(&mut self.slots_left);
+            slots.sort_unstable();
+            slots.dedup();
+            out.push(Action::DropShardChannels(slots));
+        }
     }
 
     /// The part of nodes.conf that must reach the disk before this node acts on it.

@@ -235,6 +235,7 @@ impl Net {
                     }
                 }
                 Action::DeleteSlotKeys(s) => self.deleted_keys += s.len(),
+                Action::DropShardChannels(_) => {}
                 Action::SaveConfig { text, .. } => {
                     self.saves += 1;
                     // What is written must load back to the same view. Large runs check

@@ -197,6 +197,8 @@ pub enum LoopMsg {
     Deliver(u64, bytes::Bytes),
     /// A key this client is blocked on was written: retry its blocking command.
     Ready(u64),
+    /// Shard channels this client loses: their slots are no longer served here.
+    RevokeShard(u64, Vec<Vec<u8>>),
 }
 
 /// A handle other threads use to reach a loop.
@@ -431,6 +433,22 @@ impl EventLoop {
                         self.retry_blocked(t);
                     }
                 }
+                LoopMsg::RevokeShard(id, channels) => {
+                    let Some(&t) = self.by_id.get(&id) else {
+                        continue;
+                    };
+                    if let Some(c) = self.conns.get_mut(t).and_then(Option::as_mut) {
+                        for ch in &channels {
+                            carmine_commands::pubsub::revoke_shard_channel(
+                                &self.shared.pubsub,
+                                &mut c.session,
+                                &mut c.reply,
+                                ch,
+                            );
+                        }
+                        touched.push(t);
+                    }
+                }
             }
         }
         touched
@@ -523,6 +541,10 @@ impl EventLoop {
         *info.deliver.lock() = Some(Arc::new(move |bytes| me.send(LoopMsg::Deliver(id, bytes))));
         let me = self.me.clone();
         *info.ready.lock() = Some(Arc::new(move || me.send(LoopMsg::Ready(id))));
+        let me = self.me.clone();
+        *info.revoke_shard.lock() = Some(Arc::new(move |channels| {
+            me.send(LoopMsg::RevokeShard(id, channels))
+        }));
         self.by_id.insert(id, token);
         self.shared.clients.add(info.clone());
         let t = &self.shared.config.tunables;

@@ -2288,3 +2288,48 @@ fn acknowledged_writes_across_failovers() {
     );
     assert_eq!(waited_lost, 0, "writes confirmed by WAIT 1 were lost");
 }
+
+/// A node that stops serving a slot unsubscribes that slot's shard-channel
+/// subscribers with a `sunsubscribe` message (Redis' removeChannelsInSlot), counting
+/// the subscriptions left; a channel in another slot keeps its subscriber.
+#[test]
+fn losing_a_slot_unsubscribes_its_shard_channels() {
+    let _serial = serial();
+    let dir = Scratch::new();
+    let node = start_node(CARMINE, &dir);
+    let port = node.port();
+    let ok: String = ask(port, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).expect("ADDSLOTSRANGE");
+    assert_eq!(ok, "OK");
+    wait_cluster_ok(std::slice::from_ref(&node), 30);
+    let (lost, kept) = ("ch3", "ch7");
+    assert_ne!(key_slot(lost.as_bytes()), key_slot(kept.as_bytes()));
+    let mut sub = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sub.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    // One SSUBSCRIBE per channel: channels of two slots in one command are CROSSSLOT.
+    let (got, _) = common::exchange(
+        &mut sub,
+        b"*2\r\n$10\r\nSSUBSCRIBE\r\n$3\r\nch3\r\n*2\r\n$10\r\nSSUBSCRIBE\r\n$3\r\nch7\r\n",
+        |b| b.ends_with(b":2\r\n"),
+    );
+    assert!(
+        got.ends_with(b":2\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let slot = key_slot(lost.as_bytes()).to_string();
+    let ok: String = ask(port, &["CLUSTER", "DELSLOTS", &slot]).expect("DELSLOTS");
+    assert_eq!(ok, "OK");
+    let expected = b"*3\r\n$12\r\nsunsubscribe\r\n$3\r\nch3\r\n:1\r\n";
+    let (got, _) = common::exchange(&mut sub, b"", |b| b.ends_with(b"\r\n:1\r\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
+    let n: i64 = ask(port, &["SPUBLISH", kept, "hello"]).expect("SPUBLISH");
+    assert_eq!(n, 1, "the other channel keeps its subscriber");
+    let n: i64 = ask(port, &["PUBSUB", "SHARDNUMSUB", lost])
+        .map(|v: Vec<redis::Value>| v.get(1).and_then(v_int).unwrap_or(-1))
+        .expect("SHARDNUMSUB");
+    assert_eq!(n, 0, "the lost channel has no subscriber left");
+}

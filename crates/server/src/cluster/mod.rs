@@ -176,6 +176,7 @@ impl ClusterHost {
                     }
                 }
                 Action::DeleteSlotKeys(slots) => delete_slot_keys(shared, &slots),
+                Action::DropShardChannels(slots) => drop_shard_channels(shared, &slots),
                 // The machine ends the pause itself (on promotion of the replica, or
                 // at the manual failover's timeout).
                 Action::PauseWrites(_) => shared.pause.set_failover(shared, true),
@@ -200,6 +201,30 @@ impl ClusterHost {
 }
 
 /// The routing view: owners by slot, addresses by index, our marks.
+/// Unsubscribes, on their own loops, the clients of shard channels in `slots` (sorted),
+/// which this node no longer serves: Redis' `removeChannelsInSlot`.
+fn drop_shard_channels(shared: &Shared, slots: &[u16]) {
+    let mut by_client: std::collections::HashMap<
+        u64,
+        (Arc<carmine_commands::ClientInfo>, Vec<Vec<u8>>),
+    > = std::collections::HashMap::new();
+    for (channel, clients) in shared.pubsub.shard_subscribers_in(slots) {
+        for c in clients {
+            by_client
+                .entry(c.id)
+                .or_insert_with(|| (c.clone(), Vec::new()))
+                .1
+                .push(channel.clone());
+        }
+    }
+    for (client, channels) in by_client.into_values() {
+        let hook = client.revoke_shard.lock().clone();
+        if let Some(hook) = hook {
+            hook(channels);
+        }
+    }
+}
+
 fn build_view(shared: &Shared, m: &Cluster) -> RouteView {
     let mut view = RouteView::empty();
     let mut index: std::collections::HashMap<NodeIdx, u16> = std::collections::HashMap::new();
