@@ -331,15 +331,19 @@ fn full_sync(
         rdb.len()
     ));
     {
-        // No command runs while the dataset is replaced.
-        let _world = shared.barrier.exclusive();
-        shared.persist.loading.store(true, Ordering::Release);
-        for db in 0..shared.keyspace.databases() {
-            shared.keyspace.flush_db(db);
+        {
+            // No command runs while the dataset is emptied; from then on only those
+            // allowed while loading do (INFO, PING ...: the others get -LOADING), as
+            // Redis answers them between chunks of its load. INFO shows loading:1.
+            let _world = shared.barrier.exclusive();
+            shared.persist.loading.store(true, Ordering::Release);
+            for db in 0..shared.keyspace.databases() {
+                shared.keyspace.flush_db(db);
+            }
+            // The master's libraries replace ours with its keys.
+            carmine_commands::functions::flush_libraries(shared);
         }
         log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
-        // The master's libraries replace ours with its keys.
-        carmine_commands::functions::flush_libraries(shared);
         let loaded = carmine_rdb::load_observed(
             &shared.keyspace,
             &rdb,
@@ -350,6 +354,7 @@ fn full_sync(
                 },
             },
         );
+        let _world = shared.barrier.exclusive();
         shared.persist.loading.store(false, Ordering::Release);
         if let Err(e) = loaded {
             log::warning(&format!(

@@ -705,7 +705,8 @@ fn load_rdb(shared: &Shared, flush_functions: bool, replace_functions: bool) -> 
 /// cron, so embedded servers get them too.
 pub fn tick(shared: &Shared) {
     let p = &shared.persist;
-    if p.bgsave_in_progress.load(Ordering::Acquire) {
+    // No save of a dataset still loading (at start-up, or a replica's full sync).
+    if p.bgsave_in_progress.load(Ordering::Acquire) || p.loading.load(Ordering::Acquire) {
         return;
     }
     let Some(files) = shared.persistence.get().cloned() else {
