@@ -230,7 +230,9 @@ pub fn redirect(
         }
         return None;
     }
-    if session.cluster_readonly && !write && view.my_master == Some(n) {
+    // A replica serves its master's slots to READONLY clients for reads, and to
+    // everyone for shard pub/sub (Redis' getNodeByQuery).
+    if (session.cluster_readonly || shard_pubsub) && !write && view.my_master == Some(n) {
         return None;
     }
     if n != view.myself {

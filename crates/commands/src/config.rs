@@ -646,7 +646,11 @@ impl Config {
                 if args.len() > 1 {
                     return Err("wrong number of arguments".into());
                 }
-                args.first().cloned().unwrap_or_default()
+                let v = args.first().cloned().unwrap_or_default();
+                if name == "cluster-announce-hostname" {
+                    valid_hostname(&v)?;
+                }
+                v
             }
             Kind::List => joined,
             Kind::KeyspaceEvents => {
@@ -909,4 +913,18 @@ mod tests {
         assert!(v.contains("pubsub 1048576 0 0"), "{v}");
         assert!(v.contains("slave 268435456"), "{v}");
     }
+}
+
+/// Redis' check of `cluster-announce-hostname` (its isValidAuxString rules).
+fn valid_hostname(v: &str) -> Result<(), String> {
+    if v.len() >= 256 {
+        return Err("Hostnames must be less than 256 characters".into());
+    }
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err("Hostnames may only contain alphanumeric characters, hyphens or dots".into());
+    }
+    Ok(())
 }

@@ -1553,8 +1553,21 @@ impl Cluster {
                         && self.banned.get(&g.node).is_none_or(|&t| t <= now)
                         && crate::node::valid_id(&g.node)
                         && !ip.is_empty()
+                        && g.port != 0
+                        && g.cport != 0
                     {
-                        self.start_handshake(now, &ip, g.port, g.cport);
+                        // Redis 7.0 adds a node a known peer gossips about under its
+                        // real id, and pings it (no MEET, no handshake): a node that
+                        // only talks to some peers is known by all but learnt about
+                        // (its slots, its role) only from those it answers.
+                        let role = g.flags & (flag::MASTER | flag::SLAVE | flag::NOFAILOVER);
+                        let mut node = Node::new(g.node, role, now);
+                        node.ip = ip;
+                        node.port = g.port;
+                        node.cport = g.cport;
+                        node.pport = g.pport;
+                        self.insert(node);
+                        self.changed();
                     }
                 }
             }

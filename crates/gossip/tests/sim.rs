@@ -598,12 +598,17 @@ fn slot_claims_with_newer_epochs_win_everywhere() {
 
 /// Three masters with a replica each, joined and agreed.
 fn six_node_cluster(seed: u64, loss: f64) -> Net {
-    let mut net = Net::new(6, seed, loss, 20);
-    net.shards = 3;
-    for (i, (a, b)) in [(0, 5460), (5461, 10922), (10923, 16383)]
-        .iter()
-        .enumerate()
-    {
+    cluster_of(3, seed, loss)
+}
+
+/// `shards` masters (nodes 0..shards, the slots split evenly, configEpochs 1..) with a
+/// replica each (node shards + i replicates node i), joined and agreed.
+fn cluster_of(shards: usize, seed: u64, loss: f64) -> Net {
+    let n = 2 * shards;
+    let mut net = Net::new(n, seed, loss, 20);
+    net.shards = shards;
+    for i in 0..shards {
+        let (a, b) = (16384 * i / shards, 16384 * (i + 1) / shards - 1);
         assert_eq!(
             net.command(i, &["set-config-epoch", &(i + 1).to_string()]),
             Reply::ok()
@@ -611,25 +616,25 @@ fn six_node_cluster(seed: u64, loss: f64) -> Net {
         net.command(i, &["addslotsrange", &a.to_string(), &b.to_string()]);
     }
     meet_in_a_chain(&mut net);
-    net.run_until_true(60_000, |n| n.converged() && n.slots_agree())
+    net.run_until_true(120_000, |n| n.converged() && n.slots_agree())
         .expect("converge");
-    for r in 3..6 {
-        let id = String::from_utf8(net.nodes[r - 3].my_id().to_vec()).unwrap_or_default();
+    for r in shards..n {
+        let id = String::from_utf8(net.nodes[r - shards].my_id().to_vec()).unwrap_or_default();
         assert_eq!(net.command(r, &["replicate", &id]), Reply::ok());
     }
-    let replicas_known = |n: &Net| {
-        n.nodes.iter().all(|c| {
-            (3..6).all(|r| {
-                c.lookup(&n.nodes[r].my_id())
+    let replicas_known = |net: &Net| {
+        net.nodes.iter().all(|c| {
+            (shards..n).all(|r| {
+                c.lookup(&net.nodes[r].my_id())
                     .and_then(|i| c.node(i))
                     .is_some_and(|x| x.is_replica())
             })
         })
     };
-    net.run_until_true(30_000, replicas_known)
+    net.run_until_true(60_000, replicas_known)
         .expect("replicas seen everywhere");
     let ok = |n: &Net| n.nodes.iter().all(|c| c.state_ok());
-    net.run_until_true(30_000, ok).expect("cluster_state ok");
+    net.run_until_true(60_000, ok).expect("cluster_state ok");
     net
 }
 
@@ -770,40 +775,37 @@ fn failover_time_distribution() {
 
 /// Random crashes, restarts and partitions (a master alone with a minority included),
 /// message loss and clock skew. At every 100 ms step: never two masters serving one slot
-/// with one configEpoch. After each round, with everything healed and a majority of
-/// every shard alive, every slot is served again within a bound and all nodes agree.
-#[test]
-fn chaos_keeps_one_master_per_slot_and_epoch() {
-    let seeds: u64 = std::env::var("GOSSIP_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
-    for seed in 0..seeds {
-        let mut net = six_node_cluster(5000 + seed, 0.01);
+/// with one configEpoch (and, at every message, one vote per master per epoch and no
+/// promotion without a majority's votes). After each round, with everything healed and
+/// every node restarted, every slot is served again within a bound and all nodes agree.
+fn chaos(shards: usize, seeds: std::ops::Range<u64>, rounds: usize) {
+    for seed in seeds {
+        let mut net = cluster_of(shards, 5000 + seed, 0.01);
+        let n = net.nodes.len();
         let mut rng = Rng::new(seed);
-        for i in 0..6 {
+        for i in 0..n {
             net.skew[i] = rng.below(3000) as u64;
         }
-        for round in 0..4 {
+        for round in 0..rounds {
             match rng.below(3) {
                 0 => {
                     // A crash, restarted later from its nodes.conf.
-                    let v = rng.below(6);
+                    let v = rng.below(n);
                     net.down[v] = true;
                 }
                 1 => {
                     // A node alone with one other (the minority side).
-                    let a = rng.below(6);
-                    let b = rng.below(6);
-                    net.group = vec![0; 6];
+                    let a = rng.below(n);
+                    let b = rng.below(n);
+                    net.group = vec![0; n];
                     net.group[a] = 1;
                     net.group[b] = 1;
                 }
                 _ => {
                     // Two crashes at once.
-                    let a = rng.below(6);
+                    let a = rng.below(n);
                     net.down[a] = true;
-                    net.down[(a + 1 + rng.below(5)) % 6] = true;
+                    net.down[(a + 1 + rng.below(n - 1)) % n] = true;
                 }
             }
             let until = net.now + 2000 + rng.below(10_000) as u64;
@@ -812,8 +814,8 @@ fn chaos_keeps_one_master_per_slot_and_epoch() {
                 net.run_until(next);
                 net.check_invariants();
             }
-            net.group = vec![0; 6];
-            for i in 0..6 {
+            net.group = vec![0; n];
+            for i in 0..n {
                 if net.down[i] {
                     net.restart(i);
                 }
@@ -830,8 +832,31 @@ fn chaos_keeps_one_master_per_slot_and_epoch() {
                     })
             };
             net.run_until_true(120_000, healed).unwrap_or_else(|| {
-                panic!("seed {seed} round {round}: the cluster did not recover")
+                panic!("{n} nodes, seed {seed} round {round}: the cluster did not recover")
             });
         }
+    }
+}
+
+fn sim_seeds(default: u64) -> u64 {
+    std::env::var("GOSSIP_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn chaos_keeps_one_master_per_slot_and_epoch() {
+    chaos(3, 0..sim_seeds(4), 4);
+}
+
+/// Ten nodes (five shards) in CI; `GOSSIP_SIM_LARGE=1` adds 100 nodes (50 shards).
+#[test]
+fn chaos_in_larger_clusters() {
+    chaos(5, 0..sim_seeds(2), 4);
+    if std::env::var("GOSSIP_SIM_LARGE").is_ok() {
+        let started = std::time::Instant::now();
+        chaos(50, 0..sim_seeds(2), 3);
+        eprintln!("100-node chaos: {:?}", started.elapsed());
     }
 }

@@ -904,8 +904,15 @@ impl Propagator for ReplicationStream {
             out.push_str("role:master\r\n");
         }
         drop(l);
-        let _ = write!(out, "connected_slaves:{}\r\n", st.feeds.len());
-        for (i, f) in st.feeds.iter().enumerate() {
+        // A replica CLIENT KILL just marked is gone for INFO, as in Redis (its loop closes
+        // the socket a moment later).
+        let live: Vec<_> = st
+            .feeds
+            .iter()
+            .filter(|f| !f.info.killed.load(Ordering::Acquire))
+            .collect();
+        let _ = write!(out, "connected_slaves:{}\r\n", live.len());
+        for (i, f) in live.into_iter().enumerate() {
             let _ = write!(
                 out,
                 "slave{i}:ip={},port={},state={},offset={},lag={}\r\n",
