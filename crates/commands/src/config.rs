@@ -854,6 +854,20 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// Redis' check of `cluster-announce-hostname` (its isValidAuxString rules).
+fn valid_hostname(v: &str) -> Result<(), String> {
+    if v.len() >= 256 {
+        return Err("Hostnames must be less than 256 characters".into());
+    }
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err("Hostnames may only contain alphanumeric characters, hyphens or dots".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,18 +927,4 @@ mod tests {
         assert!(v.contains("pubsub 1048576 0 0"), "{v}");
         assert!(v.contains("slave 268435456"), "{v}");
     }
-}
-
-/// Redis' check of `cluster-announce-hostname` (its isValidAuxString rules).
-fn valid_hostname(v: &str) -> Result<(), String> {
-    if v.len() >= 256 {
-        return Err("Hostnames must be less than 256 characters".into());
-    }
-    if !v
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err("Hostnames may only contain alphanumeric characters, hyphens or dots".into());
-    }
-    Ok(())
 }
