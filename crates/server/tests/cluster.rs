@@ -1730,13 +1730,7 @@ fn kill_and_fail_over(
     survivors: &[u16],
     secs: u64,
 ) -> (Duration, Duration) {
-    let (_, before) = view_of(survivors[0]);
-    let slots = before
-        .iter()
-        .find(|l| l.id == dead)
-        .map(|l| l.slots.clone())
-        .unwrap_or_default();
-    assert!(!slots.is_empty(), "{dead} owns slots before: {before:#?}");
+    let slots = slots_of(survivors[0], dead);
     let killed = Instant::now();
     victim.kill();
     let mut why = None;
@@ -2059,6 +2053,18 @@ fn jepsen_writer(
     log
 }
 
+/// The slot ranges `port` sees `id` serve; it must serve some.
+fn slots_of(port: u16, id: &str) -> Vec<(u16, u16)> {
+    let (_, view) = view_of(port);
+    let slots = view
+        .iter()
+        .find(|l| l.id == id)
+        .map(|l| l.slots.clone())
+        .unwrap_or_default();
+    assert!(!slots.is_empty(), "{id} owns slots before: {view:#?}");
+    slots
+}
+
 /// Stops `victim` by SIGSTOP (`pause`) or SIGKILL, waits until every survivor sees
 /// `heir` master of the victim's slots, then resumes or restarts the victim.
 fn fault_and_fail_over(
@@ -2068,12 +2074,7 @@ fn fault_and_fail_over(
     survivors: &[u16],
     pause: bool,
 ) -> Duration {
-    let (_, before) = view_of(survivors[0]);
-    let slots = before
-        .iter()
-        .find(|l| l.id == dead)
-        .map(|l| l.slots.clone())
-        .unwrap_or_default();
+    let slots = slots_of(survivors[0], dead);
     let (pid, port) = (victim.proc.child.id().to_string(), victim.port());
     let signal = |sig: &str| {
         let ok = Command::new("kill")
