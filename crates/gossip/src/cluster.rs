@@ -975,13 +975,12 @@ impl Cluster {
         // frame still arriving is kept, in a buffer that lives no longer than that. A
         // buffer kept per link at its largest message's size (10 KB and more with
         // gossip) would cost a 1,000-node cluster's nodes 20 MB each.
-        let pending = std::mem::take(&mut l.buf);
-        let joined;
+        let mut pending = std::mem::take(&mut l.buf);
         let mut input: &[u8] = if pending.is_empty() {
             data
         } else {
-            joined = [&pending[..], data].concat();
-            &joined
+            pending.extend_from_slice(data);
+            &pending
         };
         loop {
             let len = match codec::frame_len(input) {
@@ -1699,6 +1698,7 @@ impl Cluster {
         let timeout = self.config.node_timeout;
         let handshake_timeout = timeout.max(1000);
         self.banned.retain(|_, t| *t > now);
+        let i_serve_slots = self.myself().is_master() && self.myself().num_slots > 0;
         let idxs: Vec<NodeIdx> = self.nodes().map(|(i, _)| i).collect();
         for &i in &idxs {
             if i == self.myself {
@@ -1798,7 +1798,14 @@ impl Cluster {
                 }
                 continue;
             }
-            if n.ping_sent == 0 && now.saturating_sub(n.pong_received) > timeout / 2 {
+            // A master with slots also pings the other masters directly every half
+            // timeout, whatever gossip says of them: its write lease rests on their
+            // answers to its own PINGs.
+            let lease_peer = i_serve_slots && n.is_master();
+            if n.ping_sent == 0
+                && (now.saturating_sub(n.pong_received) > timeout / 2
+                    || (lease_peer && now.saturating_sub(n.ping_answered) > timeout / 2))
+            {
                 self.send_ping(now, link, kind::PING, &mut out);
                 continue;
             }
@@ -1870,17 +1877,31 @@ impl Cluster {
         if !me.is_master() || me.num_slots == 0 {
             return None;
         }
-        let others_needed = (self.cluster_size() / 2 + 1).saturating_sub(1);
+        let mut heard: Vec<u64> = self.lease_masters().map(|(_, n)| n.ping_answered).collect();
+        // FAIL needs reports from a majority of the masters with slots, but Redis takes
+        // them from any master, slot-less ones included: the masters that answered must
+        // meet every such set of reporters, so with `o` other masters and a quorum `q`
+        // it takes `o - q + 1` of them (1 of 2 in a three-master cluster).
+        let quorum = self.cluster_size() / 2 + 1;
+        let others_needed = (heard.len() + 1).saturating_sub(quorum);
         if others_needed == 0 {
             return None;
         }
-        let mut heard: Vec<u64> = self
-            .nodes()
-            .filter(|(i, n)| *i != self.myself && n.is_master() && n.num_slots > 0)
-            .map(|(_, n)| n.ping_answered)
-            .collect();
         heard.sort_unstable_by(|a, b| b.cmp(a));
         Some(heard.get(others_needed - 1).copied().unwrap_or(0))
+    }
+
+    /// The other masters whose answers renew this master's write lease: every master
+    /// that could report it failing, less the slot-less ones flagged FAIL (a master
+    /// killed and replaced stays listed so until it comes back: counting it would take
+    /// the lease away from every survivor).
+    fn lease_masters(&self) -> impl Iterator<Item = (NodeIdx, &Node)> {
+        self.nodes().filter(|(i, n)| {
+            *i != self.myself
+                && n.is_master()
+                && !n.has(flag::HANDSHAKE | flag::NOADDR)
+                && !(n.has(flag::FAIL) && n.num_slots == 0)
+        })
     }
 
     /// Masters serving at least one slot.

@@ -66,7 +66,9 @@ impl Node {
             ping_sent: 0,
             pong_received: 0,
             ping_answered: 0,
-            data_received: 0,
+            // A node just learnt (or loaded) has a node timeout to speak before it
+            // can be suspected.
+            data_received: now,
             ctime: now,
             fail_time: 0,
             hello_sent: 0,

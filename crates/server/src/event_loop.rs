@@ -700,12 +700,18 @@ impl EventLoop {
         // after a reply has still sent that write towards the replica. A replica on
         // another loop is written by that loop a moment later.
         // (A blocked client served while the inbox is read may write again: a few
-        // rounds, bounded.)
+        // rounds, bounded.) What the inbox brought is written after the AOF holds those
+        // writes too, replicas' connections first.
+        let mut touched = Vec::new();
         for _ in 0..4 {
             if !crate::replication::ReplicationStream::flush_feeds(&self.shared) {
                 break;
             }
-            for t in self.drain_inbox() {
+            touched.extend(self.drain_inbox());
+        }
+        if !touched.is_empty() {
+            crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
+            for t in touched {
                 self.flush(t);
             }
         }
@@ -932,6 +938,7 @@ impl EventLoop {
         carmine_commands::blocking::unblock(&self.shared, &mut conn.session);
         *conn.session.info.ready.lock() = None;
         *conn.session.info.deliver.lock() = None;
+        *conn.session.info.revoke_shard.lock() = None;
         self.by_id.remove(&conn.session.id());
         self.shared.clients.remove(conn.session.id());
         self.free.push(t);

@@ -750,7 +750,9 @@ pub fn save_on_shutdown(shared: &Shared, mode: carmine_commands::ShutdownMode) {
     let Some(files) = shared.persistence.get().cloned() else {
         return;
     };
-    if !wanted {
+    // A dataset still loading (a replica's full sync) is never saved: Redis forces
+    // NOSAVE then, and a partial dump would replace a whole one.
+    if !wanted || shared.persist.loading.load(Ordering::Acquire) {
         return;
     }
     // A full sync's snapshot would wait for a replica connection no loop drains any
