@@ -197,11 +197,12 @@ pub fn redirect(
     let (Some(slot), Some(n)) = (slot, owner) else {
         return None;
     };
-    // A master that has not heard from a majority of masters for a node timeout may
-    // have lost its slots to a failover it has not learnt of yet (a partition, or this
-    // process stopped and resumed): it stops serving them, as Redis' minority side
-    // does once its timer marks the others failing. Checking the lease here also
-    // covers the moment after a resume, before that timer or the bus has run.
+    // A master whose write lease ran out (no answer from enough masters for a node
+    // timeout) may have lost its slots to a failover it has not learnt of yet (a
+    // partition, or this process stopped and resumed): it stops serving them, as
+    // Redis' minority side does once its timer marks the others failing. Checking the
+    // lease here also covers the moment after a resume, before that timer or the bus
+    // has run.
     let lease_lapsed = n == view.myself && lease != u64::MAX && now_ms() > lease;
     if !view.state_ok || lease_lapsed {
         if shard_pubsub {

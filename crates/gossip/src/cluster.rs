@@ -1872,7 +1872,7 @@ impl Cluster {
     /// rule), so no replica can be promoted before the lease ends, clocks running at
     /// one rate. Times of receipt would not do: a master can hear from us later than
     /// it last told us anything.
-    pub fn majority_contact(&self) -> Option<u64> {
+    pub fn lease_start(&self) -> Option<u64> {
         let me = self.myself();
         if !me.is_master() || me.num_slots == 0 {
             return None;

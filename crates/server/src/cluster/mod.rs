@@ -133,7 +133,7 @@ impl ClusterHost {
         }
         // After the view: see `Shared::cluster_lease_ms`.
         let lease = m
-            .majority_contact()
+            .lease_start()
             .map_or(u64::MAX, |t| t.saturating_add(m.config.node_timeout));
         shared.cluster_lease_ms.store(lease, Ordering::Release);
     }
@@ -200,7 +200,6 @@ impl ClusterHost {
     }
 }
 
-/// The routing view: owners by slot, addresses by index, our marks.
 /// Unsubscribes, on their own loops, the clients of shard channels in `slots` (sorted),
 /// which this node no longer serves: Redis' `removeChannelsInSlot`.
 fn drop_shard_channels(shared: &Shared, slots: &[u16]) {
@@ -225,6 +224,7 @@ fn drop_shard_channels(shared: &Shared, slots: &[u16]) {
     }
 }
 
+/// The routing view: owners by slot, addresses by index, our marks.
 fn build_view(shared: &Shared, m: &Cluster) -> RouteView {
     let mut view = RouteView::empty();
     let mut index: std::collections::HashMap<NodeIdx, u16> = std::collections::HashMap::new();
