@@ -55,6 +55,7 @@ mod pattern;
 mod pieces;
 mod rank_tree;
 mod shards;
+pub mod stream;
 mod table;
 pub mod typed;
 mod value;
@@ -75,6 +76,7 @@ pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, 
 pub use packed::Packed;
 pub use pattern::glob_match;
 pub use pieces::{Pieces, PIECE};
+pub use stream::{StreamId, StreamValue};
 pub use table::{Key, SlotTable, CHUNK};
 pub use value::{parse_canonical_i64, Entry, StrValue, Value, EMBSTR_MAX, INLINE_STR, SHARE_AT};
 pub use zset::{ZSetLimits, ZSetValue};

@@ -48,6 +48,7 @@ collection!(HashValue, Hash);
 collection!(ListValue, List);
 collection!(SetValue, Set);
 collection!(crate::zset::ZSetValue, ZSet);
+collection!(crate::stream::StreamValue, Stream);
 
 /// Read access: `Ok(None)` when the key is missing, WRONGTYPE for another type.
 pub fn read<'l, C: Collection>(

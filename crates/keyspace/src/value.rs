@@ -290,6 +290,7 @@ pub enum Value {
     List(Box<ListValue>),
     Set(Box<SetValue>),
     ZSet(Box<crate::zset::ZSetValue>),
+    Stream(Box<crate::stream::StreamValue>),
 }
 
 impl Value {
@@ -301,6 +302,7 @@ impl Value {
             Value::List(_) => "list",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -311,6 +313,7 @@ impl Value {
             Value::List(l) => l.encoding(),
             Value::Set(s) => s.encoding(),
             Value::ZSet(z) => z.encoding(),
+            Value::Stream(x) => x.encoding(),
         }
     }
 
@@ -321,6 +324,7 @@ impl Value {
             Value::List(l) => 48 + l.heap_size(),
             Value::Set(s) => 48 + s.heap_size(),
             Value::ZSet(z) => 48 + z.heap_size(),
+            Value::Stream(x) => 96 + x.heap_size(),
         }
     }
 
@@ -333,6 +337,7 @@ impl Value {
             Value::List(l) => l.len(),
             Value::Set(s) => s.len(),
             Value::ZSet(z) => z.len(),
+            Value::Stream(x) => x.len(),
         }
     }
 
@@ -359,6 +364,7 @@ impl Value {
             Value::Hash(h) => matches!(**h, HashValue::Shards(_)),
             Value::Set(s) => matches!(**s, SetValue::Shards(_)),
             Value::ZSet(z) => z.clone_is_shallow(),
+            Value::Stream(x) => x.clone_is_shallow(),
             Value::Str(s) => s.clone_is_shallow(),
         }
     }
@@ -385,6 +391,7 @@ impl Value {
             Value::List(l) => l.len(),
             Value::Set(s) => s.len(),
             Value::ZSet(z) => z.len(),
+            Value::Stream(x) => x.len(),
         }
     }
 }

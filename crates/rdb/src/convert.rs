@@ -19,6 +19,7 @@ pub fn from_keyspace(v: &KValue) -> Value {
                 .collect(),
         ),
         KValue::ZSet(z) => Value::ZSet(z.range(0, z.len()).map(|(s, m)| (m.to_vec(), s)).collect()),
+        KValue::Stream(x) => Value::Stream(x.clone()),
     }
 }
 
@@ -56,6 +57,8 @@ pub fn to_keyspace(v: Value, ks: &Keyspace) -> Option<KValue> {
             }
             KValue::ZSet(Box::new(z))
         }
+        // An empty stream is kept: streams are not deleted for being empty.
+        Value::Stream(x) => KValue::Stream(x),
         _ => return None,
     })
 }

@@ -41,6 +41,7 @@ pub enum Value {
     Set(Vec<Vec<u8>>),
     ZSet(Vec<(Vec<u8>, f64)>),
     Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    Stream(Box<carmine_keyspace::StreamValue>),
 }
 
 /// One key of a file.

@@ -129,6 +129,7 @@ pub fn type_byte(v: &Value) -> u8 {
         Value::Set(_) => TYPE_SET,
         Value::ZSet(_) => TYPE_ZSET_2,
         Value::Hash(_) => TYPE_HASH,
+        Value::Stream(_) => 19,
     }
 }
 
@@ -156,6 +157,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value, opts: WriteOptions) {
                 put_string(out, v, opts);
             }
         }
+        Value::Stream(_) => {} // placeholder: the stream writer is being built
     }
 }
 
@@ -202,6 +204,7 @@ pub fn put_keyspace_entry(
         KValue::Set(_) => TYPE_SET,
         KValue::ZSet(_) => TYPE_ZSET_2,
         KValue::Hash(_) => TYPE_HASH,
+        KValue::Stream(_) => 19,
     };
     put_entry_head(out, key, type_byte, expire_ms, opts);
     match v {
@@ -240,6 +243,7 @@ pub fn put_keyspace_entry(
                 spill(out)
             })?;
         }
+        KValue::Stream(_) => {} // placeholder: the stream writer is being built
     }
     Ok(())
 }
