@@ -23,7 +23,9 @@ use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
 use crate::typed::{drop_if_empty, write};
 use crate::Ctx;
 
-type WaitQueue = VecDeque<Arc<ClientInfo>>;
+/// Waiters of one key, in the order they blocked; `true` marks a stream reader, which
+/// every write of the key wakes (readers do not consume what they are served).
+type WaitQueue = VecDeque<(Arc<ClientInfo>, bool)>;
 
 /// Clients blocked on keys.
 #[derive(Default)]
@@ -49,6 +51,8 @@ pub struct BlockState {
     pub rerun_on_timeout: bool,
     /// Held by a client pause, not by a key: runs again when the pause ends.
     pub paused: bool,
+    /// A stream reader (XREAD, XREADGROUP): woken by every write of its keys.
+    pub reader: bool,
 }
 
 impl Blocking {
@@ -70,8 +74,8 @@ impl Blocking {
         let mut q = self.queues.lock();
         for k in &state.keys {
             let queue = q.entry((state.db, k.clone())).or_default();
-            if !queue.iter().any(|c| c.id == client.id) {
-                queue.push_back(client.clone());
+            if !queue.iter().any(|(c, _)| c.id == client.id) {
+                queue.push_back((client.clone(), state.reader));
             }
         }
         self.blocked.fetch_add(1, Ordering::AcqRel);
@@ -88,7 +92,7 @@ impl Blocking {
         for k in &state.keys {
             let slot = (state.db, k.clone());
             if let Some(queue) = q.get_mut(&slot) {
-                queue.retain(|c| c.id != id);
+                queue.retain(|(c, _)| c.id != id);
                 if queue.is_empty() {
                     q.remove(&slot);
                 }
@@ -106,36 +110,46 @@ impl Blocking {
         if !self.any() {
             return;
         }
-        let firsts: Vec<Arc<ClientInfo>> = self
+        let woken: Vec<Arc<ClientInfo>> = self
             .queues
             .lock()
             .iter()
             .filter(|((d, _), _)| *d == db)
-            .filter_map(|(_, q)| q.front().cloned())
+            .flat_map(|(_, q)| to_wake(q))
             .collect();
-        for c in firsts {
+        for c in woken {
             if let Some(hook) = c.ready.lock().as_ref() {
                 hook();
             }
         }
     }
 
-    /// A key was written: tell its first waiter to retry.
+    /// A key was written: tell its first waiter to retry, and every stream reader.
     pub fn signal(&self, db: usize, key: &[u8]) {
         if !self.any() {
             return;
         }
-        let first = self
+        let woken: Vec<Arc<ClientInfo>> = self
             .queues
             .lock()
             .get(&(db, key.to_vec()))
-            .and_then(|q| q.front().cloned());
-        if let Some(c) = first {
+            .map(to_wake)
+            .unwrap_or_default();
+        for c in woken {
             if let Some(hook) = c.ready.lock().as_ref() {
                 hook();
             }
         }
     }
+}
+
+/// Who a write of a key wakes: its first waiter, and every stream reader.
+fn to_wake(q: &WaitQueue) -> Vec<Arc<ClientInfo>> {
+    q.iter()
+        .enumerate()
+        .filter(|(i, (_, reader))| *i == 0 || *reader)
+        .map(|(_, (c, _))| c.clone())
+        .collect()
 }
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -202,6 +216,36 @@ pub(crate) fn block(
         timeout_null_array: null_array,
         rerun_on_timeout: false,
         paused: false,
+        reader: false,
+    };
+    ctx.shared.blocking.add(&state, &ctx.session.info);
+    ctx.session.blocked = Some(state);
+}
+
+/// Blocks a stream reader (XREAD, XREADGROUP) on `keys`, to run `args` (the command
+/// with `$` resolved) when one is written; inside a transaction, replies a null array
+/// at once, as a timeout would.
+pub(crate) fn block_reader(
+    ctx: &mut Ctx<'_, '_>,
+    keys: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+    args: Option<Args>,
+) {
+    if ctx.in_transaction {
+        return ctx.reply.null_array();
+    }
+    if ctx.session.blocked.is_some() {
+        return;
+    }
+    let state = BlockState {
+        db: ctx.session.db,
+        keys,
+        deadline: timeout.map(|t| Instant::now() + t),
+        args: args.unwrap_or_else(|| ctx.args.clone()),
+        timeout_null_array: true,
+        rerun_on_timeout: false,
+        paused: false,
+        reader: true,
     };
     ctx.shared.blocking.add(&state, &ctx.session.info);
     ctx.session.blocked = Some(state);
@@ -221,6 +265,7 @@ pub fn block_until_ready(ctx: &mut Ctx<'_, '_>, timeout: Option<Duration>) {
         timeout_null_array: false,
         rerun_on_timeout: true,
         paused: false,
+        reader: false,
     };
     ctx.shared.blocking.add(&state, &ctx.session.info);
     ctx.session.blocked = Some(state);

@@ -753,6 +753,10 @@ fn run<'q>(
         signal_written_keys(shared, spec, args, session.db);
         remember_replica_writes(shared, session, spec, args, session.db);
     }
+    // A command that blocked is counted once, when it is served (Redis' calls=1).
+    if session.blocked.is_some() && dirty == 0 {
+        return;
+    }
     let micros = account(shared, stats, idx, args, reply, before, started, dirty);
     slow_log(shared, session, spec, args, micros);
 }
@@ -1107,6 +1111,12 @@ fn track<'a>(
 fn signal_written_keys(shared: &Shared, spec: &CommandSpec, args: &Args, db: usize) {
     if !shared.blocking.any() {
         return;
+    }
+    // A flush deletes keys it does not name: their stream group readers must learn it.
+    match spec.name {
+        "flushall" => (0..shared.keyspace.databases()).for_each(|d| shared.blocking.signal_db(d)),
+        "flushdb" => shared.blocking.signal_db(db),
+        _ => {}
     }
     let mut idx = Vec::new();
     spec.key_indexes(args, &mut idx);

@@ -129,6 +129,7 @@ impl ClientPause {
                 timeout_null_array: false,
                 rerun_on_timeout: false,
                 paused: true,
+                reader: false,
             };
             shared.blocking.add(&state, &session.info);
             session.blocked = Some(state);

@@ -551,6 +551,10 @@ impl Shared {
             .store(u("set-max-listpack-entries"), Ordering::Relaxed);
         l.set_max_listpack_value
             .store(u("set-max-listpack-value"), Ordering::Relaxed);
+        l.stream_node_max_bytes
+            .store(u("stream-node-max-bytes"), Ordering::Relaxed);
+        l.stream_node_max_entries
+            .store(u("stream-node-max-entries"), Ordering::Relaxed);
         let z = self.keyspace.zset_limits();
         z.max_entries
             .store(u("zset-max-listpack-entries"), Ordering::Relaxed);

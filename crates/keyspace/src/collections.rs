@@ -44,6 +44,18 @@ pub struct EncodingLimits {
     pub set_max_intset_entries: AtomicUsize,
     pub set_max_listpack_entries: AtomicUsize,
     pub set_max_listpack_value: AtomicUsize,
+    pub stream_node_max_bytes: AtomicUsize,
+    pub stream_node_max_entries: AtomicUsize,
+}
+
+impl EncodingLimits {
+    /// The stream node limits now in force.
+    pub fn stream_nodes(&self) -> crate::stream::NodeLimits {
+        crate::stream::NodeLimits {
+            max_bytes: self.stream_node_max_bytes.load(Ordering::Relaxed),
+            max_entries: self.stream_node_max_entries.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Default for EncodingLimits {
@@ -55,6 +67,8 @@ impl Default for EncodingLimits {
             set_max_intset_entries: AtomicUsize::new(512),
             set_max_listpack_entries: AtomicUsize::new(128),
             set_max_listpack_value: AtomicUsize::new(64),
+            stream_node_max_bytes: AtomicUsize::new(4096),
+            stream_node_max_entries: AtomicUsize::new(100),
         }
     }
 }
