@@ -67,15 +67,20 @@ pub(crate) fn xclaim_effect(
 }
 
 /// `XGROUP SETID key group id ENTRIESREAD n`: a group's position for replicas.
-pub(crate) fn setid_effect(key: &[u8], group_name: &[u8], g: &ConsumerGroup) -> Vec<Vec<u8>> {
+pub(crate) fn setid_effect(
+    key: &[u8],
+    group_name: &[u8],
+    last_id: StreamId,
+    entries_read: i64,
+) -> Vec<Vec<u8>> {
     vec![
         b"XGROUP".to_vec(),
         b"SETID".to_vec(),
         key.to_vec(),
         group_name.to_vec(),
-        g.last_id.to_bytes(),
+        last_id.to_bytes(),
         b"ENTRIESREAD".to_vec(),
-        g.entries_read.to_string().into_bytes(),
+        entries_read.to_string().into_bytes(),
     ]
 }
 
@@ -511,7 +516,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
         claimed.push((id, (!justid).then_some(fields).flatten()));
     }
     if propagate_last_id {
-        effects.push(setid_effect(&key, &group, &g));
+        effects.push(setid_effect(&key, &group, g.last_id, g.entries_read));
     }
     s.groups.insert(group, g);
     let changed = effects.len() as u64 + u64::from(created);
@@ -577,85 +582,33 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>) {
     let Ok(Some(s)) = stream_mut(ctx.l, &key) else {
         return;
     };
-    let Some(mut g) = s.groups.remove(&group) else {
+    let Some(out) = s.autoclaim(&group, &name, start, min_idle, count, justid, now) else {
         return;
     };
-    let mut attempts = count.saturating_mul(10);
-    let mut effects = Vec::new();
-    let mut claimed: Vec<(StreamId, Option<Vec<Vec<u8>>>)> = Vec::new();
-    let mut deleted = Vec::new();
-    let mut consumer: Option<Arc<[u8]>> = None;
-    let mut created = false;
-    let mut next = StreamId::MIN;
-    let candidates: Vec<StreamId> = g.pel.range(start..).map(|(id, _)| *id).collect();
-    let mut it = candidates.into_iter();
-    loop {
-        if attempts == 0 || count == 0 {
-            next = it.next().unwrap_or(StreamId::MIN);
-            break;
-        }
-        let Some(id) = it.next() else {
-            break;
-        };
-        attempts -= 1;
-        let fields = s.get(id);
-        if fields.is_none() {
-            if let Some(p) = g.pel.get(&id) {
-                effects.push(xclaim_effect(&key, &group, g.last_id, id, p));
-            }
-            g.ack(id);
-            deleted.push(id);
-            count -= 1;
-            continue;
-        }
-        if min_idle > 0
-            && g.pel
-                .get(&id)
-                .is_some_and(|p| now.saturating_sub(p.delivery_time) < min_idle)
-        {
-            continue;
-        }
-        let c = match &consumer {
-            Some(c) => c.clone(),
-            None => {
-                let (c, new) = g.consumer(&name, now);
-                if let Some(existing) = g.consumers.get_mut(&c) {
-                    existing.seen_time = now;
-                }
-                created |= new;
-                consumer = Some(c.clone());
-                c
-            }
-        };
-        g.claim(id, &c);
-        if let Some(p) = g.pel.get_mut(&id) {
-            p.delivery_time = now;
-            if !justid {
-                p.delivery_count += 1;
-            }
-            effects.push(xclaim_effect(&key, &group, g.last_id, id, p));
-        }
-        claimed.push((id, (!justid).then_some(fields).flatten()));
-        count -= 1;
-    }
-    s.groups.insert(group, g);
+    let last = s.groups.get(&group).map_or(StreamId::MIN, |g| g.last_id);
+    let effects: Vec<Vec<Vec<u8>>> = out
+        .dropped
+        .iter()
+        .chain(&out.changed)
+        .map(|(id, p)| xclaim_effect(&key, &group, last, *id, p))
+        .collect();
     ctx.l
-        .touched(&key, effects.len() as u64 + u64::from(created));
-    if created {
+        .touched(&key, effects.len() as u64 + u64::from(out.created_consumer));
+    if out.created_consumer {
         ctx.notify(notify::STREAM, "xgroup-createconsumer", &key);
     }
     propagate_effects(ctx, effects);
     ctx.reply.array(3);
-    reply_id(ctx.reply, next);
-    ctx.reply.array(claimed.len());
-    for (id, fields) in claimed {
+    reply_id(ctx.reply, out.next);
+    ctx.reply.array(out.served.len());
+    for (id, fields) in out.served {
         match fields {
             Some(f) => reply_entry(ctx.reply, id, &f),
             None => reply_id(ctx.reply, id),
         }
     }
-    ctx.reply.array(deleted.len());
-    for id in deleted {
+    ctx.reply.array(out.dropped.len());
+    for (id, _) in out.dropped {
         reply_id(ctx.reply, id);
     }
 }

@@ -222,7 +222,7 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
         a.count
     };
     // Serve what is there now, key by key.
-    let mut served: Vec<(Vec<u8>, Vec<Served>)> = Vec::new();
+    let mut served: Vec<(Vec<u8>, Vec<StreamEntryOrGone>)> = Vec::new();
     let mut effects = Vec::new();
     for (k, after) in afters.iter().enumerate() {
         let key = ctx.args.bytes(a.streams_at + k);
@@ -233,7 +233,7 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
                     Ok(Some(s)) if s.len() > 0 && s.last_live_id() > gt => gt.next().map(|start| {
                         s.range(start, StreamId::MAX, count, false)
                             .into_iter()
-                            .map(|(id, f)| Served::Entry(id, f))
+                            .map(|(id, f)| (id, Some(f)))
                             .collect()
                     }),
                     _ => None,
@@ -278,10 +278,10 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
             }
             ctx.reply.bulk(&key);
             ctx.reply.array(entries.len());
-            for e in entries {
-                match e {
-                    Served::Entry(id, f) => crate::stream::reply_entry(ctx.reply, id, &f),
-                    Served::Gone(id) => {
+            for (id, fields) in entries {
+                match fields {
+                    Some(f) => crate::stream::reply_entry(ctx.reply, id, &f),
+                    None => {
                         ctx.reply.array(2);
                         crate::stream::reply_id(ctx.reply, id);
                         ctx.reply.null_array();
@@ -312,12 +312,6 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
     block_reader(ctx, keys, timeout, rewritten);
 }
 
-/// One entry of a reply: an entry, or the ID of a pending entry no longer in the stream.
-enum Served {
-    Entry(StreamId, Vec<Vec<u8>>),
-    Gone(StreamId),
-}
-
 /// XREADGROUP on one key: a consumer's history (an ID) or new entries (`>`), with the
 /// PEL and the group's position updated and their effects recorded for replicas. None
 /// when there is nothing to serve (new entries only: a history read always answers).
@@ -331,21 +325,16 @@ fn serve_group(
     count: usize,
     noack: bool,
     effects: &mut Vec<Vec<Vec<u8>>>,
-) -> Option<Vec<Served>> {
+) -> Option<Vec<StreamEntryOrGone>> {
     let now = ctx.l.now();
     let Ok(Some(s)) = stream_mut(ctx.l, key) else {
         return None;
     };
-    let mut g = s.groups.remove(group)?;
-    if after == After::New && (s.len() == 0 || s.last_live_id() <= g.last_id) {
-        s.groups.insert(group.to_vec(), g);
-        return None;
-    }
-    let (name, created) = g.consumer(consumer, now);
-    if let Some(c) = g.consumers.get_mut(&name) {
-        c.seen_time = now;
-    }
-    if created && noack {
+    let out = match after {
+        After::Id(id) => s.read_group_history(group, consumer, id, count, now)?,
+        After::New => s.read_group_new(group, consumer, count, noack, now)?,
+    };
+    if out.created_consumer && noack {
         effects.push(vec![
             b"XGROUP".to_vec(),
             b"CREATECONSUMER".to_vec(),
@@ -354,61 +343,23 @@ fn serve_group(
             consumer.to_vec(),
         ]);
     }
-    let mut out = Vec::new();
-    match after {
-        After::Id(start_after) => {
-            // History: the consumer's own pending entries from the ID on.
-            let start = start_after.next().unwrap_or(StreamId::MAX);
-            let ids: Vec<StreamId> = g
-                .consumers
-                .get(&name)
-                .map(|c| {
-                    c.pending
-                        .range(start..)
-                        .take(if count == 0 { usize::MAX } else { count })
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
-            for id in ids {
-                match s.get(id) {
-                    Some(f) => {
-                        if let Some(p) = g.pel.get_mut(&id) {
-                            p.delivery_time = now;
-                            p.delivery_count += 1;
-                        }
-                        out.push(Served::Entry(id, f));
-                    }
-                    None => out.push(Served::Gone(id)),
-                }
-            }
-        }
-        After::New => {
-            let start = g.last_id.next().unwrap_or(StreamId::MAX);
-            let entries = s.range(start, StreamId::MAX, count, false);
-            let mut moved = false;
-            for (id, f) in entries {
-                s.advance_group(&mut g, id);
-                moved = true;
-                if !noack {
-                    let p = g.deliver(id, &name, now).clone();
-                    effects.push(xclaim_effect(key, group, g.last_id, id, &p));
-                }
-                out.push(Served::Entry(id, f));
-            }
-            if moved && noack {
-                effects.push(setid_effect(key, group, &g));
-            }
-        }
+    let last = out.moved_to.map_or(StreamId::MIN, |(id, _)| id);
+    for (id, p) in &out.changed {
+        effects.push(xclaim_effect(key, group, last, *id, p));
     }
-    s.groups.insert(group.to_vec(), g);
+    if let (true, Some((last, read))) = (noack && !out.served.is_empty(), out.moved_to) {
+        effects.push(setid_effect(key, group, last, read));
+    }
     ctx.l.touched(key, 1);
-    if created {
+    if out.created_consumer {
         ctx.l.notify(
             carmine_keyspace::notify::STREAM,
             "xgroup-createconsumer",
             key,
         );
     }
-    Some(out)
+    Some(out.served)
 }
+
+/// An entry served, or (None) the ID of a pending entry no longer in the stream.
+type StreamEntryOrGone = (StreamId, Option<Vec<Vec<u8>>>);

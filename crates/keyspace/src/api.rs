@@ -26,7 +26,7 @@ impl<'a> DbHandle<'a> {
         DbHandle { ks, db }
     }
 
-    fn lock(&self, key: &[u8]) -> Locked<'a> {
+    pub(crate) fn lock(&self, key: &[u8]) -> Locked<'a> {
         Locked::lock_key(self.ks, self.db, key)
     }
 

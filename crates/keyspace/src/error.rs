@@ -11,6 +11,12 @@ pub enum KeyspaceError {
     NanOrInfinity,
     /// A string would exceed 512 MB (SETRANGE, APPEND).
     StringTooLong,
+    /// A stream entry needs an even, non-zero number of fields and values.
+    StreamFieldCount,
+    /// The stream used its last possible ID.
+    StreamIdExhausted,
+    /// The stream or its consumer group does not exist.
+    NoGroup,
 }
 
 impl fmt::Display for KeyspaceError {
@@ -26,6 +32,11 @@ impl fmt::Display for KeyspaceError {
             KeyspaceError::StringTooLong => {
                 "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
             }
+            KeyspaceError::StreamFieldCount => "ERR wrong number of arguments for 'xadd' command",
+            KeyspaceError::StreamIdExhausted => {
+                "ERR The stream has exhausted the last possible ID, unable to add more items"
+            }
+            KeyspaceError::NoGroup => "NOGROUP No such key or consumer group",
         })
     }
 }

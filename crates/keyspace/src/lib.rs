@@ -56,6 +56,7 @@ mod pieces;
 mod rank_tree;
 mod shards;
 pub mod stream;
+mod stream_api;
 mod table;
 pub mod typed;
 mod value;

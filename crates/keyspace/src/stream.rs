@@ -859,6 +859,224 @@ impl StreamValue {
     }
 }
 
+/// What a group read or claim did, for the reply and for replicas.
+#[derive(Debug, Default)]
+pub struct GroupOutcome {
+    /// Entries served, in order; None for a pending entry no longer in the stream
+    /// (XREADGROUP history) or when only IDs were asked for (JUSTID).
+    pub served: Vec<(StreamId, Option<Vec<Vec<u8>>>)>,
+    /// The pending entries created or changed, as they are now (a replica is sent each).
+    pub changed: Vec<(StreamId, PendingEntry)>,
+    /// Pending entries dropped because their entry was deleted, as they were.
+    pub dropped: Vec<(StreamId, PendingEntry)>,
+    /// The consumer was created by this call.
+    pub created_consumer: bool,
+    /// The group's position after the call, when it moved.
+    pub moved_to: Option<(StreamId, i64)>,
+    /// XAUTOCLAIM's cursor: the next pending ID to look at (0-0 when done).
+    pub next: StreamId,
+}
+
+/// Group operations on a stream: they read the entries and change the group together.
+impl StreamValue {
+    /// Runs `f` on group `name` with the stream's entries readable; None if no such group.
+    fn with_group<R>(
+        &mut self,
+        name: &[u8],
+        f: impl FnOnce(&StreamValue, &mut ConsumerGroup) -> R,
+    ) -> Option<R> {
+        let (key, mut g) = self.groups.remove_entry(name)?;
+        let r = f(self, &mut g);
+        self.groups.insert(key, g);
+        Some(r)
+    }
+
+    /// The consumer `name` of `g`, created if missing, seen now.
+    fn touch_consumer(
+        g: &mut ConsumerGroup,
+        name: &[u8],
+        now_ms: u64,
+        out: &mut GroupOutcome,
+    ) -> Arc<[u8]> {
+        let (c, created) = g.consumer(name, now_ms);
+        if let Some(existing) = g.consumers.get_mut(&c) {
+            existing.seen_time = now_ms;
+        }
+        out.created_consumer |= created;
+        c
+    }
+
+    /// XREADGROUP `>`: delivers up to `count` (0: all) entries after the group's
+    /// position to `consumer`, adding them to its pending entries unless `noack`. None
+    /// when the group is missing or there is nothing new (the consumer is then not
+    /// created).
+    pub fn read_group_new(
+        &mut self,
+        group: &[u8],
+        consumer: &[u8],
+        count: usize,
+        noack: bool,
+        now_ms: u64,
+    ) -> Option<GroupOutcome> {
+        self.with_group(group, |s, g| {
+            if s.length == 0 || s.last_live_id() <= g.last_id {
+                return None;
+            }
+            let mut out = GroupOutcome::default();
+            let c = Self::touch_consumer(g, consumer, now_ms, &mut out);
+            let start = g.last_id.next()?;
+            for (id, fields) in s.range(start, StreamId::MAX, count, false) {
+                s.advance_group(g, id);
+                if !noack {
+                    let p = g.deliver(id, &c, now_ms).clone();
+                    out.changed.push((id, p));
+                }
+                out.served.push((id, Some(fields)));
+            }
+            out.moved_to = Some((g.last_id, g.entries_read));
+            Some(out)
+        })
+        .flatten()
+    }
+
+    /// XREADGROUP with an ID: `consumer`'s own pending entries after `after`, counted
+    /// as delivered again. None when the group is missing.
+    pub fn read_group_history(
+        &mut self,
+        group: &[u8],
+        consumer: &[u8],
+        after: StreamId,
+        count: usize,
+        now_ms: u64,
+    ) -> Option<GroupOutcome> {
+        self.with_group(group, |s, g| {
+            let mut out = GroupOutcome::default();
+            let c = Self::touch_consumer(g, consumer, now_ms, &mut out);
+            let Some(start) = after.next() else {
+                return out;
+            };
+            let ids: Vec<StreamId> = g.consumers.get(&c).map_or_else(Vec::new, |c| {
+                let n = if count == 0 { usize::MAX } else { count };
+                c.pending.range(start..).take(n).copied().collect()
+            });
+            for id in ids {
+                let fields = s.get(id);
+                if fields.is_some() {
+                    if let Some(p) = g.pel.get_mut(&id) {
+                        p.delivery_time = now_ms;
+                        p.delivery_count += 1;
+                    }
+                }
+                out.served.push((id, fields));
+            }
+            out
+        })
+    }
+
+    /// XAUTOCLAIM: gives `consumer` the pending entries from `start` on that were idle at
+    /// least `min_idle_ms`, at most `count` of them (entries gone from the stream are
+    /// dropped and count too), looking at no more than 10 x `count`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn autoclaim(
+        &mut self,
+        group: &[u8],
+        consumer: &[u8],
+        start: StreamId,
+        min_idle_ms: u64,
+        count: usize,
+        justid: bool,
+        now_ms: u64,
+    ) -> Option<GroupOutcome> {
+        self.with_group(group, |s, g| {
+            let mut out = GroupOutcome::default();
+            let mut left = count;
+            let mut attempts = count.saturating_mul(10);
+            let candidates: Vec<StreamId> = g.pel.range(start..).map(|(id, _)| *id).collect();
+            let mut it = candidates.into_iter();
+            let mut c: Option<Arc<[u8]>> = None;
+            loop {
+                if attempts == 0 || left == 0 {
+                    out.next = it.next().unwrap_or_default();
+                    break;
+                }
+                let Some(id) = it.next() else {
+                    break;
+                };
+                attempts -= 1;
+                let fields = s.get(id);
+                if fields.is_none() {
+                    if let Some(p) = g.pel.get(&id).cloned() {
+                        out.dropped.push((id, p));
+                    }
+                    g.ack(id);
+                    left -= 1;
+                    continue;
+                }
+                let idle = g
+                    .pel
+                    .get(&id)
+                    .map_or(0, |p| now_ms.saturating_sub(p.delivery_time));
+                if min_idle_ms > 0 && idle < min_idle_ms {
+                    continue;
+                }
+                let owner = match &c {
+                    Some(c) => c.clone(),
+                    None => {
+                        let n = Self::touch_consumer(g, consumer, now_ms, &mut out);
+                        c = Some(n.clone());
+                        n
+                    }
+                };
+                g.claim(id, &owner);
+                if let Some(p) = g.pel.get_mut(&id) {
+                    p.delivery_time = now_ms;
+                    if !justid {
+                        p.delivery_count += 1;
+                    }
+                    out.changed.push((id, p.clone()));
+                }
+                out.served.push((id, if justid { None } else { fields }));
+                left -= 1;
+            }
+            out
+        })
+    }
+}
+
+/// Loading a stream node by node, as an RDB file holds it.
+impl StreamValue {
+    /// Appends a node of entries loaded from a file (one listpack of an RDB stream),
+    /// keeping the file's node boundaries as Redis does. `appended` is how many entries
+    /// the node ever held (Redis' count + deleted), which decides when appends open the
+    /// next node. Entries are `[field, value, ...]`; IDs must grow, within the node and
+    /// after the entries loaded before: false, and nothing changed, otherwise.
+    /// `last_id` and the counters are set afterwards by `set_meta`.
+    pub fn load_node(&mut self, entries: &[(StreamId, Vec<&[u8]>)], appended: usize) -> bool {
+        let (Some((first, first_fields)), Some((last, _))) = (entries.first(), entries.last())
+        else {
+            return true;
+        };
+        if (self.length > 0 && *first <= self.last_id)
+            || entries.windows(2).any(|w| w[1].0 <= w[0].0)
+        {
+            return false;
+        }
+        let mut node = Node::new(first_fields);
+        for (id, fields) in entries {
+            node.push(*first, *id, fields);
+        }
+        node.appended = u32::try_from(appended).unwrap_or(u32::MAX).max(node.live);
+        node.data.shrink_to_fit();
+        if self.length == 0 {
+            self.first_id = *first;
+        }
+        self.length += entries.len() as u64;
+        self.last_id = *last;
+        self.nodes.insert(*first, Arc::new(node));
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
