@@ -366,9 +366,12 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
         }
     }
     let key = ctx.args.bytes(1);
-    let exists = match read_stream(ctx.l, &key) {
+    let now = ctx.l.now();
+    // One lookup for the last ID and the ID `*` would get.
+    let (exists, auto) = match read_stream(ctx.l, &key) {
         Err(()) => return ctx.wrong_type(),
-        Ok(s) => s.map(|s| s.last_id),
+        Ok(Some(s)) => (Some(s.last_id), s.next_id(now)),
+        Ok(None) => (None, Some(StreamId::new(now, 0))),
     };
     let last = match exists {
         None if a.no_mkstream => return ctx.reply.null(),
@@ -383,13 +386,7 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
         Some((id, true)) => Some(id),
         Some((id, false)) if id.ms == last.ms => last.next().filter(|n| n.ms == id.ms),
         Some((id, false)) => Some(id),
-        None => {
-            let now = ctx.l.now();
-            match read_stream(ctx.l, &key) {
-                Ok(Some(s)) => s.next_id(now),
-                _ => Some(StreamId::new(now, 0)),
-            }
-        }
+        None => auto,
     };
     let Some(id) = id.filter(|id| *id > last) else {
         return ctx.error(
@@ -405,7 +402,16 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
     let fields: Vec<&[u8]> = (field_at..argc)
         .map(|i| args.get(i).unwrap_or_default())
         .collect();
-    let Ok(Some(s)) = crate::typed::write::<StreamValue>(ctx.l, &key, true) else {
+    let recording = ctx.l.recording_effects();
+    if exists.is_none() {
+        ctx.l
+            .insert(&key, Entry::new(Value::Stream(Box::default())));
+    }
+    let Some(Entry {
+        value: Value::Stream(s),
+        ..
+    }) = ctx.l.get_mut(&key)
+    else {
         return ctx.wrong_type();
     };
     s.append(id, &fields, limits);
@@ -415,7 +421,7 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
     };
     let mut argv: Vec<Vec<u8>> = Vec::new();
     let rewrite_id = !matches!(a.id, Some((_, true)));
-    if a.approx || rewrite_id {
+    if (a.approx || rewrite_id) && recording {
         argv = ctx.args.iter().map(<[u8]>::to_vec).collect();
         if a.approx {
             exact_trim_args(&mut argv, &a, s);
