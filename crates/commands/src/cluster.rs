@@ -160,7 +160,7 @@ pub fn redirect(
                 &idx
             }
         };
-        write |= s.has(WRITE);
+        write |= s.has(WRITE) || (is_script(s) && crate::scripting::declares_writes(shared, s, a));
         shard_pubsub |= is_shard_pubsub(s.name);
         for &i in keys {
             let key = a.get(i).unwrap_or_default();

@@ -765,29 +765,52 @@ fn runs_function(spec: &crate::table::CommandSpec) -> bool {
     matches!(spec.name, "fcall" | "fcall_ro")
 }
 
-/// EVAL, EVALSHA, FCALL and their _RO forms: commands that run a script, whose keys
-/// are the `numkeys` declared after the script or function name.
-/// Whether the script or function this EVAL / EVALSHA / FCALL names declares
-/// `no-writes` (Redis then treats the call as a read: a write pause does not hold it).
-/// A script without a shebang, or one not loaded, may write.
-pub fn declares_no_writes(shared: &Shared, spec: &crate::table::CommandSpec, args: &Args) -> bool {
+/// The shebang flags of the script an EVAL / EVALSHA names: None for a script without
+/// one (or not loaded).
+fn named_script_flags(
+    shared: &Shared,
+    spec: &crate::table::CommandSpec,
+    args: &Args,
+) -> Option<ScriptFlags> {
     let named = args.get(1).unwrap_or_default();
     match spec.name {
-        "eval" => matches!(parse_shebang(named), Ok(Some(f)) if f.no_writes),
+        "eval" => parse_shebang(named).ok().flatten(),
         "evalsha" => {
             let sha = String::from_utf8_lossy(named).to_lowercase();
             let bodies = shared.scripts.bodies.lock();
             bodies
                 .get(&sha)
-                .is_some_and(|b| matches!(parse_shebang(b), Ok(Some(f)) if f.no_writes))
+                .and_then(|b| parse_shebang(b).ok().flatten())
         }
-        "fcall" => shared
-            .functions
-            .declares_no_writes(&String::from_utf8_lossy(named)),
-        _ => false,
+        _ => None,
     }
 }
 
+/// Whether the script or function this EVAL / EVALSHA / FCALL names counts as a write
+/// for Cluster's redirection, as Redis judges it: a script with a shebang (or a function)
+/// writes unless it declares `no-writes`; a script without a shebang runs in
+/// compatibility mode and is judged by EVAL's own flags (not a write).
+pub fn declares_writes(shared: &Shared, spec: &crate::table::CommandSpec, args: &Args) -> bool {
+    match spec.name {
+        "fcall" => !declares_no_writes(shared, spec, args),
+        _ => named_script_flags(shared, spec, args).is_some_and(|f| !f.no_writes),
+    }
+}
+
+/// Whether the script or function this EVAL / EVALSHA / FCALL names declares
+/// `no-writes` (Redis then treats the call as a read: a write pause does not hold it).
+/// A script without a shebang, or one not loaded, may write.
+pub fn declares_no_writes(shared: &Shared, spec: &crate::table::CommandSpec, args: &Args) -> bool {
+    match spec.name {
+        "fcall" => shared
+            .functions
+            .declares_no_writes(&String::from_utf8_lossy(args.get(1).unwrap_or_default())),
+        _ => named_script_flags(shared, spec, args).is_some_and(|f| f.no_writes),
+    }
+}
+
+/// EVAL, EVALSHA, FCALL and their _RO forms: commands that run a script, whose keys
+/// are the `numkeys` declared after the script or function name.
 pub fn runs_script(spec: &crate::table::CommandSpec) -> bool {
     matches!(
         spec.name,
