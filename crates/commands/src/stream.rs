@@ -111,6 +111,16 @@ pub(crate) fn parse_id(arg: &[u8], missing_seq: u64, strict: bool) -> Option<Str
     }
 }
 
+/// The time stream commands stamp IDs, deliveries and consumers with. The AOF replays
+/// at time 0 (so that nothing expires while it loads); a delivery time or seen-time
+/// must still be the wall clock's, as Redis' replay keeps them.
+pub(crate) fn clock_ms(ctx: &Ctx<'_, '_>) -> u64 {
+    match ctx.l.now() {
+        0 => carmine_keyspace::now_ms(),
+        now => now,
+    }
+}
+
 /// Parses argument `i` as a strict ID, replying Redis' error when it is not one.
 pub(crate) fn id_arg(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<StreamId> {
     let id = parse_id(ctx.arg(i), 0, true);
@@ -366,7 +376,7 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
         }
     }
     let key = ctx.args.bytes(1);
-    let now = ctx.l.now();
+    let now = crate::stream::clock_ms(ctx);
     // One lookup for the last ID and the ID `*` would get.
     let (exists, auto) = match read_stream(ctx.l, &key) {
         Err(()) => return ctx.wrong_type(),
@@ -653,7 +663,7 @@ fn xinfo(ctx: &mut Ctx<'_, '_>) {
         Some(_) => {}
     }
     let key = ctx.args.bytes(2);
-    let now = ctx.l.now();
+    let now = crate::stream::clock_ms(ctx);
     let consumers = ctx.is(1, "CONSUMERS") && ctx.args.len() == 4;
     let groups = ctx.is(1, "GROUPS") && ctx.args.len() == 3;
     let stream = ctx.is(1, "STREAM");

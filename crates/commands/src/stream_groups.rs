@@ -166,7 +166,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
             return ctx.error(&msg);
         }
     }
-    let now = ctx.l.now();
+    let now = crate::stream::clock_ms(ctx);
     if create && (5..=8).contains(&argc) {
         let id = if ctx.arg(4) == b"$" {
             last
@@ -313,7 +313,7 @@ fn xpending(ctx: &mut Ctx<'_, '_>) {
     }
     let key = ctx.args.bytes(1);
     let group = ctx.arg(2).to_vec();
-    let now = ctx.l.now();
+    let now = crate::stream::clock_ms(ctx);
     let s = match read_stream(ctx.l, &key) {
         Err(()) => return ctx.wrong_type(),
         Ok(s) => s,
@@ -399,7 +399,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
         }
         j += 1;
     }
-    let now = ctx.l.now();
+    let now = crate::stream::clock_ms(ctx);
     let (mut force, mut justid) = (false, false);
     let mut retry: Option<u64> = None;
     let mut delivery: Option<i64> = None;
@@ -578,7 +578,7 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>) {
         _ => return no_group(ctx, &key, &group),
     }
     let name = ctx.arg(3).to_vec();
-    let now = ctx.l.now();
+    let now = crate::stream::clock_ms(ctx);
     let Ok(Some(s)) = stream_mut(ctx.l, &key) else {
         return;
     };

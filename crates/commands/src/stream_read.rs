@@ -33,7 +33,7 @@ pub fn streams_keys(args: &Args, out: &mut Vec<usize>) {
         return;
     };
     let rest = args.len() - at - 1;
-    if rest % 2 == 0 {
+    if rest.is_multiple_of(2) {
         out.extend(at + 1..at + 1 + rest / 2);
     }
 }
@@ -92,7 +92,7 @@ fn parse(ctx: &mut Ctx<'_, '_>, group_cmd: bool) -> Option<ReadArgs> {
         } else if ctx.is(i, "STREAMS") && more > 0 {
             a.streams_at = i + 1;
             let n = argc - a.streams_at;
-            if n % 2 != 0 {
+            if !n.is_multiple_of(2) {
                 ctx.error("ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.");
                 return None;
             }
@@ -230,12 +230,14 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
             None => {
                 let After::Id(gt) = *after else { continue };
                 match read_stream(ctx.l, &key) {
-                    Ok(Some(s)) if s.len() > 0 && s.last_live_id() > gt => gt.next().map(|start| {
-                        s.range(start, StreamId::MAX, count, false)
-                            .into_iter()
-                            .map(|(id, f)| (id, Some(f)))
-                            .collect()
-                    }),
+                    Ok(Some(s)) if !s.is_empty() && s.last_live_id() > gt => {
+                        gt.next().map(|start| {
+                            s.range(start, StreamId::MAX, count, false)
+                                .into_iter()
+                                .map(|(id, f)| (id, Some(f)))
+                                .collect()
+                        })
+                    }
                     _ => None,
                 }
             }
@@ -326,7 +328,7 @@ fn serve_group(
     noack: bool,
     effects: &mut Vec<Vec<Vec<u8>>>,
 ) -> Option<Vec<StreamEntryOrGone>> {
-    let now = ctx.l.now();
+    let now = crate::stream::clock_ms(ctx);
     let Ok(Some(s)) = stream_mut(ctx.l, key) else {
         return None;
     };

@@ -16,7 +16,7 @@ use carmine_resp::{Args, Frame, FrameDecoder, ReplyBuf};
 
 /// Keys of every type (made by [`fixtures`]) and missing ones.
 const KEYS: &[&str] = &[
-    "s", "n", "l", "h", "st", "z", "big", "geo", "missing", "{t}a",
+    "s", "n", "l", "h", "st", "z", "big", "geo", "missing", "{t}a", "x",
 ];
 
 /// Numbers around every boundary a count, index, offset or length argument has.
@@ -47,6 +47,13 @@ const NUMBERS: &[&str] = &[
     "[a",
     "-",
     "+",
+    "1-1",
+    "0-0",
+    "2-*",
+    "(2-1",
+    "18446744073709551615-18446744073709551615",
+    "$",
+    ">",
 ];
 
 /// Keywords of Redis 7.0's commands.
@@ -163,6 +170,26 @@ const WORDS: &[&str] = &[
     "maxmemory",
     "hz",
     "OBJECT",
+    "MAXLEN",
+    "MINID",
+    "~",
+    "=",
+    "LIMIT",
+    "STREAMS",
+    "GROUP",
+    "COUNT",
+    "BLOCK",
+    "NOACK",
+    "FORCE",
+    "JUSTID",
+    "IDLE",
+    "RETRYCOUNT",
+    "LASTID",
+    "MKSTREAM",
+    "ENTRIESREAD",
+    "FULL",
+    "CREATE",
+    "SETID",
 ];
 
 /// The state every case starts from: one key of each type, a big hash and sorted set
@@ -170,7 +197,7 @@ const WORDS: &[&str] = &[
 fn fixtures() -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = [
         // Not FLUSHALL: it walks 16 databases of 16384 tables, 10k times over.
-        "DEL s n l h st z big geo {t}a missing",
+        "DEL s n l h st z big geo {t}a missing x",
         "SET s hello",
         "SET n 42",
         "RPUSH l a b c 1 2 3",
@@ -179,6 +206,10 @@ fn fixtures() -> Vec<Vec<String>> {
         "ZADD z 1 a 2 b 3 c",
         "GEOADD geo 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
         "SET {t}a x",
+        "XADD x 1-1 f v",
+        "XADD x 2-1 f v f2 v2",
+        "XGROUP CREATE x g 0",
+        "XREADGROUP GROUP g c COUNT 1 STREAMS x >",
     ]
     .iter()
     .map(|l| l.split(' ').map(String::from).collect())
@@ -197,7 +228,7 @@ fn random_arg(rng: &mut fastrand::Rng) -> String {
         0..=2 => KEYS[rng.usize(..KEYS.len())].to_string(),
         3..=5 => NUMBERS[rng.usize(..NUMBERS.len())].to_string(),
         6..=8 => WORDS[rng.usize(..WORDS.len())].to_string(),
-        _ => ["a", "b", "c", "f1", "m7", "Palermo", "hello"][rng.usize(..7)].to_string(),
+        _ => ["a", "b", "c", "f1", "m7", "Palermo", "hello", "g"][rng.usize(..8)].to_string(),
     }
 }
 
@@ -208,6 +239,8 @@ fn excluded(args: &[String]) -> bool {
         || is(0, "debug") && (is(1, "sleep") || is(1, "populate") || is(1, "reload"))
         // A config change would leak into later cases (maxmemory 1 refuses every write).
         || is(0, "config") && is(1, "set")
+        // So would a pause (CLIENT PAUSE 9223372036854775807 holds every later write).
+        || is(0, "client") && is(1, "pause")
 }
 
 struct Harness {

@@ -22,7 +22,7 @@ impl DbHandle<'_> {
     /// Appends an entry with an ID generated from the clock (`XADD key * ...`); `fields`
     /// is `[field, value, ...]` (an even, non-zero count).
     pub fn xadd(&self, key: &[u8], fields: &[&[u8]]) -> Result<StreamId, KeyspaceError> {
-        if fields.is_empty() || fields.len() % 2 != 0 {
+        if fields.is_empty() || !fields.len().is_multiple_of(2) {
             return Err(KeyspaceError::StreamFieldCount);
         }
         let mut l = self.lock(key);

@@ -22,6 +22,7 @@ pub mod lzf;
 mod packed;
 mod read;
 pub mod snapshot;
+mod stream;
 pub mod write;
 
 pub use convert::{from_keyspace, to_keyspace};
@@ -232,7 +233,80 @@ mod tests {
             )
             .prop_map(Value::ZSet),
             proptest::collection::vec((bytes(), bytes()), 0..20).prop_map(Value::Hash),
+            stream(),
         ]
+    }
+
+    /// A stream laid out in nodes as a file loads one (100 entries each), with entries
+    /// of shared and other fields, IDs far apart, counters and consumer groups.
+    fn stream() -> impl Strategy<Value = Value> {
+        use carmine_keyspace::stream::ConsumerGroup;
+        use carmine_keyspace::{StreamId, StreamValue};
+        let field = prop_oneof![Just(b"name".to_vec()), Just(b"7".to_vec()), bytes()];
+        let entry = (
+            prop_oneof![4 => 0u64..3, 1 => Just(1u64 << 62)],
+            0u64..3,
+            proptest::collection::vec((field, bytes()), 1..4),
+        );
+        let group = (
+            bytes(),
+            (any::<u64>(), any::<u64>()),
+            -1i64..100,
+            proptest::collection::vec((0u64..150, 0usize..3, any::<u64>(), any::<u64>()), 0..6),
+            proptest::collection::vec(any::<bool>(), 3),
+        );
+        (
+            proptest::collection::vec(entry, 0..130),
+            (0u64..3, 0u64..3, 0u64..3),
+            (any::<u64>(), any::<u64>()),
+            proptest::collection::vec(group, 0..3),
+        )
+            .prop_map(|(entries, (more_ms, more_added, deleted), first, groups)| {
+                let mut loaded: Vec<(StreamId, Vec<Vec<u8>>)> = Vec::new();
+                let mut at = StreamId::new(1_700_000_000_000, 0);
+                for (dms, dseq, pairs) in entries {
+                    let next =
+                        StreamId::new(at.ms.saturating_add(dms), at.seq.saturating_add(dseq));
+                    if !loaded.is_empty() && next <= at {
+                        continue;
+                    }
+                    at = next;
+                    loaded.push((at, pairs.into_iter().flat_map(|(f, v)| [f, v]).collect()));
+                }
+                let mut s = StreamValue::new();
+                for chunk in loaded.chunks(100) {
+                    let refs: Vec<(StreamId, Vec<&[u8]>)> = chunk
+                        .iter()
+                        .map(|(id, f)| (*id, f.iter().map(Vec::as_slice).collect()))
+                        .collect();
+                    assert!(s.load_node(&refs, chunk.len()));
+                }
+                let last = StreamId::new(at.ms.saturating_add(more_ms), at.seq);
+                let len = s.len() as u64;
+                s.set_meta(
+                    last,
+                    StreamId::new(first.0, first.1),
+                    StreamId::new(at.ms, deleted),
+                    len + more_added,
+                );
+                for (name, (ms, seq), read, pel, idle) in groups {
+                    let mut g = ConsumerGroup::new(StreamId::new(ms, seq), read);
+                    let names: Vec<_> = (0..3u8)
+                        .filter(|i| !idle[*i as usize])
+                        .map(|i| g.consumer(&[b'c', i], 1_800_000_000_000 + u64::from(i)).0)
+                        .collect();
+                    for (ms, who, time, count) in pel {
+                        if let Some(c) = names.get(who) {
+                            g.deliver(StreamId::new(ms, 1), c, time);
+                            if let Some(p) = g.pel.get_mut(&StreamId::new(ms, 1)) {
+                                p.delivery_count = count;
+                            }
+                        }
+                    }
+                    s.groups.insert(name, g);
+                }
+                Value::Stream(Box::new(s))
+            })
     }
 
     proptest! {

@@ -79,7 +79,7 @@ impl<'a> Cursor<'a> {
         Ok(self.bytes(1)?[0])
     }
 
-    fn le_u64(&mut self, n: usize) -> Result<u64, RdbError> {
+    pub fn le_u64(&mut self, n: usize) -> Result<u64, RdbError> {
         Ok(packed::le(self.bytes(n)?))
     }
 
@@ -173,7 +173,6 @@ impl<'a> Cursor<'a> {
 fn type_name(t: u8) -> &'static str {
     match t {
         6 | 7 => "module value",
-        15 | 19 | 21 => "stream",
         22..=25 => "hash with field expiration",
         _ => "unknown type",
     }
@@ -312,6 +311,11 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
                 }
             }
             Value::List(v)
+        }
+        crate::stream::TYPE_STREAM
+        | crate::stream::TYPE_STREAM_2
+        | crate::stream::TYPE_STREAM_3 => {
+            Value::Stream(Box::new(crate::stream::read_stream(c, t)?))
         }
         20 => {
             let (at, b) = blob(c, "set listpack")?;

@@ -129,7 +129,7 @@ pub fn type_byte(v: &Value) -> u8 {
         Value::Set(_) => TYPE_SET,
         Value::ZSet(_) => TYPE_ZSET_2,
         Value::Hash(_) => TYPE_HASH,
-        Value::Stream(_) => 19,
+        Value::Stream(_) => crate::stream::TYPE_STREAM_2,
     }
 }
 
@@ -157,7 +157,10 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value, opts: WriteOptions) {
                 put_string(out, v, opts);
             }
         }
-        Value::Stream(_) => {} // placeholder: the stream writer is being built
+        Value::Stream(s) => {
+            // Into a Vec: nothing to spill, nothing to fail.
+            let _ = crate::stream::put_stream(out, s, opts, &mut |_| Ok(()));
+        }
     }
 }
 
@@ -204,7 +207,7 @@ pub fn put_keyspace_entry(
         KValue::Set(_) => TYPE_SET,
         KValue::ZSet(_) => TYPE_ZSET_2,
         KValue::Hash(_) => TYPE_HASH,
-        KValue::Stream(_) => 19,
+        KValue::Stream(_) => crate::stream::TYPE_STREAM_2,
     };
     put_entry_head(out, key, type_byte, expire_ms, opts);
     match v {
@@ -243,7 +246,7 @@ pub fn put_keyspace_entry(
                 spill(out)
             })?;
         }
-        KValue::Stream(_) => {} // placeholder: the stream writer is being built
+        KValue::Stream(s) => crate::stream::put_stream(out, s, opts, spill)?,
     }
     Ok(())
 }

@@ -558,3 +558,198 @@ fn save_points_trigger_a_background_save() {
         .expect("config");
     c.shutdown();
 }
+
+/// Streams Redis built (nodes of 3 entries with tombstones, entries of other fields,
+/// groups with pending entries, an idle consumer, a group of unknown read counter, an
+/// emptied stream with a group).
+fn populate_streams(c: &mut redis::Connection) {
+    let q = |c: &mut redis::Connection, cmd: &mut redis::Cmd| {
+        let _: redis::Value = cmd.query(c).expect("populate streams");
+    };
+    q(
+        c,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("stream-node-max-entries")
+            .arg(3),
+    );
+    for i in 1..=40u64 {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("stream").arg(format!("{}-{}", 1000 + i / 3, i % 3));
+        if i % 5 == 0 {
+            cmd.arg("other").arg(i).arg("more").arg("x".repeat(100));
+        } else {
+            cmd.arg("name")
+                .arg(format!("item-{i}"))
+                .arg("n")
+                .arg(i * 1000);
+        }
+        q(c, &mut cmd);
+    }
+    for i in [4u64, 6, 7, 8, 22, 40] {
+        q(
+            c,
+            redis::cmd("XDEL")
+                .arg("stream")
+                .arg(format!("{}-{}", 1000 + i / 3, i % 3)),
+        );
+    }
+    q(
+        c,
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("stream")
+            .arg("workers")
+            .arg("0"),
+    );
+    for (consumer, count) in [("alice", 3), ("bob", 2), ("alice", 1)] {
+        q(
+            c,
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("workers")
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg("stream")
+                .arg(">"),
+        );
+    }
+    q(
+        c,
+        redis::cmd("XACK")
+            .arg("stream")
+            .arg("workers")
+            .arg("1000-1"),
+    );
+    q(
+        c,
+        redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg("stream")
+            .arg("workers")
+            .arg("idle"),
+    );
+    q(
+        c,
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("stream")
+            .arg("tail")
+            .arg("$"),
+    );
+    q(
+        c,
+        redis::cmd("XADD")
+            .arg("emptied")
+            .arg("5-5")
+            .arg("f")
+            .arg("v"),
+    );
+    q(c, redis::cmd("XDEL").arg("emptied").arg("5-5"));
+    q(
+        c,
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("emptied")
+            .arg("g")
+            .arg("$"),
+    );
+}
+
+/// `XINFO STREAM key FULL` from Redis, less the radix tree's shape (Carmine writes its
+/// own nodes): entries, counters, groups, PELs with delivery times and counts, consumers
+/// with their seen times.
+fn stream_state(c: &mut redis::Connection, key: &str) -> Vec<redis::Value> {
+    let full: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .arg("FULL")
+        .query(c)
+        .expect("XINFO STREAM FULL");
+    full.chunks(2)
+        .filter(|p| !matches!(&p[0], redis::Value::BulkString(k) if k.starts_with(b"radix-tree")))
+        .flat_map(|p| p.to_vec())
+        .collect()
+}
+
+#[test]
+fn streams_move_between_redis_and_carmine() {
+    let keys = ["stream", "emptied"];
+    let rdir = scratch("streams-redis");
+    let r = redis(&rdir, &[]);
+    let mut rc = conn(r.1);
+    populate_streams(&mut rc);
+    let expected: Vec<_> = keys.iter().map(|k| stream_state(&mut rc, k)).collect();
+    save(r.1);
+
+    // Redis' dump into Carmine, and Carmine's dump of it into Redis.
+    let cdir = scratch("streams-carmine");
+    std::fs::copy(rdir.join("dump.rdb"), cdir.join("dump.rdb")).expect("copy");
+    let c = carmine(&cdir);
+    save(c.port());
+    let mut cc = conn(c.port());
+    let payloads: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| {
+            redis::cmd("DUMP")
+                .arg(k)
+                .query(&mut cc)
+                .expect("carmine dump")
+        })
+        .collect();
+    check_rdb(&cdir.join("dump.rdb"));
+    let back = redis(&cdir, &[]);
+    let mut bc = conn(back.1);
+    for (k, want) in keys.iter().zip(&expected) {
+        assert_eq!(
+            &stream_state(&mut bc, k),
+            want,
+            "{k}: Redis loaded Carmine's dump"
+        );
+    }
+    drop(back);
+
+    // Payloads: Carmine's DUMP restores into Redis, checked deeply; Redis' into Carmine.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("sanitize-dump-payload")
+        .arg("yes")
+        .query(&mut rc)
+        .expect("config");
+    for ((k, want), ours) in keys.iter().zip(&expected).zip(&payloads) {
+        let _: () = redis::cmd("RESTORE")
+            .arg(k)
+            .arg(0)
+            .arg(ours)
+            .arg("REPLACE")
+            .query(&mut rc)
+            .expect("restore Carmine's payload into redis");
+        assert_eq!(&stream_state(&mut rc, k), want, "{k}: Carmine's payload");
+        let theirs: Vec<u8> = redis::cmd("DUMP").arg(k).query(&mut rc).expect("dump");
+        let _: () = redis::cmd("RESTORE")
+            .arg(format!("{k}:copy"))
+            .arg(0)
+            .arg(&theirs)
+            .query(&mut cc)
+            .expect("restore Redis' payload into carmine");
+        let again: Vec<u8> = redis::cmd("DUMP")
+            .arg(format!("{k}:copy"))
+            .query(&mut cc)
+            .expect("dump");
+        let _: () = redis::cmd("RESTORE")
+            .arg(k)
+            .arg(0)
+            .arg(&again)
+            .arg("REPLACE")
+            .query(&mut rc)
+            .expect("restore into redis");
+        assert_eq!(
+            &stream_state(&mut rc, k),
+            want,
+            "{k}: through RESTORE in Carmine"
+        );
+    }
+    c.shutdown();
+}

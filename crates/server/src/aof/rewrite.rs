@@ -349,7 +349,10 @@ fn rdb_as_commands(data: &[u8], out: &mut impl Write) -> io::Result<()> {
                 fields.into_iter().flat_map(|(f, v)| [f, v]).collect(),
                 2,
             ),
-            carmine_rdb::Value::Stream(_) => Vec::new(), // placeholder: being built
+            carmine_rdb::Value::Stream(s) => {
+                stream_commands(&e.key, &s, &mut |argv| emit(argv, out))?;
+                Vec::new()
+            }
         };
         for argv in commands {
             emit(argv, out)?;
@@ -359,6 +362,101 @@ fn rdb_as_commands(data: &[u8], out: &mut impl Write) -> io::Result<()> {
                 vec![b"PEXPIREAT".to_vec(), e.key, at.to_string().into_bytes()],
                 out,
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// The commands that rebuild a stream, as Redis' rewriteStreamObject emits them: an
+/// XADD per entry (an emptied stream is made by `XADD key MAXLEN 0 0-1 x y`), XSETID
+/// with the counters, then per group XGROUP CREATE with its read counter, and per
+/// consumer an XCLAIM ... FORCE for each of its pending entries, or XGROUP
+/// CREATECONSUMER when it has none.
+fn stream_commands(
+    key: &[u8],
+    s: &carmine_keyspace::StreamValue,
+    emit: &mut dyn FnMut(Vec<Vec<u8>>) -> io::Result<()>,
+) -> io::Result<()> {
+    use carmine_keyspace::StreamId;
+    let id = |id: StreamId| id.to_bytes();
+    let word = |w: &str| w.as_bytes().to_vec();
+    let num = |n: i64| n.to_string().into_bytes();
+    if s.is_empty() {
+        emit(vec![
+            word("XADD"),
+            key.to_vec(),
+            word("MAXLEN"),
+            word("0"),
+            word("0-1"),
+            word("x"),
+            word("y"),
+        ])?;
+    } else {
+        // In slices, so a big stream is never copied whole.
+        let mut from = Some(StreamId::MIN);
+        while let Some(start) = from {
+            let entries = s.range(start, StreamId::MAX, 1024, false);
+            for (at, fields) in &entries {
+                let mut argv = Vec::with_capacity(3 + fields.len());
+                argv.extend([word("XADD"), key.to_vec(), id(*at)]);
+                argv.extend(fields.iter().cloned());
+                emit(argv)?;
+            }
+            from = match entries.last() {
+                Some((at, _)) if entries.len() == 1024 => at.next(),
+                _ => None,
+            };
+        }
+    }
+    emit(vec![
+        word("XSETID"),
+        key.to_vec(),
+        id(s.last_id),
+        word("ENTRIESADDED"),
+        num(s.entries_added as i64),
+        word("MAXDELETEDID"),
+        id(s.max_deleted_id),
+    ])?;
+    for (name, g) in &s.groups {
+        emit(vec![
+            word("XGROUP"),
+            word("CREATE"),
+            key.to_vec(),
+            name.clone(),
+            id(g.last_id),
+            word("ENTRIESREAD"),
+            num(g.entries_read),
+        ])?;
+        for (consumer, c) in &g.consumers {
+            if c.pending.is_empty() {
+                emit(vec![
+                    word("XGROUP"),
+                    word("CREATECONSUMER"),
+                    key.to_vec(),
+                    name.clone(),
+                    consumer.to_vec(),
+                ])?;
+                continue;
+            }
+            for pending in &c.pending {
+                let Some(p) = g.pel.get(pending) else {
+                    continue;
+                };
+                emit(vec![
+                    word("XCLAIM"),
+                    key.to_vec(),
+                    name.clone(),
+                    consumer.to_vec(),
+                    word("0"),
+                    id(*pending),
+                    word("TIME"),
+                    num(p.delivery_time as i64),
+                    word("RETRYCOUNT"),
+                    num(p.delivery_count as i64),
+                    word("JUSTID"),
+                    word("FORCE"),
+                ])?;
+            }
         }
     }
     Ok(())
@@ -534,5 +632,126 @@ mod tests {
         );
         assert_eq!(named("HMSET"), 1);
         assert_eq!(named("SADD"), 1);
+    }
+
+    fn commands_of(entries: &[(&[u8], carmine_rdb::Value)]) -> Vec<Vec<String>> {
+        use carmine_rdb::write;
+        let mut rdb = Vec::new();
+        write::put_header(&mut rdb);
+        write::put_select_db(&mut rdb, 0, entries.len() as u64, 0);
+        for (k, v) in entries {
+            write::put_entry(&mut rdb, k, v, 0, Default::default());
+        }
+        write::put_eof(&mut rdb, 0, false);
+        let mut out = Vec::new();
+        rdb_as_commands(&rdb, &mut out).expect("converted");
+        let mut reader = carmine_aof::CommandReader::new(&out, 0);
+        let mut argv = Vec::new();
+        let mut commands = Vec::new();
+        while reader.next_command(&mut argv).expect("valid AOF") {
+            commands.push(
+                argv.iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect(),
+            );
+        }
+        commands
+    }
+
+    /// Streams come back as Redis' rewriteStreamObject writes them.
+    #[test]
+    fn streams_read_back_as_redis_rewrites_them() {
+        use carmine_keyspace::stream::{ConsumerGroup, NodeLimits, ENTRIES_READ_UNKNOWN};
+        use carmine_keyspace::{StreamId, StreamValue};
+        let limits = NodeLimits::default();
+        let mut s = StreamValue::new();
+        s.append(StreamId::new(1, 1), &[b"a", b"1", b"b", b"2"], limits);
+        s.append(StreamId::new(1, 2), &[b"c", b"3"], limits);
+        s.append(StreamId::new(2, 0), &[b"a", b"4", b"b", b"5"], limits);
+        assert!(s.delete(StreamId::new(1, 2)));
+        let mut g = ConsumerGroup::new(StreamId::new(2, 0), 3);
+        let (bob, _) = g.consumer(b"bob", 10);
+        g.consumer(b"amy", 11);
+        g.deliver(StreamId::new(2, 0), &bob, 1_700_000_000_123);
+        g.deliver(StreamId::new(1, 1), &bob, 1_700_000_000_456);
+        if let Some(p) = g.pel.get_mut(&StreamId::new(1, 1)) {
+            p.delivery_count = 4;
+        }
+        s.groups.insert(b"workers".to_vec(), g);
+        s.groups.insert(
+            b"audit".to_vec(),
+            ConsumerGroup::new(StreamId::MIN, ENTRIES_READ_UNKNOWN),
+        );
+        let mut emptied = StreamValue::new();
+        emptied.append(StreamId::new(7, 7), &[b"f", b"v"], limits);
+        assert!(emptied.delete(StreamId::new(7, 7)));
+        let commands = commands_of(&[
+            (b"s", carmine_rdb::Value::Stream(Box::new(s))),
+            (b"e", carmine_rdb::Value::Stream(Box::new(emptied))),
+        ]);
+        let want: Vec<Vec<&str>> = vec![
+            vec!["SELECT", "0"],
+            vec!["XADD", "s", "1-1", "a", "1", "b", "2"],
+            vec!["XADD", "s", "2-0", "a", "4", "b", "5"],
+            vec![
+                "XSETID",
+                "s",
+                "2-0",
+                "ENTRIESADDED",
+                "3",
+                "MAXDELETEDID",
+                "1-2",
+            ],
+            vec!["XGROUP", "CREATE", "s", "audit", "0-0", "ENTRIESREAD", "-1"],
+            vec![
+                "XGROUP",
+                "CREATE",
+                "s",
+                "workers",
+                "2-0",
+                "ENTRIESREAD",
+                "3",
+            ],
+            vec!["XGROUP", "CREATECONSUMER", "s", "workers", "amy"],
+            vec![
+                "XCLAIM",
+                "s",
+                "workers",
+                "bob",
+                "0",
+                "1-1",
+                "TIME",
+                "1700000000456",
+                "RETRYCOUNT",
+                "4",
+                "JUSTID",
+                "FORCE",
+            ],
+            vec![
+                "XCLAIM",
+                "s",
+                "workers",
+                "bob",
+                "0",
+                "2-0",
+                "TIME",
+                "1700000000123",
+                "RETRYCOUNT",
+                "1",
+                "JUSTID",
+                "FORCE",
+            ],
+            vec!["XADD", "e", "MAXLEN", "0", "0-1", "x", "y"],
+            vec![
+                "XSETID",
+                "e",
+                "7-7",
+                "ENTRIESADDED",
+                "1",
+                "MAXDELETEDID",
+                "7-7",
+            ],
+        ];
+        assert_eq!(commands, want);
     }
 }
