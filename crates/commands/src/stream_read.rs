@@ -349,7 +349,10 @@ fn serve_group(
     for (id, p) in &out.changed {
         effects.push(xclaim_effect(key, group, last, *id, p));
     }
-    if let (true, Some((last, read))) = (noack && !out.served.is_empty(), out.moved_to) {
+    // The group's new position with its read counter. Redis sends it only after a NOACK
+    // read and leaves an acknowledged read's to XCLAIM's LASTID, which moves the position
+    // but not the counter: its replicas then report another lag than the master.
+    if let (false, Some((last, read))) = (out.served.is_empty(), out.moved_to) {
         effects.push(setid_effect(key, group, last, read));
     }
     ctx.l.touched(key, 1);

@@ -1224,3 +1224,183 @@ fn scripts_and_functions_reach_a_redis_replica_identically() {
     assert_eq!(libraries(&mut replica), libraries(&mut master));
     server.shutdown();
 }
+
+/// Streams with consumer groups, as a Redis replica sees them: what a stream key holds
+/// (entries, counters, groups with their read counters, pending entries with their owners
+/// and delivery counts), less what differs by when it is read (idle and seen times) and
+/// by encoding (the radix tree's shape).
+fn streams_view(c: &mut redis::Connection, keys: &[String]) -> Vec<redis::Value> {
+    fn strip(v: redis::Value) -> redis::Value {
+        let redis::Value::Array(items) = v else {
+            return v;
+        };
+        let pairs = items.len() % 2 == 0
+            && items
+                .iter()
+                .step_by(2)
+                .all(|k| matches!(k, redis::Value::BulkString(_)));
+        if !pairs {
+            return redis::Value::Array(items.into_iter().map(strip).collect());
+        }
+        let mut out = Vec::new();
+        for kv in items.chunks(2) {
+            let redis::Value::BulkString(k) = &kv[0] else {
+                continue;
+            };
+            if !k.starts_with(b"radix-tree") && k != b"seen-time" {
+                out.push(kv[0].clone());
+                out.push(strip(kv[1].clone()));
+            }
+        }
+        redis::Value::Array(out)
+    }
+    keys.iter()
+        .map(|k| {
+            strip(
+                redis::cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(k)
+                    .arg("FULL")
+                    .arg("COUNT")
+                    .arg(0)
+                    .query(c)
+                    .unwrap_or(redis::Value::Nil),
+            )
+        })
+        .collect()
+}
+
+/// A Redis replica of a Carmine master converges on streams under XADD, XREADGROUP, XACK,
+/// XAUTOCLAIM and trimming load: through the full sync (our RDB's streams) and the
+/// stream of effects after it (Redis' XCLAIM / XGROUP SETID forms).
+#[test]
+fn redis_replica_converges_on_streams_under_group_load() {
+    let server = common::start("io-threads 2\nrepl-diskless-sync-delay 0");
+    let keys: Vec<String> = (0..4).map(|i| format!("stream:{i}")).collect();
+    let load = |port: u16, rounds: usize, seed: u64| {
+        let keys = keys.clone();
+        std::thread::spawn(move || {
+            let mut c = connect(port);
+            let mut rng = fastrand::Rng::with_seed(seed);
+            for i in 0..rounds {
+                let key = &keys[rng.usize(..keys.len())];
+                let consumer = format!("c{}", rng.u8(..3));
+                let mut p = redis::pipe();
+                p.cmd("XADD")
+                    .arg(key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(500)
+                    .arg("*")
+                    .arg("n")
+                    .arg(i)
+                    .arg("who")
+                    .arg(seed);
+                p.cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("g")
+                    .arg(&consumer)
+                    .arg("COUNT")
+                    .arg(2)
+                    .arg("STREAMS")
+                    .arg(key)
+                    .arg(">");
+                if i % 3 == 0 {
+                    p.cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg("g2")
+                        .arg("quick")
+                        .arg("NOACK")
+                        .arg("STREAMS")
+                        .arg(key)
+                        .arg(">");
+                }
+                if i % 7 == 0 {
+                    p.cmd("XAUTOCLAIM")
+                        .arg(key)
+                        .arg("g")
+                        .arg("reaper")
+                        .arg(0)
+                        .arg("0")
+                        .arg("COUNT")
+                        .arg(3);
+                }
+                if i % 5 == 0 {
+                    p.cmd("XDEL").arg(key).arg(format!("{}-0", i));
+                }
+                let _: Vec<redis::Value> = p.query(&mut c).expect("stream load");
+                let pending: Vec<Vec<redis::Value>> = redis::cmd("XPENDING")
+                    .arg(key)
+                    .arg("g")
+                    .arg("-")
+                    .arg("+")
+                    .arg(1)
+                    .query(&mut c)
+                    .expect("xpending");
+                if let Some(redis::Value::BulkString(id)) = pending.first().and_then(|e| e.first())
+                {
+                    let _: i64 = redis::cmd("XACK")
+                        .arg(key)
+                        .arg("g")
+                        .arg(id.as_slice())
+                        .query(&mut c)
+                        .expect("xack");
+                }
+            }
+        })
+    };
+    let mut master = connect(server.port());
+    for k in &keys {
+        for g in ["g", "g2"] {
+            let _: () = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(k)
+                .arg(g)
+                .arg("$")
+                .arg("MKSTREAM")
+                .query(&mut master)
+                .expect("xgroup create");
+        }
+    }
+    load(server.port(), 3000, 1)
+        .join()
+        .expect("load before the sync");
+    let during = [load(server.port(), 2000, 2), load(server.port(), 2000, 3)];
+    let (_replica_proc, replica_port) = redis_replica(server.port(), "disabled");
+    let mut replica = connect(replica_port);
+    assert!(link_up(&mut replica), "the replica finished its full sync");
+    for h in during {
+        h.join().expect("load during the sync");
+    }
+    assert!(
+        wait_caught_up(&mut master, &mut replica),
+        "the replica caught up"
+    );
+    let want = streams_view(&mut master, &keys);
+    assert!(
+        want.iter()
+            .all(|v| matches!(v, redis::Value::Array(a) if !a.is_empty())),
+        "every stream is there"
+    );
+    let got = streams_view(&mut replica, &keys);
+    // One line per value, so that a difference is shown where it is.
+    fn flat(v: &redis::Value, out: &mut Vec<String>) {
+        match v {
+            redis::Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
+            redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+            other => out.push(format!("{other:?}")),
+        }
+    }
+    let (mut w, mut g) = (Vec::new(), Vec::new());
+    want.iter().for_each(|v| flat(v, &mut w));
+    got.iter().for_each(|v| flat(v, &mut g));
+    if let Some(at) = (0..w.len().max(g.len())).find(|&i| w.get(i) != g.get(i)) {
+        let from = at.saturating_sub(8);
+        panic!(
+            "the replica differs at line {at}: master {:?}, replica {:?}",
+            &w[from..(at + 2).min(w.len())],
+            &g[from..(at + 2).min(g.len())]
+        );
+    }
+    server.shutdown();
+}

@@ -297,7 +297,8 @@ impl Replay {
             // At time 0: nothing has expired while loading, as in Redis (a PEXPIREAT in
             // the past sets the deadline; later commands still find the key), and the
             // keys whose deadlines passed go once the server runs. The AOF holds only
-            // absolute deadlines, so no command here reads the clock for another reason.
+            // absolute deadlines; stream commands, which stamp deliveries and consumers,
+            // read the wall clock when they see time 0 (`stream::clock_ms`).
             carmine_commands::execute_at(
                 shared,
                 &mut self.session,
