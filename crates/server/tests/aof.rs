@@ -561,46 +561,6 @@ fn kill_9_under_load_loses_no_acknowledged_write() {
     let _ = child.wait();
 }
 
-/// `XINFO STREAM key FULL`, less what a replay cannot keep: the radix tree's shape and
-/// the consumers' seen times (the XCLAIM and XGROUP CREATECONSUMER that rebuild a
-/// consumer see it now, in Redis too).
-fn stream_state(c: &mut redis::Connection, key: &str) -> redis::Value {
-    fn strip(v: redis::Value) -> redis::Value {
-        let redis::Value::Array(items) = v else {
-            return v;
-        };
-        let is_map = items.len() % 2 == 0
-            && items
-                .iter()
-                .step_by(2)
-                .all(|k| matches!(k, redis::Value::BulkString(_)));
-        if !is_map {
-            return redis::Value::Array(items.into_iter().map(strip).collect());
-        }
-        let mut out = Vec::new();
-        for pair in items.chunks(2) {
-            let redis::Value::BulkString(k) = &pair[0] else {
-                continue;
-            };
-            if k.starts_with(b"radix-tree") || k == b"seen-time" || k == b"active-time" {
-                continue;
-            }
-            let v = strip(pair[1].clone());
-            out.push(pair[0].clone());
-            out.push(v);
-        }
-        redis::Value::Array(out)
-    }
-    strip(
-        redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(key)
-            .arg("FULL")
-            .query(c)
-            .expect("XINFO STREAM FULL"),
-    )
-}
-
 /// Streams survive a rewrite in both base formats: entries, deleted entries' counters,
 /// groups with their read counters, pending entries with delivery times and counts,
 /// consumers with and without pending entries, an emptied stream.
@@ -670,7 +630,10 @@ fn streams_survive_a_rewrite_in_either_base_format() {
             .arg("e")
             .arg("g")
             .arg("$"));
-        let before = [stream_state(&mut c, "s"), stream_state(&mut c, "e")];
+        let before = [
+            common::stream_state(&mut c, "s"),
+            common::stream_state(&mut c, "e"),
+        ];
         let _: String = redis::cmd("BGREWRITEAOF").query(&mut c).expect("rewrite");
         assert!(wait_rewrite_done(&mut c), "rewrite ends");
         assert_eq!(
@@ -681,7 +644,10 @@ fn streams_survive_a_rewrite_in_either_base_format() {
         server.shutdown();
         let server = start_in(&dir, &conf);
         let mut c = common::client(&server);
-        let after = [stream_state(&mut c, "s"), stream_state(&mut c, "e")];
+        let after = [
+            common::stream_state(&mut c, "s"),
+            common::stream_state(&mut c, "e"),
+        ];
         assert_eq!(after, before, "preamble {preamble}");
         server.shutdown();
     }

@@ -1225,49 +1225,9 @@ fn scripts_and_functions_reach_a_redis_replica_identically() {
     server.shutdown();
 }
 
-/// Streams with consumer groups, as a Redis replica sees them: what a stream key holds
-/// (entries, counters, groups with their read counters, pending entries with their owners
-/// and delivery counts), less what differs by when it is read (idle and seen times) and
-/// by encoding (the radix tree's shape).
+/// Every stream of `keys` as `common::stream_state` shows it.
 fn streams_view(c: &mut redis::Connection, keys: &[String]) -> Vec<redis::Value> {
-    fn strip(v: redis::Value) -> redis::Value {
-        let redis::Value::Array(items) = v else {
-            return v;
-        };
-        let pairs = items.len() % 2 == 0
-            && items
-                .iter()
-                .step_by(2)
-                .all(|k| matches!(k, redis::Value::BulkString(_)));
-        if !pairs {
-            return redis::Value::Array(items.into_iter().map(strip).collect());
-        }
-        let mut out = Vec::new();
-        for kv in items.chunks(2) {
-            let redis::Value::BulkString(k) = &kv[0] else {
-                continue;
-            };
-            if !k.starts_with(b"radix-tree") && k != b"seen-time" {
-                out.push(kv[0].clone());
-                out.push(strip(kv[1].clone()));
-            }
-        }
-        redis::Value::Array(out)
-    }
-    keys.iter()
-        .map(|k| {
-            strip(
-                redis::cmd("XINFO")
-                    .arg("STREAM")
-                    .arg(k)
-                    .arg("FULL")
-                    .arg("COUNT")
-                    .arg(0)
-                    .query(c)
-                    .unwrap_or(redis::Value::Nil),
-            )
-        })
-        .collect()
+    keys.iter().map(|k| common::stream_state(c, k)).collect()
 }
 
 /// A Redis replica of a Carmine master converges on streams under XADD, XREADGROUP, XACK,

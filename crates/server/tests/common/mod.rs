@@ -149,3 +149,45 @@ pub fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str])
     cmd.query(c)
         .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
 }
+
+/// `XINFO STREAM key FULL COUNT 0` (everything), less what differs between two servers
+/// holding the same stream: the radix tree's shape (an encoding) and the consumers' seen
+/// and active times (a consumer rebuilt by a replica or a replay is seen when it is).
+/// Nil when the key holds no stream.
+pub fn stream_state(c: &mut redis::Connection, key: &str) -> redis::Value {
+    fn strip(v: redis::Value) -> redis::Value {
+        let redis::Value::Array(items) = v else {
+            return v;
+        };
+        let is_map = items.len() % 2 == 0
+            && items
+                .iter()
+                .step_by(2)
+                .all(|k| matches!(k, redis::Value::BulkString(_)));
+        if !is_map {
+            return redis::Value::Array(items.into_iter().map(strip).collect());
+        }
+        let mut out = Vec::new();
+        for pair in items.chunks(2) {
+            let redis::Value::BulkString(k) = &pair[0] else {
+                continue;
+            };
+            if k.starts_with(b"radix-tree") || k == b"seen-time" || k == b"active-time" {
+                continue;
+            }
+            out.push(pair[0].clone());
+            out.push(strip(pair[1].clone()));
+        }
+        redis::Value::Array(out)
+    }
+    strip(
+        redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(key)
+            .arg("FULL")
+            .arg("COUNT")
+            .arg(0)
+            .query(c)
+            .unwrap_or(redis::Value::Nil),
+    )
+}
