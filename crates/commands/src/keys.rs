@@ -62,12 +62,16 @@ pub fn second_arg_key(args: &Args, out: &mut Vec<usize>) {
 }
 
 fn del(ctx: &mut Ctx<'_, '_>) {
+    let unlink = ctx.spec.name == "unlink";
     let mut n = 0;
     for i in 1..ctx.args.len() {
         let key = ctx.args.bytes(i);
-        if ctx.l.remove(&key).is_some() {
+        if let Some(entry) = ctx.l.remove(&key) {
             ctx.notify(notify::GENERIC, "del", &key);
             n += 1;
+            if unlink {
+                ctx.shared.lazyfree.free(entry);
+            }
         }
     }
     ctx.reply.int(n);

@@ -38,6 +38,7 @@ mod hyperloglog;
 mod key_flags;
 mod keys;
 pub mod latency;
+pub mod lazyfree;
 mod lcs;
 mod list;
 pub mod migrate;

@@ -385,7 +385,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let maxmem = sh.config.tunables.maxmemory.load(Ordering::Relaxed);
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\nlazyfree_pending_objects:0\r\nlazyfreed_objects:0\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\n\r\n",
             human(used),
             human(rss),
             human(peak),
@@ -397,6 +397,8 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             sh.scripts.cached(),
             sh.functions.counts().1,
             sh.functions.counts().0,
+            sh.lazyfree.pending(),
+            sh.lazyfree.freed(),
         );
     }
     if want("persistence") {
@@ -1041,6 +1043,7 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 t.reset();
             }
             ctx.shared.errorstats.reset();
+            ctx.shared.lazyfree.reset();
             ctx.shared
                 .keyspace
                 .stats()

@@ -356,6 +356,8 @@ pub struct Shared {
     pub persistence: std::sync::OnceLock<Arc<dyn crate::persistence::Persistence>>,
     /// Lua scripts and the state that runs them (EVAL, SCRIPT).
     pub scripts: crate::scripting::Scripts,
+    /// UNLINK's background freeing.
+    pub lazyfree: crate::lazyfree::LazyFree,
     /// ACL users.
     pub acl: crate::acl::Acl,
     /// Clients in MONITOR mode.
@@ -488,6 +490,7 @@ impl Shared {
             ops_per_sec: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
             scripts: crate::scripting::Scripts::default(),
+            lazyfree: crate::lazyfree::LazyFree::default(),
             acl: crate::acl::Acl::default(),
             monitors: crate::monitor::Monitors::default(),
             slowlog: crate::slowlog::SlowLog::default(),

@@ -459,7 +459,14 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
     };
     let mut propagate_last_id = false;
     if last_id > g.last_id {
+        // Redis moves the position and keeps the read counter, which then no longer
+        // matches it (a replica applying an acknowledged XREADGROUP's XCLAIMs reports
+        // another lag than its master). Here the counter follows the position: known
+        // when no entry was deleted since, else unknown (and estimated when asked).
         g.last_id = last_id;
+        g.entries_read = s
+            .entries_before_and_at(last_id)
+            .map_or(ENTRIES_READ_UNKNOWN, |n| n as i64);
         propagate_last_id = true;
     }
     let mut consumer: Option<Arc<[u8]>> = None;

@@ -345,14 +345,13 @@ fn serve_group(
             consumer.to_vec(),
         ]);
     }
-    let last = out.moved_to.map_or(StreamId::MIN, |(id, _)| id);
+    // Each XCLAIM carries the group's position just after its entry, as Redis sends it.
     for (id, p) in &out.changed {
-        effects.push(xclaim_effect(key, group, last, *id, p));
+        effects.push(xclaim_effect(key, group, *id, *id, p));
     }
-    // The group's new position with its read counter. Redis sends it only after a NOACK
-    // read and leaves an acknowledged read's to XCLAIM's LASTID, which moves the position
-    // but not the counter: its replicas then report another lag than the master.
-    if let (false, Some((last, read))) = (out.served.is_empty(), out.moved_to) {
+    // After a NOACK read the group's position goes with its read counter; an
+    // acknowledged read's goes in its XCLAIMs' LASTID (position only), as Redis sends it.
+    if let (true, Some((last, read))) = (noack && !out.served.is_empty(), out.moved_to) {
         effects.push(setid_effect(key, group, last, read));
     }
     ctx.l.touched(key, 1);

@@ -631,8 +631,8 @@ fn streams_survive_a_rewrite_in_either_base_format() {
             .arg("g")
             .arg("$"));
         let before = [
-            common::stream_state(&mut c, "s"),
-            common::stream_state(&mut c, "e"),
+            common::stream_state(&mut c, "s", &[]),
+            common::stream_state(&mut c, "e", &[]),
         ];
         let _: String = redis::cmd("BGREWRITEAOF").query(&mut c).expect("rewrite");
         assert!(wait_rewrite_done(&mut c), "rewrite ends");
@@ -645,8 +645,8 @@ fn streams_survive_a_rewrite_in_either_base_format() {
         let server = start_in(&dir, &conf);
         let mut c = common::client(&server);
         let after = [
-            common::stream_state(&mut c, "s"),
-            common::stream_state(&mut c, "e"),
+            common::stream_state(&mut c, "s", &[]),
+            common::stream_state(&mut c, "e", &[]),
         ];
         assert_eq!(after, before, "preamble {preamble}");
         server.shutdown();

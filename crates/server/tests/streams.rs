@@ -275,3 +275,37 @@ fn a_replica_follows_stream_and_group_traffic() {
     master.shutdown();
     replica.shutdown();
 }
+
+/// UNLINK frees a value with many allocations (a stream of 200 nodes, a 1000-field
+/// hash) on the background thread, a small one at once; INFO counts the former.
+#[test]
+fn unlink_frees_big_values_in_the_background() {
+    let server = common::start("stream-node-max-entries 5");
+    let mut c = common::client(&server);
+    let info = |c: &mut redis::Connection, field: &str| -> u64 {
+        let text: String = query(c, &["INFO", "memory"]);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the field is in INFO memory")
+    };
+    for i in 0..1000 {
+        let _: String = query(&mut c, &["XADD", "big", "*", "n", &i.to_string()]);
+        let _: i64 = query(&mut c, &["HSET", "wide", &format!("f{i}"), "v"]);
+    }
+    let _: String = query(&mut c, &["XADD", "small", "*", "a", "b"]);
+    let _: () = query(&mut c, &["XGROUP", "CREATE", "small", "g", "$"]);
+    assert_eq!(query::<i64>(&mut c, &["UNLINK", "big", "wide", "small"]), 3);
+    assert!(common::wait_until(5, || info(
+        &mut c,
+        "lazyfree_pending_objects"
+    ) == 0));
+    assert_eq!(
+        info(&mut c, "lazyfreed_objects"),
+        2,
+        "the stream and the hash"
+    );
+    let _: () = query(&mut c, &["CONFIG", "RESETSTAT"]);
+    assert_eq!(info(&mut c, "lazyfreed_objects"), 0);
+    server.shutdown();
+}

@@ -153,9 +153,9 @@ pub fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str])
 /// `XINFO STREAM key FULL COUNT 0` (everything), less what differs between two servers
 /// holding the same stream: the radix tree's shape (an encoding) and the consumers' seen
 /// and active times (a consumer rebuilt by a replica or a replay is seen when it is).
-/// Nil when the key holds no stream.
-pub fn stream_state(c: &mut redis::Connection, key: &str) -> redis::Value {
-    fn strip(v: redis::Value) -> redis::Value {
+/// Nil when the key holds no stream. Fields named in `skip` are left out too.
+pub fn stream_state(c: &mut redis::Connection, key: &str, skip: &[&str]) -> redis::Value {
+    fn strip(v: redis::Value, skip: &[&str]) -> redis::Value {
         let redis::Value::Array(items) = v else {
             return v;
         };
@@ -165,18 +165,22 @@ pub fn stream_state(c: &mut redis::Connection, key: &str) -> redis::Value {
                 .step_by(2)
                 .all(|k| matches!(k, redis::Value::BulkString(_)));
         if !is_map {
-            return redis::Value::Array(items.into_iter().map(strip).collect());
+            return redis::Value::Array(items.into_iter().map(|v| strip(v, skip)).collect());
         }
         let mut out = Vec::new();
         for pair in items.chunks(2) {
             let redis::Value::BulkString(k) = &pair[0] else {
                 continue;
             };
-            if k.starts_with(b"radix-tree") || k == b"seen-time" || k == b"active-time" {
+            let skipped = k.starts_with(b"radix-tree")
+                || k == b"seen-time"
+                || k == b"active-time"
+                || skip.iter().any(|s| s.as_bytes() == k.as_slice());
+            if skipped {
                 continue;
             }
             out.push(pair[0].clone());
-            out.push(strip(pair[1].clone()));
+            out.push(strip(pair[1].clone(), skip));
         }
         redis::Value::Array(out)
     }
@@ -189,5 +193,6 @@ pub fn stream_state(c: &mut redis::Connection, key: &str) -> redis::Value {
             .arg(0)
             .query(c)
             .unwrap_or(redis::Value::Nil),
+        skip,
     )
 }
