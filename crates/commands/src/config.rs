@@ -22,6 +22,8 @@ pub enum Kind {
     Memory {
         max: u64,
     },
+    /// A byte count, or a percentage of `maxmemory` written `N%` (maxmemory-clients).
+    MemoryOrPercent,
     Enum(&'static [&'static str]),
     Str,
     /// `save` points: pairs of seconds and changes, or empty.
@@ -84,8 +86,8 @@ const GB: u64 = 1024 * 1024 * 1024;
 /// Every parameter Carmine knows. Parameters that exist for redis.conf compatibility but
 /// whose feature is not built yet are marked so in README's known gaps.
 pub static PARAMS: &[ParamSpec] = &[
-    p("port", "6379", Kind::Int { min: 0, max: 65535 }, false),
-    p("bind", "* -::*", Kind::List, false),
+    p("port", "6379", Kind::Int { min: 0, max: 65535 }, true),
+    p("bind", "* -::*", Kind::List, true),
     // A Unix domain socket to listen on too, and its permissions (octal; 0 leaves them).
     p("unixsocket", "", Kind::Str, false),
     p("unixsocketperm", "0", Kind::Str, false),
@@ -630,6 +632,25 @@ impl Config {
                     return Err("argument must be a memory value".into());
                 }
                 v.to_string()
+            }
+            Kind::MemoryOrPercent => {
+                if args.len() != 1 {
+                    return Err("wrong number of arguments".into());
+                }
+                match args[0].strip_suffix('%') {
+                    Some(pct) => {
+                        let v: u64 = pct.parse().map_err(|_| {
+                            "argument must be a memory or percent value".to_string()
+                        })?;
+                        if v > 100 {
+                            return Err("percentage argument must be less or equal to 100".into());
+                        }
+                        format!("{v}%")
+                    }
+                    None => parse_memory(&args[0])
+                        .ok_or("argument must be a memory or percent value")?
+                        .to_string(),
+                }
             }
             Kind::Enum(options) => {
                 if args.len() != 1 {

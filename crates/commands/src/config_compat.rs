@@ -162,7 +162,7 @@ pub static INERT_PARAMS: &[ParamSpec] = &[
     ),
     p("masterauth", "", Kind::Str, true),
     p("masteruser", "", Kind::Str, true),
-    p("maxmemory-clients", "0", Kind::Str, true),
+    p("maxmemory-clients", "0", Kind::MemoryOrPercent, true),
     p("maxmemory-eviction-tenacity", "10", PERCENT0, true),
     ParamSpec {
         alias: Some("min-slaves-max-lag"),

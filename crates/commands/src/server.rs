@@ -1017,6 +1017,26 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                     ));
                 }
             }
+            // A new port or bind address is listened on before anything else applies;
+            // if it cannot be bound, every value goes back and the old sockets stay.
+            let moved = changes.iter().find(|(n, v)| {
+                matches!(n.as_str(), "port" | "bind")
+                    && previous.iter().any(|(pn, old)| pn == n && old != v)
+            });
+            if let (Some((name, _)), Some(rebind)) = (moved, ctx.shared.rebind.get()) {
+                if let Err(e) = rebind() {
+                    for (n, v) in &previous {
+                        let _ = cfg.set(
+                            n,
+                            &v.split_whitespace().map(str::to_string).collect::<Vec<_>>(),
+                            true,
+                        );
+                    }
+                    return ctx.error(&format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - Unable to listen on this port: {e}"
+                    ));
+                }
+            }
             ctx.shared.sync_config();
             if changes.iter().any(|(n, _)| n.starts_with("cluster-")) {
                 if let Some(apply) = ctx.shared.cluster_config_changed.get() {

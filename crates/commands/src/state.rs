@@ -387,6 +387,11 @@ pub struct Shared {
     /// announced hostname in our next message), installed in cluster mode.
     #[allow(clippy::type_complexity)]
     pub cluster_config_changed: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Listens on the configured port and bind addresses (after CONFIG SET port or
+    /// bind), installed by the server: Err with the reason when they cannot be bound (the
+    /// old sockets then stay).
+    #[allow(clippy::type_complexity)]
+    pub rebind: std::sync::OnceLock<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
     /// DEBUG DROP-CLUSTER-PACKET-FILTER: the bus message type to drop, -1 none.
     pub cluster_drop_filter: AtomicI64,
     /// Until when (unix ms) this cluster master may serve its slots: a node timeout
@@ -506,6 +511,7 @@ impl Shared {
             cluster_drop_filter: AtomicI64::new(-1),
             cluster_lease_ms: AtomicU64::new(u64::MAX),
             cluster_config_changed: std::sync::OnceLock::new(),
+            rebind: std::sync::OnceLock::new(),
             propagator: std::sync::OnceLock::new(),
             is_replica: AtomicBool::new(false),
             master_link_up: AtomicBool::new(false),

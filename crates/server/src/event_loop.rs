@@ -199,6 +199,8 @@ pub enum LoopMsg {
     Ready(u64),
     /// Shard channels this client loses: their slots are no longer served here.
     RevokeShard(u64, Vec<Vec<u8>>),
+    /// CONFIG SET port: accept on these TCP sockets instead of the old ones.
+    ListenTcp(Vec<Listener>),
 }
 
 /// A handle other threads use to reach a loop.
@@ -322,6 +324,28 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Swaps the TCP listening sockets (CONFIG SET port); the Unix socket stays.
+    fn replace_tcp_listeners(&mut self, fresh: Vec<Listener>) {
+        let mut kept = Vec::new();
+        for mut l in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut l);
+            if !matches!(l, Listener::Tcp(_)) {
+                kept.push(l);
+            }
+        }
+        kept.extend(fresh);
+        for (i, l) in kept.iter_mut().enumerate() {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(l, Token(FIRST_LISTENER + i), Interest::READABLE)
+            {
+                crate::log::warning(&format!("Could not listen on a new socket: {e}"));
+            }
+        }
+        self.listeners = kept;
+    }
+
     pub fn run(mut self) {
         BUSY_SERVICE.with(|b| {
             let mut b = b.borrow_mut();
@@ -433,6 +457,7 @@ impl EventLoop {
                         self.retry_blocked(t);
                     }
                 }
+                LoopMsg::ListenTcp(fresh) => self.replace_tcp_listeners(fresh),
                 LoopMsg::RevokeShard(id, channels) => {
                     let Some(&t) = self.by_id.get(&id) else {
                         continue;

@@ -34,7 +34,7 @@ use std::time::Duration;
 use carmine_commands::{Config, Shared};
 use mio::net::TcpListener;
 
-use event_loop::{EventLoop, LoopHandle};
+use event_loop::{EventLoop, LoopHandle, LoopMsg};
 
 /// A running server.
 pub struct Server {
@@ -282,6 +282,44 @@ impl Server {
         Ok(server)
     }
 
+    /// Installs CONFIG SET port / bind: binds every `bind` address on the configured
+    /// port, then hands each loop its copies of the new sockets (the old ones close when
+    /// dropped).
+    fn install_rebind(shared: &Arc<Shared>, handles: &[LoopHandle]) {
+        let handles = handles.to_vec();
+        let weak = Arc::downgrade(shared);
+        let _ = shared.rebind.set(Box::new(move || {
+            let shared = weak.upgrade().ok_or("shutting down")?;
+            let port = u16::try_from(shared.config.get_i64("port")).map_err(|e| e.to_string())?;
+            let backlog = shared.config.get_i64("tcp-backlog") as i32;
+            let mut fresh = Vec::new();
+            for (addr, optional) in bind_addresses(&shared.config) {
+                match listen(&addr, port, backlog) {
+                    Ok(l) => fresh.push(net::Listener::Tcp(l)),
+                    Err(_) if optional => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            if fresh.is_empty() {
+                return Err("no address could be bound".into());
+            }
+            for h in &handles {
+                let copies = fresh
+                    .iter()
+                    .map(net::Listener::try_clone)
+                    .collect::<io::Result<Vec<_>>>()
+                    .map_err(|e| e.to_string())?;
+                h.send(LoopMsg::ListenTcp(copies));
+            }
+            shared
+                .facts
+                .tcp_port
+                .store(u64::from(port), Ordering::Relaxed);
+            log::notice(&format!("Listening on port {port} (CONFIG SET port)."));
+            Ok(())
+        }));
+    }
+
     /// Starts the event loops (each accepts) and logs the start-up lines.
     fn run_loops(
         shared: Arc<Shared>,
@@ -308,6 +346,7 @@ impl Server {
             l.set_listeners(clones, handles.clone(), turn.clone())?;
         }
         loops[0].set_listeners(listeners, handles.clone(), turn)?;
+        Self::install_rebind(&shared, &handles);
         let mut threads = Vec::new();
         for (i, l) in loops.into_iter().enumerate() {
             threads.push(

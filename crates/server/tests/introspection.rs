@@ -260,3 +260,41 @@ fn memory_stats_and_doctor_answer() {
     let malloc: String = query(&mut c, &["MEMORY", "MALLOC-STATS"]);
     assert!(!malloc.is_empty());
 }
+
+/// CONFIG SET port listens on the new port at once and stops listening on the old one;
+/// a port that cannot be bound is refused with Redis' error and changes nothing.
+#[test]
+fn config_set_port_moves_the_listener() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let before: Vec<String> = common::query(&mut c, &["CONFIG", "GET", "port"]);
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("a busy port");
+    let busy_port = busy.local_addr().expect("its address").port().to_string();
+    let err = redis::cmd("CONFIG")
+        .arg(&["SET", "port", &busy_port])
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Unable to listen on this port"),
+        "{err}"
+    );
+    let port: Vec<String> = common::query(&mut c, &["CONFIG", "GET", "port"]);
+    assert_eq!(port, before, "rolled back");
+    let fresh = common::free_port();
+    let _: () = common::query(&mut c, &["CONFIG", "SET", "port", &fresh.to_string()]);
+    let mut moved = redis::Client::open(format!("redis://127.0.0.1:{fresh}/"))
+        .and_then(|cl| cl.get_connection_with_timeout(std::time::Duration::from_secs(5)))
+        .expect("the new port accepts");
+    assert_eq!(common::query::<String>(&mut moved, &["PING"]), "PONG");
+    assert!(
+        common::wait_until(5, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            server.port()
+        ))
+        .is_err()),
+        "the old port is closed"
+    );
+    // The connection made before the move is still served.
+    assert_eq!(common::query::<String>(&mut c, &["PING"]), "PONG");
+    server.shutdown();
+}
