@@ -308,30 +308,196 @@ struct Search {
     store: Option<(Vec<u8>, bool)>,
 }
 
-/// The members inside the shape: (member, distance in metres, score), sorted as asked.
+/// A geohash cell: `bits` interleaved at `step` bits per coordinate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Cell {
+    bits: u64,
+    step: u32,
+}
+
+impl Cell {
+    fn of(lon: f64, lat: f64, step: u32) -> Cell {
+        Cell {
+            bits: encode(lon, lat, LAT_MIN, LAT_MAX) >> (2 * (STEP - step)),
+            step,
+        }
+    }
+
+    /// Moves by one cell east (+1) or west (-1) (`lon`), or north or south, wrapping as
+    /// Redis' geohash_move_x / move_y do.
+    fn moved(self, dx: i8, dy: i8) -> Cell {
+        let width = 64 - self.step * 2;
+        let step_mask = |m: u64| m >> width;
+        let shift = |bits: u64, lanes: u64, d: i8| -> u64 {
+            let own = bits & lanes;
+            let fill = step_mask(!lanes & 0xffff_ffff_ffff_ffff);
+            let moved = match d {
+                0 => return own,
+                d if d > 0 => own.wrapping_add(fill.wrapping_add(1)),
+                _ => (own | fill).wrapping_sub(fill.wrapping_add(1)),
+            };
+            moved & step_mask(lanes)
+        };
+        const LON: u64 = 0xaaaa_aaaa_aaaa_aaaa;
+        const LAT: u64 = 0x5555_5555_5555_5555;
+        Cell {
+            bits: shift(self.bits, LON, dx) | shift(self.bits, LAT, dy),
+            step: self.step,
+        }
+    }
+
+    /// (lon_min, lat_min, lon_max, lat_max) of the cell.
+    fn area(self) -> (f64, f64, f64, f64) {
+        let (ilat, ilon) = (squash(self.bits), squash(self.bits >> 1));
+        let scale = (1u64 << self.step) as f64;
+        let lat = |i: u32| LAT_MIN + (f64::from(i) / scale) * (LAT_MAX - LAT_MIN);
+        let lon = |i: u32| LON_MIN + (f64::from(i) / scale) * (LON_MAX - LON_MIN);
+        (lon(ilon), lat(ilat), lon(ilon + 1), lat(ilat + 1))
+    }
+
+    /// The scores of the members inside the cell: `min..max`.
+    fn scores(self) -> (f64, f64) {
+        let shift = 2 * (STEP - self.step);
+        (
+            (self.bits << shift) as f64,
+            ((self.bits + 1) << shift) as f64,
+        )
+    }
+}
+
+/// Redis' geohashEstimateStepsByRadius.
+fn steps_for(radius_m: f64, lat: f64) -> u32 {
+    if radius_m == 0.0 {
+        return 26;
+    }
+    let mut step: i32 = 1;
+    let mut range = radius_m;
+    while range < 20037726.37 {
+        range *= 2.0;
+        step += 1;
+    }
+    step -= 2;
+    if !(-66.0..=66.0).contains(&lat) {
+        step -= 1;
+        if !(-80.0..=80.0).contains(&lat) {
+            step -= 1;
+        }
+    }
+    step.clamp(1, 26) as u32
+}
+
+/// The cells Redis searches, in its order (the centre, then N, S, E, W, NE, NW, SE, SW),
+/// less those the shape cannot reach and a repeat of the cell just searched: the scan
+/// order decides which members an ANY search returns and an unsorted reply's order.
+fn search_cells(s: &Search) -> Vec<Cell> {
+    let (lon, lat) = s.center;
+    let (half_w, half_h) = match s.shape {
+        Shape::Radius(r) => (r, r),
+        Shape::Box(w, h) => (w / 2.0, h / 2.0),
+    };
+    let radius = match s.shape {
+        Shape::Radius(r) => r,
+        Shape::Box(w, h) => ((w / 2.0) * (w / 2.0) + (h / 2.0) * (h / 2.0)).sqrt(),
+    };
+    // The bounding box, as Redis' geohashBoundingBox draws it.
+    let lat_delta = (half_h / EARTH_RADIUS_M).to_degrees();
+    let lon_delta_top =
+        (half_w / EARTH_RADIUS_M / (lat + lat_delta).to_radians().cos()).to_degrees();
+    let lon_delta_bottom =
+        (half_w / EARTH_RADIUS_M / (lat - lat_delta).to_radians().cos()).to_degrees();
+    let lon_delta = if lat < 0.0 {
+        lon_delta_bottom
+    } else {
+        lon_delta_top
+    };
+    let (min_lon, max_lon) = (lon - lon_delta, lon + lon_delta);
+    let (min_lat, max_lat) = (lat - lat_delta, lat + lat_delta);
+    let mut step = steps_for(radius, lat);
+    let mut centre = Cell::of(lon, lat, step);
+    let reaches_past = |c: Cell| {
+        let n = c.moved(0, 1).area();
+        let so = c.moved(0, -1).area();
+        let e = c.moved(1, 0).area();
+        let w = c.moved(-1, 0).area();
+        n.3 < max_lat || so.1 > min_lat || e.2 < max_lon || w.0 > min_lon
+    };
+    if step > 1 && reaches_past(centre) {
+        step -= 1;
+        centre = Cell::of(lon, lat, step);
+    }
+    let area = centre.area();
+    let (mut north, mut south, mut east, mut west) = (true, true, true, true);
+    if step >= 2 {
+        south = area.1 >= min_lat;
+        north = area.3 <= max_lat;
+        west = area.0 >= min_lon;
+        east = area.2 <= max_lon;
+    }
+    let candidates = [
+        (0, 0, true),
+        (0, 1, north),
+        (0, -1, south),
+        (1, 0, east),
+        (-1, 0, west),
+        (1, 1, north && east),
+        (-1, 1, north && west),
+        (1, -1, south && east),
+        (-1, -1, south && west),
+    ];
+    let mut out: Vec<Cell> = Vec::with_capacity(9);
+    for (dx, dy, keep) in candidates {
+        let cell = centre.moved(dx, dy);
+        if keep && out.last() != Some(&cell) {
+            out.push(cell);
+        }
+    }
+    out
+}
+
+/// The members inside the shape: (member, distance in metres, score), in Redis' order:
+/// cell by cell as it scans them (an ANY search stops at COUNT), then sorted as asked.
 fn run_search(z: Option<&ZSetValue>, s: &Search) -> Vec<(Vec<u8>, f64, f64)> {
     let Some(z) = z else { return Vec::new() };
     let (cx, cy) = s.center;
-    let mut hits: Vec<(Vec<u8>, f64, f64)> = z
-        .range(0, z.len())
-        .filter_map(|(score, m)| {
-            let (x, y) = decode(score as u64);
-            let d = match s.shape {
-                Shape::Radius(r) => {
-                    let d = distance(cx, cy, x, y);
-                    (d <= r).then_some(d)?
+    let inside = |score: f64| {
+        let (x, y) = decode(score as u64);
+        match s.shape {
+            Shape::Radius(r) => {
+                let d = distance(cx, cy, x, y);
+                (d <= r).then_some(d)
+            }
+            Shape::Box(w, h) => {
+                // Redis measures the longitude distance at the point's latitude.
+                if lat_distance(y, cy) > h / 2.0 || distance(x, y, cx, y) > w / 2.0 {
+                    return None;
                 }
-                Shape::Box(w, h) => {
-                    // Redis measures the longitude distance at the point's latitude.
-                    if lat_distance(y, cy) > h / 2.0 || distance(x, y, cx, y) > w / 2.0 {
-                        return None;
-                    }
-                    distance(cx, cy, x, y)
+                Some(distance(cx, cy, x, y))
+            }
+        }
+    };
+    let limit = match s.count {
+        Some((n, true)) => n,
+        _ => usize::MAX,
+    };
+    let mut hits: Vec<(Vec<u8>, f64, f64)> = Vec::new();
+    'cells: for cell in search_cells(s) {
+        if hits.len() >= limit {
+            break;
+        }
+        let (min, max) = cell.scores();
+        let first = z.count_prefix(&|score, _| score < min);
+        for (score, m) in z.range(first, z.len()) {
+            if score >= max {
+                break;
+            }
+            if let Some(d) = inside(score) {
+                hits.push((m.to_vec(), d, score));
+                if hits.len() >= limit {
+                    break 'cells;
                 }
-            };
-            Some((m.to_vec(), d, score))
-        })
-        .collect();
+            }
+        }
+    }
     let sort = match (s.sort, s.count) {
         (Some(asc), _) => Some(asc),
         (None, Some((_, false))) => Some(true),
