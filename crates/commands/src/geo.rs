@@ -330,7 +330,7 @@ impl Cell {
         let step_mask = |m: u64| m >> width;
         let shift = |bits: u64, lanes: u64, d: i8| -> u64 {
             let own = bits & lanes;
-            let fill = step_mask(!lanes & 0xffff_ffff_ffff_ffff);
+            let fill = step_mask(!lanes);
             let moved = match d {
                 0 => return own,
                 d if d > 0 => own.wrapping_add(fill.wrapping_add(1)),
