@@ -91,6 +91,9 @@ pub struct PersistStats {
     pub bgsave_scheduled: AtomicBool,
     /// A dump is being loaded: commands without the `loading` flag get -LOADING.
     pub loading: AtomicBool,
+    /// A replica receives its master's dataset while it serves its old one
+    /// (`repl-diskless-load swapdb`): INFO's async_loading.
+    pub async_loading: AtomicBool,
     pub loading_start_unix: AtomicU64,
     pub loading_total_bytes: AtomicU64,
     pub loading_loaded_bytes: AtomicU64,

@@ -438,9 +438,10 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         };
         let _ = write!(
             out,
-            "# Persistence\r\nloading:{}\r\n{}async_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n{}\r\n",
+            "# Persistence\r\nloading:{}\r\n{}async_loading:{}\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n{}\r\n",
             u8::from(loading),
             loading_fields,
+            u8::from(p.async_loading.load(Ordering::Acquire)),
             p.changes_since_save(sh),
             u8::from(in_progress),
             p.last_save_unix.load(Ordering::Relaxed),

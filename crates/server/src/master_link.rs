@@ -293,6 +293,29 @@ fn handshake(shared: &Arc<Shared>, stream: &ReplicationStream, link: &mut Link) 
 
 /// Reads the whole payload, then replaces the dataset with it (the old one serves reads
 /// until then).
+/// INFO's `async_loading:1` while a `repl-diskless-load swapdb` replica receives its
+/// master's dataset; cleared however the receiving ends.
+struct AsyncLoading<'a>(&'a Shared);
+
+impl<'a> AsyncLoading<'a> {
+    fn begin(shared: &'a Shared) -> Option<AsyncLoading<'a>> {
+        let swapdb = shared
+            .config
+            .get("repl-diskless-load")
+            .is_some_and(|v| v.eq_ignore_ascii_case("swapdb"));
+        swapdb.then(|| {
+            shared.persist.async_loading.store(true, Ordering::Release);
+            AsyncLoading(shared)
+        })
+    }
+}
+
+impl Drop for AsyncLoading<'_> {
+    fn drop(&mut self) {
+        self.0.persist.async_loading.store(false, Ordering::Release);
+    }
+}
+
 fn full_sync(
     shared: &Arc<Shared>,
     stream: &ReplicationStream,
@@ -312,6 +335,9 @@ fn full_sync(
     });
     let mut reader = PayloadReader::new(header);
     stream.sync_progress(0, reader.expected());
+    // The old dataset is served until the new one has arrived whole (and kept if the link
+    // breaks first): with `repl-diskless-load swapdb` that is Redis' async loading.
+    let async_loading = AsyncLoading::begin(shared);
     loop {
         if !link.buf.is_empty() {
             let taken = reader.push(&link.buf);
@@ -326,6 +352,7 @@ fn full_sync(
     let rdb = reader
         .into_rdb()
         .ok_or_else(|| protocol_error("incomplete payload".into()))?;
+    drop(async_loading);
     log::notice(&format!(
         "MASTER <-> REPLICA sync: Flushing old data ({} bytes of RDB received)",
         rdb.len()

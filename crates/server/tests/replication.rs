@@ -1369,3 +1369,53 @@ fn redis_replica_converges_on_streams_under_group_load() {
     }
     server.shutdown();
 }
+
+/// `repl-diskless-load swapdb`: while the master's dataset arrives the replica serves its
+/// old one and says so (INFO async_loading:1); if the master goes away meanwhile, the old
+/// dataset stays.
+#[test]
+fn a_swapdb_replica_keeps_its_data_when_the_sync_breaks() {
+    let master = common::start("repl-diskless-sync-delay 0\nrdb-key-save-delay 20000");
+    let mut m = connect(master.port());
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(i)
+            .arg("v")
+            .query(&mut m)
+            .expect("set");
+    }
+    let replica = common::start("repl-diskless-load swapdb");
+    let mut r = connect(replica.port());
+    let _: () = redis::cmd("SET")
+        .arg("old")
+        .arg("kept")
+        .query(&mut r)
+        .expect("set");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port())
+        .query(&mut r)
+        .expect("replicaof");
+    assert!(
+        common::wait_until(10, || info_field(&mut r, "persistence", "async_loading")
+            .as_deref()
+            == Some("1")),
+        "the replica receives in the background"
+    );
+    let old: Option<String> = redis::cmd("GET").arg("old").query(&mut r).expect("served");
+    assert_eq!(
+        old.as_deref(),
+        Some("kept"),
+        "the old dataset is served meanwhile"
+    );
+    master.shutdown();
+    assert!(
+        common::wait_until(10, || info_field(&mut r, "persistence", "async_loading")
+            .as_deref()
+            == Some("0")),
+        "the broken sync ends"
+    );
+    let old: Option<String> = redis::cmd("GET").arg("old").query(&mut r).expect("served");
+    assert_eq!(old.as_deref(), Some("kept"), "the old dataset stays");
+    replica.shutdown();
+}
