@@ -237,8 +237,8 @@ fn commands_introspection() {
     assert!(stats.contains("cmdstat_set:calls=1"), "{stats}");
     let e = redis::cmd("CONFIG")
         .arg("SET")
-        .arg("port")
-        .arg("1")
+        .arg("daemonize")
+        .arg("yes")
         .query::<()>(&mut c)
         .unwrap_err();
     assert!(e.to_string().contains("immutable"), "{e}");
