@@ -143,11 +143,13 @@ impl Blocking {
     }
 }
 
-/// Who a write of a key wakes: its first waiter, and every stream reader.
+/// Who a write of a key wakes: every stream reader, and the first of the others (a pop
+/// or move consumes, so its waiters are served one at a time, in order).
 fn to_wake(q: &WaitQueue) -> Vec<Arc<ClientInfo>> {
+    let first_other = q.iter().position(|(_, reader)| !reader);
     q.iter()
         .enumerate()
-        .filter(|(i, (_, reader))| *i == 0 || *reader)
+        .filter(|(i, (_, reader))| *reader || Some(*i) == first_other)
         .map(|(_, (c, _))| c.clone())
         .collect()
 }

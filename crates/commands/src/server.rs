@@ -1025,7 +1025,11 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                     && previous.iter().any(|(pn, old)| pn == n && old != v)
             });
             if let (Some((name, _)), Some(rebind)) = (moved, ctx.shared.rebind.get()) {
-                if let Err(e) = rebind() {
+                if let Err(reason) = rebind() {
+                    ctx.shared.log(
+                        3, // warning
+                        &format!("CONFIG SET {name}: {reason}"),
+                    );
                     for (n, v) in &previous {
                         let _ = cfg.set(
                             n,
@@ -1033,8 +1037,13 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                             true,
                         );
                     }
+                    let why = if name == "bind" {
+                        "Failed to bind to specified addresses."
+                    } else {
+                        "Unable to listen on this port"
+                    };
                     return ctx.error(&format!(
-                        "ERR CONFIG SET failed (possibly related to argument '{name}') - Unable to listen on this port: {e}"
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
                     ));
                 }
             }

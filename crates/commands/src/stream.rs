@@ -168,8 +168,9 @@ pub(crate) fn read_stream<'l>(
 }
 
 /// The stream at `key` for writing, without counting a change: the caller reports what
-/// it changed with `Locked::touched` (a command that changes nothing must not touch a
-/// WATCHed key, nor be propagated).
+/// it changed with `Locked::touched`, or `Locked::changed_unwatched` for what Redis does
+/// not report to WATCH (a command that changes nothing must not touch a WATCHed key, nor
+/// be propagated).
 pub(crate) fn stream_mut<'l>(
     l: &'l mut Locked<'_>,
     key: &[u8],
@@ -354,9 +355,10 @@ fn exact_trim_args(argv: &mut [Vec<u8>], a: &AddTrimArgs, s: &StreamValue) {
     argv[a.trim_value_at - 1] = b"=".to_vec();
     argv[a.trim_value_at] = match a.trim {
         Some(Trim::MaxLen(_)) => s.len().to_string().into_bytes(),
+        // An emptied stream: Redis' edge ID of nothing, which trims everything.
         _ => s
             .first_entry()
-            .map_or(StreamId::MIN, |(id, _)| id)
+            .map_or(StreamId::MAX, |(id, _)| id)
             .to_bytes(),
     };
 }
@@ -607,7 +609,7 @@ fn xsetid(ctx: &mut Ctx<'_, '_>) {
     if !max_deleted.is_zero() {
         s.max_deleted_id = max_deleted;
     }
-    ctx.l.touched(&key, 1);
+    ctx.l.changed_unwatched(1);
     ctx.notify(notify::STREAM, "xsetid", &key);
     ctx.reply.ok();
 }
@@ -727,7 +729,7 @@ fn reply_read_counters(
     }
     reply.bulk(b"lag");
     match s.lag(g) {
-        Some(lag) => reply.int(lag as i64),
+        Some(lag) => reply.int(lag),
         None => reply.null(),
     }
 }

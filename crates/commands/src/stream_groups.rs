@@ -220,7 +220,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
             _ => false,
         };
         if created {
-            ctx.l.touched(&key, 1);
+            ctx.l.changed_unwatched(1);
             ctx.notify(notify::STREAM, "xgroup-createconsumer", &key);
         } else {
             ctx.l.propagate_nothing();
@@ -237,7 +237,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
         };
         match pending {
             Some(n) => {
-                ctx.l.touched(&key, 1);
+                ctx.l.changed_unwatched(1);
                 ctx.notify(notify::STREAM, "xgroup-delconsumer", &key);
                 ctx.reply.int(n as i64);
             }
@@ -273,7 +273,7 @@ fn xack(ctx: &mut Ctx<'_, '_>) {
             .map_or(0, |g| ids.iter().filter(|id| g.ack(**id)).count()),
         _ => 0,
     };
-    ctx.l.touched(&key, acked as u64);
+    ctx.l.changed_unwatched(acked as u64);
     ctx.reply.int(acked as i64);
 }
 
@@ -355,7 +355,7 @@ fn xpending(ctx: &mut Ctx<'_, '_>) {
     let rows: Vec<(StreamId, &PendingEntry)> = ids
         .filter(|id| **id <= end)
         .filter_map(|id| g.pel.get(id).map(|p| (*id, p)))
-        .filter(|(_, p)| min_idle == 0 || (now as i64 - p.delivery_time as i64) >= min_idle)
+        .filter(|(_, p)| min_idle == 0 || idle_ms(now, p) >= min_idle)
         .take(count)
         .collect();
     ctx.reply.array(rows.len());
@@ -363,9 +363,14 @@ fn xpending(ctx: &mut Ctx<'_, '_>) {
         ctx.reply.array(4);
         reply_id(ctx.reply, id);
         ctx.reply.bulk(&p.consumer);
-        ctx.reply.int((now as i64 - p.delivery_time as i64).max(0));
+        ctx.reply.int(idle_ms(now, p).max(0));
         ctx.reply.int(p.delivery_count as i64);
     }
+}
+
+/// Milliseconds since a pending entry's last delivery (negative for one in the future).
+fn idle_ms(now: u64, p: &PendingEntry) -> i64 {
+    (now as i64).saturating_sub(i64::try_from(p.delivery_time).unwrap_or(i64::MAX))
 }
 
 /// Parses an integer option of XCLAIM/XAUTOCLAIM, replying `msg` when it is not one.
@@ -415,7 +420,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
             let Some(n) = int_or(ctx, j, "Invalid IDLE option argument for XCLAIM") else {
                 return;
             };
-            delivery = Some(now as i64 - n);
+            delivery = Some((now as i64).saturating_sub(n));
         } else if ctx.is(j, "TIME") && more {
             j += 1;
             let Some(n) = int_or(ctx, j, "Invalid TIME option argument for XCLAIM") else {
@@ -427,7 +432,8 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
             let Some(n) = int_or(ctx, j, "Invalid RETRYCOUNT option argument for XCLAIM") else {
                 return;
             };
-            retry = Some(n.max(0) as u64);
+            // Negative: as if not given (Redis counts the delivery then).
+            retry = u64::try_from(n).ok();
         } else if ctx.is(j, "LASTID") && more {
             j += 1;
             let Some(id) = id_arg(ctx, j) else {
@@ -480,7 +486,9 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
             }
             continue;
         }
-        if force && !g.pel.contains_key(&id) {
+        // FORCE creates the pending entry; a new one has no owner to check idleness of.
+        let forced = force && !g.pel.contains_key(&id);
+        if forced {
             g.pel.insert(
                 id,
                 PendingEntry {
@@ -493,8 +501,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
         let Some(p) = g.pel.get(&id) else {
             continue;
         };
-        let owned = !p.consumer.is_empty() || !force;
-        if owned && min_idle > 0 && now.saturating_sub(p.delivery_time) < min_idle {
+        if !forced && min_idle > 0 && now.saturating_sub(p.delivery_time) < min_idle {
             continue;
         }
         let c = match &consumer {
@@ -514,7 +521,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
             p.delivery_time = delivery;
             match retry {
                 Some(n) => p.delivery_count = n,
-                None if !justid => p.delivery_count += 1,
+                None if !justid => p.delivery_count = p.delivery_count.saturating_add(1),
                 None => {}
             }
             effects.push(xclaim_effect(&key, &group, g.last_id, id, p));
@@ -527,7 +534,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
     }
     s.groups.insert(group, g);
     let changed = effects.len() as u64 + u64::from(created);
-    ctx.l.touched(&key, changed);
+    ctx.l.changed_unwatched(changed);
     if created {
         ctx.notify(notify::STREAM, "xgroup-createconsumer", &key);
     }
@@ -600,7 +607,7 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>) {
         .map(|(id, p)| xclaim_effect(&key, &group, last, *id, p))
         .collect();
     ctx.l
-        .touched(&key, effects.len() as u64 + u64::from(out.created_consumer));
+        .changed_unwatched(effects.len() as u64 + u64::from(out.created_consumer));
     if out.created_consumer {
         ctx.notify(notify::STREAM, "xgroup-createconsumer", &key);
     }

@@ -84,6 +84,10 @@ fn parse(ctx: &mut Ctx<'_, '_>, group_cmd: bool) -> Option<ReadArgs> {
                 ctx.error("ERR timeout is negative");
                 return None;
             }
+            if ms > i64::MAX - carmine_keyspace::now_ms() as i64 {
+                ctx.error("ERR timeout is out of range");
+                return None;
+            }
             a.block = Some((ms > 0).then(|| std::time::Duration::from_millis(ms as u64)));
         } else if ctx.is(i, "COUNT") && more > 0 {
             i += 1;
@@ -208,6 +212,8 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
             afters.push(After::New);
         } else {
             match parse_id(arg, 0, true) {
+                // Redis reads the largest ID as `>` (its own marker for it).
+                Some(StreamId::MAX) if group_cmd => afters.push(After::New),
                 Some(id) => afters.push(After::Id(id)),
                 None => {
                     unblock(ctx.shared, ctx.session);
@@ -260,13 +266,8 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
         propagate_effects(ctx, effects);
     }
     if !served.is_empty() {
+        // The write that woke this reader woke every reader of its keys already.
         unblock(ctx.shared, ctx.session);
-        if retry && !group_cmd {
-            // Readers do not consume: the next reader waiting on these keys is told too.
-            for (key, _) in &served {
-                ctx.shared.blocking.signal(ctx.session.db, key);
-            }
-        }
         // RESP3: a map of key to entries; RESP2: an array of [key, entries].
         let resp3 = ctx.reply.resp3;
         if resp3 {
@@ -354,7 +355,7 @@ fn serve_group(
     if let (true, Some((last, read))) = (noack && !out.served.is_empty(), out.moved_to) {
         effects.push(setid_effect(key, group, last, read));
     }
-    ctx.l.touched(key, 1);
+    ctx.l.changed_unwatched(1);
     if out.created_consumer {
         ctx.l.notify(
             carmine_keyspace::notify::STREAM,

@@ -745,6 +745,12 @@ impl<'a> Locked<'a> {
         self.dirty += n;
     }
 
+    /// Counts `n` changes made in place that Redis does not report to WATCH (a stream
+    /// group's pending entries and consumers): `dirty` grows, WATCHed transactions go on.
+    pub fn changed_unwatched(&mut self, n: u64) {
+        self.dirty += n;
+    }
+
     /// Writes made through this set of locks.
     pub fn dirty(&self) -> u64 {
         self.dirty

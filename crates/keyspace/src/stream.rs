@@ -142,6 +142,10 @@ fn get_bytes<'a>(b: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
     Some(s)
 }
 
+/// The most bytes a node holds (Redis' STREAM_LISTPACK_MAX_SIZE): a node is closed past it
+/// whatever `stream-node-max-bytes` says.
+const MAX_NODE_BYTES: usize = 1 << 30;
+
 /// One node of entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Node {
@@ -515,10 +519,10 @@ impl StreamValue {
         let full = match self.nodes.last_key_value() {
             None => true,
             Some((_, n)) => {
-                let max_bytes = if limits.max_bytes == 0 {
-                    usize::MAX
-                } else {
-                    limits.max_bytes
+                // 0 or more than a node may hold: Redis' 1 GiB cap.
+                let max_bytes = match limits.max_bytes {
+                    0 => MAX_NODE_BYTES,
+                    n => n.min(MAX_NODE_BYTES),
                 };
                 n.data.len() + size >= max_bytes
                     || (limits.max_entries > 0 && n.appended as usize >= limits.max_entries)
@@ -529,9 +533,15 @@ impl StreamValue {
                 Arc::make_mut(last.get_mut()).data.shrink_to_fit();
             }
             let mut node = Node::new(fields);
-            node.data.reserve(
-                (size + fields.len() + 4).saturating_mul(limits.max_entries.clamp(1, 128)) / 2,
-            );
+            // Room for about half a node of entries like this one, but never more
+            // than a node's byte limit nor 8 KiB (a huge first entry reserves nothing).
+            let per_entry = size + fields.len() + 4;
+            let want = per_entry.saturating_mul(limits.max_entries.clamp(1, 128)) / 2;
+            let cap = match limits.max_bytes {
+                0 => 8192,
+                n => n.min(8192),
+            };
+            node.data.reserve(want.min(cap));
             node.push(id, id, fields);
             self.nodes.insert(id, Arc::new(node));
         } else if let Some(mut last) = self.nodes.last_entry() {
@@ -794,15 +804,18 @@ impl StreamValue {
     }
 
     /// A group's lag (XINFO), or None when it cannot be known.
-    pub fn lag(&self, g: &ConsumerGroup) -> Option<u64> {
+    /// Negative when a group was told it read more than was ever added (ENTRIESREAD), as
+    /// Redis reports it.
+    pub fn lag(&self, g: &ConsumerGroup) -> Option<i64> {
         if self.entries_added == 0 {
             return Some(0);
         }
+        let added = i64::try_from(self.entries_added).unwrap_or(i64::MAX);
         if g.entries_read != ENTRIES_READ_UNKNOWN && !self.range_has_tombstones(Some(g.last_id)) {
-            return Some(self.entries_added.saturating_sub(g.entries_read as u64));
+            return Some(added.saturating_sub(g.entries_read));
         }
         self.entries_before_and_at(g.last_id)
-            .map(|read| self.entries_added.saturating_sub(read))
+            .map(|read| added.saturating_sub(i64::try_from(read).unwrap_or(i64::MAX)))
     }
 
     /// Moves a group's last-delivered ID to `id`, an entry just delivered after it,
@@ -812,7 +825,7 @@ impl StreamValue {
             return;
         }
         if g.entries_read != ENTRIES_READ_UNKNOWN && !self.range_has_tombstones(Some(id)) {
-            g.entries_read += 1;
+            g.entries_read = g.entries_read.saturating_add(1);
         } else if self.entries_added > 0 {
             g.entries_read = self
                 .entries_before_and_at(id)
@@ -964,7 +977,7 @@ impl StreamValue {
                 if fields.is_some() {
                     if let Some(p) = g.pel.get_mut(&id) {
                         p.delivery_time = now_ms;
-                        p.delivery_count += 1;
+                        p.delivery_count = p.delivery_count.saturating_add(1);
                     }
                 }
                 out.served.push((id, fields));
@@ -991,7 +1004,13 @@ impl StreamValue {
             let mut out = GroupOutcome::default();
             let mut left = count;
             let mut attempts = count.saturating_mul(10);
-            let candidates: Vec<StreamId> = g.pel.range(start..).map(|(id, _)| *id).collect();
+            // At most what the attempts can look at, and the cursor after them.
+            let candidates: Vec<StreamId> = g
+                .pel
+                .range(start..)
+                .map(|(id, _)| *id)
+                .take(attempts.saturating_add(1))
+                .collect();
             let mut it = candidates.into_iter();
             let mut c: Option<Arc<[u8]>> = None;
             loop {
@@ -1031,7 +1050,7 @@ impl StreamValue {
                 if let Some(p) = g.pel.get_mut(&id) {
                     p.delivery_time = now_ms;
                     if !justid {
-                        p.delivery_count += 1;
+                        p.delivery_count = p.delivery_count.saturating_add(1);
                     }
                     out.changed.push((id, p.clone()));
                 }

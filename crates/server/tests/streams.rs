@@ -309,3 +309,25 @@ fn unlink_frees_big_values_in_the_background() {
     assert_eq!(info(&mut c, "lazyfreed_objects"), 0);
     server.shutdown();
 }
+
+/// A pop waiting behind a stream reader on the same key is still woken by a push (every
+/// reader is told of each write, and so is the first waiter that consumes).
+#[test]
+fn a_pop_blocked_behind_a_stream_reader_is_served() {
+    let server = common::start("io-threads 2");
+    let mut c = common::client(&server);
+    let mut reader = common::raw(&server);
+    reader.write_all(b"XREAD BLOCK 0 STREAMS k $\r\n").unwrap();
+    assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
+    let mut popper = common::raw(&server);
+    popper.write_all(b"BLPOP k 0\r\n").unwrap();
+    assert!(common::wait_until(5, || blocked_count(&mut c) == 2));
+    let _: i64 = query(&mut c, &["LPUSH", "k", "a"]);
+    let (got, _) = common::exchange(&mut popper, b"", |g| g.ends_with(b"a\r\n"));
+    assert_eq!(got, b"*2\r\n$1\r\nk\r\n$1\r\na\r\n");
+    assert!(
+        common::wait_until(5, || blocked_count(&mut c) == 1),
+        "the reader waits on (the key holds a list)"
+    );
+    server.shutdown();
+}
