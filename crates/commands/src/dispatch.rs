@@ -374,7 +374,7 @@ fn dispatch(
         if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
             && !(session.in_script && shared.scripts.running.skips_oom())
             && !shared.perform_evictions(now_ms)
-            && (spec.has(flags::DENYOOM) || queued_any(session, &|s| s.has(flags::DENYOOM)))
+            && (spec.denies_oom(args) || queued_any(session, &|s| s.has(flags::DENYOOM)))
         {
             return refuse(shared, session, stats, idx, reply, is_exec, OOM);
         }

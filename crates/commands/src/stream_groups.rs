@@ -22,13 +22,21 @@ pub fn commands() -> Vec<CommandSpec> {
     vec![
         CommandSpec {
             subcommands: &["create", "createconsumer", "delconsumer", "destroy", "setid", "help"],
-            ..cmd("xgroup", -2, WRITE | DENYOOM, KeySpec::Custom(crate::keys::second_arg_key), xgroup, g, "@write @stream @slow", "A container for consumer groups commands.")
+            denyoom_when: Some(creates),
+            ..cmd("xgroup", -2, WRITE, KeySpec::Custom(crate::keys::second_arg_key), xgroup, g, "@write @stream @slow", "A container for consumer groups commands.")
         },
         cmd("xack", -4, WRITE | FAST, keys(1, 1, 1), xack, g, "@write @stream @fast", "Returns the number of messages that were successfully acknowledged by the consumer group member of a stream."),
         cmd("xpending", -3, READONLY, keys(1, 1, 1), xpending, g, "@read @stream @slow", "Returns the information and entries from a stream consumer group's pending entries list."),
         cmd("xclaim", -6, WRITE | FAST, keys(1, 1, 1), xclaim, g, "@write @stream @fast", "Changes, or acquires, ownership of a message in a consumer group, as if the message was delivered a consumer group member."),
         cmd("xautoclaim", -6, WRITE | FAST, keys(1, 1, 1), xautoclaim, g, "@write @stream @fast", "Changes, or acquires, ownership of messages in a consumer group, as if the messages were delivered to as consumer group member."),
     ]
+}
+
+/// XGROUP CREATE and CREATECONSUMER grow the stream: Redis refuses them under OOM, and
+/// lets DESTROY, SETID and DELCONSUMER run.
+fn creates(args: &carmine_resp::Args) -> bool {
+    let sub = args.get(1).unwrap_or_default();
+    sub.eq_ignore_ascii_case(b"create") || sub.eq_ignore_ascii_case(b"createconsumer")
 }
 
 fn no_group(ctx: &mut Ctx<'_, '_>, key: &[u8], group: &[u8]) {

@@ -96,6 +96,9 @@ pub struct CommandSpec {
     /// For commands that read keys they cannot declare when some arguments are given
     /// (SORT's BY and GET patterns): true when these arguments need the world stopped.
     pub world_when: Option<fn(&Args) -> bool>,
+    /// For a container whose subcommands differ: true when these arguments name one that
+    /// is refused under OOM (Redis flags XGROUP CREATE, not XGROUP DESTROY).
+    pub denyoom_when: Option<fn(&Args) -> bool>,
 }
 
 impl CommandSpec {
@@ -107,6 +110,12 @@ impl CommandSpec {
     /// (EXCLUSIVE), or these arguments make it read undeclared keys.
     pub fn needs_world(&self, args: &Args) -> bool {
         self.has(flags::EXCLUSIVE) || self.world_when.is_some_and(|f| f(args))
+    }
+
+    /// Whether this call is refused under OOM: the command is DENYOOM, or these arguments
+    /// name a subcommand that is.
+    pub fn denies_oom(&self, args: &Args) -> bool {
+        self.has(flags::DENYOOM) || self.denyoom_when.is_some_and(|f| f(args))
     }
 
     pub fn arity_ok(&self, argc: usize) -> bool {
@@ -245,6 +254,7 @@ pub const fn cmd(
         acl,
         subcommands: &[],
         world_when: None,
+        denyoom_when: None,
     }
 }
 

@@ -331,3 +331,41 @@ fn a_pop_blocked_behind_a_stream_reader_is_served() {
     );
     server.shutdown();
 }
+
+/// Under OOM, XGROUP CREATE is refused (it grows the stream) and XGROUP DESTROY runs (it
+/// frees), as Redis flags them.
+#[test]
+fn xgroup_create_is_refused_under_oom_and_destroy_is_not() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let _: () = query(&mut c, &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+    let value = "x".repeat(1000);
+    for i in 0..2000 {
+        let _: String = query(
+            &mut c,
+            &["XADD", "s", "*", "n", &i.to_string(), "v", &value],
+        );
+    }
+    let used = || -> u64 {
+        let text: String = query(&mut common::client(&server), &["INFO", "memory"]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    assert!(
+        common::wait_until(5, || used() > 1_000_000),
+        "the stream is counted"
+    );
+    let _: () = query(&mut c, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    let half = (used() / 2).to_string();
+    let _: () = query(&mut c, &["CONFIG", "SET", "maxmemory", &half]);
+    let err = redis::cmd("XGROUP")
+        .arg(&["CREATE", "s", "g2", "$"])
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("OOM"), "{err}");
+    assert_eq!(query::<i64>(&mut c, &["XGROUP", "DESTROY", "s", "g"]), 1);
+    let _: () = query(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
+    server.shutdown();
+}
