@@ -746,7 +746,7 @@ fn run<'q>(
     if monitored && crate::monitor::shown_after(spec) {
         shared.monitors.feed(session, args);
     }
-    if shared.tracking.active() {
+    if shared.tracking.active() || is_flush(spec) {
         track(shared, session, spec, args, dirty, None);
     }
     if dirty > 0 {
@@ -1023,7 +1023,7 @@ fn exec(
             shared.monitors.feed(session, args);
         }
         let dirty = locked.dirty() - dirty_before;
-        if shared.tracking.active() {
+        if shared.tracking.active() || is_flush(spec) {
             track(shared, session, spec, args, dirty, Some(&mut invalidated));
         }
         if locked.recording_effects() {
@@ -1053,6 +1053,12 @@ fn exec(
             remember_replica_writes(shared, session, spec, args, db);
         }
     }
+}
+
+/// FLUSHALL / FLUSHDB: the tracking table is emptied even with no client tracking now
+/// (a client that turned tracking off leaves its keys in it, as in Redis).
+fn is_flush(spec: &CommandSpec) -> bool {
+    matches!(spec.name, "flushall" | "flushdb")
 }
 
 /// Client-side caching after a command: a tracking client's reads are remembered, and
@@ -1085,11 +1091,22 @@ fn track<'a>(
     } else {
         t.command_done(&session.info, spec);
     }
-    if dirty > 0 {
-        if matches!(spec.name, "flushall" | "flushdb") {
-            t.flush(shared);
-            return;
+    // A flush empties the whole tracking table and tells every tracking client, even
+    // when there was nothing to delete (Redis' trackingInvalidateKeysOnFlush): keys read
+    // while missing are tracked too.
+    let flush_args_ok = match args.len() {
+        1 => true,
+        2 => {
+            let mode = args.get(1).unwrap_or_default();
+            mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC")
         }
+        _ => false,
+    };
+    if is_flush(spec) && flush_args_ok {
+        t.flush(shared);
+        return;
+    }
+    if dirty > 0 {
         let mut idx = Vec::new();
         spec.key_indexes(args, &mut idx);
         let keys = idx.iter().map(|&i| args.get(i).unwrap_or_default());
