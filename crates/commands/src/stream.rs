@@ -650,18 +650,11 @@ pub(crate) fn subcommand(ctx: &mut Ctx<'_, '_>, subs: &[(&str, i32)]) -> Option<
     Some(i)
 }
 
-pub(crate) fn reply_help(reply: &mut ReplyBuf, lines: &[&str]) {
-    reply.array(lines.len());
-    for l in lines {
-        reply.simple(l);
-    }
-}
-
 fn xinfo(ctx: &mut Ctx<'_, '_>) {
     let subs = [("help", 2), ("consumers", 4), ("groups", 3), ("stream", -3)];
     match subcommand(ctx, &subs) {
         None => return,
-        Some(0) => return reply_help(ctx.reply, XINFO_HELP),
+        Some(0) => return crate::connection::help_reply(ctx, XINFO_HELP),
         Some(_) => {}
     }
     let key = ctx.args.bytes(2);

@@ -11,8 +11,7 @@ use carmine_keyspace::stream::{ConsumerGroup, PendingEntry, ENTRIES_READ_UNKNOWN
 use carmine_keyspace::{StreamId, StreamValue};
 
 use crate::stream::{
-    bound_arg, id_arg, parse_id, read_stream, reply_entry, reply_help, reply_id, stream_mut,
-    INVALID_ID,
+    bound_arg, id_arg, parse_id, read_stream, reply_entry, reply_id, stream_mut, INVALID_ID,
 };
 use crate::table::{cmd, flags::*, keys, CommandSpec, KeySpec};
 use crate::Ctx;
@@ -124,7 +123,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
     ];
     match crate::stream::subcommand(ctx, &subs) {
         None => return,
-        Some(0) => return reply_help(ctx.reply, XGROUP_HELP),
+        Some(0) => return crate::connection::help_reply(ctx, XGROUP_HELP),
         Some(_) => {}
     }
     let create = ctx.is(1, "CREATE");
@@ -515,10 +514,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
         let c = match &consumer {
             Some(c) => c.clone(),
             None => {
-                let (c, new) = g.consumer(&name, now);
-                if let Some(existing) = g.consumers.get_mut(&c) {
-                    existing.seen_time = now;
-                }
+                let (c, new) = g.seen(&name, now);
                 created |= new;
                 consumer = Some(c.clone());
                 c

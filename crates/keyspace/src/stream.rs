@@ -362,6 +362,16 @@ impl ConsumerGroup {
         (k, true)
     }
 
+    /// The consumer a read or claim acts for: created if missing, seen now either way
+    /// (Redis' lookup with refresh). Returns its name and whether it was created.
+    pub fn seen(&mut self, name: &[u8], now_ms: u64) -> (Arc<[u8]>, bool) {
+        let (c, created) = self.consumer(name, now_ms);
+        if let Some(existing) = self.consumers.get_mut(&c) {
+            existing.seen_time = now_ms;
+        }
+        (c, created)
+    }
+
     /// Records a delivery of `id` to `consumer` (delivery count 1, now), taking it from
     /// whoever owned it before.
     pub fn deliver(&mut self, id: StreamId, consumer: &Arc<[u8]>, now_ms: u64) -> &PendingEntry {
@@ -573,16 +583,6 @@ impl StreamValue {
         out
     }
 
-    /// IDs in `start..=end` (no fields), at most `count` (0: all).
-    pub fn ids_in(&self, start: StreamId, end: StreamId, count: usize) -> Vec<StreamId> {
-        let mut out = Vec::new();
-        self.visit(start, end, false, |id, _, _| {
-            out.push(id);
-            count == 0 || out.len() < count
-        });
-        out
-    }
-
     /// Calls `f` for each entry in `start..=end` in order (reversed when `rev`) until it
     /// returns false.
     fn visit(
@@ -635,15 +635,6 @@ impl StreamValue {
     /// The fields of entry `id`, if it is in the stream.
     pub fn get(&self, id: StreamId) -> Option<Vec<Vec<u8>>> {
         self.range(id, id, 1, false).pop().map(|(_, f)| f)
-    }
-
-    pub fn contains(&self, id: StreamId) -> bool {
-        let mut found = false;
-        self.visit(id, id, false, |_, _, _| {
-            found = true;
-            false
-        });
-        found
     }
 
     pub fn first_entry(&self) -> Option<StreamEntry> {
@@ -839,8 +830,7 @@ impl StreamValue {
         self.range(StreamId::MIN, StreamId::MAX, 0, false)
     }
 
-    /// Restores the counters a loaded stream carries (RDB, RESTORE); `length` is checked
-    /// against the entries loaded.
+    /// Restores the counters a loaded stream carries (RDB, RESTORE), after its nodes.
     pub fn set_meta(
         &mut self,
         last_id: StreamId,
@@ -856,19 +846,6 @@ impl StreamValue {
         };
         self.max_deleted_id = max_deleted_id;
         self.entries_added = entries_added;
-    }
-
-    /// Appends an entry loaded from a file: IDs must still grow, but `last_id` and the
-    /// counters are set afterwards by `set_meta`. False if `id` is not above the entry
-    /// before it.
-    pub fn load_entry(&mut self, id: StreamId, fields: &[&[u8]], limits: NodeLimits) -> bool {
-        if self.length > 0 && id <= self.last_id {
-            return false;
-        }
-        let saved = self.entries_added;
-        self.append(id, fields, limits);
-        self.entries_added = saved;
-        true
     }
 }
 
@@ -911,10 +888,7 @@ impl StreamValue {
         now_ms: u64,
         out: &mut GroupOutcome,
     ) -> Arc<[u8]> {
-        let (c, created) = g.consumer(name, now_ms);
-        if let Some(existing) = g.consumers.get_mut(&c) {
-            existing.seen_time = now_ms;
-        }
+        let (c, created) = g.seen(name, now_ms);
         out.created_consumer |= created;
         c
     }
