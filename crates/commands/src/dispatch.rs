@@ -319,7 +319,7 @@ fn dispatch(
         && !spec.has(flags::LOADING)
         && !session.replaying
     {
-        reply.error("LOADING Redis is loading the dataset in memory");
+        reply.error(LOADING);
         reject(stats, idx, session);
         return false;
     }
@@ -449,10 +449,22 @@ fn dispatch(
 
 /// Whether a command of `session` stops waiting for the barrier when a script turns
 /// busy: a client's does; a script's own calls, the master link and the AOF wait.
-fn gives_up_when_busy<'a>(shared: &'a Shared, session: &Session) -> impl Fn() -> bool + 'a {
+fn gives_up_when_busy<'a>(
+    shared: &'a Shared,
+    session: &Session,
+    refused_while_loading: bool,
+) -> impl Fn() -> bool + 'a {
     let client = !session.in_script && !session.master_link && !session.replaying;
-    move || client && shared.scripts.running.busy()
+    // DEBUG LOADAOF and DEBUG RELOAD load with the world stopped: a client waiting for
+    // it meanwhile is answered -LOADING, as Redis answers between loading chunks.
+    move || {
+        client
+            && (shared.scripts.running.busy()
+                || refused_while_loading && shared.persist.loading.load(Ordering::Acquire))
+    }
 }
+
+const LOADING: &str = "LOADING Redis is loading the dataset in memory";
 
 /// A request while a script runs past `busy-reply-threshold`: only what Redis allows
 /// then (its CMD_ALLOW_BUSY commands) runs, without waiting for the world; the rest is
@@ -472,6 +484,9 @@ fn busy_command(
     let running = &shared.scripts.running;
     let sub = args.get(1).map(<[u8]>::to_ascii_lowercase);
     let is_exec = spec.name == "exec";
+    if shared.persist.loading.load(Ordering::Acquire) && !spec.has(flags::LOADING) {
+        return refuse(shared, session, stats, idx, reply, is_exec, LOADING);
+    }
     match (spec.name, sub.as_deref()) {
         ("script", Some(b"kill")) | ("function", Some(b"kill")) if args.len() == 2 => {
             match running.kill(spec.name == "script") {
@@ -624,7 +639,7 @@ fn run<'q>(
     {
         // A client's command waiting for a script that turns busy meanwhile is answered
         // as a busy server answers it, instead of waiting on.
-        let give_up = gives_up_when_busy(shared, session);
+        let give_up = gives_up_when_busy(shared, session, !spec.has(flags::LOADING));
         let mut _exclusive = None;
         let mut _shared = None;
         if !world_stopped {
@@ -917,7 +932,9 @@ fn exec(
             .get(*i)
             .is_some_and(|s| s.has(flags::WALKS) || s.needs_world(args))
     });
-    let give_up = gives_up_when_busy(shared, session);
+    // EXEC runs while loading (Redis' CMD_LOADING); its queued commands were refused
+    // when queued.
+    let give_up = gives_up_when_busy(shared, session, false);
     if stop_world {
         let _world = match session.world_held {
             true => None,

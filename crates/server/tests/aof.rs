@@ -439,6 +439,55 @@ fn debug_loadaof_reads_back_what_it_wrote() {
     server.shutdown();
 }
 
+/// While DEBUG LOADAOF replays (the world stopped), other clients are answered -LOADING
+/// rather than left waiting, also while a slow script from the file runs, as Redis
+/// answers between loading chunks.
+#[test]
+fn other_clients_get_loading_while_debug_loadaof_replays_a_slow_script() {
+    use std::io::Write;
+    let dir = common::scratch_dir();
+    let server = start_in(
+        &dir,
+        "appendonly yes\naof-use-rdb-preamble no\nlua-time-limit 1",
+    );
+    let mut c = common::client(&server);
+    let script =
+        "redis.call('set',KEYS[1],'y'); for i=1,1500000 do redis.call('ping') end return 'ok'";
+    let mut eval = format!(
+        "*4\r\n$4\r\neval\r\n${}\r\n{script}\r\n$1\r\n1\r\n$1\r\nx\r\n",
+        script.len()
+    );
+    eval.insert_str(0, "*2\r\n$6\r\nselect\r\n$1\r\n0\r\n");
+    let incr = incr_files(&dir);
+    assert_eq!(incr.len(), 1, "one incr file: {incr:?}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&incr[0])
+        .and_then(|mut f| f.write_all(eval.as_bytes()))
+        .expect("append the script to the incr file");
+    let mut loader = common::client(&server);
+    let load = std::thread::spawn(move || {
+        redis::cmd("DEBUG")
+            .arg("LOADAOF")
+            .query::<()>(&mut loader)
+            .map_err(|e| e.to_string())
+    });
+    let mut refused = None;
+    common::wait_until(20, || match redis::cmd("PING").query::<String>(&mut c) {
+        Err(e) => {
+            refused = Some((e.code().map(str::to_string), e.to_string()));
+            true
+        }
+        Ok(_) => load.is_finished(),
+    });
+    let refused = refused.expect("a PING during DEBUG LOADAOF was refused");
+    assert_eq!(refused.0.as_deref(), Some("LOADING"), "{}", refused.1);
+    assert_eq!(load.join().expect("loader thread"), Ok(()));
+    assert_eq!(common::query::<String>(&mut c, &["GET", "x"]), "y");
+    assert_eq!(info_field(&mut c, "loading").as_deref(), Some("0"));
+    server.shutdown();
+}
+
 /// The server binary, started in `dir` on `port` (kill -9 needs a process of its own).
 fn spawn_binary(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_carmine-server"))

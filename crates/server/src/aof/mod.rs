@@ -146,6 +146,27 @@ fn policy_of(shared: &Shared) -> u8 {
 }
 
 impl AppendOnly {
+    /// DEBUG LOADAOF's load: the dataset emptied and read back from the files.
+    fn reload_files(&self, shared: &Shared) -> Result<(), String> {
+        for db in 0..shared.keyspace.databases() {
+            shared.keyspace.flush_db(db);
+        }
+        let mut manifest = Self::read_manifest(shared).map_err(|e| e.to_string())?;
+        let history = manifest.take_history();
+        if !history.is_empty() {
+            let dir = aof_dir(shared);
+            for h in &history {
+                let _ = std::fs::remove_file(dir.join(&h.name));
+            }
+            Self::persist_manifest(shared, &manifest).map_err(|e| e.to_string())?;
+            self.files.lock().manifest.history.clear();
+        }
+        self.load_files(shared, &manifest, true)
+            .map_err(|e| e.to_string())?;
+        log::warning("Append Only File loaded by DEBUG LOADAOF");
+        Ok(())
+    }
+
     pub fn install(shared: &Arc<Shared>) -> Arc<AppendOnly> {
         let aof = Arc::new(AppendOnly {
             shared: Arc::downgrade(shared),
@@ -615,23 +636,12 @@ impl carmine_commands::AppendOnly for AppendOnly {
         if self.feeding() {
             self.write_pending(true);
         }
-        for db in 0..shared.keyspace.databases() {
-            shared.keyspace.flush_db(db);
-        }
-        let mut manifest = Self::read_manifest(shared).map_err(|e| e.to_string())?;
-        let history = manifest.take_history();
-        if !history.is_empty() {
-            let dir = aof_dir(shared);
-            for h in &history {
-                let _ = std::fs::remove_file(dir.join(&h.name));
-            }
-            Self::persist_manifest(shared, &manifest).map_err(|e| e.to_string())?;
-            self.files.lock().manifest.history.clear();
-        }
-        self.load_files(shared, &manifest, true)
-            .map_err(|e| e.to_string())?;
-        log::warning("Append Only File loaded by DEBUG LOADAOF");
-        Ok(())
+        // The world is stopped; clients waiting for it are answered -LOADING meanwhile.
+        let loading = &shared.persist.loading;
+        loading.store(true, Ordering::Release);
+        let result = self.reload_files(shared);
+        loading.store(false, Ordering::Release);
+        result
     }
 
     fn set_flush_sleep(&self, micros: u64) {
