@@ -5,7 +5,7 @@ side in one run: peak memory and the worst write latency a client sees meanwhile
     python3 benches/scripts/aof_rewrite.py target/release/carmine-server [redis-server]
 
 For each round and each implementation (alternating): a server with `appendonly yes`
-(`appendfsync everysec`) and KEYS keys of VALUE bytes (DEBUG POPULATE), a write load
+(`appendfsync everysec`) and KEYS keys (key:%012d) of VALUE bytes, a write load
 overwriting them (redis-benchmark SET, LOAD_CLIENTS clients, default 2), and a probe
 client timing one SET after another. After a warm-up, BGREWRITEAOF; every 100 ms the
 script sums Pss over the server and its descendants (a forked child's copy-on-write
@@ -16,6 +16,7 @@ Everything binds 127.0.0.1; every process is stopped on exit.
 """
 
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,24 @@ WARMUP = float(os.environ.get("WARMUP_SECS", 1.5))
 LOAD_CLIENTS = int(os.environ.get("LOAD_CLIENTS", 2))  # 0: no write load
 
 
+def populate(port, batch=5000):
+    """SET key:%012d for every key the write load picks, so that it overwrites them (DEBUG
+    POPULATE's `key:N` names are not redis-benchmark's: its SETs then added new keys, and
+    the peak measured the dataset's growth during the rewrite, not the rewrite)."""
+    value = b"v" * VALUE
+    tmpl = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$" + str(VALUE).encode() + b"\r\n" + value + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        for first in range(0, KEYS, batch):
+            n = min(batch, KEYS - first)
+            s.sendall(b"".join(tmpl % i for i in range(first, first + n)))
+            want, got = n * len(b"+OK\r\n"), 0
+            while got < want:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise RuntimeError("server closed the connection while loading")
+                got += len(chunk)
+
+
 def probe(port, stop_flag, worst):
     """SETs one after another; worst[0] holds the slowest while worst[1] is True."""
     c = redis.Redis(port=port, socket_timeout=60)
@@ -47,7 +66,7 @@ def probe(port, stop_flag, worst):
 def one_round(binary):
     server, port, c = start(binary, ["--appendonly", "yes", "--appendfsync", "everysec",
                                      "--auto-aof-rewrite-percentage", "0"])
-    c.execute_command("DEBUG", "POPULATE", KEYS, "key", VALUE)
+    populate(port)
     load = subprocess.Popen(
         ["redis-benchmark", "-p", str(port), "-t", "set", "-r", str(KEYS), "-d", str(VALUE),
          "-c", str(LOAD_CLIENTS), "-n", "100000000" if LOAD_CLIENTS else "0", "-q"],
