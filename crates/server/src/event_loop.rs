@@ -718,7 +718,7 @@ impl EventLoop {
     /// its wake-up (an inter-processor interrupt) was a quarter of a loop's time.
     fn before_sleep(&mut self) {
         // First the AOF: no reply to a write leaves before the file holds it.
-        crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
+        crate::aof::AppendOnly::flush_for_this_thread(&self.shared, !self.to_flush.is_empty());
         // First the replicas' share of this turn's writes (queued to their loops). A
         // replica served by this loop gets its bytes into the kernel before any reply
         // to the writes does, as in Redis, so a master killed (not a machine lost)
@@ -735,7 +735,7 @@ impl EventLoop {
             touched.extend(self.drain_inbox());
         }
         if !touched.is_empty() {
-            crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
+            crate::aof::AppendOnly::flush_for_this_thread(&self.shared, true);
             for t in touched {
                 self.flush(t);
             }
@@ -844,7 +844,7 @@ impl EventLoop {
     fn on_writable(&mut self, t: usize) {
         // Replies of this turn may be among what goes out now, before the before-sleep
         // phase: the AOF must hold their writes first (Redis' fsync-always barrier).
-        crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
+        crate::aof::AppendOnly::flush_for_this_thread(&self.shared, true);
         self.flush(t);
         // Output drained below the pause mark: continue with buffered commands.
         let resume = self
@@ -970,7 +970,7 @@ impl EventLoop {
     }
 
     fn close_all(&mut self) {
-        crate::aof::AppendOnly::flush_for_this_thread(&self.shared);
+        crate::aof::AppendOnly::flush_for_this_thread(&self.shared, true);
         for t in 0..self.conns.len() {
             self.flush(t);
             self.close(t);

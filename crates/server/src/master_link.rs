@@ -497,7 +497,7 @@ fn apply_stream(
         // Applied: our offset moves past it, and our replicas get the same bytes.
         pass_on(stream, shared, &mut raw, &mut applied);
         stream.set_link_db(session.db);
-        crate::aof::AppendOnly::flush_for_this_thread(shared);
+        crate::aof::AppendOnly::flush_for_this_thread(shared, false);
         ReplicationStream::flush_feeds(shared);
         if last_ack.elapsed() >= Duration::from_secs(1) {
             send_ack(link, stream)?;

@@ -488,6 +488,72 @@ fn other_clients_get_loading_while_debug_loadaof_replays_a_slow_script() {
     server.shutdown();
 }
 
+/// With `appendfsync always`, no client sees a write before the AOF holds it, even a
+/// client of another event loop than the writer's: its reply waits for the same flush.
+/// The writer's flush is slowed (DEBUG AOF-FLUSH-SLEEP) so that readers on the other
+/// loop ask while it is still in progress.
+#[test]
+fn with_fsync_always_a_read_on_another_loop_waits_for_the_write_to_be_in_the_file() {
+    let dir = common::scratch_dir();
+    let server = start_in(&dir, "appendonly yes\nappendfsync always");
+    let mut admin = common::client(&server);
+    // Readers first: with two loops, some of them are served by the other loop than
+    // the writer's, whichever that is.
+    let mut readers: Vec<redis::Connection> = (0..4).map(|_| common::client(&server)).collect();
+    let mut writer = common::client(&server);
+    let _: () = redis::cmd("DEBUG")
+        .arg("AOF-FLUSH-SLEEP")
+        .arg(400_000)
+        .query(&mut admin)
+        .expect("debug aof-flush-sleep");
+    let write = std::thread::spawn(move || {
+        redis::cmd("SET")
+            .arg("durable-before-seen")
+            .arg("v")
+            .query::<()>(&mut writer)
+            .map_err(|e| e.to_string())
+    });
+    let incr = incr_files(&dir);
+    // Each reader polls on its own thread, so one stuck behind the writer's loop does
+    // not keep the others from asking meanwhile.
+    let seen: Vec<_> = readers
+        .drain(..)
+        .map(|mut r| {
+            let file = incr[0].clone();
+            std::thread::spawn(move || {
+                let mut in_file_when_seen = None;
+                common::wait_until(20, || {
+                    let seen: Option<String> = redis::cmd("GET")
+                        .arg("durable-before-seen")
+                        .query(&mut r)
+                        .expect("get");
+                    if seen.is_some() {
+                        let text = std::fs::read(&file).unwrap_or_default();
+                        in_file_when_seen =
+                            Some(text.windows(19).any(|w| w == b"durable-before-seen"));
+                    }
+                    seen.is_some()
+                });
+                in_file_when_seen
+            })
+        })
+        .collect();
+    assert_eq!(write.join().expect("writer thread"), Ok(()));
+    for reader in seen {
+        assert_eq!(
+            reader.join().expect("reader thread"),
+            Some(true),
+            "a reader saw the write before the AOF held it"
+        );
+    }
+    let _: () = redis::cmd("DEBUG")
+        .arg("AOF-FLUSH-SLEEP")
+        .arg(0)
+        .query(&mut admin)
+        .expect("debug aof-flush-sleep");
+    server.shutdown();
+}
+
 /// The server binary, started in `dir` on `port` (kill -9 needs a process of its own).
 fn spawn_binary(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_carmine-server"))

@@ -258,13 +258,22 @@ impl AppendOnly {
 
     /// Before this thread's replies go out: its appended bytes are in the file (and on
     /// disk, with `appendfsync always`).
-    pub fn flush_for_this_thread(shared: &Shared) {
+    ///
+    /// `replies_waiting`: with `always`, also every other loop's bytes appended so far.
+    /// A reply here may show a write another loop appended and has not fsynced yet (the
+    /// write was appended under its table locks, before this loop's read took them); in
+    /// Redis, which fsyncs before any reply of the turn, no client sees a write that a
+    /// crash could still take back. One fsync covers both loops' bytes.
+    pub fn flush_for_this_thread(shared: &Shared, replies_waiting: bool) {
         let Some(aof) = Self::of(shared) else { return };
-        let target = APPENDED_HERE.with(Cell::get);
+        let policy = policy_of(shared);
+        let mut target = APPENDED_HERE.with(Cell::get);
+        if replies_waiting && policy == FSYNC_ALWAYS {
+            target = target.max(aof.appended.load(Ordering::Acquire));
+        }
         if target <= aof.durable.load(Ordering::Acquire) {
             return;
         }
-        let policy = policy_of(shared);
         aof.policy.store(policy, Ordering::Relaxed);
         if policy == FSYNC_EVERYSEC && aof.postpone_for_fsync() {
             return;
@@ -675,5 +684,44 @@ impl carmine_commands::AppendOnly for AppendOnly {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Redis' slow-disk rule for `everysec`, without a slow disk: while a background fsync
+    /// runs, writes are postponed; after two seconds of that they go ahead once, counted
+    /// in `aof_delayed_fsync`; with no fsync running nothing is postponed.
+    #[test]
+    fn writes_wait_for_a_slow_fsync_up_to_two_seconds_then_go_ahead_counted() {
+        let shared = Arc::new(Shared::new(carmine_commands::Config::new(), 1, None));
+        let aof = AppendOnly::install(&shared);
+        assert!(!aof.postpone_for_fsync(), "no fsync runs: nothing waits");
+        aof.fsync_in_progress.store(true, Ordering::Release);
+        assert!(
+            aof.postpone_for_fsync(),
+            "the first write behind a running fsync waits"
+        );
+        assert!(
+            aof.postpone_for_fsync(),
+            "and so do the next ones, within two seconds"
+        );
+        assert_eq!(aof.delayed_fsync.load(Ordering::Relaxed), 0);
+        // Two seconds and more since the first postponed write.
+        *aof.postponed_since.lock() = Instant::now().checked_sub(Duration::from_millis(2001));
+        assert!(
+            !aof.postpone_for_fsync(),
+            "past two seconds the write goes ahead"
+        );
+        assert_eq!(aof.delayed_fsync.load(Ordering::Relaxed), 1);
+        // The fsync still runs: the wait starts over.
+        assert!(aof.postpone_for_fsync());
+        assert_eq!(aof.delayed_fsync.load(Ordering::Relaxed), 1);
+        // The fsync ends (its thread clears the mark): writes go out at once.
+        *aof.postponed_since.lock() = None;
+        aof.fsync_in_progress.store(false, Ordering::Release);
+        assert!(!aof.postpone_for_fsync());
     }
 }
