@@ -307,6 +307,15 @@ impl Keyspace {
         }
     }
 
+    /// Hands one table, as it stands, to `sink`, outside any running snapshot: no epoch
+    /// is marked and no writer copies anything for it. Only a point in time while the
+    /// caller keeps every writer out (a foreground SAVE with the world stopped).
+    pub fn visit_table(&self, db: usize, slot: Slot, sink: &dyn SnapshotSink) {
+        if let Some(t) = self.dbs.get(db).and_then(|d| d.existing(slot as usize)) {
+            sink.capture(db, slot, &mut t.lock().iter());
+        }
+    }
+
     /// Ends the running snapshot.
     pub fn end_snapshot(&self) {
         let mut slot = self.snapshot_sink.write();

@@ -150,12 +150,32 @@ pub struct Snapshot {
     checksum: bool,
     /// Function libraries' code, written before the databases.
     functions: Vec<Vec<u8>>,
+    /// Registered with the keyspace (writers copy for it), or detached: a walk of the
+    /// tables as they stand, for a caller that keeps writers out meanwhile.
+    registered: bool,
+    /// Set from another thread to stop the walk at its next table (an AOF rewrite
+    /// abandoned when the AOF is switched off).
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Snapshot {
     /// Begins a snapshot of `ks` now; None if another is running. For consistency across
     /// tables, call it while no command runs.
     pub fn begin(ks: &Keyspace, opts: WriteOptions, checksum: bool) -> Option<Snapshot> {
+        let snapshot = Self::new(ks, opts, checksum, true);
+        ks.begin_snapshot(snapshot.collector.clone())?;
+        Some(snapshot)
+    }
+
+    /// A snapshot that works while another one runs (a SAVE during an AOF rewrite): it
+    /// does not register with the keyspace, so writers copy nothing for it, and its walk
+    /// reads each table as it stands. It is a point in time only if the caller keeps
+    /// every writer out until `write_to` returns (the world stopped).
+    pub fn detached(ks: &Keyspace, opts: WriteOptions, checksum: bool) -> Snapshot {
+        Self::new(ks, opts, checksum, false)
+    }
+
+    fn new(ks: &Keyspace, opts: WriteOptions, checksum: bool, registered: bool) -> Snapshot {
         let counts = (0..ks.databases()).map(|db| ks.db_counts(db)).collect();
         let collector = Arc::new(Collector {
             opts,
@@ -165,20 +185,27 @@ impl Snapshot {
             peak_held: AtomicUsize::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
-        ks.begin_snapshot(collector.clone())?;
-        Some(Snapshot {
+        Snapshot {
             collector,
             key_delay_us: 0,
             counts,
             checksum,
             functions: Vec::new(),
-        })
+            registered,
+            cancelled: Arc::default(),
+        }
     }
 
     /// The function libraries to write (taken with the keys' point in time: call it
     /// right after `begin`, while no command runs).
     pub fn set_functions(&mut self, libraries: Vec<Vec<u8>>) {
         self.functions = libraries;
+    }
+
+    /// A flag that stops the walk at its next table when set: `write_to` then fails
+    /// with `ErrorKind::Interrupted`.
+    pub fn cancel_handle(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.cancelled.clone()
     }
 
     /// Slows the walk down per key (see `key_delay_us`).
@@ -197,7 +224,9 @@ impl Snapshot {
     ) -> io::Result<SnapshotStats> {
         let result = self.walk(ks, out, aux);
         self.collector.closed.store(true, Ordering::Release);
-        ks.end_snapshot();
+        if self.registered {
+            ks.end_snapshot();
+        }
         result
     }
 
@@ -249,7 +278,17 @@ impl Snapshot {
                 emit(&mut w, captured)?;
             }
             for slot in 0..SLOT_COUNT as Slot {
-                ks.snapshot_table(db, slot);
+                if self.cancelled.load(Ordering::Acquire) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "the snapshot was cancelled",
+                    ));
+                }
+                if self.registered {
+                    ks.snapshot_table(db, slot);
+                } else {
+                    ks.visit_table(db, slot, &*self.collector);
+                }
                 // Swapped with a drained spare, so both keep their capacity: a queue
                 // rebuilt from empty at each table grew (past malloc's mmap threshold: by
                 // mremap, which waits for the process' mmap lock) on writers' threads.

@@ -227,6 +227,14 @@ impl RdbFiles {
             .ok_or_else(|| "Background save already in progress".to_string())
     }
 
+    fn begin_detached(shared: &Shared) -> (Snapshot, u64) {
+        let (opts, checksum) = options(shared);
+        let mut s = Snapshot::detached(&shared.keyspace, opts, checksum);
+        s.set_key_delay_us(shared.config.get_i64("rdb-key-save-delay"));
+        s.set_functions(carmine_commands::functions::library_codes(shared));
+        (s, shared.total_dirty())
+    }
+
     fn finished(shared: &Shared, dirty: u64, ok: bool) {
         let p = &shared.persist;
         if ok {
@@ -240,7 +248,14 @@ impl RdbFiles {
 impl Persistence for RdbFiles {
     fn save(&self, shared: &Shared) -> Result<(), String> {
         let repl = repl_point(shared);
-        let (snap, dirty) = Self::begin(shared)?;
+        let (snap, dirty) = match Self::begin(shared) {
+            Ok(begun) => begun,
+            // An AOF rewrite holds the snapshot: the world is stopped for this save, so
+            // a walk of the tables as they stand is a point in time too (Redis saves in
+            // the foreground while its rewrite child runs).
+            Err(_) if aof_rewriting(shared) => Self::begin_detached(shared),
+            Err(e) => return Err(e),
+        };
         let started = Instant::now();
         let result = write_file(shared, snap, repl);
         Self::finished(shared, dirty, result.is_ok());
@@ -520,6 +535,11 @@ fn reserve_heap(shared: &Shared) {
     }
 }
 
+/// True while an AOF rewrite's walk holds the keyspace's snapshot.
+fn aof_rewriting(shared: &Shared) -> bool {
+    shared.append_only.get().is_some_and(|a| a.rewriting())
+}
+
 /// What start-up's load saw besides the keys.
 struct StartupLoad<'a> {
     shared: &'a Shared,
@@ -763,9 +783,13 @@ pub fn save_on_shutdown(shared: &Shared, mode: carmine_commands::ShutdownMode) {
             c.kill();
         }
     }
-    // A background save still running holds the snapshot: wait for it (bounded).
+    // A background save still running holds the snapshot: wait for it (bounded). An AOF
+    // rewrite need not end first: the save walks beside it.
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    while shared.persist.bgsave_in_progress.load(Ordering::Acquire) && Instant::now() < deadline {
+    while shared.persist.bgsave_in_progress.load(Ordering::Acquire)
+        && !aof_rewriting(shared)
+        && Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     log::notice("Saving the final RDB snapshot before exiting.");

@@ -554,6 +554,86 @@ fn with_fsync_always_a_read_on_another_loop_waits_for_the_write_to_be_in_the_fil
     server.shutdown();
 }
 
+/// SAVE beside a running AOF rewrite (Redis saves in the foreground while its rewrite
+/// child runs): it answers OK, the dump holds the dataset as it stood, and the rewrite
+/// goes on to finish.
+#[test]
+fn save_runs_beside_an_aof_rewrite() {
+    let dir = common::scratch_dir();
+    let server = start_in(&dir, "appendonly yes");
+    let mut c = common::client(&server);
+    assert!(wait_rewrite_done(&mut c));
+    for i in 0..5 {
+        common::query::<()>(&mut c, &["SET", &format!("k{i}"), &format!("v{i}")]);
+    }
+    // 0.2 s per key: the rewrite's walk outlasts the SAVE below.
+    common::query::<()>(&mut c, &["CONFIG", "SET", "rdb-key-save-delay", "200000"]);
+    common::query::<String>(&mut c, &["BGREWRITEAOF"]);
+    assert_eq!(
+        info_field(&mut c, "aof_rewrite_in_progress").as_deref(),
+        Some("1")
+    );
+    common::query::<()>(&mut c, &["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    common::query::<()>(&mut c, &["SET", "k0", "changed"]);
+    let saved: Result<String, _> = redis::cmd("SAVE").query(&mut c);
+    assert_eq!(saved.map_err(|e| e.to_string()), Ok("OK".to_string()));
+    let dump = std::fs::read(dir.join("dump.rdb")).expect("SAVE wrote dump.rdb");
+    let ks = carmine_keyspace::Keyspace::new();
+    carmine_rdb::load_into(&ks, &dump).expect("the dump loads");
+    assert_eq!(ks.db(0).get(b"k0"), Ok(Some(b"changed".to_vec())));
+    assert_eq!(ks.db(0).get(b"k4"), Ok(Some(b"v4".to_vec())));
+    assert_eq!(ks.db_counts(0).0, 5);
+    assert!(wait_rewrite_done(&mut c));
+    assert_eq!(
+        info_field(&mut c, "aof_last_bgrewrite_status").as_deref(),
+        Some("ok")
+    );
+    server.shutdown();
+}
+
+/// CONFIG SET appendonly no stops a running rewrite at once, as Redis kills its rewrite
+/// child, instead of letting it walk to the end: the snapshot is free again for a
+/// BGSAVE, and no base is installed.
+#[test]
+fn switching_the_aof_off_stops_a_running_rewrite() {
+    let dir = common::scratch_dir();
+    let server = start_in(&dir, "appendonly yes");
+    let mut c = common::client(&server);
+    assert!(wait_rewrite_done(&mut c));
+    let manifest_before = manifest(&dir);
+    for i in 0..30 {
+        common::query::<()>(&mut c, &["SET", &format!("k{i}"), "v"]);
+    }
+    // Two seconds per key: a minute's walk if nothing stopped it.
+    common::query::<()>(&mut c, &["CONFIG", "SET", "rdb-key-save-delay", "2000000"]);
+    common::query::<String>(&mut c, &["BGREWRITEAOF"]);
+    assert_eq!(
+        info_field(&mut c, "aof_rewrite_in_progress").as_deref(),
+        Some("1")
+    );
+    common::query::<()>(&mut c, &["CONFIG", "SET", "appendonly", "no"]);
+    common::query::<()>(&mut c, &["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    assert!(
+        common::wait_until(20, || info_field(&mut c, "aof_rewrite_in_progress")
+            .as_deref()
+            == Some("0")),
+        "the rewrite went on after the AOF was switched off"
+    );
+    // The rewrite named its new incr file when it began (as Redis does); no new base.
+    let after = manifest(&dir);
+    assert!(after.starts_with(&manifest_before), "{after}");
+    assert!(!after.contains(".2.base"), "{after}");
+    common::query::<String>(&mut c, &["BGSAVE"]);
+    assert!(common::wait_until(20, || {
+        let text: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query(&mut c)
+            .unwrap_or_default();
+        text.contains("rdb_bgsave_in_progress:0") && text.contains("rdb_last_bgsave_status:ok")
+    }));
+    server.shutdown();
+}
+
 /// The server binary, started in `dir` on `port` (kill -9 needs a process of its own).
 fn spawn_binary(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_carmine-server"))

@@ -85,6 +85,9 @@ pub struct AppendOnly {
     delayed_fsync: AtomicU64,
     /// DEBUG AOF-FLUSH-SLEEP, in microseconds.
     flush_sleep_us: AtomicU64,
+    /// Stops the running rewrite's snapshot walk (the AOF switched off: Redis kills its
+    /// rewrite child then).
+    rewrite_cancel: Mutex<Option<Arc<AtomicBool>>>,
     last_fsync: Mutex<Instant>,
     /// The AOF's size when the last rewrite ended (auto-aof-rewrite-percentage).
     rewrite_base_size: AtomicU64,
@@ -192,6 +195,7 @@ impl AppendOnly {
             postponed_since: Mutex::new(None),
             delayed_fsync: AtomicU64::new(0),
             flush_sleep_us: AtomicU64::new(0),
+            rewrite_cancel: Mutex::new(None),
             last_fsync: Mutex::new(Instant::now()),
             rewrite_base_size: AtomicU64::new(0),
             current_size: AtomicU64::new(0),
@@ -457,6 +461,11 @@ impl AppendOnly {
         self.write_pending(true);
         self.state.store(OFF, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(cancel) = self.rewrite_cancel.lock().take() {
+            // Redis' words, which its tests wait for; there is no child to kill here.
+            log::notice("Killing running AOF rewrite child: its snapshot walk stops (no fork)");
+            cancel.store(true, Ordering::Release);
+        }
         let mut files = self.files.lock();
         if let Some(f) = files.file.take() {
             let _ = f.sync_data();

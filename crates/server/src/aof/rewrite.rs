@@ -126,6 +126,9 @@ impl AppendOnly {
             owned,
             "carmine-aofrw",
             move |owned, snap| {
+                if let Some(aof) = AppendOnly::of(owned) {
+                    *aof.rewrite_cancel.lock() = Some(snap.cancel_handle());
+                }
                 let written = write_snapshot_base(owned, snap, &job_tmp);
                 if let Some(aof) = AppendOnly::of(owned) {
                     aof.rewrite_done(owned, written, &job_tmp, generation);
@@ -149,6 +152,7 @@ impl AppendOnly {
         generation: u64,
     ) {
         let started = self.rewrite_started.lock().take();
+        *self.rewrite_cancel.lock() = None;
         if generation != self.generation.load(Ordering::Acquire) {
             let _ = std::fs::remove_file(tmp);
             log::warning("Background AOF rewrite discarded: the AOF was switched off meanwhile");
