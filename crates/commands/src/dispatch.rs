@@ -683,6 +683,9 @@ fn run<'q>(
                 Locked::lock_at(&shared.keyspace, db, &mut ids, now_ms)
             }
         };
+        if session.master_link {
+            locked.never_expire();
+        }
         // What the AOF replays is already in the AOF, and reaches no replica.
         let propagator = shared.propagating().filter(|_| !session.replaying);
         if propagator.is_some() || unit.is_some() {
@@ -999,6 +1002,9 @@ fn exec(
         ids.push(table_id(w.db, key_slot(&w.key)));
     }
     let mut locked = Locked::lock_at(&shared.keyspace, session.db, &mut ids, now_ms);
+    if session.master_link {
+        locked.never_expire();
+    }
     let propagator = shared.propagating().filter(|_| !session.replaying);
     if propagator.is_some() {
         locked.record_effects();

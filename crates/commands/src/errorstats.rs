@@ -15,9 +15,20 @@ const MAX_CODES: usize = 128;
 #[derive(Default)]
 pub struct ErrorStats {
     counts: Mutex<BTreeMap<Box<str>, u64>>,
+    /// INFO's `unexpected_error_replies`: errors a replica's commands from its master got
+    /// (each a sign the replica diverged).
+    unexpected: std::sync::atomic::AtomicU64,
 }
 
 impl ErrorStats {
+    pub fn count_unexpected(&self) {
+        self.unexpected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unexpected(&self) -> u64 {
+        self.unexpected.load(Ordering::Relaxed)
+    }
+
     /// Counts the error replies `codes` names (taken from a reply buffer) in the
     /// errorstats table and in the thread's `total_error_replies`.
     pub fn record(&self, stats: &ThreadStats, codes: &mut Vec<Box<str>>) {
@@ -42,6 +53,7 @@ impl ErrorStats {
 
     pub fn reset(&self) {
         self.counts.lock().clear();
+        self.unexpected.store(0, Ordering::Relaxed);
     }
 
     /// The `errorstat_<code>:count=<n>` lines, in code order.

@@ -82,6 +82,12 @@ pub trait Propagator: Send + Sync + std::any::Any {
     /// DELs of keys it found expired).
     fn append(&self, ops: &[Op<'_>], wrap: bool);
 
+    /// Appends one unit for the replicas only, not the AOF (DEBUG REPLICATE, which tests
+    /// use to send a replica a command its master never ran).
+    fn append_to_replicas(&self, ops: &[Op<'_>]) {
+        let _ = ops;
+    }
+
     /// True when a replica records its own effects too (its AOF): a replica's stream
     /// for its replicas is its master's bytes, but its AOF holds what it applied.
     fn records_on_replica(&self) -> bool {

@@ -466,7 +466,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let (tracked_keys, tracked_items, tracked_prefixes) = sh.tracking.totals();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nmigrate_cached_sockets:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\ntotal_error_replies:{}\r\ndump_payload_sanitizations:0\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nmigrate_cached_sockets:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\nunexpected_error_replies:{}\r\ntotal_error_replies:{}\r\ndump_payload_sanitizations:0\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
             s(|t| &t.connections_received),
             s(|t| &t.total_commands),
             sh.ops_per_sec.load(Ordering::Relaxed),
@@ -486,6 +486,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             tracked_keys,
             tracked_items,
             tracked_prefixes,
+            sh.errorstats.unexpected(),
             s(|t| &t.error_replies),
             s(|t| &t.reads),
             s(|t| &t.writes),
@@ -1114,6 +1115,8 @@ const DEBUG_HELP: &[&str] = &[
     "    Save the RDB on disk and reload it back to memory.",
     "LOADAOF",
     "    Flush the AOF buffers on disk and reload the AOF in memory.",
+    "REPLICATE <command> [<arg> ...]",
+    "    Send the command to the replicas without running it here (not written to the AOF).",
     "AOF-FLUSH-SLEEP <microsec>",
     "    Server will sleep before flushing the AOF, this is used for testing.",
     "SET-ACTIVE-EXPIRE <0|1>",
@@ -1191,6 +1194,18 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                 Ok(()) => ctx.reply.ok(),
                 Err(e) => ctx.error(&format!("ERR Error loading the AOF: {e}")),
             }
+        }
+        (b"replicate", n) if n >= 3 => {
+            // Straight to the replicas, as Redis' DEBUG REPLICATE: not run here, not in
+            // the AOF.
+            if let Some(p) = ctx.shared.propagator.get() {
+                let argv = (2..n).map(|i| ctx.arg(i).to_vec()).collect();
+                p.append_to_replicas(&[crate::propagate::Op {
+                    db: ctx.session.db,
+                    argv: crate::propagate::Argv::Owned(argv),
+                }]);
+            }
+            ctx.reply.ok();
         }
         (b"aof-flush-sleep", 3) => {
             let Some(us) = ctx.int_arg(2) else { return };

@@ -631,6 +631,9 @@ pub struct Locked<'a> {
     ks: &'a Keyspace,
     db: usize,
     now: u64,
+    /// The time deadlines are checked against: `now`, or 0 when every key reads as alive
+    /// (see [`Locked::never_expire`]).
+    alive_at: u64,
     /// The common case, one table, needs no allocation.
     first: Option<(u32, MutexGuard<'a, SlotTable>)>,
     rest: Vec<(u32, MutexGuard<'a, SlotTable>)>,
@@ -666,6 +669,7 @@ impl<'a> Locked<'a> {
             ks,
             db: db.min(ks.dbs.len() - 1),
             now: now_ms,
+            alive_at: now_ms,
             first: None,
             rest: Vec::new(),
             dirty: 0,
@@ -733,6 +737,16 @@ impl<'a> Locked<'a> {
     /// The time this command runs at: one reading for the whole command, as Redis.
     pub fn now(&self) -> u64 {
         self.now
+    }
+
+    /// From now on every key reads as alive, whatever its deadline: the commands a
+    /// replica gets from its master. The master decided with its own clock that the key
+    /// lives (it sends a DEL when it does not), so a write that arrives after the
+    /// replica's clock passed the deadline still finds the key, as Redis'
+    /// expireIfNeeded answers its master client; otherwise an INCR arriving late would
+    /// start the key over, without its deadline, and the replica would diverge.
+    pub fn never_expire(&mut self) {
+        self.alive_at = 0;
     }
 
     /// Whether a write that gives a key a deadline already past deletes the key now.
@@ -815,7 +829,7 @@ impl<'a> Locked<'a> {
     pub fn read_undeclared<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
         let db = self.db;
         let id = table_id(db, key_slot(key));
-        let now = self.now;
+        let now = self.alive_at;
         let mut held = self
             .first
             .iter()
@@ -867,7 +881,7 @@ impl<'a> Locked<'a> {
     }
 
     fn lazy_expire(&mut self, db: usize, key: &[u8]) {
-        let now = self.now;
+        let now = self.alive_at;
         let deletes = self.ks.expire_deletes.load(Ordering::Relaxed);
         let t = self.table_in(db, key);
         // Most tables hold no key with a deadline: then no extra hash probe at all.
@@ -892,10 +906,10 @@ impl<'a> Locked<'a> {
     /// Reads `key` in database `db`, expiring it first if its deadline passed.
     pub fn get_in(&mut self, db: usize, key: &[u8]) -> Option<&Entry> {
         self.lazy_expire(db, key);
-        let now = self.now;
+        let (now, alive_at) = (self.now, self.alive_at);
         let ks = self.ks;
         let e = self.table_in(db, key).peek_mut(key)?;
-        if e.is_expired(now) {
+        if e.is_expired(alive_at) {
             return None; // a replica keeps it until the master's DEL arrives
         }
         e.lru = ks.access_clock(e.lru, now, false);
@@ -911,20 +925,20 @@ impl<'a> Locked<'a> {
     pub fn get_untouched(&mut self, key: &[u8]) -> Option<&Entry> {
         let db = self.db;
         self.lazy_expire(db, key);
-        let now = self.now;
+        let alive_at = self.alive_at;
         self.table_in(db, key)
             .peek(key)
-            .filter(|e| !e.is_expired(now))
+            .filter(|e| !e.is_expired(alive_at))
     }
 
     /// Mutable access for an in-place write; counts as a modification of `key`.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         let db = self.db;
         self.lazy_expire(db, key);
-        let now = self.now;
+        let (now, alive_at) = (self.now, self.alive_at);
         let ks = self.ks;
         // A miss changes nothing: no WATCH signal, no dirty count, nothing propagated.
-        if !matches!(self.table_in(db, key).peek(key), Some(e) if !e.is_expired(now)) {
+        if !matches!(self.table_in(db, key).peek(key), Some(e) if !e.is_expired(alive_at)) {
             return None;
         }
         self.ks.dbs[db].watch.signal(key);

@@ -399,6 +399,24 @@ fn full_sync(
 }
 
 /// Applies the master's stream until the link breaks or the role changes.
+/// A command from the master failed here: the replica may now differ from its master.
+/// Logged as Redis logs it (its tests look for these words) and counted in INFO's
+/// `unexpected_error_replies`; the link goes on (`propagation-error-behavior ignore`).
+fn log_error_to_master(shared: &Shared, args: &Args, reply: &[u8]) {
+    let line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
+    let error = String::from_utf8_lossy(line.get(1..).unwrap_or_default());
+    let error: String = error.chars().take(4096).collect();
+    let name = args.get(0).unwrap_or_default();
+    let command = match shared.commands.lookup(name) {
+        Some(_) => String::from_utf8_lossy(name).to_ascii_lowercase(),
+        None => "<unknown>".to_string(),
+    };
+    log::warning(&format!(
+        "== CRITICAL == This replica is sending an error to its master: '{error}' after processing the command '{command}'"
+    ));
+    shared.errorstats.count_unexpected();
+}
+
 fn apply_stream(
     shared: &Arc<Shared>,
     stream: &ReplicationStream,
@@ -484,6 +502,9 @@ fn apply_stream(
                     .get(1)
                     .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
             execute(shared, &mut session, &stats, &args, &mut reply);
+            if reply.out.first() == Some(&b'-') {
+                log_error_to_master(shared, &args, &reply.out);
+            }
             reply.out.clear();
             // Nothing from the master may block its link (a blocking pop on an empty
             // list replies null on the master too): a wait it started is dropped.

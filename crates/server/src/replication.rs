@@ -329,6 +329,18 @@ impl ReplicationStream {
         stream.flush_outgoing_locked(&mut st);
     }
 
+    /// Encodes one unit (a SELECT first when its database is not the stream's) and feeds
+    /// it, under the stream's lock.
+    fn encode_and_feed(&self, st: &mut StreamState, shared: &Shared, ops: &[Op<'_>], wrap: bool) {
+        let mut bytes = std::mem::take(&mut st.scratch);
+        bytes.clear();
+        let mut selected = st.selected;
+        encode_unit(&mut selected, ops, wrap, &mut bytes);
+        st.selected = selected;
+        self.feed_locked(st, &bytes, shared);
+        st.scratch = bytes;
+    }
+
     /// Appends encoded stream bytes: the backlog, then each replica (live, or held while
     /// its snapshot is sent). A replica whose held bytes pass its output limit is dropped.
     fn feed_locked(&self, st: &mut StreamState, bytes: &[u8], shared: &Shared) {
@@ -843,13 +855,18 @@ impl Propagator for ReplicationStream {
         if !self.enabled.load(Ordering::Relaxed) || shared.is_replica.load(Ordering::Relaxed) {
             return;
         }
-        let mut bytes = std::mem::take(&mut st.scratch);
-        bytes.clear();
-        let mut selected = st.selected;
-        encode_unit(&mut selected, ops, wrap, &mut bytes);
-        st.selected = selected;
-        self.feed_locked(&mut st, &bytes, &shared);
-        st.scratch = bytes;
+        self.encode_and_feed(&mut st, &shared, ops, wrap);
+    }
+
+    fn append_to_replicas(&self, ops: &[Op<'_>]) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut st = self.state.lock();
+        if !self.enabled.load(Ordering::Relaxed) || shared.is_replica.load(Ordering::Relaxed) {
+            return;
+        }
+        self.encode_and_feed(&mut st, &shared, ops, false);
     }
 
     fn info(&self, out: &mut String) {

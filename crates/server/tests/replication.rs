@@ -1419,3 +1419,54 @@ fn a_swapdb_replica_keeps_its_data_when_the_sync_breaks() {
     assert_eq!(old.as_deref(), Some("kept"), "the old dataset stays");
     replica.shutdown();
 }
+
+/// A command the master sent before a key's deadline, applied by the replica after its
+/// own clock passed it, still finds the key (Redis' replica never expires a key for its
+/// master's commands): the INCR below makes 2 of the old value and keeps the deadline,
+/// so the key stays logically expired, instead of starting over at 1 with no deadline.
+/// DEBUG REPLICATE sends the late INCR.
+#[test]
+fn a_late_command_from_the_master_finds_a_key_past_its_deadline() {
+    let master = common::start("repl-diskless-sync-delay 0");
+    let mut m = connect(master.port());
+    let replica = common::start(&format!("replicaof 127.0.0.1 {}", master.port()));
+    let mut r = connect(replica.port());
+    common::query::<()>(&mut m, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    assert!(wait_caught_up(&mut m, &mut r), "synced");
+    common::query::<()>(&mut m, &["SET", "k", "1", "PX", "100"]);
+    assert!(wait_caught_up(&mut m, &mut r), "the key arrived");
+    std::thread::sleep(Duration::from_millis(150));
+    common::query::<()>(&mut m, &["DEBUG", "REPLICATE", "INCR", "k"]);
+    assert!(wait_caught_up(&mut m, &mut r), "the INCR arrived");
+    assert_eq!(common::query::<i64>(&mut r, &["EXISTS", "k"]), 0);
+    let object: String = common::query(&mut r, &["DEBUG", "OBJECT", "k"]);
+    assert!(object.contains("encoding:int"), "{object}");
+    assert_eq!(
+        info_field(&mut r, "stats", "unexpected_error_replies").as_deref(),
+        Some("0")
+    );
+}
+
+/// A command from the master that fails on the replica is counted (INFO
+/// `unexpected_error_replies`), and the link goes on.
+#[test]
+fn a_failing_command_from_the_master_is_counted_and_the_link_goes_on() {
+    let master = common::start("repl-diskless-sync-delay 0");
+    let mut m = connect(master.port());
+    let replica = common::start(&format!("replicaof 127.0.0.1 {}", master.port()));
+    let mut r = connect(replica.port());
+    assert!(wait_caught_up(&mut m, &mut r), "synced");
+    common::query::<()>(&mut m, &["DEBUG", "REPLICATE", "fake-command-1"]);
+    common::query::<()>(&mut m, &["SET", "after", "1"]);
+    assert!(wait_caught_up(&mut m, &mut r), "caught up");
+    assert_eq!(
+        info_field(&mut r, "stats", "unexpected_error_replies").as_deref(),
+        Some("1")
+    );
+    assert_eq!(common::query::<String>(&mut r, &["GET", "after"]), "1");
+    // Neither ran on the master.
+    assert_eq!(
+        info_field(&mut m, "stats", "unexpected_error_replies").as_deref(),
+        Some("0")
+    );
+}
