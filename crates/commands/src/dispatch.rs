@@ -323,6 +323,15 @@ fn dispatch(
         reject(stats, idx, session);
         return false;
     }
+    if shared.persist.async_loading.load(Ordering::Acquire)
+        && !session.replaying
+        && !session.master_link
+        && refused_while_async_loading(spec, args)
+    {
+        reply.error(LOADING);
+        reject(stats, idx, session);
+        return false;
+    }
     if !reply.resp3
         && !session.channels.is_empty()
             | !session.patterns.is_empty()
@@ -449,6 +458,32 @@ fn dispatch(
 
 /// Whether a command of `session` stops waiting for the barrier when a script turns
 /// busy: a client's does; a script's own calls, the master link and the AOF wait.
+/// Redis' CMD_NO_ASYNC_LOADING commands, and the CLUSTER subcommands that carry it.
+fn refused_while_async_loading(spec: &CommandSpec, args: &Args) -> bool {
+    if spec.has(flags::NO_ASYNC_LOADING) {
+        return true;
+    }
+    spec.name == "cluster"
+        && args.get(1).is_some_and(|sub| {
+            const SUBS: &[&[u8]] = &[
+                b"addslots",
+                b"addslotsrange",
+                b"bumpepoch",
+                b"delslots",
+                b"delslotsrange",
+                b"failover",
+                b"flushslots",
+                b"forget",
+                b"meet",
+                b"replicate",
+                b"saveconfig",
+                b"set-config-epoch",
+                b"setslot",
+            ];
+            SUBS.iter().any(|s| sub.eq_ignore_ascii_case(s))
+        })
+}
+
 fn gives_up_when_busy<'a>(
     shared: &'a Shared,
     session: &Session,

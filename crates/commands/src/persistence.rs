@@ -122,7 +122,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "save",
             1,
-            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI,
+            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI | NO_ASYNC_LOADING,
             KeySpec::None,
             save,
             g,
@@ -132,7 +132,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "bgsave",
             -1,
-            ADMIN | NOSCRIPT | EXCLUSIVE,
+            ADMIN | NOSCRIPT | EXCLUSIVE | NO_ASYNC_LOADING,
             KeySpec::None,
             bgsave,
             g,

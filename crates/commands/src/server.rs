@@ -981,6 +981,21 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 }
                 changes.push((name, value));
             }
+            // While loading (async loading too), the parameters Redis marks
+            // DENY_LOADING_CONFIG are refused with its loading error.
+            let p = &ctx.shared.persist;
+            let loading =
+                p.loading.load(Ordering::Acquire) || p.async_loading.load(Ordering::Acquire);
+            if loading
+                && changes.iter().any(|(n, _)| {
+                    matches!(
+                        crate::config::canonical_name(n.as_str()).as_str(),
+                        "appendonly" | "repl-diskless-load" | "dir"
+                    )
+                })
+            {
+                return ctx.error("LOADING Redis is loading the dataset in memory");
+            }
             // Validate everything first so a failed multi-parameter SET changes nothing.
             let previous: Vec<(String, String)> = changes
                 .iter()

@@ -43,6 +43,9 @@ pub mod flags {
     pub const TOUCHES_ARBITRARY_KEYS: u32 = 1 << 24;
     /// Refused inside MULTI (SAVE, SHUTDOWN, SYNC, PSYNC), which it aborts.
     pub const NO_MULTI: u32 = 1 << 25;
+    /// Refused with -LOADING while a replica loads its master's dataset beside the old
+    /// one (`async_loading`: REPLICAOF, SAVE, SYNC ...), as in Redis.
+    pub const NO_ASYNC_LOADING: u32 = 1 << 26;
 }
 
 pub const FLAG_NAMES: &[(u32, &str)] = &[
@@ -59,6 +62,7 @@ pub const FLAG_NAMES: &[(u32, &str)] = &[
     (flags::NO_AUTH, "no_auth"),
     (flags::MOVABLEKEYS, "movablekeys"),
     (flags::MAY_REPLICATE, "may_replicate"),
+    (flags::NO_ASYNC_LOADING, "no_async_loading"),
     (flags::NO_MULTI, "no_multi"),
 ];
 

@@ -291,28 +291,38 @@ fn handshake(shared: &Arc<Shared>, stream: &ReplicationStream, link: &mut Link) 
     Ok(())
 }
 
-/// Reads the whole payload, then replaces the dataset with it (the old one serves reads
-/// until then).
-/// INFO's `async_loading:1` while a `repl-diskless-load swapdb` replica receives its
-/// master's dataset; cleared however the receiving ends.
-struct AsyncLoading<'a>(&'a Shared);
+/// A `repl-diskless-load swapdb` replica receiving its master's dataset, as Redis loads
+/// it into a second database: from a master of the same history (the replication id it
+/// follows already) the old dataset is served meanwhile, INFO `async_loading:1`, and
+/// only the commands Redis refuses then (REPLICAOF, SAVE ...) get -LOADING; from another
+/// history the old data must not be served, so it is `loading:1` as a load is. Cleared
+/// however the receiving ends (the old dataset stays if the link breaks first).
+struct SwapdbReceiving<'a> {
+    flag: &'a std::sync::atomic::AtomicBool,
+}
 
-impl<'a> AsyncLoading<'a> {
-    fn begin(shared: &'a Shared) -> Option<AsyncLoading<'a>> {
+impl<'a> SwapdbReceiving<'a> {
+    fn begin(shared: &'a Shared, same_history: bool) -> Option<SwapdbReceiving<'a>> {
         let swapdb = shared
             .config
             .get("repl-diskless-load")
             .is_some_and(|v| v.eq_ignore_ascii_case("swapdb"));
         swapdb.then(|| {
-            shared.persist.async_loading.store(true, Ordering::Release);
-            AsyncLoading(shared)
+            let p = &shared.persist;
+            let flag = if same_history {
+                &p.async_loading
+            } else {
+                &p.loading
+            };
+            flag.store(true, Ordering::Release);
+            SwapdbReceiving { flag }
         })
     }
 }
 
-impl Drop for AsyncLoading<'_> {
+impl Drop for SwapdbReceiving<'_> {
     fn drop(&mut self) {
-        self.0.persist.async_loading.store(false, Ordering::Release);
+        self.flag.store(false, Ordering::Release);
     }
 }
 
@@ -337,7 +347,7 @@ fn full_sync(
     stream.sync_progress(0, reader.expected());
     // The old dataset is served until the new one has arrived whole (and kept if the link
     // breaks first): with `repl-diskless-load swapdb` that is Redis' async loading.
-    let async_loading = AsyncLoading::begin(shared);
+    let async_loading = SwapdbReceiving::begin(shared, stream.replid() == replid);
     loop {
         if !link.buf.is_empty() {
             let taken = reader.push(&link.buf);

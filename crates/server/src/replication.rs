@@ -431,6 +431,11 @@ impl ReplicationStream {
         self.state.lock().history.master_repl_offset()
     }
 
+    /// The replication id this server's stream carries (a replica's: its master's).
+    pub(crate) fn replid(&self) -> ReplId {
+        self.state.lock().history.replid()
+    }
+
     /// What PSYNC asks for: our history's id and next byte when we hold one worth
     /// continuing (after a sync, or as a former master), else a full sync.
     pub(crate) fn psync_request(&self) -> (Option<ReplId>, u64) {
@@ -997,7 +1002,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "sync",
             1,
-            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI,
+            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI | NO_ASYNC_LOADING,
             KeySpec::None,
             sync,
             g,
@@ -1007,7 +1012,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "psync",
             -3,
-            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI,
+            ADMIN | NOSCRIPT | EXCLUSIVE | NO_MULTI | NO_ASYNC_LOADING,
             KeySpec::None,
             psync,
             g,
@@ -1017,7 +1022,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "replicaof",
             3,
-            ADMIN | NOSCRIPT | STALE,
+            ADMIN | NOSCRIPT | STALE | NO_ASYNC_LOADING,
             KeySpec::None,
             replicaof,
             g,
@@ -1027,7 +1032,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "slaveof",
             3,
-            ADMIN | NOSCRIPT | STALE,
+            ADMIN | NOSCRIPT | STALE | NO_ASYNC_LOADING,
             KeySpec::None,
             replicaof,
             g,
@@ -1462,13 +1467,21 @@ struct Tee<'a> {
 }
 
 impl<'a> Tee<'a> {
-    fn new(targets: &'a [Arc<ClientInfo>]) -> Self {
+    fn new(shared: &'a Shared, targets: &'a [Arc<ClientInfo>]) -> Self {
         Tee {
             outs: targets
                 .iter()
-                .map(|i| (ReplicaWriter::new(i), None))
+                .map(|i| (ReplicaWriter::new(shared, i), None))
                 .collect(),
         }
+    }
+
+    /// Replicas still receiving.
+    fn alive(&self) -> usize {
+        self.outs
+            .iter()
+            .filter(|(_, failed)| failed.is_none())
+            .count()
     }
 
     fn each(
@@ -1530,7 +1543,7 @@ fn send_diskless(
     let mark: String = (0..40)
         .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
         .collect();
-    let mut tee = Tee::new(targets);
+    let mut tee = Tee::new(shared, targets);
     let sent = (|| {
         tee.write_all(format!("$EOF:{mark}\r\n").as_bytes())?;
         tee.flush()?;
@@ -1539,6 +1552,15 @@ fn send_diskless(
         tee.flush()?;
         Ok(stats.bytes)
     })();
+    // Redis' words for its pipe from the fork child (its tests wait for them): here the
+    // walk wrote to the replicas itself, and stops as soon as none is left.
+    match (&sent, tee.alive()) {
+        (_, 0) => log::warning("Diskless rdb transfer, last replica dropped, killing fork child."),
+        (Ok(_), alive) => log::notice(&format!(
+            "Diskless rdb transfer, done reading from pipe, {alive} replicas still up."
+        )),
+        (Err(_), _) => {}
+    }
     tee.results(sent)
 }
 
@@ -1583,7 +1605,7 @@ fn send_from_disk(
             }
         }
     }
-    let mut tee = Tee::new(targets);
+    let mut tee = Tee::new(shared, targets);
     let sent = (|| {
         tee.write_all(format!("${}\r\n", data.len()).as_bytes())?;
         tee.write_all(&data)?;
@@ -1596,13 +1618,15 @@ fn send_from_disk(
 /// Sends payload bytes to a replica's connection in chunks, waiting while too much of it
 /// is still unwritten there (a slow replica holds back the walk, nothing else).
 struct ReplicaWriter<'a> {
+    shared: &'a Shared,
     info: &'a ClientInfo,
     buf: Vec<u8>,
 }
 
 impl<'a> ReplicaWriter<'a> {
-    fn new(info: &'a ClientInfo) -> Self {
+    fn new(shared: &'a Shared, info: &'a ClientInfo) -> Self {
         ReplicaWriter {
+            shared,
             info,
             buf: Vec::with_capacity(PAYLOAD_CHUNK),
         }
@@ -1612,9 +1636,23 @@ impl<'a> ReplicaWriter<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = Instant::now();
         while self.info.omem.load(Ordering::Relaxed) > PAYLOAD_IN_FLIGHT {
-            if self.info.killed.load(Ordering::Relaxed) || Instant::now() > deadline {
+            if self.info.killed.load(Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "replica disconnected",
+                ));
+            }
+            // `repl-timeout` without the replica reading anything (read each time: it may
+            // change during a long transfer).
+            let timeout = self.shared.config.get_i64("repl-timeout").max(1) as u64;
+            if started.elapsed() > Duration::from_secs(timeout) {
+                log::warning(&format!(
+                    "Disconnecting timedout replica (full sync): {}",
+                    self.info.addr
+                ));
+                self.info.kill();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "replica not reading",

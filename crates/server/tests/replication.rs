@@ -1470,3 +1470,82 @@ fn a_failing_command_from_the_master_is_counted_and_the_link_goes_on() {
         Some("0")
     );
 }
+
+/// `repl-diskless-load swapdb`, as Redis: a replica receiving a dataset of another
+/// history (a master it never followed) is `loading` and serves nothing meanwhile; one
+/// receiving a new copy of the history it follows keeps serving the old dataset
+/// (`async_loading`) but refuses, with -LOADING, what Redis refuses then (REPLICAOF,
+/// SAVE, CONFIG SET appendonly ...). A transfer that fails leaves the old dataset.
+#[test]
+fn swapdb_full_sync_loads_or_loads_async_by_history() {
+    let master = common::start("repl-diskless-sync-delay 0\nrdbcompression no");
+    let mut m = connect(master.port());
+    let replica = common::start("repl-diskless-load swapdb");
+    let mut r = connect(replica.port());
+    for i in 0..300 {
+        common::query::<()>(&mut m, &["SET", &format!("m{i}"), "v"]);
+    }
+    common::query::<()>(&mut r, &["SET", "mykey", "myvalue"]);
+    // 10 ms per key: three seconds of transfer.
+    common::query::<()>(&mut m, &["CONFIG", "SET", "rdb-key-save-delay", "10000"]);
+    common::query::<()>(
+        &mut r,
+        &["REPLICAOF", "127.0.0.1", &master.port().to_string()],
+    );
+    let info = |c: &mut redis::Connection, f: &str| info_field(c, "persistence", f);
+    assert!(
+        common::wait_until(10, || info(&mut r, "loading").as_deref() == Some("1")),
+        "another history: loading"
+    );
+    assert_eq!(info(&mut r, "async_loading").as_deref(), Some("0"));
+    let refused = redis::cmd("GET").arg("mykey").query::<String>(&mut r);
+    assert_eq!(
+        refused.map_err(|e| e.code().map(str::to_string)),
+        Err(Some("LOADING".into()))
+    );
+    common::query::<i64>(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
+    assert!(common::wait_until(10, || info(&mut r, "loading")
+        .as_deref()
+        == Some("0")));
+    assert_eq!(
+        common::query::<String>(&mut r, &["GET", "mykey"]),
+        "myvalue"
+    );
+
+    // The same history again: the next sync completes, then one more is forced.
+    common::query::<()>(&mut m, &["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    assert!(wait_caught_up(&mut m, &mut r), "synced");
+    assert_eq!(common::query::<i64>(&mut r, &["DBSIZE"]), 300);
+    common::query::<()>(&mut m, &["CONFIG", "SET", "rdb-key-save-delay", "10000"]);
+    common::query::<()>(&mut m, &["CONFIG", "SET", "repl-backlog-size", "16384"]);
+    let big = "x".repeat(4096);
+    for i in 0..10 {
+        common::query::<()>(&mut m, &["SET", &format!("fill{i}"), &big]);
+    }
+    assert!(wait_caught_up(&mut m, &mut r));
+    // The replica's offset drops out of the backlog while it is away.
+    common::query::<i64>(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
+    for i in 0..10 {
+        common::query::<()>(&mut m, &["SET", &format!("fill{i}"), &big]);
+    }
+    assert!(
+        common::wait_until(10, || info(&mut r, "async_loading").as_deref() == Some("1")),
+        "the same history: async loading"
+    );
+    assert_eq!(info(&mut r, "loading").as_deref(), Some("0"));
+    assert_eq!(common::query::<String>(&mut r, &["GET", "m1"]), "v");
+    for args in [
+        &["CONFIG", "SET", "appendonly", "no"][..],
+        &["REPLICAOF", "NO", "ONE"][..],
+        &["SAVE"][..],
+    ] {
+        let refused = redis::cmd(args[0]).arg(&args[1..]).query::<String>(&mut r);
+        assert_eq!(
+            refused.map_err(|e| e.code().map(str::to_string)),
+            Err(Some("LOADING".into())),
+            "{args:?}"
+        );
+    }
+    common::query::<()>(&mut m, &["CONFIG", "SET", "rdb-key-save-delay", "0"]);
+    assert!(wait_caught_up(&mut m, &mut r), "synced again");
+}

@@ -484,7 +484,7 @@ pub fn commands() -> Vec<CommandSpec> {
         1,
         // Not EXCLUSIVE: the incr file is prepared (fsyncs) while the loops run, and a
         // thread of its own stops the world only for the switch.
-        ADMIN | NOSCRIPT,
+        ADMIN | NOSCRIPT | NO_ASYNC_LOADING,
         KeySpec::None,
         bgrewriteaof,
         "server",
