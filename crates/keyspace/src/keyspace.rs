@@ -556,6 +556,68 @@ impl Keyspace {
         true
     }
 
+    /// An empty keyspace with this one's databases and encoding limits: where a replica
+    /// loads its master's dataset beside the one it serves (`repl-diskless-load swapdb`)
+    /// before [`Keyspace::swap_contents`] puts it in place.
+    pub fn sibling(&self) -> Keyspace {
+        let ks = Keyspace::with_databases(self.dbs.len());
+        let copy = |to: &std::sync::atomic::AtomicUsize, from: &std::sync::atomic::AtomicUsize| {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        let (a, b) = (&ks.limits, &self.limits);
+        copy(&a.hash_max_listpack_entries, &b.hash_max_listpack_entries);
+        copy(&a.hash_max_listpack_value, &b.hash_max_listpack_value);
+        a.list_max_listpack_size.store(
+            b.list_max_listpack_size.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        copy(&a.set_max_intset_entries, &b.set_max_intset_entries);
+        copy(&a.set_max_listpack_entries, &b.set_max_listpack_entries);
+        copy(&a.set_max_listpack_value, &b.set_max_listpack_value);
+        copy(&a.stream_node_max_bytes, &b.stream_node_max_bytes);
+        copy(&a.stream_node_max_entries, &b.stream_node_max_entries);
+        copy(&ks.zset_limits.max_entries, &self.zset_limits.max_entries);
+        copy(&ks.zset_limits.max_value, &self.zset_limits.max_value);
+        ks.set_expire_deletes(self.expire_deletes.load(Ordering::Relaxed));
+        ks
+    }
+
+    /// Puts `other`'s databases in place of this keyspace's, table by table, and leaves
+    /// the old contents in `other` (to be dropped off the request path). The caller
+    /// holds the world stopped. As SWAPDB: a WATCHed key present before or after is
+    /// touched, and a running snapshot of this keyspace first takes what it still needs
+    /// of each table, and does not take the new contents again.
+    pub fn swap_contents(&self, other: &Keyspace) {
+        let now = now_ms();
+        let dbs = self.dbs.len().min(other.dbs.len());
+        for db in 0..dbs {
+            let touched: Vec<Box<[u8]>> = self.dbs[db]
+                .watch
+                .watched_keys()
+                .into_iter()
+                .filter(|k| {
+                    self.presence(db, k, now).is_some() || other.presence(db, k, now).is_some()
+                })
+                .collect();
+            for slot in 0..SLOT_COUNT {
+                let (x, y) = (self.dbs[db].existing(slot), other.dbs[db].existing(slot));
+                if x.is_none() && y.is_none() {
+                    continue;
+                }
+                let mut live = self.dbs[db].table(slot as Slot).lock();
+                self.copy_on_write(db, slot as Slot, &mut live);
+                live.finish_capture();
+                let epoch = live.snapshot_epoch;
+                let mut loaded = other.dbs[db].table(slot as Slot).lock();
+                std::mem::swap(&mut *live, &mut *loaded);
+                live.snapshot_epoch = epoch;
+            }
+            for k in &touched {
+                self.dbs[db].watch.signal(k);
+            }
+        }
+    }
+
     /// One pass of active expiry. Walks tables from `*cursor` (a position over all
     /// databases' slots), removing expired keys, until the whole keyspace was visited or
     /// `budget` is spent; `on_expired(db, key)` sees each removal. Returns the number of

@@ -347,7 +347,8 @@ fn full_sync(
     stream.sync_progress(0, reader.expected());
     // The old dataset is served until the new one has arrived whole (and kept if the link
     // breaks first): with `repl-diskless-load swapdb` that is Redis' async loading.
-    let async_loading = SwapdbReceiving::begin(shared, stream.replid() == replid);
+    let same_history = stream.replid() == replid;
+    let async_loading = SwapdbReceiving::begin(shared, same_history);
     loop {
         if !link.buf.is_empty() {
             let taken = reader.push(&link.buf);
@@ -362,6 +363,14 @@ fn full_sync(
     let rdb = reader
         .into_rdb()
         .ok_or_else(|| protocol_error("incomplete payload".into()))?;
+    if same_history && async_loading.is_some() {
+        load_beside_and_swap(shared, &rdb)?;
+        drop(async_loading);
+        crate::aof::AppendOnly::restart_after_full_sync(shared);
+        stream.reset_after_full_sync(replid, offset);
+        log::notice("MASTER <-> REPLICA sync: Finished with success");
+        return Ok(());
+    }
     drop(async_loading);
     log::notice(&format!(
         "MASTER <-> REPLICA sync: Flushing old data ({} bytes of RDB received)",
@@ -408,7 +417,73 @@ fn full_sync(
     Ok(())
 }
 
-/// Applies the master's stream until the link breaks or the role changes.
+/// `repl-diskless-load swapdb` from a master of the same history (Redis' async loading):
+/// the payload loads into a second keyspace while the old dataset serves, then the two
+/// swap with the world stopped for the swap only, so clients never see -LOADING. The old
+/// contents are freed on a thread of their own. A payload that does not load leaves the
+/// old dataset in place.
+fn load_beside_and_swap(shared: &Shared, rdb: &[u8]) -> io::Result<()> {
+    log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
+    let loaded_into = shared.keyspace.sibling();
+    let mut libraries = LibrariesOnly {
+        codes: Vec::new(),
+        inner: carmine_rdb::ReplicaLoad {
+            key_delay_us: shared.config.get_i64("key-load-delay"),
+        },
+    };
+    if let Err(e) = carmine_rdb::load_observed(&loaded_into, rdb, &mut libraries) {
+        log::warning(&format!(
+            "Failed trying to load the MASTER synchronization DB from socket, discarding the temporary DB: {e}"
+        ));
+        return Err(protocol_error(format!(
+            "bad RDB payload from the master: {e}"
+        )));
+    }
+    {
+        let _world = shared.barrier.exclusive();
+        log::notice("MASTER <-> REPLICA sync: Swapping active DB with loaded DB");
+        shared.keyspace.swap_contents(&loaded_into);
+        // The master's libraries replace ours with its keys.
+        carmine_commands::functions::flush_libraries(shared);
+        for code in &libraries.codes {
+            if let Err(e) = carmine_commands::functions::load_library(shared, code, true) {
+                log::warning(&format!(
+                    "A function library of the master did not load: {e}"
+                ));
+            }
+        }
+    }
+    let old = std::thread::Builder::new()
+        .name("carmine-free-old-db".into())
+        .spawn(move || drop(loaded_into));
+    if let Err(e) = old {
+        log::warning(&format!("Freeing the old dataset on this thread: {e}"));
+    }
+    Ok(())
+}
+
+/// A load observer that keeps the payload's function libraries aside, to install them
+/// when the loaded keys take over.
+struct LibrariesOnly {
+    codes: Vec<Vec<u8>>,
+    inner: carmine_rdb::ReplicaLoad,
+}
+
+impl carmine_rdb::LoadObserver for LibrariesOnly {
+    fn key_read(&mut self) {
+        self.inner.key_read()
+    }
+
+    fn keep_expired(&self) -> bool {
+        self.inner.keep_expired()
+    }
+
+    fn function(&mut self, code: &[u8]) -> Result<(), String> {
+        self.codes.push(code.to_vec());
+        Ok(())
+    }
+}
+
 /// A command from the master failed here: the replica may now differ from its master.
 /// Logged as Redis logs it (its tests look for these words) and counted in INFO's
 /// `unexpected_error_replies`; the link goes on (`propagation-error-behavior ignore`).
@@ -427,6 +502,7 @@ fn log_error_to_master(shared: &Shared, args: &Args, reply: &[u8]) {
     shared.errorstats.count_unexpected();
 }
 
+/// Applies the master's stream until the link breaks or the role changes.
 fn apply_stream(
     shared: &Arc<Shared>,
     stream: &ReplicationStream,

@@ -1370,9 +1370,10 @@ fn redis_replica_converges_on_streams_under_group_load() {
     server.shutdown();
 }
 
-/// `repl-diskless-load swapdb`: while the master's dataset arrives the replica serves its
-/// old one and says so (INFO async_loading:1); if the master goes away meanwhile, the old
-/// dataset stays.
+/// `repl-diskless-load swapdb`, a master the replica never followed (another history):
+/// while its dataset arrives the replica is loading (INFO loading:1, -LOADING to
+/// requests), as Redis is; if the master goes away meanwhile, the old dataset stays and
+/// is served again.
 #[test]
 fn a_swapdb_replica_keeps_its_data_when_the_sync_breaks() {
     let master = common::start("repl-diskless-sync-delay 0\nrdb-key-save-delay 20000");
@@ -1397,20 +1398,18 @@ fn a_swapdb_replica_keeps_its_data_when_the_sync_breaks() {
         .query(&mut r)
         .expect("replicaof");
     assert!(
-        common::wait_until(10, || info_field(&mut r, "persistence", "async_loading")
+        common::wait_until(10, || info_field(&mut r, "persistence", "loading")
             .as_deref()
             == Some("1")),
-        "the replica receives in the background"
+        "the replica loads"
     );
-    let old: Option<String> = redis::cmd("GET").arg("old").query(&mut r).expect("served");
     assert_eq!(
-        old.as_deref(),
-        Some("kept"),
-        "the old dataset is served meanwhile"
+        info_field(&mut r, "persistence", "async_loading").as_deref(),
+        Some("0")
     );
     master.shutdown();
     assert!(
-        common::wait_until(10, || info_field(&mut r, "persistence", "async_loading")
+        common::wait_until(10, || info_field(&mut r, "persistence", "loading")
             .as_deref()
             == Some("0")),
         "the broken sync ends"
@@ -1546,6 +1545,28 @@ fn swapdb_full_sync_loads_or_loads_async_by_history() {
             "{args:?}"
         );
     }
+    // The received payload loads beside the old dataset (3 ms per key here), which
+    // serves until the swap: no request of the whole sync gets -LOADING.
+    common::query::<()>(&mut r, &["CONFIG", "SET", "key-load-delay", "3000"]);
     common::query::<()>(&mut m, &["CONFIG", "SET", "rdb-key-save-delay", "0"]);
-    assert!(wait_caught_up(&mut m, &mut r), "synced again");
+    common::query::<()>(&mut m, &["SET", "after-sync", "1"]);
+    let mut served = 0;
+    let synced = common::wait_until(60, || {
+        let got = redis::cmd("GET").arg("m1").query::<Option<String>>(&mut r);
+        assert_eq!(
+            got.map_err(|e| e.to_string()),
+            Ok(Some("v".into())),
+            "served meanwhile"
+        );
+        served += 1;
+        common::query::<Option<String>>(&mut r, &["GET", "after-sync"]).is_some()
+    });
+    assert!(synced, "synced again");
+    assert!(served > 1);
+    assert!(wait_caught_up(&mut m, &mut r));
+    assert_eq!(
+        common::query::<i64>(&mut r, &["DBSIZE"]),
+        common::query::<i64>(&mut m, &["DBSIZE"])
+    );
+    assert_eq!(digest(&mut r), digest(&mut m));
 }
