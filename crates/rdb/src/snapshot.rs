@@ -628,6 +628,49 @@ mod tests {
         assert!(!ks.snapshot_running());
     }
 
+    /// A replica's swap of its loaded dataset (Keyspace::swap_contents) during a
+    /// snapshot: the snapshot holds the old contents exactly, the keyspace the new ones,
+    /// the old ones end up in the sibling, and a WATCHed key is touched.
+    #[test]
+    fn swapping_in_a_loaded_keyspace_during_a_snapshot_keeps_it_point_in_time() {
+        let ks = Keyspace::new();
+        for i in 0..3000 {
+            ks.db(0).set(format!("old{i}").as_bytes(), b"o");
+        }
+        ks.db(2).set(b"shared-name", b"old");
+        let loaded = ks.sibling();
+        for i in 0..500 {
+            loaded.db(0).set(format!("new{i}").as_bytes(), b"n");
+        }
+        loaded.db(2).set(b"shared-name", b"new");
+        let watched = ks.db_ref(2).expect("db 2").watch().watch(b"shared-name");
+        let snap = Snapshot::begin(&ks, WriteOptions::default(), true).expect("begin");
+        ks.swap_contents(&loaded);
+        // A write after the swap does not reach the snapshot either.
+        ks.db(0).set(b"new1", b"written after");
+        let mut file = Vec::new();
+        snap.write_to(&ks, &mut file, &[]).expect("written");
+        let read = Keyspace::new();
+        let stats = load_into(&read, &file).expect("loads");
+        assert_eq!(stats.keys, 3001, "the old contents, each key once");
+        assert_eq!(
+            read.db(2).get(b"shared-name").expect("str"),
+            Some(b"old".to_vec())
+        );
+        assert_eq!(read.db(0).get(b"new1").expect("str"), None);
+        assert_eq!(ks.db_counts(0).0, 500);
+        assert_eq!(
+            ks.db(2).get(b"shared-name").expect("str"),
+            Some(b"new".to_vec())
+        );
+        assert_eq!(loaded.db_counts(0).0, 3000, "the old contents, to be freed");
+        assert_ne!(
+            ks.db_ref(2).expect("db 2").watch().version(b"shared-name"),
+            watched,
+            "the WATCHed key was touched"
+        );
+    }
+
     /// Whole-database operations during a snapshot (FLUSHDB, SWAPDB, active expiry)
     /// capture the tables they touch first, like any writer.
     #[test]
