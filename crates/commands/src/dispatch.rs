@@ -456,8 +456,6 @@ fn dispatch(
     spec.has(flags::REPLY_PER_ARG)
 }
 
-/// Whether a command of `session` stops waiting for the barrier when a script turns
-/// busy: a client's does; a script's own calls, the master link and the AOF wait.
 /// Redis' CMD_NO_ASYNC_LOADING commands, and the CLUSTER subcommands that carry it.
 fn refused_while_async_loading(spec: &CommandSpec, args: &Args) -> bool {
     if spec.has(flags::NO_ASYNC_LOADING) {
@@ -484,6 +482,9 @@ fn refused_while_async_loading(spec: &CommandSpec, args: &Args) -> bool {
         })
 }
 
+/// Whether a command of `session` stops waiting for the barrier when a script turns
+/// busy (or, unless the command runs while loading, a load holds the world): a client's
+/// does; a script's own calls, the master link and the AOF wait.
 fn gives_up_when_busy<'a>(
     shared: &'a Shared,
     session: &Session,
