@@ -479,6 +479,8 @@ pub struct Tunables {
     /// `latency-monitor-threshold` (ms; 0: the monitor is off) and `latency-tracking`.
     pub latency_monitor_threshold: AtomicU64,
     pub latency_tracking: AtomicBool,
+    /// `tracking-table-max-keys`, checked before each command while tracking is on.
+    pub tracking_table_max_keys: AtomicU64,
 }
 
 /// The live configuration.
@@ -749,6 +751,8 @@ impl Config {
             .store(num("latency-monitor-threshold"), Ordering::Relaxed);
         t.latency_tracking
             .store(get("latency-tracking") != "no", Ordering::Relaxed);
+        t.tracking_table_max_keys
+            .store(num("tracking-table-max-keys"), Ordering::Relaxed);
         t.appendfsync.store(
             match get("appendfsync").as_str() {
                 "always" => 0,

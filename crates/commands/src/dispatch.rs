@@ -272,6 +272,20 @@ fn dispatch(
         .info
         .last_cmd
         .store(idx as u64 + 1, Ordering::Relaxed);
+    // Past `tracking-table-max-keys`, keys leave the tracking table before the next
+    // command runs (Redis does it in processCommand too), not only in the cron.
+    if shared.tracking.active() {
+        let max = shared
+            .config
+            .tunables
+            .tracking_table_max_keys
+            .load(Ordering::Relaxed) as usize;
+        if shared.tracking.over_limit(max) {
+            crate::tracking::before_command(session.info.id, reply, || {
+                shared.tracking.limit(shared, max)
+            });
+        }
+    }
     if !spec.arity_ok(args.len()) {
         reply.error(&format!(
             "ERR wrong number of arguments for '{}' command",
@@ -382,7 +396,9 @@ fn dispatch(
         let write = spec.has(flags::WRITE) || queued_any(session, &|s| s.has(flags::WRITE));
         if shared.config.tunables.maxmemory.load(Ordering::Relaxed) > 0
             && !(session.in_script && shared.scripts.running.skips_oom())
-            && !shared.perform_evictions(now_ms)
+            && !crate::tracking::before_command(session.info.id, reply, || {
+                shared.perform_evictions(now_ms)
+            })
             && (spec.denies_oom(args) || queued_any(session, &|s| s.has(flags::DENYOOM)))
         {
             return refuse(shared, session, stats, idx, reply, is_exec, OOM);

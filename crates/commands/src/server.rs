@@ -385,7 +385,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let maxmem = sh.config.tunables.maxmemory.load(Ordering::Relaxed);
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_not_counted_for_evict:0\r\nmem_total_replication_buffers:{}\r\nmem_allocator:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\nlazyfree_pending_objects:{}\r\nlazyfreed_objects:{}\r\n\r\n",
             human(used),
             human(rss),
             human(peak),
@@ -1130,6 +1130,8 @@ const DEBUG_HELP: &[&str] = &[
     "    Save the RDB on disk and reload it back to memory.",
     "LOADAOF",
     "    Flush the AOF buffers on disk and reload the AOF in memory.",
+    "PAUSE-CRON <0|1>",
+    "    Stop periodic cron job processing.",
     "REPLICATE <command> [<arg> ...]",
     "    Send the command to the replicas without running it here (not written to the AOF).",
     "AOF-FLUSH-SLEEP <microsec>",
@@ -1209,6 +1211,11 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                 Ok(()) => ctx.reply.ok(),
                 Err(e) => ctx.error(&format!("ERR Error loading the AOF: {e}")),
             }
+        }
+        (b"pause-cron", 3) => {
+            let Some(v) = ctx.int_arg(2) else { return };
+            ctx.shared.cron_paused.store(v != 0, Ordering::Relaxed);
+            ctx.reply.ok();
         }
         (b"replicate", n) if n >= 3 => {
             // Straight to the replicas, as Redis' DEBUG REPLICATE: not run here, not in

@@ -341,6 +341,9 @@ pub struct Shared {
     /// Each event loop calls it when a snapshot starts, before writers' captures grow the
     /// heap a page-rounded step at a time, and with 0 when the snapshot is over.
     pub heap_reserve: std::sync::OnceLock<fn(usize)>,
+    /// DEBUG PAUSE-CRON: the event loops' periodic work (client timeouts, active expiry,
+    /// save points, the tracking table's trim ...) is skipped while set.
+    pub cron_paused: AtomicBool,
     /// Writes a line to the server's log at a Redis level (0 debug, 1 verbose,
     /// 2 notice, 3 warning): `redis.log`, the slow-script warning.
     pub log: std::sync::OnceLock<fn(u8, &str)>,
@@ -488,6 +491,7 @@ impl Shared {
             used_memory,
             peak_memory: AtomicU64::new(0),
             heap_reserve: std::sync::OnceLock::new(),
+            cron_paused: AtomicBool::new(false),
             log: std::sync::OnceLock::new(),
             busy_serve: std::sync::OnceLock::new(),
             estimated_memory: AtomicU64::new(0),

@@ -38,6 +38,9 @@ pub struct Tracking {
     clients: AtomicUsize,
     /// Key -> ids of the clients that read it since it last changed.
     table: Mutex<HashMap<Vec<u8>, Vec<u64>>>,
+    /// The table's length, kept under its lock, read without it: the check made before
+    /// every command while tracking is on (see [`Tracking::over_limit`]).
+    keys: AtomicUsize,
     /// BCAST clients (their prefixes are in their state).
     bcast: Mutex<Vec<Arc<ClientInfo>>>,
 }
@@ -165,6 +168,7 @@ impl Tracking {
                 ids.push(info.id);
             }
         }
+        self.keys.store(t.len(), Ordering::Relaxed);
     }
 
     /// Clears a pending CLIENT CACHING once the command it was for has run.
@@ -188,7 +192,12 @@ impl Tracking {
     /// read again later in the same transaction is tracked again).
     pub fn invalidate_readers(&self, shared: &crate::Shared, keys: &[&[u8]], writer: Option<u64>) {
         for key in keys {
-            let ids = self.table.lock().remove(*key);
+            let ids = {
+                let mut t = self.table.lock();
+                let ids = t.remove(*key);
+                self.keys.store(t.len(), Ordering::Relaxed);
+                ids
+            };
             for id in ids.unwrap_or_default() {
                 let Some(c) = shared.clients.get(id) else {
                     continue;
@@ -197,11 +206,28 @@ impl Tracking {
                     None => true,
                     Some(s) => s.bcast || (s.noloop && writer == Some(id)),
                 };
-                if !skip {
+                if skip {
+                    continue;
+                }
+                let kept = self.writes_to_itself(&c)
+                    && OWN_PUSHES.with(|own| match &mut *own.borrow_mut() {
+                        Some((own_id, bytes)) if *own_id == id => {
+                            bytes.extend_from_slice(&message(Some(&[key]), true));
+                            true
+                        }
+                        _ => false,
+                    });
+                if !kept {
                     self.send(shared, &c, Some(&[key]));
                 }
             }
         }
+    }
+
+    /// A client whose invalidations come on its own connection: not redirected, RESP3.
+    fn writes_to_itself(&self, c: &ClientInfo) -> bool {
+        let redirect = c.tracking.lock().as_ref().map_or(0, |s| s.redirect);
+        redirect == 0 && c.resp.load(Ordering::Relaxed) == 3
     }
 
     /// BCAST clients are told of the keys under their prefixes, one message per prefix.
@@ -226,6 +252,11 @@ impl Tracking {
         }
     }
 
+    /// Whether the table holds more keys than `max` (0: no limit). One atomic load.
+    pub fn over_limit(&self, max: usize) -> bool {
+        max != 0 && self.keys.load(Ordering::Relaxed) > max
+    }
+
     /// `tracking-table-max-keys` (0: no limit): past it, keys are dropped from the table
     /// (and their readers told, as if they changed), at most 100 a call, as Redis'
     /// cron does.
@@ -245,7 +276,10 @@ impl Tracking {
 
     /// FLUSHDB / FLUSHALL: every tracking client is told that everything changed.
     pub fn flush(&self, shared: &crate::Shared) {
-        self.table.lock().clear();
+        let mut t = self.table.lock();
+        t.clear();
+        self.keys.store(0, Ordering::Relaxed);
+        drop(t);
         for c in shared.clients.snapshot() {
             if c.tracking.lock().is_some() {
                 self.send(shared, &c, None);
@@ -275,6 +309,27 @@ impl Tracking {
         }
         self.bcast.lock().retain(|c| c.id != info.id);
     }
+}
+
+thread_local! {
+    /// While set (see [`before_command`]): the client about to run a command on this
+    /// thread, and the invalidation messages for it collected meanwhile.
+    static OWN_PUSHES: std::cell::RefCell<Option<(u64, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, the work done for client `id` before its command (the tracking table's
+/// trim, evictions), and writes the invalidations it causes for that client into
+/// `reply`, ahead of the command's own reply, as Redis sends them. Without this they
+/// would reach the client after the reply, through its loop's queue.
+pub fn before_command<R>(id: u64, reply: &mut ReplyBuf, f: impl FnOnce() -> R) -> R {
+    let outer = OWN_PUSHES.with(|own| own.borrow_mut().replace((id, Vec::new())));
+    let result = f();
+    let collected = OWN_PUSHES.with(|own| std::mem::replace(&mut *own.borrow_mut(), outer));
+    if let Some((_, bytes)) = collected {
+        reply.out.extend_from_slice(&bytes);
+    }
+    result
 }
 
 fn overlap(a: &[u8], b: &[u8]) -> bool {

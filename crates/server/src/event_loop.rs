@@ -978,6 +978,9 @@ impl EventLoop {
     }
 
     fn cron(&mut self) {
+        if self.shared.cron_paused.load(Ordering::Relaxed) {
+            return;
+        }
         let timeout = self
             .shared
             .config

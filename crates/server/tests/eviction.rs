@@ -153,5 +153,57 @@ fn eviction_policies_keep_memory_under_maxmemory() {
         .query(&mut c)
         .unwrap();
     set(&mut c, "new", b"x").unwrap();
+
+    // Client-side caching: a key evicted to make room for a command is invalidated for
+    // the client that runs it before that command's reply (the eviction comes first).
+    let mut reader = std::net::TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    reader
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut ask = |cmd: &str, until: &[u8]| -> String {
+        reader
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(until) {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    assert!(ask("HELLO 3", b"modules\r\n*0\r\n").starts_with('%'));
+    assert_eq!(ask("CLIENT TRACKING ON", b"\r\n"), "+OK\r\n");
+    assert_eq!(ask("SETEX volatile-key 10000 x", b"\r\n"), "+OK\r\n");
+    assert_eq!(ask("GET volatile-key", b"x\r\n"), "$1\r\nx\r\n");
+    let used = info_field(&mut c, "memory", "used_memory")
+        - info_field(&mut c, "memory", "mem_not_counted_for_evict");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-random")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 100 * 1024)
+        .query(&mut c)
+        .unwrap();
+    // 200 KB past the limit: the next command evicts the only volatile key.
+    assert_eq!(ask("SETBIT big-key 1600000 0", b"\r\n"), ":0\r\n");
+    assert_eq!(
+        ask("GETBIT big-key 0", b":0\r\n"),
+        ">2\r\n$10\r\ninvalidate\r\n*1\r\n$12\r\nvolatile-key\r\n:0\r\n"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
     server.shutdown();
 }

@@ -168,3 +168,38 @@ fn redirect_bcast_and_optin() {
     let mut off = common::raw(&server);
     assert_eq!(send(&mut off, "CLIENT GETREDIR"), ":-1\r\n");
 }
+
+/// Past `tracking-table-max-keys`, the next command trims the table first, and the
+/// invalidation for the client running it comes before that command's reply (Redis'
+/// regression #11715: here the command is queued in MULTI). DEBUG PAUSE-CRON keeps the
+/// cron from trimming it earlier.
+#[test]
+fn the_table_limit_is_applied_before_the_next_command_and_told_first() {
+    let server = common::start("enable-debug-command yes");
+    let mut admin = common::client(&server);
+    common::query::<()>(
+        &mut admin,
+        &["CONFIG", "SET", "tracking-table-max-keys", "2"],
+    );
+    common::query::<()>(&mut admin, &["DEBUG", "PAUSE-CRON", "1"]);
+    let mut reader = resp3(&server);
+    assert_eq!(send(&mut reader, "CLIENT TRACKING ON"), "+OK\r\n");
+    let (got, _) = common::exchange(&mut reader, b"MGET 1{t} 2{t}\r\n", |b| {
+        b.ends_with(b"_\r\n_\r\n")
+    });
+    assert_eq!(String::from_utf8_lossy(&got), "*2\r\n_\r\n_\r\n");
+    assert_eq!(send(&mut reader, "MULTI"), "+OK\r\n");
+    common::query::<()>(
+        &mut admin,
+        &["CONFIG", "SET", "tracking-table-max-keys", "1"],
+    );
+    let (got, _) = common::exchange(&mut reader, b"PING\r\n", |b| b.ends_with(b"+QUEUED\r\n"));
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        got.starts_with(">2\r\n$10\r\ninvalidate\r\n*1\r\n$4\r\n") && got.ends_with("+QUEUED\r\n"),
+        "{got:?}"
+    );
+    let (got, _) = common::exchange(&mut reader, b"EXEC\r\n", |b| b.ends_with(b"+PONG\r\n"));
+    assert_eq!(String::from_utf8_lossy(&got), "*1\r\n+PONG\r\n");
+    common::query::<()>(&mut admin, &["DEBUG", "PAUSE-CRON", "0"]);
+}
