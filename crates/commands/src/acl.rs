@@ -1,6 +1,6 @@
 //! ACL: users with passwords, command, key and channel permissions (AUTH user pass,
-//! ACL SETUSER ...), checked before each command, as Redis 7.0's ACLs (without
-//! selectors, the ACL file or the ACL log).
+//! ACL SETUSER ...), checked before each command and again at EXEC, as Redis 7.0's ACLs
+//! (without selectors or the ACL file). Refusals go to ACL LOG (`acl_log.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -321,7 +321,7 @@ impl AclUser {
         self.rules.read().allkeys
     }
 
-    pub fn check(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
+    pub fn check(&self, spec: &CommandSpec, args: &Args) -> Result<(), Denial> {
         if self.unrestricted.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -340,18 +340,17 @@ impl AclUser {
                 ),
                 None => spec.name.to_string(),
             };
-            return Err(format!(
-                "NOPERM this user has no permissions to run the '{name}' command"
-            ));
+            return Err(Denial::Command(name));
         }
         if !r.allkeys {
             let mut keys = Vec::new();
             spec.key_indexes(args, &mut keys);
-            if keys
+            let denied = keys
                 .iter()
-                .any(|&i| !r.allows_key(args.get(i).unwrap_or_default()))
-            {
-                return Err("NOPERM this user has no permissions to access one of the keys used as arguments".into());
+                .map(|&i| args.get(i).unwrap_or_default())
+                .find(|k| !r.allows_key(k));
+            if let Some(key) = denied {
+                return Err(Denial::Key(key.to_vec()));
             }
         }
         if !r.allchannels && spec.has(PUBSUB) {
@@ -367,11 +366,12 @@ impl AclUser {
             } else {
                 channels.to_vec()
             };
-            if all
+            let denied = all
                 .iter()
-                .any(|&i| !r.allows_channel(args.get(i).unwrap_or_default(), pattern))
-            {
-                return Err("NOPERM this user has no permissions to access one of the channels used as arguments".into());
+                .map(|&i| args.get(i).unwrap_or_default())
+                .find(|c| !r.allows_channel(c, pattern));
+            if let Some(channel) = denied {
+                return Err(Denial::Channel(channel.to_vec()));
             }
         }
         Ok(())
@@ -422,7 +422,48 @@ impl AclUser {
 }
 
 /// The users.
+/// Why [`AclUser::check`] refused a command, and what it named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// The command (`name` or `name|sub`).
+    Command(String),
+    Key(Vec<u8>),
+    Channel(Vec<u8>),
+}
+
+impl Denial {
+    /// The -NOPERM error a client gets.
+    pub fn message(&self) -> String {
+        match self {
+            Denial::Command(name) => {
+                format!("NOPERM this user has no permissions to run the '{name}' command")
+            }
+            Denial::Key(_) => "NOPERM this user has no permissions to access one of the keys used as arguments".into(),
+            Denial::Channel(_) => "NOPERM this user has no permissions to access one of the channels used as arguments".into(),
+        }
+    }
+
+    pub fn reason(&self) -> crate::acl_log::Reason {
+        use crate::acl_log::Reason;
+        match self {
+            Denial::Command(_) => Reason::Command,
+            Denial::Key(_) => Reason::Key,
+            Denial::Channel(_) => Reason::Channel,
+        }
+    }
+
+    /// What ACL LOG shows as the entry's object.
+    pub fn object(&self) -> &[u8] {
+        match self {
+            Denial::Command(name) => name.as_bytes(),
+            Denial::Key(k) | Denial::Channel(k) => k,
+        }
+    }
+}
+
 pub struct Acl {
+    /// ACL LOG.
+    pub log: crate::acl_log::AclLog,
     users: RwLock<BTreeMap<String, Arc<AclUser>>>,
     default: Arc<AclUser>,
     /// The default user got its password from ACL (not `requirepass`).
@@ -435,6 +476,7 @@ impl Default for Acl {
         let mut users = BTreeMap::new();
         users.insert("default".to_string(), default.clone());
         Acl {
+            log: crate::acl_log::AclLog::default(),
             users: RwLock::new(users),
             default,
             default_acl_password: AtomicBool::new(false),
@@ -668,12 +710,18 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
         }
         ("log", 2 | 3) => {
             if argc == 3 && ctx.is(2, "RESET") {
+                acl.log.reset();
                 return ctx.reply.ok();
             }
-            if argc == 3 && carmine_resp::parse_i64(ctx.arg(2)).is_none_or(|n| n < 0) {
-                return ctx.error("ERR value is out of range, must be positive");
-            }
-            ctx.reply.array(0);
+            let count = match argc {
+                3 => match carmine_resp::parse_i64(ctx.arg(2)) {
+                    Some(n) => n.max(0) as usize,
+                    None => return ctx.error("ERR value is not an integer or out of range"),
+                },
+                _ => 10,
+            };
+            acl.log
+                .reply(count, carmine_keyspace::now_ms(), &mut ctx.reply);
         }
         ("load" | "save", 2) => ctx.error(
             "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
@@ -699,6 +747,7 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
             match u.check(spec, &args) {
                 Ok(()) => ctx.reply.ok(),
                 Err(e) => {
+                    let e = e.message();
                     let why = e.strip_prefix("NOPERM ").unwrap_or(&e).to_string();
                     ctx.reply.bulk(why.as_bytes());
                 }

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
+use carmine_resp::Args;
+
 use crate::state::{ClientInfo, ReplyMode};
 use crate::table::{cmd, flags::*, CommandSpec, KeySpec};
 use crate::Ctx;
@@ -205,9 +207,28 @@ fn auth(ctx: &mut Ctx<'_, '_>) {
         ctx.session.set_user(u);
         ctx.reply.ok();
     } else {
+        let user = user.to_vec();
         ctx.session.authenticated = false;
+        log_failed_auth(ctx, &user);
         ctx.error(WRONGPASS);
     }
+}
+
+/// A failed AUTH (or HELLO AUTH) goes to ACL LOG under the user name it tried.
+fn log_failed_auth(ctx: &Ctx<'_, '_>, user: &[u8]) {
+    let username = String::from_utf8_lossy(user).into_owned();
+    let client_info = client_line(ctx, &ctx.session.info);
+    ctx.shared.acl.log.record(
+        crate::acl_log::Event {
+            reason: crate::acl_log::Reason::Auth,
+            context: crate::acl_log::Context::TopLevel,
+            object: ctx.arg(0),
+            username: &username,
+            client_info,
+        },
+        carmine_keyspace::now_ms(),
+        ctx.shared.config.get_i64("acllog-max-len").max(0) as usize,
+    );
 }
 
 fn hello(ctx: &mut Ctx<'_, '_>) {
@@ -227,6 +248,7 @@ fn hello(ctx: &mut Ctx<'_, '_>) {
         if ctx.is(i, "AUTH") && more >= 2 {
             let (user, pass) = (ctx.arg(i + 1).to_vec(), ctx.arg(i + 2).to_vec());
             let Some(u) = check_password(ctx, &user, &pass) else {
+                log_failed_auth(ctx, &user);
                 return ctx.error(WRONGPASS);
             };
             ctx.session.set_user(u);
@@ -306,30 +328,39 @@ fn request_len(args: &carmine_resp::Args) -> usize {
 
 /// One CLIENT LIST / CLIENT INFO line, with Redis 7's field names.
 pub fn client_line(ctx: &Ctx<'_, '_>, c: &ClientInfo) -> String {
+    let running = (c.id == ctx.session.info.id).then_some((ctx.spec, ctx.args));
+    client_info_line(ctx.shared, c, running)
+}
+
+/// [`client_line`] for `c`; `running`: the command `c` is in the middle of (its own
+/// CLIENT INFO, or an ACL LOG entry made for it), shown as Redis shows it.
+pub fn client_info_line(
+    shared: &crate::Shared,
+    c: &ClientInfo,
+    running: Option<(&CommandSpec, &Args)>,
+) -> String {
     let name = c.name.lock().clone().unwrap_or_default();
     let lib_name = c.lib_name.lock().clone().unwrap_or_default();
     let lib_ver = c.lib_ver.lock().clone().unwrap_or_default();
     let mut cmd = match c.last_cmd.load(Ordering::Relaxed) {
         0 => "NULL".to_string(),
-        n => ctx
-            .shared
+        n => shared
             .commands
             .get(n as usize - 1)
             .map_or("NULL".to_string(), |s| s.name.to_string()),
     };
     // The client asking is in the middle of its request: Redis shows the subcommand it
     // runs and the request still in its query buffer.
-    let me = c.id == ctx.session.info.id;
     let mut qbuf = c.qbuf.load(Ordering::Relaxed);
-    if me {
-        if !ctx.spec.subcommands.is_empty() && ctx.args.len() > 1 {
+    if let Some((spec, args)) = running {
+        if !spec.subcommands.is_empty() && args.len() > 1 {
             cmd = format!(
                 "{}|{}",
-                ctx.spec.name,
-                String::from_utf8_lossy(ctx.arg(1)).to_lowercase()
+                spec.name,
+                String::from_utf8_lossy(args.get(1).unwrap_or_default()).to_lowercase()
             );
         }
-        qbuf = qbuf.max(request_len(ctx.args) as u64);
+        qbuf = qbuf.max(request_len(args) as u64);
     }
     let multi = c.multi.load(Ordering::Relaxed);
     // Redis' letters, in its order.

@@ -306,7 +306,15 @@ fn dispatch(
     }
     if !spec.has(flags::NO_AUTH) {
         if let Err(e) = session.acl_user(shared).check(spec, args) {
-            reply.error(&e);
+            let context = if session.in_script {
+                crate::acl_log::Context::Lua
+            } else if session.multi.is_some() {
+                crate::acl_log::Context::Multi
+            } else {
+                crate::acl_log::Context::TopLevel
+            };
+            log_denial(shared, session, spec, args, &e, context);
+            reply.error(&e.message());
             reject(stats, idx, session);
             return false;
         }
@@ -470,6 +478,64 @@ fn dispatch(
         shared, session, stats, idx, args, reply, false, now_ms, None,
     );
     spec.has(flags::REPLY_PER_ARG)
+}
+
+/// A command refused by the user's permissions goes to ACL LOG, with where it came from.
+fn log_denial(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &Args,
+    denial: &crate::acl::Denial,
+    context: crate::acl_log::Context,
+) {
+    use crate::acl_log::Event;
+    let username = session.info.user.lock().clone();
+    shared.acl.log.record(
+        Event {
+            reason: denial.reason(),
+            context,
+            object: denial.object(),
+            username: &username,
+            client_info: crate::connection::client_info_line(
+                shared,
+                &session.info,
+                Some((spec, args)),
+            ),
+        },
+        carmine_keyspace::now_ms(),
+        shared.config.get_i64("acllog-max-len").max(0) as usize,
+    );
+}
+
+/// At EXEC, each queued command is checked against the user's permissions again (they
+/// may have changed since it was queued), as Redis does: a refused one gets its -NOPERM
+/// in the EXEC reply, goes to ACL LOG, and does not run. True when refused.
+fn refused_at_exec(
+    shared: &Shared,
+    session: &Session,
+    spec: &CommandSpec,
+    args: &Args,
+    reply: &mut ReplyBuf,
+) -> bool {
+    if session.master_link || session.replaying || spec.has(flags::NO_AUTH) {
+        return false;
+    }
+    match session.acl_user(shared).check(spec, args) {
+        Ok(()) => false,
+        Err(e) => {
+            log_denial(
+                shared,
+                session,
+                spec,
+                args,
+                &e,
+                crate::acl_log::Context::Multi,
+            );
+            reply.error(&e.message());
+            true
+        }
+    }
 }
 
 /// Redis' CMD_NO_ASYNC_LOADING commands, and the CLUSTER subcommands that carry it.
@@ -1007,6 +1073,13 @@ fn exec(
         reply.array(queued.len());
         let mut unit = Vec::new();
         for (idx, args) in &queued {
+            let refused = shared
+                .commands
+                .get(*idx)
+                .is_some_and(|spec| refused_at_exec(shared, session, spec, args, reply));
+            if refused {
+                continue;
+            }
             run(
                 shared,
                 session,
@@ -1075,6 +1148,9 @@ fn exec(
         let Some(spec) = shared.commands.get(*idx) else {
             continue;
         };
+        if refused_at_exec(shared, session, spec, args, reply) {
+            continue;
+        }
         let started = Instant::now();
         let before = reply.len();
         let mark = reply.mark();

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod acl;
+pub mod acl_log;
 mod barrier;
 mod bitmap;
 pub mod blocking;

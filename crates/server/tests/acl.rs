@@ -160,3 +160,137 @@ fn channels_and_the_default_user() {
     let mut anon = common::client(&server);
     ok(&mut anon, &["PING"]);
 }
+
+/// ACL LOG entries as Redis 7.0 records them: (newest first) the field, grouped count,
+/// reason, context (toplevel, multi, lua), object and user, failed AUTHs, RESET, the
+/// count argument and `acllog-max-len`.
+#[test]
+fn acl_log_records_refusals_and_failed_auth() {
+    use std::collections::HashMap;
+    let server = common::start("");
+    let mut admin = common::client(&server);
+    let log =
+        |c: &mut redis::Connection, count: Option<&str>| -> Vec<HashMap<String, redis::Value>> {
+            let mut q = redis::cmd("ACL");
+            q.arg("LOG");
+            if let Some(n) = count {
+                q.arg(n);
+            }
+            q.query(c).expect("ACL LOG")
+        };
+    let text = |e: &HashMap<String, redis::Value>, f: &str| -> String {
+        redis::from_redis_value(e.get(f).unwrap_or_else(|| panic!("field {f}"))).expect(f)
+    };
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "antirez",
+            ">foo",
+            "on",
+            "+set",
+            "~object:1234",
+            "+eval",
+            "+multi",
+            "+exec",
+            "resetchannels",
+            "+publish",
+        ],
+    );
+    let mut user = common::client(&server);
+    ok(&mut user, &["AUTH", "antirez", "foo"]);
+    for _ in 0..3 {
+        assert!(err(&mut user, &["GET", "foo"]).starts_with("NOPERM"));
+    }
+    let entries = log(&mut admin, None);
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(text(e, "username"), "antirez");
+    assert_eq!(text(e, "context"), "toplevel");
+    assert_eq!(text(e, "reason"), "command");
+    assert_eq!(text(e, "object"), "get");
+    assert_eq!(
+        redis::from_redis_value::<i64>(&e["count"]).expect("count"),
+        3
+    );
+    assert!(
+        text(e, "client-info").contains("user=antirez"),
+        "{}",
+        text(e, "client-info")
+    );
+    let age: f64 = redis::from_redis_value(&e["age-seconds"]).expect("age");
+    assert!((0.0..60.0).contains(&age));
+
+    err(&mut user, &["SET", "somekeynotallowed", "1234"]);
+    let e = &log(&mut admin, None)[0];
+    assert_eq!(
+        (text(e, "reason"), text(e, "object")),
+        ("key".into(), "somekeynotallowed".into())
+    );
+    err(&mut user, &["PUBLISH", "somechannelnotallowed", "nullmsg"]);
+    let e = &log(&mut admin, None)[0];
+    assert_eq!(
+        (text(e, "reason"), text(e, "object")),
+        ("channel".into(), "somechannelnotallowed".into())
+    );
+
+    ok(&mut user, &["MULTI"]);
+    err(&mut user, &["INCR", "foo"]);
+    let _ = cmd(&mut user, &["EXEC"]);
+    let e = &log(&mut admin, None)[0];
+    assert_eq!(
+        (text(e, "context"), text(e, "object")),
+        ("multi".into(), "incr".into())
+    );
+    // Permissions taken away between queueing and EXEC: checked again at EXEC.
+    ok(&mut admin, &["ACL", "SETUSER", "antirez", "+incr"]);
+    ok(&mut user, &["MULTI"]);
+    ok(&mut user, &["INCR", "object:1234"]);
+    ok(&mut admin, &["ACL", "SETUSER", "antirez", "-incr"]);
+    let exec = cmd(&mut user, &["EXEC"]);
+    assert!(format!("{exec:?}").contains("NOPERM"), "{exec:?}");
+    assert_eq!(
+        cmd(&mut admin, &["EXISTS", "object:1234"]).expect("exists"),
+        redis::Value::Int(0),
+        "the refused command did not run"
+    );
+    let e = &log(&mut admin, None)[0];
+    assert_eq!(
+        (text(e, "context"), text(e, "object")),
+        ("multi".into(), "incr".into())
+    );
+    let _ = cmd(&mut user, &["EVAL", "redis.call('incr','foo')", "0"]);
+    let e = &log(&mut admin, None)[0];
+    assert_eq!(
+        (text(e, "context"), text(e, "object")),
+        ("lua".into(), "incr".into())
+    );
+    assert_eq!(log(&mut admin, Some("2")).len(), 2);
+
+    let mut stranger = common::client(&server);
+    err(&mut stranger, &["AUTH", "antirez", "wrong-password"]);
+    let e = &log(&mut admin, None)[0];
+    assert_eq!(
+        (
+            text(e, "reason"),
+            text(e, "object"),
+            text(e, "username"),
+            text(e, "context")
+        ),
+        (
+            "auth".into(),
+            "AUTH".into(),
+            "antirez".into(),
+            "toplevel".into()
+        )
+    );
+
+    ok(&mut admin, &["ACL", "LOG", "RESET"]);
+    assert!(log(&mut admin, None).is_empty());
+    ok(&mut admin, &["CONFIG", "SET", "acllog-max-len", "5"]);
+    for j in 0..10 {
+        err(&mut user, &["SET", &format!("obj:{j}"), "123"]);
+    }
+    assert_eq!(log(&mut admin, Some("100")).len(), 5);
+}
