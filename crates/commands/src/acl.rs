@@ -721,7 +721,7 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
                 _ => 10,
             };
             acl.log
-                .reply(count, carmine_keyspace::now_ms(), &mut ctx.reply);
+                .reply(count, carmine_keyspace::now_ms(), ctx.reply);
         }
         ("load" | "save", 2) => ctx.error(
             "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
