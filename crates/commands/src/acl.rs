@@ -676,8 +676,14 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
             }
         }
         ("cat", 3) => {
-            let want = format!("@{}", String::from_utf8_lossy(ctx.arg(2)).to_ascii_lowercase());
-            if !categories(&ctx.shared.commands).iter().any(|c| format!("@{c}") == want) {
+            let want = format!(
+                "@{}",
+                String::from_utf8_lossy(ctx.arg(2)).to_ascii_lowercase()
+            );
+            if !categories(&ctx.shared.commands)
+                .iter()
+                .any(|c| format!("@{c}") == want)
+            {
                 return ctx.error(&format!(
                     "ERR Unknown category '{}'",
                     String::from_utf8_lossy(ctx.arg(2))
@@ -720,12 +726,32 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
                 },
                 _ => 10,
             };
-            acl.log
-                .reply(count, carmine_keyspace::now_ms(), ctx.reply);
+            acl.log.reply(count, carmine_keyspace::now_ms(), ctx.reply);
         }
-        ("load" | "save", 2) => ctx.error(
-            "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
-        ),
+        ("load" | "save", 2) => {
+            let path = ctx.shared.config.get("aclfile").unwrap_or_default();
+            if path.is_empty() {
+                return ctx.error(
+                    "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
+                );
+            }
+            if sub == "save" {
+                return match save_file(ctx.shared, &path) {
+                    Ok(()) => ctx.reply.ok(),
+                    Err(e) => ctx.error(&format!("ERR {e}")),
+                };
+            }
+            match load_file(ctx.shared, &path) {
+                Ok(replaced) => {
+                    // Their connections held the old users: closed, as Redis closes them.
+                    for name in replaced {
+                        kill_clients_of(ctx, &name);
+                    }
+                    ctx.reply.ok()
+                }
+                Err(e) => ctx.error(&format!("ERR {e}")),
+            }
+        }
         ("dryrun", n) if n >= 4 => {
             let Some(u) = acl.user(ctx.arg(2)) else {
                 return ctx.error(&format!(
@@ -803,6 +829,127 @@ fn setuser(ctx: &mut Ctx<'_, '_>) {
         acl.users.write().insert(name, user);
     }
     ctx.reply.ok();
+}
+
+/// Users from `user` lines (redis.conf, or an ACL file's), replacing every user but
+/// keeping the default user's object (connections hold it): all lines are checked
+/// first, so a bad one changes nothing. Without a default user among them, the default
+/// user allows everything, as in Redis. Returns the names of the users replaced.
+fn replace_users(
+    shared: &crate::Shared,
+    lines: &[(usize, Vec<String>)],
+    source: &str,
+) -> Result<Vec<String>, String> {
+    let cats = categories(&shared.commands);
+    let mut parsed: BTreeMap<String, UserRules> = BTreeMap::new();
+    let mut errors = String::new();
+    for (line, words) in lines {
+        let mut words = words.iter();
+        let name = match (words.next().map(String::as_str), words.next()) {
+            (Some("user"), Some(name)) => name,
+            _ => {
+                errors.push_str(&format!(
+                    "{source}:{line}: should start with user keyword. "
+                ));
+                continue;
+            }
+        };
+        if parsed.contains_key(name.as_str()) {
+            errors.push_str(&format!("{source}:{line}: Duplicate user '{name}' found. "));
+            continue;
+        }
+        let mut rules = UserRules::empty();
+        for op in words {
+            if let Err(e) = rules.apply(op.as_bytes(), &cats) {
+                errors.push_str(&format!(
+                    "{source}:{line}: Error in applying operation '{op}': {e}. "
+                ));
+                break;
+            }
+        }
+        parsed.insert(name.clone(), rules);
+    }
+    if !errors.is_empty() {
+        return Err(errors.trim_end().to_string());
+    }
+    let acl = &shared.acl;
+    let default_rules = parsed
+        .remove("default")
+        .unwrap_or_else(UserRules::everything);
+    let _ = acl.default.update(|r| {
+        *r = default_rules;
+        Ok(())
+    });
+    acl.default_acl_password.store(true, Ordering::Relaxed);
+    let mut users = acl.users.write();
+    let replaced: Vec<String> = users.keys().filter(|n| *n != "default").cloned().collect();
+    users.retain(|n, _| n == "default");
+    for (name, rules) in parsed {
+        let user = Arc::new(AclUser::new(&name, rules));
+        users.insert(name, user);
+    }
+    Ok(replaced)
+}
+
+/// At start-up: the users of redis.conf's `user` lines, or of `aclfile` (not both, as
+/// Redis refuses that too).
+pub fn load_at_startup(shared: &crate::Shared) -> Result<(), String> {
+    let lines = shared.config.user_lines.lock().clone();
+    let file = shared.config.get("aclfile").unwrap_or_default();
+    if !lines.is_empty() && !file.is_empty() {
+        return Err("Configuring Redis with users defined in redis.conf and at the same setting an ACL file path is invalid. This setup is very likely to lead to configuration errors and security holes, please define either an ACL file or declare users directly in your redis.conf, but not both.".into());
+    }
+    if !lines.is_empty() {
+        // The directive itself is the `user` keyword an ACL file's lines start with.
+        let lines: Vec<(usize, Vec<String>)> = lines
+            .into_iter()
+            .map(|(n, words)| {
+                (
+                    n,
+                    std::iter::once("user".to_string()).chain(words).collect(),
+                )
+            })
+            .collect();
+        replace_users(shared, &lines, "redis.conf")?;
+    }
+    if !file.is_empty() {
+        load_file(shared, &file)?;
+    }
+    Ok(())
+}
+
+/// Reads the ACL file `path` (one `user <name> <rules...>` per line, blank lines
+/// skipped) and puts its users in place. Returns the names of the users replaced.
+fn load_file(shared: &crate::Shared, path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("Error loading ACLs, opening file '{path}': {e}"))?;
+    let lines: Vec<(usize, Vec<String>)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l.split_whitespace().map(str::to_string).collect()))
+        .collect();
+    replace_users(shared, &lines, path)
+}
+
+/// ACL SAVE: every user as ACL LIST shows it, one per line, written to a temporary file
+/// that then replaces `path`.
+fn save_file(shared: &crate::Shared, path: &str) -> Result<(), String> {
+    let users: Vec<Arc<AclUser>> = shared.acl.users.read().values().cloned().collect();
+    let mut text = String::new();
+    for u in users {
+        text.push_str(&u.describe());
+        text.push('\n');
+    }
+    let tmp = format!("{path}.tmp-{}", std::process::id());
+    let written = std::fs::write(&tmp, text.as_bytes())
+        .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("There was an error trying to save the ACLs. Please check the server logs for more information ({e})"));
+    }
+    Ok(())
 }
 
 /// Redis disconnects the clients of a deleted user.

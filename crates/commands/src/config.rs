@@ -496,6 +496,9 @@ pub struct Config {
     /// The `sentinel ...` directives read (without the leading word), in file order,
     /// for the sentinel to apply.
     pub sentinel_directives: parking_lot::Mutex<Vec<Vec<String>>>,
+    /// `user <name> <rules...>` lines, with their line numbers, in order (the ACL users
+    /// the server starts with; see `acl::load_at_startup`).
+    pub user_lines: parking_lot::Mutex<Vec<(usize, Vec<String>)>>,
 }
 
 /// A config-file error: the line number (1-based), the line, and the reason.
@@ -537,6 +540,7 @@ impl Config {
             save_seen: AtomicBool::new(false),
             sentinel_mode: AtomicBool::new(false),
             sentinel_directives: parking_lot::Mutex::new(Vec::new()),
+            user_lines: parking_lot::Mutex::new(Vec::new()),
         };
         c.apply();
         c
@@ -798,6 +802,17 @@ impl Config {
                 if !parts.is_empty() {
                     self.sentinel_directives.lock().push(parts);
                 }
+                continue;
+            }
+            if name == "user" {
+                // `--user "name rules..."` on the command line arrives as one argument.
+                if parts.len() == 1 {
+                    parts = parts[0].split_whitespace().map(str::to_string).collect();
+                }
+                if parts.is_empty() {
+                    return Err(err("Bad directive or wrong number of arguments".into()));
+                }
+                self.user_lines.lock().push((i + 1, parts));
                 continue;
             }
             if name == "include" {

@@ -205,6 +205,9 @@ impl Server {
             let _ = shared.heap_reserve.set(reserve);
         }
         let _ = shared.log.set(log::at_level);
+        if !sentinel_mode {
+            carmine_commands::acl::load_at_startup(&shared).map_err(io::Error::other)?;
+        }
         if sentinel_mode {
             shared
                 .facts

@@ -294,3 +294,81 @@ fn acl_log_records_refusals_and_failed_auth() {
     }
     assert_eq!(log(&mut admin, Some("100")).len(), 5);
 }
+
+/// Users from redis.conf's `user` lines; users from `aclfile`, ACL LOAD replacing them
+/// (a file with a bad line changes nothing, and names the line), ACL SAVE writing them
+/// back; the two sources together are refused at start-up, as in Redis.
+#[test]
+fn users_from_config_lines_and_from_an_acl_file() {
+    let server = common::start("user alice on >pw +@all ~*");
+    let mut alice = common::client(&server);
+    ok(&mut alice, &["AUTH", "alice", "pw"]);
+    ok(&mut alice, &["SET", "k", "v"]);
+    server.shutdown();
+
+    let dir = common::scratch_dir();
+    let file = dir.join("users.acl");
+    std::fs::write(
+        &file,
+        "user default on nopass ~* &* +@all\n\nuser bob on >secret ~bob:* +get\n",
+    )
+    .expect("write the ACL file");
+    let server = common::start(&format!("aclfile {}", file.display()));
+    let mut admin = common::client(&server);
+    let mut bob = common::client(&server);
+    ok(&mut bob, &["AUTH", "bob", "secret"]);
+    assert!(err(&mut bob, &["SET", "bob:1", "x"]).starts_with("NOPERM"));
+    std::fs::write(
+        &file,
+        "user default on nopass ~* &* +@all\nuser carol on >x +@all ~*\n",
+    )
+    .expect("rewrite the ACL file");
+    ok(&mut admin, &["ACL", "LOAD"]);
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query(&mut admin)
+        .expect("users");
+    assert_eq!(users, ["carol", "default"]);
+    // bob's connection held a user that is gone: closed.
+    assert!(cmd(&mut bob, &["PING"]).is_err());
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "dave", "on", "nopass", "+ping"],
+    );
+    ok(&mut admin, &["ACL", "SAVE"]);
+    let saved = std::fs::read_to_string(&file).expect("saved");
+    assert!(
+        saved.lines().any(|l| l.starts_with("user dave on nopass")),
+        "{saved}"
+    );
+    assert_eq!(saved.lines().count(), 3, "{saved}");
+    std::fs::write(
+        &file,
+        "user default on nopass ~* +@all\nuser x foo\nnot a user line\n",
+    )
+    .expect("write a bad ACL file");
+    let e = err(&mut admin, &["ACL", "LOAD"]);
+    assert!(e.contains(":2: Error in applying operation 'foo'"), "{e}");
+    assert!(e.contains(":3: should start with user keyword"), "{e}");
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query(&mut admin)
+        .expect("users");
+    assert_eq!(users, ["carol", "dave", "default"], "nothing changed");
+    server.shutdown();
+
+    let config = carmine_commands::Config::new();
+    config
+        .load_text(&format!(
+            "port 0\nbind 127.0.0.1\nsave \"\"\naclfile {}\nuser eve on nopass\n",
+            file.display()
+        ))
+        .expect("the text parses");
+    let refused = carmine_server::Server::start(config)
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("not both")),
+        "{refused:?}"
+    );
+}
