@@ -18,6 +18,15 @@ fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in INFO {section}"))
 }
 
+fn config_set(c: &mut redis::Connection, name: &str, value: impl redis::ToRedisArgs) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(c)
+        .unwrap_or_else(|e| panic!("CONFIG SET {name}: {e}"));
+}
+
 #[test]
 fn eviction_policies_keep_memory_under_maxmemory() {
     let config = Config::new();
@@ -37,24 +46,9 @@ fn eviction_policies_keep_memory_under_maxmemory() {
     let value = vec![b'v'; 1024];
 
     // allkeys-lru: writing 2x maxmemory keeps used_memory under the limit.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(max)
-        .query(&mut c)
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
-        .query(&mut c)
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("Ee")
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "maxmemory", max);
+    config_set(&mut c, "maxmemory-policy", "allkeys-lru");
+    config_set(&mut c, "notify-keyspace-events", "Ee");
     let mut sub = std::net::TcpStream::connect(("127.0.0.1", server.port())).expect("sub");
     sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sub.write_all(b"SUBSCRIBE __keyevent@0__:evicted\r\n")
@@ -83,12 +77,7 @@ fn eviction_policies_keep_memory_under_maxmemory() {
         "{}",
         String::from_utf8_lossy(&events[..200])
     );
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("")
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "notify-keyspace-events", "");
     drop(sub);
     let used = info_field(&mut c, "memory", "used_memory");
     assert!(used <= max + 1024 * 1024, "used {used} vs max {max}");
@@ -98,12 +87,7 @@ fn eviction_policies_keep_memory_under_maxmemory() {
 
     // volatile-ttl: only keys with a deadline go; the earliest deadlines first.
     let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("volatile-ttl")
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "maxmemory-policy", "volatile-ttl");
     for i in 0..8_000 {
         set(&mut c, &format!("keep:{i}"), &value).unwrap();
     }
@@ -129,29 +113,14 @@ fn eviction_policies_keep_memory_under_maxmemory() {
     assert!(info_field(&mut c, "memory", "used_memory") <= max + 1024 * 1024);
 
     // noeviction: writes that need memory fail with OOM; reads and deletes still work.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
-        .query(&mut c)
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(base / 2)
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "maxmemory-policy", "noeviction");
+    config_set(&mut c, "maxmemory", base / 2);
     let e = set(&mut c, "new", b"x").unwrap_err();
     assert_eq!(e.code(), Some("OOM"), "{e}");
     let _: Option<String> = redis::cmd("GET").arg("keep:1").query(&mut c).unwrap();
     let n: i64 = redis::cmd("DEL").arg("keep:1").query(&mut c).unwrap();
     assert_eq!(n, 1);
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(0)
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "maxmemory", 0);
     set(&mut c, "new", b"x").unwrap();
 
     // Client-side caching: a key evicted to make room for a command is invalidated for
@@ -181,29 +150,14 @@ fn eviction_policies_keep_memory_under_maxmemory() {
     assert_eq!(ask("GET volatile-key", b"x\r\n"), "$1\r\nx\r\n");
     let used = info_field(&mut c, "memory", "used_memory")
         - info_field(&mut c, "memory", "mem_not_counted_for_evict");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("volatile-random")
-        .query(&mut c)
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(used + 100 * 1024)
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "maxmemory-policy", "volatile-random");
+    config_set(&mut c, "maxmemory", used + 100 * 1024);
     // 200 KB past the limit: the next command evicts the only volatile key.
     assert_eq!(ask("SETBIT big-key 1600000 0", b"\r\n"), ":0\r\n");
     assert_eq!(
         ask("GETBIT big-key 0", b":0\r\n"),
         ">2\r\n$10\r\ninvalidate\r\n*1\r\n$12\r\nvolatile-key\r\n:0\r\n"
     );
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(0)
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "maxmemory", 0);
     server.shutdown();
 }
