@@ -74,6 +74,15 @@ pub struct Event<'a> {
     pub client_info: String,
 }
 
+/// Records `event` in the server's ACL LOG, now, bounded by `acllog-max-len`.
+pub fn record(shared: &crate::Shared, event: Event<'_>) {
+    let max_len = shared.config.get_i64("acllog-max-len").max(0) as usize;
+    shared
+        .acl
+        .log
+        .record(event, carmine_keyspace::now_ms(), max_len);
+}
+
 impl AclLog {
     /// Records an event at `now_ms`: a similar recent one (same reason, context, object
     /// and user, within a minute, among the newest ten) counts it and moves to the front;

@@ -218,7 +218,8 @@ fn auth(ctx: &mut Ctx<'_, '_>) {
 fn log_failed_auth(ctx: &Ctx<'_, '_>, user: &[u8]) {
     let username = String::from_utf8_lossy(user).into_owned();
     let client_info = client_line(ctx, &ctx.session.info);
-    ctx.shared.acl.log.record(
+    crate::acl_log::record(
+        ctx.shared,
         crate::acl_log::Event {
             reason: crate::acl_log::Reason::Auth,
             context: crate::acl_log::Context::TopLevel,
@@ -226,8 +227,6 @@ fn log_failed_auth(ctx: &Ctx<'_, '_>, user: &[u8]) {
             username: &username,
             client_info,
         },
-        carmine_keyspace::now_ms(),
-        ctx.shared.config.get_i64("acllog-max-len").max(0) as usize,
     );
 }
 

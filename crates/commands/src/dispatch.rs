@@ -305,16 +305,14 @@ fn dispatch(
         return false;
     }
     if !spec.has(flags::NO_AUTH) {
-        if let Err(e) = session.acl_user(shared).check(spec, args) {
-            let context = if session.in_script {
-                crate::acl_log::Context::Lua
-            } else if session.multi.is_some() {
-                crate::acl_log::Context::Multi
-            } else {
-                crate::acl_log::Context::TopLevel
-            };
-            log_denial(shared, session, spec, args, &e, context);
-            reply.error(&e.message());
+        let context = if session.in_script {
+            crate::acl_log::Context::Lua
+        } else if session.multi.is_some() {
+            crate::acl_log::Context::Multi
+        } else {
+            crate::acl_log::Context::TopLevel
+        };
+        if acl_refused(shared, session, spec, args, reply, context) {
             reject(stats, idx, session);
             return false;
         }
@@ -480,19 +478,23 @@ fn dispatch(
     spec.has(flags::REPLY_PER_ARG)
 }
 
-/// A command refused by the user's permissions goes to ACL LOG, with where it came from.
-fn log_denial(
+/// Checks the command against the session user's permissions: a refused one gets its
+/// -NOPERM, and goes to ACL LOG with where it came from. True when refused.
+fn acl_refused(
     shared: &Shared,
     session: &Session,
     spec: &CommandSpec,
     args: &Args,
-    denial: &crate::acl::Denial,
+    reply: &mut ReplyBuf,
     context: crate::acl_log::Context,
-) {
-    use crate::acl_log::Event;
+) -> bool {
+    let Err(denial) = session.acl_user(shared).check(spec, args) else {
+        return false;
+    };
     let username = session.info.user.lock().clone();
-    shared.acl.log.record(
-        Event {
+    crate::acl_log::record(
+        shared,
+        crate::acl_log::Event {
             reason: denial.reason(),
             context,
             object: denial.object(),
@@ -503,9 +505,9 @@ fn log_denial(
                 Some((spec, args)),
             ),
         },
-        carmine_keyspace::now_ms(),
-        shared.config.get_i64("acllog-max-len").max(0) as usize,
     );
+    reply.error(&denial.message());
+    true
 }
 
 /// At EXEC, each queued command is checked against the user's permissions again (they
@@ -521,21 +523,14 @@ fn refused_at_exec(
     if session.master_link || session.replaying || spec.has(flags::NO_AUTH) {
         return false;
     }
-    match session.acl_user(shared).check(spec, args) {
-        Ok(()) => false,
-        Err(e) => {
-            log_denial(
-                shared,
-                session,
-                spec,
-                args,
-                &e,
-                crate::acl_log::Context::Multi,
-            );
-            reply.error(&e.message());
-            true
-        }
-    }
+    acl_refused(
+        shared,
+        session,
+        spec,
+        args,
+        reply,
+        crate::acl_log::Context::Multi,
+    )
 }
 
 /// Redis' CMD_NO_ASYNC_LOADING commands, and the CLUSTER subcommands that carry it.

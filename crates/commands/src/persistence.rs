@@ -196,13 +196,12 @@ fn save(ctx: &mut Ctx<'_, '_>) {
     let Some(p) = persistence(ctx) else { return };
     // Only an RDB save in progress refuses it, as in Redis: beside an AOF rewrite, SAVE
     // runs (with the world stopped, a walk of its own).
-    let aof_rewriting = ctx.shared.append_only.get().is_some_and(|a| a.rewriting());
     if ctx
         .shared
         .persist
         .bgsave_in_progress
         .load(Ordering::Acquire)
-        && !aof_rewriting
+        && !ctx.shared.aof_rewriting()
     {
         return ctx.error("ERR Background save already in progress");
     }

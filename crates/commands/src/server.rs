@@ -405,8 +405,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let p = &sh.persist;
         let aof_port = sh.append_only.get();
         // An AOF rewrite's snapshot is no RDB save.
-        let in_progress = p.bgsave_in_progress.load(Ordering::Relaxed)
-            && !aof_port.is_some_and(|a| a.rewriting());
+        let in_progress = p.bgsave_in_progress.load(Ordering::Relaxed) && !sh.aof_rewriting();
         let mut aof = String::new();
         match aof_port {
             Some(a) => a.info(&mut aof),

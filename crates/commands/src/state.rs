@@ -547,9 +547,15 @@ impl Shared {
         shared
     }
 
-    /// Copies the configuration values the keyspace reads (encoding thresholds) into it.
-    pub fn sync_config(&self) {
-        let l = self.keyspace.limits();
+    /// True while an AOF rewrite runs (its walk holds the keyspace's snapshot).
+    pub fn aof_rewriting(&self) -> bool {
+        self.append_only.get().is_some_and(|a| a.rewriting())
+    }
+
+    /// The configuration's encoding thresholds (`hash-max-listpack-entries` ...) into
+    /// `ks`: this server's keyspace, or one a replica loads beside it.
+    pub fn apply_encoding_limits(&self, ks: &carmine_keyspace::Keyspace) {
+        let l = ks.limits();
         let c = &self.config;
         let u = |name: &str| c.get_i64(name).max(0) as usize;
         l.hash_max_listpack_entries
@@ -568,11 +574,17 @@ impl Shared {
             .store(u("stream-node-max-bytes"), Ordering::Relaxed);
         l.stream_node_max_entries
             .store(u("stream-node-max-entries"), Ordering::Relaxed);
-        let z = self.keyspace.zset_limits();
+        let z = ks.zset_limits();
         z.max_entries
             .store(u("zset-max-listpack-entries"), Ordering::Relaxed);
         z.max_value
             .store(u("zset-max-listpack-value"), Ordering::Relaxed);
+    }
+
+    /// Copies the configuration values the keyspace reads (encoding thresholds) into it.
+    pub fn sync_config(&self) {
+        self.apply_encoding_limits(&self.keyspace);
+        let c = &self.config;
         let (min_replicas, max_lag) = (
             c.get_i64("min-replicas-to-write").max(0) as u64,
             c.get_i64("min-replicas-max-lag"),

@@ -209,14 +209,14 @@ impl Tracking {
                 if skip {
                     continue;
                 }
-                let kept = self.writes_to_itself(&c)
-                    && OWN_PUSHES.with(|own| match &mut *own.borrow_mut() {
-                        Some((own_id, bytes)) if *own_id == id => {
-                            bytes.extend_from_slice(&message(Some(&[key]), true));
-                            true
-                        }
-                        _ => false,
-                    });
+                // The thread-local first: it is unset on every write's path.
+                let kept = OWN_PUSHES.with(|own| match &mut *own.borrow_mut() {
+                    Some((own_id, bytes)) if *own_id == id && self.writes_to_itself(&c) => {
+                        bytes.extend_from_slice(&message(Some(&[key]), true));
+                        true
+                    }
+                    _ => false,
+                });
                 if !kept {
                     self.send(shared, &c, Some(&[key]));
                 }

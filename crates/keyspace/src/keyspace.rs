@@ -489,12 +489,7 @@ impl Keyspace {
     pub fn flush_db(&self, db: usize) -> usize {
         let Some(d) = self.dbs.get(db) else { return 0 };
         let now = now_ms();
-        let touched: Vec<Box<[u8]>> = d
-            .watch
-            .watched_keys()
-            .into_iter()
-            .filter(|k| self.presence(db, k, now).is_some())
-            .collect();
+        let touched = self.watched_where(db, |k| self.presence(db, k, now).is_some());
         let mut removed = 0;
         self.for_each_table(db, |_, t| {
             removed += t.len();
@@ -505,6 +500,17 @@ impl Keyspace {
             d.watch.signal(k);
         }
         removed
+    }
+
+    /// The keys WATCHed in `db` for which `touched` holds (a whole-database change
+    /// touches those it affects).
+    fn watched_where(&self, db: usize, touched: impl Fn(&[u8]) -> bool) -> Vec<Box<[u8]>> {
+        self.dbs[db]
+            .watch
+            .watched_keys()
+            .into_iter()
+            .filter(|k| touched(k))
+            .collect()
     }
 
     /// Swaps the contents of two databases, table by table. Callers that need it atomic
@@ -521,16 +527,10 @@ impl Keyspace {
         // the other database brings a live one in its place; an expired key replacing
         // none changes nothing a client could see (Redis' rules).
         let now = now_ms();
-        let touched = |db: usize, other: usize| -> Vec<Box<[u8]>> {
-            self.dbs[db]
-                .watch
-                .watched_keys()
-                .into_iter()
-                .filter(|k| {
-                    self.presence(db, k, now).is_some()
-                        || self.presence(other, k, now) == Some(true)
-                })
-                .collect()
+        let touched = |db: usize, other: usize| {
+            self.watched_where(db, |k| {
+                self.presence(db, k, now).is_some() || self.presence(other, k, now) == Some(true)
+            })
         };
         let (touched_lo, touched_hi) = (touched(lo, hi), touched(hi, lo));
         for slot in 0..SLOT_COUNT {
@@ -556,28 +556,11 @@ impl Keyspace {
         true
     }
 
-    /// An empty keyspace with this one's databases and encoding limits: where a replica
-    /// loads its master's dataset beside the one it serves (`repl-diskless-load swapdb`)
-    /// before [`Keyspace::swap_contents`] puts it in place.
+    /// An empty keyspace with this one's databases and expiry rule: where a replica loads
+    /// its master's dataset beside the one it serves (`repl-diskless-load swapdb`) before
+    /// [`Keyspace::swap_contents`] puts it in place. The caller sets its encoding limits.
     pub fn sibling(&self) -> Keyspace {
         let ks = Keyspace::with_databases(self.dbs.len());
-        let copy = |to: &std::sync::atomic::AtomicUsize, from: &std::sync::atomic::AtomicUsize| {
-            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
-        };
-        let (a, b) = (&ks.limits, &self.limits);
-        copy(&a.hash_max_listpack_entries, &b.hash_max_listpack_entries);
-        copy(&a.hash_max_listpack_value, &b.hash_max_listpack_value);
-        a.list_max_listpack_size.store(
-            b.list_max_listpack_size.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        copy(&a.set_max_intset_entries, &b.set_max_intset_entries);
-        copy(&a.set_max_listpack_entries, &b.set_max_listpack_entries);
-        copy(&a.set_max_listpack_value, &b.set_max_listpack_value);
-        copy(&a.stream_node_max_bytes, &b.stream_node_max_bytes);
-        copy(&a.stream_node_max_entries, &b.stream_node_max_entries);
-        copy(&ks.zset_limits.max_entries, &self.zset_limits.max_entries);
-        copy(&ks.zset_limits.max_value, &self.zset_limits.max_value);
         ks.set_expire_deletes(self.expire_deletes.load(Ordering::Relaxed));
         ks
     }
@@ -591,14 +574,9 @@ impl Keyspace {
         let now = now_ms();
         let dbs = self.dbs.len().min(other.dbs.len());
         for db in 0..dbs {
-            let touched: Vec<Box<[u8]>> = self.dbs[db]
-                .watch
-                .watched_keys()
-                .into_iter()
-                .filter(|k| {
-                    self.presence(db, k, now).is_some() || other.presence(db, k, now).is_some()
-                })
-                .collect();
+            let touched = self.watched_where(db, |k| {
+                self.presence(db, k, now).is_some() || other.presence(db, k, now).is_some()
+            });
             for slot in 0..SLOT_COUNT {
                 let (x, y) = (self.dbs[db].existing(slot), other.dbs[db].existing(slot));
                 if x.is_none() && y.is_none() {

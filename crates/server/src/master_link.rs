@@ -425,6 +425,7 @@ fn full_sync(
 fn load_beside_and_swap(shared: &Shared, rdb: &[u8]) -> io::Result<()> {
     log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
     let loaded_into = shared.keyspace.sibling();
+    shared.apply_encoding_limits(&loaded_into);
     let mut libraries = LibrariesOnly {
         codes: Vec::new(),
         inner: carmine_rdb::ReplicaLoad {

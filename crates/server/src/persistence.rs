@@ -253,7 +253,7 @@ impl Persistence for RdbFiles {
             // An AOF rewrite holds the snapshot: the world is stopped for this save, so
             // a walk of the tables as they stand is a point in time too (Redis saves in
             // the foreground while its rewrite child runs).
-            Err(_) if aof_rewriting(shared) => Self::begin_detached(shared),
+            Err(_) if shared.aof_rewriting() => Self::begin_detached(shared),
             Err(e) => return Err(e),
         };
         let started = Instant::now();
@@ -535,11 +535,6 @@ fn reserve_heap(shared: &Shared) {
     }
 }
 
-/// True while an AOF rewrite's walk holds the keyspace's snapshot.
-fn aof_rewriting(shared: &Shared) -> bool {
-    shared.append_only.get().is_some_and(|a| a.rewriting())
-}
-
 /// What start-up's load saw besides the keys.
 struct StartupLoad<'a> {
     shared: &'a Shared,
@@ -787,7 +782,7 @@ pub fn save_on_shutdown(shared: &Shared, mode: carmine_commands::ShutdownMode) {
     // rewrite need not end first: the save walks beside it.
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     while shared.persist.bgsave_in_progress.load(Ordering::Acquire)
-        && !aof_rewriting(shared)
+        && !shared.aof_rewriting()
         && Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
