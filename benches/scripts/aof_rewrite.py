@@ -25,7 +25,7 @@ import time
 
 import redis
 
-from benchproc import procs, pss_kib, start, stop
+from benchproc import procs, pss_kib, start, stop, stop_all
 
 KEYS = int(os.environ.get("KEYS", 3_000_000))
 VALUE = int(os.environ.get("VALUE", 100))
@@ -118,6 +118,4 @@ def main():
 try:
     main()
 finally:
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
+    stop_all()

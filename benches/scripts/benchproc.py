@@ -2,6 +2,7 @@
 temp directories, Pss summed over a process tree, and cleanup of what was started."""
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -10,6 +11,7 @@ import time
 import redis
 
 procs = []
+workdirs = {}
 
 
 def free_port():
@@ -28,6 +30,7 @@ def start(binary, extra):
          "--appendonly", "no", "--dir", d, "--enable-debug-command", "yes", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(p)
+    workdirs[p.pid] = d
     c = redis.Redis(port=port, socket_timeout=60)
     for _ in range(200):
         try:
@@ -66,3 +69,16 @@ def pss_kib(pid):
 def stop(p):
     p.kill()
     p.wait()
+    # The scripts load gigabytes; leaving each run's files behind fills the disk.
+    shutil.rmtree(workdirs.pop(p.pid, ""), ignore_errors=True)
+
+
+def stop_all():
+    """Kill whatever is still running and remove every server's directory."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for d in workdirs.values():
+        shutil.rmtree(d, ignore_errors=True)
+    workdirs.clear()

@@ -22,7 +22,7 @@ import sys
 import time
 
 
-from benchproc import pss_kib, procs, start, stop
+from benchproc import pss_kib, procs, start, stop, stop_all
 
 KEYS = int(os.environ.get("KEYS", 1_000_000))
 VALUE = int(os.environ.get("VALUE", 100))
@@ -75,6 +75,4 @@ def main():
 try:
     main()
 finally:
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
+    stop_all()
