@@ -1,6 +1,8 @@
-//! ACL: users with passwords, command, key and channel permissions (AUTH user pass,
-//! ACL SETUSER ...), checked before each command and again at EXEC, as Redis 7.0's ACLs
-//! (without selectors or the ACL file). Refusals go to ACL LOG (`acl_log.rs`).
+//! ACL: users with passwords and selectors (command, key and channel permissions), as
+//! Redis 7.0's ACLs: `AUTH user pass`, `ACL SETUSER ...`, `user` lines and the ACL file,
+//! checked before each command and again at EXEC. A user's root selector is what its
+//! rules outside parentheses set; each `( ... )` adds another selector, and a command
+//! runs when any one selector allows all of it. Refusals go to ACL LOG (`acl_log.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,54 +14,121 @@ use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
 use crate::dispatch::Ctx;
+use crate::key_flags::{acl_permissions_needed, flags_of_key, ACL_ALL, ACL_READ, ACL_WRITE};
 use crate::table::{cmd, flags::*, CommandSpec, CommandTable, KeySpec};
 
-/// One step of a user's command rules, applied in order: the last that names a command
-/// decides.
+/// What rules may name: the command table's categories and commands.
+struct RuleNames<'a> {
+    categories: Vec<String>,
+    table: &'a CommandTable,
+}
+
+impl<'a> RuleNames<'a> {
+    fn new(table: &'a CommandTable) -> RuleNames<'a> {
+        RuleNames {
+            categories: categories(table),
+            table,
+        }
+    }
+
+    fn spec(&self, name: &str) -> Option<&'a CommandSpec> {
+        self.table
+            .lookup(name.as_bytes())
+            .and_then(|i| self.table.get(i))
+    }
+
+    /// Checks `+name`, `-name`, `+name|sub`, `+name|first-arg` as Redis does: the
+    /// command must exist, a container's subcommand too; a first argument may only be
+    /// allowed, and only of a command without subcommands.
+    fn check_command_rule(&self, name: &str, allow: bool) -> Result<(), String> {
+        let unknown = || Err("Unknown command or category name in ACL".to_string());
+        let Some((command, arg)) = name.rsplit_once('|') else {
+            return match self.spec(name) {
+                Some(_) => Ok(()),
+                None => unknown(),
+            };
+        };
+        if let Some((parent, sub)) = command.split_once('|') {
+            // `+config|get|x`: a first argument of a subcommand.
+            let is_subcommand = self
+                .spec(parent)
+                .is_some_and(|s| s.subcommands.contains(&sub));
+            return if allow && is_subcommand {
+                Err("Allowing first-arg of a subcommand is not supported".into())
+            } else {
+                unknown()
+            };
+        }
+        let Some(spec) = self.spec(command) else {
+            return unknown();
+        };
+        if spec.subcommands.contains(&arg) {
+            return Ok(());
+        }
+        if !allow || !spec.subcommands.is_empty() {
+            return unknown();
+        }
+        if arg.is_empty() {
+            return Err("Syntax error".into());
+        }
+        Ok(())
+    }
+}
+
+/// One step of a selector's command rules, applied in order: the last that names a
+/// command decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum CommandRule {
     AllowAll,
     DenyAll,
     /// `+@category` / `-@category`.
     Category(String, bool),
-    /// `+name` / `-name` (or `+name|sub`).
+    /// `+name` / `-name` (or `+name|sub`, or `+name|first-arg` for a command without
+    /// subcommands).
     Command(String, bool),
 }
 
-#[derive(Clone, Debug)]
-pub struct UserRules {
-    pub enabled: bool,
-    pub nopass: bool,
-    /// SHA-256 of each password, lowercase hex.
-    pub passwords: Vec<String>,
-    rules: Vec<CommandRule>,
-    pub allkeys: bool,
-    pub keys: Vec<Vec<u8>>,
-    pub allchannels: bool,
-    pub channels: Vec<Vec<u8>>,
+/// A key pattern and what it grants (`ACL_READ` for `%R~`, `ACL_WRITE` for `%W~`, both
+/// for `~` and `%RW~`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct KeyPattern {
+    pattern: Vec<u8>,
+    permissions: u8,
 }
 
-impl UserRules {
-    /// A new user: off, no password, no commands, keys or channels.
-    fn empty() -> UserRules {
-        UserRules {
-            enabled: false,
-            nopass: false,
-            passwords: Vec::new(),
+/// What a selector grants: commands, keys and channels.
+#[derive(Clone, Debug)]
+struct Selector {
+    rules: Vec<CommandRule>,
+    allkeys: bool,
+    keys: Vec<KeyPattern>,
+    allchannels: bool,
+    channels: Vec<Vec<u8>>,
+}
+
+/// Where a selector's check stopped: Redis ranks command < key < channel refusals and,
+/// among several selectors, reports the most specific one (the later argument on a tie).
+#[derive(Clone, Debug)]
+struct Refusal {
+    denial: Denial,
+    rank: u8,
+    position: usize,
+}
+
+impl Selector {
+    /// A selector that allows nothing (channels per `acl-pubsub-default`).
+    fn empty(all_channels: bool) -> Selector {
+        Selector {
             rules: vec![CommandRule::DenyAll],
             allkeys: false,
             keys: Vec::new(),
-            allchannels: false,
+            allchannels: all_channels,
             channels: Vec::new(),
         }
     }
 
-    /// The default user: on, no password, everything allowed.
-    fn everything() -> UserRules {
-        UserRules {
-            enabled: true,
-            nopass: true,
-            passwords: Vec::new(),
+    fn everything() -> Selector {
+        Selector {
             rules: vec![CommandRule::AllowAll],
             allkeys: true,
             keys: Vec::new(),
@@ -72,8 +141,13 @@ impl UserRules {
         self.allkeys && self.allchannels && self.rules.last() == Some(&CommandRule::AllowAll)
     }
 
-    fn allows_command(&self, spec: &CommandSpec, sub: Option<&[u8]>) -> bool {
-        let full = sub.map(|s| {
+    fn allows_command(&self, spec: &CommandSpec, args: &Args) -> bool {
+        self.allows(spec, args.get(1))
+    }
+
+    /// Whether the rules allow `spec` called with `first` as its first argument.
+    fn allows(&self, spec: &CommandSpec, first: Option<&[u8]>) -> bool {
+        let full = first.map(|s| {
             format!(
                 "{}|{}",
                 spec.name,
@@ -95,8 +169,14 @@ impl UserRules {
                     }
                 }
                 CommandRule::Command(n, yes) => {
-                    if n == spec.name || full.as_deref() == Some(n.as_str()) {
+                    if n == spec.name {
                         allowed = *yes;
+                    } else if full.as_deref() == Some(n.as_str()) {
+                        // A subcommand, or the first argument Redis lets `+select|0`
+                        // allow (only ever additive for a command without subcommands).
+                        if *yes || !spec.subcommands.is_empty() {
+                            allowed = *yes;
+                        }
                     }
                 }
             }
@@ -104,8 +184,23 @@ impl UserRules {
         allowed
     }
 
-    fn allows_key(&self, key: &[u8]) -> bool {
-        self.allkeys || self.keys.iter().any(|p| glob_match(p, key))
+    /// Whether a pattern granting `need` matches `key`.
+    fn allows_key(&self, key: &[u8], need: u8) -> bool {
+        self.allkeys
+            || self
+                .keys
+                .iter()
+                .any(|p| p.permissions & need == need && glob_match(&p.pattern, key))
+    }
+
+    /// Whether the selector may read (or write, per `need`) every key: `allkeys`, or a
+    /// `*` pattern with those permissions.
+    fn allows_every_key(&self, need: u8) -> bool {
+        self.allkeys
+            || self
+                .keys
+                .iter()
+                .any(|p| p.permissions & need == need && p.pattern == b"*")
     }
 
     fn allows_channel(&self, channel: &[u8], is_pattern: bool) -> bool {
@@ -119,22 +214,59 @@ impl UserRules {
             })
     }
 
-    /// Applies one ACL SETUSER rule.
-    fn apply(&mut self, op: &[u8], categories: &[String]) -> Result<(), String> {
-        let text = String::from_utf8_lossy(op).into_owned();
+    /// Whether this selector allows the command with these arguments, and if not, why.
+    fn check(&self, spec: &CommandSpec, args: &Args, keys: &[usize]) -> Result<(), Refusal> {
+        if !spec.has(NO_AUTH) && !self.allows_command(spec, args) {
+            return Err(Refusal {
+                denial: Denial::Command(denied_command_name(spec, args)),
+                rank: 1,
+                position: 0,
+            });
+        }
+        if !self.allkeys {
+            for (n, &i) in keys.iter().enumerate() {
+                let key = args.get(i).unwrap_or_default();
+                // The flags matter only to a pattern that grants less than everything.
+                let need = if self.keys.iter().all(|p| p.permissions == ACL_ALL) {
+                    0
+                } else {
+                    acl_permissions_needed(flags_of_key(spec.name, args, n))
+                };
+                if !self.allows_key(key, need) {
+                    return Err(Refusal {
+                        denial: Denial::Key(key.to_vec()),
+                        rank: 2,
+                        position: i,
+                    });
+                }
+            }
+        }
+        if !self.allchannels && spec.has(PUBSUB) {
+            let (first, pattern) = match spec.name {
+                "publish" | "spublish" => (Some(1..2.min(args.len())), false),
+                "subscribe" | "ssubscribe" => (Some(1..args.len()), false),
+                "psubscribe" => (Some(1..args.len()), true),
+                _ => (None, false),
+            };
+            for i in first.into_iter().flatten() {
+                let channel = args.get(i).unwrap_or_default();
+                if !self.allows_channel(channel, pattern) {
+                    return Err(Refusal {
+                        denial: Denial::Channel(channel.to_vec()),
+                        rank: 4,
+                        position: i,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one rule that selectors take (commands, keys, channels).
+    fn apply(&mut self, text: &str, names: &RuleNames<'_>) -> Result<(), String> {
         let lower = text.to_ascii_lowercase();
         let syntax = || Err("Syntax error".to_string());
         match lower.as_str() {
-            "on" => self.enabled = true,
-            "off" => self.enabled = false,
-            "nopass" => {
-                self.nopass = true;
-                self.passwords.clear();
-            }
-            "resetpass" => {
-                self.nopass = false;
-                self.passwords.clear();
-            }
             "allkeys" | "~*" => {
                 self.allkeys = true;
                 self.keys.clear();
@@ -153,76 +285,56 @@ impl UserRules {
             }
             "allcommands" | "+@all" => self.rules = vec![CommandRule::AllowAll],
             "nocommands" | "-@all" => self.rules = vec![CommandRule::DenyAll],
-            "reset" => *self = UserRules::empty(),
-            "sanitize-payload" | "skip-sanitize-payload" => {}
             _ => {
-                let (first, rest) = text.split_at(1);
+                let Some(first) = text.chars().next() else {
+                    return syntax();
+                };
+                let rest = &text[first.len_utf8()..];
                 match first {
-                    ">" => {
-                        let h = sha256_hex(rest.as_bytes());
-                        if !self.passwords.contains(&h) {
-                            self.passwords.push(h);
-                        }
-                        self.nopass = false;
-                    }
-                    "<" => {
-                        let h = sha256_hex(rest.as_bytes());
-                        let before = self.passwords.len();
-                        self.passwords.retain(|p| *p != h);
-                        if before == self.passwords.len() {
-                            return Err("no such password".into());
-                        }
-                    }
-                    "#" | "!" => {
-                        let h = rest.to_ascii_lowercase();
-                        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                            return Err("The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters".into());
-                        }
-                        if first == "#" {
-                            if !self.passwords.contains(&h) {
-                                self.passwords.push(h);
-                            }
-                            self.nopass = false;
-                        } else {
-                            let before = self.passwords.len();
-                            self.passwords.retain(|p| *p != h);
-                            if before == self.passwords.len() {
-                                return Err("no such password".into());
-                            }
-                        }
-                    }
-                    "~" | "%" => {
-                        // `%R~`, `%W~`, `%RW~` (read/write key permissions) are kept as
-                        // plain key patterns.
-                        let pat = match first {
-                            "~" => rest,
-                            _ => rest.split_once('~').map(|(_, p)| p).ok_or("Syntax error")?,
-                        };
+                    '~' | '%' => {
                         if self.allkeys {
                             return Err("Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns".into());
                         }
-                        self.keys.push(pat.as_bytes().to_vec());
+                        let (permissions, pattern) = if first == '~' {
+                            (ACL_ALL, rest)
+                        } else {
+                            parse_key_permissions(rest).ok_or("Syntax error")?
+                        };
+                        if pattern.contains(' ') {
+                            return syntax();
+                        }
+                        let pattern = pattern.as_bytes();
+                        match self.keys.iter_mut().find(|p| p.pattern == pattern) {
+                            Some(p) => p.permissions |= permissions,
+                            None => self.keys.push(KeyPattern {
+                                pattern: pattern.to_vec(),
+                                permissions,
+                            }),
+                        }
                     }
-                    "&" => {
+                    '&' => {
                         if self.allchannels {
                             return Err("Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels".into());
                         }
-                        self.channels.push(rest.as_bytes().to_vec());
+                        if rest.contains(' ') {
+                            return syntax();
+                        }
+                        if !self.channels.iter().any(|c| c == rest.as_bytes()) {
+                            self.channels.push(rest.as_bytes().to_vec());
+                        }
                     }
-                    "+" | "-" => {
-                        let allow = first == "+";
+                    '+' | '-' => {
+                        let allow = first == '+';
                         let name = rest.to_ascii_lowercase();
                         if let Some(cat) = name.strip_prefix('@') {
-                            if !categories.iter().any(|c| c == cat) {
+                            if !names.categories.iter().any(|c| c == cat) {
                                 return Err("Unknown command or category name in ACL".into());
                             }
                             self.rules
                                 .push(CommandRule::Category(format!("@{cat}"), allow));
                         } else {
-                            if name.is_empty() {
-                                return syntax();
-                            }
-                            self.rules.push(CommandRule::Command(name, allow));
+                            names.check_command_rule(&name, allow)?;
+                            self.add_command_rule(names, name, allow);
                         }
                     }
                     _ => return syntax(),
@@ -232,7 +344,29 @@ impl UserRules {
         Ok(())
     }
 
-    /// The rules as ACL LIST / GETUSER show them.
+    /// Adds `+name` / `-name` so that the rules read as Redis describes its command
+    /// bitmap: an earlier rule for the same command (or, for a whole command, for its
+    /// subcommands) is dropped, and a rule that changes nothing is not kept.
+    fn add_command_rule(&mut self, names: &RuleNames<'_>, name: String, allow: bool) {
+        let sub_prefix = format!("{name}|");
+        let whole = !name.contains('|');
+        self.rules.retain(|r| match r {
+            CommandRule::Command(n, _) => *n != name && !(whole && n.starts_with(&sub_prefix)),
+            _ => true,
+        });
+        let (command, first) = match name.split_once('|') {
+            Some((c, a)) => (c, Some(a.as_bytes())),
+            None => (name.as_str(), None),
+        };
+        let unchanged = names
+            .spec(command)
+            .is_some_and(|spec| self.allows(spec, first) == allow);
+        if !unchanged {
+            self.rules.push(CommandRule::Command(name, allow));
+        }
+    }
+
+    /// The command rules as ACL LIST / GETUSER show them.
     fn describe_commands(&self) -> String {
         let mut parts = Vec::new();
         for r in &self.rules {
@@ -256,13 +390,21 @@ impl UserRules {
         parts.join(" ")
     }
 
+    /// The key patterns as GETUSER shows them (`~*` for allkeys).
     fn describe_keys(&self) -> String {
         if self.allkeys {
             return "~*".into();
         }
         self.keys
             .iter()
-            .map(|k| format!("~{}", String::from_utf8_lossy(k)))
+            .map(|k| {
+                let prefix = match k.permissions {
+                    ACL_READ => "%R~",
+                    ACL_WRITE => "%W~",
+                    _ => "~",
+                };
+                format!("{prefix}{}", String::from_utf8_lossy(&k.pattern))
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -276,6 +418,255 @@ impl UserRules {
             .map(|k| format!("&{}", String::from_utf8_lossy(k)))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// The selector as ACL LIST writes it: keys (none when empty), channels
+    /// (`resetchannels` first unless all), commands.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let keys = self.describe_keys();
+        if !keys.is_empty() {
+            parts.push(keys);
+        }
+        if self.allchannels {
+            parts.push("&*".into());
+        } else {
+            parts.push("resetchannels".into());
+            let ch = self.describe_channels();
+            if !ch.is_empty() {
+                parts.push(ch);
+            }
+        }
+        parts.push(self.describe_commands());
+        parts.join(" ")
+    }
+}
+
+/// `%R~pat`, `%W~pat`, `%RW~pat` (each letter at most once): the permissions and the
+/// pattern; `rest` is what follows the `%`.
+fn parse_key_permissions(rest: &str) -> Option<(u8, &str)> {
+    let mut permissions = 0;
+    for (i, c) in rest.char_indices() {
+        match c.to_ascii_uppercase() {
+            'R' if permissions & ACL_READ == 0 => permissions |= ACL_READ,
+            'W' if permissions & ACL_WRITE == 0 => permissions |= ACL_WRITE,
+            '~' if permissions != 0 => return Some((permissions, &rest[i + 1..])),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// `name`, or `name|sub` for a container command, as NOPERM errors name it.
+fn denied_command_name(spec: &CommandSpec, args: &Args) -> String {
+    match args.get(1).filter(|_| !spec.subcommands.is_empty()) {
+        Some(s) => format!(
+            "{}|{}",
+            spec.name,
+            String::from_utf8_lossy(s).to_ascii_lowercase()
+        ),
+        None => spec.name.to_string(),
+    }
+}
+
+/// The key arguments the ACL checks: the key specs' keys, or a script's declared keys
+/// (EVAL and FCALL lock none of their own, but Redis checks their `numkeys` keys; a
+/// `numkeys` that does not fit the arguments names no keys).
+fn acl_key_indexes(spec: &CommandSpec, args: &Args) -> Vec<usize> {
+    let mut keys = Vec::new();
+    if crate::scripting::runs_script(spec) {
+        let numkeys = args
+            .get(2)
+            .and_then(carmine_resp::parse_i64)
+            .filter(|&n| n >= 0 && (n as usize) <= args.len().saturating_sub(3));
+        if let Some(n) = numkeys {
+            keys.extend(3..3 + n as usize);
+        }
+    } else {
+        spec.key_indexes(args, &mut keys);
+    }
+    keys
+}
+
+#[derive(Clone, Debug)]
+pub struct UserRules {
+    pub enabled: bool,
+    pub nopass: bool,
+    /// SHA-256 of each password, lowercase hex.
+    pub passwords: Vec<String>,
+    /// `sanitize-payload` (Some(true)) or `skip-sanitize-payload` (Some(false)) once
+    /// set; a new user has neither.
+    sanitize_payload: Option<bool>,
+    /// The rules given outside parentheses.
+    root: Selector,
+    /// One per `( ... )` rule, in the order they were added.
+    selectors: Vec<Selector>,
+    /// `acl-pubsub-default` when the user was made: the channels of new selectors and
+    /// of `reset`.
+    all_channels_by_default: bool,
+}
+
+impl UserRules {
+    /// A new user: off, no password, no commands or keys; channels per
+    /// `acl-pubsub-default`.
+    fn empty(all_channels_by_default: bool) -> UserRules {
+        UserRules {
+            enabled: false,
+            nopass: false,
+            passwords: Vec::new(),
+            sanitize_payload: None,
+            root: Selector::empty(all_channels_by_default),
+            selectors: Vec::new(),
+            all_channels_by_default,
+        }
+    }
+
+    /// The default user: on, no password, everything allowed.
+    fn everything() -> UserRules {
+        UserRules {
+            enabled: true,
+            nopass: true,
+            passwords: Vec::new(),
+            sanitize_payload: None,
+            root: Selector::everything(),
+            selectors: Vec::new(),
+            all_channels_by_default: false,
+        }
+    }
+
+    fn unrestricted(&self) -> bool {
+        self.root.unrestricted()
+    }
+
+    /// The flags ACL LIST and GETUSER show, in Redis' order.
+    fn flags(&self) -> Vec<&'static str> {
+        let mut flags = vec![if self.enabled { "on" } else { "off" }];
+        if self.nopass {
+            flags.push("nopass");
+        }
+        match self.sanitize_payload {
+            Some(false) => flags.push("skip-sanitize-payload"),
+            Some(true) => flags.push("sanitize-payload"),
+            None => {}
+        }
+        flags
+    }
+
+    /// Whether some selector lets the user subscribe to `channel` (a pattern as
+    /// PSUBSCRIBE gives it when `is_pattern`).
+    fn allows_channel(&self, channel: &[u8], is_pattern: bool) -> bool {
+        self.all_selectors()
+            .any(|s| s.allows_channel(channel, is_pattern))
+    }
+
+    fn all_selectors(&self) -> impl Iterator<Item = &Selector> {
+        std::iter::once(&self.root).chain(&self.selectors)
+    }
+
+    /// Applies one ACL SETUSER rule (a `( ... )` selector already merged into one).
+    fn apply(&mut self, op: &[u8], names: &RuleNames<'_>) -> Result<(), String> {
+        let text = String::from_utf8_lossy(op).into_owned();
+        let lower = text.to_ascii_lowercase();
+        match lower.as_str() {
+            "" => {}
+            "on" => self.enabled = true,
+            "off" => self.enabled = false,
+            "nopass" => {
+                self.nopass = true;
+                self.passwords.clear();
+            }
+            "resetpass" => {
+                self.nopass = false;
+                self.passwords.clear();
+            }
+            "clearselectors" => self.selectors.clear(),
+            "reset" => {
+                *self = UserRules::empty(self.all_channels_by_default);
+                self.sanitize_payload = Some(true);
+            }
+            "sanitize-payload" => self.sanitize_payload = Some(true),
+            "skip-sanitize-payload" => self.sanitize_payload = Some(false),
+            _ if text.starts_with('(') && text.ends_with(')') && text.len() >= 2 => {
+                let mut selector = Selector::empty(self.all_channels_by_default);
+                for word in text[1..text.len() - 1].split_whitespace() {
+                    selector.apply(word, names)?;
+                }
+                self.selectors.push(selector);
+            }
+            _ => match op.first() {
+                Some(b'>') => {
+                    let h = sha256_hex(&op[1..]);
+                    if !self.passwords.contains(&h) {
+                        self.passwords.push(h);
+                    }
+                    self.nopass = false;
+                }
+                Some(b'<') => self.remove_password(&sha256_hex(&op[1..]))?,
+                Some(&first @ (b'#' | b'!')) => {
+                    let hash = &op[1..];
+                    if hash.len() != 64
+                        || !hash.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    {
+                        return Err("The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters".into());
+                    }
+                    let hash = String::from_utf8_lossy(hash).into_owned();
+                    if first == b'#' {
+                        if !self.passwords.contains(&hash) {
+                            self.passwords.push(hash);
+                        }
+                        self.nopass = false;
+                    } else {
+                        self.remove_password(&hash)?;
+                    }
+                }
+                _ => self.root.apply(&text, names)?,
+            },
+        }
+        Ok(())
+    }
+
+    fn remove_password(&mut self, hash: &str) -> Result<(), String> {
+        let before = self.passwords.len();
+        self.passwords.retain(|p| p != hash);
+        if before == self.passwords.len() {
+            return Err(
+                "The password you are trying to remove from the user does not exist".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Joins the words of a `( ... )` selector that spaces split into several arguments
+/// (`"(~key1" "+get)"`), as Redis does for ACL SETUSER, `user` lines and the ACL file.
+/// Err names the word an unclosed parenthesis starts at.
+fn merge_selector_arguments<T: AsRef<[u8]>>(ops: &[T]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, Vec<u8>)> = None;
+    for (i, op) in ops.iter().enumerate() {
+        let op = op.as_ref();
+        if let Some((_, joined)) = open.as_mut() {
+            joined.push(b' ');
+            joined.extend_from_slice(op);
+            if op.last() == Some(&b')') {
+                if let Some((_, joined)) = open.take() {
+                    out.push(joined);
+                }
+            }
+            continue;
+        }
+        if op.first() == Some(&b'(') && op.last() != Some(&b')') {
+            open = Some((i, op.to_vec()));
+            continue;
+        }
+        out.push(op.to_vec());
+    }
+    match open {
+        Some((i, _)) => Err(format!(
+            "Unmatched parenthesis in acl selector starting at '{}'.",
+            String::from_utf8_lossy(ops[i].as_ref())
+        )),
+        None => Ok(out),
     }
 }
 
@@ -315,66 +706,55 @@ impl AclUser {
         Ok(())
     }
 
-    /// Why this user may not run the command, if it may not (Redis' NOPERM texts).
-    /// Whether the user may touch every key (`allkeys`): SORT's BY and GET need it.
-    pub fn all_keys(&self) -> bool {
-        self.rules.read().allkeys
+    /// SORT's BY and GET read keys no argument names: Redis allows them when one selector
+    /// allows the command and may read every key.
+    pub fn may_read_every_key(&self, spec: &CommandSpec, args: &Args) -> bool {
+        if self.unrestricted.load(Ordering::Relaxed) {
+            return true;
+        }
+        let r = self.rules.read();
+        let keys = acl_key_indexes(spec, args);
+        let allowed = r
+            .all_selectors()
+            .any(|s| s.check(spec, args, &keys).is_ok() && s.allows_every_key(ACL_READ));
+        allowed
     }
 
+    /// Why this user may not run the command, if it may not (Redis' NOPERM texts): when
+    /// no selector allows it, the most specific refusal among them.
     pub fn check(&self, spec: &CommandSpec, args: &Args) -> Result<(), Denial> {
+        self.check_at(spec, args).map_err(|(denial, _)| denial)
+    }
+
+    /// [`AclUser::check`], with the refused key's or channel's argument position.
+    fn check_at(&self, spec: &CommandSpec, args: &Args) -> Result<(), (Denial, usize)> {
         if self.unrestricted.load(Ordering::Relaxed) {
             return Ok(());
         }
         let r = self.rules.read();
-        let sub = if spec.subcommands.is_empty() {
-            None
+        let keys = if r.all_selectors().all(|s| s.allkeys) {
+            Vec::new()
         } else {
-            args.get(1)
+            acl_key_indexes(spec, args)
         };
-        if !r.allows_command(spec, sub) {
-            let name = match sub {
-                Some(s) => format!(
-                    "{}|{}",
-                    spec.name,
-                    String::from_utf8_lossy(s).to_ascii_lowercase()
-                ),
-                None => spec.name.to_string(),
-            };
-            return Err(Denial::Command(name));
-        }
-        if !r.allkeys {
-            let mut keys = Vec::new();
-            spec.key_indexes(args, &mut keys);
-            let denied = keys
-                .iter()
-                .map(|&i| args.get(i).unwrap_or_default())
-                .find(|k| !r.allows_key(k));
-            if let Some(key) = denied {
-                return Err(Denial::Key(key.to_vec()));
+        let mut worst: Option<Refusal> = None;
+        for selector in r.all_selectors() {
+            match selector.check(spec, args, &keys) {
+                Ok(()) => return Ok(()),
+                Err(refusal) => {
+                    let more_specific = worst
+                        .as_ref()
+                        .is_none_or(|w| (refusal.rank, refusal.position) > (w.rank, w.position));
+                    if more_specific {
+                        worst = Some(refusal);
+                    }
+                }
             }
         }
-        if !r.allchannels && spec.has(PUBSUB) {
-            let (channels, pattern): (&[usize], bool) = match spec.name {
-                "publish" | "spublish" => (&[1], false),
-                "subscribe" | "ssubscribe" => (&[], false),
-                "psubscribe" => (&[], true),
-                _ => (&[], false),
-            };
-            let all: Vec<usize> = if matches!(spec.name, "subscribe" | "ssubscribe" | "psubscribe")
-            {
-                (1..args.len()).collect()
-            } else {
-                channels.to_vec()
-            };
-            let denied = all
-                .iter()
-                .map(|&i| args.get(i).unwrap_or_default())
-                .find(|c| !r.allows_channel(c, pattern));
-            if let Some(channel) = denied {
-                return Err(Denial::Channel(channel.to_vec()));
-            }
+        match worst {
+            Some(w) => Err((w.denial, w.position)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks a password (the default user's is `requirepass` until ACL sets one).
@@ -393,30 +773,14 @@ impl AclUser {
         })
     }
 
+    /// The user as ACL LIST and the ACL file write it.
     fn describe(&self) -> String {
         let r = self.rules.read();
-        let mut parts = vec![
-            format!("user {}", self.name),
-            if r.enabled { "on" } else { "off" }.to_string(),
-        ];
-        if r.nopass {
-            parts.push("nopass".into());
-        }
-        parts.push("sanitize-payload".into());
+        let mut parts = vec![format!("user {}", self.name)];
+        parts.extend(r.flags().iter().map(|f| f.to_string()));
         parts.extend(r.passwords.iter().map(|p| format!("#{p}")));
-        let keys = r.describe_keys();
-        parts.push(if keys.is_empty() {
-            "resetkeys".into()
-        } else {
-            keys
-        });
-        let ch = r.describe_channels();
-        parts.push(if ch.is_empty() {
-            "resetchannels".into()
-        } else {
-            ch
-        });
-        parts.push(r.describe_commands());
+        parts.push(r.root.describe());
+        parts.extend(r.selectors.iter().map(|s| format!("({})", s.describe())));
         parts.join(" ")
     }
 }
@@ -615,10 +979,10 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
             }
         }
         ("list", 2) => {
-            let users: Vec<Arc<AclUser>> = acl.users.read().values().cloned().collect();
-            ctx.reply.array(users.len());
-            for u in users {
-                ctx.reply.bulk(u.describe().as_bytes());
+            let lines = user_lines(ctx.shared);
+            ctx.reply.array(lines.len());
+            for line in lines {
+                ctx.reply.bulk(line.as_bytes());
             }
         }
         ("getuser", 3) => {
@@ -626,11 +990,7 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
                 return ctx.reply.null();
             };
             let r = u.rules.read().clone();
-            let mut flags = vec![if r.enabled { "on" } else { "off" }];
-            if r.nopass {
-                flags.push("nopass");
-            }
-            flags.push("sanitize-payload");
+            let flags = r.flags();
             let out = &mut *ctx.reply;
             out.map(6);
             out.bulk(b"flags");
@@ -643,14 +1003,14 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
             for p in &r.passwords {
                 out.bulk(p.as_bytes());
             }
-            out.bulk(b"commands");
-            out.bulk(r.describe_commands().as_bytes());
-            out.bulk(b"keys");
-            out.bulk(r.describe_keys().as_bytes());
-            out.bulk(b"channels");
-            out.bulk(r.describe_channels().as_bytes());
+            // The root selector's fields stand at the top level, as before selectors.
+            write_selector_fields(out, &r.root);
             out.bulk(b"selectors");
-            out.array(0);
+            out.array(r.selectors.len());
+            for selector in &r.selectors {
+                out.map(3);
+                write_selector_fields(out, selector);
+            }
         }
         ("setuser", n) if n >= 3 => setuser(ctx),
         ("deluser", n) if n >= 3 => {
@@ -689,13 +1049,18 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
                     String::from_utf8_lossy(ctx.arg(2))
                 ));
             }
-            let names: Vec<&str> = ctx
+            // A container's subcommands share its categories here: each is listed as
+            // `name|sub`, as Redis lists subcommands.
+            let names: Vec<String> = ctx
                 .shared
                 .commands
                 .all()
                 .iter()
                 .filter(|s| s.acl.split_whitespace().any(|w| w == want))
-                .map(|s| s.name)
+                .flat_map(|s| {
+                    std::iter::once(s.name.to_string())
+                        .chain(s.subcommands.iter().map(|sub| format!("{}|{sub}", s.name)))
+                })
                 .collect();
             ctx.reply.array(names.len());
             for n in names {
@@ -770,19 +1135,57 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
             let Some(spec) = ctx.shared.commands.get(idx) else {
                 return ctx.error("ERR Command not found");
             };
+            if !spec.arity_ok(args.len()) {
+                return ctx.error(&format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    spec.name
+                ));
+            }
             match u.check(spec, &args) {
                 Ok(()) => ctx.reply.ok(),
-                Err(e) => {
-                    let e = e.message();
-                    let why = e.strip_prefix("NOPERM ").unwrap_or(&e).to_string();
+                Err(denial) => {
+                    let why = match &denial {
+                        Denial::Command(name) => {
+                            format!("This user has no permissions to run the '{name}' command")
+                        }
+                        Denial::Key(k) => format!(
+                            "This user has no permissions to access the '{}' key",
+                            String::from_utf8_lossy(k)
+                        ),
+                        Denial::Channel(c) => format!(
+                            "This user has no permissions to access the '{}' channel",
+                            String::from_utf8_lossy(c)
+                        ),
+                    };
                     ctx.reply.bulk(why.as_bytes());
                 }
             }
         }
+        (known, n) if !subcommand_arity_ok(known, n) => ctx.error(&format!(
+            "ERR wrong number of arguments for 'acl|{known}' command"
+        )),
         _ => ctx.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try ACL HELP.",
             crate::dispatch::printable(ctx.arg(1), 128)
         )),
+    }
+}
+
+/// Redis 7.0's arity of each ACL subcommand (negative: at least), checked before the
+/// subcommand runs; an unknown subcommand passes, to get the generic error.
+fn subcommand_arity_ok(sub: &str, argc: usize) -> bool {
+    let arity: i64 = match sub {
+        "getuser" => 3,
+        "help" | "list" | "load" | "save" | "users" | "whoami" => 2,
+        "deluser" | "setuser" => -3,
+        "dryrun" => -4,
+        "cat" | "genpass" | "log" => -2,
+        _ => return true,
+    };
+    if arity >= 0 {
+        argc as i64 == arity
+    } else {
+        argc as i64 >= -arity
     }
 }
 
@@ -791,17 +1194,23 @@ fn setuser(ctx: &mut Ctx<'_, '_>) {
     if name.contains(' ') || name.is_empty() {
         return ctx.error("ERR Usernames can't contain spaces or null characters");
     }
-    let cats = categories(&ctx.shared.commands);
-    let ops: Vec<Vec<u8>> = (3..ctx.args.len()).map(|i| ctx.arg(i).to_vec()).collect();
+    let names = RuleNames::new(&ctx.shared.commands);
+    let words: Vec<&[u8]> = (3..ctx.args.len()).map(|i| ctx.arg(i)).collect();
+    let ops = match merge_selector_arguments(&words) {
+        Ok(ops) => ops,
+        Err(e) => return ctx.error(&format!("ERR {e}")),
+    };
     let acl = &ctx.shared.acl;
     let existing = acl.user(name.as_bytes());
+    let all_channels = all_channels_by_default(ctx.shared);
     let user = existing
         .clone()
-        .unwrap_or_else(|| Arc::new(AclUser::new(&name, UserRules::empty())));
+        .unwrap_or_else(|| Arc::new(AclUser::new(&name, UserRules::empty(all_channels))));
     let mut failed = None;
     let result = user.update(|r| {
+        r.all_channels_by_default = all_channels;
         for op in &ops {
-            if let Err(e) = r.apply(op, &cats) {
+            if let Err(e) = r.apply(op, &names) {
                 failed = Some(String::from_utf8_lossy(op).into_owned());
                 return Err(e);
             }
@@ -827,8 +1236,28 @@ fn setuser(ctx: &mut Ctx<'_, '_>) {
     }
     if existing.is_none() {
         acl.users.write().insert(name, user);
+    } else {
+        kill_subscribers_refused(ctx, &user);
     }
     ctx.reply.ok();
+}
+
+/// GETUSER's `commands`, `keys` and `channels` of one selector.
+fn write_selector_fields(out: &mut carmine_resp::ReplyBuf, selector: &Selector) {
+    out.bulk(b"commands");
+    out.bulk(selector.describe_commands().as_bytes());
+    out.bulk(b"keys");
+    out.bulk(selector.describe_keys().as_bytes());
+    out.bulk(b"channels");
+    out.bulk(selector.describe_channels().as_bytes());
+}
+
+/// `acl-pubsub-default allchannels`: new users and selectors may use every channel.
+fn all_channels_by_default(shared: &crate::Shared) -> bool {
+    shared
+        .config
+        .get("acl-pubsub-default")
+        .is_some_and(|v| v.eq_ignore_ascii_case("allchannels"))
 }
 
 /// Users from `user` lines (redis.conf, or an ACL file's), replacing every user but
@@ -840,7 +1269,8 @@ fn replace_users(
     lines: &[(usize, Vec<String>)],
     source: &str,
 ) -> Result<Vec<String>, String> {
-    let cats = categories(&shared.commands);
+    let names = RuleNames::new(&shared.commands);
+    let all_channels = all_channels_by_default(shared);
     let mut parsed: BTreeMap<String, UserRules> = BTreeMap::new();
     let mut errors = String::new();
     for (line, words) in lines {
@@ -858,9 +1288,20 @@ fn replace_users(
             errors.push_str(&format!("{source}:{line}: Duplicate user '{name}' found. "));
             continue;
         }
-        let mut rules = UserRules::empty();
-        for op in words {
-            if let Err(e) = rules.apply(op.as_bytes(), &cats) {
+        let words: Vec<&String> = words.collect();
+        let ops =
+            match merge_selector_arguments(&words.iter().map(|w| w.as_bytes()).collect::<Vec<_>>())
+            {
+                Ok(ops) => ops,
+                Err(e) => {
+                    errors.push_str(&format!("{source}:{line}: {e} "));
+                    continue;
+                }
+            };
+        let mut rules = UserRules::empty(all_channels);
+        for op in &ops {
+            let op = String::from_utf8_lossy(op);
+            if let Err(e) = rules.apply(op.as_bytes(), &names) {
                 errors.push_str(&format!(
                     "{source}:{line}: Error in applying operation '{op}': {e}. "
                 ));
@@ -932,13 +1373,19 @@ fn load_file(shared: &crate::Shared, path: &str) -> Result<Vec<String>, String> 
     replace_users(shared, &lines, path)
 }
 
+/// Every user as ACL LIST shows it (`user <name> <rules>`): the lines of the ACL file,
+/// and those CONFIG REWRITE writes.
+pub fn user_lines(shared: &crate::Shared) -> Vec<String> {
+    let users: Vec<Arc<AclUser>> = shared.acl.users.read().values().cloned().collect();
+    users.iter().map(|u| u.describe()).collect()
+}
+
 /// ACL SAVE: every user as ACL LIST shows it, one per line, written to a temporary file
 /// that then replaces `path`.
 fn save_file(shared: &crate::Shared, path: &str) -> Result<(), String> {
-    let users: Vec<Arc<AclUser>> = shared.acl.users.read().values().cloned().collect();
     let mut text = String::new();
-    for u in users {
-        text.push_str(&u.describe());
+    for line in user_lines(shared) {
+        text.push_str(&line);
         text.push('\n');
     }
     let tmp = format!("{path}.tmp-{}", std::process::id());
@@ -950,6 +1397,33 @@ fn save_file(shared: &crate::Shared, path: &str) -> Result<(), String> {
         return Err(format!("There was an error trying to save the ACLs. Please check the server logs for more information ({e})"));
     }
     Ok(())
+}
+
+/// After a change to `user`, its connections subscribed to a channel or pattern the
+/// user may no longer use are closed, as Redis closes them.
+fn kill_subscribers_refused(ctx: &mut Ctx<'_, '_>, user: &AclUser) {
+    let me = ctx.session.id();
+    for c in ctx.shared.clients.snapshot() {
+        if *c.user.lock() != user.name {
+            continue;
+        }
+        let refused = ctx
+            .shared
+            .pubsub
+            .subscriptions_of(c.id)
+            .iter()
+            .any(|(kind, name)| {
+                let is_pattern = *kind == crate::pubsub::Kind::Pattern;
+                !user.rules.read().allows_channel(name, is_pattern)
+            });
+        if refused {
+            if c.id == me {
+                ctx.session.close_after_reply = true;
+            } else {
+                c.kill();
+            }
+        }
+    }
 }
 
 /// Redis disconnects the clients of a deleted user.

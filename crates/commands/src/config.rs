@@ -335,6 +335,23 @@ pub static PARAMS: &[ParamSpec] = &[
             true,
         )
     },
+    // ACL (acl.rs, acl_log.rs).
+    p(
+        "acl-pubsub-default",
+        "resetchannels",
+        Kind::Enum(&["allchannels", "resetchannels"]),
+        true,
+    ),
+    p("aclfile", "", Kind::Str, false),
+    p(
+        "acllog-max-len",
+        "128",
+        Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        true,
+    ),
 ];
 
 /// Every parameter: those Carmine acts on, then those it only accepts.

@@ -1,5 +1,5 @@
 //! Parameters a Redis 7.0 redis.conf may set that drive features Carmine does not have
-//! yet (replication, Cluster, TLS, ACL files, active defrag, slowlog, ...), or that
+//! yet (replication, Cluster, TLS, active defrag, ...), or that
 //! only tune Redis' own machinery (jemalloc, lazyfree, rehashing, process titles).
 //!
 //! They are accepted so that an existing redis.conf (Debian's default sets 44 of them)
@@ -50,7 +50,6 @@ const MEMORY: Kind = Kind::Memory {
     max: i64::MAX as u64,
 };
 
-const PUBSUB_DEFAULT: &[&str] = &["allchannels", "resetchannels"];
 const ENDPOINT_TYPES: &[&str] = &["ip", "hostname", "unknown-endpoint"];
 const PROPAGATION_ERRORS: &[&str] = &["ignore", "panic", "panic-on-replicas"];
 const DISKLESS_LOAD: &[&str] = &["disabled", "on-empty-db", "swapdb"];
@@ -64,14 +63,6 @@ const SANITIZE: &[&str] = &["no", "yes", "clients"];
 const TLS_AUTH: &[&str] = &["no", "yes", "optional"];
 
 pub static INERT_PARAMS: &[ParamSpec] = &[
-    p(
-        "acl-pubsub-default",
-        "resetchannels",
-        Kind::Enum(PUBSUB_DEFAULT),
-        true,
-    ),
-    p("aclfile", "", Kind::Str, false),
-    p("acllog-max-len", "128", COUNT, true),
     p("active-defrag-cycle-max", "25", PERCENT, true),
     p("active-defrag-cycle-min", "1", PERCENT, true),
     p("active-defrag-ignore-bytes", "104857600", MEMORY, true),

@@ -644,7 +644,10 @@ fn client_list(ctx: &mut Ctx<'_, '_>) {
     }
     let mut out = String::new();
     for c in ctx.shared.clients.snapshot() {
-        if ids.as_ref().is_some_and(|l| !l.contains(&c.id))
+        // A killed client's loop closes it at its next turn; Redis frees another
+        // client at once, so it is gone from the list already.
+        if c.killed.load(std::sync::atomic::Ordering::Acquire)
+            || ids.as_ref().is_some_and(|l| !l.contains(&c.id))
             || type_filter.is_some_and(|t| t != c.client_type())
         {
             continue;

@@ -207,6 +207,65 @@ pub fn key_spec_flags(name: &str) -> &'static [&'static [&'static str]] {
     }
 }
 
+/// The flags of the `n`-th key [`crate::table::CommandSpec::key_indexes`] finds in `args`
+/// (COMMAND GETKEYSANDFLAGS, and the ACL's read/write key permissions): those of the
+/// command's n-th key spec (the last for keys past them), or what Redis' own key finders
+/// work out from the arguments for the commands whose flags depend on them.
+pub fn flags_of_key(name: &str, args: &carmine_resp::Args, n: usize) -> &'static [&'static str] {
+    match name {
+        // Redis looks for GET only past the value (`SET get x` names the key "get").
+        "set" if args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"GET")) => {
+            &["RW", "access", "update"]
+        }
+        "set" => &["OW", "update"],
+        "bitfield" if bitfield_only_reads(args) => &["RO", "access"],
+        "bitfield" => &["RW", "access", "update"],
+        "sort" | "sort_ro" if n > 0 => &["OW", "update"],
+        "sort" | "sort_ro" => &["RO", "access"],
+        "migrate" => &["RW", "access", "delete"],
+        _ => {
+            let specs = key_spec_flags(name);
+            specs
+                .get(n.min(specs.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(&[])
+        }
+    }
+}
+
+/// BITFIELD only reads when every operation is a complete GET (or OVERFLOW); anything
+/// else, a malformed tail included, counts as a write, as in Redis.
+fn bitfield_only_reads(args: &carmine_resp::Args) -> bool {
+    let mut i = 2;
+    while i < args.len() {
+        let left = args.len() - i - 1;
+        let word = args.get(i).unwrap_or_default();
+        if word.eq_ignore_ascii_case(b"GET") && left >= 2 {
+            i += 3;
+        } else if word.eq_ignore_ascii_case(b"OVERFLOW") && left >= 1 {
+            i += 2;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// ACL permission bits: what a key pattern grants (`%R~`, `%W~`, `~` = both) and what
+/// a key's flags need (`access` needs read; `insert`, `delete` and `update` need write;
+/// a key with neither, such as EXISTS', needs only to match a pattern).
+pub const ACL_READ: u8 = 1;
+pub const ACL_WRITE: u8 = 2;
+pub const ACL_ALL: u8 = ACL_READ | ACL_WRITE;
+
+pub fn acl_permissions_needed(flags: &[&str]) -> u8 {
+    flags.iter().fold(0, |need, f| match *f {
+        "access" => need | ACL_READ,
+        "insert" | "delete" | "update" => need | ACL_WRITE,
+        _ => need,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +283,42 @@ mod tests {
         assert_eq!(key_spec_flags("set"), set);
         assert!(key_spec_flags("no-such-command").is_empty());
         assert!(key_spec_flags("ping").is_empty());
+    }
+
+    fn args(words: &[&str]) -> carmine_resp::Args {
+        let parts: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+        carmine_resp::Args::from_slices(&parts)
+    }
+
+    #[test]
+    fn set_and_bitfield_flags_follow_their_arguments() {
+        let rw: &[&str] = &["RW", "access", "update"];
+        let ow: &[&str] = &["OW", "update"];
+        let ro: &[&str] = &["RO", "access"];
+        assert_eq!(flags_of_key("set", &args(&["set", "k", "v", "GET"]), 0), rw);
+        assert_eq!(
+            flags_of_key("set", &args(&["set", "k", "v", "ex", "get"]), 0),
+            rw
+        );
+        // A key or value spelled "get" is not the GET option.
+        assert_eq!(flags_of_key("set", &args(&["set", "get", "v"]), 0), ow);
+        assert_eq!(flags_of_key("set", &args(&["set", "k", "get"]), 0), ow);
+        let bf = |w: &[&str]| flags_of_key("bitfield", &args(w), 0);
+        assert_eq!(bf(&["bitfield", "k", "get", "u4", "0"]), ro);
+        assert_eq!(
+            bf(&["bitfield", "k", "overflow", "sat", "get", "u4", "0"]),
+            ro
+        );
+        assert_eq!(
+            bf(&["bitfield", "k", "get", "u4", "0", "set", "u4", "0", "1"]),
+            rw
+        );
+        assert_eq!(bf(&["bitfield", "k", "incrby", "u4", "0", "1"]), rw);
+        // A truncated GET is a syntax error: assumed to write.
+        assert_eq!(bf(&["bitfield", "k", "get", "u4"]), rw);
+        assert_eq!(acl_permissions_needed(rw), ACL_ALL);
+        assert_eq!(acl_permissions_needed(ow), ACL_WRITE);
+        assert_eq!(acl_permissions_needed(ro), ACL_READ);
+        assert_eq!(acl_permissions_needed(&["RO"]), 0);
     }
 }

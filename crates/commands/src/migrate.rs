@@ -63,16 +63,30 @@ pub fn specs() -> Vec<CommandSpec> {
     )]
 }
 
-/// The key is argument 3, or, when that is empty, every argument after KEYS.
+/// The key is argument 3, or, when that is empty, every argument after KEYS (as Redis'
+/// own key finder reads them).
 fn migrate_keys(args: &Args, out: &mut Vec<usize>) {
-    if args.get(3).is_some_and(|k| !k.is_empty()) {
-        out.push(3);
-        return;
+    // The KEYS option, found past the options that take values (a password may be
+    // spelled "KEYS"); with a key in the key position as well, it is a syntax error that
+    // MIGRATE itself reports, so no keys.
+    let mut i = 6;
+    while i < args.len() {
+        let word = args.get(i).unwrap_or_default();
+        if word.eq_ignore_ascii_case(b"keys") {
+            if args.get(3).is_some_and(|k| k.is_empty()) {
+                out.extend(i + 1..args.len());
+            }
+            return;
+        }
+        if word.eq_ignore_ascii_case(b"auth") {
+            i += 1;
+        } else if word.eq_ignore_ascii_case(b"auth2") {
+            i += 2;
+        }
+        i += 1;
     }
-    let kw =
-        (6..args.len()).find(|&i| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"keys")));
-    if let Some(k) = kw {
-        out.extend(k + 1..args.len());
+    if args.len() > 3 {
+        out.push(3);
     }
 }
 

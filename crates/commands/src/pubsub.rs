@@ -86,6 +86,21 @@ impl PubSub {
         }
     }
 
+    /// Every subscription of client `id`, of each kind (a walk over all subscriptions:
+    /// for the rare ACL change that must re-check a user's subscribers).
+    pub fn subscriptions_of(&self, id: u64) -> Vec<(Kind, Vec<u8>)> {
+        let mut out = Vec::new();
+        for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
+            let map = self.map(kind).read();
+            for (name, subs) in map.iter() {
+                if subs.lock().contains_key(&id) {
+                    out.push((kind, name.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Channels (or shard channels) with at least one subscriber, matching `pattern`.
     pub fn active(&self, kind: Kind, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
         self.map(kind)

@@ -114,17 +114,10 @@ pub fn commands() -> Vec<CommandSpec> {
                 "A container for server configuration commands.",
             )
         },
+        // Not a container in Redis either: its first argument is no subcommand (ACL
+        // rules such as `+debug|digest` allow a first argument; COMMAND INFO and INFO
+        // commandstats show plain `debug`).
         CommandSpec {
-            subcommands: &[
-                "sleep",
-                "object",
-                "set-active-expire",
-                "set-disable-deny-scripts",
-                "protocol",
-                "reload",
-                "populate",
-                "help",
-            ],
             ..cmd(
                 "debug",
                 -2,
@@ -825,7 +818,7 @@ fn command(ctx: &mut Ctx<'_, '_>) {
                     ctx.reply.bulk(key);
                     continue;
                 }
-                let flags = key_flags_of(spec.name, &inner, n);
+                let flags = crate::key_flags::flags_of_key(spec.name, &inner, n);
                 ctx.reply.array(2);
                 ctx.reply.bulk(key);
                 ctx.reply.array(flags.len());
@@ -835,38 +828,6 @@ fn command(ctx: &mut Ctx<'_, '_>) {
             }
         }
         _ => ctx.unknown_subcommand(),
-    }
-}
-
-/// The flags COMMAND GETKEYSANDFLAGS reports for the `n`-th key found in `args`: those
-/// of the command's key specs (the n-th, the last for keys past them), or what Redis
-/// works out from the arguments for the commands whose flags depend on them.
-fn key_flags_of(name: &str, args: &carmine_resp::Args, n: usize) -> &'static [&'static str] {
-    let has = |word: &[u8]| args.iter().skip(1).any(|a| a.eq_ignore_ascii_case(word));
-    match name {
-        "set" if has(b"GET") => &["RW", "access", "update"],
-        "set" => &["OW", "update"],
-        "bitfield" => {
-            let only_reads = args
-                .iter()
-                .skip(2)
-                .all(|a| !(a.eq_ignore_ascii_case(b"SET") || a.eq_ignore_ascii_case(b"INCRBY")));
-            if only_reads {
-                &["RO", "access"]
-            } else {
-                &["RW", "access", "update"]
-            }
-        }
-        "sort" | "sort_ro" if n > 0 => &["OW", "update"],
-        "sort" | "sort_ro" => &["RO", "access"],
-        "migrate" => &["RW", "access", "delete"],
-        _ => {
-            let specs = crate::key_flags::key_spec_flags(name);
-            specs
-                .get(n.min(specs.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(&[])
-        }
     }
 }
 
@@ -1105,8 +1066,15 @@ fn config(ctx: &mut Ctx<'_, '_>) {
                 return ctx.error("ERR The server is running without a config file");
             };
             let tmp = format!("{path}.tmp-{}", std::process::id());
-            let written =
-                std::fs::write(&tmp, cfg.render()).and_then(|_| std::fs::rename(&tmp, &path));
+            let mut text = cfg.render();
+            // Users go in the config file unless an ACL file keeps them, as in Redis.
+            if cfg.get("aclfile").unwrap_or_default().is_empty() {
+                for line in crate::acl::user_lines(ctx.shared) {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+            let written = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
             match written {
                 Ok(()) => ctx.reply.ok(),
                 Err(e) => ctx.error(&format!("ERR Rewriting config file: {e}")),

@@ -131,7 +131,10 @@ struct SortOptions {
 /// Parses the options in Redis' order; `None` once an error reply is written.
 fn parse_options(ctx: &mut Ctx<'_, '_>, readonly: bool) -> Option<SortOptions> {
     let mut o = SortOptions::default();
-    let full_key_access = ctx.session.acl_user(ctx.shared).all_keys();
+    let full_key_access = ctx
+        .session
+        .acl_user(ctx.shared)
+        .may_read_every_key(ctx.spec, ctx.args);
     let cluster = ctx.shared.cluster_mode();
     let mut j = 2;
     while j < ctx.args.len() {

@@ -353,6 +353,23 @@ fn every_command_writes_one_reply_under_random_arguments() {
             .and_then(|i| h.shared.commands.get(i))
             .map(|s| s.subcommands.iter().map(|c| c.to_string()).collect())
             .unwrap_or_default();
+        // DEBUG is no container, but its first argument picks what it does.
+        let subs: Vec<String> = if name == "debug" {
+            [
+                "sleep",
+                "object",
+                "set-active-expire",
+                "protocol",
+                "reload",
+                "populate",
+                "help",
+            ]
+            .iter()
+            .map(|w| w.to_string())
+            .collect()
+        } else {
+            subs
+        };
         for case in 0..cases_per_command {
             let mut args = vec![name.clone()];
             if !subs.is_empty() && case % 4 != 3 {

@@ -20,6 +20,15 @@ pub fn start(extra: &str) -> Server {
     Server::start(config).expect("server starts")
 }
 
+/// Starts an embedded server from a config file, which CONFIG REWRITE then rewrites.
+pub fn start_with_file(path: &std::path::Path) -> Server {
+    let config = Config::new();
+    let text = std::fs::read_to_string(path).expect("read the config file");
+    config.load_text(&text).expect("config file is valid");
+    *config.file.write() = Some(path.display().to_string());
+    Server::start(config).expect("server starts")
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
