@@ -81,8 +81,9 @@ impl<'a> RuleNames<'a> {
 enum CommandRule {
     AllowAll,
     DenyAll,
-    /// `+@category` / `-@category`.
-    Category(String, bool),
+    /// `+@category` / `-@category`, with its bit of [`crate::table::ACL_CATEGORIES`]
+    /// (0 for a category outside them: then the name is compared).
+    Category(String, u32, bool),
     /// `+name` / `-name` (or `+name|sub`, or `+name|first-arg` for a command without
     /// subcommands).
     Command(String, bool),
@@ -147,31 +148,36 @@ impl Selector {
 
     /// Whether the rules allow `spec` called with `first` as its first argument.
     fn allows(&self, spec: &CommandSpec, first: Option<&[u8]>) -> bool {
-        let full = first.map(|s| {
-            format!(
-                "{}|{}",
-                spec.name,
-                String::from_utf8_lossy(s).to_ascii_lowercase()
-            )
-        });
+        // `name|first` without building it: this runs before every command of a
+        // restricted user.
+        let names_first = |rule: &str| {
+            let (rule, name) = (rule.as_bytes(), spec.name.as_bytes());
+            first.is_some_and(|f| {
+                rule.len() == name.len() + 1 + f.len()
+                    && rule.starts_with(name)
+                    && rule[name.len()] == b'|'
+                    && rule[name.len() + 1..].eq_ignore_ascii_case(f)
+            })
+        };
         let mut allowed = false;
         for r in &self.rules {
             match r {
                 CommandRule::AllowAll => allowed = true,
                 CommandRule::DenyAll => allowed = false,
-                CommandRule::Category(c, yes) => {
-                    if spec
-                        .acl
-                        .split_whitespace()
-                        .any(|w| w.eq_ignore_ascii_case(c))
-                    {
+                CommandRule::Category(c, bit, yes) => {
+                    let member = if *bit != 0 {
+                        spec.acl_bits & bit != 0
+                    } else {
+                        spec.acl.split_whitespace().any(|w| w == c)
+                    };
+                    if member {
                         allowed = *yes;
                     }
                 }
                 CommandRule::Command(n, yes) => {
                     if n == spec.name {
                         allowed = *yes;
-                    } else if full.as_deref() == Some(n.as_str()) {
+                    } else if names_first(n) {
                         // A subcommand, or the first argument Redis lets `+select|0`
                         // allow (only ever additive for a command without subcommands).
                         if *yes || !spec.subcommands.is_empty() {
@@ -330,8 +336,9 @@ impl Selector {
                             if !names.categories.iter().any(|c| c == cat) {
                                 return Err("Unknown command or category name in ACL".into());
                             }
-                            self.rules
-                                .push(CommandRule::Category(format!("@{cat}"), allow));
+                            let name = format!("@{cat}");
+                            let bit = crate::table::acl_category_bit(&name);
+                            self.rules.push(CommandRule::Category(name, bit, allow));
                         } else {
                             names.check_command_rule(&name, allow)?;
                             self.add_command_rule(names, name, allow);
@@ -379,7 +386,7 @@ impl Selector {
                     parts.clear();
                     parts.push("-@all".to_string());
                 }
-                CommandRule::Category(c, yes) => {
+                CommandRule::Category(c, _, yes) => {
                     parts.push(format!("{}{c}", if *yes { '+' } else { '-' }))
                 }
                 CommandRule::Command(n, yes) => {
@@ -474,6 +481,11 @@ fn denied_command_name(spec: &CommandSpec, args: &Args) -> String {
 /// `numkeys` that does not fit the arguments names no keys).
 fn acl_key_indexes(spec: &CommandSpec, args: &Args) -> Vec<usize> {
     let mut keys = Vec::new();
+    acl_key_indexes_into(spec, args, &mut keys);
+    keys
+}
+
+fn acl_key_indexes_into(spec: &CommandSpec, args: &Args, keys: &mut Vec<usize>) {
     if crate::scripting::runs_script(spec) {
         let numkeys = args
             .get(2)
@@ -483,9 +495,14 @@ fn acl_key_indexes(spec: &CommandSpec, args: &Args) -> Vec<usize> {
             keys.extend(3..3 + n as usize);
         }
     } else {
-        spec.key_indexes(args, &mut keys);
+        spec.key_indexes(args, keys);
     }
-    keys
+}
+
+thread_local! {
+    /// The key positions of the command being checked: reused, as the check runs
+    /// before every command of a restricted user.
+    static KEY_INDEXES: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Debug)]
@@ -732,29 +749,17 @@ impl AclUser {
             return Ok(());
         }
         let r = self.rules.read();
-        let keys = if r.all_selectors().all(|s| s.allkeys) {
-            Vec::new()
-        } else {
-            acl_key_indexes(spec, args)
-        };
-        let mut worst: Option<Refusal> = None;
-        for selector in r.all_selectors() {
-            match selector.check(spec, args, &keys) {
-                Ok(()) => return Ok(()),
-                Err(refusal) => {
-                    let more_specific = worst
-                        .as_ref()
-                        .is_none_or(|w| (refusal.rank, refusal.position) > (w.rank, w.position));
-                    if more_specific {
-                        worst = Some(refusal);
-                    }
-                }
+        if r.all_selectors().all(|s| s.allkeys) {
+            return check_selectors(&r, spec, args, &[]);
+        }
+        KEY_INDEXES.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut keys) => {
+                keys.clear();
+                acl_key_indexes_into(spec, args, &mut keys);
+                check_selectors(&r, spec, args, &keys)
             }
-        }
-        match worst {
-            Some(w) => Err((w.denial, w.position)),
-            None => Ok(()),
-        }
+            Err(_) => check_selectors(&r, spec, args, &acl_key_indexes(spec, args)),
+        })
     }
 
     /// Checks a password (the default user's is `requirepass` until ACL sets one).
@@ -786,6 +791,35 @@ impl AclUser {
 }
 
 /// The users.
+
+/// The user's selectors in turn: Ok when one allows the command, else the most specific
+/// refusal (command < key < channel; a later argument wins a tie), as Redis reports it.
+fn check_selectors(
+    r: &UserRules,
+    spec: &CommandSpec,
+    args: &Args,
+    keys: &[usize],
+) -> Result<(), (Denial, usize)> {
+    let mut worst: Option<Refusal> = None;
+    for selector in r.all_selectors() {
+        match selector.check(spec, args, keys) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => {
+                let more_specific = worst
+                    .as_ref()
+                    .is_none_or(|w| (refusal.rank, refusal.position) > (w.rank, w.position));
+                if more_specific {
+                    worst = Some(refusal);
+                }
+            }
+        }
+    }
+    match worst {
+        Some(w) => Err((w.denial, w.position)),
+        None => Ok(()),
+    }
+}
+
 /// Why [`AclUser::check`] refused a command, and what it named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {

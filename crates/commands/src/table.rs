@@ -95,6 +95,8 @@ pub struct CommandSpec {
     pub summary: &'static str,
     pub since: &'static str,
     pub acl: &'static str,
+    /// `acl` as bits of [`ACL_CATEGORIES`].
+    pub acl_bits: u32,
     /// Subcommand names, for COMMAND INFO of container commands.
     pub subcommands: &'static [&'static str],
     /// For commands that read keys they cannot declare when some arguments are given
@@ -235,6 +237,69 @@ impl CommandTable {
 
 /// Builds a spec; the family modules list their commands with it.
 #[allow(clippy::too_many_arguments)]
+/// Redis 7.0's ACL categories; bit `i` of [`CommandSpec::acl_bits`] is category `i`.
+pub const ACL_CATEGORIES: &[&str] = &[
+    "@keyspace",
+    "@read",
+    "@write",
+    "@set",
+    "@sortedset",
+    "@list",
+    "@hash",
+    "@string",
+    "@bitmap",
+    "@hyperloglog",
+    "@geo",
+    "@stream",
+    "@pubsub",
+    "@admin",
+    "@fast",
+    "@slow",
+    "@blocking",
+    "@dangerous",
+    "@connection",
+    "@transaction",
+    "@scripting",
+];
+
+/// The bit of a category in [`ACL_CATEGORIES`] (0 if it is not one of them).
+pub fn acl_category_bit(category: &str) -> u32 {
+    ACL_CATEGORIES
+        .iter()
+        .position(|c| *c == category)
+        .map_or(0, |i| 1 << i)
+}
+
+/// The categories of a space-separated `@cat` list as bits, at compile time: the ACL
+/// tests a command's categories before every command of a restricted user.
+const fn acl_bits_of(acl: &str) -> u32 {
+    let text = acl.as_bytes();
+    let mut bits = 0;
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = start;
+        while end < text.len() && text[end] != b' ' {
+            end += 1;
+        }
+        let mut c = 0;
+        while c < ACL_CATEGORIES.len() {
+            let name = ACL_CATEGORIES[c].as_bytes();
+            if name.len() == end - start {
+                let mut i = 0;
+                while i < name.len() && name[i] == text[start + i] {
+                    i += 1;
+                }
+                if i == name.len() {
+                    bits |= 1 << c;
+                }
+            }
+            c += 1;
+        }
+        start = end + 1;
+    }
+    bits
+}
+
 pub const fn cmd(
     name: &'static str,
     arity: i32,
@@ -256,6 +321,7 @@ pub const fn cmd(
         summary,
         since: "1.0.0",
         acl,
+        acl_bits: acl_bits_of(acl),
         subcommands: &[],
         world_when: None,
         denyoom_when: None,
