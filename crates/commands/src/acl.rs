@@ -790,8 +790,6 @@ impl AclUser {
     }
 }
 
-/// The users.
-
 /// The user's selectors in turn: Ok when one allows the command, else the most specific
 /// refusal (command < key < channel; a later argument wins a tie), as Redis reports it.
 fn check_selectors(

@@ -236,7 +236,6 @@ impl CommandTable {
 }
 
 /// Builds a spec; the family modules list their commands with it.
-#[allow(clippy::too_many_arguments)]
 /// Redis 7.0's ACL categories; bit `i` of [`CommandSpec::acl_bits`] is category `i`.
 pub const ACL_CATEGORIES: &[&str] = &[
     "@keyspace",
@@ -300,6 +299,7 @@ const fn acl_bits_of(acl: &str) -> u32 {
     bits
 }
 
+#[allow(clippy::too_many_arguments)]
 pub const fn cmd(
     name: &'static str,
     arity: i32,
