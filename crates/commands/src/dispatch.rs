@@ -119,6 +119,19 @@ impl Ctx<'_, '_> {
         v
     }
 
+    /// Argument `i` as Redis' `long double` (INCRBYFLOAT, HINCRBYFLOAT), or an error
+    /// reply.
+    pub fn long_double_arg(
+        &mut self,
+        i: usize,
+    ) -> Option<carmine_keyspace::long_double::LongDouble> {
+        let v = carmine_keyspace::long_double::LongDouble::parse(self.arg(i));
+        if v.is_none() {
+            self.reply.error("ERR value is not a valid float");
+        }
+        v
+    }
+
     /// Reports a keyspace event (notify-keyspace-events) for `key` in the current db.
     #[inline]
     pub fn notify(&self, class: u32, event: &str, key: &[u8]) {

@@ -1,8 +1,8 @@
 //! Hashes: HSET, HGET, HMGET, HMSET, HSETNX, HDEL, HLEN, HSTRLEN, HEXISTS, HKEYS, HVALS,
 //! HGETALL, HINCRBY, HINCRBYFLOAT, HRANDFIELD, HSCAN.
 
+use carmine_keyspace::long_double::LongDouble;
 use carmine_keyspace::notify;
-use carmine_keyspace::ops::{format_float, parse_float};
 use carmine_keyspace::{parse_canonical_i64, HashValue};
 
 use crate::table::{cmd, flags::*, keys, CommandSpec};
@@ -375,22 +375,21 @@ fn hincrby(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
-    let Some(delta) = ctx.float_arg(3) else {
+    let Some(delta) = ctx.long_double_arg(3) else {
         return;
     };
     if !delta.is_finite() {
         return ctx.error("ERR value is NaN or Infinity");
     }
     let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
-    let Ok(cur) = current_number(ctx, parse_float, "ERR hash value is not a float") else {
+    let Ok(cur) = current_number(ctx, LongDouble::parse, "ERR hash value is not a float") else {
         return;
     };
-    let cur = cur.unwrap_or(0.0);
-    let next = cur + delta;
-    if next.is_nan() || next.is_infinite() {
+    let next = cur.unwrap_or(LongDouble::ZERO).add(delta);
+    if !next.is_finite() {
         return ctx.error("ERR increment would produce NaN or Infinity");
     }
-    let text = format_float(next);
+    let text = next.to_human();
     let limits = ctx.shared.keyspace.limits();
     if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
         h.insert(&field, &text, limits);

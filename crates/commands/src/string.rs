@@ -418,7 +418,9 @@ fn decrby(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
-    let Some(d) = ctx.float_arg(2) else { return };
+    let Some(d) = ctx.long_double_arg(2) else {
+        return;
+    };
     let key = ctx.args.bytes(1);
     match ops::incr_by_float(ctx.l, &key, d) {
         Ok(text) => {

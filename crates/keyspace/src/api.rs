@@ -91,8 +91,9 @@ impl<'a> DbHandle<'a> {
     }
 
     pub fn incr_by_float(&self, key: &[u8], delta: f64) -> Result<f64, KeyspaceError> {
+        let delta = crate::long_double::LongDouble::from_f64(delta);
         let text = ops::incr_by_float(&mut self.lock(key), key, delta)?;
-        Ok(ops::parse_float(&text).unwrap_or(f64::NAN))
+        Ok(crate::long_double::LongDouble::parse(&text).map_or(f64::NAN, |v| v.to_f64()))
     }
 
     pub fn append(&self, key: &[u8], data: &[u8]) -> Result<usize, KeyspaceError> {

@@ -3,6 +3,7 @@
 
 use crate::error::KeyspaceError;
 use crate::keyspace::Locked;
+use crate::long_double::LongDouble;
 use crate::value::{Entry, StrValue, Value};
 
 /// Largest string Redis allows (proto-max-bulk-len's default ceiling for values).
@@ -142,38 +143,26 @@ pub fn parse_float(s: &[u8]) -> Option<f64> {
     }
 }
 
-/// Formats a float as INCRBYFLOAT stores it: plain decimal, no exponent, no trailing zeros.
-pub fn format_float(v: f64) -> Vec<u8> {
-    if v == v.trunc() && v.abs() < 1e17 {
-        return format!("{}", v as i64).into_bytes();
-    }
-    let mut s = format!("{v}");
-    if s.contains('e') || s.contains('E') {
-        s = format!("{v:.17}");
-        while s.ends_with('0') {
-            s.pop();
-        }
-        if s.ends_with('.') {
-            s.pop();
-        }
-    }
-    s.into_bytes()
-}
-
-/// INCRBYFLOAT; returns the new value's text (what is stored and replied).
-pub fn incr_by_float(l: &mut Locked<'_>, key: &[u8], delta: f64) -> Result<Vec<u8>, KeyspaceError> {
+/// INCRBYFLOAT; returns the new value's text (what is stored and replied), computed in
+/// `long double` as Redis does.
+pub fn incr_by_float(
+    l: &mut Locked<'_>,
+    key: &[u8],
+    delta: LongDouble,
+) -> Result<Vec<u8>, KeyspaceError> {
     let cur = match l.get(key) {
-        None => 0.0,
+        None => LongDouble::ZERO,
         Some(e) => {
             let s = e.value.as_str().ok_or(KeyspaceError::WrongType)?;
-            s.with_bytes(parse_float).ok_or(KeyspaceError::NotFloat)?
+            s.with_bytes(LongDouble::parse)
+                .ok_or(KeyspaceError::NotFloat)?
         }
     };
-    let next = cur + delta;
-    if next.is_nan() || next.is_infinite() {
+    let next = cur.add(delta);
+    if !next.is_finite() {
         return Err(KeyspaceError::NanOrInfinity);
     }
-    let text = format_float(next);
+    let text = next.to_human();
     match l.get_mut(key) {
         Some(e) => e.value = Value::Str(StrValue::from_bytes(&text)),
         None => {
@@ -357,9 +346,6 @@ mod tests {
 
     #[test]
     fn float_text() {
-        assert_eq!(format_float(10.6), b"10.6");
-        assert_eq!(format_float(3.0), b"3");
-        assert_eq!(format_float(5.0e3), b"5000");
         assert_eq!(parse_float(b"1e3"), Some(1000.0));
         assert_eq!(parse_float(b" 1"), None);
         assert_eq!(parse_float(b"nan"), None);

@@ -95,6 +95,23 @@ fn script() -> Vec<Vec<&'static str>> {
         "DECRBY n 3",
         "INCRBYFLOAT f 10.5",
         "INCRBYFLOAT f 0.1",
+        // long double sums, parses and printing (not a double's)
+        "INCRBYFLOAT f3 0.1",
+        "INCRBYFLOAT f3 0.2",
+        "SET fbig 1.5e300",
+        "INCRBYFLOAT fbig 1.25",
+        "INCRBYFLOAT fneg -1e-20",
+        "INCRBYFLOAT fhex 0x1p-3",
+        "INCRBYFLOAT fbad 1e",
+        "INCRBYFLOAT fbad 1e5000",
+        "INCRBYFLOAT fbad 1e-5000",
+        "INCRBYFLOAT f3 inf",
+        "SET fden 3.6e-4951",
+        "INCRBYFLOAT fden 0",
+        "HINCRBYFLOAT hf a 0.1",
+        "HINCRBYFLOAT hf a 0.2",
+        "HINCRBYFLOAT hf a 1e30",
+        "HINCRBYFLOAT hf a -inf",
         "SET n2 12345678901234567890",
         "INCR n2",
         "INCR s",
@@ -661,4 +678,71 @@ fn keyspace_notifications_match_redis() {
         );
     }
     assert_eq!(expected.len(), got.len(), "number of notifications");
+}
+
+/// INCRBYFLOAT and HINCRBYFLOAT over seeded random operands (long double sums printed
+/// with `%.17Lf`), compared byte for byte with Redis.
+#[test]
+fn float_increments_match_redis() {
+    let (rp, cp) = (common::free_port(), common::free_port());
+    let _redis = start("redis-server", rp);
+    let _carmine = start(env!("CARGO_BIN_EXE_carmine-server"), cp);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let operand = |next: &mut dyn FnMut(u64) -> u64| {
+        let sign = if next(2) == 0 { "-" } else { "" };
+        let int = next(1_000_000);
+        let frac = next(1_000_000_000);
+        match next(4) {
+            0 => format!("{sign}{int}.{frac:09}"),
+            1 => format!("{sign}{int}.{frac}e{}", next(60) as i64 - 30),
+            2 => format!("{sign}0.{frac:09}"),
+            _ => format!("{sign}{int}"),
+        }
+    };
+    let mut owned: Vec<Vec<String>> = Vec::new();
+    for i in 0..400 {
+        let key = format!("f{}", i % 7);
+        let a = operand(&mut next);
+        if i % 2 == 0 {
+            owned.push(vec!["INCRBYFLOAT".into(), key, a]);
+        } else {
+            owned.push(vec![
+                "HINCRBYFLOAT".into(),
+                format!("h{key}"),
+                "x".into(),
+                a,
+            ]);
+        }
+    }
+    let script: Vec<Vec<&str>> = owned
+        .iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
+    let expected = run_script(rp, &script);
+    let got = run_script(cp, &script);
+    let diffs: Vec<String> = script
+        .iter()
+        .zip(expected.iter().zip(&got))
+        .filter(|(_, (e, g))| e != g)
+        .map(|(cmd, (e, g))| {
+            format!(
+                "{}: redis {:?} carmine {:?}",
+                cmd.join(" "),
+                String::from_utf8_lossy(e),
+                String::from_utf8_lossy(g)
+            )
+        })
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} replies differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
