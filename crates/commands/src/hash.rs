@@ -385,7 +385,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     let Ok(cur) = current_number(ctx, LongDouble::parse, "ERR hash value is not a float") else {
         return;
     };
-    let next = cur.unwrap_or(LongDouble::ZERO).add(delta);
+    let next = cur.unwrap_or(LongDouble::ZERO) + delta;
     if !next.is_finite() {
         return ctx.error("ERR increment would produce NaN or Infinity");
     }

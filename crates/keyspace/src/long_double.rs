@@ -68,11 +68,6 @@ impl LongDouble {
         LongDouble(X87DoubleExtended::from_i128(v as i128).value)
     }
 
-    /// The sum, rounded to nearest-even as the x87 unit rounds it.
-    pub fn add(self, other: LongDouble) -> LongDouble {
-        LongDouble(self.0.add_r(other.0, Round::NearestTiesToEven).value)
-    }
-
     pub fn is_finite(self) -> bool {
         self.0.is_finite()
     }
@@ -124,6 +119,15 @@ impl LongDouble {
             out = b"0".to_vec();
         }
         out
+    }
+}
+
+impl std::ops::Add for LongDouble {
+    type Output = LongDouble;
+
+    /// The sum, rounded to nearest-even as the x87 unit rounds it.
+    fn add(self, other: LongDouble) -> LongDouble {
+        LongDouble(self.0.add_r(other.0, Round::NearestTiesToEven).value)
     }
 }
 
@@ -306,7 +310,7 @@ mod tests {
     }
 
     fn sum(a: &str, b: &str) -> String {
-        String::from_utf8(ld(a).add(ld(b)).to_human()).expect("ascii")
+        String::from_utf8((ld(a) + ld(b)).to_human()).expect("ascii")
     }
 
     #[test]
@@ -348,7 +352,7 @@ mod tests {
         }
         // A denormal is accepted (strtold's ERANGE with a non-zero value).
         assert!(LongDouble::parse(b"3.6e-4951").is_some());
-        assert!(!ld("1e4932").add(ld("1e4932")).is_finite());
+        assert!(!(ld("1e4932") + ld("1e4932")).is_finite());
         assert!(!ld("inf").is_finite());
     }
 

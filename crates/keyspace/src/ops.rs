@@ -158,7 +158,7 @@ pub fn incr_by_float(
                 .ok_or(KeyspaceError::NotFloat)?
         }
     };
-    let next = cur.add(delta);
+    let next = cur + delta;
     if !next.is_finite() {
         return Err(KeyspaceError::NanOrInfinity);
     }
