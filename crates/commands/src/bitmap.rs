@@ -217,7 +217,10 @@ fn bitpos(ctx: &mut Ctx<'_, '_>) {
         return;
     };
     let key = ctx.args.bytes(1);
-    let missing = matches!(ops::get_str(ctx.l, &key), Ok(None));
+    // range_bytes reads the key again: this first look raises no second key miss.
+    let missing = ctx
+        .l
+        .without_miss_reports(|l| matches!(ops::get_str(l, &key), Ok(None)));
     let Some(span) = range_bytes(ctx, start, end, bits) else {
         return;
     };

@@ -491,6 +491,36 @@ fn dispatch(
     spec.has(flags::REPLY_PER_ARG)
 }
 
+/// Whether Redis looks this command's keys up for reading (its read lookups raise
+/// `keymiss`): read-only commands, and the writes that read their sources so (their
+/// destinations are looked up for writing, which raises none).
+fn reads_keys_as_redis_reads(spec: &CommandSpec, args: &Args) -> bool {
+    if spec.name == "bitfield" {
+        // Only a BITFIELD that only reads looks its key up for reading.
+        return crate::key_flags::flags_of_key("bitfield", args, 0).contains(&"RO");
+    }
+    spec.has(flags::READONLY)
+        || matches!(
+            spec.name,
+            "getdel"
+                | "getex"
+                | "bitop"
+                | "sort"
+                | "zinterstore"
+                | "zunionstore"
+                | "zdiffstore"
+                | "zrangestore"
+                | "sinterstore"
+                | "sunionstore"
+                | "sdiffstore"
+                | "georadius"
+                | "georadiusbymember"
+                | "geosearchstore"
+                | "pfmerge"
+                | "copy"
+        )
+}
+
 /// Checks the command against the session user's permissions: a refused one gets its
 /// -NOPERM, and goes to ACL LOG with where it came from. True when refused.
 fn acl_refused(
@@ -825,6 +855,11 @@ fn run<'q>(
         } else {
             None
         };
+        if reads_keys_as_redis_reads(spec, args)
+            && locked.notifies(carmine_keyspace::notify::KEY_MISS)
+        {
+            locked.report_misses();
+        }
         let mut ctx = Ctx {
             shared,
             session,
@@ -1165,6 +1200,11 @@ fn exec(
         let dirty_before = locked.dirty();
         let db = session.db;
         locked.select(db);
+        if reads_keys_as_redis_reads(spec, args)
+            && locked.notifies(carmine_keyspace::notify::KEY_MISS)
+        {
+            locked.report_misses();
+        }
         let mut ctx = Ctx {
             shared,
             session,

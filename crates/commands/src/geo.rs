@@ -306,6 +306,9 @@ struct Search {
     with_dist: bool,
     with_hash: bool,
     store: Option<(Vec<u8>, bool)>,
+    /// The source was already read for its member (FROMMEMBER, BYMEMBER): Redis looks
+    /// it up once, so only that read reports a key miss.
+    source_read: bool,
 }
 
 /// A geohash cell: `bits` interleaved at `step` bits per coordinate.
@@ -557,6 +560,7 @@ fn parse_search(
                 Some(None) => {}
             }
             from_member = true;
+            s.source_read = true;
             i += 2;
         } else if geosearch && !from_member && ctx.is(i, "FROMLONLAT") && left >= 2 {
             s.center = lonlat(ctx, i + 1)?;
@@ -667,9 +671,14 @@ fn parse_search(
 
 fn finish_search(ctx: &mut Ctx<'_, '_>, src_at: usize, s: Search) {
     let key = ctx.args.bytes(src_at);
-    let hits = match read::<ZSetValue>(ctx.l, &key) {
-        Err(()) => return ctx.wrong_type(),
-        Ok(z) => run_search(z, &s),
+    let source = if s.source_read {
+        ctx.l
+            .without_miss_reports(|l| read::<ZSetValue>(l, &key).map(|z| run_search(z, &s)))
+    } else {
+        read::<ZSetValue>(ctx.l, &key).map(|z| run_search(z, &s))
+    };
+    let Ok(hits) = source else {
+        return ctx.wrong_type();
     };
     if let Some((dst, storedist)) = &s.store {
         let n = hits.len();
@@ -728,6 +737,7 @@ fn blank() -> Search {
         with_dist: false,
         with_hash: false,
         store: None,
+        source_read: false,
     }
 }
 
@@ -765,6 +775,7 @@ fn radius_generic(ctx: &mut Ctx<'_, '_>, by_member: bool, allow_store: bool) {
         let Some(c) = lonlat(ctx, 2) else { return };
         s.center = c;
     }
+    s.source_read = by_member;
     let Some(r) = parse_float(ctx.arg(radius_at)).filter(|r| *r >= 0.0) else {
         return ctx.error("ERR need numeric radius");
     };

@@ -680,6 +680,8 @@ pub struct Locked<'a> {
     dirty: u64,
     /// What to replicate, when someone reads the stream (see [`Locked::record_effects`]).
     effects: Effects,
+    /// Reads of absent keys raise `keymiss` (see [`Locked::report_misses`]).
+    report_misses: bool,
 }
 
 /// A command's effects as they go on the replication stream: the DELs of keys it found
@@ -714,6 +716,7 @@ impl<'a> Locked<'a> {
             rest: Vec::new(),
             dirty: 0,
             effects: Effects::default(),
+            report_misses: false,
         }
     }
 
@@ -876,13 +879,24 @@ impl<'a> Locked<'a> {
             .map(|(f, _)| *f)
             .chain(self.rest.iter().map(|(r, _)| *r));
         let orderly = held.clone().any(|h| h == id) || held.all(|h| h < id);
+        let (ks, report) = (self.ks, self.report_misses);
+        let seen = |e: Option<&Entry>| {
+            if e.is_none() && report {
+                ks.notifier
+                    .notify(db, crate::notify::KEY_MISS, "keymiss", key);
+            }
+        };
         if orderly {
             let e = self.table_in(db, key).peek(key);
-            return f(e.filter(|e| !e.is_expired(now)));
+            let e = e.filter(|e| !e.is_expired(now));
+            seen(e);
+            return f(e);
         }
         let slot = (id & 0x3fff) as Slot;
         let guard = self.ks.dbs[db].table(slot).lock();
-        f(guard.peek(key).filter(|e| !e.is_expired(now)))
+        let e = guard.peek(key).filter(|e| !e.is_expired(now));
+        seen(e);
+        f(e)
     }
 
     /// The table for `key` in database `db`. A table the dispatcher did not lock is locked
@@ -948,9 +962,21 @@ impl<'a> Locked<'a> {
         self.lazy_expire(db, key);
         let (now, alive_at) = (self.now, self.alive_at);
         let ks = self.ks;
-        let e = self.table_in(db, key).peek_mut(key)?;
+        let report = self.report_misses;
+        let Some(e) = self.table_in(db, key).peek_mut(key) else {
+            if report {
+                ks.notifier
+                    .notify(db, crate::notify::KEY_MISS, "keymiss", key);
+            }
+            return None;
+        };
         if e.is_expired(alive_at) {
-            return None; // a replica keeps it until the master's DEL arrives
+            // A replica keeps it until the master's DEL arrives.
+            if report {
+                ks.notifier
+                    .notify(db, crate::notify::KEY_MISS, "keymiss", key);
+            }
+            return None;
         }
         e.lru = ks.access_clock(e.lru, now, false);
         Some(e)
@@ -966,9 +992,16 @@ impl<'a> Locked<'a> {
         let db = self.db;
         self.lazy_expire(db, key);
         let alive_at = self.alive_at;
-        self.table_in(db, key)
+        let (ks, report) = (self.ks, self.report_misses);
+        let found = self
+            .table_in(db, key)
             .peek(key)
-            .filter(|e| !e.is_expired(alive_at))
+            .filter(|e| !e.is_expired(alive_at));
+        if found.is_none() && report {
+            ks.notifier
+                .notify(db, crate::notify::KEY_MISS, "keymiss", key);
+        }
+        found
     }
 
     /// Mutable access for an in-place write; counts as a modification of `key`.
@@ -1038,6 +1071,29 @@ impl<'a> Locked<'a> {
     #[inline]
     pub fn notify(&self, class: u32, event: &str, key: &[u8]) {
         self.ks.notifier.notify(self.db, class, event, key);
+    }
+
+    /// From now on a read that finds no key raises `keymiss` (notify-keyspace-events
+    /// `m`), as Redis' read lookups do; writes' lookups raise none.
+    pub fn report_misses(&mut self) {
+        self.report_misses = true;
+    }
+
+    /// Runs `f` with key-miss reports off: a command's second read of a key that Redis
+    /// reads once.
+    pub fn without_miss_reports<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let was = std::mem::replace(&mut self.report_misses, false);
+        let out = f(self);
+        self.report_misses = was;
+        out
+    }
+
+    /// Whether an event of `class` would reach anyone (notify-keyspace-events has the
+    /// class and `K` or `E`): for events that cost work to find, such as key misses.
+    #[inline]
+    pub fn notifies(&self, class: u32) -> bool {
+        let flags = self.ks.notifier.flags();
+        flags & class != 0 && flags & (crate::notify::KEYSPACE | crate::notify::KEYEVENT) != 0
     }
 
     /// As [`Locked::notify`], for a key in database `db`.

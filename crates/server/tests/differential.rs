@@ -678,6 +678,20 @@ fn keyspace_notifications_match_redis() {
         );
     }
     assert_eq!(expected.len(), got.len(), "number of notifications");
+    // Key misses (`m`, which `A` leaves out): every read of an absent key.
+    let expected = notifications(rp, "Em", &script);
+    let got = notifications(cp, "Em", &script);
+    assert!(
+        expected.len() > 20,
+        "the script should miss keys, got {}",
+        expected.len()
+    );
+    let show = |n: &[Vec<u8>]| {
+        n.iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(show(&expected), show(&got), "keymiss events (redis first)");
 }
 
 /// INCRBYFLOAT and HINCRBYFLOAT over seeded random operands (long double sums printed
