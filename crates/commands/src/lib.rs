@@ -42,6 +42,7 @@ pub mod latency;
 pub mod lazyfree;
 mod lcs;
 mod list;
+mod lolwut;
 pub mod migrate;
 pub mod monitor;
 pub mod pause;
@@ -100,6 +101,7 @@ pub fn command_table() -> CommandTable {
     specs.extend(monitor::commands());
     specs.extend(slowlog::commands());
     specs.extend(latency::commands());
+    specs.extend(lolwut::commands());
     specs.extend(cluster::specs());
     specs.extend(migrate::specs());
     CommandTable::new(specs)

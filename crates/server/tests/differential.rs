@@ -95,6 +95,9 @@ fn script() -> Vec<Vec<&'static str>> {
         "DECRBY n 3",
         "INCRBYFLOAT f 10.5",
         "INCRBYFLOAT f 0.1",
+        "LOLWUT",
+        "LOLWUT VERSION 7",
+        "LOLWUT VERSION x",
         // long double sums, parses and printing (not a double's)
         "INCRBYFLOAT f3 0.1",
         "INCRBYFLOAT f3 0.2",
