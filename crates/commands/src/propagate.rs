@@ -107,6 +107,10 @@ pub trait Propagator: Send + Sync + std::any::Any {
         0
     }
 
+    /// DEBUG CHANGE-REPL-ID: a new replication id, and no second one (Redis'
+    /// changeReplicationId + clearReplicationId2).
+    fn change_replication_id(&self) {}
+
     /// CONFIG RESETSTAT: the sync counters start again from 0.
     fn reset_sync_counts(&self);
 

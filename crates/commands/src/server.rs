@@ -159,9 +159,9 @@ pub fn commands() -> Vec<CommandSpec> {
 
 fn debug_keys(args: &carmine_resp::Args, out: &mut Vec<usize>) {
     if args.len() == 3
-        && args
-            .get(1)
-            .is_some_and(|a| a.eq_ignore_ascii_case(b"object"))
+        && args.get(1).is_some_and(|a| {
+            a.eq_ignore_ascii_case(b"object") || a.eq_ignore_ascii_case(b"listpack")
+        })
     {
         out.push(2);
     }
@@ -831,6 +831,22 @@ fn command(ctx: &mut Ctx<'_, '_>) {
     }
 }
 
+/// DEBUG STRINGMATCH-LEN: the glob matcher over random patterns and subjects, long and
+/// full of `*` (Redis' own fuzz of stringmatchlen); it must return, not crash or hang.
+fn stringmatch_fuzz() {
+    const ALPHABET: &[u8] = b"*?[]^-\\ab";
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..100_000 {
+        let pattern: Vec<u8> = (0..rng.usize(0..64))
+            .map(|_| ALPHABET[rng.usize(..ALPHABET.len())])
+            .collect();
+        let subject: Vec<u8> = (0..rng.usize(0..64))
+            .map(|_| ALPHABET[rng.usize(..ALPHABET.len())])
+            .collect();
+        std::hint::black_box(carmine_keyspace::glob_match(&pattern, &subject));
+    }
+}
+
 /// DEBUG PROTOCOL <type>: one reply of each RESP type, as Redis' tests use them.
 fn debug_protocol(ctx: &mut Ctx<'_, '_>) {
     let kind = ctx.arg(2).to_ascii_lowercase();
@@ -1115,6 +1131,13 @@ const DEBUG_HELP: &[&str] = &[
     "    Sets the threshold for elements to be inserted as plain vs packed nodes (accepted; Carmine's lists have no plain nodes).",
     "SLEEP <seconds>",
     "    Stop the server for <seconds>. Decimals allowed.",
+    "LISTPACK <key>",
+    "    Show low level info about the listpack encoding of <key>.",
+    "STRINGMATCH-LEN",
+    "    Run a fuzz tester against the glob pattern matcher.",
+    "CHANGE-REPL-ID",
+    "    Change the replication IDs of the instance.",
+    "    Dangerous: should be used only for testing the replication subsystem.",
     "HELP",
     "    Print this help.",
 ];
@@ -1238,6 +1261,46 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                 .scripts
                 .deny_disabled
                 .store(v != 0, Ordering::Relaxed);
+            ctx.reply.ok();
+        }
+        (b"listpack", 3) => {
+            let key = ctx.args.bytes(2);
+            let described = ctx
+                .l
+                .get_untouched(&key)
+                .map(|e| (e.value.encoding(), e.value.type_name()));
+            match described {
+                None => ctx.error("ERR no such key"),
+                Some((encoding, _)) if encoding != "listpack" => {
+                    ctx.error("ERR Not a listpack encoded object.")
+                }
+                Some((_, kind)) => {
+                    // Redis prints the listpack's entries on stdout; the log says what
+                    // the key is (Carmine's compact encodings have no listpack bytes).
+                    ctx.shared.log(
+                        2, // notice
+                        &format!(
+                            "DEBUG LISTPACK {}: a {kind} in the listpack encoding",
+                            crate::dispatch::printable(&key, 128)
+                        ),
+                    );
+                    ctx.reply.simple("Listpack structure printed on stdout");
+                }
+            }
+        }
+        (b"stringmatch-len", 2) => {
+            stringmatch_fuzz();
+            ctx.reply
+                .simple("Apparently Redis did not crash: test passed");
+        }
+        (b"change-repl-id", 2) => {
+            ctx.shared.log(
+                3, // warning
+                "Changing replication IDs after receiving DEBUG change-repl-id",
+            );
+            if let Some(p) = ctx.shared.propagator.get() {
+                p.change_replication_id();
+            }
             ctx.reply.ok();
         }
         (b"object", 3) => {

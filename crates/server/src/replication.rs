@@ -840,6 +840,12 @@ impl ReplicationStream {
 }
 
 impl Propagator for ReplicationStream {
+    fn change_replication_id(&self) {
+        let mut st = self.state.lock();
+        st.history.shift_replid(random_id());
+        st.history.clear_replid2();
+    }
+
     fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed) || self.records_on_replica()
     }

@@ -298,3 +298,38 @@ fn config_set_port_moves_the_listener() {
     assert_eq!(common::query::<String>(&mut c, &["PING"]), "PONG");
     server.shutdown();
 }
+
+/// DEBUG LISTPACK, STRINGMATCH-LEN and CHANGE-REPL-ID as Redis' tests call them.
+#[test]
+fn debug_listpack_stringmatch_and_change_repl_id() {
+    let server = common::start("enable-debug-command yes");
+    let mut c = common::client(&server);
+    let _: i64 = query(&mut c, &["HSET", "small", "f", "v"]);
+    let _: () = query(&mut c, &["SET", "str", "v"]);
+    let listpack: String = query(&mut c, &["DEBUG", "LISTPACK", "small"]);
+    assert_eq!(listpack, "Listpack structure printed on stdout");
+    let e = redis::cmd("DEBUG")
+        .arg("LISTPACK")
+        .arg("str")
+        .query::<String>(&mut c)
+        .expect_err("a string is no listpack");
+    assert!(
+        e.to_string().contains("Not a listpack encoded object."),
+        "{e}"
+    );
+    let e = redis::cmd("DEBUG")
+        .arg("LISTPACK")
+        .arg("nope")
+        .query::<String>(&mut c)
+        .expect_err("no such key");
+    assert!(e.to_string().contains("no such key"), "{e}");
+    let fuzz: String = query(&mut c, &["DEBUG", "STRINGMATCH-LEN"]);
+    assert_eq!(fuzz, "Apparently Redis did not crash: test passed");
+    let before = info_field(&mut c, "replication", "master_replid").expect("replid");
+    let _: () = query(&mut c, &["DEBUG", "CHANGE-REPL-ID"]);
+    let after = info_field(&mut c, "replication", "master_replid").expect("replid");
+    assert_ne!(before, after);
+    assert_eq!(after.len(), 40);
+    let second = info_field(&mut c, "replication", "second_repl_offset").expect("offset");
+    assert_eq!(second, "-1");
+}
