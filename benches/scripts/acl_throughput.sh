@@ -2,8 +2,11 @@
 # SET and GET as a non-default ACL user with key patterns (the permission check runs
 # before every command), Carmine against Redis side by side: the same user on both
 # (`~key:* ~counter:* %R~ro:* +@all -@dangerous`), each server pinned to CPU 0,
-# redis-benchmark to CPU 1, -c 50 -r 100000, -P 1 and -P 16, ROUNDS rounds alternating
+# redis-benchmark to CPU 1, -c 50 -r 100000 (GET after a SET load fills those keys),
+# -P 1 and -P 16, ROUNDS rounds alternating
 # the servers. Prints requests/s, per-round ratios and the median ratio.
+# DEFAULT_USER=1 runs the same load as the default user (no permission check), to
+# tell the check's cost from the request path's.
 #   benches/scripts/acl_throughput.sh target/release/carmine-server [redis-server]
 set -euo pipefail
 CARMINE=${1:?carmine-server binary}
@@ -22,8 +25,13 @@ run_one() { # binary test pipeline -> requests/s
     for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
     redis-cli -p "$PORT" acl setuser bench on '>benchpw' '~key:*' '~counter:*' '%R~ro:*' \
         +@all -@dangerous >/dev/null
+    # GETs read keys that exist (an empty keyspace measures only misses).
+    [ "$test" = get ] && taskset -c 1 redis-benchmark -p "$PORT" -c 50 -r 100000 -n 400000 \
+        -P 16 -t set -q >/dev/null 2>&1
+    local auth=(--user bench -a benchpw)
+    [ "${DEFAULT_USER:-0}" = 1 ] && auth=()
     local rps
-    rps=$(taskset -c 1 redis-benchmark -p "$PORT" --user bench -a benchpw -c 50 -r 100000 \
+    rps=$(taskset -c 1 redis-benchmark -p "$PORT" "${auth[@]}" -c 50 -r 100000 \
         -n "$REQUESTS" -P "$pipeline" -t "$test" -q 2>/dev/null | tr '\r' '\n' \
         | grep -oE '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1)
     redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || kill "$pid"
