@@ -24,6 +24,18 @@ fn err(c: &mut redis::Connection, args: &[&str]) -> String {
     }
 }
 
+fn acl_list(c: &mut redis::Connection) -> Vec<String> {
+    redis::cmd("ACL").arg("LIST").query(c).expect("ACL LIST")
+}
+
+/// The ACL LIST line of `user`.
+fn acl_list_line(c: &mut redis::Connection, user: &str) -> String {
+    acl_list(c)
+        .into_iter()
+        .find(|l| l.starts_with(&format!("user {user} ")))
+        .unwrap_or_else(|| panic!("{user} is not in ACL LIST"))
+}
+
 #[test]
 fn users_permissions_and_auth() {
     let server = common::start("");
@@ -68,14 +80,7 @@ fn users_permissions_and_auth() {
     // Changes apply to connections already authenticated.
     ok(&mut admin, &["ACL", "SETUSER", "alice", "+del"]);
     ok(&mut alice, &["DEL", "cached:1"]);
-    let list: Vec<String> = redis::cmd("ACL")
-        .arg("LIST")
-        .query(&mut admin)
-        .expect("list");
-    let line = list
-        .iter()
-        .find(|l| l.starts_with("user alice "))
-        .expect("alice listed");
+    let line = acl_list_line(&mut admin, "alice");
     assert!(
         line.contains(" on ")
             && line.contains("~cached:*")
@@ -444,14 +449,7 @@ fn selectors_and_read_write_key_permissions() {
         panic!("selectors: {selectors:?}");
     };
     assert_eq!(selectors.len(), 2);
-    let list: Vec<String> = redis::cmd("ACL")
-        .arg("LIST")
-        .query(&mut admin)
-        .expect("list");
-    let line = list
-        .iter()
-        .find(|l| l.starts_with("user sel "))
-        .expect("sel listed");
+    let line = acl_list_line(&mut admin, "sel");
     assert!(
         line.ends_with(
             "-@all (~write::* resetchannels -@all +@write) (~read::* resetchannels -@all +@read)"
@@ -701,10 +699,7 @@ fn command_rules_read_as_redis_describes_them() {
         "{scripting:?}"
     );
     // A new user has no sanitize-payload flag until `reset` gives it one.
-    let list: Vec<String> = redis::cmd("ACL")
-        .arg("LIST")
-        .query(&mut admin)
-        .expect("list");
+    let list = acl_list(&mut admin);
     assert!(
         list.contains(&"user default on nopass ~* &* +@all".to_string()),
         "{list:?}"
@@ -722,10 +717,7 @@ fn command_rules_read_as_redis_describes_them() {
             "+@all",
         ],
     );
-    let list: Vec<String> = redis::cmd("ACL")
-        .arg("LIST")
-        .query(&mut admin)
-        .expect("list");
+    let list = acl_list(&mut admin);
     assert!(
         list.contains(&"user hp on nopass resetchannels &foo +@all".to_string()),
         "{list:?}"
