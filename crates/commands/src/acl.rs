@@ -1026,7 +1026,8 @@ fn acl(ctx: &mut Ctx<'_, '_>) {
             let out = &mut *ctx.reply;
             out.map(6);
             out.bulk(b"flags");
-            out.array(flags.len());
+            // A set in RESP3, as Redis replies it.
+            out.set(flags.len());
             for f in flags {
                 out.bulk(f.as_bytes());
             }

@@ -568,6 +568,74 @@ fn script() -> Vec<Vec<&'static str>> {
     script.push(vec!["GET", "hmerged"]);
     script.push(vec!["PFCOUNT", "hmerged", "hmid"]);
     script.push(vec!["CONFIG", "SET", "hll-sparse-max-bytes", "3000"]);
+    // ACL: users, selectors, read/write key patterns, DRYRUN's texts, rule errors and
+    // how rules read back (GETUSER, LIST).
+    let acl: &[&[&str]] = &[
+        // One command per user: Redis lists single commands in its command table's
+        // hash order, which changes from run to run.
+        &["ACL", "SETUSER", "alice", "on", ">pw", "~cached:*", "+get"],
+        &["ACL", "GETUSER", "alice"],
+        &[
+            "ACL",
+            "SETUSER",
+            "sel",
+            "on",
+            "nopass",
+            "-@all",
+            "(+@write ~write::*)",
+            "(+@read",
+            "~read::*)",
+        ],
+        &["ACL", "GETUSER", "sel"],
+        &[
+            "ACL",
+            "SETUSER",
+            "rw",
+            "on",
+            "nopass",
+            "+@all",
+            "%R~read*",
+            "%W~write*",
+            "%R~both",
+            "%W~both",
+        ],
+        &["ACL", "GETUSER", "rw"],
+        &["ACL", "DRYRUN", "rw", "GET", "read1"],
+        &["ACL", "DRYRUN", "rw", "SET", "read1", "v"],
+        &["ACL", "DRYRUN", "rw", "COPY", "read1", "write1"],
+        &["ACL", "DRYRUN", "rw", "COPY", "write1", "read1"],
+        &["ACL", "DRYRUN", "rw", "EVAL", "", "1", "read1"],
+        &["ACL", "DRYRUN", "rw", "SET", "k"],
+        &["ACL", "DRYRUN", "sel", "PING"],
+        &["ACL", "DRYRUN", "nobody", "GET", "x"],
+        &["ACL", "DRYRUN", "sel", "nocommand"],
+        &["ACL", "SETUSER", "bad", "(this-is-invalid)"],
+        &["ACL", "SETUSER", "bad", "(~a", "+get"],
+        &["ACL", "SETUSER", "bad", "+config|get|x"],
+        &["ACL", "SETUSER", "bad", "+nosuchcmd"],
+        &["ACL", "SETUSER", "bad", "%X~a"],
+        &["ACL", "GETUSER", "bad"],
+        &["ACL", "SETUSER", "bob", "+memory|doctor"],
+        &["ACL", "GETUSER", "bob"],
+        &["ACL", "SETUSER", "bob", "+memory"],
+        &["ACL", "GETUSER", "bob"],
+        &[
+            "ACL",
+            "SETUSER",
+            "bob",
+            "+@all",
+            "-memory|doctor",
+            "+select|0",
+        ],
+        &["ACL", "GETUSER", "bob"],
+        &["ACL", "SETUSER", "bob", "reset"],
+        &["ACL", "GETUSER", "bob"],
+        &["ACL", "LIST"],
+        &["ACL", "USERS"],
+        &["ACL", "HELP", "x"],
+        &["ACL", "DELUSER", "alice", "sel", "rw", "bob", "nobody"],
+    ];
+    script.extend(acl.iter().map(|c| c.to_vec()));
     script
 }
 
