@@ -297,7 +297,22 @@ impl Loaded {
             ran
         });
         let _ = mode.call::<()>(false);
-        let _ = redis.raw_set("register_function", Value::Nil);
+        // A library that kept a reference to this table finds, at run time, a
+        // register_function that refuses (Redis checks its load context the same way).
+        // Written in Lua so that the error names the caller's line, as Redis' does.
+        let outside_load = lua
+            .load(
+                "return function()
+                   local source, line = __carmine_where()
+                   error({err = 'ERR redis.register_function can only be called on FUNCTION LOAD command',
+                          source = source, line = line}, 0)
+                 end",
+            )
+            .eval::<mlua::Function>();
+        let _ = match outside_load {
+            Ok(f) => redis.raw_set("register_function", f),
+            Err(_) => redis.raw_set("register_function", Value::Nil),
+        };
         if let Some(p) = problem {
             return Err(p);
         }

@@ -812,3 +812,26 @@ fn debug_can_let_scripts_use_introspection_commands_only() {
         .expect("debug");
     server.shutdown();
 }
+
+/// A library that kept the load-time `redis` table and calls register_function from a
+/// function gets Redis' refusal, naming the calling line.
+#[test]
+fn register_function_outside_function_load_is_refused() {
+    let server = common::start("");
+    let mut c = common::client(&server);
+    let lib = "#!lua name=lib1\nlocal lib = redis\nlib.register_function('f2', function ()\n    lib.register_function('f1', function () return 1 end)\nend)\n";
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib)
+        .query(&mut c)
+        .expect("load");
+    let e = redis::cmd("FCALL")
+        .arg("f2")
+        .arg(0)
+        .query::<redis::Value>(&mut c)
+        .expect_err("register_function outside FUNCTION LOAD");
+    assert_eq!(
+        e.detail(),
+        Some("redis.register_function can only be called on FUNCTION LOAD command script: f2, on @user_function:4.")
+    );
+}
