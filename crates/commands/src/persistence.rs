@@ -106,6 +106,22 @@ pub struct PersistStats {
     pub snapshot_backlog_limit: AtomicUsize,
     /// Whether loops are pausing for the walk now (until the copies are down to half).
     pub snapshot_throttled: AtomicBool,
+    /// The running snapshot walk, watched so that it cannot starve (see the server's
+    /// `persistence::unstarve_walk`).
+    pub walk_watch: parking_lot::Mutex<Option<WalkWatch>>,
+}
+
+/// A snapshot walk's thread and progress, as its watchdog sees them.
+pub struct WalkWatch {
+    /// Tables walked so far.
+    pub progress: std::sync::Arc<AtomicU64>,
+    /// The walking thread's kernel id.
+    pub tid: i32,
+    /// `progress` when it last moved, and since when it has not.
+    pub last: u64,
+    pub since: std::time::Instant,
+    /// Put back at normal priority already.
+    pub promoted: bool,
 }
 
 impl PersistStats {

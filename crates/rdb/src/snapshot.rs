@@ -156,6 +156,8 @@ pub struct Snapshot {
     /// Set from another thread to stop the walk at its next table (an AOF rewrite
     /// abandoned when the AOF is switched off).
     cancelled: Arc<std::sync::atomic::AtomicBool>,
+    /// Tables walked so far: read by a watchdog that checks the walk advances.
+    progress: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Snapshot {
@@ -193,6 +195,7 @@ impl Snapshot {
             functions: Vec::new(),
             registered,
             cancelled: Arc::default(),
+            progress: Arc::default(),
         }
     }
 
@@ -204,6 +207,11 @@ impl Snapshot {
 
     /// A flag that stops the walk at its next table when set: `write_to` then fails
     /// with `ErrorKind::Interrupted`.
+    /// A counter of the tables walked, for a watchdog on another thread.
+    pub fn progress_handle(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.progress.clone()
+    }
+
     pub fn cancel_handle(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.cancelled.clone()
     }
@@ -284,6 +292,7 @@ impl Snapshot {
                         "the snapshot was cancelled",
                     ));
                 }
+                self.progress.fetch_add(1, Ordering::Relaxed);
                 if self.registered {
                     ks.snapshot_table(db, slot);
                 } else {

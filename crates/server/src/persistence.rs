@@ -370,6 +370,7 @@ pub(crate) fn spawn_snapshot(
             // Whatever happens to the walk, even a panic, the loops stop pausing for it
             // and the next snapshot may start.
             let _over = BgsaveOver(&owned, epoch);
+            watch_walk(&owned, &snap);
             walk_in_idle_time();
             job(&owned, snap);
         });
@@ -391,6 +392,7 @@ impl Drop for BgsaveOver<'_> {
         let p = &self.0.persist;
         p.snapshot_backlog_limit.store(0, Ordering::Relaxed);
         p.snapshot_throttled.store(false, Ordering::Relaxed);
+        *p.walk_watch.lock() = None;
         p.bgsave_in_progress.store(false, Ordering::Release);
     }
 }
@@ -426,6 +428,73 @@ fn walk_in_idle_time() {
                 let tid = libc::gettid();
                 libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
             }
+        }
+    }
+}
+
+/// Registers the calling thread (about to walk `snap`) with the starvation watchdog.
+fn watch_walk(shared: &Shared, snap: &carmine_rdb::snapshot::Snapshot) {
+    #[cfg(target_os = "linux")]
+    let tid = libc_gettid();
+    #[cfg(not(target_os = "linux"))]
+    let tid = 0;
+    *shared.persist.walk_watch.lock() = Some(carmine_commands::persistence::WalkWatch {
+        progress: snap.progress_handle(),
+        tid,
+        last: 0,
+        since: std::time::Instant::now(),
+        promoted: false,
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn libc_gettid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// How long the walk may make no progress before the watchdog puts it back at normal
+/// priority.
+const WALK_STARVED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The cron's check that a SCHED_IDLE walk is not starved: it only runs when no other
+/// thread wants the CPU, so a machine kept busy (by other processes, or by the loops
+/// themselves under a read load that leaves no idle time) would never let a BGSAVE or a
+/// replica's full sync finish. A walk that has not advanced for
+/// [`WALK_STARVED_AFTER`] goes back to normal priority for the rest of its run, as a
+/// fork child would run. Found when a CI machine busy with other test binaries kept a
+/// test's full sync from finishing for 30 s.
+#[allow(unsafe_code)]
+pub fn unstarve_walk(shared: &Shared) {
+    let mut watch = shared.persist.walk_watch.lock();
+    let Some(w) = watch.as_mut() else { return };
+    let now = w.progress.load(Ordering::Relaxed);
+    if now != w.last {
+        w.last = now;
+        w.since = std::time::Instant::now();
+        return;
+    }
+    if w.promoted || w.since.elapsed() < WALK_STARVED_AFTER {
+        return;
+    }
+    w.promoted = true;
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param that outlives the call; `w.tid` names
+        // the walk's thread, alive while the watch is registered (its BgsaveOver clears
+        // the watch under this lock before the thread ends). A failure changes nothing.
+        let moved = unsafe { libc::sched_setscheduler(w.tid, libc::SCHED_OTHER, &param) } == 0;
+        if moved {
+            log::warning(
+                "Snapshot walk starved of CPU for 1 s: it runs at normal priority until it ends",
+            );
+        } else {
+            log::warning(&format!(
+                "Snapshot walk starved of CPU for 1 s and could not leave SCHED_IDLE: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
 }
@@ -719,6 +788,7 @@ fn load_rdb(shared: &Shared, flush_functions: bool, replace_functions: bool) -> 
 /// Save points (`save <seconds> <changes>`) and BGSAVE SCHEDULE: called from loop 0's
 /// cron, so embedded servers get them too.
 pub fn tick(shared: &Shared) {
+    unstarve_walk(shared);
     let p = &shared.persist;
     // No save of a dataset still loading (at start-up, or a replica's full sync).
     if p.bgsave_in_progress.load(Ordering::Acquire) || p.loading.load(Ordering::Acquire) {
