@@ -356,6 +356,24 @@ mod tests {
         assert!(!ld("inf").is_finite());
     }
 
+    proptest::proptest! {
+        /// Any bytes parse or are refused without panicking; what prints parses back to
+        /// the same number (`%.17Lf` loses digits only below 1e-17).
+        #[test]
+        fn parse_never_panics_and_printing_round_trips(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            mantissa in -1_000_000_000_000i64..1_000_000_000_000,
+            exponent in -8i32..30,
+        ) {
+            let _ = LongDouble::parse(&bytes);
+            let v = LongDouble::parse(format!("{mantissa}e{exponent}").as_bytes());
+            let v = v.expect("a decimal in range parses");
+            let text = v.to_human();
+            let back = LongDouble::parse(&text).expect("printed text parses");
+            proptest::prop_assert_eq!(back.to_human(), text);
+        }
+    }
+
     #[test]
     fn widened_doubles_and_integers_are_exact() {
         assert_eq!(LongDouble::from_f64(0.5).to_human(), b"0.5");
