@@ -230,13 +230,14 @@ impl Selector {
             });
         }
         if !self.allkeys {
+            // The flags matter only to a pattern that grants less than everything.
+            let flags_matter = self.keys.iter().any(|p| p.permissions != ACL_ALL);
             for (n, &i) in keys.iter().enumerate() {
                 let key = args.get(i).unwrap_or_default();
-                // The flags matter only to a pattern that grants less than everything.
-                let need = if self.keys.iter().all(|p| p.permissions == ACL_ALL) {
-                    0
-                } else {
+                let need = if flags_matter {
                     acl_permissions_needed(flags_of_key(spec.name, args, n))
+                } else {
+                    0
                 };
                 if !self.allows_key(key, need) {
                     return Err(Refusal {
@@ -248,13 +249,14 @@ impl Selector {
             }
         }
         if !self.allchannels && spec.has(PUBSUB) {
-            let (first, pattern) = match spec.name {
-                "publish" | "spublish" => (Some(1..2.min(args.len())), false),
-                "subscribe" | "ssubscribe" => (Some(1..args.len()), false),
-                "psubscribe" => (Some(1..args.len()), true),
-                _ => (None, false),
+            // The channel arguments Redis checks: PUBLISH's one, every SUBSCRIBE's.
+            let (positions, pattern) = match spec.name {
+                "publish" | "spublish" => (1..2.min(args.len()), false),
+                "subscribe" | "ssubscribe" => (1..args.len(), false),
+                "psubscribe" => (1..args.len(), true),
+                _ => (0..0, false),
             };
-            for i in first.into_iter().flatten() {
+            for i in positions {
                 let channel = args.get(i).unwrap_or_default();
                 if !self.allows_channel(channel, pattern) {
                     return Err(Refusal {
@@ -1435,40 +1437,30 @@ fn save_file(shared: &crate::Shared, path: &str) -> Result<(), String> {
 /// After a change to `user`, its connections subscribed to a channel or pattern the
 /// user may no longer use are closed, as Redis closes them.
 fn kill_subscribers_refused(ctx: &mut Ctx<'_, '_>, user: &AclUser) {
-    let me = ctx.session.id();
-    for c in ctx.shared.clients.snapshot() {
-        if *c.user.lock() != user.name {
-            continue;
-        }
-        let refused = ctx
-            .shared
-            .pubsub
-            .subscriptions_of(c.id)
-            .iter()
-            .any(|(kind, name)| {
-                let is_pattern = *kind == crate::pubsub::Kind::Pattern;
-                !user.rules.read().allows_channel(name, is_pattern)
-            });
-        if refused {
-            if c.id == me {
-                ctx.session.close_after_reply = true;
-            } else {
-                c.kill();
-            }
-        }
+    let rules = user.rules.read().clone();
+    let pubsub = &ctx.shared.pubsub;
+    let refused: Vec<_> = ctx
+        .shared
+        .clients
+        .snapshot()
+        .into_iter()
+        .filter(|c| *c.user.lock() == user.name)
+        .filter(|c| {
+            pubsub.subscriptions_of(c.id).iter().any(|(kind, name)| {
+                !rules.allows_channel(name, *kind == crate::pubsub::Kind::Pattern)
+            })
+        })
+        .collect();
+    for c in refused {
+        ctx.close_client(&c);
     }
 }
 
 /// Redis disconnects the clients of a deleted user.
 fn kill_clients_of(ctx: &mut Ctx<'_, '_>, name: &str) {
-    let me = ctx.session.id();
     for c in ctx.shared.clients.snapshot() {
         if *c.user.lock() == name {
-            if c.id == me {
-                ctx.session.close_after_reply = true;
-            } else {
-                c.kill();
-            }
+            ctx.close_client(&c);
         }
     }
 }

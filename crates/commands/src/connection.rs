@@ -671,11 +671,7 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
             .find(|c| c.addr.as_bytes() == addr.as_slice());
         return match found {
             Some(c) => {
-                if c.id == me {
-                    ctx.session.close_after_reply = true;
-                } else {
-                    c.kill();
-                }
+                ctx.close_client(&c);
                 ctx.reply.ok();
             }
             None => ctx.error("ERR No such client"),
@@ -760,11 +756,7 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) {
         {
             continue;
         }
-        if c.id == me {
-            ctx.session.close_after_reply = true;
-        } else {
-            c.kill();
-        }
+        ctx.close_client(&c);
         killed += 1;
     }
     ctx.reply.int(killed);

@@ -119,6 +119,16 @@ impl Ctx<'_, '_> {
         v
     }
 
+    /// Closes client `c`: this connection after its reply, another one now (CLIENT KILL,
+    /// ACL DELUSER, a revoked subscription).
+    pub fn close_client(&mut self, c: &crate::state::ClientInfo) {
+        if c.id == self.session.id() {
+            self.session.close_after_reply = true;
+        } else {
+            c.kill();
+        }
+    }
+
     /// Argument `i` as Redis' `long double` (INCRBYFLOAT, HINCRBYFLOAT), or an error
     /// reply.
     pub fn long_double_arg(
@@ -516,6 +526,15 @@ fn wall_ms_at(at: Instant) -> u64 {
     })
 }
 
+/// Has `locked` raise `keymiss` for this command's reads when anyone listens for it and
+/// Redis looks its keys up for reading.
+fn report_misses_if_reading(spec: &CommandSpec, args: &Args, locked: &mut Locked<'_>) {
+    if locked.notifies(carmine_keyspace::notify::KEY_MISS) && reads_keys_as_redis_reads(spec, args)
+    {
+        locked.report_misses();
+    }
+}
+
 /// Whether Redis looks this command's keys up for reading (its read lookups raise
 /// `keymiss`): read-only commands, and the writes that read their sources so (their
 /// destinations are looked up for writing, which raises none).
@@ -880,11 +899,7 @@ fn run<'q>(
         } else {
             None
         };
-        if reads_keys_as_redis_reads(spec, args)
-            && locked.notifies(carmine_keyspace::notify::KEY_MISS)
-        {
-            locked.report_misses();
-        }
+        report_misses_if_reading(spec, args, &mut locked);
         let mut ctx = Ctx {
             shared,
             session,
@@ -1225,11 +1240,7 @@ fn exec(
         let dirty_before = locked.dirty();
         let db = session.db;
         locked.select(db);
-        if reads_keys_as_redis_reads(spec, args)
-            && locked.notifies(carmine_keyspace::notify::KEY_MISS)
-        {
-            locked.report_misses();
-        }
+        report_misses_if_reading(spec, args, &mut locked);
         let mut ctx = Ctx {
             shared,
             session,

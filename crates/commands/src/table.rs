@@ -235,7 +235,6 @@ impl CommandTable {
     }
 }
 
-/// Builds a spec; the family modules list their commands with it.
 /// Redis 7.0's ACL categories; bit `i` of [`CommandSpec::acl_bits`] is category `i`.
 pub const ACL_CATEGORIES: &[&str] = &[
     "@keyspace",
@@ -299,6 +298,7 @@ const fn acl_bits_of(acl: &str) -> u32 {
     bits
 }
 
+/// Builds a spec; the family modules list their commands with it.
 #[allow(clippy::too_many_arguments)]
 pub const fn cmd(
     name: &'static str,

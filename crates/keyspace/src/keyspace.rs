@@ -663,6 +663,17 @@ impl Keyspace {
     }
 }
 
+/// Raises `keymiss` for a read that found no `key`, when `missed` (the command reports
+/// misses and this read found nothing). Takes the keyspace, not the `Locked`, so a read
+/// can call it while it borrows its table.
+#[inline]
+fn missed_if(ks: &Keyspace, missed: bool, db: usize, key: &[u8]) {
+    if missed {
+        ks.notifier
+            .notify(db, crate::notify::KEY_MISS, "keymiss", key);
+    }
+}
+
 /// A set of locked tables through which a command (or a transaction) reads and writes.
 ///
 /// Every write goes through here so that WATCH versions are bumped and the dirty counter
@@ -880,22 +891,16 @@ impl<'a> Locked<'a> {
             .chain(self.rest.iter().map(|(r, _)| *r));
         let orderly = held.clone().any(|h| h == id) || held.all(|h| h < id);
         let (ks, report) = (self.ks, self.report_misses);
-        let seen = |e: Option<&Entry>| {
-            if e.is_none() && report {
-                ks.notifier
-                    .notify(db, crate::notify::KEY_MISS, "keymiss", key);
-            }
-        };
         if orderly {
             let e = self.table_in(db, key).peek(key);
             let e = e.filter(|e| !e.is_expired(now));
-            seen(e);
+            missed_if(ks, report && e.is_none(), db, key);
             return f(e);
         }
         let slot = (id & 0x3fff) as Slot;
         let guard = self.ks.dbs[db].table(slot).lock();
         let e = guard.peek(key).filter(|e| !e.is_expired(now));
-        seen(e);
+        missed_if(ks, report && e.is_none(), db, key);
         f(e)
     }
 
@@ -964,18 +969,12 @@ impl<'a> Locked<'a> {
         let ks = self.ks;
         let report = self.report_misses;
         let Some(e) = self.table_in(db, key).peek_mut(key) else {
-            if report {
-                ks.notifier
-                    .notify(db, crate::notify::KEY_MISS, "keymiss", key);
-            }
+            missed_if(ks, report, db, key);
             return None;
         };
         if e.is_expired(alive_at) {
             // A replica keeps it until the master's DEL arrives.
-            if report {
-                ks.notifier
-                    .notify(db, crate::notify::KEY_MISS, "keymiss", key);
-            }
+            missed_if(ks, report, db, key);
             return None;
         }
         e.lru = ks.access_clock(e.lru, now, false);
@@ -997,10 +996,7 @@ impl<'a> Locked<'a> {
             .table_in(db, key)
             .peek(key)
             .filter(|e| !e.is_expired(alive_at));
-        if found.is_none() && report {
-            ks.notifier
-                .notify(db, crate::notify::KEY_MISS, "keymiss", key);
-        }
+        missed_if(ks, report && found.is_none(), db, key);
         found
     }
 
@@ -1092,8 +1088,7 @@ impl<'a> Locked<'a> {
     /// class and `K` or `E`): for events that cost work to find, such as key misses.
     #[inline]
     pub fn notifies(&self, class: u32) -> bool {
-        let flags = self.ks.notifier.flags();
-        flags & class != 0 && flags & (crate::notify::KEYSPACE | crate::notify::KEYEVENT) != 0
+        self.ks.notifier.wants(class)
     }
 
     /// As [`Locked::notify`], for a key in database `db`.

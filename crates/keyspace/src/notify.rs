@@ -117,13 +117,19 @@ impl Notifier {
                 g(key);
             }
         }
-        let flags = self.flags();
-        if flags & class == 0 || flags & (KEYSPACE | KEYEVENT) == 0 {
+        if !self.wants(class) {
             return;
         }
         if let Some(h) = self.hook.get() {
-            h(db, flags, class, event, key);
+            h(db, self.flags(), class, event, key);
         }
+    }
+
+    /// Whether an event of `class` would reach anyone: the class is on, and `K` or `E`.
+    #[inline]
+    pub fn wants(&self, class: u32) -> bool {
+        let flags = self.flags();
+        flags & class != 0 && flags & (KEYSPACE | KEYEVENT) != 0
     }
 }
 
