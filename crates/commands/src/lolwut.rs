@@ -58,6 +58,9 @@ fn lolwut(ctx: &mut Ctx<'_, '_>) {
     ctx.reply.verbatim(art.as_bytes());
 }
 
+/// The most dots a drawing may have.
+const MAX_DOTS: usize = 1 << 24;
+
 /// Dots on a canvas `width` x `height`, drawn in Braille.
 struct Canvas {
     width: usize,
@@ -116,6 +119,10 @@ impl Canvas {
 fn schotter(columns: usize, per_row: usize, per_col: usize) -> String {
     let width = columns * 2;
     let side = (width as f64 / (per_row + 2) as f64).max(2.0);
+    // Few, wide squares in many rows would make a canvas of hundreds of MB (1000
+    // columns, 1 square per row, 200 rows): the rows stop at 16M dots.
+    let max_rows = ((MAX_DOTS / width) as f64 / side) as usize;
+    let per_col = per_col.min(max_rows.saturating_sub(2).max(1));
     let height = ((per_col + 2) as f64 * side) as usize;
     let mut canvas = Canvas {
         width,
@@ -155,5 +162,12 @@ mod tests {
         assert!(lines.iter().all(|l| l.chars().count() == 40));
         // Squares were drawn: some cell is not blank.
         assert!(art.chars().any(|c| c != '\u{2800}' && c != '\n'));
+    }
+
+    #[test]
+    fn the_largest_arguments_stay_within_the_dot_budget() {
+        let art = schotter(1000, 1, 200);
+        let dots = art.lines().count() * 4 * 2000;
+        assert!(dots <= MAX_DOTS + 2000 * 4, "{dots} dots");
     }
 }
