@@ -27,9 +27,10 @@ pub mod write;
 
 pub use convert::{from_keyspace, to_keyspace};
 pub use file::DumpFile;
-pub use read::{Item, Reader, MAX_VERSION, MIN_VERSION};
+use read::InputExt;
+pub use read::{Cursor, Input, Item, PulledInput, Reader, MAX_VERSION, MIN_VERSION};
 pub use snapshot::{
-    debug_delay, load_into, load_observed, load_with_progress, LoadObserver, LoadStats,
+    debug_delay, load_from, load_into, load_observed, load_with_progress, LoadObserver, LoadStats,
     ReplicaLoad, Snapshot, SnapshotStats,
 };
 pub use write::{WriteOptions, WRITE_VERSION};
@@ -377,6 +378,75 @@ mod tests {
 
         /// Truncated or bit-flipped files are refused (or, for a flip the format cannot
         /// see, read to the end) — never a panic.
+        /// A file read from a connection in pieces of any sizes yields the items of the
+        /// same file read from memory, hands back exactly the bytes that followed it, and
+        /// is refused when cut short or damaged, as in memory.
+        #[test]
+        fn pulled_input_reads_as_in_memory(
+            entries in proptest::collection::vec((0usize..3, bytes(), value()), 0..12),
+            pieces in proptest::collection::vec(1usize..300, 1..40),
+            after in proptest::collection::vec(any::<u8>(), 0..50),
+            announce in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let mut f = Vec::new();
+            write::put_header(&mut f);
+            write::put_aux(&mut f, "redis-ver", b"7.0.15");
+            let mut sorted = entries.clone();
+            sorted.sort_by_key(|e| e.0);
+            let mut db = None;
+            for (d, k, v) in &sorted {
+                if db != Some(*d) {
+                    write::put_select_db(&mut f, *d, 1, 0);
+                    db = Some(*d);
+                }
+                write::put_entry(&mut f, k, v, 0, WriteOptions::default());
+            }
+            let crc = crc64::crc64(0, &f);
+            write::put_eof(&mut f, crc, true);
+            let read_pulled = |wire: &[u8], limit: Option<u64>| -> Result<(Vec<Item>, Vec<u8>), RdbError> {
+                // The first piece is what the caller had already read.
+                let first = wire[..pieces[0].min(wire.len())].to_vec();
+                let mut at = first.len();
+                let mut sizes = pieces.iter().cycle().skip(1);
+                let input = PulledInput::new(first, limit, |buf: &mut Vec<u8>| {
+                    let n = sizes.next().copied().unwrap_or(1).min(wire.len() - at);
+                    buf.extend_from_slice(&wire[at..at + n]);
+                    at += n;
+                    Ok(n)
+                });
+                let mut r = Reader::from_input(input)?;
+                let mut items = Vec::new();
+                while let Some(item) = r.next_item()? {
+                    items.push(item);
+                }
+                Ok((items, r.into_input().rest()))
+            };
+            let mut want = Vec::new();
+            let mut r = Reader::new(&f).expect("header");
+            while let Some(item) = r.next_item().expect("valid") {
+                want.push(item);
+            }
+            let mut wire = f.clone();
+            wire.extend_from_slice(&after);
+            let limit = announce.then_some(f.len() as u64);
+            let (items, rest) = read_pulled(&wire, limit).expect("valid");
+            prop_assert_eq!(&items, &want);
+            // What was read past the RDB is handed back, whatever the piece sizes.
+            let mut rest_all = rest;
+            prop_assert!(after.starts_with(&rest_all));
+            rest_all.extend_from_slice(&after[rest_all.len()..]);
+            prop_assert_eq!(rest_all, after);
+            // Cut short: an error, never a hang or a panic.
+            let short = &f[..cut.index(f.len())];
+            prop_assert!(read_pulled(short, limit).is_err());
+            let mut flipped = f.clone();
+            let i = flip.index(flipped.len());
+            flipped[i] ^= 0x10;
+            prop_assert!(read_pulled(&flipped, limit).is_err());
+        }
+
         #[test]
         fn damaged_files_are_refused(v in value(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>(), bit in 0u8..8) {
             let mut f = Vec::new();

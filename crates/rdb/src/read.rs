@@ -46,40 +46,39 @@ pub enum Item {
     Function(Vec<u8>),
 }
 
-/// A cursor over bytes with the offset-carrying error every read can raise.
-pub(crate) struct Cursor<'a> {
-    pub data: &'a [u8],
-    pub pos: usize,
+/// Where a reader's bytes come from: a slice in memory ([`Cursor`]: a mapped file, a
+/// DUMP payload) or a connection read as the bytes arrive ([`PulledInput`]: a
+/// replica's full sync, parsed while the master is still sending).
+pub trait Input {
+    /// The next `n` bytes, consumed (an error names the offset and what was missing).
+    fn bytes(&mut self, n: usize) -> Result<&[u8], RdbError>;
+    /// Bytes consumed so far.
+    fn pos(&self) -> usize;
+    /// Bytes known to remain, when the input knows where it ends.
+    fn left(&self) -> Option<u64>;
+    /// The CRC-64 of every byte consumed so far (the RDB trailer's checksum).
+    fn checksum(&mut self) -> u64;
 }
 
-impl<'a> Cursor<'a> {
-    pub fn err(&self, msg: impl Into<String>) -> RdbError {
+/// The element counts an input without a known end may announce are trusted only this
+/// far ahead of the bytes: a hostile count must not reserve memory before the elements
+/// arrive.
+const UNBOUNDED_RESERVE: usize = 1 << 16;
+
+/// The typed reads of RDB's encodings over any [`Input`].
+pub(crate) trait InputExt: Input {
+    fn err(&self, msg: impl Into<String>) -> RdbError {
         RdbError {
-            offset: self.pos,
+            offset: self.pos(),
             message: msg.into(),
         }
     }
 
-    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], RdbError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
-        match end {
-            Some(e) => {
-                let s = &self.data[self.pos..e];
-                self.pos = e;
-                Ok(s)
-            }
-            None => Err(self.err(format!(
-                "unexpected end of data reading {n} bytes ({} left)",
-                self.data.len() - self.pos.min(self.data.len())
-            ))),
-        }
-    }
-
-    pub fn u8(&mut self) -> Result<u8, RdbError> {
+    fn u8(&mut self) -> Result<u8, RdbError> {
         Ok(self.bytes(1)?[0])
     }
 
-    pub fn le_u64(&mut self, n: usize) -> Result<u64, RdbError> {
+    fn le_u64(&mut self, n: usize) -> Result<u64, RdbError> {
         Ok(packed::le(self.bytes(n)?))
     }
 
@@ -102,7 +101,7 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    pub fn length(&mut self) -> Result<u64, RdbError> {
+    fn length(&mut self) -> Result<u64, RdbError> {
         match self.length_or_special()? {
             Ok(n) => Ok(n),
             Err(k) => Err(self.err(format!("string encoding {k} where a length was expected"))),
@@ -110,16 +109,26 @@ impl<'a> Cursor<'a> {
     }
 
     /// A count of elements, bounded by what the remaining bytes could hold.
-    pub fn count(&mut self, per_item: usize) -> Result<usize, RdbError> {
+    fn count(&mut self, per_item: usize) -> Result<usize, RdbError> {
         let n = self.length()?;
-        let left = (self.data.len() - self.pos) as u64;
-        if n > left / per_item.max(1) as u64 + 1 {
-            return Err(self.err(format!("element count {n} exceeds the data left")));
+        if let Some(left) = self.left() {
+            if n > left / per_item.max(1) as u64 + 1 {
+                return Err(self.err(format!("element count {n} exceeds the data left")));
+            }
         }
-        Ok(n as usize)
+        usize::try_from(n).map_err(|_| self.err(format!("element count {n} too large")))
     }
 
-    pub fn string(&mut self) -> Result<Vec<u8>, RdbError> {
+    /// Room to reserve for `n` elements counted by [`InputExt::count`].
+    fn reserve(&self, n: usize) -> usize {
+        if self.left().is_some() {
+            n
+        } else {
+            n.min(UNBOUNDED_RESERVE)
+        }
+    }
+
+    fn string(&mut self) -> Result<Vec<u8>, RdbError> {
         match self.length_or_special()? {
             Ok(n) => {
                 let n = usize::try_from(n).map_err(|_| self.err("string too long"))?;
@@ -131,11 +140,11 @@ impl<'a> Cursor<'a> {
             Err(3) => {
                 let clen = self.length()? as usize;
                 let len = self.length()? as usize;
-                let at = self.pos;
-                let packed = self.bytes(clen)?;
+                let at = self.pos();
                 if len > 1 << 32 {
                     return Err(self.err("LZF string longer than 4 GB"));
                 }
+                let packed = self.bytes(clen)?;
                 lzf::decompress(packed, len).ok_or(RdbError {
                     offset: at,
                     message: "corrupt LZF-compressed string".into(),
@@ -152,7 +161,7 @@ impl<'a> Cursor<'a> {
             254 => Ok(f64::INFINITY),
             255 => Ok(f64::NEG_INFINITY),
             _ => {
-                let at = self.pos;
+                let at = self.pos();
                 let s = self.bytes(usize::from(n))?;
                 std::str::from_utf8(s)
                     .ok()
@@ -170,6 +179,147 @@ impl<'a> Cursor<'a> {
     }
 }
 
+impl<I: Input + ?Sized> InputExt for I {}
+
+/// Bytes in memory.
+pub struct Cursor<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(data: &'a [u8]) -> Cursor<'a> {
+        Cursor { data, pos: 0 }
+    }
+}
+
+impl Input for Cursor<'_> {
+    fn bytes(&mut self, n: usize) -> Result<&[u8], RdbError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+        match end {
+            Some(e) => {
+                let s = &self.data[self.pos..e];
+                self.pos = e;
+                Ok(s)
+            }
+            None => Err(self.err(format!(
+                "unexpected end of data reading {n} bytes ({} left)",
+                self.data.len() - self.pos.min(self.data.len())
+            ))),
+        }
+    }
+
+    fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn left(&self) -> Option<u64> {
+        Some(self.data.len().saturating_sub(self.pos) as u64)
+    }
+
+    fn checksum(&mut self) -> u64 {
+        crc64(0, &self.data[..self.pos.min(self.data.len())])
+    }
+}
+
+/// Bytes read from a connection as the parser needs them: `pull` appends what arrived
+/// (returning 0 at the end of the connection). Only the unparsed part of the current item
+/// is kept, so an RDB of any size passes through a small buffer; the checksum runs over
+/// the bytes as they are dropped. What was read beyond the RDB's end (the EOF mark of a
+/// diskless transfer, the stream that follows) is handed back by [`PulledInput::rest`].
+pub struct PulledInput<F> {
+    buf: Vec<u8>,
+    /// The next unread byte of `buf`.
+    at: usize,
+    /// The input offset of `buf[0]`.
+    base: usize,
+    /// The CRC-64 of the input before `buf[crc_from]`.
+    crc: u64,
+    crc_from: usize,
+    /// The input's length when announced (a `$<len>` payload).
+    limit: Option<u64>,
+    pull: F,
+}
+
+impl<F: FnMut(&mut Vec<u8>) -> std::io::Result<usize>> PulledInput<F> {
+    /// `first`: bytes already read (they come before anything `pull` returns).
+    pub fn new(first: Vec<u8>, limit: Option<u64>, pull: F) -> PulledInput<F> {
+        PulledInput {
+            buf: first,
+            at: 0,
+            base: 0,
+            crc: 0,
+            crc_from: 0,
+            limit,
+            pull,
+        }
+    }
+
+    /// Bytes received so far, parsed or not (progress reporting).
+    pub fn received(&self) -> usize {
+        self.base + self.buf.len()
+    }
+
+    /// The bytes read past what was parsed.
+    pub fn rest(self) -> Vec<u8> {
+        self.buf[self.at..].to_vec()
+    }
+
+    /// Drops the parsed bytes, folding them into the checksum.
+    fn compact(&mut self) {
+        self.crc = crc64(self.crc, &self.buf[self.crc_from..self.at]);
+        self.buf.drain(..self.at);
+        self.base += self.at;
+        self.at = 0;
+        self.crc_from = 0;
+    }
+}
+
+impl<F: FnMut(&mut Vec<u8>) -> std::io::Result<usize>> Input for PulledInput<F> {
+    fn bytes(&mut self, n: usize) -> Result<&[u8], RdbError> {
+        if let Some(left) = self.left() {
+            if n as u64 > left {
+                return Err(self.err(format!(
+                    "unexpected end of data reading {n} bytes ({left} left)"
+                )));
+            }
+        }
+        if self.buf.len() - self.at < n && self.at > 0 {
+            self.compact();
+        }
+        while self.buf.len() - self.at < n {
+            match (self.pull)(&mut self.buf) {
+                Ok(0) => {
+                    return Err(self.err(format!(
+                        "unexpected end of data reading {n} bytes ({} left): the connection closed",
+                        self.buf.len() - self.at
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.err(format!("reading {n} bytes: {e}"))),
+            }
+        }
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+
+    fn pos(&self) -> usize {
+        self.base + self.at
+    }
+
+    fn left(&self) -> Option<u64> {
+        self.limit
+            .map(|limit| limit.saturating_sub(self.pos() as u64))
+    }
+
+    fn checksum(&mut self) -> u64 {
+        self.crc = crc64(self.crc, &self.buf[self.crc_from..self.at]);
+        self.crc_from = self.at;
+        self.crc
+    }
+}
+
 fn type_name(t: u8) -> &'static str {
     match t {
         6 | 7 => "module value",
@@ -179,10 +329,14 @@ fn type_name(t: u8) -> &'static str {
 }
 
 /// Reads the value of RDB type `t` at the cursor.
-pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value, RdbError> {
-    let start = c.pos;
-    let blob = |c: &mut Cursor<'_>, what: &str| -> Result<(usize, Vec<u8>), RdbError> {
-        let at = c.pos;
+pub(crate) fn read_value<I: Input + ?Sized>(
+    c: &mut I,
+    t: u8,
+    key: &[u8],
+) -> Result<Value, RdbError> {
+    let start = c.pos();
+    let blob = |c: &mut I, what: &str| -> Result<(usize, Vec<u8>), RdbError> {
+        let at = c.pos();
         let b = c.string()?;
         if b.is_empty() {
             return Err(RdbError {
@@ -232,7 +386,7 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
         }
         TYPE_ZSET | TYPE_ZSET_2 => {
             let n = c.count(2)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(c.reserve(n));
             for _ in 0..n {
                 let m = c.string()?;
                 let s = if t == TYPE_ZSET {
@@ -249,7 +403,7 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
         }
         TYPE_HASH => {
             let n = c.count(2)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(c.reserve(n));
             for _ in 0..n {
                 v.push((c.string()?, c.string()?));
             }
@@ -293,7 +447,7 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
             for _ in 0..nodes {
                 let container = if t == 18 { c.length()? } else { 2 };
                 let (at, b) = if container == 1 {
-                    (c.pos, c.string()?)
+                    (c.pos(), c.string()?)
                 } else {
                     blob(c, "quicklist node")?
                 };
@@ -334,22 +488,30 @@ pub(crate) fn read_value(c: &mut Cursor<'_>, t: u8, key: &[u8]) -> Result<Value,
     })
 }
 
-/// Streams the items of an RDB file.
-pub struct Reader<'a> {
-    c: Cursor<'a>,
+/// Streams the items of an RDB file, from memory ([`Reader::new`]) or from any
+/// [`Input`] ([`Reader::from_input`]).
+pub struct Reader<I> {
+    c: I,
     version: u32,
     db: usize,
     done: bool,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<Cursor<'a>> {
     /// Checks the `REDIS0xxx` header.
-    pub fn new(data: &'a [u8]) -> Result<Reader<'a>, RdbError> {
-        let mut c = Cursor { data, pos: 0 };
-        let head = c.bytes(9).map_err(|_| RdbError {
+    pub fn new(data: &'a [u8]) -> Result<Reader<Cursor<'a>>, RdbError> {
+        Reader::from_input(Cursor::new(data))
+    }
+}
+
+impl<I: Input> Reader<I> {
+    /// Reads and checks the `REDIS0xxx` header.
+    pub fn from_input(mut c: I) -> Result<Reader<I>, RdbError> {
+        let mut head = [0u8; 9];
+        head.copy_from_slice(c.bytes(9).map_err(|e| RdbError {
             offset: 0,
-            message: "file too short for an RDB header".into(),
-        })?;
+            message: format!("too short for an RDB header ({})", e.message),
+        })?);
         if &head[..5] != b"REDIS" {
             return Err(RdbError {
                 offset: 0,
@@ -381,7 +543,17 @@ impl<'a> Reader<'a> {
 
     /// Bytes consumed so far (progress reporting).
     pub fn offset(&self) -> usize {
-        self.c.pos
+        self.c.pos()
+    }
+
+    /// Bytes known to remain in the input, when it knows where it ends.
+    pub fn left(&self) -> Option<u64> {
+        self.c.left()
+    }
+
+    /// The input, e.g. to take back what was read past the RDB's end.
+    pub fn into_input(self) -> I {
+        self.c
     }
 
     /// The next item; None after EOF (whose checksum, when not zero, was verified).
@@ -393,15 +565,16 @@ impl<'a> Reader<'a> {
         let mut idle = None;
         let mut freq = None;
         loop {
-            let at = self.c.pos;
+            let at = self.c.pos();
             let op = self.c.u8()?;
             match op {
                 OP_EOF => {
                     self.done = true;
                     if self.version >= 5 {
-                        let end = self.c.pos;
+                        let end = self.c.pos();
+                        let computed = self.c.checksum();
                         let stored = self.c.le_u64(8)?;
-                        if stored != 0 && stored != crc64(0, &self.c.data[..end]) {
+                        if stored != 0 && stored != computed {
                             return Err(RdbError {
                                 offset: end,
                                 message: "RDB checksum mismatch (the file is damaged)".into(),

@@ -475,7 +475,20 @@ pub fn load_observed(
     data: &[u8],
     observer: &mut dyn LoadObserver,
 ) -> Result<LoadStats, crate::RdbError> {
-    let mut r = crate::Reader::new(data)?;
+    load_from(ks, &mut crate::Reader::new(data)?, observer)
+}
+
+/// Keys announced by a RESIZEDB of an input without a known length that are reserved
+/// ahead (the tables grow past it as keys arrive).
+const UNBOUNDED_RESIZE_KEYS: u64 = 1 << 22;
+
+/// As [`load_observed`], from any input: a replica loads its master's payload with a
+/// [`crate::PulledInput`] while it arrives. The reader is left just past the RDB's end.
+pub fn load_from<I: crate::Input>(
+    ks: &Keyspace,
+    r: &mut crate::Reader<I>,
+    observer: &mut dyn LoadObserver,
+) -> Result<LoadStats, crate::RdbError> {
     let now = carmine_keyspace::now_ms();
     let mut stats = LoadStats::default();
     // Parsing and inserting overlap: this thread decodes the file while another builds
@@ -501,7 +514,10 @@ pub fn load_observed(
                 crate::Item::ResizeDb { db, keys, .. } => {
                     // A hint from the file: capped, so a hostile file cannot make us
                     // reserve more than its own size could fill.
-                    ks.reserve_db(db, keys.min(data.len() as u64 / 4));
+                    let cap = r.left().map_or(UNBOUNDED_RESIZE_KEYS, |left| {
+                        (r.offset() as u64).saturating_add(left) / 4
+                    });
+                    ks.reserve_db(db, keys.min(cap));
                     continue;
                 }
                 crate::Item::Aux(name, value) => {

@@ -18,7 +18,7 @@ use carmine_keyspace::stream::{
 use carmine_keyspace::{StreamId, StreamValue};
 
 use crate::packed::{Listpack, ListpackWriter, LpItem};
-use crate::read::Cursor;
+use crate::read::{Input, InputExt};
 use crate::write::{put_length, put_string, Spill, WriteOptions};
 use crate::RdbError;
 
@@ -47,33 +47,33 @@ fn corrupt(offset: usize, message: impl Into<String>) -> RdbError {
     }
 }
 
-fn read_id(c: &mut Cursor<'_>) -> Result<StreamId, RdbError> {
+fn read_id<I: Input + ?Sized>(c: &mut I) -> Result<StreamId, RdbError> {
     Ok(StreamId::new(c.length()?, c.length()?))
 }
 
-fn read_raw_id(c: &mut Cursor<'_>) -> Result<StreamId, RdbError> {
-    let at = c.pos;
+fn read_raw_id<I: Input + ?Sized>(c: &mut I) -> Result<StreamId, RdbError> {
+    let at = c.pos();
     StreamId::from_be_bytes(c.bytes(16)?).ok_or_else(|| corrupt(at, "bad stream ID"))
 }
 
 /// A stream value of RDB type `t` (15, 19 or 21) at the cursor.
-pub(crate) fn read_stream(c: &mut Cursor<'_>, t: u8) -> Result<StreamValue, RdbError> {
+pub(crate) fn read_stream<I: Input + ?Sized>(c: &mut I, t: u8) -> Result<StreamValue, RdbError> {
     let mut s = StreamValue::new();
     // A node takes at least its 17-byte key and a listpack of 7 bytes and more.
     let nodes = c.count(24)?;
     for _ in 0..nodes {
-        let at = c.pos;
+        let at = c.pos();
         let key = c.string()?;
         let master = Some(&key[..])
             .filter(|k| k.len() == 16)
             .and_then(StreamId::from_be_bytes)
             .ok_or_else(|| corrupt(at, "stream node key is not a 16-byte stream ID"))?;
-        let at = c.pos;
+        let at = c.pos();
         let lp = c.string()?;
         read_node(&mut s, master, &lp)
             .map_err(|why| corrupt(at, format!("corrupt stream listpack: {why}")))?;
     }
-    let at = c.pos;
+    let at = c.pos();
     let length = c.length()?;
     let last_id = read_id(c)?;
     let (first_id, max_deleted_id, entries_added) = if t >= TYPE_STREAM_2 {
@@ -116,14 +116,14 @@ pub(crate) fn read_stream(c: &mut Cursor<'_>, t: u8) -> Result<StreamValue, RdbE
     // consumer a name, 8 bytes of time and a count.
     let groups = c.count(4)?;
     for _ in 0..groups {
-        let at = c.pos;
+        let at = c.pos();
         let name = c.string()?;
         if s.groups.contains_key(&name) {
             return Err(corrupt(at, "duplicate consumer group in a stream"));
         }
         let group_last = read_id(c)?;
         let entries_read = if t >= TYPE_STREAM_2 {
-            let at = c.pos;
+            let at = c.pos();
             // Written as Redis' `long long`: -1 (unknown) is 2^64-1.
             let n = c.length()? as i64;
             if n < ENTRIES_READ_UNKNOWN {
@@ -138,7 +138,7 @@ pub(crate) fn read_stream(c: &mut Cursor<'_>, t: u8) -> Result<StreamValue, RdbE
         let mut unowned: BTreeMap<StreamId, (u64, u64)> = BTreeMap::new();
         let pel = c.count(25)?;
         for _ in 0..pel {
-            let at = c.pos;
+            let at = c.pos();
             let id = read_raw_id(c)?;
             let time = c.le_u64(8)?;
             let count = c.length()?;
@@ -148,7 +148,7 @@ pub(crate) fn read_stream(c: &mut Cursor<'_>, t: u8) -> Result<StreamValue, RdbE
         }
         let consumers = c.count(10)?;
         for _ in 0..consumers {
-            let at = c.pos;
+            let at = c.pos();
             let cname: Arc<[u8]> = Arc::from(c.string()?);
             if g.consumers.contains_key(&cname) {
                 return Err(corrupt(at, "duplicate consumer in a consumer group"));
@@ -161,7 +161,7 @@ pub(crate) fn read_stream(c: &mut Cursor<'_>, t: u8) -> Result<StreamValue, RdbE
             let owned = c.count(16)?;
             let mut pending = BTreeSet::new();
             for _ in 0..owned {
-                let at = c.pos;
+                let at = c.pos();
                 let id = read_raw_id(c)?;
                 let Some((delivery_time, delivery_count)) = unowned.remove(&id) else {
                     return Err(corrupt(
@@ -187,7 +187,7 @@ pub(crate) fn read_stream(c: &mut Cursor<'_>, t: u8) -> Result<StreamValue, RdbE
         }
         if let Some(id) = unowned.keys().next() {
             return Err(corrupt(
-                c.pos,
+                c.pos(),
                 format!("pending entry {id} of a consumer group has no consumer"),
             ));
         }
@@ -452,6 +452,7 @@ fn put_node(out: &mut Vec<u8>, entries: &[StreamEntry], opts: WriteOptions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::Cursor;
     use crate::{decode_payload, dump_payload, restore_payload, Value};
     use carmine_keyspace::stream::NodeLimits;
 

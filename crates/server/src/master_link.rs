@@ -291,38 +291,69 @@ fn handshake(shared: &Arc<Shared>, stream: &ReplicationStream, link: &mut Link) 
     Ok(())
 }
 
-/// A `repl-diskless-load swapdb` replica receiving its master's dataset, as Redis loads
-/// it into a second database: from a master of the same history (the replication id it
-/// follows already) the old dataset is served meanwhile, INFO `async_loading:1`, and
-/// only the commands Redis refuses then (REPLICAOF, SAVE ...) get -LOADING; from another
-/// history the old data must not be served, so it is `loading:1` as a load is. Cleared
-/// however the receiving ends (the old dataset stays if the link breaks first).
-struct SwapdbReceiving<'a> {
+/// A `repl-diskless-load swapdb` replica loading its master's dataset beside its own, as
+/// Redis loads it into a temporary database: from a master of the same history (the
+/// replication id it follows already) the old dataset is served meanwhile, INFO
+/// `async_loading:1`, and only the commands Redis refuses then (REPLICAOF, SAVE ...) get
+/// -LOADING; from another history the old data must not be served, so it is `loading:1`
+/// as a load is. Cleared however the load ends (the old dataset stays if it fails).
+struct LoadingFlag<'a> {
     flag: &'a std::sync::atomic::AtomicBool,
 }
 
-impl<'a> SwapdbReceiving<'a> {
-    fn begin(shared: &'a Shared, same_history: bool) -> Option<SwapdbReceiving<'a>> {
-        let swapdb = shared
-            .config
-            .get("repl-diskless-load")
-            .is_some_and(|v| v.eq_ignore_ascii_case("swapdb"));
-        swapdb.then(|| {
-            let p = &shared.persist;
-            let flag = if same_history {
-                &p.async_loading
-            } else {
-                &p.loading
-            };
-            flag.store(true, Ordering::Release);
-            SwapdbReceiving { flag }
-        })
+impl<'a> LoadingFlag<'a> {
+    fn raise(flag: &'a std::sync::atomic::AtomicBool) -> LoadingFlag<'a> {
+        flag.store(true, Ordering::Release);
+        LoadingFlag { flag }
     }
 }
 
-impl Drop for SwapdbReceiving<'_> {
+impl Drop for LoadingFlag<'_> {
     fn drop(&mut self) {
         self.flag.store(false, Ordering::Release);
+    }
+}
+
+/// `repl-diskless-load`: whether the payload is parsed as it arrives (Redis' diskless
+/// load: `swapdb`, or `on-empty-db` with no keys) rather than received whole first (Redis
+/// writes it to a file; Carmine holds it in memory), which keeps the old dataset until
+/// the payload is all there.
+fn parse_while_receiving(shared: &Shared) -> (bool, bool) {
+    let mode = shared.config.get("repl-diskless-load").unwrap_or_default();
+    let swapdb = mode.eq_ignore_ascii_case("swapdb");
+    let empty = (0..shared.keyspace.databases()).all(|db| shared.keyspace.dbsize(db) == 0);
+    (swapdb || (mode.eq_ignore_ascii_case("on-empty-db") && empty), swapdb)
+}
+
+/// Sleeps per key loaded for `key-load-delay`, read again as the load goes (Redis' tests
+/// lower it to end a slowed load quickly).
+struct KeyLoadDelay<'a> {
+    shared: &'a Shared,
+    delay_us: i64,
+    keys: u64,
+}
+
+impl KeyLoadDelay<'_> {
+    fn new(shared: &Shared) -> KeyLoadDelay<'_> {
+        KeyLoadDelay {
+            shared,
+            delay_us: shared.config.get_i64("key-load-delay"),
+            keys: 0,
+        }
+    }
+}
+
+impl carmine_rdb::LoadObserver for KeyLoadDelay<'_> {
+    fn key_read(&mut self) {
+        self.keys += 1;
+        if self.delay_us != 0 || self.keys.is_multiple_of(1024) {
+            self.delay_us = self.shared.config.get_i64("key-load-delay");
+        }
+        carmine_rdb::debug_delay(self.delay_us, 1);
+    }
+
+    fn keep_expired(&self) -> bool {
+        true
     }
 }
 
@@ -337,18 +368,62 @@ fn full_sync(
     stream.sync_progress(0, None);
     let header = link.line()?;
     let header = PayloadHeader::parse(&header).map_err(protocol_error)?;
-    log::notice(match header {
-        PayloadHeader::EofMarked(_) => {
-            "MASTER <-> REPLICA sync: receiving streamed RDB from master with EOF to memory"
+    let (to_parser, swapdb) = parse_while_receiving(shared);
+    let destination = if to_parser { "parser" } else { "memory" };
+    log::notice(&match header {
+        PayloadHeader::EofMarked(_) => format!(
+            "MASTER <-> REPLICA sync: receiving streamed RDB from master with EOF to {destination}"
+        ),
+        PayloadHeader::Length(n) => {
+            format!("MASTER <-> REPLICA sync: receiving {n} bytes from master to {destination}")
         }
-        PayloadHeader::Length(_) => "MASTER <-> REPLICA sync: receiving RDB from master to memory",
     });
+    if to_parser {
+        let same_history = stream.replid() == replid;
+        if swapdb {
+            load_beside_and_swap(shared, stream, link, &header, same_history)?;
+        } else {
+            load_in_place(shared, stream, link, &header)?;
+        }
+    } else {
+        let rdb = receive_whole(stream, link, header)?;
+        log::notice(&format!(
+            "MASTER <-> REPLICA sync: Flushing old data ({} bytes of RDB received)",
+            rdb.len()
+        ));
+        let _loading = flush_for_load(shared);
+        log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
+        let loaded = carmine_rdb::load_observed(
+            &shared.keyspace,
+            &rdb,
+            &mut crate::persistence::WithFunctions {
+                shared,
+                inner: &mut KeyLoadDelay::new(shared),
+            },
+        );
+        if let Err(e) = loaded {
+            log::warning(&format!(
+                "Failed trying to load the MASTER synchronization DB from socket: {e}"
+            ));
+            return Err(protocol_error(format!(
+                "bad RDB payload from the master: {e}"
+            )));
+        }
+    }
+    crate::aof::AppendOnly::restart_after_full_sync(shared);
+    stream.reset_after_full_sync(replid, offset);
+    log::notice("MASTER <-> REPLICA sync: Finished with success");
+    Ok(())
+}
+
+/// The whole payload in memory, the old dataset served meanwhile.
+fn receive_whole(
+    stream: &ReplicationStream,
+    link: &mut Link,
+    header: PayloadHeader,
+) -> io::Result<Vec<u8>> {
     let mut reader = PayloadReader::new(header);
     stream.sync_progress(0, reader.expected());
-    // The old dataset is served until the new one has arrived whole (and kept if the link
-    // breaks first): with `repl-diskless-load swapdb` that is Redis' async loading.
-    let same_history = stream.replid() == replid;
-    let async_loading = SwapdbReceiving::begin(shared, same_history);
     loop {
         if !link.buf.is_empty() {
             let taken = reader.push(&link.buf);
@@ -360,82 +435,158 @@ fn full_sync(
         }
         link.fill()?;
     }
-    let rdb = reader
+    reader
         .into_rdb()
-        .ok_or_else(|| protocol_error("incomplete payload".into()))?;
-    if same_history && async_loading.is_some() {
-        load_beside_and_swap(shared, &rdb)?;
-        drop(async_loading);
-        crate::aof::AppendOnly::restart_after_full_sync(shared);
-        stream.reset_after_full_sync(replid, offset);
-        log::notice("MASTER <-> REPLICA sync: Finished with success");
-        return Ok(());
+        .ok_or_else(|| protocol_error("incomplete payload".into()))
+}
+
+/// Empties the dataset for a load into it, with the world stopped; from then on only the
+/// commands allowed while loading run (INFO, PING ...: the others get -LOADING), as Redis
+/// answers them between chunks of its load. INFO shows `loading:1` until the guard drops.
+fn flush_for_load(shared: &Shared) -> LoadingFlag<'_> {
+    let _world = shared.barrier.exclusive();
+    let loading = LoadingFlag::raise(&shared.persist.loading);
+    for db in 0..shared.keyspace.databases() {
+        shared.keyspace.flush_db(db);
     }
-    drop(async_loading);
-    log::notice(&format!(
-        "MASTER <-> REPLICA sync: Flushing old data ({} bytes of RDB received)",
-        rdb.len()
-    ));
-    {
-        {
-            // No command runs while the dataset is emptied; from then on only those
-            // allowed while loading do (INFO, PING ...: the others get -LOADING), as
-            // Redis answers them between chunks of its load. INFO shows loading:1.
-            let _world = shared.barrier.exclusive();
-            shared.persist.loading.store(true, Ordering::Release);
-            for db in 0..shared.keyspace.databases() {
-                shared.keyspace.flush_db(db);
+    // The master's libraries replace ours with its keys.
+    carmine_commands::functions::flush_libraries(shared);
+    loading
+}
+
+/// Parses the payload as it arrives from the link into `into` (Redis' diskless load: the
+/// master's transfer goes at the pace of this load, `key-load-delay` included). The EOF
+/// mark of a diskless transfer is checked, and what followed the payload (the stream)
+/// stays in the link's buffer.
+fn load_from_link(
+    stream: &ReplicationStream,
+    link: &mut Link,
+    header: &PayloadHeader,
+    into: &carmine_keyspace::Keyspace,
+    observer: &mut dyn carmine_rdb::LoadObserver,
+) -> Result<(), String> {
+    let limit = match header {
+        PayloadHeader::Length(n) => Some(*n),
+        PayloadHeader::EofMarked(_) => None,
+    };
+    let first = link.buf.split().to_vec();
+    let mut received = first.len() as u64;
+    stream.sync_progress(received, limit);
+    let sock = &link.sock;
+    let pull = |buf: &mut Vec<u8>| -> io::Result<usize> {
+        let old = buf.len();
+        buf.resize(old + PULL_CHUNK, 0);
+        let read = (&*sock).read(&mut buf[old..]);
+        buf.truncate(old + *read.as_ref().unwrap_or(&0));
+        let n = read?;
+        received += n as u64;
+        stream.sync_progress(received, limit);
+        Ok(n)
+    };
+    let rdb_error = |e: carmine_rdb::RdbError| {
+        log::warning(&format!(
+            "Internal error in RDB reading offset {} -> {}",
+            e.offset, e.message
+        ));
+        e.to_string()
+    };
+    let mut reader =
+        carmine_rdb::Reader::from_input(carmine_rdb::PulledInput::new(first, limit, pull))
+            .map_err(rdb_error)?;
+    carmine_rdb::load_from(into, &mut reader, observer).map_err(rdb_error)?;
+    let end = reader.offset() as u64;
+    let mut rest = reader.into_input().rest();
+    match header {
+        PayloadHeader::Length(n) if end != *n => {
+            return Err(format!("the RDB ended at byte {end} of a {n}-byte payload"));
+        }
+        PayloadHeader::Length(_) => {}
+        PayloadHeader::EofMarked(mark) => {
+            while rest.len() < mark.len() {
+                let mut chunk = [0u8; 64];
+                match (&link.sock).read(&mut chunk) {
+                    Ok(0) => return Err("connection closed before the EOF mark".into()),
+                    Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                    Err(e) => return Err(format!("reading the EOF mark: {e}")),
+                }
             }
-            // The master's libraries replace ours with its keys.
-            carmine_commands::functions::flush_libraries(shared);
+            if rest[..mark.len()] != mark[..] {
+                log::warning("Replication stream EOF marker is broken");
+                return Err("the EOF mark after the payload is broken".into());
+            }
+            rest.drain(..mark.len());
         }
-        log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
-        let loaded = carmine_rdb::load_observed(
-            &shared.keyspace,
-            &rdb,
-            &mut crate::persistence::WithFunctions {
-                shared,
-                inner: &mut carmine_rdb::ReplicaLoad {
-                    key_delay_us: shared.config.get_i64("key-load-delay"),
-                },
-            },
-        );
-        let _world = shared.barrier.exclusive();
-        shared.persist.loading.store(false, Ordering::Release);
-        if let Err(e) = loaded {
-            log::warning(&format!(
-                "Failed trying to load the MASTER synchronization DB from socket: {e}"
-            ));
-            return Err(protocol_error(format!(
-                "bad RDB payload from the master: {e}"
-            )));
-        }
-        crate::aof::AppendOnly::restart_after_full_sync(shared);
     }
-    stream.reset_after_full_sync(replid, offset);
-    log::notice("MASTER <-> REPLICA sync: Finished with success");
+    link.buf.extend_from_slice(&rest);
     Ok(())
 }
 
-/// `repl-diskless-load swapdb` from a master of the same history (Redis' async loading):
-/// the payload loads into a second keyspace while the old dataset serves, then the two
-/// swap with the world stopped for the swap only, so clients never see -LOADING. The old
-/// contents are freed on a thread of their own. A payload that does not load leaves the
-/// old dataset in place.
-fn load_beside_and_swap(shared: &Shared, rdb: &[u8]) -> io::Result<()> {
+/// Bytes asked of the socket at a time while parsing a payload.
+const PULL_CHUNK: usize = 64 * 1024;
+
+/// `repl-diskless-load on-empty-db` with no keys: the payload is parsed as it arrives into
+/// the (emptied) dataset; a load that fails leaves it empty again.
+fn load_in_place(
+    shared: &Shared,
+    stream: &ReplicationStream,
+    link: &mut Link,
+    header: &PayloadHeader,
+) -> io::Result<()> {
+    log::notice("MASTER <-> REPLICA sync: Flushing old data");
+    let loading = flush_for_load(shared);
+    log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
+    let mut observer = crate::persistence::WithFunctions {
+        shared,
+        inner: &mut KeyLoadDelay::new(shared),
+    };
+    let loaded = load_from_link(stream, link, header, &shared.keyspace, &mut observer);
+    if let Err(e) = loaded {
+        log::warning(&format!(
+            "Failed trying to load the MASTER synchronization DB from socket: {e}"
+        ));
+        // No half-loaded dataset stays.
+        drop(flush_for_load(shared));
+        drop(loading);
+        return Err(protocol_error(format!(
+            "bad RDB payload from the master: {e}"
+        )));
+    }
+    drop(loading);
+    Ok(())
+}
+
+/// `repl-diskless-load swapdb`: the payload is parsed as it arrives into a second
+/// keyspace while the old dataset stays (served meanwhile when the master is of the same
+/// history, see [`LoadingFlag`]), then the two swap with the world stopped for the swap
+/// only. The old contents are freed on a thread of their own. A payload that does not
+/// load leaves the old dataset in place.
+fn load_beside_and_swap(
+    shared: &Shared,
+    stream: &ReplicationStream,
+    link: &mut Link,
+    header: &PayloadHeader,
+    same_history: bool,
+) -> io::Result<()> {
+    let flag = if same_history {
+        &shared.persist.async_loading
+    } else {
+        &shared.persist.loading
+    };
+    let loading = LoadingFlag::raise(flag);
     log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
     let loaded_into = shared.keyspace.sibling();
     shared.apply_encoding_limits(&loaded_into);
     let mut libraries = LibrariesOnly {
         codes: Vec::new(),
-        inner: carmine_rdb::ReplicaLoad {
-            key_delay_us: shared.config.get_i64("key-load-delay"),
-        },
+        inner: KeyLoadDelay::new(shared),
     };
-    if let Err(e) = carmine_rdb::load_observed(&loaded_into, rdb, &mut libraries) {
+    let loaded = load_from_link(stream, link, header, &loaded_into, &mut libraries);
+    if let Err(e) = loaded {
         log::warning(&format!(
             "Failed trying to load the MASTER synchronization DB from socket, discarding the temporary DB: {e}"
         ));
+        log::notice("MASTER <-> REPLICA sync: Discarding temporary DB in background");
+        free_in_background(loaded_into);
         return Err(protocol_error(format!(
             "bad RDB payload from the master: {e}"
         )));
@@ -453,24 +604,31 @@ fn load_beside_and_swap(shared: &Shared, rdb: &[u8]) -> io::Result<()> {
                 ));
             }
         }
+        drop(loading);
     }
-    let old = std::thread::Builder::new()
+    log::notice("MASTER <-> REPLICA sync: Discarding old DB in background");
+    free_in_background(loaded_into);
+    Ok(())
+}
+
+/// Frees a dataset on a thread of its own (a big one takes seconds to free).
+fn free_in_background(keyspace: carmine_keyspace::Keyspace) {
+    let freed = std::thread::Builder::new()
         .name("carmine-free-old-db".into())
-        .spawn(move || drop(loaded_into));
-    if let Err(e) = old {
+        .spawn(move || drop(keyspace));
+    if let Err(e) = freed {
         log::warning(&format!("Freeing the old dataset on this thread: {e}"));
     }
-    Ok(())
 }
 
 /// A load observer that keeps the payload's function libraries aside, to install them
 /// when the loaded keys take over.
-struct LibrariesOnly {
+struct LibrariesOnly<'a> {
     codes: Vec<Vec<u8>>,
-    inner: carmine_rdb::ReplicaLoad,
+    inner: KeyLoadDelay<'a>,
 }
 
-impl carmine_rdb::LoadObserver for LibrariesOnly {
+impl carmine_rdb::LoadObserver for LibrariesOnly<'_> {
     fn key_read(&mut self) {
         self.inner.key_read()
     }

@@ -1419,6 +1419,48 @@ fn a_swapdb_replica_keeps_its_data_when_the_sync_breaks() {
     replica.shutdown();
 }
 
+/// A diskless-loading replica parses the payload as it arrives (Redis' diskless load),
+/// so a slow load (`key-load-delay`) holds back the master's transfer instead of the
+/// replica taking the whole payload into memory first: while it loads, most of the
+/// payload is still unsent and the master's transfer still runs. Lowering the delay
+/// finishes the sync with the master's exact dataset.
+#[test]
+fn a_diskless_load_paces_the_masters_transfer() {
+    let master = common::start("repl-diskless-sync-delay 0\nrdbcompression no");
+    let mut m = connect(master.port());
+    // About 40 MB of payload: far more than the sockets' buffers hold.
+    common::query::<()>(&mut m, &["DEBUG", "POPULATE", "40000", "key", "1000"]);
+    let replica = common::start("repl-diskless-load swapdb\nkey-load-delay 100");
+    let mut r = connect(replica.port());
+    common::query::<()>(
+        &mut r,
+        &["REPLICAOF", "127.0.0.1", &master.port().to_string()],
+    );
+    assert!(
+        common::wait_until(20, || info_field(&mut r, "persistence", "loading").as_deref()
+            == Some("1")),
+        "the replica loads"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let read: u64 = info_field(&mut r, "replication", "master_sync_read_bytes")
+        .and_then(|v| v.parse().ok())
+        .expect("master_sync_read_bytes while loading");
+    assert!(
+        read < 20_000_000,
+        "{read} bytes of a 40 MB payload received while loading it"
+    );
+    assert_eq!(
+        info_field(&mut m, "persistence", "rdb_bgsave_in_progress").as_deref(),
+        Some("1"),
+        "the master's transfer waits for the replica"
+    );
+    common::query::<()>(&mut r, &["CONFIG", "SET", "key-load-delay", "0"]);
+    common::query::<()>(&mut m, &["SET", "after", "sync"]);
+    assert!(wait_caught_up(&mut m, &mut r), "synced");
+    assert_eq!(common::query::<i64>(&mut r, &["DBSIZE"]), 40001);
+    assert_eq!(digest(&mut m), digest(&mut r));
+}
+
 /// A command the master sent before a key's deadline, applied by the replica after its
 /// own clock passed it, still finds the key (Redis' replica never expires a key for its
 /// master's commands): the INCR below makes 2 of the old value and keeps the deadline,
