@@ -155,6 +155,11 @@ pub struct ClientInfo {
     pub killed: AtomicBool,
     /// Wakes the owning event loop (set by the server).
     pub waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Shuts the connection down from any thread, for the clients [`ClientInfo::kill`]
+    /// must cut at once rather than at their loop's next turn (a replica: CLIENT KILL
+    /// TYPE replica inside a MULTI must have cut the link before EXEC answers, as Redis
+    /// frees the client there and then). Set by the server.
+    pub closer: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Hands already-encoded bytes (pub/sub messages) to the owning loop for this client.
     pub deliver: Mutex<Option<DeliverHook>>,
     /// Tells the owning loop a key this client is blocked on may be ready.
@@ -200,6 +205,7 @@ impl ClientInfo {
             kind: AtomicU8::new(ClientInfo::NORMAL),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
+            closer: Mutex::new(None),
             deliver: Mutex::new(None),
             ready: Mutex::new(None),
             revoke_shard: Mutex::new(None),
@@ -236,6 +242,9 @@ impl ClientInfo {
     /// Asks the owning loop to close this connection.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
+        if let Some(close) = self.closer.lock().as_ref() {
+            close();
+        }
         if let Some(w) = self.waker.lock().as_ref() {
             w();
         }

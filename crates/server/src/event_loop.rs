@@ -694,6 +694,16 @@ impl EventLoop {
             .info
             .qbuf
             .store(conn.rbuf.len() as u64, Ordering::Relaxed);
+        if conn.session.replica_feed {
+            let mut closer = conn.session.info.closer.lock();
+            if closer.is_none() {
+                if let Ok(sock) = conn.stream.shutdown_handle() {
+                    *closer = Some(Arc::new(move || {
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                    }));
+                }
+            }
+        }
         if let Some(slot) = self.conns.get_mut(t) {
             *slot = Some(conn);
         }
@@ -964,6 +974,10 @@ impl EventLoop {
         *conn.session.info.ready.lock() = None;
         *conn.session.info.deliver.lock() = None;
         *conn.session.info.revoke_shard.lock() = None;
+        *conn.session.info.closer.lock() = None;
+        // Whoever else holds this client's info (a full sync's transfer waiting for the
+        // replica to drain its output) sees it gone.
+        conn.session.info.killed.store(true, Ordering::Release);
         self.by_id.remove(&conn.session.id());
         self.shared.clients.remove(conn.session.id());
         self.free.push(t);

@@ -21,6 +21,7 @@ pub mod log;
 mod master_link;
 mod net;
 pub mod persistence;
+mod propagated_error;
 pub mod replication;
 pub mod sentinel;
 

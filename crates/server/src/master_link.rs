@@ -322,7 +322,10 @@ fn parse_while_receiving(shared: &Shared) -> (bool, bool) {
     let mode = shared.config.get("repl-diskless-load").unwrap_or_default();
     let swapdb = mode.eq_ignore_ascii_case("swapdb");
     let empty = (0..shared.keyspace.databases()).all(|db| shared.keyspace.dbsize(db) == 0);
-    (swapdb || (mode.eq_ignore_ascii_case("on-empty-db") && empty), swapdb)
+    (
+        swapdb || (mode.eq_ignore_ascii_case("on-empty-db") && empty),
+        swapdb,
+    )
 }
 
 /// Sleeps per key loaded for `key-load-delay`, read again as the load goes (Redis' tests
@@ -643,24 +646,6 @@ impl carmine_rdb::LoadObserver for LibrariesOnly<'_> {
     }
 }
 
-/// A command from the master failed here: the replica may now differ from its master.
-/// Logged as Redis logs it (its tests look for these words) and counted in INFO's
-/// `unexpected_error_replies`; the link goes on (`propagation-error-behavior ignore`).
-fn log_error_to_master(shared: &Shared, args: &Args, reply: &[u8]) {
-    let line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
-    let error = String::from_utf8_lossy(line.get(1..).unwrap_or_default());
-    let error: String = error.chars().take(4096).collect();
-    let name = args.get(0).unwrap_or_default();
-    let command = match shared.commands.lookup(name) {
-        Some(_) => String::from_utf8_lossy(name).to_ascii_lowercase(),
-        None => "<unknown>".to_string(),
-    };
-    log::warning(&format!(
-        "== CRITICAL == This replica is sending an error to its master: '{error}' after processing the command '{command}'"
-    ));
-    shared.errorstats.count_unexpected();
-}
-
 /// Applies the master's stream until the link breaks or the role changes.
 fn apply_stream(
     shared: &Arc<Shared>,
@@ -748,7 +733,12 @@ fn apply_stream(
                     .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
             execute(shared, &mut session, &stats, &args, &mut reply);
             if reply.out.first() == Some(&b'-') {
-                log_error_to_master(shared, &args, &reply.out);
+                crate::propagated_error::report(
+                    shared,
+                    crate::propagated_error::Source::Master,
+                    &args,
+                    &reply.out,
+                );
             }
             reply.out.clear();
             // Nothing from the master may block its link (a blocking pop on an empty

@@ -68,6 +68,17 @@ impl ClientStream {
         }
     }
 
+    /// A duplicate descriptor of the socket, to shut it down from another thread: it can
+    /// never hit a descriptor number the loop closed and the kernel gave to another
+    /// connection since.
+    pub fn shutdown_handle(&self) -> io::Result<socket2::Socket> {
+        match self {
+            ClientStream::Tcp(s) => socket2::SockRef::from(s).try_clone(),
+            #[cfg(unix)]
+            ClientStream::Unix(s) => socket2::SockRef::from(s).try_clone(),
+        }
+    }
+
     /// TCP_NODELAY and keepalive; nothing to set on a Unix socket.
     pub fn tune(&self, keepalive_secs: i64) {
         if let ClientStream::Tcp(s) = self {

@@ -354,6 +354,54 @@ fn a_cut_tail_is_truncated_when_allowed_and_refused_otherwise() {
     server.shutdown();
 }
 
+/// A command of the AOF that fails when replayed (an INCR of a non-number) is logged
+/// with Redis' words and counted; with `propagation-error-behavior panic` the server
+/// stops instead of serving a dataset that differs from what the file recorded.
+#[test]
+fn a_failing_command_in_the_aof_is_reported_or_stops_the_server() {
+    let dir = common::scratch_dir();
+    write_incr_only(
+        &dir,
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nx\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n",
+    );
+    let server = start_in(&dir, "appendonly yes");
+    let mut c = common::client(&server);
+    let stats: String = common::query(&mut c, &["INFO", "stats"]);
+    assert!(stats.contains("unexpected_error_replies:1\r\n"), "{stats}");
+    assert_eq!(common::query::<String>(&mut c, &["GET", "k"]), "x");
+    drop(c);
+    server.shutdown();
+
+    let port = common::free_port();
+    let log = dir.join("panic.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carmine-server"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "yes"])
+        .args(["--propagation-error-behavior", "panic"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--logfile")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server binary starts");
+    let exited = common::wait_until(20, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(exited, "the server stops on the failing command");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("== CRITICAL == This AOF is sending an error to its AOF")
+            && text.contains(
+                "This AOF panicked sending an error to its AOF after processing the command 'incr'"
+            ),
+        "{text}"
+    );
+}
+
 #[test]
 fn damage_in_the_middle_is_refused_with_the_file_and_offset() {
     let dir = common::scratch_dir();

@@ -1437,7 +1437,8 @@ fn a_diskless_load_paces_the_masters_transfer() {
         &["REPLICAOF", "127.0.0.1", &master.port().to_string()],
     );
     assert!(
-        common::wait_until(20, || info_field(&mut r, "persistence", "loading").as_deref()
+        common::wait_until(20, || info_field(&mut r, "persistence", "loading")
+            .as_deref()
             == Some("1")),
         "the replica loads"
     );
@@ -1510,6 +1511,57 @@ fn a_failing_command_from_the_master_is_counted_and_the_link_goes_on() {
         info_field(&mut m, "stats", "unexpected_error_replies").as_deref(),
         Some("0")
     );
+}
+
+/// `propagation-error-behavior panic` (what Redis' own test configuration sets): a
+/// read-only replica stops, with Redis' words in its log, rather than go on with a
+/// dataset that may differ from its master's. A writable replica only logs it.
+#[test]
+fn a_replica_told_to_panic_stops_on_an_error_from_its_master() {
+    let master = common::start("repl-diskless-sync-delay 0");
+    let mut m = connect(master.port());
+    let spawn_replica = |read_only: &str| {
+        let port = common::free_port();
+        let dir = common::scratch_dir();
+        let log = dir.join("replica.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_carmine-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--propagation-error-behavior", "panic"])
+            .args(["--replica-read-only", read_only])
+            .args(["--replicaof", "127.0.0.1", &master.port().to_string()])
+            .arg("--logfile")
+            .arg(&log)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("carmine-server starts");
+        assert!(common::wait_port(port, 10), "the replica listens");
+        (Proc(child), port, log)
+    };
+    let (mut writable, writable_port, _) = spawn_replica("no");
+    let (mut read_only, read_only_port, log) = spawn_replica("yes");
+    for port in [writable_port, read_only_port] {
+        let mut r = connect(port);
+        assert!(wait_caught_up(&mut m, &mut r), "synced");
+    }
+    common::query::<()>(&mut m, &["DEBUG", "REPLICATE", "fake-command-1"]);
+    let exited = common::wait_until(10, || matches!(read_only.0.try_wait(), Ok(Some(_))));
+    assert!(exited, "the read-only replica stops");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("== CRITICAL == This replica is sending an error to its master")
+            && text.contains("This replica panicked sending an error to its master"),
+        "{text}"
+    );
+    common::query::<()>(&mut m, &["SET", "after", "1"]);
+    let mut w = connect(writable_port);
+    assert!(
+        wait_caught_up(&mut m, &mut w),
+        "the writable replica goes on"
+    );
+    assert!(matches!(writable.0.try_wait(), Ok(None)));
 }
 
 /// `repl-diskless-load swapdb`, as Redis: a replica receiving a dataset of another

@@ -307,6 +307,14 @@ impl Replay {
                 &mut self.reply,
                 0,
             );
+            if self.reply.out.first() == Some(&b'-') {
+                crate::propagated_error::report(
+                    shared,
+                    crate::propagated_error::Source::AppendOnlyFile,
+                    &args,
+                    &self.reply.out,
+                );
+            }
             self.reply.out.clear();
             n += 1;
             if n.is_multiple_of(1024) {
