@@ -395,7 +395,7 @@ pub fn client_info_line(
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={} rbp={} obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
         c.laddr,
@@ -410,6 +410,8 @@ pub fn client_info_line(
         c.subs[2].load(Ordering::Relaxed),
         multi,
         qbuf,
+        c.reply_buffer[0].load(Ordering::Relaxed),
+        c.reply_buffer[1].load(Ordering::Relaxed),
         c.omem.load(Ordering::Relaxed),
         cmd,
         c.user.lock(),

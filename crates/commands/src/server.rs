@@ -458,7 +458,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         let (tracked_keys, tracked_items, tracked_prefixes) = sh.tracking.totals();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nmigrate_cached_sockets:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\nunexpected_error_replies:{}\r\ntotal_error_replies:{}\r\ndump_payload_sanitizations:0\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nmigrate_cached_sockets:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\nunexpected_error_replies:{}\r\ntotal_error_replies:{}\r\ndump_payload_sanitizations:0\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\nreply_buffer_shrinks:{}\r\nreply_buffer_expands:{}\r\n\r\n",
             s(|t| &t.connections_received),
             s(|t| &t.total_commands),
             sh.ops_per_sec.load(Ordering::Relaxed),
@@ -482,6 +482,8 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
             s(|t| &t.error_replies),
             s(|t| &t.reads),
             s(|t| &t.writes),
+            sh.clients.reply_buffers.shrinks.load(Ordering::Relaxed),
+            sh.clients.reply_buffers.expands.load(Ordering::Relaxed),
         );
     }
     if want("replication") {
@@ -1129,6 +1131,12 @@ const DEBUG_HELP: &[&str] = &[
     "    Drop all packets that match the filtered type. Set to -1 allow all packets.",
     "QUICKLIST-PACKED-THRESHOLD <size>",
     "    Sets the threshold for elements to be inserted as plain vs packed nodes (accepted; Carmine's lists have no plain nodes).",
+    "REPLYBUFFER PEAK-RESET-TIME <NEVER||RESET|time>",
+    "    Sets the time (in milliseconds) to wait between client reply buffer peak resets.",
+    "    In case NEVER is provided the last observed peak will never be reset.",
+    "    In case RESET is provided the peak reset time will be restored to the default value.",
+    "REPLYBUFFER RESIZING <0|1>",
+    "    Enable or disable the reply buffer resize cron job.",
     "SLEEP <seconds>",
     "    Stop the server for <seconds>. Decimals allowed.",
     "LISTPACK <key>",
@@ -1248,6 +1256,33 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                 drop(table);
                 ctx.reply.simple(&crate::digest::hex(&d));
             }
+        }
+        (b"replybuffer", 4) => {
+            let resizing = &ctx.shared.clients.reply_buffers;
+            let value = ctx.arg(3).to_ascii_lowercase();
+            match ctx.arg(2).to_ascii_lowercase().as_slice() {
+                b"peak-reset-time" => {
+                    let ms = match value.as_slice() {
+                        b"never" => -1,
+                        b"reset" => crate::state::ReplyBufferResizing::DEFAULT_PEAK_RESET_MS,
+                        _ => {
+                            let Some(ms) = ctx.int_arg(3) else { return };
+                            ms
+                        }
+                    };
+                    resizing.peak_reset_ms.store(ms, Ordering::Relaxed);
+                }
+                b"resizing" => {
+                    // Redis reads the flag with atoi: anything not a number is 0.
+                    let on = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0);
+                    resizing.enabled.store(on != 0, Ordering::Relaxed);
+                }
+                _ => return ctx.unknown_subcommand(),
+            }
+            ctx.reply.ok();
         }
         (b"set-active-expire", 3) => {
             let Some(v) = ctx.int_arg(2) else { return };

@@ -169,6 +169,9 @@ pub struct ClientInfo {
     pub revoke_shard: Mutex<Option<RevokeHook>>,
     /// Subscriptions: channels, patterns, shard channels (CLIENT LIST sub/psub/ssub).
     pub subs: [AtomicU64; 3],
+    /// The reply buffer's size and its peak use since the last reset (CLIENT LIST
+    /// rbs/rbp), kept by the owning loop.
+    pub reply_buffer: [AtomicU64; 2],
 }
 
 /// How other threads push bytes to a client: set by the server when it adopts a socket.
@@ -210,6 +213,7 @@ impl ClientInfo {
             ready: Mutex::new(None),
             revoke_shard: Mutex::new(None),
             subs: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            reply_buffer: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -256,6 +260,35 @@ impl ClientInfo {
 pub struct ClientRegistry {
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     next_id: AtomicU64,
+    pub reply_buffers: ReplyBufferResizing,
+}
+
+/// Redis 7's reply buffer resizing: each client's reply buffer shrinks when its peak use
+/// stays under half of it and grows (up to 16 KiB) when it fills, judged by the peak
+/// since the last reset. The settings DEBUG REPLYBUFFER changes and the counts INFO
+/// stats reports (`reply_buffer_shrinks`, `reply_buffer_expands`).
+pub struct ReplyBufferResizing {
+    pub enabled: AtomicBool,
+    /// Milliseconds between resets of a client's peak; negative: never.
+    pub peak_reset_ms: AtomicI64,
+    pub shrinks: AtomicU64,
+    pub expands: AtomicU64,
+}
+
+impl ReplyBufferResizing {
+    /// Redis' REPLY_BUFFER_DEFAULT_PEAK_RESET_TIME.
+    pub const DEFAULT_PEAK_RESET_MS: i64 = 5000;
+}
+
+impl Default for ReplyBufferResizing {
+    fn default() -> Self {
+        ReplyBufferResizing {
+            enabled: AtomicBool::new(true),
+            peak_reset_ms: AtomicI64::new(Self::DEFAULT_PEAK_RESET_MS),
+            shrinks: AtomicU64::new(0),
+            expands: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ClientRegistry {

@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::log;
+use crate::reply_buffer::ReplyBufferSize;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const FIRST_LISTENER: usize = 1 << 40;
@@ -235,6 +236,7 @@ struct Conn {
     closing: bool,
     /// Listed in the loop's `to_flush` for the before-sleep phase.
     flush_queued: bool,
+    reply_size: ReplyBufferSize,
 }
 
 pub struct EventLoop {
@@ -558,6 +560,7 @@ impl EventLoop {
         let fd = stream.raw_fd();
         let id = self.shared.clients.next_id();
         let info = Arc::new(ClientInfo::new(id, addr, laddr, fd, self.id));
+        info.reply_buffer[0].store(crate::reply_buffer::CHUNK_BYTES as u64, Ordering::Relaxed);
         let waker = self.waker.clone();
         *info.waker.lock() = Some(Arc::new(move || {
             let _ = waker.wake();
@@ -591,6 +594,7 @@ impl EventLoop {
             soft_limit_since: None,
             closing: false,
             flush_queued: false,
+            reply_size: ReplyBufferSize::new(Instant::now()),
         });
     }
 
@@ -873,6 +877,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
             return;
         };
+        conn.reply_size.note_pending(conn.reply.out.len());
         while !conn.reply.out.is_empty() {
             match conn.stream.write(&conn.reply.out) {
                 Ok(0) => break,
@@ -991,6 +996,23 @@ impl EventLoop {
         }
     }
 
+    /// Redis' reply buffer resizing for every connection (see `reply_buffer`); a drained
+    /// buffer larger than its size is given back.
+    fn resize_reply_buffers(&mut self) {
+        let settings = &self.shared.clients.reply_buffers;
+        let now = Instant::now();
+        for c in self.conns.iter_mut().flatten() {
+            let pending = c.reply.out.len();
+            c.reply_size.resize(settings, pending, now);
+            if pending == 0 && c.reply.out.capacity() > c.reply_size.size {
+                c.reply.out = BytesMut::with_capacity(c.reply_size.size);
+            }
+            let shown = &c.session.info.reply_buffer;
+            shown[0].store(c.reply_size.size as u64, Ordering::Relaxed);
+            shown[1].store(c.reply_size.peak as u64, Ordering::Relaxed);
+        }
+    }
+
     fn cron(&mut self) {
         if self.shared.cron_paused.load(Ordering::Relaxed) {
             return;
@@ -1015,6 +1037,7 @@ impl EventLoop {
         for t in doomed {
             self.close(t);
         }
+        self.resize_reply_buffers();
         for t in 0..self.conns.len() {
             if self.conns[t]
                 .as_ref()

@@ -23,6 +23,7 @@ mod net;
 pub mod persistence;
 mod propagated_error;
 pub mod replication;
+mod reply_buffer;
 pub mod sentinel;
 
 use std::io;

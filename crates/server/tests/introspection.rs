@@ -333,3 +333,73 @@ fn debug_listpack_stringmatch_and_change_repl_id() {
     let second = info_field(&mut c, "replication", "second_repl_offset").expect("offset");
     assert_eq!(second, "-1");
 }
+
+/// A client's reply buffer (CLIENT LIST `rbs`) is sized as Redis 7 sizes it: an idle
+/// client's shrinks to 1 KiB once its peak resets, one that keeps filling it doubles up
+/// to 16 KiB; INFO stats counts both; DEBUG REPLYBUFFER RESIZING 0 stops it.
+#[test]
+fn reply_buffers_shrink_when_idle_and_grow_when_full() {
+    let server = common::start("");
+    let mut admin = common::client(&server);
+    let mut tc = common::client(&server);
+    query::<()>(&mut tc, &["CLIENT", "SETNAME", "tc"]);
+    let field = |admin: &mut redis::Connection, name: &str| -> u64 {
+        let list: String = query(admin, &["CLIENT", "LIST"]);
+        list.lines()
+            .find(|l| l.contains(" name=tc "))
+            .and_then(|l| {
+                l.split(' ')
+                    .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(u64::MAX)
+    };
+    assert_eq!(field(&mut admin, "rbs"), 16384);
+    query::<()>(
+        &mut admin,
+        &["DEBUG", "REPLYBUFFER", "PEAK-RESET-TIME", "100"],
+    );
+    assert!(
+        common::wait_until(5, || field(&mut admin, "rbs") == 1024),
+        "the idle client's buffer shrinks: rbs={}",
+        field(&mut admin, "rbs")
+    );
+    query::<()>(&mut admin, &["SET", "big", &"x".repeat(32768)]);
+    query::<()>(
+        &mut admin,
+        &["DEBUG", "REPLYBUFFER", "PEAK-RESET-TIME", "never"],
+    );
+    assert!(
+        common::wait_until(10, || {
+            query::<String>(&mut tc, &["GET", "big"]);
+            field(&mut admin, "rbs") == 16384
+        }),
+        "the busy client's buffer grows: rbs={}",
+        field(&mut admin, "rbs")
+    );
+    query::<String>(&mut tc, &["GET", "big"]);
+    assert!(
+        common::wait_until(5, || field(&mut admin, "rbp") == 16384),
+        "the peak fills the buffer: rbp={}",
+        field(&mut admin, "rbp")
+    );
+    let shrinks: u64 = info_field(&mut admin, "stats", "reply_buffer_shrinks")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let expands: u64 = info_field(&mut admin, "stats", "reply_buffer_expands")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(shrinks >= 1 && expands >= 4, "{shrinks} {expands}");
+    // Resizing off: the idle buffer stays as it is.
+    query::<()>(&mut admin, &["DEBUG", "REPLYBUFFER", "RESIZING", "0"]);
+    query::<()>(
+        &mut admin,
+        &["DEBUG", "REPLYBUFFER", "PEAK-RESET-TIME", "reset"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(field(&mut admin, "rbs"), 16384);
+    let refused = redis::cmd("DEBUG")
+        .arg(&["REPLYBUFFER", "nonsense", "1"])
+        .query::<()>(&mut admin);
+    assert!(refused.is_err());
+}
