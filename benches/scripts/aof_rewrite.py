@@ -25,31 +25,13 @@ import time
 
 import redis
 
-from benchproc import procs, pss_kib, start, stop, stop_all
+from benchproc import populate_benchmark_keys, procs, pss_kib, start, stop, stop_all
 
 KEYS = int(os.environ.get("KEYS", 3_000_000))
 VALUE = int(os.environ.get("VALUE", 100))
 ROUNDS = int(os.environ.get("ROUNDS", 3))
 WARMUP = float(os.environ.get("WARMUP_SECS", 1.5))
 LOAD_CLIENTS = int(os.environ.get("LOAD_CLIENTS", 2))  # 0: no write load
-
-
-def populate(port, batch=5000):
-    """SET key:%012d for every key the write load picks, so that it overwrites them (DEBUG
-    POPULATE's `key:N` names are not redis-benchmark's: its SETs then added new keys, and
-    the peak measured the dataset's growth during the rewrite, not the rewrite)."""
-    value = b"v" * VALUE
-    tmpl = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$" + str(VALUE).encode() + b"\r\n" + value + b"\r\n"
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        for first in range(0, KEYS, batch):
-            n = min(batch, KEYS - first)
-            s.sendall(b"".join(tmpl % i for i in range(first, first + n)))
-            want, got = n * len(b"+OK\r\n"), 0
-            while got < want:
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    raise RuntimeError("server closed the connection while loading")
-                got += len(chunk)
 
 
 def probe(port, stop_flag, worst):
@@ -66,7 +48,7 @@ def probe(port, stop_flag, worst):
 def one_round(binary):
     server, port, c = start(binary, ["--appendonly", "yes", "--appendfsync", "everysec",
                                      "--auto-aof-rewrite-percentage", "0"])
-    populate(port)
+    populate_benchmark_keys(port, KEYS, VALUE)
     load = subprocess.Popen(
         ["redis-benchmark", "-p", str(port), "-t", "set", "-r", str(KEYS), "-d", str(VALUE),
          "-c", str(LOAD_CLIENTS), "-n", "100000000" if LOAD_CLIENTS else "0", "-q"],

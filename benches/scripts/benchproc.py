@@ -82,3 +82,21 @@ def stop_all():
     for d in workdirs.values():
         shutil.rmtree(d, ignore_errors=True)
     workdirs.clear()
+
+
+def populate_benchmark_keys(port, keys, value_size, batch=5000):
+    """SET key:%012d for every key the write load picks, so that it overwrites them (DEBUG
+    POPULATE's `key:N` names are not redis-benchmark's: its SETs then added new keys, and
+    a peak measured the dataset's growth during the run, not what was measured)."""
+    value = b"v" * value_size
+    tmpl = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$" + str(value_size).encode() + b"\r\n" + value + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        for first in range(0, keys, batch):
+            n = min(batch, keys - first)
+            s.sendall(b"".join(tmpl % i for i in range(first, first + n)))
+            want, got = n * len(b"+OK\r\n"), 0
+            while got < want:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise RuntimeError("server closed the connection while loading")
+                got += len(chunk)

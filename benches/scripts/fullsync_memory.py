@@ -4,8 +4,8 @@ Redis (which forks for it), side by side in one run.
 
     python3 benches/scripts/fullsync_memory.py target/release/carmine-server [redis-server]
 
-For each round and each implementation (alternating): a master with KEYS keys of
-VALUE bytes (DEBUG POPULATE), a write load overwriting them (redis-benchmark SET,
+For each round and each implementation (alternating): a master with KEYS keys
+(key:%012d) of VALUE bytes, a write load overwriting them (redis-benchmark SET,
 LOAD_CLIENTS clients, default 2; 0 for none), and after a warm-up a fresh replica of the same kind attaches
 (`repl-diskless-sync yes`, delay 0). Every 100 ms the script sums Pss (from
 /proc/PID/smaps_rollup) over the master and all its descendants — a forked child's
@@ -22,7 +22,7 @@ import sys
 import time
 
 
-from benchproc import pss_kib, procs, start, stop, stop_all
+from benchproc import populate_benchmark_keys, pss_kib, procs, start, stop, stop_all
 
 KEYS = int(os.environ.get("KEYS", 1_000_000))
 VALUE = int(os.environ.get("VALUE", 100))
@@ -33,7 +33,7 @@ LOAD_CLIENTS = int(os.environ.get("LOAD_CLIENTS", 2))  # 0: no write load
 def one_round(binary):
     master, mport, m = start(binary, ["--repl-diskless-sync", "yes",
                                       "--repl-diskless-sync-delay", "0"])
-    m.execute_command("DEBUG", "POPULATE", KEYS, "key", VALUE)
+    populate_benchmark_keys(mport, KEYS, VALUE)
     load = subprocess.Popen(
         ["redis-benchmark", "-p", str(mport), "-t", "set", "-r", str(KEYS), "-d", str(VALUE),
          "-c", str(LOAD_CLIENTS), "-n", "100000000" if LOAD_CLIENTS else "0", "-q"],
