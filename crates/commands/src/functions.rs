@@ -781,6 +781,7 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         read_only,
         eval: false,
         argv: &argv,
+        memory_limit: crate::scripting::LUA_MEMORY_LIMIT,
     };
     let outcome = invoke(lua, f, args, &call, &mut session, &fname);
     crate::scripting::propagate_effects(shared, &mut session);

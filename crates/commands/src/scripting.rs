@@ -69,7 +69,35 @@ pub struct Running {
 }
 
 /// The most memory one Lua state (the scripts', or the functions') may hold.
-const LUA_MEMORY_LIMIT: usize = 1 << 30;
+pub(crate) const LUA_MEMORY_LIMIT: usize = 1 << 30;
+
+/// A Lua state's memory limit set for a while, the previous one restored on drop. The
+/// limit binds a script's own code; the server's side of a call (KEYS and ARGV, a
+/// command's reply made into Lua values) runs without it, because mlua guards every
+/// API call of a limited state with a protected call that allocates a C closure: a
+/// third of a small script's time went to those allocations and their collection.
+/// Without the limit those calls cannot fail for want of Lua memory.
+struct MemoryLimit<'a> {
+    lua: &'a Lua,
+    previous: Option<usize>,
+}
+
+impl<'a> MemoryLimit<'a> {
+    fn set(lua: &'a Lua, limit: usize) -> MemoryLimit<'a> {
+        MemoryLimit {
+            lua,
+            previous: lua.set_memory_limit(limit).ok(),
+        }
+    }
+}
+
+impl Drop for MemoryLimit<'_> {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            let _ = self.lua.set_memory_limit(previous);
+        }
+    }
+}
 
 /// How often a busy script's hook answers its own loop's other clients.
 const BUSY_SERVE_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -201,6 +229,8 @@ pub(crate) struct Vm {
     compiled: HashMap<String, (RegistryKey, Option<ScriptFlags>)>,
     /// The globals scripts see (read-only; see `sandbox`).
     pub(crate) env: Table,
+    /// The most memory a script's own code may make the state hold.
+    pub(crate) memory_limit: usize,
 }
 
 /// What the Lua side defines once per state: the error handler that turns any error
@@ -371,6 +401,7 @@ impl Vm {
             lua,
             compiled: HashMap::new(),
             env,
+            memory_limit: LUA_MEMORY_LIMIT,
         })
     }
 }
@@ -691,6 +722,7 @@ fn call_script(
     read_only: bool,
 ) -> Result<Value, String> {
     let lua = &vm.lua;
+    let _unlimited = MemoryLimit::set(lua, 0);
     let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
     let (key, _) = vm
         .compiled
@@ -710,6 +742,7 @@ fn call_script(
         read_only,
         eval: true,
         argv: &[],
+        memory_limit: vm.memory_limit,
     };
     invoke(
         lua,
@@ -759,6 +792,8 @@ pub(crate) struct Call<'a> {
     pub eval: bool,
     /// The calling command, which FUNCTION STATS shows for a running function.
     pub argv: &'a [Vec<u8>],
+    /// The state's memory limit while the script's code runs (see [`MemoryLimit`]).
+    pub memory_limit: usize,
 }
 
 fn runs_function(spec: &crate::table::CommandSpec) -> bool {
@@ -828,6 +863,7 @@ pub(crate) fn invoke(
     session: &mut Session,
     name: &str,
 ) -> Result<Value, String> {
+    let _unlimited = MemoryLimit::set(lua, 0);
     let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
     let globals = lua.globals();
     let runner: mlua::Function = globals.raw_get("__carmine_run").map_err(fail)?;
@@ -899,13 +935,14 @@ pub(crate) fn invoke(
         let mut all = MultiValue::new();
         all.push_back(Value::Function(f));
         all.extend(args);
+        let _limited = MemoryLimit::set(lua, call.memory_limit);
         runner.call::<(bool, Value)>(all)
     });
     lua.remove_hook();
     running.end();
     // A script that ran the state near its limit (out of memory, say) leaves garbage
     // the next one would trip on: collected now.
-    if lua.used_memory() > LUA_MEMORY_LIMIT / 2 || !matches!(result, Ok((true, _))) {
+    if lua.used_memory() > call.memory_limit / 2 || !matches!(result, Ok((true, _))) {
         let _ = lua.gc_collect();
     }
     let (ok, value) = result.map_err(fail)?;
@@ -956,6 +993,7 @@ pub(crate) fn redis_pcall(
     read_only: bool,
     args: MultiValue,
 ) -> mlua::Result<Value> {
+    let _unlimited = MemoryLimit::set(lua, 0);
     // A call the script layer refuses is an error reply counted now (INFO errorstats),
     // as a command's own error is counted where the command wrote it; the table says so,
     // so that the script passing it on does not count it again (Redis' marker).
@@ -978,10 +1016,10 @@ pub(crate) fn redis_pcall(
             return acl_check(lua, shared, session, &rest);
         }
     }
-    let Ok(parts) = call_parts(lua, &args) else {
+    let Ok(args) = call_args(lua, &args) else {
         return err_table("ERR Lua redis lib command arguments must be strings or integers");
     };
-    let Some(idx) = shared.commands.lookup(&parts[0]) else {
+    let Some(idx) = shared.commands.lookup(args.get(0).unwrap_or_default()) else {
         return err_table("ERR Unknown Redis command called from script");
     };
     let Some(spec) = shared.commands.get(idx) else {
@@ -991,10 +1029,10 @@ pub(crate) fn redis_pcall(
     // never start another script, a transaction or a subscription.
     let lifted = shared.scripts.deny_disabled.load(Ordering::Relaxed)
         && matches!(spec.name, "client" | "config" | "debug" | "acl" | "latency");
-    if (spec.has(NOSCRIPT) || not_allowed_from_scripts(spec.name, parts.get(1))) && !lifted {
+    if (spec.has(NOSCRIPT) || not_allowed_from_scripts(spec.name, args.get(1))) && !lifted {
         return err_table("ERR This Redis command is not allowed from script");
     }
-    if !spec.arity_ok(parts.len()) {
+    if !spec.arity_ok(args.len()) {
         return err_table("ERR Wrong number of args calling Redis command from script");
     }
     if read_only && (spec.has(WRITE) || spec.has(MAY_REPLICATE)) {
@@ -1004,19 +1042,42 @@ pub(crate) fn redis_pcall(
         }
         return err_table("ERR Write commands are not allowed from read-only scripts.");
     }
-    let args = Args::from_slices(&parts);
-    let mut reply = ReplyBuf::new(shared.scripts.running.resp3());
-    let frozen = shared.scripts.running.started_ms.load(Ordering::Relaxed);
-    crate::execute_at(shared, session, stats, &args, &mut reply, frozen);
-    // A write call that got past the OOM check makes the script one that wrote (no
-    // KILL, no OOM refusal from now on), whatever its reply, as in Redis.
-    if spec.has(WRITE) && !reply.out.starts_with(b"-OOM") {
-        shared.scripts.running.wrote.store(true, Ordering::Relaxed);
-    }
-    let mut bytes = bytes::BytesMut::from(&reply.out[..]);
+    let mut own_reply = None;
+    CALL_REPLY.with(|kept| {
+        // A call made while another is being answered (none can be: scripts do not
+        // nest) would get a buffer of its own.
+        let mut kept = kept.try_borrow_mut();
+        let reply = match kept.as_deref_mut() {
+            Ok(reply) => reply,
+            Err(_) => own_reply.insert(ReplyBuf::new(false)),
+        };
+        reply.out.clear();
+        reply.resp3 = shared.scripts.running.resp3();
+        let frozen = shared.scripts.running.started_ms.load(Ordering::Relaxed);
+        crate::execute_at(shared, session, stats, &args, reply, frozen);
+        // A write call that got past the OOM check makes the script one that wrote (no
+        // KILL, no OOM refusal from now on), whatever its reply, as in Redis.
+        if spec.has(WRITE) && !reply.out.starts_with(b"-OOM") {
+            shared.scripts.running.wrote.store(true, Ordering::Relaxed);
+        }
+        let value = call_reply_to_lua(lua, &mut reply.out, &err_table);
+        reply.error_codes.clear();
+        if reply.out.capacity() > CALL_REPLY_KEPT {
+            reply.out = bytes::BytesMut::with_capacity(1024);
+        }
+        value
+    })
+}
+
+/// The reply a script's call wrote, as the Lua value `redis.pcall` returns.
+fn call_reply_to_lua(
+    lua: &Lua,
+    bytes: &mut bytes::BytesMut,
+    err_table: &dyn Fn(&str) -> mlua::Result<Value>,
+) -> mlua::Result<Value> {
     let decoder = FrameDecoder::new(carmine_resp::Limits::default());
     loop {
-        match decoder.decode(&mut bytes) {
+        match decoder.decode(bytes) {
             // Attributes and pushes are not exposed to scripts: the reply follows them.
             Ok(Some(Frame::Attribute(_) | Frame::Push(_))) => continue,
             Ok(Some(frame @ (Frame::Error(_) | Frame::BulkError(_)))) => {
@@ -1044,17 +1105,14 @@ fn acl_check(
     session: &Session,
     cmd: &MultiValue,
 ) -> mlua::Result<Value> {
-    let parts = call_parts(lua, cmd)?;
-    let spec = parts
-        .first()
+    let args = call_args(lua, cmd)?;
+    let spec = args
+        .get(0)
         .and_then(|name| shared.commands.lookup(name))
         .and_then(|i| shared.commands.get(i));
     match spec {
-        Some(spec) if spec.arity_ok(parts.len()) => Ok(Value::Boolean(
-            session
-                .acl_user(shared)
-                .check(spec, &Args::from_slices(&parts))
-                .is_ok(),
+        Some(spec) if spec.arity_ok(args.len()) => Ok(Value::Boolean(
+            session.acl_user(shared).check(spec, &args).is_ok(),
         )),
         Some(_) => Err(mlua::Error::RuntimeError(
             "Wrong number of args calling Redis command from script".into(),
@@ -1065,32 +1123,40 @@ fn acl_check(
     }
 }
 
-/// A `redis.call`'s arguments as bytes: strings, and numbers as Lua prints them
-/// (`%.14g`, as Redis converts them); anything else is refused.
-fn call_parts(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
-    let mut parts = Vec::with_capacity(args.len());
+/// A `redis.call`'s arguments: strings, and numbers as Lua prints them (`%.14g`, as
+/// Redis converts them); anything else is refused. Built straight into one buffer.
+fn call_args(lua: &Lua, args: &MultiValue) -> mlua::Result<Args> {
+    let mut built = carmine_resp::ArgsBuilder::with_capacity(args.len(), 64);
     for v in args.iter() {
-        let text = match v {
-            Value::String(s) => Some(s.as_bytes().to_vec()),
-            Value::Integer(i) => Some(i.to_string().into_bytes()),
-            Value::Number(_) => lua.coerce_string(v.clone())?.map(|t| t.as_bytes().to_vec()),
-            _ => None,
-        };
-        match text {
-            Some(t) => parts.push(t),
-            None => {
-                return Err(mlua::Error::RuntimeError(
-                    "Lua redis lib command arguments must be strings or integers".into(),
-                ))
-            }
+        match v {
+            Value::String(s) => built.push(&s.as_bytes()),
+            Value::Integer(i) => built.push(itoa::Buffer::new().format(*i).as_bytes()),
+            Value::Number(_) => match lua.coerce_string(v.clone())? {
+                Some(t) => built.push(&t.as_bytes()),
+                None => return Err(not_a_call_argument()),
+            },
+            _ => return Err(not_a_call_argument()),
         }
     }
-    Ok(parts)
+    Ok(built.finish())
 }
+
+fn not_a_call_argument() -> mlua::Error {
+    mlua::Error::RuntimeError("Lua redis lib command arguments must be strings or integers".into())
+}
+
+thread_local! {
+    /// The reply buffer of a script's calls on this thread, kept between calls (a new
+    /// 16 KiB buffer per `redis.call` was a fifth of a small script's time in malloc).
+    static CALL_REPLY: std::cell::RefCell<ReplyBuf> = std::cell::RefCell::new(ReplyBuf::with_capacity(false, 1024));
+}
+
+/// A call reply buffer larger than this after a call is given back.
+const CALL_REPLY_KEPT: usize = 64 * 1024;
 
 /// Commands Redis 7.0 refuses in scripts that Carmine's table does not flag NOSCRIPT
 /// itself: the blocking ones (a script cannot wait) and some subcommands.
-fn not_allowed_from_scripts(name: &str, sub: Option<&Vec<u8>>) -> bool {
+fn not_allowed_from_scripts(name: &str, sub: Option<&[u8]>) -> bool {
     let sub_is =
         |names: &[&[u8]]| sub.is_some_and(|s| names.iter().any(|n| s.eq_ignore_ascii_case(n)));
     match name {
@@ -1430,11 +1496,13 @@ mod tests {
         shared: &Shared,
         vm: &mut Option<Vm>,
         body: &[u8],
-        prepare: impl FnOnce(&Vm),
+        prepare: impl FnOnce(&mut Vm),
     ) -> Result<Value, String> {
         let sha = sha1_hex(body);
-        let state = compiled(shared, vm, &sha, body).expect("compiles");
+        compiled(shared, vm, &sha, body).expect("compiles");
+        let state = vm.as_mut().expect("compiled");
         prepare(state);
+        let state = &*state;
         let stats = shared.new_thread_stats();
         let info = std::sync::Arc::new(crate::ClientInfo::new(
             1,
@@ -1456,7 +1524,7 @@ mod tests {
         let mut vm = None;
         let body = b"local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end";
         let err = run_in(&shared, &mut vm, body, |state| {
-            state.lua.set_memory_limit(32 << 20).expect("limit");
+            state.memory_limit = 32 << 20;
         })
         .expect_err("out of memory");
         assert!(err.contains("not enough memory"), "{err}");

@@ -14,6 +14,35 @@ pub struct Args {
     ranges: Vec<(usize, usize)>,
 }
 
+/// Builds [`Args`] one argument at a time into one buffer (a script's `redis.call`,
+/// whose arguments come one by one from Lua).
+#[derive(Default)]
+pub struct ArgsBuilder {
+    buf: BytesMut,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl ArgsBuilder {
+    pub fn with_capacity(args: usize, bytes: usize) -> ArgsBuilder {
+        ArgsBuilder {
+            buf: BytesMut::with_capacity(bytes),
+            ranges: Vec::with_capacity(args),
+        }
+    }
+
+    pub fn push(&mut self, arg: &[u8]) {
+        self.ranges.push((self.buf.len(), arg.len()));
+        self.buf.extend_from_slice(arg);
+    }
+
+    pub fn finish(self) -> Args {
+        Args {
+            buf: self.buf.freeze(),
+            ranges: self.ranges,
+        }
+    }
+}
+
 impl Args {
     /// Builds arguments from slices (tests, queued commands, the embedding API).
     pub fn from_slices<A: AsRef<[u8]>>(parts: &[A]) -> Args {
