@@ -6,9 +6,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fn items_in_memory(input: &[u8]) -> (Vec<carmine_rdb::Item>, bool) {
+/// The items a reader yields, and whether it reached the end without an error.
+fn read_all<I: carmine_rdb::Input>(
+    reader: Result<carmine_rdb::Reader<I>, carmine_rdb::RdbError>,
+) -> (Vec<carmine_rdb::Item>, bool) {
     let mut items = Vec::new();
-    let Ok(mut r) = carmine_rdb::Reader::new(input) else {
+    let Ok(mut r) = reader else {
         return (items, false);
     };
     loop {
@@ -20,8 +23,11 @@ fn items_in_memory(input: &[u8]) -> (Vec<carmine_rdb::Item>, bool) {
     }
 }
 
+fn items_in_memory(input: &[u8]) -> (Vec<carmine_rdb::Item>, bool) {
+    read_all(carmine_rdb::Reader::new(input))
+}
+
 fn items_pulled(input: &[u8], step: usize, announce: bool) -> (Vec<carmine_rdb::Item>, bool) {
-    let mut items = Vec::new();
     let mut at = 0;
     let pull = |buf: &mut Vec<u8>| -> std::io::Result<usize> {
         let n = step.min(input.len() - at);
@@ -30,18 +36,9 @@ fn items_pulled(input: &[u8], step: usize, announce: bool) -> (Vec<carmine_rdb::
         Ok(n)
     };
     let limit = announce.then_some(input.len() as u64);
-    let Ok(mut r) =
-        carmine_rdb::Reader::from_input(carmine_rdb::PulledInput::new(Vec::new(), limit, pull))
-    else {
-        return (items, false);
-    };
-    loop {
-        match r.next_item() {
-            Ok(Some(item)) => items.push(item),
-            Ok(None) => return (items, true),
-            Err(_) => return (items, false),
-        }
-    }
+    read_all(carmine_rdb::Reader::from_input(
+        carmine_rdb::PulledInput::new(Vec::new(), limit, pull),
+    ))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -506,23 +506,29 @@ thread_local! {
     /// wall time is derived from its own start reading, so it reads the clock once
     /// instead of twice (`perf` put `clock_gettime` at 11% of a loop serving pipelined
     /// GETs, three readings per command).
-    static WALL_ANCHOR: std::cell::Cell<Option<(Instant, u64)>> =
+    /// The Unix time is kept in microseconds: milliseconds truncated at the anchor and
+    /// again at the command put a command up to 2 ms behind the clock (a PXAT of now +
+    /// 10000 then read a PTTL of 10001).
+    static WALL_ANCHOR: std::cell::Cell<Option<(Instant, u128)>> =
         const { std::cell::Cell::new(None) };
 }
 
 /// Unix milliseconds at `at` (a reading of this thread's monotonic clock).
 fn wall_ms_at(at: Instant) -> u64 {
     WALL_ANCHOR.with(|anchor| {
-        if let Some((base, ms)) = anchor.get() {
+        if let Some((base, micros)) = anchor.get() {
             if let Some(since) = at.checked_duration_since(base) {
                 if since < std::time::Duration::from_millis(100) {
-                    return ms + since.as_millis() as u64;
+                    return ((micros + since.as_micros()) / 1000) as u64;
                 }
             }
         }
-        let ms = carmine_keyspace::now_ms();
-        anchor.set(Some((at, ms)));
-        ms
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        anchor.set(Some((at, micros)));
+        (micros / 1000) as u64
     })
 }
 

@@ -484,7 +484,8 @@ fn ttl_generic(ctx: &mut Ctx<'_, '_>, seconds: bool) {
     let v = match ops::ttl(ctx.l, &key) {
         Ttl::Missing => -2,
         Ttl::Persistent => -1,
-        Ttl::Millis(ms) if seconds => ms.div_ceil(1000) as i64,
+        // Rounded to the nearest second, as Redis rounds it.
+        Ttl::Millis(ms) if seconds => ms.saturating_add(500) as i64 / 1000,
         Ttl::Millis(ms) => ms as i64,
     };
     ctx.reply.int(v);

@@ -223,6 +223,26 @@ mod tests {
         ]
     }
 
+    /// An RDB file of `entries` (database, key, value, with a deadline), sorted by
+    /// database, with its checksum.
+    fn file_of(entries: &[(usize, Vec<u8>, Value, bool)]) -> Vec<u8> {
+        let mut f = Vec::new();
+        write::put_header(&mut f);
+        write::put_aux(&mut f, "redis-ver", b"7.0.15");
+        let mut db = None;
+        for (d, k, v, ttl) in entries {
+            if db != Some(*d) {
+                write::put_select_db(&mut f, *d, 1, 0);
+                db = Some(*d);
+            }
+            let deadline = if *ttl { 1_900_000_000_000 } else { 0 };
+            write::put_entry(&mut f, k, v, deadline, WriteOptions::default());
+        }
+        let crc = crc64::crc64(0, &f);
+        write::put_eof(&mut f, crc, true);
+        f
+    }
+
     fn value() -> impl Strategy<Value = Value> {
         prop_oneof![
             bytes().prop_map(Value::String),
@@ -319,21 +339,9 @@ mod tests {
 
         #[test]
         fn files_round_trip(entries in proptest::collection::vec((0usize..3, bytes(), value(), any::<bool>()), 0..20)) {
-            let mut f = Vec::new();
-            write::put_header(&mut f);
-            write::put_aux(&mut f, "redis-ver", b"7.0.15");
             let mut sorted = entries.clone();
             sorted.sort_by_key(|e| e.0);
-            let mut db = None;
-            for (d, k, v, ttl) in &sorted {
-                if db != Some(*d) {
-                    write::put_select_db(&mut f, *d, 1, 0);
-                    db = Some(*d);
-                }
-                write::put_entry(&mut f, k, v, if *ttl { 1_900_000_000_000 } else { 0 }, WriteOptions::default());
-            }
-            let crc = crc64::crc64(0, &f);
-            write::put_eof(&mut f, crc, true);
+            let f = file_of(&sorted);
             let mut r = Reader::new(&f).expect("header");
             let mut got = Vec::new();
             while let Some(item) = r.next_item().expect("valid file") {
@@ -383,28 +391,16 @@ mod tests {
         /// is refused when cut short or damaged, as in memory.
         #[test]
         fn pulled_input_reads_as_in_memory(
-            entries in proptest::collection::vec((0usize..3, bytes(), value()), 0..12),
+            entries in proptest::collection::vec((0usize..3, bytes(), value(), any::<bool>()), 0..12),
             pieces in proptest::collection::vec(1usize..300, 1..40),
             after in proptest::collection::vec(any::<u8>(), 0..50),
             announce in any::<bool>(),
             cut in any::<prop::sample::Index>(),
             flip in any::<prop::sample::Index>(),
         ) {
-            let mut f = Vec::new();
-            write::put_header(&mut f);
-            write::put_aux(&mut f, "redis-ver", b"7.0.15");
             let mut sorted = entries.clone();
             sorted.sort_by_key(|e| e.0);
-            let mut db = None;
-            for (d, k, v) in &sorted {
-                if db != Some(*d) {
-                    write::put_select_db(&mut f, *d, 1, 0);
-                    db = Some(*d);
-                }
-                write::put_entry(&mut f, k, v, 0, WriteOptions::default());
-            }
-            let crc = crc64::crc64(0, &f);
-            write::put_eof(&mut f, crc, true);
+            let f = file_of(&sorted);
             let read_pulled = |wire: &[u8], limit: Option<u64>| -> Result<(Vec<Item>, Vec<u8>), RdbError> {
                 // The first piece is what the caller had already read.
                 let first = wire[..pieces[0].min(wire.len())].to_vec();
