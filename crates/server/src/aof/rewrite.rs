@@ -128,6 +128,14 @@ impl AppendOnly {
             move |owned, snap| {
                 if let Some(aof) = AppendOnly::of(owned) {
                     *aof.rewrite_cancel.lock() = Some(snap.cancel_handle());
+                    // Switched off before this thread could be told (`stop` bumps the
+                    // generation before it looks for the handle): the walk stops now.
+                    if aof.generation.load(Ordering::Acquire) != generation {
+                        log::notice(
+                            "Killing running AOF rewrite child: its snapshot walk stops (no fork)",
+                        );
+                        snap.cancel_handle().store(true, Ordering::Release);
+                    }
                 }
                 let written = write_snapshot_base(owned, snap, &job_tmp);
                 if let Some(aof) = AppendOnly::of(owned) {
