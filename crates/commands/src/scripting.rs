@@ -236,9 +236,9 @@ pub(crate) struct Vm {
 /// What the Lua side defines once per state: the error handler that turns any error
 /// into Redis' `{err=..., source=..., line=...}` table (a runtime error's line is in its
 /// `user_script:N:` prefix; a failed `redis.call` asks `__carmine_where` for the user
-/// script's frame, as Redis' handler finds it past C frames), the runner calling a
-/// script under it, and `redis.call` on top of the Rust `redis.pcall`. The `debug`
-/// library itself stays out of the sandbox.
+/// script's frame, as Redis' handler finds it past C frames) and the runner calling a
+/// script under it. `redis.call` is [`redis_call`], a C function. The `debug` library
+/// itself stays out of the sandbox.
 const PRELUDE: &str = r#"
 local function err_handler(err)
   if type(err) ~= 'table' then
@@ -259,16 +259,6 @@ __carmine_run = function(f, ...)
   return xpcall(function() return f(unpack(args, 1, n)) end, err_handler)
 end
 redis = {}
-redis.call = function(...)
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err ~= nil then
-    local source, line = __carmine_where()
-    reply['source'] = source
-    reply['line'] = line
-    error(reply, 0)
-  end
-  return reply
-end
 redis.status_reply = function(s)
   if type(s) ~= 'string' then error('wrong number or type of arguments', 0) end
   return {ok = s}
@@ -312,6 +302,40 @@ redis.breakpoint = function() return false end
 redis.debug = function() end
 "#;
 
+/// `redis.call`: `redis.pcall`, then an error reply raised as the script's error with
+/// where the script was (`__carmine_where`). A C function, as Redis' is: Lua 5.1 keeps
+/// the calling frame for a C function even in a tail call (`return redis.call(...)`),
+/// so the error names the script's line; a Lua function there replaced the script's
+/// frame and the line was lost. It also saves a Lua call per `redis.call`.
+///
+/// Only Lua's C API is used, and no Rust value with a destructor is alive across the
+/// calls that may raise (Lua raises with `longjmp`, which skips Rust frames).
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn redis_call(state: *mut mlua::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    let args = ffi::lua_gettop(state);
+    ffi::lua_getfield(state, ffi::LUA_GLOBALSINDEX, c"__carmine_redis".as_ptr());
+    ffi::lua_getfield(state, -1, c"pcall".as_ptr());
+    ffi::lua_remove(state, -2);
+    ffi::lua_insert(state, 1);
+    ffi::lua_call(state, args, 1);
+    if ffi::lua_type(state, -1) != ffi::LUA_TTABLE {
+        return 1;
+    }
+    ffi::lua_getfield(state, -1, c"err".as_ptr());
+    let failed = ffi::lua_type(state, -1) != ffi::LUA_TNIL;
+    ffi::lua_settop(state, -2);
+    if !failed {
+        return 1;
+    }
+    ffi::lua_getfield(state, ffi::LUA_GLOBALSINDEX, c"__carmine_where".as_ptr());
+    ffi::lua_call(state, 0, 2);
+    // reply, source, line
+    ffi::lua_setfield(state, -3, c"line".as_ptr());
+    ffi::lua_setfield(state, -2, c"source".as_ptr());
+    ffi::lua_error(state)
+}
+
 impl Vm {
     pub(crate) fn new(shared: &Shared) -> mlua::Result<Vm> {
         let lua = Lua::new_with(
@@ -348,6 +372,11 @@ impl Vm {
         )?;
         lua.load(PRELUDE).set_name("@carmine_prelude").exec()?;
         let redis: Table = lua.globals().get("redis")?;
+        // SAFETY: `redis_call` keeps to Lua's C API on the stack it was called with and
+        // holds no Rust value that needs dropping across the calls that may raise.
+        #[allow(unsafe_code)]
+        let call = unsafe { lua.create_c_function(redis_call) }?;
+        redis.set("call", call)?;
         redis.set(
             "sha1hex",
             lua.create_function(|lua, args: MultiValue| {
@@ -750,7 +779,9 @@ fn call_script(
         MultiValue::new(),
         &call,
         session,
-        &format!("f_{sha}"),
+        // Redis names an EVAL script by its SHA-1 alone (its Lua function is f_<sha>,
+        // the name it reports skips the prefix).
+        sha,
     )
 }
 
@@ -854,7 +885,7 @@ pub fn runs_script(spec: &crate::table::CommandSpec) -> bool {
 }
 
 /// Runs `f(args)` under Redis' error handler with `redis.pcall` bound to `session`; an
-/// error comes back as Redis writes it, naming `name` (`f_<sha>`, or a function's name).
+/// error comes back as Redis writes it, naming `name` (a script's SHA-1, or a function's name).
 pub(crate) fn invoke(
     lua: &Lua,
     f: mlua::Function,
@@ -1571,16 +1602,35 @@ mod tests {
 
     #[test]
     fn errors_carry_the_script_line() {
-        // Not `return redis.call(...)`: a Lua tail call leaves no frame of the script
-        // to name (see README's known gaps).
-        let body = b"local a = 1\nlocal r = redis.call('incr', 'k')\nreturn r";
-        let err = run(body, &[], |s| s.keyspace.db(0).set(b"k", b"v")).expect_err("an error");
-        let sha = sha1_hex(body);
-        assert_eq!(
-            err,
-            format!(
-                "ERR value is not an integer or out of range script: f_{sha}, on @user_script:2."
-            )
+        // A plain call, and a tail call (`return redis.call(...)`), whose frame Lua
+        // keeps because redis.call is a C function.
+        for (body, line) in [
+            (
+                &b"local a = 1\nlocal r = redis.call('incr', 'k')\nreturn r"[..],
+                2,
+            ),
+            (&b"local a = 1\n\nreturn redis.call('incr', 'k')"[..], 3),
+        ] {
+            let err = run(body, &[], |s| s.keyspace.db(0).set(b"k", b"v")).expect_err("an error");
+            let sha = sha1_hex(body);
+            assert_eq!(
+                err,
+                format!(
+                    "ERR value is not an integer or out of range script: {sha}, on @user_script:{line}."
+                )
+            );
+        }
+        // pcall(redis.call, ...) gets the error table, as in Redis.
+        let shared =
+            crate::Shared::with_commands(crate::Config::new(), 1, None, crate::command_table());
+        shared.keyspace.db(0).set(b"k", b"v");
+        let mut vm = None;
+        let body =
+            b"local ok, e = pcall(redis.call, 'incr', 'k') return tostring(ok) .. '|' .. e.err";
+        let v = run_in(&shared, &mut vm, body, |_| {}).expect("runs");
+        assert!(
+            matches!(&v, Value::String(s) if s.as_bytes().as_ref() == b"false|ERR value is not an integer or out of range"),
+            "{v:?}"
         );
     }
 
