@@ -478,6 +478,11 @@ pub fn unstarve_walk(shared: &Shared) {
     if w.promoted || w.since.elapsed() < WALK_STARVED_AFTER {
         return;
     }
+    // A walk slowed on purpose (`rdb-key-save-delay`, a test knob) sleeps, it is not
+    // starved.
+    if shared.config.get_i64("rdb-key-save-delay") != 0 {
+        return;
+    }
     w.promoted = true;
     #[cfg(target_os = "linux")]
     {
