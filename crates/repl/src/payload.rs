@@ -38,6 +38,8 @@ impl PayloadHeader {
 pub struct PayloadReader {
     header: PayloadHeader,
     data: Vec<u8>,
+    /// Bytes handed over by [`PayloadReader::take_settled`] (before `data`).
+    settled: usize,
     done: bool,
 }
 
@@ -46,6 +48,7 @@ impl PayloadReader {
         PayloadReader {
             header,
             data: Vec::new(),
+            settled: 0,
             done: false,
         }
     }
@@ -58,9 +61,10 @@ impl PayloadReader {
         }
         match &self.header {
             PayloadHeader::Length(len) => {
-                let want = (*len - self.data.len() as u64).min(bytes.len() as u64) as usize;
+                let got = (self.settled + self.data.len()) as u64;
+                let want = (*len - got).min(bytes.len() as u64) as usize;
                 self.data.extend_from_slice(&bytes[..want]);
-                self.done = self.data.len() as u64 == *len;
+                self.done = got + want as u64 == *len;
                 want
             }
             PayloadHeader::EofMarked(mark) => {
@@ -91,7 +95,20 @@ impl PayloadReader {
 
     /// Bytes received so far (INFO's `master_sync_read_bytes`).
     pub fn received(&self) -> usize {
-        self.data.len()
+        self.settled + self.data.len()
+    }
+
+    /// Hands over the bytes received so far that are surely payload (not the start of
+    /// an EOF mark still to come), so that they can be written out as they arrive;
+    /// [`PayloadReader::into_rdb`] then holds only the rest.
+    pub fn take_settled(&mut self) -> Vec<u8> {
+        let keep = match (&self.header, self.done) {
+            (PayloadHeader::EofMarked(mark), false) => mark.len() - 1,
+            _ => 0,
+        };
+        let n = self.data.len().saturating_sub(keep);
+        self.settled += n;
+        self.data.drain(..n).collect()
     }
 
     /// The length announced, when the header gave one.
@@ -135,6 +152,33 @@ mod tests {
         assert!(r.is_complete());
         assert_eq!(r.push(b"more"), 0);
         assert_eq!(r.into_rdb().as_deref(), Some(&b"abcde"[..]));
+    }
+
+    #[test]
+    fn settled_bytes_and_the_rest_make_the_payload() {
+        let mark = *b"0123456789abcdef0123456789abcdef01234567";
+        let mut body = b"REDIS0010-a-longer-payload-than-the-mark-itself-is".to_vec();
+        let rdb = body.clone();
+        body.extend_from_slice(&mark);
+        body.extend_from_slice(b"*1\r\n");
+        for step in 1..body.len() {
+            for header in [
+                PayloadHeader::EofMarked(mark),
+                PayloadHeader::Length(rdb.len() as u64),
+            ] {
+                let mut r = PayloadReader::new(header);
+                let mut out = Vec::new();
+                for chunk in body.chunks(step) {
+                    r.push(chunk);
+                    out.extend(r.take_settled());
+                    assert!(r.received() <= body.len());
+                }
+                assert!(r.is_complete(), "step {step}");
+                assert_eq!(r.received(), rdb.len());
+                out.extend(r.into_rdb().expect("complete"));
+                assert_eq!(out, rdb, "step {step}");
+            }
+        }
     }
 
     #[test]

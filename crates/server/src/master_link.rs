@@ -389,10 +389,21 @@ fn full_sync(
             load_in_place(shared, stream, link, &header)?;
         }
     } else {
-        let rdb = receive_whole(stream, link, header)?;
+        let tmp = crate::persistence::dump_path(shared).with_file_name(format!(
+            "temp-{}.{}.rdb",
+            carmine_keyspace::now_ms() / 1000,
+            std::process::id()
+        ));
+        let received = receive_to_file(stream, link, header, &tmp);
+        let loaded = received.and_then(|size| {
+            let rdb = carmine_rdb::DumpFile::open(&tmp)?;
+            Ok((size, rdb))
+        });
+        // The mapping keeps the file's pages while it is read; the name can go now.
+        let _ = std::fs::remove_file(&tmp);
+        let (size, rdb) = loaded?;
         log::notice(&format!(
-            "MASTER <-> REPLICA sync: Flushing old data ({} bytes of RDB received)",
-            rdb.len()
+            "MASTER <-> REPLICA sync: Flushing old data ({size} bytes of RDB received)"
         ));
         let _loading = flush_for_load(shared);
         log::notice("MASTER <-> REPLICA sync: Loading DB in memory");
@@ -419,18 +430,30 @@ fn full_sync(
     Ok(())
 }
 
-/// The whole payload in memory, the old dataset served meanwhile.
-fn receive_whole(
+/// The whole payload into the file `tmp` (as Redis receives it to disk), the old
+/// dataset served meanwhile; returns its size. Memory holds a read's worth at a time.
+fn receive_to_file(
     stream: &ReplicationStream,
     link: &mut Link,
     header: PayloadHeader,
-) -> io::Result<Vec<u8>> {
+    tmp: &std::path::Path,
+) -> io::Result<u64> {
+    let mut file = io::BufWriter::with_capacity(
+        PULL_CHUNK,
+        std::fs::File::create(tmp).map_err(|e| {
+            log::warning(&format!(
+                "Opening the temp file needed for MASTER <-> REPLICA synchronization: {e}"
+            ));
+            e
+        })?,
+    );
     let mut reader = PayloadReader::new(header);
     stream.sync_progress(0, reader.expected());
     loop {
         if !link.buf.is_empty() {
             let taken = reader.push(&link.buf);
             let _ = link.buf.split_to(taken);
+            file.write_all(&reader.take_settled())?;
         }
         stream.sync_progress(reader.received() as u64, reader.expected());
         if reader.is_complete() {
@@ -438,9 +461,13 @@ fn receive_whole(
         }
         link.fill()?;
     }
-    reader
+    let size = reader.received() as u64;
+    let rest = reader
         .into_rdb()
-        .ok_or_else(|| protocol_error("incomplete payload".into()))
+        .ok_or_else(|| protocol_error("incomplete payload".into()))?;
+    file.write_all(&rest)?;
+    file.flush()?;
+    Ok(size)
 }
 
 /// Empties the dataset for a load into it, with the world stopped; from then on only the
