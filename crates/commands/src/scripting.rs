@@ -306,7 +306,7 @@ redis.debug = function() end
 /// where the script was (`__carmine_where`). A C function, as Redis' is: Lua 5.1 keeps
 /// the calling frame for a C function even in a tail call (`return redis.call(...)`),
 /// so the error names the script's line; a Lua function there replaced the script's
-/// frame and the line was lost. It also saves a Lua call per `redis.call`.
+/// frame and the line was lost.
 ///
 /// Only Lua's C API is used, and no Rust value with a destructor is alive across the
 /// calls that may raise (Lua raises with `longjmp`, which skips Rust frames).

@@ -438,22 +438,6 @@ impl LoadObserver for Progress<'_> {
     }
 }
 
-/// A replica's load of its master's payload: keeps expired keys, and sleeps per key
-/// for Redis' `key-load-delay`.
-pub struct ReplicaLoad {
-    pub key_delay_us: i64,
-}
-
-impl LoadObserver for ReplicaLoad {
-    fn key_read(&mut self) {
-        debug_delay(self.key_delay_us, 1);
-    }
-
-    fn keep_expired(&self) -> bool {
-        true
-    }
-}
-
 /// Loads an RDB file's keys into `ks` (keys already expired are skipped, as a master
 /// does). Stops at the first error, naming its offset.
 pub fn load_into(ks: &Keyspace, data: &[u8]) -> Result<LoadStats, crate::RdbError> {

@@ -315,9 +315,9 @@ impl Drop for LoadingFlag<'_> {
 }
 
 /// `repl-diskless-load`: whether the payload is parsed as it arrives (Redis' diskless
-/// load: `swapdb`, or `on-empty-db` with no keys) rather than received whole first (Redis
-/// writes it to a file; Carmine holds it in memory), which keeps the old dataset until
-/// the payload is all there.
+/// load: `swapdb`, or `on-empty-db` with no keys) rather than received whole into a file
+/// first, which keeps the old dataset until the payload is all there. Also whether it
+/// loads beside the old dataset (`swapdb`).
 fn parse_while_receiving(shared: &Shared) -> (bool, bool) {
     let mode = shared.config.get("repl-diskless-load").unwrap_or_default();
     let swapdb = mode.eq_ignore_ascii_case("swapdb");
@@ -372,7 +372,7 @@ fn full_sync(
     let header = link.line()?;
     let header = PayloadHeader::parse(&header).map_err(protocol_error)?;
     let (to_parser, swapdb) = parse_while_receiving(shared);
-    let destination = if to_parser { "parser" } else { "memory" };
+    let destination = if to_parser { "parser" } else { "disk" };
     log::notice(&match header {
         PayloadHeader::EofMarked(_) => format!(
             "MASTER <-> REPLICA sync: receiving streamed RDB from master with EOF to {destination}"

@@ -98,15 +98,19 @@ fn errors_read_as_redis_writes_them() {
             e.detail().unwrap_or_default()
         )
     };
+    // A failed call's error names the script (its SHA-1) and the line.
+    let with_where = |c: &mut redis::Connection, body: &str, msg: &str| -> String {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(body)
+            .query(c)
+            .expect("load");
+        format!("{msg} script: {sha}, on @user_script:1.")
+    };
     let body = "local r = redis.call('incr', 's')\nreturn r";
-    let sha: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(body)
-        .query(&mut c)
-        .expect("load");
     assert_eq!(
         message(eval(&mut c, body, &[], &[])),
-        format!("ERR value is not an integer or out of range script: {sha}, on @user_script:1.")
+        with_where(&mut c, body, "ERR value is not an integer or out of range")
     );
     let pcall: String =
         eval(&mut c, "return redis.pcall('incr', 's')['err']", &[], &[]).expect("pcall");
@@ -121,14 +125,6 @@ fn errors_read_as_redis_writes_them() {
         .starts_with("ERR Error compiling script (new function): user_script:1:"));
     // A refused call names the script's line, also in a tail call (as Redis 7.0.15
     // answers these three, checked side by side).
-    let with_where = |c: &mut redis::Connection, body: &str, msg: &str| -> String {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(body)
-            .query(c)
-            .expect("load");
-        format!("{msg} script: {sha}, on @user_script:1.")
-    };
     for (body, msg) in [
         (
             "return redis.call('multi')",
