@@ -20,6 +20,21 @@ fn hash_of(key: &[u8]) -> u64 {
     STATE.get_or_init(Default::default).hash_one(key)
 }
 
+/// Asks the CPU to start loading the cache line holding `p`, without waiting for it. Any
+/// address will do: a prefetch never faults.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(crate) fn prefetch_line<T>(p: *const T) {
+    // SAFETY: PREFETCHT0 is a hint that reads nothing the program sees and cannot fault
+    // on any address; its only requirement, SSE, is part of every x86_64 CPU.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Entries per page of a table's storage.
 const PAGE: usize = 8;
 
@@ -69,6 +84,13 @@ impl Pages {
     #[inline]
     fn get(&self, i: usize) -> &(Key, Entry) {
         &self.page(i / PAGE)[i % PAGE]
+    }
+
+    /// Where entry `i` lives, computed without reading the page (its header would be one
+    /// more cache miss); `i` must be a position the index holds.
+    #[inline]
+    fn entry_addr(&self, i: usize) -> *const (Key, Entry) {
+        self.page(i / PAGE).as_ptr().wrapping_add(i % PAGE)
     }
 
     #[inline]
@@ -226,10 +248,47 @@ impl SlotTable {
             .map(|&i| i as usize)
     }
 
+    /// Starts loading the entry a lookup of `key` will most likely read, without waiting
+    /// for it: the entry of the first index slot whose hash tag matches (comparing keys
+    /// would wait for the entry). The index's own line is read here, so a caller that
+    /// prefetches a batch of keys lets their misses overlap.
+    pub fn prefetch_entry(&self, key: &[u8]) {
+        let mut first = None;
+        self.index.find(hash_of(key), |&i| {
+            first = Some(i as usize);
+            true
+        });
+        if let Some(i) = first {
+            let at = self.entries.entry_addr(i);
+            prefetch_line(at);
+            prefetch_line(
+                at.cast::<u8>()
+                    .wrapping_add(std::mem::size_of::<(Key, Entry)>() - 1),
+            );
+        }
+    }
+
     /// The entry, ignoring deadlines (the caller decides what expired means).
     #[inline]
     pub fn peek(&self, key: &[u8]) -> Option<&Entry> {
         self.position(key).map(|i| &self.entries.get(i).1)
+    }
+
+    /// Where `key` is, if it is there and alive at `alive_at` (see [`Entry::is_expired`]):
+    /// for [`SlotTable::entry_mut_at`] after the caller has done its bookkeeping, so the
+    /// key is looked up once.
+    #[inline]
+    pub(crate) fn live_position(&self, key: &[u8], alive_at: u64) -> Option<usize> {
+        let i = self.position(key)?;
+        (!self.entries.get(i).1.is_expired(alive_at)).then_some(i)
+    }
+
+    /// Mutable access to the entry at a position [`SlotTable::live_position`] gave, with
+    /// nothing changed in the table since.
+    #[inline]
+    pub(crate) fn entry_mut_at(&mut self, i: usize) -> &mut Entry {
+        self.before_change(i);
+        &mut self.entries.get_mut(i).1
     }
 
     /// Mutable access to an entry; the deadline can only be changed through

@@ -286,6 +286,59 @@ impl CommandDecoder {
     }
 }
 
+/// Commands with more arguments than this end a [`peek_first_keys`] walk: skipping them
+/// would cost more than a prefetch can save.
+const PEEK_MAX_ARGS: i64 = 64;
+
+/// Walks up to `max` complete multibulk commands at the start of `buf` without consuming
+/// anything and hands each one's second argument to `each`: the first key of most
+/// commands, so the caller can prefetch what running them will read. Stops at the first
+/// command that is inline, incomplete, malformed or long; [`CommandDecoder::decode`]
+/// judges those. `buf` must start at a command boundary.
+pub fn peek_first_keys<'b>(buf: &'b [u8], max: usize, mut each: impl FnMut(&'b [u8])) {
+    let mut pos = 0;
+    for _ in 0..max {
+        if buf.get(pos) != Some(&b'*') {
+            return;
+        }
+        let Some(crlf) = find_crlf(buf, pos + 1) else {
+            return;
+        };
+        let count = match parse_i64(&buf[pos + 1..crlf]) {
+            Some(n) if (1..=PEEK_MAX_ARGS).contains(&n) => n,
+            _ => return,
+        };
+        pos = crlf + 2;
+        let mut key = None;
+        for i in 0..count {
+            if buf.get(pos) != Some(&b'$') {
+                return;
+            }
+            let Some(crlf) = find_crlf(buf, pos + 1) else {
+                return;
+            };
+            let Some(len) = parse_i64(&buf[pos + 1..crlf]).and_then(|n| usize::try_from(n).ok())
+            else {
+                return;
+            };
+            let start = crlf + 2;
+            let Some(end) = start.checked_add(len).and_then(|e| e.checked_add(2)) else {
+                return;
+            };
+            if end > buf.len() {
+                return;
+            }
+            if i == 1 {
+                key = Some(&buf[start..start + len]);
+            }
+            pos = end;
+        }
+        if let Some(key) = key {
+            each(key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +367,24 @@ mod tests {
                 vec![b"a".to_vec(), b"".to_vec()],
             ]
         );
+    }
+
+    #[test]
+    fn peeked_keys_are_the_decoded_second_arguments() {
+        let input = b"*3\r\n$3\r\nSET\r\n$5\r\nhello\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n\
+*2\r\n$3\r\nGET\r\n$0\r\n\r\n*2\r\n$3\r\nGET\r\n$3\r\nabc\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nz\r\n";
+        let mut keys = Vec::new();
+        peek_first_keys(input, 16, |k| keys.push(k.to_vec()));
+        // The walk stops at the inline PING.
+        assert_eq!(keys, vec![b"hello".to_vec(), b"".to_vec(), b"abc".to_vec()]);
+        let mut two = Vec::new();
+        peek_first_keys(input, 2, |k| two.push(k.to_vec()));
+        assert_eq!(two, vec![b"hello".to_vec()]);
+        for cut in 0..input.len() {
+            let mut cut_keys = Vec::new();
+            peek_first_keys(&input[..cut], 16, |k| cut_keys.push(k.to_vec()));
+            assert!(keys.starts_with(&cut_keys), "cut at {cut}: {cut_keys:?}");
+        }
     }
 
     #[test]

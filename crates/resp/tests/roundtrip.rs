@@ -2,7 +2,7 @@
 //! and the command decoder gives back exactly the arguments that were encoded.
 
 use bytes::{Bytes, BytesMut};
-use carmine_resp::{encode, Args, CommandDecoder, Frame, FrameDecoder, Limits};
+use carmine_resp::{encode, peek_first_keys, Args, CommandDecoder, Frame, FrameDecoder, Limits};
 use proptest::prelude::*;
 
 fn leaf() -> impl Strategy<Value = Frame> {
@@ -96,6 +96,41 @@ proptest! {
         }
         let mut buf = BytesMut::from(&data[..]);
         let _ = FrameDecoder::default().decode(&mut buf);
+    }
+
+    /// The prefetch walk's keys are the decoder's second arguments, command by command,
+    /// up to where the input is cut, and arbitrary bytes after them do not disturb it.
+    #[test]
+    fn peeked_keys_follow_the_decoder(
+        cmds in proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5), 1..8),
+        cut_seed in any::<usize>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let mut wire = BytesMut::new();
+        for c in &cmds {
+            encode(&Frame::Array(c.iter().map(|a| Frame::Bulk(Bytes::from(a.clone()))).collect()), &mut wire);
+        }
+        let cut = cut_seed % (wire.len() + 1);
+        let mut input = wire[..cut].to_vec();
+        input.extend_from_slice(&tail);
+        let mut dec = CommandDecoder::new(Limits::default());
+        let mut args = Args::default();
+        let mut buf = BytesMut::from(&wire[..cut]);
+        let mut complete = 0;
+        while dec.decode(&mut buf, &mut args).unwrap() {
+            complete += 1;
+        }
+        let expected: Vec<Vec<u8>> = cmds[..complete].iter().filter_map(|c| c.get(1).cloned()).collect();
+        let mut got = Vec::new();
+        peek_first_keys(&input, 64, |k| got.push(k.to_vec()));
+        // Bytes past the cut may complete one more command or look like more; the
+        // complete commands' keys come first, in order.
+        prop_assert!(got.len() >= expected.len());
+        prop_assert_eq!(&got[..expected.len()], &expected[..]);
+        let mut only = Vec::new();
+        peek_first_keys(&wire[..cut], 64, |k| only.push(k.to_vec()));
+        prop_assert_eq!(only, expected);
     }
 }
 
