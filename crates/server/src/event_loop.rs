@@ -656,7 +656,7 @@ impl EventLoop {
         let shared = &*self.shared;
         let now = carmine_keyspace::now_ms();
         let mut answered_while_busy = Vec::new();
-        if !conn.decoder.in_progress() && std::env::var_os("CARMINE_NO_PREFETCH").is_none() {
+        if !conn.decoder.in_progress() {
             prefetch_pipeline(&shared.keyspace, conn.session.db, &conn.rbuf);
         }
         while !conn.closing && conn.reply.len() < OUTPUT_PAUSE && conn.session.blocked.is_none() {
