@@ -370,9 +370,13 @@ impl Keyspace {
     pub fn prefetch_table(&self, db: usize, key: &[u8]) -> Slot {
         let slot = key_slot(key);
         if let Some(cell) = self.existing_table(db, slot as usize) {
+            // Every line of the cell: a lookup reads the lock and index header in the
+            // first, page pointers in the second, and (the compiler hoists the loads of
+            // the overflow page list out of the probe loop) the third.
             let at: *const Mutex<SlotTable> = cell;
-            crate::table::prefetch_line(at);
-            crate::table::prefetch_line(at.cast::<u8>().wrapping_add(64));
+            for offset in (0..std::mem::size_of::<Mutex<SlotTable>>()).step_by(64) {
+                crate::table::prefetch_line(at.cast::<u8>().wrapping_add(offset));
+            }
         }
         slot
     }

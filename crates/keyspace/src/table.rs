@@ -46,6 +46,10 @@ const INLINE_PAGES: usize = 8;
 
 type Page = ThinVec<(Key, Entry)>;
 
+/// A page's header (length and capacity) before its entries: a `ThinVec` of 8-aligned
+/// items puts two `usize`s there.
+const PAGE_HEADER: usize = 2 * std::mem::size_of::<usize>();
+
 /// A table's entries, by position, in pages of [`PAGE`] entries: every page but the last
 /// is full, and a table's first page grows 1, 2, 4, 8.
 ///
@@ -86,11 +90,16 @@ impl Pages {
         &self.page(i / PAGE)[i % PAGE]
     }
 
-    /// Where entry `i` lives, computed without reading the page (its header would be one
-    /// more cache miss); `i` must be a position the index holds.
+    /// Where entry `i`'s page starts (its header, which indexing reads for the length)
+    /// and where the entry lives, computed without reading the page; `i` must be a
+    /// position the index holds.
     #[inline]
-    fn entry_addr(&self, i: usize) -> *const (Key, Entry) {
-        self.page(i / PAGE).as_ptr().wrapping_add(i % PAGE)
+    fn entry_addr(&self, i: usize) -> (*const u8, *const (Key, Entry)) {
+        let page = self.page(i / PAGE).as_ptr();
+        (
+            page.cast::<u8>().wrapping_sub(PAGE_HEADER),
+            page.wrapping_add(i % PAGE),
+        )
     }
 
     #[inline]
@@ -153,7 +162,7 @@ impl Pages {
                 .iter()
                 .chain(self.more.iter())
                 .filter(|p| p.capacity() > 0)
-                .map(|p| 16 + p.capacity() * std::mem::size_of::<(Key, Entry)>())
+                .map(|p| PAGE_HEADER + p.capacity() * std::mem::size_of::<(Key, Entry)>())
                 .sum::<usize>()
     }
 }
@@ -259,7 +268,8 @@ impl SlotTable {
             true
         });
         if let Some(i) = first {
-            let at = self.entries.entry_addr(i);
+            let (page, at) = self.entries.entry_addr(i);
+            prefetch_line(page);
             prefetch_line(at);
             prefetch_line(
                 at.cast::<u8>()
