@@ -67,7 +67,7 @@ mod zset;
 
 pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
-pub use dispatch::{execute, execute_at, printable, Ctx};
+pub use dispatch::{execute, execute_at, execute_timed, printable, CommandClock, Ctx};
 pub use persistence::{AppendOnly, PersistStats, Persistence, RestoreError};
 pub use state::{ClientInfo, DeliverHook, ReplConf, Session, Shared, ShutdownMode, ThreadStats};
 pub use table::{CommandSpec, CommandTable};

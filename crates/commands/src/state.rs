@@ -837,6 +837,8 @@ pub struct Session {
     pub asking: bool,
     /// READONLY: reads of our master's slots are served here instead of redirected.
     pub cluster_readonly: bool,
+    /// The command this connection named last.
+    pub command_memo: crate::table::CommandMemo,
 }
 
 /// A replica's REPLCONF announcements.
@@ -880,6 +882,7 @@ impl Session {
             wait_target: None,
             asking: false,
             cluster_readonly: false,
+            command_memo: Default::default(),
         }
     }
 

@@ -218,6 +218,23 @@ impl CommandTable {
         self.by_name.get(&buf[..name.len()]).copied()
     }
 
+    /// As [`CommandTable::lookup`], answering from `memo` when `name` is, byte for byte,
+    /// the name it found last: a pipeline repeats its command, and lowering, hashing and
+    /// comparing the name was 2.6% of a loop serving pipelined INCRs.
+    #[inline]
+    pub fn lookup_remembered(&self, name: &[u8], memo: &mut CommandMemo) -> Option<usize> {
+        if usize::from(memo.len) == name.len() && memo.name[..name.len()] == *name {
+            return Some(memo.idx);
+        }
+        let idx = self.lookup(name)?;
+        if name.len() <= CommandMemo::NAME_MAX {
+            memo.name[..name.len()].copy_from_slice(name);
+            memo.len = name.len() as u8;
+            memo.idx = idx;
+        }
+        Some(idx)
+    }
+
     pub fn get(&self, i: usize) -> Option<&CommandSpec> {
         self.specs.get(i)
     }
@@ -232,6 +249,31 @@ impl CommandTable {
 
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
+    }
+}
+
+/// The command a connection named last, as it spelled it (see
+/// [`CommandTable::lookup_remembered`]). The table does not change once the server runs,
+/// so an index found stays right.
+#[derive(Clone, Debug)]
+pub struct CommandMemo {
+    /// `u8::MAX`: nothing remembered.
+    len: u8,
+    name: [u8; CommandMemo::NAME_MAX],
+    idx: usize,
+}
+
+impl CommandMemo {
+    const NAME_MAX: usize = 16;
+}
+
+impl Default for CommandMemo {
+    fn default() -> Self {
+        CommandMemo {
+            len: u8::MAX,
+            name: [0; CommandMemo::NAME_MAX],
+            idx: 0,
+        }
     }
 }
 
@@ -342,4 +384,34 @@ pub fn numkeys_keys(args: &Args, count_at: usize, out: &mut Vec<usize>) {
 
 pub const fn keys(first: i32, last: i32, step: i32) -> KeySpec {
     KeySpec::Range { first, last, step }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_lookup_answers_as_a_fresh_one() {
+        let table = crate::command_table();
+        let mut memo = CommandMemo::default();
+        for name in [
+            &b"GET"[..],
+            b"GET",
+            b"get",
+            b"Set",
+            b"nosuchcommand",
+            b"set",
+            b"",
+            b"a-command-name-longer-than-the-memo",
+            b"INCR",
+            b"incr",
+        ] {
+            assert_eq!(
+                table.lookup_remembered(name, &mut memo),
+                table.lookup(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
 }

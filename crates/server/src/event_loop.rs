@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::net::{ClientStream, Listener, Peer};
 use bytes::{Buf, BytesMut};
-use carmine_commands::{execute_at, ClientInfo, Session, Shared, ThreadStats};
+use carmine_commands::{execute_at, execute_timed, ClientInfo, CommandClock, Session, Shared, ThreadStats};
 use carmine_resp::{Args, CommandDecoder, Limits, ReplyBuf};
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -659,6 +659,7 @@ impl EventLoop {
         if !conn.decoder.in_progress() {
             prefetch_pipeline(&shared.keyspace, conn.session.db, &conn.rbuf);
         }
+        let mut clock = CommandClock::default();
         while !conn.closing && conn.reply.len() < OUTPUT_PAUSE && conn.session.blocked.is_none() {
             match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
                 Ok(true) => {
@@ -666,13 +667,14 @@ impl EventLoop {
                     if script {
                         lend_connections(&mut self.conns);
                     }
-                    execute_at(
+                    execute_timed(
                         shared,
                         &mut conn.session,
                         &self.stats,
                         &conn.args,
                         &mut conn.reply,
                         now,
+                        &mut clock,
                     );
                     if script {
                         take_back_connections(&mut self.conns, &mut answered_while_busy);
