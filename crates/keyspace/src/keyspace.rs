@@ -20,9 +20,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A table and its lock on their own cache lines: the lock word, the index's header,
-/// the counts and the first page pointer share the first line (see `SlotTable`'s field
-/// order), and no two tables share a line.
+/// A table and its lock on their own cache lines: the lock word, the index's header and
+/// the counts share the first line, the inline page pointers the second (see
+/// `SlotTable`'s field order), and no two tables share a line.
 #[repr(align(64))]
 struct TableCell(Mutex<SlotTable>);
 
@@ -134,6 +134,9 @@ pub struct KeyspaceStats {
     pub expired_keys: AtomicU64,
     pub expired_stale_perc: AtomicU64,
 }
+
+/// The most keys one [`Keyspace::prefetch`] looks at.
+pub const PREFETCH_MAX: usize = 16;
 
 /// Databases of slot tables, shared by every thread.
 ///
@@ -363,34 +366,38 @@ impl Keyspace {
         }
     }
 
-    /// Prefetching for a pipeline, stage one: starts loading the table `key` of `db` lives
-    /// in (its lock word, index header and first page pointers), without waiting.
-    /// Returns the key's slot, for stage two.
-    #[inline]
-    pub fn prefetch_table(&self, db: usize, key: &[u8]) -> Slot {
-        let slot = key_slot(key);
-        if let Some(cell) = self.existing_table(db, slot as usize) {
-            // Every line of the cell: a lookup reads the lock and index header in the
-            // first, page pointers in the second, and (the compiler hoists the loads of
-            // the overflow page list out of the probe loop) the third.
-            let at: *const Mutex<SlotTable> = cell;
-            for offset in (0..std::mem::size_of::<Mutex<SlotTable>>()).step_by(64) {
-                crate::table::prefetch_line(at.cast::<u8>().wrapping_add(offset));
+    /// Starts loading what looking `keys` up in `db` will read, so that a pipeline's
+    /// lookups overlap their cache misses instead of taking them one after another: each
+    /// key's table (the first two lines of its cell: the lock and index header, then the
+    /// page pointers), then the entry its index points at and its page's header. At most [`PREFETCH_MAX`] keys
+    /// are looked at.
+    ///
+    /// The second step reads each index, under its table's lock: the tables are taken
+    /// with `try_lock` (a table another thread holds, or one this batch already holds,
+    /// is skipped rather than waited for), all of them before the first index is read and
+    /// released after the last. A locked instruction waits for every load before it, so
+    /// taking each lock between two index reads made the reads' misses come one at a
+    /// time.
+    pub fn prefetch(&self, db: usize, keys: &[&[u8]]) {
+        let keys = &keys[..keys.len().min(PREFETCH_MAX)];
+        let mut tables: [Option<&Mutex<SlotTable>>; PREFETCH_MAX] = [None; PREFETCH_MAX];
+        for (key, table) in keys.iter().zip(tables.iter_mut()) {
+            *table = self.existing_table(db, key_slot(key) as usize);
+            if let Some(cell) = *table {
+                let at: *const Mutex<SlotTable> = cell;
+                crate::table::prefetch_line(at);
+                crate::table::prefetch_line(at.cast::<u8>().wrapping_add(64));
             }
         }
-        slot
-    }
-
-    /// Stage two, for keys whose tables stage one asked for a moment before: starts
-    /// loading the entry a lookup of `key` (in `slot`, as stage one returned) will read. Skips a table another thread holds
-    /// (a hint is not worth waiting for a lock).
-    #[inline]
-    pub fn prefetch_entry(&self, db: usize, slot: Slot, key: &[u8]) {
-        if let Some(table) = self
-            .existing_table(db, slot as usize)
-            .and_then(Mutex::try_lock)
-        {
-            table.prefetch_entry(key);
+        let mut held: [Option<MutexGuard<'_, SlotTable>>; PREFETCH_MAX] =
+            [const { None }; PREFETCH_MAX];
+        for (table, guard) in tables.iter().zip(held.iter_mut()) {
+            *guard = table.and_then(Mutex::try_lock);
+        }
+        for (key, guard) in keys.iter().zip(held.iter()) {
+            if let Some(table) = guard {
+                table.prefetch_entry(key);
+            }
         }
     }
 

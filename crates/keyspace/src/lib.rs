@@ -72,7 +72,7 @@ pub use error::KeyspaceError;
 pub use evict::{EvictionConfig, Policy};
 pub use keyspace::{
     now_ms, table_id, Db, DeadlineCheck, Effects, Keyspace, KeyspaceStats, Locked, SnapshotSink,
-    WatchRegistry,
+    WatchRegistry, PREFETCH_MAX,
 };
 pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
 pub use packed::Packed;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::net::{ClientStream, Listener, Peer};
 use bytes::{Buf, BytesMut};
 use carmine_commands::{execute_at, execute_timed, ClientInfo, CommandClock, Session, Shared, ThreadStats};
+use carmine_keyspace::PREFETCH_MAX;
 use carmine_resp::{Args, CommandDecoder, Limits, ReplyBuf};
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -1140,33 +1141,23 @@ impl EventLoop {
     }
 }
 
-/// Pipelined commands of one read whose lookups are prefetched before the first runs.
-const PREFETCH_DEPTH: usize = 16;
-
-/// Starts loading what the complete commands waiting in `buf` will look up (their first
-/// key's table, then its entry), so that a pipeline's lookups overlap their cache misses
-/// instead of taking them one after another, as Valkey 8 batches its dictionary
-/// prefetches. The key is each command's second argument (a keyless command costs one
-/// wasted hint). A key that repeats the one before it is already on its way, and a
-/// batch of fewer than two distinct keys gains nothing (the lookups would wait for the
-/// same lines at once): throughput.sh's LPUSH and HSET, all on one key, lost 7-9% to
-/// prefetching every command's key.
+/// Starts loading what the complete commands waiting in `buf` will look up (see
+/// `Keyspace::prefetch`), as Valkey 8 batches its dictionary prefetches. The key is each
+/// command's second argument (a keyless command costs one wasted hint). A key that
+/// repeats the one before it is already on its way, and a batch of fewer than two
+/// distinct keys gains nothing (the lookups would wait for the same lines at once):
+/// throughput.sh's LPUSH and HSET, all on one key, lost 7-9% to prefetching every
+/// command's key.
 fn prefetch_pipeline(keyspace: &carmine_keyspace::Keyspace, db: usize, buf: &[u8]) {
-    let mut keys: [(&[u8], u16); PREFETCH_DEPTH] = [(&[], 0); PREFETCH_DEPTH];
+    let mut keys: [&[u8]; PREFETCH_MAX] = [&[]; PREFETCH_MAX];
     let mut n = 0;
-    carmine_resp::peek_first_keys(buf, PREFETCH_DEPTH, |key| {
-        if n == 0 || keys[n - 1].0 != key {
-            keys[n].0 = key;
+    carmine_resp::peek_first_keys(buf, PREFETCH_MAX, |key| {
+        if n == 0 || keys[n - 1] != key {
+            keys[n] = key;
             n += 1;
         }
     });
-    if n < 2 {
-        return;
-    }
-    for (key, slot) in &mut keys[..n] {
-        *slot = keyspace.prefetch_table(db, key);
-    }
-    for &(key, slot) in &keys[..n] {
-        keyspace.prefetch_entry(db, slot, key);
+    if n >= 2 {
+        keyspace.prefetch(db, &keys[..n]);
     }
 }
