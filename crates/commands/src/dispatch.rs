@@ -332,10 +332,11 @@ fn dispatch(
     // Whatever this request turns out to be, the previous command's end no longer
     // starts anything but a command run right now.
     let chained_start = clock.start();
-    let Some(idx) = args
-        .get(0)
-        .and_then(|n| shared.commands.lookup_remembered(n, &mut session.command_memo))
-    else {
+    let Some(idx) = args.get(0).and_then(|n| {
+        shared
+            .commands
+            .lookup_remembered(n, &mut session.command_memo)
+    }) else {
         unknown_command(reply, args);
         if let Some(m) = session.multi.as_mut() {
             m.aborted = true;
@@ -542,7 +543,17 @@ fn dispatch(
         // its commands'); its commands are counted each as itself.
         let before = reply.len();
         exec(shared, session, stats, reply, now_ms);
-        account(shared, stats, idx, args, reply, before, chained_start, Instant::now(), 0);
+        account(
+            shared,
+            stats,
+            idx,
+            args,
+            reply,
+            before,
+            chained_start,
+            Instant::now(),
+            0,
+        );
         if shared.monitors.active() && !session.replaying {
             shared.monitors.feed(session, args);
         }
@@ -1058,7 +1069,9 @@ fn run<'q>(
         Some(clock) => clock.end(),
         None => Instant::now(),
     };
-    let micros = account(shared, stats, idx, args, reply, before, started, ended, dirty);
+    let micros = account(
+        shared, stats, idx, args, reply, before, started, ended, dirty,
+    );
     slow_log(shared, session, spec, args, micros);
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::net::{ClientStream, Listener, Peer};
 use bytes::{Buf, BytesMut};
-use carmine_commands::{execute_at, execute_timed, ClientInfo, CommandClock, Session, Shared, ThreadStats};
+use carmine_commands::{
+    execute_at, execute_timed, ClientInfo, CommandClock, Session, Shared, ThreadStats,
+};
 use carmine_keyspace::PREFETCH_MAX;
 use carmine_resp::{Args, CommandDecoder, Limits, ReplyBuf};
 use crossbeam_channel::{Receiver, Sender};
