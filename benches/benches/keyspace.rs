@@ -1,6 +1,7 @@
-//! The keyspace under the command path: SET and GET through locked slot tables, a long
-//! list used as a queue, the full dispatcher (lookup, arity, lock, execute, reply) for
-//! GET, and sorted-set commands on a 100k-member set through the dispatcher.
+//! The keyspace under the command path: SET and GET through locked slot tables, a
+//! pipeline's 16 GETs with and without `Keyspace::prefetch`, a long list used as a queue,
+//! the full dispatcher (lookup, arity, lock, execute, reply) for GET, and sorted-set
+//! commands on a 100k-member set through the dispatcher.
 
 use std::sync::Arc;
 
@@ -28,6 +29,43 @@ fn bench(c: &mut Criterion) {
             db.set(format!("key:{i:012}").as_bytes(), b"fedcba9876543210");
         })
     });
+    // A pipeline's worth of GETs of random keys among 1M (far more than the caches hold),
+    // looked up one after another, or after prefetching the batch as the event loop does.
+    let big = Keyspace::new();
+    let big_db = big.db(0);
+    let names: Vec<Vec<u8>> = (0..1_000_000)
+        .map(|i| format!("key:{i:012}").into_bytes())
+        .collect();
+    for name in &names {
+        big_db.set(name, b"0123456789abcdef");
+    }
+    let mut pick = 1u64;
+    let names = &names;
+    let mut batch = move || {
+        let mut keys: [&[u8]; 16] = [&[]; 16];
+        for key in keys.iter_mut() {
+            pick = pick
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *key = &names[(pick >> 33) as usize % names.len()];
+        }
+        keys
+    };
+    let mut pipeline = |name: &str, prefetch: bool| {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let keys = batch();
+                if prefetch {
+                    big.prefetch(0, &keys);
+                }
+                for key in keys {
+                    black_box(big_db.get(key).ok());
+                }
+            })
+        });
+    };
+    pipeline("pipeline_16_gets", false);
+    pipeline("pipeline_16_gets_prefetched", true);
     // A long list used as a queue, as redis-benchmark's LPUSH/LPOP use "mylist".
     for i in 0..100_000u32 {
         db.rpush(b"queue", &[&i.to_le_bytes()]).expect("list");
