@@ -217,10 +217,15 @@ pub struct LoopHandle {
 }
 
 impl LoopHandle {
-    pub fn send(&self, msg: LoopMsg) {
-        if self.sender.send(msg).is_ok() && !self.wake_pending.swap(true, Ordering::AcqRel) {
+    /// Queues `msg` for the loop and wakes it; false if the loop is gone.
+    pub fn send(&self, msg: LoopMsg) -> bool {
+        if self.sender.send(msg).is_err() {
+            return false;
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }
+        true
     }
 }
 
@@ -461,6 +466,12 @@ impl EventLoop {
                     if let Some(&t) = self.by_id.get(&id) {
                         self.retry_blocked(t);
                     }
+                    let pending = self.shared.blocking.retries_pending();
+                    // Saturating: a hook set before the count existed cannot take it
+                    // below zero.
+                    let _ = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_sub(1))
+                    });
                 }
                 LoopMsg::ListenTcp(fresh) => self.replace_tcp_listeners(fresh),
                 LoopMsg::RevokeShard(id, channels) => {
@@ -569,12 +580,24 @@ impl EventLoop {
             let _ = waker.wake();
         }));
         let me = self.me.clone();
-        *info.deliver.lock() = Some(Arc::new(move |bytes| me.send(LoopMsg::Deliver(id, bytes))));
+        *info.deliver.lock() = Some(Arc::new(move |bytes| {
+            me.send(LoopMsg::Deliver(id, bytes));
+        }));
         let me = self.me.clone();
-        *info.ready.lock() = Some(Arc::new(move || me.send(LoopMsg::Ready(id))));
+        let pending = self.shared.blocking.retries_pending().clone();
+        *info.ready.lock() = Some(Arc::new(move || {
+            // Counted before it is sent, so a loop that waits for the count to drop
+            // cannot miss a wake-up in flight; uncounted if the loop is gone.
+            pending.fetch_add(1, Ordering::AcqRel);
+            if me.send(LoopMsg::Ready(id)) {
+                WOKE_BLOCKED_CLIENTS.with(|woke| woke.set(true));
+            } else {
+                pending.fetch_sub(1, Ordering::AcqRel);
+            }
+        }));
         let me = self.me.clone();
         *info.revoke_shard.lock() = Some(Arc::new(move |channels| {
-            me.send(LoopMsg::RevokeShard(id, channels))
+            me.send(LoopMsg::RevokeShard(id, channels));
         }));
         self.by_id.insert(id, token);
         self.shared.clients.add(info.clone());
@@ -739,6 +762,7 @@ impl EventLoop {
     /// is woken once per turn, with all its replies waiting, rather than once per batch;
     /// its wake-up (an inter-processor interrupt) was a quarter of a loop's time.
     fn before_sleep(&mut self) {
+        self.serve_woken_clients();
         // First the AOF: no reply to a write leaves before the file holds it.
         crate::aof::AppendOnly::flush_for_this_thread(&self.shared, !self.to_flush.is_empty());
         // First the replicas' share of this turn's writes (queued to their loops). A
@@ -773,6 +797,36 @@ impl EventLoop {
         if self.to_flush.is_empty() {
             // Keep the allocation for the next turn.
             self.to_flush = queued;
+        }
+    }
+
+    /// Before any reply of this turn leaves: the blocked clients that writes woke are
+    /// served first, as Redis serves them inside the write's own call, so a client that
+    /// reads right after its RPUSH sees what the woken BRPOPLPUSH did with the element
+    /// (Redis' "Circular BRPOPLPUSH": two of them passing it back and forth, on other
+    /// loops, read empty lists half the time). This loop serves its own woken clients
+    /// here and waits for the other loops to serve theirs, which they do when they
+    /// handle their messages (as this loop does while it waits, so two waiting loops
+    /// serve each other). The wait is bounded: a loop busy elsewhere may let these
+    /// replies go first.
+    fn serve_woken_clients(&mut self) {
+        // Only a loop whose commands woke someone this turn waits; the others' replies
+        // owe nothing to those clients.
+        if !WOKE_BLOCKED_CLIENTS.with(|woke| woke.replace(false)) {
+            return;
+        }
+        let pending = self.shared.blocking.retries_pending().clone();
+        let deadline = Instant::now() + WOKEN_CLIENTS_WAIT;
+        loop {
+            for t in self.drain_inbox() {
+                self.queue_flush(t);
+            }
+            if pending.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                // What this loop's own retries woke is waited for by the same rule.
+                WOKE_BLOCKED_CLIENTS.with(|woke| woke.set(false));
+                return;
+            }
+            std::thread::yield_now();
         }
     }
 
@@ -1142,6 +1196,16 @@ impl EventLoop {
         sh.used_memory();
     }
 }
+
+thread_local! {
+    /// This thread sent a blocked client a wake-up since its loop's last before-sleep
+    /// phase (the `ready` hooks run on the thread of the write that serves the key).
+    static WOKE_BLOCKED_CLIENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The longest a loop holds a turn's replies for blocked clients that other loops were
+/// asked to serve (see `EventLoop::serve_woken_clients`).
+const WOKEN_CLIENTS_WAIT: Duration = Duration::from_millis(2);
 
 /// Starts loading what the complete commands waiting in `buf` will look up (see
 /// `Keyspace::prefetch`), as Valkey 8 batches its dictionary prefetches. The key is each

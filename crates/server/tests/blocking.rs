@@ -258,3 +258,36 @@ fn client_unblock_by_id() {
         "{err}"
     );
 }
+
+/// Redis serves the clients a write unblocks before it replies to the write, so a client
+/// that reads right after its RPUSH sees what they did: here two BRPOPLPUSHes pass the
+/// element from list1 to list2 and back (Redis' "Circular BRPOPLPUSH"). On several event
+/// loops the writer's reply waits for the woken clients' loops; without that wait the
+/// LRANGEs read the element in transit in about half of the rounds.
+#[test]
+fn a_write_is_answered_after_the_clients_it_woke_have_run() {
+    let server = common::start("io-threads 2");
+    let mut c = common::client(&server);
+    for round in 0..30 {
+        let _: () = c.del(&["list1{t}", "list2{t}"]).unwrap();
+        let mut first = common::raw(&server);
+        std::io::Write::write_all(&mut first, b"BRPOPLPUSH list1{t} list2{t} 0\r\n").unwrap();
+        assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
+        let mut second = common::raw(&server);
+        std::io::Write::write_all(&mut second, b"BRPOPLPUSH list2{t} list1{t} 0\r\n").unwrap();
+        assert!(common::wait_until(5, || blocked_count(&mut c) == 2));
+        let _: () = c.rpush("list1{t}", "foo").unwrap();
+        let list1: Vec<String> = c.lrange("list1{t}", 0, -1).unwrap();
+        let list2: Vec<String> = c.lrange("list2{t}", 0, -1).unwrap();
+        assert_eq!(
+            (list1, list2),
+            (vec!["foo".to_string()], vec![]),
+            "round {round}"
+        );
+        for waiter in [&mut first, &mut second] {
+            let (got, _) = common::exchange(waiter, b"", |g| g.ends_with(b"foo\r\n"));
+            assert_eq!(got, b"$3\r\nfoo\r\n");
+        }
+    }
+    server.shutdown();
+}
