@@ -1,8 +1,8 @@
-//! SCAN's guarantee and the keyspace under concurrent writers.
+//! SCAN's guarantee, the keyspace under concurrent writers, and prefetching beside held tables.
 
 use std::collections::HashSet;
 
-use carmine_keyspace::{Keyspace, Ttl};
+use carmine_keyspace::{Keyspace, Locked, Ttl};
 use proptest::prelude::*;
 
 #[test]
@@ -120,5 +120,65 @@ proptest! {
             prop_assert_eq!(db.get(k).unwrap(), Some(v.clone()));
         }
         prop_assert_eq!(db.dbsize(), model.len());
+    }
+}
+
+/// Prefetching is a hint that never waits: keys whose tables this thread or another one
+/// holds are skipped (it takes tables with `try_lock`), repeated and absent keys and an
+/// untouched database are fine, and nothing it does changes what reads see. The
+/// prefetching runs on threads of their own, so a prefetch that waited would fail the
+/// test after a bounded time instead of hanging it.
+#[test]
+fn prefetch_never_waits_for_a_held_table_and_changes_nothing() {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+    let ks = Arc::new(Keyspace::new());
+    let names: Vec<Vec<u8>> = (0..64).map(|i| format!("k{i}").into_bytes()).collect();
+    for name in &names {
+        ks.db(0).set(name, name);
+    }
+    // Held by the prefetching thread itself.
+    let (done_tx, done_rx) = mpsc::channel();
+    let (ks2, names2) = (ks.clone(), names.clone());
+    std::thread::spawn(move || {
+        let keys: Vec<&[u8]> = names2.iter().map(Vec::as_slice).collect();
+        let held = Locked::lock_key(&ks2, 0, b"k1");
+        ks2.prefetch(0, &keys);
+        ks2.prefetch(0, &[b"k1", b"k1", b"absent", b"k2"]);
+        ks2.prefetch(7, &keys);
+        drop(held);
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "prefetch waited for a table its own thread holds"
+    );
+    // Held by another thread until the prefetch is done.
+    let (locked_tx, locked_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let ks3 = ks.clone();
+    std::thread::spawn(move || {
+        let other = Locked::lock_key(&ks3, 0, b"k3");
+        let _ = locked_tx.send(());
+        let _ = release_rx.recv_timeout(Duration::from_secs(10));
+        drop(other);
+    });
+    assert!(locked_rx.recv_timeout(Duration::from_secs(10)).is_ok());
+    let (done_tx, done_rx) = mpsc::channel();
+    let ks4 = ks.clone();
+    std::thread::spawn(move || {
+        ks4.prefetch(0, &[b"k3", b"k4", b"k3"]);
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "prefetch waited for a table another thread holds"
+    );
+    let _ = release_tx.send(());
+    for name in &names {
+        assert_eq!(
+            ks.db(0).get(name).ok().flatten().as_deref(),
+            Some(name.as_slice())
+        );
     }
 }
