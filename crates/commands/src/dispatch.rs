@@ -559,10 +559,6 @@ fn dispatch(
         }
         return false;
     }
-    let timing = Timing {
-        started: chained_start,
-        clock,
-    };
     run(
         shared,
         session,
@@ -573,7 +569,8 @@ fn dispatch(
         false,
         now_ms,
         None,
-        Some(timing),
+        chained_start,
+        clock,
     );
     spec.has(flags::REPLY_PER_ARG)
 }
@@ -812,7 +809,17 @@ fn busy_command(
             _,
         ) => {
             run(
-                shared, session, stats, idx, args, reply, true, now_ms, None, None,
+                shared,
+                session,
+                stats,
+                idx,
+                args,
+                reply,
+                true,
+                now_ms,
+                None,
+                Instant::now(),
+                &mut CommandClock::default(),
             );
             false
         }
@@ -896,7 +903,8 @@ fn reject(stats: &ThreadStats, idx: usize, session: &mut Session) {
 #[allow(clippy::too_many_arguments)]
 /// `unit`: inside a transaction run with the world stopped, where the command's effects
 /// go (EXEC propagates them together); otherwise they are propagated here, under the
-/// command's table locks.
+/// command's table locks. `started`: when the command started (see [`CommandClock`]);
+/// `clock` ends it.
 fn run<'q>(
     shared: &Shared,
     session: &mut Session,
@@ -907,7 +915,8 @@ fn run<'q>(
     world_stopped: bool,
     now_ms: u64,
     unit: Option<&mut Vec<Op<'q>>>,
-    timing: Option<Timing<'_>>,
+    started: Instant,
+    clock: &mut CommandClock,
 ) {
     let Some(spec) = shared.commands.get(idx) else {
         return;
@@ -917,10 +926,6 @@ fn run<'q>(
     if monitored && crate::monitor::shown_before(spec) {
         shared.monitors.feed(session, args);
     }
-    let (started, mut clock) = match timing {
-        Some(Timing { started, clock }) => (started, Some(clock)),
-        None => (Instant::now(), None),
-    };
     let before = reply.len();
     let mark = reply.mark();
     let dirty;
@@ -1065,20 +1070,18 @@ fn run<'q>(
     if session.blocked.is_some() && dirty == 0 {
         return;
     }
-    let ended = match clock.as_mut() {
-        Some(clock) => clock.end(),
-        None => Instant::now(),
-    };
     let micros = account(
-        shared, stats, idx, args, reply, before, started, ended, dirty,
+        shared,
+        stats,
+        idx,
+        args,
+        reply,
+        before,
+        started,
+        clock.end(),
+        dirty,
     );
     slow_log(shared, session, spec, args, micros);
-}
-
-/// When a top-level command started, and the clock that ends it (see [`CommandClock`]).
-struct Timing<'c> {
-    started: Instant,
-    clock: &'c mut CommandClock,
 }
 
 /// Offers a command that ran to SLOWLOG: not EXEC (the commands it ran are), not a
@@ -1275,7 +1278,8 @@ fn exec(
                 true,
                 now_ms,
                 Some(&mut unit),
-                None,
+                Instant::now(),
+                &mut CommandClock::default(),
             );
         }
         // The world is still stopped: nothing else reached the stream meanwhile.

@@ -467,8 +467,9 @@ impl EventLoop {
                         self.retry_blocked(t);
                     }
                     let pending = self.shared.blocking.retries_pending();
-                    // Saturating: a hook set before the count existed cannot take it
-                    // below zero.
+                    // Only the hook sends Ready, counting it first; saturating all the
+                    // same, as a count wrapped below zero would hold every waking loop's
+                    // replies for the whole wait.
                     let _ = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                         Some(n.saturating_sub(1))
                     });
