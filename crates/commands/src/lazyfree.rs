@@ -27,11 +27,11 @@ pub struct LazyFree {
 pub fn free_effort(v: &Value) -> usize {
     match v {
         Value::Str(_) => 1,
-        Value::List(l) => match **l {
+        Value::List(l) => match l {
             ListValue::Deque(_) => l.len(),
             _ => 1,
         },
-        Value::Hash(h) => match **h {
+        Value::Hash(h) => match h {
             HashValue::Packed(_) => 1,
             _ => h.len(),
         },

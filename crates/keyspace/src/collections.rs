@@ -83,10 +83,19 @@ fn get(a: &AtomicUsize) -> usize {
 pub enum HashValue {
     /// Field, value, field, value ...
     Packed(Packed),
-    /// Boxed so that the common small hash carries only the packed variant's size.
-    Table(Box<HashTable>),
+    /// Past the listpack thresholds. Both large forms sit behind one box so that the
+    /// enum is 16 bytes (the packed buffer's non-null pointer is its tag) and lives in
+    /// its keyspace entry's value, not in a box of its own: a small hash costs its key
+    /// entry and its packed buffer, nothing more.
+    Large(Box<LargeHash>),
+}
+
+/// The large forms of a hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LargeHash {
+    Table(HashTable),
     /// Past `shards::SHARD_AT` fields: shared shards, so a snapshot copies pointers.
-    Shards(Box<crate::shards::Sharded<CompactKey>>),
+    Shards(crate::shards::Sharded<CompactKey>),
 }
 
 impl Default for HashValue {
@@ -95,24 +104,78 @@ impl Default for HashValue {
     }
 }
 
+impl LargeHash {
+    fn len(&self) -> usize {
+        match self {
+            LargeHash::Table(t) => t.len(),
+            LargeHash::Shards(s) => s.len(),
+        }
+    }
+
+    fn get(&self, field: &[u8]) -> Option<&[u8]> {
+        match self {
+            LargeHash::Table(t) => t.get(field).map(CompactKey::as_bytes),
+            LargeHash::Shards(s) => s.get(field).map(CompactKey::as_bytes),
+        }
+    }
+
+    fn insert(&mut self, field: &[u8], value: &[u8]) -> bool {
+        match self {
+            LargeHash::Table(t) => {
+                let new = t
+                    .insert(CompactKey::new(field), CompactKey::new(value))
+                    .is_none();
+                if t.len() > crate::shards::SHARD_AT {
+                    let table = std::mem::take(t);
+                    *self = LargeHash::Shards(crate::shards::Sharded::split(table.into_iter()));
+                }
+                new
+            }
+            LargeHash::Shards(s) => s.insert(field, CompactKey::new(value)),
+        }
+    }
+
+    fn remove(&mut self, field: &[u8]) -> bool {
+        match self {
+            LargeHash::Table(t) => t.swap_remove(field).is_some(),
+            LargeHash::Shards(s) => s.remove(field),
+        }
+    }
+
+    /// Every pair, in the encoding's order.
+    fn iter(&self) -> Box<dyn Iterator<Item = (&CompactKey, &CompactKey)> + '_> {
+        match self {
+            LargeHash::Table(t) => Box::new(t.iter()),
+            LargeHash::Shards(s) => Box::new(s.iter()),
+        }
+    }
+}
+
 impl HashValue {
     pub fn len(&self) -> usize {
         match self {
             HashValue::Packed(p) => p.len() / 2,
-            HashValue::Table(t) => t.len(),
-            HashValue::Shards(s) => s.len(),
+            HashValue::Large(l) => l.len(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        match self {
+            HashValue::Packed(p) => p.is_empty(),
+            HashValue::Large(l) => l.len() == 0,
+        }
     }
 
     pub fn encoding(&self) -> &'static str {
         match self {
             HashValue::Packed(_) => "listpack",
-            HashValue::Table(_) | HashValue::Shards(_) => "hashtable",
+            HashValue::Large(_) => "hashtable",
         }
+    }
+
+    /// Whether the hash is split into shared shards (a snapshot copies it cheaply).
+    pub fn is_sharded(&self) -> bool {
+        matches!(self, HashValue::Large(l) if matches!(**l, LargeHash::Shards(_)))
     }
 
     /// Index of `field` among the packed pairs.
@@ -123,8 +186,7 @@ impl HashValue {
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
         match self {
             HashValue::Packed(p) => Self::packed_index(p, field).and_then(|i| p.get(2 * i + 1)),
-            HashValue::Table(t) => t.get(field).map(CompactKey::as_bytes),
-            HashValue::Shards(s) => s.get(field).map(CompactKey::as_bytes),
+            HashValue::Large(l) => l.get(field),
         }
     }
 
@@ -143,26 +205,13 @@ impl HashValue {
                     return false;
                 }
             } else if fits && p.len() / 2 < get(&limits.hash_max_listpack_entries) {
-                p.push_back(field);
-                p.push_back(value);
+                p.push_all_back(&[field, value]);
                 return true;
             }
             self.convert();
         }
         match self {
-            HashValue::Table(t) => {
-                let new = t
-                    .insert(CompactKey::new(field), CompactKey::new(value))
-                    .is_none();
-                if t.len() > crate::shards::SHARD_AT {
-                    let table = std::mem::take(&mut **t);
-                    *self = HashValue::Shards(Box::new(crate::shards::Sharded::split(
-                        table.into_iter(),
-                    )));
-                }
-                new
-            }
-            HashValue::Shards(s) => s.insert(field, CompactKey::new(value)),
+            HashValue::Large(l) => l.insert(field, value),
             HashValue::Packed(_) => false,
         }
     }
@@ -170,28 +219,21 @@ impl HashValue {
     fn convert(&mut self) {
         if let HashValue::Packed(p) = self {
             let mut t = HashTable::with_capacity_and_hasher(p.len() / 2, Default::default());
-            let items: Vec<&[u8]> = p.iter().collect();
-            for pair in items.chunks(2) {
-                if let [f, v] = pair {
-                    t.insert(CompactKey::new(f), CompactKey::new(v));
-                }
+            let mut items = p.iter();
+            while let (Some(f), Some(v)) = (items.next(), items.next()) {
+                t.insert(CompactKey::new(f), CompactKey::new(v));
             }
-            *self = HashValue::Table(Box::new(t));
+            drop(items);
+            *self = HashValue::Large(Box::new(LargeHash::Table(t)));
         }
     }
 
     pub fn remove(&mut self, field: &[u8]) -> bool {
         match self {
-            HashValue::Packed(p) => match Self::packed_index(p, field) {
-                Some(i) => {
-                    p.remove(2 * i + 1);
-                    p.remove(2 * i);
-                    true
-                }
-                None => false,
-            },
-            HashValue::Table(t) => t.swap_remove(field).is_some(),
-            HashValue::Shards(s) => s.remove(field),
+            HashValue::Packed(p) => {
+                Self::packed_index(p, field).is_some_and(|i| p.remove_two(2 * i))
+            }
+            HashValue::Large(l) => l.remove(field),
         }
     }
 
@@ -218,13 +260,8 @@ impl HashValue {
                     f(field, value)?;
                 }
             }
-            HashValue::Table(t) => {
-                for (field, value) in t.iter() {
-                    f(field.as_bytes(), value.as_bytes())?;
-                }
-            }
-            HashValue::Shards(s) => {
-                for (field, value) in s.iter() {
+            HashValue::Large(l) => {
+                for (field, value) in l.iter() {
                     f(field.as_bytes(), value.as_bytes())?;
                 }
             }
@@ -235,23 +272,23 @@ impl HashValue {
     pub fn heap_size(&self) -> usize {
         match self {
             HashValue::Packed(p) => p.heap_size(),
-            HashValue::Table(t) => t
-                .iter()
-                .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
-                .sum(),
-            HashValue::Shards(s) => s
-                .iter()
-                .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
-                .sum(),
+            HashValue::Large(l) => {
+                std::mem::size_of::<LargeHash>()
+                    + l.iter()
+                        .map(|(k, v)| 64 + k.heap_size() + v.heap_size())
+                        .sum::<usize>()
+            }
         }
     }
 
     /// One HSCAN step: (next cursor, pairs). A packed hash is returned whole (cursor 0),
     /// as Redis returns a listpack; a table is walked by [`scan_window`].
     pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<FieldValueRef<'_>>) {
-        match self {
-            HashValue::Packed(_) => (0, self.pairs()),
-            HashValue::Table(t) => {
+        let HashValue::Large(l) = self else {
+            return (0, self.pairs());
+        };
+        match &**l {
+            LargeHash::Table(t) => {
                 let (window, next) = scan_window(t.len(), cursor, count);
                 let items = window
                     .rev()
@@ -260,7 +297,7 @@ impl HashValue {
                     .collect();
                 (next, items)
             }
-            HashValue::Shards(s) => {
+            LargeHash::Shards(s) => {
                 let (next, items) = s.scan(cursor, count);
                 let items = items
                     .into_iter()
@@ -274,11 +311,14 @@ impl HashValue {
     /// The pair at position `i` of a uniform draw (HRANDFIELD): O(1) for both encodings'
     /// large forms.
     pub fn pair_at(&self, i: usize) -> Option<(&[u8], &[u8])> {
-        match self {
-            HashValue::Packed(p) => Some((p.get(2 * i)?, p.get(2 * i + 1)?)),
-            HashValue::Table(t) => t.get_index(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-            HashValue::Shards(s) => s.at(i).map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-        }
+        let (k, v) = match self {
+            HashValue::Packed(p) => return Some((p.get(2 * i)?, p.get(2 * i + 1)?)),
+            HashValue::Large(l) => match &**l {
+                LargeHash::Table(t) => t.get_index(i)?,
+                LargeHash::Shards(s) => s.at(i)?,
+            },
+        };
+        Some((k.as_bytes(), v.as_bytes()))
     }
 }
 
@@ -425,7 +465,9 @@ impl ListValue {
     pub fn heap_size(&self) -> usize {
         match self {
             ListValue::Packed(p) => p.heap_size(),
-            ListValue::Deque(d) => d.heap_size(),
+            ListValue::Deque(d) => {
+                std::mem::size_of::<crate::node_list::NodeList>() + d.heap_size()
+            }
         }
     }
 }
@@ -670,9 +712,10 @@ mod tests {
 
     #[test]
     fn compact_headers() {
-        assert_eq!(std::mem::size_of::<HashValue>(), 32);
-        assert_eq!(std::mem::size_of::<ListValue>(), 32);
-        assert_eq!(std::mem::size_of::<SetValue>(), 32);
+        // 16: hashes and lists live inline in `Value` (see `HashValue::Large`).
+        assert_eq!(std::mem::size_of::<HashValue>(), 16);
+        assert_eq!(std::mem::size_of::<ListValue>(), 16);
+        assert_eq!(std::mem::size_of::<SetValue>(), 24);
     }
 
     proptest! {

@@ -7,8 +7,11 @@ use std::ops::Range;
 
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Packed {
-    buf: Vec<u8>,
-    len: usize,
+    /// Exactly the encoding: no spare capacity and no element count. A boxed slice is
+    /// 16 bytes where a `Vec` and a count were 32, which lets a small hash live inside
+    /// its keyspace entry's value instead of in a box of its own (48 bytes a key); the
+    /// count is a scan of the length headers, over a buffer the thresholds keep small.
+    buf: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Packed {
@@ -31,6 +34,12 @@ fn put_len(out: &mut Vec<u8>, mut n: usize) {
     }
 }
 
+/// Bytes `put_len` writes for `n`.
+fn len_size(n: usize) -> usize {
+    let bits = usize::BITS - n.leading_zeros();
+    (bits as usize).div_ceil(7).max(1)
+}
+
 /// Reads a length at `pos`; returns (length, bytes used). The buffer is only ever written
 /// by this module, so a malformed length cannot occur; it reads as 0 defensively.
 fn get_len(buf: &[u8], pos: usize) -> (usize, usize) {
@@ -50,7 +59,7 @@ fn get_len(buf: &[u8], pos: usize) -> (usize, usize) {
 }
 
 fn encoded(bytes: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(bytes.len() + 2);
+    let mut v = Vec::with_capacity(len_size(bytes.len()) + bytes.len());
     put_len(&mut v, bytes.len());
     v.extend_from_slice(bytes);
     v
@@ -61,12 +70,13 @@ impl Packed {
         Packed::default()
     }
 
+    /// Number of elements: a walk over the length headers.
     pub fn len(&self) -> usize {
-        self.len
+        self.spans().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.buf.is_empty()
     }
 
     /// Total bytes of the encoding.
@@ -75,7 +85,21 @@ impl Packed {
     }
 
     pub fn heap_size(&self) -> usize {
-        self.buf.capacity()
+        self.buf.len()
+    }
+
+    /// Replaces the bytes in `range` with `with`, growing or shrinking the allocation to
+    /// the exact new size, as a listpack reallocs to size: small collections are many,
+    /// and doubling would leave up to half of each buffer unused.
+    fn splice(&mut self, range: Range<usize>, with: &[u8]) {
+        let mut v = std::mem::take(&mut self.buf).into_vec();
+        let removed = range.len();
+        if with.len() > removed {
+            v.reserve_exact(with.len() - removed);
+        }
+        v.splice(range, with.iter().copied());
+        // `into_boxed_slice` shrinks in place when the buffer got shorter.
+        self.buf = v.into_boxed_slice();
     }
 
     /// (header start, payload range) of every element, in order.
@@ -102,19 +126,23 @@ impl Packed {
     }
 
     pub fn push_back(&mut self, item: &[u8]) {
-        // Exact growth, as a listpack reallocs to size: small collections are many, and
-        // doubling would leave up to half of each buffer unused.
-        self.buf.reserve_exact(item.len() + 5);
-        put_len(&mut self.buf, item.len());
-        self.buf.extend_from_slice(item);
-        self.len += 1;
+        self.push_all_back(&[item]);
+    }
+
+    /// Appends `items` with one reallocation.
+    pub fn push_all_back(&mut self, items: &[&[u8]]) {
+        let extra: usize = items.iter().map(|i| len_size(i.len()) + i.len()).sum();
+        let mut v = std::mem::take(&mut self.buf).into_vec();
+        v.reserve_exact(extra);
+        for item in items {
+            put_len(&mut v, item.len());
+            v.extend_from_slice(item);
+        }
+        self.buf = v.into_boxed_slice();
     }
 
     pub fn push_front(&mut self, item: &[u8]) {
-        let enc = encoded(item);
-        self.buf.reserve_exact(enc.len());
-        self.buf.splice(0..0, enc);
-        self.len += 1;
+        self.splice(0..0, &encoded(item));
     }
 
     /// Byte range (header included) of element `index`.
@@ -126,24 +154,41 @@ impl Packed {
         let span = self.span_of(index)?;
         let (n, used) = get_len(&self.buf, span.start);
         let value = self.buf[span.start + used..span.start + used + n].to_vec();
-        self.buf.drain(span);
-        self.len -= 1;
+        self.splice(span, &[]);
         Some(value)
+    }
+
+    /// Removes elements `index` and `index + 1` (a hash's field and value) in one move.
+    pub fn remove_two(&mut self, index: usize) -> bool {
+        let mut spans = self.spans().skip(index);
+        let pair = (spans.next(), spans.next());
+        drop(spans);
+        match pair {
+            (Some((start, _)), Some((_, second))) => {
+                self.splice(start..second.end, &[]);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn replace(&mut self, index: usize, item: &[u8]) -> bool {
         let Some(span) = self.span_of(index) else {
             return false;
         };
-        self.buf.splice(span, encoded(item));
+        if span.len() == len_size(item.len()) + item.len() {
+            // Same encoded size: overwrite in place, no reallocation.
+            let at = span.end - item.len();
+            self.buf[at..span.end].copy_from_slice(item);
+        } else {
+            self.splice(span, &encoded(item));
+        }
         true
     }
 
     pub fn insert(&mut self, index: usize, item: &[u8]) {
         let at = self.span_of(index).map_or(self.buf.len(), |s| s.start);
-        self.buf.reserve_exact(item.len() + 5);
-        self.buf.splice(at..at, encoded(item));
-        self.len += 1;
+        self.splice(at..at, &encoded(item));
     }
 
     pub fn pop_front(&mut self) -> Option<Vec<u8>> {
@@ -151,10 +196,10 @@ impl Packed {
     }
 
     pub fn pop_back(&mut self) -> Option<Vec<u8>> {
-        if self.len == 0 {
-            return None;
-        }
-        self.remove(self.len - 1)
+        let last = self.spans().last()?;
+        let value = self.buf[last.1.clone()].to_vec();
+        self.splice(last.0..last.1.end, &[]);
+        Some(value)
     }
 
     /// Index of the first element equal to `item`.
@@ -163,11 +208,14 @@ impl Packed {
     }
 
     pub fn from_items<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Packed {
-        let mut p = Packed::new();
-        for i in items {
-            p.push_back(i);
+        let mut v = Vec::new();
+        for item in items {
+            put_len(&mut v, item.len());
+            v.extend_from_slice(item);
         }
-        p
+        Packed {
+            buf: v.into_boxed_slice(),
+        }
     }
 
     /// Longest element (for the `*-max-listpack-value` checks).
@@ -183,7 +231,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn behaves_like_a_vec(ops in proptest::collection::vec((0u8..6, proptest::collection::vec(any::<u8>(), 0..200), 0usize..10), 0..60)) {
+        fn behaves_like_a_vec(ops in proptest::collection::vec((0u8..8, proptest::collection::vec(any::<u8>(), 0..200), 0usize..10), 0..60)) {
             let mut p = Packed::new();
             let mut model: Vec<Vec<u8>> = Vec::new();
             for (op, item, idx) in ops {
@@ -197,13 +245,30 @@ mod tests {
                         prop_assert_eq!(ok, idx < model.len());
                         if ok { model[idx] = item; }
                     }
-                    _ => {
+                    5 => {
                         let at = idx.min(model.len());
                         p.insert(at, &item);
                         model.insert(at, item);
                     }
+                    6 => {
+                        let tail = item.iter().rev().copied().collect::<Vec<u8>>();
+                        p.push_all_back(&[&item, &tail]);
+                        model.push(item);
+                        model.push(tail);
+                    }
+                    _ => {
+                        let ok = p.remove_two(idx);
+                        prop_assert_eq!(ok, idx + 1 < model.len());
+                        if ok {
+                            model.drain(idx..idx + 2);
+                        }
+                    }
                 }
                 prop_assert_eq!(p.len(), model.len());
+                prop_assert_eq!(p.is_empty(), model.is_empty());
+                // Exact size: the buffer holds the encoding and nothing else.
+                let encoded: usize = model.iter().map(|m| len_size(m.len()) + m.len()).sum();
+                prop_assert_eq!(p.bytes(), encoded);
             }
             let got: Vec<Vec<u8>> = p.iter().map(<[u8]>::to_vec).collect();
             prop_assert_eq!(got, model);

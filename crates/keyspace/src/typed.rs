@@ -16,11 +16,14 @@ pub trait Collection: Default {
     fn len(&self) -> usize;
 }
 
+/// `$store` puts the collection in its variant: `Box::new`, or `std::convert::identity`
+/// for the types small enough to live inline in a `Value` (hashes and lists: a small one
+/// is then its packed buffer alone, with no box of its own).
 macro_rules! collection {
-    ($t:ty, $variant:ident) => {
+    ($t:ty, $variant:ident, $store:path) => {
         impl Collection for $t {
             fn wrap(self) -> Value {
-                Value::$variant(Box::new(self))
+                Value::$variant($store(self))
             }
             fn from_value(v: &Value) -> Option<&Self> {
                 match v {
@@ -44,11 +47,11 @@ macro_rules! collection {
     };
 }
 
-collection!(HashValue, Hash);
-collection!(ListValue, List);
-collection!(SetValue, Set);
-collection!(crate::zset::ZSetValue, ZSet);
-collection!(crate::stream::StreamValue, Stream);
+collection!(HashValue, Hash, std::convert::identity);
+collection!(ListValue, List, std::convert::identity);
+collection!(SetValue, Set, Box::new);
+collection!(crate::zset::ZSetValue, ZSet, Box::new);
+collection!(crate::stream::StreamValue, Stream, Box::new);
 
 /// Read access: `Ok(None)` when the key is missing, WRONGTYPE for another type.
 pub fn read<'l, C: Collection>(

@@ -286,8 +286,10 @@ pub fn parse_canonical_i64(s: &[u8]) -> Option<i64> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     Str(StrValue),
-    Hash(Box<HashValue>),
-    List(Box<ListValue>),
+    /// Inline: a small hash is its packed buffer alone (see `HashValue::Large`).
+    Hash(HashValue),
+    /// Inline, as hashes.
+    List(ListValue),
     Set(Box<SetValue>),
     ZSet(Box<crate::zset::ZSetValue>),
     Stream(Box<crate::stream::StreamValue>),
@@ -320,8 +322,8 @@ impl Value {
     pub fn heap_size(&self) -> usize {
         match self {
             Value::Str(s) => s.heap_size(),
-            Value::Hash(h) => 48 + h.heap_size(),
-            Value::List(l) => 48 + l.heap_size(),
+            Value::Hash(h) => h.heap_size(),
+            Value::List(l) => l.heap_size(),
             Value::Set(s) => 48 + s.heap_size(),
             Value::ZSet(z) => 48 + z.heap_size(),
             Value::Stream(x) => 96 + x.heap_size(),
@@ -358,10 +360,10 @@ impl Value {
     /// huge hashes' and sets' shards, shared until changed): a snapshot copies such a value in
     /// microseconds whatever its size.
     pub fn clone_is_shallow(&self) -> bool {
-        use crate::collections::{HashValue, ListValue, SetValue};
+        use crate::collections::SetValue;
         match self {
-            Value::List(l) => matches!(**l, ListValue::Deque(_)),
-            Value::Hash(h) => matches!(**h, HashValue::Shards(_)),
+            Value::List(l) => matches!(l, crate::collections::ListValue::Deque(_)),
+            Value::Hash(h) => h.is_sharded(),
             Value::Set(s) => matches!(**s, SetValue::Shards(_)),
             Value::ZSet(z) => z.clone_is_shallow(),
             Value::Stream(x) => x.clone_is_shallow(),

@@ -34,7 +34,7 @@ pub fn to_keyspace(v: Value, ks: &Keyspace) -> Option<KValue> {
             for it in &items {
                 l.push(it, false, limits);
             }
-            KValue::List(Box::new(l))
+            KValue::List(l)
         }
         Value::Set(items) if !items.is_empty() => {
             let mut s = SetValue::default();
@@ -48,7 +48,7 @@ pub fn to_keyspace(v: Value, ks: &Keyspace) -> Option<KValue> {
             for (f, v) in &pairs {
                 h.insert(f, v, limits);
             }
-            KValue::Hash(Box::new(h))
+            KValue::Hash(h)
         }
         Value::ZSet(items) if !items.is_empty() => {
             let mut z = ZSetValue::default();
