@@ -294,6 +294,7 @@ impl Loaded {
             );
             let ran = chunk.call::<()>(());
             lua.remove_hook();
+            self.vm.hook_installed.store(false, Ordering::Relaxed);
             ran
         });
         let _ = mode.call::<()>(false);
@@ -783,7 +784,7 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         argv: &argv,
         memory_limit: crate::scripting::LUA_MEMORY_LIMIT,
     };
-    let outcome = invoke(lua, f, args, &call, &mut session, &fname);
+    let outcome = invoke(&loaded.vm, f, args, &call, &mut session, &fname);
     crate::scripting::propagate_effects(shared, &mut session);
     match outcome {
         Ok(v) => write_lua_reply(ctx.reply, &v, 0, shared.scripts.running.resp3()),

@@ -231,6 +231,12 @@ pub(crate) struct Vm {
     pub(crate) env: Table,
     /// The most memory a script's own code may make the state hold.
     pub(crate) memory_limit: usize,
+    /// `__carmine_run` and `__carmine_run_alone`, looked up once.
+    run: mlua::Function,
+    run_alone: mlua::Function,
+    /// [`script_hook`] is the state's hook (FUNCTION LOAD sets its own, a stopped
+    /// script leaves a failing one: both clear this).
+    pub(crate) hook_installed: AtomicBool,
 }
 
 /// What the Lua side defines once per state: the error handler that turns any error
@@ -257,6 +263,10 @@ __carmine_run = function(f, ...)
   local args = {...}
   local n = select('#', ...)
   return xpcall(function() return f(unpack(args, 1, n)) end, err_handler)
+end
+-- An EVAL script takes no arguments: no table or closure to make per run.
+__carmine_run_alone = function(f)
+  return xpcall(f, err_handler)
 end
 redis = {}
 redis.status_reply = function(s)
@@ -377,6 +387,7 @@ impl Vm {
         #[allow(unsafe_code)]
         let call = unsafe { lua.create_c_function(redis_call) }?;
         redis.set("call", call)?;
+        redis.set("pcall", lua.create_function(script_pcall)?)?;
         redis.set(
             "sha1hex",
             lua.create_function(|lua, args: MultiValue| {
@@ -426,11 +437,16 @@ impl Vm {
         // A script that allocates without bound fails with Lua's "not enough memory"
         // instead of taking the server's memory (Redis sets no such limit).
         lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
+        let run = lua.globals().raw_get("__carmine_run")?;
+        let run_alone = lua.globals().raw_get("__carmine_run_alone")?;
         Ok(Vm {
             lua,
             compiled: HashMap::new(),
             env,
             memory_limit: LUA_MEMORY_LIMIT,
+            run,
+            run_alone,
+            hook_installed: AtomicBool::new(false),
         })
     }
 }
@@ -774,7 +790,7 @@ fn call_script(
         memory_limit: vm.memory_limit,
     };
     invoke(
-        lua,
+        vm,
         f,
         MultiValue::new(),
         &call,
@@ -884,21 +900,133 @@ pub fn runs_script(spec: &crate::table::CommandSpec) -> bool {
     )
 }
 
+/// What the running script's `redis.pcall` and its instruction hook need, lent by
+/// [`invoke`] for the run through a thread-local pointer. Both callbacks are made once
+/// per Lua state; a callback scoped to each run (`Lua::scope`), with a hook set and
+/// removed each time, cost a small script about a fifth of its time (the scoped
+/// function's userdata, its teardown and the garbage both leave).
+struct ScriptContext<'a> {
+    call: &'a Call<'a>,
+    session: &'a mut Session,
+    started: Instant,
+    /// `busy-reply-threshold`, read when the script started.
+    busy_after: std::time::Duration,
+    last_served: Instant,
+    /// The hook was switched to failing every instruction (SCRIPT KILL, SHUTDOWN NOSAVE).
+    hook_replaced: bool,
+}
+
+thread_local! {
+    /// The context of the script this thread runs: null when none runs, and while a
+    /// callback holds it.
+    static SCRIPT_CONTEXT: std::cell::Cell<*mut ()> =
+        const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// Puts a context pointer in place until dropped, then restores the one before.
+struct Lent(*mut ());
+
+impl Lent {
+    fn new(cx: &mut ScriptContext<'_>) -> Lent {
+        let ptr = std::ptr::from_mut(cx).cast::<()>();
+        Lent(SCRIPT_CONTEXT.with(|c| c.replace(ptr)))
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        SCRIPT_CONTEXT.with(|c| c.set(self.0));
+    }
+}
+
+/// Runs `f` with the running script's context, taken out of the thread-local for the
+/// time, so that a callback made meanwhile finds none rather than a second `&mut`;
+/// None when no script runs on this thread.
+fn with_script_context<R>(f: impl FnOnce(&mut ScriptContext<'_>) -> R) -> Option<R> {
+    let ptr = SCRIPT_CONTEXT.with(|c| c.replace(std::ptr::null_mut()));
+    if ptr.is_null() {
+        return None;
+    }
+    let _back = Lent(ptr);
+    // SAFETY: a non-null pointer was put there by `Lent::new` in `invoke`, from a
+    // `ScriptContext` on `invoke`'s stack that `invoke` leaves untouched until its
+    // `Lent` is dropped, which puts the pointer before it back (null outside a run). So
+    // the context is alive, on this thread, and borrowed nowhere else: the pointer was
+    // taken out above, and `_back` restores it after `f`, even if `f` panics.
+    #[allow(unsafe_code)]
+    let cx = unsafe { &mut *ptr.cast::<ScriptContext<'_>>() };
+    Some(f(cx))
+}
+
+/// `redis.pcall` (and, through [`redis_call`], `redis.call`): one per Lua state.
+fn script_pcall(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
+    with_script_context(|cx| {
+        let call = cx.call;
+        redis_pcall(lua, call.shared, call.stats, cx.session, call.read_only, args)
+    })
+    .unwrap_or_else(|| {
+        Err(mlua::Error::RuntimeError(
+            "redis.call and redis.pcall are only available while a script runs".into(),
+        ))
+    })
+}
+
+/// Every 100,000 instructions (Redis' period): past `busy-reply-threshold` the script
+/// is busy (clients get -BUSY and may send a KILL), and a KILL or a SHUTDOWN NOSAVE is
+/// acted on.
+fn script_hook(lua: &Lua, _: mlua::Debug<'_>) -> mlua::Result<mlua::VmState> {
+    with_script_context(|cx| {
+        let shared = cx.call.shared;
+        let running = &shared.scripts.running;
+        if !running.busy() && cx.started.elapsed() >= cx.busy_after {
+            if let Some(log) = shared.log.get() {
+                log(3, &format!(
+                    "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the {} command. Script name is: {}.",
+                    cx.started.elapsed().as_millis(),
+                    if running.eval.load(Ordering::Relaxed) { "SCRIPT KILL" } else { "FUNCTION KILL" },
+                    running.describe().map(|d| d.0).unwrap_or_default()
+                ));
+            }
+            running.busy.store(true, Ordering::Release);
+        }
+        // Busy: this loop's other clients are answered here, every few ms.
+        if running.busy() && cx.last_served.elapsed() >= BUSY_SERVE_EVERY {
+            if let Some(serve) = shared.busy_serve.get() {
+                serve();
+            }
+            cx.last_served = Instant::now();
+        }
+        let why = match running.stop.load(Ordering::Acquire) {
+            STOP_KILL => "Script killed by user with SCRIPT KILL...",
+            STOP_SHUTDOWN => "Script abandoned by SHUTDOWN NOSAVE",
+            _ => return Ok(mlua::VmState::Continue),
+        };
+        // From now on every instruction fails (as Redis' hook turns to every line),
+        // so a script cannot catch the stop with pcall and carry on. The error
+        // handler runs with hooks off, as Lua runs it after a hook's error.
+        cx.hook_replaced = true;
+        lua.set_hook(
+            mlua::HookTriggers::new().every_nth_instruction(1),
+            move |_, _| Err(mlua::Error::RuntimeError(why.into())),
+        );
+        Err(mlua::Error::RuntimeError(why.into()))
+    })
+    .unwrap_or(Ok(mlua::VmState::Continue))
+}
+
 /// Runs `f(args)` under Redis' error handler with `redis.pcall` bound to `session`; an
 /// error comes back as Redis writes it, naming `name` (a script's SHA-1, or a function's name).
 pub(crate) fn invoke(
-    lua: &Lua,
+    vm: &Vm,
     f: mlua::Function,
     args: MultiValue,
     call: &Call<'_>,
     session: &mut Session,
     name: &str,
 ) -> Result<Value, String> {
+    let lua = &vm.lua;
     let _unlimited = MemoryLimit::set(lua, 0);
     let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
-    let globals = lua.globals();
-    let runner: mlua::Function = globals.raw_get("__carmine_run").map_err(fail)?;
-    let redis: Table = globals.raw_get("__carmine_redis").map_err(fail)?;
     let running = &call.shared.scripts.running;
     let command = if call.eval {
         Vec::new()
@@ -912,64 +1040,41 @@ pub(crate) fn invoke(
         name,
         command,
     );
-    // Every 100,000 instructions (Redis' period): past `busy-reply-threshold` the
-    // script is busy (clients get -BUSY and may send a KILL), and a KILL or a
-    // SHUTDOWN NOSAVE is acted on.
-    let limit = std::time::Duration::from_millis(
-        call.shared.config.get_i64("busy-reply-threshold").max(0) as u64,
-    );
-    let serve = call.shared.busy_serve.get().copied();
-    let last_served = parking_lot::Mutex::new(Instant::now());
+    if !vm.hook_installed.swap(true, Ordering::Relaxed) {
+        lua.set_hook(
+            mlua::HookTriggers::new().every_nth_instruction(100_000),
+            script_hook,
+        );
+    }
     let started = Instant::now();
-    let log = call.shared.log.get().copied();
-    let running_now = running.clone();
-    lua.set_hook(
-        mlua::HookTriggers::new().every_nth_instruction(100_000),
-        move |lua, _| {
-            let running = &running_now;
-            if !running.busy() && started.elapsed() >= limit {
-                log.unwrap_or(|_, _| {})(3, &format!(
-                    "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the {} command. Script name is: {}.",
-                    started.elapsed().as_millis(),
-                    if running.eval.load(Ordering::Relaxed) { "SCRIPT KILL" } else { "FUNCTION KILL" },
-                    running.describe().map(|d| d.0).unwrap_or_default()
-                ));
-                running.busy.store(true, Ordering::Release);
-            }
-            // Busy: this loop's other clients are answered here, every few ms.
-            if running.busy() && last_served.lock().elapsed() >= BUSY_SERVE_EVERY {
-                if let Some(serve) = serve {
-                    serve();
-                }
-                *last_served.lock() = Instant::now();
-            }
-            let why = match running.stop.load(Ordering::Acquire) {
-                STOP_KILL => "Script killed by user with SCRIPT KILL...",
-                STOP_SHUTDOWN => "Script abandoned by SHUTDOWN NOSAVE",
-                _ => return Ok(mlua::VmState::Continue),
-            };
-            // From now on every instruction fails (as Redis' hook turns to every
-            // line), so a script cannot catch the stop with pcall and carry on. The
-            // error handler runs with hooks off, as Lua runs it after a hook's error.
-            lua.set_hook(
-                mlua::HookTriggers::new().every_nth_instruction(1),
-                move |_, _| Err(mlua::Error::RuntimeError(why.into())),
-            );
-            Err(mlua::Error::RuntimeError(why.into()))
-        },
-    );
-    let result = lua.scope(|scope| {
-        let pcall = scope.create_function_mut(|lua, cmd: MultiValue| {
-            redis_pcall(lua, call.shared, call.stats, session, call.read_only, cmd)
-        })?;
-        redis.set("pcall", pcall)?;
-        let mut all = MultiValue::new();
-        all.push_back(Value::Function(f));
-        all.extend(args);
+    let mut cx = ScriptContext {
+        call,
+        session,
+        started,
+        busy_after: std::time::Duration::from_millis(
+            call.shared.config.get_i64("busy-reply-threshold").max(0) as u64,
+        ),
+        last_served: started,
+        hook_replaced: false,
+    };
+    let result = {
+        let _lent = Lent::new(&mut cx);
         let _limited = MemoryLimit::set(lua, call.memory_limit);
-        runner.call::<(bool, Value)>(all)
-    });
-    lua.remove_hook();
+        if args.is_empty() {
+            vm.run_alone.call::<(bool, Value)>(f)
+        } else {
+            let mut all = MultiValue::new();
+            all.push_back(Value::Function(f));
+            all.extend(args);
+            vm.run.call::<(bool, Value)>(all)
+        }
+    };
+    let session = cx.session;
+    if cx.hook_replaced {
+        // Stopped: the failing hook goes; the next run installs the usual one.
+        lua.remove_hook();
+        vm.hook_installed.store(false, Ordering::Relaxed);
+    }
     running.end();
     // A script that ran the state near its limit (out of memory, say) leaves garbage
     // the next one would trip on: collected now.
