@@ -498,6 +498,8 @@ pub struct Tunables {
     pub latency_tracking: AtomicBool,
     /// `tracking-table-max-keys`, checked before each command while tracking is on.
     pub tracking_table_max_keys: AtomicU64,
+    /// `busy-reply-threshold` (ms), read as each script starts.
+    pub busy_reply_threshold_ms: AtomicU64,
 }
 
 /// The live configuration.
@@ -774,6 +776,8 @@ impl Config {
             .store(get("latency-tracking") != "no", Ordering::Relaxed);
         t.tracking_table_max_keys
             .store(num("tracking-table-max-keys"), Ordering::Relaxed);
+        t.busy_reply_threshold_ms
+            .store(num("busy-reply-threshold"), Ordering::Relaxed);
         t.appendfsync.store(
             match get("appendfsync").as_str() {
                 "always" => 0,

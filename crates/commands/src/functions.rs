@@ -766,8 +766,12 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
             .map(|i| ctx.arg(i).to_vec())
             .collect();
         let mut args = MultiValue::new();
-        args.push_back(Value::Table(string_table(lua, &keys).map_err(fail)?));
-        args.push_back(Value::Table(string_table(lua, &argv).map_err(fail)?));
+        args.push_back(Value::Table(
+            string_table(lua, keys.iter().map(Vec::as_slice)).map_err(fail)?,
+        ));
+        args.push_back(Value::Table(
+            string_table(lua, argv.iter().map(Vec::as_slice)).map_err(fail)?,
+        ));
         Ok((f, args))
     })();
     let (f, args) = match prepared {

@@ -699,7 +699,11 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     };
     let shared = ctx.shared;
     let sha = if by_sha {
-        String::from_utf8_lossy(ctx.arg(1)).to_lowercase()
+        // Any case, as Redis takes it; a name that is not 40 hex digits is a lookup that
+        // fails like any unknown SHA-1.
+        let mut sha = ctx.arg(1).to_vec();
+        sha.make_ascii_lowercase();
+        String::from_utf8(sha).unwrap_or_default()
     } else {
         sha1_hex(ctx.arg(1))
     };
@@ -727,24 +731,23 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
     let Some(vm) = vm_guard.as_ref() else {
         return ctx.error("ERR Lua scripting is unavailable");
     };
-    let flags = vm.compiled.get(&sha).and_then(|c| c.1);
+    let Some((compiled_key, flags)) = vm.compiled.get(&sha) else {
+        return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
+    };
+    let flags = *flags;
     let read_only = match admit(ctx, flags, read_only) {
         Ok(read_only) => read_only,
         Err(e) => return ctx.error(&e),
     };
-    let keys: Vec<Vec<u8>> = (3..3 + numkeys).map(|i| ctx.arg(i).to_vec()).collect();
-    let argv: Vec<Vec<u8>> = (3 + numkeys..ctx.args.len())
-        .map(|i| ctx.arg(i).to_vec())
-        .collect();
     let mut session = script_session(ctx.session);
     let outcome = call_script(
         vm,
         shared,
         ctx.stats,
         &mut session,
-        &sha,
-        &keys,
-        &argv,
+        (&sha, compiled_key),
+        (3..3 + numkeys).map(|i| ctx.args.get(i).unwrap_or_default()),
+        (3 + numkeys..ctx.args.len()).map(|i| ctx.args.get(i).unwrap_or_default()),
         read_only,
     );
     propagate_effects(shared, &mut session);
@@ -756,24 +759,20 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn call_script(
+fn call_script<'a>(
     vm: &Vm,
     shared: &Shared,
     stats: &crate::ThreadStats,
     session: &mut Session,
-    sha: &str,
-    keys: &[Vec<u8>],
-    argv: &[Vec<u8>],
+    (sha, compiled): (&str, &RegistryKey),
+    keys: impl ExactSizeIterator<Item = &'a [u8]>,
+    argv: impl ExactSizeIterator<Item = &'a [u8]>,
     read_only: bool,
 ) -> Result<Value, String> {
     let lua = &vm.lua;
     let _unlimited = MemoryLimit::set(lua, 0);
     let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
-    let (key, _) = vm
-        .compiled
-        .get(sha)
-        .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())?;
-    let f: mlua::Function = lua.registry_value(key).map_err(fail)?;
+    let f: mlua::Function = lua.registry_value(compiled).map_err(fail)?;
     let globals = lua.globals();
     globals
         .raw_set("KEYS", string_table(lua, keys).map_err(fail)?)
@@ -822,9 +821,12 @@ pub(crate) fn propagate_effects(shared: &Shared, session: &mut Session) {
 }
 
 /// A Lua table of strings (KEYS, ARGV).
-pub(crate) fn string_table(lua: &Lua, items: &[Vec<u8>]) -> mlua::Result<Table> {
+pub(crate) fn string_table<'a>(
+    lua: &Lua,
+    items: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(items.len(), 0)?;
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.enumerate() {
         t.raw_set(i + 1, lua.create_string(item)?)?;
     }
     Ok(t)
@@ -1052,7 +1054,11 @@ pub(crate) fn invoke(
         session,
         started,
         busy_after: std::time::Duration::from_millis(
-            call.shared.config.get_i64("busy-reply-threshold").max(0) as u64,
+            call.shared
+                .config
+                .tunables
+                .busy_reply_threshold_ms
+                .load(Ordering::Relaxed),
         ),
         last_served: started,
         hook_replaced: false,
