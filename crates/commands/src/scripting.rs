@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use carmine_resp::{Args, Frame, FrameDecoder, ReplyBuf};
+use carmine_resp::{Args, Frame, ReplyBuf};
 use mlua::{Lua, LuaOptions, MultiValue, RegistryKey, StdLib, Table, Value};
 use parking_lot::Mutex;
 
@@ -23,6 +23,7 @@ use crate::table::{cmd, flags::*, CommandSpec, KeySpec};
 use crate::{Ctx, Session, Shared};
 
 mod bit;
+mod call;
 mod cjson;
 mod cmsgpack;
 mod sandbox;
@@ -306,45 +307,11 @@ redis.set_repl = function(flags)
   end
 end
 redis.acl_check_cmd = function(...)
-  return redis.pcall(__carmine_acl_mark, ...)
+  return __carmine_acl_check(...)
 end
 redis.breakpoint = function() return false end
 redis.debug = function() end
 "#;
-
-/// `redis.call`: `redis.pcall`, then an error reply raised as the script's error with
-/// where the script was (`__carmine_where`). A C function, as Redis' is: Lua 5.1 keeps
-/// the calling frame for a C function even in a tail call (`return redis.call(...)`),
-/// so the error names the script's line; a Lua function there replaced the script's
-/// frame and the line was lost.
-///
-/// Only Lua's C API is used, and no Rust value with a destructor is alive across the
-/// calls that may raise (Lua raises with `longjmp`, which skips Rust frames).
-#[allow(unsafe_code)]
-unsafe extern "C-unwind" fn redis_call(state: *mut mlua::lua_State) -> std::ffi::c_int {
-    use mlua::ffi;
-    let args = ffi::lua_gettop(state);
-    ffi::lua_getfield(state, ffi::LUA_GLOBALSINDEX, c"__carmine_redis".as_ptr());
-    ffi::lua_getfield(state, -1, c"pcall".as_ptr());
-    ffi::lua_remove(state, -2);
-    ffi::lua_insert(state, 1);
-    ffi::lua_call(state, args, 1);
-    if ffi::lua_type(state, -1) != ffi::LUA_TTABLE {
-        return 1;
-    }
-    ffi::lua_getfield(state, -1, c"err".as_ptr());
-    let failed = ffi::lua_type(state, -1) != ffi::LUA_TNIL;
-    ffi::lua_settop(state, -2);
-    if !failed {
-        return 1;
-    }
-    ffi::lua_getfield(state, ffi::LUA_GLOBALSINDEX, c"__carmine_where".as_ptr());
-    ffi::lua_call(state, 0, 2);
-    // reply, source, line
-    ffi::lua_setfield(state, -3, c"line".as_ptr());
-    ffi::lua_setfield(state, -2, c"source".as_ptr());
-    ffi::lua_error(state)
-}
 
 impl Vm {
     pub(crate) fn new(shared: &Shared) -> mlua::Result<Vm> {
@@ -367,8 +334,15 @@ impl Vm {
         })?;
         lua.globals().set("__carmine_where", locate)?;
         lua.globals().set(
-            "__carmine_acl_mark",
-            mlua::LightUserData(ACL_CHECK_MARK as *mut std::ffi::c_void),
+            "__carmine_acl_check",
+            lua.create_function(|lua, args: MultiValue| {
+                with_script_context(|cx| acl_check(lua, cx.call.shared, cx.session, &args))
+                    .unwrap_or_else(|| {
+                        Err(mlua::Error::RuntimeError(
+                            "redis.acl_check_cmd is only available while a script runs".into(),
+                        ))
+                    })
+            })?,
         )?;
         let log = shared.log.get().copied();
         lua.globals().set(
@@ -382,12 +356,17 @@ impl Vm {
         )?;
         lua.load(PRELUDE).set_name("@carmine_prelude").exec()?;
         let redis: Table = lua.globals().get("redis")?;
-        // SAFETY: `redis_call` keeps to Lua's C API on the stack it was called with and
-        // holds no Rust value that needs dropping across the calls that may raise.
+        // SAFETY: both keep to Lua's C API on the stack they were called with and hold
+        // no Rust value that needs dropping across the calls that may raise (see `call`).
         #[allow(unsafe_code)]
-        let call = unsafe { lua.create_c_function(redis_call) }?;
+        let (call, pcall) = unsafe {
+            (
+                lua.create_c_function(call::redis_call)?,
+                lua.create_c_function(call::redis_pcall)?,
+            )
+        };
         redis.set("call", call)?;
-        redis.set("pcall", lua.create_function(script_pcall)?)?;
+        redis.set("pcall", pcall)?;
         redis.set(
             "sha1hex",
             lua.create_function(|lua, args: MultiValue| {
@@ -960,19 +939,6 @@ fn with_script_context<R>(f: impl FnOnce(&mut ScriptContext<'_>) -> R) -> Option
     Some(f(cx))
 }
 
-/// `redis.pcall` (and, through [`redis_call`], `redis.call`): one per Lua state.
-fn script_pcall(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
-    with_script_context(|cx| {
-        let call = cx.call;
-        redis_pcall(lua, call.shared, call.stats, cx.session, call.read_only, args)
-    })
-    .unwrap_or_else(|| {
-        Err(mlua::Error::RuntimeError(
-            "redis.call and redis.pcall are only available while a script runs".into(),
-        ))
-    })
-}
-
 /// Every 100,000 instructions (Redis' period): past `busy-reply-threshold` the script
 /// is busy (clients get -BUSY and may send a KILL), and a KILL or a SHUTDOWN NOSAVE is
 /// acted on.
@@ -1082,6 +1048,7 @@ pub(crate) fn invoke(
         vm.hook_installed.store(false, Ordering::Relaxed);
     }
     running.end();
+    call::release_call_frame();
     // A script that ran the state near its limit (out of memory, say) leaves garbage
     // the next one would trip on: collected now.
     if lua.used_memory() > call.memory_limit / 2 || !matches!(result, Ok((true, _))) {
@@ -1125,120 +1092,7 @@ pub(crate) fn invoke(
 /// The field of an error table whose error was counted in INFO errorstats already (the
 /// name Redis gives it): a script that returns or raises it does not count it again.
 const COUNTED_MARK: &str = "ignore_error_stats_update";
-
-/// `redis.pcall`: runs one command; its reply as a Lua value, an error as `{err=...}`.
-pub(crate) fn redis_pcall(
-    lua: &Lua,
-    shared: &Shared,
-    stats: &crate::ThreadStats,
-    session: &mut Session,
-    read_only: bool,
-    args: MultiValue,
-) -> mlua::Result<Value> {
-    let _unlimited = MemoryLimit::set(lua, 0);
-    // A call the script layer refuses is an error reply counted now (INFO errorstats),
-    // as a command's own error is counted where the command wrote it; the table says so,
-    // so that the script passing it on does not count it again (Redis' marker).
-    let err_table = |msg: &str| -> mlua::Result<Value> {
-        shared
-            .errorstats
-            .record_code(stats, carmine_resp::error_code(msg));
-        let t = lua.create_table()?;
-        t.set("err", msg)?;
-        t.set(COUNTED_MARK, true)?;
-        Ok(Value::Table(t))
-    };
-    if args.is_empty() {
-        return err_table("ERR Please specify at least one argument for this redis lib call");
-    }
-    // redis.acl_check_cmd comes this way, marked, for the session's user.
-    if let Some(Value::LightUserData(mark)) = args.front() {
-        if mark.0 as usize == ACL_CHECK_MARK {
-            let rest: MultiValue = args.iter().skip(1).cloned().collect();
-            return acl_check(lua, shared, session, &rest);
-        }
-    }
-    let Ok(args) = call_args(lua, &args) else {
-        return err_table("ERR Lua redis lib command arguments must be strings or integers");
-    };
-    let Some(idx) = shared.commands.lookup(args.get(0).unwrap_or_default()) else {
-        return err_table("ERR Unknown Redis command called from script");
-    };
-    let Some(spec) = shared.commands.get(idx) else {
-        return err_table("ERR Unknown Redis command called from script");
-    };
-    // The test hook lifts the refusal only for introspection commands: a script may
-    // never start another script, a transaction or a subscription.
-    let lifted = shared.scripts.deny_disabled.load(Ordering::Relaxed)
-        && matches!(spec.name, "client" | "config" | "debug" | "acl" | "latency");
-    if (spec.has(NOSCRIPT) || not_allowed_from_scripts(spec.name, args.get(1))) && !lifted {
-        return err_table("ERR This Redis command is not allowed from script");
-    }
-    if !spec.arity_ok(args.len()) {
-        return err_table("ERR Wrong number of args calling Redis command from script");
-    }
-    if read_only && (spec.has(WRITE) || spec.has(MAY_REPLICATE)) {
-        // A rejected call of that command, as INFO commandstats counts it in Redis.
-        if let Some(c) = stats.commands.get(idx) {
-            crate::ThreadStats::add(&c.rejected, 1);
-        }
-        return err_table("ERR Write commands are not allowed from read-only scripts.");
-    }
-    let mut own_reply = None;
-    CALL_REPLY.with(|kept| {
-        // A call made while another is being answered (none can be: scripts do not
-        // nest) would get a buffer of its own.
-        let mut kept = kept.try_borrow_mut();
-        let reply = match kept.as_deref_mut() {
-            Ok(reply) => reply,
-            Err(_) => own_reply.insert(ReplyBuf::new(false)),
-        };
-        reply.out.clear();
-        reply.resp3 = shared.scripts.running.resp3();
-        let frozen = shared.scripts.running.started_ms.load(Ordering::Relaxed);
-        crate::execute_at(shared, session, stats, &args, reply, frozen);
-        // A write call that got past the OOM check makes the script one that wrote (no
-        // KILL, no OOM refusal from now on), whatever its reply, as in Redis.
-        if spec.has(WRITE) && !reply.out.starts_with(b"-OOM") {
-            shared.scripts.running.wrote.store(true, Ordering::Relaxed);
-        }
-        let value = call_reply_to_lua(lua, &mut reply.out, &err_table);
-        reply.error_codes.clear();
-        if reply.out.capacity() > CALL_REPLY_KEPT {
-            reply.out = bytes::BytesMut::with_capacity(1024);
-        }
-        value
-    })
-}
-
-/// The reply a script's call wrote, as the Lua value `redis.pcall` returns.
-fn call_reply_to_lua(
-    lua: &Lua,
-    bytes: &mut bytes::BytesMut,
-    err_table: &dyn Fn(&str) -> mlua::Result<Value>,
-) -> mlua::Result<Value> {
-    let decoder = FrameDecoder::new(carmine_resp::Limits::default());
-    loop {
-        match decoder.decode(bytes) {
-            // Attributes and pushes are not exposed to scripts: the reply follows them.
-            Ok(Some(Frame::Attribute(_) | Frame::Push(_))) => continue,
-            Ok(Some(frame @ (Frame::Error(_) | Frame::BulkError(_)))) => {
-                // Counted already, where the command wrote it.
-                let v = frame_to_lua(lua, frame)?;
-                if let Value::Table(t) = &v {
-                    t.set(COUNTED_MARK, true)?;
-                }
-                return Ok(v);
-            }
-            Ok(Some(frame)) => return frame_to_lua(lua, frame),
-            _ => return err_table("ERR the command wrote no reply"),
-        }
-    }
-}
-
-/// The light userdata that marks a `redis.pcall` made by `redis.acl_check_cmd` (no
-/// script can make one: its only light userdata is cjson.null, a null pointer).
-const ACL_CHECK_MARK: usize = 1;
+const COUNTED_MARK_C: &std::ffi::CStr = c"ignore_error_stats_update";
 
 /// `redis.acl_check_cmd(...)`: may the script's user run this command?
 fn acl_check(
@@ -1285,89 +1139,6 @@ fn call_args(lua: &Lua, args: &MultiValue) -> mlua::Result<Args> {
 
 fn not_a_call_argument() -> mlua::Error {
     mlua::Error::RuntimeError("Lua redis lib command arguments must be strings or integers".into())
-}
-
-thread_local! {
-    /// The reply buffer of a script's calls on this thread, kept between calls (a new
-    /// 16 KiB buffer per `redis.call` was a fifth of a small script's time in malloc).
-    static CALL_REPLY: std::cell::RefCell<ReplyBuf> = std::cell::RefCell::new(ReplyBuf::with_capacity(false, 1024));
-}
-
-/// A call reply buffer larger than this after a call is given back.
-const CALL_REPLY_KEPT: usize = 64 * 1024;
-
-/// Commands Redis 7.0 refuses in scripts that Carmine's table does not flag NOSCRIPT
-/// itself: the blocking ones (a script cannot wait) and some subcommands.
-fn not_allowed_from_scripts(name: &str, sub: Option<&[u8]>) -> bool {
-    let sub_is =
-        |names: &[&[u8]]| sub.is_some_and(|s| names.iter().any(|n| s.eq_ignore_ascii_case(n)));
-    match name {
-        "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "wait" => true,
-        "client" | "function" | "script" | "acl" | "latency" | "module" => true,
-        "cluster" => sub_is(&[b"reset"]),
-        "config" => sub_is(&[b"get", b"set", b"resetstat", b"rewrite"]),
-        _ => false,
-    }
-}
-
-/// A command's reply as Redis hands it to Lua (RESP2 rules).
-fn frame_to_lua(lua: &Lua, frame: Frame) -> mlua::Result<Value> {
-    Ok(match frame {
-        Frame::Integer(i) => Value::Integer(i),
-        Frame::Bulk(b) => Value::String(lua.create_string(&b)?),
-        // RESP2's nulls are false to Lua; RESP3's null (a script that chose RESP3) is nil.
-        Frame::NullBulk | Frame::NullArray => Value::Boolean(false),
-        Frame::Null => Value::Nil,
-        Frame::Simple(s) => {
-            let t = lua.create_table()?;
-            t.set("ok", lua.create_string(&s)?)?;
-            Value::Table(t)
-        }
-        Frame::Error(e) | Frame::BulkError(e) => {
-            let t = lua.create_table()?;
-            t.set("err", lua.create_string(&e)?)?;
-            Value::Table(t)
-        }
-        Frame::Set(items) => {
-            let t = lua.create_table()?;
-            for item in items {
-                t.raw_set(frame_to_lua(lua, item)?, true)?;
-            }
-            single(lua, "set", Value::Table(t))?
-        }
-        Frame::Array(items) | Frame::Push(items) => {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.into_iter().enumerate() {
-                t.raw_set(i + 1, frame_to_lua(lua, item)?)?;
-            }
-            Value::Table(t)
-        }
-        // The RESP3 types, which only a script that chose RESP3 receives, become the
-        // tables Redis makes of them.
-        Frame::Map(pairs) | Frame::Attribute(pairs) => {
-            let t = lua.create_table()?;
-            for (k, v) in pairs {
-                t.raw_set(frame_to_lua(lua, k)?, frame_to_lua(lua, v)?)?;
-            }
-            single(lua, "map", Value::Table(t))?
-        }
-        Frame::Boolean(b) => Value::Boolean(b),
-        Frame::Double(d) => single(lua, "double", Value::Number(d))?,
-        Frame::BigNumber(b) => single(lua, "big_number", Value::String(lua.create_string(&b)?))?,
-        Frame::Verbatim(format, b) => {
-            let t = lua.create_table()?;
-            t.set("format", lua.create_string(format)?)?;
-            t.set("string", lua.create_string(&b)?)?;
-            single(lua, "verbatim_string", Value::Table(t))?
-        }
-    })
-}
-
-/// `{name = value}`.
-fn single(lua: &Lua, name: &str, value: Value) -> mlua::Result<Value> {
-    let t = lua.create_table()?;
-    t.set(name, value)?;
-    Ok(Value::Table(t))
 }
 
 /// A script's result as Redis replies it: numbers truncate to integers, nil is a null,
@@ -1656,7 +1427,18 @@ mod tests {
         let mut session = Session::new(info, 0, true);
         session.world_held = true;
         session.in_script = true;
-        call_script(state, shared, &stats, &mut session, &sha, &[], &[], false)
+        let (key, _) = state.compiled.get(&sha).expect("compiled");
+        let none = std::iter::empty::<&[u8]>();
+        call_script(
+            state,
+            shared,
+            &stats,
+            &mut session,
+            (&sha, key),
+            none.clone(),
+            none,
+            false,
+        )
     }
 
     #[test]

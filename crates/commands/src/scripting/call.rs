@@ -1,0 +1,314 @@
+//! `redis.call` and `redis.pcall`: a script's commands, as C functions on Lua's own
+//! stack. The arguments are read from the stack into one buffer and the reply is pushed
+//! back as Lua values directly; through mlua each argument and each value of the reply
+//! was a reference object of its own (made, moved to mlua's reference thread, dropped),
+//! a fifth of a small script's time.
+//!
+//! Lua raises errors with `longjmp`, which skips Rust frames without running their
+//! destructors. So the Lua API calls that can raise (a number made a string, any push
+//! that allocates) run only where no Rust value with a destructor is alive: the
+//! command runs in between, in [`run_call`], which leaves its reply decoded in a
+//! thread-local ([`CALL_FRAME`]) that the pushes read through a plain reference.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int};
+use std::sync::atomic::Ordering;
+
+use carmine_resp::{Args, ArgsBuilder, Frame, FrameDecoder, ReplyBuf};
+use mlua::ffi;
+
+use super::{with_script_context, ScriptContext, COUNTED_MARK_C};
+use crate::table::flags::{MAY_REPLICATE, NOSCRIPT, WRITE};
+
+thread_local! {
+    /// The reply buffer of a script's calls on this thread, kept between calls (a new
+    /// 16 KiB buffer per `redis.call` was a fifth of a small script's time in malloc).
+    static CALL_REPLY: RefCell<ReplyBuf> = RefCell::new(ReplyBuf::with_capacity(false, 1024));
+    /// The last call's reply, decoded, while it is pushed onto the script's stack; it
+    /// stays until the next call or the end of the script ([`release_call_frame`]).
+    static CALL_FRAME: RefCell<Option<Frame>> = const { RefCell::new(None) };
+}
+
+/// A call reply buffer larger than this after a call is given back.
+const CALL_REPLY_KEPT: usize = 64 * 1024;
+
+/// Drops the last call's reply (a long LRANGE's, say) when a script ends.
+pub(super) fn release_call_frame() {
+    CALL_FRAME.with(|f| f.borrow_mut().take());
+}
+
+/// `redis.pcall`: runs one command; its reply as a Lua value, an error as an
+/// `{err=...}` table.
+///
+/// # Safety
+/// Called by Lua only, as a C function with its arguments on `state`'s stack.
+#[allow(unsafe_code)]
+pub(super) unsafe extern "C-unwind" fn redis_pcall(state: *mut ffi::lua_State) -> c_int {
+    let args = ffi::lua_gettop(state);
+    // Numbers become strings in place, as Lua prints them (`%.14g`, Redis' conversion);
+    // this may raise (it allocates), so it runs before any Rust value exists here.
+    let mut strings = true;
+    for i in 1..=args {
+        match ffi::lua_type(state, i) {
+            ffi::LUA_TSTRING => {}
+            ffi::LUA_TNUMBER => {
+                ffi::lua_tolstring(state, i, std::ptr::null_mut());
+            }
+            _ => strings = false,
+        }
+    }
+    // Every Rust value of the call lives and dies in here.
+    let frame = run_call(state, args, strings);
+    // SAFETY: `run_call` left the reply in CALL_FRAME, which nothing touches until this
+    // call returns (scripts do not nest); the pushes may raise, which leaves only this
+    // reference behind.
+    push_frame(state, &*frame, true);
+    1
+}
+
+/// `redis.call`: [`redis_pcall`], then an error reply raised as the script's error with
+/// where the script was (`__carmine_where`). A C function, as Redis' is: Lua 5.1 keeps
+/// the calling frame for a C function even in a tail call (`return redis.call(...)`),
+/// so the error names the script's line; a Lua function there replaced the script's
+/// frame and the line was lost.
+///
+/// # Safety
+/// Called by Lua only, as a C function with its arguments on `state`'s stack.
+#[allow(unsafe_code)]
+pub(super) unsafe extern "C-unwind" fn redis_call(state: *mut ffi::lua_State) -> c_int {
+    redis_pcall(state);
+    if ffi::lua_type(state, -1) != ffi::LUA_TTABLE {
+        return 1;
+    }
+    ffi::lua_getfield(state, -1, c"err".as_ptr());
+    let failed = ffi::lua_type(state, -1) != ffi::LUA_TNIL;
+    ffi::lua_settop(state, -2);
+    if !failed {
+        return 1;
+    }
+    ffi::lua_getfield(state, ffi::LUA_GLOBALSINDEX, c"__carmine_where".as_ptr());
+    ffi::lua_call(state, 0, 2);
+    // reply, source, line
+    ffi::lua_setfield(state, -3, c"line".as_ptr());
+    ffi::lua_setfield(state, -2, c"source".as_ptr());
+    ffi::lua_error(state)
+}
+
+/// Reads the call's arguments (all strings on the stack by now, unless `strings` is
+/// false), runs the command and leaves its reply in CALL_FRAME; returns a pointer to it.
+#[allow(unsafe_code)]
+unsafe fn run_call(state: *mut ffi::lua_State, args: c_int, strings: bool) -> *const Frame {
+    let frame = with_script_context(|cx| {
+        if !strings {
+            return refused(
+                cx,
+                "ERR Lua redis lib command arguments must be strings or integers",
+            );
+        }
+        if args == 0 {
+            return refused(
+                cx,
+                "ERR Please specify at least one argument for this redis lib call",
+            );
+        }
+        let mut built = ArgsBuilder::with_capacity(args as usize, 64);
+        for i in 1..=args {
+            let mut len = 0;
+            let data = ffi::lua_tolstring(state, i, &mut len);
+            // SAFETY: a string on the stack (checked above), which Lua keeps while it is
+            // there; it is copied before anything can change the stack.
+            built.push(std::slice::from_raw_parts(data.cast::<u8>(), len));
+        }
+        call_command(cx, &built.finish())
+    })
+    .unwrap_or_else(|| {
+        Frame::Error("ERR redis.call and redis.pcall are only available while a script runs".into())
+    });
+    CALL_FRAME.with(|f| {
+        let mut f = f.borrow_mut();
+        std::ptr::from_ref(f.insert(frame))
+    })
+}
+
+/// A call the script layer refuses: an error reply counted now (INFO errorstats), as a
+/// command's own error is counted where the command wrote it.
+fn refused(cx: &mut ScriptContext<'_>, message: &'static str) -> Frame {
+    cx.call
+        .shared
+        .errorstats
+        .record_code(cx.call.stats, carmine_resp::error_code(message));
+    Frame::Error(message.into())
+}
+
+/// Runs one command for the script and decodes its reply.
+fn call_command(cx: &mut ScriptContext<'_>, args: &Args) -> Frame {
+    let shared = cx.call.shared;
+    let stats = cx.call.stats;
+    let Some(idx) = shared.commands.lookup(args.get(0).unwrap_or_default()) else {
+        return refused(cx, "ERR Unknown Redis command called from script");
+    };
+    let Some(spec) = shared.commands.get(idx) else {
+        return refused(cx, "ERR Unknown Redis command called from script");
+    };
+    // The test hook lifts the refusal only for introspection commands: a script may
+    // never start another script, a transaction or a subscription.
+    let lifted = shared.scripts.deny_disabled.load(Ordering::Relaxed)
+        && matches!(spec.name, "client" | "config" | "debug" | "acl" | "latency");
+    if (spec.has(NOSCRIPT) || not_allowed_from_scripts(spec.name, args.get(1))) && !lifted {
+        return refused(cx, "ERR This Redis command is not allowed from script");
+    }
+    if !spec.arity_ok(args.len()) {
+        return refused(
+            cx,
+            "ERR Wrong number of args calling Redis command from script",
+        );
+    }
+    if cx.call.read_only && (spec.has(WRITE) || spec.has(MAY_REPLICATE)) {
+        // A rejected call of that command, as INFO commandstats counts it in Redis.
+        if let Some(c) = stats.commands.get(idx) {
+            crate::ThreadStats::add(&c.rejected, 1);
+        }
+        return refused(
+            cx,
+            "ERR Write commands are not allowed from read-only scripts.",
+        );
+    }
+    let mut own_reply = None;
+    CALL_REPLY.with(|kept| {
+        // A call made while another is being answered (none can be: scripts do not
+        // nest) would get a buffer of its own.
+        let mut kept = kept.try_borrow_mut();
+        let reply = match kept.as_deref_mut() {
+            Ok(reply) => reply,
+            Err(_) => own_reply.insert(ReplyBuf::new(false)),
+        };
+        reply.out.clear();
+        reply.resp3 = shared.scripts.running.resp3();
+        let frozen = shared.scripts.running.started_ms.load(Ordering::Relaxed);
+        crate::execute_at(shared, cx.session, stats, args, reply, frozen);
+        // A write call that got past the OOM check makes the script one that wrote (no
+        // KILL, no OOM refusal from now on), whatever its reply, as in Redis.
+        if spec.has(WRITE) && !reply.out.starts_with(b"-OOM") {
+            shared.scripts.running.wrote.store(true, Ordering::Relaxed);
+        }
+        let frame = decode_reply(&mut reply.out);
+        reply.error_codes.clear();
+        if reply.out.capacity() > CALL_REPLY_KEPT {
+            reply.out = bytes::BytesMut::with_capacity(1024);
+        }
+        frame
+    })
+}
+
+/// The reply a call wrote. Attributes and pushes are not shown to scripts: the reply
+/// follows them.
+fn decode_reply(bytes: &mut bytes::BytesMut) -> Frame {
+    let decoder = FrameDecoder::new(carmine_resp::Limits::default());
+    loop {
+        match decoder.decode(bytes) {
+            Ok(Some(Frame::Attribute(_) | Frame::Push(_))) => continue,
+            Ok(Some(frame)) => return frame,
+            _ => return Frame::Error("ERR the command wrote no reply".into()),
+        }
+    }
+}
+
+/// Commands Redis 7.0 refuses in scripts that Carmine's table does not flag NOSCRIPT
+/// itself: the blocking ones (a script cannot wait) and some subcommands.
+fn not_allowed_from_scripts(name: &str, sub: Option<&[u8]>) -> bool {
+    let sub_is =
+        |names: &[&[u8]]| sub.is_some_and(|s| names.iter().any(|n| s.eq_ignore_ascii_case(n)));
+    match name {
+        "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "wait" => true,
+        "client" | "function" | "script" | "acl" | "latency" | "module" => true,
+        "cluster" => sub_is(&[b"reset"]),
+        "config" => sub_is(&[b"get", b"set", b"resetstat", b"rewrite"]),
+        _ => false,
+    }
+}
+
+#[allow(unsafe_code)]
+unsafe fn push_bytes(state: *mut ffi::lua_State, bytes: &[u8]) {
+    ffi::lua_pushlstring(state, bytes.as_ptr().cast::<c_char>(), bytes.len());
+}
+
+/// Pushes `{[name] = <the value on top>}` in place of the value on top.
+#[allow(unsafe_code)]
+unsafe fn wrap_single(state: *mut ffi::lua_State, name: &std::ffi::CStr) {
+    ffi::lua_createtable(state, 0, 1);
+    ffi::lua_insert(state, -2);
+    ffi::lua_setfield(state, -2, name.as_ptr());
+}
+
+/// Pushes a reply as the Lua value Redis makes of it: RESP2's nulls are false, RESP3's
+/// null (a script that chose RESP3) is nil, a status is `{ok=...}`, an error `{err=...}`
+/// (marked counted already at the top: the command counted it where it wrote it), and
+/// the RESP3 types the tables Redis makes of them. May raise (memory, a nil set
+/// member); holds nothing that needs dropping.
+#[allow(unsafe_code)]
+unsafe fn push_frame(state: *mut ffi::lua_State, frame: &Frame, top: bool) {
+    // Room for a table, a key and a value at each level; raises past Lua's limit.
+    ffi::luaL_checkstack(state, 4, c"reply nested too deep".as_ptr());
+    match frame {
+        Frame::Integer(i) => ffi::lua_pushinteger(state, *i as ffi::lua_Integer),
+        Frame::Bulk(b) => push_bytes(state, b),
+        Frame::NullBulk | Frame::NullArray => ffi::lua_pushboolean(state, 0),
+        Frame::Null => ffi::lua_pushnil(state),
+        Frame::Simple(s) => {
+            ffi::lua_createtable(state, 0, 1);
+            push_bytes(state, s.as_ref());
+            ffi::lua_setfield(state, -2, c"ok".as_ptr());
+        }
+        Frame::Error(e) | Frame::BulkError(e) => {
+            ffi::lua_createtable(state, 0, 2);
+            push_bytes(state, e.as_ref());
+            ffi::lua_setfield(state, -2, c"err".as_ptr());
+            if top {
+                ffi::lua_pushboolean(state, 1);
+                ffi::lua_setfield(state, -2, COUNTED_MARK_C.as_ptr());
+            }
+        }
+        Frame::Set(items) => {
+            ffi::lua_createtable(state, 0, items.len().min(1 << 16) as c_int);
+            for item in items {
+                push_frame(state, item, false);
+                ffi::lua_pushboolean(state, 1);
+                ffi::lua_rawset(state, -3);
+            }
+            wrap_single(state, c"set");
+        }
+        Frame::Array(items) | Frame::Push(items) => {
+            ffi::lua_createtable(state, items.len().min(1 << 24) as c_int, 0);
+            for (i, item) in items.iter().enumerate() {
+                push_frame(state, item, false);
+                ffi::lua_rawseti(state, -2, (i + 1) as ffi::lua_Integer);
+            }
+        }
+        Frame::Map(pairs) | Frame::Attribute(pairs) => {
+            ffi::lua_createtable(state, 0, pairs.len().min(1 << 16) as c_int);
+            for (k, v) in pairs {
+                push_frame(state, k, false);
+                push_frame(state, v, false);
+                ffi::lua_rawset(state, -3);
+            }
+            wrap_single(state, c"map");
+        }
+        Frame::Boolean(b) => ffi::lua_pushboolean(state, c_int::from(*b)),
+        Frame::Double(d) => {
+            ffi::lua_pushnumber(state, *d);
+            wrap_single(state, c"double");
+        }
+        Frame::BigNumber(b) => {
+            push_bytes(state, b.as_ref());
+            wrap_single(state, c"big_number");
+        }
+        Frame::Verbatim(format, b) => {
+            ffi::lua_createtable(state, 0, 2);
+            push_bytes(state, format.as_ref());
+            ffi::lua_setfield(state, -2, c"format".as_ptr());
+            push_bytes(state, b.as_ref());
+            ffi::lua_setfield(state, -2, c"string".as_ptr());
+            wrap_single(state, c"verbatim_string");
+        }
+    }
+}
