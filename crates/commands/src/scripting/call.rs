@@ -45,20 +45,11 @@ pub(super) fn release_call_frame() {
 #[allow(unsafe_code)]
 pub(super) unsafe extern "C-unwind" fn redis_pcall(state: *mut ffi::lua_State) -> c_int {
     let args = ffi::lua_gettop(state);
-    // Numbers become strings in place, as Lua prints them (`%.14g`, Redis' conversion);
-    // this may raise (it allocates), so it runs before any Rust value exists here.
-    let mut strings = true;
-    for i in 1..=args {
-        match ffi::lua_type(state, i) {
-            ffi::LUA_TSTRING => {}
-            ffi::LUA_TNUMBER => {
-                ffi::lua_tolstring(state, i, std::ptr::null_mut());
-            }
-            _ => strings = false,
-        }
-    }
     // Every Rust value of the call lives and dies in here.
-    let frame = run_call(state, args, strings);
+    let frame = run_call(state, args);
+    // The arguments go (a call may fill the stack with them: `unpack` of 7,999), so
+    // the reply has room.
+    ffi::lua_settop(state, 0);
     // SAFETY: `run_call` left the reply in CALL_FRAME, which nothing touches until this
     // call returns (scripts do not nest); the pushes may raise, which leaves only this
     // reference behind.
@@ -94,17 +85,11 @@ pub(super) unsafe extern "C-unwind" fn redis_call(state: *mut ffi::lua_State) ->
     ffi::lua_error(state)
 }
 
-/// Reads the call's arguments (all strings on the stack by now, unless `strings` is
-/// false), runs the command and leaves its reply in CALL_FRAME; returns a pointer to it.
+/// Reads the call's arguments, runs the command and leaves its reply in CALL_FRAME;
+/// returns a pointer to it. Only Lua API calls that cannot raise are made here.
 #[allow(unsafe_code)]
-unsafe fn run_call(state: *mut ffi::lua_State, args: c_int, strings: bool) -> *const Frame {
+unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> *const Frame {
     let frame = with_script_context(|cx| {
-        if !strings {
-            return refused(
-                cx,
-                "ERR Lua redis lib command arguments must be strings or integers",
-            );
-        }
         if args == 0 {
             return refused(
                 cx,
@@ -113,11 +98,25 @@ unsafe fn run_call(state: *mut ffi::lua_State, args: c_int, strings: bool) -> *c
         }
         let mut built = ArgsBuilder::with_capacity(args as usize, 64);
         for i in 1..=args {
-            let mut len = 0;
-            let data = ffi::lua_tolstring(state, i, &mut len);
-            // SAFETY: a string on the stack (checked above), which Lua keeps while it is
-            // there; it is copied before anything can change the stack.
-            built.push(std::slice::from_raw_parts(data.cast::<u8>(), len));
+            match ffi::lua_type(state, i) {
+                ffi::LUA_TSTRING => {
+                    let mut len = 0;
+                    let data = ffi::lua_tolstring(state, i, &mut len);
+                    // SAFETY: a string on the stack, which Lua keeps while it is there;
+                    // it is copied before anything can change the stack.
+                    built.push(std::slice::from_raw_parts(data.cast::<u8>(), len));
+                }
+                // `%.17g`, as Redis 7.0 converts (Lua's own `%.14g` loses digits).
+                ffi::LUA_TNUMBER => {
+                    built.push(number_text(ffi::lua_tonumber(state, i)).as_bytes());
+                }
+                _ => {
+                    return refused(
+                        cx,
+                        "ERR Lua redis lib command arguments must be strings or integers",
+                    );
+                }
+            }
         }
         call_command(cx, &built.finish())
     })
@@ -128,6 +127,17 @@ unsafe fn run_call(state: *mut ffi::lua_State, args: c_int, strings: bool) -> *c
         let mut f = f.borrow_mut();
         std::ptr::from_ref(f.insert(frame))
     })
+}
+
+/// A number argument as Redis 7.0 writes it: `%.17g`, which prints a whole number up to
+/// 2^53 as an integer.
+fn number_text(n: f64) -> String {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    if n.fract() == 0.0 && n.abs() <= EXACT && !(n == 0.0 && n.is_sign_negative()) {
+        itoa::Buffer::new().format(n as i64).to_string()
+    } else {
+        crate::zset::format_score(n)
+    }
 }
 
 /// A call the script layer refuses: an error reply counted now (INFO errorstats), as a
@@ -309,6 +319,28 @@ unsafe fn push_frame(state: *mut ffi::lua_State, frame: &Frame, top: bool) {
             push_bytes(state, b.as_ref());
             ffi::lua_setfield(state, -2, c"string".as_ptr());
             wrap_single(state, c"verbatim_string");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_text;
+
+    #[test]
+    fn numbers_read_as_redis_writes_them() {
+        // C's printf("%.17g") for each.
+        for (n, text) in [
+            (9007199254740991.0, "9007199254740991"),
+            (3.0, "3"),
+            (-42.0, "-42"),
+            (0.1, "0.10000000000000001"),
+            (1e20, "1e+20"),
+            (1.5e-7, "1.4999999999999999e-07"),
+            (-0.0, "-0"),
+            (f64::INFINITY, "inf"),
+        ] {
+            assert_eq!(number_text(n), text, "{n}");
         }
     }
 }
