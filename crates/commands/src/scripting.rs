@@ -124,8 +124,15 @@ impl Scripts {
 }
 
 impl Running {
-    fn begin(&self, thread: usize, eval: bool, from_master: bool, name: &str, argv: Vec<Vec<u8>>) {
-        *self.what.lock() = Some((name.to_string(), argv, Instant::now()));
+    fn begin(
+        &self,
+        thread: usize,
+        eval: bool,
+        from_master: bool,
+        (name, argv): (&str, Vec<Vec<u8>>),
+        started: Instant,
+    ) {
+        *self.what.lock() = Some((name.to_string(), argv, started));
         self.thread.store(thread, Ordering::Relaxed);
         self.eval.store(eval, Ordering::Relaxed);
         self.from_master.store(from_master, Ordering::Relaxed);
@@ -1001,12 +1008,13 @@ pub(crate) fn invoke(
     } else {
         call.argv.to_vec()
     };
+    let started = Instant::now();
     running.begin(
         session.thread,
         call.eval,
         session.master_link || session.replaying,
-        name,
-        command,
+        (name, command),
+        started,
     );
     if !vm.hook_installed.swap(true, Ordering::Relaxed) {
         lua.set_hook(
@@ -1014,7 +1022,6 @@ pub(crate) fn invoke(
             script_hook,
         );
     }
-    let started = Instant::now();
     let mut cx = ScriptContext {
         call,
         session,

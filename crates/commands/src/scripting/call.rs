@@ -154,7 +154,12 @@ fn refused(cx: &mut ScriptContext<'_>, message: &'static str) -> Frame {
 fn call_command(cx: &mut ScriptContext<'_>, args: &Args) -> Frame {
     let shared = cx.call.shared;
     let stats = cx.call.stats;
-    let Some(idx) = shared.commands.lookup(args.get(0).unwrap_or_default()) else {
+    // Remembered in the script's session, where the dispatcher finds it again.
+    let name = args.get(0).unwrap_or_default();
+    let Some(idx) = shared
+        .commands
+        .lookup_remembered(name, &mut cx.session.command_memo)
+    else {
         return refused(cx, "ERR Unknown Redis command called from script");
     };
     let Some(spec) = shared.commands.get(idx) else {
