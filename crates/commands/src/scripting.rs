@@ -1056,6 +1056,7 @@ pub(crate) fn invoke(
     }
     running.end();
     call::release_call_frame();
+    call::resume_call_panic();
     // A script that ran the state near its limit (out of memory, say) leaves garbage
     // the next one would trip on: collected now.
     if lua.used_memory() > call.memory_limit / 2 || !matches!(result, Ok((true, _))) {

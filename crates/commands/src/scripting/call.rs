@@ -27,6 +27,17 @@ thread_local! {
     /// The last call's reply, decoded, while it is pushed onto the script's stack; it
     /// stays until the next call or the end of the script ([`release_call_frame`]).
     static CALL_FRAME: RefCell<Option<Frame>> = const { RefCell::new(None) };
+    /// A panic of a call's command, caught before it could unwind through Lua's C
+    /// frames and resumed once the script is over ([`resume_call_panic`]).
+    static CALL_PANIC: RefCell<Option<Box<dyn std::any::Any + Send>>> = const { RefCell::new(None) };
+}
+
+/// Resumes a panic a call's command raised, now that Lua is no longer on the stack
+/// (mlua's callbacks did the same).
+pub(super) fn resume_call_panic() {
+    if let Some(payload) = CALL_PANIC.with(|p| p.borrow_mut().take()) {
+        std::panic::resume_unwind(payload);
+    }
 }
 
 /// A call reply buffer larger than this after a call is given back.
@@ -89,40 +100,49 @@ pub(super) unsafe extern "C-unwind" fn redis_call(state: *mut ffi::lua_State) ->
 /// returns a pointer to it. Only Lua API calls that cannot raise are made here.
 #[allow(unsafe_code)]
 unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> *const Frame {
-    let frame = with_script_context(|cx| {
-        if args == 0 {
-            return refused(
-                cx,
-                "ERR Please specify at least one argument for this redis lib call",
-            );
-        }
-        let mut built = ArgsBuilder::with_capacity(args as usize, 64);
-        for i in 1..=args {
-            match ffi::lua_type(state, i) {
-                ffi::LUA_TSTRING => {
-                    let mut len = 0;
-                    let data = ffi::lua_tolstring(state, i, &mut len);
-                    // SAFETY: a string on the stack, which Lua keeps while it is there;
-                    // it is copied before anything can change the stack.
-                    built.push(std::slice::from_raw_parts(data.cast::<u8>(), len));
-                }
-                // `%.17g`, as Redis 7.0 converts (Lua's own `%.14g` loses digits).
-                ffi::LUA_TNUMBER => {
-                    built.push(number_text(ffi::lua_tonumber(state, i)).as_bytes());
-                }
-                _ => {
-                    return refused(
-                        cx,
-                        "ERR Lua redis lib command arguments must be strings or integers",
-                    );
+    let run = || {
+        with_script_context(|cx| {
+            if args == 0 {
+                return refused(
+                    cx,
+                    "ERR Please specify at least one argument for this redis lib call",
+                );
+            }
+            let mut built = ArgsBuilder::with_capacity(args as usize, 64);
+            for i in 1..=args {
+                match ffi::lua_type(state, i) {
+                    ffi::LUA_TSTRING => {
+                        let mut len = 0;
+                        let data = ffi::lua_tolstring(state, i, &mut len);
+                        // SAFETY: a string on the stack, which Lua keeps while it is there;
+                        // it is copied before anything can change the stack.
+                        built.push(std::slice::from_raw_parts(data.cast::<u8>(), len));
+                    }
+                    // `%.17g`, as Redis 7.0 converts (Lua's own `%.14g` loses digits).
+                    ffi::LUA_TNUMBER => {
+                        built.push(number_text(ffi::lua_tonumber(state, i)).as_bytes());
+                    }
+                    _ => {
+                        return refused(
+                            cx,
+                            "ERR Lua redis lib command arguments must be strings or integers",
+                        );
+                    }
                 }
             }
+            call_command(cx, &built.finish())
+        })
+    };
+    let frame = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Some(frame)) => frame,
+        Ok(None) => Frame::Error(
+            "ERR redis.call and redis.pcall are only available while a script runs".into(),
+        ),
+        Err(payload) => {
+            CALL_PANIC.with(|p| *p.borrow_mut() = Some(payload));
+            Frame::Error("ERR the command failed".into())
         }
-        call_command(cx, &built.finish())
-    })
-    .unwrap_or_else(|| {
-        Frame::Error("ERR redis.call and redis.pcall are only available while a script runs".into())
-    });
+    };
     CALL_FRAME.with(|f| {
         let mut f = f.borrow_mut();
         std::ptr::from_ref(f.insert(frame))
