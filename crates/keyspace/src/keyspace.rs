@@ -1114,6 +1114,23 @@ impl<'a> Locked<'a> {
         self.insert_in(self.db, key, entry)
     }
 
+    /// Starts loading the entries that lookups of `keys` (in this database, in tables
+    /// this command holds) will read, so that a command touching many keys (MSET) waits
+    /// for their cache misses together rather than one after another. Keys in tables not
+    /// held are skipped: nothing is locked here.
+    pub fn prefetch_held<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
+        for key in keys {
+            let id = table_id(self.db, key_slot(key));
+            let held = match &self.first {
+                Some((f, g)) if *f == id => Some(g),
+                _ => self.rest.iter().find(|(r, _)| *r == id).map(|(_, g)| g),
+            };
+            if let Some(table) = held {
+                table.prefetch_entry(key);
+            }
+        }
+    }
+
     pub fn remove_in(&mut self, db: usize, key: &[u8]) -> Option<Entry> {
         self.lazy_expire(db, key);
         let old = self.table_in(db, key).remove(key)?;

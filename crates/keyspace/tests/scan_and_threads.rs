@@ -182,3 +182,50 @@ fn prefetch_never_waits_for_a_held_table_and_changes_nothing() {
         );
     }
 }
+
+/// `Locked::prefetch_held` reads only tables the command holds (a key elsewhere is
+/// skipped, whatever another thread does with its table) and changes nothing.
+#[test]
+fn prefetch_held_reads_only_held_tables_and_changes_nothing() {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+    let ks = Arc::new(Keyspace::new());
+    let names: Vec<Vec<u8>> = (0..32).map(|i| format!("m{i}").into_bytes()).collect();
+    for name in &names {
+        ks.db(0).set(name, name);
+    }
+    // Another thread holds m5's table for the whole test.
+    let (locked_tx, locked_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let ks2 = ks.clone();
+    let holder = std::thread::spawn(move || {
+        let other = Locked::lock_key(&ks2, 0, b"m5");
+        let _ = locked_tx.send(());
+        let _ = release_rx.recv_timeout(Duration::from_secs(10));
+        drop(other);
+    });
+    assert!(locked_rx.recv_timeout(Duration::from_secs(10)).is_ok());
+    let (done_tx, done_rx) = mpsc::channel();
+    let (ks3, names3) = (ks.clone(), names.clone());
+    std::thread::spawn(move || {
+        let mut held = Locked::lock_key(&ks3, 0, b"m1");
+        held.prefetch_held(names3.iter().map(Vec::as_slice));
+        held.prefetch_held([&b"m1"[..], b"absent", b"m5"].into_iter());
+        let found = held.get(b"m1").is_some();
+        drop(held);
+        let _ = done_tx.send(found);
+    });
+    assert_eq!(
+        done_rx.recv_timeout(Duration::from_secs(10)).ok(),
+        Some(true),
+        "prefetch_held waited for a table it does not hold, or lost m1"
+    );
+    let _ = release_tx.send(());
+    let _ = holder.join();
+    for name in &names {
+        assert_eq!(
+            ks.db(0).get(name).ok().flatten().as_deref(),
+            Some(name.as_slice())
+        );
+    }
+}
