@@ -368,7 +368,11 @@ impl ListValue {
 
     fn convert(&mut self) {
         if let ListValue::Packed(p) = self {
-            *self = ListValue::Deque(Box::new(p.iter().map(<[u8]>::to_vec).collect()));
+            let mut list = crate::node_list::NodeList::default();
+            for item in p.iter() {
+                list.push_back(item);
+            }
+            *self = ListValue::Deque(Box::new(list));
         }
     }
 
@@ -384,8 +388,8 @@ impl ListValue {
         match self {
             ListValue::Packed(p) if front => p.push_front(item),
             ListValue::Packed(p) => p.push_back(item),
-            ListValue::Deque(d) if front => d.push_front(item.to_vec()),
-            ListValue::Deque(d) => d.push_back(item.to_vec()),
+            ListValue::Deque(d) if front => d.push_front(item),
+            ListValue::Deque(d) => d.push_back(item),
         }
         self.check(limits);
     }
@@ -409,7 +413,7 @@ impl ListValue {
     pub fn set(&mut self, index: usize, item: &[u8], limits: &EncodingLimits) -> bool {
         let ok = match self {
             ListValue::Packed(p) => p.replace(index, item),
-            ListValue::Deque(d) => d.set(index, item.to_vec()),
+            ListValue::Deque(d) => d.set(index, item),
         };
         self.check(limits);
         ok
@@ -418,7 +422,7 @@ impl ListValue {
     pub fn insert(&mut self, index: usize, item: &[u8], limits: &EncodingLimits) {
         match self {
             ListValue::Packed(p) => p.insert(index, item),
-            ListValue::Deque(d) => d.insert(index, item.to_vec()),
+            ListValue::Deque(d) => d.insert(index, item),
         }
         self.check(limits);
     }

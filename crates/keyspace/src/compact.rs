@@ -37,6 +37,23 @@ impl CompactKey {
         }
     }
 
+    /// As [`CompactKey::new`], keeping a long value's own allocation.
+    pub fn from_vec(bytes: Vec<u8>) -> CompactKey {
+        if bytes.len() <= INLINE_KEY {
+            CompactKey::new(&bytes)
+        } else {
+            CompactKey::Heap(bytes.into_boxed_slice())
+        }
+    }
+
+    /// The bytes as a `Vec`, a long value's allocation handed over.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            CompactKey::Inline { len, buf } => buf[..len as usize].to_vec(),
+            CompactKey::Heap(b) => b.into_vec(),
+        }
+    }
+
     /// Heap bytes held beyond the key itself.
     pub fn heap_size(&self) -> usize {
         match self {
@@ -81,6 +98,12 @@ impl Eq for CompactKey {}
 impl std::fmt::Debug for CompactKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl From<Vec<u8>> for CompactKey {
+    fn from(bytes: Vec<u8>) -> CompactKey {
+        CompactKey::from_vec(bytes)
     }
 }
 
