@@ -109,6 +109,20 @@ type RunningScript = (String, Vec<Vec<u8>>, Instant);
 const STOP_NONE: u8 = 0;
 const STOP_KILL: u8 = 1;
 const STOP_SHUTDOWN: u8 = 2;
+/// A command of the script panicked (see `call::resume_call_panic`).
+const STOP_FAILED: u8 = 3;
+
+/// Stops the script this thread runs at its hook's next check.
+fn stop_running_script() {
+    with_script_context(|cx| {
+        cx.call
+            .shared
+            .scripts
+            .running
+            .stop
+            .store(STOP_FAILED, Ordering::Release);
+    });
+}
 
 /// Replies a client gets while a script or a function is busy.
 pub const BUSY_EVAL: &str =
@@ -342,8 +356,8 @@ impl Vm {
         lua.globals().set("__carmine_where", locate)?;
         lua.globals().set(
             "__carmine_acl_check",
-            lua.create_function(|lua, args: MultiValue| {
-                with_script_context(|cx| acl_check(lua, cx.call.shared, cx.session, &args))
+            lua.create_function(|_, args: MultiValue| {
+                with_script_context(|cx| acl_check(cx.call.shared, cx.session, &args))
                     .unwrap_or_else(|| {
                         Err(mlua::Error::RuntimeError(
                             "redis.acl_check_cmd is only available while a script runs".into(),
@@ -1004,6 +1018,7 @@ fn script_hook(lua: &Lua, _: mlua::Debug<'_>) -> mlua::Result<mlua::VmState> {
         let why = match running.stop.load(Ordering::Acquire) {
             STOP_KILL => "Script killed by user with SCRIPT KILL...",
             STOP_SHUTDOWN => "Script abandoned by SHUTDOWN NOSAVE",
+            STOP_FAILED => "a command of this script failed",
             _ => return Ok(mlua::VmState::Continue),
         };
         // From now on every instruction fails (as Redis' hook turns to every line),
@@ -1133,13 +1148,8 @@ const COUNTED_MARK: &str = "ignore_error_stats_update";
 const COUNTED_MARK_C: &std::ffi::CStr = c"ignore_error_stats_update";
 
 /// `redis.acl_check_cmd(...)`: may the script's user run this command?
-fn acl_check(
-    lua: &Lua,
-    shared: &Shared,
-    session: &Session,
-    cmd: &MultiValue,
-) -> mlua::Result<Value> {
-    let args = call_args(lua, cmd)?;
+fn acl_check(shared: &Shared, session: &Session, cmd: &MultiValue) -> mlua::Result<Value> {
+    let args = call_args(cmd)?;
     let spec = args
         .get(0)
         .and_then(|name| shared.commands.lookup(name))
@@ -1159,16 +1169,14 @@ fn acl_check(
 
 /// A `redis.call`'s arguments: strings, and numbers as Lua prints them (`%.14g`, as
 /// Redis converts them); anything else is refused. Built straight into one buffer.
-fn call_args(lua: &Lua, args: &MultiValue) -> mlua::Result<Args> {
+fn call_args(args: &MultiValue) -> mlua::Result<Args> {
     let mut built = carmine_resp::ArgsBuilder::with_capacity(args.len(), 64);
     for v in args.iter() {
         match v {
             Value::String(s) => built.push(&s.as_bytes()),
-            Value::Integer(i) => built.push(itoa::Buffer::new().format(*i).as_bytes()),
-            Value::Number(_) => match lua.coerce_string(v.clone())? {
-                Some(t) => built.push(&t.as_bytes()),
-                None => return Err(not_a_call_argument()),
-            },
+            // `%.17g`, as `redis.call` writes numbers (Lua 5.1's are all doubles).
+            Value::Integer(i) => built.push(call::number_text(*i as f64).as_bytes()),
+            Value::Number(n) => built.push(call::number_text(*n).as_bytes()),
             _ => return Err(not_a_call_argument()),
         }
     }
@@ -1529,6 +1537,37 @@ mod tests {
             parse_shebang(b"#!lua"),
             Err("ERR Invalid script shebang".into())
         );
+    }
+
+    /// A `__gc` finalizer that calls a command while a reply is being pushed (a push
+    /// may run a collection step) must not disturb that reply: the replies being pushed
+    /// are a stack, not one slot.
+    #[test]
+    fn a_finalizer_calling_redis_during_a_reply_push_leaves_the_reply_whole() {
+        let body = br#"
+            for i = 1, 2000 do redis.call('rpush', 'l', 'element-' .. i) end
+            local calls = 0
+            for round = 1, 50 do
+                for j = 1, 20 do
+                    local p = newproxy(true)
+                    getmetatable(p).__gc = function()
+                        calls = calls + 1
+                        redis.pcall('lrange', 'l', 0, -1)
+                        redis.pcall('set', 'x', string.rep('y', 100))
+                    end
+                end
+                local all = redis.call('lrange', 'l', 0, -1)
+                if #all ~= 2000 or all[1] ~= 'element-1' or all[2000] ~= 'element-2000' then
+                    return {err = 'reply damaged in round ' .. round}
+                end
+            end
+            collectgarbage()
+            return calls
+        "#;
+        match run(body, &[], |_| {}) {
+            Ok(Value::Integer(calls)) => assert!(calls > 0, "no finalizer ran"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -20,9 +20,10 @@ const NODE: usize = 128;
 /// bytes.
 type Node = VecDeque<CompactKey>;
 
-/// A node for pushes: room for all its elements at once.
-fn new_node(first: CompactKey) -> Arc<Node> {
-    let mut node = VecDeque::with_capacity(NODE);
+/// A node for pushes past a full one: room for all its elements at once. A list's
+/// first node grows as it fills instead (a short list stays small).
+fn new_node(first: CompactKey, after_full: bool) -> Arc<Node> {
+    let mut node = VecDeque::with_capacity(if after_full { NODE } else { 1 });
     node.push_back(first);
     Arc::new(node)
 }
@@ -46,7 +47,10 @@ impl NodeList {
         let item = item.into();
         match self.nodes.front_mut() {
             Some(node) if node.len() < NODE => Arc::make_mut(node).push_front(item),
-            _ => self.nodes.push_front(new_node(item)),
+            _ => {
+                let node = new_node(item, !self.nodes.is_empty());
+                self.nodes.push_front(node);
+            }
         }
         self.len += 1;
     }
@@ -55,7 +59,10 @@ impl NodeList {
         let item = item.into();
         match self.nodes.back_mut() {
             Some(node) if node.len() < NODE => Arc::make_mut(node).push_back(item),
-            _ => self.nodes.push_back(new_node(item)),
+            _ => {
+                let node = new_node(item, !self.nodes.is_empty());
+                self.nodes.push_back(node);
+            }
         }
         self.len += 1;
     }

@@ -8,7 +8,7 @@
 //! destructors. So the Lua API calls that can raise (a number made a string, any push
 //! that allocates) run only where no Rust value with a destructor is alive: the
 //! command runs in between, in [`run_call`], which leaves its reply decoded in a
-//! thread-local ([`CALL_FRAME`]) that the pushes read through a plain reference.
+//! thread-local ([`CALL_FRAMES`]) that the pushes read through a plain reference.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int};
@@ -24,16 +24,23 @@ thread_local! {
     /// The reply buffer of a script's calls on this thread, kept between calls (a new
     /// 16 KiB buffer per `redis.call` was a fifth of a small script's time in malloc).
     static CALL_REPLY: RefCell<ReplyBuf> = RefCell::new(ReplyBuf::with_capacity(false, 1024));
-    /// The last call's reply, decoded, while it is pushed onto the script's stack; it
-    /// stays until the next call or the end of the script ([`release_call_frame`]).
-    static CALL_FRAME: RefCell<Option<Frame>> = const { RefCell::new(None) };
+    /// The replies of the calls being pushed onto a script's stack, decoded. A stack of
+    /// boxes: a push may run a collection step and with it a `__gc` finalizer that calls
+    /// again (the sandbox has `newproxy`), and that call's reply must not move or drop
+    /// the one still being pushed. A call drops its own when its push is done; one whose
+    /// push raised goes with the call below it, or at the end of the script
+    /// ([`release_call_frame`]).
+    // Boxed for stable addresses: the vector may grow while a push reads a box.
+    #[allow(clippy::vec_box)]
+    static CALL_FRAMES: RefCell<Vec<Box<Frame>>> = const { RefCell::new(Vec::new()) };
     /// A panic of a call's command, caught before it could unwind through Lua's C
     /// frames and resumed once the script is over ([`resume_call_panic`]).
     static CALL_PANIC: RefCell<Option<Box<dyn std::any::Any + Send>>> = const { RefCell::new(None) };
 }
 
 /// Resumes a panic a call's command raised, now that Lua is no longer on the stack
-/// (mlua's callbacks did the same).
+/// (mlua's callbacks did the same). Until then the script's further calls are refused
+/// and its hook stops it (see `run_call`).
 pub(super) fn resume_call_panic() {
     if let Some(payload) = CALL_PANIC.with(|p| p.borrow_mut().take()) {
         std::panic::resume_unwind(payload);
@@ -43,9 +50,9 @@ pub(super) fn resume_call_panic() {
 /// A call reply buffer larger than this after a call is given back.
 const CALL_REPLY_KEPT: usize = 64 * 1024;
 
-/// Drops the last call's reply (a long LRANGE's, say) when a script ends.
+/// Drops what replies are left (a push that raised) when a script ends.
 pub(super) fn release_call_frame() {
-    CALL_FRAME.with(|f| f.borrow_mut().take());
+    CALL_FRAMES.with(|f| f.borrow_mut().clear());
 }
 
 /// `redis.pcall`: runs one command; its reply as a Lua value, an error as an
@@ -57,14 +64,16 @@ pub(super) fn release_call_frame() {
 pub(super) unsafe extern "C-unwind" fn redis_pcall(state: *mut ffi::lua_State) -> c_int {
     let args = ffi::lua_gettop(state);
     // Every Rust value of the call lives and dies in here.
-    let frame = run_call(state, args);
+    let (frame, depth) = run_call(state, args);
     // The arguments go (a call may fill the stack with them: `unpack` of 7,999), so
     // the reply has room.
     ffi::lua_settop(state, 0);
-    // SAFETY: `run_call` left the reply in CALL_FRAME, which nothing touches until this
-    // call returns (scripts do not nest); the pushes may raise, which leaves only this
-    // reference behind.
-    push_frame(state, &*frame, true);
+    // SAFETY: `run_call` left the reply boxed in CALL_FRAMES at `depth`; a call made
+    // meanwhile (a finalizer) only adds above it and truncates back to its own depth, so
+    // the box stays where it is until the truncation below. The pushes may raise, which
+    // leaves only this reference behind.
+    push_frame(state, &*frame);
+    CALL_FRAMES.with(|f| f.borrow_mut().truncate(depth));
     1
 }
 
@@ -96,12 +105,16 @@ pub(super) unsafe extern "C-unwind" fn redis_call(state: *mut ffi::lua_State) ->
     ffi::lua_error(state)
 }
 
-/// Reads the call's arguments, runs the command and leaves its reply in CALL_FRAME;
-/// returns a pointer to it. Only Lua API calls that cannot raise are made here.
+/// Reads the call's arguments, runs the command and leaves its reply boxed on
+/// CALL_FRAMES; returns a pointer to it and the depth it is at. Only Lua API calls that
+/// cannot raise are made here.
 #[allow(unsafe_code)]
-unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> *const Frame {
+unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> (*const Frame, usize) {
     let run = || {
         with_script_context(|cx| {
+            if CALL_PANIC.with(|p| p.borrow().is_some()) {
+                return Frame::Error("ERR a command of this script failed".into());
+            }
             if args == 0 {
                 return refused(
                     cx,
@@ -140,18 +153,25 @@ unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> *const Frame {
         ),
         Err(payload) => {
             CALL_PANIC.with(|p| *p.borrow_mut() = Some(payload));
-            Frame::Error("ERR the command failed".into())
+            // The script goes no further: its hook fails from the next check on, as
+            // for SCRIPT KILL, and its calls are refused meanwhile.
+            super::stop_running_script();
+            Frame::Error("ERR a command of this script failed".into())
         }
     };
-    CALL_FRAME.with(|f| {
+    CALL_FRAMES.with(|f| {
         let mut f = f.borrow_mut();
-        std::ptr::from_ref(f.insert(frame))
+        let depth = f.len();
+        let frame = Box::new(frame);
+        let at = std::ptr::from_ref(&*frame);
+        f.push(frame);
+        (at, depth)
     })
 }
 
 /// A number argument as Redis 7.0 writes it: `%.17g`, which prints a whole number up to
 /// 2^53 as an integer.
-fn number_text(n: f64) -> String {
+pub(super) fn number_text(n: f64) -> String {
     const EXACT: f64 = (1u64 << 53) as f64;
     if n.fract() == 0.0 && n.abs() <= EXACT && !(n == 0.0 && n.is_sign_negative()) {
         itoa::Buffer::new().format(n as i64).to_string()
@@ -277,11 +297,12 @@ unsafe fn wrap_single(state: *mut ffi::lua_State, name: &std::ffi::CStr) {
 
 /// Pushes a reply as the Lua value Redis makes of it: RESP2's nulls are false, RESP3's
 /// null (a script that chose RESP3) is nil, a status is `{ok=...}`, an error `{err=...}`
-/// (marked counted already at the top: the command counted it where it wrote it), and
+/// (marked counted already, as Redis marks every error it converts: the command counted
+/// it where it wrote it), attributes left out wherever they are, and
 /// the RESP3 types the tables Redis makes of them. May raise (memory, a nil set
 /// member); holds nothing that needs dropping.
 #[allow(unsafe_code)]
-unsafe fn push_frame(state: *mut ffi::lua_State, frame: &Frame, top: bool) {
+unsafe fn push_frame(state: *mut ffi::lua_State, frame: &Frame) {
     // Room for a table, a key and a value at each level; raises past Lua's limit.
     ffi::luaL_checkstack(state, 4, c"reply nested too deep".as_ptr());
     match frame {
@@ -298,15 +319,13 @@ unsafe fn push_frame(state: *mut ffi::lua_State, frame: &Frame, top: bool) {
             ffi::lua_createtable(state, 0, 2);
             push_bytes(state, e.as_ref());
             ffi::lua_setfield(state, -2, c"err".as_ptr());
-            if top {
-                ffi::lua_pushboolean(state, 1);
-                ffi::lua_setfield(state, -2, COUNTED_MARK_C.as_ptr());
-            }
+            ffi::lua_pushboolean(state, 1);
+            ffi::lua_setfield(state, -2, COUNTED_MARK_C.as_ptr());
         }
         Frame::Set(items) => {
             ffi::lua_createtable(state, 0, items.len().min(1 << 16) as c_int);
-            for item in items {
-                push_frame(state, item, false);
+            for item in items.iter().filter(|i| !matches!(i, Frame::Attribute(_))) {
+                push_frame(state, item);
                 ffi::lua_pushboolean(state, 1);
                 ffi::lua_rawset(state, -3);
             }
@@ -314,16 +333,18 @@ unsafe fn push_frame(state: *mut ffi::lua_State, frame: &Frame, top: bool) {
         }
         Frame::Array(items) | Frame::Push(items) => {
             ffi::lua_createtable(state, items.len().min(1 << 24) as c_int, 0);
-            for (i, item) in items.iter().enumerate() {
-                push_frame(state, item, false);
+            // Attributes are not shown to scripts, wherever they are.
+            let shown = items.iter().filter(|i| !matches!(i, Frame::Attribute(_)));
+            for (i, item) in shown.enumerate() {
+                push_frame(state, item);
                 ffi::lua_rawseti(state, -2, (i + 1) as ffi::lua_Integer);
             }
         }
         Frame::Map(pairs) | Frame::Attribute(pairs) => {
             ffi::lua_createtable(state, 0, pairs.len().min(1 << 16) as c_int);
             for (k, v) in pairs {
-                push_frame(state, k, false);
-                push_frame(state, v, false);
+                push_frame(state, k);
+                push_frame(state, v);
                 ffi::lua_rawset(state, -3);
             }
             wrap_single(state, c"map");
