@@ -992,8 +992,8 @@ fn with_script_context<R>(f: impl FnOnce(&mut ScriptContext<'_>) -> R) -> Option
 
 /// Every 100,000 instructions (Redis' period): past `busy-reply-threshold` the script
 /// is busy (clients get -BUSY and may send a KILL), and a KILL or a SHUTDOWN NOSAVE is
-/// acted on.
-fn script_hook(lua: &Lua, _: mlua::Debug<'_>) -> mlua::Result<mlua::VmState> {
+/// acted on. Returns the message to stop the script with.
+fn script_hook_check() -> Option<&'static std::ffi::CStr> {
     with_script_context(|cx| {
         let shared = cx.call.shared;
         let running = &shared.scripts.running;
@@ -1016,22 +1016,82 @@ fn script_hook(lua: &Lua, _: mlua::Debug<'_>) -> mlua::Result<mlua::VmState> {
             cx.last_served = Instant::now();
         }
         let why = match running.stop.load(Ordering::Acquire) {
-            STOP_KILL => "Script killed by user with SCRIPT KILL...",
-            STOP_SHUTDOWN => "Script abandoned by SHUTDOWN NOSAVE",
-            STOP_FAILED => "a command of this script failed",
-            _ => return Ok(mlua::VmState::Continue),
+            STOP_KILL => c"Script killed by user with SCRIPT KILL...",
+            STOP_SHUTDOWN => c"Script abandoned by SHUTDOWN NOSAVE",
+            STOP_FAILED => c"a command of this script failed",
+            _ => return None,
         };
-        // From now on every instruction fails (as Redis' hook turns to every line),
-        // so a script cannot catch the stop with pcall and carry on. The error
-        // handler runs with hooks off, as Lua runs it after a hook's error.
         cx.hook_replaced = true;
-        lua.set_hook(
-            mlua::HookTriggers::new().every_nth_instruction(1),
-            move |_, _| Err(mlua::Error::RuntimeError(why.into())),
-        );
-        Err(mlua::Error::RuntimeError(why.into()))
+        STOP_REASON.with(|r| r.set(Some(why)));
+        Some(why)
     })
-    .unwrap_or(Ok(mlua::VmState::Continue))
+    .flatten()
+}
+
+thread_local! {
+    /// Why the script this thread runs was stopped, for the hook that fails every
+    /// instruction from then on.
+    static STOP_REASON: std::cell::Cell<Option<&'static std::ffi::CStr>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The scripts' instruction hook, a C hook set with Lua's own API: Lua 5.1 hands a
+/// state's hook to every coroutine made from it, so a loop inside a coroutine is busy
+/// and killable like any other (mlua's hooks leave other threads alone: a
+/// `coroutine.wrap` loop held the world for good). A stop fails this instruction and,
+/// through [`script_stopped_hook`], every later one of the thread (as Redis' hook turns
+/// to every line), so the script cannot catch it with pcall and carry on; the error
+/// handler runs with hooks off, as Lua runs it after a hook's error.
+///
+/// # Safety
+/// Called by Lua only. The check runs and returns before anything can raise.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn script_hook(state: *mut mlua::lua_State, _: *mut mlua::ffi::lua_Debug) {
+    // A panic must not unwind through Lua's C frames: a failed check lets the script go on.
+    let why = std::panic::catch_unwind(script_hook_check).ok().flatten();
+    if let Some(why) = why {
+        mlua::ffi::lua_sethook(
+            state,
+            Some(script_stopped_hook),
+            mlua::ffi::LUA_MASKCOUNT,
+            1,
+        );
+        mlua::ffi::lua_pushstring(state, why.as_ptr());
+        mlua::ffi::lua_error(state);
+    }
+}
+
+/// Every instruction of a stopped script fails.
+///
+/// # Safety
+/// Called by Lua only; nothing here needs dropping.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn script_stopped_hook(
+    state: *mut mlua::lua_State,
+    _: *mut mlua::ffi::lua_Debug,
+) {
+    let why = STOP_REASON
+        .with(std::cell::Cell::get)
+        .unwrap_or(c"Script stopped");
+    mlua::ffi::lua_pushstring(state, why.as_ptr());
+    mlua::ffi::lua_error(state);
+}
+
+/// Sets (or with `None`, clears) the hook of the state's main thread.
+fn set_main_hook(lua: &Lua, hook: Option<mlua::ffi::lua_Hook>) {
+    // SAFETY: `lua_sethook` neither raises nor allocates; the closure runs on the state's
+    // main thread, whose hook coroutines made later inherit.
+    #[allow(unsafe_code)]
+    let _ = unsafe {
+        lua.exec_raw::<()>((), |state| match hook {
+            Some(hook) => {
+                mlua::ffi::lua_sethook(state, Some(hook), mlua::ffi::LUA_MASKCOUNT, 100_000);
+            }
+            None => {
+                mlua::ffi::lua_sethook(state, None, 0, 0);
+            }
+        })
+    };
 }
 
 /// Runs `f(args)` under Redis' error handler with `redis.pcall` bound to `session`; an
@@ -1062,10 +1122,7 @@ pub(crate) fn invoke(
         started,
     );
     if !vm.hook_installed.swap(true, Ordering::Relaxed) {
-        lua.set_hook(
-            mlua::HookTriggers::new().every_nth_instruction(100_000),
-            script_hook,
-        );
+        set_main_hook(lua, Some(script_hook));
     }
     let mut cx = ScriptContext {
         call,
@@ -1096,7 +1153,7 @@ pub(crate) fn invoke(
     let session = cx.session;
     if cx.hook_replaced {
         // Stopped: the failing hook goes; the next run installs the usual one.
-        lua.remove_hook();
+        set_main_hook(lua, None);
         vm.hook_installed.store(false, Ordering::Relaxed);
     }
     running.end();
@@ -1638,5 +1695,52 @@ mod tests {
         assert_eq!(killer.join().expect("killer"), Ok(()));
         assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
         assert!(!shared.scripts.running.busy());
+        // The state's next script runs as usual.
+        assert!(matches!(
+            run_on(&shared, b"return 7"),
+            Ok(Value::Integer(7))
+        ));
+    }
+
+    /// A loop inside a coroutine is busy and killable too (the hook reaches every
+    /// thread of the state), including when the script catches the coroutine's error.
+    #[test]
+    fn a_busy_loop_in_a_coroutine_is_stopped_by_script_kill() {
+        let shared = std::sync::Arc::new(crate::Shared::with_commands(
+            crate::Config::new(),
+            1,
+            None,
+            crate::command_table(),
+        ));
+        shared
+            .config
+            .set("busy-reply-threshold", &["50".to_string()], true)
+            .expect("config");
+        let running = shared.scripts.running.clone();
+        let killer = std::thread::spawn(move || {
+            let deadline = Instant::now() + std::time::Duration::from_secs(20);
+            while !running.busy() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            running.kill(true)
+        });
+        let body = b"while true do pcall(coroutine.wrap(function() while true do end end)) end";
+        // On a thread of its own, so that a hook that never fires fails the test instead
+        // of hanging it.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let script_shared = shared.clone();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(run_on(&script_shared, body));
+        });
+        let err = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the script was never stopped")
+            .expect_err("killed");
+        assert_eq!(killer.join().expect("killer"), Ok(()));
+        assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
+        assert!(matches!(
+            run_on(&shared, b"return 7"),
+            Ok(Value::Integer(7))
+        ));
     }
 }
