@@ -1661,72 +1661,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_busy_script_is_stopped_by_script_kill_even_under_pcall() {
-        let shared = std::sync::Arc::new(crate::Shared::with_commands(
-            crate::Config::new(),
-            1,
-            None,
-            crate::command_table(),
-        ));
+    /// A server whose scripts are busy after 50 ms, and a thread that sends SCRIPT KILL
+    /// once the script is busy (`first` runs before, on the same `Running`).
+    fn busy_script_and_killer(
+        first: impl FnOnce(&Running) + Send + 'static,
+    ) -> (
+        std::sync::Arc<Shared>,
+        std::thread::JoinHandle<Result<(), &'static str>>,
+    ) {
+        let shared =
+            crate::Shared::with_commands(crate::Config::new(), 1, None, crate::command_table());
         shared
             .config
             .set("busy-reply-threshold", &["50".to_string()], true)
             .expect("config");
         let running = shared.scripts.running.clone();
-        assert_eq!(
-            running.kill(true),
-            Err("NOTBUSY No scripts in execution right now.")
-        );
         let killer = std::thread::spawn(move || {
             let deadline = Instant::now() + std::time::Duration::from_secs(20);
             while !running.busy() && Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            assert_eq!(
-                running.kill(false),
-                Err(BUSY_EVAL),
-                "FUNCTION KILL of a script"
-            );
+            first(&running);
             running.kill(true)
         });
-        let body = b"local f = function() while true do end end while true do pcall(f) end";
-        let err = run_on(&shared, body).expect_err("killed");
-        assert_eq!(killer.join().expect("killer"), Ok(()));
-        assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
-        assert!(!shared.scripts.running.busy());
-        // The state's next script runs as usual.
-        assert!(matches!(
-            run_on(&shared, b"return 7"),
-            Ok(Value::Integer(7))
-        ));
+        (shared, killer)
     }
 
-    /// A loop inside a coroutine is busy and killable too (the hook reaches every
-    /// thread of the state), including when the script catches the coroutine's error.
-    #[test]
-    fn a_busy_loop_in_a_coroutine_is_stopped_by_script_kill() {
-        let shared = std::sync::Arc::new(crate::Shared::with_commands(
-            crate::Config::new(),
-            1,
-            None,
-            crate::command_table(),
-        ));
-        shared
-            .config
-            .set("busy-reply-threshold", &["50".to_string()], true)
-            .expect("config");
-        let running = shared.scripts.running.clone();
-        let killer = std::thread::spawn(move || {
-            let deadline = Instant::now() + std::time::Duration::from_secs(20);
-            while !running.busy() && Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            running.kill(true)
-        });
-        let body = b"while true do pcall(coroutine.wrap(function() while true do end end)) end";
-        // On a thread of its own, so that a hook that never fires fails the test instead
-        // of hanging it.
+    /// Runs `body` until the killer stops it, on a thread of its own so that a hook
+    /// that never fires fails the test instead of hanging it; then checks the error,
+    /// and that the state's next script runs as usual.
+    fn killed_by_script_kill(
+        shared: &std::sync::Arc<Shared>,
+        killer: std::thread::JoinHandle<Result<(), &'static str>>,
+        body: &'static [u8],
+    ) {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let script_shared = shared.clone();
         std::thread::spawn(move || {
@@ -1738,9 +1706,33 @@ mod tests {
             .expect_err("killed");
         assert_eq!(killer.join().expect("killer"), Ok(()));
         assert_eq!(err, "ERR Script killed by user with SCRIPT KILL...");
-        assert!(matches!(
-            run_on(&shared, b"return 7"),
-            Ok(Value::Integer(7))
-        ));
+        assert!(!shared.scripts.running.busy());
+        assert!(matches!(run_on(shared, b"return 7"), Ok(Value::Integer(7))));
+    }
+
+    #[test]
+    fn a_busy_script_is_stopped_by_script_kill_even_under_pcall() {
+        let (shared, killer) = busy_script_and_killer(|running| {
+            assert_eq!(
+                running.kill(false),
+                Err(BUSY_EVAL),
+                "FUNCTION KILL of a script"
+            );
+        });
+        assert_eq!(
+            shared.scripts.running.kill(true),
+            Err("NOTBUSY No scripts in execution right now.")
+        );
+        let body = b"local f = function() while true do end end while true do pcall(f) end";
+        killed_by_script_kill(&shared, killer, body);
+    }
+
+    /// A loop inside a coroutine is busy and killable too (the hook reaches every
+    /// thread of the state), including when the script catches the coroutine's error.
+    #[test]
+    fn a_busy_loop_in_a_coroutine_is_stopped_by_script_kill() {
+        let (shared, killer) = busy_script_and_killer(|_| {});
+        let body = b"while true do pcall(coroutine.wrap(function() while true do end end)) end";
+        killed_by_script_kill(&shared, killer, body);
     }
 }
