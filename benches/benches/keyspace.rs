@@ -3,11 +3,9 @@
 //! the full dispatcher (lookup, arity, lock, execute, reply) for GET, and sorted-set
 //! commands on a 100k-member set through the dispatcher.
 
-use std::sync::Arc;
-
-use carmine_commands::{execute, ClientInfo, Config, Session, Shared};
+use carmine_benches::Dispatcher;
 use carmine_keyspace::Keyspace;
-use carmine_resp::{Args, ReplyBuf};
+use carmine_resp::Args;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 fn bench(c: &mut Criterion) {
@@ -76,43 +74,30 @@ fn bench(c: &mut Criterion) {
             black_box(db.rpop(b"queue").expect("list"))
         })
     });
-    let shared = Shared::new(Config::new(), 1, None);
-    let stats = shared.new_thread_stats();
-    let info = Arc::new(ClientInfo::new(1, String::new(), String::new(), -1, 0));
-    let mut session = Session::new(info, 0, true);
-    let mut reply = ReplyBuf::new(false);
-    execute(
-        &shared,
-        &mut session,
-        &stats,
-        &Args::from_slices(&["SET", "k", "v"]),
-        &mut reply,
-    );
+    let mut server = Dispatcher::new();
+    server.run(&Args::from_slices(&["SET", "k", "v"]));
     let get = Args::from_slices(&["GET", "k"]);
     c.bench_function("dispatch_get", |b| {
         b.iter(|| {
-            reply.out.clear();
-            execute(&shared, &mut session, &stats, black_box(&get), &mut reply);
+            server.run(black_box(&get));
         })
     });
     // A leaderboard: re-scores, ranks and a top-ten window on 100k members.
     for i in 0..100_000u32 {
         let (score, member) = (((i * 7919) % 100_000).to_string(), format!("player:{i}"));
-        execute(
-            &shared,
-            &mut session,
-            &stats,
-            &Args::from_slices(&["ZADD", "board", score.as_str(), member.as_str()]),
-            &mut reply,
-        );
+        server.run(&Args::from_slices(&[
+            "ZADD",
+            "board",
+            score.as_str(),
+            member.as_str(),
+        ]));
     }
     let mut z = 0u32;
     let mut zset_bench = |name: &str, args: &dyn Fn(u32) -> Args| {
         c.bench_function(name, |b| {
             b.iter(|| {
                 z = (z + 7919) % 100_000;
-                reply.out.clear();
-                execute(&shared, &mut session, &stats, &args(z), &mut reply);
+                server.run(&args(z));
             })
         });
     };

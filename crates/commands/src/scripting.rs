@@ -112,18 +112,6 @@ const STOP_SHUTDOWN: u8 = 2;
 /// A command of the script panicked (see `call::resume_call_panic`).
 const STOP_FAILED: u8 = 3;
 
-/// Stops the script this thread runs at its hook's next check.
-fn stop_running_script() {
-    with_script_context(|cx| {
-        cx.call
-            .shared
-            .scripts
-            .running
-            .stop
-            .store(STOP_FAILED, Ordering::Release);
-    });
-}
-
 /// Replies a client gets while a script or a function is busy.
 pub const BUSY_EVAL: &str =
     "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
@@ -227,6 +215,11 @@ impl Running {
     /// changed is neither propagated nor saved.
     pub fn abandon(&self) {
         self.stop.store(STOP_SHUTDOWN, Ordering::Release);
+    }
+
+    /// A command of the script panicked: the script stops at its hook's next check.
+    fn fail(&self) {
+        self.stop.store(STOP_FAILED, Ordering::Release);
     }
 
     pub(crate) fn abandoned(&self) -> bool {
@@ -1077,17 +1070,16 @@ unsafe extern "C-unwind" fn script_stopped_hook(
     mlua::ffi::lua_error(state);
 }
 
-/// Sets (or with `None`, clears) the hook of the state's main thread.
-fn set_main_hook(lua: &Lua, hook: Option<mlua::ffi::lua_Hook>) {
-    // SAFETY: `lua_sethook` neither raises nor allocates; the closure runs on the state's
-    // main thread, whose hook coroutines made later inherit.
+/// Sets [`script_hook`] on the state's main thread (whose hook coroutines made later
+/// inherit), or clears its hook.
+fn set_script_hook(lua: &Lua, on: bool) {
+    // SAFETY: `lua_sethook` neither raises nor allocates.
     #[allow(unsafe_code)]
     let _ = unsafe {
-        lua.exec_raw::<()>((), |state| match hook {
-            Some(hook) => {
-                mlua::ffi::lua_sethook(state, Some(hook), mlua::ffi::LUA_MASKCOUNT, 100_000);
-            }
-            None => {
+        lua.exec_raw::<()>((), |state| {
+            if on {
+                mlua::ffi::lua_sethook(state, Some(script_hook), mlua::ffi::LUA_MASKCOUNT, 100_000);
+            } else {
                 mlua::ffi::lua_sethook(state, None, 0, 0);
             }
         })
@@ -1122,7 +1114,7 @@ pub(crate) fn invoke(
         started,
     );
     if !vm.hook_installed.swap(true, Ordering::Relaxed) {
-        set_main_hook(lua, Some(script_hook));
+        set_script_hook(lua, true);
     }
     let mut cx = ScriptContext {
         call,
@@ -1153,7 +1145,7 @@ pub(crate) fn invoke(
     let session = cx.session;
     if cx.hook_replaced {
         // Stopped: the failing hook goes; the next run installs the usual one.
-        set_main_hook(lua, None);
+        set_script_hook(lua, false);
         vm.hook_installed.store(false, Ordering::Relaxed);
     }
     running.end();

@@ -986,11 +986,17 @@ impl<'a> Locked<'a> {
     /// here only if that keeps the ascending (db, slot) lock order: past every table held.
     /// Anything else could deadlock against a thread locking in order, so it stops the
     /// command in release builds too; the command table's key positions make it a bug.
+    /// Table `id`, if this command holds it.
+    fn held(&self, id: u32) -> Option<&SlotTable> {
+        match &self.first {
+            Some((f, g)) if *f == id => Some(g),
+            _ => self.rest.iter().find(|(r, _)| *r == id).map(|(_, g)| &**g),
+        }
+    }
+
     pub fn table_in(&mut self, db: usize, key: &[u8]) -> &mut SlotTable {
         let id = table_id(db, self.slot_memo.slot_of(key));
-        let held = matches!(&self.first, Some((f, _)) if *f == id)
-            || self.rest.iter().any(|(r, _)| *r == id);
-        if !held {
+        if self.held(id).is_none() {
             let highest = self
                 .first
                 .iter()
@@ -1120,12 +1126,7 @@ impl<'a> Locked<'a> {
     /// held are skipped: nothing is locked here.
     pub fn prefetch_held<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
         for key in keys {
-            let id = table_id(self.db, key_slot(key));
-            let held = match &self.first {
-                Some((f, g)) if *f == id => Some(g),
-                _ => self.rest.iter().find(|(r, _)| *r == id).map(|(_, g)| g),
-            };
-            if let Some(table) = held {
+            if let Some(table) = self.held(table_id(self.db, key_slot(key))) {
                 table.prefetch_entry(key);
             }
         }

@@ -58,10 +58,15 @@ fn get_len(buf: &[u8], pos: usize) -> (usize, usize) {
     (0, i - pos)
 }
 
+/// Appends one element: its length, then its bytes.
+fn put_item(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
 fn encoded(bytes: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(len_size(bytes.len()) + bytes.len());
-    put_len(&mut v, bytes.len());
-    v.extend_from_slice(bytes);
+    put_item(&mut v, bytes);
     v
 }
 
@@ -135,8 +140,7 @@ impl Packed {
         let mut v = std::mem::take(&mut self.buf).into_vec();
         v.reserve_exact(extra);
         for item in items {
-            put_len(&mut v, item.len());
-            v.extend_from_slice(item);
+            put_item(&mut v, item);
         }
         self.buf = v.into_boxed_slice();
     }
@@ -210,8 +214,7 @@ impl Packed {
     pub fn from_items<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Packed {
         let mut v = Vec::new();
         for item in items {
-            put_len(&mut v, item.len());
-            v.extend_from_slice(item);
+            put_item(&mut v, item);
         }
         Packed {
             buf: v.into_boxed_slice(),

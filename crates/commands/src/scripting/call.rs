@@ -155,7 +155,7 @@ unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> (*const Frame, us
             CALL_PANIC.with(|p| *p.borrow_mut() = Some(payload));
             // The script goes no further: its hook fails from the next check on, as
             // for SCRIPT KILL, and its calls are refused meanwhile.
-            super::stop_running_script();
+            with_script_context(|cx| cx.call.shared.scripts.running.fail());
             Frame::Error("ERR a command of this script failed".into())
         }
     };
