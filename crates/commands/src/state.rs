@@ -160,8 +160,13 @@ pub struct ClientInfo {
     /// TYPE replica inside a MULTI must have cut the link before EXEC answers, as Redis
     /// frees the client there and then). Set by the server.
     pub closer: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
-    /// Hands already-encoded bytes (pub/sub messages) to the owning loop for this client.
+    /// Hands already-encoded bytes (pub/sub messages, a replica's stream) to this
+    /// client: written to its socket by the calling thread when nothing is ahead of them,
+    /// else queued to the owning loop (set by the server).
     pub deliver: Mutex<Option<DeliverHook>>,
+    /// What decides whether delivered bytes may go straight to the socket (see
+    /// [`OutputOrder`]); shared by the delivering threads and the owning loop.
+    pub output_order: Mutex<OutputOrder>,
     /// Tells the owning loop a key this client is blocked on may be ready.
     pub ready: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Asks the owning loop to unsubscribe this client from shard channels whose slot
@@ -172,6 +177,35 @@ pub struct ClientInfo {
     /// The reply buffer's size and its peak use since the last reset (CLIENT LIST
     /// rbs/rbp), kept by the owning loop.
     pub reply_buffer: [AtomicU64; 2],
+}
+
+/// Keeps a client's output in order when threads other than its loop write to its
+/// socket: a replica's stream is written by whichever loop ran the writes, before that
+/// loop's replies leave (so a master killed right after a reply has still sent the write
+/// towards its replicas, as Redis' single thread does), and only when nothing the owning
+/// loop holds or was sent for it is still ahead. Read and changed under
+/// [`ClientInfo::output_order`], which a direct write holds while it writes.
+#[derive(Default)]
+pub struct OutputOrder {
+    /// A duplicate of the socket's descriptor, set by the owning loop when it allows
+    /// direct writes (a replica's connection, once its own replies are out) and dropped
+    /// when the connection closes, so a write never reaches a reused descriptor number.
+    pub socket: Option<Box<dyn std::io::Write + Send>>,
+    /// Deliveries queued to the owning loop and not yet in its output buffer.
+    pub queued: u32,
+    /// The owning loop's output buffer holds bytes not yet written.
+    pub loop_holds: bool,
+}
+
+impl OutputOrder {
+    /// The socket, when a delivery may be written to it now, ahead of nothing.
+    pub fn direct(&mut self) -> Option<&mut (dyn std::io::Write + Send + 'static)> {
+        if self.queued == 0 && !self.loop_holds {
+            self.socket.as_deref_mut()
+        } else {
+            None
+        }
+    }
 }
 
 /// How other threads push bytes to a client: set by the server when it adopts a socket.
@@ -210,6 +244,7 @@ impl ClientInfo {
             waker: Mutex::new(None),
             closer: Mutex::new(None),
             deliver: Mutex::new(None),
+            output_order: Mutex::new(OutputOrder::default()),
             ready: Mutex::new(None),
             revoke_shard: Mutex::new(None),
             subs: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],

@@ -458,6 +458,10 @@ impl EventLoop {
                         continue;
                     };
                     if let Some(c) = self.conns.get_mut(t).and_then(Option::as_mut) {
+                        let mut order = c.session.info.output_order.lock();
+                        order.queued = order.queued.saturating_sub(1);
+                        order.loop_holds = true;
+                        drop(order);
                         c.reply.out.extend_from_slice(&bytes);
                         touched.push(t);
                     }
@@ -581,7 +585,25 @@ impl EventLoop {
             let _ = waker.wake();
         }));
         let me = self.me.clone();
-        *info.deliver.lock() = Some(Arc::new(move |bytes| {
+        let weak = Arc::downgrade(&info);
+        let stats = self.stats.clone();
+        *info.deliver.lock() = Some(Arc::new(move |mut bytes: bytes::Bytes| {
+            let Some(info) = weak.upgrade() else {
+                return;
+            };
+            // Held while writing and while queueing, so deliveries keep their order.
+            let mut order = info.output_order.lock();
+            if let Some(socket) = order.direct() {
+                let n = write_now(socket, &bytes);
+                ThreadStats::add(&stats.net_output, n as u64);
+                bytes.advance(n);
+                if bytes.is_empty() {
+                    return;
+                }
+            }
+            // What the socket did not take (or anything while the loop holds bytes)
+            // goes through the loop, and everything after it until the loop has it out.
+            order.queued += 1;
             me.send(LoopMsg::Deliver(id, bytes));
         }));
         let me = self.me.clone();
@@ -962,6 +984,18 @@ impl EventLoop {
             .info
             .omem
             .store(pending as u64, Ordering::Relaxed);
+        // A replica's stream may be written by the loops that ran its writes once this
+        // loop holds nothing more for it (its own replies are never sent: see
+        // `execute_timed`).
+        if conn.session.replica_feed && !conn.closing {
+            let mut order = conn.session.info.output_order.lock();
+            order.loop_holds = pending > 0;
+            if order.socket.is_none() {
+                if let Ok(dup) = conn.stream.shutdown_handle() {
+                    order.socket = Some(Box::new(dup));
+                }
+            }
+        }
         if pending == 0 {
             if conn.closing {
                 self.close(t);
@@ -1034,6 +1068,9 @@ impl EventLoop {
         let Some(mut conn) = self.conns.get_mut(t).and_then(Option::take) else {
             return;
         };
+        // No thread writes to the descriptor from here on (one writing now finishes
+        // first): it is closed below and its number may be reused.
+        conn.session.info.output_order.lock().socket = None;
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.session.unwatch_all(&self.shared.keyspace);
         carmine_commands::pubsub::drop_client(&self.shared.pubsub, &mut conn.session);
@@ -1215,6 +1252,21 @@ const WOKEN_CLIENTS_WAIT: Duration = Duration::from_millis(2);
 /// distinct keys gains nothing (the lookups would wait for the same lines at once):
 /// throughput.sh's LPUSH and HSET, all on one key, lost 7-9% to prefetching every
 /// command's key.
+/// Writes as much of `bytes` as the (non-blocking) socket takes now; returns how much.
+/// An error leaves the rest to the owning loop, which meets the error itself.
+fn write_now(socket: &mut (dyn Write + Send + 'static), bytes: &[u8]) -> usize {
+    let mut done = 0;
+    while done < bytes.len() {
+        match socket.write(&bytes[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    done
+}
+
 fn prefetch_pipeline(keyspace: &carmine_keyspace::Keyspace, db: usize, buf: &[u8]) {
     let mut keys: [&[u8]; PREFETCH_MAX] = [&[]; PREFETCH_MAX];
     let mut n = 0;

@@ -96,6 +96,11 @@ struct Feed {
     /// An EOF-marked payload is out: the replica finds the mark only as the last bytes
     /// it read, so the stream waits for its first REPLCONF ACK (as Redis waits).
     awaiting_ack: bool,
+    /// Acknowledged before the transfer that sent its payload had finished (the last
+    /// bytes can reach the replica, and it can load them and answer, before the sending
+    /// thread returns): it goes online as soon as the transfer ends, not at its next
+    /// acknowledgement a second later.
+    acked_early: bool,
     /// Waiting for its snapshot to start (Redis' WAIT_BGSAVE_START).
     waiting: Option<Waiting>,
     /// Gets a newline every second until its payload starts (waiting, or while a
@@ -1121,6 +1126,9 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
                             let id = f.info.id;
                             stream.flush_outgoing_locked(&mut st);
                             st.go_online(id);
+                        } else if f.held_from.is_some() && f.waiting.is_none() {
+                            // A replica acknowledges only once it has loaded its payload.
+                            f.acked_early = true;
                         }
                     }
                     stream.refresh_good_replicas(&st, ctx.shared);
@@ -1349,6 +1357,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                     info,
                     held_from: None,
                     awaiting_ack: false,
+                    acked_early: false,
                     waiting: None,
                     keepalive: false,
                     ack_offset: from.saturating_sub(1),
@@ -1388,6 +1397,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
         info,
         held_from: Some(u64::MAX),
         awaiting_ack: false,
+        acked_early: false,
         waiting: Some(Waiting {
             since: Instant::now(),
             psync: psync.is_some(),
@@ -1440,13 +1450,18 @@ fn send_snapshot(
                     continue;
                 }
                 if eof {
-                    if let Some(f) = ReplicationStream::feed_of(&mut st, info.id) {
-                        f.awaiting_ack = true;
-                    }
                     log::notice(&format!(
                         "Streamed RDB transfer with replica {who} succeeded (socket, {bytes} \
                          bytes). Waiting for REPLCONF ACK from replica to enable streaming"
                     ));
+                    let acked = ReplicationStream::feed_of(&mut st, info.id).is_some_and(|f| {
+                        f.awaiting_ack = !f.acked_early;
+                        f.acked_early
+                    });
+                    if acked {
+                        stream.flush_outgoing_locked(&mut st);
+                        st.go_online(info.id);
+                    }
                 } else {
                     stream.flush_outgoing_locked(&mut st);
                     st.go_online(info.id);

@@ -1664,3 +1664,111 @@ fn swapdb_full_sync_loads_or_loads_async_by_history() {
     );
     assert_eq!(digest(&mut r), digest(&mut m));
 }
+
+/// A reply to a write leaves only once the write is in the kernel towards every live
+/// replica, whichever event loop serves that replica: a master killed (`kill -9`) right
+/// after a reply has still sent the write to its replica (Redis writes its replicas
+/// before its clients in `beforeSleep`). Writers on both of the master's event loops
+/// pipeline INCRs of their own counters; the master is killed at a random moment, and
+/// the replica must hold at least every value a writer saw acknowledged. Before the
+/// writer's loop wrote replicas' bytes itself, a replica on the other loop got them a
+/// moment after the reply, and most rounds lost some.
+#[test]
+fn a_master_killed_right_after_a_reply_has_sent_the_write_to_its_replica() {
+    let rounds: u64 = std::env::var("CARMINE_KILL_AFTER_REPLY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0001);
+    for round in 0..rounds {
+        let port = common::free_port();
+        let dir = common::scratch_dir();
+        let mut master = common::Proc {
+            child: Command::new(env!("CARGO_BIN_EXE_carmine-server"))
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--io-threads", "2", "--save", "", "--appendonly", "no"])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--logfile")
+                .arg(dir.join("log"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("carmine-server starts"),
+            port,
+        };
+        assert!(common::wait_port(port, 10), "master listens");
+        let replica = common::start(&format!("replicaof 127.0.0.1 {port}"));
+        let mut rc = common::client(&replica);
+        assert!(link_up(&mut rc), "round {round}: the replica syncs");
+        let writers = 6;
+        let acked: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new(
+            (0..writers)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        );
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let acked = acked.clone();
+                std::thread::spawn(move || {
+                    let Ok(mut c) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+                    else {
+                        return;
+                    };
+                    let until = Instant::now() + Duration::from_secs(30);
+                    while Instant::now() < until {
+                        let mut p = redis::pipe();
+                        for _ in 0..8 {
+                            p.cmd("INCR").arg(format!("counter{w}"));
+                        }
+                        match p.query::<Vec<u64>>(&mut c) {
+                            Ok(values) => {
+                                let last = values.last().copied().unwrap_or(0);
+                                acked[w].fetch_max(last, Ordering::Relaxed);
+                            }
+                            // The master is gone.
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.u64(150..400)));
+        master.kill();
+        for h in handles {
+            h.join().expect("writer thread");
+        }
+        let want: Vec<u64> = acked.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        assert!(
+            want.iter().all(|&n| n > 0),
+            "round {round}: every writer wrote"
+        );
+        // What reached the replica's socket is applied within moments.
+        let mut have = Vec::new();
+        let settled = common::wait_until(5, || {
+            have = (0..writers)
+                .map(|w| {
+                    redis::cmd("GET")
+                        .arg(format!("counter{w}"))
+                        .query::<Option<u64>>(&mut rc)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                })
+                .collect();
+            have.iter().zip(&want).all(|(h, w)| h >= w)
+        });
+        assert!(
+            settled,
+            "round {round}: acknowledged {want:?}, the replica holds {have:?}; {}\nthe master's log:\n{}",
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut rc)
+                .unwrap_or_default(),
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+        replica.shutdown();
+    }
+}
