@@ -292,17 +292,75 @@ impl Cluster {
 }
 
 fn ranges(n: &Node) -> Vec<(u16, u16)> {
-    let mut out: Vec<(u16, u16)> = Vec::new();
     if n.num_slots == 0 {
-        return out;
+        return Vec::new();
     }
-    for s in 0..carmine_slots::SLOT_COUNT as u16 {
-        if crate::codec::slot_bit(&n.slots, s) {
+    slot_ranges(&n.slots)
+}
+
+/// The runs of set slots, in order. Eight bytes of the bitmap at a time: a master of a
+/// large cluster owns a few dozen slots, and nodes.conf lists every master, so testing
+/// 16384 bits per master made writing one file of 1,000 nodes cost 16M bit tests (over
+/// half of a 200-node simulation's time).
+fn slot_ranges(bits: &crate::codec::SlotBits) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (w, chunk) in bits.chunks_exact(8).enumerate() {
+        let mut word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let base = (w * 64) as u16;
+        while word != 0 {
+            let start = word.trailing_zeros() as u16;
+            // The run of ones from `start` up.
+            let len = (!(word >> start)).trailing_zeros() as u16;
+            let (a, b) = (base + start, base + start + len - 1);
             match out.last_mut() {
-                Some(last) if last.1 + 1 == s => last.1 = s,
-                _ => out.push((s, s)),
+                Some(last) if last.1 + 1 == a => last.1 = b,
+                _ => out.push((a, b)),
             }
+            word = if start + len >= 64 {
+                0
+            } else {
+                word & (u64::MAX << (start + len))
+            };
         }
     }
     out
+}
+
+#[cfg(test)]
+mod slot_range_tests {
+    use proptest::prelude::*;
+
+    fn bit_by_bit(bits: &crate::codec::SlotBits) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for s in 0..carmine_slots::SLOT_COUNT as u16 {
+            if crate::codec::slot_bit(bits, s) {
+                match out.last_mut() {
+                    Some(last) if last.1 + 1 == s => last.1 = s,
+                    _ => out.push((s, s)),
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// Word-at-a-time runs equal the bit-by-bit ones, for runs of any length at any
+        /// offset (word edges, the last slot, the whole map).
+        #[test]
+        fn ranges_equal_a_bit_by_bit_scan(runs in proptest::collection::vec((0u16..16384, 0u16..300), 0..40)) {
+            let mut bits: crate::codec::SlotBits = [0; 2048];
+            for (start, len) in runs {
+                for s in start..start.saturating_add(len).min(16384) {
+                    crate::codec::set_slot_bit(&mut bits, s, true);
+                }
+            }
+            prop_assert_eq!(super::slot_ranges(&bits), bit_by_bit(&bits));
+        }
+    }
+
+    #[test]
+    fn full_and_empty_maps() {
+        assert_eq!(super::slot_ranges(&[0xff; 2048]), vec![(0, 16383)]);
+        assert_eq!(super::slot_ranges(&[0; 2048]), vec![]);
+    }
 }

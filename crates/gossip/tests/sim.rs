@@ -493,6 +493,24 @@ fn hundred_nodes_converge_with_loss_and_reordering() {
     );
 }
 
+/// The chaos run at any size: `GOSSIP_SIM_CHAOS_NODES=1000` runs 500 shards (a master
+/// and a replica each) through `GOSSIP_SIM_SEEDS` seeds (default 1) of three rounds.
+/// Minutes per seed at 1,000 nodes in release, so not in CI.
+#[test]
+fn chaos_at_any_size() {
+    let Some(nodes) = std::env::var("GOSSIP_SIM_CHAOS_NODES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n >= 6)
+    else {
+        eprintln!("set GOSSIP_SIM_CHAOS_NODES=1000 for a chaos run at that size");
+        return;
+    };
+    let started = std::time::Instant::now();
+    chaos(nodes / 2, 0..sim_seeds(1), 3);
+    eprintln!("{nodes}-node chaos: {:?}", started.elapsed());
+}
+
 /// `GOSSIP_SIM_LARGE=1` (or a node count: `GOSSIP_SIM_LARGE=300`) for the 1,000-node
 /// runs: about a minute each in release.
 #[test]
