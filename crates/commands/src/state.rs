@@ -885,6 +885,9 @@ pub struct ReplConf {
     pub capa_eof: bool,
     /// `capa psync2`: it understands `+CONTINUE <replid>`.
     pub capa_psync2: bool,
+    /// A Carmine replica (`capa carmine-eof-stream`): it finds an EOF mark followed in
+    /// the same read by the stream, so its master need not wait for its first ACK.
+    pub capa_stream_after_eof: bool,
 }
 
 impl Session {

@@ -223,7 +223,15 @@ fn handshake(shared: &Arc<Shared>, stream: &ReplicationStream, link: &mut Link) 
     if !announce_ip.is_empty() {
         link.command(&[b"REPLCONF", b"ip-address", announce_ip.as_bytes()])?;
     }
-    let reply = link.command(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])?;
+    let reply = link.command(&[
+        b"REPLCONF",
+        b"capa",
+        b"eof",
+        b"capa",
+        b"psync2",
+        b"capa",
+        crate::replication::CAPA_STREAM_AFTER_EOF,
+    ])?;
     if reply.starts_with(b"-") {
         log::notice(&format!(
             "(Non critical) Master does not understand REPLCONF capa: {}",

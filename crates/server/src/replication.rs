@@ -30,6 +30,13 @@ use crate::persistence::ReplPoint;
 const PAYLOAD_IN_FLIGHT: u64 = 2 << 20;
 const PAYLOAD_CHUNK: usize = 256 << 10;
 
+/// The capability a Carmine replica announces (Redis ignores capabilities it does not
+/// know): it reads an EOF-marked payload to its mark wherever that falls in a read, so
+/// the stream written during its sync may follow the mark at once. A Redis replica
+/// looks for the mark only at the end of a read, so its master waits for the first
+/// REPLCONF ACK (sent once the payload is loaded) and holds that stream until then.
+pub(crate) const CAPA_STREAM_AFTER_EOF: &[u8] = b"carmine-eof-stream";
+
 pub struct ReplicationStream {
     /// True once a replica attached: from then on commands record their effects.
     enabled: AtomicBool,
@@ -96,6 +103,8 @@ struct Feed {
     /// An EOF-marked payload is out: the replica finds the mark only as the last bytes
     /// it read, so the stream waits for its first REPLCONF ACK (as Redis waits).
     awaiting_ack: bool,
+    /// Takes the stream right after an EOF-marked payload (see [`CAPA_STREAM_AFTER_EOF`]).
+    stream_after_eof: bool,
     /// Acknowledged before the transfer that sent its payload had finished (the last
     /// bytes can reach the replica, and it can load them and answer, before the sending
     /// thread returns): it goes online as soon as the transfer ends, not at its next
@@ -1106,6 +1115,8 @@ fn replconf(ctx: &mut Ctx<'_, '_>) {
                     ctx.session.replconf.capa_eof = true;
                 } else if val.eq_ignore_ascii_case(b"psync2") {
                     ctx.session.replconf.capa_psync2 = true;
+                } else if val.eq_ignore_ascii_case(CAPA_STREAM_AFTER_EOF) {
+                    ctx.session.replconf.capa_stream_after_eof = true;
                 }
             }
             b"ack" | b"fack" => {
@@ -1357,6 +1368,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
                     info,
                     held_from: None,
                     awaiting_ack: false,
+                    stream_after_eof: false,
                     acked_early: false,
                     waiting: None,
                     keepalive: false,
@@ -1397,6 +1409,7 @@ fn attach(ctx: &mut Ctx<'_, '_>, psync: Option<(Vec<u8>, Vec<u8>)>) {
         info,
         held_from: Some(u64::MAX),
         awaiting_ack: false,
+        stream_after_eof: conf.capa_stream_after_eof,
         acked_early: false,
         waiting: Some(Waiting {
             since: Instant::now(),
@@ -1450,14 +1463,20 @@ fn send_snapshot(
                     continue;
                 }
                 if eof {
+                    let acked = ReplicationStream::feed_of(&mut st, info.id).is_some_and(|f| {
+                        let now = f.acked_early || f.stream_after_eof;
+                        f.awaiting_ack = !now;
+                        now
+                    });
                     log::notice(&format!(
                         "Streamed RDB transfer with replica {who} succeeded (socket, {bytes} \
-                         bytes). Waiting for REPLCONF ACK from replica to enable streaming"
+                         bytes). {}",
+                        if acked {
+                            "Streaming to it from the snapshot's offset"
+                        } else {
+                            "Waiting for REPLCONF ACK from replica to enable streaming"
+                        }
                     ));
-                    let acked = ReplicationStream::feed_of(&mut st, info.id).is_some_and(|f| {
-                        f.awaiting_ack = !f.acked_early;
-                        f.acked_early
-                    });
                     if acked {
                         stream.flush_outgoing_locked(&mut st);
                         st.go_online(info.id);
