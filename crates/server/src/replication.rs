@@ -359,10 +359,16 @@ impl ReplicationStream {
     /// its snapshot is sent). A replica whose held bytes pass its output limit is dropped.
     fn feed_locked(&self, st: &mut StreamState, bytes: &[u8], shared: &Shared) {
         st.history.feed(bytes);
-        let hard = match shared.config.tunables.obuf.read()[1].hard {
-            0 => 0,
-            // At least repl-backlog-size, as for live replicas (see the event loop).
-            h => h.max(st.history.configured_size() as u64),
+        // Read only when some replica's bytes are held (its snapshot is being sent): a
+        // lock word every event loop's writes would share otherwise.
+        let hard = if st.feeds.iter().any(|f| f.held() && f.waiting.is_none()) {
+            match shared.config.tunables.obuf.read()[1].hard {
+                0 => 0,
+                // At least repl-backlog-size, as for live replicas (see the event loop).
+                h => h.max(st.history.configured_size() as u64),
+            }
+        } else {
+            0
         };
         let offset = st.history.master_repl_offset();
         let mut live = false;
