@@ -163,6 +163,8 @@ pub fn serve_while_busy() {
                         );
                         if conn.session.close_after_reply {
                             conn.closing = true;
+                            // As in `process`: gone before its last reply leaves.
+                            shared.clients.remove(conn.session.id());
                         }
                     }
                     Ok(false) => break,
@@ -731,6 +733,12 @@ impl EventLoop {
                     conn.decoder.set_authenticated(conn.session.authenticated);
                     if conn.session.close_after_reply {
                         conn.closing = true;
+                        // Gone for everyone else from now on, before its last reply
+                        // leaves: a client that reads QUIT's +OK and then writes on
+                        // another loop finds no such client (a tracking redirect to
+                        // it is broken), as with Redis, which frees the client before
+                        // it reads anyone's next command.
+                        self.shared.clients.remove(conn.session.id());
                     }
                 }
                 Ok(false) => break,

@@ -203,3 +203,37 @@ fn the_table_limit_is_applied_before_the_next_command_and_told_first() {
     assert_eq!(String::from_utf8_lossy(&got), "*1\r\n+PONG\r\n");
     common::query::<()>(&mut admin, &["DEBUG", "PAUSE-CRON", "0"]);
 }
+
+/// A client that read QUIT's +OK is gone for every other client's next command, on any
+/// event loop: a write right after it tells a tracking client whose invalidations went
+/// there that its redirect is broken (Redis' "tracking redir broken" test). Before, the
+/// quitting connection stayed registered until its loop had written the +OK, so a write
+/// on another loop could still send it the invalidation, and the tracking client heard
+/// nothing.
+#[test]
+fn a_redirect_to_a_client_that_quit_is_broken_at_once() {
+    let server = common::start("");
+    let mut writer = common::client(&server);
+    for round in 0..15 {
+        let mut target = common::raw(&server);
+        let id = send(&mut target, "CLIENT ID");
+        let id = id.trim_start_matches(':').trim();
+        let mut reader = resp3(&server);
+        assert_eq!(
+            send(&mut reader, &format!("CLIENT TRACKING ON REDIRECT {id}")),
+            "+OK\r\n"
+        );
+        assert_eq!(send(&mut reader, &format!("GET k{round}")), "_\r\n");
+        assert_eq!(send(&mut target, "QUIT"), "+OK\r\n");
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{round}"))
+            .arg(round)
+            .query(&mut writer)
+            .expect("set");
+        let got = pending(&mut reader);
+        assert!(
+            got.contains("tracking-redir-broken"),
+            "round {round}: the reader got {got:?}"
+        );
+    }
+}
