@@ -1253,13 +1253,6 @@ thread_local! {
 /// asked to serve (see `EventLoop::serve_woken_clients`).
 const WOKEN_CLIENTS_WAIT: Duration = Duration::from_millis(2);
 
-/// Starts loading what the complete commands waiting in `buf` will look up (see
-/// `Keyspace::prefetch`), as Valkey 8 batches its dictionary prefetches. The key is each
-/// command's second argument (a keyless command costs one wasted hint). A key that
-/// repeats the one before it is already on its way, and a batch of fewer than two
-/// distinct keys gains nothing (the lookups would wait for the same lines at once):
-/// throughput.sh's LPUSH and HSET, all on one key, lost 7-9% to prefetching every
-/// command's key.
 /// Writes as much of `bytes` as the (non-blocking) socket takes now; returns how much.
 /// An error leaves the rest to the owning loop, which meets the error itself.
 fn write_now(socket: &mut (dyn Write + Send + 'static), bytes: &[u8]) -> usize {
@@ -1275,6 +1268,13 @@ fn write_now(socket: &mut (dyn Write + Send + 'static), bytes: &[u8]) -> usize {
     done
 }
 
+/// Starts loading what the complete commands waiting in `buf` will look up (see
+/// `Keyspace::prefetch`), as Valkey 8 batches its dictionary prefetches. The key is each
+/// command's second argument (a keyless command costs one wasted hint). A key that
+/// repeats the one before it is already on its way, and a batch of fewer than two
+/// distinct keys gains nothing (the lookups would wait for the same lines at once):
+/// throughput.sh's LPUSH and HSET, all on one key, lost 7-9% to prefetching every
+/// command's key.
 fn prefetch_pipeline(keyspace: &carmine_keyspace::Keyspace, db: usize, buf: &[u8]) {
     let mut keys: [&[u8]; PREFETCH_MAX] = [&[]; PREFETCH_MAX];
     let mut n = 0;
