@@ -852,6 +852,13 @@ fn chaos(shards: usize, seeds: std::ops::Range<u64>, rounds: usize) {
             net.run_until_true(120_000, healed).unwrap_or_else(|| {
                 panic!("{n} nodes, seed {seed} round {round}: the cluster did not recover")
             });
+            if n >= 100 {
+                // Large runs take minutes: say how far they got.
+                eprintln!(
+                    "{n} nodes, seed {seed}: round {round} recovered at {:.1} simulated s",
+                    net.now as f64 / 1000.0
+                );
+            }
         }
     }
 }

@@ -1275,7 +1275,7 @@ fn write_now(socket: &mut (dyn Write + Send + 'static), bytes: &[u8]) -> usize {
 /// distinct keys gains nothing (the lookups would wait for the same lines at once):
 /// throughput.sh's LPUSH and HSET, all on one key, lost 7-9% to prefetching every
 /// command's key.
-fn prefetch_pipeline(keyspace: &carmine_keyspace::Keyspace, db: usize, buf: &[u8]) {
+pub(crate) fn prefetch_pipeline(keyspace: &carmine_keyspace::Keyspace, db: usize, buf: &[u8]) {
     let mut keys: [&[u8]; PREFETCH_MAX] = [&[]; PREFETCH_MAX];
     let mut n = 0;
     carmine_resp::peek_first_keys(buf, PREFETCH_MAX, |key| {

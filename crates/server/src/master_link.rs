@@ -744,7 +744,17 @@ fn apply_stream(
         // Bytes at the front of `raw` applied but not yet passed on: passed on once per
         // read, or before answering a GETACK (whose offset counts the GETACK itself).
         let mut applied = 0usize;
+        let mut until_prefetch = 0usize;
         loop {
+            // The stream's keys are as random as the master's clients made them, and a
+            // read holds hundreds of commands: the next batch's entries start loading
+            // while this one runs, as an event loop does for a pipeline (the replica's
+            // SETs spent over half their time waiting for the table and the entry).
+            if until_prefetch == 0 && !decoder.in_progress() {
+                crate::event_loop::prefetch_pipeline(&shared.keyspace, session.db, &link.buf);
+                until_prefetch = carmine_keyspace::PREFETCH_MAX;
+            }
+            until_prefetch -= 1;
             let before = link.buf.len();
             let complete = match decoder.decode(&mut link.buf, &mut args) {
                 Ok(complete) => complete,
