@@ -754,7 +754,7 @@ fn apply_stream(
                 crate::event_loop::prefetch_pipeline(&shared.keyspace, session.db, &link.buf);
                 until_prefetch = carmine_keyspace::PREFETCH_MAX;
             }
-            until_prefetch -= 1;
+            until_prefetch = until_prefetch.saturating_sub(1);
             let before = link.buf.len();
             let complete = match decoder.decode(&mut link.buf, &mut args) {
                 Ok(complete) => complete,
