@@ -414,6 +414,11 @@ fn a_busy_script_gets_busy_replies_and_script_kill_on_every_loop() {
     let server = common::start("busy-reply-threshold 50");
     // Four connections over the two event loops: two share the script's loop.
     let mut conns: Vec<_> = (0..4).map(|_| common::raw(&server)).collect();
+    // Each connection answered once, so its loop has taken it in: one that a loop has
+    // not adopted when the script starts waits for the script (a known gap, README).
+    for c in conns.iter_mut() {
+        assert_eq!(raw_command(c, &["PING"]), "+PONG");
+    }
     let mut script = conns.remove(0);
     let looping = "local f = function() while true do end end while true do pcall(f) end";
     script
