@@ -1250,8 +1250,11 @@ thread_local! {
 }
 
 /// The longest a loop holds a turn's replies for blocked clients that other loops were
-/// asked to serve (see `EventLoop::serve_woken_clients`).
-const WOKEN_CLIENTS_WAIT: Duration = Duration::from_millis(2);
+/// asked to serve (see `EventLoop::serve_woken_clients`). Waiting loops serve each
+/// other's wake-ups, so this bounds only the wait for a loop busy in a long command; 2 ms
+/// was too short for a loop merely descheduled on a loaded machine (CI's debug build
+/// answered an RPUSH before the BRPOPLPUSH it woke on the other loop had run).
+const WOKEN_CLIENTS_WAIT: Duration = Duration::from_millis(10);
 
 /// Writes as much of `bytes` as the (non-blocking) socket takes now; returns how much.
 /// An error leaves the rest to the owning loop, which meets the error itself.
