@@ -460,10 +460,13 @@ impl EventLoop {
                         continue;
                     };
                     if let Some(c) = self.conns.get_mut(t).and_then(Option::as_mut) {
-                        let mut order = c.session.info.output_order.lock();
-                        order.queued = order.queued.saturating_sub(1);
-                        order.loop_holds = true;
-                        drop(order);
+                        // Counted by the deliver hook for replicas only (the kind and
+                        // `replica_feed` are set together, by PSYNC or SYNC).
+                        if c.session.replica_feed {
+                            let mut order = c.session.info.output_order.lock();
+                            order.queued = order.queued.saturating_sub(1);
+                            order.loop_holds = true;
+                        }
                         c.reply.out.extend_from_slice(&bytes);
                         touched.push(t);
                     }
@@ -590,7 +593,13 @@ impl EventLoop {
         let weak = Arc::downgrade(&info);
         let stats = self.stats.clone();
         *info.deliver.lock() = Some(Arc::new(move |mut bytes: bytes::Bytes| {
-            let Some(info) = weak.upgrade() else {
+            // Only a replica's stream may be written directly: pub/sub pushes and the
+            // like go to the loop without touching the ordering lock.
+            let Some(info) = weak
+                .upgrade()
+                .filter(|i| i.kind.load(Ordering::Relaxed) == ClientInfo::REPLICA)
+            else {
+                me.send(LoopMsg::Deliver(id, bytes));
                 return;
             };
             // Held while writing and while queueing, so deliveries keep their order.
