@@ -788,7 +788,14 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         argv: &argv,
         memory_limit: crate::scripting::LUA_MEMORY_LIMIT,
     };
-    let outcome = invoke(&loaded.vm, f, args, &call, &mut session, &fname);
+    let outcome = invoke(
+        &loaded.vm,
+        f,
+        crate::scripting::ScriptInput::Arguments(args),
+        &call,
+        &mut session,
+        &fname,
+    );
     crate::scripting::propagate_effects(shared, &mut session);
     match outcome {
         Ok(v) => write_lua_reply(ctx.reply, &v, 0, shared.scripts.running.resp3()),

@@ -134,7 +134,19 @@ impl Running {
         (name, argv): (&str, Vec<Vec<u8>>),
         started: Instant,
     ) {
-        *self.what.lock() = Some((name.to_string(), argv, started));
+        {
+            // The name's buffer is kept from the last script: one allocation less each.
+            let mut what = self.what.lock();
+            match what.as_mut() {
+                Some(what) => {
+                    what.0.clear();
+                    what.0.push_str(name);
+                    what.1 = argv;
+                    what.2 = started;
+                }
+                None => *what = Some((name.to_string(), argv, started)),
+            }
+        }
         self.thread.store(thread, Ordering::Relaxed);
         self.eval.store(eval, Ordering::Relaxed);
         self.from_master.store(from_master, Ordering::Relaxed);
@@ -150,7 +162,11 @@ impl Running {
     fn end(&self) {
         self.active.store(false, Ordering::Release);
         self.busy.store(false, Ordering::Release);
-        *self.what.lock() = None;
+        // Kept for the next script's name (`describe` reads it only while `active`);
+        // the command's arguments go now.
+        if let Some(what) = self.what.lock().as_mut() {
+            what.1 = Vec::new();
+        }
     }
 
     /// The script chose RESP3 (`redis.setresp(3)`): its calls reply in RESP3, and its
@@ -691,40 +707,50 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
         return;
     };
     let shared = ctx.shared;
-    let sha = if by_sha {
-        // Any case, as Redis takes it; a name that is not 40 hex digits is a lookup that
-        // fails like any unknown SHA-1.
-        let mut sha = ctx.arg(1).to_vec();
-        sha.make_ascii_lowercase();
-        String::from_utf8(sha).unwrap_or_default()
-    } else {
-        sha1_hex(ctx.arg(1))
+    // Any case, as Redis takes it; a name that is not 40 hex digits is a lookup that
+    // fails like any unknown SHA-1. Lowered on the stack: EVALSHA allocates nothing for it.
+    let mut lowered = [0u8; 40];
+    let owned;
+    let sha: &str = match ctx.arg(1) {
+        given if by_sha && given.len() == lowered.len() => {
+            lowered.copy_from_slice(given);
+            lowered.make_ascii_lowercase();
+            std::str::from_utf8(&lowered).unwrap_or_default()
+        }
+        given if by_sha => {
+            owned = String::from_utf8_lossy(given).to_ascii_lowercase();
+            &owned
+        }
+        body => {
+            owned = sha1_hex(body);
+            &owned
+        }
     };
     let mut vm_guard = shared.scripts.vm.lock();
     // Compiled already (the common EVALSHA): no body to look up or copy.
     let ready = vm_guard
         .as_ref()
-        .is_some_and(|vm| vm.compiled.contains_key(&sha));
+        .is_some_and(|vm| vm.compiled.contains_key(sha));
     if !ready {
         let body = if by_sha {
-            match shared.scripts.bodies.lock().get(&sha) {
+            match shared.scripts.bodies.lock().get(sha) {
                 Some(b) => b.clone(),
                 None => return ctx.error("NOSCRIPT No matching script. Please use EVAL."),
             }
         } else {
             ctx.arg(1).to_vec()
         };
-        if let Err(e) = compiled(shared, &mut vm_guard, &sha, &body) {
+        if let Err(e) = compiled(shared, &mut vm_guard, sha, &body) {
             return ctx.error(&e);
         }
         if !by_sha {
-            shared.scripts.bodies.lock().insert(sha.clone(), body);
+            shared.scripts.bodies.lock().insert(sha.to_string(), body);
         }
     }
     let Some(vm) = vm_guard.as_ref() else {
         return ctx.error("ERR Lua scripting is unavailable");
     };
-    let Some((compiled_key, flags)) = vm.compiled.get(&sha) else {
+    let Some((compiled_key, flags)) = vm.compiled.get(sha) else {
         return ctx.error("NOSCRIPT No matching script. Please use EVAL.");
     };
     let flags = *flags;
@@ -738,9 +764,12 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
         shared,
         ctx.stats,
         &mut session,
-        (&sha, compiled_key),
-        (3..3 + numkeys).map(|i| ctx.args.get(i).unwrap_or_default()),
-        (3 + numkeys..ctx.args.len()).map(|i| ctx.args.get(i).unwrap_or_default()),
+        (sha, compiled_key),
+        Globals {
+            args: ctx.args,
+            keys: 3..3 + numkeys,
+            argv: 3 + numkeys..ctx.args.len(),
+        },
         read_only,
     );
     propagate_effects(shared, &mut session);
@@ -758,15 +787,13 @@ fn call_script<'a>(
     stats: &crate::ThreadStats,
     session: &mut Session,
     (sha, compiled): (&str, &RegistryKey),
-    keys: impl ExactSizeIterator<Item = &'a [u8]>,
-    argv: impl ExactSizeIterator<Item = &'a [u8]>,
+    globals: Globals<'_>,
     read_only: bool,
 ) -> Result<Value, String> {
     let lua = &vm.lua;
     let _unlimited = MemoryLimit::set(lua, 0);
     let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
     let f: mlua::Function = lua.registry_value(compiled).map_err(fail)?;
-    set_keys_and_argv(lua, keys, argv).map_err(fail)?;
     let call = Call {
         shared,
         stats,
@@ -778,13 +805,27 @@ fn call_script<'a>(
     invoke(
         vm,
         f,
-        MultiValue::new(),
+        ScriptInput::Globals(globals),
         &call,
         session,
         // Redis names an EVAL script by its SHA-1 alone (its Lua function is f_<sha>,
         // the name it reports skips the prefix).
         sha,
     )
+}
+
+/// An EVAL script's KEYS and ARGV: ranges of its command's arguments.
+pub(crate) struct Globals<'a> {
+    pub args: &'a Args,
+    pub keys: std::ops::Range<usize>,
+    pub argv: std::ops::Range<usize>,
+}
+
+/// What a run is given: an EVAL script its KEYS and ARGV as globals, a function its
+/// arguments.
+pub(crate) enum ScriptInput<'a> {
+    Globals(Globals<'a>),
+    Arguments(MultiValue),
 }
 
 /// What a script or function changed reaches replicas and the AOF as one unit, even
@@ -807,38 +848,48 @@ pub(crate) fn propagate_effects(shared: &Shared, session: &mut Session) {
     }
 }
 
-/// Sets the globals KEYS and ARGV, pushed with Lua's API: through mlua each string and
-/// each table was a reference object of its own (7% of a small script's time).
-fn set_keys_and_argv<'a>(
+/// Sets the globals KEYS and ARGV and runs `f` under `__carmine_run_alone` (the error
+/// handler), all in one protected call. The globals are pushed with Lua's API (through
+/// mlua each string and each table was a reference object of its own, 7% of a small
+/// script's time), and in the call that runs the script: a protected call of their own
+/// cost a `setjmp` and two C closures to collect per script. They are set without the
+/// memory limit, which then binds the script's own code.
+fn run_with_globals(
     lua: &Lua,
-    keys: impl ExactSizeIterator<Item = &'a [u8]>,
-    argv: impl ExactSizeIterator<Item = &'a [u8]>,
-) -> mlua::Result<()> {
+    run_alone: &mlua::Function,
+    f: mlua::Function,
+    globals: &Globals<'_>,
+    memory_limit: usize,
+) -> mlua::Result<(bool, Value)> {
     use mlua::ffi;
     #[allow(unsafe_code)]
-    unsafe fn push_strings<'a>(
-        state: *mut ffi::lua_State,
-        items: impl ExactSizeIterator<Item = &'a [u8]>,
-    ) {
+    unsafe fn push_strings(state: *mut ffi::lua_State, args: &Args, items: std::ops::Range<usize>) {
         ffi::lua_createtable(state, items.len().min(1 << 24) as std::ffi::c_int, 0);
-        for (i, item) in items.enumerate() {
+        for (n, i) in items.enumerate() {
+            let item = args.get(i).unwrap_or_default();
             ffi::lua_pushlstring(state, item.as_ptr().cast(), item.len());
-            ffi::lua_rawseti(state, -2, (i + 1) as ffi::lua_Integer);
+            ffi::lua_rawseti(state, -2, (n + 1) as ffi::lua_Integer);
         }
     }
-    // SAFETY: mlua runs the closure as a protected call with room for three values on
-    // the stack (a name, a table, a string at most); a push that raises (memory) unwinds
-    // to that call past frames holding only references and iterators over them.
+    // SAFETY: mlua runs the closure as a protected call with `run_alone` and `f` on the
+    // stack and room for three values more (a name, a table, a string at most). Whatever
+    // raises in there (a push out of memory, an error escaping the handler) unwinds to
+    // that call past this closure, which holds only references, ranges and integers.
+    // The script's own errors stop at the handler's `xpcall`.
     #[allow(unsafe_code)]
     unsafe {
-        lua.exec_raw::<()>((), |state| {
+        lua.exec_raw::<(bool, Value)>((run_alone, f), |state| {
             // Raw sets, as the sandbox's protected globals would refuse plain ones.
             ffi::lua_pushstring(state, c"KEYS".as_ptr());
-            push_strings(state, keys);
+            push_strings(state, globals.args, globals.keys.clone());
             ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
             ffi::lua_pushstring(state, c"ARGV".as_ptr());
-            push_strings(state, argv);
+            push_strings(state, globals.args, globals.argv.clone());
             ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
+            // Left set if the call raises; the caller's guard restores it then.
+            let _ = lua.set_memory_limit(memory_limit);
+            ffi::lua_call(state, 1, 2);
+            let _ = lua.set_memory_limit(0);
         })
     }
 }
@@ -1091,7 +1142,7 @@ fn set_script_hook(lua: &Lua, on: bool) {
 pub(crate) fn invoke(
     vm: &Vm,
     f: mlua::Function,
-    args: MultiValue,
+    input: ScriptInput<'_>,
     call: &Call<'_>,
     session: &mut Session,
     name: &str,
@@ -1132,14 +1183,21 @@ pub(crate) fn invoke(
     };
     let result = {
         let _lent = Lent::new(&mut cx);
-        let _limited = MemoryLimit::set(lua, call.memory_limit);
-        if args.is_empty() {
-            vm.run_alone.call::<(bool, Value)>(f)
-        } else {
-            let mut all = MultiValue::new();
-            all.push_back(Value::Function(f));
-            all.extend(args);
-            vm.run.call::<(bool, Value)>(all)
+        match input {
+            ScriptInput::Globals(globals) => {
+                run_with_globals(lua, &vm.run_alone, f, &globals, call.memory_limit)
+            }
+            ScriptInput::Arguments(args) => {
+                let _limited = MemoryLimit::set(lua, call.memory_limit);
+                if args.is_empty() {
+                    vm.run_alone.call::<(bool, Value)>(f)
+                } else {
+                    let mut all = MultiValue::new();
+                    all.push_back(Value::Function(f));
+                    all.extend(args);
+                    vm.run.call::<(bool, Value)>(all)
+                }
+            }
         }
     };
     let session = cx.session;
@@ -1523,15 +1581,18 @@ mod tests {
         session.world_held = true;
         session.in_script = true;
         let (key, _) = state.compiled.get(&sha).expect("compiled");
-        let none = std::iter::empty::<&[u8]>();
+        let args = Args::default();
         call_script(
             state,
             shared,
             &stats,
             &mut session,
             (&sha, key),
-            none.clone(),
-            none,
+            Globals {
+                args: &args,
+                keys: 0..0,
+                argv: 0..0,
+            },
             false,
         )
     }

@@ -41,6 +41,16 @@ impl ArgsBuilder {
             ranges: self.ranges,
         }
     }
+
+    /// Moves what was pushed into `args` and leaves the builder empty with its buffers
+    /// kept, so a builder and an [`Args`] used turn about allocate nothing once warm.
+    /// [`Args::clear`] the previous arguments before pushing the next ones: the byte
+    /// buffer is taken back only once nothing else holds it.
+    pub fn finish_into(&mut self, args: &mut Args) {
+        std::mem::swap(&mut self.ranges, &mut args.ranges);
+        self.ranges.clear();
+        args.buf = self.buf.split().freeze();
+    }
 }
 
 impl Args {
@@ -61,6 +71,12 @@ impl Args {
 
     pub fn len(&self) -> usize {
         self.ranges.len()
+    }
+
+    /// No arguments, and no hold on the buffer they were in.
+    pub fn clear(&mut self) {
+        self.buf = Bytes::new();
+        self.ranges.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -291,10 +307,10 @@ impl CommandDecoder {
 const PEEK_MAX_ARGS: i64 = 64;
 
 /// Walks up to `max` complete multibulk commands at the start of `buf` without consuming
-/// anything and hands each one's second argument to `each`: the first key of most
-/// commands, so the caller can prefetch what running them will read. Stops at the first
-/// command that is inline, incomplete, malformed or long; [`CommandDecoder::decode`]
-/// judges those. `buf` must start at a command boundary.
+/// anything and hands each one's first key to `each` (see [`first_key`]), so the caller
+/// can prefetch what running them will read. Stops at the first command that is inline,
+/// incomplete, malformed or long; [`CommandDecoder::decode`] judges those. `buf` must
+/// start at a command boundary.
 pub fn peek_first_keys<'b>(buf: &'b [u8], max: usize, mut each: impl FnMut(&'b [u8])) {
     let mut pos = 0;
     for _ in 0..max {
@@ -309,7 +325,7 @@ pub fn peek_first_keys<'b>(buf: &'b [u8], max: usize, mut each: impl FnMut(&'b [
             _ => return,
         };
         pos = crlf + 2;
-        let mut key = None;
+        let mut first_args: [&[u8]; 4] = [&[]; 4];
         for i in 0..count {
             if buf.get(pos) != Some(&b'$') {
                 return;
@@ -328,14 +344,40 @@ pub fn peek_first_keys<'b>(buf: &'b [u8], max: usize, mut each: impl FnMut(&'b [
             if end > buf.len() {
                 return;
             }
-            if i == 1 {
-                key = Some(&buf[start..start + len]);
+            if let Some(arg) = first_args.get_mut(i as usize) {
+                *arg = &buf[start..start + len];
             }
             pos = end;
         }
-        if let Some(key) = key {
+        let count = (count as usize).min(first_args.len());
+        if let Some(key) = first_key(&first_args[..count]) {
             each(key);
         }
+    }
+}
+
+/// The key a command is most likely to read first, from its first (up to four)
+/// arguments: the first declared key of a script or function call (EVAL, EVALSHA,
+/// FCALL and their read-only forms: `name body-or-sha numkeys key ...`), none when it
+/// declares none; otherwise the second argument, the first key of most commands (a
+/// keyless command's guess costs one wasted prefetch).
+pub fn first_key<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
+    let calls_script = args.first().is_some_and(|name| {
+        [&b"evalsha"[..], b"eval", b"fcall", b"evalsha_ro", b"eval_ro", b"fcall_ro"]
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s))
+    });
+    if !calls_script {
+        return args.get(1).copied();
+    }
+    let declares_keys = args
+        .get(2)
+        .and_then(|n| parse_i64(n))
+        .is_some_and(|n| n >= 1);
+    if declares_keys {
+        args.get(3).copied()
+    } else {
+        None
     }
 }
 
@@ -367,6 +409,44 @@ mod tests {
                 vec![b"a".to_vec(), b"".to_vec()],
             ]
         );
+    }
+
+    #[test]
+    fn a_reused_builder_gives_each_command_its_own_arguments() {
+        let mut builder = ArgsBuilder::default();
+        let mut args = Args::default();
+        let mut kept = Vec::new();
+        for round in 0..100 {
+            args.clear();
+            let key = format!("key:{round}");
+            builder.push(b"SET");
+            builder.push(key.as_bytes());
+            builder.push(&vec![b'v'; round]);
+            builder.finish_into(&mut args);
+            assert_eq!(args.len(), 3);
+            assert_eq!(args.get(1), Some(key.as_bytes()));
+            assert_eq!(args.get(2).map(<[u8]>::len), Some(round));
+            // A handle kept past the next command still reads its own bytes.
+            if round % 10 == 0 {
+                kept.push((round, args.bytes(1)));
+            }
+        }
+        for (round, key) in kept {
+            assert_eq!(&key[..], format!("key:{round}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_script_calls_first_key_is_its_first_declared_key() {
+        let input = b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nsha\r\n$1\r\n1\r\n$1\r\nk\r\n\
+*3\r\n$5\r\nfcall\r\n$1\r\nf\r\n$1\r\n0\r\n\
+*5\r\n$4\r\neval\r\n$6\r\nreturn\r\n$1\r\n2\r\n$2\r\nk1\r\n$2\r\nk2\r\n\
+*3\r\n$7\r\nevalsha\r\n$3\r\nsha\r\n$1\r\n1\r\n\
+*2\r\n$3\r\nGET\r\n$1\r\ng\r\n";
+        let mut keys = Vec::new();
+        peek_first_keys(input, 16, |k| keys.push(k.to_vec()));
+        // FCALL with no keys and an EVALSHA missing its declared key offer none.
+        assert_eq!(keys, vec![b"k".to_vec(), b"k1".to_vec(), b"g".to_vec()]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and the command decoder gives back exactly the arguments that were encoded.
 
 use bytes::{Bytes, BytesMut};
-use carmine_resp::{encode, peek_first_keys, Args, CommandDecoder, Frame, FrameDecoder, Limits};
+use carmine_resp::{encode, first_key, peek_first_keys, Args, CommandDecoder, Frame, FrameDecoder, Limits};
 use proptest::prelude::*;
 
 fn leaf() -> impl Strategy<Value = Frame> {
@@ -98,12 +98,22 @@ proptest! {
         let _ = FrameDecoder::default().decode(&mut buf);
     }
 
-    /// The prefetch walk's keys are the decoder's second arguments, command by command,
+    /// The prefetch walk's keys are the decoded commands' first keys, command by command,
     /// up to where the input is cut, and arbitrary bytes after them do not disturb it.
     #[test]
     fn peeked_keys_follow_the_decoder(
         cmds in proptest::collection::vec(
-            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5), 1..8),
+            proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..20),
+                    // Script calls, whose key is their fourth argument.
+                    proptest::sample::select(vec![&b"EVALSHA"[..], b"fcall", b"1", b"0"])
+                        .prop_map(<[u8]>::to_vec),
+                ],
+                1..5,
+            ),
+            1..8,
+        ),
         cut_seed in any::<usize>(),
         tail in proptest::collection::vec(any::<u8>(), 0..40),
     ) {
@@ -121,7 +131,13 @@ proptest! {
         while dec.decode(&mut buf, &mut args).unwrap() {
             complete += 1;
         }
-        let expected: Vec<Vec<u8>> = cmds[..complete].iter().filter_map(|c| c.get(1).cloned()).collect();
+        let expected: Vec<Vec<u8>> = cmds[..complete]
+            .iter()
+            .filter_map(|c| {
+                let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+                first_key(&args).map(<[u8]>::to_vec)
+            })
+            .collect();
         let mut got = Vec::new();
         peek_first_keys(&input, 64, |k| got.push(k.to_vec()));
         // Bytes past the cut may complete one more command or look like more; the

@@ -1282,7 +1282,7 @@ fn write_now(socket: &mut (dyn Write + Send + 'static), bytes: &[u8]) -> usize {
 
 /// Starts loading what the complete commands waiting in `buf` will look up (see
 /// `Keyspace::prefetch`), as Valkey 8 batches its dictionary prefetches. The key is each
-/// command's second argument (a keyless command costs one wasted hint). A key that
+/// command's first key as `carmine_resp::first_key` guesses it. A key that
 /// repeats the one before it is already on its way, and a batch of fewer than two
 /// distinct keys gains nothing (the lookups would wait for the same lines at once):
 /// throughput.sh's LPUSH and HSET, all on one key, lost 7-9% to prefetching every
