@@ -17,9 +17,40 @@ pub struct Barrier {
     locks: Box<[PaddedLock]>,
 }
 
-/// Held while the world is stopped.
+/// Held while the world is stopped. The first few guards are kept inline: a server
+/// with one or two event loops stops the world (every script does) without an
+/// allocation.
 pub struct Exclusive<'a> {
-    _guards: Vec<RwLockWriteGuard<'a, ()>>,
+    _first: [Option<RwLockWriteGuard<'a, ()>>; INLINE_GUARDS],
+    _rest: Vec<RwLockWriteGuard<'a, ()>>,
+}
+
+const INLINE_GUARDS: usize = 4;
+
+impl<'a> Exclusive<'a> {
+    fn new(guards: impl Iterator<Item = RwLockWriteGuard<'a, ()>>) -> Exclusive<'a> {
+        let mut exclusive = Exclusive {
+            _first: Default::default(),
+            _rest: Vec::new(),
+        };
+        for guard in guards {
+            exclusive.push(guard);
+        }
+        exclusive
+    }
+
+    fn push(&mut self, guard: RwLockWriteGuard<'a, ()>) {
+        match self._first.iter_mut().find(|g| g.is_none()) {
+            Some(slot) => *slot = Some(guard),
+            None => self._rest.push(guard),
+        }
+    }
+
+    /// How many locks are held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self._first.iter().flatten().count() + self._rest.len()
+    }
 }
 
 impl Barrier {
@@ -36,9 +67,7 @@ impl Barrier {
     }
 
     pub fn exclusive(&self) -> Exclusive<'_> {
-        Exclusive {
-            _guards: self.locks.iter().map(|l| l.0.write()).collect(),
-        }
+        Exclusive::new(self.locks.iter().map(|l| l.0.write()))
     }
 
     /// The event-loop threads this barrier serves.
@@ -70,7 +99,7 @@ impl Barrier {
     /// `exclusive`, unless `give_up` turns true meanwhile; the locks taken so far are
     /// released then.
     pub fn exclusive_unless(&self, give_up: impl Fn() -> bool) -> Option<Exclusive<'_>> {
-        let mut guards = Vec::with_capacity(self.locks.len());
+        let mut guards = Exclusive::new(std::iter::empty());
         for lock in self.locks.iter() {
             loop {
                 if let Some(guard) = lock.0.try_write_for(GIVE_UP_CHECK) {
@@ -82,7 +111,7 @@ impl Barrier {
                 }
             }
         }
-        Some(Exclusive { _guards: guards })
+        Some(guards)
     }
 
     /// `shared` if the world is not stopped now (background work that may skip a turn).
@@ -93,3 +122,31 @@ impl Barrier {
 
 /// How often a waiter for the barrier asks whether to give up.
 const GIVE_UP_CHECK: std::time::Duration = std::time::Duration::from_millis(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_world_holds_every_lock_and_frees_them_all() {
+        for threads in [0, 1, 2, 3, 4, 8] {
+            let barrier = Barrier::new(threads);
+            let all = threads + 1;
+            for unless in [false, true] {
+                let exclusive = if unless {
+                    barrier.exclusive_unless(|| false).expect("nothing holds it")
+                } else {
+                    barrier.exclusive()
+                };
+                assert_eq!(exclusive.held(), all);
+                for t in 0..all {
+                    assert!(barrier.try_shared(t).is_none(), "{threads} loops, lock {t}");
+                }
+                drop(exclusive);
+                for t in 0..all {
+                    assert!(barrier.try_shared(t).is_some(), "{threads} loops, lock {t}");
+                }
+            }
+        }
+    }
+}

@@ -790,12 +790,12 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
     };
     let outcome = invoke(
         &loaded.vm,
-        f,
-        crate::scripting::ScriptInput::Arguments(args),
+        crate::scripting::ScriptInput::Call(f, args),
         &call,
         &mut session,
         &fname,
     );
+    crate::scripting::end_script_session(ctx.session, &mut session);
     crate::scripting::propagate_effects(shared, &mut session);
     match outcome {
         Ok(v) => write_lua_reply(ctx.reply, &v, 0, shared.scripts.running.resp3()),

@@ -265,6 +265,8 @@ pub(crate) struct Vm {
     /// `__carmine_run` and `__carmine_run_alone`, looked up once.
     run: mlua::Function,
     run_alone: mlua::Function,
+    /// [`eval_entry`], made once.
+    eval_entry: mlua::Function,
     /// [`script_hook`] is the state's hook (FUNCTION LOAD sets its own, a stopped
     /// script leaves a failing one: both clear this).
     pub(crate) hook_installed: AtomicBool,
@@ -448,6 +450,9 @@ impl Vm {
         lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
         let run = lua.globals().raw_get("__carmine_run")?;
         let run_alone = lua.globals().raw_get("__carmine_run_alone")?;
+        // SAFETY: `eval_entry` is called only by `run_with_globals`, as it requires.
+        #[allow(unsafe_code)]
+        let eval_entry = unsafe { lua.create_c_function(eval_entry)? };
         Ok(Vm {
             lua,
             compiled: HashMap::new(),
@@ -455,6 +460,7 @@ impl Vm {
             memory_limit: LUA_MEMORY_LIMIT,
             run,
             run_alone,
+            eval_entry,
             hook_installed: AtomicBool::new(false),
         })
     }
@@ -699,7 +705,16 @@ pub(crate) fn script_session(caller: &Session) -> Session {
     session.user = caller.user.clone();
     session.master_link = caller.master_link;
     session.replaying = caller.replaying;
+    // Kept from script to script (see `end_script_session`): a script repeats its calls.
     session
+        .script_command_memos
+        .clone_from(&caller.script_command_memos);
+    session
+}
+
+/// What a script's session leaves its caller: the commands its calls named.
+pub(crate) fn end_script_session(caller: &mut Session, session: &mut Session) {
+    caller.script_command_memos = std::mem::take(&mut session.script_command_memos);
 }
 
 fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
@@ -772,6 +787,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
         },
         read_only,
     );
+    end_script_session(ctx.session, &mut session);
     propagate_effects(shared, &mut session);
     match outcome {
         Ok(reply) => write_lua_reply(ctx.reply, &reply, 0, shared.scripts.running.resp3()),
@@ -790,10 +806,6 @@ fn call_script<'a>(
     globals: Globals<'_>,
     read_only: bool,
 ) -> Result<Value, String> {
-    let lua = &vm.lua;
-    let _unlimited = MemoryLimit::set(lua, 0);
-    let fail = |e: mlua::Error| format!("ERR {}", lua_message(&e));
-    let f: mlua::Function = lua.registry_value(compiled).map_err(fail)?;
     let call = Call {
         shared,
         stats,
@@ -804,8 +816,7 @@ fn call_script<'a>(
     };
     invoke(
         vm,
-        f,
-        ScriptInput::Globals(globals),
+        ScriptInput::Eval(compiled, globals),
         &call,
         session,
         // Redis names an EVAL script by its SHA-1 alone (its Lua function is f_<sha>,
@@ -821,11 +832,11 @@ pub(crate) struct Globals<'a> {
     pub argv: std::ops::Range<usize>,
 }
 
-/// What a run is given: an EVAL script its KEYS and ARGV as globals, a function its
-/// arguments.
+/// What runs: an EVAL script (its compiled body's registry key) with its KEYS and ARGV
+/// as globals, or a function with its arguments.
 pub(crate) enum ScriptInput<'a> {
-    Globals(Globals<'a>),
-    Arguments(MultiValue),
+    Eval(&'a RegistryKey, Globals<'a>),
+    Call(mlua::Function, MultiValue),
 }
 
 /// What a script or function changed reaches replicas and the AOF as one unit, even
@@ -848,21 +859,49 @@ pub(crate) fn propagate_effects(shared: &Shared, session: &mut Session) {
     }
 }
 
-/// Sets the globals KEYS and ARGV and runs `f` under `__carmine_run_alone` (the error
-/// handler), all in one protected call. The globals are pushed with Lua's API (through
-/// mlua each string and each table was a reference object of its own, 7% of a small
-/// script's time), and in the call that runs the script: a protected call of their own
-/// cost a `setjmp` and two C closures to collect per script. They are set without the
-/// memory limit, which then binds the script's own code.
+/// What [`eval_entry`] is handed, through a light userdata.
+struct EvalEntry<'a> {
+    lua: &'a Lua,
+    /// The compiled script.
+    f: &'a RegistryKey,
+    globals: &'a Globals<'a>,
+    memory_limit: usize,
+}
+
+/// Sets the globals KEYS and ARGV and runs the compiled script under
+/// `__carmine_run_alone` (the error handler) through [`eval_entry`], all in one
+/// protected call. The globals are pushed with Lua's API (through mlua each string and
+/// each table was a reference object of its own, 7% of a small script's time), in the
+/// call that runs the script: a protected call of their own cost a `setjmp` and C
+/// closures to collect per script. The script is pushed from the registry directly (an
+/// mlua `Function` made and dropped for it was 2%).
 fn run_with_globals(
-    lua: &Lua,
-    run_alone: &mlua::Function,
-    f: mlua::Function,
+    vm: &Vm,
+    f: &RegistryKey,
     globals: &Globals<'_>,
     memory_limit: usize,
 ) -> mlua::Result<(bool, Value)> {
+    let entry = EvalEntry {
+        lua: &vm.lua,
+        f,
+        globals,
+        memory_limit,
+    };
+    let handed = mlua::LightUserData(std::ptr::from_ref(&entry).cast_mut().cast());
+    vm.eval_entry
+        .call::<(bool, Value)>((handed, &vm.run_alone))
+}
+
+/// The C function [`run_with_globals`] calls with an [`EvalEntry`] and
+/// `__carmine_run_alone`: sets KEYS and ARGV (without the memory limit, which then binds
+/// the script's own code) and returns what the runner returns.
+///
+/// # Safety
+/// Called by Lua only, as a C function, with a light userdata pointing at an
+/// [`EvalEntry`] that outlives the call and the runner on `state`'s stack.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn eval_entry(state: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
     use mlua::ffi;
-    #[allow(unsafe_code)]
     unsafe fn push_strings(state: *mut ffi::lua_State, args: &Args, items: std::ops::Range<usize>) {
         ffi::lua_createtable(state, items.len().min(1 << 24) as std::ffi::c_int, 0);
         for (n, i) in items.enumerate() {
@@ -871,27 +910,26 @@ fn run_with_globals(
             ffi::lua_rawseti(state, -2, (n + 1) as ffi::lua_Integer);
         }
     }
-    // SAFETY: mlua runs the closure as a protected call with `run_alone` and `f` on the
-    // stack and room for three values more (a name, a table, a string at most). Whatever
-    // raises in there (a push out of memory, an error escaping the handler) unwinds to
-    // that call past this closure, which holds only references, ranges and integers.
-    // The script's own errors stop at the handler's `xpcall`.
-    #[allow(unsafe_code)]
-    unsafe {
-        lua.exec_raw::<(bool, Value)>((run_alone, f), |state| {
-            // Raw sets, as the sandbox's protected globals would refuse plain ones.
-            ffi::lua_pushstring(state, c"KEYS".as_ptr());
-            push_strings(state, globals.args, globals.keys.clone());
-            ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
-            ffi::lua_pushstring(state, c"ARGV".as_ptr());
-            push_strings(state, globals.args, globals.argv.clone());
-            ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
-            // Left set if the call raises; the caller's guard restores it then.
-            let _ = lua.set_memory_limit(memory_limit);
-            ffi::lua_call(state, 1, 2);
-            let _ = lua.set_memory_limit(0);
-        })
-    }
+    // SAFETY: the caller's contract; a C function has room for LUA_MINSTACK (20) values,
+    // and three at a time are used here (a name, a table, a string). Whatever raises in
+    // here (a push out of memory, an error escaping the handler) unwinds to the protected
+    // call of `run_with_globals` past this frame, which holds only references, ranges
+    // and integers. The script's own errors stop at the handler's `xpcall`.
+    let entry = &*ffi::lua_touserdata(state, 1).cast::<EvalEntry<'_>>();
+    // Raw sets, as the sandbox's protected globals would refuse plain ones.
+    ffi::lua_pushstring(state, c"KEYS".as_ptr());
+    push_strings(state, entry.globals.args, entry.globals.keys.clone());
+    ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
+    ffi::lua_pushstring(state, c"ARGV".as_ptr());
+    push_strings(state, entry.globals.args, entry.globals.argv.clone());
+    ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
+    ffi::lua_pushvalue(state, 2);
+    // From the registry of the state the key was made in: this one.
+    ffi::lua_rawgeti(state, ffi::LUA_REGISTRYINDEX, entry.f.id() as ffi::lua_Integer);
+    // Restored by `invoke`'s guard when the script is over.
+    let _ = entry.lua.set_memory_limit(entry.memory_limit);
+    ffi::lua_call(state, 1, 2);
+    2
 }
 
 /// A Lua table of strings (KEYS, ARGV).
@@ -1141,7 +1179,6 @@ fn set_script_hook(lua: &Lua, on: bool) {
 /// error comes back as Redis writes it, naming `name` (a script's SHA-1, or a function's name).
 pub(crate) fn invoke(
     vm: &Vm,
-    f: mlua::Function,
     input: ScriptInput<'_>,
     call: &Call<'_>,
     session: &mut Session,
@@ -1184,10 +1221,8 @@ pub(crate) fn invoke(
     let result = {
         let _lent = Lent::new(&mut cx);
         match input {
-            ScriptInput::Globals(globals) => {
-                run_with_globals(lua, &vm.run_alone, f, &globals, call.memory_limit)
-            }
-            ScriptInput::Arguments(args) => {
+            ScriptInput::Eval(f, globals) => run_with_globals(vm, f, &globals, call.memory_limit),
+            ScriptInput::Call(f, args) => {
                 let _limited = MemoryLimit::set(lua, call.memory_limit);
                 if args.is_empty() {
                     vm.run_alone.call::<(bool, Value)>(f)

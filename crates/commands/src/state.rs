@@ -874,6 +874,8 @@ pub struct Session {
     pub cluster_readonly: bool,
     /// The command this connection named last.
     pub command_memo: crate::table::CommandMemo,
+    /// The commands this connection's scripts called lately (see `script_session`).
+    pub script_command_memos: crate::table::CommandMemos,
 }
 
 /// A replica's REPLCONF announcements.
@@ -921,6 +923,7 @@ impl Session {
             asking: false,
             cluster_readonly: false,
             command_memo: Default::default(),
+            script_command_memos: Default::default(),
         }
     }
 

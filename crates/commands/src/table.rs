@@ -223,7 +223,7 @@ impl CommandTable {
     /// comparing the name was 2.6% of a loop serving pipelined INCRs.
     #[inline]
     pub fn lookup_remembered(&self, name: &[u8], memo: &mut CommandMemo) -> Option<usize> {
-        if usize::from(memo.len) == name.len() && memo.name[..name.len()] == *name {
+        if memo.names(name) {
             return Some(memo.idx);
         }
         let idx = self.lookup(name)?;
@@ -231,6 +231,28 @@ impl CommandTable {
             memo.name[..name.len()].copy_from_slice(name);
             memo.len = name.len() as u8;
             memo.idx = idx;
+        }
+        Some(idx)
+    }
+
+    /// As [`CommandTable::lookup_remembered`] with several names remembered in `memos`
+    /// (a script's calls go round a few commands, which one memo would miss each time);
+    /// `last` is left remembering `name`, as [`CommandTable::lookup_remembered`] leaves it.
+    pub fn lookup_remembered_among(
+        &self,
+        name: &[u8],
+        memos: &mut CommandMemos,
+        last: &mut CommandMemo,
+    ) -> Option<usize> {
+        if let Some(memo) = memos.entries.iter().find(|m| m.names(name)) {
+            last.clone_from(memo);
+            return Some(memo.idx);
+        }
+        let idx = self.lookup_remembered(name, last)?;
+        if last.names(name) {
+            let at = memos.next % memos.entries.len();
+            memos.entries[at].clone_from(last);
+            memos.next = at + 1;
         }
         Some(idx)
     }
@@ -265,6 +287,18 @@ pub struct CommandMemo {
 
 impl CommandMemo {
     const NAME_MAX: usize = 16;
+
+    /// It remembers `name`, byte for byte.
+    fn names(&self, name: &[u8]) -> bool {
+        usize::from(self.len) == name.len() && self.name[..name.len()] == *name
+    }
+}
+
+/// A few [`CommandMemo`]s, the oldest replaced first.
+#[derive(Clone, Debug, Default)]
+pub struct CommandMemos {
+    entries: [CommandMemo; 4],
+    next: usize,
 }
 
 impl Default for CommandMemo {
@@ -389,6 +423,36 @@ pub const fn keys(first: i32, last: i32, step: i32) -> KeySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lookup_among_several_memos_answers_as_a_fresh_one() {
+        let table = crate::command_table();
+        let mut memos = CommandMemos::default();
+        let mut last = CommandMemo::default();
+        // More names than memos, going round, in several spellings; unknown and
+        // over-long names too.
+        let names: [&[u8]; 9] = [
+            b"get",
+            b"INCR",
+            b"expire",
+            b"GET",
+            b"hset",
+            b"lpush",
+            b"nosuchcommand",
+            b"client-no-evict-nonexistent-name",
+            b"",
+        ];
+        for round in 0..5 {
+            for name in names.iter().cycle().skip(round).take(names.len()) {
+                let found = table.lookup_remembered_among(name, &mut memos, &mut last);
+                assert_eq!(found, table.lookup(name), "{:?}", String::from_utf8_lossy(name));
+                if found.is_some() && name.len() <= CommandMemo::NAME_MAX {
+                    // The session's own memo answers the dispatcher's lookup next.
+                    assert!(last.names(name));
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_remembered_lookup_answers_as_a_fresh_one() {

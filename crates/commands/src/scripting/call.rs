@@ -33,9 +33,9 @@ thread_local! {
     /// the one still being pushed. A call drops its own when its push is done; one whose
     /// push raised goes with the call below it, or at the end of the script
     /// ([`release_call_frame`]).
-    // Boxed for stable addresses: the vector may grow while a push reads a box.
-    #[allow(clippy::vec_box)]
-    static CALL_FRAMES: RefCell<Vec<Box<Frame>>> = const { RefCell::new(Vec::new()) };
+    static CALL_FRAMES: RefCell<CallFrames> = const {
+        RefCell::new(CallFrames { live: Vec::new(), spare: Vec::new() })
+    };
     /// A panic of a call's command, caught before it could unwind through Lua's C
     /// frames and resumed once the script is over ([`resume_call_panic`]).
     static CALL_PANIC: RefCell<Option<Box<dyn std::any::Any + Send>>> = const { RefCell::new(None) };
@@ -50,12 +50,54 @@ pub(super) fn resume_call_panic() {
     }
 }
 
+/// The boxed replies of [`CALL_FRAMES`], and boxes kept for the next calls (a box made
+/// and freed per call was an eighth of a small script's allocations).
+// Boxed for stable addresses: the vector may grow while a push reads a box.
+#[allow(clippy::vec_box)]
+struct CallFrames {
+    live: Vec<Box<Frame>>,
+    spare: Vec<Box<Frame>>,
+}
+
+impl CallFrames {
+    /// Boxes kept at most.
+    const SPARE_MAX: usize = 8;
+
+    /// Boxes `frame` on top; returns where it is and the depth it is at.
+    fn push(&mut self, frame: Frame) -> (*const Frame, usize) {
+        let boxed = match self.spare.pop() {
+            Some(mut spare) => {
+                *spare = frame;
+                spare
+            }
+            None => Box::new(frame),
+        };
+        let depth = self.live.len();
+        let at = std::ptr::from_ref(&*boxed);
+        self.live.push(boxed);
+        (at, depth)
+    }
+
+    /// Drops the replies from `depth` up, keeping their boxes.
+    fn truncate(&mut self, depth: usize) {
+        while self.live.len() > depth {
+            let Some(mut boxed) = self.live.pop() else {
+                break;
+            };
+            if self.spare.len() < Self::SPARE_MAX {
+                *boxed = Frame::Null;
+                self.spare.push(boxed);
+            }
+        }
+    }
+}
+
 /// A call reply buffer larger than this after a call is given back.
 const CALL_REPLY_KEPT: usize = 64 * 1024;
 
 /// Drops what replies are left (a push that raised) when a script ends.
 pub(super) fn release_call_frame() {
-    CALL_FRAMES.with(|f| f.borrow_mut().clear());
+    CALL_FRAMES.with(|f| f.borrow_mut().truncate(0));
 }
 
 /// `redis.pcall`: runs one command; its reply as a Lua value, an error as an
@@ -175,14 +217,7 @@ unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> (*const Frame, us
             Frame::Error("ERR a command of this script failed".into())
         }
     };
-    CALL_FRAMES.with(|f| {
-        let mut f = f.borrow_mut();
-        let depth = f.len();
-        let frame = Box::new(frame);
-        let at = std::ptr::from_ref(&*frame);
-        f.push(frame);
-        (at, depth)
-    })
+    CALL_FRAMES.with(|f| f.borrow_mut().push(frame))
 }
 
 /// A number argument as Redis 7.0 writes it: `%.17g`, which prints a whole number up to
@@ -225,10 +260,12 @@ fn call_command(cx: &mut ScriptContext<'_>, args: &Args) -> Frame {
     let stats = cx.call.stats;
     // Remembered in the script's session, where the dispatcher finds it again.
     let name = args.get(0).unwrap_or_default();
-    let Some(idx) = shared
-        .commands
-        .lookup_remembered(name, &mut cx.session.command_memo)
-    else {
+    let session = &mut *cx.session;
+    let Some(idx) = shared.commands.lookup_remembered_among(
+        name,
+        &mut session.script_command_memos,
+        &mut session.command_memo,
+    ) else {
         return refused(cx, "ERR Unknown Redis command called from script");
     };
     let Some(spec) = shared.commands.get(idx) else {
