@@ -134,7 +134,9 @@ mod tests {
             let all = threads + 1;
             for unless in [false, true] {
                 let exclusive = if unless {
-                    barrier.exclusive_unless(|| false).expect("nothing holds it")
+                    barrier
+                        .exclusive_unless(|| false)
+                        .expect("nothing holds it")
                 } else {
                     barrier.exclusive()
                 };

@@ -888,8 +888,7 @@ fn run_with_globals(
         memory_limit,
     };
     let handed = mlua::LightUserData(std::ptr::from_ref(&entry).cast_mut().cast());
-    vm.eval_entry
-        .call::<(bool, Value)>((handed, &vm.run_alone))
+    vm.eval_entry.call::<(bool, Value)>((handed, &vm.run_alone))
 }
 
 /// The C function [`run_with_globals`] calls with an [`EvalEntry`] and
@@ -925,7 +924,11 @@ unsafe extern "C-unwind" fn eval_entry(state: *mut mlua::ffi::lua_State) -> std:
     ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
     ffi::lua_pushvalue(state, 2);
     // From the registry of the state the key was made in: this one.
-    ffi::lua_rawgeti(state, ffi::LUA_REGISTRYINDEX, entry.f.id() as ffi::lua_Integer);
+    ffi::lua_rawgeti(
+        state,
+        ffi::LUA_REGISTRYINDEX,
+        entry.f.id() as ffi::lua_Integer,
+    );
     // Restored by `invoke`'s guard when the script is over.
     let _ = entry.lua.set_memory_limit(entry.memory_limit);
     ffi::lua_call(state, 1, 2);

@@ -445,7 +445,12 @@ mod tests {
         for round in 0..5 {
             for name in names.iter().cycle().skip(round).take(names.len()) {
                 let found = table.lookup_remembered_among(name, &mut memos, &mut last);
-                assert_eq!(found, table.lookup(name), "{:?}", String::from_utf8_lossy(name));
+                assert_eq!(
+                    found,
+                    table.lookup(name),
+                    "{:?}",
+                    String::from_utf8_lossy(name)
+                );
                 if found.is_some() && name.len() <= CommandMemo::NAME_MAX {
                     // The session's own memo answers the dispatcher's lookup next.
                     assert!(last.names(name));

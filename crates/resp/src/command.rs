@@ -363,9 +363,16 @@ pub fn peek_first_keys<'b>(buf: &'b [u8], max: usize, mut each: impl FnMut(&'b [
 /// keyless command's guess costs one wasted prefetch).
 pub fn first_key<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
     let calls_script = args.first().is_some_and(|name| {
-        [&b"evalsha"[..], b"eval", b"fcall", b"evalsha_ro", b"eval_ro", b"fcall_ro"]
-            .iter()
-            .any(|s| name.eq_ignore_ascii_case(s))
+        [
+            &b"evalsha"[..],
+            b"eval",
+            b"fcall",
+            b"evalsha_ro",
+            b"eval_ro",
+            b"fcall_ro",
+        ]
+        .iter()
+        .any(|s| name.eq_ignore_ascii_case(s))
     });
     if !calls_script {
         return args.get(1).copied();

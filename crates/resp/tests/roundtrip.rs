@@ -2,7 +2,9 @@
 //! and the command decoder gives back exactly the arguments that were encoded.
 
 use bytes::{Bytes, BytesMut};
-use carmine_resp::{encode, first_key, peek_first_keys, Args, CommandDecoder, Frame, FrameDecoder, Limits};
+use carmine_resp::{
+    encode, first_key, peek_first_keys, Args, CommandDecoder, Frame, FrameDecoder, Limits,
+};
 use proptest::prelude::*;
 
 fn leaf() -> impl Strategy<Value = Frame> {
