@@ -797,7 +797,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn call_script<'a>(
+fn call_script(
     vm: &Vm,
     shared: &Shared,
     stats: &crate::ThreadStats,
