@@ -27,6 +27,8 @@ pub struct Ctx<'a, 'k> {
     pub spec: &'a CommandSpec,
     /// Running inside EXEC: blocking commands must not block.
     pub in_transaction: bool,
+    /// When the command started (the reading that times it).
+    pub started: Instant,
 }
 
 impl Ctx<'_, '_> {
@@ -1004,6 +1006,7 @@ fn run<'q>(
             exclusive: world_stopped || spec.needs_world(args),
             spec,
             in_transaction: world_stopped,
+            started,
         };
         match moved_away {
             Some(err) => ctx.error(&err),
@@ -1358,6 +1361,7 @@ fn exec(
             exclusive: false,
             spec,
             in_transaction: true,
+            started,
         };
         (spec.handler)(&mut ctx);
         check_one_reply(shared, session, spec, reply, before, mark);

@@ -787,6 +787,7 @@ fn run_function(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         eval: false,
         argv: &argv,
         memory_limit: crate::scripting::LUA_MEMORY_LIMIT,
+        started: ctx.started,
     };
     let outcome = invoke(
         &loaded.vm,

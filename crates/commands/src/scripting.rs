@@ -786,6 +786,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) {
             argv: 3 + numkeys..ctx.args.len(),
         },
         read_only,
+        ctx.started,
     );
     end_script_session(ctx.session, &mut session);
     propagate_effects(shared, &mut session);
@@ -805,6 +806,7 @@ fn call_script(
     (sha, compiled): (&str, &RegistryKey),
     globals: Globals<'_>,
     read_only: bool,
+    started: Instant,
 ) -> Result<Value, String> {
     let call = Call {
         shared,
@@ -813,6 +815,7 @@ fn call_script(
         eval: true,
         argv: &[],
         memory_limit: vm.memory_limit,
+        started,
     };
     invoke(
         vm,
@@ -958,6 +961,8 @@ pub(crate) struct Call<'a> {
     pub argv: &'a [Vec<u8>],
     /// The state's memory limit while the script's code runs (see [`MemoryLimit`]).
     pub memory_limit: usize,
+    /// When the calling command started: the script's start for `busy-reply-threshold`.
+    pub started: Instant,
 }
 
 fn runs_function(spec: &crate::table::CommandSpec) -> bool {
@@ -1196,7 +1201,7 @@ pub(crate) fn invoke(
     } else {
         call.argv.to_vec()
     };
-    let started = Instant::now();
+    let started = call.started;
     running.begin(
         session.thread,
         call.eval,
@@ -1632,6 +1637,7 @@ mod tests {
                 argv: 0..0,
             },
             false,
+            Instant::now(),
         )
     }
 
