@@ -1189,8 +1189,9 @@ fn account(
                 .clone()
         });
     let c = sub_stat.as_deref().unwrap_or(&stats.commands[idx]);
-    ThreadStats::add(&c.calls, 1);
-    ThreadStats::add(&c.usec, micros);
+    // This thread's counters: only it writes them (see `ThreadStats::bump`).
+    ThreadStats::bump(&c.calls, 1);
+    ThreadStats::bump(&c.usec, micros);
     if shared
         .config
         .tunables
@@ -1199,9 +1200,9 @@ fn account(
     {
         c.histogram.record(micros);
     }
-    ThreadStats::add(&stats.total_commands, 1);
+    ThreadStats::bump(&stats.total_commands, 1);
     if dirty > 0 {
-        ThreadStats::add(&stats.dirty, dirty);
+        ThreadStats::bump(&stats.dirty, dirty);
     }
     if reply.out.get(before) == Some(&b'-') {
         ThreadStats::add(&c.failed, 1);

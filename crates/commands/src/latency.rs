@@ -30,7 +30,8 @@ impl Histogram {
     pub fn record(&self, micros: u64) {
         // 0-1 µs: bucket 0; [2^(i-1), 2^i): bucket i.
         let i = (u64::BITS - micros.leading_zeros()) as usize;
-        self.0[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        // Only the owning thread records (see `ThreadStats::bump`).
+        crate::ThreadStats::bump(&self.0[i.min(BUCKETS - 1)], 1);
     }
 
     pub fn reset(&self) {

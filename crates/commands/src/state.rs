@@ -82,12 +82,27 @@ impl ThreadStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds `n` to a counter that only the owning thread writes, as the counters every
+    /// command moves are (its calls and time, its histogram, the totals, the keyspace
+    /// hits): a plain load and store, where `add`'s locked read-modify-write cost four
+    /// or five locked instructions per command (3% of a loop serving pipelined
+    /// EVALSHAs, each running three commands). Readers (INFO) see each value whole. A
+    /// RESETSTAT from another thread that lands between the load and the store of a
+    /// command running that moment is lost for that counter.
+    #[inline]
+    pub fn bump(counter: &AtomicU64, n: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
     #[inline]
     pub fn hit(&self, found: bool) {
         if found {
-            Self::add(&self.keyspace_hits, 1);
+            Self::bump(&self.keyspace_hits, 1);
         } else {
-            Self::add(&self.keyspace_misses, 1);
+            Self::bump(&self.keyspace_misses, 1);
         }
     }
 
