@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use crate::fast_hash::FastState;
+
 use carmine_slots::{Slot, SlotMap, SLOT_COUNT};
 
 use crate::codec::{
@@ -200,17 +202,17 @@ pub struct Stats {
 
 pub struct Cluster {
     pub config: Config,
-    nodes: Vec<Option<Node>>,
+    pub(crate) nodes: Vec<Option<Node>>,
     free: Vec<NodeIdx>,
-    by_id: HashMap<NodeId, NodeIdx>,
+    by_id: HashMap<NodeId, NodeIdx, FastState>,
     pub(crate) myself: NodeIdx,
     pub(crate) slots: SlotMap<NodeIdx>,
     pub current_epoch: u64,
     pub last_vote_epoch: u64,
-    links: HashMap<LinkId, Link>,
+    links: HashMap<LinkId, Link, FastState>,
     next_link: LinkId,
     /// FORGET's ban list: ids not re-added from gossip until the time given.
-    banned: HashMap<NodeId, u64>,
+    banned: HashMap<NodeId, u64, FastState>,
     pub(crate) rng: Rng,
     state_ok: bool,
     pub stats: Stats,
@@ -254,18 +256,20 @@ impl Cluster {
     }
 
     fn empty(config: Config, rng: Rng) -> Cluster {
+        // The tables' key, from the seed without drawing on it.
+        let tables = FastState::new(rng.0.rotate_left(17) ^ 0x5851_F42D_4C95_7F2D);
         Cluster {
             config,
             nodes: Vec::new(),
             free: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::with_hasher(tables),
             myself: 0,
             slots: SlotMap::new(),
             current_epoch: 0,
             last_vote_epoch: 0,
-            links: HashMap::new(),
+            links: HashMap::with_hasher(tables),
             next_link: 1,
-            banned: HashMap::new(),
+            banned: HashMap::with_hasher(tables),
             rng,
             state_ok: false,
             stats: Stats::default(),
@@ -891,12 +895,14 @@ impl Cluster {
         let total = self.node_count();
         let fresh = total.saturating_sub(2);
         let wanted = (total / 10).max(3).min(fresh);
-        let candidates: Vec<NodeIdx> = self.nodes().map(|(i, _)| i).collect();
+        // Drawn straight from the node table (a free slot is a wasted try, as Redis'
+        // random dict key can be): collecting the known nodes first was O(n) per ping.
+        let slots = self.nodes.len();
         let mut chosen: Vec<NodeIdx> = Vec::with_capacity(wanted);
         let mut tries = wanted * 3;
-        while chosen.len() < wanted && tries > 0 && !candidates.is_empty() {
+        while chosen.len() < wanted && tries > 0 && slots > 0 {
             tries -= 1;
-            let i = candidates[self.rng.below(candidates.len())];
+            let i = self.rng.below(slots) as NodeIdx;
             let Some(n) = self.node(i) else { continue };
             if i == self.myself
                 || n.has(flag::PFAIL)
@@ -1521,7 +1527,9 @@ impl Cluster {
                                 self.add_fail_report(n, s, now);
                                 self.mark_fail_if_needed(now, n, out);
                             } else if let Some(nn) = self.node_mut(n) {
-                                nn.fail_reports.retain(|(r, _)| *r != s);
+                                if !nn.fail_reports.is_empty() {
+                                    nn.fail_reports.retain(|(r, _)| *r != s);
+                                }
                             }
                         }
                     }

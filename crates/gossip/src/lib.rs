@@ -12,6 +12,7 @@ pub mod codec;
 pub mod commands;
 mod describe;
 pub mod failover;
+mod fast_hash;
 pub mod node;
 
 pub use cluster::{Action, Cluster, Config, Endpoint, Level, Rng, Stats};
