@@ -880,7 +880,7 @@ impl Cluster {
             node: n.id,
             ping_sent: ms_to_secs(n.ping_sent),
             pong_received: ms_to_secs(n.pong_received),
-            ip: n.ip.as_bytes().to_vec(),
+            ip: codec::IpField::new(n.ip.as_bytes()),
             port: n.port,
             cport: n.cport,
             flags: n.flags,

@@ -187,7 +187,7 @@ fn check_body(v: &Vector, m: &Message) {
                     uint(&e["pong_received"], &w),
                     "{w}.pong_received"
                 );
-                assert_eq!(g.ip, text(&e["ip"], &w).as_bytes(), "{w}.ip");
+                assert_eq!(g.ip.as_slice(), text(&e["ip"], &w).as_bytes(), "{w}.ip");
                 assert_eq!(u64::from(g.port), uint(&e["port"], &w), "{w}.port");
                 assert_eq!(u64::from(g.cport), uint(&e["cport"], &w), "{w}.cport");
                 assert_eq!(u64::from(g.flags), uint(&e["flags"], &w), "{w}.flags");
