@@ -257,6 +257,12 @@ pub struct CommandClock {
 }
 
 impl CommandClock {
+    /// A clock whose first command starts at `at`, a reading just taken (an event loop's
+    /// when a connection's bytes came in: the commands they hold start then).
+    pub fn starting_at(at: Instant) -> CommandClock {
+        CommandClock { last_end: Some(at) }
+    }
+
     /// When the command about to run starts: the previous command's end, if it ended
     /// through this clock and nothing else ran since.
     fn start(&mut self) -> Instant {
@@ -590,7 +596,7 @@ thread_local! {
 }
 
 /// Unix milliseconds at `at` (a reading of this thread's monotonic clock).
-fn wall_ms_at(at: Instant) -> u64 {
+pub fn wall_ms_at(at: Instant) -> u64 {
     WALL_ANCHOR.with(|anchor| {
         if let Some((base, micros)) = anchor.get() {
             if let Some(since) = at.checked_duration_since(base) {

@@ -67,7 +67,7 @@ mod zset;
 
 pub use barrier::Barrier;
 pub use config::{args_to_config_text, ClientClass, Config, ConfigError, ObufLimit};
-pub use dispatch::{execute, execute_at, execute_timed, printable, CommandClock, Ctx};
+pub use dispatch::{execute, execute_at, execute_timed, printable, wall_ms_at, CommandClock, Ctx};
 pub use persistence::{AppendOnly, PersistStats, Persistence, RestoreError};
 pub use state::{
     ClientInfo, DeliverHook, OutputOrder, ReplConf, Session, Shared, ShutdownMode, ThreadStats,

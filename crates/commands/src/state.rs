@@ -284,8 +284,15 @@ impl ClientInfo {
     }
 
     pub fn touch(&self) {
-        self.last_interaction
-            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.touch_at(Instant::now());
+    }
+
+    /// [`ClientInfo::touch`] with a reading the caller took already.
+    pub fn touch_at(&self, at: Instant) {
+        self.last_interaction.store(
+            at.saturating_duration_since(self.created).as_millis() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     pub fn idle_secs(&self) -> u64 {

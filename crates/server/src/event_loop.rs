@@ -698,9 +698,12 @@ impl EventLoop {
                 }
             }
         }
-        conn.last_active = Instant::now();
-        conn.session.info.touch();
-        self.process(t);
+        // One reading for the turn: the client's last activity, and the start of the
+        // commands it sent (three readings before, 2% of a loop serving EVALSHA at -P 1).
+        let arrived = Instant::now();
+        conn.last_active = arrived;
+        conn.session.info.touch_at(arrived);
+        self.process_at(t, arrived);
         if eof {
             self.close(t);
         }
@@ -708,18 +711,24 @@ impl EventLoop {
 
     /// Executes every complete command buffered for connection `t`, then writes.
     fn process(&mut self, t: usize) {
+        self.process_at(t, Instant::now());
+    }
+
+    /// [`EventLoop::process`] with the first command starting at `at`, a reading just
+    /// taken.
+    fn process_at(&mut self, t: usize, at: Instant) {
         // Taken out of its slot while its commands run, so that a script's busy
         // service can hold the loop's other connections meanwhile.
         let Some(mut conn) = self.conns.get_mut(t).and_then(Option::take) else {
             return;
         };
         let shared = &*self.shared;
-        let now = carmine_keyspace::now_ms();
+        let now = carmine_commands::wall_ms_at(at);
         let mut answered_while_busy = Vec::new();
         if !conn.decoder.in_progress() {
             prefetch_pipeline(&shared.keyspace, conn.session.db, &conn.rbuf);
         }
-        let mut clock = CommandClock::default();
+        let mut clock = CommandClock::starting_at(at);
         while !conn.closing && conn.reply.len() < OUTPUT_PAUSE && conn.session.blocked.is_none() {
             match conn.decoder.decode(&mut conn.rbuf, &mut conn.args) {
                 Ok(true) => {
