@@ -440,9 +440,14 @@ fn read_u64(buf: &[u8], at: usize) -> Result<u64, DecodeError> {
 /// NUL into the last byte of a copied IP field ("we are not sure the input is sane"),
 /// so only the first 45 of its 46 bytes can ever matter.
 fn c_string(field: &[u8], max: usize) -> Vec<u8> {
+    c_str(field, max).to_vec()
+}
+
+/// The bytes of a NUL-terminated field, at most `max` of them.
+fn c_str(field: &[u8], max: usize) -> &[u8] {
     let field = field.get(..max).unwrap_or(field);
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    field.get(..end).unwrap_or_default().to_vec()
+    field.get(..end).unwrap_or_default()
 }
 
 fn read_ip(buf: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
@@ -451,10 +456,10 @@ fn read_ip(buf: &[u8], at: usize) -> Result<Vec<u8>, DecodeError> {
 
 /// [`read_ip`] without the allocation, for gossip entries.
 fn read_ip_field(buf: &[u8], at: usize) -> Result<IpField, DecodeError> {
-    let field = bytes_at(buf, at, IP_FIELD_LEN)?;
-    let field = field.get(..IP_FIELD_LEN - 1).unwrap_or(field);
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    Ok(IpField::new(field.get(..end).unwrap_or_default()))
+    Ok(IpField::new(c_str(
+        bytes_at(buf, at, IP_FIELD_LEN)?,
+        IP_FIELD_LEN - 1,
+    )))
 }
 
 fn expect_len(totlen: usize, expected: usize) -> Result<(), DecodeError> {
