@@ -1231,15 +1231,13 @@ pub(crate) fn invoke(
         match input {
             ScriptInput::Eval(f, globals) => run_with_globals(vm, f, &globals, call.memory_limit),
             ScriptInput::Call(f, args) => {
+                // A function always gets its KEYS and ARGV tables; EVAL scripts, which
+                // take no arguments, run through `eval_entry`.
                 let _limited = MemoryLimit::set(lua, call.memory_limit);
-                if args.is_empty() {
-                    vm.run_alone.call::<(bool, Value)>(f)
-                } else {
-                    let mut all = MultiValue::new();
-                    all.push_back(Value::Function(f));
-                    all.extend(args);
-                    vm.run.call::<(bool, Value)>(all)
-                }
+                let mut all = MultiValue::new();
+                all.push_back(Value::Function(f));
+                all.extend(args);
+                vm.run.call::<(bool, Value)>(all)
             }
         }
     };
