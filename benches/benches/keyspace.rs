@@ -1,5 +1,6 @@
 //! The keyspace under the command path: SET and GET through locked slot tables, a
-//! pipeline's 16 GETs with and without `Keyspace::prefetch`, a long list used as a queue,
+//! pipeline's 16 GETs and 16 SISMEMBERs of one big set with and without
+//! `Keyspace::prefetch`, a long list used as a queue,
 //! the full dispatcher (lookup, arity, lock, execute, reply) for GET, and sorted-set
 //! commands on a 100k-member set through the dispatcher.
 
@@ -54,7 +55,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let keys = batch();
                 if prefetch {
-                    big.prefetch(0, &keys);
+                    big.prefetch(0, &keys, &[]);
                 }
                 for key in keys {
                     black_box(big_db.get(key).ok());
@@ -64,6 +65,29 @@ fn bench(c: &mut Criterion) {
     };
     pipeline("pipeline_16_gets", false);
     pipeline("pipeline_16_gets_prefetched", true);
+    // A pipeline of 16 SISMEMBERs of random members of one 1M-member set (its index and
+    // elements far past the caches), one after another or after prefetching their
+    // elements as the event loop does for a pipeline's SADDs, HSETs, ZADDs ...
+    for chunk in names.chunks(1000) {
+        let members: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        big_db.sadd(b"big-set", &members).expect("set");
+    }
+    let mut members_pipeline = |name: &str, prefetch: bool| {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let members = batch();
+                if prefetch {
+                    let elements: Vec<(usize, &[u8])> = members.iter().map(|m| (0, *m)).collect();
+                    big.prefetch(0, &[b"big-set"], &elements);
+                }
+                for member in members {
+                    black_box(big_db.sismember(b"big-set", member).ok());
+                }
+            })
+        });
+    };
+    members_pipeline("pipeline_16_sismember", false);
+    members_pipeline("pipeline_16_sismember_prefetched", true);
     // A long list used as a queue, as redis-benchmark's LPUSH/LPOP use "mylist".
     for i in 0..100_000u32 {
         db.rpush(b"queue", &[&i.to_le_bytes()]).expect("list");

@@ -55,6 +55,7 @@ mod packed;
 mod pattern;
 mod pieces;
 mod rank_tree;
+mod shard_map;
 mod shards;
 pub mod stream;
 mod stream_api;

@@ -10,10 +10,10 @@
 //! shard and a position in it, shards are walked from the last down, and inside a shard
 //! positions only move down (`swap_remove`) while inserts append, as in one table.
 
-use std::hash::BuildHasher;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::compact::CompactKey;
+use crate::shard_map::{element_hash, ShardMap};
 
 /// Elements past which a hash or set table is split into shards (never merged back).
 pub const SHARD_AT: usize = if cfg!(test) { 64 } else { 8192 };
@@ -25,13 +25,12 @@ pub const SHARDS: usize = 64;
 const POSITION_BITS: u32 = 40;
 const POSITION_MASK: u64 = (1 << POSITION_BITS) - 1;
 
-type Shard<V> = indexmap::IndexMap<CompactKey, V, hashbrown::DefaultHashBuilder>;
+type Shard<V> = ShardMap<V>;
 
-fn shard_of(key: &[u8]) -> usize {
-    // Its own seed: the shards' tables hash with theirs, and a shared hash would leave
-    // each shard's table with the same top bits in every key.
-    static STATE: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
-    (STATE.get_or_init(Default::default).hash_one(key) >> (64 - SHARDS.trailing_zeros())) as usize
+/// The shard of an element's hash: its top bits (a shard's index files it by its low
+/// bits, so the two are independent).
+fn shard_of(hash: u64) -> usize {
+    (hash >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
 /// A split hash (`V` = the field's value) or set (`V` = `()`).
@@ -45,11 +44,10 @@ impl<V: Clone> Sharded<V> {
     /// Splits `items` into shards.
     pub fn split(items: impl ExactSizeIterator<Item = (CompactKey, V)>) -> Sharded<V> {
         let per = items.len() / SHARDS + 1;
-        let mut shards: Vec<Shard<V>> = (0..SHARDS)
-            .map(|_| Shard::with_capacity_and_hasher(per, Default::default()))
-            .collect();
+        let mut shards: Vec<Shard<V>> = (0..SHARDS).map(|_| Shard::with_capacity(per)).collect();
         for (k, v) in items {
-            shards[shard_of(k.as_bytes())].insert(k, v);
+            let hash = element_hash(k.as_bytes());
+            shards[shard_of(hash)].insert(hash, k.as_bytes(), v);
         }
         let len = shards.iter().map(|s| s.len()).sum();
         Sharded {
@@ -67,11 +65,13 @@ impl<V: Clone> Sharded<V> {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&V> {
-        self.shards[shard_of(key)].get(key)
+        let hash = element_hash(key);
+        self.shards[shard_of(hash)].get(hash, key)
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.shards[shard_of(key)].contains_key(key)
+        let hash = element_hash(key);
+        self.shards[shard_of(hash)].contains(hash, key)
     }
 
     /// Sets `key`; true if it is new.
@@ -81,20 +81,22 @@ impl<V: Clone> Sharded<V> {
 
     /// Sets `key`; the value it had.
     pub fn replace(&mut self, key: &[u8], value: V) -> Option<V> {
-        let shard = Arc::make_mut(&mut self.shards[shard_of(key)]);
-        let old = shard.insert(CompactKey::new(key), value);
+        let hash = element_hash(key);
+        let shard = Arc::make_mut(&mut self.shards[shard_of(hash)]);
+        let old = shard.insert(hash, key, value);
         self.len += usize::from(old.is_none());
         old
     }
 
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        let at = shard_of(key);
+        let hash = element_hash(key);
+        let at = shard_of(hash);
         // Not copied for a key it does not hold.
-        if !self.shards[at].contains_key(key) {
+        if !self.shards[at].contains(hash, key) {
             return false;
         }
         let gone = Arc::make_mut(&mut self.shards[at])
-            .swap_remove(key)
+            .swap_remove(hash, key)
             .is_some();
         self.len -= usize::from(gone);
         gone
@@ -133,6 +135,29 @@ impl<V: Clone> Sharded<V> {
             (pos, s) => (s as u64 + 1) << POSITION_BITS | pos,
         };
         (next, items)
+    }
+}
+
+/// The element lookups of a split value, for a pipeline's prefetch
+/// ([`crate::Keyspace::prefetch`]), whatever the value's elements map to.
+pub(crate) trait PrefetchElements {
+    /// Starts loading the index line a lookup of `key` reads first.
+    fn prefetch_slot(&self, key: &[u8]);
+    /// Starts loading the element a lookup of `key` will compare. It reads the index
+    /// line, so a batch calls it after all of its `prefetch_slot`s, and their misses
+    /// overlap instead of coming one lookup after another.
+    fn prefetch_element(&self, key: &[u8]);
+}
+
+impl<V> PrefetchElements for Sharded<V> {
+    fn prefetch_slot(&self, key: &[u8]) {
+        let hash = element_hash(key);
+        self.shards[shard_of(hash)].prefetch_slot(hash);
+    }
+
+    fn prefetch_element(&self, key: &[u8]) {
+        let hash = element_hash(key);
+        self.shards[shard_of(hash)].prefetch_element(hash);
     }
 }
 

@@ -296,6 +296,25 @@ pub enum Value {
 }
 
 impl Value {
+    /// A big hash's, set's or sorted set's split table, whose element lookups a pipeline
+    /// prefetches; none for other values (small ones are their key's entry and one
+    /// buffer, loaded with the entry).
+    pub(crate) fn split_elements(&self) -> Option<&dyn crate::shards::PrefetchElements> {
+        use crate::collections::{HashValue, LargeHash, SetValue};
+        match self {
+            Value::Hash(HashValue::Large(large)) => match &**large {
+                LargeHash::Shards(s) => Some(s),
+                LargeHash::Table(_) => None,
+            },
+            Value::Set(set) => match &**set {
+                SetValue::Shards(s) => Some(&**s),
+                _ => None,
+            },
+            Value::ZSet(z) => z.split_scores().map(|s| s as _),
+            _ => None,
+        }
+    }
+
     /// The name TYPE reports.
     pub fn type_name(&self) -> &'static str {
         match self {

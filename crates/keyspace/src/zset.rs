@@ -83,6 +83,19 @@ pub enum ZSetValue {
     Tree(Box<ZTree>),
 }
 
+impl ZSetValue {
+    /// The split score table of a big sorted set, for a pipeline's prefetch.
+    pub(crate) fn split_scores(&self) -> Option<&Sharded<f64>> {
+        match self {
+            ZSetValue::Tree(t) => match &t.scores {
+                Scores::Shards(s) => Some(s),
+                Scores::Table(_) => None,
+            },
+            ZSetValue::Packed(_) => None,
+        }
+    }
+}
+
 impl Default for ZSetValue {
     fn default() -> Self {
         ZSetValue::Packed(Vec::new())

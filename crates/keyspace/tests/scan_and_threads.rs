@@ -143,9 +143,9 @@ fn prefetch_never_waits_for_a_held_table_and_changes_nothing() {
     std::thread::spawn(move || {
         let keys: Vec<&[u8]> = names2.iter().map(Vec::as_slice).collect();
         let held = Locked::lock_key(&ks2, 0, b"k1");
-        ks2.prefetch(0, &keys);
-        ks2.prefetch(0, &[b"k1", b"k1", b"absent", b"k2"]);
-        ks2.prefetch(7, &keys);
+        ks2.prefetch(0, &keys, &[]);
+        ks2.prefetch(0, &[b"k1", b"k1", b"absent", b"k2"], &[]);
+        ks2.prefetch(7, &keys, &[]);
         drop(held);
         let _ = done_tx.send(());
     });
@@ -167,7 +167,7 @@ fn prefetch_never_waits_for_a_held_table_and_changes_nothing() {
     let (done_tx, done_rx) = mpsc::channel();
     let ks4 = ks.clone();
     std::thread::spawn(move || {
-        ks4.prefetch(0, &[b"k3", b"k4", b"k3"]);
+        ks4.prefetch(0, &[b"k3", b"k4", b"k3"], &[]);
         let _ = done_tx.send(());
     });
     assert!(
@@ -227,5 +227,44 @@ fn prefetch_held_reads_only_held_tables_and_changes_nothing() {
             ks.db(0).get(name).ok().flatten().as_deref(),
             Some(name.as_slice())
         );
+    }
+}
+
+/// Element prefetches over big (split) hashes, sets and sorted sets, small ones, strings,
+/// absent keys and element indexes past the keys: nothing changes and nothing panics.
+#[test]
+fn element_prefetch_reads_only_and_takes_any_key() {
+    let ks = Keyspace::new();
+    let db = ks.db(0);
+    let members: Vec<Vec<u8>> = (0..20_000).map(|i| format!("m:{i}").into_bytes()).collect();
+    for m in &members {
+        db.sadd(b"big-set", &[m]).unwrap();
+        db.hset(b"big-hash", m, b"v").unwrap();
+        db.zadd(b"big-zset", 1.0, m).unwrap();
+    }
+    db.sadd(b"small-set", &[b"a"]).unwrap();
+    db.set(b"string", b"v");
+    let keys: [&[u8]; 6] = [
+        b"big-set",
+        b"big-hash",
+        b"big-zset",
+        b"small-set",
+        b"string",
+        b"absent",
+    ];
+    let mut elements: Vec<(usize, &[u8])> = Vec::new();
+    for (i, m) in members.iter().take(30).enumerate() {
+        elements.push((i % 8, m)); // indexes 6 and 7 name no key
+        elements.push((i % 3, b"not a member"));
+    }
+    ks.prefetch(0, &keys, &elements);
+    ks.prefetch(0, &[b"big-set"], &elements);
+    ks.prefetch(0, &[], &elements);
+    assert_eq!(db.scard(b"big-set").unwrap(), members.len());
+    assert_eq!(db.hlen(b"big-hash").unwrap(), members.len());
+    for m in members.iter().step_by(997) {
+        assert!(db.sismember(b"big-set", m).unwrap());
+        assert_eq!(db.hget(b"big-hash", m).unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(db.zscore(b"big-zset", m).unwrap(), Some(1.0));
     }
 }

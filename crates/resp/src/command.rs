@@ -307,11 +307,16 @@ impl CommandDecoder {
 const PEEK_MAX_ARGS: i64 = 64;
 
 /// Walks up to `max` complete multibulk commands at the start of `buf` without consuming
-/// anything and hands each one's first key to `each` (see [`first_key`]), so the caller
-/// can prefetch what running them will read. Stops at the first command that is inline,
+/// anything and hands each one's first key to `each` (see [`first_key`]), with the
+/// element it names inside that key's value if it names one (see [`first_element`]), so
+/// the caller can prefetch what running them will read. Stops at the first command that is inline,
 /// incomplete, malformed or long; [`CommandDecoder::decode`] judges those. `buf` must
 /// start at a command boundary.
-pub fn peek_first_keys<'b>(buf: &'b [u8], max: usize, mut each: impl FnMut(&'b [u8])) {
+pub fn peek_first_keys<'b>(
+    buf: &'b [u8],
+    max: usize,
+    mut each: impl FnMut(&'b [u8], Option<&'b [u8]>),
+) {
     let mut pos = 0;
     for _ in 0..max {
         if buf.get(pos) != Some(&b'*') {
@@ -350,8 +355,9 @@ pub fn peek_first_keys<'b>(buf: &'b [u8], max: usize, mut each: impl FnMut(&'b [
             pos = end;
         }
         let count = (count as usize).min(first_args.len());
-        if let Some(key) = first_key(&first_args[..count]) {
-            each(key);
+        let args = &first_args[..count];
+        if let Some(key) = first_key(args) {
+            each(key, first_element(args));
         }
     }
 }
@@ -386,6 +392,35 @@ pub fn first_key<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
     } else {
         None
     }
+}
+
+/// The field or member a command looks up in its first key's hash, set or sorted set,
+/// from its first (up to four) arguments: HSET's field, SADD's member, ZADD's member
+/// when no flag comes before its score ... None for other commands.
+pub fn first_element<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
+    let name = args.first()?;
+    let mut lower = [0u8; 12];
+    let lower = lower.get_mut(..name.len())?;
+    for (to, from) in lower.iter_mut().zip(name.iter()) {
+        *to = from.to_ascii_lowercase();
+    }
+    let at = match &*lower {
+        b"hset" | b"hsetnx" | b"hmset" | b"hget" | b"hmget" | b"hexists" | b"hdel" | b"hincrby"
+        | b"hincrbyfloat" | b"hstrlen" | b"sadd" | b"srem" | b"sismember" | b"smismember"
+        | b"zscore" | b"zmscore" | b"zrem" | b"zrank" | b"zrevrank" => 2,
+        // ZADD key score member: a flag (NX, XX, GT, LT, CH, INCR) in the score's place
+        // is not a number.
+        b"zadd"
+            if args
+                .get(2)
+                .is_some_and(|s| s.first().is_some_and(|c| !c.is_ascii_alphabetic())) =>
+        {
+            3
+        }
+        b"zincrby" => 3,
+        _ => return None,
+    };
+    args.get(at).copied()
 }
 
 #[cfg(test)]
@@ -444,6 +479,25 @@ mod tests {
     }
 
     #[test]
+    fn elements_are_named_for_the_commands_that_look_one_up() {
+        type Case<'a> = (&'a [&'a [u8]], Option<&'a [u8]>);
+        let cases: [Case<'_>; 9] = [
+            (&[b"HSET", b"h", b"f", b"v"], Some(b"f")),
+            (&[b"sadd", b"s", b"m"], Some(b"m")),
+            (&[b"SISMEMBER", b"s"], None),
+            (&[b"zadd", b"z", b"1.5", b"m"], Some(b"m")),
+            (&[b"zadd", b"z", b"-1", b"m"], Some(b"m")),
+            (&[b"ZADD", b"z", b"NX", b"1"], None),
+            (&[b"zincrby", b"z", b"2", b"m"], Some(b"m")),
+            (&[b"GET", b"k"], None),
+            (&[b"HINCRBYFLOATX", b"h", b"f"], None),
+        ];
+        for (args, element) in cases {
+            assert_eq!(first_element(args), element, "{args:?}");
+        }
+    }
+
+    #[test]
     fn a_script_calls_first_key_is_its_first_declared_key() {
         let input = b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nsha\r\n$1\r\n1\r\n$1\r\nk\r\n\
 *3\r\n$5\r\nfcall\r\n$1\r\nf\r\n$1\r\n0\r\n\
@@ -451,7 +505,7 @@ mod tests {
 *3\r\n$7\r\nevalsha\r\n$3\r\nsha\r\n$1\r\n1\r\n\
 *2\r\n$3\r\nGET\r\n$1\r\ng\r\n";
         let mut keys = Vec::new();
-        peek_first_keys(input, 16, |k| keys.push(k.to_vec()));
+        peek_first_keys(input, 16, |k, _| keys.push(k.to_vec()));
         // FCALL with no keys and an EVALSHA missing its declared key offer none.
         assert_eq!(keys, vec![b"k".to_vec(), b"k1".to_vec(), b"g".to_vec()]);
     }
@@ -461,15 +515,15 @@ mod tests {
         let input = b"*3\r\n$3\r\nSET\r\n$5\r\nhello\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n\
 *2\r\n$3\r\nGET\r\n$0\r\n\r\n*2\r\n$3\r\nGET\r\n$3\r\nabc\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nz\r\n";
         let mut keys = Vec::new();
-        peek_first_keys(input, 16, |k| keys.push(k.to_vec()));
+        peek_first_keys(input, 16, |k, _| keys.push(k.to_vec()));
         // The walk stops at the inline PING.
         assert_eq!(keys, vec![b"hello".to_vec(), b"".to_vec(), b"abc".to_vec()]);
         let mut two = Vec::new();
-        peek_first_keys(input, 2, |k| two.push(k.to_vec()));
+        peek_first_keys(input, 2, |k, _| two.push(k.to_vec()));
         assert_eq!(two, vec![b"hello".to_vec()]);
         for cut in 0..input.len() {
             let mut cut_keys = Vec::new();
-            peek_first_keys(&input[..cut], 16, |k| cut_keys.push(k.to_vec()));
+            peek_first_keys(&input[..cut], 16, |k, _| cut_keys.push(k.to_vec()));
             assert!(keys.starts_with(&cut_keys), "cut at {cut}: {cut_keys:?}");
         }
     }

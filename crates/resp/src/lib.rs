@@ -35,7 +35,7 @@ mod error;
 mod frame;
 mod inline;
 
-pub use command::{first_key, peek_first_keys, Args, ArgsBuilder, CommandDecoder};
+pub use command::{first_element, first_key, peek_first_keys, Args, ArgsBuilder, CommandDecoder};
 pub use encode::{encode, error_code, write_double, ReplyBuf, ReplyMark};
 pub use error::ProtocolError;
 pub use frame::{Frame, FrameDecoder};

@@ -3,7 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use carmine_resp::{
-    encode, first_key, peek_first_keys, Args, CommandDecoder, Frame, FrameDecoder, Limits,
+    encode, first_element, first_key, peek_first_keys, Args, CommandDecoder, Frame, FrameDecoder,
+    Limits,
 };
 use proptest::prelude::*;
 
@@ -100,7 +101,8 @@ proptest! {
         let _ = FrameDecoder::default().decode(&mut buf);
     }
 
-    /// The prefetch walk's keys are the decoded commands' first keys, command by command,
+    /// The prefetch walk's keys and elements are the decoded commands' first keys and
+    /// elements, command by command,
     /// up to where the input is cut, and arbitrary bytes after them do not disturb it.
     #[test]
     fn peeked_keys_follow_the_decoder(
@@ -108,9 +110,13 @@ proptest! {
             proptest::collection::vec(
                 prop_oneof![
                     proptest::collection::vec(any::<u8>(), 0..20),
-                    // Script calls, whose key is their fourth argument.
-                    proptest::sample::select(vec![&b"EVALSHA"[..], b"fcall", b"1", b"0"])
-                        .prop_map(<[u8]>::to_vec),
+                    // Script calls, whose key is their fourth argument, and commands
+                    // that name an element of their key's value.
+                    proptest::sample::select(vec![
+                        &b"EVALSHA"[..], b"fcall", b"1", b"0", b"HSET", b"sadd", b"ZAdd",
+                        b"nx", b"zincrby",
+                    ])
+                    .prop_map(<[u8]>::to_vec),
                 ],
                 1..5,
             ),
@@ -133,21 +139,26 @@ proptest! {
         while dec.decode(&mut buf, &mut args).unwrap() {
             complete += 1;
         }
-        let expected: Vec<Vec<u8>> = cmds[..complete]
+        type Peeked = (Vec<u8>, Option<Vec<u8>>);
+        let expected: Vec<Peeked> = cmds[..complete]
             .iter()
             .filter_map(|c| {
                 let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
-                first_key(&args).map(<[u8]>::to_vec)
+                let element = first_element(&args).map(<[u8]>::to_vec);
+                first_key(&args).map(|k| (k.to_vec(), element))
             })
             .collect();
+        let peeked = |got: &mut Vec<Peeked>, k: &[u8], e: Option<&[u8]>| {
+            got.push((k.to_vec(), e.map(<[u8]>::to_vec)))
+        };
         let mut got = Vec::new();
-        peek_first_keys(&input, 64, |k| got.push(k.to_vec()));
+        peek_first_keys(&input, 64, |k, e| peeked(&mut got, k, e));
         // Bytes past the cut may complete one more command or look like more; the
         // complete commands' keys come first, in order.
         prop_assert!(got.len() >= expected.len());
         prop_assert_eq!(&got[..expected.len()], &expected[..]);
         let mut only = Vec::new();
-        peek_first_keys(&wire[..cut], 64, |k| only.push(k.to_vec()));
+        peek_first_keys(&wire[..cut], 64, |k, e| peeked(&mut only, k, e));
         prop_assert_eq!(only, expected);
     }
 }

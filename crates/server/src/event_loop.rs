@@ -1299,13 +1299,20 @@ fn write_now(socket: &mut (dyn Write + Send + 'static), bytes: &[u8]) -> usize {
 pub(crate) fn prefetch_pipeline(keyspace: &carmine_keyspace::Keyspace, db: usize, buf: &[u8]) {
     let mut keys: [&[u8]; PREFETCH_MAX] = [&[]; PREFETCH_MAX];
     let mut n = 0;
-    carmine_resp::peek_first_keys(buf, PREFETCH_MAX, |key| {
+    let mut elements: [(usize, &[u8]); PREFETCH_MAX] = [(0, &[]); PREFETCH_MAX];
+    let mut m = 0;
+    carmine_resp::peek_first_keys(buf, PREFETCH_MAX, |key, element| {
         if n == 0 || keys[n - 1] != key {
             keys[n] = key;
             n += 1;
         }
+        if let Some(element) = element {
+            elements[m] = (n - 1, element);
+            m += 1;
+        }
     });
-    if n >= 2 {
-        keyspace.prefetch(db, &keys[..n]);
+    // One lookup gains nothing from a prefetch just before it.
+    if n >= 2 || m >= 2 {
+        keyspace.prefetch(db, &keys[..n], &elements[..m]);
     }
 }
