@@ -1311,8 +1311,22 @@ pub(crate) fn prefetch_pipeline(keyspace: &carmine_keyspace::Keyspace, db: usize
             m += 1;
         }
     });
+    // Elements are prefetched for a key that several commands in a row look inside (a
+    // hot hash or set): finding out whether a key's value is big enough to gain reads
+    // its entry, which for a run of different small hashes cost more than it saved.
+    let named = elements;
+    let named = &named[..m];
+    let mut kept = 0;
+    for (i, &(key, element)) in named.iter().enumerate() {
+        let repeated =
+            (i > 0 && named[i - 1].0 == key) || named.get(i + 1).is_some_and(|next| next.0 == key);
+        if repeated {
+            elements[kept] = (key, element);
+            kept += 1;
+        }
+    }
     // One lookup gains nothing from a prefetch just before it.
-    if n >= 2 || m >= 2 {
-        keyspace.prefetch(db, &keys[..n], &elements[..m]);
+    if n >= 2 || kept >= 2 {
+        keyspace.prefetch(db, &keys[..n], &elements[..kept]);
     }
 }
