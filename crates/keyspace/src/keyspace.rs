@@ -747,6 +747,14 @@ fn missed_if(ks: &Keyspace, missed: bool, db: usize, key: &[u8]) {
     }
 }
 
+/// What [`Locked::get_mut_fitting`] found.
+pub(crate) enum Fitting<'e> {
+    Missing,
+    /// A value the caller's check refused (a WRONGTYPE).
+    Refused,
+    Found(&'e mut Entry),
+}
+
 /// A set of locked tables through which a command (or a transaction) reads and writes.
 ///
 /// Every write goes through here so that WATCH versions are bumped and the dirty counter
@@ -1132,6 +1140,46 @@ impl<'a> Locked<'a> {
         let e = self.table_in(db, key).entry_mut_at(at);
         e.lru = ks.access_clock(e.lru, now, false);
         Some(e)
+    }
+
+    /// Mutable access for an in-place write of a value that `fits` accepts, with one hash
+    /// probe for the check and the write (reading the value with [`Locked::get`] and then
+    /// writing it with [`Locked::get_mut`] probed twice). A missing key is stored as
+    /// `make` gives it, if it gives one. A value `fits` refuses is left as it is: no WATCH
+    /// signal, no dirty count.
+    pub(crate) fn get_mut_fitting(
+        &mut self,
+        key: &[u8],
+        fits: impl FnOnce(&crate::value::Value) -> bool,
+        make: impl FnOnce() -> Option<Entry>,
+    ) -> Fitting<'_> {
+        let db = self.db;
+        self.lazy_expire(db, key);
+        let (now, alive_at) = (self.now, self.alive_at);
+        let ks = self.ks;
+        let at = match self.table_in(db, key).live_position(key, alive_at) {
+            Some(at) => {
+                if !fits(&self.table_in(db, key).entry_at(at).value) {
+                    return Fitting::Refused;
+                }
+                at
+            }
+            None => {
+                let Some(entry) = make() else {
+                    return Fitting::Missing;
+                };
+                self.insert_in(db, key, entry);
+                match self.table_in(db, key).live_position(key, alive_at) {
+                    Some(at) => at,
+                    None => return Fitting::Missing,
+                }
+            }
+        };
+        self.ks.dbs[db].watch.signal(key);
+        self.dirty += 1;
+        let e = self.table_in(db, key).entry_mut_at(at);
+        e.lru = ks.access_clock(e.lru, now, false);
+        Fitting::Found(e)
     }
 
     pub fn exists(&mut self, key: &[u8]) -> bool {

@@ -307,6 +307,12 @@ impl SlotTable {
         (!self.entries.get(i).1.is_expired(alive_at)).then_some(i)
     }
 
+    /// The entry at a position [`SlotTable::live_position`] gave.
+    #[inline]
+    pub(crate) fn entry_at(&self, i: usize) -> &Entry {
+        &self.entries.get(i).1
+    }
+
     /// Mutable access to the entry at a position [`SlotTable::live_position`] gave, with
     /// nothing changed in the table since.
     #[inline]

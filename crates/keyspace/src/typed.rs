@@ -4,7 +4,7 @@
 
 use crate::collections::{HashValue, ListValue, SetValue};
 use crate::error::KeyspaceError;
-use crate::keyspace::Locked;
+use crate::keyspace::{Fitting, Locked};
 use crate::value::{Entry, Value};
 
 /// A collection type that lives in a [`Value`] variant.
@@ -72,17 +72,12 @@ pub fn write<'l, C: Collection>(
     key: &[u8],
     create: bool,
 ) -> Result<Option<&'l mut C>, KeyspaceError> {
-    match l.get(key) {
-        None if !create => return Ok(None),
-        None => {
-            l.insert(key, Entry::new(C::default().wrap()));
-        }
-        Some(e) if C::from_value(&e.value).is_none() => return Err(KeyspaceError::WrongType),
-        Some(_) => {}
-    }
-    match l.get_mut(key) {
-        Some(e) => Ok(C::from_value_mut(&mut e.value)),
-        None => Ok(None),
+    let fits = |v: &Value| C::from_value(v).is_some();
+    let make = || create.then(|| Entry::new(C::default().wrap()));
+    match l.get_mut_fitting(key, fits, make) {
+        Fitting::Found(e) => Ok(C::from_value_mut(&mut e.value)),
+        Fitting::Missing => Ok(None),
+        Fitting::Refused => Err(KeyspaceError::WrongType),
     }
 }
 

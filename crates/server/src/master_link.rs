@@ -751,7 +751,8 @@ fn apply_stream(
             // while this one runs, as an event loop does for a pipeline (the replica's
             // SETs spent over half their time waiting for the table and the entry).
             if until_prefetch == 0 && !decoder.in_progress() {
-                crate::event_loop::prefetch_pipeline(&shared.keyspace, session.db, &link.buf);
+                let _ =
+                    crate::event_loop::prefetch_pipeline(&shared.keyspace, session.db, &link.buf);
                 until_prefetch = carmine_keyspace::PREFETCH_MAX;
             }
             until_prefetch = until_prefetch.saturating_sub(1);
