@@ -369,7 +369,8 @@ impl Keyspace {
     /// Starts loading what looking `keys` up in `db` will read, so that a pipeline's
     /// lookups overlap their cache misses instead of taking them one after another: each
     /// key's table (the first two lines of its cell: the lock and index header, then the
-    /// page pointers), then the entry its index points at and its page's header. At most
+    /// page pointers), then its index line, then the entry its index points at and its
+    /// page's header. At most
     /// [`PREFETCH_MAX`] keys are looked at.
     ///
     /// `elements` names elements that commands will look up inside those keys' values
@@ -401,9 +402,16 @@ impl Keyspace {
         for (table, guard) in tables.iter().zip(held.iter_mut()) {
             *guard = table.and_then(Mutex::try_lock);
         }
-        for (key, guard) in keys.iter().zip(held.iter()) {
+        let mut hashes = [0u64; PREFETCH_MAX];
+        for ((key, guard), hash) in keys.iter().zip(held.iter()).zip(hashes.iter_mut()) {
             if let Some(table) = guard {
-                table.prefetch_entry(key);
+                *hash = crate::table::hash_of(key);
+                table.prefetch_slot(*hash);
+            }
+        }
+        for (guard, &hash) in held.iter().zip(hashes.iter()).take(keys.len()) {
+            if let Some(table) = guard {
+                table.prefetch_entry(hash);
             }
         }
         if elements.is_empty() {
@@ -1208,9 +1216,25 @@ impl<'a> Locked<'a> {
     /// for their cache misses together rather than one after another. Keys in tables not
     /// held are skipped: nothing is locked here.
     pub fn prefetch_held<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
-        for key in keys {
-            if let Some(table) = self.held(table_id(self.db, key_slot(key))) {
-                table.prefetch_entry(key);
+        // Index lines first, then entries (each reading its index line): the misses of
+        // each step overlap. Past a pipeline's worth the first keys' lines may be gone.
+        let mut found: [(Option<&SlotTable>, u64); PREFETCH_MAX] = [(None, 0); PREFETCH_MAX];
+        let mut keys = keys.peekable();
+        while keys.peek().is_some() {
+            let mut n = 0;
+            // `found` first: a zip that ran out of room would drop the key it took.
+            for ((table, hash), key) in found.iter_mut().zip(keys.by_ref()) {
+                *table = self.held(table_id(self.db, key_slot(key)));
+                *hash = crate::table::hash_of(key);
+                if let Some(t) = table {
+                    t.prefetch_slot(*hash);
+                }
+                n += 1;
+            }
+            for &(table, hash) in &found[..n] {
+                if let Some(t) = table {
+                    t.prefetch_entry(hash);
+                }
             }
         }
     }

@@ -54,6 +54,7 @@ pub mod ops;
 mod packed;
 mod pattern;
 mod pieces;
+mod position_index;
 mod rank_tree;
 mod shard_map;
 mod shards;

@@ -5,9 +5,9 @@
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
-use hashbrown::HashTable;
 use thin_vec::ThinVec;
 
+use crate::position_index::PositionIndex;
 use crate::value::Entry;
 
 /// An owned key: inline up to 22 bytes, boxed beyond.
@@ -15,9 +15,14 @@ pub type Key = crate::compact::CompactKey;
 
 /// One process-wide, randomly seeded hasher: a per-table one would cost every table its
 /// seed, and there are 16384 tables per database.
-fn hash_of(key: &[u8]) -> u64 {
+pub(crate) fn hash_of(key: &[u8]) -> u64 {
     static STATE: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
     STATE.get_or_init(Default::default).hash_one(key)
+}
+
+/// The hash of the key at position `i`, for the index's growth and removals.
+fn rehash(entries: &Pages, i: usize) -> u64 {
+    hash_of(entries.get(i).0.as_bytes())
 }
 
 /// Asks the CPU to start loading the cache line holding `p`, without waiting for it. Any
@@ -181,7 +186,7 @@ impl Pages {
 /// The keys of one cluster slot in one database.
 ///
 /// Entries live densely by position (see [`Pages`]) and a hash index of 4-byte positions
-/// finds them. A hash map storing 72-byte (key, entry) buckets directly sits at 44-87%
+/// ([`PositionIndex`]) finds them. A hash map storing 72-byte (key, entry) buckets directly sits at 44-87%
 /// load, so a table just past a power of two (1M keys spread over 16384 tables is ~61
 /// each, just past 56) wastes half its buckets; here the waste is 5 bytes per empty index
 /// slot. Removal moves the last entry into the hole.
@@ -194,7 +199,7 @@ impl Pages {
 #[derive(Debug, Default, Clone)]
 #[repr(C)]
 pub struct SlotTable {
-    index: HashTable<u32>,
+    index: PositionIndex,
     /// How many entries carry a deadline: active expiry skips tables where this is 0.
     volatile: usize,
     /// A large table being captured chunk by chunk for the running snapshot.
@@ -263,25 +268,25 @@ impl SlotTable {
 
     #[inline]
     fn position(&self, key: &[u8]) -> Option<usize> {
-        let entries = &self.entries;
-        self.index
-            .find(hash_of(key), |&i| {
-                entries.get(i as usize).0.as_bytes() == key
-            })
-            .map(|&i| i as usize)
+        self.position_hashed(hash_of(key), key)
     }
 
-    /// Starts loading the entry a lookup of `key` will most likely read, without waiting
-    /// for it: the entry of the first index slot whose hash tag matches (comparing keys
-    /// would wait for the entry). The index's own line is read here, so a caller that
-    /// prefetches a batch of keys lets their misses overlap.
-    pub fn prefetch_entry(&self, key: &[u8]) {
-        let mut first = None;
-        self.index.find(hash_of(key), |&i| {
-            first = Some(i as usize);
-            true
-        });
-        if let Some(i) = first {
+    /// Starts loading the index line a lookup of the key hashed to `hash` (see
+    /// [`hash_of`]) reads first. A batch calls this for all of its keys, then
+    /// [`SlotTable::prefetch_entry`] for all of them, so that the index misses of a
+    /// batch overlap, then its entry misses.
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, hash: u64) {
+        if let Some(slot) = self.index.home_slot(hash) {
+            prefetch_line(slot);
+        }
+    }
+
+    /// Starts loading the entry a lookup under `hash` will most likely read, without
+    /// waiting for it: the entry of the first index slot whose hash tag matches
+    /// (comparing keys would wait for the entry). Reads the index line.
+    pub(crate) fn prefetch_entry(&self, hash: u64) {
+        if let Some(i) = self.index.likely_position(hash) {
             let (page, at) = self.entries.entry_addr(i);
             prefetch_line(page);
             prefetch_line(at);
@@ -340,31 +345,31 @@ impl SlotTable {
         }
         let new_volatile = entry.expire_at != 0;
         let hash = hash_of(key);
-        let entries = &mut self.entries;
-        match self.index.entry(
-            hash,
-            |&i| entries.get(i as usize).0.as_bytes() == key,
-            |&i| hash_of(entries.get(i as usize).0.as_bytes()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(o) => {
-                let i = *o.get() as usize;
-                let old = std::mem::replace(&mut entries.get_mut(i).1, entry);
-                match (old.expire_at != 0, new_volatile) {
-                    (true, false) => self.volatile -= 1,
-                    (false, true) => self.volatile += 1,
-                    _ => {}
-                }
-                Some(old)
+        if let Some(i) = self.position_hashed(hash, key) {
+            let old = std::mem::replace(&mut self.entries.get_mut(i).1, entry);
+            match (old.expire_at != 0, new_volatile) {
+                (true, false) => self.volatile -= 1,
+                (false, true) => self.volatile += 1,
+                _ => {}
             }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                if new_volatile {
-                    self.volatile += 1;
-                }
-                v.insert(entries.len as u32);
-                entries.push((key.into(), entry));
-                None
-            }
+            return Some(old);
         }
+        if new_volatile {
+            self.volatile += 1;
+        }
+        self.entries.push((key.into(), entry));
+        let entries = &self.entries;
+        self.index
+            .insert(hash, entries.len - 1, entries.len, |i| rehash(entries, i));
+        None
+    }
+
+    #[inline]
+    fn position_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        let entries = &self.entries;
+        self.index
+            .find(hash, |i| entries.get(i).0.as_bytes() == key)
+            .map(|(_, i)| i)
     }
 
     /// Makes room for `additional` more entries (a dump announcing its size).
@@ -375,9 +380,10 @@ impl SlotTable {
             .more
             .reserve(more.saturating_sub(self.entries.more.len()));
         let entries = &self.entries;
-        self.index.reserve(additional, |&i| {
-            hash_of(entries.get(i as usize).0.as_bytes())
-        });
+        self.index
+            .reserve(entries.len + additional, entries.len, |i| {
+                rehash(entries, i)
+            });
     }
 
     /// Removes the entry at `pos`: the last entry moves into its place.
@@ -386,26 +392,24 @@ impl SlotTable {
             self.before_change(pos);
             self.before_change(self.entries.len - 1);
         }
-        if let Ok(slot) = self.index.find_entry(hash, |&i| i as usize == pos) {
-            slot.remove();
-        }
+        // Corrupting: positions come from the index, so the position has its slot.
+        let Some((slot, _)) = self.index.find(hash, |i| i == pos) else {
+            panic!("entry {pos} has no index slot");
+        };
+        let entries = &self.entries;
+        self.index.remove(slot, |i| rehash(entries, i));
         let last = self.entries.len - 1;
         let (_, old) = self.entries.swap_remove(pos);
         if pos != last {
-            let moved = hash_of(self.entries.get(pos).0.as_bytes());
-            if let Some(i) = self.index.find_mut(moved, |&i| i as usize == last) {
-                *i = pos as u32;
-            }
+            let moved = rehash(&self.entries, pos);
+            self.index.repoint(moved, last, pos);
         }
         if old.expire_at != 0 {
             self.volatile -= 1;
         }
-        if self.index.capacity() > 16 && self.entries.len < self.index.capacity() / 4 {
-            let entries = &self.entries;
-            self.index.shrink_to(entries.len, |&i| {
-                hash_of(entries.get(i as usize).0.as_bytes())
-            });
-        }
+        let entries = &self.entries;
+        self.index
+            .shrink_if_sparse(entries.len, |i| rehash(entries, i));
         old
     }
 
@@ -473,7 +477,7 @@ impl SlotTable {
     pub fn clear(&mut self) {
         self.finish_capture();
         self.entries = Pages::default();
-        self.index = HashTable::new();
+        self.index = PositionIndex::default();
         self.volatile = 0;
     }
 
@@ -569,7 +573,7 @@ impl SlotTable {
 
     /// Approximate bytes used by this table's keys and values.
     pub fn memory_estimate(&self) -> usize {
-        let mut total = self.entries.heap_bytes() + self.index.capacity() * 5;
+        let mut total = self.entries.heap_bytes() + self.index.bytes();
         for (k, e) in self.entries.iter() {
             total += k.heap_size() + e.value.heap_size();
         }
@@ -590,7 +594,7 @@ mod tests {
         let lock = 8;
         assert!(lock + offset_of!(SlotTable, partial) + size_of::<usize>() <= 64);
         assert!(lock + offset_of!(SlotTable, volatile) + size_of::<usize>() <= 64);
-        assert!(lock + size_of::<HashTable<u32>>() <= 64);
+        assert!(lock + size_of::<PositionIndex>() <= 64);
         let head_end = lock
             + offset_of!(SlotTable, entries)
             + offset_of!(Pages, head)
