@@ -145,6 +145,17 @@ pub static PARAMS: &[ParamSpec] = &[
     ),
     p("hz", "10", Kind::Int { min: 1, max: 500 }, true),
     p("io-threads", "0", Kind::Int { min: 0, max: 128 }, false),
+    // Carmine's own: how long (microseconds) a busy event loop polls before it sleeps
+    // (0: never); see carmine-server's idle_poll module.
+    p(
+        "busy-poll-us",
+        "50",
+        Kind::Int {
+            min: 0,
+            max: 10_000,
+        },
+        true,
+    ),
     p(
         "proto-max-bulk-len",
         "536870912",
@@ -500,6 +511,8 @@ pub struct Tunables {
     pub tracking_table_max_keys: AtomicU64,
     /// `busy-reply-threshold` (ms), read as each script starts.
     pub busy_reply_threshold_ms: AtomicU64,
+    /// `busy-poll-us`, read by each event loop before it sleeps.
+    pub busy_poll_us: AtomicU64,
 }
 
 /// The live configuration.
@@ -778,6 +791,7 @@ impl Config {
             .store(num("tracking-table-max-keys"), Ordering::Relaxed);
         t.busy_reply_threshold_ms
             .store(num("busy-reply-threshold"), Ordering::Relaxed);
+        t.busy_poll_us.store(num("busy-poll-us"), Ordering::Relaxed);
         t.appendfsync.store(
             match get("appendfsync").as_str() {
                 "always" => 0,

@@ -374,6 +374,7 @@ impl EventLoop {
         let _ = self.shared.busy_serve.set(serve_while_busy);
         let mut events = Events::with_capacity(1024);
         let mut next_cron = Instant::now();
+        let mut waiting = crate::idle_poll::IdlePoll::new(self.shared.io_threads());
         loop {
             if self.shared.shutdown_requested.load(Ordering::Acquire) {
                 self.close_all();
@@ -401,7 +402,14 @@ impl EventLoop {
                 timeout = timeout.min(until.saturating_duration_since(Instant::now()));
             }
             self.before_sleep();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let spin = Duration::from_micros(
+                self.shared
+                    .config
+                    .tunables
+                    .busy_poll_us
+                    .load(Ordering::Relaxed),
+            );
+            if let Err(e) = waiting.poll(&mut self.poll, &mut events, timeout, spin) {
                 if e.kind() != ErrorKind::Interrupted {
                     log::warning(&format!("poll failed: {e}"));
                     return;

@@ -17,6 +17,7 @@ pub mod aof;
 mod cluster;
 mod event_loop;
 mod failover;
+mod idle_poll;
 pub mod log;
 mod master_link;
 mod net;
