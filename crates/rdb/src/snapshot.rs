@@ -704,7 +704,12 @@ mod tests {
         assert!(ks.swap_db(0, 1));
         std::thread::sleep(std::time::Duration::from_millis(40));
         let mut cursor = 0;
-        ks.active_expire(&mut cursor, std::time::Duration::from_secs(1), |_, _| {});
+        ks.active_expire(
+            &mut cursor,
+            std::time::Duration::from_secs(1),
+            usize::MAX,
+            |_, _| {},
+        );
         let mut file = Vec::new();
         snap.write_to(&ks, &mut file, &[]).expect("written");
         // The file holds db 0 as it was, "soon" included (it expired after the start)...

@@ -191,6 +191,10 @@ pub fn serve_while_busy() {
     });
 }
 
+/// Volatile keys an active-expiry cycle examines before it may stop (when at most a
+/// tenth of them were stale): Redis samples 20 keys per database per round.
+const EXPIRE_QUOTA: usize = 200;
+
 fn stale_share_high(examined: usize, removed: usize) -> bool {
     examined > 0 && removed * 10 > examined
 }
@@ -1215,6 +1219,7 @@ impl EventLoop {
         let (examined, removed) = sh.keyspace.active_expire(
             &mut self.expire_cursor,
             Duration::from_millis(1),
+            EXPIRE_QUOTA,
             |db, key| {
                 if let Some(p) = sh.propagating() {
                     p.append(&[carmine_commands::propagate::del_op(db, key)], false);
@@ -1251,13 +1256,16 @@ impl EventLoop {
             let budget = Duration::from_micros(250_000 / hz);
             // Each removal reaches the stream under its table's lock, as a DEL.
             let cycle = Instant::now();
-            let (examined, removed) =
-                sh.keyspace
-                    .active_expire(&mut self.expire_cursor, budget, |db, key| {
-                        if let Some(p) = sh.propagating() {
-                            p.append(&[carmine_commands::propagate::del_op(db, key)], false);
-                        }
-                    });
+            let (examined, removed) = sh.keyspace.active_expire(
+                &mut self.expire_cursor,
+                budget,
+                EXPIRE_QUOTA,
+                |db, key| {
+                    if let Some(p) = sh.propagating() {
+                        p.append(&[carmine_commands::propagate::del_op(db, key)], false);
+                    }
+                },
+            );
             self.expire_backlog = stale_share_high(examined, removed);
             let ms = cycle.elapsed().as_millis() as u64;
             sh.latency.observe(sh, "expire-cycle", ms);
