@@ -1161,8 +1161,8 @@ impl<'a> Locked<'a> {
     /// Mutable access for an in-place write of a value that `fits` accepts, with one hash
     /// probe for the check and the write (reading the value with [`Locked::get`] and then
     /// writing it with [`Locked::get_mut`] probed twice). A missing key is stored as
-    /// `make` gives it, if it gives one. A value `fits` refuses is left as it is: no WATCH
-    /// signal, no dirty count.
+    /// `make` gives it, if it gives one. A value `fits` refuses is only touched (its
+    /// access time): no WATCH signal, no dirty count.
     pub(crate) fn get_mut_fitting(
         &mut self,
         key: &[u8],
@@ -1176,6 +1176,10 @@ impl<'a> Locked<'a> {
         let at = match self.table_in(db, key).live_position(key, alive_at) {
             Some(at) => {
                 if !fits(&self.table_in(db, key).entry_at(at).value) {
+                    // Looked up all the same: its access time moves, as Redis' lookup
+                    // touches a key before the command checks its type.
+                    let e = self.table_in(db, key).entry_mut_at(at);
+                    e.lru = ks.access_clock(e.lru, now, false);
                     return Fitting::Refused;
                 }
                 at
