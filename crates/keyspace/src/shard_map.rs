@@ -14,13 +14,9 @@ use crate::compact::CompactKey;
 use crate::position_index::PositionIndex;
 
 /// The hash an element is filed under, in its shard and for the shard itself
-/// ([`crate::shards::Sharded`] takes the top bits; the map takes the low 32).
-pub(crate) fn element_hash(key: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    use std::sync::OnceLock;
-    static STATE: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
-    STATE.get_or_init(Default::default).hash_one(key)
-}
+/// ([`crate::shards::Sharded`] takes bits 26-31; the index takes the low bits and the
+/// top ones): the key tables' hasher, one seed for the process.
+pub(crate) use crate::table::hash_of as element_hash;
 
 #[derive(Clone)]
 pub(crate) struct ShardMap<V> {

@@ -186,10 +186,10 @@ impl Pages {
 /// The keys of one cluster slot in one database.
 ///
 /// Entries live densely by position (see [`Pages`]) and a hash index of 4-byte positions
-/// ([`PositionIndex`]) finds them. A hash map storing 72-byte (key, entry) buckets directly sits at 44-87%
-/// load, so a table just past a power of two (1M keys spread over 16384 tables is ~61
-/// each, just past 56) wastes half its buckets; here the waste is 5 bytes per empty index
-/// slot. Removal moves the last entry into the hole.
+/// ([`PositionIndex`]) finds them. A hash map storing 72-byte (key, entry) buckets
+/// directly sits at 44-87% load, so a table just past a power of two (1M keys spread
+/// over 16384 tables is ~61 each, just past 56) wastes half its buckets; here the waste
+/// is 4 bytes per empty index slot. Removal moves the last entry into the hole.
 ///
 /// Fields in the order a lookup or a write reads them (`repr(C)`): behind the lock word,
 /// the index header, the counts and `partial` (which every write checks) fill the first
