@@ -13,16 +13,19 @@
 # window (/proc/PID/stat) shows which one is the bottleneck: "srv%" and "cli%" are per
 # core given to each (100 = every core busy).
 #
-# LOOPS (default 1,2,4,8,12) and REDIS_LOOPS (default 1,4) choose the configurations;
-# Redis runs with io-threads-do-reads yes. RUN is a prefix for every program started (a
+# LOOPS (default 1,2,4,8,12) and REDIS_LOOPS (default 1,4; empty: none) choose the configurations;
+# Redis runs with io-threads-do-reads yes; CARMINE_ARGS adds options to Carmine's command
+# line (`--busy-poll-us 0`: a loop that polls counts as busy in "srv%"). RUN is a prefix for every program started (a
 # dynamic loader carried to another machine, say); REDIS_BENCHMARK and REDIS_CLI name
-# those tools. Output: one line per measurement, and a table at the end. Everything binds
+# those tools. LOADGEN names `target/release/loadgen` (benches/src/bin/loadgen.rs) to load
+# the server with it instead of redis-benchmark, whose threads share per-request counters
+# and top out first on many cores. Output: one line per measurement, and a table at the end. Everything binds
 # 127.0.0.1; every process is stopped on exit.
 set -euo pipefail
 CAND=${1:?usage: $0 CANDIDATE_BIN [REFERENCE_BIN]}
 REF=${2:-redis-server}
 LOOPS=${LOOPS:-1,2,4,8,12}
-REDIS_LOOPS=${REDIS_LOOPS:-1,4}
+REDIS_LOOPS=${REDIS_LOOPS-1,4}
 TESTS=${TESTS:-set,get}
 PIPELINES=${PIPELINES:-1,16}
 CLIENTS=${CLIENTS:-256}
@@ -31,6 +34,7 @@ WINDOW=${WINDOW:-3}
 RUN=${RUN:-}
 BENCH=${REDIS_BENCHMARK:-redis-benchmark}
 CLI=${REDIS_CLI:-redis-cli}
+LOADGEN=${LOADGEN:-}
 CPUS=$(nproc)
 DIR=$(mktemp -d)
 PORT=${PORT:-17800}
@@ -53,7 +57,11 @@ commands_processed() {
 
 start_server() { # name bin loops
     local name=$1 bin=$2 loops=$3 extra=()
-    [ "$name" = redis ] && extra=(--io-threads-do-reads yes)
+    if [ "$name" = redis ]; then
+        extra=(--io-threads-do-reads yes)
+    else
+        read -r -a extra <<<"${CARMINE_ARGS:-}"
+    fi
     mkdir -p "$DIR/$name-$loops"
     taskset -c "0-$((loops - 1))" $RUN "$bin" --port "$PORT" --bind 127.0.0.1 --save '' \
         --appendonly no --dir "$DIR/$name-$loops" --io-threads "$loops" "${extra[@]}" \
@@ -83,9 +91,15 @@ measure() { # name loops test pipeline
     local name=$1 loops=$2 test=$3 pipeline=$4
     local client_cpus=$((CPUS - loops)) first=$loops
     if [ "$client_cpus" -lt 1 ]; then client_cpus=1; first=$((CPUS - 1)); fi
-    taskset -c "$first-$((CPUS - 1))" $RUN "$BENCH" -h 127.0.0.1 -p "$PORT" -t "$test" \
-        -P "$pipeline" -c "$CLIENTS" --threads "$client_cpus" -r 100000 -d 3 \
-        -n 2000000000 -q >/dev/null 2>&1 &
+    if [ -n "$LOADGEN" ]; then
+        taskset -c "$first-$((CPUS - 1))" "$LOADGEN" --host 127.0.0.1 --port "$PORT" \
+            --test "$test" --pipeline "$pipeline" --clients "$CLIENTS" \
+            --threads "$client_cpus" --keyspace 100000 --data 3 --seconds 100000 >/dev/null 2>&1 &
+    else
+        taskset -c "$first-$((CPUS - 1))" $RUN "$BENCH" -h 127.0.0.1 -p "$PORT" -t "$test" \
+            -P "$pipeline" -c "$CLIENTS" --threads "$client_cpus" -r 100000 -d 3 \
+            -n 2000000000 -q >/dev/null 2>&1 &
+    fi
     local bench_pid=$!
     sleep "$WARM"
     local c0 t0 s0 b0 c1 t1 s1 b1
