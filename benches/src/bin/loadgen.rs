@@ -1,16 +1,17 @@
-//! A lean pipelined load generator for SET and GET, for measuring a server that
-//! redis-benchmark cannot saturate.
+//! A lean pipelined load generator running redis-benchmark's tests, for measuring a
+//! server that redis-benchmark cannot saturate.
 //!
 //!     loadgen --port 6379 [--host 127.0.0.1] [--threads 4] [--clients 256] [--pipeline 16]
-//!             [--test set|get] [--keyspace 100000] [--data 3] [--seconds 10]
+//!             [--test set|get|incr|lpush|rpush|hset|sadd|zadd|mset] [--keyspace 100000]
+//!             [--data 3] [--seconds 10]
 //!
 //! On 16 cores, redis-benchmark's `--threads` tops out near 250k pipelined requests per
 //! second per thread: with 8 event loops on 8 cores Carmine's loops were half idle while
 //! redis-benchmark's 8 threads were 88% busy, so redis-benchmark measured itself. This
 //! client does only what a load needs: each connection keeps `--pipeline` commands in
 //! flight, written with one `write` per batch, and counts replies without decoding more
-//! than their lengths. Its keys are redis-benchmark's (`key:` and 12 digits, uniform over
-//! `--keyspace`), so a GET run finds the keys a SET run wrote. It prints requests per
+//! than their lengths. Its commands are redis-benchmark's with `-r` (`key:` and 12 digits,
+//! uniform over `--keyspace`), so a GET run finds the keys a SET run wrote. It prints requests per
 //! second at the end; a caller can also read the server's `total_commands_processed`.
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -23,10 +24,62 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Test {
-    Set,
-    Get,
+/// redis-benchmark's command for a `-t` test name, `__rand_int__` standing for a
+/// 12-digit random number and `DATA` for the value.
+fn test_command(test: &str) -> Option<Vec<&'static str>> {
+    Some(match test {
+        "set" => vec!["SET", "key:__rand_int__", "DATA"],
+        "get" => vec!["GET", "key:__rand_int__"],
+        "incr" => vec!["INCR", "counter:__rand_int__"],
+        "lpush" => vec!["LPUSH", "mylist", "DATA"],
+        "rpush" => vec!["RPUSH", "mylist", "DATA"],
+        "hset" => vec!["HSET", "myhash", "element:__rand_int__", "DATA"],
+        "sadd" => vec!["SADD", "myset", "element:__rand_int__"],
+        "zadd" => vec!["ZADD", "myzset", "__rand_int__", "element:__rand_int__"],
+        "mset" => {
+            let mut command = vec!["MSET"];
+            for _ in 0..10 {
+                command.extend(["key:__rand_int__", "DATA"]);
+            }
+            command
+        }
+        _ => return None,
+    })
+}
+
+/// One command in RESP, and where in it each `__rand_int__` starts.
+struct Template {
+    bytes: Vec<u8>,
+    random_at: Vec<usize>,
+}
+
+const RANDOM_PLACEHOLDER: &[u8] = b"__rand_int__";
+
+impl Template {
+    fn new(arguments: &[&str], data: usize) -> Template {
+        let mut bytes = format!("*{}\r\n", arguments.len()).into_bytes();
+        let mut random_at = Vec::new();
+        for argument in arguments {
+            let argument = if *argument == "DATA" {
+                vec![b'x'; data]
+            } else {
+                argument.as_bytes().to_vec()
+            };
+            bytes.extend_from_slice(format!("${}\r\n", argument.len()).as_bytes());
+            let start = bytes.len();
+            bytes.extend_from_slice(&argument);
+            bytes.extend_from_slice(b"\r\n");
+            let mut at = 0;
+            while let Some(found) = argument[at..]
+                .windows(RANDOM_PLACEHOLDER.len())
+                .position(|w| w == RANDOM_PLACEHOLDER)
+            {
+                random_at.push(start + at + found);
+                at += found + RANDOM_PLACEHOLDER.len();
+            }
+        }
+        Template { bytes, random_at }
+    }
 }
 
 struct Options {
@@ -35,7 +88,7 @@ struct Options {
     threads: usize,
     clients: usize,
     pipeline: usize,
-    test: Test,
+    template: Template,
     keyspace: u64,
     data: usize,
     seconds: f64,
@@ -48,11 +101,15 @@ fn parse_options() -> Result<Options, String> {
         threads: 1,
         clients: 50,
         pipeline: 1,
-        test: Test::Set,
+        template: Template {
+            bytes: Vec::new(),
+            random_at: Vec::new(),
+        },
         keyspace: 100_000,
         data: 3,
         seconds: 10.0,
     };
+    let mut test = String::from("set");
     let mut args = std::env::args().skip(1);
     while let Some(name) = args.next() {
         let value = args.next().ok_or(format!("{name} needs a value"))?;
@@ -66,16 +123,14 @@ fn parse_options() -> Result<Options, String> {
             "--keyspace" => options.keyspace = value.parse().map_err(|e| bad(&e))?,
             "--data" => options.data = value.parse().map_err(|e| bad(&e))?,
             "--seconds" => options.seconds = value.parse().map_err(|e| bad(&e))?,
-            "--test" => {
-                options.test = match value.to_ascii_lowercase().as_str() {
-                    "set" => Test::Set,
-                    "get" => Test::Get,
-                    _ => return Err(bad(&"only set and get")),
-                }
-            }
+            "--test" => test = value,
             _ => return Err(format!("unknown option {name}")),
         }
     }
+    let command = test_command(&test.to_ascii_lowercase()).ok_or(format!(
+        "--test {test}: one of set get incr lpush rpush hset sadd zadd mset"
+    ))?;
+    options.template = Template::new(&command, options.data);
     if options.threads == 0 || options.clients < options.threads || options.pipeline == 0 {
         return Err("need threads >= 1, clients >= threads, pipeline >= 1".into());
     }
@@ -146,21 +201,21 @@ struct Connection {
     in_flight: usize,
 }
 
-/// One batch of `pipeline` commands on random keys, replacing `out`.
+/// One batch of `pipeline` commands, each placeholder a new random number below
+/// `keyspace`, replacing `out`.
 fn fill_batch(out: &mut Vec<u8>, options: &Options, rng: &mut fastrand::Rng) {
     out.clear();
     for _ in 0..options.pipeline {
-        let key = rng.u64(0..options.keyspace);
-        match options.test {
-            Test::Set => {
-                out.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$16\r\n");
-                out.extend_from_slice(format!("key:{key:012}\r\n${}\r\n", options.data).as_bytes());
-                out.resize(out.len() + options.data, b'x');
-                out.extend_from_slice(b"\r\n");
-            }
-            Test::Get => {
-                out.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$16\r\n");
-                out.extend_from_slice(format!("key:{key:012}\r\n").as_bytes());
+        let start = out.len();
+        out.extend_from_slice(&options.template.bytes);
+        for &at in &options.template.random_at {
+            let mut number = rng.u64(0..options.keyspace);
+            for digit in out[start + at..start + at + RANDOM_PLACEHOLDER.len()]
+                .iter_mut()
+                .rev()
+            {
+                *digit = b'0' + (number % 10) as u8;
+                number /= 10;
             }
         }
     }
@@ -365,7 +420,41 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::count_replies;
+    use super::{count_replies, fill_batch, test_command, Options, Template};
+
+    #[test]
+    fn batches_are_redis_benchmark_commands_with_random_numbers() {
+        let template = Template::new(&test_command("hset").unwrap(), 3);
+        assert_eq!(template.random_at.len(), 1);
+        let options = Options {
+            host: String::new(),
+            port: 0,
+            threads: 1,
+            clients: 1,
+            pipeline: 2,
+            template,
+            keyspace: 100,
+            data: 3,
+            seconds: 1.0,
+        };
+        let mut out = Vec::new();
+        fill_batch(&mut out, &options, &mut fastrand::Rng::with_seed(7));
+        let text = String::from_utf8(out).unwrap();
+        let commands: Vec<&str> = text.split("*4\r\n").filter(|c| !c.is_empty()).collect();
+        assert_eq!(commands.len(), 2);
+        for command in commands {
+            let parts: Vec<&str> = command.split("\r\n").collect();
+            assert_eq!(parts[..4], ["$4", "HSET", "$6", "myhash"]);
+            assert_eq!(parts[4], "$20");
+            let number = parts[5].strip_prefix("element:").unwrap();
+            assert_eq!(number.len(), 12);
+            assert!(number.parse::<u64>().unwrap() < 100);
+            assert_eq!(parts[6..8], ["$3", "xxx"]);
+        }
+        let mset = Template::new(&test_command("mset").unwrap(), 3);
+        assert_eq!(mset.random_at.len(), 10);
+        assert!(mset.bytes.starts_with(b"*21\r\n$4\r\nMSET\r\n"));
+    }
 
     #[test]
     fn counts_whole_replies_and_leaves_partial_ones() {
