@@ -47,6 +47,7 @@ mod error;
 pub mod evict;
 pub mod hll;
 mod keyspace;
+mod list_node;
 pub mod long_double;
 mod node_list;
 pub mod notify;

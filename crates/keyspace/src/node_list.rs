@@ -9,29 +9,55 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::compact::CompactKey;
+use crate::list_node::{encoded_size, ListNode};
 
 /// Elements per node: new nodes fill to this; an insertion splits a node past twice it.
 const NODE: usize = 128;
 
-/// Elements of up to 22 bytes sit in the node itself (24 bytes each): a list of short
-/// elements makes no allocation per element. With a `Vec` per element, LPUSH of 3-byte
-/// values spent 7% of its time growing nodes and in malloc, and each element took 56
-/// bytes.
-type Node = VecDeque<CompactKey>;
+/// Bytes of elements per node, Redis' default `list-max-listpack-size -2` (8 KiB): a
+/// node of long elements holds fewer of them, and a longer element has a node alone.
+const NODE_BYTES: usize = 8 << 10;
 
-/// A node for pushes past a full one: room for all its elements at once. A list's
-/// first node grows as it fills instead (a short list stays small).
-fn new_node(first: CompactKey, after_full: bool) -> Arc<Node> {
-    let mut node = VecDeque::with_capacity(if after_full { NODE } else { 1 });
-    node.push_back(first);
-    Arc::new(node)
-}
+/// Each node packs its elements in one buffer (`ListNode`): a 3-byte element takes 5
+/// bytes, as in a listpack, where a node of 24-byte inline keys took 26.
+type Node = ListNode;
 
 #[derive(Clone, Default)]
 pub struct NodeList {
     nodes: VecDeque<Arc<Node>>,
     len: usize,
+}
+
+/// Whether `node` takes one more element of `size` encoded bytes.
+fn has_room(node: &Node, size: usize) -> bool {
+    node.len() < NODE && node.bytes() + size <= NODE_BYTES
+}
+
+/// A node for a push that the end node had no room for. After a full node, room for a
+/// whole node of elements like this one, so it is allocated once; a list's first node
+/// grows as it fills instead (a short list stays small).
+fn new_node(item: &[u8], front: bool, after_full: bool) -> Arc<Node> {
+    let size = encoded_size(item.len());
+    let room = if after_full {
+        size.saturating_mul(NODE).min(NODE_BYTES).max(size)
+    } else {
+        size
+    };
+    let mut node = ListNode::with_room(room, front);
+    if front {
+        node.push_front(item);
+    } else {
+        node.push_back(item);
+    }
+    Arc::new(node)
+}
+
+/// Gives a node that stopped growing back its spare room, unless a snapshot's copy
+/// shares it (sealing it would copy it).
+fn seal(node: &mut Arc<Node>) {
+    if let Some(node) = Arc::get_mut(node) {
+        node.seal();
+    }
 }
 
 impl NodeList {
@@ -43,25 +69,31 @@ impl NodeList {
         self.len == 0
     }
 
-    pub fn push_front(&mut self, item: impl Into<CompactKey>) {
-        let item = item.into();
+    pub fn push_front(&mut self, item: &[u8]) {
+        let size = encoded_size(item.len());
         match self.nodes.front_mut() {
-            Some(node) if node.len() < NODE => Arc::make_mut(node).push_front(item),
-            _ => {
-                let node = new_node(item, !self.nodes.is_empty());
-                self.nodes.push_front(node);
+            Some(node) if has_room(node, size) => Arc::make_mut(node).push_front(item),
+            front => {
+                let after_full = front.is_some();
+                if let Some(full) = front {
+                    seal(full);
+                }
+                self.nodes.push_front(new_node(item, true, after_full));
             }
         }
         self.len += 1;
     }
 
-    pub fn push_back(&mut self, item: impl Into<CompactKey>) {
-        let item = item.into();
+    pub fn push_back(&mut self, item: &[u8]) {
+        let size = encoded_size(item.len());
         match self.nodes.back_mut() {
-            Some(node) if node.len() < NODE => Arc::make_mut(node).push_back(item),
-            _ => {
-                let node = new_node(item, !self.nodes.is_empty());
-                self.nodes.push_back(node);
+            Some(node) if has_room(node, size) => Arc::make_mut(node).push_back(item),
+            back => {
+                let after_full = back.is_some();
+                if let Some(full) = back {
+                    seal(full);
+                }
+                self.nodes.push_back(new_node(item, false, after_full));
             }
         }
         self.len += 1;
@@ -69,7 +101,7 @@ impl NodeList {
 
     pub fn pop_front(&mut self) -> Option<Vec<u8>> {
         let node = self.nodes.front_mut()?;
-        let item = Arc::make_mut(node).pop_front().map(CompactKey::into_vec);
+        let item = Arc::make_mut(node).pop_front();
         if node.is_empty() {
             self.nodes.pop_front();
         }
@@ -79,7 +111,7 @@ impl NodeList {
 
     pub fn pop_back(&mut self) -> Option<Vec<u8>> {
         let node = self.nodes.back_mut()?;
-        let item = Arc::make_mut(node).pop_back().map(CompactKey::into_vec);
+        let item = Arc::make_mut(node).pop_back();
         if node.is_empty() {
             self.nodes.pop_back();
         }
@@ -114,41 +146,46 @@ impl NodeList {
 
     pub fn get(&self, index: usize) -> Option<&[u8]> {
         let (n, at) = self.locate(index)?;
-        self.nodes[n].get(at).map(CompactKey::as_bytes)
+        self.nodes[n].get(at)
     }
 
     /// Replaces element `index`; false if there is none.
-    pub fn set(&mut self, index: usize, item: impl Into<CompactKey>) -> bool {
+    pub fn set(&mut self, index: usize, item: &[u8]) -> bool {
         let Some((n, at)) = self.locate(index) else {
             return false;
         };
-        match Arc::make_mut(&mut self.nodes[n]).get_mut(at) {
-            Some(slot) => {
-                *slot = item.into();
-                true
-            }
-            None => false,
+        let node = Arc::make_mut(&mut self.nodes[n]);
+        let replaced = node.set(at, item);
+        self.split_if_big(n);
+        replaced
+    }
+
+    /// Splits node `n` in two once it holds twice a node's elements or bytes.
+    fn split_if_big(&mut self, n: usize) {
+        let Some(node) = self.nodes.get_mut(n) else {
+            return;
+        };
+        if node.len() > 1 && (node.len() > 2 * NODE || node.bytes() > 2 * NODE_BYTES) {
+            let node = Arc::make_mut(node);
+            let tail = node.split_off(node.len() / 2);
+            self.nodes.insert(n + 1, Arc::new(tail));
         }
     }
 
     /// Inserts before element `index` (at the end when `index` is past it).
-    pub fn insert(&mut self, index: usize, item: impl Into<CompactKey>) {
+    pub fn insert(&mut self, index: usize, item: &[u8]) {
         let Some((n, at)) = self.locate(index) else {
             return self.push_back(item);
         };
-        let node = Arc::make_mut(&mut self.nodes[n]);
-        node.insert(at, item.into());
-        if node.len() > 2 * NODE {
-            let tail = node.split_off(NODE);
-            self.nodes.insert(n + 1, Arc::new(tail));
-        }
+        Arc::make_mut(&mut self.nodes[n]).insert(at, item);
+        self.split_if_big(n);
         self.len += 1;
     }
 
     pub fn remove(&mut self, index: usize) -> Option<Vec<u8>> {
         let (n, at) = self.locate(index)?;
         let node = Arc::make_mut(&mut self.nodes[n]);
-        let item = node.remove(at).map(CompactKey::into_vec);
+        let item = node.remove(at);
         if node.is_empty() {
             self.nodes.remove(n);
         }
@@ -157,9 +194,7 @@ impl NodeList {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.nodes
-            .iter()
-            .flat_map(|node| node.iter().map(CompactKey::as_bytes))
+        self.nodes.iter().flat_map(|node| node.iter())
     }
 
     /// Elements from `start` on, skipping whole nodes to get there.
@@ -167,7 +202,7 @@ impl NodeList {
         let (first, skip) = self.locate(start).unwrap_or((self.nodes.len(), 0));
         self.nodes
             .range(first..)
-            .flat_map(|node| node.iter().map(CompactKey::as_bytes))
+            .flat_map(|node| node.iter())
             .skip(skip)
     }
 
@@ -176,10 +211,7 @@ impl NodeList {
             + self
                 .nodes
                 .iter()
-                .map(|node| {
-                    16 + node.capacity() * std::mem::size_of::<CompactKey>()
-                        + node.iter().map(CompactKey::heap_size).sum::<usize>()
-                })
+                .map(|node| 16 + std::mem::size_of::<Node>() + node.heap_size())
                 .sum::<usize>()
     }
 }
@@ -188,7 +220,7 @@ impl FromIterator<Vec<u8>> for NodeList {
     fn from_iter<I: IntoIterator<Item = Vec<u8>>>(items: I) -> Self {
         let mut list = NodeList::default();
         for item in items {
-            list.push_back(item);
+            list.push_back(&item);
         }
         list
     }
@@ -230,19 +262,24 @@ mod tests {
                 if step == clone_at {
                     frozen = Some((list.clone(), model.clone()));
                 }
-                let item = format!("n{step}").into_bytes();
+                // Some elements long enough that nodes fill by bytes, not count.
+                let item = if i % 7 == 0 {
+                    vec![step as u8; 3000 + i]
+                } else {
+                    format!("n{step}").into_bytes()
+                };
                 match op {
-                    0 => { list.push_front(item.clone()); model.push_front(item); }
-                    1 => { list.push_back(item.clone()); model.push_back(item); }
+                    0 => { list.push_front(&item); model.push_front(item); }
+                    1 => { list.push_back(&item); model.push_back(item); }
                     2 => prop_assert_eq!(list.pop_front(), model.pop_front()),
                     3 => prop_assert_eq!(list.pop_back(), model.pop_back()),
                     4 => {
-                        let ok = list.set(i, item.clone());
+                        let ok = list.set(i, &item);
                         prop_assert_eq!(ok, i < model.len());
                         if ok { model[i] = item; }
                     }
                     5 => {
-                        list.insert(i, item.clone());
+                        list.insert(i, &item);
                         model.insert(i.min(model.len()), item);
                     }
                     6 => prop_assert_eq!(list.remove(i), model.remove(i)),
@@ -276,12 +313,38 @@ mod tests {
                 .count()
         };
         assert_eq!(shared(&list, &copy), list.nodes.len());
-        list.set(5_000, b"changed".to_vec());
+        list.set(5_000, b"changed");
         assert_eq!(
             shared(&list, &copy),
             list.nodes.len() - 1,
             "one node copied"
         );
         assert_eq!(copy.get(5_000), Some(&[(5_000 % 256) as u8][..]));
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn short_elements_take_under_six_bytes_each_from_either_end() {
+        for front in [true, false] {
+            let mut list = NodeList::default();
+            for i in 0..100_000u32 {
+                let item = [b'x', b'0' + (i % 10) as u8, b'z'];
+                if front {
+                    list.push_front(&item);
+                } else {
+                    list.push_back(&item);
+                }
+            }
+            let per_element = list.heap_size() as f64 / list.len() as f64;
+            eprintln!(
+                "front={front} {per_element:.2} bytes per element, {} nodes",
+                list.nodes.len()
+            );
+            assert!(per_element < 6.0, "{per_element:.2} bytes per element");
+        }
     }
 }
