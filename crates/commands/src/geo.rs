@@ -692,7 +692,7 @@ fn finish_search(ctx: &mut Ctx<'_, '_>, src_at: usize, s: Search) {
             for (m, d, score) in &hits {
                 z.insert(m, if *storedist { d / s.factor } else { *score }, limits);
             }
-            ctx.l.insert(dst, Entry::new(Value::ZSet(Box::new(z))));
+            ctx.l.insert(dst, Entry::new(Value::ZSet(z)));
             let event = if ctx.is(0, "GEOSEARCHSTORE") {
                 "geosearchstore"
             } else {

@@ -5,7 +5,7 @@
 
 use carmine_keyspace::notify;
 use carmine_keyspace::ops::parse_float;
-use carmine_keyspace::ZSetValue;
+use carmine_keyspace::{Upsert, ZSetValue};
 
 use crate::hash::random_picks;
 use crate::table::{cmd, flags::*, keys, CommandSpec};
@@ -347,8 +347,18 @@ fn zadd(ctx: &mut Ctx<'_, '_>) {
     };
     let (mut added, mut changed) = (0, 0);
     let mut incr_result = None;
+    let plain = !(incr || nx || xx || gt || lt);
     for (n, j) in (i..ctx.args.len()).step_by(2).enumerate() {
         let member = ctx.args.get(j + 1).unwrap_or_default();
+        if plain {
+            // No flag reads the current score: one pass sets it and says what changed.
+            match z.upsert(member, scores[n], limits) {
+                Upsert::Added => added += 1,
+                Upsert::Rescored => changed += 1,
+                Upsert::Unchanged | Upsert::Full => {}
+            }
+            continue;
+        }
         let cur = z.score(member);
         let mut score = scores[n];
         if incr {
@@ -1149,7 +1159,7 @@ fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], event: &str) {
         }
         ctx.l.insert(
             &dst,
-            carmine_keyspace::Entry::new(carmine_keyspace::Value::ZSet(Box::new(z))),
+            carmine_keyspace::Entry::new(carmine_keyspace::Value::ZSet(z)),
         );
         ctx.notify(notify::ZSET, event, &dst);
     }

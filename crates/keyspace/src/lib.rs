@@ -53,6 +53,7 @@ mod node_list;
 pub mod notify;
 pub mod ops;
 mod packed;
+mod packed_zset;
 mod pattern;
 mod pieces;
 mod position_index;
@@ -79,6 +80,7 @@ pub use keyspace::{
 };
 pub use ops::{ExpireCondition, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl};
 pub use packed::Packed;
+pub use packed_zset::Upsert;
 pub use pattern::glob_match;
 pub use pieces::{Pieces, PIECE};
 pub use stream::{StreamId, StreamValue};

@@ -12,11 +12,7 @@
 
 use std::ops::Range;
 
-/// Bytes a LEB128 length of `n` takes.
-fn len_size(n: usize) -> usize {
-    let bits = usize::BITS - n.leading_zeros();
-    (bits as usize).div_ceil(7).max(1)
-}
+use crate::packed::{get_len, len_size};
 
 /// Bytes an element of `n` bytes takes in a node.
 pub(crate) fn encoded_size(n: usize) -> usize {
@@ -36,20 +32,6 @@ fn encode_into(out: &mut [u8], item: &[u8]) {
         out[total - 1 - i] = byte;
     }
     out[k..k + item.len()].copy_from_slice(item);
-}
-
-/// (length, header bytes) of the element starting at `at`.
-fn read_forward(buf: &[u8], at: usize) -> (usize, usize) {
-    let (mut n, mut shift, mut i) = (0usize, 0, at);
-    while let Some(&b) = buf.get(i) {
-        n |= usize::from(b & 0x7f) << shift;
-        i += 1;
-        if b & 0x80 == 0 || shift >= 63 {
-            break;
-        }
-        shift += 7;
-    }
-    (n, i - at)
 }
 
 /// (length, trailer bytes) of the element ending just before `end`.
@@ -158,7 +140,7 @@ impl ListNode {
 
     /// Payload range of the element whose encoding starts at `at`, and where it ends.
     fn element_at(&self, at: usize) -> (Range<usize>, usize) {
-        let (n, k) = read_forward(&self.buf, at);
+        let (n, k) = get_len(&self.buf, at);
         let data = at + k..at + k + n;
         let end = data.end + k;
         (data, end)

@@ -22,7 +22,7 @@ impl std::fmt::Debug for Packed {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn put_len(out: &mut Vec<u8>, mut n: usize) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -35,14 +35,14 @@ fn put_len(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// Bytes `put_len` writes for `n`.
-fn len_size(n: usize) -> usize {
+pub(crate) fn len_size(n: usize) -> usize {
     let bits = usize::BITS - n.leading_zeros();
     (bits as usize).div_ceil(7).max(1)
 }
 
 /// Reads a length at `pos`; returns (length, bytes used). The buffer is only ever written
 /// by this module, so a malformed length cannot occur; it reads as 0 defensively.
-fn get_len(buf: &[u8], pos: usize) -> (usize, usize) {
+pub(crate) fn get_len(buf: &[u8], pos: usize) -> (usize, usize) {
     let mut n = 0usize;
     let mut shift = 0;
     let mut i = pos;

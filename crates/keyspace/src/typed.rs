@@ -17,7 +17,7 @@ pub trait Collection: Default {
 }
 
 /// `$store` puts the collection in its variant: `Box::new`, or `std::convert::identity`
-/// for the types small enough to live inline in a `Value` (hashes and lists: a small one
+/// for the types small enough to live inline in a `Value` (hashes, lists and sorted sets: a small one
 /// is then its packed buffer alone, with no box of its own).
 macro_rules! collection {
     ($t:ty, $variant:ident, $store:path) => {
@@ -50,7 +50,7 @@ macro_rules! collection {
 collection!(HashValue, Hash, std::convert::identity);
 collection!(ListValue, List, std::convert::identity);
 collection!(SetValue, Set, Box::new);
-collection!(crate::zset::ZSetValue, ZSet, Box::new);
+collection!(crate::zset::ZSetValue, ZSet, std::convert::identity);
 collection!(crate::stream::StreamValue, Stream, Box::new);
 
 /// Read access: `Ok(None)` when the key is missing, WRONGTYPE for another type.

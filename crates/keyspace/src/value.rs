@@ -291,7 +291,8 @@ pub enum Value {
     /// Inline, as hashes.
     List(ListValue),
     Set(Box<SetValue>),
-    ZSet(Box<crate::zset::ZSetValue>),
+    /// Inline, as hashes: a small sorted set is its packed buffer alone.
+    ZSet(crate::zset::ZSetValue),
     Stream(Box<crate::stream::StreamValue>),
 }
 
@@ -344,7 +345,7 @@ impl Value {
             Value::Hash(h) => h.heap_size(),
             Value::List(l) => l.heap_size(),
             Value::Set(s) => 48 + s.heap_size(),
-            Value::ZSet(z) => 48 + z.heap_size(),
+            Value::ZSet(z) => z.heap_size(),
             Value::Stream(x) => 96 + x.heap_size(),
         }
     }

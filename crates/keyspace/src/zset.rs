@@ -1,7 +1,7 @@
 //! Sorted sets: members ordered by (score, member).
 //!
-//! Small sets are a sorted vector (Redis' listpack encoding: binary search, memmove on
-//! insert, fine for at most `zset-max-listpack-entries`). Large sets are an
+//! Small sets are one packed buffer in (score, member) order (`PackedZSet`, Redis'
+//! listpack encoding: linear scans, fine for at most `zset-max-listpack-entries`). Large sets are an
 //! order-statistics B+tree with shared nodes (`rank_tree`) plus a member -> score map for
 //! ZSCORE.
 
@@ -9,6 +9,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::compact::CompactKey;
+use crate::packed_zset::{PackedZSet, Upsert};
 use crate::rank_tree::{cmp, RankTree};
 use crate::shards::{Sharded, SHARD_AT};
 
@@ -78,8 +79,8 @@ pub struct ZTree {
 
 #[derive(Clone, Debug)]
 pub enum ZSetValue {
-    /// Sorted by (score, member).
-    Packed(Vec<(f64, CompactKey)>),
+    /// Sorted by (score, member); inline in the key's entry.
+    Packed(PackedZSet),
     Tree(Box<ZTree>),
 }
 
@@ -98,7 +99,7 @@ impl ZSetValue {
 
 impl Default for ZSetValue {
     fn default() -> Self {
-        ZSetValue::Packed(Vec::new())
+        ZSetValue::Packed(PackedZSet::default())
     }
 }
 
@@ -135,7 +136,10 @@ impl ZSetValue {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        match self {
+            ZSetValue::Packed(v) => v.is_empty(),
+            ZSetValue::Tree(t) => t.order.len() == 0,
+        }
     }
 
     pub fn encoding(&self) -> &'static str {
@@ -147,10 +151,7 @@ impl ZSetValue {
 
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         match self {
-            ZSetValue::Packed(v) => v
-                .iter()
-                .find(|(_, m)| m.as_bytes() == member)
-                .map(|(s, _)| *s),
+            ZSetValue::Packed(v) => v.score(member),
             ZSetValue::Tree(t) => t.scores.get(member),
         }
     }
@@ -165,8 +166,8 @@ impl ZSetValue {
                 )),
             };
             for (s, m) in v.iter() {
-                t.order.insert(*s, m);
-                t.scores.set(m, *s);
+                t.order.insert(s, m);
+                t.scores.set(m, s);
             }
             *self = ZSetValue::Tree(Box::new(t));
         }
@@ -174,54 +175,46 @@ impl ZSetValue {
 
     /// Adds or re-scores `member`; returns true if it is new.
     pub fn insert(&mut self, member: &[u8], score: f64, limits: &ZSetLimits) -> bool {
-        if let ZSetValue::Tree(t) = self {
-            // One map lookup sets the score and tells what it was; a re-score moves the
-            // member in the order only.
-            let old = t.scores.set(member, score);
-            match old {
-                Some(old) if old == score => {}
-                Some(old) => {
-                    t.order.remove(old, member);
-                    t.order.insert(score, member);
-                }
-                None => t.order.insert(score, member),
-            }
-            return old.is_none();
-        }
-        let old = self.score(member);
-        if let Some(old) = old {
-            if old == score {
-                return false;
-            }
-            self.remove(member);
-        }
+        self.upsert(member, score, limits) == Upsert::Added
+    }
+
+    /// Adds or re-scores `member` and says which it did (never [`Upsert::Full`]): a
+    /// plain ZADD needs no separate score lookup first.
+    pub fn upsert(&mut self, member: &[u8], score: f64, limits: &ZSetLimits) -> Upsert {
         if let ZSetValue::Packed(v) = self {
-            if v.len() < limits.max_entries.load(Ordering::Relaxed)
-                && member.len() <= limits.max_value.load(Ordering::Relaxed)
-            {
-                let at =
-                    v.partition_point(|(s, m)| cmp((*s, m), (score, member)) == CmpOrdering::Less);
-                v.insert(at, (score, CompactKey::new(member)));
-                return old.is_none();
+            let fits = member.len() <= limits.max_value.load(Ordering::Relaxed);
+            match v.upsert(
+                score,
+                member,
+                limits.max_entries.load(Ordering::Relaxed),
+                fits,
+            ) {
+                Upsert::Full => self.convert(),
+                done => return done,
             }
-            self.convert();
         }
-        if let ZSetValue::Tree(t) = self {
-            t.order.insert(score, member);
-            t.scores.set(member, score);
+        let ZSetValue::Tree(t) = self else {
+            unreachable!("a packed sorted set converts when full");
+        };
+        // One map lookup sets the score and tells what it was; a re-score moves the
+        // member in the order only.
+        match t.scores.set(member, score) {
+            Some(old) if old == score => Upsert::Unchanged,
+            Some(old) => {
+                t.order.remove(old, member);
+                t.order.insert(score, member);
+                Upsert::Rescored
+            }
+            None => {
+                t.order.insert(score, member);
+                Upsert::Added
+            }
         }
-        old.is_none()
     }
 
     pub fn remove(&mut self, member: &[u8]) -> bool {
         match self {
-            ZSetValue::Packed(v) => match v.iter().position(|(_, m)| m.as_bytes() == member) {
-                Some(i) => {
-                    v.remove(i);
-                    true
-                }
-                None => false,
-            },
+            ZSetValue::Packed(v) => v.remove(member),
             ZSetValue::Tree(t) => match t.scores.remove(member) {
                 Some(s) => {
                     t.order.remove(s, member);
@@ -236,7 +229,7 @@ impl ZSetValue {
     /// predicate must be true for a prefix and false after (score and lex bounds are).
     pub fn count_prefix(&self, before: &dyn Fn(f64, &[u8]) -> bool) -> usize {
         match self {
-            ZSetValue::Packed(v) => v.partition_point(|(s, m)| before(*s, m)),
+            ZSetValue::Packed(v) => v.count_prefix(before),
             ZSetValue::Tree(t) => t.order.count_prefix(before),
         }
     }
@@ -249,7 +242,7 @@ impl ZSetValue {
 
     pub fn get(&self, rank: usize) -> Option<(f64, &[u8])> {
         match self {
-            ZSetValue::Packed(v) => v.get(rank).map(|(s, m)| (*s, m.as_bytes())),
+            ZSetValue::Packed(v) => v.get(rank),
             ZSetValue::Tree(t) => t.order.select(rank),
         }
     }
@@ -258,7 +251,7 @@ impl ZSetValue {
     /// walk (RDB does not need rank order).
     pub fn unordered(&self) -> Box<dyn Iterator<Item = (f64, &[u8])> + '_> {
         match self {
-            ZSetValue::Packed(v) => Box::new(v.iter().map(|(s, m)| (*s, m.as_bytes()))),
+            ZSetValue::Packed(v) => Box::new(v.iter()),
             ZSetValue::Tree(t) => t.scores.iter(),
         }
     }
@@ -272,21 +265,17 @@ impl ZSetValue {
     pub fn range(&self, start: usize, end: usize) -> Box<dyn Iterator<Item = (f64, &[u8])> + '_> {
         let count = end.min(self.len()).saturating_sub(start);
         match self {
-            ZSetValue::Packed(v) => Box::new(
-                v.iter()
-                    .skip(start)
-                    .take(count)
-                    .map(|(s, m)| (*s, m.as_bytes())),
-            ),
+            ZSetValue::Packed(v) => Box::new(v.iter().skip(start).take(count)),
             ZSetValue::Tree(t) => Box::new(t.order.iter_from(start).take(count)),
         }
     }
 
     pub fn heap_size(&self) -> usize {
         match self {
-            ZSetValue::Packed(v) => v.capacity() * 32,
+            ZSetValue::Packed(v) => v.heap_size(),
             ZSetValue::Tree(t) => {
-                t.order.heap_size()
+                std::mem::size_of::<ZTree>()
+                    + t.order.heap_size()
                     + match &t.scores {
                         Scores::Table(table) => table.capacity() * 49,
                         Scores::Shards(s) => s.iter().map(|(m, _)| 49 + m.heap_size()).sum(),
@@ -298,7 +287,7 @@ impl ZSetValue {
     /// One ZSCAN step: (next cursor, (member, score)); a packed set is returned whole.
     pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<(&[u8], f64)>) {
         match self {
-            ZSetValue::Packed(v) => (0, v.iter().map(|(s, m)| (m.as_bytes(), *s)).collect()),
+            ZSetValue::Packed(v) => (0, v.iter().map(|(s, m)| (m, s)).collect()),
             ZSetValue::Tree(t) => match &t.scores {
                 Scores::Table(table) => {
                     let (window, next) =
@@ -326,6 +315,12 @@ impl ZSetValue {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_sorted_set_fits_inline_in_a_value() {
+        // A small one is its packed buffer alone, as a small hash is.
+        assert_eq!(std::mem::size_of::<ZSetValue>(), 16);
+    }
 
     proptest! {
         #[test]

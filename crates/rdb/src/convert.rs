@@ -55,7 +55,7 @@ pub fn to_keyspace(v: Value, ks: &Keyspace) -> Option<KValue> {
             for (m, s) in &items {
                 z.insert(m, *s, ks.zset_limits());
             }
-            KValue::ZSet(Box::new(z))
+            KValue::ZSet(z)
         }
         // An empty stream is kept: streams are not deleted for being empty.
         Value::Stream(x) => KValue::Stream(x),
