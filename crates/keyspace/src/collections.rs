@@ -480,8 +480,8 @@ impl ListValue {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetValue {
-    /// Sorted integers (Redis' intset).
-    Ints(Vec<i64>),
+    /// Sorted integers, each in the width they all fit (Redis' intset).
+    Ints(crate::int_set::IntSet),
     Packed(Packed),
     Table(Box<SetTable>),
     /// Past `shards::SHARD_AT` members: shared shards, so a snapshot copies pointers.
@@ -490,7 +490,7 @@ pub enum SetValue {
 
 impl Default for SetValue {
     fn default() -> Self {
-        SetValue::Ints(Vec::new())
+        SetValue::Ints(crate::int_set::IntSet::default())
     }
 }
 
@@ -519,9 +519,7 @@ impl SetValue {
 
     pub fn contains(&self, m: &[u8]) -> bool {
         match self {
-            SetValue::Ints(v) => {
-                parse_canonical_i64(m).is_some_and(|n| v.binary_search(&n).is_ok())
-            }
+            SetValue::Ints(v) => parse_canonical_i64(m).is_some_and(|n| v.contains(n)),
             SetValue::Packed(p) => p.position(m).is_some(),
             SetValue::Table(t) => t.contains(m),
             SetValue::Shards(s) => s.contains(m),
@@ -538,9 +536,7 @@ impl SetValue {
                 SetValue::Ints(v) => {
                     if let Some(n) = parse_canonical_i64(m) {
                         if v.len() < get(&limits.set_max_intset_entries) {
-                            let at = v.binary_search(&n).unwrap_or_else(|e| e);
-                            v.insert(at, n);
-                            return true;
+                            return v.insert(n);
                         }
                     }
                     let members: Vec<Vec<u8>> =
@@ -581,13 +577,7 @@ impl SetValue {
 
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
-            SetValue::Ints(v) => match parse_canonical_i64(m).map(|n| v.binary_search(&n)) {
-                Some(Ok(i)) => {
-                    v.remove(i);
-                    true
-                }
-                _ => false,
-            },
+            SetValue::Ints(v) => parse_canonical_i64(m).is_some_and(|n| v.remove(n)),
             SetValue::Packed(p) => match p.position(m) {
                 Some(i) => {
                     p.remove(i);
@@ -618,8 +608,8 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => {
                 let mut text = itoa::Buffer::new();
-                for n in v {
-                    f(text.format(*n).as_bytes())?;
+                for n in v.iter() {
+                    f(text.format(n).as_bytes())?;
                 }
             }
             SetValue::Packed(p) => {
@@ -658,7 +648,7 @@ impl SetValue {
 
     pub fn heap_size(&self) -> usize {
         match self {
-            SetValue::Ints(v) => v.capacity() * 8,
+            SetValue::Ints(v) => v.heap_size(),
             SetValue::Packed(p) => p.heap_size(),
             SetValue::Table(t) => t.iter().map(|k| 41 + k.heap_size()).sum(),
             SetValue::Shards(s) => s.iter().map(|(k, _)| 41 + k.heap_size()).sum(),

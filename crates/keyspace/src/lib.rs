@@ -46,6 +46,7 @@ mod compact;
 mod error;
 pub mod evict;
 pub mod hll;
+mod int_set;
 mod keyspace;
 mod list_node;
 pub mod long_double;
