@@ -89,6 +89,12 @@ pub struct PersistStats {
     pub saves: AtomicU64,
     /// A BGSAVE SCHEDULE waiting for the running one to end.
     pub bgsave_scheduled: AtomicBool,
+    /// The running BGSAVE's cancel flag (its snapshot's): FLUSHALL stops the walk, as
+    /// Redis kills its child.
+    pub bgsave_cancel: parking_lot::Mutex<Option<Arc<AtomicBool>>>,
+    /// FLUSHALLs so far: a BGSAVE that began before one and registers its flag only
+    /// after it ran sees the count moved and stops.
+    pub flushalls: AtomicU64,
     /// A dump is being loaded: commands without the `loading` flag get -LOADING.
     pub loading: AtomicBool,
     /// A replica receives its master's dataset while it serves its old one
@@ -353,4 +359,15 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
     }
     ctx.notify(notify::GENERIC, "restore", &key);
     ctx.reply.ok();
+}
+
+/// FLUSHALL's part here: a running BGSAVE would write a dataset that no longer is, so its
+/// walk stops (Redis kills its RDB child); the failed save leaves the change counter as
+/// it was.
+pub fn abort_bgsave_for_flushall(shared: &Shared) {
+    let p = &shared.persist;
+    p.flushalls.fetch_add(1, Ordering::AcqRel);
+    if let Some(cancel) = p.bgsave_cancel.lock().as_ref() {
+        cancel.store(true, Ordering::Release);
+    }
 }

@@ -195,6 +195,7 @@ fn flushdb(ctx: &mut Ctx<'_, '_>) {
 
 fn flushall(ctx: &mut Ctx<'_, '_>) {
     if flush_mode_ok(ctx) {
+        crate::persistence::abort_bgsave_for_flushall(ctx.shared);
         for db in 0..ctx.shared.keyspace.databases() {
             ctx.shared.keyspace.flush_db(db);
         }
@@ -1105,6 +1106,8 @@ fn config(ctx: &mut Ctx<'_, '_>) {
 
 const DEBUG_HELP: &[&str] = &[
     "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "LOG <message>",
+    "    Write <message> to the server log.",
     "OBJECT <key>",
     "    Show low-level info about the <key> and associated value.",
     "POPULATE <count> [<prefix>] [<size>]",
@@ -1171,6 +1174,11 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                     "ERR argument must be a memory value bigger than 1 and smaller than 4gb",
                 ),
             }
+        }
+        (b"log", 3) => {
+            let line = format!("DEBUG LOG: {}", String::from_utf8_lossy(ctx.arg(2)));
+            ctx.shared.log(3, &line);
+            ctx.reply.ok();
         }
         (b"sleep", 3) => {
             let Some(secs) = ctx.float_arg(2) else { return };

@@ -577,7 +577,12 @@ impl<I: Input> Reader<I> {
                         if stored != 0 && stored != computed {
                             return Err(RdbError {
                                 offset: end,
-                                message: "RDB checksum mismatch (the file is damaged)".into(),
+                                // "RDB CRC error" is Redis' wording, which tools
+                                // and Redis' own tests look for in the log.
+                                message: format!(
+                                    "RDB CRC error: wrong RDB checksum expected: ({stored:x}) \
+                                     got ({computed:x}), the file is damaged"
+                                ),
                             });
                         }
                     }

@@ -281,16 +281,30 @@ impl Persistence for RdbFiles {
         };
         let dirty = shared.total_dirty();
         let repl = repl_point(shared);
+        let flushalls = shared.persist.flushalls.load(Ordering::Acquire);
         log::notice("Background saving started (no fork: copy-on-write per slot table)");
         spawn_snapshot(shared, owned, "carmine-bgsave", move |owned, snap| {
+            let p = &owned.persist;
+            let cancel = snap.cancel_handle();
+            *p.bgsave_cancel.lock() = Some(cancel.clone());
+            // A FLUSHALL that ran before the flag was registered counted itself first.
+            if p.flushalls.load(Ordering::Acquire) != flushalls {
+                cancel.store(true, Ordering::Release);
+            }
             let started = Instant::now();
             let result = write_file(owned, snap, repl);
-            let p = &owned.persist;
+            *p.bgsave_cancel.lock() = None;
             p.last_bgsave_secs
                 .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
+            RdbFiles::finished(owned, dirty, result.is_ok());
+            if result.is_err() && cancel.load(Ordering::Acquire) {
+                // Stopped on purpose, as Redis' killed child: not a failed save, so
+                // writes go on (stop-writes-on-bgsave-error looks at failures only).
+                log::notice("Background saving terminated by FLUSHALL: its walk stopped (no fork)");
+                return;
+            }
             p.last_bgsave_failed
                 .store(result.is_err(), Ordering::Relaxed);
-            RdbFiles::finished(owned, dirty, result.is_ok());
             match result {
                 Ok(stats) => log::notice(&format!(
                     "Background saving terminated with success ({} bytes; at most {} KiB \

@@ -455,6 +455,59 @@ fn corrupt_dump_is_refused_at_start_up_with_its_offset() {
     assert!(err.contains("at offset"), "{err}");
 }
 
+/// FLUSHALL stops a running BGSAVE (Redis kills its child): the save does not finish,
+/// is not counted as failed (writes go on), and leaves the change counter as it was.
+#[test]
+fn flushall_stops_a_running_bgsave() {
+    let dir = scratch("flushall-bgsave");
+    let c = carmine(&dir);
+    let mut cc = conn(c.port());
+    for i in 0..2000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut cc)
+            .expect("set");
+    }
+    // 2000 keys at 2 ms each: a 4-second walk unless something stops it.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg("2000")
+        .query(&mut cc)
+        .expect("config set");
+    let started: String = redis::cmd("BGSAVE").query(&mut cc).expect("bgsave");
+    assert_eq!(started, "Background saving started");
+    let running: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut cc)
+        .expect("info");
+    assert!(running.contains("rdb_bgsave_in_progress:1"), "{running}");
+    let _: () = redis::cmd("FLUSHALL").query(&mut cc).expect("flushall");
+    // Within 3 s, where the walk alone takes 4.
+    let info = wait_for_persistence(&mut cc, 3, |info| info.contains("rdb_bgsave_in_progress:0"));
+    assert!(info.contains("rdb_last_bgsave_status:ok"), "{info}");
+    let changes: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rdb_changes_since_last_save");
+    assert!(
+        changes >= 2000,
+        "the stopped save reset the counter: {changes}"
+    );
+    assert!(
+        !dir.join("dump.rdb").exists(),
+        "a stopped save wrote the dump"
+    );
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut cc)
+        .expect("still writable");
+    c.shutdown();
+}
+
 #[test]
 fn debug_reload_and_bgsave_keep_every_key() {
     let dir = scratch("reload");
