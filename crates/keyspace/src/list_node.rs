@@ -157,6 +157,12 @@ impl ListNode {
         if self.count == 0 {
             self.buf.clear();
             self.head = 0;
+        } else if self.head > self.bytes() {
+            // Popped bytes past the live ones: move the live ones down. Back pushes
+            // append after them, so a node used as a queue (RPUSH, LPOP) would otherwise
+            // grow for ever while its count stays small.
+            self.buf.drain(..self.head);
+            self.head = 0;
         }
         Some(item)
     }
@@ -330,6 +336,35 @@ mod tests {
             }
             let got: Vec<&[u8]> = node.iter().collect();
             prop_assert_eq!(got, model.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_node_used_as_a_queue_stays_small() {
+        // RPUSH + LPOP and LPUSH + RPOP, a few elements live at a time.
+        let mut node = ListNode::default();
+        for i in 0..100_000u32 {
+            node.push_back(&i.to_le_bytes());
+            if node.len() > 3 {
+                node.pop_front();
+            }
+            assert!(
+                node.heap_size() <= 256,
+                "{} bytes after {i}",
+                node.heap_size()
+            );
+        }
+        let mut node = ListNode::default();
+        for i in 0..100_000u32 {
+            node.push_front(&i.to_le_bytes());
+            if node.len() > 3 {
+                node.pop_back();
+            }
+            assert!(
+                node.heap_size() <= 256,
+                "{} bytes after {i}",
+                node.heap_size()
+            );
         }
     }
 

@@ -23,14 +23,19 @@ const MAX_WHOLE: f64 = 9_007_199_254_740_992.0; // 2^53
 
 fn put_score(out: &mut Vec<u8>, score: f64) {
     // -0.0 keeps its sign (Redis keeps it too), so it is not stored as the integer 0.
-    if score.fract() == 0.0
+    let whole = (score.fract() == 0.0
         && score.abs() <= MAX_WHOLE
-        && !(score == 0.0 && score.is_sign_negative())
-    {
+        && !(score == 0.0 && score.is_sign_negative()))
+    .then(|| {
         // Exact: a whole number within 2^53.
         let whole = score as i64;
         let zigzag = ((whole << 1) ^ (whole >> 63)) as u64;
-        put_len(out, (zigzag + 1) as usize);
+        // Lengths are `usize`: where that is 32 bits, bigger codes take the float form.
+        usize::try_from(zigzag + 1).ok()
+    })
+    .flatten();
+    if let Some(code) = whole {
+        put_len(out, code);
     } else {
         out.push(FLOAT_SCORE);
         out.extend_from_slice(&score.to_le_bytes());

@@ -199,7 +199,12 @@ impl ZSetValue {
         // One map lookup sets the score and tells what it was; a re-score moves the
         // member in the order only.
         match t.scores.set(member, score) {
-            Some(old) if old == score => Upsert::Unchanged,
+            Some(old) if old == score => {
+                // Equal but maybe not the same (0 and -0): the set keeps the score it
+                // had, as Redis does and the packed form does.
+                t.scores.set(member, old);
+                Upsert::Unchanged
+            }
             Some(old) => {
                 t.order.remove(old, member);
                 t.order.insert(score, member);
@@ -315,6 +320,26 @@ impl ZSetValue {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_equal_score_leaves_the_stored_one_in_either_form() {
+        let limits = ZSetLimits::default();
+        for size in [3, 300] {
+            let mut z = ZSetValue::default();
+            for i in 0..size {
+                z.insert(format!("m{i}").as_bytes(), 1.0, &limits);
+            }
+            z.insert(b"zero", 0.0, &limits);
+            assert_eq!(z.upsert(b"zero", -0.0, &limits), Upsert::Unchanged);
+            let stored = z.score(b"zero").unwrap();
+            assert!(
+                stored == 0.0 && stored.is_sign_positive(),
+                "{size}: {stored}"
+            );
+            let ranked = z.get(z.rank(b"zero").unwrap()).unwrap().0;
+            assert!(ranked.is_sign_positive(), "{size}: {ranked}");
+        }
+    }
 
     #[test]
     fn a_sorted_set_fits_inline_in_a_value() {
