@@ -76,6 +76,9 @@ pub enum RestoreError {
     BadData,
 }
 
+/// Reads a running save's (copied bytes, keys written, keys in all).
+pub type SaveProgress = Arc<dyn Fn() -> (u64, u64, u64) + Send + Sync>;
+
 /// INFO persistence counters.
 #[derive(Default)]
 pub struct PersistStats {
@@ -92,6 +95,11 @@ pub struct PersistStats {
     /// The running BGSAVE's cancel flag (its snapshot's): FLUSHALL stops the walk, as
     /// Redis kills its child.
     pub bgsave_cancel: parking_lot::Mutex<Option<Arc<AtomicBool>>>,
+    /// The running BGSAVE's progress for INFO: (bytes writers copied for it, keys
+    /// written, keys at its start). Set by the server while the walk runs.
+    pub save_progress: parking_lot::Mutex<Option<SaveProgress>>,
+    /// Bytes writers copied for the last BGSAVE (INFO `rdb_last_cow_size`).
+    pub last_cow_bytes: AtomicU64,
     /// FLUSHALLs so far: a BGSAVE that began before one and registers its flag only
     /// after it ran sees the count moved and stops.
     pub flushalls: AtomicU64,

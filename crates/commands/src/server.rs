@@ -429,12 +429,24 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         } else {
             String::new()
         };
+        // No fork: the copy-on-write figures are the bytes writers copied for the
+        // running BGSAVE's walk, which is what a forked child would have cost.
+        let (cow, keys_done, keys_total) = p
+            .save_progress
+            .lock()
+            .as_ref()
+            .map_or((0, 0, 0), |progress| progress());
+        let cow_fields = format!(
+            "current_cow_peak:{cow}\r\ncurrent_cow_size:{cow}\r\ncurrent_cow_size_age:0\r\ncurrent_fork_perc:{:.2}\r\ncurrent_save_keys_processed:{keys_done}\r\ncurrent_save_keys_total:{keys_total}\r\n",
+            if keys_total > 0 { keys_done.min(keys_total) as f64 * 100.0 / keys_total as f64 } else { 0.0 },
+        );
         let _ = write!(
             out,
-            "# Persistence\r\nloading:{}\r\n{}async_loading:{}\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n{}\r\n",
+            "# Persistence\r\nloading:{}\r\n{}async_loading:{}\r\n{}rdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_current_bgsave_time_sec:{}\r\nrdb_saves:{}\r\nrdb_last_cow_size:{}\r\nrdb_last_load_keys_expired:{}\r\nrdb_last_load_keys_loaded:{}\r\n{}\r\n",
             u8::from(loading),
             loading_fields,
             u8::from(p.async_loading.load(Ordering::Acquire)),
+            cow_fields,
             p.changes_since_save(sh),
             u8::from(in_progress),
             p.last_save_unix.load(Ordering::Relaxed),
@@ -446,6 +458,7 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
                 -1
             },
             p.saves.load(Ordering::Relaxed),
+            p.last_cow_bytes.load(Ordering::Relaxed),
             p.last_load_keys_expired.load(Ordering::Relaxed),
             p.last_load_keys_loaded.load(Ordering::Relaxed),
             aof,

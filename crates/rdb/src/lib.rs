@@ -31,7 +31,7 @@ use read::InputExt;
 pub use read::{Cursor, Input, Item, PulledInput, Reader, MAX_VERSION, MIN_VERSION};
 pub use snapshot::{
     debug_delay, load_from, load_into, load_observed, load_with_progress, LoadObserver, LoadStats,
-    Snapshot, SnapshotStats,
+    Snapshot, SnapshotProgress, SnapshotStats,
 };
 pub use write::{WriteOptions, WRITE_VERSION};
 

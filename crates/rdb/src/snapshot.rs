@@ -65,6 +65,11 @@ struct Collector {
     held: AtomicUsize,
     /// The most `held` ever reached.
     peak_held: AtomicUsize,
+    /// Every byte writers copied for this snapshot, written since or not: the analogue
+    /// of a forked child's copy-on-write size (INFO `current_cow_size`).
+    copied: AtomicUsize,
+    /// Keys written to the file so far (INFO `current_save_keys_processed`).
+    keys_written: std::sync::atomic::AtomicU64,
     /// Set when the walk is over: large tables drop chunks they still owe.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -124,6 +129,7 @@ impl SnapshotSink for Collector {
         // Counted before it is queued: the walk may write it (and subtract) at once.
         let now = self.held.fetch_add(held, Ordering::Relaxed) + held;
         self.peak_held.fetch_max(now, Ordering::Relaxed);
+        self.copied.fetch_add(held, Ordering::Relaxed);
         self.queue.lock().push((db, captured));
     }
 }
@@ -137,6 +143,30 @@ pub struct SnapshotStats {
     pub bytes: u64,
     /// Peak bytes held by tables captured ahead of the walk.
     pub peak_held: usize,
+}
+
+/// A running snapshot's progress (INFO persistence's `current_save_*` and COW fields).
+#[derive(Clone)]
+pub struct SnapshotProgress {
+    collector: Arc<Collector>,
+    keys_total: u64,
+}
+
+impl SnapshotProgress {
+    /// Bytes writers copied for the snapshot so far (what a fork would have copied on
+    /// write).
+    pub fn copied_bytes(&self) -> u64 {
+        self.collector.copied.load(Ordering::Relaxed) as u64
+    }
+
+    pub fn keys_written(&self) -> u64 {
+        self.collector.keys_written.load(Ordering::Relaxed)
+    }
+
+    /// Keys in the databases when the snapshot began.
+    pub fn keys_total(&self) -> u64 {
+        self.keys_total
+    }
 }
 
 /// A snapshot in progress (see the module docs).
@@ -185,6 +215,8 @@ impl Snapshot {
             queue: Mutex::new(Vec::with_capacity(QUEUE_START)),
             held: AtomicUsize::new(0),
             peak_held: AtomicUsize::new(0),
+            copied: AtomicUsize::new(0),
+            keys_written: std::sync::atomic::AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         Snapshot {
@@ -214,6 +246,14 @@ impl Snapshot {
 
     pub fn cancel_handle(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.cancelled.clone()
+    }
+
+    /// How far the walk got, readable from another thread while it runs.
+    pub fn progress_view(&self) -> SnapshotProgress {
+        SnapshotProgress {
+            collector: self.collector.clone(),
+            keys_total: self.counts.iter().map(|&(keys, _)| keys as u64).sum(),
+        }
     }
 
     /// Slows the walk down per key (see `key_delay_us`).
@@ -360,6 +400,9 @@ impl Snapshot {
             spill(buf)?;
         }
         w.write_all(buf)?;
+        self.collector
+            .keys_written
+            .fetch_add(captured.keys as u64, Ordering::Relaxed);
         debug_delay(self.key_delay_us, captured.keys);
         Ok(())
     }

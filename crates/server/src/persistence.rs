@@ -291,9 +291,17 @@ impl Persistence for RdbFiles {
             if p.flushalls.load(Ordering::Acquire) != flushalls {
                 cancel.store(true, Ordering::Release);
             }
+            let progress = snap.progress_view();
+            let view = progress.clone();
+            *p.save_progress.lock() = Some(Arc::new(move || {
+                (view.copied_bytes(), view.keys_written(), view.keys_total())
+            }));
             let started = Instant::now();
             let result = write_file(owned, snap, repl);
             *p.bgsave_cancel.lock() = None;
+            *p.save_progress.lock() = None;
+            p.last_cow_bytes
+                .store(progress.copied_bytes(), Ordering::Relaxed);
             p.last_bgsave_secs
                 .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
             RdbFiles::finished(owned, dirty, result.is_ok());
