@@ -484,7 +484,10 @@ fn flushall_stops_a_running_bgsave() {
         .expect("info");
     assert!(running.contains("rdb_bgsave_in_progress:1"), "{running}");
     // The walk's progress, as a forked child's would be reported.
-    assert!(running.contains("current_save_keys_total:2000"), "{running}");
+    assert!(
+        running.contains("current_save_keys_total:2000"),
+        "{running}"
+    );
     assert!(running.contains("current_cow_size:"), "{running}");
     let _: () = redis::cmd("FLUSHALL").query(&mut cc).expect("flushall");
     // Within 3 s, where the walk alone takes 4.
