@@ -388,8 +388,7 @@ impl ListValue {
         match self {
             ListValue::Packed(p) if front => p.push_front(item),
             ListValue::Packed(p) => p.push_back(item),
-            ListValue::Deque(d) if front => d.push_front(item),
-            ListValue::Deque(d) => d.push_back(item),
+            ListValue::Deque(d) => d.push(item, front),
         }
         self.check(limits);
     }
@@ -398,8 +397,7 @@ impl ListValue {
         match self {
             ListValue::Packed(p) if front => p.pop_front(),
             ListValue::Packed(p) => p.pop_back(),
-            ListValue::Deque(d) if front => d.pop_front(),
-            ListValue::Deque(d) => d.pop_back(),
+            ListValue::Deque(d) => d.pop(front),
         }
     }
 

@@ -6,6 +6,8 @@
 //! them all, and a removal never narrows them, as in Redis), after one byte naming that
 //! width, in a buffer of exactly that size.
 
+use crate::packed::{resize_range, splice_exact};
+
 /// Width in bytes that holds `n`.
 fn width_of(n: i64) -> u8 {
     if i16::try_from(n).is_ok() {
@@ -85,25 +87,23 @@ impl IntSet {
         };
         let width = self.width().max(width_of(n));
         let w = usize::from(width);
-        let len = self.len();
-        let mut out = vec![0u8; 1 + (len + 1) * w];
-        out[0] = width;
         if width == self.width() && !self.buf.is_empty() {
-            // Same width: the bytes before and after the new member move as they are.
+            // Same width: one exact-size reallocation, and the members after it move up.
             let split = 1 + at * w;
-            out[1..split].copy_from_slice(&self.buf[1..split]);
-            out[split + w..].copy_from_slice(&self.buf[split..]);
-            put(&mut out[split..split + w], width, n);
-        } else {
-            for (i, m) in self
-                .iter()
-                .take(at)
-                .chain([n])
-                .chain(self.iter().skip(at))
-                .enumerate()
-            {
-                put(&mut out[1 + i * w..1 + (i + 1) * w], width, m);
-            }
+            put(resize_range(&mut self.buf, split..split, w), width, n);
+            return true;
+        }
+        // Widening (or the first member): every member is rewritten.
+        let mut out = vec![0u8; 1 + (self.len() + 1) * w];
+        out[0] = width;
+        for (i, m) in self
+            .iter()
+            .take(at)
+            .chain([n])
+            .chain(self.iter().skip(at))
+            .enumerate()
+        {
+            put(&mut out[1 + i * w..1 + (i + 1) * w], width, m);
         }
         self.buf = out.into_boxed_slice();
         true
@@ -119,9 +119,7 @@ impl IntSet {
             return true;
         }
         let w = usize::from(self.width());
-        let mut out = self.buf.to_vec();
-        out.drain(1 + at * w..1 + (at + 1) * w);
-        self.buf = out.into_boxed_slice();
+        splice_exact(&mut self.buf, 1 + at * w..1 + (at + 1) * w, &[]);
         true
     }
 

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use crate::packed::{get_len, len_size};
+use crate::packed::{get_len, len_size, put_len_into};
 
 /// Bytes an element of `n` bytes takes in a node.
 pub(crate) fn encoded_size(n: usize) -> usize {
@@ -21,15 +21,11 @@ pub(crate) fn encoded_size(n: usize) -> usize {
 
 /// Writes `item` as it sits in a node into `out`, which is exactly `encoded_size` long.
 fn encode_into(out: &mut [u8], item: &[u8]) {
-    let k = len_size(item.len());
-    let mut n = item.len();
+    let k = put_len_into(out, item.len());
+    // Backward: the same bytes mirrored, so low bits come first reading from the end.
     let total = out.len();
     for i in 0..k {
-        let byte = (n & 0x7f) as u8 | if i + 1 < k { 0x80 } else { 0 };
-        n >>= 7;
-        // Forward: low bits first from the start; backward: low bits first from the end.
-        out[i] = byte;
-        out[total - 1 - i] = byte;
+        out[total - 1 - i] = out[i];
     }
     out[k..k + item.len()].copy_from_slice(item);
 }
@@ -221,29 +217,37 @@ impl ListNode {
             return false;
         };
         let size = encoded_size(item.len());
-        if span.len() == size {
-            encode_into(&mut self.buf[span], item);
-        } else {
-            let mut encoded = vec![0; size];
-            encode_into(&mut encoded, item);
-            self.buf.splice(span, encoded);
-        }
+        let at = span.start;
+        self.resize_span(span, size);
+        encode_into(&mut self.buf[at..at + size], item);
         true
+    }
+
+    /// Makes `span` of the buffer `len` bytes long, moving what follows it.
+    fn resize_span(&mut self, span: Range<usize>, len: usize) {
+        let old_len = self.buf.len();
+        if len > span.len() {
+            self.buf.resize(old_len + len - span.len(), 0);
+            self.buf.copy_within(span.end..old_len, span.start + len);
+        } else {
+            self.buf.copy_within(span.end..old_len, span.start + len);
+            self.buf.truncate(old_len - (span.len() - len));
+        }
     }
 
     /// Inserts before element `index` (at the end when `index` is past it).
     pub(crate) fn insert(&mut self, index: usize, item: &[u8]) {
         let at = self.span(index).map_or(self.buf.len(), |s| s.start);
-        let mut encoded = vec![0; encoded_size(item.len())];
-        encode_into(&mut encoded, item);
-        self.buf.splice(at..at, encoded);
+        let size = encoded_size(item.len());
+        self.resize_span(at..at, size);
+        encode_into(&mut self.buf[at..at + size], item);
         self.bump(true);
     }
 
     pub(crate) fn remove(&mut self, index: usize) -> Option<Vec<u8>> {
         let span = self.span(index)?;
         let item = self.payload(span.clone()).to_vec();
-        self.buf.drain(span);
+        self.resize_span(span, 0);
         self.bump(false);
         Some(item)
     }
@@ -341,30 +345,28 @@ mod tests {
 
     #[test]
     fn a_node_used_as_a_queue_stays_small() {
-        // RPUSH + LPOP and LPUSH + RPOP, a few elements live at a time.
-        let mut node = ListNode::default();
-        for i in 0..100_000u32 {
-            node.push_back(&i.to_le_bytes());
-            if node.len() > 3 {
-                node.pop_front();
+        // RPUSH + LPOP, then LPUSH + RPOP, a few elements live at a time.
+        for pushed_at_front in [false, true] {
+            let mut node = ListNode::default();
+            for i in 0..100_000u32 {
+                if pushed_at_front {
+                    node.push_front(&i.to_le_bytes());
+                } else {
+                    node.push_back(&i.to_le_bytes());
+                }
+                if node.len() > 3 {
+                    if pushed_at_front {
+                        node.pop_back();
+                    } else {
+                        node.pop_front();
+                    }
+                }
+                assert!(
+                    node.heap_size() <= 256,
+                    "{} bytes after {i}",
+                    node.heap_size()
+                );
             }
-            assert!(
-                node.heap_size() <= 256,
-                "{} bytes after {i}",
-                node.heap_size()
-            );
-        }
-        let mut node = ListNode::default();
-        for i in 0..100_000u32 {
-            node.push_front(&i.to_le_bytes());
-            if node.len() > 3 {
-                node.pop_back();
-            }
-            assert!(
-                node.heap_size() <= 256,
-                "{} bytes after {i}",
-                node.heap_size()
-            );
         }
     }
 

@@ -70,50 +70,74 @@ impl NodeList {
     }
 
     pub fn push_front(&mut self, item: &[u8]) {
-        let size = encoded_size(item.len());
-        match self.nodes.front_mut() {
-            Some(node) if has_room(node, size) => Arc::make_mut(node).push_front(item),
-            front => {
-                let after_full = front.is_some();
-                if let Some(full) = front {
-                    seal(full);
-                }
-                self.nodes.push_front(new_node(item, true, after_full));
-            }
-        }
-        self.len += 1;
+        self.push(item, true);
     }
 
     pub fn push_back(&mut self, item: &[u8]) {
+        self.push(item, false);
+    }
+
+    /// Adds `item` at the front or the back: into the end node while it has room, else
+    /// into a new node, sealing the full one.
+    pub fn push(&mut self, item: &[u8], front: bool) {
         let size = encoded_size(item.len());
-        match self.nodes.back_mut() {
-            Some(node) if has_room(node, size) => Arc::make_mut(node).push_back(item),
-            back => {
-                let after_full = back.is_some();
-                if let Some(full) = back {
+        let end = if front {
+            self.nodes.front_mut()
+        } else {
+            self.nodes.back_mut()
+        };
+        match end {
+            Some(node) if has_room(node, size) => {
+                let node = Arc::make_mut(node);
+                if front {
+                    node.push_front(item);
+                } else {
+                    node.push_back(item);
+                }
+            }
+            full => {
+                let after_full = full.is_some();
+                if let Some(full) = full {
                     seal(full);
                 }
-                self.nodes.push_back(new_node(item, false, after_full));
+                let node = new_node(item, front, after_full);
+                if front {
+                    self.nodes.push_front(node);
+                } else {
+                    self.nodes.push_back(node);
+                }
             }
         }
         self.len += 1;
     }
 
     pub fn pop_front(&mut self) -> Option<Vec<u8>> {
-        let node = self.nodes.front_mut()?;
-        let item = Arc::make_mut(node).pop_front();
-        if node.is_empty() {
-            self.nodes.pop_front();
-        }
-        self.len -= usize::from(item.is_some());
-        item
+        self.pop(true)
     }
 
     pub fn pop_back(&mut self) -> Option<Vec<u8>> {
-        let node = self.nodes.back_mut()?;
-        let item = Arc::make_mut(node).pop_back();
+        self.pop(false)
+    }
+
+    /// Takes the element at the front or the back, dropping its node once empty.
+    pub fn pop(&mut self, front: bool) -> Option<Vec<u8>> {
+        let node = if front {
+            self.nodes.front_mut()?
+        } else {
+            self.nodes.back_mut()?
+        };
+        let node_mut = Arc::make_mut(node);
+        let item = if front {
+            node_mut.pop_front()
+        } else {
+            node_mut.pop_back()
+        };
         if node.is_empty() {
-            self.nodes.pop_back();
+            if front {
+                self.nodes.pop_front();
+            } else {
+                self.nodes.pop_back();
+            }
         }
         self.len -= usize::from(item.is_some());
         item

@@ -22,16 +22,53 @@ impl std::fmt::Debug for Packed {
     }
 }
 
-pub(crate) fn put_len(out: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn put_len(out: &mut Vec<u8>, n: usize) {
+    let mut bytes = [0u8; 10];
+    let k = put_len_into(&mut bytes, n);
+    out.extend_from_slice(&bytes[..k]);
+}
+
+/// Writes `n` as LEB128 at the start of `out` (which has room for `len_size(n)` bytes);
+/// returns the bytes written.
+pub(crate) fn put_len_into(out: &mut [u8], mut n: usize) -> usize {
+    let mut i = 0;
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
         if n == 0 {
-            out.push(byte);
-            return;
+            out[i] = byte;
+            return i + 1;
         }
-        out.push(byte | 0x80);
+        out[i] = byte | 0x80;
+        i += 1;
     }
+}
+
+/// Makes `range` of an exact-size buffer `len` bytes long and returns it to be filled:
+/// the allocation grows or shrinks to the exact new size, as a listpack reallocs to
+/// size (small collections are many, and doubling would leave up to half of each buffer
+/// unused). By hand: `Vec::splice`'s generic drain-and-fill was 1% of a ZADD loop.
+pub(crate) fn resize_range(buf: &mut Box<[u8]>, range: Range<usize>, len: usize) -> &mut [u8] {
+    let mut v = std::mem::take(buf).into_vec();
+    let old_len = v.len();
+    let new_len = old_len - range.len() + len;
+    let rest = range.start + len;
+    if new_len > old_len {
+        v.reserve_exact(new_len - old_len);
+        v.resize(new_len, 0);
+        v.copy_within(range.end..old_len, rest);
+    } else {
+        v.copy_within(range.end..old_len, rest);
+        v.truncate(new_len);
+    }
+    // `into_boxed_slice` shrinks in place what a removal left spare.
+    *buf = v.into_boxed_slice();
+    &mut buf[range.start..rest]
+}
+
+/// Replaces `range` of an exact-size buffer with `with` (see [`resize_range`]).
+pub(crate) fn splice_exact(buf: &mut Box<[u8]>, range: Range<usize>, with: &[u8]) {
+    resize_range(buf, range, with.len()).copy_from_slice(with);
 }
 
 /// Bytes `put_len` writes for `n`.
@@ -93,18 +130,9 @@ impl Packed {
         self.buf.len()
     }
 
-    /// Replaces the bytes in `range` with `with`, growing or shrinking the allocation to
-    /// the exact new size, as a listpack reallocs to size: small collections are many,
-    /// and doubling would leave up to half of each buffer unused.
+    /// Replaces the bytes in `range` with `with`, at the exact new size.
     fn splice(&mut self, range: Range<usize>, with: &[u8]) {
-        let mut v = std::mem::take(&mut self.buf).into_vec();
-        let removed = range.len();
-        if with.len() > removed {
-            v.reserve_exact(with.len() - removed);
-        }
-        v.splice(range, with.iter().copied());
-        // `into_boxed_slice` shrinks in place when the buffer got shorter.
-        self.buf = v.into_boxed_slice();
+        splice_exact(&mut self.buf, range, with);
     }
 
     /// (header start, payload range) of every element, in order.

@@ -11,7 +11,7 @@
 use std::cmp::Ordering;
 use std::ops::Range;
 
-use crate::packed::{get_len, len_size, put_len};
+use crate::packed::{get_len, len_size, put_len_into, resize_range, splice_exact};
 use crate::rank_tree::cmp;
 
 /// The first byte of a score stored as the 8 bytes of an `f64` that follow it. A whole
@@ -21,24 +21,30 @@ const FLOAT_SCORE: u8 = 0;
 /// Largest magnitude stored as an integer: every integer up to it is an exact `f64`.
 const MAX_WHOLE: f64 = 9_007_199_254_740_992.0; // 2^53
 
-fn put_score(out: &mut Vec<u8>, score: f64) {
+/// A whole score's code (see [`FLOAT_SCORE`]), or None for the float form.
+fn whole_code(score: f64) -> Option<usize> {
     // -0.0 keeps its sign (Redis keeps it too), so it is not stored as the integer 0.
-    let whole = (score.fract() == 0.0
-        && score.abs() <= MAX_WHOLE
-        && !(score == 0.0 && score.is_sign_negative()))
-    .then(|| {
-        // Exact: a whole number within 2^53.
-        let whole = score as i64;
-        let zigzag = ((whole << 1) ^ (whole >> 63)) as u64;
-        // Lengths are `usize`: where that is 32 bits, bigger codes take the float form.
-        usize::try_from(zigzag + 1).ok()
-    })
-    .flatten();
-    if let Some(code) = whole {
-        put_len(out, code);
-    } else {
-        out.push(FLOAT_SCORE);
-        out.extend_from_slice(&score.to_le_bytes());
+    if score.fract() != 0.0 || score.abs() > MAX_WHOLE || (score == 0.0 && score.is_sign_negative())
+    {
+        return None;
+    }
+    // Exact: a whole number within 2^53.
+    let whole = score as i64;
+    let zigzag = ((whole << 1) ^ (whole >> 63)) as u64;
+    // Lengths are `usize`: where that is 32 bits, bigger codes take the float form.
+    usize::try_from(zigzag + 1).ok()
+}
+
+/// Writes `score` at the start of `out`, given its `whole_code`.
+fn put_score_into(out: &mut [u8], score: f64, code: Option<usize>) {
+    match code {
+        Some(code) => {
+            put_len_into(out, code);
+        }
+        None => {
+            out[0] = FLOAT_SCORE;
+            out[1..9].copy_from_slice(&score.to_le_bytes());
+        }
     }
 }
 
@@ -54,12 +60,10 @@ fn get_score(buf: &[u8], at: usize) -> Option<(f64, usize)> {
     Some((whole as f64, used))
 }
 
-/// Bytes `put_score` writes for `score`.
+/// Bytes `put_score_into` writes for `score`.
 #[cfg(test)]
 fn score_size(score: f64) -> usize {
-    let mut v = Vec::new();
-    put_score(&mut v, score);
-    v.len()
+    whole_code(score).map_or(9, len_size)
 }
 
 #[derive(Clone, Default, PartialEq)]
@@ -143,26 +147,6 @@ impl PackedZSet {
             .count()
     }
 
-    /// Replaces `range` of the buffer with `with`, reallocating to the exact size.
-    fn splice(&mut self, range: Range<usize>, with: &[u8]) {
-        let mut v = std::mem::take(&mut self.buf).into_vec();
-        let old_len = v.len();
-        let new_len = old_len - range.len() + with.len();
-        let rest = range.start + with.len();
-        // By hand: `Vec::splice`'s generic drain-and-fill was 1% of a ZADD loop.
-        if new_len > old_len {
-            v.reserve_exact(new_len - old_len);
-            v.resize(new_len, 0);
-            v.copy_within(range.end..old_len, rest);
-        } else {
-            v.copy_within(range.end..old_len, rest);
-            v.truncate(new_len);
-        }
-        v[range.start..rest].copy_from_slice(with);
-        // Exact size: `into_boxed_slice` shrinks what a removal left spare.
-        self.buf = v.into_boxed_slice();
-    }
-
     /// Inserts `member` (which must not be there) in (score, member) order.
     pub fn insert(&mut self, score: f64, member: &[u8]) {
         let at = self
@@ -172,12 +156,14 @@ impl PackedZSet {
         self.insert_at(at, score, member);
     }
 
+    /// Writes the entry in place: no buffer of its own on ZADD's path.
     fn insert_at(&mut self, at: usize, score: f64, member: &[u8]) {
-        let mut encoded = Vec::with_capacity(len_size(member.len()) + member.len() + 9);
-        put_len(&mut encoded, member.len());
-        encoded.extend_from_slice(member);
-        put_score(&mut encoded, score);
-        self.splice(at..at, &encoded);
+        let code = whole_code(score);
+        let size = len_size(member.len()) + member.len() + code.map_or(9, len_size);
+        let gap = resize_range(&mut self.buf, at..at, size);
+        let k = put_len_into(gap, member.len());
+        gap[k..k + member.len()].copy_from_slice(member);
+        put_score_into(&mut gap[k + member.len()..], score, code);
     }
 
     /// ZADD's step: sets `member`'s score, in one pass over the entries that finds the
@@ -201,7 +187,7 @@ impl PackedZSet {
             Some((_, old)) if old == score => Upsert::Unchanged,
             Some((span, _)) => {
                 // Rare next to adds: remove, then find the new place afresh.
-                self.splice(span, &[]);
+                splice_exact(&mut self.buf, span, &[]);
                 self.insert(score, member);
                 Upsert::Rescored
             }
@@ -218,7 +204,7 @@ impl PackedZSet {
         let Some(span) = self.entries().find(|e| e.member == member).map(|e| e.span) else {
             return false;
         };
-        self.splice(span, &[]);
+        splice_exact(&mut self.buf, span, &[]);
         true
     }
 }
@@ -257,8 +243,8 @@ mod tests {
             (-0.0, 9),
             (f64::INFINITY, 9),
         ] {
-            let mut buf = Vec::new();
-            put_score(&mut buf, score);
+            let mut buf = vec![0; score_size(score)];
+            put_score_into(&mut buf, score, whole_code(score));
             assert_eq!(buf.len(), size, "{score}");
             let (back, used) = get_score(&buf, 0).unwrap();
             assert_eq!(used, size);

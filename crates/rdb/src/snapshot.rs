@@ -237,13 +237,13 @@ impl Snapshot {
         self.functions = libraries;
     }
 
-    /// A flag that stops the walk at its next table when set: `write_to` then fails
-    /// with `ErrorKind::Interrupted`.
     /// A counter of the tables walked, for a watchdog on another thread.
     pub fn progress_handle(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.progress.clone()
     }
 
+    /// A flag that stops the walk at its next table when set: `write_to` then fails
+    /// with `ErrorKind::Interrupted`.
     pub fn cancel_handle(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.cancelled.clone()
     }
