@@ -283,46 +283,65 @@ impl Persistence for RdbFiles {
         let repl = repl_point(shared);
         let flushalls = shared.persist.flushalls.load(Ordering::Acquire);
         log::notice("Background saving started (no fork: copy-on-write per slot table)");
-        spawn_snapshot(shared, owned, "carmine-bgsave", move |owned, snap| {
-            let p = &owned.persist;
+        // Registered before BGSAVE replies, so INFO and FLUSHALL find the save at once.
+        let register = |snap: &Snapshot| {
+            let p = &shared.persist;
             let cancel = snap.cancel_handle();
             *p.bgsave_cancel.lock() = Some(cancel.clone());
-            // A FLUSHALL that ran before the flag was registered counted itself first.
+            // A FLUSHALL that ran since the count was read counted itself first.
             if p.flushalls.load(Ordering::Acquire) != flushalls {
                 cancel.store(true, Ordering::Release);
             }
-            let progress = snap.progress_view();
-            let view = progress.clone();
+            let view = snap.progress_view();
             *p.save_progress.lock() = Some(Arc::new(move || {
                 (view.copied_bytes(), view.keys_written(), view.keys_total())
             }));
-            let started = Instant::now();
-            let result = write_file(owned, snap, repl);
-            *p.bgsave_cancel.lock() = None;
-            *p.save_progress.lock() = None;
-            p.last_cow_bytes
-                .store(progress.copied_bytes(), Ordering::Relaxed);
-            p.last_bgsave_secs
-                .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
-            RdbFiles::finished(owned, dirty, result.is_ok());
-            if result.is_err() && cancel.load(Ordering::Acquire) {
-                // Stopped on purpose, as Redis' killed child: not a failed save, so
-                // writes go on (stop-writes-on-bgsave-error looks at failures only).
-                log::notice("Background saving terminated by FLUSHALL: its walk stopped (no fork)");
-                return;
-            }
-            p.last_bgsave_failed
-                .store(result.is_err(), Ordering::Relaxed);
-            match result {
-                Ok(stats) => log::notice(&format!(
-                    "Background saving terminated with success ({} bytes; at most {} KiB \
+        };
+        let spawned = spawn_snapshot_with(
+            shared,
+            owned,
+            "carmine-bgsave",
+            register,
+            move |owned, snap| {
+                let p = &owned.persist;
+                let cancel = snap.cancel_handle();
+                let progress = snap.progress_view();
+                let started = Instant::now();
+                let result = write_file(owned, snap, repl);
+                *p.bgsave_cancel.lock() = None;
+                *p.save_progress.lock() = None;
+                p.last_cow_bytes
+                    .store(progress.copied_bytes(), Ordering::Relaxed);
+                p.last_bgsave_secs
+                    .store(started.elapsed().as_secs() as i64, Ordering::Relaxed);
+                RdbFiles::finished(owned, dirty, result.is_ok());
+                if result.is_err() && cancel.load(Ordering::Acquire) {
+                    // Stopped on purpose, as Redis' killed child: not a failed save, so
+                    // writes go on (stop-writes-on-bgsave-error looks at failures only).
+                    log::notice(
+                        "Background saving terminated by FLUSHALL: its walk stopped (no fork)",
+                    );
+                    return;
+                }
+                p.last_bgsave_failed
+                    .store(result.is_err(), Ordering::Relaxed);
+                match result {
+                    Ok(stats) => log::notice(&format!(
+                        "Background saving terminated with success ({} bytes; at most {} KiB \
                      held in tables copied by writers)",
-                    stats.bytes,
-                    stats.peak_held >> 10
-                )),
-                Err(e) => log::warning(&format!("Background saving error: {e}")),
-            }
-        })
+                        stats.bytes,
+                        stats.peak_held >> 10
+                    )),
+                    Err(e) => log::warning(&format!("Background saving error: {e}")),
+                }
+            },
+        );
+        if spawned.is_err() {
+            // No walk to unregister itself.
+            *shared.persist.bgsave_cancel.lock() = None;
+            *shared.persist.save_progress.lock() = None;
+        }
+        spawned
     }
 
     fn reload(&self, shared: &Shared, options: ReloadOptions) -> Result<(), String> {
@@ -372,10 +391,23 @@ pub(crate) fn spawn_snapshot(
     thread_name: &str,
     job: impl FnOnce(&Arc<Shared>, Snapshot) + Send + 'static,
 ) -> Result<(), String> {
+    spawn_snapshot_with(shared, owned, thread_name, |_| {}, job)
+}
+
+/// As [`spawn_snapshot`], calling `on_begin` with the snapshot on the caller's thread
+/// once it has begun, before the walk's thread starts.
+pub(crate) fn spawn_snapshot_with(
+    shared: &Shared,
+    owned: Arc<Shared>,
+    thread_name: &str,
+    on_begin: impl FnOnce(&Snapshot),
+    job: impl FnOnce(&Arc<Shared>, Snapshot) + Send + 'static,
+) -> Result<(), String> {
     // Before the reply: a client that samples memory right after it does not find this
     // thread's heap growth in its way.
     reserve_heap(shared);
     let (snap, _) = RdbFiles::begin(shared)?;
+    on_begin(&snap);
     let epoch = shared.keyspace.snapshot_epoch();
     heap_ready_for(epoch);
     // Past 1/32 of the dataset (at least 4 MiB) of writers' copies, the event loops
