@@ -258,7 +258,7 @@ struct Conn {
 /// Reads a connection skips before peeking again after a peek that found nothing to
 /// prefetch (one key, no elements looked up in a hot value): redis-benchmark's LPUSH, all
 /// on one key, spent 5% of its loop peeking.
-const PREFETCH_PAUSE: u8 = 7;
+pub(crate) const PREFETCH_PAUSE: u8 = 7;
 
 pub struct EventLoop {
     id: usize,
@@ -288,6 +288,20 @@ pub struct EventLoop {
     /// Connections with replies written this turn, flushed together before the loop
     /// sleeps (Redis' beforeSleep) instead of one `write` per connection as each ran.
     to_flush: Vec<usize>,
+    /// Connections whose input this turn read, to serve once every ready one was read.
+    read_this_turn: Vec<ReadInput>,
+}
+
+/// A connection whose socket a loop turn read: served after the turn's reads, so that
+/// the keys all of them name start loading together (see
+/// [`EventLoop::prefetch_first_keys`]).
+#[derive(Debug, Clone, Copy)]
+struct ReadInput {
+    slot: usize,
+    /// The client read, in case its slot was freed and taken again before it is served.
+    client: u64,
+    /// The client closed its end: served, then closed.
+    eof: bool,
 }
 
 impl EventLoop {
@@ -324,6 +338,7 @@ impl EventLoop {
                 nearest_blocked: None,
                 ops_sample: (Instant::now(), 0),
                 to_flush: Vec::new(),
+                read_this_turn: Vec::new(),
             },
             handle,
         ))
@@ -420,13 +435,14 @@ impl EventLoop {
                 }
             }
             crate::persistence::prepare_heap(&self.shared);
+            let mut read = std::mem::take(&mut self.read_this_turn);
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => self.on_wake(),
                     Token(t) if t >= FIRST_LISTENER => self.accept(t - FIRST_LISTENER),
                     Token(t) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.on_readable(t);
+                            read.extend(self.read_input(t));
                         }
                         if ev.is_writable() {
                             self.on_writable(t);
@@ -434,6 +450,11 @@ impl EventLoop {
                     }
                 }
             }
+            self.prefetch_first_keys(&read);
+            for input in read.drain(..) {
+                self.serve_input(input);
+            }
+            self.read_this_turn = read;
             crate::persistence::yield_to_snapshot(&self.shared);
             if self.expire_backlog && self.last_fast_expire.elapsed() >= FAST_EXPIRE_EVERY {
                 self.fast_expire_cycle();
@@ -678,10 +699,10 @@ impl EventLoop {
         });
     }
 
-    fn on_readable(&mut self, t: usize) {
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
-            return;
-        };
+    /// Reads what connection `t`'s socket holds into its buffer. None if the
+    /// connection is gone, or was closed for going over the query buffer limit.
+    fn read_input(&mut self, t: usize) -> Option<ReadInput> {
+        let conn = self.conns.get_mut(t).and_then(Option::as_mut)?;
         let limit = self
             .shared
             .config
@@ -702,7 +723,7 @@ impl EventLoop {
                     if conn.rbuf.len() > limit {
                         log::warning("Closing client that reached max query buffer length");
                         self.close(t);
-                        return;
+                        return None;
                     }
                     if n < self.read_buf.len() {
                         // A short read took everything the socket held; data arriving
@@ -718,13 +739,72 @@ impl EventLoop {
                 }
             }
         }
-        // One reading for the turn: the client's last activity, and the start of the
-        // commands it sent (three readings before, 2% of a loop serving EVALSHA at -P 1).
+        Some(ReadInput {
+            slot: t,
+            client: conn.session.id(),
+            eof,
+        })
+    }
+
+    /// Starts loading the entries of the first keys that this turn's connections name
+    /// (see `Keyspace::prefetch`), before the first of them runs: at -P 1 each
+    /// connection holds one command, which its own pipeline prefetch skips (one lookup
+    /// gains nothing from a prefetch just before it), while across the turn's
+    /// connections the lookups' cache misses can overlap, as Valkey 8 batches its
+    /// clients' lookups. Connections in another database than the first one's wait for
+    /// their own lookups, and pipelining ones prefetch their own.
+    fn prefetch_first_keys(&self, read: &[ReadInput]) {
+        if read.len() < 2 {
+            return;
+        }
+        let mut keys: [&[u8]; PREFETCH_MAX] = [&[]; PREFETCH_MAX];
+        let mut n = 0;
+        let mut db = None;
+        for input in read {
+            if n == PREFETCH_MAX {
+                break;
+            }
+            let Some(conn) = self.conns.get(input.slot).and_then(Option::as_ref) else {
+                continue;
+            };
+            // A connection not pausing its pipeline prefetch starts its own keys loading
+            // when it runs, its first one included.
+            if conn.prefetch_pause == 0
+                || conn.decoder.in_progress()
+                || *db.get_or_insert(conn.session.db) != conn.session.db
+            {
+                continue;
+            }
+            carmine_resp::peek_first_keys(&conn.rbuf, 1, |key, _| {
+                keys[n] = key;
+                n += 1;
+            });
+        }
+        if let (Some(db), true) = (db, n >= 2) {
+            self.shared.keyspace.prefetch(db, &keys[..n], &[]);
+        }
+    }
+
+    /// Runs what [`EventLoop::read_input`] read for a connection, and closes it if its
+    /// client closed its end.
+    fn serve_input(&mut self, input: ReadInput) {
+        let t = input.slot;
+        let Some(conn) = self
+            .conns
+            .get_mut(t)
+            .and_then(Option::as_mut)
+            .filter(|c| c.session.id() == input.client)
+        else {
+            return;
+        };
+        // One reading for the connection: the client's last activity, and the start of
+        // the commands it sent (three readings before, 2% of a loop serving EVALSHA at
+        // -P 1).
         let arrived = Instant::now();
         conn.last_active = arrived;
         conn.session.info.touch_at(arrived);
         self.process_at(t, arrived);
-        if eof {
+        if input.eof {
             self.close(t);
         }
     }
