@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     s.start(1_000);
     let mut now = 1_000i64;
     let mut conns = Vec::new();
-    let mut collect = |actions: Vec<Action>, conns: &mut Vec<u64>| {
+    let collect = |actions: Vec<Action>, conns: &mut Vec<u64>| {
         for a in actions {
             if let Action::Connect { conn, .. } = a {
                 conns.push(conn);

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 
-use carmine_keyspace::{Entry, HashValue, ListValue, SetValue, Value};
+use carmine_keyspace::{Entry, HashValue, LargeSet, ListValue, SetValue, Value};
 use parking_lot::Mutex;
 
 /// Values cheaper to free than this are freed by the command itself (Redis'
@@ -35,9 +35,9 @@ pub fn free_effort(v: &Value) -> usize {
             HashValue::Packed(_) => 1,
             _ => h.len(),
         },
-        Value::Set(s) => match **s {
-            SetValue::Ints(_) | SetValue::Packed(_) => 1,
-            _ => s.len(),
+        Value::Set(s) => match s {
+            SetValue::Large(large) if !matches!(**large, LargeSet::Packed(_)) => s.len(),
+            _ => 1,
         },
         Value::ZSet(z) => {
             if z.encoding() == "listpack" {

@@ -478,8 +478,18 @@ impl ListValue {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetValue {
-    /// Sorted integers, each in the width they all fit (Redis' intset).
+    /// Sorted integers, each in the width they all fit (Redis' intset). Inline: the
+    /// buffer's non-null pointer is the enum's tag, so a small integer set is its key's
+    /// entry and one buffer, as a small hash is.
     Ints(crate::int_set::IntSet),
+    /// Every other form, behind one box so that the enum is 16 bytes.
+    Large(Box<LargeSet>),
+}
+
+/// The forms of a set that holds a member other than an integer, or more integers than
+/// `set-max-intset-entries`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LargeSet {
     Packed(Packed),
     Table(Box<SetTable>),
     /// Past `shards::SHARD_AT` members: shared shards, so a snapshot copies pointers.
@@ -493,12 +503,29 @@ impl Default for SetValue {
 }
 
 impl SetValue {
+    fn large(form: LargeSet) -> SetValue {
+        SetValue::Large(Box::new(form))
+    }
+
+    /// The shards of a set split past `shards::SHARD_AT` members.
+    pub fn shards(&self) -> Option<&crate::shards::Sharded<()>> {
+        match self {
+            SetValue::Large(large) => match &**large {
+                LargeSet::Shards(s) => Some(s),
+                _ => None,
+            },
+            SetValue::Ints(_) => None,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             SetValue::Ints(v) => v.len(),
-            SetValue::Packed(p) => p.len(),
-            SetValue::Table(t) => t.len(),
-            SetValue::Shards(s) => s.len(),
+            SetValue::Large(large) => match &**large {
+                LargeSet::Packed(p) => p.len(),
+                LargeSet::Table(t) => t.len(),
+                LargeSet::Shards(s) => s.len(),
+            },
         }
     }
 
@@ -511,16 +538,18 @@ impl SetValue {
     pub fn encoding(&self) -> &'static str {
         match self {
             SetValue::Ints(_) => "intset",
-            SetValue::Packed(_) | SetValue::Table(_) | SetValue::Shards(_) => "hashtable",
+            SetValue::Large(_) => "hashtable",
         }
     }
 
     pub fn contains(&self, m: &[u8]) -> bool {
         match self {
             SetValue::Ints(v) => parse_canonical_i64(m).is_some_and(|n| v.contains(n)),
-            SetValue::Packed(p) => p.position(m).is_some(),
-            SetValue::Table(t) => t.contains(m),
-            SetValue::Shards(s) => s.contains(m),
+            SetValue::Large(large) => match &**large {
+                LargeSet::Packed(p) => p.position(m).is_some(),
+                LargeSet::Table(t) => t.contains(m),
+                LargeSet::Shards(s) => s.contains(m),
+            },
         }
     }
 
@@ -529,46 +558,48 @@ impl SetValue {
         if self.contains(m) {
             return false;
         }
-        loop {
-            match self {
-                SetValue::Ints(v) => {
-                    if let Some(n) = parse_canonical_i64(m) {
-                        if v.len() < get(&limits.set_max_intset_entries) {
-                            return v.insert(n);
-                        }
-                    }
-                    let members: Vec<Vec<u8>> =
-                        v.iter().map(|n| n.to_string().into_bytes()).collect();
-                    let small = members.len() < get(&limits.set_max_listpack_entries)
-                        && m.len() <= get(&limits.set_max_listpack_value);
-                    *self = if small {
-                        SetValue::Packed(Packed::from_items(members.iter().map(Vec::as_slice)))
-                    } else {
-                        SetValue::Table(Box::new(
-                            members.iter().map(|b| CompactKey::new(b)).collect(),
-                        ))
-                    };
+        if let SetValue::Ints(v) = self {
+            if let Some(n) = parse_canonical_i64(m) {
+                if v.len() < get(&limits.set_max_intset_entries) {
+                    return v.insert(n);
                 }
-                SetValue::Packed(p) => {
+            }
+            let members: Vec<Vec<u8>> = v.iter().map(|n| n.to_string().into_bytes()).collect();
+            let small = members.len() < get(&limits.set_max_listpack_entries)
+                && m.len() <= get(&limits.set_max_listpack_value);
+            *self = SetValue::large(if small {
+                LargeSet::Packed(Packed::from_items(members.iter().map(Vec::as_slice)))
+            } else {
+                LargeSet::Table(Box::new(
+                    members.iter().map(|b| CompactKey::new(b)).collect(),
+                ))
+            });
+        }
+        let SetValue::Large(large) = self else {
+            unreachable!("an integer set was converted above");
+        };
+        loop {
+            match &mut **large {
+                LargeSet::Packed(p) => {
                     if p.len() < get(&limits.set_max_listpack_entries)
                         && m.len() <= get(&limits.set_max_listpack_value)
                     {
                         p.push_back(m);
                         return true;
                     }
-                    *self = SetValue::Table(Box::new(p.iter().map(CompactKey::new).collect()));
+                    **large = LargeSet::Table(Box::new(p.iter().map(CompactKey::new).collect()));
                 }
-                SetValue::Table(t) => {
+                LargeSet::Table(t) => {
                     let new = t.insert(CompactKey::new(m));
                     if t.len() > crate::shards::SHARD_AT {
                         let table = std::mem::take(&mut **t);
-                        *self = SetValue::Shards(Box::new(crate::shards::Sharded::split(
+                        **large = LargeSet::Shards(Box::new(crate::shards::Sharded::split(
                             table.into_iter().map(|k| (k, ())),
                         )));
                     }
                     return new;
                 }
-                SetValue::Shards(s) => return s.insert(m, ()),
+                LargeSet::Shards(s) => return s.insert(m, ()),
             }
         }
     }
@@ -576,15 +607,17 @@ impl SetValue {
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
             SetValue::Ints(v) => parse_canonical_i64(m).is_some_and(|n| v.remove(n)),
-            SetValue::Packed(p) => match p.position(m) {
-                Some(i) => {
-                    p.remove(i);
-                    true
-                }
-                None => false,
+            SetValue::Large(large) => match &mut **large {
+                LargeSet::Packed(p) => match p.position(m) {
+                    Some(i) => {
+                        p.remove(i);
+                        true
+                    }
+                    None => false,
+                },
+                LargeSet::Table(t) => t.swap_remove(m),
+                LargeSet::Shards(s) => s.remove(m),
             },
-            SetValue::Table(t) => t.swap_remove(m),
-            SetValue::Shards(s) => s.remove(m),
         }
     }
 
@@ -610,21 +643,23 @@ impl SetValue {
                     f(text.format(n).as_bytes())?;
                 }
             }
-            SetValue::Packed(p) => {
-                for m in p.iter() {
-                    f(m)?;
+            SetValue::Large(large) => match &**large {
+                LargeSet::Packed(p) => {
+                    for m in p.iter() {
+                        f(m)?;
+                    }
                 }
-            }
-            SetValue::Table(t) => {
-                for m in t.iter() {
-                    f(m.as_bytes())?;
+                LargeSet::Table(t) => {
+                    for m in t.iter() {
+                        f(m.as_bytes())?;
+                    }
                 }
-            }
-            SetValue::Shards(s) => {
-                for (m, _) in s.iter() {
-                    f(m.as_bytes())?;
+                LargeSet::Shards(s) => {
+                    for (m, _) in s.iter() {
+                        f(m.as_bytes())?;
+                    }
                 }
-            }
+            },
         }
         Ok(())
     }
@@ -638,43 +673,53 @@ impl SetValue {
         let i = fastrand::usize(..n);
         match self {
             SetValue::Ints(v) => v.get(i).map(|n| n.to_string().into_bytes()),
-            SetValue::Packed(p) => p.get(i).map(<[u8]>::to_vec),
-            SetValue::Table(t) => t.get_index(i).map(|k| k.as_bytes().to_vec()),
-            SetValue::Shards(s) => s.at(i).map(|(k, _)| k.as_bytes().to_vec()),
+            SetValue::Large(large) => match &**large {
+                LargeSet::Packed(p) => p.get(i).map(<[u8]>::to_vec),
+                LargeSet::Table(t) => t.get_index(i).map(|k| k.as_bytes().to_vec()),
+                LargeSet::Shards(s) => s.at(i).map(|(k, _)| k.as_bytes().to_vec()),
+            },
         }
     }
 
     pub fn heap_size(&self) -> usize {
         match self {
             SetValue::Ints(v) => v.heap_size(),
-            SetValue::Packed(p) => p.heap_size(),
-            SetValue::Table(t) => t.iter().map(|k| 41 + k.heap_size()).sum(),
-            SetValue::Shards(s) => s.iter().map(|(k, _)| 41 + k.heap_size()).sum(),
+            SetValue::Large(large) => {
+                std::mem::size_of::<LargeSet>()
+                    + match &**large {
+                        LargeSet::Packed(p) => p.heap_size(),
+                        LargeSet::Table(t) => t.iter().map(|k| 41 + k.heap_size()).sum(),
+                        LargeSet::Shards(s) => s.iter().map(|(k, _)| 41 + k.heap_size()).sum(),
+                    }
+            }
         }
     }
 
     /// One SSCAN step: (next cursor, members); compact encodings are returned whole.
     pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<Vec<u8>>) {
-        match self {
-            SetValue::Table(t) => {
-                let (window, next) = scan_window(t.len(), cursor, count);
-                let items = window
-                    .rev()
-                    .filter_map(|i| t.get_index(i))
-                    .map(|k| k.as_bytes().to_vec())
-                    .collect();
-                (next, items)
+        if let SetValue::Large(large) = self {
+            match &**large {
+                LargeSet::Table(t) => {
+                    let (window, next) = scan_window(t.len(), cursor, count);
+                    let items = window
+                        .rev()
+                        .filter_map(|i| t.get_index(i))
+                        .map(|k| k.as_bytes().to_vec())
+                        .collect();
+                    return (next, items);
+                }
+                LargeSet::Shards(s) => {
+                    let (next, items) = s.scan(cursor, count);
+                    let items = items
+                        .into_iter()
+                        .map(|(k, _)| k.as_bytes().to_vec())
+                        .collect();
+                    return (next, items);
+                }
+                LargeSet::Packed(_) => {}
             }
-            SetValue::Shards(s) => {
-                let (next, items) = s.scan(cursor, count);
-                let items = items
-                    .into_iter()
-                    .map(|(k, _)| k.as_bytes().to_vec())
-                    .collect();
-                (next, items)
-            }
-            _ => (0, self.members()),
         }
+        (0, self.members())
     }
 }
 
@@ -707,7 +752,8 @@ mod tests {
         // 16: hashes and lists live inline in `Value` (see `HashValue::Large`).
         assert_eq!(std::mem::size_of::<HashValue>(), 16);
         assert_eq!(std::mem::size_of::<ListValue>(), 16);
-        assert_eq!(std::mem::size_of::<SetValue>(), 24);
+        assert_eq!(std::mem::size_of::<SetValue>(), 16);
+        assert_eq!(std::mem::size_of::<LargeSet>(), 24);
     }
 
     proptest! {

@@ -71,7 +71,7 @@ mod zset;
 pub use api::{DbHandle, FieldValue};
 /// Slot numbering, for snapshot sinks and table walkers.
 pub use carmine_slots::{Slot, SLOT_COUNT};
-pub use collections::{EncodingLimits, HashValue, LargeHash, ListValue, SetValue};
+pub use collections::{EncodingLimits, HashValue, LargeHash, LargeSet, ListValue, SetValue};
 pub use compact::CompactKey;
 pub use error::KeyspaceError;
 pub use evict::{EvictionConfig, Policy};

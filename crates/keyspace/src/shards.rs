@@ -297,7 +297,7 @@ mod tests {
             }
             let members: HashSet<Vec<u8>> = set.members().into_iter().collect();
             prop_assert_eq!(&members, &model);
-            if let SetValue::Shards(s) = &set {
+            if let Some(s) = set.shards() {
                 let by_position: HashSet<Vec<u8>> =
                     (0..s.len()).filter_map(|i| s.at(i)).map(|(k, _)| k.as_bytes().to_vec()).collect();
                 prop_assert_eq!(&by_position, &model);

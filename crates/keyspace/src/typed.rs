@@ -49,7 +49,7 @@ macro_rules! collection {
 
 collection!(HashValue, Hash, std::convert::identity);
 collection!(ListValue, List, std::convert::identity);
-collection!(SetValue, Set, Box::new);
+collection!(SetValue, Set, std::convert::identity);
 collection!(crate::zset::ZSetValue, ZSet, std::convert::identity);
 collection!(crate::stream::StreamValue, Stream, Box::new);
 

@@ -290,7 +290,8 @@ pub enum Value {
     Hash(HashValue),
     /// Inline, as hashes.
     List(ListValue),
-    Set(Box<SetValue>),
+    /// Inline, as hashes: a small integer set is its buffer alone.
+    Set(SetValue),
     /// Inline, as hashes: a small sorted set is its packed buffer alone.
     ZSet(crate::zset::ZSetValue),
     Stream(Box<crate::stream::StreamValue>),
@@ -301,16 +302,13 @@ impl Value {
     /// prefetches; none for other values (small ones are their key's entry and one
     /// buffer, loaded with the entry).
     pub(crate) fn split_elements(&self) -> Option<&dyn crate::shards::PrefetchElements> {
-        use crate::collections::{HashValue, LargeHash, SetValue};
+        use crate::collections::{HashValue, LargeHash};
         match self {
             Value::Hash(HashValue::Large(large)) => match &**large {
                 LargeHash::Shards(s) => Some(s),
                 LargeHash::Table(_) => None,
             },
-            Value::Set(set) => match &**set {
-                SetValue::Shards(s) => Some(&**s),
-                _ => None,
-            },
+            Value::Set(set) => set.shards().map(|s| s as _),
             Value::ZSet(z) => z.split_scores().map(|s| s as _),
             _ => None,
         }
@@ -344,7 +342,7 @@ impl Value {
             Value::Str(s) => s.heap_size(),
             Value::Hash(h) => h.heap_size(),
             Value::List(l) => l.heap_size(),
-            Value::Set(s) => 48 + s.heap_size(),
+            Value::Set(s) => s.heap_size(),
             Value::ZSet(z) => z.heap_size(),
             Value::Stream(x) => 96 + x.heap_size(),
         }
@@ -380,11 +378,10 @@ impl Value {
     /// huge hashes' and sets' shards, shared until changed): a snapshot copies such a value in
     /// microseconds whatever its size.
     pub fn clone_is_shallow(&self) -> bool {
-        use crate::collections::SetValue;
         match self {
             Value::List(l) => matches!(l, crate::collections::ListValue::Deque(_)),
             Value::Hash(h) => h.is_sharded(),
-            Value::Set(s) => matches!(**s, SetValue::Shards(_)),
+            Value::Set(s) => s.shards().is_some(),
             Value::ZSet(z) => z.clone_is_shallow(),
             Value::Stream(x) => x.clone_is_shallow(),
             Value::Str(s) => s.clone_is_shallow(),

@@ -41,7 +41,7 @@ pub fn to_keyspace(v: Value, ks: &Keyspace) -> Option<KValue> {
             for it in &items {
                 s.insert(it, limits);
             }
-            KValue::Set(Box::new(s))
+            KValue::Set(s)
         }
         Value::Hash(pairs) if !pairs.is_empty() => {
             let mut h = HashValue::default();
