@@ -442,7 +442,7 @@ impl EventLoop {
                     Token(t) if t >= FIRST_LISTENER => self.accept(t - FIRST_LISTENER),
                     Token(t) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            read.extend(self.read_input(t));
+                            read.extend(self.read_input(t, ev.is_read_closed()));
                         }
                         if ev.is_writable() {
                             self.on_writable(t);
@@ -701,7 +701,8 @@ impl EventLoop {
 
     /// Reads what connection `t`'s socket holds into its buffer. None if the
     /// connection is gone, or was closed for going over the query buffer limit.
-    fn read_input(&mut self, t: usize) -> Option<ReadInput> {
+    /// `peer_closed`: the event said the client shut its end down.
+    fn read_input(&mut self, t: usize, peer_closed: bool) -> Option<ReadInput> {
         let conn = self.conns.get_mut(t).and_then(Option::as_mut)?;
         let limit = self
             .shared
@@ -725,9 +726,12 @@ impl EventLoop {
                         self.close(t);
                         return None;
                     }
-                    if n < self.read_buf.len() {
+                    if n < self.read_buf.len() && !peer_closed {
                         // A short read took everything the socket held; data arriving
                         // later raises a new edge, so no extra read() to see WouldBlock.
+                        // Not so the end of input when it came with the data: the one
+                        // edge reported both, so read on to see it (a client that
+                        // wrote its commands and shut its end waits for our close).
                         break;
                     }
                 }
@@ -785,8 +789,8 @@ impl EventLoop {
         }
     }
 
-    /// Runs what [`EventLoop::read_input`] read for a connection, and closes it if its
-    /// client closed its end.
+    /// Runs what [`EventLoop::read_input`] read for a connection, and closes it once
+    /// its replies are written if its client closed its end.
     fn serve_input(&mut self, input: ReadInput) {
         let t = input.slot;
         let Some(conn) = self
@@ -805,7 +809,14 @@ impl EventLoop {
         conn.session.info.touch_at(arrived);
         self.process_at(t, arrived);
         if input.eof {
-            self.close(t);
+            // Closed once its replies have left, as a client that wrote its commands and
+            // shut its end down reads them until the server closes (Redis writes them
+            // in the turn before it reads the end of input). A client gone altogether
+            // fails the write, which closes it too.
+            if let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) {
+                conn.closing = true;
+            }
+            self.queue_flush(t);
         }
     }
 

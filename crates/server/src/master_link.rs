@@ -815,6 +815,8 @@ fn apply_stream(
                 pass_on(stream, shared, &mut raw, &mut applied);
                 send_ack(link, stream)?;
                 last_ack = Instant::now();
+                // The ack's write is no command's time.
+                clock = CommandClock::starting_at(last_ack);
             }
         }
         // Applied: our offset moves past it, and our replicas get the same bytes.

@@ -344,3 +344,58 @@ fn clients_connect_over_the_unix_socket() {
     assert_eq!(v, "unix");
     server.shutdown();
 }
+
+/// A loop turn reads every ready connection before it runs any: clients that write
+/// together (one of them in another database, some closing their end right after)
+/// still get every reply in order, each from its own database, before the close.
+#[test]
+fn connections_ready_together_each_get_their_replies() {
+    let server = common::start("io-threads 1");
+    let mut other_db = common::raw(&server);
+    let (got, _) = common::exchange(&mut other_db, b"SELECT 1\r\n", |g| g.ends_with(b"\r\n"));
+    assert_eq!(got, b"+OK\r\n");
+    let mut conns: Vec<std::net::TcpStream> = (0..6).map(|_| common::raw(&server)).collect();
+    conns.push(other_db);
+    // Everyone's commands go out before anyone reads, so one turn finds several ready.
+    for (i, s) in conns.iter_mut().enumerate() {
+        let cmds = format!(
+            "*3\r\n$3\r\nSET\r\n$4\r\nkey{i}\r\n$2\r\nv{i}\r\n*2\r\n$4\r\nINCR\r\n$4\r\nctr{i}\r\n*2\r\n$3\r\nGET\r\n$4\r\nkey{i}\r\n"
+        );
+        s.write_all(cmds.as_bytes()).expect("write");
+        if i % 2 == 1 {
+            s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        }
+    }
+    for (i, mut s) in conns.into_iter().enumerate() {
+        let want = format!("+OK\r\n:1\r\n$2\r\nv{i}\r\n");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut eof = false;
+        while std::time::Instant::now() < deadline && got.len() < want.len() {
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("client {i}: {e}"),
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&got), want, "client {i}");
+        assert!(!eof, "client {i} closed before its replies");
+        if i % 2 == 1 {
+            assert!(
+                common::closed(&mut s),
+                "client {i} half-closed: the server closes it"
+            );
+        }
+    }
+    // The client in database 1 wrote there, the others in database 0.
+    let mut c = common::raw(&server);
+    let (got, _) = common::exchange(&mut c, b"DBSIZE\r\nSELECT 1\r\nDBSIZE\r\n", |g| {
+        g.ends_with(b"+OK\r\n:2\r\n")
+    });
+    assert_eq!(got, b":12\r\n+OK\r\n:2\r\n");
+    server.shutdown();
+}
