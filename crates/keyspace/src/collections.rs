@@ -756,6 +756,42 @@ mod tests {
         assert_eq!(std::mem::size_of::<LargeSet>(), 24);
     }
 
+    /// A set goes intset -> packed -> table -> shards as it grows, each step keeping
+    /// every member, and reports Redis 7.0's encoding names and a size for each form.
+    #[test]
+    fn a_set_walks_through_its_forms() {
+        let limits = small_limits();
+        let mut set = SetValue::default();
+        let mut model = std::collections::BTreeSet::new();
+        let mut add = |set: &mut SetValue, m: Vec<u8>| {
+            assert!(set.insert(&m, &limits));
+            assert!(!set.insert(&m, &limits), "a member is added once");
+            model.insert(m);
+            let mut members = set.members();
+            members.sort();
+            assert_eq!(members, model.iter().cloned().collect::<Vec<_>>());
+            assert!(set.heap_size() > 0);
+        };
+        for n in [3, -1, 2] {
+            add(&mut set, n.to_string().into_bytes());
+        }
+        assert!(matches!(set, SetValue::Ints(_)));
+        assert_eq!(set.encoding(), "intset");
+        add(&mut set, b"x".to_vec());
+        assert!(matches!(&set, SetValue::Large(l) if matches!(**l, LargeSet::Packed(_))));
+        assert_eq!(set.encoding(), "hashtable");
+        add(&mut set, b"y".to_vec());
+        assert!(matches!(&set, SetValue::Large(l) if matches!(**l, LargeSet::Table(_))));
+        for i in 0..crate::shards::SHARD_AT {
+            add(&mut set, format!("m{i}").into_bytes());
+        }
+        assert!(set.shards().is_some());
+        assert_eq!(set.encoding(), "hashtable");
+        assert_eq!(set.len(), crate::shards::SHARD_AT + 5);
+        assert!(set.remove(b"x") && !set.remove(b"x"));
+        assert!(set.remove(b"-1") && set.contains(b"3") && !set.contains(b"-1"));
+    }
+
     proptest! {
         #[test]
         fn hash_matches_model_across_conversion(ops in proptest::collection::vec((any::<bool>(), item(), item()), 1..60)) {
