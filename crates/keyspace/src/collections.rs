@@ -503,10 +503,6 @@ impl Default for SetValue {
 }
 
 impl SetValue {
-    fn large(form: LargeSet) -> SetValue {
-        SetValue::Large(Box::new(form))
-    }
-
     /// The shards of a set split past `shards::SHARD_AT` members.
     pub fn shards(&self) -> Option<&crate::shards::Sharded<()>> {
         match self {
@@ -521,11 +517,7 @@ impl SetValue {
     pub fn len(&self) -> usize {
         match self {
             SetValue::Ints(v) => v.len(),
-            SetValue::Large(large) => match &**large {
-                LargeSet::Packed(p) => p.len(),
-                LargeSet::Table(t) => t.len(),
-                LargeSet::Shards(s) => s.len(),
-            },
+            SetValue::Large(large) => large.len(),
         }
     }
 
@@ -545,11 +537,7 @@ impl SetValue {
     pub fn contains(&self, m: &[u8]) -> bool {
         match self {
             SetValue::Ints(v) => parse_canonical_i64(m).is_some_and(|n| v.contains(n)),
-            SetValue::Large(large) => match &**large {
-                LargeSet::Packed(p) => p.position(m).is_some(),
-                LargeSet::Table(t) => t.contains(m),
-                LargeSet::Shards(s) => s.contains(m),
-            },
+            SetValue::Large(large) => large.contains(m),
         }
     }
 
@@ -558,48 +546,27 @@ impl SetValue {
         if self.contains(m) {
             return false;
         }
-        if let SetValue::Ints(v) = self {
-            if let Some(n) = parse_canonical_i64(m) {
-                if v.len() < get(&limits.set_max_intset_entries) {
-                    return v.insert(n);
-                }
-            }
-            let members: Vec<Vec<u8>> = v.iter().map(|n| n.to_string().into_bytes()).collect();
-            let small = members.len() < get(&limits.set_max_listpack_entries)
-                && m.len() <= get(&limits.set_max_listpack_value);
-            *self = SetValue::large(if small {
-                LargeSet::Packed(Packed::from_items(members.iter().map(Vec::as_slice)))
-            } else {
-                LargeSet::Table(Box::new(
-                    members.iter().map(|b| CompactKey::new(b)).collect(),
-                ))
-            });
-        }
-        let SetValue::Large(large) = self else {
-            unreachable!("an integer set was converted above");
-        };
-        loop {
-            match &mut **large {
-                LargeSet::Packed(p) => {
-                    if p.len() < get(&limits.set_max_listpack_entries)
-                        && m.len() <= get(&limits.set_max_listpack_value)
-                    {
-                        p.push_back(m);
-                        return true;
+        match self {
+            SetValue::Large(large) => large.insert(m, limits),
+            SetValue::Ints(v) => {
+                if let Some(n) = parse_canonical_i64(m) {
+                    if v.len() < get(&limits.set_max_intset_entries) {
+                        return v.insert(n);
                     }
-                    **large = LargeSet::Table(Box::new(p.iter().map(CompactKey::new).collect()));
                 }
-                LargeSet::Table(t) => {
-                    let new = t.insert(CompactKey::new(m));
-                    if t.len() > crate::shards::SHARD_AT {
-                        let table = std::mem::take(&mut **t);
-                        **large = LargeSet::Shards(Box::new(crate::shards::Sharded::split(
-                            table.into_iter().map(|k| (k, ())),
-                        )));
-                    }
-                    return new;
-                }
-                LargeSet::Shards(s) => return s.insert(m, ()),
+                let members: Vec<Vec<u8>> = v.iter().map(|n| n.to_string().into_bytes()).collect();
+                let small = members.len() < get(&limits.set_max_listpack_entries)
+                    && m.len() <= get(&limits.set_max_listpack_value);
+                let mut large = Box::new(if small {
+                    LargeSet::Packed(Packed::from_items(members.iter().map(Vec::as_slice)))
+                } else {
+                    LargeSet::Table(Box::new(
+                        members.iter().map(|b| CompactKey::new(b)).collect(),
+                    ))
+                });
+                let added = large.insert(m, limits);
+                *self = SetValue::Large(large);
+                added
             }
         }
     }
@@ -607,17 +574,7 @@ impl SetValue {
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self {
             SetValue::Ints(v) => parse_canonical_i64(m).is_some_and(|n| v.remove(n)),
-            SetValue::Large(large) => match &mut **large {
-                LargeSet::Packed(p) => match p.position(m) {
-                    Some(i) => {
-                        p.remove(i);
-                        true
-                    }
-                    None => false,
-                },
-                LargeSet::Table(t) => t.swap_remove(m),
-                LargeSet::Shards(s) => s.remove(m),
-            },
+            SetValue::Large(large) => large.remove(m),
         }
     }
 
@@ -639,29 +596,10 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => {
                 let mut text = itoa::Buffer::new();
-                for n in v.iter() {
-                    f(text.format(n).as_bytes())?;
-                }
+                v.iter().try_for_each(|n| f(text.format(n).as_bytes()))
             }
-            SetValue::Large(large) => match &**large {
-                LargeSet::Packed(p) => {
-                    for m in p.iter() {
-                        f(m)?;
-                    }
-                }
-                LargeSet::Table(t) => {
-                    for m in t.iter() {
-                        f(m.as_bytes())?;
-                    }
-                }
-                LargeSet::Shards(s) => {
-                    for (m, _) in s.iter() {
-                        f(m.as_bytes())?;
-                    }
-                }
-            },
+            SetValue::Large(large) => large.try_for_each_member(f),
         }
-        Ok(())
     }
 
     /// A uniformly random member.
@@ -673,53 +611,121 @@ impl SetValue {
         let i = fastrand::usize(..n);
         match self {
             SetValue::Ints(v) => v.get(i).map(|n| n.to_string().into_bytes()),
-            SetValue::Large(large) => match &**large {
-                LargeSet::Packed(p) => p.get(i).map(<[u8]>::to_vec),
-                LargeSet::Table(t) => t.get_index(i).map(|k| k.as_bytes().to_vec()),
-                LargeSet::Shards(s) => s.at(i).map(|(k, _)| k.as_bytes().to_vec()),
-            },
+            SetValue::Large(large) => large.get(i),
         }
     }
 
     pub fn heap_size(&self) -> usize {
         match self {
             SetValue::Ints(v) => v.heap_size(),
-            SetValue::Large(large) => {
-                std::mem::size_of::<LargeSet>()
-                    + match &**large {
-                        LargeSet::Packed(p) => p.heap_size(),
-                        LargeSet::Table(t) => t.iter().map(|k| 41 + k.heap_size()).sum(),
-                        LargeSet::Shards(s) => s.iter().map(|(k, _)| 41 + k.heap_size()).sum(),
-                    }
-            }
+            SetValue::Large(large) => std::mem::size_of::<LargeSet>() + large.heap_size(),
         }
     }
 
     /// One SSCAN step: (next cursor, members); compact encodings are returned whole.
     pub fn scan(&self, cursor: u64, count: usize) -> (u64, Vec<Vec<u8>>) {
-        if let SetValue::Large(large) = self {
-            match &**large {
+        let SetValue::Large(large) = self else {
+            return (0, self.members());
+        };
+        match &**large {
+            LargeSet::Table(t) => {
+                let (window, next) = scan_window(t.len(), cursor, count);
+                let items = window
+                    .rev()
+                    .filter_map(|i| t.get_index(i))
+                    .map(|k| k.as_bytes().to_vec())
+                    .collect();
+                (next, items)
+            }
+            LargeSet::Shards(s) => {
+                let (next, items) = s.scan(cursor, count);
+                let items = items
+                    .into_iter()
+                    .map(|(k, _)| k.as_bytes().to_vec())
+                    .collect();
+                (next, items)
+            }
+            LargeSet::Packed(_) => (0, self.members()),
+        }
+    }
+}
+
+impl LargeSet {
+    fn len(&self) -> usize {
+        match self {
+            LargeSet::Packed(p) => p.len(),
+            LargeSet::Table(t) => t.len(),
+            LargeSet::Shards(s) => s.len(),
+        }
+    }
+
+    fn contains(&self, m: &[u8]) -> bool {
+        match self {
+            LargeSet::Packed(p) => p.position(m).is_some(),
+            LargeSet::Table(t) => t.contains(m),
+            LargeSet::Shards(s) => s.contains(m),
+        }
+    }
+
+    /// Adds `m`, known not to be a member, moving to the next form past the limits.
+    fn insert(&mut self, m: &[u8], limits: &EncodingLimits) -> bool {
+        loop {
+            match self {
+                LargeSet::Packed(p) => {
+                    if p.len() < get(&limits.set_max_listpack_entries)
+                        && m.len() <= get(&limits.set_max_listpack_value)
+                    {
+                        p.push_back(m);
+                        return true;
+                    }
+                    *self = LargeSet::Table(Box::new(p.iter().map(CompactKey::new).collect()));
+                }
                 LargeSet::Table(t) => {
-                    let (window, next) = scan_window(t.len(), cursor, count);
-                    let items = window
-                        .rev()
-                        .filter_map(|i| t.get_index(i))
-                        .map(|k| k.as_bytes().to_vec())
-                        .collect();
-                    return (next, items);
+                    let new = t.insert(CompactKey::new(m));
+                    if t.len() > crate::shards::SHARD_AT {
+                        let table = std::mem::take(&mut **t);
+                        *self = LargeSet::Shards(Box::new(crate::shards::Sharded::split(
+                            table.into_iter().map(|k| (k, ())),
+                        )));
+                    }
+                    return new;
                 }
-                LargeSet::Shards(s) => {
-                    let (next, items) = s.scan(cursor, count);
-                    let items = items
-                        .into_iter()
-                        .map(|(k, _)| k.as_bytes().to_vec())
-                        .collect();
-                    return (next, items);
-                }
-                LargeSet::Packed(_) => {}
+                LargeSet::Shards(s) => return s.insert(m, ()),
             }
         }
-        (0, self.members())
+    }
+
+    fn remove(&mut self, m: &[u8]) -> bool {
+        match self {
+            LargeSet::Packed(p) => p.position(m).map(|i| p.remove(i)).is_some(),
+            LargeSet::Table(t) => t.swap_remove(m),
+            LargeSet::Shards(s) => s.remove(m),
+        }
+    }
+
+    fn try_for_each_member<E>(&self, mut f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        match self {
+            LargeSet::Packed(p) => p.iter().try_for_each(f),
+            LargeSet::Table(t) => t.iter().try_for_each(|m| f(m.as_bytes())),
+            LargeSet::Shards(s) => s.iter().try_for_each(|(m, _)| f(m.as_bytes())),
+        }
+    }
+
+    /// The member at position `i` in the form's order.
+    fn get(&self, i: usize) -> Option<Vec<u8>> {
+        match self {
+            LargeSet::Packed(p) => p.get(i).map(<[u8]>::to_vec),
+            LargeSet::Table(t) => t.get_index(i).map(|k| k.as_bytes().to_vec()),
+            LargeSet::Shards(s) => s.at(i).map(|(k, _)| k.as_bytes().to_vec()),
+        }
+    }
+
+    fn heap_size(&self) -> usize {
+        match self {
+            LargeSet::Packed(p) => p.heap_size(),
+            LargeSet::Table(t) => t.iter().map(|k| 41 + k.heap_size()).sum(),
+            LargeSet::Shards(s) => s.iter().map(|(k, _)| 41 + k.heap_size()).sum(),
+        }
     }
 }
 
