@@ -91,10 +91,15 @@ impl ListNode {
     /// Drops the front gap and spare capacity: the node will not grow again soon.
     pub(crate) fn seal(&mut self) {
         if self.head > 0 {
-            self.buf.drain(..self.head);
-            self.head = 0;
+            self.drop_popped();
         }
         self.buf.shrink_to_fit();
+    }
+
+    /// Moves the live bytes down over the gap before them.
+    fn drop_popped(&mut self) {
+        self.buf.drain(..self.head);
+        self.head = 0;
     }
 
     fn bump(&mut self, up: bool) {
@@ -157,8 +162,7 @@ impl ListNode {
             // Popped bytes past the live ones: move the live ones down. Back pushes
             // append after them, so a node used as a queue (RPUSH, LPOP) would otherwise
             // grow for ever while its count stays small.
-            self.buf.drain(..self.head);
-            self.head = 0;
+            self.drop_popped();
         }
         Some(item)
     }
@@ -225,14 +229,7 @@ impl ListNode {
 
     /// Makes `span` of the buffer `len` bytes long, moving what follows it.
     fn resize_span(&mut self, span: Range<usize>, len: usize) {
-        let old_len = self.buf.len();
-        if len > span.len() {
-            self.buf.resize(old_len + len - span.len(), 0);
-            self.buf.copy_within(span.end..old_len, span.start + len);
-        } else {
-            self.buf.copy_within(span.end..old_len, span.start + len);
-            self.buf.truncate(old_len - (span.len() - len));
-        }
+        crate::packed::resize_vec_range(&mut self.buf, span, len);
     }
 
     /// Inserts before element `index` (at the end when `index` is past it).

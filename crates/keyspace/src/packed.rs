@@ -50,20 +50,28 @@ pub(crate) fn put_len_into(out: &mut [u8], mut n: usize) -> usize {
 /// unused). By hand: `Vec::splice`'s generic drain-and-fill was 1% of a ZADD loop.
 pub(crate) fn resize_range(buf: &mut Box<[u8]>, range: Range<usize>, len: usize) -> &mut [u8] {
     let mut v = std::mem::take(buf).into_vec();
+    // Reserved exactly, so that the resize below does not round the allocation up.
+    v.reserve_exact(len.saturating_sub(range.len()));
+    let start = range.start;
+    resize_vec_range(&mut v, range, len);
+    // `into_boxed_slice` shrinks in place what a removal left spare.
+    *buf = v.into_boxed_slice();
+    &mut buf[start..start + len]
+}
+
+/// Makes `range` of `v` `len` bytes long, moving what follows it (the new bytes of a
+/// growing range are zeros). Growth takes `Vec`'s usual spare capacity, which a list
+/// node keeps for its next pushes; [`resize_range`] reserves exactly first.
+pub(crate) fn resize_vec_range(v: &mut Vec<u8>, range: Range<usize>, len: usize) {
     let old_len = v.len();
-    let new_len = old_len - range.len() + len;
     let rest = range.start + len;
-    if new_len > old_len {
-        v.reserve_exact(new_len - old_len);
-        v.resize(new_len, 0);
+    if len > range.len() {
+        v.resize(old_len + len - range.len(), 0);
         v.copy_within(range.end..old_len, rest);
     } else {
         v.copy_within(range.end..old_len, rest);
-        v.truncate(new_len);
+        v.truncate(old_len - (range.len() - len));
     }
-    // `into_boxed_slice` shrinks in place what a removal left spare.
-    *buf = v.into_boxed_slice();
-    &mut buf[range.start..rest]
 }
 
 /// Replaces `range` of an exact-size buffer with `with` (see [`resize_range`]).
