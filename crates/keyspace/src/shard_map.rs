@@ -54,16 +54,36 @@ impl<V> ShardMap<V> {
 
     /// Sets `key` (filed under `hash`) to `value`; the value it had.
     pub(crate) fn insert(&mut self, hash: u64, key: &[u8], value: V) -> Option<V> {
-        if let Some((_, i)) = self.find(hash, key) {
-            return Some(std::mem::replace(&mut self.entries[i].1, value));
+        if let Some(i) = self.position(hash, key) {
+            return Some(std::mem::replace(self.value_at_mut(i), value));
         }
+        self.insert_new(hash, key, value);
+        None
+    }
+
+    /// Where `key` (filed under `hash`) is in insertion order, if it is here. A clone of
+    /// this map holds it at the same position.
+    pub(crate) fn position(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        self.find(hash, key).map(|(_, i)| i)
+    }
+
+    /// The value at a position [`ShardMap::position`] gave.
+    pub(crate) fn value_at(&self, i: usize) -> &V {
+        &self.entries[i].1
+    }
+
+    pub(crate) fn value_at_mut(&mut self, i: usize) -> &mut V {
+        &mut self.entries[i].1
+    }
+
+    /// Adds `key`, which the caller found absent.
+    pub(crate) fn insert_new(&mut self, hash: u64, key: &[u8], value: V) {
         self.entries.push((CompactKey::new(key), value));
         let entries = &self.entries;
         self.index
             .insert(hash, entries.len() - 1, entries.len(), |p| {
                 rehash(entries, p)
             });
-        None
     }
 
     /// Removes `key`, moving the last element into its position; its value.

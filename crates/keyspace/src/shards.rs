@@ -89,6 +89,35 @@ impl<V: Clone> Sharded<V> {
         old
     }
 
+    /// Sets `key` unless `keep` says the value it has should stay (it is equal); the
+    /// value it had. One lookup, and a shard a snapshot shares is not copied for a value
+    /// that stays.
+    pub fn replace_unless(
+        &mut self,
+        key: &[u8],
+        value: V,
+        keep: impl FnOnce(&V) -> bool,
+    ) -> Option<V> {
+        let hash = element_hash(key);
+        let at = shard_of(hash);
+        match self.shards[at].position(hash, key) {
+            Some(i) => {
+                let old = self.shards[at].value_at(i);
+                if keep(old) {
+                    return Some(old.clone());
+                }
+                // The copy holds the key at the same position.
+                let shard = Arc::make_mut(&mut self.shards[at]);
+                Some(std::mem::replace(shard.value_at_mut(i), value))
+            }
+            None => {
+                Arc::make_mut(&mut self.shards[at]).insert_new(hash, key, value);
+                self.len += 1;
+                None
+            }
+        }
+    }
+
     pub fn remove(&mut self, key: &[u8]) -> bool {
         let hash = element_hash(key);
         let at = shard_of(hash);
@@ -334,6 +363,10 @@ mod tests {
                 .count()
         };
         assert_eq!(shared(&h, &copy), SHARDS);
+        // A value kept as it is (a ZADD of an equal score) copies nothing.
+        let kept = h.replace_unless(&7u32.to_le_bytes(), CompactKey::new(b"w"), |_| true);
+        assert_eq!(kept.as_ref().map(CompactKey::as_bytes), Some(&b"v"[..]));
+        assert_eq!(shared(&h, &copy), SHARDS, "a kept value copies nothing");
         assert!(!h.insert(&7u32.to_le_bytes(), CompactKey::new(b"changed")));
         assert_eq!(shared(&h, &copy), SHARDS - 1, "one shard copied");
         assert!(!h.remove(b"not there"));

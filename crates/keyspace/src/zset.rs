@@ -33,12 +33,17 @@ impl Scores {
         }
     }
 
-    /// Sets `member`'s score, in place if it is there; the score it had.
+    /// Sets `member`'s score, in place if it is there; the score it had. An equal score
+    /// (0 for -0 too) is left as it was, as Redis and the packed form leave it.
     fn set(&mut self, member: &[u8], score: f64) -> Option<f64> {
         match self {
             Scores::Table(t) => {
                 if let Some(s) = t.get_mut(member) {
-                    return Some(std::mem::replace(s, score));
+                    let old = *s;
+                    if old != score {
+                        *s = score;
+                    }
+                    return Some(old);
                 }
                 t.insert(CompactKey::new(member), score);
                 if t.len() > SHARD_AT {
@@ -47,7 +52,7 @@ impl Scores {
                 }
                 None
             }
-            Scores::Shards(s) => s.replace(member, score),
+            Scores::Shards(s) => s.replace_unless(member, score, |old| *old == score),
         }
     }
 
@@ -199,12 +204,7 @@ impl ZSetValue {
         // One map lookup sets the score and tells what it was; a re-score moves the
         // member in the order only.
         match t.scores.set(member, score) {
-            Some(old) if old == score => {
-                // Equal but maybe not the same (0 and -0): the set keeps the score it
-                // had, as Redis does and the packed form does.
-                t.scores.set(member, old);
-                Upsert::Unchanged
-            }
+            Some(old) if old == score => Upsert::Unchanged,
             Some(old) => {
                 t.order.remove(old, member);
                 t.order.insert(score, member);
@@ -324,10 +324,16 @@ mod tests {
     #[test]
     fn an_equal_score_leaves_the_stored_one_in_either_form() {
         let limits = ZSetLimits::default();
-        for size in [3, 300] {
+        // Packed; a tree with a table of scores (a long member converts it); a tree with
+        // sharded scores (past SHARD_AT, 64 in tests).
+        for (size, long) in [(3, false), (3, true), (300, false)] {
             let mut z = ZSetValue::default();
             for i in 0..size {
                 z.insert(format!("m{i}").as_bytes(), 1.0, &limits);
+            }
+            if long {
+                z.insert(&[b'x'; 100], 2.0, &limits);
+                assert!(matches!(&z, ZSetValue::Tree(t) if matches!(t.scores, Scores::Table(_))));
             }
             z.insert(b"zero", 0.0, &limits);
             assert_eq!(z.upsert(b"zero", -0.0, &limits), Upsert::Unchanged);
