@@ -129,6 +129,11 @@ fn bench(c: &mut Criterion) {
         let score = ((z * 31) % 100_000).to_string();
         Args::from_slices(&["ZADD", "board", score.as_str(), &format!("player:{z}")])
     });
+    // A small sorted set (packed, 100 members of 128) re-scored.
+    zset_bench("zset_zadd_rescore_packed", &|z| {
+        let score = ((z * 31) % 1000).to_string();
+        Args::from_slices(&["ZADD", "small", score.as_str(), &format!("m:{}", z % 100)])
+    });
     zset_bench("zset_zrank", &|z| {
         Args::from_slices(&["ZRANK", "board", &format!("player:{z}")])
     });

@@ -48,6 +48,18 @@ fn put_score_into(out: &mut [u8], score: f64, code: Option<usize>) {
     }
 }
 
+/// Bytes an entry of `member` takes with a score of `whole_code` `code`.
+fn entry_size(member: &[u8], code: Option<usize>) -> usize {
+    len_size(member.len()) + member.len() + code.map_or(9, len_size)
+}
+
+/// Writes an entry (see [`entry_size`]) at the start of `out`.
+fn put_entry_into(out: &mut [u8], score: f64, member: &[u8], code: Option<usize>) {
+    let k = put_len_into(out, member.len());
+    out[k..k + member.len()].copy_from_slice(member);
+    put_score_into(&mut out[k + member.len()..], score, code);
+}
+
 /// (score, bytes it took) at `at`.
 fn get_score(buf: &[u8], at: usize) -> Option<(f64, usize)> {
     if *buf.get(at)? == FLOAT_SCORE {
@@ -147,23 +159,30 @@ impl PackedZSet {
             .count()
     }
 
-    /// Inserts `member` (which must not be there) in (score, member) order.
-    pub fn insert(&mut self, score: f64, member: &[u8]) {
-        let at = self
-            .entries()
-            .find(|e| cmp((e.score, e.member), (score, member)) != Ordering::Less)
-            .map_or(self.buf.len(), |e| e.span.start);
-        self.insert_at(at, score, member);
-    }
-
     /// Writes the entry in place: no buffer of its own on ZADD's path.
     fn insert_at(&mut self, at: usize, score: f64, member: &[u8]) {
         let code = whole_code(score);
-        let size = len_size(member.len()) + member.len() + code.map_or(9, len_size);
-        let gap = resize_range(&mut self.buf, at..at, size);
-        let k = put_len_into(gap, member.len());
-        gap[k..k + member.len()].copy_from_slice(member);
-        put_score_into(&mut gap[k + member.len()..], score, code);
+        let gap = resize_range(&mut self.buf, at..at, entry_size(member, code));
+        put_entry_into(gap, score, member, code);
+    }
+
+    /// Gives the entry at `span` its new score and moves it to `at` (where the scan
+    /// found its place, the entry still there): one resize of the entry, then a rotation
+    /// of the entries it passes, instead of a removal and an insertion that each
+    /// reallocate the buffer.
+    fn rescore(&mut self, span: Range<usize>, at: usize, score: f64, member: &[u8]) {
+        let code = whole_code(score);
+        let size = entry_size(member, code);
+        let gap = resize_range(&mut self.buf, span.clone(), size);
+        put_entry_into(gap, score, member, code);
+        if at < span.start {
+            // Earlier: the entries from `at` to it move up past it.
+            self.buf[at..span.start + size].rotate_right(size);
+        } else if at > span.end {
+            // Later: the entries after it up to `at` (now `size - span.len()` further)
+            // move down before it.
+            self.buf[span.start..at - span.len() + size].rotate_left(size);
+        }
     }
 
     /// ZADD's step: sets `member`'s score, in one pass over the entries that finds the
@@ -186,9 +205,7 @@ impl PackedZSet {
         match found {
             Some((_, old)) if old == score => Upsert::Unchanged,
             Some((span, _)) => {
-                // Rare next to adds: remove, then find the new place afresh.
-                splice_exact(&mut self.buf, span, &[]);
-                self.insert(score, member);
+                self.rescore(span, insert_at.unwrap_or(self.buf.len()), score, member);
                 Upsert::Rescored
             }
             None if count >= max_entries || !fits => Upsert::Full,
@@ -288,6 +305,10 @@ mod tests {
                 }
                 prop_assert_eq!(set.len(), model.len());
                 prop_assert_eq!(set.is_empty(), model.is_empty());
+                // In order after every step, as a re-score moves entries both ways.
+                let now: Vec<(f64, &[u8])> = set.iter().collect();
+                let want: Vec<(f64, &[u8])> = model.iter().map(|(s, m)| (*s, m.as_slice())).collect();
+                prop_assert_eq!(now, want);
             }
             let got: Vec<(f64, Vec<u8>)> = set.iter().map(|(s, m)| (s, m.to_vec())).collect();
             prop_assert_eq!(&got, &model);
