@@ -697,7 +697,7 @@ impl LargeSet {
 
     fn remove(&mut self, m: &[u8]) -> bool {
         match self {
-            LargeSet::Packed(p) => p.position(m).map(|i| p.remove(i)).is_some(),
+            LargeSet::Packed(p) => p.remove_item(m),
             LargeSet::Table(t) => t.swap_remove(m),
             LargeSet::Shards(s) => s.remove(m),
         }

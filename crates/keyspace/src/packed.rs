@@ -198,6 +198,22 @@ impl Packed {
         Some(value)
     }
 
+    /// Removes the first element equal to `item`, found and removed in one pass with
+    /// nothing copied out (SREM); whether there was one.
+    pub fn remove_item(&mut self, item: &[u8]) -> bool {
+        let found = self
+            .spans()
+            .find(|(_, data)| &self.buf[data.clone()] == item)
+            .map(|(start, data)| start..data.end);
+        match found {
+            Some(span) => {
+                self.splice(span, &[]);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes elements `index` and `index + 1` (a hash's field and value) in one move.
     pub fn remove_two(&mut self, index: usize) -> bool {
         let mut spans = self.spans().skip(index);
