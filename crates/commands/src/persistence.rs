@@ -79,6 +79,15 @@ pub enum RestoreError {
 /// Reads a running save's (copied bytes, keys written, keys in all).
 pub type SaveProgress = Arc<dyn Fn() -> (u64, u64, u64) + Send + Sync>;
 
+/// A BGSAVE whose walk runs: registered and cleared as one.
+pub struct RunningSave {
+    /// Its snapshot's cancel flag: FLUSHALL stops the walk, as Redis kills its child.
+    pub cancel: Arc<AtomicBool>,
+    /// Its progress for INFO: (bytes writers copied for it, keys written, keys at its
+    /// start).
+    pub progress: SaveProgress,
+}
+
 /// INFO persistence counters.
 #[derive(Default)]
 pub struct PersistStats {
@@ -92,12 +101,8 @@ pub struct PersistStats {
     pub saves: AtomicU64,
     /// A BGSAVE SCHEDULE waiting for the running one to end.
     pub bgsave_scheduled: AtomicBool,
-    /// The running BGSAVE's cancel flag (its snapshot's): FLUSHALL stops the walk, as
-    /// Redis kills its child.
-    pub bgsave_cancel: parking_lot::Mutex<Option<Arc<AtomicBool>>>,
-    /// The running BGSAVE's progress for INFO: (bytes writers copied for it, keys
-    /// written, keys at its start). Set by the server while the walk runs.
-    pub save_progress: parking_lot::Mutex<Option<SaveProgress>>,
+    /// The running BGSAVE, registered by the server while its walk runs.
+    pub running_bgsave: parking_lot::Mutex<Option<RunningSave>>,
     /// Bytes writers copied for the last BGSAVE (INFO `rdb_last_cow_size`).
     pub last_cow_bytes: AtomicU64,
     /// FLUSHALLs so far: a BGSAVE that began before one and registers its flag only
@@ -375,7 +380,7 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
 pub fn abort_bgsave_for_flushall(shared: &Shared) {
     let p = &shared.persist;
     p.flushalls.fetch_add(1, Ordering::AcqRel);
-    if let Some(cancel) = p.bgsave_cancel.lock().as_ref() {
-        cancel.store(true, Ordering::Release);
+    if let Some(running) = p.running_bgsave.lock().as_ref() {
+        running.cancel.store(true, Ordering::Release);
     }
 }

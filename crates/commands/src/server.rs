@@ -432,10 +432,10 @@ pub fn info_text(ctx: &Ctx<'_, '_>, sections: &[String]) -> String {
         // No fork: the copy-on-write figures are the bytes writers copied for the
         // running BGSAVE's walk, which is what a forked child would have cost.
         let (cow, keys_done, keys_total) = p
-            .save_progress
+            .running_bgsave
             .lock()
             .as_ref()
-            .map_or((0, 0, 0), |progress| progress());
+            .map_or((0, 0, 0), |running| (running.progress)());
         let cow_fields = format!(
             "current_cow_peak:{cow}\r\ncurrent_cow_size:{cow}\r\ncurrent_cow_size_age:0\r\ncurrent_fork_perc:{:.2}\r\ncurrent_save_keys_processed:{keys_done}\r\ncurrent_save_keys_total:{keys_total}\r\n",
             if keys_total > 0 { keys_done.min(keys_total) as f64 * 100.0 / keys_total as f64 } else { 0.0 },

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use carmine_commands::persistence::ReloadOptions;
+use carmine_commands::persistence::{ReloadOptions, RunningSave};
 use carmine_commands::{Persistence, RestoreError, Shared};
 use carmine_keyspace::{Keyspace, Value};
 use carmine_rdb::{Snapshot, SnapshotStats, WriteOptions};
@@ -287,15 +287,17 @@ impl Persistence for RdbFiles {
         let register = |snap: &Snapshot| {
             let p = &shared.persist;
             let cancel = snap.cancel_handle();
-            *p.bgsave_cancel.lock() = Some(cancel.clone());
+            let view = snap.progress_view();
+            *p.running_bgsave.lock() = Some(RunningSave {
+                cancel: cancel.clone(),
+                progress: Arc::new(move || {
+                    (view.copied_bytes(), view.keys_written(), view.keys_total())
+                }),
+            });
             // A FLUSHALL that ran since the count was read counted itself first.
             if p.flushalls.load(Ordering::Acquire) != flushalls {
                 cancel.store(true, Ordering::Release);
             }
-            let view = snap.progress_view();
-            *p.save_progress.lock() = Some(Arc::new(move || {
-                (view.copied_bytes(), view.keys_written(), view.keys_total())
-            }));
         };
         let spawned = spawn_snapshot_with(
             shared,
@@ -308,8 +310,7 @@ impl Persistence for RdbFiles {
                 let progress = snap.progress_view();
                 let started = Instant::now();
                 let result = write_file(owned, snap, repl);
-                *p.bgsave_cancel.lock() = None;
-                *p.save_progress.lock() = None;
+                *p.running_bgsave.lock() = None;
                 p.last_cow_bytes
                     .store(progress.copied_bytes(), Ordering::Relaxed);
                 p.last_bgsave_secs
@@ -338,8 +339,7 @@ impl Persistence for RdbFiles {
         );
         if spawned.is_err() {
             // No walk to unregister itself.
-            *shared.persist.bgsave_cancel.lock() = None;
-            *shared.persist.save_progress.lock() = None;
+            *shared.persist.running_bgsave.lock() = None;
         }
         spawned
     }
