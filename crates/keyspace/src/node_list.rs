@@ -69,10 +69,6 @@ impl NodeList {
         self.len == 0
     }
 
-    pub fn push_front(&mut self, item: &[u8]) {
-        self.push(item, true);
-    }
-
     pub fn push_back(&mut self, item: &[u8]) {
         self.push(item, false);
     }
@@ -109,14 +105,6 @@ impl NodeList {
             }
         }
         self.len += 1;
-    }
-
-    pub fn pop_front(&mut self) -> Option<Vec<u8>> {
-        self.pop(true)
-    }
-
-    pub fn pop_back(&mut self) -> Option<Vec<u8>> {
-        self.pop(false)
     }
 
     /// Takes the element at the front or the back, dropping its node once empty.
@@ -293,10 +281,10 @@ mod tests {
                     format!("n{step}").into_bytes()
                 };
                 match op {
-                    0 => { list.push_front(&item); model.push_front(item); }
+                    0 => { list.push(&item, true); model.push_front(item); }
                     1 => { list.push_back(&item); model.push_back(item); }
-                    2 => prop_assert_eq!(list.pop_front(), model.pop_front()),
-                    3 => prop_assert_eq!(list.pop_back(), model.pop_back()),
+                    2 => prop_assert_eq!(list.pop(true), model.pop_front()),
+                    3 => prop_assert_eq!(list.pop(false), model.pop_back()),
                     4 => {
                         let ok = list.set(i, &item);
                         prop_assert_eq!(ok, i < model.len());
@@ -358,7 +346,7 @@ mod size_tests {
             for i in 0..100_000u32 {
                 let item = [b'x', b'0' + (i % 10) as u8, b'z'];
                 if front {
-                    list.push_front(&item);
+                    list.push(&item, true);
                 } else {
                     list.push_back(&item);
                 }
