@@ -288,9 +288,12 @@ pub struct CommandMemo {
 impl CommandMemo {
     const NAME_MAX: usize = 16;
 
-    /// It remembers `name`, byte for byte.
+    /// It remembers `name`, byte for byte. `len` reads u8::MAX when nothing is
+    /// remembered, a length a client's name can have too: only names that fit are
+    /// compared (a 255-byte name indexed past the array and took the server down).
     fn names(&self, name: &[u8]) -> bool {
-        usize::from(self.len) == name.len() && self.name[..name.len()] == *name
+        usize::from(self.len) == name.len()
+            && self.name.get(..name.len()).is_some_and(|kept| kept == name)
     }
 }
 
@@ -431,7 +434,9 @@ mod tests {
         let mut last = CommandMemo::default();
         // More names than memos, going round, in several spellings; unknown and
         // over-long names too.
-        let names: [&[u8]; 9] = [
+        // 255 bytes: the length an empty memo's `len` reads as.
+        let names: [&[u8]; 10] = [
+            &[b'a'; 255],
             b"get",
             b"INCR",
             b"expire",
@@ -464,6 +469,8 @@ mod tests {
         let table = crate::command_table();
         let mut memo = CommandMemo::default();
         for name in [
+            // Asked of an empty memo, whose `len` reads 255.
+            &[b'a'; 255][..],
             &b"GET"[..],
             b"GET",
             b"get",

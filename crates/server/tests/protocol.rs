@@ -399,3 +399,30 @@ fn connections_ready_together_each_get_their_replies() {
     assert_eq!(got, b":12\r\n+OK\r\n:2\r\n");
     server.shutdown();
 }
+
+/// A command name of any length is only an unknown command. A 255-byte one sent first on
+/// a connection (whose command memo is empty, and reads as 255 bytes long then) indexed
+/// past the memo and took the server down (found by the `command_args` fuzz target).
+#[test]
+fn command_names_of_any_length_are_unknown_commands() {
+    let server = common::start("");
+    for len in [15, 16, 17, 254, 255, 256, 1000] {
+        // A raw connection, the name its first command (a client library may send its
+        // own commands first).
+        let mut s = common::raw(&server);
+        let name = "a".repeat(len);
+        let request = format!("*2\r\n${len}\r\n{name}\r\n$1\r\nx\r\nPING\r\n");
+        let (got, closed) =
+            common::exchange(&mut s, request.as_bytes(), |g| g.ends_with(b"+PONG\r\n"));
+        let got = String::from_utf8_lossy(&got);
+        assert!(!closed, "{len}: closed after {got:?}");
+        assert!(
+            got.starts_with("-ERR unknown command") && got.ends_with("+PONG\r\n"),
+            "{len}: {got:?}"
+        );
+    }
+    let mut c = common::client(&server);
+    let pong: String = redis::cmd("PING").query(&mut c).expect("still serving");
+    assert_eq!(pong, "PONG");
+    server.shutdown();
+}
