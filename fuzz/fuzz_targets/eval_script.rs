@@ -43,7 +43,10 @@ const FRAGMENTS: &[&str] = &[
     "return {1, 'two', {3, {map = {a = 1}}}, {double = 2.5}, {set = {x = true}}}",
     "return redis.error_reply(ARGV[1])",
     "return redis.status_reply(ARGV[1])",
-    "return {big_number = ARGV[1]}",
+    // Digits only: Redis writes a big number's text as the script gave it, so any other
+    // text (an empty one too) makes a reply that no RESP3 decoder reads, ours included;
+    // Carmine writes the same bytes (`(\r\n` for ''), which is not what this checks.
+    "return {big_number = '1' .. ARGV[1]:gsub('%D', '')}",
     "error(ARGV[1])",
     "return cjson.decode(ARGV[1])",
     "return cmsgpack.unpack(ARGV[1])",
