@@ -408,12 +408,15 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
 /// The name as written in the manifest: quoted and escaped (`sdscatrepr`) when it holds
 /// spaces, quotes, backslashes or unprintable bytes, as is otherwise.
 fn repr_if_needed(name: &str) -> String {
-    let needs = name.bytes().any(|b| {
-        // A single quote too, which Redis leaves bare and then cannot read back.
-        matches!(b, b'\\' | b'"' | b'\'' | 0x07 | 0x08)
-            || is_space(b)
-            || !(0x20..=0x7e).contains(&b)
-    });
+    // An empty name too: bare, it is no word at all (Redis writes it bare and then
+    // cannot read its manifest back).
+    let needs = name.is_empty()
+        || name.bytes().any(|b| {
+            // A single quote too, which Redis leaves bare and then cannot read back.
+            matches!(b, b'\\' | b'"' | b'\'' | 0x07 | 0x08)
+                || is_space(b)
+                || !(0x20..=0x7e).contains(&b)
+        });
     if !needs {
         return name.to_string();
     }
@@ -516,6 +519,9 @@ mod tests {
             reason(&wide),
             Err("The AOF manifest file contains too long line")
         );
+        // An empty name, quoted, is written back quoted.
+        let m = Manifest::parse(b"file \"\" seq 9 type h\n").expect("a quoted empty name");
+        assert_eq!(m.to_text(), "file \"\" seq 9 type h\n");
         let fits = format!("file {} seq 1 type b\n", "\u{e9}".repeat(50));
         let m = Manifest::parse(fits.as_bytes()).expect("fits written back too");
         assert_eq!(Manifest::parse(m.to_text().as_bytes()), Ok(m));
