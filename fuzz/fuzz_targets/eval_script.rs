@@ -86,8 +86,16 @@ fuzz_target!(|data: &[u8]| {
         if ["while", "repeat", "for", "goto", "function"].iter().any(|k| text.contains(k)) {
             return;
         }
+        // A big number's text goes out as the script gave it (see the fragment above).
+        if mode & 2 == 2 && text.contains("big_number") {
+            return;
+        }
         (rest.to_vec(), b"arg".to_vec())
     };
+    // Nor may a decoded ARGV (cjson, cmsgpack) hand one back.
+    if mode & 2 == 2 && arg.windows(10).any(|w| w == b"big_number") {
+        return;
+    }
     let info = Arc::new(ClientInfo::new(1, String::new(), String::new(), -1, 0));
     let mut session = Session::new(info, 0, true);
     let mut reply = ReplyBuf::new(mode & 2 == 2);

@@ -519,6 +519,18 @@ mod tests {
             reason(&wide),
             Err("The AOF manifest file contains too long line")
         );
+        // The limit exactly: a written line of 1023 bytes is read back, 1024 is not.
+        for (len, fits) in [(1023, true), (1024, false)] {
+            let name = "n".repeat(len - "file  seq 1 type b".len());
+            let text = format!("file {name} seq 1 type b\n");
+            match Manifest::parse(text.as_bytes()) {
+                Ok(m) => {
+                    assert!(fits, "{len}");
+                    assert_eq!(Manifest::parse(m.to_text().as_bytes()), Ok(m));
+                }
+                Err(e) => assert!(!fits, "{len}: {e}"),
+            }
+        }
         // An empty name, quoted, is written back quoted.
         let m = Manifest::parse(b"file \"\" seq 9 type h\n").expect("a quoted empty name");
         assert_eq!(m.to_text(), "file \"\" seq 9 type h\n");

@@ -256,9 +256,9 @@ impl Running {
 
 pub(crate) struct Vm {
     pub(crate) lua: Lua,
-    /// Compiled bodies and their shebang flags, by SHA-1.
-    /// By SHA-1. hashbrown's seeded hash: SipHash over the 40 digits, twice per
-    /// EVALSHA, was 1.8% of a loop serving EVALSHA at -P 16.
+    /// Compiled bodies and their shebang flags, by SHA-1, through hashbrown's seeded
+    /// hash: SipHash over the 40 digits, twice per EVALSHA, was 1.8% of a loop serving
+    /// EVALSHA at -P 16.
     compiled: hashbrown::HashMap<String, (RegistryKey, Option<ScriptFlags>)>,
     /// The globals scripts see (read-only; see `sandbox`).
     pub(crate) env: Table,

@@ -375,6 +375,20 @@ mod tests {
             copy.get(&7u32.to_le_bytes()).map(CompactKey::as_bytes),
             Some(&b"v"[..])
         );
+        // A value that changes copies its shard only; the copy keeps the old value.
+        let key = 500u32.to_le_bytes();
+        let before = shared(&h, &copy);
+        let old = h.replace_unless(&key, CompactKey::new(b"new"), |_| false);
+        assert_eq!(old.as_ref().map(CompactKey::as_bytes), Some(&b"v"[..]));
+        assert_eq!(h.get(&key).map(CompactKey::as_bytes), Some(&b"new"[..]));
+        assert_eq!(copy.get(&key).map(CompactKey::as_bytes), Some(&b"v"[..]));
+        assert_eq!(h.len(), 1000);
+        let at = shard_of(element_hash(&key));
+        assert!(
+            !Arc::ptr_eq(&h.shards[at], &copy.shards[at]),
+            "its shard copied"
+        );
+        assert!(before - shared(&h, &copy) <= 1, "no other shard copied");
     }
 
     /// A cursor from before the split (a plain position) starts the scan over.
