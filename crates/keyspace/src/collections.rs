@@ -554,16 +554,12 @@ impl SetValue {
                         return v.insert(n);
                     }
                 }
+                // Packed first: adding `m` moves it on to the table when it is too many
+                // or `m` too long, as for any packed set.
                 let members: Vec<Vec<u8>> = v.iter().map(|n| n.to_string().into_bytes()).collect();
-                let small = members.len() < get(&limits.set_max_listpack_entries)
-                    && m.len() <= get(&limits.set_max_listpack_value);
-                let mut large = Box::new(if small {
-                    LargeSet::Packed(Packed::from_items(members.iter().map(Vec::as_slice)))
-                } else {
-                    LargeSet::Table(Box::new(
-                        members.iter().map(|b| CompactKey::new(b)).collect(),
-                    ))
-                });
+                let mut large = Box::new(LargeSet::Packed(Packed::from_items(
+                    members.iter().map(Vec::as_slice),
+                )));
                 let added = large.insert(m, limits);
                 *self = SetValue::Large(large);
                 added
