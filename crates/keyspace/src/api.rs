@@ -388,6 +388,41 @@ mod tests {
     use crate::ops::{SetExpiry, SetOptions};
     use crate::Keyspace;
 
+    /// Each command starts from the slot memo the one before it on its thread ended with
+    /// (the memo outlives its `Locked`): keys of one length in other slots, and a key
+    /// named again after another, must each land in their own slot's table.
+    #[test]
+    fn keys_written_one_after_another_land_in_their_own_slots() {
+        let ks = Keyspace::new();
+        let db = ks.db(0);
+        let keys: [&[u8]; 5] = [
+            b"key:1",
+            b"key:2",
+            b"key:1",
+            b"kez:1",
+            b"a-key-longer-than-the-memo-holds:1",
+        ];
+        assert_ne!(
+            carmine_slots::key_slot(keys[0]),
+            carmine_slots::key_slot(keys[1])
+        );
+        for (n, key) in keys.iter().enumerate() {
+            db.set(key, format!("v{n}").as_bytes());
+        }
+        for key in [keys[0], keys[1], keys[3], keys[4]] {
+            let slot = carmine_slots::key_slot(key);
+            assert!(
+                ks.lock_table(0, slot).peek(key).is_some(),
+                "{key:?} not in slot {slot}"
+            );
+            let total: usize = (0..carmine_slots::SLOT_COUNT as u16)
+                .map(|s| ks.lock_table(0, s).peek(key).map_or(0, |_| 1))
+                .sum();
+            assert_eq!(total, 1, "{key:?} is in {total} tables");
+        }
+        assert_eq!(db.get(keys[0]).expect("get").as_deref(), Some(&b"v2"[..]));
+    }
+
     /// A deadline already past deletes at once on a master; a replica (no expiry
     /// deletions) keeps the key until its master's DEL, as Redis' checkAlreadyExpired,
     /// or a SET the stream delivers a little late would leave the replica one key short.
