@@ -34,8 +34,8 @@ fn bit_offset(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<usize> {
 
 /// The string at `args[1]` as bytes (empty if missing); None after replying WRONGTYPE.
 fn bytes_of(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<Vec<u8>> {
-    let key = ctx.args.bytes(i);
-    match ops::get_str(ctx.l, &key) {
+    let key = ctx.command_arg(i);
+    match ops::get_str(ctx.l, key) {
         Ok(v) => Some(v.map(StrValue::to_vec).unwrap_or_default()),
         Err(e) => {
             ctx.keyspace_error(e);
@@ -53,11 +53,11 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
         b"0" => false,
         _ => return ctx.error("ERR bit is not an integer or out of range"),
     };
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let mask = 0x80u8 >> (offset % 8);
     // Redis writes only when the key is new, grows, or the bit flips: otherwise no
     // dirty count, no notification, no WATCH touch.
-    let current = match ops::get_str(ctx.l, &key) {
+    let current = match ops::get_str(ctx.l, key) {
         Err(e) => return ctx.keyspace_error(e),
         Ok(s) => s.map(|s| s.byte(offset / 8)),
     };
@@ -72,11 +72,11 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
             bytes[offset / 8] |= mask;
         }
         ctx.l
-            .insert(&key, Entry::new(Value::Str(StrValue::raw(bytes))));
-        ctx.notify(notify::STRING, "setbit", &key);
+            .insert(key, Entry::new(Value::Str(StrValue::raw(bytes))));
+        ctx.notify(notify::STRING, "setbit", key);
         return ctx.reply.int(0);
     }
-    let Some(s) = ctx.l.get_mut(&key).and_then(|e| e.value.as_str_mut()) else {
+    let Some(s) = ctx.l.get_mut(key).and_then(|e| e.value.as_str_mut()) else {
         return ctx.wrong_type();
     };
     let byte = s.byte_mut(offset / 8);
@@ -86,7 +86,7 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
     } else {
         *byte &= !mask;
     }
-    ctx.notify(notify::STRING, "setbit", &key);
+    ctx.notify(notify::STRING, "setbit", key);
     ctx.reply.int(i64::from(old));
 }
 
@@ -94,8 +94,8 @@ fn getbit(ctx: &mut Ctx<'_, '_>) {
     let Some(offset) = bit_offset(ctx, 2) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let byte = match ops::get_str(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let byte = match ops::get_str(ctx.l, key) {
         Ok(s) => s.and_then(|s| s.byte(offset / 8)),
         Err(e) => return ctx.keyspace_error(e),
     };
@@ -162,8 +162,8 @@ struct Span {
 /// The span of a range over the string at `args[1]`: inner None for an empty range or a
 /// missing key; None after replying an error.
 fn range_bytes(ctx: &mut Ctx<'_, '_>, start: i64, end: i64, bits: bool) -> Option<Option<Span>> {
-    let key = ctx.args.bytes(1);
-    let s = match ops::get_str(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let s = match ops::get_str(ctx.l, key) {
         Ok(s) => s,
         Err(e) => {
             ctx.keyspace_error(e);
@@ -216,11 +216,11 @@ fn bitpos(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end, end_given, bits)) = range_args(ctx, 3) else {
         return;
     };
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     // range_bytes reads the key again: this first look raises no second key miss.
     let missing = ctx
         .l
-        .without_miss_reports(|l| matches!(ops::get_str(l, &key), Ok(None)));
+        .without_miss_reports(|l| matches!(ops::get_str(l, key), Ok(None)));
     let Some(span) = range_bytes(ctx, start, end, bits) else {
         return;
     };
@@ -268,15 +268,15 @@ fn bitop(ctx: &mut Ctx<'_, '_>) {
             _ => sources.iter().fold(0, |acc, s| acc ^ at(s)),
         };
     }
-    let dst = ctx.args.bytes(2);
+    let dst = ctx.command_arg(2);
     if out.is_empty() {
-        if ctx.l.remove(&dst).is_some() {
-            ctx.notify(notify::GENERIC, "del", &dst);
+        if ctx.l.remove(dst).is_some() {
+            ctx.notify(notify::GENERIC, "del", dst);
         }
     } else {
         ctx.l
-            .insert(&dst, Entry::new(Value::Str(StrValue::raw(out))));
-        ctx.notify(notify::STRING, "set", &dst);
+            .insert(dst, Entry::new(Value::Str(StrValue::raw(out))));
+        ctx.notify(notify::STRING, "set", dst);
     }
     ctx.reply.int(len as i64);
 }
@@ -497,8 +497,8 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
     let Some(ops) = parse_field_ops(ctx, read_only) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let existing = match ops::get_str(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let existing = match ops::get_str(ctx.l, key) {
         Ok(s) => s,
         Err(e) => return ctx.keyspace_error(e),
     };
@@ -527,14 +527,14 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         let created = existing.is_none();
         if created {
             ctx.l
-                .insert(&key, Entry::new(Value::Str(StrValue::raw(Vec::new()))));
+                .insert(key, Entry::new(Value::Str(StrValue::raw(Vec::new()))));
         }
         // Changed in place and counted as Redis counts it (see `apply_fields`).
         let db = ctx.session.db;
         let Some(s) = ctx
             .l
-            .table_in(db, &key)
-            .peek_mut(&key)
+            .table_in(db, key)
+            .peek_mut(key)
             .and_then(|e| e.value.as_str_mut())
         else {
             return ctx.wrong_type();
@@ -543,9 +543,9 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
         let (results, changes) = apply_fields(&ops, s, grown);
         // Creating the key counted one change already.
         ctx.l
-            .touched(&key, changes.saturating_sub(u64::from(created)));
+            .touched(key, changes.saturating_sub(u64::from(created)));
         if changes > 0 {
-            ctx.notify(notify::STRING, "setbit", &key);
+            ctx.notify(notify::STRING, "setbit", key);
         }
         results
     };

@@ -299,8 +299,8 @@ fn bpop(ctx: &mut Ctx<'_, '_>, front: bool) {
         return unblock(ctx.shared, ctx.session);
     };
     for i in 1..last {
-        let key = ctx.args.bytes(i);
-        match write::<ListValue>(ctx.l, &key, false) {
+        let key = ctx.command_arg(i);
+        match write::<ListValue>(ctx.l, key, false) {
             // Already blocked: a key that became another type is waited on, as in Redis.
             Err(()) if ctx.session.blocked.is_some() => {}
             Err(()) => {
@@ -309,13 +309,13 @@ fn bpop(ctx: &mut Ctx<'_, '_>, front: bool) {
             }
             Ok(Some(list)) => {
                 if let Some(elem) = list.pop(front) {
-                    ctx.notify(notify::LIST, crate::list::pop_event(front), &key);
+                    ctx.notify(notify::LIST, crate::list::pop_event(front), key);
                     // A served BLPOP/BRPOP replays as the pop it did: a replica never blocks.
-                    ctx.propagate_as(&[if front { b"LPOP" } else { b"RPOP" }, &key]);
-                    drop_if_empty::<ListValue>(ctx.l, &key);
+                    ctx.propagate_as(&[if front { b"LPOP" } else { b"RPOP" }, key]);
+                    drop_if_empty::<ListValue>(ctx.l, key);
                     unblock(ctx.shared, ctx.session);
                     ctx.reply.array(2);
-                    ctx.reply.bulk(&key);
+                    ctx.reply.bulk(key);
                     ctx.reply.bulk(&elem);
                     return;
                 }
@@ -339,12 +339,12 @@ fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usiz
     let Some(timeout) = timeout_arg(ctx, timeout_at) else {
         return unblock(ctx.shared, ctx.session);
     };
-    let (src, dst) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
     let retry = ctx.session.blocked.is_some();
     // Redis' order: the source decides whether to wait (whatever the destination is);
     // once there is an element, a destination that is no list fails the command (and
     // a waiting client with it) and the element stays where it was.
-    let waiting = match crate::typed::read::<ListValue>(ctx.l, &src) {
+    let waiting = match crate::typed::read::<ListValue>(ctx.l, src) {
         Err(()) if retry => true,
         Err(()) => {
             unblock(ctx.shared, ctx.session);
@@ -355,15 +355,15 @@ fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usiz
     if waiting {
         return block(ctx, vec![src.to_vec()], timeout, false);
     }
-    if crate::typed::read::<ListValue>(ctx.l, &dst).is_err() {
+    if crate::typed::read::<ListValue>(ctx.l, dst).is_err() {
         unblock(ctx.shared, ctx.session);
         if retry {
             // The element stays: the next client waiting on the source may take it.
-            ctx.shared.blocking.signal(ctx.session.db, &src);
+            ctx.shared.blocking.signal(ctx.session.db, src);
         }
         return ctx.wrong_type();
     }
-    let Some(elem) = write::<ListValue>(ctx.l, &src, false)
+    let Some(elem) = write::<ListValue>(ctx.l, src, false)
         .ok()
         .flatten()
         .and_then(|list| list.pop(from_left))
@@ -371,18 +371,18 @@ fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usiz
         return block(ctx, vec![src.to_vec()], timeout, false);
     };
     let limits = ctx.shared.keyspace.limits();
-    if let Ok(Some(d)) = write::<ListValue>(ctx.l, &dst, true) {
+    if let Ok(Some(d)) = write::<ListValue>(ctx.l, dst, true) {
         d.push(&elem, to_left, limits);
     }
-    ctx.notify(notify::LIST, if to_left { "lpush" } else { "rpush" }, &dst);
-    ctx.notify(notify::LIST, crate::list::pop_event(from_left), &src);
+    ctx.notify(notify::LIST, if to_left { "lpush" } else { "rpush" }, dst);
+    ctx.notify(notify::LIST, crate::list::pop_event(from_left), src);
     if timeout_at == 3 {
-        ctx.propagate_as(&[b"RPOPLPUSH", &src, &dst]);
+        ctx.propagate_as(&[b"RPOPLPUSH", src, dst]);
     } else {
         let (from, to) = (ctx.arg(3).to_vec(), ctx.arg(4).to_vec());
-        ctx.propagate_as(&[b"LMOVE", &src, &dst, &from, &to]);
+        ctx.propagate_as(&[b"LMOVE", src, dst, &from, &to]);
     }
-    drop_if_empty::<ListValue>(ctx.l, &src);
+    drop_if_empty::<ListValue>(ctx.l, src);
     unblock(ctx.shared, ctx.session);
     ctx.reply.bulk(&elem);
 }
@@ -438,8 +438,8 @@ fn blmpop(ctx: &mut Ctx<'_, '_>) {
         return ctx.syntax_error();
     }
     for i in 3..side_at {
-        let key = ctx.args.bytes(i);
-        match write::<ListValue>(ctx.l, &key, false) {
+        let key = ctx.command_arg(i);
+        match write::<ListValue>(ctx.l, key, false) {
             Err(()) if ctx.session.blocked.is_some() => {}
             Err(()) => {
                 unblock(ctx.shared, ctx.session);
@@ -448,7 +448,7 @@ fn blmpop(ctx: &mut Ctx<'_, '_>) {
             Ok(Some(list)) if !list.is_empty() => {
                 let popped: Vec<Vec<u8>> = (0..count).map_while(|_| list.pop(left)).collect();
                 unblock(ctx.shared, ctx.session);
-                return crate::list::finish_mpop(ctx, &key, left, &popped);
+                return crate::list::finish_mpop(ctx, key, left, &popped);
             }
             _ => {}
         }

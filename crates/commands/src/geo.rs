@@ -171,9 +171,9 @@ fn geoadd(ctx: &mut Ctx<'_, '_>) {
             ctx.arg(j + 2).to_vec(),
         ));
     }
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let limits = ctx.shared.keyspace.zset_limits();
-    let Ok(z) = write::<ZSetValue>(ctx.l, &key, !xx) else {
+    let Ok(z) = write::<ZSetValue>(ctx.l, key, !xx) else {
         return ctx.wrong_type();
     };
     let Some(z) = z else { return ctx.reply.int(0) };
@@ -190,19 +190,19 @@ fn geoadd(ctx: &mut Ctx<'_, '_>) {
         }
     }
     if added + changed > 0 {
-        ctx.notify(notify::ZSET, "zadd", &key);
+        ctx.notify(notify::ZSET, "zadd", key);
     }
-    crate::typed::drop_if_empty::<ZSetValue>(ctx.l, &key);
+    crate::typed::drop_if_empty::<ZSetValue>(ctx.l, key);
     ctx.reply.int(if ch { added + changed } else { added });
 }
 
 /// Decoded positions of members (None for missing ones); None after WRONGTYPE.
 fn positions(ctx: &mut Ctx<'_, '_>, from: usize) -> Option<Vec<Option<(f64, f64, f64)>>> {
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let members: Vec<Vec<u8>> = (from..ctx.args.len())
         .map(|i| ctx.arg(i).to_vec())
         .collect();
-    match read::<ZSetValue>(ctx.l, &key) {
+    match read::<ZSetValue>(ctx.l, key) {
         Err(()) => {
             ctx.wrong_type();
             None
@@ -249,11 +249,11 @@ fn geodist(ctx: &mut Ctx<'_, '_>) {
         },
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.args.bytes(1);
-    let (a, b) = (ctx.args.bytes(2), ctx.args.bytes(3));
-    let pos = match read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let (a, b) = (ctx.command_arg(2), ctx.command_arg(3));
+    let pos = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
-        Ok(z) => z.and_then(|z| Some((z.score(&a)?, z.score(&b)?))),
+        Ok(z) => z.and_then(|z| Some((z.score(a)?, z.score(b)?))),
     };
     match pos {
         None => ctx.reply.null(),
@@ -533,7 +533,7 @@ fn parse_search(
     allow_store: bool,
     geosearch: bool,
 ) -> Option<Search> {
-    let src = ctx.args.bytes(if geosearch && allow_store { 2 } else { 1 });
+    let src = ctx.command_arg(if geosearch && allow_store { 2 } else { 1 });
     let (mut from_member, mut from_lonlat, mut by_radius, mut by_box) =
         (false, false, false, false);
     let mut any = false;
@@ -542,14 +542,14 @@ fn parse_search(
     while i < ctx.args.len() {
         let left = ctx.args.len() - i - 1;
         if geosearch && !from_lonlat && ctx.is(i, "FROMMEMBER") && left >= 1 {
-            let member = ctx.args.bytes(i + 1);
-            let pos = match read::<ZSetValue>(ctx.l, &src) {
+            let member = ctx.command_arg(i + 1);
+            let pos = match read::<ZSetValue>(ctx.l, src) {
                 Err(()) => {
                     ctx.wrong_type();
                     return None;
                 }
                 Ok(None) => Some(None),
-                Ok(Some(z)) => z.score(&member).map(Some),
+                Ok(Some(z)) => z.score(member).map(Some),
             };
             match pos {
                 None => {
@@ -670,12 +670,12 @@ fn parse_search(
 }
 
 fn finish_search(ctx: &mut Ctx<'_, '_>, src_at: usize, s: Search) {
-    let key = ctx.args.bytes(src_at);
+    let key = ctx.command_arg(src_at);
     let source = if s.source_read {
         ctx.l
-            .without_miss_reports(|l| read::<ZSetValue>(l, &key).map(|z| run_search(z, &s)))
+            .without_miss_reports(|l| read::<ZSetValue>(l, key).map(|z| run_search(z, &s)))
     } else {
-        read::<ZSetValue>(ctx.l, &key).map(|z| run_search(z, &s))
+        read::<ZSetValue>(ctx.l, key).map(|z| run_search(z, &s))
     };
     let Ok(hits) = source else {
         return ctx.wrong_type();
@@ -759,14 +759,14 @@ fn radius_generic(ctx: &mut Ctx<'_, '_>, by_member: bool, allow_store: bool) {
     let mut s = blank();
     let (radius_at, opts_at) = if by_member { (3, 5) } else { (4, 6) };
     if by_member {
-        let key = ctx.args.bytes(1);
-        let member = ctx.args.bytes(2);
+        let key = ctx.command_arg(1);
+        let member = ctx.command_arg(2);
         // A missing source key is no error: the options are still checked, then the
         // search finds nothing.
-        match read::<ZSetValue>(ctx.l, &key) {
+        match read::<ZSetValue>(ctx.l, key) {
             Err(()) => return ctx.wrong_type(),
             Ok(None) => {}
-            Ok(Some(z)) => match z.score(&member) {
+            Ok(Some(z)) => match z.score(member) {
                 Some(score) => s.center = decode(score as u64),
                 None => return ctx.error("ERR could not decode requested zset member"),
             },

@@ -186,9 +186,9 @@ fn set_pairs(ctx: &mut Ctx<'_, '_>) -> Option<i64> {
         ));
         return None;
     }
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let limits = ctx.shared.keyspace.limits();
-    let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) else {
+    let Ok(Some(h)) = write::<HashValue>(ctx.l, key, true) else {
         ctx.wrong_type();
         return None;
     };
@@ -202,7 +202,7 @@ fn set_pairs(ctx: &mut Ctx<'_, '_>) -> Option<i64> {
             added += 1;
         }
     }
-    ctx.notify(notify::HASH, "hset", &key);
+    ctx.notify(notify::HASH, "hset", key);
     Some(added)
 }
 
@@ -219,27 +219,27 @@ fn hmset(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hsetnx(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<HashValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<HashValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(Some(h)) if h.contains(ctx.args.get(2).unwrap_or_default()) => return ctx.reply.int(0),
         Ok(_) => {}
     }
     let limits = ctx.shared.keyspace.limits();
-    if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
+    if let Ok(Some(h)) = write::<HashValue>(ctx.l, key, true) {
         h.insert(
             ctx.args.get(2).unwrap_or_default(),
             ctx.args.get(3).unwrap_or_default(),
             limits,
         );
     }
-    ctx.notify(notify::HASH, "hset", &key);
+    ctx.notify(notify::HASH, "hset", key);
     ctx.reply.int(1);
 }
 
 fn hget(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<HashValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => match h.and_then(|h| h.get(ctx.args.get(2).unwrap_or_default())) {
             Some(v) => ctx.reply.bulk(v),
@@ -249,8 +249,8 @@ fn hget(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hmget(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<HashValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => {
             ctx.reply.array(ctx.args.len() - 2);
@@ -273,8 +273,8 @@ fn hlen(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hstrlen(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<HashValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => {
             let n = h
@@ -286,8 +286,8 @@ fn hstrlen(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hexists(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<HashValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => ctx.reply.int(i64::from(
             h.is_some_and(|h| h.contains(ctx.args.get(2).unwrap_or_default())),
@@ -297,8 +297,8 @@ fn hexists(ctx: &mut Ctx<'_, '_>) {
 
 /// HKEYS (fields), HVALS (values), HGETALL (map of both).
 fn hall(ctx: &mut Ctx<'_, '_>, fields: bool, values: bool) {
-    let key = ctx.args.bytes(1);
-    let h = match read::<HashValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let h = match read::<HashValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(h) => h,
     };
@@ -337,13 +337,13 @@ fn current_number<N>(
     parse: fn(&[u8]) -> Option<N>,
     not_number: &str,
 ) -> Result<Option<N>, ()> {
-    let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
-    let text = match read::<HashValue>(ctx.l, &key) {
+    let (key, field) = (ctx.command_arg(1), ctx.command_arg(2));
+    let text = match read::<HashValue>(ctx.l, key) {
         Err(()) => {
             ctx.wrong_type();
             return Err(());
         }
-        Ok(h) => h.and_then(|h| h.get(&field)).map(<[u8]>::to_vec),
+        Ok(h) => h.and_then(|h| h.get(field)).map(<[u8]>::to_vec),
     };
     match text.map(|t| parse(&t)) {
         None => Ok(None),
@@ -357,7 +357,7 @@ fn current_number<N>(
 
 fn hincrby(ctx: &mut Ctx<'_, '_>) {
     let Some(delta) = ctx.int_arg(3) else { return };
-    let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let (key, field) = (ctx.command_arg(1), ctx.command_arg(2));
     let Ok(cur) = current_number(ctx, parse_canonical_i64, "ERR hash value is not an integer")
     else {
         return;
@@ -367,10 +367,10 @@ fn hincrby(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR increment or decrement would overflow");
     };
     let limits = ctx.shared.keyspace.limits();
-    if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
-        h.insert(&field, next.to_string().as_bytes(), limits);
+    if let Ok(Some(h)) = write::<HashValue>(ctx.l, key, true) {
+        h.insert(field, next.to_string().as_bytes(), limits);
     }
-    ctx.notify(notify::HASH, "hincrby", &key);
+    ctx.notify(notify::HASH, "hincrby", key);
     ctx.reply.int(next);
 }
 
@@ -381,7 +381,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     if !delta.is_finite() {
         return ctx.error("ERR value is NaN or Infinity");
     }
-    let (key, field) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let (key, field) = (ctx.command_arg(1), ctx.command_arg(2));
     let Ok(cur) = current_number(ctx, LongDouble::parse, "ERR hash value is not a float") else {
         return;
     };
@@ -391,11 +391,11 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     }
     let text = next.to_human();
     let limits = ctx.shared.keyspace.limits();
-    if let Ok(Some(h)) = write::<HashValue>(ctx.l, &key, true) {
-        h.insert(&field, &text, limits);
+    if let Ok(Some(h)) = write::<HashValue>(ctx.l, key, true) {
+        h.insert(field, &text, limits);
     }
-    ctx.notify(notify::HASH, "hincrbyfloat", &key);
-    ctx.propagate_as(&[b"HSET", &key, &field, &text]);
+    ctx.notify(notify::HASH, "hincrbyfloat", key);
+    ctx.propagate_as(&[b"HSET", key, field, &text]);
     ctx.reply.bulk(&text);
 }
 
@@ -426,8 +426,8 @@ fn hrandfield(ctx: &mut Ctx<'_, '_>) {
     let Some((count, with_values)) = random_args(ctx, "WITHVALUES") else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = match read::<HashValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = match read::<HashValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(h) => h
             .map(|h| {

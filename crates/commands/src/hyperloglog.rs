@@ -65,17 +65,17 @@ fn create(ctx: &mut Ctx<'_, '_>, key: &[u8]) {
 }
 
 fn pfadd(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let Ok(exists) = check(ctx, &key) else {
+    let key = ctx.command_arg(1);
+    let Ok(exists) = check(ctx, key) else {
         return;
     };
     let mut updated = !exists;
     if !exists {
-        create(ctx, &key);
+        create(ctx, key);
     }
     let max_bytes = sparse_max(ctx);
     let args = ctx.args;
-    let Some(s) = hll_bytes(ctx, &key) else {
+    let Some(s) = hll_bytes(ctx, key) else {
         return ctx.error(CORRUPT);
     };
     for i in 2..args.len() {
@@ -87,8 +87,8 @@ fn pfadd(ctx: &mut Ctx<'_, '_>) {
     if updated {
         hll::invalidate_cache(s);
         let db = ctx.l.db();
-        ctx.l.signal_modified(db, &key);
-        ctx.notify(notify::STRING, "pfadd", &key);
+        ctx.l.signal_modified(db, key);
+        ctx.notify(notify::STRING, "pfadd", key);
     }
     ctx.reply.int(i64::from(updated));
 }
@@ -99,13 +99,13 @@ fn merge_args(ctx: &mut Ctx<'_, '_>) -> Option<(Vec<u8>, bool)> {
     let mut max = vec![0u8; hll::REGISTERS];
     let mut dense = false;
     for i in 1..ctx.args.len() {
-        let key = ctx.args.bytes(i);
-        match check(ctx, &key) {
+        let key = ctx.command_arg(i);
+        match check(ctx, key) {
             Err(()) => return None,
             Ok(false) => continue,
             Ok(true) => {}
         }
-        let merged = ops::get_str(ctx.l, &key)
+        let merged = ops::get_str(ctx.l, key)
             .ok()
             .flatten()
             .and_then(StrValue::as_bytes)
@@ -128,13 +128,13 @@ fn pfcount(ctx: &mut Ctx<'_, '_>) {
         }
         return;
     }
-    let key = ctx.args.bytes(1);
-    match check(ctx, &key) {
+    let key = ctx.command_arg(1);
+    match check(ctx, key) {
         Err(()) => return,
         Ok(false) => return ctx.reply.int(0),
         Ok(true) => {}
     }
-    let Some(s) = hll_bytes(ctx, &key) else {
+    let Some(s) = hll_bytes(ctx, key) else {
         return ctx.error(CORRUPT);
     };
     if let Some(n) = hll::cached_count(s) {
@@ -146,7 +146,7 @@ fn pfcount(ctx: &mut Ctx<'_, '_>) {
     // The cache lives in the string, so refreshing it is a write (Redis propagates it).
     hll::set_cached_count(s, n);
     let db = ctx.l.db();
-    ctx.l.signal_modified(db, &key);
+    ctx.l.signal_modified(db, key);
     ctx.reply.int(n as i64);
 }
 
@@ -154,12 +154,12 @@ fn pfmerge(ctx: &mut Ctx<'_, '_>) {
     let Some((max, dense)) = merge_args(ctx) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    if ops::get_str(ctx.l, &key).ok().flatten().is_none() {
-        create(ctx, &key);
+    let key = ctx.command_arg(1);
+    if ops::get_str(ctx.l, key).ok().flatten().is_none() {
+        create(ctx, key);
     }
     let max_bytes = sparse_max(ctx);
-    let Some(s) = hll_bytes(ctx, &key) else {
+    let Some(s) = hll_bytes(ctx, key) else {
         return ctx.error(CORRUPT);
     };
     if dense && hll::to_dense(s).is_err() {
@@ -172,9 +172,9 @@ fn pfmerge(ctx: &mut Ctx<'_, '_>) {
     }
     hll::invalidate_cache(s);
     let db = ctx.l.db();
-    ctx.l.signal_modified(db, &key);
+    ctx.l.signal_modified(db, key);
     // Redis reports a merge as a mass PFADD.
-    ctx.notify(notify::STRING, "pfadd", &key);
+    ctx.notify(notify::STRING, "pfadd", key);
     ctx.reply.ok();
 }
 
@@ -187,13 +187,13 @@ fn pfselftest(ctx: &mut Ctx<'_, '_>) {
 
 fn pfdebug(ctx: &mut Ctx<'_, '_>) {
     let sub = ctx.arg(1).to_ascii_lowercase();
-    let key = ctx.args.bytes(2);
-    match check(ctx, &key) {
+    let key = ctx.command_arg(2);
+    match check(ctx, key) {
         Err(()) => return,
         Ok(false) => return ctx.error("ERR The specified key does not exist"),
         Ok(true) => {}
     }
-    let Some(s) = hll_bytes(ctx, &key) else {
+    let Some(s) = hll_bytes(ctx, key) else {
         return ctx.error(CORRUPT);
     };
     let was_sparse = !hll::is_dense(s);
@@ -205,7 +205,7 @@ fn pfdebug(ctx: &mut Ctx<'_, '_>) {
             let regs = hll::registers(s).unwrap_or_default();
             if was_sparse {
                 let db = ctx.l.db();
-                ctx.l.signal_modified(db, &key);
+                ctx.l.signal_modified(db, key);
             }
             if sub == b"todense" {
                 return ctx.reply.int(i64::from(was_sparse));

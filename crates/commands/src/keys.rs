@@ -65,9 +65,9 @@ fn del(ctx: &mut Ctx<'_, '_>) {
     let unlink = ctx.spec.name == "unlink";
     let mut n = 0;
     for i in 1..ctx.args.len() {
-        let key = ctx.args.bytes(i);
-        if let Some(entry) = ctx.l.remove(&key) {
-            ctx.notify(notify::GENERIC, "del", &key);
+        let key = ctx.command_arg(i);
+        if let Some(entry) = ctx.l.remove(key) {
+            ctx.notify(notify::GENERIC, "del", key);
             n += 1;
             if unlink {
                 ctx.shared.lazyfree.free(entry);
@@ -82,11 +82,11 @@ fn exists(ctx: &mut Ctx<'_, '_>) {
     let touch = ctx.spec.name == "touch";
     let mut n = 0;
     for i in 1..ctx.args.len() {
-        let key = ctx.args.bytes(i);
+        let key = ctx.command_arg(i);
         let found = if touch {
-            ctx.l.exists(&key)
+            ctx.l.exists(key)
         } else {
-            ctx.l.get_untouched(&key).is_some()
+            ctx.l.get_untouched(key).is_some()
         };
         if found {
             n += 1;
@@ -96,32 +96,32 @@ fn exists(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn type_cmd(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let t = ctx
         .l
-        .get_untouched(&key)
+        .get_untouched(key)
         .map_or("none", |e| e.value.type_name());
     ctx.reply.simple(t);
 }
 
 /// Moves `src` to `dst`, keeping the deadline. `nx`: fail if `dst` exists.
 fn rename_generic(ctx: &mut Ctx<'_, '_>, nx: bool) {
-    let (src, dst) = (ctx.args.bytes(1), ctx.args.bytes(2));
-    if ctx.l.get(&src).is_none() {
+    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
+    if ctx.l.get(src).is_none() {
         return ctx.error("ERR no such key");
     }
     if src == dst {
         return if nx { ctx.reply.int(0) } else { ctx.reply.ok() };
     }
-    if nx && ctx.l.exists(&dst) {
+    if nx && ctx.l.exists(dst) {
         return ctx.reply.int(0);
     }
-    let Some(entry) = ctx.l.remove(&src) else {
+    let Some(entry) = ctx.l.remove(src) else {
         return ctx.error("ERR no such key");
     };
-    ctx.l.insert(&dst, entry);
-    ctx.notify(notify::GENERIC, "rename_from", &src);
-    ctx.notify(notify::GENERIC, "rename_to", &dst);
+    ctx.l.insert(dst, entry);
+    ctx.notify(notify::GENERIC, "rename_from", src);
+    ctx.notify(notify::GENERIC, "rename_to", dst);
     if nx {
         ctx.reply.int(1);
     } else {
@@ -172,19 +172,19 @@ fn copy(ctx: &mut Ctx<'_, '_>) {
         }
         i += 1;
     }
-    let (src, dst) = (ctx.args.bytes(1), ctx.args.bytes(2));
+    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
     let src_db = ctx.session.db;
     if src == dst && src_db == dst_db {
         return ctx.error("ERR source and destination objects are the same");
     }
-    let Some(entry) = ctx.l.get(&src).cloned() else {
+    let Some(entry) = ctx.l.get(src).cloned() else {
         return ctx.reply.int(0);
     };
-    if ctx.l.get_in(dst_db, &dst).is_some() && !replace {
+    if ctx.l.get_in(dst_db, dst).is_some() && !replace {
         return ctx.reply.int(0);
     }
-    ctx.l.insert_in(dst_db, &dst, entry);
-    ctx.l.notify_in(dst_db, notify::GENERIC, "copy_to", &dst);
+    ctx.l.insert_in(dst_db, dst, entry);
+    ctx.l.notify_in(dst_db, notify::GENERIC, "copy_to", dst);
     ctx.reply.int(1);
 }
 
@@ -197,16 +197,16 @@ fn move_cmd(ctx: &mut Ctx<'_, '_>) {
     if dst_db == src_db {
         return ctx.error("ERR source and destination objects are the same");
     }
-    let key = ctx.args.bytes(1);
-    if ctx.l.get(&key).is_none() || ctx.l.get_in(dst_db, &key).is_some() {
+    let key = ctx.command_arg(1);
+    if ctx.l.get(key).is_none() || ctx.l.get_in(dst_db, key).is_some() {
         return ctx.reply.int(0);
     }
-    let Some(entry) = ctx.l.remove(&key) else {
+    let Some(entry) = ctx.l.remove(key) else {
         return ctx.reply.int(0);
     };
-    ctx.l.insert_in(dst_db, &key, entry);
-    ctx.notify(notify::GENERIC, "move_from", &key);
-    ctx.l.notify_in(dst_db, notify::GENERIC, "move_to", &key);
+    ctx.l.insert_in(dst_db, key, entry);
+    ctx.notify(notify::GENERIC, "move_from", key);
+    ctx.l.notify_in(dst_db, notify::GENERIC, "move_to", key);
     ctx.reply.int(1);
 }
 
@@ -343,12 +343,12 @@ fn object(ctx: &mut Ctx<'_, '_>) {
         .get("maxmemory-policy")
         .unwrap_or_default();
     let lfu = policy.contains("lfu");
-    let key = ctx.args.bytes(2);
+    let key = ctx.command_arg(2);
     let clock = ctx.shared.keyspace.lru_clock();
     // Read without touching the access clock, as OBJECT does in Redis.
-    let table = ctx.l.table_in(ctx.session.db, &key);
+    let table = ctx.l.table_in(ctx.session.db, key);
     let now = carmine_keyspace::now_ms();
-    let Some(e) = table.peek(&key).filter(|e| !e.is_expired(now)) else {
+    let Some(e) = table.peek(key).filter(|e| !e.is_expired(now)) else {
         return ctx.reply.null();
     };
     match sub.as_slice() {
@@ -448,19 +448,19 @@ fn expire_generic(ctx: &mut Ctx<'_, '_>, unit: u64, absolute: bool) {
         (ctx.l.now() as i64).checked_add(ms)
     };
     let Some(at) = at else { return invalid(ctx) };
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     // A deadline at or before now deletes the key (see ops::expire_at).
     let at = at.max(0) as u64;
-    let set = ops::expire_at(ctx.l, &key, at, cond);
+    let set = ops::expire_at(ctx.l, key, at, cond);
     if set {
         // Propagated as an absolute deadline, or as the DEL it turned into.
         if at <= ctx.l.now() && ctx.l.past_deadline_deletes() {
-            ctx.notify(notify::GENERIC, "del", &key);
-            ctx.propagate_as(&[b"DEL", &key]);
+            ctx.notify(notify::GENERIC, "del", key);
+            ctx.propagate_as(&[b"DEL", key]);
         } else {
-            ctx.notify(notify::GENERIC, "expire", &key);
+            ctx.notify(notify::GENERIC, "expire", key);
             let mut at_text = itoa::Buffer::new();
-            ctx.propagate_as(&[b"PEXPIREAT", &key, at_text.format(at).as_bytes()]);
+            ctx.propagate_as(&[b"PEXPIREAT", key, at_text.format(at).as_bytes()]);
         }
     }
     ctx.reply.int(i64::from(set));
@@ -483,8 +483,8 @@ fn pexpireat(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn ttl_generic(ctx: &mut Ctx<'_, '_>, seconds: bool) {
-    let key = ctx.args.bytes(1);
-    let v = match ops::ttl(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let v = match ops::ttl(ctx.l, key) {
         Ttl::Missing => -2,
         Ttl::Persistent => -1,
         // Rounded to the nearest second, as Redis rounds it.
@@ -503,8 +503,8 @@ fn pttl(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn expiretime_generic(ctx: &mut Ctx<'_, '_>, seconds: bool) {
-    let key = ctx.args.bytes(1);
-    let v = match ctx.l.get_untouched(&key) {
+    let key = ctx.command_arg(1);
+    let v = match ctx.l.get_untouched(key) {
         None => -2,
         Some(e) if e.expire_at() == 0 => -1,
         Some(e) if seconds => (e.expire_at() / 1000) as i64,
@@ -522,10 +522,10 @@ fn pexpiretime(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn persist(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let had = ops::persist(ctx.l, &key);
+    let key = ctx.command_arg(1);
+    let had = ops::persist(ctx.l, key);
     if had {
-        ctx.notify(notify::GENERIC, "persist", &key);
+        ctx.notify(notify::GENERIC, "persist", key);
     }
     ctx.reply.int(i64::from(had));
 }

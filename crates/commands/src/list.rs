@@ -206,9 +206,9 @@ pub fn numkeys_at_1(args: &Args, out: &mut Vec<usize>) {
 }
 
 fn push(ctx: &mut Ctx<'_, '_>, front: bool, only_existing: bool) {
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let limits = ctx.shared.keyspace.limits();
-    match write::<ListValue>(ctx.l, &key, !only_existing) {
+    match write::<ListValue>(ctx.l, key, !only_existing) {
         Err(()) => ctx.wrong_type(),
         Ok(None) => ctx.reply.int(0),
         Ok(Some(list)) => {
@@ -216,7 +216,7 @@ fn push(ctx: &mut Ctx<'_, '_>, front: bool, only_existing: bool) {
                 list.push(ctx.args.get(i).unwrap_or_default(), front, limits);
             }
             let n = list.len();
-            ctx.notify(notify::LIST, if front { "lpush" } else { "rpush" }, &key);
+            ctx.notify(notify::LIST, if front { "lpush" } else { "rpush" }, key);
             ctx.reply.int(n as i64);
         }
     }
@@ -253,8 +253,8 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
     } else {
         None
     };
-    let key = ctx.args.bytes(1);
-    let popped = match write::<ListValue>(ctx.l, &key, false) {
+    let key = ctx.command_arg(1);
+    let popped = match write::<ListValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => None,
         Ok(Some(list)) => {
@@ -263,9 +263,9 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
         }
     };
     if popped.as_ref().is_some_and(|v| !v.is_empty()) {
-        ctx.notify(notify::LIST, pop_event(front), &key);
+        ctx.notify(notify::LIST, pop_event(front), key);
     }
-    drop_if_empty::<ListValue>(ctx.l, &key);
+    drop_if_empty::<ListValue>(ctx.l, key);
     match (count, popped) {
         (None, Some(v)) => match v.first() {
             Some(e) => ctx.reply.bulk(e),
@@ -325,8 +325,8 @@ fn lrange(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let list = match read::<ListValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let list = match read::<ListValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(l) => l,
     };
@@ -347,8 +347,8 @@ fn resolve_index(index: i64, len: usize) -> Option<usize> {
 
 fn lindex(ctx: &mut Ctx<'_, '_>) {
     let Some(index) = ctx.int_arg(2) else { return };
-    let key = ctx.args.bytes(1);
-    match read::<ListValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<ListValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(l) => match l.and_then(|l| resolve_index(index, l.len()).and_then(|i| l.get(i))) {
             Some(e) => ctx.reply.bulk(e),
@@ -359,15 +359,15 @@ fn lindex(ctx: &mut Ctx<'_, '_>) {
 
 fn lset(ctx: &mut Ctx<'_, '_>) {
     let Some(index) = ctx.int_arg(2) else { return };
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let limits = ctx.shared.keyspace.limits();
-    match write::<ListValue>(ctx.l, &key, false) {
+    match write::<ListValue>(ctx.l, key, false) {
         Err(()) => ctx.wrong_type(),
         Ok(None) => ctx.error("ERR no such key"),
         Ok(Some(list)) => match resolve_index(index, list.len()) {
             Some(i) => {
                 list.set(i, ctx.args.get(3).unwrap_or_default(), limits);
-                ctx.notify(notify::LIST, "lset", &key);
+                ctx.notify(notify::LIST, "lset", key);
                 ctx.reply.ok();
             }
             None => ctx.error("ERR index out of range"),
@@ -383,24 +383,24 @@ fn linsert(ctx: &mut Ctx<'_, '_>) {
     } else {
         return ctx.syntax_error();
     };
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let limits = ctx.shared.keyspace.limits();
-    let (pivot, elem) = (ctx.args.bytes(3), ctx.args.bytes(4));
-    match read::<ListValue>(ctx.l, &key) {
+    let (pivot, elem) = (ctx.command_arg(3), ctx.command_arg(4));
+    match read::<ListValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.int(0),
         Ok(Some(_)) => {}
     }
-    let Ok(Some(list)) = write::<ListValue>(ctx.l, &key, false) else {
+    let Ok(Some(list)) = write::<ListValue>(ctx.l, key, false) else {
         return ctx.reply.int(0);
     };
-    let at = list.iter().position(|e| e == &pivot[..]);
+    let at = list.iter().position(|e| e == pivot);
     match at {
         None => ctx.reply.int(-1),
         Some(i) => {
-            list.insert(if before { i } else { i + 1 }, &elem, limits);
+            list.insert(if before { i } else { i + 1 }, elem, limits);
             let n = list.len();
-            ctx.notify(notify::LIST, "linsert", &key);
+            ctx.notify(notify::LIST, "linsert", key);
             ctx.reply.int(n as i64);
         }
     }
@@ -408,16 +408,16 @@ fn linsert(ctx: &mut Ctx<'_, '_>) {
 
 fn lrem(ctx: &mut Ctx<'_, '_>) {
     let Some(count) = ctx.int_arg(2) else { return };
-    let key = ctx.args.bytes(1);
-    let elem = ctx.args.bytes(3);
-    let removed = match write::<ListValue>(ctx.l, &key, false) {
+    let key = ctx.command_arg(1);
+    let elem = ctx.command_arg(3);
+    let removed = match write::<ListValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => 0,
         Ok(Some(list)) => {
             let mut matches: Vec<usize> = list
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| *e == &elem[..])
+                .filter(|(_, e)| *e == elem)
                 .map(|(i, _)| i)
                 .collect();
             if count < 0 {
@@ -434,9 +434,9 @@ fn lrem(ctx: &mut Ctx<'_, '_>) {
         }
     };
     if removed > 0 {
-        ctx.notify(notify::LIST, "lrem", &key);
+        ctx.notify(notify::LIST, "lrem", key);
     }
-    drop_if_empty::<ListValue>(ctx.l, &key);
+    drop_if_empty::<ListValue>(ctx.l, key);
     ctx.reply.int(removed as i64);
 }
 
@@ -444,8 +444,8 @@ fn ltrim(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    match write::<ListValue>(ctx.l, &key, false) {
+    let key = ctx.command_arg(1);
+    match write::<ListValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => {}
         Ok(Some(list)) => {
@@ -453,10 +453,10 @@ fn ltrim(ctx: &mut Ctx<'_, '_>) {
                 Some((s, e)) => list.trim(s, e),
                 None => list.trim(1, 0),
             }
-            ctx.notify(notify::LIST, "ltrim", &key);
+            ctx.notify(notify::LIST, "ltrim", key);
         }
     }
-    drop_if_empty::<ListValue>(ctx.l, &key);
+    drop_if_empty::<ListValue>(ctx.l, key);
     ctx.reply.ok();
 }
 
@@ -488,9 +488,9 @@ fn lpos(ctx: &mut Ctx<'_, '_>) {
         }
         i += 2;
     }
-    let key = ctx.args.bytes(1);
-    let elem = ctx.args.bytes(2);
-    let list = match read::<ListValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let elem = ctx.command_arg(2);
+    let list = match read::<ListValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(l) => l,
     };
@@ -512,7 +512,7 @@ fn lpos(ctx: &mut Ctx<'_, '_>) {
             None => 1,
         };
         for (i, e) in items.into_iter().take(limit) {
-            if e == &elem[..] {
+            if e == elem {
                 if skip > 0 {
                     skip -= 1;
                     continue;
@@ -540,29 +540,29 @@ fn lpos(ctx: &mut Ctx<'_, '_>) {
 
 /// Pops from `src` (left or right) and pushes onto `dst`; replies with the element.
 fn move_generic(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool) {
-    let (src, dst) = (ctx.args.bytes(1), ctx.args.bytes(2));
-    match read::<ListValue>(ctx.l, &src) {
+    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
+    match read::<ListValue>(ctx.l, src) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.null(),
         Ok(Some(_)) => {}
     }
-    if read::<ListValue>(ctx.l, &dst).is_err() {
+    if read::<ListValue>(ctx.l, dst).is_err() {
         return ctx.wrong_type();
     }
-    let Ok(Some(list)) = write::<ListValue>(ctx.l, &src, false) else {
+    let Ok(Some(list)) = write::<ListValue>(ctx.l, src, false) else {
         return ctx.reply.null();
     };
     let Some(elem) = list.pop(from_left) else {
         return ctx.reply.null();
     };
     let limits = ctx.shared.keyspace.limits();
-    if let Ok(Some(d)) = write::<ListValue>(ctx.l, &dst, true) {
+    if let Ok(Some(d)) = write::<ListValue>(ctx.l, dst, true) {
         d.push(&elem, to_left, limits);
     }
     // Redis' order: the push on the destination, then the pop, then the source's deletion.
-    ctx.notify(notify::LIST, if to_left { "lpush" } else { "rpush" }, &dst);
-    ctx.notify(notify::LIST, pop_event(from_left), &src);
-    drop_if_empty::<ListValue>(ctx.l, &src);
+    ctx.notify(notify::LIST, if to_left { "lpush" } else { "rpush" }, dst);
+    ctx.notify(notify::LIST, pop_event(from_left), src);
+    drop_if_empty::<ListValue>(ctx.l, src);
     ctx.reply.bulk(&elem);
 }
 
@@ -608,13 +608,13 @@ fn lmpop(ctx: &mut Ctx<'_, '_>) {
         return ctx.syntax_error();
     }
     for i in 2..side_at {
-        let key = ctx.args.bytes(i);
-        match write::<ListValue>(ctx.l, &key, false) {
+        let key = ctx.command_arg(i);
+        match write::<ListValue>(ctx.l, key, false) {
             Err(()) => return ctx.wrong_type(),
             Ok(None) => continue,
             Ok(Some(list)) => {
                 let popped: Vec<Vec<u8>> = (0..count).map_while(|_| list.pop(left)).collect();
-                return finish_mpop(ctx, &key, left, &popped);
+                return finish_mpop(ctx, key, left, &popped);
             }
         }
     }

@@ -281,8 +281,8 @@ fn lastsave(ctx: &mut Ctx<'_, '_>) {
 
 fn dump(ctx: &mut Ctx<'_, '_>) {
     let Some(p) = persistence(ctx) else { return };
-    let key = ctx.args.bytes(1);
-    match ctx.l.get(&key) {
+    let key = ctx.command_arg(1);
+    match ctx.l.get(key) {
         None => ctx.reply.null(),
         Some(e) => {
             let payload = p.dump(&e.value);
@@ -325,8 +325,8 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
     if ttl < 0 {
         return ctx.error("ERR Invalid TTL value, must be >= 0");
     }
-    let key = ctx.args.bytes(1);
-    if !replace && ctx.l.exists(&key) {
+    let key = ctx.command_arg(1);
+    if !replace && ctx.l.exists(key) {
         return ctx.error("BUSYKEY Target key name already exists.");
     }
     let value = match p.restore(&ctx.shared.keyspace, ctx.arg(3)) {
@@ -346,15 +346,15 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
     let Some(value) = value else {
         return ctx.error("ERR Bad data format");
     };
-    let existed = ctx.l.remove(&key).is_some();
+    let existed = ctx.l.remove(key).is_some();
     if deadline != 0 && deadline <= now {
         // Already expired: the key ends up deleted, as in Redis.
         if existed {
-            ctx.notify(notify::GENERIC, "del", &key);
+            ctx.notify(notify::GENERIC, "del", key);
         }
         return ctx.reply.ok();
     }
-    ctx.l.insert(&key, Entry::with_expiry(value, deadline));
+    ctx.l.insert(key, Entry::with_expiry(value, deadline));
     if ttl != 0 && !absttl && ctx.l.recording_effects() {
         // A relative TTL goes on the stream as the absolute deadline, with ABSTTL.
         let mut argv: Vec<Vec<u8>> = (0..ctx.args.len()).map(|i| ctx.arg(i).to_vec()).collect();
@@ -362,7 +362,7 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
         argv.push(b"ABSTTL".to_vec());
         ctx.l.propagate_instead(argv);
     }
-    if let Some(e) = ctx.l.get_mut(&key) {
+    if let Some(e) = ctx.l.get_mut(key) {
         let policy_lfu = ctx.shared.keyspace.eviction().policy().is_lfu();
         if let (Some(f), true) = (freq, policy_lfu) {
             e.lru = carmine_keyspace::evict::lfu_restore(f as u8, now);
@@ -370,7 +370,7 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
             e.lru = ((now / 1000) as u32).saturating_sub(secs.min(u32::MAX as i64) as u32);
         }
     }
-    ctx.notify(notify::GENERIC, "restore", &key);
+    ctx.notify(notify::GENERIC, "restore", key);
     ctx.reply.ok();
 }
 

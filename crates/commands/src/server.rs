@@ -1320,10 +1320,10 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             ctx.reply.ok();
         }
         (b"listpack", 3) => {
-            let key = ctx.args.bytes(2);
+            let key = ctx.command_arg(2);
             let described = ctx
                 .l
-                .get_untouched(&key)
+                .get_untouched(key)
                 .map(|e| (e.value.encoding(), e.value.type_name()));
             match described {
                 None => ctx.error("ERR no such key"),
@@ -1337,7 +1337,7 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
                         2, // notice
                         &format!(
                             "DEBUG LISTPACK {}: a {kind} in the listpack encoding",
-                            crate::dispatch::printable(&key, 128)
+                            crate::dispatch::printable(key, 128)
                         ),
                     );
                     ctx.reply.simple("Listpack structure printed on stdout");
@@ -1360,12 +1360,12 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             ctx.reply.ok();
         }
         (b"object", 3) => {
-            let key = ctx.args.bytes(2);
+            let key = ctx.command_arg(2);
             let clock = ctx.shared.keyspace.lru_clock();
             // A key whose deadline passed but that expiry has not removed yet is still
             // described (Redis' DEBUG OBJECT looks in the table itself).
-            let table = ctx.l.table_in(ctx.session.db, &key);
-            let Some(e) = table.peek(&key) else {
+            let table = ctx.l.table_in(ctx.session.db, key);
+            let Some(e) = table.peek(key) else {
                 return ctx.error("ERR no such key");
             };
             let ser_len = e.value.as_str().map_or(0, |s| s.len());
@@ -1409,9 +1409,9 @@ fn populate(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     }
     let prefix = if ctx.args.len() >= 4 {
-        ctx.args.bytes(3)
+        ctx.command_arg(3)
     } else {
-        bytes::Bytes::from_static(b"key")
+        b"key"
     };
     let db = ctx.shared.keyspace.db(ctx.session.db);
     let (mut key, mut value) = (Vec::new(), Vec::new());
@@ -1419,7 +1419,7 @@ fn populate(ctx: &mut Ctx<'_, '_>) {
     for n in 0..count as u64 {
         let n = digits.format(n);
         key.clear();
-        key.extend_from_slice(&prefix);
+        key.extend_from_slice(prefix);
         key.push(b':');
         key.extend_from_slice(n.as_bytes());
         key.truncate(127);
@@ -1543,8 +1543,8 @@ fn memory(ctx: &mut Ctx<'_, '_>) {
             if ctx.args.len() == 5 && ctx.int_arg(4).is_none() {
                 return;
             }
-            let key = ctx.args.bytes(2);
-            match ctx.l.get(&key) {
+            let key = ctx.command_arg(2);
+            match ctx.l.get(key) {
                 None => ctx.reply.null(),
                 Some(e) => {
                     let entry =

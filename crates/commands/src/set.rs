@@ -195,15 +195,15 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 fn sadd(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let limits = ctx.shared.keyspace.limits();
-    match write::<SetValue>(ctx.l, &key, true) {
+    match write::<SetValue>(ctx.l, key, true) {
         Ok(Some(s)) => {
             let n = (2..ctx.args.len())
                 .filter(|&i| s.insert(ctx.args.get(i).unwrap_or_default(), limits))
                 .count();
             if n > 0 {
-                ctx.notify(notify::SET, "sadd", &key);
+                ctx.notify(notify::SET, "sadd", key);
             }
             ctx.reply.int(n as i64);
         }
@@ -216,8 +216,8 @@ fn srem(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn sismember(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<SetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<SetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(s) => ctx.reply.int(i64::from(
             s.is_some_and(|s| s.contains(ctx.args.get(2).unwrap_or_default())),
@@ -226,8 +226,8 @@ fn sismember(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn smismember(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<SetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<SetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(s) => {
             ctx.reply.array(ctx.args.len() - 2);
@@ -247,8 +247,8 @@ fn reply_members(ctx: &mut Ctx<'_, '_>, members: &[Vec<u8>]) {
 }
 
 fn smembers(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<SetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<SetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(s) => {
             let m = s.map(SetValue::members).unwrap_or_default();
@@ -275,9 +275,9 @@ fn count_arg(ctx: &mut Ctx<'_, '_>) -> Result<Option<i64>, ()> {
 
 fn spop(ctx: &mut Ctx<'_, '_>) {
     let Ok(count) = count_arg(ctx) else { return };
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let mut took_all = false;
-    let popped: Option<Vec<Vec<u8>>> = match write::<SetValue>(ctx.l, &key, false) {
+    let popped: Option<Vec<Vec<u8>>> = match write::<SetValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => None,
         Ok(Some(s)) => {
@@ -294,11 +294,11 @@ fn spop(ctx: &mut Ctx<'_, '_>) {
         }
     };
     if let Some(v) = popped.as_ref().filter(|v| !v.is_empty()) {
-        ctx.notify(notify::SET, "spop", &key);
+        ctx.notify(notify::SET, "spop", key);
         // Random picks replay as what was picked: the whole set as DEL, else SREMs of
         // at most 1024 members, as Redis 7.0 propagates them.
         if took_all {
-            ctx.propagate_as(&[b"DEL", &key]);
+            ctx.propagate_as(&[b"DEL", key]);
         } else if ctx.l.recording_effects() {
             let db = ctx.l.db();
             for batch in v.chunks(1024) {
@@ -309,7 +309,7 @@ fn spop(ctx: &mut Ctx<'_, '_>) {
             ctx.l.propagate_nothing();
         }
     }
-    drop_if_empty::<SetValue>(ctx.l, &key);
+    drop_if_empty::<SetValue>(ctx.l, key);
     match (count, popped) {
         (None, Some(v)) => match v.first() {
             Some(m) => ctx.reply.bulk(m),
@@ -329,8 +329,8 @@ fn srandmember(ctx: &mut Ctx<'_, '_>) {
         },
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.args.bytes(1);
-    let members = match read::<SetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let members = match read::<SetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(s) => s.map(SetValue::members).unwrap_or_default(),
     };
@@ -349,31 +349,31 @@ fn srandmember(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn smove(ctx: &mut Ctx<'_, '_>) {
-    let (src, dst, m) = (ctx.args.bytes(1), ctx.args.bytes(2), ctx.args.bytes(3));
+    let (src, dst, m) = (ctx.command_arg(1), ctx.command_arg(2), ctx.command_arg(3));
     // Redis' order: a missing source answers 0 before any type check.
-    let is_member = match read::<SetValue>(ctx.l, &src) {
+    let is_member = match read::<SetValue>(ctx.l, src) {
         Ok(None) => return ctx.reply.int(0),
         Err(()) => return ctx.wrong_type(),
-        Ok(Some(s)) => s.contains(&m),
+        Ok(Some(s)) => s.contains(m),
     };
-    let dst_has = match read::<SetValue>(ctx.l, &dst) {
+    let dst_has = match read::<SetValue>(ctx.l, dst) {
         Err(()) => return ctx.wrong_type(),
-        Ok(d) => d.is_some_and(|d| d.contains(&m)),
+        Ok(d) => d.is_some_and(|d| d.contains(m)),
     };
     if src == dst || !is_member {
         return ctx.reply.int(i64::from(is_member));
     }
-    if let Ok(Some(s)) = write::<SetValue>(ctx.l, &src, false) {
-        s.remove(&m);
+    if let Ok(Some(s)) = write::<SetValue>(ctx.l, src, false) {
+        s.remove(m);
     }
-    ctx.notify(notify::SET, "srem", &src);
-    drop_if_empty::<SetValue>(ctx.l, &src);
+    ctx.notify(notify::SET, "srem", src);
+    drop_if_empty::<SetValue>(ctx.l, src);
     // A destination that already has the member is not touched (a WATCH on it holds).
     if !dst_has {
         let limits = ctx.shared.keyspace.limits();
-        if let Ok(Some(d)) = write::<SetValue>(ctx.l, &dst, true) {
-            d.insert(&m, limits);
-            ctx.notify(notify::SET, "sadd", &dst);
+        if let Ok(Some(d)) = write::<SetValue>(ctx.l, dst, true) {
+            d.insert(m, limits);
+            ctx.notify(notify::SET, "sadd", dst);
         }
     }
     ctx.reply.int(1);
@@ -384,8 +384,8 @@ fn smove(ctx: &mut Ctx<'_, '_>) {
 fn load_sets(ctx: &mut Ctx<'_, '_>, keys: &[usize]) -> Result<Vec<HashSet<Vec<u8>>>, ()> {
     let mut out = Vec::with_capacity(keys.len());
     for &i in keys {
-        let key = ctx.args.bytes(i);
-        match read::<SetValue>(ctx.l, &key) {
+        let key = ctx.command_arg(i);
+        match read::<SetValue>(ctx.l, key) {
             Err(()) => {
                 ctx.wrong_type();
                 return Err(());
@@ -435,11 +435,11 @@ fn algebra_store(ctx: &mut Ctx<'_, '_>, op: Op) {
         return;
     };
     let result = combine(sets, op);
-    let dst = ctx.args.bytes(1);
+    let dst = ctx.command_arg(1);
     let n = result.len();
     if result.is_empty() {
-        if ctx.l.remove(&dst).is_some() {
-            ctx.notify(notify::GENERIC, "del", &dst);
+        if ctx.l.remove(dst).is_some() {
+            ctx.notify(notify::GENERIC, "del", dst);
         }
     } else {
         let limits = ctx.shared.keyspace.limits();
@@ -447,13 +447,13 @@ fn algebra_store(ctx: &mut Ctx<'_, '_>, op: Op) {
         for m in &result {
             s.insert(m, limits);
         }
-        ctx.l.insert(&dst, Entry::new(s.wrap()));
+        ctx.l.insert(dst, Entry::new(s.wrap()));
         let event = match op {
             Op::Inter => "sinterstore",
             Op::Union => "sunionstore",
             Op::Diff => "sdiffstore",
         };
-        ctx.notify(notify::SET, event, &dst);
+        ctx.notify(notify::SET, event, dst);
     }
     ctx.reply.int(n as i64);
 }

@@ -260,8 +260,8 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, readonly: bool) {
     let Some(mut o) = parse_options(ctx, readonly) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let (source, len) = match ctx.l.get(&key).map(|e| &e.value) {
+    let key = ctx.command_arg(1);
+    let (source, len) = match ctx.l.get(key).map(|e| &e.value) {
         None => (None, 0),
         Some(v @ Value::List(l)) => (Some(v), l.len()),
         Some(v @ Value::Set(s)) => (Some(v), s.len()),

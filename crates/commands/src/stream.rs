@@ -377,10 +377,10 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
             return ctx.error("ERR The ID specified in XADD must be greater than 0-0");
         }
     }
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let now = crate::stream::clock_ms(ctx);
     // One lookup for the last ID and the ID `*` would get.
-    let (exists, auto) = match read_stream(ctx.l, &key) {
+    let (exists, auto) = match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(Some(s)) => (Some(s.last_id), s.next_id(now)),
         Ok(None) => (None, Some(StreamId::new(now, 0))),
@@ -416,13 +416,12 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
         .collect();
     let recording = ctx.l.recording_effects();
     if exists.is_none() {
-        ctx.l
-            .insert(&key, Entry::new(Value::Stream(Box::default())));
+        ctx.l.insert(key, Entry::new(Value::Stream(Box::default())));
     }
     let Some(Entry {
         value: Value::Stream(s),
         ..
-    }) = ctx.l.get_mut(&key)
+    }) = ctx.l.get_mut(key)
     else {
         return ctx.wrong_type();
     };
@@ -443,9 +442,9 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
         }
     }
     reply_id(ctx.reply, id);
-    ctx.notify(notify::STREAM, "xadd", &key);
+    ctx.notify(notify::STREAM, "xadd", key);
     if trimmed > 0 {
-        ctx.notify(notify::STREAM, "xtrim", &key);
+        ctx.notify(notify::STREAM, "xtrim", key);
     }
     if !argv.is_empty() {
         let refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
@@ -479,8 +478,8 @@ fn range(ctx: &mut Ctx<'_, '_>, rev: bool) {
             return ctx.syntax_error();
         }
     }
-    let key = ctx.args.bytes(1);
-    match read_stream(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read_stream(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(None) => ctx.reply.array(0),
         Ok(Some(_)) if count == Some(0) => ctx.reply.null_array(),
@@ -500,8 +499,8 @@ fn xrevrange(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn xdel(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read_stream(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.int(0),
         Ok(Some(_)) => {}
@@ -513,13 +512,13 @@ fn xdel(ctx: &mut Ctx<'_, '_>) {
             None => return,
         });
     }
-    let deleted = match stream_mut(ctx.l, &key) {
+    let deleted = match stream_mut(ctx.l, key) {
         Ok(Some(s)) => ids.iter().filter(|id| s.delete(**id)).count(),
         _ => 0,
     };
     if deleted > 0 {
-        ctx.l.touched(&key, deleted as u64);
-        ctx.notify(notify::STREAM, "xdel", &key);
+        ctx.l.touched(key, deleted as u64);
+        ctx.notify(notify::STREAM, "xdel", key);
     }
     ctx.reply.int(deleted as i64);
 }
@@ -528,8 +527,8 @@ fn xtrim(ctx: &mut Ctx<'_, '_>) {
     let Some(a) = parse_add_trim(ctx, false) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let (deleted, argv) = match stream_mut(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let (deleted, argv) = match stream_mut(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.int(0),
         Ok(Some(s)) => {
@@ -543,8 +542,8 @@ fn xtrim(ctx: &mut Ctx<'_, '_>) {
         }
     };
     if deleted > 0 {
-        ctx.l.touched(&key, deleted);
-        ctx.notify(notify::STREAM, "xtrim", &key);
+        ctx.l.touched(key, deleted);
+        ctx.notify(notify::STREAM, "xtrim", key);
         if !argv.is_empty() {
             let refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
             ctx.propagate_as(&refs);
@@ -584,8 +583,8 @@ fn xsetid(ctx: &mut Ctx<'_, '_>) {
         }
         i += 2;
     }
-    let key = ctx.args.bytes(1);
-    let s = match stream_mut(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let s = match stream_mut(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.error("ERR no such key"),
         Ok(Some(s)) => s,
@@ -610,7 +609,7 @@ fn xsetid(ctx: &mut Ctx<'_, '_>) {
         s.max_deleted_id = max_deleted;
     }
     ctx.l.changed_unwatched(1);
-    ctx.notify(notify::STREAM, "xsetid", &key);
+    ctx.notify(notify::STREAM, "xsetid", key);
     ctx.reply.ok();
 }
 
@@ -657,13 +656,13 @@ fn xinfo(ctx: &mut Ctx<'_, '_>) {
         Some(0) => return crate::connection::help_reply(ctx, XINFO_HELP),
         Some(_) => {}
     }
-    let key = ctx.args.bytes(2);
+    let key = ctx.command_arg(2);
     let now = crate::stream::clock_ms(ctx);
     let consumers = ctx.is(1, "CONSUMERS") && ctx.args.len() == 4;
     let groups = ctx.is(1, "GROUPS") && ctx.args.len() == 3;
     let stream = ctx.is(1, "STREAM");
     let group_name = ctx.arg(3).to_vec();
-    let s = match read_stream(ctx.l, &key) {
+    let s = match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.error("ERR no such key"),
         Ok(Some(s)) => s,
@@ -673,7 +672,7 @@ fn xinfo(ctx: &mut Ctx<'_, '_>) {
             let msg = format!(
                 "NOGROUP No such consumer group '{}' for key name '{}'",
                 String::from_utf8_lossy(&group_name),
-                String::from_utf8_lossy(&key)
+                String::from_utf8_lossy(key)
             );
             return ctx.reply.error(&msg);
         };
@@ -702,7 +701,7 @@ fn xinfo(ctx: &mut Ctx<'_, '_>) {
             reply_read_counters(ctx.reply, s, g);
         }
     } else if stream {
-        xinfo_stream(ctx, &key);
+        xinfo_stream(ctx, key);
     } else {
         ctx.unknown_subcommand();
     }

@@ -153,9 +153,9 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
     if argc < 4 {
         return ctx.unknown_subcommand();
     }
-    let key = ctx.args.bytes(2);
+    let key = ctx.command_arg(2);
     let group = ctx.arg(3).to_vec();
-    let (exists, has_group, last) = match read_stream(ctx.l, &key) {
+    let (exists, has_group, last) = match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => (false, false, StreamId::MIN),
         Ok(Some(s)) => (true, s.groups.contains_key(&group), s.last_id),
@@ -168,7 +168,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
             let msg = format!(
                 "NOGROUP No such consumer group '{}' for key name '{}'",
                 String::from_utf8_lossy(&group),
-                String::from_utf8_lossy(&key)
+                String::from_utf8_lossy(key)
             );
             return ctx.error(&msg);
         }
@@ -186,10 +186,10 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
         if has_group {
             return ctx.error("BUSYGROUP Consumer Group name already exists");
         }
-        if let Ok(Some(s)) = crate::typed::write::<StreamValue>(ctx.l, &key, true) {
+        if let Ok(Some(s)) = crate::typed::write::<StreamValue>(ctx.l, key, true) {
             s.groups.insert(group, ConsumerGroup::new(id, entries_read));
         }
-        ctx.notify(notify::STREAM, "xgroup-create", &key);
+        ctx.notify(notify::STREAM, "xgroup-create", key);
         ctx.reply.ok();
     } else if setid && (argc == 5 || argc == 7) {
         let id = if ctx.arg(4) == b"$" {
@@ -200,26 +200,26 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
                 None => return ctx.error(INVALID_ID),
             }
         };
-        if let Ok(Some(s)) = crate::typed::write::<StreamValue>(ctx.l, &key, false) {
+        if let Ok(Some(s)) = crate::typed::write::<StreamValue>(ctx.l, key, false) {
             if let Some(g) = s.groups.get_mut(&group) {
                 g.last_id = id;
                 g.entries_read = entries_read;
             }
         }
-        ctx.notify(notify::STREAM, "xgroup-setid", &key);
+        ctx.notify(notify::STREAM, "xgroup-setid", key);
         ctx.reply.ok();
     } else if ctx.is(1, "DESTROY") && argc == 4 {
         if !has_group {
             return ctx.reply.int(0);
         }
-        if let Ok(Some(s)) = crate::typed::write::<StreamValue>(ctx.l, &key, false) {
+        if let Ok(Some(s)) = crate::typed::write::<StreamValue>(ctx.l, key, false) {
             s.groups.remove(&group);
         }
-        ctx.notify(notify::STREAM, "xgroup-destroy", &key);
+        ctx.notify(notify::STREAM, "xgroup-destroy", key);
         ctx.reply.int(1);
     } else if ctx.is(1, "CREATECONSUMER") && argc == 5 {
         let consumer = ctx.arg(4).to_vec();
-        let created = match stream_mut(ctx.l, &key) {
+        let created = match stream_mut(ctx.l, key) {
             Ok(Some(s)) => s
                 .groups
                 .get_mut(&group)
@@ -228,14 +228,14 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
         };
         if created {
             ctx.l.changed_unwatched(1);
-            ctx.notify(notify::STREAM, "xgroup-createconsumer", &key);
+            ctx.notify(notify::STREAM, "xgroup-createconsumer", key);
         } else {
             ctx.l.propagate_nothing();
         }
         ctx.reply.int(i64::from(created));
     } else if ctx.is(1, "DELCONSUMER") && argc == 5 {
         let consumer = ctx.arg(4).to_vec();
-        let pending = match stream_mut(ctx.l, &key) {
+        let pending = match stream_mut(ctx.l, key) {
             Ok(Some(s)) => s
                 .groups
                 .get_mut(&group)
@@ -245,7 +245,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
         match pending {
             Some(n) => {
                 ctx.l.changed_unwatched(1);
-                ctx.notify(notify::STREAM, "xgroup-delconsumer", &key);
+                ctx.notify(notify::STREAM, "xgroup-delconsumer", key);
                 ctx.reply.int(n as i64);
             }
             None => {
@@ -259,9 +259,9 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn xack(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let group = ctx.arg(2).to_vec();
-    match read_stream(ctx.l, &key) {
+    match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(Some(s)) if s.groups.contains_key(&group) => {}
         _ => return ctx.reply.int(0),
@@ -273,7 +273,7 @@ fn xack(ctx: &mut Ctx<'_, '_>) {
             None => return,
         }
     }
-    let acked = match stream_mut(ctx.l, &key) {
+    let acked = match stream_mut(ctx.l, key) {
         Ok(Some(s)) => s
             .groups
             .get_mut(&group)
@@ -318,15 +318,15 @@ fn xpending(ctx: &mut Ctx<'_, '_>) {
         }
         range = Some((start, end, count.max(0) as usize));
     }
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let group = ctx.arg(2).to_vec();
     let now = crate::stream::clock_ms(ctx);
-    let s = match read_stream(ctx.l, &key) {
+    let s = match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(s) => s,
     };
     let Some(g) = s.and_then(|s| s.groups.get(&group)) else {
-        return no_group(ctx, &key, &group);
+        return no_group(ctx, key, &group);
     };
     let Some((start, end, count)) = range else {
         ctx.reply.array(4);
@@ -390,12 +390,12 @@ fn int_or(ctx: &mut Ctx<'_, '_>, i: usize, msg: &str) -> Option<i64> {
 }
 
 fn xclaim(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let group = ctx.arg(2).to_vec();
-    match read_stream(ctx.l, &key) {
+    match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(Some(s)) if s.groups.contains_key(&group) => {}
-        _ => return no_group(ctx, &key, &group),
+        _ => return no_group(ctx, key, &group),
     }
     let Some(min_idle) = int_or(ctx, 4, "Invalid min-idle-time argument for XCLAIM") else {
         return;
@@ -461,7 +461,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
         _ => now,
     };
     let name = ctx.arg(3).to_vec();
-    let Ok(Some(s)) = stream_mut(ctx.l, &key) else {
+    let Ok(Some(s)) = stream_mut(ctx.l, key) else {
         return;
     };
     let mut effects: Vec<Vec<Vec<u8>>> = Vec::new();
@@ -487,7 +487,7 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
         let fields = s.get(id);
         if fields.is_none() {
             if let Some(p) = g.pel.get(&id) {
-                effects.push(xclaim_effect(&key, &group, g.last_id, id, p));
+                effects.push(xclaim_effect(key, &group, g.last_id, id, p));
                 propagate_last_id = false;
                 g.ack(id);
             }
@@ -528,19 +528,19 @@ fn xclaim(ctx: &mut Ctx<'_, '_>) {
                 None if !justid => p.delivery_count = p.delivery_count.saturating_add(1),
                 None => {}
             }
-            effects.push(xclaim_effect(&key, &group, g.last_id, id, p));
+            effects.push(xclaim_effect(key, &group, g.last_id, id, p));
         }
         propagate_last_id = false;
         claimed.push((id, (!justid).then_some(fields).flatten()));
     }
     if propagate_last_id {
-        effects.push(setid_effect(&key, &group, g.last_id, g.entries_read));
+        effects.push(setid_effect(key, &group, g.last_id, g.entries_read));
     }
     s.groups.insert(group, g);
     let changed = effects.len() as u64 + u64::from(created);
     ctx.l.changed_unwatched(changed);
     if created {
-        ctx.notify(notify::STREAM, "xgroup-createconsumer", &key);
+        ctx.notify(notify::STREAM, "xgroup-createconsumer", key);
     }
     propagate_effects(ctx, effects);
     ctx.reply.array(claimed.len());
@@ -588,16 +588,16 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>) {
         }
         j += 1;
     }
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let group = ctx.arg(2).to_vec();
-    match read_stream(ctx.l, &key) {
+    match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(Some(s)) if s.groups.contains_key(&group) => {}
-        _ => return no_group(ctx, &key, &group),
+        _ => return no_group(ctx, key, &group),
     }
     let name = ctx.arg(3).to_vec();
     let now = crate::stream::clock_ms(ctx);
-    let Ok(Some(s)) = stream_mut(ctx.l, &key) else {
+    let Ok(Some(s)) = stream_mut(ctx.l, key) else {
         return;
     };
     let Some(out) = s.autoclaim(&group, &name, start, min_idle, count, justid, now) else {
@@ -608,12 +608,12 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>) {
         .dropped
         .iter()
         .chain(&out.changed)
-        .map(|(id, p)| xclaim_effect(&key, &group, last, *id, p))
+        .map(|(id, p)| xclaim_effect(key, &group, last, *id, p))
         .collect();
     ctx.l
         .changed_unwatched(effects.len() as u64 + u64::from(out.created_consumer));
     if out.created_consumer {
-        ctx.notify(notify::STREAM, "xgroup-createconsumer", &key);
+        ctx.notify(notify::STREAM, "xgroup-createconsumer", key);
     }
     propagate_effects(ctx, effects);
     ctx.reply.array(3);

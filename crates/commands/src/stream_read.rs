@@ -155,9 +155,9 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
     let mut afters = Vec::with_capacity(a.streams);
     let mut dollar_at = Vec::new();
     for k in 0..a.streams {
-        let key = ctx.args.bytes(a.streams_at + k);
+        let key = ctx.command_arg(a.streams_at + k);
         let id_at = a.streams_at + a.streams + k;
-        let s = match read_stream(ctx.l, &key) {
+        let s = match read_stream(ctx.l, key) {
             Err(()) => {
                 if retry {
                     if group_cmd {
@@ -192,7 +192,7 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
                 }
                 let msg = format!(
                     "NOGROUP No such key '{}' or consumer group '{}' in XREADGROUP with GROUP option",
-                    String::from_utf8_lossy(&key),
+                    String::from_utf8_lossy(key),
                     String::from_utf8_lossy(group)
                 );
                 return ctx.error(&msg);
@@ -231,11 +231,11 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
     let mut served: Vec<(Vec<u8>, Vec<StreamEntryOrGone>)> = Vec::new();
     let mut effects = Vec::new();
     for (k, after) in afters.iter().enumerate() {
-        let key = ctx.args.bytes(a.streams_at + k);
+        let key = ctx.command_arg(a.streams_at + k);
         let result = match &a.group {
             None => {
                 let After::Id(gt) = *after else { continue };
-                match read_stream(ctx.l, &key) {
+                match read_stream(ctx.l, key) {
                     Ok(Some(s)) if !s.is_empty() && s.last_live_id() > gt => {
                         gt.next().map(|start| {
                             s.range(start, StreamId::MAX, count, false)
@@ -249,7 +249,7 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
             }
             Some((group, consumer)) => serve_group(
                 ctx,
-                &key,
+                key,
                 group,
                 consumer,
                 *after,

@@ -67,8 +67,8 @@ fn reply_string(ctx: &mut Ctx<'_, '_>, key: &[u8]) {
 }
 
 fn get(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    reply_string(ctx, &key);
+    let key = ctx.command_arg(1);
+    reply_string(ctx, key);
 }
 
 /// Turns a relative or absolute expiry argument into Unix milliseconds, or replies with
@@ -143,12 +143,12 @@ fn set(ctx: &mut Ctx<'_, '_>) {
         }
         i += 1;
     }
-    let (key, value) = (ctx.args.bytes(1), ctx.args.bytes(2));
-    let result = ops::set(ctx.l, &key, &value, &opts);
+    let (key, value) = (ctx.command_arg(1), ctx.command_arg(2));
+    let result = ops::set(ctx.l, key, value, &opts);
     if let Ok(out) = &result {
-        notify_set(ctx, &key, out.written, &opts);
+        notify_set(ctx, key, out.written, &opts);
         if out.written {
-            propagate_set(ctx, &key, &value, &opts);
+            propagate_set(ctx, key, value, &opts);
         }
     }
     match result {
@@ -193,10 +193,10 @@ fn notify_set(ctx: &Ctx<'_, '_>, key: &[u8], written: bool, opts: &SetOptions) {
 }
 
 fn set_simple(ctx: &mut Ctx<'_, '_>, value_at: usize, opts: SetOptions) -> Option<ops::SetOutcome> {
-    let (key, value) = (ctx.args.bytes(1), ctx.args.bytes(value_at));
-    match ops::set(ctx.l, &key, &value, &opts) {
+    let (key, value) = (ctx.command_arg(1), ctx.command_arg(value_at));
+    match ops::set(ctx.l, key, value, &opts) {
         Ok(o) => {
-            notify_set(ctx, &key, o.written, &opts);
+            notify_set(ctx, key, o.written, &opts);
             Some(o)
         }
         Err(e) => {
@@ -225,8 +225,8 @@ fn setex_generic(ctx: &mut Ctx<'_, '_>, unit: u64) {
         ..Default::default()
     };
     if set_simple(ctx, 3, opts).is_some() {
-        let (key, value, at) = (ctx.args.bytes(1), ctx.args.bytes(3), at.to_string());
-        ctx.propagate_as(&[b"SET", &key, &value, b"PXAT", at.as_bytes()]);
+        let (key, value, at) = (ctx.command_arg(1), ctx.command_arg(3), at.to_string());
+        ctx.propagate_as(&[b"SET", key, value, b"PXAT", at.as_bytes()]);
         ctx.reply.ok();
     }
 }
@@ -245,8 +245,8 @@ fn getset(ctx: &mut Ctx<'_, '_>) {
         ..Default::default()
     };
     if let Some(o) = set_simple(ctx, 2, opts) {
-        let (key, value) = (ctx.args.bytes(1), ctx.args.bytes(2));
-        ctx.propagate_as(&[b"SET", &key, &value]);
+        let (key, value) = (ctx.command_arg(1), ctx.command_arg(2));
+        ctx.propagate_as(&[b"SET", key, value]);
         match o.old {
             Some(v) => ctx.reply.bulk(&v),
             None => ctx.reply.null(),
@@ -255,22 +255,22 @@ fn getset(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn getdel(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match ops::get_str(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match ops::get_str(ctx.l, key) {
         Err(e) => ctx.keyspace_error(e),
         Ok(None) => ctx.reply.null(),
         Ok(Some(s)) => {
             let v = s.to_vec();
-            ctx.l.remove(&key);
-            ctx.notify(notify::GENERIC, "del", &key);
-            ctx.propagate_as(&[b"DEL", &key]);
+            ctx.l.remove(key);
+            ctx.notify(notify::GENERIC, "del", key);
+            ctx.propagate_as(&[b"DEL", key]);
             ctx.reply.bulk(&v);
         }
     }
 }
 
 fn getex(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     // None: leave the deadline; Some(0): PERSIST; Some(t): new deadline.
     let mut new_deadline = None;
     let mut i = 2;
@@ -290,29 +290,29 @@ fn getex(ctx: &mut Ctx<'_, '_>) {
         }
         i += 1;
     }
-    let v = match ops::get_str(ctx.l, &key) {
+    let v = match ops::get_str(ctx.l, key) {
         Err(e) => return ctx.keyspace_error(e),
         Ok(None) => return ctx.reply.null(),
         Ok(Some(s)) => s.to_vec(),
     };
     // GETEX is never propagated as it is: PERSIST, DEL or PEXPIREAT, or nothing.
     match new_deadline {
-        Some(0) if ops::persist(ctx.l, &key) => {
-            ctx.notify(notify::GENERIC, "persist", &key);
-            ctx.propagate_as(&[b"PERSIST", &key]);
+        Some(0) if ops::persist(ctx.l, key) => {
+            ctx.notify(notify::GENERIC, "persist", key);
+            ctx.propagate_as(&[b"PERSIST", key]);
         }
         // PERSIST on a key without a deadline: nothing changes.
         Some(0) => {}
         Some(at) if at <= ctx.l.now() && ctx.l.past_deadline_deletes() => {
-            ctx.l.remove(&key);
-            ctx.notify(notify::GENERIC, "del", &key);
-            ctx.propagate_as(&[b"DEL", &key]);
+            ctx.l.remove(key);
+            ctx.notify(notify::GENERIC, "del", key);
+            ctx.propagate_as(&[b"DEL", key]);
         }
         Some(at) => {
-            ctx.l.set_expire(&key, at);
-            ctx.notify(notify::GENERIC, "expire", &key);
+            ctx.l.set_expire(key, at);
+            ctx.notify(notify::GENERIC, "expire", key);
             let at = at.to_string();
-            ctx.propagate_as(&[b"PEXPIREAT", &key, at.as_bytes()]);
+            ctx.propagate_as(&[b"PEXPIREAT", key, at.as_bytes()]);
         }
         None => {}
     }
@@ -323,8 +323,8 @@ fn mget(ctx: &mut Ctx<'_, '_>) {
     prefetch_keys(ctx, 1);
     ctx.reply.array(ctx.args.len() - 1);
     for i in 1..ctx.args.len() {
-        let key = ctx.args.bytes(i);
-        match ctx.l.get(&key) {
+        let key = ctx.command_arg(i);
+        match ctx.l.get(key) {
             Some(Entry {
                 value: Value::Str(s),
                 ..
@@ -359,10 +359,10 @@ fn mset(ctx: &mut Ctx<'_, '_>) {
     }
     prefetch_keys(ctx, 2);
     for i in (1..ctx.args.len()).step_by(2) {
-        let (k, v) = (ctx.args.bytes(i), ctx.args.bytes(i + 1));
+        let (k, v) = (ctx.command_arg(i), ctx.command_arg(i + 1));
         ctx.l
-            .insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
-        ctx.notify(notify::STRING, "set", &k);
+            .insert(k, Entry::new(Value::Str(StrValue::from_bytes(v))));
+        ctx.notify(notify::STRING, "set", k);
     }
     ctx.reply.ok();
 }
@@ -386,25 +386,25 @@ fn msetnx(ctx: &mut Ctx<'_, '_>) {
     }
     prefetch_keys(ctx, 2);
     for i in (1..ctx.args.len()).step_by(2) {
-        let k = ctx.args.bytes(i);
-        if ctx.l.exists(&k) {
+        let k = ctx.command_arg(i);
+        if ctx.l.exists(k) {
             return ctx.reply.int(0);
         }
     }
     for i in (1..ctx.args.len()).step_by(2) {
-        let (k, v) = (ctx.args.bytes(i), ctx.args.bytes(i + 1));
+        let (k, v) = (ctx.command_arg(i), ctx.command_arg(i + 1));
         ctx.l
-            .insert(&k, Entry::new(Value::Str(StrValue::from_bytes(&v))));
-        ctx.notify(notify::STRING, "set", &k);
+            .insert(k, Entry::new(Value::Str(StrValue::from_bytes(v))));
+        ctx.notify(notify::STRING, "set", k);
     }
     ctx.reply.int(1);
 }
 
 fn incr_generic(ctx: &mut Ctx<'_, '_>, delta: i64) {
-    let key = ctx.args.bytes(1);
-    match ops::incr_by(ctx.l, &key, delta) {
+    let key = ctx.command_arg(1);
+    match ops::incr_by(ctx.l, key, delta) {
         Ok(v) => {
-            ctx.notify(notify::STRING, "incrby", &key);
+            ctx.notify(notify::STRING, "incrby", key);
             ctx.reply.int(v)
         }
         Err(e) => ctx.keyspace_error(e),
@@ -437,12 +437,12 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
     let Some(d) = ctx.long_double_arg(2) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    match ops::incr_by_float(ctx.l, &key, d) {
+    let key = ctx.command_arg(1);
+    match ops::incr_by_float(ctx.l, key, d) {
         Ok(text) => {
-            ctx.notify(notify::STRING, "incrbyfloat", &key);
+            ctx.notify(notify::STRING, "incrbyfloat", key);
             // The result, not the increment: float arithmetic need not agree on replicas.
-            ctx.propagate_as(&[b"SET", &key, &text, b"KEEPTTL"]);
+            ctx.propagate_as(&[b"SET", key, &text, b"KEEPTTL"]);
             ctx.reply.bulk(&text)
         }
         Err(e) => ctx.keyspace_error(e),
@@ -450,10 +450,10 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn append(ctx: &mut Ctx<'_, '_>) {
-    let (key, data) = (ctx.args.bytes(1), ctx.args.bytes(2));
-    match ops::append(ctx.l, &key, &data) {
+    let (key, data) = (ctx.command_arg(1), ctx.command_arg(2));
+    match ops::append(ctx.l, key, data) {
         Ok(n) => {
-            ctx.notify(notify::STRING, "append", &key);
+            ctx.notify(notify::STRING, "append", key);
             ctx.reply.int(n as i64)
         }
         Err(e) => ctx.keyspace_error(e),
@@ -461,8 +461,8 @@ fn append(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn strlen(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match ops::get_str(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match ops::get_str(ctx.l, key) {
         Ok(s) => ctx.reply.int(s.map_or(0, |s| s.len() as i64)),
         Err(e) => ctx.keyspace_error(e),
     }
@@ -472,8 +472,8 @@ fn getrange(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    match ops::get_str(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match ops::get_str(ctx.l, key) {
         Err(e) => ctx.keyspace_error(e),
         Ok(None) => ctx.reply.bulk(b""),
         Ok(Some(s)) => match ops::range_bounds(s.len(), start, end) {
@@ -488,11 +488,11 @@ fn setrange(ctx: &mut Ctx<'_, '_>) {
     if offset < 0 {
         return ctx.error("ERR offset is out of range");
     }
-    let (key, data) = (ctx.args.bytes(1), ctx.args.bytes(3));
-    match ops::set_range(ctx.l, &key, offset as usize, &data) {
+    let (key, data) = (ctx.command_arg(1), ctx.command_arg(3));
+    match ops::set_range(ctx.l, key, offset as usize, data) {
         Ok(n) => {
             if !data.is_empty() {
-                ctx.notify(notify::STRING, "setrange", &key);
+                ctx.notify(notify::STRING, "setrange", key);
             }
             ctx.reply.int(n as i64)
         }
@@ -526,8 +526,8 @@ fn lcs(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR If you want both the length and indexes, please just use IDX.");
     }
     let fetch = |ctx: &mut Ctx<'_, '_>, i: usize| -> Result<Vec<u8>, KeyspaceError> {
-        let key = ctx.args.bytes(i);
-        Ok(ops::get_str(ctx.l, &key)?
+        let key = ctx.command_arg(i);
+        Ok(ops::get_str(ctx.l, key)?
             .map(|s| s.to_vec())
             .unwrap_or_default())
     };

@@ -26,8 +26,8 @@ pub fn write<'l, C: Collection>(
 
 /// HLEN, LLEN, SCARD, ZCARD: the size of the collection at argument 1 (0 when missing).
 pub fn reply_len<C: Collection>(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<C>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<C>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(c) => ctx.reply.int(c.map_or(0, C::len) as i64),
     }
@@ -41,8 +41,8 @@ pub fn remove_members<C: Collection>(
     event: &str,
     remove: fn(&mut C, &[u8]) -> bool,
 ) {
-    let key = ctx.args.bytes(1);
-    let n = match write::<C>(ctx.l, &key, false) {
+    let key = ctx.command_arg(1);
+    let n = match write::<C>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => 0,
         Ok(Some(c)) => (2..ctx.args.len())
@@ -50,9 +50,9 @@ pub fn remove_members<C: Collection>(
             .count(),
     };
     if n > 0 {
-        ctx.notify(class, event, &key);
+        ctx.notify(class, event, key);
     }
-    drop_if_empty::<C>(ctx.l, &key);
+    drop_if_empty::<C>(ctx.l, key);
     ctx.reply.int(n as i64);
 }
 
@@ -79,8 +79,8 @@ pub fn scan_command<C: Collection>(
     else {
         return ctx.error("ERR invalid cursor");
     };
-    let key = ctx.args.bytes(1);
-    match read::<C>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<C>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => {
             ctx.reply.array(2);
@@ -115,7 +115,7 @@ pub fn scan_command<C: Collection>(
             return ctx.syntax_error();
         }
     }
-    let (next, items) = match read::<C>(ctx.l, &key) {
+    let (next, items) = match read::<C>(ctx.l, key) {
         Ok(Some(c)) => step(c, &args),
         _ => (0, Vec::new()),
     };

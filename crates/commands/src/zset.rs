@@ -336,10 +336,10 @@ fn zadd(ctx: &mut Ctx<'_, '_>) {
         let Some(s) = score_arg(ctx, j) else { return };
         scores.push(s);
     }
-    let key = ctx.args.bytes(1);
+    let key = ctx.command_arg(1);
     let limits = ctx.shared.keyspace.zset_limits();
-    let Ok(Some(z)) = write::<ZSetValue>(ctx.l, &key, !xx) else {
-        return match read::<ZSetValue>(ctx.l, &key) {
+    let Ok(Some(z)) = write::<ZSetValue>(ctx.l, key, !xx) else {
+        return match read::<ZSetValue>(ctx.l, key) {
             Err(()) => ctx.wrong_type(),
             Ok(_) if incr => ctx.reply.null(),
             Ok(_) => ctx.reply.int(0),
@@ -364,7 +364,7 @@ fn zadd(ctx: &mut Ctx<'_, '_>) {
         if incr {
             score += cur.unwrap_or(0.0);
             if score.is_nan() {
-                drop_if_empty::<ZSetValue>(ctx.l, &key);
+                drop_if_empty::<ZSetValue>(ctx.l, key);
                 return ctx.error("ERR resulting score is not a number (NaN)");
             }
         }
@@ -383,9 +383,9 @@ fn zadd(ctx: &mut Ctx<'_, '_>) {
         incr_result = Some(score);
     }
     if added + changed > 0 {
-        ctx.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, &key);
+        ctx.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, key);
     }
-    drop_if_empty::<ZSetValue>(ctx.l, &key);
+    drop_if_empty::<ZSetValue>(ctx.l, key);
     if incr {
         match incr_result {
             Some(s) => reply_score(ctx, s),
@@ -400,19 +400,19 @@ fn zincrby(ctx: &mut Ctx<'_, '_>) {
     let Some(delta) = score_arg(ctx, 2) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let member = ctx.args.bytes(3);
+    let key = ctx.command_arg(1);
+    let member = ctx.command_arg(3);
     let limits = ctx.shared.keyspace.zset_limits();
-    let Ok(Some(z)) = write::<ZSetValue>(ctx.l, &key, true) else {
+    let Ok(Some(z)) = write::<ZSetValue>(ctx.l, key, true) else {
         return ctx.wrong_type();
     };
-    let score = z.score(&member).unwrap_or(0.0) + delta;
+    let score = z.score(member).unwrap_or(0.0) + delta;
     if score.is_nan() {
-        drop_if_empty::<ZSetValue>(ctx.l, &key);
+        drop_if_empty::<ZSetValue>(ctx.l, key);
         return ctx.error("ERR resulting score is not a number (NaN)");
     }
-    z.insert(&member, score, limits);
-    ctx.notify(notify::ZSET, "zincr", &key);
+    z.insert(member, score, limits);
+    ctx.notify(notify::ZSET, "zincr", key);
     reply_score(ctx, score);
 }
 
@@ -425,8 +425,8 @@ fn zcard(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zscore(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    match read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<ZSetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(z) => match z.and_then(|z| z.score(ctx.args.get(2).unwrap_or_default())) {
             Some(s) => reply_score(ctx, s),
@@ -436,8 +436,8 @@ fn zscore(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zmscore(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.args.bytes(1);
-    let scores: Vec<Option<f64>> = match read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let scores: Vec<Option<f64>> = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => (2..ctx.args.len())
             .map(|i| z.and_then(|z| z.score(ctx.args.get(i).unwrap_or_default())))
@@ -458,14 +458,14 @@ fn rank_generic(ctx: &mut Ctx<'_, '_>, rev: bool) {
         4 if ctx.is(3, "WITHSCORE") => true,
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.args.bytes(1);
-    let member = ctx.args.bytes(2);
-    let found = match read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let member = ctx.command_arg(2);
+    let found = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => z.and_then(|z| {
-            let r = z.rank(&member)?;
+            let r = z.rank(member)?;
             let r = if rev { z.len() - 1 - r } else { r };
-            Some((r, z.score(&member).unwrap_or(0.0)))
+            Some((r, z.score(member).unwrap_or(0.0)))
         }),
     };
     match found {
@@ -643,8 +643,8 @@ fn select(z: Option<&ZSetValue>, bounds: &Bounds, q: &RangeQuery) -> Vec<(f64, V
 /// Reads the set at `args[1]` and selects; None after replying an error.
 fn run_query(ctx: &mut Ctx<'_, '_>, q: &RangeQuery) -> Option<Vec<(f64, Vec<u8>)>> {
     let bounds = parse_bounds(ctx, q)?;
-    let key = ctx.args.bytes(1);
-    match read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<ZSetValue>(ctx.l, key) {
         Err(()) => {
             ctx.wrong_type();
             None
@@ -766,8 +766,8 @@ fn count_generic(ctx: &mut Ctx<'_, '_>, by: By) {
     let Some(bounds) = parse_bounds(ctx, &q) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    match read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    match read::<ZSetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(None) => ctx.reply.int(0),
         Ok(Some(z)) => {
@@ -795,8 +795,8 @@ fn remrange(ctx: &mut Ctx<'_, '_>, by: By) {
     let Some(items) = run_query(ctx, &q) else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    if let Ok(Some(z)) = write::<ZSetValue>(ctx.l, &key, false) {
+    let key = ctx.command_arg(1);
+    if let Ok(Some(z)) = write::<ZSetValue>(ctx.l, key, false) {
         for (_, m) in &items {
             z.remove(m);
         }
@@ -807,9 +807,9 @@ fn remrange(ctx: &mut Ctx<'_, '_>, by: By) {
             By::Score => "zremrangebyscore",
             By::Lex => "zremrangebylex",
         };
-        ctx.notify(notify::ZSET, event, &key);
+        ctx.notify(notify::ZSET, event, key);
     }
-    drop_if_empty::<ZSetValue>(ctx.l, &key);
+    drop_if_empty::<ZSetValue>(ctx.l, key);
     ctx.reply.int(items.len() as i64);
 }
 
@@ -834,8 +834,8 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, max: bool) {
         },
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.args.bytes(1);
-    let popped: Vec<(f64, Vec<u8>)> = match write::<ZSetValue>(ctx.l, &key, false) {
+    let key = ctx.command_arg(1);
+    let popped: Vec<(f64, Vec<u8>)> = match write::<ZSetValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => Vec::new(),
         Ok(Some(z)) => {
@@ -853,9 +853,9 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, max: bool) {
         }
     };
     if !popped.is_empty() {
-        ctx.notify(notify::ZSET, pop_event(max), &key);
+        ctx.notify(notify::ZSET, pop_event(max), key);
     }
-    drop_if_empty::<ZSetValue>(ctx.l, &key);
+    drop_if_empty::<ZSetValue>(ctx.l, key);
     // Without COUNT, RESP3 replies one flat pair, like RESP2.
     if count.is_none() && ctx.reply.resp3 {
         ctx.reply.array(popped.len() * 2);
@@ -888,8 +888,8 @@ fn zrandmember(ctx: &mut Ctx<'_, '_>) {
     let Some((count, with_scores)) = crate::hash::random_args(ctx, "WITHSCORES") else {
         return;
     };
-    let key = ctx.args.bytes(1);
-    let all: Vec<(f64, Vec<u8>)> = match read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(1);
+    let all: Vec<(f64, Vec<u8>)> = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => z
             .map(|z| z.range(0, z.len()).map(|(s, m)| (s, m.to_vec())).collect())
@@ -990,11 +990,11 @@ enum Aggregate {
 /// Reads the input of a multi-key operation: a sorted set, or a plain set whose members
 /// all score 1 (as Redis allows). Err after replying WRONGTYPE.
 fn load_input(ctx: &mut Ctx<'_, '_>, i: usize) -> Result<Option<Members>, ()> {
-    let key = ctx.args.bytes(i);
-    if let Ok(z) = read::<ZSetValue>(ctx.l, &key) {
+    let key = ctx.command_arg(i);
+    if let Ok(z) = read::<ZSetValue>(ctx.l, key) {
         return Ok(z.map(|z| z.range(0, z.len()).map(|(s, m)| (m.to_vec(), s)).collect()));
     }
-    match read::<carmine_keyspace::SetValue>(ctx.l, &key) {
+    match read::<carmine_keyspace::SetValue>(ctx.l, key) {
         Ok(s) => Ok(s.map(|s| s.members().into_iter().map(|m| (m, 1.0)).collect())),
         Err(()) => {
             ctx.wrong_type();
@@ -1146,10 +1146,10 @@ fn combine(
 }
 
 fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], event: &str) {
-    let dst = ctx.args.bytes(1);
+    let dst = ctx.command_arg(1);
     if items.is_empty() {
-        if ctx.l.remove(&dst).is_some() {
-            ctx.notify(notify::GENERIC, "del", &dst);
+        if ctx.l.remove(dst).is_some() {
+            ctx.notify(notify::GENERIC, "del", dst);
         }
     } else {
         let limits = ctx.shared.keyspace.zset_limits();
@@ -1158,10 +1158,10 @@ fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], event: &str) {
             z.insert(m, *s, limits);
         }
         ctx.l.insert(
-            &dst,
+            dst,
             carmine_keyspace::Entry::new(carmine_keyspace::Value::ZSet(z)),
         );
-        ctx.notify(notify::ZSET, event, &dst);
+        ctx.notify(notify::ZSET, event, dst);
     }
     ctx.reply.int(items.len() as i64);
 }
@@ -1268,8 +1268,8 @@ fn zrangestore(ctx: &mut Ctx<'_, '_>) {
     let Some(bounds) = parse_bounds(ctx, &q) else {
         return;
     };
-    let src = ctx.args.bytes(2);
-    let items = match read::<ZSetValue>(ctx.l, &src) {
+    let src = ctx.command_arg(2);
+    let items = match read::<ZSetValue>(ctx.l, src) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => select(z, &bounds, &q),
     };
@@ -1354,10 +1354,10 @@ fn zmpop(ctx: &mut Ctx<'_, '_>) {
         return;
     };
     for i in 2..2 + numkeys {
-        let key = ctx.args.bytes(i);
-        match pop_from(ctx, &key, max, count) {
+        let key = ctx.command_arg(i);
+        match pop_from(ctx, key, max, count) {
             Err(()) => return ctx.wrong_type(),
-            Ok(Some(items)) => return reply_mpop(ctx, &key, &items, max),
+            Ok(Some(items)) => return reply_mpop(ctx, key, &items, max),
             Ok(None) => {}
         }
     }
@@ -1370,8 +1370,8 @@ fn bzpop(ctx: &mut Ctx<'_, '_>, max: bool) {
         return crate::blocking::unblock(ctx.shared, ctx.session);
     };
     for i in 1..last {
-        let key = ctx.args.bytes(i);
-        match pop_from(ctx, &key, max, 1) {
+        let key = ctx.command_arg(i);
+        match pop_from(ctx, key, max, 1) {
             Err(()) if ctx.session.blocked.is_some() => {}
             Err(()) => {
                 crate::blocking::unblock(ctx.shared, ctx.session);
@@ -1382,9 +1382,9 @@ fn bzpop(ctx: &mut Ctx<'_, '_>, max: bool) {
                 let Some((s, m)) = items.first() else {
                     return ctx.reply.null_array();
                 };
-                ctx.propagate_as(&[zpop_name(max), &key]);
+                ctx.propagate_as(&[zpop_name(max), key]);
                 ctx.reply.array(3);
-                ctx.reply.bulk(&key);
+                ctx.reply.bulk(key);
                 ctx.reply.bulk(m);
                 return reply_score(ctx, *s);
             }
@@ -1426,8 +1426,8 @@ fn bzmpop(ctx: &mut Ctx<'_, '_>) {
         return crate::blocking::unblock(ctx.shared, ctx.session);
     };
     for i in 3..3 + numkeys {
-        let key = ctx.args.bytes(i);
-        match pop_from(ctx, &key, max, count) {
+        let key = ctx.command_arg(i);
+        match pop_from(ctx, key, max, count) {
             Err(()) if ctx.session.blocked.is_some() => {}
             Err(()) => {
                 crate::blocking::unblock(ctx.shared, ctx.session);
@@ -1435,7 +1435,7 @@ fn bzmpop(ctx: &mut Ctx<'_, '_>) {
             }
             Ok(Some(items)) => {
                 crate::blocking::unblock(ctx.shared, ctx.session);
-                return reply_mpop(ctx, &key, &items, max);
+                return reply_mpop(ctx, key, &items, max);
             }
             Ok(None) => {}
         }
