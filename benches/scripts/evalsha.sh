@@ -3,6 +3,10 @@
 # by side: each server pinned to CPU 0, redis-benchmark to CPU 1, -c 50 -r 100000,
 # -P 1 and -P 16, ROUNDS rounds alternating the servers. Prints requests/s and ratios.
 #   benches/scripts/evalsha.sh target/release/carmine-server [redis-server]
+# LOADGEN=target/release/loadgen loads the server with it (benches/src/bin/loadgen.rs,
+# SECONDS_EACH seconds a run, default 4) instead of redis-benchmark, whose own core is
+# the bottleneck on a 2-core machine: under EVALSHA -P 1 it was 100% busy (93% of it in
+# the kernel: five epoll_ctl calls, a send and a receive per request).
 set -euo pipefail
 CARMINE=${1:?carmine-server binary}
 REDIS=${2:-$(command -v redis-server)}
@@ -22,9 +26,17 @@ run_one() { # binary pipeline -> requests/s
     local sha
     sha=$(redis-cli -p "$PORT" script load "$SCRIPT")
     local rps
-    rps=$(taskset -c 1 redis-benchmark -p "$PORT" -c 50 -r 100000 -n "$REQUESTS" -P "$pipeline" \
-        -q evalsha "$sha" 1 'key:__rand_int__' 2>/dev/null | tr '\r' '\n' \
-        | grep -oE '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1)
+    if [ -n "${LOADGEN:-}" ]; then
+        rps=$(taskset -c 1 "$LOADGEN" --port "$PORT" --threads 1 --clients 50 \
+            --pipeline "$pipeline" --seconds "${SECONDS_EACH:-4}" \
+            --command "EVALSHA $sha 1 key:__rand_int__" | grep -oE '^[0-9]+ requests/s' \
+            | cut -d' ' -f1)
+    else
+        rps=$(taskset -c 1 redis-benchmark -p "$PORT" -c 50 -r 100000 -n "$REQUESTS" \
+            -P "$pipeline" -q evalsha "$sha" 1 'key:__rand_int__' 2>/dev/null \
+            | tr '\r' '\n' | grep -oE '[0-9.]+ requests per second' | tail -1 \
+            | cut -d' ' -f1)
+    fi
     redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || kill "$pid"
     wait "$pid" 2>/dev/null || true
     echo "$rps"

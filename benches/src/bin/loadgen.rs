@@ -3,7 +3,7 @@
 //!
 //!     loadgen --port 6379 [--host 127.0.0.1] [--threads 4] [--clients 256] [--pipeline 16]
 //!             [--test set|get|incr|lpush|rpush|hset|sadd|zadd|mset] [--keyspace 100000]
-//!             [--data 3] [--seconds 10]
+//!             [--data 3] [--seconds 10] [--command 'EVALSHA <sha1> 1 key:__rand_int__']
 //!
 //! On 16 cores, redis-benchmark's `--threads` tops out near 250k pipelined requests per
 //! second per thread: with 8 event loops on 8 cores Carmine's loops were half idle while
@@ -13,6 +13,9 @@
 //! than their lengths. Its commands are redis-benchmark's with `-r` (`key:` and 12 digits,
 //! uniform over `--keyspace`), so a GET run finds the keys a SET run wrote. It prints requests per
 //! second at the end; a caller can also read the server's `total_commands_processed`.
+//! `--command` sends any command instead of a test's (its words split on spaces, with
+//! `__rand_int__` replaced as in a test); an error reply stops the run, so a measurement
+//! never counts refusals as answers.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::ToSocketAddrs;
@@ -110,6 +113,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 10.0,
     };
     let mut test = String::from("set");
+    let mut command_line = None;
     let mut args = std::env::args().skip(1);
     while let Some(name) = args.next() {
         let value = args.next().ok_or(format!("{name} needs a value"))?;
@@ -124,12 +128,19 @@ fn parse_options() -> Result<Options, String> {
             "--data" => options.data = value.parse().map_err(|e| bad(&e))?,
             "--seconds" => options.seconds = value.parse().map_err(|e| bad(&e))?,
             "--test" => test = value,
+            "--command" => command_line = Some(value),
             _ => return Err(format!("unknown option {name}")),
         }
     }
-    let command = test_command(&test.to_ascii_lowercase()).ok_or(format!(
-        "--test {test}: one of set get incr lpush rpush hset sadd zadd mset"
-    ))?;
+    let command = match &command_line {
+        Some(line) => line.split_whitespace().collect(),
+        None => test_command(&test.to_ascii_lowercase()).ok_or(format!(
+            "--test {test}: one of set get incr lpush rpush hset sadd zadd mset"
+        ))?,
+    };
+    if command.is_empty() {
+        return Err("--command needs a command".into());
+    }
     options.template = Template::new(&command, options.data);
     if options.threads == 0 || options.clients < options.threads || options.pipeline == 0 {
         return Err("need threads >= 1, clients >= threads, pipeline >= 1".into());
@@ -143,8 +154,9 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// Counts complete RESP2 replies at the front of `buf` (simple strings, errors, integers,
-/// bulk strings: what SET and GET answer) and returns how many and the bytes they span.
+/// Counts complete RESP2 replies at the front of `buf` (simple strings, integers, bulk
+/// strings: what SET and GET answer) and returns how many and the bytes they span. An
+/// error reply is an error: the load is not what the caller meant to measure.
 fn count_replies(buf: &[u8]) -> Result<(usize, usize), String> {
     let (mut replies, mut at) = (0, 0);
     while at < buf.len() {
@@ -154,7 +166,13 @@ fn count_replies(buf: &[u8]) -> Result<(usize, usize), String> {
         let header = &buf[at..at + line_end];
         let mut end = at + line_end + 2;
         match header.first() {
-            Some(b'+' | b'-' | b':') => {}
+            Some(b'+' | b':') => {}
+            Some(b'-') => {
+                return Err(format!(
+                    "the server replied {}",
+                    String::from_utf8_lossy(header)
+                ))
+            }
             Some(b'$') => {
                 let length: i64 = std::str::from_utf8(&header[1..])
                     .ok()
@@ -463,7 +481,9 @@ mod tests {
             count_replies(b"$3\r\nabc\r\n$-1\r\n$3\r\nab").unwrap(),
             (2, 14)
         );
-        assert_eq!(count_replies(b":12\r\n-ERR x\r\n$3\r\n").unwrap(), (2, 13));
+        assert_eq!(count_replies(b":12\r\n+OK\r\n$3\r\n").unwrap(), (2, 10));
+        // A refusal is no answer to count.
+        assert!(count_replies(b":12\r\n-NOSCRIPT x\r\n").is_err());
         assert!(count_replies(b"*1\r\n").is_err());
         assert!(count_replies(b"$x\r\n").is_err());
     }
