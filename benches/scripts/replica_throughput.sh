@@ -7,8 +7,11 @@
 # to CPU 1 (with redis-benchmark, as throughput.sh pins its client); the replica is in
 # sync before the benchmark starts. redis-benchmark -P 16 -c 50 -r 100000 -d 3 for
 # SET, GET, INCR, LPUSH, HSET, ROUNDS rounds (default 3) alternating the two, medians of
-# requests/s. NO_REPLICA=1 runs the same without replicas. Everything binds 127.0.0.1;
-# every process is stopped on exit.
+# requests/s. NO_REPLICA=1 runs the same without replicas. LOADGEN=target/release/loadgen
+# loads the masters with it (SECONDS_EACH seconds a test, default 3) instead of
+# redis-benchmark, which costs CPU 1 more than the replica does: there the two share a
+# core, and redis-benchmark's share is the same whichever server it loads. Everything
+# binds 127.0.0.1; every process is stopped on exit.
 set -euo pipefail
 CAND=${1:?usage: $0 CANDIDATE_BIN [REFERENCE_BIN]}
 REF=${2:-redis-server}
@@ -64,6 +67,20 @@ pair cand "$CAND"
 CM=$MP CR=$RP
 pair ref "$REF"
 RM=$MP RR=$RP
+# One "TEST,requests/s" line per test against the master on port $1.
+measure() {
+    local port=$1 test
+    if [ -z "${LOADGEN:-}" ]; then
+        taskset -c 1 redis-benchmark -p "$port" -P 16 -c 50 -r 100000 -d 3 -n "$N" \
+            -t "$TESTS" --csv 2>/dev/null
+        return
+    fi
+    for test in $(echo "$TESTS" | tr ',' ' '); do
+        echo "$(echo "$test" | tr a-z A-Z),$(taskset -c 1 "$LOADGEN" --port "$port" \
+            --pipeline 16 --clients 50 --seconds "${SECONDS_EACH:-3}" --test "$test" \
+            | grep -oE '^[0-9]+')"
+    done
+}
 declare -A results
 for round in $(seq 1 "$ROUNDS"); do
     for who in cand ref; do
@@ -74,8 +91,7 @@ for round in $(seq 1 "$ROUNDS"); do
             rps=${rps//\"/}
             [ "$test" = test ] && continue
             results["$who,$test"]+="$rps "
-        done < <(taskset -c 1 redis-benchmark -p "$port" -P 16 -c 50 -r 100000 -d 3 -n "$N" \
-            -t "$TESTS" --csv 2>/dev/null)
+        done < <(measure "$port")
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
