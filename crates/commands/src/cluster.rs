@@ -251,37 +251,59 @@ pub fn recheck_migrating(
     args: &Args,
     locked: &mut Locked<'_>,
 ) -> Option<String> {
-    if !shared.cluster_mode()
-        || session.master_link
-        || session.replaying
-        || session.in_script
-        || spec.name == "migrate"
-    {
+    recheck_keys(shared, session, &[(spec, args)], &mut |key| {
+        locked.exists(key)
+    })
+}
+
+/// [`recheck_migrating`] for the commands EXEC runs, under the locks it took on all their
+/// tables (or with the world stopped): admission judged the queue before EXEC held
+/// anything, and a write that ran after MIGRATE moved its key would land on a key that
+/// already left, lost when the slot moves. `exists` looks a key up under those locks.
+pub fn recheck_migrating_queue(
+    shared: &Shared,
+    session: &Session,
+    queued: &[(usize, Args)],
+    exists: &mut dyn FnMut(&[u8]) -> bool,
+) -> Option<String> {
+    let commands: Vec<(&CommandSpec, &Args)> = queued
+        .iter()
+        .filter_map(|(i, a)| shared.commands.get(*i).map(|s| (s, a)))
+        .collect();
+    recheck_keys(shared, session, &commands, exists)
+}
+
+fn recheck_keys(
+    shared: &Shared,
+    session: &Session,
+    commands: &[(&CommandSpec, &Args)],
+    exists: &mut dyn FnMut(&[u8]) -> bool,
+) -> Option<String> {
+    if !shared.cluster_mode() || session.master_link || session.replaying || session.in_script {
         return None;
     }
     let guard = shared.cluster_view.load();
     let view = guard.as_ref()?;
-    if view.migrating.is_empty() || is_shard_pubsub(spec.name) {
+    if view.migrating.is_empty() {
         return None;
     }
-    let mut idx = Vec::new();
-    spec.key_indexes(args, &mut idx);
-    let first = args.get(*idx.first()?).unwrap_or_default();
-    let slot = key_slot(first);
+    let (mut keys, mut idx) = (Vec::new(), Vec::new());
+    for (spec, args) in commands {
+        if spec.name == "migrate" || is_shard_pubsub(spec.name) {
+            return None;
+        }
+        idx.clear();
+        spec.key_indexes(args, &mut idx);
+        keys.extend(idx.iter().map(|&i| args.get(i).unwrap_or_default()));
+    }
+    // Admission refused keys of more than one slot (CROSSSLOT): the first names it.
+    let slot = key_slot(keys.first()?);
     let to = *view.migrating.get(&slot)?;
     if view.owner(slot) != Some(view.myself) {
         return None;
     }
-    let (mut missing, mut existing) = (0, 0);
-    for &i in &idx {
-        let key = args.get(i).unwrap_or_default();
-        if locked.exists(key) {
-            existing += 1;
-        } else {
-            missing += 1;
-        }
-    }
-    if missing == 0 {
+    let existing = keys.iter().filter(|key| exists(key)).count();
+    if existing == keys.len() {
         None
     } else if existing > 0 {
         Some("TRYAGAIN Multiple keys request during rehashing of slot".into())
@@ -351,5 +373,75 @@ fn readwrite(ctx: &mut Ctx<'_, '_>) {
     if cluster_enabled(ctx) {
         ctx.session.cluster_readonly = false;
         ctx.reply.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use carmine_resp::Args;
+    use carmine_slots::{key_slot, SLOT_COUNT};
+
+    use super::{recheck_migrating_queue, RouteView};
+    use crate::{ClientInfo, Config, Session, Shared};
+
+    /// A node that owns every slot and is moving `{k}`'s slot to 127.0.0.1:7001.
+    fn migrating_node() -> Arc<Shared> {
+        let shared = Shared::new(Config::new(), 1, None);
+        assert!(shared.cluster_publish.set(Box::new(|_, _, _| {})).is_ok());
+        let mut view = RouteView::empty();
+        view.addrs = vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()];
+        view.owners = vec![0; SLOT_COUNT].into_boxed_slice();
+        view.migrating.insert(key_slot(b"{k}"), 1);
+        view.state_ok = true;
+        shared.cluster_view.store(Some(Arc::new(view)));
+        shared
+    }
+
+    /// EXEC's queue is judged again under its locks: all its keys gone is ASK, some gone
+    /// TRYAGAIN, none gone runs; a queue in a slot that is not migrating looks nothing up.
+    #[test]
+    fn an_exec_queue_whose_keys_left_a_migrating_slot_is_redirected() {
+        let shared = migrating_node();
+        let info = Arc::new(ClientInfo::new(1, String::new(), String::new(), -1, 0));
+        let session = Session::new(info, 0, true);
+        let command = |words: &[&str]| {
+            let idx = shared
+                .commands
+                .lookup(words[0].as_bytes())
+                .expect("known command");
+            (idx, Args::from_slices(words))
+        };
+        let queue = vec![
+            command(&["SET", "{k}a", "1"]),
+            command(&["GET", "{k}b"]),
+            command(&["PING"]),
+        ];
+        let slot = key_slot(b"{k}");
+        let asked = recheck_migrating_queue(&shared, &session, &queue, &mut |_| false);
+        assert_eq!(asked, Some(format!("ASK {slot} 127.0.0.1:7001")));
+        let some_here = recheck_migrating_queue(&shared, &session, &queue, &mut |k| k == b"{k}a");
+        assert_eq!(
+            some_here.as_deref(),
+            Some("TRYAGAIN Multiple keys request during rehashing of slot")
+        );
+        assert_eq!(
+            recheck_migrating_queue(&shared, &session, &queue, &mut |_| true),
+            None
+        );
+        let elsewhere = vec![command(&["SET", "{other}a", "1"])];
+        assert_ne!(key_slot(b"{other}"), slot);
+        let looked_up = recheck_migrating_queue(&shared, &session, &elsewhere, &mut |_| {
+            panic!("a key of a slot not migrating was looked up")
+        });
+        assert_eq!(looked_up, None);
+        // A replica's stream and an AOF replay are never redirected.
+        let mut replaying = Session::new(session.info.clone(), 0, true);
+        replaying.replaying = true;
+        assert_eq!(
+            recheck_migrating_queue(&shared, &replaying, &queue, &mut |_| false),
+            None
+        );
     }
 }

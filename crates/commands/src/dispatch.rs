@@ -1278,6 +1278,14 @@ fn exec(
                 None => return exec_abort_busy(shared, session, reply),
             },
         };
+        if shared.cluster_mode() {
+            // The world is stopped: what the queue's keys are now, they stay until it ran.
+            let mut locked = lock_queue_tables(shared, session, &queued, now_ms);
+            if let Some(err) = exec_moved_away(shared, session, &queued, &mut locked) {
+                reply.error(&err);
+                return;
+            }
+        }
         let dirty = watched_dirty(shared, session);
         session.unwatch_all(&shared.keyspace);
         if dirty {
@@ -1349,6 +1357,10 @@ fn exec(
     let propagator = shared.propagating().filter(|_| !session.replaying);
     if propagator.is_some() {
         locked.record_effects();
+    }
+    if let Some(err) = exec_moved_away(shared, session, &queued, &mut locked) {
+        reply.error(&err);
+        return;
     }
     let mut unit = Vec::new();
     let dirty = watched_dirty(shared, session);
@@ -1519,6 +1531,54 @@ fn signal_written_keys(shared: &Shared, spec: &CommandSpec, args: &Args, db: usi
     for i in idx {
         shared.blocking.signal(db, args.get(i).unwrap_or_default());
     }
+}
+
+/// The tables of every key EXEC's queue names, locked (recording effects when the stream
+/// has readers), for [`exec_moved_away`] on EXEC's path that stops the world.
+fn lock_queue_tables<'k>(
+    shared: &'k Shared,
+    session: &Session,
+    queued: &[(usize, Args)],
+    now_ms: u64,
+) -> Locked<'k> {
+    let (mut idxs, mut ids) = (Vec::new(), Vec::new());
+    for (idx, args) in queued {
+        if let Some(spec) = shared.commands.get(*idx) {
+            plan_tables(spec, args, session.db, &mut idxs, &mut ids);
+        }
+    }
+    let mut locked = Locked::lock_at(&shared.keyspace, session.db, &mut ids, now_ms);
+    if shared.propagating().is_some() && !session.replaying {
+        locked.record_effects();
+    }
+    locked
+}
+
+/// Admission routed EXEC on its queue before EXEC held anything; MIGRATE may have moved
+/// a queued key since. Decided again under `locked` (every queued key's table), as a
+/// single command is: the redirect that discards the transaction instead of running it
+/// (Redis' answer to an EXEC it cannot run here), with the DELs of keys the lookups
+/// found expired propagated.
+fn exec_moved_away(
+    shared: &Shared,
+    session: &mut Session,
+    queued: &[(usize, Args)],
+    locked: &mut Locked<'_>,
+) -> Option<String> {
+    let err = crate::cluster::recheck_migrating_queue(shared, session, queued, &mut |key| {
+        locked.exists(key)
+    })?;
+    if locked.recording_effects() {
+        let effects = locked.take_effects();
+        if let (Some(p), false) = (shared.propagating(), effects.ops.is_empty()) {
+            // Only the effects: the request is not replayed (`dirty` false).
+            let (request, mut unit) = (Args::default(), Vec::new());
+            unit_ops(effects, &request, session.db, false, &mut unit);
+            p.append(&unit, true);
+        }
+    }
+    session.unwatch_all(&shared.keyspace);
+    Some(err)
 }
 
 /// True if a watched key changed (or its deadline passed) since WATCH.
