@@ -266,11 +266,24 @@ pub fn recheck_migrating_queue(
     queued: &[(usize, Args)],
     exists: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Option<String> {
+    if !slots_migrating(shared) {
+        return None;
+    }
     let commands: Vec<(&CommandSpec, &Args)> = queued
         .iter()
         .filter_map(|(i, a)| shared.commands.get(*i).map(|s| (s, a)))
         .collect();
     recheck_keys(shared, session, &commands, exists)
+}
+
+/// This node is in cluster mode and moving at least one slot away.
+pub fn slots_migrating(shared: &Shared) -> bool {
+    shared.cluster_mode()
+        && shared
+            .cluster_view
+            .load()
+            .as_ref()
+            .is_some_and(|view| !view.migrating.is_empty())
 }
 
 fn recheck_keys(
@@ -289,8 +302,10 @@ fn recheck_keys(
     }
     let (mut keys, mut idx) = (Vec::new(), Vec::new());
     for (spec, args) in commands {
+        // MIGRATE answers for its own keys (NOKEY); shard channels are not keys here,
+        // as admission leaves them out of the lookups.
         if spec.name == "migrate" || is_shard_pubsub(spec.name) {
-            return None;
+            continue;
         }
         idx.clear();
         spec.key_indexes(args, &mut idx);

@@ -1261,11 +1261,16 @@ fn exec(
         reply.error("EXECABORT Transaction discarded because of previous errors.");
         return;
     }
+    // A queued SELECT stops the world too: under it each command locks its own tables in
+    // the database it finds selected, where a plan made before the run would have to
+    // know which SELECTs succeed (one refused in cluster mode left the plan on another
+    // database than the run, and the first lookup broke the lock order: a panic that
+    // took its event loop down).
     let stop_world = queued.iter().any(|(i, args)| {
         shared
             .commands
             .get(*i)
-            .is_some_and(|s| s.has(flags::WALKS) || s.needs_world(args))
+            .is_some_and(|s| s.has(flags::WALKS) || s.needs_world(args) || s.name == "select")
     });
     // EXEC runs while loading (Redis' CMD_LOADING); its queued commands were refused
     // when queued.
@@ -1278,7 +1283,7 @@ fn exec(
                 None => return exec_abort_busy(shared, session, reply),
             },
         };
-        if shared.cluster_mode() {
+        if crate::cluster::slots_migrating(shared) {
             // The world is stopped: what the queue's keys are now, they stay until it ran.
             let mut locked = lock_queue_tables(shared, session, &queued, now_ms);
             if let Some(err) = exec_moved_away(shared, session, &queued, &mut locked) {
@@ -1331,20 +1336,12 @@ fn exec(
             None => return exec_abort_busy(shared, session, reply),
         },
     };
+    // No SELECT is queued here (see `stop_world`): every command runs in this database.
     let mut ids = Vec::new();
     let mut idxs = Vec::new();
-    let mut db = session.db;
     for (idx, args) in &queued {
-        let Some(spec) = shared.commands.get(*idx) else {
-            continue;
-        };
-        plan_tables(spec, args, db, &mut idxs, &mut ids);
-        if spec.name == "select" {
-            if let Some(n) = args.get(1).and_then(carmine_resp::parse_i64) {
-                if n >= 0 && (n as usize) < shared.keyspace.databases() {
-                    db = n as usize;
-                }
-            }
+        if let Some(spec) = shared.commands.get(*idx) {
+            plan_tables(spec, args, session.db, &mut idxs, &mut ids);
         }
     }
     for w in &session.watched {

@@ -2334,3 +2334,35 @@ fn losing_a_slot_unsubscribes_its_shard_channels() {
         .expect("SHARDNUMSUB");
     assert_eq!(n, 0, "the lost channel has no subscriber left");
 }
+
+/// A transaction that SELECTs another database in cluster mode, where SELECT fails when it
+/// runs, goes on in database 0 (Redis' answer) and leaves its event loop serving: EXEC's
+/// plan once followed the SELECT to database 1, and the first lookup in database 0 broke
+/// the lock order, a panic that took the loop and its connections down.
+#[test]
+fn a_transaction_selecting_another_database_in_cluster_mode_runs_in_database_0() {
+    let _serial = serial();
+    let dir = Scratch::new();
+    let node = start_node(CARMINE, &dir);
+    let port = node.port();
+    let ok: String = ask(port, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).expect("ADDSLOTSRANGE");
+    assert_eq!(ok, "OK");
+    wait_cluster_ok(std::slice::from_ref(&node), 30);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let expected: &[u8] = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n\
+        -ERR SELECT is not allowed in cluster mode\r\n+OK\r\n$1\r\nv\r\n+PONG\r\n";
+    let (got, _) = common::exchange(
+        &mut conn,
+        b"*1\r\n$5\r\nMULTI\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n1\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n\
+          *2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nEXEC\r\n*1\r\n$4\r\nPING\r\n",
+        |b| b.ends_with(b"+PONG\r\n"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
+    let v: String = ask(port, &["GET", "k"]).expect("GET");
+    assert_eq!(v, "v", "the transaction wrote database 0");
+}
