@@ -2290,6 +2290,16 @@ fn acknowledged_writes_across_failovers() {
     assert_eq!(waited_lost, 0, "writes confirmed by WAIT 1 were lost");
 }
 
+/// A Carmine node alone in its cluster, serving all 16384 slots, its state ok.
+fn start_node_serving_every_slot(dir: &Path) -> Node {
+    let node = start_node(CARMINE, dir);
+    let ok: String =
+        ask(node.port(), &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).expect("ADDSLOTSRANGE");
+    assert_eq!(ok, "OK");
+    wait_cluster_ok(std::slice::from_ref(&node), 30);
+    node
+}
+
 /// A node that stops serving a slot unsubscribes that slot's shard-channel
 /// subscribers with a `sunsubscribe` message (Redis' removeChannelsInSlot), counting
 /// the subscriptions left; a channel in another slot keeps its subscriber.
@@ -2297,11 +2307,8 @@ fn acknowledged_writes_across_failovers() {
 fn losing_a_slot_unsubscribes_its_shard_channels() {
     let _serial = serial();
     let dir = Scratch::new();
-    let node = start_node(CARMINE, &dir);
+    let node = start_node_serving_every_slot(&dir);
     let port = node.port();
-    let ok: String = ask(port, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).expect("ADDSLOTSRANGE");
-    assert_eq!(ok, "OK");
-    wait_cluster_ok(std::slice::from_ref(&node), 30);
     let (lost, kept) = ("ch3", "ch7");
     assert_ne!(key_slot(lost.as_bytes()), key_slot(kept.as_bytes()));
     let mut sub = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -2343,11 +2350,8 @@ fn losing_a_slot_unsubscribes_its_shard_channels() {
 fn a_transaction_selecting_another_database_in_cluster_mode_runs_in_database_0() {
     let _serial = serial();
     let dir = Scratch::new();
-    let node = start_node(CARMINE, &dir);
+    let node = start_node_serving_every_slot(&dir);
     let port = node.port();
-    let ok: String = ask(port, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).expect("ADDSLOTSRANGE");
-    assert_eq!(ok, "OK");
-    wait_cluster_ok(std::slice::from_ref(&node), 30);
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
