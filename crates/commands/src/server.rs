@@ -1162,14 +1162,54 @@ const DEBUG_HELP: &[&str] = &[
     "CHANGE-REPL-ID",
     "    Change the replication IDs of the instance.",
     "    Dangerous: should be used only for testing the replication subsystem.",
+    "PANIC",
+    "    Crash the server simulating a panic.",
+    "SEGFAULT",
+    "    Crash the server with sigsegv.",
     "HELP",
     "    Print this help.",
 ];
+
+/// DEBUG SEGFAULT and DEBUG PANIC: the server crashes on purpose (to test crash
+/// reports and failover), with a SIGSEGV or a panic, which stops the process with a bug
+/// report (the server's `crash` module). Refused unless `enable-debug-command` allows it
+/// (`yes`, or `local` from a local connection), as Redis 7 refuses DEBUG: with the
+/// default (`no`) no client can crash the server.
+fn crash_on_request(ctx: &mut Ctx<'_, '_>, sub: &[u8]) {
+    let allowed = match ctx.shared.config.get("enable-debug-command").as_deref() {
+        Some("yes") => true,
+        Some("local") => {
+            let addr = &ctx.session.info.addr;
+            addr.starts_with("127.") || addr.starts_with("[::1]") || addr.starts_with('/')
+        }
+        _ => false,
+    };
+    if !allowed {
+        return ctx.error(
+            "ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", \
+             you can run it from a local connection, otherwise you need to set this option in the \
+             configuration file, and then restart the server.",
+        );
+    }
+    if sub == b"segfault" {
+        // SAFETY: `raise` sends this thread a signal; SIGSEGV's handler writes the bug
+        // report and ends the process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::raise(libc::SIGSEGV);
+        }
+    }
+    panic!(
+        "DEBUG PANIC called at Unix time {}",
+        carmine_keyspace::now_ms() / 1000
+    );
+}
 
 fn debug(ctx: &mut Ctx<'_, '_>) {
     let sub = ctx.arg(1).to_ascii_lowercase();
     match (sub.as_slice(), ctx.args.len()) {
         (b"help", 2) => help_reply(ctx, DEBUG_HELP),
+        (b"segfault" | b"panic", 2) => crash_on_request(ctx, sub.as_slice()),
         (b"drop-cluster-packet-filter", 3) => {
             let Some(t) = ctx.int_arg(2) else { return };
             ctx.shared.cluster_drop_filter.store(t, Ordering::Relaxed);

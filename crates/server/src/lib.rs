@@ -15,6 +15,7 @@
 pub mod alloc;
 pub mod aof;
 mod cluster;
+pub mod crash;
 mod event_loop;
 mod failover;
 mod idle_poll;
@@ -358,7 +359,12 @@ impl Server {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("carmine-io-{i}"))
-                    .spawn(move || l.run())?,
+                    .spawn(move || {
+                        let run = std::panic::AssertUnwindSafe(move || l.run());
+                        if std::panic::catch_unwind(run).is_err() {
+                            crate::crash::loop_panicked(i);
+                        }
+                    })?,
             );
         }
         let server = Server {

@@ -23,12 +23,15 @@ pub fn init(path: &str, level: &str) -> std::io::Result<()> {
     let sink: Box<dyn Write + Send> = if path.is_empty() {
         Box::new(std::io::stdout())
     } else {
-        Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?,
-        )
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        if SINK.get().is_none() {
+            // Kept open for good in SINK: a crash report writes there too.
+            crate::crash::set_log_fd(std::os::fd::AsRawFd::as_raw_fd(&file));
+        }
+        Box::new(file)
     };
     let _ = SINK.set(Mutex::new(sink));
     let lvl = match level {

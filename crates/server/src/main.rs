@@ -156,6 +156,7 @@ fn main() {
         eprintln!("Can't open the log file: {e}");
         std::process::exit(1);
     }
+    carmine_server::crash::install();
     let pidfile = config.get("pidfile").unwrap_or_default();
     let pidfile = if pidfile.is_empty() && config.get_bool("daemonize") {
         "/var/run/redis.pid".to_string()
