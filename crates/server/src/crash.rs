@@ -3,7 +3,7 @@
 //! stack trace before the process dies of it, and a panic writes its message and where
 //! it happened.
 //!
-//! A panic that reaches an event loop stops the whole process ([`loop_panicked`]): a
+//! A panic that ends an event loop stops the whole process ([`stop_on_panic`]): a
 //! loop that died alone left its clients waiting forever, new connections handed to it
 //! unanswered, and the server answering PING on its other loops, so nothing failed it
 //! over. Stopping is what Redis does on a bug, and what Sentinel and Cluster expect.
@@ -67,14 +67,18 @@ pub fn install() {
     }
 }
 
-/// A panic stopped event loop `index`: logged, then the process aborts (see the module's
-/// note), which writes the bug report.
-pub(crate) fn loop_panicked(index: usize) -> ! {
-    crate::log::warning(&format!(
-        "Event loop {index} stopped by a panic: stopping the server rather than leaving \
-         that loop's clients unanswered"
-    ));
-    std::process::abort()
+/// Runs `body`, a server thread's whole life (an event loop, the master link, the
+/// cluster bus, Sentinel); a panic that ends it is logged and the process aborts (see the
+/// module's note), which writes the bug report. Such a thread dying alone left its work
+/// undone with nobody told: a loop's clients unanswered, a replica no longer following
+/// its master, a node no longer gossiping.
+pub(crate) fn stop_on_panic(what: &str, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        crate::log::warning(&format!(
+            "{what} stopped by a panic: stopping the server rather than running on without it"
+        ));
+        std::process::abort()
+    }
 }
 
 /// Writes `bytes` to the log's descriptor with `write(2)`, which a signal handler may

@@ -360,10 +360,7 @@ impl Server {
                 std::thread::Builder::new()
                     .name(format!("carmine-io-{i}"))
                     .spawn(move || {
-                        let run = std::panic::AssertUnwindSafe(move || l.run());
-                        if std::panic::catch_unwind(run).is_err() {
-                            crate::crash::loop_panicked(i);
-                        }
+                        crate::crash::stop_on_panic(&format!("Event loop {i}"), move || l.run())
                     })?,
             );
         }

@@ -28,7 +28,11 @@ pub fn spawn(shared: &Arc<Shared>, host: String, port: u16, generation: u64) {
     let owned = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("carmine-master-link".into())
-        .spawn(move || run(&owned, &host, port, generation));
+        .spawn(move || {
+            crate::crash::stop_on_panic("The master link", || {
+                run(&owned, &host, port, generation);
+            });
+        });
     if let Err(e) = spawned {
         log::warning(&format!("Can't start the master link thread: {e}"));
     }

@@ -48,15 +48,17 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("carmine-cluster".into())
         .spawn(move || {
-            Driver {
-                shared,
-                host,
-                poll,
-                listeners,
-                conns: HashMap::new(),
-                unread: HashSet::new(),
-            }
-            .run()
+            crate::crash::stop_on_panic("The cluster bus", move || {
+                Driver {
+                    shared,
+                    host,
+                    poll,
+                    listeners,
+                    conns: HashMap::new(),
+                    unread: HashSet::new(),
+                }
+                .run();
+            });
         })?;
     Ok(())
 }

@@ -41,7 +41,9 @@ pub fn spawn(shared: Arc<Shared>, host: Arc<SentinelHost>) -> io::Result<()> {
     let _ = host.waker.set(waker);
     std::thread::Builder::new()
         .name("carmine-sentinel".into())
-        .spawn(move || Driver::new(shared, host, poll).run())?;
+        .spawn(move || {
+            crate::crash::stop_on_panic("Sentinel", move || Driver::new(shared, host, poll).run());
+        })?;
     Ok(())
 }
 
