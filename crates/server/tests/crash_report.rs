@@ -8,24 +8,13 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 const CARMINE: &str = env!("CARGO_BIN_EXE_carmine-server");
 
-/// A server process on `port` logging to `dir/log`; killed when dropped.
-struct Crashable {
-    child: Child,
-}
-
-impl Drop for Crashable {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Crashable {
-    let log = dir.join("log");
+/// A server on a free port logging to `dir/log`; killed when dropped.
+fn spawn(dir: &Path, extra: &[&str]) -> common::Proc {
+    let port = common::free_port();
     let child = Command::new(CARMINE)
         .args([
             "--port",
@@ -35,15 +24,17 @@ fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Crashable {
             "--save",
             "",
         ])
-        .args(["--dir", &dir.display().to_string()])
-        .args(["--logfile", &log.display().to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("log"))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn carmine-server");
     assert!(common::wait_port(port, 10), "the server listens");
-    Crashable { child }
+    common::Proc { child, port }
 }
 
 fn connect(port: u16) -> redis::Connection {
@@ -52,22 +43,29 @@ fn connect(port: u16) -> redis::Connection {
         .expect("connects")
 }
 
-/// How the process ended, waiting at most 20 s.
-fn exit_status(server: &mut Crashable) -> ExitStatus {
+/// Sends `DEBUG <sub>` to a server started with `enable-debug-command <setting>`;
+/// returns how the process ended (waiting at most 20 s) and its log.
+fn crash_on_request(setting: &str, sub: &str) -> (ExitStatus, String) {
+    let dir = common::scratch_dir();
+    let mut server = spawn(&dir, &["--enable-debug-command", setting]);
+    let _ = redis::cmd("DEBUG")
+        .arg(sub)
+        .query::<String>(&mut connect(server.port));
     let mut status = None;
     common::wait_until(20, || {
         status = server.child.try_wait().ok().flatten();
         status.is_some()
     });
-    status.expect("the server stopped")
+    let status = status.expect("the server stopped");
+    let log = std::fs::read_to_string(dir.join("log")).expect("the log");
+    (status, log)
 }
 
 #[test]
 fn crashing_on_request_is_refused_unless_enabled() {
     let dir = common::scratch_dir();
-    let port = common::free_port();
-    let _server = spawn(&dir, port, &[]);
-    let mut c = connect(port);
+    let server = spawn(&dir, &[]);
+    let mut c = connect(server.port);
     for sub in ["PANIC", "SEGFAULT"] {
         let e = redis::cmd("DEBUG")
             .arg(sub)
@@ -84,14 +82,8 @@ fn crashing_on_request_is_refused_unless_enabled() {
 
 #[test]
 fn debug_panic_stops_the_server_with_a_bug_report() {
-    let dir = common::scratch_dir();
-    let port = common::free_port();
-    let mut server = spawn(&dir, port, &["--enable-debug-command", "yes"]);
-    let mut c = connect(port);
-    let _ = redis::cmd("DEBUG").arg("PANIC").query::<String>(&mut c);
-    let status = exit_status(&mut server);
+    let (status, log) = crash_on_request("yes", "PANIC");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
-    let log = std::fs::read_to_string(dir.join("log")).expect("the log");
     for expected in [
         "Guru Meditation: DEBUG PANIC called at Unix time",
         "stopped by a panic",
@@ -105,14 +97,8 @@ fn debug_panic_stops_the_server_with_a_bug_report() {
 
 #[test]
 fn debug_segfault_from_a_local_client_stops_the_server_with_a_bug_report() {
-    let dir = common::scratch_dir();
-    let port = common::free_port();
-    let mut server = spawn(&dir, port, &["--enable-debug-command", "local"]);
-    let mut c = connect(port);
-    let _ = redis::cmd("DEBUG").arg("SEGFAULT").query::<String>(&mut c);
-    let status = exit_status(&mut server);
+    let (status, log) = crash_on_request("local", "SEGFAULT");
     assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}");
-    let log = std::fs::read_to_string(dir.join("log")).expect("the log");
     for expected in [
         "crashed by signal: 11 (SIGSEGV)",
         "------ STACK TRACE ------",
