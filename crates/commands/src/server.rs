@@ -1179,8 +1179,13 @@ fn crash_on_request(ctx: &mut Ctx<'_, '_>, sub: &[u8]) {
     let allowed = match ctx.shared.config.get("enable-debug-command").as_deref() {
         Some("yes") => true,
         Some("local") => {
+            // Loopback, or the Unix socket (whose clients' address is its path and 0,
+            // the path as configured, relative or not).
             let addr = &ctx.session.info.addr;
-            addr.starts_with("127.") || addr.starts_with("[::1]") || addr.starts_with('/')
+            let unix_socket = ctx.shared.config.get("unixsocket").unwrap_or_default();
+            addr.starts_with("127.")
+                || addr.starts_with("[::1]")
+                || (!unix_socket.is_empty() && *addr == format!("{unix_socket}:0"))
         }
         _ => false,
     };

@@ -8,7 +8,7 @@
 //! unanswered, and the server answering PING on its other loops, so nothing failed it
 //! over. Stopping is what Redis does on a bug, and what Sentinel and Cluster expect.
 
-use std::io::Write;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The descriptor the log writes to (stdout until a logfile is opened), for the signal
@@ -96,6 +96,16 @@ fn write_raw(bytes: &[u8]) {
     }
 }
 
+/// Formatting straight to the log's descriptor (see [`write_raw`]).
+struct RawLog;
+
+impl std::fmt::Write for RawLog {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        write_raw(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// `n` in decimal into `buf`, without allocating; returns the digits.
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
@@ -145,10 +155,10 @@ extern "C" fn on_fatal_signal(
         libc::signal(libc::SIGALRM, libc::SIG_DFL);
         libc::alarm(5);
     }
+    // Written piece by piece as the frames are resolved: an alarm that ends a slow
+    // resolution leaves the frames written so far.
     let trace = std::backtrace::Backtrace::force_capture();
-    let mut text = Vec::new();
-    let _ = write!(text, "{trace}");
-    write_raw(&text);
+    let _ = write!(RawLog, "{trace}");
     write_raw(b"\n=== CARMINE BUG REPORT END. Make sure to include from START to END. ===\n");
     // SAFETY: SA_RESETHAND restored the default action before this handler ran; raising
     // the signal again ends the process with it (SA_NODEFER lets it through at once).

@@ -43,6 +43,16 @@ fn connect(port: u16) -> redis::Connection {
         .expect("connects")
 }
 
+/// How the server's process ended, waiting at most 20 s.
+fn exit_status(server: &mut common::Proc) -> ExitStatus {
+    let mut status = None;
+    common::wait_until(20, || {
+        status = server.child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status.expect("the server stopped")
+}
+
 /// Sends `DEBUG <sub>` to a server started with `enable-debug-command <setting>`;
 /// returns how the process ended (waiting at most 20 s) and its log.
 fn crash_on_request(setting: &str, sub: &str) -> (ExitStatus, String) {
@@ -51,12 +61,7 @@ fn crash_on_request(setting: &str, sub: &str) -> (ExitStatus, String) {
     let _ = redis::cmd("DEBUG")
         .arg(sub)
         .query::<String>(&mut connect(server.port));
-    let mut status = None;
-    common::wait_until(20, || {
-        status = server.child.try_wait().ok().flatten();
-        status.is_some()
-    });
-    let status = status.expect("the server stopped");
+    let status = exit_status(&mut server);
     let log = std::fs::read_to_string(dir.join("log")).expect("the log");
     (status, log)
 }
@@ -106,4 +111,31 @@ fn debug_segfault_from_a_local_client_stops_the_server_with_a_bug_report() {
     ] {
         assert!(log.contains(expected), "{expected:?} missing from:\n{log}");
     }
+}
+
+/// `local` counts the Unix socket's clients as local, as Redis does.
+#[test]
+fn debug_panic_from_the_unix_socket_is_local() {
+    use std::io::Write;
+    let dir = common::scratch_dir();
+    let socket = dir.join("carmine.sock");
+    let socket_arg = socket.display().to_string();
+    let mut server = spawn(
+        &dir,
+        &[
+            "--enable-debug-command",
+            "local",
+            "--unixsocket",
+            &socket_arg,
+        ],
+    );
+    assert!(
+        common::wait_until(10, || socket.exists()),
+        "the socket exists"
+    );
+    let mut unix = std::os::unix::net::UnixStream::connect(&socket).expect("connects");
+    unix.write_all(b"*2\r\n$5\r\nDEBUG\r\n$5\r\nPANIC\r\n")
+        .expect("write");
+    let status = exit_status(&mut server);
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
 }
