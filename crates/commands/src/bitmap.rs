@@ -34,7 +34,7 @@ fn bit_offset(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<usize> {
 
 /// The string at `args[1]` as bytes (empty if missing); None after replying WRONGTYPE.
 fn bytes_of(ctx: &mut Ctx<'_, '_>, i: usize) -> Option<Vec<u8>> {
-    let key = ctx.command_arg(i);
+    let key = ctx.arg(i);
     match ops::get_str(ctx.l, key) {
         Ok(v) => Some(v.map(StrValue::to_vec).unwrap_or_default()),
         Err(e) => {
@@ -53,7 +53,7 @@ fn setbit(ctx: &mut Ctx<'_, '_>) {
         b"0" => false,
         _ => return ctx.error("ERR bit is not an integer or out of range"),
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let mask = 0x80u8 >> (offset % 8);
     // Redis writes only when the key is new, grows, or the bit flips: otherwise no
     // dirty count, no notification, no WATCH touch.
@@ -94,7 +94,7 @@ fn getbit(ctx: &mut Ctx<'_, '_>) {
     let Some(offset) = bit_offset(ctx, 2) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let byte = match ops::get_str(ctx.l, key) {
         Ok(s) => s.and_then(|s| s.byte(offset / 8)),
         Err(e) => return ctx.keyspace_error(e),
@@ -162,7 +162,7 @@ struct Span {
 /// The span of a range over the string at `args[1]`: inner None for an empty range or a
 /// missing key; None after replying an error.
 fn range_bytes(ctx: &mut Ctx<'_, '_>, start: i64, end: i64, bits: bool) -> Option<Option<Span>> {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let s = match ops::get_str(ctx.l, key) {
         Ok(s) => s,
         Err(e) => {
@@ -216,7 +216,7 @@ fn bitpos(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end, end_given, bits)) = range_args(ctx, 3) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     // range_bytes reads the key again: this first look raises no second key miss.
     let missing = ctx
         .l
@@ -268,7 +268,7 @@ fn bitop(ctx: &mut Ctx<'_, '_>) {
             _ => sources.iter().fold(0, |acc, s| acc ^ at(s)),
         };
     }
-    let dst = ctx.command_arg(2);
+    let dst = ctx.arg(2);
     if out.is_empty() {
         if ctx.l.remove(dst).is_some() {
             ctx.notify(notify::GENERIC, "del", dst);
@@ -497,7 +497,7 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, read_only: bool) {
     let Some(ops) = parse_field_ops(ctx, read_only) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let existing = match ops::get_str(ctx.l, key) {
         Ok(s) => s,
         Err(e) => return ctx.keyspace_error(e),

@@ -299,7 +299,7 @@ fn bpop(ctx: &mut Ctx<'_, '_>, front: bool) {
         return unblock(ctx.shared, ctx.session);
     };
     for i in 1..last {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match write::<ListValue>(ctx.l, key, false) {
             // Already blocked: a key that became another type is waited on, as in Redis.
             Err(()) if ctx.session.blocked.is_some() => {}
@@ -339,7 +339,7 @@ fn bmove(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool, timeout_at: usiz
     let Some(timeout) = timeout_arg(ctx, timeout_at) else {
         return unblock(ctx.shared, ctx.session);
     };
-    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (src, dst) = (ctx.arg(1), ctx.arg(2));
     let retry = ctx.session.blocked.is_some();
     // Redis' order: the source decides whether to wait (whatever the destination is);
     // once there is an element, a destination that is no list fails the command (and
@@ -438,7 +438,7 @@ fn blmpop(ctx: &mut Ctx<'_, '_>) {
         return ctx.syntax_error();
     }
     for i in 3..side_at {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match write::<ListValue>(ctx.l, key, false) {
             Err(()) if ctx.session.blocked.is_some() => {}
             Err(()) => {

@@ -32,15 +32,11 @@ pub struct Ctx<'a, 'k> {
 }
 
 impl<'a> Ctx<'a, '_> {
-    pub fn arg(&self, i: usize) -> &[u8] {
-        self.args.get(i).unwrap_or_default()
-    }
-
     /// Argument `i` (empty if out of range), borrowed from the command rather than
     /// through `self`, so a handler may hold it while it writes through `self.l` and
     /// `self.reply`. An owned handle (`Args::bytes`) moves the read buffer's reference
     /// count up and down, atomically: 1.9% of a loop serving pipelined LPUSHes.
-    pub fn command_arg(&self, i: usize) -> &'a [u8] {
+    pub fn arg(&self, i: usize) -> &'a [u8] {
         self.args.get(i).unwrap_or_default()
     }
 

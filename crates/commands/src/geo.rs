@@ -171,7 +171,7 @@ fn geoadd(ctx: &mut Ctx<'_, '_>) {
             ctx.arg(j + 2).to_vec(),
         ));
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let limits = ctx.shared.keyspace.zset_limits();
     let Ok(z) = write::<ZSetValue>(ctx.l, key, !xx) else {
         return ctx.wrong_type();
@@ -198,7 +198,7 @@ fn geoadd(ctx: &mut Ctx<'_, '_>) {
 
 /// Decoded positions of members (None for missing ones); None after WRONGTYPE.
 fn positions(ctx: &mut Ctx<'_, '_>, from: usize) -> Option<Vec<Option<(f64, f64, f64)>>> {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let members: Vec<Vec<u8>> = (from..ctx.args.len())
         .map(|i| ctx.arg(i).to_vec())
         .collect();
@@ -249,8 +249,8 @@ fn geodist(ctx: &mut Ctx<'_, '_>) {
         },
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.command_arg(1);
-    let (a, b) = (ctx.command_arg(2), ctx.command_arg(3));
+    let key = ctx.arg(1);
+    let (a, b) = (ctx.arg(2), ctx.arg(3));
     let pos = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => z.and_then(|z| Some((z.score(a)?, z.score(b)?))),
@@ -533,7 +533,7 @@ fn parse_search(
     allow_store: bool,
     geosearch: bool,
 ) -> Option<Search> {
-    let src = ctx.command_arg(if geosearch && allow_store { 2 } else { 1 });
+    let src = ctx.arg(if geosearch && allow_store { 2 } else { 1 });
     let (mut from_member, mut from_lonlat, mut by_radius, mut by_box) =
         (false, false, false, false);
     let mut any = false;
@@ -542,7 +542,7 @@ fn parse_search(
     while i < ctx.args.len() {
         let left = ctx.args.len() - i - 1;
         if geosearch && !from_lonlat && ctx.is(i, "FROMMEMBER") && left >= 1 {
-            let member = ctx.command_arg(i + 1);
+            let member = ctx.arg(i + 1);
             let pos = match read::<ZSetValue>(ctx.l, src) {
                 Err(()) => {
                     ctx.wrong_type();
@@ -670,7 +670,7 @@ fn parse_search(
 }
 
 fn finish_search(ctx: &mut Ctx<'_, '_>, src_at: usize, s: Search) {
-    let key = ctx.command_arg(src_at);
+    let key = ctx.arg(src_at);
     let source = if s.source_read {
         ctx.l
             .without_miss_reports(|l| read::<ZSetValue>(l, key).map(|z| run_search(z, &s)))
@@ -759,8 +759,8 @@ fn radius_generic(ctx: &mut Ctx<'_, '_>, by_member: bool, allow_store: bool) {
     let mut s = blank();
     let (radius_at, opts_at) = if by_member { (3, 5) } else { (4, 6) };
     if by_member {
-        let key = ctx.command_arg(1);
-        let member = ctx.command_arg(2);
+        let key = ctx.arg(1);
+        let member = ctx.arg(2);
         // A missing source key is no error: the options are still checked, then the
         // search finds nothing.
         match read::<ZSetValue>(ctx.l, key) {

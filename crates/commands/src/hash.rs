@@ -186,7 +186,7 @@ fn set_pairs(ctx: &mut Ctx<'_, '_>) -> Option<i64> {
         ));
         return None;
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let limits = ctx.shared.keyspace.limits();
     let Ok(Some(h)) = write::<HashValue>(ctx.l, key, true) else {
         ctx.wrong_type();
@@ -219,7 +219,7 @@ fn hmset(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hsetnx(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<HashValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(Some(h)) if h.contains(ctx.args.get(2).unwrap_or_default()) => return ctx.reply.int(0),
@@ -238,7 +238,7 @@ fn hsetnx(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hget(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => match h.and_then(|h| h.get(ctx.args.get(2).unwrap_or_default())) {
@@ -249,7 +249,7 @@ fn hget(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hmget(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => {
@@ -273,7 +273,7 @@ fn hlen(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hstrlen(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => {
@@ -286,7 +286,7 @@ fn hstrlen(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn hexists(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<HashValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(h) => ctx.reply.int(i64::from(
@@ -297,7 +297,7 @@ fn hexists(ctx: &mut Ctx<'_, '_>) {
 
 /// HKEYS (fields), HVALS (values), HGETALL (map of both).
 fn hall(ctx: &mut Ctx<'_, '_>, fields: bool, values: bool) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let h = match read::<HashValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(h) => h,
@@ -337,7 +337,7 @@ fn current_number<N>(
     parse: fn(&[u8]) -> Option<N>,
     not_number: &str,
 ) -> Result<Option<N>, ()> {
-    let (key, field) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (key, field) = (ctx.arg(1), ctx.arg(2));
     let text = match read::<HashValue>(ctx.l, key) {
         Err(()) => {
             ctx.wrong_type();
@@ -357,7 +357,7 @@ fn current_number<N>(
 
 fn hincrby(ctx: &mut Ctx<'_, '_>) {
     let Some(delta) = ctx.int_arg(3) else { return };
-    let (key, field) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (key, field) = (ctx.arg(1), ctx.arg(2));
     let Ok(cur) = current_number(ctx, parse_canonical_i64, "ERR hash value is not an integer")
     else {
         return;
@@ -381,7 +381,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) {
     if !delta.is_finite() {
         return ctx.error("ERR value is NaN or Infinity");
     }
-    let (key, field) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (key, field) = (ctx.arg(1), ctx.arg(2));
     let Ok(cur) = current_number(ctx, LongDouble::parse, "ERR hash value is not a float") else {
         return;
     };
@@ -426,7 +426,7 @@ fn hrandfield(ctx: &mut Ctx<'_, '_>) {
     let Some((count, with_values)) = random_args(ctx, "WITHVALUES") else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = match read::<HashValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(h) => h

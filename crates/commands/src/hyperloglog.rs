@@ -65,7 +65,7 @@ fn create(ctx: &mut Ctx<'_, '_>, key: &[u8]) {
 }
 
 fn pfadd(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let Ok(exists) = check(ctx, key) else {
         return;
     };
@@ -99,7 +99,7 @@ fn merge_args(ctx: &mut Ctx<'_, '_>) -> Option<(Vec<u8>, bool)> {
     let mut max = vec![0u8; hll::REGISTERS];
     let mut dense = false;
     for i in 1..ctx.args.len() {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match check(ctx, key) {
             Err(()) => return None,
             Ok(false) => continue,
@@ -128,7 +128,7 @@ fn pfcount(ctx: &mut Ctx<'_, '_>) {
         }
         return;
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match check(ctx, key) {
         Err(()) => return,
         Ok(false) => return ctx.reply.int(0),
@@ -154,7 +154,7 @@ fn pfmerge(ctx: &mut Ctx<'_, '_>) {
     let Some((max, dense)) = merge_args(ctx) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     if ops::get_str(ctx.l, key).ok().flatten().is_none() {
         create(ctx, key);
     }
@@ -187,7 +187,7 @@ fn pfselftest(ctx: &mut Ctx<'_, '_>) {
 
 fn pfdebug(ctx: &mut Ctx<'_, '_>) {
     let sub = ctx.arg(1).to_ascii_lowercase();
-    let key = ctx.command_arg(2);
+    let key = ctx.arg(2);
     match check(ctx, key) {
         Err(()) => return,
         Ok(false) => return ctx.error("ERR The specified key does not exist"),

@@ -65,7 +65,7 @@ fn del(ctx: &mut Ctx<'_, '_>) {
     let unlink = ctx.spec.name == "unlink";
     let mut n = 0;
     for i in 1..ctx.args.len() {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         if let Some(entry) = ctx.l.remove(key) {
             ctx.notify(notify::GENERIC, "del", key);
             n += 1;
@@ -82,7 +82,7 @@ fn exists(ctx: &mut Ctx<'_, '_>) {
     let touch = ctx.spec.name == "touch";
     let mut n = 0;
     for i in 1..ctx.args.len() {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         let found = if touch {
             ctx.l.exists(key)
         } else {
@@ -96,7 +96,7 @@ fn exists(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn type_cmd(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let t = ctx
         .l
         .get_untouched(key)
@@ -106,7 +106,7 @@ fn type_cmd(ctx: &mut Ctx<'_, '_>) {
 
 /// Moves `src` to `dst`, keeping the deadline. `nx`: fail if `dst` exists.
 fn rename_generic(ctx: &mut Ctx<'_, '_>, nx: bool) {
-    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (src, dst) = (ctx.arg(1), ctx.arg(2));
     if ctx.l.get(src).is_none() {
         return ctx.error("ERR no such key");
     }
@@ -172,7 +172,7 @@ fn copy(ctx: &mut Ctx<'_, '_>) {
         }
         i += 1;
     }
-    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (src, dst) = (ctx.arg(1), ctx.arg(2));
     let src_db = ctx.session.db;
     if src == dst && src_db == dst_db {
         return ctx.error("ERR source and destination objects are the same");
@@ -197,7 +197,7 @@ fn move_cmd(ctx: &mut Ctx<'_, '_>) {
     if dst_db == src_db {
         return ctx.error("ERR source and destination objects are the same");
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     if ctx.l.get(key).is_none() || ctx.l.get_in(dst_db, key).is_some() {
         return ctx.reply.int(0);
     }
@@ -343,7 +343,7 @@ fn object(ctx: &mut Ctx<'_, '_>) {
         .get("maxmemory-policy")
         .unwrap_or_default();
     let lfu = policy.contains("lfu");
-    let key = ctx.command_arg(2);
+    let key = ctx.arg(2);
     let clock = ctx.shared.keyspace.lru_clock();
     // Read without touching the access clock, as OBJECT does in Redis.
     let table = ctx.l.table_in(ctx.session.db, key);
@@ -448,7 +448,7 @@ fn expire_generic(ctx: &mut Ctx<'_, '_>, unit: u64, absolute: bool) {
         (ctx.l.now() as i64).checked_add(ms)
     };
     let Some(at) = at else { return invalid(ctx) };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     // A deadline at or before now deletes the key (see ops::expire_at).
     let at = at.max(0) as u64;
     let set = ops::expire_at(ctx.l, key, at, cond);
@@ -483,7 +483,7 @@ fn pexpireat(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn ttl_generic(ctx: &mut Ctx<'_, '_>, seconds: bool) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let v = match ops::ttl(ctx.l, key) {
         Ttl::Missing => -2,
         Ttl::Persistent => -1,
@@ -503,7 +503,7 @@ fn pttl(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn expiretime_generic(ctx: &mut Ctx<'_, '_>, seconds: bool) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let v = match ctx.l.get_untouched(key) {
         None => -2,
         Some(e) if e.expire_at() == 0 => -1,
@@ -522,7 +522,7 @@ fn pexpiretime(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn persist(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let had = ops::persist(ctx.l, key);
     if had {
         ctx.notify(notify::GENERIC, "persist", key);

@@ -206,7 +206,7 @@ pub fn numkeys_at_1(args: &Args, out: &mut Vec<usize>) {
 }
 
 fn push(ctx: &mut Ctx<'_, '_>, front: bool, only_existing: bool) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let limits = ctx.shared.keyspace.limits();
     match write::<ListValue>(ctx.l, key, !only_existing) {
         Err(()) => ctx.wrong_type(),
@@ -253,7 +253,7 @@ fn pop(ctx: &mut Ctx<'_, '_>, front: bool) {
     } else {
         None
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let popped = match write::<ListValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => None,
@@ -325,7 +325,7 @@ fn lrange(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let list = match read::<ListValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(l) => l,
@@ -347,7 +347,7 @@ fn resolve_index(index: i64, len: usize) -> Option<usize> {
 
 fn lindex(ctx: &mut Ctx<'_, '_>) {
     let Some(index) = ctx.int_arg(2) else { return };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<ListValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(l) => match l.and_then(|l| resolve_index(index, l.len()).and_then(|i| l.get(i))) {
@@ -359,7 +359,7 @@ fn lindex(ctx: &mut Ctx<'_, '_>) {
 
 fn lset(ctx: &mut Ctx<'_, '_>) {
     let Some(index) = ctx.int_arg(2) else { return };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let limits = ctx.shared.keyspace.limits();
     match write::<ListValue>(ctx.l, key, false) {
         Err(()) => ctx.wrong_type(),
@@ -383,9 +383,9 @@ fn linsert(ctx: &mut Ctx<'_, '_>) {
     } else {
         return ctx.syntax_error();
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let limits = ctx.shared.keyspace.limits();
-    let (pivot, elem) = (ctx.command_arg(3), ctx.command_arg(4));
+    let (pivot, elem) = (ctx.arg(3), ctx.arg(4));
     match read::<ListValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.int(0),
@@ -408,8 +408,8 @@ fn linsert(ctx: &mut Ctx<'_, '_>) {
 
 fn lrem(ctx: &mut Ctx<'_, '_>) {
     let Some(count) = ctx.int_arg(2) else { return };
-    let key = ctx.command_arg(1);
-    let elem = ctx.command_arg(3);
+    let key = ctx.arg(1);
+    let elem = ctx.arg(3);
     let removed = match write::<ListValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => 0,
@@ -444,7 +444,7 @@ fn ltrim(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match write::<ListValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => {}
@@ -488,8 +488,8 @@ fn lpos(ctx: &mut Ctx<'_, '_>) {
         }
         i += 2;
     }
-    let key = ctx.command_arg(1);
-    let elem = ctx.command_arg(2);
+    let key = ctx.arg(1);
+    let elem = ctx.arg(2);
     let list = match read::<ListValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(l) => l,
@@ -540,7 +540,7 @@ fn lpos(ctx: &mut Ctx<'_, '_>) {
 
 /// Pops from `src` (left or right) and pushes onto `dst`; replies with the element.
 fn move_generic(ctx: &mut Ctx<'_, '_>, from_left: bool, to_left: bool) {
-    let (src, dst) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (src, dst) = (ctx.arg(1), ctx.arg(2));
     match read::<ListValue>(ctx.l, src) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.null(),
@@ -608,7 +608,7 @@ fn lmpop(ctx: &mut Ctx<'_, '_>) {
         return ctx.syntax_error();
     }
     for i in 2..side_at {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match write::<ListValue>(ctx.l, key, false) {
             Err(()) => return ctx.wrong_type(),
             Ok(None) => continue,

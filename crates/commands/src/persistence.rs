@@ -281,7 +281,7 @@ fn lastsave(ctx: &mut Ctx<'_, '_>) {
 
 fn dump(ctx: &mut Ctx<'_, '_>) {
     let Some(p) = persistence(ctx) else { return };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match ctx.l.get(key) {
         None => ctx.reply.null(),
         Some(e) => {
@@ -325,7 +325,7 @@ fn restore(ctx: &mut Ctx<'_, '_>) {
     if ttl < 0 {
         return ctx.error("ERR Invalid TTL value, must be >= 0");
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     if !replace && ctx.l.exists(key) {
         return ctx.error("BUSYKEY Target key name already exists.");
     }

@@ -1365,7 +1365,7 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             ctx.reply.ok();
         }
         (b"listpack", 3) => {
-            let key = ctx.command_arg(2);
+            let key = ctx.arg(2);
             let described = ctx
                 .l
                 .get_untouched(key)
@@ -1405,7 +1405,7 @@ fn debug(ctx: &mut Ctx<'_, '_>) {
             ctx.reply.ok();
         }
         (b"object", 3) => {
-            let key = ctx.command_arg(2);
+            let key = ctx.arg(2);
             let clock = ctx.shared.keyspace.lru_clock();
             // A key whose deadline passed but that expiry has not removed yet is still
             // described (Redis' DEBUG OBJECT looks in the table itself).
@@ -1454,7 +1454,7 @@ fn populate(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     }
     let prefix = if ctx.args.len() >= 4 {
-        ctx.command_arg(3)
+        ctx.arg(3)
     } else {
         b"key"
     };
@@ -1588,7 +1588,7 @@ fn memory(ctx: &mut Ctx<'_, '_>) {
             if ctx.args.len() == 5 && ctx.int_arg(4).is_none() {
                 return;
             }
-            let key = ctx.command_arg(2);
+            let key = ctx.arg(2);
             match ctx.l.get(key) {
                 None => ctx.reply.null(),
                 Some(e) => {

@@ -195,7 +195,7 @@ pub fn commands() -> Vec<CommandSpec> {
 }
 
 fn sadd(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let limits = ctx.shared.keyspace.limits();
     match write::<SetValue>(ctx.l, key, true) {
         Ok(Some(s)) => {
@@ -216,7 +216,7 @@ fn srem(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn sismember(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<SetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(s) => ctx.reply.int(i64::from(
@@ -226,7 +226,7 @@ fn sismember(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn smismember(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<SetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(s) => {
@@ -247,7 +247,7 @@ fn reply_members(ctx: &mut Ctx<'_, '_>, members: &[Vec<u8>]) {
 }
 
 fn smembers(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<SetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(s) => {
@@ -275,7 +275,7 @@ fn count_arg(ctx: &mut Ctx<'_, '_>) -> Result<Option<i64>, ()> {
 
 fn spop(ctx: &mut Ctx<'_, '_>) {
     let Ok(count) = count_arg(ctx) else { return };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let mut took_all = false;
     let popped: Option<Vec<Vec<u8>>> = match write::<SetValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
@@ -329,7 +329,7 @@ fn srandmember(ctx: &mut Ctx<'_, '_>) {
         },
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let members = match read::<SetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(s) => s.map(SetValue::members).unwrap_or_default(),
@@ -349,7 +349,7 @@ fn srandmember(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn smove(ctx: &mut Ctx<'_, '_>) {
-    let (src, dst, m) = (ctx.command_arg(1), ctx.command_arg(2), ctx.command_arg(3));
+    let (src, dst, m) = (ctx.arg(1), ctx.arg(2), ctx.arg(3));
     // Redis' order: a missing source answers 0 before any type check.
     let is_member = match read::<SetValue>(ctx.l, src) {
         Ok(None) => return ctx.reply.int(0),
@@ -384,7 +384,7 @@ fn smove(ctx: &mut Ctx<'_, '_>) {
 fn load_sets(ctx: &mut Ctx<'_, '_>, keys: &[usize]) -> Result<Vec<HashSet<Vec<u8>>>, ()> {
     let mut out = Vec::with_capacity(keys.len());
     for &i in keys {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match read::<SetValue>(ctx.l, key) {
             Err(()) => {
                 ctx.wrong_type();
@@ -435,7 +435,7 @@ fn algebra_store(ctx: &mut Ctx<'_, '_>, op: Op) {
         return;
     };
     let result = combine(sets, op);
-    let dst = ctx.command_arg(1);
+    let dst = ctx.arg(1);
     let n = result.len();
     if result.is_empty() {
         if ctx.l.remove(dst).is_some() {

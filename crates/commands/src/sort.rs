@@ -260,7 +260,7 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, readonly: bool) {
     let Some(mut o) = parse_options(ctx, readonly) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let (source, len) = match ctx.l.get(key).map(|e| &e.value) {
         None => (None, 0),
         Some(v @ Value::List(l)) => (Some(v), l.len()),

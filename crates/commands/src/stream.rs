@@ -377,7 +377,7 @@ fn xadd(ctx: &mut Ctx<'_, '_>) {
             return ctx.error("ERR The ID specified in XADD must be greater than 0-0");
         }
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let now = crate::stream::clock_ms(ctx);
     // One lookup for the last ID and the ID `*` would get.
     let (exists, auto) = match read_stream(ctx.l, key) {
@@ -478,7 +478,7 @@ fn range(ctx: &mut Ctx<'_, '_>, rev: bool) {
             return ctx.syntax_error();
         }
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read_stream(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(None) => ctx.reply.array(0),
@@ -499,7 +499,7 @@ fn xrevrange(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn xdel(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.int(0),
@@ -527,7 +527,7 @@ fn xtrim(ctx: &mut Ctx<'_, '_>) {
     let Some(a) = parse_add_trim(ctx, false) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let (deleted, argv) = match stream_mut(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.reply.int(0),
@@ -583,7 +583,7 @@ fn xsetid(ctx: &mut Ctx<'_, '_>) {
         }
         i += 2;
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let s = match stream_mut(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => return ctx.error("ERR no such key"),
@@ -656,7 +656,7 @@ fn xinfo(ctx: &mut Ctx<'_, '_>) {
         Some(0) => return crate::connection::help_reply(ctx, XINFO_HELP),
         Some(_) => {}
     }
-    let key = ctx.command_arg(2);
+    let key = ctx.arg(2);
     let now = crate::stream::clock_ms(ctx);
     let consumers = ctx.is(1, "CONSUMERS") && ctx.args.len() == 4;
     let groups = ctx.is(1, "GROUPS") && ctx.args.len() == 3;

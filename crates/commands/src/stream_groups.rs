@@ -153,7 +153,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
     if argc < 4 {
         return ctx.unknown_subcommand();
     }
-    let key = ctx.command_arg(2);
+    let key = ctx.arg(2);
     let group = ctx.arg(3).to_vec();
     let (exists, has_group, last) = match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
@@ -259,7 +259,7 @@ fn xgroup(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn xack(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let group = ctx.arg(2).to_vec();
     match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
@@ -318,7 +318,7 @@ fn xpending(ctx: &mut Ctx<'_, '_>) {
         }
         range = Some((start, end, count.max(0) as usize));
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let group = ctx.arg(2).to_vec();
     let now = crate::stream::clock_ms(ctx);
     let s = match read_stream(ctx.l, key) {
@@ -390,7 +390,7 @@ fn int_or(ctx: &mut Ctx<'_, '_>, i: usize, msg: &str) -> Option<i64> {
 }
 
 fn xclaim(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let group = ctx.arg(2).to_vec();
     match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
@@ -588,7 +588,7 @@ fn xautoclaim(ctx: &mut Ctx<'_, '_>) {
         }
         j += 1;
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let group = ctx.arg(2).to_vec();
     match read_stream(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),

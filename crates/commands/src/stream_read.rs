@@ -155,7 +155,7 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
     let mut afters = Vec::with_capacity(a.streams);
     let mut dollar_at = Vec::new();
     for k in 0..a.streams {
-        let key = ctx.command_arg(a.streams_at + k);
+        let key = ctx.arg(a.streams_at + k);
         let id_at = a.streams_at + a.streams + k;
         let s = match read_stream(ctx.l, key) {
             Err(()) => {
@@ -231,7 +231,7 @@ fn read(ctx: &mut Ctx<'_, '_>, group_cmd: bool) {
     let mut served: Vec<(Vec<u8>, Vec<StreamEntryOrGone>)> = Vec::new();
     let mut effects = Vec::new();
     for (k, after) in afters.iter().enumerate() {
-        let key = ctx.command_arg(a.streams_at + k);
+        let key = ctx.arg(a.streams_at + k);
         let result = match &a.group {
             None => {
                 let After::Id(gt) = *after else { continue };

@@ -67,7 +67,7 @@ fn reply_string(ctx: &mut Ctx<'_, '_>, key: &[u8]) {
 }
 
 fn get(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     reply_string(ctx, key);
 }
 
@@ -143,7 +143,7 @@ fn set(ctx: &mut Ctx<'_, '_>) {
         }
         i += 1;
     }
-    let (key, value) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (key, value) = (ctx.arg(1), ctx.arg(2));
     let result = ops::set(ctx.l, key, value, &opts);
     if let Ok(out) = &result {
         notify_set(ctx, key, out.written, &opts);
@@ -193,7 +193,7 @@ fn notify_set(ctx: &Ctx<'_, '_>, key: &[u8], written: bool, opts: &SetOptions) {
 }
 
 fn set_simple(ctx: &mut Ctx<'_, '_>, value_at: usize, opts: SetOptions) -> Option<ops::SetOutcome> {
-    let (key, value) = (ctx.command_arg(1), ctx.command_arg(value_at));
+    let (key, value) = (ctx.arg(1), ctx.arg(value_at));
     match ops::set(ctx.l, key, value, &opts) {
         Ok(o) => {
             notify_set(ctx, key, o.written, &opts);
@@ -225,7 +225,7 @@ fn setex_generic(ctx: &mut Ctx<'_, '_>, unit: u64) {
         ..Default::default()
     };
     if set_simple(ctx, 3, opts).is_some() {
-        let (key, value, at) = (ctx.command_arg(1), ctx.command_arg(3), at.to_string());
+        let (key, value, at) = (ctx.arg(1), ctx.arg(3), at.to_string());
         ctx.propagate_as(&[b"SET", key, value, b"PXAT", at.as_bytes()]);
         ctx.reply.ok();
     }
@@ -245,7 +245,7 @@ fn getset(ctx: &mut Ctx<'_, '_>) {
         ..Default::default()
     };
     if let Some(o) = set_simple(ctx, 2, opts) {
-        let (key, value) = (ctx.command_arg(1), ctx.command_arg(2));
+        let (key, value) = (ctx.arg(1), ctx.arg(2));
         ctx.propagate_as(&[b"SET", key, value]);
         match o.old {
             Some(v) => ctx.reply.bulk(&v),
@@ -255,7 +255,7 @@ fn getset(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn getdel(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match ops::get_str(ctx.l, key) {
         Err(e) => ctx.keyspace_error(e),
         Ok(None) => ctx.reply.null(),
@@ -270,7 +270,7 @@ fn getdel(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn getex(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     // None: leave the deadline; Some(0): PERSIST; Some(t): new deadline.
     let mut new_deadline = None;
     let mut i = 2;
@@ -323,7 +323,7 @@ fn mget(ctx: &mut Ctx<'_, '_>) {
     prefetch_keys(ctx, 1);
     ctx.reply.array(ctx.args.len() - 1);
     for i in 1..ctx.args.len() {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match ctx.l.get(key) {
             Some(Entry {
                 value: Value::Str(s),
@@ -359,7 +359,7 @@ fn mset(ctx: &mut Ctx<'_, '_>) {
     }
     prefetch_keys(ctx, 2);
     for i in (1..ctx.args.len()).step_by(2) {
-        let (k, v) = (ctx.command_arg(i), ctx.command_arg(i + 1));
+        let (k, v) = (ctx.arg(i), ctx.arg(i + 1));
         ctx.l
             .insert(k, Entry::new(Value::Str(StrValue::from_bytes(v))));
         ctx.notify(notify::STRING, "set", k);
@@ -386,13 +386,13 @@ fn msetnx(ctx: &mut Ctx<'_, '_>) {
     }
     prefetch_keys(ctx, 2);
     for i in (1..ctx.args.len()).step_by(2) {
-        let k = ctx.command_arg(i);
+        let k = ctx.arg(i);
         if ctx.l.exists(k) {
             return ctx.reply.int(0);
         }
     }
     for i in (1..ctx.args.len()).step_by(2) {
-        let (k, v) = (ctx.command_arg(i), ctx.command_arg(i + 1));
+        let (k, v) = (ctx.arg(i), ctx.arg(i + 1));
         ctx.l
             .insert(k, Entry::new(Value::Str(StrValue::from_bytes(v))));
         ctx.notify(notify::STRING, "set", k);
@@ -401,7 +401,7 @@ fn msetnx(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn incr_generic(ctx: &mut Ctx<'_, '_>, delta: i64) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match ops::incr_by(ctx.l, key, delta) {
         Ok(v) => {
             ctx.notify(notify::STRING, "incrby", key);
@@ -437,7 +437,7 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
     let Some(d) = ctx.long_double_arg(2) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match ops::incr_by_float(ctx.l, key, d) {
         Ok(text) => {
             ctx.notify(notify::STRING, "incrbyfloat", key);
@@ -450,7 +450,7 @@ fn incrbyfloat(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn append(ctx: &mut Ctx<'_, '_>) {
-    let (key, data) = (ctx.command_arg(1), ctx.command_arg(2));
+    let (key, data) = (ctx.arg(1), ctx.arg(2));
     match ops::append(ctx.l, key, data) {
         Ok(n) => {
             ctx.notify(notify::STRING, "append", key);
@@ -461,7 +461,7 @@ fn append(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn strlen(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match ops::get_str(ctx.l, key) {
         Ok(s) => ctx.reply.int(s.map_or(0, |s| s.len() as i64)),
         Err(e) => ctx.keyspace_error(e),
@@ -472,7 +472,7 @@ fn getrange(ctx: &mut Ctx<'_, '_>) {
     let Some((start, end)) = ctx.int_pair(2, 3) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match ops::get_str(ctx.l, key) {
         Err(e) => ctx.keyspace_error(e),
         Ok(None) => ctx.reply.bulk(b""),
@@ -488,7 +488,7 @@ fn setrange(ctx: &mut Ctx<'_, '_>) {
     if offset < 0 {
         return ctx.error("ERR offset is out of range");
     }
-    let (key, data) = (ctx.command_arg(1), ctx.command_arg(3));
+    let (key, data) = (ctx.arg(1), ctx.arg(3));
     match ops::set_range(ctx.l, key, offset as usize, data) {
         Ok(n) => {
             if !data.is_empty() {
@@ -526,7 +526,7 @@ fn lcs(ctx: &mut Ctx<'_, '_>) {
         return ctx.error("ERR If you want both the length and indexes, please just use IDX.");
     }
     let fetch = |ctx: &mut Ctx<'_, '_>, i: usize| -> Result<Vec<u8>, KeyspaceError> {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         Ok(ops::get_str(ctx.l, key)?
             .map(|s| s.to_vec())
             .unwrap_or_default())

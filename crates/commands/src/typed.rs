@@ -26,7 +26,7 @@ pub fn write<'l, C: Collection>(
 
 /// HLEN, LLEN, SCARD, ZCARD: the size of the collection at argument 1 (0 when missing).
 pub fn reply_len<C: Collection>(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<C>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(c) => ctx.reply.int(c.map_or(0, C::len) as i64),
@@ -41,7 +41,7 @@ pub fn remove_members<C: Collection>(
     event: &str,
     remove: fn(&mut C, &[u8]) -> bool,
 ) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let n = match write::<C>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => 0,
@@ -79,7 +79,7 @@ pub fn scan_command<C: Collection>(
     else {
         return ctx.error("ERR invalid cursor");
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<C>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => {

@@ -336,7 +336,7 @@ fn zadd(ctx: &mut Ctx<'_, '_>) {
         let Some(s) = score_arg(ctx, j) else { return };
         scores.push(s);
     }
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let limits = ctx.shared.keyspace.zset_limits();
     let Ok(Some(z)) = write::<ZSetValue>(ctx.l, key, !xx) else {
         return match read::<ZSetValue>(ctx.l, key) {
@@ -400,8 +400,8 @@ fn zincrby(ctx: &mut Ctx<'_, '_>) {
     let Some(delta) = score_arg(ctx, 2) else {
         return;
     };
-    let key = ctx.command_arg(1);
-    let member = ctx.command_arg(3);
+    let key = ctx.arg(1);
+    let member = ctx.arg(3);
     let limits = ctx.shared.keyspace.zset_limits();
     let Ok(Some(z)) = write::<ZSetValue>(ctx.l, key, true) else {
         return ctx.wrong_type();
@@ -425,7 +425,7 @@ fn zcard(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zscore(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<ZSetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(z) => match z.and_then(|z| z.score(ctx.args.get(2).unwrap_or_default())) {
@@ -436,7 +436,7 @@ fn zscore(ctx: &mut Ctx<'_, '_>) {
 }
 
 fn zmscore(ctx: &mut Ctx<'_, '_>) {
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let scores: Vec<Option<f64>> = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => (2..ctx.args.len())
@@ -458,8 +458,8 @@ fn rank_generic(ctx: &mut Ctx<'_, '_>, rev: bool) {
         4 if ctx.is(3, "WITHSCORE") => true,
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.command_arg(1);
-    let member = ctx.command_arg(2);
+    let key = ctx.arg(1);
+    let member = ctx.arg(2);
     let found = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => z.and_then(|z| {
@@ -643,7 +643,7 @@ fn select(z: Option<&ZSetValue>, bounds: &Bounds, q: &RangeQuery) -> Vec<(f64, V
 /// Reads the set at `args[1]` and selects; None after replying an error.
 fn run_query(ctx: &mut Ctx<'_, '_>, q: &RangeQuery) -> Option<Vec<(f64, Vec<u8>)>> {
     let bounds = parse_bounds(ctx, q)?;
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<ZSetValue>(ctx.l, key) {
         Err(()) => {
             ctx.wrong_type();
@@ -766,7 +766,7 @@ fn count_generic(ctx: &mut Ctx<'_, '_>, by: By) {
     let Some(bounds) = parse_bounds(ctx, &q) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     match read::<ZSetValue>(ctx.l, key) {
         Err(()) => ctx.wrong_type(),
         Ok(None) => ctx.reply.int(0),
@@ -795,7 +795,7 @@ fn remrange(ctx: &mut Ctx<'_, '_>, by: By) {
     let Some(items) = run_query(ctx, &q) else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     if let Ok(Some(z)) = write::<ZSetValue>(ctx.l, key, false) {
         for (_, m) in &items {
             z.remove(m);
@@ -834,7 +834,7 @@ fn pop_generic(ctx: &mut Ctx<'_, '_>, max: bool) {
         },
         _ => return ctx.syntax_error(),
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let popped: Vec<(f64, Vec<u8>)> = match write::<ZSetValue>(ctx.l, key, false) {
         Err(()) => return ctx.wrong_type(),
         Ok(None) => Vec::new(),
@@ -888,7 +888,7 @@ fn zrandmember(ctx: &mut Ctx<'_, '_>) {
     let Some((count, with_scores)) = crate::hash::random_args(ctx, "WITHSCORES") else {
         return;
     };
-    let key = ctx.command_arg(1);
+    let key = ctx.arg(1);
     let all: Vec<(f64, Vec<u8>)> = match read::<ZSetValue>(ctx.l, key) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => z
@@ -990,7 +990,7 @@ enum Aggregate {
 /// Reads the input of a multi-key operation: a sorted set, or a plain set whose members
 /// all score 1 (as Redis allows). Err after replying WRONGTYPE.
 fn load_input(ctx: &mut Ctx<'_, '_>, i: usize) -> Result<Option<Members>, ()> {
-    let key = ctx.command_arg(i);
+    let key = ctx.arg(i);
     if let Ok(z) = read::<ZSetValue>(ctx.l, key) {
         return Ok(z.map(|z| z.range(0, z.len()).map(|(s, m)| (m.to_vec(), s)).collect()));
     }
@@ -1146,7 +1146,7 @@ fn combine(
 }
 
 fn store(ctx: &mut Ctx<'_, '_>, items: &[(f64, Vec<u8>)], event: &str) {
-    let dst = ctx.command_arg(1);
+    let dst = ctx.arg(1);
     if items.is_empty() {
         if ctx.l.remove(dst).is_some() {
             ctx.notify(notify::GENERIC, "del", dst);
@@ -1268,7 +1268,7 @@ fn zrangestore(ctx: &mut Ctx<'_, '_>) {
     let Some(bounds) = parse_bounds(ctx, &q) else {
         return;
     };
-    let src = ctx.command_arg(2);
+    let src = ctx.arg(2);
     let items = match read::<ZSetValue>(ctx.l, src) {
         Err(()) => return ctx.wrong_type(),
         Ok(z) => select(z, &bounds, &q),
@@ -1354,7 +1354,7 @@ fn zmpop(ctx: &mut Ctx<'_, '_>) {
         return;
     };
     for i in 2..2 + numkeys {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match pop_from(ctx, key, max, count) {
             Err(()) => return ctx.wrong_type(),
             Ok(Some(items)) => return reply_mpop(ctx, key, &items, max),
@@ -1370,7 +1370,7 @@ fn bzpop(ctx: &mut Ctx<'_, '_>, max: bool) {
         return crate::blocking::unblock(ctx.shared, ctx.session);
     };
     for i in 1..last {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match pop_from(ctx, key, max, 1) {
             Err(()) if ctx.session.blocked.is_some() => {}
             Err(()) => {
@@ -1426,7 +1426,7 @@ fn bzmpop(ctx: &mut Ctx<'_, '_>) {
         return crate::blocking::unblock(ctx.shared, ctx.session);
     };
     for i in 3..3 + numkeys {
-        let key = ctx.command_arg(i);
+        let key = ctx.arg(i);
         match pop_from(ctx, key, max, count) {
             Err(()) if ctx.session.blocked.is_some() => {}
             Err(()) => {
