@@ -251,7 +251,7 @@ pub fn recheck_migrating(
     args: &Args,
     locked: &mut Locked<'_>,
 ) -> Option<String> {
-    recheck_keys(shared, session, &[(spec, args)], &mut |key| {
+    recheck_keys(shared, session, [(spec, args)], &mut |key| {
         locked.exists(key)
     })
 }
@@ -266,14 +266,10 @@ pub fn recheck_migrating_queue(
     queued: &[(usize, Args)],
     exists: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Option<String> {
-    if !slots_migrating(shared) {
-        return None;
-    }
-    let commands: Vec<(&CommandSpec, &Args)> = queued
+    let commands = queued
         .iter()
-        .filter_map(|(i, a)| shared.commands.get(*i).map(|s| (s, a)))
-        .collect();
-    recheck_keys(shared, session, &commands, exists)
+        .filter_map(|(i, a)| shared.commands.get(*i).map(|s| (s, a)));
+    recheck_keys(shared, session, commands, exists)
 }
 
 /// This node is in cluster mode and moving at least one slot away.
@@ -286,10 +282,10 @@ pub fn slots_migrating(shared: &Shared) -> bool {
             .is_some_and(|view| !view.migrating.is_empty())
 }
 
-fn recheck_keys(
+fn recheck_keys<'a>(
     shared: &Shared,
     session: &Session,
-    commands: &[(&CommandSpec, &Args)],
+    commands: impl IntoIterator<Item = (&'a CommandSpec, &'a Args)>,
     exists: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Option<String> {
     if !shared.cluster_mode() || session.master_link || session.replaying || session.in_script {

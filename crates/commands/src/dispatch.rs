@@ -1333,13 +1333,7 @@ fn exec(
         },
     };
     // No SELECT is queued here (see `stop_world`): every command runs in this database.
-    let mut ids = Vec::new();
-    let mut idxs = Vec::new();
-    for (idx, args) in &queued {
-        if let Some(spec) = shared.commands.get(*idx) {
-            plan_tables(spec, args, session.db, &mut idxs, &mut ids);
-        }
-    }
+    let mut ids = queue_tables(shared, &queued, session.db);
     for w in &session.watched {
         ids.push(table_id(w.db, key_slot(&w.key)));
     }
@@ -1526,6 +1520,17 @@ fn signal_written_keys(shared: &Shared, spec: &CommandSpec, args: &Args, db: usi
     }
 }
 
+/// The tables of every key EXEC's queue names, in `db` (see [`plan_tables`]).
+fn queue_tables(shared: &Shared, queued: &[(usize, Args)], db: usize) -> Vec<u32> {
+    let (mut idxs, mut ids) = (Vec::new(), Vec::new());
+    for (idx, args) in queued {
+        if let Some(spec) = shared.commands.get(*idx) {
+            plan_tables(spec, args, db, &mut idxs, &mut ids);
+        }
+    }
+    ids
+}
+
 /// The tables of every key EXEC's queue names, locked (recording effects when the stream
 /// has readers), for [`exec_moved_away`] on EXEC's path that stops the world.
 fn lock_queue_tables<'k>(
@@ -1534,12 +1539,7 @@ fn lock_queue_tables<'k>(
     queued: &[(usize, Args)],
     now_ms: u64,
 ) -> Locked<'k> {
-    let (mut idxs, mut ids) = (Vec::new(), Vec::new());
-    for (idx, args) in queued {
-        if let Some(spec) = shared.commands.get(*idx) {
-            plan_tables(spec, args, session.db, &mut idxs, &mut ids);
-        }
-    }
+    let mut ids = queue_tables(shared, queued, session.db);
     let mut locked = Locked::lock_at(&shared.keyspace, session.db, &mut ids, now_ms);
     if shared.propagating().is_some() && !session.replaying {
         locked.record_effects();
