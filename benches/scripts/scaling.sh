@@ -4,8 +4,8 @@
 #
 #     benches/scripts/scaling.sh target/release/carmine-server [redis-server]
 #
-# For each server and loop count N: the server pinned to CPUs 0..N-1, redis-benchmark
-# pinned to the rest with --threads (CPUs - N), -c CLIENTS, -r 100000, -d 3. Each test
+# For each server and loop count N: the server pinned to the first N CPUs (CPU_ORDER),
+# redis-benchmark pinned to the rest with --threads (CPUs - N), -c CLIENTS, -r 100000, -d 3. Each test
 # (TESTS, default set,get; GET runs after SET so its keys exist) runs at each pipeline
 # depth (PIPELINES, default 1,16) for WARM seconds, then the server's
 # total_commands_processed is read over WINDOW seconds: requests/s come from the server's
@@ -36,6 +36,13 @@ BENCH=${REDIS_BENCHMARK:-redis-benchmark}
 CLI=${REDIS_CLI:-redis-cli}
 LOADGEN=${LOADGEN:-}
 CPUS=$(nproc)
+case "${CPU_ORDER:=linear}" in
+linear | cores) ;;
+*)
+    echo "CPU_ORDER is linear or cores, not $CPU_ORDER" >&2
+    exit 1
+    ;;
+esac
 DIR=$(mktemp -d)
 PORT=${PORT:-17800}
 SERVER_PID=
@@ -51,6 +58,48 @@ cli() { $RUN "$CLI" -h 127.0.0.1 -p "$PORT" "$@"; }
 # utime + stime of a process, in clock ticks.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
+# CPU numbers expanded from a sysfs list such as "0-3,8".
+expand_cpus() {
+    local part
+    for part in ${1//,/ }; do
+        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+    done
+}
+
+# Every CPU in the order the server takes them (see CPU_ORDER).
+cpu_order() {
+    local cpu siblings rank
+    case "$CPU_ORDER" in
+    linear) seq 0 $((CPUS - 1)) ;;
+    cores)
+        for cpu in $(seq 0 $((CPUS - 1))); do
+            siblings=$(cat "/sys/devices/system/cpu/cpu$cpu/topology/thread_siblings_list" \
+                2>/dev/null || echo "$cpu")
+            # The CPU's place among its core's threads: 0 for the first of each core.
+            rank=$(expand_cpus "$siblings" | grep -n -x "$cpu" | cut -d: -f1)
+            echo "${rank:-1} $cpu"
+        done | sort -n -k1,1 -k2,2 | awk '{print $2}'
+        ;;
+    esac
+}
+read -r -a ORDER <<<"$(cpu_order | tr '\n' ' ')"
+
+# The comma list of ORDER's entries FROM up to (not including) TO.
+cpu_list() { # from to
+    local IFS=,
+    echo "${ORDER[*]:$1:$(($2 - $1))}"
+}
+
+topology() {
+    local cpu out=()
+    for cpu in $(seq 0 $((CPUS - 1))); do
+        out+=("$cpu:$(cat "/sys/devices/system/cpu/cpu$cpu/topology/thread_siblings_list" \
+            2>/dev/null || echo '?')")
+    done
+    echo "thread siblings (cpu:its core's threads): ${out[*]}"
+    echo "order (CPU_ORDER=$CPU_ORDER): ${ORDER[*]}"
+}
+
 commands_processed() {
     cli info stats | tr -d '\r' | awk -F: '$1 == "total_commands_processed" {print $2}'
 }
@@ -63,7 +112,7 @@ start_server() { # name bin loops
         read -r -a extra <<<"${CARMINE_ARGS:-}"
     fi
     mkdir -p "$DIR/$name-$loops"
-    taskset -c "0-$((loops - 1))" $RUN "$bin" --port "$PORT" --bind 127.0.0.1 --save '' \
+    taskset -c "$(cpu_list 0 "$loops")" $RUN "$bin" --port "$PORT" --bind 127.0.0.1 --save '' \
         --appendonly no --dir "$DIR/$name-$loops" --io-threads "$loops" "${extra[@]}" \
         >"$DIR/$name-$loops/log" 2>&1 &
     SERVER_PID=$!
@@ -92,11 +141,11 @@ measure() { # name loops test pipeline
     local client_cpus=$((CPUS - loops)) first=$loops
     if [ "$client_cpus" -lt 1 ]; then client_cpus=1; first=$((CPUS - 1)); fi
     if [ -n "$LOADGEN" ]; then
-        taskset -c "$first-$((CPUS - 1))" "$LOADGEN" --host 127.0.0.1 --port "$PORT" \
+        taskset -c "$(cpu_list "$first" "$CPUS")" "$LOADGEN" --host 127.0.0.1 --port "$PORT" \
             --test "$test" --pipeline "$pipeline" --clients "$CLIENTS" \
             --threads "$client_cpus" --keyspace 100000 --data 3 --seconds 100000 >/dev/null 2>&1 &
     else
-        taskset -c "$first-$((CPUS - 1))" $RUN "$BENCH" -h 127.0.0.1 -p "$PORT" -t "$test" \
+        taskset -c "$(cpu_list "$first" "$CPUS")" $RUN "$BENCH" -h 127.0.0.1 -p "$PORT" -t "$test" \
             -P "$pipeline" -c "$CLIENTS" --threads "$client_cpus" -r 100000 -d 3 \
             -n 2000000000 -q >/dev/null 2>&1 &
     fi
@@ -114,11 +163,12 @@ measure() { # name loops test pipeline
     hz=$(getconf CLK_TCK)
     awk -v n="$name" -v l="$loops" -v t="$test" -v p="$pipeline" -v c0="$c0" -v c1="$c1" \
         -v t0="$t0" -v t1="$t1" -v s="$((s1 - s0))" -v b="$((b1 - b0))" -v hz="$hz" \
-        -v sc="$loops" -v cc="$client_cpus" 'BEGIN {
+        -v sc="$loops" -v cc="$client_cpus" -v scpus="$(cpu_list 0 "$loops")" \
+        -v ccpus="$(cpu_list "$first" "$CPUS")" 'BEGIN {
             secs = t1 - t0
-            printf "%-7s loops=%d %s P=%d rps=%.0f srv%%=%.0f cli%%=%.0f\n",
+            printf "%-7s loops=%d %s P=%d rps=%.0f srv%%=%.0f cli%%=%.0f srv_cpus=%s cli_cpus=%s\n",
                 n, l, t, p, (c1 - c0) / secs, 100 * s / hz / secs / sc,
-                100 * b / hz / secs / cc
+                100 * b / hz / secs / cc, scpus, ccpus
         }' | tee -a "$DIR/results"
 }
 
@@ -133,6 +183,7 @@ run_config() { # name bin loops
 }
 
 echo "cpus=$CPUS clients=$CLIENTS warm=${WARM}s window=${WINDOW}s"
+topology
 for loops in ${REDIS_LOOPS//,/ }; do run_config redis "$REF" "$loops"; done
 for loops in ${LOOPS//,/ }; do run_config carmine "$CAND" "$loops"; done
 
