@@ -93,6 +93,8 @@ pub static PARAMS: &[ParamSpec] = &[
     p("unixsocketperm", "0", Kind::Str, false),
     p("protected-mode", "yes", Kind::Bool, true),
     p("daemonize", "no", Kind::Bool, false),
+    // Read by the crash handlers (crates/server/src/crash.rs): CRASH_LOG_ENABLED.
+    p("crash-log-enabled", "yes", Kind::Bool, true),
     p("pidfile", "", Kind::Str, false),
     p("logfile", "", Kind::Str, false),
     p("loglevel", "notice", Kind::Enum(LOGLEVELS), true),
@@ -483,6 +485,12 @@ const HIDDEN: &[&str] = &[
     "loading-process-events-interval-bytes",
 ];
 
+/// `crash-log-enabled`, for the crash handlers of the server (a fatal signal's bug
+/// report, a panic's stack trace), which cannot reach a [`Config`]: a process has one
+/// set of signal handlers, so this is the process' setting, written by whichever
+/// configuration changed last.
+pub static CRASH_LOG_ENABLED: AtomicBool = AtomicBool::new(true);
+
 /// Values read on hot paths, mirrored from the text store.
 #[derive(Default)]
 pub struct Tunables {
@@ -750,7 +758,7 @@ impl Config {
         Ok(())
     }
 
-    /// Refreshes [`Tunables`] from the text store.
+    /// Refreshes [`Tunables`] from the text store (and [`CRASH_LOG_ENABLED`]).
     pub fn apply(&self) {
         let values = self.values.read();
         let get = |n: &str| values.get(n).cloned().unwrap_or_default();
@@ -777,6 +785,7 @@ impl Config {
             .store(num("hll-sparse-max-bytes"), Ordering::Relaxed);
         t.aof_timestamps
             .store(get("aof-timestamp-enabled") == "yes", Ordering::Relaxed);
+        CRASH_LOG_ENABLED.store(get("crash-log-enabled") != "no", Ordering::Relaxed);
         t.slowlog_slower_than.store(
             get("slowlog-log-slower-than").parse().unwrap_or(10_000),
             Ordering::Relaxed,

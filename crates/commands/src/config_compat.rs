@@ -116,7 +116,6 @@ pub static INERT_PARAMS: &[ParamSpec] = &[
         ..p("cluster-replica-validity-factor", "10", INT32, true)
     },
     p("cluster-require-full-coverage", "yes", Kind::Bool, true),
-    p("crash-log-enabled", "yes", Kind::Bool, true),
     p("crash-memcheck-enabled", "yes", Kind::Bool, true),
     p("disable-thp", "yes", Kind::Bool, false),
     p("dynamic-hz", "yes", Kind::Bool, true),

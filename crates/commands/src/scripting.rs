@@ -1113,11 +1113,19 @@ fn script_hook_check() -> Option<&'static std::ffi::CStr> {
             STOP_FAILED => c"a command of this script failed",
             _ => return None,
         };
-        cx.hook_replaced = true;
-        STOP_REASON.with(|r| r.set(Some(why)));
-        Some(why)
+        Some(stop_script(cx, why))
     })
     .flatten()
+}
+
+/// Records that the script stops for `why`: the hook fails every instruction from now.
+fn stop_script(
+    cx: &mut ScriptContext<'_>,
+    why: &'static std::ffi::CStr,
+) -> &'static std::ffi::CStr {
+    cx.hook_replaced = true;
+    STOP_REASON.with(|r| r.set(Some(why)));
+    why
 }
 
 thread_local! {
@@ -1139,8 +1147,20 @@ thread_local! {
 /// Called by Lua only. The check runs and returns before anything can raise.
 #[allow(unsafe_code)]
 unsafe extern "C-unwind" fn script_hook(state: *mut mlua::lua_State, _: *mut mlua::ffi::lua_Debug) {
-    // A panic must not unwind through Lua's C frames: a failed check lets the script go on.
-    let why = std::panic::catch_unwind(script_hook_check).ok().flatten();
+    // A panic must not unwind through Lua's C frames. It is kept and resumed once the
+    // script is over, as a called command's panic is, and the script stops here: the
+    // check serves other clients while the script is busy, and a panic there may have
+    // left their state half-changed, so the event loop must not run on.
+    let why = match std::panic::catch_unwind(script_hook_check) {
+        Ok(why) => why,
+        Err(payload) => {
+            call::keep_call_panic(payload);
+            with_script_context(|cx| {
+                cx.call.shared.scripts.running.fail();
+                stop_script(cx, c"a command of this script failed")
+            })
+        }
+    };
     if let Some(why) = why {
         mlua::ffi::lua_sethook(
             state,
@@ -1654,6 +1674,29 @@ mod tests {
         assert!(err.contains("not enough memory"), "{err}");
         let v = run_in(&shared, &mut vm, b"return 'still here'", |_| {}).expect("runs");
         assert!(matches!(v, Value::String(s) if s.as_bytes().as_ref() == b"still here"));
+    }
+
+    #[test]
+    fn a_panic_serving_clients_while_busy_stops_the_script_and_is_resumed_after_it() {
+        fn failing_service() {
+            panic!("the busy service failed");
+        }
+        // Long enough to become busy and reach the service, short enough to end by
+        // itself if the panic were swallowed (as it was).
+        let body = b"local n = 0 for i = 1, 30000000 do n = n + i end return n";
+        let ran = std::panic::catch_unwind(|| {
+            run(body, &[("busy-reply-threshold", "0")], |shared| {
+                shared
+                    .busy_serve
+                    .set(failing_service)
+                    .expect("no service yet");
+            })
+        });
+        let payload = ran.expect_err("the service's panic is resumed");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"the busy service failed")
+        );
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! over. Stopping is what Redis does on a bug, and what Sentinel and Cluster expect.
 
 use std::fmt::Write;
+
+// `crash-log-enabled` (Redis' setting): with `no`, a fatal signal ends the process as if
+// no handler were installed (a cleaner core dump, Redis' reason for it) and a panic logs
+// its message without a stack trace.
+use carmine_commands::config::CRASH_LOG_ENABLED;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The descriptor the log writes to (stdout until a logfile is opened), for the signal
@@ -45,10 +50,17 @@ pub fn install() {
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
         let thread = std::thread::current();
+        let trace = if CRASH_LOG_ENABLED.load(Ordering::Relaxed) {
+            format!(
+                "\n------ STACK TRACE ------\n{}",
+                std::backtrace::Backtrace::force_capture()
+            )
+        } else {
+            String::new()
+        };
         crate::log::warning(&format!(
-            "Guru Meditation: {message} #{location} (thread {})\n------ STACK TRACE ------\n{}",
+            "Guru Meditation: {message} #{location} (thread {}){trace}",
             thread.name().unwrap_or("unnamed"),
-            std::backtrace::Backtrace::force_capture()
         ));
         default_hook(info);
     }));
@@ -139,6 +151,9 @@ extern "C" fn on_fatal_signal(
     _info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
 ) {
+    if !CRASH_LOG_ENABLED.load(Ordering::Relaxed) {
+        die_of(signal);
+    }
     let mut digits = [0u8; 20];
     write_raw(b"\n\n=== CARMINE BUG REPORT START: Cut & paste starting from here ===\n");
     write_raw(decimal(u64::from(std::process::id()), &mut digits));
@@ -160,8 +175,14 @@ extern "C" fn on_fatal_signal(
     let trace = std::backtrace::Backtrace::force_capture();
     let _ = write!(RawLog, "{trace}");
     write_raw(b"\n=== CARMINE BUG REPORT END. Make sure to include from START to END. ===\n");
-    // SAFETY: SA_RESETHAND restored the default action before this handler ran; raising
-    // the signal again ends the process with it (SA_NODEFER lets it through at once).
+    die_of(signal);
+}
+
+/// Raises `signal` again with its default action, which ends the process as it would
+/// have without a handler.
+fn die_of(signal: libc::c_int) {
+    // SAFETY: SA_RESETHAND restored the default action before the handler ran, and it is
+    // set again here; SA_NODEFER lets the raised signal through at once.
     #[allow(unsafe_code)]
     unsafe {
         libc::signal(signal, libc::SIG_DFL);

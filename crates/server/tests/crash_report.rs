@@ -139,3 +139,46 @@ fn debug_panic_from_the_unix_socket_is_local() {
     let status = exit_status(&mut server);
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
 }
+
+/// `crash-log-enabled no` leaves a fatal signal's default action alone, as Redis does
+/// (no bug report, for a cleaner core dump); the panic's own message is still logged.
+#[test]
+fn without_the_crash_log_a_crash_writes_no_report() {
+    let dir = common::scratch_dir();
+    let mut server = spawn(
+        &dir,
+        &["--enable-debug-command", "yes", "--crash-log-enabled", "no"],
+    );
+    let _ = redis::cmd("DEBUG")
+        .arg("PANIC")
+        .query::<String>(&mut connect(server.port));
+    let status = exit_status(&mut server);
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    let log = std::fs::read_to_string(dir.join("log")).expect("the log");
+    assert!(
+        log.contains("Guru Meditation: DEBUG PANIC called at Unix time"),
+        "{log}"
+    );
+    for absent in ["STACK TRACE", "crashed by signal", "BUG REPORT"] {
+        assert!(!log.contains(absent), "{absent:?} in:\n{log}");
+    }
+}
+
+/// CONFIG SET crash-log-enabled takes effect without a restart.
+#[test]
+fn the_crash_log_follows_config_set() {
+    let dir = common::scratch_dir();
+    let mut server = spawn(&dir, &["--enable-debug-command", "yes"]);
+    let mut c = connect(server.port);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("crash-log-enabled")
+        .arg("no")
+        .query(&mut c)
+        .expect("CONFIG SET");
+    let _ = redis::cmd("DEBUG").arg("SEGFAULT").query::<String>(&mut c);
+    let status = exit_status(&mut server);
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}");
+    let log = std::fs::read_to_string(dir.join("log")).expect("the log");
+    assert!(!log.contains("crashed by signal"), "{log}");
+}

@@ -42,6 +42,14 @@ thread_local! {
     static CALL_PANIC: RefCell<Option<Box<dyn std::any::Any + Send>>> = const { RefCell::new(None) };
 }
 
+/// Keeps a panic caught inside the script (the first one, if several) for
+/// [`resume_call_panic`].
+pub(super) fn keep_call_panic(payload: Box<dyn std::any::Any + Send>) {
+    CALL_PANIC.with(|p| {
+        p.borrow_mut().get_or_insert(payload);
+    });
+}
+
 /// Resumes a panic a call's command raised, now that Lua is no longer on the stack
 /// (mlua's callbacks did the same). Until then the script's further calls are refused
 /// and its hook stops it (see `run_call`).
@@ -211,7 +219,7 @@ unsafe fn run_call(state: *mut ffi::lua_State, args: c_int) -> (*const Frame, us
             "ERR redis.call and redis.pcall are only available while a script runs".into(),
         ),
         Err(payload) => {
-            CALL_PANIC.with(|p| *p.borrow_mut() = Some(payload));
+            keep_call_panic(payload);
             // The script goes no further: its hook fails from the next check on, as
             // for SCRIPT KILL, and its calls are refused meanwhile.
             with_script_context(|cx| cx.call.shared.scripts.running.fail());

@@ -402,6 +402,7 @@ impl AppendOnly {
         let spawned = std::thread::Builder::new()
             .name("carmine-aof-fsync".into())
             .spawn(move || {
+                let _over = FsyncOver(&me);
                 if let Some(f) = file {
                     match f.sync_data() {
                         Ok(()) => {
@@ -410,8 +411,6 @@ impl AppendOnly {
                         Err(e) => log::warning(&format!("Fail to fsync the AOF file: {e}")),
                     }
                 }
-                *me.postponed_since.lock() = None;
-                me.fsync_in_progress.store(false, Ordering::Release);
             });
         if spawned.is_err() {
             self.fsync_in_progress.store(false, Ordering::Release);
@@ -579,6 +578,18 @@ impl AppendOnly {
                 aof.write_pending(true);
             }
         }
+    }
+}
+
+/// Ends a background fsync when dropped, even by a panic's unwinding: writes stop
+/// waiting on it and the next fsync may start. A mark left set would have postponed
+/// every later fsync for good, the file's data staying in the page cache.
+struct FsyncOver<'a>(&'a AppendOnly);
+
+impl Drop for FsyncOver<'_> {
+    fn drop(&mut self) {
+        *self.0.postponed_since.lock() = None;
+        self.0.fsync_in_progress.store(false, Ordering::Release);
     }
 }
 

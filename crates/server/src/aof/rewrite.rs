@@ -559,6 +559,8 @@ impl AppendOnly {
         let spawned = std::thread::Builder::new()
             .name("carmine-aofrw-start".into())
             .spawn(move || {
+                // Even a panic in `begin_rewrite` leaves the next rewrite free to start.
+                let _over = LowerOnDrop(&starter.starting);
                 let begun = {
                     let _world = owned.barrier.exclusive();
                     starter.begin_rewrite(&owned, prepared)
@@ -571,7 +573,6 @@ impl AppendOnly {
                         starter.rewrite_scheduled.store(true, Ordering::Release);
                     }
                 }
-                starter.starting.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
             self.starting.store(false, Ordering::Release);
@@ -587,6 +588,16 @@ pub(super) struct PreparedRewrite {
     generation: u64,
     /// The file, and the manifest naming it (None while switching on: a temp file).
     incr: Option<(Arc<File>, Option<Manifest>)>,
+}
+
+/// Lowers a background job's "in progress" flag when dropped, even by a panic's
+/// unwinding, so the flag never outlives its thread.
+struct LowerOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for LowerOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 #[cfg(test)]
