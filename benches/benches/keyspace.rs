@@ -98,6 +98,14 @@ fn bench(c: &mut Criterion) {
             black_box(db.rpop(b"queue").expect("list"))
         })
     });
+    // The clock every command is timed with (carmine_commands::clock) against the
+    // system's.
+    c.bench_function("clock_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    c.bench_function("clock_command_now", |b| {
+        b.iter(|| black_box(carmine_commands::clock::now()))
+    });
     let mut server = Dispatcher::new();
     server.run(&Args::from_slices(&["SET", "k", "v"]));
     let get = Args::from_slices(&["GET", "k"]);

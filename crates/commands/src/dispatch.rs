@@ -270,12 +270,12 @@ impl CommandClock {
     /// When the command about to run starts: the previous command's end, if it ended
     /// through this clock and nothing else ran since.
     fn start(&mut self) -> Instant {
-        self.last_end.take().unwrap_or_else(Instant::now)
+        self.last_end.take().unwrap_or_else(crate::clock::now)
     }
 
     /// Ends the command that ran: the reading also starts the next one.
     fn end(&mut self) -> Instant {
-        let now = Instant::now();
+        let now = crate::clock::now();
         self.last_end = Some(now);
         now
     }

@@ -25,6 +25,7 @@ pub mod acl_log;
 mod barrier;
 mod bitmap;
 pub mod blocking;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 mod config_compat;

@@ -735,6 +735,9 @@ fn apply_stream(
     let mut raw: Vec<u8> = link.buf.to_vec();
     let mut last_ack = Instant::now() - Duration::from_secs(1);
     let mut last_io = Instant::now();
+    // Read into once: a 64 KiB array on the stack was zeroed before every read, about
+    // a hundred commands' worth of the stream each.
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if !current(shared, generation) {
             return Ok(());
@@ -832,7 +835,6 @@ fn apply_stream(
             send_ack(link, stream)?;
             last_ack = Instant::now();
         }
-        let mut chunk = [0u8; 64 * 1024];
         match link.sock.read(&mut chunk) {
             Ok(0) => {
                 return Err(io::Error::new(
