@@ -399,7 +399,7 @@ impl EventLoop {
                 self.close_all();
                 return;
             }
-            let now = Instant::now();
+            let now = carmine_commands::clock::now();
             let mut timeout = next_cron.saturating_duration_since(now);
             if self.expire_backlog {
                 timeout = timeout.min(FAST_EXPIRE_EVERY);
@@ -459,7 +459,7 @@ impl EventLoop {
             if self.expire_backlog && self.last_fast_expire.elapsed() >= FAST_EXPIRE_EVERY {
                 self.fast_expire_cycle();
             }
-            if Instant::now() >= next_cron {
+            if carmine_commands::clock::now() >= next_cron {
                 self.cron();
                 let hz = self
                     .shared
@@ -803,8 +803,8 @@ impl EventLoop {
         };
         // One reading for the connection: the client's last activity, and the start of
         // the commands it sent (three readings before, 2% of a loop serving EVALSHA at
-        // -P 1).
-        let arrived = Instant::now();
+        // -P 1), from the counter clock commands are timed with.
+        let arrived = carmine_commands::clock::now();
         conn.last_active = arrived;
         conn.session.info.touch_at(arrived);
         self.process_at(t, arrived);
@@ -822,7 +822,7 @@ impl EventLoop {
 
     /// Executes every complete command buffered for connection `t`, then writes.
     fn process(&mut self, t: usize) {
-        self.process_at(t, Instant::now());
+        self.process_at(t, carmine_commands::clock::now());
     }
 
     /// [`EventLoop::process`] with the first command starting at `at`, a reading just

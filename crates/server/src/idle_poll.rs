@@ -70,7 +70,8 @@ impl IdlePoll {
         timeout: Duration,
         spin: Duration,
     ) -> io::Result<()> {
-        let start = Instant::now();
+        // The counter clock (carmine_commands::clock): two readings every turn.
+        let start = carmine_commands::clock::now();
         let spin = spin.min(timeout);
         if self.spinning && !events.is_empty() && !spin.is_zero() {
             loop {
@@ -79,13 +80,14 @@ impl IdlePoll {
                     self.account(start);
                     return polled;
                 }
-                if start.elapsed() >= spin {
+                if carmine_commands::clock::now().saturating_duration_since(start) >= spin {
                     break;
                 }
                 std::hint::spin_loop();
             }
         }
-        let left = timeout.saturating_sub(start.elapsed());
+        let left =
+            timeout.saturating_sub(carmine_commands::clock::now().saturating_duration_since(start));
         let polled = poll.poll(events, Some(left));
         self.account(start);
         polled
@@ -94,7 +96,7 @@ impl IdlePoll {
     /// Counts the wait that began at `from` and, at the end of a window, decides whether
     /// the next one spins.
     fn account(&mut self, from: Instant) {
-        let now = Instant::now();
+        let now = carmine_commands::clock::now();
         self.idle += now.saturating_duration_since(from);
         let window = now.saturating_duration_since(self.window_start);
         if window >= WINDOW {
