@@ -12,12 +12,21 @@
 # redis-benchmark, which costs CPU 1 more than the replica does: there the two share a
 # core, and redis-benchmark's share is the same whichever server it loads. Everything
 # binds 127.0.0.1; every process is stopped on exit.
+#
+# On a machine with cores to spare, MASTER_CPU (default 0), REPLICA_CPU (1) and
+# CLIENT_CPUS (1; a taskset list such as 2-15) place the three apart, and BENCH_THREADS
+# gives redis-benchmark (--threads) or loadgen (--threads) that many threads, so that
+# neither the client nor a core shared with it limits the masters.
 set -euo pipefail
 CAND=${1:?usage: $0 CANDIDATE_BIN [REFERENCE_BIN]}
 REF=${2:-redis-server}
 ROUNDS=${ROUNDS:-3}
 N=${N:-400000}
 TESTS=${TESTS:-set,get,incr,lpush,hset}
+MASTER_CPU=${MASTER_CPU:-0}
+REPLICA_CPU=${REPLICA_CPU:-1}
+CLIENT_CPUS=${CLIENT_CPUS:-1}
+BENCH_THREADS=${BENCH_THREADS:-}
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -50,11 +59,11 @@ pair() { # name bin -> sets MP (master port) and RP (replica port)
     local name=$1 bin=$2
     MP=$(free_port)
     RP=$(free_port)
-    start "$bin" 0 "$MP" "$DIR/$name-master" --repl-diskless-sync-delay 0
+    start "$bin" "$MASTER_CPU" "$MP" "$DIR/$name-master" --repl-diskless-sync-delay 0
     if [ -n "${NO_REPLICA:-}" ]; then
         return 0
     fi
-    start "$bin" 1 "$RP" "$DIR/$name-replica" --replicaof 127.0.0.1 "$MP"
+    start "$bin" "$REPLICA_CPU" "$RP" "$DIR/$name-replica" --replicaof 127.0.0.1 "$MP"
     for _ in $(seq 1 200); do
         redis-cli -p "$RP" info replication | grep -q 'master_link_status:up' && return 0
         sleep 0.05
@@ -71,14 +80,16 @@ RM=$MP RR=$RP
 measure() {
     local port=$1 test
     if [ -z "${LOADGEN:-}" ]; then
-        taskset -c 1 redis-benchmark -p "$port" -P 16 -c 50 -r 100000 -d 3 -n "$N" \
-            -t "$TESTS" --csv 2>/dev/null
+        local threads=()
+        [ -n "$BENCH_THREADS" ] && threads=(--threads "$BENCH_THREADS")
+        taskset -c "$CLIENT_CPUS" redis-benchmark -p "$port" -P 16 -c 50 -r 100000 -d 3 \
+            -n "$N" -t "$TESTS" "${threads[@]}" --csv 2>/dev/null
         return
     fi
     for test in $(echo "$TESTS" | tr ',' ' '); do
-        echo "$(echo "$test" | tr a-z A-Z),$(taskset -c 1 "$LOADGEN" --port "$port" \
-            --pipeline 16 --clients 50 --seconds "${SECONDS_EACH:-3}" --test "$test" \
-            | grep -oE '^[0-9]+')"
+        echo "$(echo "$test" | tr a-z A-Z),$(taskset -c "$CLIENT_CPUS" "$LOADGEN" \
+            --port "$port" --pipeline 16 --clients 50 --threads "${BENCH_THREADS:-1}" \
+            --seconds "${SECONDS_EACH:-3}" --test "$test" | grep -oE '^[0-9]+')"
     done
 }
 declare -A results
