@@ -26,6 +26,9 @@ const FIRST_LISTENER: usize = 1 << 40;
 /// Stop executing a client's pipeline once this much output is waiting, and resume when
 /// the socket drains: a client that writes but never reads cannot grow memory unbounded.
 const OUTPUT_PAUSE: usize = 16 * 1024 * 1024;
+
+/// Rounds of [`EventLoop::resume_paused_pipelines`] in one loop turn.
+const PAUSED_PIPELINE_ROUNDS: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
 const FAST_EXPIRE_EVERY: Duration = Duration::from_millis(2);
 /// Resolution of blocking-command timeouts.
@@ -290,6 +293,9 @@ pub struct EventLoop {
     to_flush: Vec<usize>,
     /// Connections whose input this turn read, to serve once every ready one was read.
     read_this_turn: Vec<ReadInput>,
+    /// Connections whose pipelines stopped after a command that woke blocked clients:
+    /// they continue once those clients are served (see [`EventLoop::process_at`]).
+    paused_for_woken: Vec<usize>,
 }
 
 /// A connection whose socket a loop turn read: served after the turn's reads, so that
@@ -339,6 +345,7 @@ impl EventLoop {
                 ops_sample: (Instant::now(), 0),
                 to_flush: Vec::new(),
                 read_this_turn: Vec::new(),
+                paused_for_woken: Vec::new(),
             },
             handle,
         ))
@@ -404,6 +411,10 @@ impl EventLoop {
             if self.expire_backlog {
                 timeout = timeout.min(FAST_EXPIRE_EVERY);
             }
+            if !self.paused_for_woken.is_empty() {
+                // Pipelines left paused by the last turn continue in this one.
+                timeout = Duration::ZERO;
+            }
             if self.shared.blocking.any() {
                 // Scanning every connection for blocked-client deadlines is O(connections):
                 // do it at most every BLOCKED_SCAN_EVERY, or when a known deadline is due,
@@ -455,6 +466,7 @@ impl EventLoop {
                 self.serve_input(input);
             }
             self.read_this_turn = read;
+            self.resume_paused_pipelines();
             crate::persistence::yield_to_snapshot(&self.shared);
             if self.expire_backlog && self.last_fast_expire.elapsed() >= FAST_EXPIRE_EVERY {
                 self.fast_expire_cycle();
@@ -792,6 +804,11 @@ impl EventLoop {
     /// Runs what [`EventLoop::read_input`] read for a connection, and closes it once
     /// its replies are written if its client closed its end.
     fn serve_input(&mut self, input: ReadInput) {
+        // A command this turn woke blocked clients: they are served before this
+        // connection's commands run, as Redis serves them before its next command.
+        if WOKE_BLOCKED_CLIENTS.with(std::cell::Cell::get) {
+            self.serve_woken_clients();
+        }
         let t = input.slot;
         let Some(conn) = self
             .conns
@@ -864,6 +881,15 @@ impl EventLoop {
                         take_back_connections(&mut self.conns, &mut answered_while_busy);
                     }
                     conn.decoder.set_authenticated(conn.session.authenticated);
+                    // Redis serves the clients a command unblocked before it runs the
+                    // next command (`RPUSH q x` then `LLEN q` reads 0 when a BLPOP
+                    // waited on q): the rest of this pipeline waits for them.
+                    if !conn.rbuf.is_empty() && WOKE_BLOCKED_CLIENTS.with(std::cell::Cell::get) {
+                        if !self.paused_for_woken.contains(&t) {
+                            self.paused_for_woken.push(t);
+                        }
+                        break;
+                    }
                     if conn.session.close_after_reply {
                         conn.closing = true;
                         // Gone for everyone else from now on, before its last reply
@@ -909,6 +935,22 @@ impl EventLoop {
         self.queue_flush(t);
         for other in answered_while_busy {
             self.queue_flush(other);
+        }
+    }
+
+    /// Continues the pipelines that stopped behind a command that woke blocked clients,
+    /// once those clients are served (here, or by their own loops within
+    /// `serve_woken_clients`' bound). A pipeline that wakes more stops again; after a
+    /// few rounds the rest waits for the next turn, which polls without sleeping.
+    fn resume_paused_pipelines(&mut self) {
+        for _ in 0..PAUSED_PIPELINE_ROUNDS {
+            if self.paused_for_woken.is_empty() {
+                return;
+            }
+            self.serve_woken_clients();
+            for t in std::mem::take(&mut self.paused_for_woken) {
+                self.process(t);
+            }
         }
     }
 

@@ -291,3 +291,36 @@ fn a_write_is_answered_after_the_clients_it_woke_have_run() {
     }
     server.shutdown();
 }
+
+/// Redis serves the clients a command unblocked before it runs the next command, so a
+/// pipelined `RPUSH q x` then `LLEN q` reads 0 when a BLPOP waited on q, and so does an
+/// LLEN that another connection sent in the same instant. Before, the pipeline ran on
+/// and read 1 (every time with one event loop, where the woken client's retry came
+/// after the whole pipeline).
+#[test]
+fn commands_after_a_push_see_the_clients_it_woke_served() {
+    for loops in ["io-threads 1", "io-threads 2"] {
+        let server = common::start(loops);
+        let mut c = common::client(&server);
+        for round in 0..8 {
+            let mut waiter = common::raw(&server);
+            std::io::Write::write_all(&mut waiter, b"BLPOP q 0\r\n").unwrap();
+            assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
+            let mut pusher = common::raw(&server);
+            let (got, _) = common::exchange(
+                &mut pusher,
+                b"RPUSH q x\r\nLLEN q\r\nRPUSH q y\r\nLLEN q\r\n",
+                |g| g.len() >= 16,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                ":1\r\n:0\r\n:1\r\n:1\r\n",
+                "{loops}, round {round}"
+            );
+            let (popped, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"x\r\n"));
+            assert_eq!(popped, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+            let _: () = c.del("q").unwrap();
+        }
+        server.shutdown();
+    }
+}
