@@ -34,11 +34,6 @@ pub struct Blocking {
     /// Of those, the ones with a deadline (INFO's clients_in_timeout_table).
     timed: AtomicUsize,
     queues: Mutex<HashMap<(usize, Vec<u8>), WaitQueue>>,
-    /// Wake-ups sent to blocked clients (their `ready` hooks) that their event loops
-    /// have not handled yet. The server counts them and holds a turn's replies until
-    /// they are handled, as Redis serves the clients a write unblocks before replying
-    /// to it.
-    retries_pending: Arc<AtomicUsize>,
 }
 
 /// What a blocked client waits for.
@@ -61,12 +56,6 @@ pub struct BlockState {
 }
 
 impl Blocking {
-    /// See the field: shared with the hooks that send wake-ups and the loops that
-    /// handle them.
-    pub fn retries_pending(&self) -> &Arc<AtomicUsize> {
-        &self.retries_pending
-    }
-
     pub fn any(&self) -> bool {
         self.blocked.load(Ordering::Acquire) > 0
     }

@@ -26,9 +26,12 @@ use std::time::Instant;
 /// Counter ticks an anchor serves: about 100 ms at 3 GHz.
 const ANCHOR_TICKS: u64 = 300_000_000;
 
-/// Nanoseconds per tick in 32.32 fixed point: `ANCHOR_TICKS` times a scale of up to
-/// 2^32 (a counter as slow as 1 GHz) stays within 64 bits.
+/// Nanoseconds per tick in 32.32 fixed point.
 const SCALE_SHIFT: u32 = 32;
+
+/// The largest scale used, 4 ns a tick (a counter as slow as 250 MHz): `ANCHOR_TICKS`
+/// times it stays within 64 bits. A slower counter's threads read the system clock.
+const MAX_SCALE: u64 = 4 << SCALE_SHIFT;
 
 /// The shortest time between two anchors that measures a scale: below it the two clock
 /// readings' own cost would be a visible part of the interval.
@@ -118,7 +121,14 @@ fn reanchor() -> Instant {
         None => 0,
         Some(previous) => match measured_scale(&previous, at, ticks) {
             Some(scale) => scale,
-            None if previous.scale == 0 => return at,
+            // Too soon after the first anchor: keep measuring from it. (Too long after
+            // it, or a counter that went backwards, starts from this one instead.)
+            None if previous.scale == 0
+                && at.saturating_duration_since(previous.at)
+                    < std::time::Duration::from_nanos(MIN_SCALE_NANOS) =>
+            {
+                return at
+            }
             None => previous.scale,
         },
     };
@@ -137,7 +147,7 @@ fn measured_scale(previous: &Anchor, at: Instant, ticks: u64) -> Option<u64> {
     let scale = (u128::from(nanos) << SCALE_SHIFT).checked_div(u128::from(elapsed_ticks))?;
     u64::try_from(scale)
         .ok()
-        .filter(|&s| s > 0 && s <= 1 << SCALE_SHIFT)
+        .filter(|&s| s > 0 && s <= MAX_SCALE)
 }
 
 #[cfg(test)]
@@ -178,8 +188,8 @@ mod tests {
             Some(anchor) => {
                 assert!(counter_usable());
                 assert!(anchor.scale > 0, "measured");
-                // Between 0.05 and 1 ns a tick: counters from 1 to 20 GHz.
-                assert!(anchor.scale <= 1 << SCALE_SHIFT);
+                // Between 0.05 and 4 ns a tick: counters from 250 MHz to 20 GHz.
+                assert!(anchor.scale <= MAX_SCALE);
                 assert!(anchor.scale >= (1 << SCALE_SHIFT) / 20);
             }
             None => assert!(!counter_usable(), "anchored where usable"),

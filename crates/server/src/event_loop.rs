@@ -4,7 +4,7 @@
 //! its `mio::Waker`.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -208,8 +208,10 @@ pub enum LoopMsg {
     Adopt(ClientStream),
     /// Encoded bytes (a pub/sub message) for one of this loop's clients.
     Deliver(u64, bytes::Bytes),
-    /// A key this client is blocked on was written: retry its blocking command.
-    Ready(u64),
+    /// A key this client is blocked on was written: retry its blocking command. With the
+    /// counter of the loop whose write began the wake-up (see [`WAKE_ORIGIN`]), lowered
+    /// once the retry ran.
+    Ready(u64, Option<Arc<AtomicUsize>>),
     /// Shard channels this client loses: their slots are no longer served here.
     RevokeShard(u64, Vec<Vec<u8>>),
     /// CONFIG SET port: accept on these TCP sockets instead of the old ones.
@@ -251,6 +253,9 @@ struct Conn {
     /// When the output first went over the soft limit.
     soft_limit_since: Option<Instant>,
     closing: bool,
+    /// The client shut its end while its pipeline was paused for woken clients: closed
+    /// once the paused commands have run (see `EventLoop::serve_input`).
+    input_ended: bool,
     /// Listed in the loop's `to_flush` for the before-sleep phase.
     flush_queued: bool,
     reply_size: ReplyBufferSize,
@@ -296,6 +301,9 @@ pub struct EventLoop {
     /// Connections whose pipelines stopped after a command that woke blocked clients:
     /// they continue once those clients are served (see [`EventLoop::process_at`]).
     paused_for_woken: Vec<usize>,
+    /// Wake-ups this loop's writes sent that their loops have not handled yet (see
+    /// [`WAKE_ORIGIN`]): its replies, and its clients' next commands, wait for them.
+    wakes_pending: Arc<AtomicUsize>,
 }
 
 /// A connection whose socket a loop turn read: served after the turn's reads, so that
@@ -346,6 +354,7 @@ impl EventLoop {
                 to_flush: Vec::new(),
                 read_this_turn: Vec::new(),
                 paused_for_woken: Vec::new(),
+                wakes_pending: Arc::new(AtomicUsize::new(0)),
             },
             handle,
         ))
@@ -398,6 +407,7 @@ impl EventLoop {
             b.stats = Some(self.stats.clone());
         });
         let _ = self.shared.busy_serve.set(serve_while_busy);
+        WAKE_ORIGIN.with(|w| *w.borrow_mut() = Some(self.wakes_pending.clone()));
         let mut events = Events::with_capacity(1024);
         let mut next_cron = Instant::now();
         let mut waiting = crate::idle_poll::IdlePoll::new(self.shared.io_threads());
@@ -410,10 +420,6 @@ impl EventLoop {
             let mut timeout = next_cron.saturating_duration_since(now);
             if self.expire_backlog {
                 timeout = timeout.min(FAST_EXPIRE_EVERY);
-            }
-            if !self.paused_for_woken.is_empty() {
-                // Pipelines left paused by the last turn continue in this one.
-                timeout = Duration::ZERO;
             }
             if self.shared.blocking.any() {
                 // Scanning every connection for blocked-client deadlines is O(connections):
@@ -432,6 +438,11 @@ impl EventLoop {
                 timeout = timeout.min(until.saturating_duration_since(Instant::now()));
             }
             self.before_sleep();
+            if !self.paused_for_woken.is_empty() {
+                // Pipelines left paused (here, or by a retry the before-sleep phase ran)
+                // continue in the next turn, at once.
+                timeout = Duration::ZERO;
+            }
             let spin = Duration::from_micros(
                 self.shared
                     .config
@@ -523,17 +534,25 @@ impl EventLoop {
                         touched.push(t);
                     }
                 }
-                LoopMsg::Ready(id) => {
+                LoopMsg::Ready(id, origin) => {
                     if let Some(&t) = self.by_id.get(&id) {
+                        // Whom the retry wakes in turn counts against the same write.
+                        let own = origin
+                            .clone()
+                            .map(|o| WAKE_ORIGIN.with(|w| w.replace(Some(o))));
                         self.retry_blocked(t);
+                        if let Some(own) = own {
+                            WAKE_ORIGIN.with(|w| *w.borrow_mut() = own);
+                        }
                     }
-                    let pending = self.shared.blocking.retries_pending();
                     // Only the hook sends Ready, counting it first; saturating all the
-                    // same, as a count wrapped below zero would hold every waking loop's
+                    // same, as a count wrapped below zero would hold the waking loop's
                     // replies for the whole wait.
-                    let _ = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        Some(n.saturating_sub(1))
-                    });
+                    if let Some(origin) = origin {
+                        let _ = origin.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            Some(n.saturating_sub(1))
+                        });
+                    }
                 }
                 LoopMsg::ListenTcp(fresh) => self.replace_tcp_listeners(fresh),
                 LoopMsg::RevokeShard(id, channels) => {
@@ -670,15 +689,17 @@ impl EventLoop {
             me.send(LoopMsg::Deliver(id, bytes));
         }));
         let me = self.me.clone();
-        let pending = self.shared.blocking.retries_pending().clone();
         *info.ready.lock() = Some(Arc::new(move || {
             // Counted before it is sent, so a loop that waits for the count to drop
             // cannot miss a wake-up in flight; uncounted if the loop is gone.
-            pending.fetch_add(1, Ordering::AcqRel);
-            if me.send(LoopMsg::Ready(id)) {
+            let origin = WAKE_ORIGIN.with(|w| w.borrow().clone());
+            if let Some(origin) = &origin {
+                origin.fetch_add(1, Ordering::AcqRel);
+            }
+            if me.send(LoopMsg::Ready(id, origin.clone())) {
                 WOKE_BLOCKED_CLIENTS.with(|woke| woke.set(true));
-            } else {
-                pending.fetch_sub(1, Ordering::AcqRel);
+            } else if let Some(origin) = origin {
+                origin.fetch_sub(1, Ordering::AcqRel);
             }
         }));
         let me = self.me.clone();
@@ -705,6 +726,7 @@ impl EventLoop {
             last_active: Instant::now(),
             soft_limit_since: None,
             closing: false,
+            input_ended: false,
             flush_queued: false,
             reply_size: ReplyBufferSize::new(Instant::now()),
             prefetch_pause: 0,
@@ -830,8 +852,14 @@ impl EventLoop {
             // shut its end down reads them until the server closes (Redis writes them
             // in the turn before it reads the end of input). A client gone altogether
             // fails the write, which closes it too.
+            // A pipeline paused for woken clients runs its rest first.
+            let paused = self.paused_for_woken.contains(&t);
             if let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) {
-                conn.closing = true;
+                if paused {
+                    conn.input_ended = true;
+                } else {
+                    conn.closing = true;
+                }
             }
             self.queue_flush(t);
         }
@@ -881,15 +909,6 @@ impl EventLoop {
                         take_back_connections(&mut self.conns, &mut answered_while_busy);
                     }
                     conn.decoder.set_authenticated(conn.session.authenticated);
-                    // Redis serves the clients a command unblocked before it runs the
-                    // next command (`RPUSH q x` then `LLEN q` reads 0 when a BLPOP
-                    // waited on q): the rest of this pipeline waits for them.
-                    if !conn.rbuf.is_empty() && WOKE_BLOCKED_CLIENTS.with(std::cell::Cell::get) {
-                        if !self.paused_for_woken.contains(&t) {
-                            self.paused_for_woken.push(t);
-                        }
-                        break;
-                    }
                     if conn.session.close_after_reply {
                         conn.closing = true;
                         // Gone for everyone else from now on, before its last reply
@@ -898,6 +917,18 @@ impl EventLoop {
                         // it is broken), as with Redis, which frees the client before
                         // it reads anyone's next command.
                         self.shared.clients.remove(conn.session.id());
+                    }
+                    // Redis serves the clients a command unblocked before it runs the
+                    // next command (`RPUSH q x` then `LLEN q` reads 0 when a BLPOP
+                    // waited on q): the rest of this pipeline waits for them.
+                    if !conn.closing
+                        && !conn.rbuf.is_empty()
+                        && WOKE_BLOCKED_CLIENTS.with(std::cell::Cell::get)
+                    {
+                        if !self.paused_for_woken.contains(&t) {
+                            self.paused_for_woken.push(t);
+                        }
+                        break;
                     }
                 }
                 Ok(false) => break,
@@ -947,9 +978,18 @@ impl EventLoop {
             if self.paused_for_woken.is_empty() {
                 return;
             }
-            self.serve_woken_clients();
             for t in std::mem::take(&mut self.paused_for_woken) {
+                // Whatever the previous one woke is served before this one goes on.
+                self.serve_woken_clients();
                 self.process(t);
+                if !self.paused_for_woken.contains(&t) {
+                    if let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) {
+                        if std::mem::take(&mut conn.input_ended) {
+                            conn.closing = true;
+                            self.queue_flush(t);
+                        }
+                    }
+                }
             }
         }
     }
@@ -1021,7 +1061,7 @@ impl EventLoop {
         if !WOKE_BLOCKED_CLIENTS.with(|woke| woke.replace(false)) {
             return;
         }
-        let pending = self.shared.blocking.retries_pending().clone();
+        let pending = self.wakes_pending.clone();
         let deadline = Instant::now() + WOKEN_CLIENTS_WAIT;
         loop {
             for t in self.drain_inbox() {
@@ -1426,6 +1466,15 @@ thread_local! {
     /// This thread sent a blocked client a wake-up since its loop's last before-sleep
     /// phase (the `ready` hooks run on the thread of the write that serves the key).
     static WOKE_BLOCKED_CLIENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The counter a wake-up sent from this thread is counted on: the loop's own
+    /// (`EventLoop::wakes_pending`), or while a woken client's retry runs, that of the
+    /// loop whose write woke it, so a chain of wake-ups (a BRPOPLPUSH served by a push,
+    /// whose own push wakes another client) counts against the write that began it. A
+    /// loop waits for its own counter only: wake-ups other loops sent, however many,
+    /// never hold its replies. None on threads that are no event loop (the master
+    /// link): nobody waits for their wake-ups.
+    static WAKE_ORIGIN: std::cell::RefCell<Option<Arc<AtomicUsize>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The longest a loop holds a turn's replies for blocked clients that other loops were

@@ -324,3 +324,38 @@ fn commands_after_a_push_see_the_clients_it_woke_served() {
         server.shutdown();
     }
 }
+
+/// A client that writes its pipeline and shuts its end (`nc -N`) gets every reply, the
+/// commands after a waking write included, before the server closes.
+#[test]
+fn a_paused_pipeline_runs_to_its_end_after_the_client_shut_its_end() {
+    use std::io::{Read, Write};
+    let server = common::start("io-threads 2");
+    let mut c = common::client(&server);
+    for round in 0..6 {
+        let mut waiter = common::raw(&server);
+        waiter.write_all(b"BLPOP q 0\r\n").unwrap();
+        assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
+        let mut pusher = common::raw(&server);
+        pusher
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        pusher
+            .write_all(b"RPUSH q x\r\nLLEN q\r\nPING\r\n")
+            .unwrap();
+        pusher.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        pusher
+            .read_to_end(&mut got)
+            .expect("read until the server closes");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            ":1\r\n:0\r\n+PONG\r\n",
+            "round {round}"
+        );
+        let (popped, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"x\r\n"));
+        assert_eq!(popped, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+        let _: () = c.del("q").unwrap();
+    }
+    server.shutdown();
+}
