@@ -303,23 +303,19 @@ fn commands_after_a_push_see_the_clients_it_woke_served() {
         let server = common::start(loops);
         let mut c = common::client(&server);
         for round in 0..8 {
-            let mut waiter = common::raw(&server);
-            std::io::Write::write_all(&mut waiter, b"BLPOP q 0\r\n").unwrap();
-            assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
-            let mut pusher = common::raw(&server);
-            let (got, _) = common::exchange(
-                &mut pusher,
-                b"RPUSH q x\r\nLLEN q\r\nRPUSH q y\r\nLLEN q\r\n",
-                |g| g.len() >= 16,
-            );
+            let got = with_a_blpop_waiter_on_q(&server, &mut c, |pusher| {
+                let (got, _) = common::exchange(
+                    pusher,
+                    b"RPUSH q x\r\nLLEN q\r\nRPUSH q y\r\nLLEN q\r\n",
+                    |g| g.len() >= 16,
+                );
+                got
+            });
             assert_eq!(
                 String::from_utf8_lossy(&got),
                 ":1\r\n:0\r\n:1\r\n:1\r\n",
                 "{loops}, round {round}"
             );
-            let (popped, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"x\r\n"));
-            assert_eq!(popped, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
-            let _: () = c.del("q").unwrap();
         }
         server.shutdown();
     }
@@ -333,29 +329,43 @@ fn a_paused_pipeline_runs_to_its_end_after_the_client_shut_its_end() {
     let server = common::start("io-threads 2");
     let mut c = common::client(&server);
     for round in 0..6 {
-        let mut waiter = common::raw(&server);
-        waiter.write_all(b"BLPOP q 0\r\n").unwrap();
-        assert!(common::wait_until(5, || blocked_count(&mut c) == 1));
-        let mut pusher = common::raw(&server);
-        pusher
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        pusher
-            .write_all(b"RPUSH q x\r\nLLEN q\r\nPING\r\n")
-            .unwrap();
-        pusher.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        pusher
-            .read_to_end(&mut got)
-            .expect("read until the server closes");
+        let got = with_a_blpop_waiter_on_q(&server, &mut c, |pusher| {
+            pusher
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            pusher
+                .write_all(b"RPUSH q x\r\nLLEN q\r\nPING\r\n")
+                .unwrap();
+            pusher.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            pusher
+                .read_to_end(&mut got)
+                .expect("read until the server closes");
+            got
+        });
         assert_eq!(
             String::from_utf8_lossy(&got),
             ":1\r\n:0\r\n+PONG\r\n",
             "round {round}"
         );
-        let (popped, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"x\r\n"));
-        assert_eq!(popped, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
-        let _: () = c.del("q").unwrap();
     }
     server.shutdown();
+}
+
+/// Blocks a `BLPOP q 0` on a connection of its own, runs `push` on another (which must
+/// push `x` first), checks the waiter got `x`, and empties q; returns what `push` read.
+fn with_a_blpop_waiter_on_q(
+    server: &carmine_server::Server,
+    c: &mut redis::Connection,
+    push: impl FnOnce(&mut std::net::TcpStream) -> Vec<u8>,
+) -> Vec<u8> {
+    let mut waiter = common::raw(server);
+    std::io::Write::write_all(&mut waiter, b"BLPOP q 0\r\n").unwrap();
+    assert!(common::wait_until(5, || blocked_count(c) == 1));
+    let mut pusher = common::raw(server);
+    let got = push(&mut pusher);
+    let (popped, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"x\r\n"));
+    assert_eq!(popped, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+    let _: () = c.del("q").unwrap();
+    got
 }
