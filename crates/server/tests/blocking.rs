@@ -360,12 +360,12 @@ fn with_a_blpop_waiter_on_q(
     push: impl FnOnce(&mut std::net::TcpStream) -> Vec<u8>,
 ) -> Vec<u8> {
     let mut waiter = common::raw(server);
-    std::io::Write::write_all(&mut waiter, b"BLPOP q 0\r\n").unwrap();
+    std::io::Write::write_all(&mut waiter, b"BLPOP q 0\r\n").expect("write BLPOP");
     assert!(common::wait_until(5, || blocked_count(c) == 1));
     let mut pusher = common::raw(server);
     let got = push(&mut pusher);
     let (popped, _) = common::exchange(&mut waiter, b"", |g| g.ends_with(b"x\r\n"));
     assert_eq!(popped, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
-    let _: () = c.del("q").unwrap();
+    let _: () = c.del("q").expect("DEL q");
     got
 }
