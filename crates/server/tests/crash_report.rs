@@ -8,24 +8,14 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 
 const CARMINE: &str = env!("CARGO_BIN_EXE_carmine-server");
 
 /// A server on a free port logging to `dir/log`; killed when dropped.
 fn spawn(dir: &Path, extra: &[&str]) -> common::Proc {
     let port = common::free_port();
-    let child = Command::new(CARMINE)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(dir)
+    let child = common::local_server_command(CARMINE, None, port, dir)
         .arg("--logfile")
         .arg(dir.join("log"))
         .args(extra)

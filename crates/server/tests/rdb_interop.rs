@@ -32,17 +32,7 @@ fn scratch(name: &str) -> PathBuf {
 
 fn redis(dir: &Path, extra: &[&str]) -> Redis {
     let port = common::free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(dir)
+    let child = common::local_server_command("redis-server", None, port, dir)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

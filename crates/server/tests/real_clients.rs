@@ -31,22 +31,11 @@ fn spawn_server(extra: &[&str]) -> Proc {
 /// that follow override it.
 fn spawn_server_with(conf: Option<&std::path::Path>, extra: &[&str]) -> Proc {
     let port = common::free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carmine-server"));
-    if let Some(conf) = conf {
-        cmd.arg(conf);
-    }
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-    ]);
     let dir = std::env::temp_dir().join(format!("carmine-real-clients-{port}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    cmd.arg("--dir").arg(&dir);
+    let mut cmd =
+        common::local_server_command(env!("CARGO_BIN_EXE_carmine-server"), conf, port, &dir);
     cmd.args(extra);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("server binary starts");

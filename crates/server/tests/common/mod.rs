@@ -128,6 +128,32 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// The command line of a server process a test starts (`bin`: carmine-server or
+/// redis-server): `conf` first if given, then listening on 127.0.0.1:`port`, no
+/// snapshots, files in `dir`; the caller adds its own options after these.
+pub fn local_server_command(
+    bin: impl AsRef<std::ffi::OsStr>,
+    conf: Option<&std::path::Path>,
+    port: u16,
+    dir: &std::path::Path,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    if let Some(conf) = conf {
+        cmd.arg(conf);
+    }
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .arg("--dir")
+    .arg(dir);
+    cmd
+}
+
 /// A server process a test started; killed when dropped.
 pub struct Proc {
     pub child: std::process::Child,
