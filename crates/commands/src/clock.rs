@@ -119,18 +119,17 @@ fn reanchor() -> Instant {
     let ticks = before.wrapping_add(pairing / 2);
     let scale = match ANCHOR.get() {
         None => 0,
-        Some(previous) => match measured_scale(&previous, at, ticks) {
-            Some(scale) => scale,
-            // Too soon after the first anchor: keep measuring from it. (Too long after
-            // it, or a counter that went backwards, starts from this one instead.)
-            None if previous.scale == 0
+        // Too soon after the first anchor to measure: keep measuring from it.
+        Some(previous)
+            if previous.scale == 0
                 && at.saturating_duration_since(previous.at)
                     < std::time::Duration::from_nanos(MIN_SCALE_NANOS) =>
-            {
-                return at
-            }
-            None => previous.scale,
-        },
+        {
+            return at
+        }
+        // Unmeasurable otherwise (too long since, or a counter that went backwards):
+        // the scale it had, from this anchor on.
+        Some(previous) => measured_scale(&previous, at, ticks).unwrap_or(previous.scale),
     };
     ANCHOR.set(Some(Anchor { at, ticks, scale }));
     at
